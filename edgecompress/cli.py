@@ -1,0 +1,197 @@
+"""The `edgecompress` command: a thin layer over the Python API (no logic of its own).
+
+Heavy libraries are imported inside the commands, so `--help` and `targets` answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgecompress.errors import EdgeCompressError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Compress a trained model, export it to ONNX / OpenVINO / TFLite, validate it on edge targets.",
+)
+data_app = typer.Typer(help="Build the small data sets the project ships recipes for.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+_DEBUG = False
+
+FormatOpt = Annotated[list[str], typer.Option(
+    "--format", "-f", help="Format, or format:precision (onnx, onnx:int8, openvino:fp16, tflite:int8). Repeatable.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
+
+
+def _formats_help() -> str:
+    from edgecompress.exporters import FORMATS
+
+    return "; ".join(f"{n} ({', '.join(f.precisions)})" for n, f in FORMATS)
+
+
+def _settings(threads: int, batch: list[int], runs: int, warmup: int):
+    from edgecompress.targets import ValidateSettings
+
+    batches = tuple(dict.fromkeys([1, *batch]))
+    return ValidateSettings(threads=threads, batches=batches, runs=runs, warmup=warmup)
+
+
+def _summary(report, paths) -> None:
+    from edgecompress.report.render import table_rows
+
+    rows = table_rows(report)
+    cols = ["format", "precision", "size", "p50", "speed-up", "top-1 %", "agreement %", "status"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    typer.echo("  ".join(c.ljust(widths[c]) for c in cols), err=True)
+    for r in rows:
+        typer.echo("  ".join(r[c].ljust(widths[c]) for c in cols), err=True)
+    typer.echo(f"report: {paths['html']}", err=True)
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2 or file.onnx")],
+    format: FormatOpt = ["onnx"],  # noqa: B006 - typer reads the default
+    out: OutOpt = Path("edgecompress-out"),
+    int8: Annotated[bool, typer.Option("--int8", help="Add int8 (and keep fp32 as the reference).")] = False,
+    precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32, fp16, int8... for every --format")] = [],  # noqa: B006
+    calib: Annotated[str | None, typer.Option(help="Calibration data: image folder, labels CSV or .npy/.npz; PATH[start:stop] selects rows.")] = None,
+    eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data (same forms as --calib).")] = None,
+    calib_method: Annotated[str, typer.Option(help="ONNX int8 calibration: minmax, percentile, entropy.")] = "minmax",
+    target: Annotated[str, typer.Option(help="Target profile name or .toml file.")] = "x86-local",
+    input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (required for module:factory).")] = None,
+    weights: Annotated[str | None, typer.Option(help="state_dict for a module:factory model (loaded with weights_only=True).")] = None,
+    preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
+    threads: Annotated[int, typer.Option(help="Inference threads (pinned to the first N CPUs).")] = 1,
+    batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
+    runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 100,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
+    allow_mixed: Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float.")] = False,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
+) -> None:
+    """Export MODEL to one or more formats, validate on TARGET, write DIR/report.{json,md,html}."""
+    from edgecompress.exporters import CALIB_METHODS, ExportOptions, resolve_formats
+    from edgecompress.pipeline import ExportJob, run_export
+
+    if calib_method not in CALIB_METHODS:
+        from edgecompress.errors import ConfigError
+
+        raise ConfigError(f"--calib-method {calib_method!r}: use one of {', '.join(CALIB_METHODS)}")
+    pairs = resolve_formats(format, precision, int8)
+    job = ExportJob(
+        model=model, formats=pairs, out_dir=out, calib=calib, eval=eval, target=target,
+        options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed),
+        settings=_settings(threads, batch, runs, warmup), do_validate=not no_validate,
+        input_shape=input_shape, weights=weights, preprocess=preprocess,
+        command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    report, paths = run_export(job)
+    _summary(report, paths)
+    failed = [a for a in report.artifacts if a["status"] == "failed"]
+    if failed:
+        raise typer.Exit(4)
+
+
+@app.command()
+def demo(
+    out: OutOpt = Path("edgecompress-demo"),
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    runs: Annotated[int, typer.Option(help="Timed runs per artifact.")] = 100,
+) -> None:
+    """The embedded default: EfficientNet-Lite0 -> int8 ONNX + OpenVINO (+ TFLite), validated here."""
+    from edgecompress.exporters import FORMATS, ExportOptions, resolve_formats
+    from edgecompress.paths import imagenet_sample
+    from edgecompress.pipeline import ExportJob, run_export
+
+    if imagenet_sample() is None:
+        typer.echo("note: ../shared/data not found; calibrating on crops of scikit-learn's sample "
+                   "photos and reporting drift only (no labels)", err=True)
+    formats = [f for f in ("onnx", "openvino", "tflite") if f in FORMATS]
+    job = ExportJob(model="zoo:efficientnet-lite0", formats=resolve_formats(formats, int8=True),
+                    out_dir=out, options=ExportOptions(),
+                    settings=_settings(threads, [], runs, 10),
+                    command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    report, paths = run_export(job)
+    _summary(report, paths)
+    typer.echo(str(Path(paths["html"]).resolve()))
+
+
+@app.command()
+def formats() -> None:
+    """List the export formats and their precisions."""
+    from edgecompress.exporters import FORMATS
+
+    for name, f in FORMATS:
+        typer.echo(f"{name:<10} {f.suffix:<8} {','.join(f.precisions):<28} {f.runtime:<12} {f.description}")
+
+
+@app.command()
+def targets() -> None:
+    """List the target profiles (built-in ones; pass your own .toml to --target)."""
+    from edgecompress.targets.profile import list_targets
+
+    for name, t in list_targets().items():
+        typer.echo(f"{name:<16} {t.isa:<8} {t.runner:<9} {','.join(t.formats):<22} {t.description}")
+
+
+@app.command()
+def zoo() -> None:
+    """List the built-in models."""
+    from edgecompress.models.zoo import ZOO
+
+    for name, e in ZOO:
+        typer.echo(f"zoo:{name:<22} {e.description}")
+
+
+@data_app.command("build")
+def data_build(out: OutOpt = Path("calibration_data/built")) -> None:
+    """Write the project's own sets: digits train/test (.npz) and photo crops (.npz)."""
+    import shutil
+
+    from edgecompress.data.builtin import photo_crops_npz
+    from edgecompress.fileio import ensure_writable_dir
+    from edgecompress.models.digits import digits_npz
+
+    ensure_writable_dir(out)
+    for src in (digits_npz("train"), digits_npz("test"), photo_crops_npz()):
+        shutil.copyfile(src, out / src.name)
+        typer.echo(str(out / src.name))
+
+
+def main() -> None:
+    """Entry point: one-line errors and meaningful exit codes instead of tracebacks."""
+    global _DEBUG
+    _DEBUG = "--debug" in sys.argv or os.environ.get("EDGECOMPRESS_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        app(standalone_mode=False)
+    except EdgeCompressError as e:
+        if _DEBUG:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

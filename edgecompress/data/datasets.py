@@ -1,0 +1,229 @@
+"""Calibration and evaluation data: image folders, labelled CSVs, .npy/.npz tensors.
+
+Everything loads into one in-memory `Dataset` (model-ready float32 arrays plus optional labels):
+calibration and evaluation sets are hundreds to a few thousand samples, and every backend (ORT,
+NNCF, LiteRT, PyTorch) can then be fed the very same arrays, which is what makes drift comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecompress.data.presets import Transform, get_transform
+from edgecompress.errors import DataError, InputFileError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+TENSOR_SUFFIXES = {".npy", ".npz"}
+
+
+@dataclass
+class Dataset:
+    """Model-ready inputs `x` (N, ...) float32, optional integer labels `y`, and where they came from.
+
+    `x` may be a dict of named arrays for multi-input models (e.g. input_ids + attention_mask).
+    """
+
+    x: np.ndarray | dict[str, np.ndarray]
+    y: np.ndarray | None = None
+    source: str = ""
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        first = next(iter(self.x.values())) if isinstance(self.x, dict) else self.x
+        return int(first.shape[0])
+
+    def take(self, index: slice | np.ndarray) -> Dataset:
+        x = {k: v[index] for k, v in self.x.items()} if isinstance(self.x, dict) else self.x[index]
+        y = None if self.y is None else self.y[index]
+        names = list(np.asarray(self.names, dtype=object)[index]) if self.names else []
+        return Dataset(x, y, self.source, names)
+
+    def batches(self, batch_size: int = 32, desc: str | None = None,
+                progress: bool = True) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
+        """Yield input batches, with a progress bar when `desc` is given."""
+        n = len(self)
+        starts = range(0, n, batch_size)
+        if desc and progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc, unit="batch", total=math.ceil(n / batch_size),
+                          leave=False)
+        for s in starts:
+            yield self.take(slice(s, s + batch_size)).x
+
+
+@dataclass
+class DataSpec:
+    """Where data lives and which slice of it to use; resolved by `load_data`.
+
+    `path` is a folder of images (labelled by a `labels.csv` inside it, by `labels`, or by
+    sub-folders), a CSV `filename,class_index[,...]`, or a `.npy` / `.npz` file. `start:stop`
+    select rows in file order (e.g. the first 300 for calibration, the rest for evaluation).
+    """
+
+    path: str
+    start: int | None = None
+    stop: int | None = None
+    labels: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        """`PATH` or `PATH[start:stop]` (the CLI form)."""
+        m = re.fullmatch(r"(.+?)\[(-?\d*):(-?\d*)\]", text.strip())
+        if not m:
+            return cls(text.strip())
+        start, stop = (int(v) if v else None for v in m.group(2, 3))
+        return cls(m.group(1), start, stop)
+
+    def __str__(self) -> str:
+        if self.start is None and self.stop is None:
+            return self.path
+        return f"{self.path}[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
+
+
+def _check_finite(x: np.ndarray, where: str) -> None:
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(x.shape[0], -1).any(1).argmax())
+        raise DataError(f"{where}: sample {bad} contains NaN or Inf")
+
+
+def _load_tensors(path: Path, sl: slice) -> Dataset:
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                xkey = "x" if "x" in keys else ("inputs" if "inputs" in keys else None)
+                if xkey is None:
+                    xkey = next((k for k in keys if k not in ("y", "labels")), None)
+                if xkey is None:
+                    raise DataError(f"{path}: .npz holds no input array (expected key 'x')")
+                x = z[xkey][sl]
+                ykey = "y" if "y" in keys else ("labels" if "labels" in keys else None)
+                y = z[ykey][sl].astype(np.int64) if ykey else None
+        else:
+            x, y = np.load(path, allow_pickle=False)[sl], None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise InputFileError(f"{path}: not a readable {path.suffix} file ({e})") from e
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise DataError(f"{path}: holds no samples")
+    x = x.astype(np.float32, copy=False) if np.issubdtype(x.dtype, np.floating) else x
+    _check_finite(x, str(path))
+    return Dataset(np.ascontiguousarray(x), y, str(path), [f"{path.name}[{i}]" for i in range(len(x))])
+
+
+def _read_labels_csv(csv_path: Path) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputFileError(f"{csv_path}: cannot read labels CSV ({e})") from e
+    first_line = 1
+    if rows and len(rows[0]) > 1 and not rows[0][1].strip().lstrip("-").isdigit():
+        rows, first_line = rows[1:], 2  # a header line
+    for lineno, row in enumerate(rows, start=first_line):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise DataError(f"{csv_path}:{lineno}: expected 'filename,class_index'")
+        try:
+            label = int(row[1])
+        except ValueError:
+            raise DataError(f"{csv_path}:{lineno}: class_index {row[1]!r} is not an integer") from None
+        if label < 0:
+            raise DataError(f"{csv_path}:{lineno}: class_index {label} is negative")
+        p = (csv_path.parent / row[0]).resolve()
+        if not p.is_file():
+            raise DataError(f"{csv_path}:{lineno}: image {row[0]!r} not found")
+        files.append(p)
+        labels.append(label)
+    return files, labels
+
+
+def _list_images(folder: Path) -> tuple[list[Path], list[int] | None]:
+    """Images of a folder: labelled by labels.csv inside it, by sub-folders, or unlabelled."""
+    if (folder / "labels.csv").is_file():
+        return _read_labels_csv(folder / "labels.csv")
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if subdirs:
+        files, labels = [], []
+        for idx, d in enumerate(subdirs):
+            for p in sorted(d.iterdir()):
+                if p.suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(p)
+                    labels.append(idx)
+        return files, labels
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return files, None
+
+
+def _decode(path: Path, transform: Transform) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(transform(im), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+
+
+def load_images(files: Sequence[Path], transform: Transform, desc: str = "images",
+                progress: bool = True) -> np.ndarray:
+    """Decode and preprocess images in parallel (PIL releases the GIL while decoding)."""
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        it = pool.map(lambda p: _decode(p, transform), files)
+        arrays = list(tqdm(it, total=len(files), desc=desc, unit="img", leave=False,
+                           disable=not progress))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise DataError(f"images give different shapes after preprocessing: {sorted(shapes)[:3]}")
+    return np.stack(arrays)
+
+
+def load_data(spec: DataSpec | str, preprocess: str | Transform = "efficientnet-lite",
+              image_size: int = 224, purpose: str = "data", progress: bool = True) -> Dataset:
+    """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors."""
+    spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
+    path = Path(spec.path).expanduser()
+    sl = slice(spec.start, spec.stop)
+    if not path.exists():
+        raise InputFileError(f"{purpose} data {path}: no such file or directory")
+    if path.is_file() and path.suffix.lower() in TENSOR_SUFFIXES:
+        ds = _load_tensors(path, sl)
+        if len(ds) == 0:
+            raise DataError(f"{purpose} data {spec}: the selected range is empty")
+        return ds
+    if path.is_file() and path.suffix.lower() == ".csv":
+        files, labels = _read_labels_csv(path)
+    elif path.is_dir():
+        if spec.labels:
+            files, labels = _read_labels_csv(Path(spec.labels))
+        else:
+            files, labels = _list_images(path)
+    else:
+        raise InputFileError(f"{purpose} data {path}: expected a folder of images, a labels CSV, "
+                             "or a .npy/.npz file")
+    if not files:
+        raise DataError(f"{purpose} data {path}: no images found "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    files = files[sl]
+    labels = labels[sl] if labels is not None else None
+    if not files:
+        raise DataError(f"{purpose} data {spec}: the selected range is empty")
+    transform = get_transform(preprocess, image_size)
+    x = load_images(files, transform, desc=f"loading {purpose} images", progress=progress)
+    y = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    return Dataset(x, y, str(spec), [p.name for p in files])

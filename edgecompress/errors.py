@@ -1,0 +1,59 @@
+"""Errors users see. Each carries a one-line message naming the culprit (file, flag, layer, op).
+
+The CLI prints `error: <message>` and exits with the class's `exit_code`; nothing else is shown
+unless `--debug` is given.
+"""
+
+from __future__ import annotations
+
+
+class EdgeCompressError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        # Keep it one line: build logs and CI annotations show the first line only.
+        super().__init__(" ".join(str(message).split()))
+
+
+class InputFileError(EdgeCompressError):
+    """A file the user named is missing, unreadable or corrupt."""
+
+
+class ModelLoadError(EdgeCompressError):
+    """The model could not be built or loaded (bad factory, weights, checkpoint)."""
+
+
+class InputShapeError(EdgeCompressError):
+    """The input shape or dtype does not fit the model."""
+
+
+class DataError(EdgeCompressError):
+    """Calibration / evaluation data is empty, unreadable or inconsistent."""
+
+
+class ConfigError(EdgeCompressError):
+    """A flag, recipe or config value is invalid (unknown format, precision, pass, target...)."""
+
+
+class ExportError(EdgeCompressError):
+    """An exporter could not lower the model (unsupported op, dynamic shape...)."""
+
+    exit_code = 3
+
+
+class RuntimeMissingError(EdgeCompressError):
+    """A runtime needed to run an artifact is not installed."""
+
+    exit_code = 3
+
+
+class ValidationError(EdgeCompressError):
+    """Running an artifact on a target failed, or a gate (--fail-on) was not met."""
+
+    exit_code = 4
+
+
+class OutputError(EdgeCompressError):
+    """The output location cannot be written (permissions, full disk, path escapes DIR)."""

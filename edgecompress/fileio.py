@@ -1,0 +1,100 @@
+"""Crash-safe file writing: every artifact and report goes to a temporary path, then is renamed.
+
+A reader (or a later build step) therefore sees either the complete old file or the complete new
+one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import OutputError
+
+
+def ensure_writable_dir(path: Path, flag: str = "--out") -> Path:
+    """Create `path` if needed and check that we can write in it; one-line error otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot create directory ({e.strerror})") from e
+    if not path.is_dir():
+        raise OutputError(f"{flag} {path}: exists and is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: directory is not writable")
+    return path
+
+
+def safe_child(root: Path, name: str) -> Path:
+    """`root/name`, refusing names that would escape `root` (`../x`, absolute paths, symlinks)."""
+    root = Path(root).resolve()
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise OutputError(f"output name {name!r} would escape the output directory {root}")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
+
+    The temporary name keeps the final suffix (some tools dispatch on it) and starts with `.tmp-`
+    so a crash leaves nothing that looks like an artifact.
+    """
+    final = Path(final)
+    suffix = final.suffix if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.stem}-", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.exists() or tmp.stat().st_size == 0:
+            raise OutputError(f"{final}: the writer produced no data")
+        os.replace(tmp, final)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OutputError(f"{final}: no space left on device") from e
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def path_size(path: Path) -> int:
+    """Bytes on disk of a file, or of every file of a directory / multi-file artifact."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

@@ -1,0 +1,216 @@
+"""Turn a model reference into a ModelSpec.
+
+References: `zoo:NAME`, `package.module:factory` (optionally with a state_dict via `weights`),
+a `.pt2` ExportedProgram, a `.onnx` file (export-only paths), or an `nn.Module` from Python.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import InputFileError, InputShapeError, ModelLoadError
+from edgecompress.models.spec import InputSpec, ModelSpec
+from edgecompress.registry import Registry
+
+Loader = Callable[..., ModelSpec]
+# Each loader declares which references it accepts; tried in registration order.
+LOADERS: Registry[tuple[Callable[[str], bool], Loader]] = Registry("model loader")
+
+
+def _parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+    if shape is None or isinstance(shape, tuple | list):
+        return tuple(int(s) for s in shape) if shape is not None else None
+    try:
+        dims = tuple(int(s) for s in shape.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise InputShapeError(f"--input-shape {shape!r}: expected integers like 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise InputShapeError(f"--input-shape {shape!r}: dimensions must be positive")
+    return dims
+
+
+def check_forward(spec: ModelSpec) -> None:
+    """Run one forward pass so a wrong input shape fails here, named, not deep in an exporter."""
+    import torch
+
+    if spec.module is None:
+        return
+    try:
+        with torch.no_grad():
+            spec.module(*spec.example_inputs(1))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
+        raise InputShapeError(f"input shape {shapes} does not fit model {spec.name}: {first}") from e
+
+
+def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
+    from edgecompress.models.zoo import ZOO
+
+    name = ref.split(":", 1)[1]
+    entry = ZOO.get(name, "MODEL")
+    module = entry.build()
+    return ModelSpec(
+        name=name, module=module, inputs=[InputSpec(input_shape or entry.input_shape)],
+        source=ref, task=entry.task, preprocess=entry.preprocess,
+        default_calib=entry.default_calib, default_eval=entry.default_eval, extra=dict(entry.extra),
+    )
+
+
+def _load_weights(module: Any, weights: str | Path) -> None:
+    import torch
+
+    path = Path(weights)
+    if not path.is_file():
+        raise InputFileError(f"--weights {path}: no such file")
+    try:
+        # weights_only: a checkpoint is untrusted input; never unpickle arbitrary objects.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise ModelLoadError(f"--weights {path}: refused, it needs pickle beyond plain tensors "
+                                 f"(loaded with weights_only=True): {reason[:160]}") from e
+        raise InputFileError(f"--weights {path}: not a readable PyTorch checkpoint ({reason[:160]})") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"--weights {path}: expected a state_dict, got {type(state).__name__}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelLoadError(f"--weights {path}: does not match the model: "
+                             f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from e
+
+
+def _load_factory(ref: str, input_shape: tuple[int, ...] | None = None,
+                  weights: str | Path | None = None, **_: Any) -> ModelSpec:
+    import torch
+
+    mod_name, _, attr = ref.partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # so `mypkg.models:build` works from a project dir
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:
+        raise ModelLoadError(f"MODEL {ref}: cannot import module {mod_name!r} "
+                             f"({type(e).__name__}: {e})") from e
+    factory = getattr(mod, attr, None)
+    if factory is None:
+        raise ModelLoadError(f"MODEL {ref}: module {mod_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise ModelLoadError(f"MODEL {ref}: {attr!r} is a {type(factory).__name__}, not callable")
+    try:
+        module = factory() if not isinstance(factory, torch.nn.Module) else factory
+    except Exception as e:
+        raise ModelLoadError(f"MODEL {ref}: calling {attr}() failed ({type(e).__name__}: {e})") from e
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"MODEL {ref}: {attr}() returned {type(module).__name__}, not a torch.nn.Module")
+    if weights:
+        _load_weights(module, weights)
+    if input_shape is None:
+        raise InputShapeError(f"MODEL {ref}: --input-shape is required for a factory model")
+    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape)], source=ref)
+
+
+def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
+    import torch
+
+    path = Path(ref)
+    if not path.is_file():
+        raise InputFileError(f"MODEL {path}: no such file")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:
+        raise InputFileError(f"MODEL {path}: not a readable ExportedProgram .pt2 "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e
+    if input_shape is None:
+        example = getattr(ep, "example_inputs", None)
+        args = example[0] if example else ()
+        if not args:
+            raise InputShapeError(f"MODEL {path}: holds no example inputs; pass --input-shape")
+        input_shape = (1, *tuple(args[0].shape[1:]))
+    return ModelSpec(name=path.stem, module=ep.module(), inputs=[InputSpec(input_shape)], source=str(path))
+
+
+def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
+    import onnx
+
+    path = Path(ref)
+    if not path.is_file():
+        raise InputFileError(f"MODEL {path}: no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise InputFileError(f"MODEL {path}: not a valid ONNX model ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from e
+    inits = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    inputs = []
+    for i, gi in enumerate(graph_inputs):
+        dims = [d.dim_value if d.dim_value > 0 else 1 for d in gi.type.tensor_type.shape.dim]
+        shape = tuple(input_shape) if (input_shape and i == 0) else (1, *dims[1:])
+        elem = onnx.helper.tensor_dtype_to_np_dtype(gi.type.tensor_type.elem_type)
+        inputs.append(InputSpec(shape, gi.name, str(elem)))
+    return ModelSpec(name=path.stem, module=None, inputs=inputs, source=str(path), onnx_path=path,
+                     output_names=[o.name for o in model.graph.output])
+
+
+LOADERS.register("zoo", (lambda r: r.startswith("zoo:"), _load_zoo))
+LOADERS.register("pt2", (lambda r: r.endswith(".pt2"), _load_pt2))
+LOADERS.register("onnx", (lambda r: r.endswith(".onnx"), _load_onnx))
+LOADERS.register("factory", (lambda r: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", r) is not None
+                              and not r.startswith("zoo:"), _load_factory))
+
+
+def load_model(ref: Any, input_shape: str | tuple[int, ...] | None = None,
+               weights: str | Path | None = None, preprocess: str | None = None,
+               name: str | None = None) -> ModelSpec:
+    """Load a model from a reference string (see module doc) or wrap an `nn.Module`."""
+    import torch
+
+    shape = _parse_shape(input_shape)
+    if isinstance(ref, ModelSpec):
+        return ref
+    if isinstance(ref, torch.nn.Module):
+        if shape is None:
+            raise InputShapeError("input_shape is required when loading an nn.Module")
+        spec = ModelSpec(name=name or type(ref).__name__, module=ref.eval(), inputs=[InputSpec(shape)],
+                         source=f"python:{type(ref).__name__}")
+    else:
+        ref = str(ref)
+        for _, (accepts, loader) in LOADERS:
+            if accepts(ref):
+                spec = loader(ref, input_shape=shape, weights=weights)
+                break
+        else:
+            if Path(ref).suffix in (".pt", ".pth", ".bin", ".ckpt"):
+                raise ModelLoadError(f"MODEL {ref}: a bare checkpoint has no architecture; pass "
+                                     "'package.module:factory --weights FILE' or a .pt2 ExportedProgram")
+            if not Path(ref).exists() and Path(ref).suffix:
+                raise InputFileError(f"MODEL {ref}: no such file")
+            raise ModelLoadError(f"MODEL {ref}: not a zoo:NAME, module:factory, .pt2 or .onnx reference")
+    if preprocess:
+        spec.preprocess = preprocess
+    if name:
+        spec.name = name
+    check_forward(spec)
+    return spec
+
+
+def count_params_macs(spec: ModelSpec) -> tuple[int, int]:
+    """Parameters and multiply-accumulates of one sample (batch 1), via Torch-Pruning's counter."""
+    if spec.module is None:
+        return 0, 0
+    import torch
+    import torch_pruning as tp
+
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(spec.module, spec.example_inputs(1))
+    return int(params), int(macs)

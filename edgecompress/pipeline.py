@@ -1,0 +1,133 @@
+"""The one pipeline: load -> (compress passes) -> export -> validate -> report.
+
+Each stage is a plain function over dataclasses (ModelSpec, Dataset, Artifact, Measurement,
+Report); `run_export` only chains them, so any stage can be called alone from Python.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecompress.data import Dataset, DataSpec, load_data
+from edgecompress.errors import DataError
+from edgecompress.exporters import Artifact, ExportOptions, export
+from edgecompress.fileio import ensure_writable_dir, write_json_atomic
+from edgecompress.models import ModelSpec, count_params_macs, load_model
+from edgecompress.report import Report, artifact_row, write_report
+from edgecompress.targets import ValidateSettings, reference_outputs, validate
+
+
+@dataclass
+class ExportJob:
+    """Everything `edgecompress export` does, as data."""
+
+    model: str | ModelSpec
+    formats: list[tuple[str, str]]  # (format, precision)
+    out_dir: Path
+    calib: str | DataSpec | Dataset | None = None
+    eval: str | DataSpec | Dataset | None = None
+    target: str = "x86-local"
+    options: ExportOptions = field(default_factory=ExportOptions)
+    settings: ValidateSettings = field(default_factory=ValidateSettings)
+    do_validate: bool = True
+    input_shape: str | None = None
+    weights: str | None = None
+    preprocess: str | None = None
+    command: str = ""
+    progress: bool = True
+
+
+def resolve_data(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str,
+                 progress: bool = True) -> Dataset | None:
+    """A Dataset from what the user gave, else from the zoo entry's default, else None."""
+    if isinstance(data, Dataset):
+        return data
+    if data is None:
+        default = spec.default_calib if purpose == "calibration" else spec.default_eval
+        data = default() if default else None
+        if data is None or isinstance(data, Dataset):
+            return data
+    size = spec.image_size or 224
+    preprocess = spec.preprocess or "efficientnet-lite"
+    ds = load_data(data, preprocess, size, purpose, progress)
+    expected = tuple(spec.input_shape[1:])
+    got = tuple(next(iter(ds.x.values())).shape[1:]) if isinstance(ds.x, dict) else tuple(ds.x.shape[1:])
+    if not isinstance(ds.x, dict) and got != expected:
+        raise DataError(f"{purpose} data {data}: samples have shape {got} but the model takes "
+                        f"{expected} (check --input-shape / --preprocess)")
+    return ds
+
+
+def onnx_reference(path: Path, data: Dataset) -> Any:
+    """fp32 outputs of an ONNX model (for ONNX inputs, which have no PyTorch module)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, dict(xb) if isinstance(xb, dict) else {name: xb})[0]
+            for xb in data.batches(1)]
+    return np.concatenate([o.reshape(o.shape[0], -1) for o in outs]).astype(np.float32)
+
+
+def write_manifest(out_dir: Path, artifacts: list[Artifact]) -> Path:
+    """SHA-256 of every artifact, written last: `validate` refuses an artifact that differs."""
+    entries = [{"path": Path(a.path).name, "format": a.format, "precision": a.precision,
+                "sha256": a.sha256, "size_bytes": a.size_bytes} for a in artifacts]
+    return write_json_atomic(Path(out_dir) / "manifest.json", {"artifacts": entries})
+
+
+def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
+    out_dir = ensure_writable_dir(Path(job.out_dir))
+    spec = job.model if isinstance(job.model, ModelSpec) else load_model(
+        job.model, job.input_shape, job.weights, job.preprocess)
+    needs_calib = any(p == "int8" for _, p in job.formats)
+    calib = resolve_data(spec, job.calib, "calibration", job.progress) if needs_calib else None
+    if needs_calib and (calib is None or len(calib) == 0):
+        raise DataError("--calib: int8 needs calibration data and none was given or found")
+    ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
+    params, macs = count_params_macs(spec)
+    artifacts = []
+    for fmt, precision in job.formats:
+        if job.progress:
+            print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
+        artifacts.append(export(spec, fmt, precision, out_dir, calib, job.options))
+    reference: dict[str, Any] = {}
+    ref_out = None
+    measurements = []
+    if job.do_validate:
+        if ev is not None and spec.module is not None:
+            ref_out = reference_outputs(spec.module, ev, progress=job.progress)
+            from edgecompress.targets.metrics import classification_metrics
+
+            reference = classification_metrics(ref_out, ev.y)
+        elif ev is not None and spec.onnx_path is not None:
+            # An ONNX model in: its own fp32 outputs are the reference.
+            ref_out = onnx_reference(spec.onnx_path, ev)
+            from edgecompress.targets.metrics import classification_metrics
+
+            reference = classification_metrics(ref_out, ev.y)
+        measurements = validate(artifacts, job.target, ev, ref_out, job.settings, job.progress)
+    else:
+        from edgecompress.targets import Measurement
+
+        measurements = [Measurement(artifact=a.to_dict(), target=job.target, status="not-validated")
+                        for a in artifacts]
+    report = Report(
+        model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
+               "input_shape": list(spec.input_shape), "task": spec.task},
+        target=job.target,
+        artifacts=[artifact_row(m.to_dict()) for m in measurements],
+        reference=reference,
+        data={"calib": calib.source if calib else None, "calib_n": len(calib) if calib else 0,
+              "eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
+              "labelled": bool(ev is not None and ev.y is not None)},
+        command=job.command or " ".join(shlex.quote(a) for a in sys.argv),
+    )
+    paths = write_report(report, out_dir)
+    paths["manifest"] = write_manifest(out_dir, artifacts)
+    return report, paths

@@ -1,0 +1,104 @@
+"""The Report: one JSON-able object per run; Markdown, HTML and plots are rendered from it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import InputFileError
+
+SCHEMA_VERSION = 1
+_PACKAGES = ("edgecompress", "torch", "torchao", "onnx", "onnxruntime", "openvino", "nncf",
+             "litert-torch", "ai-edge-litert", "torch-pruning", "transformers", "numpy")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f" {f}" in flags]
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"hostname": platform.node(), "cpu": cpu, "arch": platform.machine(),
+            "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "isa_extensions": isa,
+            "os": platform.platform(), "python": sys.version.split()[0],
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+@dataclass
+class Report:
+    model: dict[str, Any]
+    target: str
+    artifacts: list[dict[str, Any]]
+    reference: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # compression passes, in order
+    command: str = ""
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    machine: dict[str, Any] = field(default_factory=machine)
+    versions: dict[str, str] = field(default_factory=versions)
+    schema_version: int = SCHEMA_VERSION
+    baseline: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, path: Path | str) -> Report:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise InputFileError(f"{path}: no such report") from None
+        except (json.JSONDecodeError, TypeError) as e:
+            raise InputFileError(f"{path}: not a valid edgecompress report.json ({e})") from e
+
+
+def artifact_row(measurement: dict[str, Any], batch: int = 1) -> dict[str, Any]:
+    """Flatten a Measurement into the report's artifact entry (batch-1 latency up front)."""
+    art = measurement["artifact"]
+    lat = measurement.get("latency_ms", {})
+    first = lat.get(str(batch)) or (next(iter(lat.values())) if lat else {})
+    return {
+        "format": art["format"], "precision": art["precision"], "path": art["path"],
+        "size_bytes": art["size_bytes"], "sha256": art["sha256"],
+        "latency_ms": {k: first[k] for k in ("p50", "p90", "p99", "mean") if k in first},
+        "latency_kind": measurement.get("latency_kind", "measured"),
+        "latency_by_batch": lat,
+        "memory_mb": measurement.get("memory_mb", {}),
+        "metrics": measurement.get("metrics", {}), "drift": measurement.get("drift", {}),
+        "status": measurement.get("status", "ok"), "error": measurement.get("error", ""),
+        "target": measurement.get("target", ""), "runtime": measurement.get("runtime", {}),
+        "settings": measurement.get("settings", {}),
+        "io": {"inputs": art.get("inputs", []), "outputs": art.get("outputs", [])},
+        "details": art.get("details", {}),
+    }

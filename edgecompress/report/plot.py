@@ -1,0 +1,53 @@
+"""The accuracy / latency / size plot (PNG bytes), drawn with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | None:
+    """Accuracy (top-1, else top-1 agreement) vs batch-1 p50 latency; marker area ~ size on disk.
+    Points on the Pareto front (faster and more accurate than every other) are outlined."""
+    pts = []
+    for a in artifacts:
+        if a.get("status") != "ok" or "p50" not in a.get("latency_ms", {}):
+            continue
+        acc = a["metrics"].get("top1", a["drift"].get("top1_agreement", a["drift"].get("cosine")))
+        if acc is None:
+            continue
+        pts.append((a["latency_ms"]["p50"], 100 * acc, a["size_bytes"] / 1e6,
+                    f"{a['format']} {a['precision']}", a.get("latency_kind") == "estimated"))
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ylabel = "top-1 %" if any("top1" in a["metrics"] for a in artifacts) else "top-1 agreement with fp32 %"
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    max_size = max(p[2] for p in pts) or 1
+    front = {i for i, p in enumerate(pts)
+             if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in pts)}
+    for i, (lat, acc, size, label, est) in enumerate(pts):
+        ax.scatter(lat, acc, s=60 + 600 * size / max_size, alpha=0.55,
+                   edgecolors="black" if i in front else "none", linewidths=1.5,
+                   marker="D" if est else "o")
+        ax.annotate(f"{label}\n{size:.1f} MB", (lat, acc), textcoords="offset points", xytext=(8, 6),
+                    fontsize=8)
+    ax.set_xlabel("latency p50, batch 1 (ms)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or "accuracy vs latency (marker area = size on disk; outlined = Pareto front)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ys = [p[1] for p in pts]
+    pad = max(0.5, (max(ys) - min(ys)) * 0.25)
+    ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    xs = [p[0] for p in pts]
+    ax.set_xlim(0, max(xs) * 1.35)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,171 @@
+"""Render a Report as Markdown (for PRs and CI logs) and self-contained HTML (for people)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+from edgecompress.report.model import Report
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def _fp32_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    return next((r for r in rows if r["format"] == row["format"] and r["precision"] == "fp32"
+                 and r.get("target") == row.get("target") and r["status"] == "ok"), None)
+
+
+def table_rows(report: Report) -> list[dict[str, str]]:
+    """One display row per artifact: the columns shared by Markdown and HTML."""
+    rows = []
+    for a in report.artifacts:
+        ref = _fp32_of(report.artifacts, a)
+        lat = a.get("latency_ms", {})
+        est = " (est.)" if a.get("latency_kind") == "estimated" else ""
+        speed = ""
+        if ref is not None and ref is not a and lat.get("p50") and ref["latency_ms"].get("p50"):
+            speed = f"{ref['latency_ms']['p50'] / lat['p50']:.2f}x"
+        size_ratio = f" ({a['size_bytes'] / ref['size_bytes']:.2f}x)" if ref is not None and ref is not a else ""
+        m, d = a.get("metrics", {}), a.get("drift", {})
+        rows.append({
+            "target": a.get("target", report.target), "format": a["format"], "precision": a["precision"],
+            "size": f"{a['size_bytes'] / 1e6:.2f} MB{size_ratio}",
+            "p50": f"{lat['p50']:.2f}{est}" if "p50" in lat else "—",
+            "p90": f"{lat['p90']:.2f}{est}" if "p90" in lat else "—",
+            "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
+            "top-1 %": _pct(m.get("top1")), "top-5 %": _pct(m.get("top5")),
+            "agreement %": _pct(d.get("top1_agreement")),
+            "cosine": f"{d['cosine']:.5f}" if "cosine" in d else "—",
+            "memory MB": f"{a['memory_mb']['peak_rss']:.0f}" if a.get("memory_mb", {}).get("peak_rss") else "—",
+            "status": a["status"] + (f": {a['error']}" if a.get("error") else ""),
+        })
+    return rows
+
+
+def _steps_rows(report: Report) -> list[dict[str, str]]:
+    rows = []
+    for s in report.steps:
+        r = s.get("ratios", {})
+        rows.append({"step": s.get("name", ""), "params": f"{s.get('params', 0):,}",
+                     "MACs": f"{s.get('macs', 0):,}", "size MB": f"{s.get('size_bytes', 0) / 1e6:.2f}",
+                     "metric": _pct(s.get("metric")),
+                     "α params": f"{r.get('alpha', 1):.3f}", "β FLOPs": f"{r.get('beta', 1):.3f}",
+                     "γ memory": f"{r.get('gamma', 1):.3f}",
+                     "ΔA pt": f"{s['delta_metric'] * 100:+.2f}" if s.get("delta_metric") is not None else "—"})
+    return rows
+
+
+def _md_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(r[c].replace("|", "/") for c in cols) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def _summary(report: Report) -> list[tuple[str, str]]:
+    m, ref, data = report.model, report.reference, report.data
+    items = [("model", f"{m.get('name')} ({m.get('source')})"),
+             ("params / MACs", f"{m.get('params', 0):,} / {m.get('macs', 0):,}"),
+             ("input", str(m.get("input_shape"))),
+             ("target", report.target)]
+    if data:
+        items.append(("calibration data", f"{data.get('calib', '—')} ({data.get('calib_n', 0)} samples)"))
+        items.append(("evaluation data", f"{data.get('eval', '—')} ({data.get('eval_n', 0)} samples, "
+                                         f"{'labelled' if data.get('labelled') else 'unlabelled'})"))
+    if ref:
+        items.append(("fp32 PyTorch reference", ", ".join(f"{k} {100 * v:.1f} %" for k, v in ref.items()
+                                                           if isinstance(v, float))))
+    mach = report.machine
+    items.append(("machine", f"{mach.get('cpu')} · {mach.get('cores')} cores · {mach.get('memory_gb')} GB · "
+                             f"{' '.join(mach.get('isa_extensions', []))} · load {mach.get('loadavg')}"))
+    items.append(("versions", ", ".join(f"{k} {v}" for k, v in report.versions.items())))
+    items.append(("created", report.created))
+    items.append(("command", f"`{report.command}`" if report.command else "—"))
+    return items
+
+
+def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
+    parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
+    parts += [f"- **{k}**: {v}" for k, v in _summary(report)]
+    parts.append("\nLatency is batch 1, in ms; speed-up and size ratio are against the fp32 artifact "
+                 "of the same format; agreement and cosine are against the fp32 PyTorch outputs on "
+                 "the same inputs. `(est.)` marks estimated latency (no device measured).\n")
+    parts.append("## Artifacts\n")
+    parts.append(_md_table(table_rows(report)))
+    if report.steps:
+        parts.append("\n## Compression steps\n")
+        parts.append(_md_table(_steps_rows(report)))
+    if report.baseline.get("regressions") is not None:
+        parts.append("\n## Against the baseline\n")
+        regs = report.baseline["regressions"]
+        parts.append(f"Baseline: `{report.baseline.get('path')}`. "
+                     + ("No regression over the threshold.\n" if not regs else "Regressions:\n"))
+        parts += [f"- {r}" for r in regs]
+    if plot_name:
+        parts.append(f"\n![accuracy vs latency vs size]({plot_name})\n")
+    return "\n".join(parts) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+color:#1b1f24;padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:.35rem .55rem;
+border-bottom:1px solid #d8dee4;text-align:right;white-space:nowrap}th{background:#f3f5f7;position:sticky;top:0}
+td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}tr.failed td{background:#fff0f0}
+.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600;white-space:normal;text-align:left}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;font-size:.9rem}dt{font-weight:600}
+dd{margin:0;word-break:break-word}.note{color:#57606a;font-size:.85rem}img{max-width:100%;border:1px solid #d8dee4}
+"""
+
+
+def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = []
+    for r in rows:
+        failed = status_col and not r.get("status", "ok").startswith("ok")
+        cells = []
+        for c in cols:
+            cls = ""
+            if c == "status":
+                cls = ' class="bad"' if failed else ' class="ok"'
+            cells.append(f"<td{cls}>{html.escape(r[c])}</td>")
+        body.append(f"<tr{' class=\"failed\"' if failed else ''}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def to_html(report: Report, plot_png: bytes | None = None) -> str:
+    summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v.strip('`'))}</dd>"
+                      for k, v in _summary(report))
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>edgecompress report: {html.escape(str(report.model.get('name')))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>edgecompress validation report: {html.escape(str(report.model.get('name')))}</h1>",
+        f"<dl>{summary}</dl>",
+        "<h2>Artifacts</h2>",
+        "<p class=note>Latency is batch 1, in ms; speed-up and size ratio are against the fp32 "
+        "artifact of the same format; agreement and cosine are against the fp32 PyTorch outputs on "
+        "the same inputs. (est.) marks estimated latency.</p>",
+        _html_table(table_rows(report)),
+    ]
+    if report.steps:
+        parts += ["<h2>Compression steps</h2>", _html_table(_steps_rows(report), status_col=False)]
+    if report.baseline.get("regressions") is not None:
+        regs = report.baseline["regressions"]
+        parts.append("<h2>Against the baseline</h2>")
+        parts.append("<p>No regression over the threshold.</p>" if not regs else
+                     "<ul>" + "".join(f"<li class=bad>{html.escape(r)}</li>" for r in regs) + "</ul>")
+    if plot_png:
+        b64 = base64.b64encode(plot_png).decode()
+        parts += ["<h2>Accuracy vs latency vs size</h2>",
+                  f"<img alt='accuracy vs latency vs size' src='data:image/png;base64,{b64}'>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,23 @@
+"""Write report.json / report.md / report.html / report.png, each atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecompress.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgecompress.report.model import Report
+from edgecompress.report.plot import tradeoff_png
+from edgecompress.report.render import to_html, to_markdown
+
+
+def write_report(report: Report, out_dir: Path, stem: str = "report") -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    png = tradeoff_png(report.artifacts, f"{report.model.get('name')} on {report.target}")
+    paths = {}
+    if png:
+        paths["png"] = write_bytes_atomic(out_dir / f"{stem}.png", png)
+    paths["md"] = write_text_atomic(out_dir / f"{stem}.md", to_markdown(report, f"{stem}.png" if png else None))
+    paths["html"] = write_text_atomic(out_dir / f"{stem}.html", to_html(report, png))
+    # JSON last: CI gates read it, so it only appears once everything it points to exists.
+    paths["json"] = write_json_atomic(out_dir / f"{stem}.json", report.to_dict())
+    return paths

@@ -1,0 +1,17 @@
+"""Exporters: one module per format, each registering a row of the format table."""
+
+from edgecompress.exporters.api import export, parse_format_list, resolve_formats
+from edgecompress.exporters.base import (
+    CALIB_METHODS,
+    FORMATS,
+    Artifact,
+    ExportOptions,
+    Format,
+    TensorInfo,
+    register_format,
+)
+
+__all__ = [
+    "CALIB_METHODS", "FORMATS", "Artifact", "ExportOptions", "Format", "TensorInfo", "export",
+    "parse_format_list", "register_format", "resolve_formats",
+]

@@ -1,0 +1,90 @@
+"""`export()`: one verb for every format; the format table decides what happens."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgecompress.errors import ConfigError, DataError
+from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions
+from edgecompress.fileio import ensure_writable_dir, path_size, safe_child, sha256_file
+
+if TYPE_CHECKING:
+    from edgecompress.data import Dataset
+    from edgecompress.models import ModelSpec
+
+
+def resolve_formats(formats: Sequence[str], precisions: Sequence[str] = (),
+                    int8: bool = False) -> list[tuple[str, str]]:
+    """Expand CLI-style choices into (format, precision) pairs, checked against the table.
+
+    `onnx` -> fp32; `onnx:int8` -> int8; `--int8` adds int8 *and* keeps fp32 as the reference;
+    `--precision fp16` applies to every format that supports it.
+    """
+    pairs: list[tuple[str, str]] = []
+    for item in formats:
+        name, _, prec = item.partition(":")
+        fmt = FORMATS.get(name.strip().lower(), "--format")
+        wanted = [prec] if prec else list(precisions) or ["fp32"]
+        if int8 and not prec:
+            wanted = ["fp32", *[p for p in wanted if p != "fp32"], "int8"]
+        for p in wanted:
+            p = p.strip().lower()
+            if p not in fmt.precisions:
+                if prec or p not in ("fp16",) or len(wanted) == 1:
+                    raise ConfigError(f"--format {item}: {fmt.name} supports precisions "
+                                      f"{', '.join(fmt.precisions)}, not {p!r}")
+                continue  # a global --precision fp16 is skipped where a format lacks it
+            if (fmt.name, p) not in pairs:
+                pairs.append((fmt.name, p))
+    if not pairs:
+        raise ConfigError("--format: give at least one format "
+                          f"(known: {', '.join(FORMATS.names())})")
+    return pairs
+
+
+def parse_format_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def artifact_name(spec: ModelSpec, fmt: str, precision: str) -> str:
+    suffix = FORMATS.get(fmt).suffix
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name) or "model"
+    return f"{safe}-{precision}{suffix}"
+
+
+def export(spec: ModelSpec, fmt: str, precision: str = "fp32", out_dir: Path | str = ".",
+           calib: Dataset | None = None, options: ExportOptions | None = None,
+           name: str | None = None) -> Artifact:
+    """Export `spec` to `fmt` at `precision` inside `out_dir`; returns the hashed Artifact.
+
+    Every exporter writes to a temporary file and renames it, so a failure leaves nothing behind.
+    """
+    options = options or ExportOptions()
+    format_ = FORMATS.get(fmt, "--format")
+    if precision not in format_.precisions:
+        raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}")
+    if precision in format_.needs_calibration and (calib is None or len(calib) == 0):
+        raise DataError(f"{fmt} {precision}: needs calibration data and the set is empty (pass --calib)")
+    out_dir = ensure_writable_dir(Path(out_dir))
+    out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
+    t0 = time.perf_counter()
+    art = format_.export(spec, precision, out, calib, options)
+    art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
+    files = [art.path, *(art.path.with_suffix(s) for s in format_.extra_files)]
+    art.size_bytes = sum(path_size(f) for f in files if f.exists())
+    art.sha256 = sha256_file(art.path) if len(files) == 1 else _multi_hash(files)
+    art.path = Path(os.path.relpath(art.path)) if not art.path.is_absolute() else art.path
+    return art
+
+
+def _multi_hash(files: Sequence[Path]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()

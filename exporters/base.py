@@ -1,0 +1,96 @@
+"""The format table and the Artifact every exporter returns.
+
+One `Format` row per file under exporters/ (Ultralytics-style): name, suffix, precisions, the
+runtime that runs it. The CLI's checks, its --help text and the report read this table, so a new
+format is one new module that calls `register_format`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.registry import Registry
+
+if TYPE_CHECKING:
+    from edgecompress.data import Dataset
+    from edgecompress.models import ModelSpec
+
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+@dataclass
+class ExportOptions:
+    """Knobs shared by the exporters; a recipe or the CLI fills them."""
+
+    calib_method: str = "minmax"
+    calib_batch: int = 16
+    percentile: float = 99.999
+    dynamic_batch: bool = True
+    allow_mixed: bool = False  # TFLite: accept float ops left in an int8 model
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TensorInfo:
+    """One input or output of an artifact: what a caller must feed or read."""
+
+    name: str
+    shape: list[int | str]
+    dtype: str = "float32"
+    layout: str = ""  # NCHW / NHWC for images
+    scale: float | None = None  # set when the tensor itself is quantized (TFLite int8 I/O)
+    zero_point: int | None = None
+
+
+@dataclass
+class Artifact:
+    """A file (or IR pair) a runtime can load, with its contract and its hash."""
+
+    format: str
+    precision: str
+    path: Path
+    runtime: str
+    model_name: str
+    size_bytes: int = 0
+    sha256: str = ""
+    inputs: list[TensorInfo] = field(default_factory=list)
+    outputs: list[TensorInfo] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        d = dict(d)
+        d["path"] = Path(d["path"])
+        d["inputs"] = [TensorInfo(**t) for t in d.get("inputs", [])]
+        d["outputs"] = [TensorInfo(**t) for t in d.get("outputs", [])]
+        return cls(**d)
+
+
+ExportFn = Callable[["ModelSpec", str, Path, "Dataset | None", ExportOptions], Artifact]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    runtime: str  # the bench runtime that executes it (see targets/bench.py)
+    description: str
+    export: ExportFn
+    needs_calibration: tuple[str, ...] = ("int8",)
+    extra_files: tuple[str, ...] = ()  # sibling files that belong to the artifact (.bin of IR)
+
+
+FORMATS: Registry[Format] = Registry("format", "edgecompress.exporters")
+
+
+def register_format(fmt: Format) -> Format:
+    return FORMATS.register(fmt.name, fmt)

@@ -1,0 +1,123 @@
+"""OpenVINO IR: fp32, fp16 (compressed weights) and int8 (NNCF post-training quantization).
+
+`ov.convert_model` gets the PyTorch module with the input shape pinned except for the batch (an
+int8 model with every dim dynamic failed to compile here), then `nncf.quantize` on the IR.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.errors import DataError, ExportError
+from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
+
+if TYPE_CHECKING:
+    from edgecompress.data import Dataset
+    from edgecompress.models import ModelSpec
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
+    import openvino as ov
+
+    shapes = [[-1 if dynamic_batch else 1, *i.shape[1:]] for i in spec.inputs]
+    try:
+        if spec.module is not None:
+            import torch
+
+            with torch.no_grad():
+                model = ov.convert_model(spec.module.eval(), example_input=spec.example_inputs(1),
+                                         input=[ov.PartialShape(s) for s in shapes])
+        elif spec.onnx_path is not None:
+            model = ov.convert_model(str(spec.onnx_path), input=[ov.PartialShape(s) for s in shapes])
+        else:
+            raise ExportError(f"{spec.name}: nothing to convert")
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"openvino conversion of {spec.name} failed: {_first_line(e)} "
+                          "(an op OpenVINO cannot convert? try --format onnx)") from e
+    for port, name in zip(model.outputs, spec.output_names, strict=False):
+        port.get_tensor().set_names({name})
+    for port, i in zip(model.inputs, spec.inputs, strict=False):
+        port.get_tensor().set_names({i.name})
+    return model
+
+
+def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions) -> tuple[Any, dict]:
+    import nncf
+
+    batches = list(calib.batches(1))  # NNCF iterates samples itself; subset_size = all of them
+    kwargs: dict[str, Any] = {
+        "subset_size": len(batches),
+        # The full bias correction costs a little export time and buys agreement with fp32.
+        "fast_bias_correction": options.extra.get("ov_fast_bias_correction", False),
+        "preset": nncf.QuantizationPreset.PERFORMANCE,
+    }
+    if spec.task in ("embedding", "sequence-classification"):
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+    from tqdm.auto import tqdm
+
+    names = [i.get_any_name() for i in model.inputs]
+
+    def transform(x: Any) -> Any:
+        return {n: x[n] for n in names} if isinstance(x, dict) else x
+
+    ds = nncf.Dataset(tqdm(batches, desc="calibrating (nncf)", leave=False), transform)
+    try:
+        qmodel = nncf.quantize(model, ds, **kwargs)
+    except Exception as e:
+        raise ExportError(f"openvino int8 quantization of {spec.name} failed: {_first_line(e)}") from e
+    return qmodel, {"calibration": {"method": "nncf-minmax+bias-correction", "samples": len(batches)},
+                    "quantization": {"tool": "nncf", "preset": "performance",
+                                     "fast_bias_correction": kwargs["fast_bias_correction"]}}
+
+
+def export_openvino(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
+                    options: ExportOptions) -> Artifact:
+    import openvino as ov
+
+    model = convert(spec, options.dynamic_batch)
+    details: dict[str, Any] = {"ir_version": ov.get_version()}
+    if precision == "int8":
+        if calib is None or len(calib) == 0:
+            raise DataError("openvino int8: the calibration set is empty (pass --calib)")
+        model, more = quantize(model, calib, spec, options)
+        details.update(more)
+    # Write both IR files under temporary names, then rename .bin before .xml: the .xml is the
+    # commit point, and read_model finds the .bin by the .xml's name.
+    tmp_xml = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    tmp_bin = tmp_xml.with_suffix(".bin")
+    try:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))
+        os.replace(tmp_bin, out.with_suffix(".bin"))
+        os.replace(tmp_xml, out)
+    except OSError as e:
+        from edgecompress.errors import OutputError
+
+        raise OutputError(f"{out}: cannot write the IR ({e.strerror})") from e
+    finally:
+        for p in (tmp_xml, tmp_bin):
+            p.unlink(missing_ok=True)
+
+    def info(port: Any) -> TensorInfo:
+        shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
+        return TensorInfo(port.get_any_name(), shape, port.get_element_type().to_dtype().name,
+                          "NCHW" if len(shape) == 4 else "")
+
+    return Artifact("openvino", precision, out, "openvino", spec.name,
+                    inputs=[info(p) for p in model.inputs], outputs=[info(p) for p in model.outputs],
+                    details=details)
+
+
+register_format(Format(
+    name="openvino", suffix=".xml", precisions=("fp32", "fp16", "int8"), runtime="openvino",
+    description="OpenVINO IR (.xml + .bin); fp16 = compressed weights; int8 = NNCF PTQ",
+    export=export_openvino, extra_files=(".bin",),
+))

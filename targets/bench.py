@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Self-contained benchmark of one artifact: latency percentiles, peak memory, and outputs.
+
+Runs in its own process (so a crash or leak in a runtime cannot take the caller down) and needs
+only the standard library, numpy and the runtime itself, so the same file is copied to remote
+devices (ssh, adb, qemu) and run there unchanged. Prints one JSON object on its last stdout line.
+
+Usage: bench.py ARTIFACT --runtime {onnxruntime,openvino,litert} [--threads N] [--cpus 0,1]
+       [--batches 1,8] [--warmup 10] [--runs 100] [--inputs X.npy|X.npz] [--outputs OUT.npy]
+       [--precision-hint f32] [--layout NCHW|NHWC] [--input-shape 1,3,224,224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+
+def _status_mb(key: str) -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
+def _peak_mb() -> float:
+    # VmHWM belongs to this address space; ru_maxrss would also count the parent's peak, since it
+    # survives fork + exec.
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class OrtRunner:
+    def __init__(self, path: str, threads: int, hint: str | None) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.sess.get_inputs()]
+        self.info = {"name": "onnxruntime", "version": ort.__version__,
+                     "settings": {"provider": "CPUExecutionProvider", "intra_op_threads": threads,
+                                  "graph_optimization": "ORT_ENABLE_ALL"}}
+
+    def run(self, x):
+        feed = x if isinstance(x, dict) else {self.inputs[0]: x}
+        return self.sess.run(None, feed)[0]
+
+
+def _ov_type(t) -> str:
+    return t.to_string() if hasattr(t, "to_string") else str(t)
+
+
+class OpenVinoRunner:
+    def __init__(self, path: str, threads: int, hint: str | None) -> None:
+        import openvino as ov
+
+        self.core = ov.Core()
+        self.model = self.core.read_model(path)
+        self.config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                       "PERFORMANCE_HINT": "LATENCY"}
+        if hint:
+            # On CPUs with bf16 OpenVINO silently runs fp32 IRs in bf16: pin it when asked.
+            self.config["INFERENCE_PRECISION_HINT"] = hint
+        self._compiled: dict[tuple, object] = {}
+        self.names = [p.get_any_name() for p in self.model.inputs]
+        req = self._compile(None)
+        self.info = {"name": "openvino", "version": ov.get_version(),
+                     "settings": {"device": "CPU", "threads": threads,
+                                  "inference_precision": _ov_type(req.get_property("INFERENCE_PRECISION_HINT")),
+                                  "requested_precision": hint or "default"}}
+
+    def _compile(self, shapes):
+        key = tuple(shapes) if shapes else None
+        if key not in self._compiled:
+            m = self.model.clone()
+            if shapes:
+                m.reshape({n: list(s) for n, s in zip(self.names, shapes)})
+            self._compiled[key] = self.core.compile_model(m, "CPU", self.config)
+        return self._compiled[key]
+
+    def run(self, x):
+        arrays = [x[n] for n in self.names] if isinstance(x, dict) else [x]
+        compiled = self._compile([a.shape for a in arrays])
+        return compiled(arrays)[compiled.outputs[0]]
+
+
+class LiteRtRunner:
+    def __init__(self, path: str, threads: int, hint: str | None, layout: str = "NCHW") -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.it = Interpreter(model_path=path, num_threads=threads)
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()
+        self.out = self.it.get_output_details()[0]
+        self.layout = layout
+        self._batch = None
+        import ai_edge_litert
+
+        self.info = {"name": "litert", "version": getattr(ai_edge_litert, "__version__", "?"),
+                     "settings": {"delegate": "XNNPACK (default)", "num_threads": threads,
+                                  "input_dtype": str(self.inp[0]["dtype"].__name__),
+                                  "layout": layout}}
+
+    def run(self, x):
+        import numpy as np
+
+        arrays = [x[d["name"]] for d in self.inp] if isinstance(x, dict) else [x]
+        if self._batch != arrays[0].shape[0]:
+            for d, a in zip(self.inp, arrays):
+                shape = a.shape if not (self.layout == "NHWC" and a.ndim == 4) else \
+                    (a.shape[0], a.shape[2], a.shape[3], a.shape[1])
+                self.it.resize_tensor_input(d["index"], list(shape))
+            self.it.allocate_tensors()
+            self.inp = self.it.get_input_details()
+            self.out = self.it.get_output_details()[0]
+            self._batch = arrays[0].shape[0]
+        for d, a in zip(self.inp, arrays):
+            if self.layout == "NHWC" and a.ndim == 4:
+                a = a.transpose(0, 2, 3, 1)
+            scale, zp = d["quantization"]
+            if np.issubdtype(d["dtype"], np.integer) and scale:
+                info = np.iinfo(d["dtype"])
+                a = np.clip(np.round(a / scale + zp), info.min, info.max)
+            self.it.set_tensor(d["index"], np.ascontiguousarray(a.astype(d["dtype"])))
+        self.it.invoke()
+        y = self.it.get_tensor(self.out["index"])
+        scale, zp = self.out["quantization"]
+        if np.issubdtype(y.dtype, np.integer) and scale:
+            y = (y.astype(np.float32) - zp) * scale
+        return y
+
+
+RUNNERS = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner, "litert": LiteRtRunner}
+
+
+def _pct(values, q):
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _take(x, n):
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {k: _take(v, n) for k, v in x.items()}
+    reps = -(-n // x.shape[0])
+    return np.ascontiguousarray(np.concatenate([x[:n]] * reps)[:n] if x.shape[0] < n else x[:n])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("artifact")
+    ap.add_argument("--runtime", required=True, choices=sorted(RUNNERS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpus", default="")
+    ap.add_argument("--batches", default="1")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--inputs", default="")
+    ap.add_argument("--outputs", default="")
+    ap.add_argument("--eval-batch", type=int, default=8)
+    ap.add_argument("--precision-hint", default="")
+    ap.add_argument("--layout", default="NCHW")
+    ap.add_argument("--input-shape", default="")
+    a = ap.parse_args(argv)
+
+    # Pin before any runtime starts its thread pool, so the pool inherits the mask.
+    cpus = sorted({int(c) for c in a.cpus.split(",") if c.strip()})
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(a.threads)
+    import numpy as np
+
+    result = {"artifact": a.artifact, "threads": a.threads,
+              "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
+              "machine": {"arch": platform.machine(), "python": platform.python_version(),
+                          "numpy": np.__version__, "loadavg": list(os.getloadavg())}}
+    if a.inputs:
+        if a.inputs.endswith(".npz"):
+            with np.load(a.inputs) as z:
+                data = {k: z[k] for k in z.files}
+        else:
+            data = np.load(a.inputs, mmap_mode="r")
+    else:
+        shape = [int(s) for s in a.input_shape.split(",")]
+        data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    sample = _take(data, 1)
+    rss0 = _rss_mb()
+    kwargs = {"layout": a.layout} if a.runtime == "litert" else {}
+    t0 = time.perf_counter()
+    runner = RUNNERS[a.runtime](a.artifact, a.threads, a.precision_hint or None, **kwargs)
+    runner.run(sample)
+    result["load_seconds"] = round(time.perf_counter() - t0, 3)
+    result["runtime"] = runner.info
+    latency = {}
+    for b in [int(s) for s in a.batches.split(",") if s.strip()]:
+        xb = _take(data, b)
+        for _ in range(a.warmup):
+            runner.run(xb)
+        times = []
+        for _ in range(a.runs):
+            t = time.perf_counter()
+            runner.run(xb)
+            times.append((time.perf_counter() - t) * 1000)
+        latency[str(b)] = {"p50": _pct(times, 50), "p90": _pct(times, 90), "p99": _pct(times, 99),
+                           "mean": sum(times) / len(times), "min": min(times), "runs": len(times),
+                           "throughput_per_s": 1000 * b / _pct(times, 50)}
+    result["latency_ms"] = latency
+    # Peak memory of the inference process, read before the evaluation set is streamed through.
+    result["memory_mb"] = {"peak_rss": round(_peak_mb(), 1), "rss_before_load": round(rss0, 1),
+                           "model_and_runtime": round(_peak_mb() - rss0, 1)}
+    if a.outputs and a.inputs:
+        n = len(next(iter(data.values()))) if isinstance(data, dict) else data.shape[0]
+        outs = []
+        for s in range(0, n, a.eval_batch):
+            xb = {k: v[s:s + a.eval_batch] for k, v in data.items()} if isinstance(data, dict) \
+                else np.ascontiguousarray(data[s:s + a.eval_batch])
+            outs.append(np.asarray(runner.run(xb), dtype=np.float32).reshape(
+                (next(iter(xb.values())) if isinstance(xb, dict) else xb).shape[0], -1))
+        tmp = a.outputs + ".tmp.npy"
+        np.save(tmp, np.concatenate(outs))
+        os.replace(tmp, a.outputs)
+        result["outputs"] = a.outputs
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Artifacts + a target -> Measurements: latency, memory, accuracy and drift vs the fp32 reference."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.targets.metrics import classification_metrics, drift
+from edgecompress.targets.profile import TargetProfile, get_target
+from edgecompress.targets.runners import RUNNERS
+from edgecompress.targets.runners.local import BenchRequest
+
+if TYPE_CHECKING:
+    from edgecompress.data import Dataset
+    from edgecompress.exporters import Artifact
+
+
+@dataclass
+class ValidateSettings:
+    threads: int = 1
+    cpus: list[int] | None = None  # default: the first `threads` CPUs
+    batches: tuple[int, ...] = (1,)
+    warmup: int = 10
+    runs: int = 100
+    eval_batch: int = 8
+    # OpenVINO: "f32" pins fp32 execution for fp32/fp16 IRs (it runs bf16 by default on this CPU).
+    openvino_fp32_hint: str = "f32"
+
+
+@dataclass
+class Measurement:
+    artifact: dict[str, Any]
+    target: str
+    status: str = "ok"  # ok | failed
+    error: str = ""
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency_kind: str = "measured"  # measured | estimated
+    memory_mb: dict[str, float] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    drift: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _inputs_file(data: Dataset, folder: Path) -> Path:
+    if isinstance(data.x, dict):
+        path = folder / "inputs.npz"
+        np.savez(path, **data.x)
+    else:
+        path = folder / "inputs.npy"
+        np.save(path, data.x)
+    return path
+
+
+def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local",
+             eval_data: Dataset | None = None, reference: np.ndarray | None = None,
+             settings: ValidateSettings | None = None, progress: bool = True) -> list[Measurement]:
+    """Measure each artifact on `target`; compare its outputs on `eval_data` with `reference`.
+
+    A failing artifact gets status `failed` and its one-line error; the others still run.
+    """
+    from edgecompress.exporters import FORMATS
+
+    settings = settings or ValidateSettings()
+    profile = get_target(target) if isinstance(target, str) else target
+    runner = RUNNERS.get(profile.runner, "--target")
+    cpus = settings.cpus or list(range(settings.threads))
+    out: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="edgecompress-val-") as td:
+        inputs = _inputs_file(eval_data, Path(td)) if eval_data is not None else None
+        items = artifacts
+        if progress:
+            from tqdm.auto import tqdm
+
+            items = tqdm(artifacts, desc=f"validating on {profile.name}", unit="artifact", leave=False)
+        for i, art in enumerate(items):
+            fmt = FORMATS.get(art.format)
+            layout = art.inputs[0].layout if art.inputs and art.inputs[0].layout else "NCHW"
+            hint = settings.openvino_fp32_hint if (fmt.runtime == "openvino" and art.precision in ("fp32", "fp16")) else None
+            req = BenchRequest(
+                artifact=Path(art.path), runtime=fmt.runtime, threads=settings.threads, cpus=cpus,
+                batches=settings.batches, warmup=settings.warmup, runs=settings.runs,
+                inputs=inputs, outputs=Path(td) / f"out{i}.npy" if inputs else None,
+                precision_hint=hint, layout=layout, eval_batch=settings.eval_batch,
+            )
+            m = Measurement(artifact=art.to_dict(), target=profile.name,
+                            settings={"threads": settings.threads, "cpus": cpus,
+                                      "batches": list(settings.batches), "warmup": settings.warmup,
+                                      "runs": settings.runs})
+            try:
+                res = runner.run(req)
+                m.latency_ms = res["latency_ms"]
+                m.memory_mb = res["memory_mb"]
+                m.runtime = res["runtime"]
+                m.settings["cpus"] = res.get("cpus", cpus)
+                m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
+                if req.outputs is not None:
+                    outputs = np.load(req.outputs)
+                    if eval_data is not None:
+                        m.metrics = classification_metrics(outputs, eval_data.y)
+                    if reference is not None:
+                        m.drift = drift(reference, outputs)
+            except EdgeCompressError as e:
+                m.status, m.error = "failed", str(e)
+            out.append(m)
+    return out
+
+
+def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: bool = True) -> np.ndarray:
+    """fp32 PyTorch outputs on `data`: the reference every artifact is compared with."""
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for xb in data.batches(batch, desc="fp32 reference (PyTorch)" if progress else None):
+            if isinstance(xb, dict):
+                y = module(**{k: torch.from_numpy(np.asarray(v)) for k, v in xb.items()})
+            else:
+                y = module(torch.from_numpy(np.ascontiguousarray(xb)))
+            y = y[0] if isinstance(y, tuple | list) else y
+            outs.append(y.float().reshape(y.shape[0], -1).numpy())
+    return np.concatenate(outs)
