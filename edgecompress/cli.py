@@ -122,6 +122,47 @@ def demo(
     typer.echo(str(Path(paths["html"]).resolve()))
 
 
+@app.command("validate")
+def validate_cmd(
+    artifacts: Annotated[list[Path], typer.Argument(
+        help="Artifact files and/or export directories (with manifest.json).")],
+    target: Annotated[str, typer.Option(
+        help="Target profile name or .toml file (see `edgecompress targets`).")] = "x86-local",
+    eval: Annotated[str | None, typer.Option(
+        "--eval", help="Evaluation data (image folder, labels CSV, .npy/.npz).")] = None,
+    baseline: Annotated[Path | None, typer.Option(
+        help="A previous report.json: flag regressions over --threshold.")] = None,
+    fail_on: Annotated[list[str], typer.Option("--fail-on", help=(
+        "Gate 'path.metric OP number' that fails the run, e.g. 'drift.top1_agreement<0.97'. "
+        "Repeatable."))] = [],  # noqa: B006
+    out: OutOpt = Path("edgecompress-validate"),
+    threshold: Annotated[float, typer.Option(
+        help="Relative change counted as a regression vs --baseline.")] = 0.05,
+    preprocess: Annotated[str | None, typer.Option(
+        help="Preprocessing preset for image --eval data.")] = None,
+    threads: Annotated[int, typer.Option(help="Inference threads (pinned to the first N CPUs).")] = 1,
+    batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
+    runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 100,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
+) -> None:
+    """Validate existing ARTIFACTS on TARGET; write DIR/report.{json,md,html}; apply --fail-on gates."""
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.device_report import validate_artifacts
+
+    report, paths, failures = validate_artifacts(
+        artifacts, target, out, eval=eval, baseline=baseline, fail_on=fail_on,
+        settings=_settings(threads, batch, runs, warmup), preprocess=preprocess, threshold=threshold,
+        command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    _summary(report, paths)
+    for r in report.baseline.get("regressions", []):
+        typer.echo(f"regression: {r}", err=True)
+    if failures:
+        more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise ValidationError(failures[0] + more)
+    if any(a["status"] == "failed" for a in report.artifacts):
+        raise typer.Exit(4)
+
+
 @app.command()
 def formats() -> None:
     """List the export formats and their precisions."""

@@ -71,7 +71,10 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
 
     settings = settings or ValidateSettings()
     profile = get_target(target) if isinstance(target, str) else target
-    runner = RUNNERS.get(profile.runner, "--target")
+    # A profile whose device is not attached (no ssh host, no phone) is estimated, and says so.
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    runner = RUNNERS.get(runner_name_for(profile), "--target")
     cpus = settings.cpus or list(range(settings.threads))
     out: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="edgecompress-val-") as td:
@@ -90,19 +93,21 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
                 batches=settings.batches, warmup=settings.warmup, runs=settings.runs,
                 inputs=inputs, outputs=Path(td) / f"out{i}.npy" if inputs else None,
                 precision_hint=hint, layout=layout, eval_batch=settings.eval_batch,
+                precision=art.precision,
             )
             m = Measurement(artifact=art.to_dict(), target=profile.name,
                             settings={"threads": settings.threads, "cpus": cpus,
                                       "batches": list(settings.batches), "warmup": settings.warmup,
                                       "runs": settings.runs})
             try:
-                res = runner.run(req)
+                res = runner.run(req, profile)
                 m.latency_ms = res["latency_ms"]
+                m.latency_kind = res.get("latency_kind", "measured")
                 m.memory_mb = res["memory_mb"]
                 m.runtime = res["runtime"]
                 m.settings["cpus"] = res.get("cpus", cpus)
                 m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
-                if req.outputs is not None:
+                if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
                     outputs = np.load(req.outputs)
                     if eval_data is not None:
                         m.metrics = classification_metrics(outputs, eval_data.y)

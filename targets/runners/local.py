@@ -36,6 +36,7 @@ class BenchRequest:
     layout: str = "NCHW"
     eval_batch: int = 8
     timeout_s: float = 1800
+    precision: str = ""  # not a bench.py flag: the estimate runner costs layers at this precision
 
     def argv(self, artifact: str | None = None, inputs: str | None = None,
              outputs: str | None = None) -> list[str]:
@@ -73,7 +74,7 @@ def parse_bench_output(stdout: str, stderr: str, returncode: int, where: str) ->
 class LocalRunner:
     name = "local"
 
-    def run(self, req: BenchRequest) -> dict[str, Any]:
+    def run(self, req: BenchRequest, profile: Any = None) -> dict[str, Any]:
         cmd = [sys.executable, str(BENCH), *req.argv()]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=req.timeout_s,

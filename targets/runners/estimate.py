@@ -1,0 +1,61 @@
+"""Estimate runner: no device, no execution; latency from the calibrated cost model.
+
+Used for a profile whose `runner = "estimate"`, and in place of the ssh / adb runner when the
+profile's device is not attached (no host configured; no phone in `adb devices`). Its results carry
+`latency_kind = "estimated"`, and no memory, accuracy or drift (nothing ran).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.targets.runners import RUNNERS
+
+from edgecompress.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgecompress.targets.profile import TargetProfile
+    from edgecompress.targets.runners.local import BenchRequest
+
+_FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}
+
+
+def device_attached(profile: TargetProfile) -> bool:
+    """Whether the profile's device can be reached by its own runner (cheap checks, no login)."""
+    if profile.runner == "ssh":
+        return bool(profile.connection.get("host"))
+    if profile.runner == "adb":
+        adb = shutil.which("adb")
+        if not adb:
+            return False
+        try:
+            out = subprocess.run([adb, "devices"], capture_output=True, text=True, timeout=10,
+                                 check=False).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        serial = profile.connection.get("serial", "")
+        devices = [ln.split()[0] for ln in out.splitlines()[1:] if ln.strip().endswith("device")]
+        return bool(devices) and (not serial or serial in devices)
+    return profile.runner != "estimate"
+
+
+def runner_name_for(profile: TargetProfile) -> str:
+    return profile.runner if device_attached(profile) else "estimate"
+
+
+class EstimateRunner:
+    name = "estimate"
+
+    def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
+        from edgecompress.targets.estimate import estimate_artifact
+
+        if profile is None:
+            raise ConfigError("estimate runner: needs a target profile with [hardware] figures")
+        fmt = _FORMAT_OF_RUNTIME.get(req.runtime, req.runtime)
+        threads = req.threads if req.threads > 1 else None  # default: the profile's big cores
+        return estimate_artifact(req.artifact, fmt, req.precision or "fp32", profile, threads)
+
+
+RUNNERS.register("estimate", EstimateRunner())
