@@ -1,0 +1,158 @@
+"""SSH runner: copy the artifact + bench.py to the device, run it there, read the JSON back.
+
+Uses the system `ssh` / `scp` (OpenSSH) as subprocesses, so the user's ssh config, agent and keys
+work as usual. Safety:
+- host-key checking is ON (`StrictHostKeyChecking=yes`, BatchMode): an unknown or changed host key
+  is an error, never a prompt or a silent accept. `known_hosts` in the profile may point at a file.
+- every remote argument is quoted with shlex.quote (the remote side runs a shell);
+- every step has a timeout (ConnectTimeout + a per-command timeout + ServerAlive keep-alives, so a
+  dropped link is noticed within ~15 s);
+- the remote temporary directory (mktemp -d) is removed in a `finally`, also after failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.targets.runners import RUNNERS
+from edgecompress.targets.runners.local import BENCH, parse_bench_output
+
+from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
+
+if TYPE_CHECKING:
+    from edgecompress.targets.profile import TargetProfile
+    from edgecompress.targets.runners.local import BenchRequest
+
+_EXTRA_FILES = {"openvino": (".bin",)}  # sibling files an artifact needs (IR weights)
+
+
+class SshTarget:
+    """How to reach one device; built from a profile's [connection] table."""
+
+    def __init__(self, conn: dict[str, Any], name: str = "") -> None:
+        self.host = str(conn.get("host") or "")
+        if not self.host:
+            raise ConfigError(f"target {name}: [connection] host is empty (the device is not attached)")
+        self.user = str(conn.get("user") or "")
+        self.port = int(conn.get("port") or 22)
+        self.identity = str(conn.get("identity_file") or "")
+        self.known_hosts = str(conn.get("known_hosts") or "")
+        self.python = str(conn.get("python") or "python3")
+        self.env = {str(k): str(v) for k, v in (conn.get("env") or {}).items()}
+        self.connect_timeout = int(conn.get("connect_timeout_s") or 10)
+        self.command_timeout = float(conn.get("command_timeout_s") or 900)
+        self.remote_tmp = str(conn.get("remote_tmp") or "/tmp")
+        # Only "yes" (default) or "accept-new" (first contact pins the key); never "no".
+        self.host_key_policy = str(conn.get("strict_host_key_checking") or "yes")
+        if self.host_key_policy not in ("yes", "accept-new"):
+            raise ConfigError(f"target {name}: strict_host_key_checking must be 'yes' or 'accept-new'")
+        self.where = f"ssh {self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    @property
+    def dest(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def options(self) -> list[str]:
+        opts = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={self.host_key_policy}",
+                "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "ServerAliveInterval=5",
+                "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
+        if self.known_hosts:
+            opts += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        if self.identity:
+            opts += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
+        return opts
+
+    def ssh_argv(self, remote_args: list[str]) -> list[str]:
+        """ssh command line; the remote command is one string of shell-quoted words."""
+        return ["ssh", *self.options(), "-p", str(self.port), "--", self.dest,
+                " ".join(shlex.quote(a) for a in remote_args)]
+
+    def scp_argv(self, sources: list[str], dest: str) -> list[str]:
+        return ["scp", "-q", *self.options(), "-P", str(self.port), "--", *sources, dest]
+
+    def remote(self, path: str) -> str:
+        # scp (SFTP mode) takes the remote path literally; the destination host prefix is ours.
+        return f"{self.dest}:{path}"
+
+    def _run(self, argv: list[str], what: str, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise ValidationError(f"{self.where}: {what} timed out after {timeout:.0f} s") from None
+        except FileNotFoundError:
+            raise RuntimeMissingError(f"{argv[0]} not found: install the OpenSSH client") from None
+        if proc.returncode == 255:  # ssh's own failure: connection, auth or host key
+            raise ValidationError(f"{self.where}: {what} failed: {_ssh_reason(proc.stderr)}")
+        return proc
+
+    def run(self, remote_args: list[str], what: str, timeout: float | None = None):
+        return self._run(self.ssh_argv(remote_args), what, timeout or self.command_timeout)
+
+    def copy_to(self, local: list[Path], remote_dir: str, timeout: float | None = None) -> None:
+        proc = self._run(self.scp_argv([str(p) for p in local], self.remote(remote_dir + "/")),
+                         "copy to device", timeout or self.command_timeout)
+        if proc.returncode != 0:
+            raise ValidationError(f"{self.where}: copy to device failed: {_ssh_reason(proc.stderr)}")
+
+    def copy_from(self, remote_path: str, local: Path, timeout: float | None = None) -> None:
+        proc = self._run(self.scp_argv([self.remote(remote_path)], str(local)),
+                         "copy from device", timeout or self.command_timeout)
+        if proc.returncode != 0:
+            raise ValidationError(f"{self.where}: copy from device failed: {_ssh_reason(proc.stderr)}")
+
+
+def _ssh_reason(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    text = " ".join(lines)
+    if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        return "host key verification failed (add the device's key to known_hosts; checking stays on)"
+    if "closed by remote host" in text or "Broken pipe" in text or "Connection reset" in text \
+            or "Timeout, server" in text:
+        return f"connection dropped ({lines[-1] if lines else 'no message'})"
+    return lines[-1][:240] if lines else "ssh exited with status 255"
+
+
+class SshRunner:
+    name = "ssh"
+
+    def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
+        if profile is None:
+            raise ConfigError("ssh runner: needs a target profile with a [connection] table")
+        t = SshTarget(profile.connection, profile.name)
+        art = Path(req.artifact)
+        files = [BENCH, art] + [art.with_suffix(s) for s in _EXTRA_FILES.get(req.runtime, ())]
+        if req.inputs:
+            files.append(Path(req.inputs))
+        proc = t.run(["mktemp", "-d", f"{t.remote_tmp.rstrip('/')}/edgecompress.XXXXXXXX"],
+                     "creating a remote temp dir", timeout=t.connect_timeout + 20)
+        rdir = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
+        if not rdir.startswith(t.remote_tmp.rstrip("/") + "/edgecompress."):
+            raise ValidationError(f"{t.where}: could not create a temp dir ({_ssh_reason(proc.stderr)})")
+        try:
+            t.copy_to(files, rdir)
+            r_out = f"{rdir}/outputs.npy" if req.outputs else None
+            argv = req.argv(artifact=f"{rdir}/{art.name}",
+                            inputs=f"{rdir}/{Path(req.inputs).name}" if req.inputs else None,
+                            outputs=r_out)
+            env = [f"{k}={v}" for k, v in t.env.items()]
+            cmd = (["env", *env] if env else []) + [t.python, f"{rdir}/{BENCH.name}", *argv]
+            proc = t.run(cmd, "benchmark", timeout=req.timeout_s)
+            result = parse_bench_output(proc.stdout, proc.stderr, proc.returncode,
+                                        f"{t.where} ({art.name})")
+            if r_out and req.outputs:
+                t.copy_from(r_out, Path(req.outputs))
+                result["outputs"] = str(req.outputs)
+            result["device"] = {"transport": "ssh", "host": t.host, "port": t.port,
+                                "python": t.python}
+            return result
+        finally:
+            # Clean up even after a failure; a dead link makes this fail too, which we ignore.
+            with contextlib.suppress(ValidationError):
+                t.run(["rm", "-rf", "--", rdir], "cleanup", timeout=t.connect_timeout + 20)
+
+
+RUNNERS.register("ssh", SshRunner())
