@@ -39,6 +39,9 @@ class ExportJob:
     preprocess: str | None = None
     command: str = ""
     progress: bool = True
+    # [issue #4] compression steps recorded by the recipe runner (Report.steps), and a ModelSpec
+    # `model` may already be int8 from QAT (then params/MACs come from the float model it had).
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_data(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str,
@@ -51,6 +54,12 @@ def resolve_data(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose
         data = default() if default else None
         if data is None or isinstance(data, Dataset):
             return data
+    from edgecompress.models.hf import TEXT_TASKS
+
+    if spec.task in TEXT_TASKS:  # text encoders: tokenize with the model's tokenizer
+        from edgecompress.data.text import load_text_for
+
+        return load_text_for(spec, data, purpose)
     size = spec.image_size or 224
     preprocess = spec.preprocess or "efficientnet-lite"
     ds = load_data(data, preprocess, size, purpose, progress)
@@ -82,7 +91,11 @@ def write_manifest(out_dir: Path, artifacts: list[Artifact]) -> Path:
 
 
 def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
+    from edgecompress.targets import get_target
+
     out_dir = ensure_writable_dir(Path(job.out_dir))
+    # Resolve the target before any work, so a typo fails in a second and leaves nothing behind.
+    profile = get_target(job.target) if job.do_validate else None
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
         job.model, job.input_shape, job.weights, job.preprocess)
     needs_calib = any(p == "int8" for _, p in job.formats)
@@ -90,7 +103,10 @@ def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
     if needs_calib and (calib is None or len(calib) == 0):
         raise DataError("--calib: int8 needs calibration data and none was given or found")
     ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
-    params, macs = count_params_macs(spec)
+    if spec.extra.get("quantized") and "params" in spec.extra:  # [issue #4] QAT graph
+        params, macs = spec.extra["params"], spec.extra["macs"]
+    else:
+        params, macs = count_params_macs(spec)
     artifacts = []
     for fmt, precision in job.formats:
         if job.progress:
@@ -102,16 +118,16 @@ def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
     if job.do_validate:
         if ev is not None and spec.module is not None:
             ref_out = reference_outputs(spec.module, ev, progress=job.progress)
-            from edgecompress.targets.metrics import classification_metrics
+            from edgecompress.targets.metrics import task_metrics
 
-            reference = classification_metrics(ref_out, ev.y)
+            reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
         elif ev is not None and spec.onnx_path is not None:
             # An ONNX model in: its own fp32 outputs are the reference.
             ref_out = onnx_reference(spec.onnx_path, ev)
-            from edgecompress.targets.metrics import classification_metrics
+            from edgecompress.targets.metrics import task_metrics
 
-            reference = classification_metrics(ref_out, ev.y)
-        measurements = validate(artifacts, job.target, ev, ref_out, job.settings, job.progress)
+            reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
+        measurements = validate(artifacts, profile or job.target, ev, ref_out, job.settings, job.progress)
     else:
         from edgecompress.targets import Measurement
 
@@ -127,6 +143,7 @@ def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
               "eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
               "labelled": bool(ev is not None and ev.y is not None)},
         command=job.command or " ".join(shlex.quote(a) for a in sys.argv),
+        steps=job.steps,  # [issue #4]
     )
     paths = write_report(report, out_dir)
     paths["manifest"] = write_manifest(out_dir, artifacts)

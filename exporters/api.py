@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecompress.errors import ConfigError, DataError
 from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions
+
+from edgecompress.errors import ConfigError, DataError
 from edgecompress.fileio import ensure_writable_dir, path_size, safe_child, sha256_file
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def resolve_formats(formats: Sequence[str], precisions: Sequence[str] = (),
     """Expand CLI-style choices into (format, precision) pairs, checked against the table.
 
     `onnx` -> fp32; `onnx:int8` -> int8; `--int8` adds int8 *and* keeps fp32 as the reference;
-    `--precision fp16` applies to every format that supports it.
+    `--precision fp16` applies to every listed format (an error names a format that lacks it).
     """
     pairs: list[tuple[str, str]] = []
     for item in formats:
@@ -34,10 +35,8 @@ def resolve_formats(formats: Sequence[str], precisions: Sequence[str] = (),
         for p in wanted:
             p = p.strip().lower()
             if p not in fmt.precisions:
-                if prec or p not in ("fp16",) or len(wanted) == 1:
-                    raise ConfigError(f"--format {item}: {fmt.name} supports precisions "
-                                      f"{', '.join(fmt.precisions)}, not {p!r}")
-                continue  # a global --precision fp16 is skipped where a format lacks it
+                raise ConfigError(f"--format {item}: {fmt.name} supports precisions "
+                                  f"{', '.join(fmt.precisions)}, not {p!r}")
             if (fmt.name, p) not in pairs:
                 pairs.append((fmt.name, p))
     if not pairs:

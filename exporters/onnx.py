@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -22,6 +21,8 @@ from edgecompress.exporters.base import (
     TensorInfo,
     register_format,
 )
+
+from edgecompress.errors import ConfigError, DataError, ExportError
 from edgecompress.fileio import atomic_path
 
 if TYPE_CHECKING:
@@ -34,6 +35,18 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
+def _culprit(e: BaseException) -> str:
+    """The op torch.onnx could not lower, dug out of its multi-page message, else its first line."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
+    if m:
+        return f"unsupported op {m.group(1)}"
+    m = re.search(r"(aten|prims)\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", text)
+    return f"{_first_line(e)} ({m.group(0)})" if m else _first_line(e)
+
+
 def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> None:
     """torch -> ONNX with the dynamo exporter; batch axis dynamic; weights inside the file."""
     import torch
@@ -44,6 +57,10 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
     # The dynamo exporter needs an example batch >= 2 to keep the batch axis symbolic.
     args = spec.example_inputs(2 if dynamic_batch else 1)
     dyn = tuple({0: batch} for _ in args) if dynamic_batch else None
+    if spec.extra.get("dynamic_seq"):
+        # Text encoders (models/hf.py): axis 1 of every (batch, seq) input is a dynamic length too.
+        seq = torch.export.Dim("seq", min=2, max=int(spec.extra.get("max_seq_len", 512)))
+        dyn = tuple({**({0: batch} if dynamic_batch else {}), 1: seq} for _ in args)
     names = [i.name for i in spec.inputs]
     buf = io.StringIO()
     try:
@@ -55,22 +72,82 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
             )
             prog.save(str(out), external_data=False)
     except Exception as e:
-        raise ExportError(f"onnx export of {spec.name} failed: {_first_line(e)} "
-                          "(an op the exporter cannot lower? try a fixed --input-shape)") from e
+        raise ExportError(f"onnx export of {spec.name} failed: {_culprit(e)} "
+                          "(rewrite that op, or try a fixed --input-shape)") from e
 
 
 class _Reader:
-    """ORT CalibrationDataReader over a Dataset, in batches (bounded memory per step)."""
+    """ORT CalibrationDataReader over a Dataset, in batches, with a progress bar."""
 
     def __init__(self, data: Dataset, input_name: str, batch: int) -> None:
         self._it = iter(data.batches(batch, desc="calibrating (onnxruntime)"))
         self._name = input_name
+        self._peeked: dict[str, Any] | None = None
 
     def get_next(self) -> dict[str, Any] | None:
+        if self._peeked is not None:
+            item, self._peeked = self._peeked, None
+            return item
         x = next(self._it, None)
         if x is None:
             return None
         return dict(x) if isinstance(x, dict) else {self._name: x}
+
+    def has_next(self) -> bool:
+        if self._peeked is None:
+            self._peeked = self.get_next()
+        return self._peeked is not None
+
+
+class _Chunk:
+    """At most `n` batches of a _Reader, so one `collect_data` call sees a bounded slice."""
+
+    def __init__(self, reader: _Reader, n: int) -> None:
+        self.reader, self.left = reader, n
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        return self.reader.get_next()
+
+
+@contextlib.contextmanager
+def _bounded_histogram_calibration(chunk_batches: int) -> Any:
+    """Make ORT's histogram calibrators (percentile, entropy) fold data in chunks.
+
+    Why: in ORT 1.32 HistogramCalibrater.collect_data keeps every intermediate output of the whole
+    calibration set before building histograms (~19 GB for 300 EfficientNet-Lite0 images here),
+    and the `CalibMaxIntermediateOutputs` option is ignored by it (and, for MinMax, *discards*
+    the collected ranges instead of merging them). The histogram collector merges across calls,
+    so calling `collect_data` once per chunk gives the same histograms with bounded memory.
+    """
+    import importlib
+
+    from onnxruntime.quantization.calibrate import HistogramCalibrater
+
+    # The module, not the `quantize` function the package re-exports under the same name.
+    q = importlib.import_module("onnxruntime.quantization.quantize")
+
+    original = q.create_calibrator
+
+    def create(*args: Any, **kwargs: Any) -> Any:
+        cal = original(*args, **kwargs)
+        if isinstance(cal, HistogramCalibrater):
+            collect = cal.collect_data
+
+            def chunked(reader: _Reader) -> None:
+                while reader.has_next():
+                    collect(_Chunk(reader, chunk_batches))
+
+            cal.collect_data = chunked
+        return cal
+
+    q.create_calibrator = create
+    try:
+        yield
+    finally:
+        q.create_calibrator = original
 
 
 def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: str,
@@ -88,26 +165,45 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
     if options.calib_method not in methods:
         raise ConfigError(f"--calib-method {options.calib_method!r}: use one of {', '.join(methods)}")
     extra: dict[str, Any] = {
-        # Percentile/Entropy keep every intermediate output by default (19 GB for 300 images of
-        # EfficientNet-Lite0 here): fold them into histograms every few batches instead.
-        "CalibMaxIntermediateOutputs": 4,
         "CalibPercentile": options.percentile,
+        # Activations are uint8 and mostly post-ReLU6: a symmetric range would waste half the levels.
+        "CalibTensorRangeSymmetric": False,
     }
     extra.update(options.extra.get("onnx_quant", {}))
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         logging.getLogger("root").setLevel(logging.ERROR)
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(out), _Reader(calib, input_name, options.calib_batch),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=methods[options.calib_method], extra_options=extra,
-        )
+        with _bounded_histogram_calibration(chunk_batches=2):
+            quantize_static(
+                str(pre), str(out), _Reader(calib, input_name, options.calib_batch),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=methods[options.calib_method], extra_options=extra,
+            )
     return {"calibration": {"method": options.calib_method, "samples": len(calib),
                             "percentile": options.percentile if options.calib_method == "percentile" else None},
             "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric",
                              "activations": "uint8 per-tensor asymmetric"}}
+
+
+def quantize_onnx_dynamic(fp32_path: Path, out: Path, options: ExportOptions) -> dict[str, Any]:
+    """ORT `quantize_dynamic`: int8 weights (per-channel unless extra['onnx_dyn_per_channel'] is
+    False), uint8 activations with ranges computed per call; MatMul/Gemm/Attention, and Gather
+    (the word-embedding table is half of a small encoder's bytes)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    per_channel = bool(options.extra.get("onnx_dyn_per_channel", False))
+    with tempfile.TemporaryDirectory() as td:
+        pre = Path(td) / "pre.onnx"
+        logging.getLogger("root").setLevel(logging.ERROR)
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=["MatMul", "Gemm", "Attention", "Gather"])
+    return {"quantization": {"format": "dynamic (MatMulInteger)",
+                             "weights": f"int8 {'per-channel' if per_channel else 'per-tensor'}",
+                             "activations": "uint8, ranges computed at run time"}}
 
 
 def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -128,13 +224,32 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
 def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
                 options: ExportOptions) -> Artifact:
     details: dict[str, Any] = {"opset": None, "dynamic_batch": options.dynamic_batch}
+    # [issue #4] An already-quantized spec (QAT pass: spec.extra["quantized"] = "qat") carries its
+    # own Q/DQ ops: int8 is the dynamo export of that graph (real QDQ int8), with no ORT PTQ on top.
+    prequant = spec.extra.get("quantized") if spec.module is not None else None
+    if prequant and precision != "int8":
+        raise ConfigError(f"onnx {precision}: model {spec.name} is already int8 ({prequant}); "
+                          "export it as int8")
+    if prequant:
+        details["quantization"] = {"source": prequant, "format": "QDQ (PT2E convert_pt2e)",
+                                   "calibration": "none (ranges learned in QAT)"}
     with atomic_path(out) as tmp:
         if spec.onnx_path is not None and spec.module is None:
             src = spec.onnx_path  # an ONNX model in: export-only path
         else:
             src = tmp
             export_fp32_onnx(spec, tmp, options.dynamic_batch)
-        if precision == "int8":
+        if precision == "int8-dynamic":
+            # Weights int8, activations quantized at run time: no calibration (transformers).
+            with tempfile.TemporaryDirectory() as td:
+                fp32 = Path(td) / "fp32.onnx"
+                fp32.write_bytes(Path(src).read_bytes())
+                try:
+                    details.update(quantize_onnx_dynamic(fp32, tmp, options))
+                except Exception as e:
+                    raise ExportError(f"onnx int8-dynamic quantization of {spec.name} failed: "
+                                      f"{_first_line(e)}") from e
+        elif precision == "int8" and not prequant:  # [issue #4] QAT graphs skip ORT PTQ
             if calib is None or len(calib) == 0:
                 raise DataError("onnx int8: the calibration set is empty (pass --calib)")
             with tempfile.TemporaryDirectory() as td:
@@ -158,7 +273,8 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
 
 
 register_format(Format(
-    name="onnx", suffix=".onnx", precisions=("fp32", "int8"), runtime="onnxruntime",
-    description="ONNX (dynamo exporter, dynamic batch); int8 = ORT QDQ, per-channel, U8S8",
+    name="onnx", suffix=".onnx", precisions=("fp32", "int8", "int8-dynamic"), runtime="onnxruntime",
+    description="ONNX (dynamo exporter, dynamic batch); int8 = ORT QDQ, per-channel, U8S8; "
+                "int8-dynamic = ORT quantize_dynamic (no calibration)",
     export=export_onnx,
 ))

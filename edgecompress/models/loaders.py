@@ -54,6 +54,8 @@ def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
 
     name = ref.split(":", 1)[1]
     entry = ZOO.get(name, "MODEL")
+    if entry.load is not None:  # entries with their own loader (multi-input text models)
+        return entry.load(input_shape=input_shape)
     module = entry.build()
     return ModelSpec(
         name=name, module=module, inputs=[InputSpec(input_shape or entry.input_shape)],
@@ -72,10 +74,14 @@ def _load_weights(module: Any, weights: str | Path) -> None:
         # weights_only: a checkpoint is untrusted input; never unpickle arbitrary objects.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        text = str(e)
+        reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        if "Unsupported global" in text:
+            glob = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), reason)
             raise ModelLoadError(f"--weights {path}: refused, it needs pickle beyond plain tensors "
-                                 f"(loaded with weights_only=True): {reason[:160]}") from e
+                                 f"(loaded with weights_only=True; {glob[:160]})") from e
+        if "WeightsUnpickler error:" in text:
+            reason = next(ln for ln in text.splitlines() if "WeightsUnpickler error:" in ln).strip()
         raise InputFileError(f"--weights {path}: not a readable PyTorch checkpoint ({reason[:160]})") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -167,6 +173,9 @@ LOADERS.register("pt2", (lambda r: r.endswith(".pt2"), _load_pt2))
 LOADERS.register("onnx", (lambda r: r.endswith(".onnx"), _load_onnx))
 LOADERS.register("factory", (lambda r: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", r) is not None
                               and not r.startswith("zoo:"), _load_factory))
+
+# Hugging Face model directories and zoo:minilm-l6 register themselves on import (models/hf.py).
+import edgecompress.models.hf  # noqa: E402, F401
 
 
 def load_model(ref: Any, input_shape: str | tuple[int, ...] | None = None,

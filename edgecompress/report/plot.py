@@ -31,11 +31,14 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     front = {i for i, p in enumerate(pts)
              if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in pts)}
     for i, (lat, acc, size, label, est) in enumerate(pts):
+        # A legend, not annotations: points of equal accuracy (fp32 of two formats) overlap.
         ax.scatter(lat, acc, s=60 + 600 * size / max_size, alpha=0.55,
                    edgecolors="black" if i in front else "none", linewidths=1.5,
-                   marker="D" if est else "o")
-        ax.annotate(f"{label}\n{size:.1f} MB", (lat, acc), textcoords="offset points", xytext=(8, 6),
-                    fontsize=8)
+                   marker="D" if est else "o",
+                   label=f"{label} · {size:.1f} MB · {lat:.2f} ms{' (est.)' if est else ''}")
+    legend = ax.legend(fontsize=7.5, loc="lower left", markerscale=0.4, framealpha=0.9)
+    for handle in legend.legend_handles:
+        handle.set_sizes([40])
     ax.set_xlabel("latency p50, batch 1 (ms)")
     ax.set_ylabel(ylabel)
     ax.set_title(title or "accuracy vs latency (marker area = size on disk; outlined = Pareto front)",

@@ -137,7 +137,8 @@ def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
             if c == "status":
                 cls = ' class="bad"' if failed else ' class="ok"'
             cells.append(f"<td{cls}>{html.escape(r[c])}</td>")
-        body.append(f"<tr{' class=\"failed\"' if failed else ''}>{''.join(cells)}</tr>")
+        row_cls = ' class="failed"' if failed else ""
+        body.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 

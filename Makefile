@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` (set up + run the embedded default) and
+# `make test` (set up + run the tests). Everything installs from the project's own files.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup-system.sh 2>/dev/null | cksum | cut -d' ' -f1)
+export EDGECOMPRESS_CACHE ?= $(CURDIR)/.cache/edgecompress
+# NNCF's torch backend compiles a C++ extension on first use, over its default 60 s timeout here.
+export NNCF_EXTENSION_LOAD_TIMEOUT ?= 0
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned in pyproject (the CPU wheel on local disk).
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@if [ -x scripts/setup-system.sh ]; then scripts/setup-system.sh; fi
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/edgecompress demo --out edgecompress-demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/bench_spine.py
+
+clean:
+	rm -rf edgecompress-out edgecompress-demo .cache

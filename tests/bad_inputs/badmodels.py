@@ -1,0 +1,39 @@
+"""Factories used by the bad-input catalogue (imported as `tests.bad_inputs.badmodels:NAME`)."""
+
+import torch
+from torch import nn
+
+NOT_CALLABLE = 42
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def tiny() -> nn.Module:
+    return Tiny()
+
+
+def raises() -> nn.Module:
+    raise RuntimeError("factory exploded")
+
+
+def not_a_module() -> str:
+    return "a string"
+
+
+class Unexportable(nn.Module):
+    """Runs eagerly, but uses an op (Bessel J0) that has no ONNX translation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.bessel_j0(x)
+
+
+def unexportable() -> nn.Module:
+    return Unexportable()

@@ -1,0 +1,59 @@
+"""Shared fixtures: the digits model and its data (fast, real accuracy), the shared data set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("EDGECOMPRESS_CACHE", str(ROOT / ".cache" / "edgecompress"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def digits_spec():
+    from edgecompress.models import load_model
+
+    return load_model("zoo:digits-cnn")
+
+
+@pytest.fixture(scope="session")
+def digits_calib(digits_spec):
+    from edgecompress.pipeline import resolve_data
+
+    return resolve_data(digits_spec, None, "calibration", progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits_eval(digits_spec):
+    from edgecompress.pipeline import resolve_data
+
+    return resolve_data(digits_spec, None, "evaluation", progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits_reference(digits_spec, digits_eval):
+    from edgecompress.targets import reference_outputs
+
+    return reference_outputs(digits_spec.module, digits_eval, progress=False)
+
+
+@pytest.fixture(scope="session")
+def imagenet_labels() -> Path:
+    from edgecompress.paths import imagenet_sample
+
+    path = imagenet_sample()
+    if path is None:
+        pytest.skip("../shared/data/imagenet-sample-1k is absent")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
+    """Run the CLI in a subprocess (as users and build scripts do); returns CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})

@@ -1,0 +1,125 @@
+"""The spine on digits-cnn: every format round-trips, int8 agrees with fp32, reports parse."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgecompress.exporters import FORMATS, ExportOptions, export, resolve_formats
+from edgecompress.targets import ValidateSettings, validate
+from edgecompress.targets.metrics import classification_metrics
+
+FAST = ValidateSettings(threads=1, batches=(1, 4), warmup=2, runs=10)
+
+
+def test_digits_model_is_real_and_deterministic(digits_spec, digits_eval, digits_reference):
+    from edgecompress.models.digits import train_digits_cnn
+
+    acc = classification_metrics(digits_reference, digits_eval.y)["top1"]
+    assert acc >= 0.97, acc
+    again = train_digits_cnn(epochs=2)
+    twice = train_digits_cnn(epochs=2)
+    for a, b in zip(again.state_dict().values(), twice.state_dict().values(), strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, digits_spec, digits_calib):
+    out = tmp_path_factory.mktemp("spine")
+    pairs = [(f, p) for f, fmt in FORMATS for p in fmt.precisions if f in ("onnx", "openvino")]
+    return [export(digits_spec, f, p, out, digits_calib) for f, p in pairs]
+
+
+@pytest.fixture(scope="module")
+def measured(artifacts, digits_eval, digits_reference):
+    return validate(artifacts, "x86-local", digits_eval, digits_reference, FAST, progress=False)
+
+
+def test_every_format_round_trips(measured):
+    for m in measured:
+        a = m.artifact
+        assert m.status == "ok", (a["format"], a["precision"], m.error)
+        assert set(m.latency_ms) == {"1", "4"}
+        assert 0 < m.latency_ms["1"]["p50"] <= m.latency_ms["1"]["p90"] <= m.latency_ms["1"]["p99"]
+        if a["precision"] == "fp32":
+            assert m.drift["cosine"] >= 0.9999 and m.drift["top1_agreement"] == 1.0, a
+        elif a["precision"] == "fp16":
+            assert m.drift["cosine"] >= 0.999, a
+        else:
+            assert m.drift["top1_agreement"] >= 0.97, (a, m.drift)
+        assert m.memory_mb["peak_rss"] > 0
+
+
+def test_openvino_fp32_is_measured_at_f32(measured):
+    ov = {m.artifact["precision"]: m for m in measured if m.artifact["format"] == "openvino"}
+    assert ov["fp32"].runtime["settings"]["inference_precision"] == "f32"
+    assert ov["fp32"].runtime["settings"]["requested_precision"] == "f32"
+
+
+def test_int8_artifacts_are_really_int8(artifacts):
+    by = {(a.format, a.precision): a for a in artifacts}
+    q = onnx.load(str(by["onnx", "int8"].path))
+    ops = {n.op_type for n in q.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_weights = [i for i in q.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 7  # every conv and linear weight
+    xml = by["openvino", "int8"].path.read_text()
+    assert xml.count('type="FakeQuantize"') + xml.count('type="FakeConvert"') >= 7
+    assert by["openvino", "int8"].size_bytes < 0.6 * by["openvino", "fp32"].size_bytes
+    assert by["onnx", "int8"].size_bytes < 0.6 * by["onnx", "fp32"].size_bytes
+
+
+def test_onnx_fp32_has_dynamic_batch(artifacts):
+    a = next(a for a in artifacts if (a.format, a.precision) == ("onnx", "fp32"))
+    assert isinstance(a.inputs[0].shape[0], str)
+    assert a.inputs[0].shape[1:] == [1, 8, 8]
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_other_calibration_methods(tmp_path, digits_spec, digits_calib, digits_eval, digits_reference, method):
+    art = export(digits_spec, "onnx", "int8", tmp_path, digits_calib, ExportOptions(calib_method=method))
+    assert art.details["calibration"]["method"] == method
+    (m,) = validate([art], "x86-local", digits_eval, digits_reference,
+                    ValidateSettings(runs=3, warmup=1), progress=False)
+    assert m.status == "ok" and m.drift["top1_agreement"] >= 0.97, m.drift
+
+
+def test_resolve_formats():
+    assert resolve_formats(["onnx", "openvino"], int8=True) == [
+        ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8")]
+    assert resolve_formats(["openvino:fp16"]) == [("openvino", "fp16")]
+    from edgecompress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="onnx supports precisions"):
+        resolve_formats(["onnx", "openvino"], ["fp16"])
+    with pytest.raises(ConfigError, match="unknown format 'coreml'"):
+        resolve_formats(["coreml"])
+
+
+def test_report_files_parse(tmp_path, digits_spec):
+    from edgecompress.pipeline import ExportJob, run_export
+
+    job = ExportJob(model=digits_spec, formats=resolve_formats(["onnx"], int8=True), out_dir=tmp_path,
+                    settings=FAST, progress=False, command="pytest")
+    report, paths = run_export(job)
+    data = json.loads(paths["json"].read_text())
+    assert [(a["format"], a["precision"]) for a in data["artifacts"]] == [("onnx", "fp32"), ("onnx", "int8")]
+    for a in data["artifacts"]:
+        assert {"format", "precision", "path", "size_bytes", "latency_ms", "metrics", "drift", "status"} <= set(a)
+        assert set(a["latency_ms"]) >= {"p50", "p90", "p99"}
+        assert a["metrics"]["top1"] >= 0.97 and a["status"] == "ok"
+    assert data["versions"]["onnxruntime"] and data["machine"]["cores"] >= 1 and data["command"] == "pytest"
+    assert data["reference"]["top1"] >= 0.97
+    html = paths["html"].read_text()
+    assert "<table>" in html and "data:image/png;base64," in html and "onnx" in html
+    md = paths["md"].read_text()
+    assert "| onnx | int8 |" in md
+    manifest = json.loads(paths["manifest"].read_text())
+    from edgecompress.fileio import sha256_file
+
+    for entry in manifest["artifacts"]:
+        assert sha256_file(tmp_path / entry["path"]) == entry["sha256"]
+    assert not list(tmp_path.glob(".tmp-*"))
