@@ -27,6 +27,10 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
     import openvino as ov
 
     shapes = [[-1 if dynamic_batch else 1, *i.shape[1:]] for i in spec.inputs]
+    if spec.extra.get("dynamic_seq") and not spec.extra.get("ov_pin_seq"):
+        # Text encoders (models/hf.py): a pinned length gets baked into position/token-type
+        # expands, so the IR could not be reshaped to another length; keep axis 1 dynamic.
+        shapes = [[s[0], -1, *s[2:]] for s in shapes]
     try:
         if spec.module is not None:
             import torch

@@ -35,3 +35,34 @@ def drift(reference: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
     if ref.shape[1] > 1:
         d["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
     return d
+
+
+# ---- task metrics: chosen by the evaluation set (an STS set carries pair scores) -------------
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def sts_metrics(embeddings: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Rows i and N+i of `embeddings` are the two sentences of pair i: Spearman x100 of their
+    cosine similarity vs the gold `scores` (the STS-Benchmark convention). Stored as a fraction,
+    like top-1 (reports print x100)."""
+    n = len(scores)
+    emb = embeddings.reshape(embeddings.shape[0], -1).astype(np.float64)
+    if emb.shape[0] != 2 * n:
+        from edgecompress.errors import ValidationError
+
+        raise ValidationError(f"STS: {emb.shape[0]} embeddings for {n} pairs (expected {2 * n})")
+    a, b = emb[:n], emb[n:]
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return {"spearman": spearman(cos, scores)}
+
+
+def task_metrics(outputs: np.ndarray, data) -> dict[str, float]:
+    """The evaluation set's task metric: STS Spearman when it carries pair scores, else top-1/5."""
+    if getattr(data, "metric", "") == "sts" and getattr(data, "pair_scores", None) is not None:
+        return sts_metrics(outputs, data.pair_scores)
+    return classification_metrics(outputs, data.y)

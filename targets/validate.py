@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.targets.metrics import classification_metrics, drift
+from edgecompress.targets.metrics import drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners.local import BenchRequest
@@ -110,7 +110,8 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
                 if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
                     outputs = np.load(req.outputs)
                     if eval_data is not None:
-                        m.metrics = classification_metrics(outputs, eval_data.y)
+                        # top-1/5 for labelled images; STS Spearman for sentence pairs
+                        m.metrics = task_metrics(outputs, eval_data)
                     if reference is not None:
                         m.drift = drift(reference, outputs)
             except EdgeCompressError as e:

