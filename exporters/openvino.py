@@ -83,13 +83,36 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
                                      "fast_bias_correction": kwargs["fast_bias_correction"]}}
 
 
+def _convert_prequantized(spec: ModelSpec, precision: str, options: ExportOptions) -> Any:
+    """[issue #4] QAT spec -> QDQ ONNX (temporary file) -> ov.convert_model; int8 only."""
+    import tempfile
+
+    from edgecompress.errors import ConfigError
+    from edgecompress.exporters.onnx import export_fp32_onnx
+
+    if precision != "int8":
+        raise ConfigError(f"openvino {precision}: model {spec.name} is already int8 "
+                          f"({spec.extra['quantized']}); export it as int8")
+    with tempfile.TemporaryDirectory() as td:
+        qdq = Path(td) / "qdq.onnx"
+        export_fp32_onnx(spec, qdq, options.dynamic_batch)  # the graph's own Q/DQ ops come along
+        return convert(spec.replace(module=None, onnx_path=qdq), options.dynamic_batch)
+
+
 def export_openvino(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
                     options: ExportOptions) -> Artifact:
     import openvino as ov
 
-    model = convert(spec, options.dynamic_batch)
     details: dict[str, Any] = {"ir_version": ov.get_version()}
-    if precision == "int8":
+    prequant = spec.extra.get("quantized") if spec.module is not None else None
+    if prequant:
+        # [issue #4] An already-quantized spec (QAT): export its QDQ ONNX and convert that, so
+        # OpenVINO runs the learned int8 ranges; NNCF PTQ is skipped.
+        model = _convert_prequantized(spec, precision, options)
+        details["quantization"] = {"source": prequant, "via": "QDQ ONNX -> ov.convert_model"}
+    else:
+        model = convert(spec, options.dynamic_batch)
+    if precision == "int8" and not prequant:
         if calib is None or len(calib) == 0:
             raise DataError("openvino int8: the calibration set is empty (pass --calib)")
         model, more = quantize(model, calib, spec, options)

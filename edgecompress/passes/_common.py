@@ -1,0 +1,190 @@
+"""What every pass shares: config parsing, model/data resolution, size/MAC counting, evaluation
+and resumable checkpoints. Not a pass itself (the leading underscore keeps it out of PASSES)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from edgecompress.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from edgecompress.data import Dataset, DataSpec
+    from edgecompress.models import ModelSpec
+
+C = TypeVar("C")
+
+
+def make_config(cls: type[C], config: Any = None, where: str | None = None, **overrides: Any) -> C:
+    """A validated `cls` from an instance, a dict and/or keyword overrides.
+
+    Types are checked by pydantic (dataclass mode, unknown keys refused); range checks live in each
+    config's `__post_init__`. Errors are one-line ConfigErrors naming `where.key`.
+    """
+    from pydantic import TypeAdapter
+    from pydantic import ValidationError as PydanticError
+
+    where = where or cls.__name__.removesuffix("Config").lower()
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        if not overrides:
+            return config  # type: ignore[return-value]
+        config = dataclasses.asdict(config)
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"{where}: expected a mapping of parameters, got {type(config).__name__}")
+    params = {**(config or {}), **overrides}
+    try:
+        return TypeAdapter(cls).validate_python(params)
+    except PydanticError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "?"
+        msg = "unknown key" if err["type"] == "unexpected_keyword_argument" else err["msg"]
+        raise ConfigError(f"{where}.{key}: {msg} (got {err.get('input')!r})") from None
+
+
+def check_range(where: str, value: float | None, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """ConfigError naming `where` when value is outside [lo, hi] (open ends where asked)."""
+    if value is None:
+        return
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or \
+          (hi is not None and (value >= hi if hi_open else value > hi))
+    if bad:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise ConfigError(f"{where}: {value} is out of range {lb}{lo if lo is not None else '-inf'}, "
+                          f"{hi if hi is not None else 'inf'}{rb}")
+
+
+def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> ModelSpec:
+    """A ModelSpec from a spec, an nn.Module (needs input_shape) or a reference string.
+
+    The module is deep-copied so a pass never changes the caller's model in place.
+    """
+    from edgecompress.models import ModelSpec, load_model
+
+    spec = model if isinstance(model, ModelSpec) else load_model(model, input_shape)
+    if spec.module is None:
+        raise ConfigError(f"model {spec.name}: passes need a PyTorch module (got an ONNX file)")
+    if spec.extra.get("quantized"):
+        raise ConfigError(f"model {spec.name}: already quantized ({spec.extra['quantized']}); "
+                          "qat must be the last pass")
+    if copy_module:
+        spec = spec.replace(module=copy.deepcopy(spec.module), extra=dict(spec.extra))
+    return spec
+
+
+def resolve_dataset(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str,
+                    progress: bool = True, required: bool = True) -> Dataset | None:
+    from edgecompress.data import DataSpec
+    from edgecompress.pipeline import resolve_data
+
+    if isinstance(data, str):
+        data = DataSpec.parse(data)
+    ds = resolve_data(spec, data, "calibration" if purpose != "evaluation" else "evaluation", progress)
+    if required and (ds is None or len(ds) == 0):
+        raise DataError(f"{purpose} data: none given and model {spec.name} has no default "
+                        "(pass data= / set data.train in the recipe)")
+    return ds
+
+
+def state_bytes(module: torch.nn.Module, quantized: bool = False) -> int:
+    """Bytes of the state_dict; for an int8 (QAT) model, weights count 1 byte per element."""
+    total = 0
+    seen: set[int] = set()
+    for t in module.state_dict().values():
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        per = t.element_size()
+        if quantized and t.is_floating_point() and t.dim() >= 2:
+            per = 1  # int8 weights after convert_pt2e (stored as fp32 + q/dq in the graph module)
+        total += t.numel() * per
+    return total
+
+
+def model_stats(spec: ModelSpec) -> dict[str, int]:
+    """params, MACs (one sample) and state_dict bytes of a spec's module."""
+    from edgecompress.models import count_params_macs
+
+    quantized = bool(spec.extra.get("quantized"))
+    if quantized:
+        # Torch-Pruning cannot trace a converted PT2E graph: the QAT pass carries its parent's counts.
+        params, macs = spec.extra["params"], spec.extra["macs"]
+    else:
+        params, macs = count_params_macs(spec)
+    return {"params": int(params), "macs": int(macs),
+            "size_bytes": state_bytes(spec.module, quantized)}
+
+
+def predict(module: Any, data: Dataset, batch: int = 64) -> np.ndarray:
+    from edgecompress.targets import reference_outputs
+
+    return reference_outputs(module, data, batch=batch, progress=False)
+
+
+def evaluate(module: Any, data: Dataset | None, reference: np.ndarray | None = None) -> dict[str, float]:
+    """top1 on labelled data; `top1_agreement` with `reference` outputs when given."""
+    if data is None:
+        return {}
+    from edgecompress.targets.metrics import classification_metrics
+
+    out = predict(module, data)
+    m = dict(classification_metrics(out, data.y))
+    if reference is not None and reference.shape == out.shape:
+        m["top1_agreement"] = float((reference.argmax(1) == out.argmax(1)).mean())
+    return m
+
+
+def fingerprint(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Cheap identity of a model's weights (shapes and sums) for checkpoint matching."""
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for k, v in module.state_dict().items():
+            h.update(f"{k}{tuple(v.shape)}{float(v.double().sum()) if v.numel() else 0:.6e}".encode())
+    return h.hexdigest()[:12]
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic torch.save of plain tensors / numbers (loadable with weights_only=True)."""
+    import torch
+
+    from edgecompress.fileio import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:
+    """The checkpoint at `path` if it exists and was written for `key`; None otherwise."""
+    import torch
+
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a half-written or foreign file: start over, say so
+        print(f"note: ignoring unreadable checkpoint {path} ({type(e).__name__})", file=sys.stderr)
+        return None
+    if not isinstance(ck, dict) or ck.get("key") != key:
+        return None
+    return ck
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})

@@ -1,0 +1,287 @@
+"""Knowledge distillation: the shared fine-tuning objective of every pass.
+
+loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T))            response-based
+     + (1 - alpha) * CE(s, y)                                     only when labels are present
+     + feature_weight * sum MSE(proj(f_s), f_t)                   feature-based, learned 1x1 projection
+     + relation_weight * MSE(G(s), G(t)), G = cosine Gram matrix  relation-based (batch similarity)
+
+The teacher defaults to the model before the pass, so unlabelled data is enough. `finetune` is
+what prune / lowrank / qat call between or after their own steps; `distill` is the pass.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.errors import ConfigError
+from edgecompress.passes import PassInfo, register_pass
+from edgecompress.passes._common import (
+    as_spec,
+    check_range,
+    config_dict,
+    fingerprint,
+    load_checkpoint,
+    make_config,
+    module_fingerprint,
+    resolve_dataset,
+    save_checkpoint,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgecompress.data import Dataset
+    from edgecompress.models import ModelSpec
+
+
+@dataclass
+class DistillConfig:
+    epochs: int = 2
+    lr: float = 1e-3
+    batch_size: int = 64
+    temperature: float = 4.0
+    alpha: float = 0.7  # weight of the KD term; 1 - alpha goes to hard labels when present
+    feature_layers: list[str] = field(default_factory=list)  # module names in student and teacher
+    feature_weight: float = 1.0
+    relation_weight: float = 0.0
+    weight_decay: float = 0.0
+    shift: int = 1  # random +-shift pixel roll of image batches (cheap augmentation); 0 = off
+    hflip: bool = False
+    steps_per_epoch: int | None = None  # cap batches per epoch (large data sets on small CPUs)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_range("distill.epochs", self.epochs, 0)
+        check_range("distill.lr", self.lr, 0, lo_open=True)
+        check_range("distill.batch_size", self.batch_size, 1)
+        check_range("distill.temperature", self.temperature, 0, lo_open=True)
+        check_range("distill.alpha", self.alpha, 0, 1)
+        check_range("distill.feature_weight", self.feature_weight, 0)
+        check_range("distill.relation_weight", self.relation_weight, 0)
+        check_range("distill.shift", self.shift, 0)
+        check_range("distill.steps_per_epoch", self.steps_per_epoch, 1)
+
+
+def _is_graph_module(m: Any) -> bool:
+    import torch
+
+    return isinstance(m, torch.fx.GraphModule)
+
+
+def _set_mode(m: Any, train: bool) -> None:
+    """Prepared PT2E models reject .train()/.eval(): they have their own switch."""
+    if _is_graph_module(m):
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        (move_exported_model_to_train if train else move_exported_model_to_eval)(m)
+    else:
+        m.train(train)
+
+
+class _Features:
+    """Forward hooks collecting the outputs of named modules."""
+
+    def __init__(self, module: Any, names: list[str], who: str) -> None:
+        mods = dict(module.named_modules())
+        missing = [n for n in names if n not in mods]
+        if missing:
+            raise ConfigError(f"distill.feature_layers: {who} has no module {missing[0]!r}")
+        self.out: dict[str, Any] = {}
+        self.handles = [mods[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name: str):
+        def hook(_m: Any, _i: Any, o: Any) -> None:
+            self.out[name] = o[0] if isinstance(o, tuple | list) else o
+        return hook
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _projection(fs: torch.Tensor, ft: torch.Tensor) -> torch.nn.Module:
+    from torch import nn
+
+    if fs.dim() == 4:
+        return nn.Conv2d(fs.shape[1], ft.shape[1], 1, bias=False)
+    return nn.Linear(fs.shape[-1], ft.shape[-1], bias=False)
+
+
+def _relation(z: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    z = F.normalize(z.reshape(z.shape[0], -1), dim=1)
+    return z @ z.t()
+
+
+def kd_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, cfg: DistillConfig) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    T = cfg.temperature
+    kd = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean",
+                  log_target=True) * T * T
+    loss = kd if y is None else cfg.alpha * kd + (1 - cfg.alpha) * F.cross_entropy(s, y)
+    if cfg.relation_weight:
+        loss = loss + cfg.relation_weight * F.mse_loss(_relation(s), _relation(t))
+    return loss
+
+
+def _augment(xb: torch.Tensor, cfg: DistillConfig, g: torch.Generator) -> torch.Tensor:
+    import torch
+
+    if xb.dim() != 4:
+        return xb
+    if cfg.shift:
+        dy, dx = torch.randint(-cfg.shift, cfg.shift + 1, (2,), generator=g).tolist()
+        xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+    if cfg.hflip and torch.rand(1, generator=g).item() < 0.5:
+        xb = torch.flip(xb, dims=(3,))
+    return xb
+
+
+def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
+             checkpoint: Path | None = None, desc: str = "distill", progress: bool = True) -> dict[str, Any]:
+    """Train `student` in place toward `teacher` (and labels, if `data` has them).
+
+    With `checkpoint`, state is saved after every epoch and a matching checkpoint resumes the run
+    (a finished one skips training). Returns a small log: epochs run, last loss, resumed from.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    if cfg.epochs == 0 or len(data) == 0:
+        return {"epochs": 0}
+    if isinstance(data.x, dict):
+        raise ConfigError("distill: multi-input models are not supported by the fine-tuning loop yet")
+    x_all = torch.from_numpy(np.ascontiguousarray(data.x))
+    y_all = torch.from_numpy(np.asarray(data.y)).long() if data.y is not None else None
+    n = len(x_all)
+    per_epoch = math.ceil(n / cfg.batch_size)
+    if cfg.steps_per_epoch:
+        per_epoch = min(per_epoch, cfg.steps_per_epoch)
+    graph = _is_graph_module(student)
+    feats = [] if graph else list(cfg.feature_layers)
+    if graph and cfg.feature_layers:
+        print("note: distill.feature_layers ignored for a PT2E (QAT) model; response KD only",
+              file=sys.stderr)
+    teacher_cpu = teacher
+    _set_mode(teacher_cpu, False)
+    hs = _Features(student, feats, "student") if feats else None
+    ht = _Features(teacher_cpu, feats, "teacher") if feats else None
+    projs = torch.nn.ModuleDict()
+    try:
+        if feats:  # build the projections from one batch so the optimizer sees them
+            with torch.no_grad():
+                _set_mode(student, False)
+                student(x_all[:2])
+                teacher_cpu(x_all[:2])
+            for name in feats:
+                projs[name.replace(".", "_")] = _projection(hs.out[name], ht.out[name])
+        params = [p for p in student.parameters() if p.requires_grad] + list(projs.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * per_epoch))
+        key = fingerprint(desc, config_dict(cfg), module_fingerprint(student), n)
+        start = 0
+        ck = load_checkpoint(checkpoint, key)
+        if ck is not None:
+            try:
+                student.load_state_dict(ck["model"])
+                projs.load_state_dict(ck["proj"])
+                opt.load_state_dict(ck["opt"])
+                sched.load_state_dict(ck["sched"])
+                start = int(ck["epoch"])
+                if progress:
+                    print(f"{desc}: resuming from {checkpoint} (epoch {start}/{cfg.epochs})", file=sys.stderr)
+            except (RuntimeError, KeyError, ValueError) as e:
+                print(f"note: checkpoint {checkpoint} does not fit ({type(e).__name__}); starting over",
+                      file=sys.stderr)
+                start = 0
+        bar = None
+        if progress and start < cfg.epochs:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=(cfg.epochs - start) * per_epoch, desc=desc, unit="batch", leave=False)
+        last = float("nan")
+        for epoch in range(start, cfg.epochs):
+            _set_mode(student, True)
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            perm = torch.randperm(n, generator=g)
+            running, count = 0.0, 0
+            for b in range(per_epoch):
+                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                if len(idx) < 2:
+                    continue  # BatchNorm needs more than one sample
+                xb = _augment(x_all[idx], cfg, g)
+                yb = y_all[idx] if y_all is not None else None
+                with torch.no_grad():
+                    t_out = teacher_cpu(xb)
+                s_out = student(xb)
+                loss = kd_loss(s_out, t_out, yb, cfg)
+                for name in feats:
+                    proj = projs[name.replace(".", "_")]
+                    loss = loss + cfg.feature_weight * F.mse_loss(proj(hs.out[name]), ht.out[name])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += loss.item()
+                count += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{running / max(count, 1):.4f}")
+            last = running / max(count, 1)
+            _set_mode(student, False)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {"key": key, "epoch": epoch + 1, "model": student.state_dict(),
+                                             "proj": projs.state_dict(), "opt": opt.state_dict(),
+                                             "sched": sched.state_dict(), "loss": last})
+        if bar is not None:
+            bar.close()
+    finally:
+        for h in (hs, ht):
+            if h is not None:
+                h.close()
+        _set_mode(student, False)
+    return {"epochs": cfg.epochs, "resumed_from_epoch": start, "last_loss": last if start < cfg.epochs else None}
+
+
+def teacher_module(teacher: Any, spec: ModelSpec) -> Any:
+    """The teacher as a module: a ModelSpec's module, a module, or (None) a frozen copy of `spec`."""
+    import copy
+
+    from edgecompress.models import ModelSpec
+
+    if teacher is None:
+        return copy.deepcopy(spec.module)
+    return teacher.module if isinstance(teacher, ModelSpec) else teacher
+
+
+def distill(model: Any, config: DistillConfig | dict | None = None, *, data: Any = None,
+            teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
+            input_shape: Any = None, **overrides: Any) -> ModelSpec:
+    """Fine-tune `model` toward `teacher` (default: `model` itself as it is now) with the KD loss.
+
+    `data`: Dataset, DataSpec, 'PATH[start:stop]' or None (the model's default calibration set).
+    Returns a new ModelSpec; the input is not modified.
+    """
+    cfg = make_config(DistillConfig, config, "distill", **overrides)
+    spec = as_spec(model, input_shape)
+    t = teacher_module(teacher, spec)
+    ds = resolve_dataset(spec, data, "train", progress)
+    ck = Path(workdir) / "checkpoints" / "distill.pt" if workdir else None
+    log = finetune(spec.module, t, ds, cfg, ck, "distill", progress)
+    spec.extra.setdefault("passes", []).append({"pass": "distill", "config": config_dict(cfg), "log": log})
+    return spec
+
+
+def _run(model: Any, config: Any, **kw: Any) -> ModelSpec:
+    return distill(model, config, **kw)
+
+
+register_pass(PassInfo("distill", DistillConfig, _run,
+                       "fine-tune with KD: response (KL, temperature) + labels, feature MSE, relation"))

@@ -1,0 +1,196 @@
+"""Low-rank factorization: SVD of Linear and (groups=1) Conv2d layers into two smaller layers.
+
+Linear(in, out) -> Linear(in, r, no bias) + Linear(r, out); Conv2d(in, out, k) -> Conv2d(in, r, k,
+same stride/padding, no bias) + Conv2d(r, out, 1). Rank per layer: the smallest r keeping `energy`
+of the squared singular values, or a fixed `rank`, or -- with `param_budget` -- the energy is
+found by bisection so the whole model keeps that fraction of its parameters. A layer is left
+alone when r * (in*k*k + out) >= out * in*k*k (the factorization would not save parameters).
+The replacement is an nn.Sequential at the same name, so feature-KD layer names still resolve.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.errors import ConfigError
+from edgecompress.passes import PassInfo, register_pass
+from edgecompress.passes._common import (
+    as_spec,
+    check_range,
+    config_dict,
+    make_config,
+    resolve_dataset,
+)
+from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
+
+if TYPE_CHECKING:
+    from edgecompress.models import ModelSpec
+
+
+@dataclass
+class LowRankConfig:
+    energy: float | None = 0.9  # fraction of squared singular values kept per layer
+    rank: int | None = None  # fixed rank for every layer (overrides energy)
+    param_budget: float | None = None  # fraction of the model's params to keep (0.6 = -40 %)
+    ignored: list[str] = field(default_factory=list)
+    convs: bool = True  # also factorize groups=1 convolutions
+    min_rank: int = 1
+    finetune_epochs: int = 0
+    distill: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_range("lowrank.energy", self.energy, 0, 1, lo_open=True)
+        check_range("lowrank.rank", self.rank, 1)
+        check_range("lowrank.param_budget", self.param_budget, 0, 1, lo_open=True, hi_open=True)
+        check_range("lowrank.min_rank", self.min_rank, 1)
+        check_range("lowrank.finetune_epochs", self.finetune_epochs, 0)
+
+
+def _candidates(module: Any, cfg: LowRankConfig) -> list[tuple[str, Any]]:
+    from torch import nn
+
+    names = dict(module.named_modules())
+    for n in cfg.ignored:
+        if n not in names:
+            raise ConfigError(f"lowrank.ignored: model has no module {n!r}")
+    out = []
+    for name, m in module.named_modules():
+        if name in cfg.ignored:
+            continue
+        if type(m) is nn.Linear or (cfg.convs and isinstance(m, nn.Conv2d) and m.groups == 1
+                                    and m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3] > 1):
+            out.append((name, m))
+    return out
+
+
+def _svd(m: Any) -> tuple[Any, Any, Any]:
+    import torch
+
+    w = m.weight.detach().reshape(m.weight.shape[0], -1).double()
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    return u, s, vh
+
+
+def _rank_for(s: Any, energy: float, min_rank: int) -> int:
+    import torch
+
+    e = torch.cumsum(s**2, 0) / (s**2).sum()
+    r = int(torch.searchsorted(e, torch.tensor(energy, dtype=e.dtype)).item()) + 1
+    return max(min_rank, min(r, len(s)))
+
+
+def _saves(m: Any, r: int) -> bool:
+    out, fan_in = m.weight.shape[0], m.weight[0].numel()
+    return r * (fan_in + out) < out * fan_in
+
+
+def _factor(m: Any, u: Any, s: Any, vh: Any, r: int) -> Any:
+    import torch
+    from torch import nn
+
+    us = (u[:, :r] * s[:r]).float()
+    v = vh[:r].float()
+    if isinstance(m, nn.Linear):
+        first = nn.Linear(m.in_features, r, bias=False)
+        second = nn.Linear(r, m.out_features, bias=m.bias is not None)
+        first.weight.data.copy_(v)
+        second.weight.data.copy_(us)
+    else:
+        # deepcopy keeps stride / padding / dilation and any subclass behaviour (e.g. TF "same" pad)
+        first = copy.deepcopy(m)
+        first.out_channels = r
+        first.weight = nn.Parameter(v.reshape(r, *m.weight.shape[1:]).contiguous())
+        first.bias = None
+        second = nn.Conv2d(r, m.out_channels, 1, bias=m.bias is not None)
+        second.weight.data.copy_(us.reshape(m.out_channels, r, 1, 1))
+    if m.bias is not None:
+        with torch.no_grad():
+            second.bias.copy_(m.bias)
+    return nn.Sequential(first, second)
+
+
+def _plan(layers: list[tuple[str, Any, tuple]], energy: float | None, rank: int | None,
+          min_rank: int) -> dict[str, int]:
+    plan = {}
+    for name, m, (_u, s, _vh) in layers:
+        r = rank if rank is not None else _rank_for(s, energy or 1.0, min_rank)
+        r = min(r, len(s))
+        if _saves(m, r):
+            plan[name] = r
+    return plan
+
+
+def _params_after(total: int, layers: list[tuple[str, Any, tuple]], plan: dict[str, int]) -> int:
+    p = total
+    for name, m, _ in layers:
+        if name in plan:
+            out, fan_in = m.weight.shape[0], m.weight[0].numel()
+            p += plan[name] * (fan_in + out) - out * fan_in
+    return p
+
+
+def _set(module: Any, name: str, new: Any) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, attr, new)
+
+
+def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any = None,
+            teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
+            input_shape: Any = None, **overrides: Any) -> ModelSpec:
+    """Factorize Linear / conv layers of `model` by SVD; returns a new spec (same input contract)."""
+    cfg = make_config(LowRankConfig, config, "lowrank", **overrides)
+    spec = as_spec(model, input_shape)
+    module = spec.module.eval()
+    teach = teacher_module(teacher, spec) if cfg.finetune_epochs else None
+    layers = [(n, m, _svd(m)) for n, m in _candidates(module, cfg)]
+    total = sum(p.numel() for p in module.parameters())
+    log: dict[str, Any] = {}
+    if cfg.param_budget is not None:
+        goal = cfg.param_budget * total
+        lo, hi = 0.0, 1.0
+        plan = _plan(layers, 1.0, None, cfg.min_rank)
+        best = None
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            plan = _plan(layers, mid, None, cfg.min_rank)
+            if _params_after(total, layers, plan) <= goal:
+                best, lo = (mid, plan), mid
+            else:
+                hi = mid
+        if best is None:
+            raise ConfigError(f"lowrank.param_budget: {cfg.param_budget} cannot be reached by "
+                              f"factorizing {len(layers)} layers (min is "
+                              f"{_params_after(total, layers, _plan(layers, 1e-9, None, cfg.min_rank)) / total:.2f})")
+        log["energy_found"] = round(best[0], 4)
+        plan = best[1]
+    else:
+        plan = _plan(layers, cfg.energy, cfg.rank, cfg.min_rank)
+    for name, m, (u, s, vh) in layers:
+        if name in plan:
+            _set(module, name, _factor(m, u, s, vh, plan[name]))
+    log["ranks"] = plan
+    log["skipped"] = [n for n, _, _ in layers if n not in plan]
+    if cfg.finetune_epochs:
+        ds = resolve_dataset(spec, data, "train", progress)
+        kd = make_config(DistillConfig, cfg.distill, "lowrank.distill", epochs=cfg.finetune_epochs)
+        ck = Path(workdir) / "checkpoints" / "lowrank.pt" if workdir else None
+        log["finetune"] = finetune(module, teach, ds, kd, ck, "lowrank: KD fine-tune", progress)
+    spec.module = module.eval()
+    spec.extra.setdefault("passes", []).append({"pass": "lowrank", "config": config_dict(cfg), "log": log})
+    if progress:
+        print(f"lowrank: factorized {len(plan)} layers, left {len(log['skipped'])} alone", file=sys.stderr)
+    return spec
+
+
+def _run(model: Any, config: Any, **kw: Any) -> ModelSpec:
+    return lowrank(model, config, **kw)
+
+
+register_pass(PassInfo("lowrank", LowRankConfig, _run,
+                       "SVD factorization of Linear / conv layers (energy, rank or param budget)",
+                       structural=True))

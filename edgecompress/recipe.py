@@ -1,0 +1,313 @@
+"""Recipes: a validated YAML description of a whole run, and the runner that executes it.
+
+    model: zoo:digits-cnn
+    data: {train: ..., calib: ..., eval: ...}     # optional for zoo models (their defaults)
+    passes:
+      - prune: {ratio: 0.5, finetune_epochs: 2}
+      - distill: {epochs: 2}
+      - qat: {epochs: 1}
+    export: [onnx:int8, openvino:int8]
+    target: x86-local
+    options: {calib_method: minmax, runs: 50}
+
+`run_recipe` chains load -> passes -> export -> validate -> report. After every pass it records
+params, MACs, state_dict bytes and the eval metric in `Report.steps`, with the three compression
+ratios (alpha params, beta MACs, gamma memory; compressed / original) and the metric change
+(0-1 scale), per step and for the whole chain. The resolved recipe (every pass with all its
+parameters) is written next to the results as `recipe.resolved.yaml`; it loads back unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticError
+
+from edgecompress.errors import ConfigError, InputFileError
+
+RESOLVED_NAME = "recipe.resolved.yaml"
+
+
+class DataSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: str | None = None  # fine-tuning / distillation data (default: calib, then the zoo's)
+    calib: str | None = None  # exporters' PTQ calibration
+    eval: str | None = None
+
+
+class RecipeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    calib_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+    teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass
+    validate_artifacts: bool = True
+    threads: int = Field(1, ge=1)
+    runs: int = Field(50, ge=1)
+    warmup: int = Field(5, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
+    seed: int = 0
+    progress: bool = True
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = 1
+    model: str
+    input_shape: list[int] | None = None
+    weights: str | None = None
+    preprocess: str | None = None
+    data: DataSection = Field(default_factory=DataSection)
+    passes: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
+    export: list[str] = Field(default_factory=list)
+    target: str = "x86-local"
+    options: RecipeOptions = Field(default_factory=RecipeOptions)
+
+    @field_validator("passes", mode="before")
+    @classmethod
+    def _one_key(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise ValueError("expected a list of {pass_name: {params}}")
+        out = []
+        for i, item in enumerate(v):
+            if isinstance(item, str):
+                item = {item: {}}
+            if not isinstance(item, dict) or len(item) != 1:
+                raise ValueError(f"item {i} must be a one-key mapping like {{prune: {{ratio: 0.5}}}}")
+            out.append(item)
+        return out
+
+    # --- resolution -----------------------------------------------------------------------------
+    def pass_configs(self) -> list[tuple[str, Any]]:
+        """(name, validated config dataclass) for every pass; ConfigError names passes[i].name.key."""
+        from edgecompress.passes import PASSES
+        from edgecompress.passes._common import make_config
+
+        out = []
+        for i, item in enumerate(self.passes):
+            (name, params), = item.items()
+            if name not in PASSES:
+                raise ConfigError(f"passes[{i}]: unknown pass {name!r} "
+                                  f"(known: {', '.join(PASSES.names())})")
+            info = PASSES.get(name)
+            cfg = _with_where(lambda info=info, params=params, i=i, name=name:
+                              make_config(info.config, params or {}, f"passes[{i}].{name}"),
+                              f"passes[{i}].{name}")
+            out.append((name, cfg))
+        return out
+
+    def check(self) -> Recipe:
+        """Everything that can be checked without loading the model."""
+        from edgecompress.exporters import resolve_formats
+
+        configs = self.pass_configs()
+        names = [n for n, _ in configs]
+        if "qat" in names and names.index("qat") != len(names) - 1:
+            raise ConfigError(f"passes[{names.index('qat')}].qat: qat must be the last pass "
+                              "(its int8 graph cannot be pruned or factorized further)")
+        if self.export:
+            try:
+                pairs = resolve_formats(self.export)
+            except ConfigError as e:
+                raise ConfigError(f"export: {e}") from None
+            if "qat" in names and any(p != "int8" for _, p in pairs):
+                bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
+                raise ConfigError(f"export: {bad} after qat; a QAT model exports as int8 only")
+        if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
+            raise ConfigError(f"input_shape: dimensions must be positive, got {self.input_shape}")
+        needs_train = [n for n, c in configs if _trains(n, c)]
+        if needs_train and not self.model.startswith("zoo:") and not (self.data.train or self.data.calib):
+            raise ConfigError(f"data.train: pass {needs_train[0]!r} fine-tunes and model "
+                              f"{self.model} has no default data; set data.train (or data.calib)")
+        if any(p == "int8" for p in self._precisions()) and "qat" not in names \
+                and not self.model.startswith("zoo:") and not self.data.calib:
+            raise ConfigError("data.calib: int8 export needs calibration data; set data.calib")
+        return self
+
+    def _precisions(self) -> list[str]:
+        return [e.partition(":")[2] or "fp32" for e in self.export]
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with every pass's full parameter set (defaults filled in)."""
+        d = self.model_dump()
+        d["passes"] = [{n: dataclasses.asdict(c)} for n, c in self.pass_configs()]
+        return d
+
+
+def _with_where(fn: Any, where: str) -> Any:
+    try:
+        return fn()
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def _trains(name: str, cfg: Any) -> bool:
+    if name in ("distill", "qat"):
+        return True
+    return bool(getattr(cfg, "finetune_epochs", 0)) or getattr(cfg, "importance", "") == "taylor"
+
+
+def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
+    """A checked Recipe from a dict; one-line ConfigError naming the key otherwise."""
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(obj).__name__}")
+    try:
+        r = Recipe.model_validate(obj)
+    except PydanticError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "?"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        raise ConfigError(f"{source}: {key}: {msg}") from None
+    try:
+        return r.check()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"recipe {path}: no such file")
+    try:
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"recipe {path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    return parse_recipe(obj, f"recipe {path}")
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> Path:
+    import yaml
+
+    from edgecompress.fileio import write_text_atomic
+
+    text = yaml.safe_dump(recipe.resolved(), sort_keys=False, default_flow_style=None)
+    return write_text_atomic(Path(path), "# resolved by edgecompress: every parameter explicit\n" + text)
+
+
+# --- the runner ------------------------------------------------------------------------------------
+def _record(name: str, spec: Any, ev: Any, ref: Any, base: dict | None, prev: dict | None,
+            params: dict | None = None, log: Any = None) -> dict[str, Any]:
+    from edgecompress.passes._common import evaluate, model_stats
+
+    st = model_stats(spec)
+    m = evaluate(spec.module, ev, ref)
+    metric_name = "top1" if "top1" in m else ("top1_agreement" if "top1_agreement" in m else None)
+    row: dict[str, Any] = {"name": name, **st, "metric": m.get(metric_name) if metric_name else None,
+                           "metric_name": metric_name, "metrics": m, "params_config": params or {}}
+    base = base or row
+    row["ratios"] = {"alpha": st["params"] / max(base["params"], 1),
+                     "beta": st["macs"] / max(base["macs"], 1),
+                     "gamma": st["size_bytes"] / max(base["size_bytes"], 1)}
+    if prev is not None:
+        row["step_ratios"] = {"alpha": st["params"] / max(prev["params"], 1),
+                              "beta": st["macs"] / max(prev["macs"], 1),
+                              "gamma": st["size_bytes"] / max(prev["size_bytes"], 1)}
+        row["step_delta_metric"] = (row["metric"] - prev["metric"]
+                                    if row["metric"] is not None and prev["metric"] is not None else None)
+    row["delta_metric"] = (row["metric"] - base["metric"]
+                           if row["metric"] is not None and base["metric"] is not None else None)
+    if log is not None:
+        row["log"] = log
+    if spec.extra.get("quantized"):
+        row["note"] = "int8 (QAT): size counts weights at 1 byte; params/MACs are the float model's"
+    return row
+
+
+def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = None,
+               progress: bool | None = None, command: str = "") -> tuple[Any, dict[str, Path]]:
+    """Execute a recipe; returns (Report, paths of report.json/md/html, manifest, resolved recipe)."""
+    import torch
+
+    from edgecompress.fileio import ensure_writable_dir, write_json_atomic
+    from edgecompress.models import load_model
+    from edgecompress.passes import PASSES
+    from edgecompress.passes._common import predict, resolve_dataset, save_checkpoint
+
+    if isinstance(recipe, str | Path):
+        recipe = load_recipe(recipe)
+    elif isinstance(recipe, dict):
+        recipe = parse_recipe(recipe)
+    else:
+        recipe = recipe.check()
+    opts = recipe.options
+    progress = opts.progress if progress is None else progress
+    out = ensure_writable_dir(Path(out_dir or "edgecompress-out"))
+    resolved_path = save_recipe(recipe, out / RESOLVED_NAME)
+    if opts.torch_threads:
+        torch.set_num_threads(opts.torch_threads)
+    torch.manual_seed(opts.seed)
+
+    shape = tuple(recipe.input_shape) if recipe.input_shape else None
+    spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
+    original = copy.deepcopy(spec.module).eval()
+    train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
+                            required=any(_trains(n, c) for n, c in recipe.pass_configs()))
+    ev = resolve_dataset(spec, recipe.data.eval, "evaluation", progress, required=False)
+    ref = predict(original, ev) if ev is not None else None
+    first = _record("original", spec, ev, ref, None, None)
+    steps = [first]
+    for i, (name, cfg) in enumerate(recipe.pass_configs()):
+        info = PASSES.get(name)
+        teacher = original if opts.teacher == "original" else copy.deepcopy(spec.module)
+        if progress:
+            print(f"[{i + 1}/{len(recipe.passes)}] {name}", file=sys.stderr)
+        workdir = out / f"step{i + 1}-{name}"
+        spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
+        log = spec.extra.get("passes", [{}])[-1].get("log")
+        steps.append(_record(name, spec, ev, ref, first, steps[-1], dataclasses.asdict(cfg), log))
+        # The weights after every pass (weights_only-loadable state_dict) for inspection / reuse.
+        save_checkpoint(workdir / "model.pt", {"key": name, "state_dict": spec.module.state_dict()})
+        write_json_atomic(out / "steps.json", steps)
+    if len(steps) > 2:
+        total = dict(steps[-1], name="chain total", log=None)
+        total["step_ratios"] = total["ratios"]
+        steps.append(total)
+    write_json_atomic(out / "steps.json", steps)
+
+    cmd = command or " ".join(shlex.quote(a) for a in sys.argv)
+    if recipe.export:
+        from edgecompress.exporters import ExportOptions, resolve_formats
+        from edgecompress.pipeline import ExportJob, run_export
+        from edgecompress.targets import ValidateSettings
+
+        job = ExportJob(
+            model=spec, formats=resolve_formats(recipe.export), out_dir=out,
+            calib=_data(recipe.data.calib), eval=ev, target=recipe.target,
+            options=ExportOptions(calib_method=opts.calib_method),
+            settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup),
+            do_validate=opts.validate_artifacts, command=cmd, progress=progress, steps=steps,
+        )
+        report, paths = run_export(job)
+    else:
+        from edgecompress.report import Report, write_report
+
+        report = Report(model={"name": spec.name, "source": spec.source, "params": steps[-1]["params"],
+                               "macs": steps[-1]["macs"], "input_shape": list(spec.input_shape),
+                               "task": spec.task},
+                        target=recipe.target, artifacts=[], steps=steps, command=cmd,
+                        data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0})
+        paths = write_report(report, out)
+    paths["recipe"] = resolved_path
+    paths["steps"] = out / "steps.json"
+    return report, paths
+
+
+def _data(text: str | None) -> Any:
+    if text is None:
+        return None
+    from edgecompress.data import DataSpec
+
+    return DataSpec.parse(text)
