@@ -19,7 +19,8 @@ Heavy imports (torch, onnx, openvino, litert) stay inside the functions that nee
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,6 +274,7 @@ def estimate_latency(layers: list[Layer], profile: TargetProfile, precision: str
 
 # ---- calibration against public figures ----------------------------------------------------------
 
+@functools.lru_cache(maxsize=4)
 def efficientnet_lite_layers(i: int) -> list[Layer]:
     """Layers of EfficientNet-Lite{i} (random weights: only the shapes matter)."""
     import torch
@@ -349,5 +351,4 @@ def estimate_artifact(path: Path | str, fmt: str, precision: str, profile: Targe
                                  "compute_bound_layers": res["compute_bound_layers"],
                                  **res["model"], "calibration": PIXEL4_SOURCE,
                                  "calibration_error": CALIBRATION_ERROR}},
-        "estimate": asdict(Layer("total", "all", res["macs"], 0, 0, 0)),
     }

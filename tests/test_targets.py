@@ -1,0 +1,105 @@
+"""Target profiles, the calibrated estimator and its labelling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ESTIMATOR_FIGURES = ("peak_fp32_gops_per_core", "peak_int8_gops_per_core", "memory_bandwidth_gbs")
+
+
+def test_profiles_complete_and_sourced():
+    from edgecompress.targets import list_targets
+
+    targets = list_targets()
+    assert {"x86-local", "x86-edge", "rpi4", "rpi5", "android-arm64"} <= set(targets)
+    for name, t in targets.items():
+        assert t.isa in ("x86_64", "aarch64") and t.runtimes and t.formats, name
+        assert t.hardware.get("cores") and t.hardware.get("big_cores"), name
+        for key in ESTIMATOR_FIGURES:
+            assert float(t.hardware[key]) > 0, (name, key)
+            assert t.sources.get(key), f"{name}: {key} has no public source"
+    assert targets["rpi4"].hardware["has_dotprod"] is False  # A72: ARMv8.0, no SDOT
+    assert targets["android-arm64"].runner == "adb" and targets["rpi5"].runner == "ssh"
+
+
+def test_targets_command_lists_profiles():
+    from conftest import run_cli
+
+    r = run_cli("targets", timeout=60)
+    assert r.returncode == 0
+    for name in ("x86-local", "x86-edge", "rpi4", "rpi5", "android-arm64"):
+        assert name in r.stdout
+
+
+def test_calibration_constants_match_the_procedure():
+    """EFFICIENCY and CALIBRATION_ERROR in estimate.py are what calibrate() / the report give."""
+    from edgecompress.targets import estimate as e
+
+    fitted = e.calibrate()
+    for k, v in e.EFFICIENCY.items():
+        assert fitted[k] == pytest.approx(v, abs=2e-3), k
+    rows = e.calibration_report()
+    fit_rows = [r for r in rows if r["used_for_fit"]]
+    assert fit_rows and all(abs(r["error_pct"]) < 1.0 for r in fit_rows)
+    summary = e.calibration_summary(rows)
+    assert summary["held_out_figures"] == e.CALIBRATION_ERROR["held_out_figures"]
+    assert summary["mean_abs_error_pct"] == pytest.approx(e.CALIBRATION_ERROR["mean_abs_error_pct"], abs=0.2)
+    # The published MAdds of EfficientNet-Lite0 is 407M; our layer count must be close to it.
+    lite0 = next(r for r in rows if r["model"] == "efficientnet-lite0")
+    assert 0.9 * 407e6 < lite0["macs"] < 1.05 * 407e6
+
+
+@pytest.fixture(scope="module")
+def digits_artifacts(digits_spec, digits_calib, tmp_path_factory):
+    from edgecompress.exporters import export
+
+    d = tmp_path_factory.mktemp("est")
+    return [export(digits_spec, "onnx", "fp32", d), export(digits_spec, "openvino", "fp32", d),
+            export(digits_spec, "openvino", "int8", d, digits_calib)]
+
+
+def test_layer_readers_agree(digits_spec, digits_artifacts):
+    import torch
+    from edgecompress.targets import estimate as e
+
+    ref = e.layers_from_torch(digits_spec.module, torch.zeros(1, *digits_spec.input_shape[1:]))
+    for art in digits_artifacts:
+        layers = e.layers_from_artifact(art.path, art.format)
+        assert [ly.op for ly in layers] == [ly.op for ly in ref], art.format
+        assert sum(ly.macs for ly in layers) == sum(ly.macs for ly in ref), art.format
+
+
+def test_estimates_ordered_and_labelled(digits_artifacts, digits_eval, digits_reference, tmp_path):
+    from edgecompress.targets import ValidateSettings, get_target, validate
+    from edgecompress.targets.estimate import estimate_artifact
+
+    from edgecompress.report import Report, artifact_row, write_report
+
+    fp32, _, int8 = digits_artifacts
+    rpi4, rpi5 = get_target("rpi4"), get_target("rpi5")
+    e4 = estimate_artifact(fp32.path, "onnx", "fp32", rpi4)["latency_ms"]["1"]["p50"]
+    e5 = estimate_artifact(fp32.path, "onnx", "fp32", rpi5)["latency_ms"]["1"]["p50"]
+    e5i = estimate_artifact(int8.path, "openvino", "int8", rpi5)["latency_ms"]["1"]["p50"]
+    assert e5 < e4 and e5i < e5  # faster core; int8 faster than fp32
+
+    ms = validate(digits_artifacts, "rpi5", digits_eval, digits_reference,
+                  ValidateSettings(runs=3, warmup=1), progress=False)
+    assert all(m.status == "ok" and m.latency_kind == "estimated" for m in ms)
+    assert all(m.runtime["name"] == "estimate" and not m.drift for m in ms)  # nothing ran
+    report = Report(model={"name": "digits"}, target="rpi5", artifacts=[artifact_row(m.to_dict()) for m in ms])
+    paths = write_report(report, tmp_path)
+    import json
+
+    rows = json.loads(Path(paths["json"]).read_text())["artifacts"]
+    assert {r["latency_kind"] for r in rows} == {"estimated"}
+    assert "(est.)" in Path(paths["md"]).read_text() and "(est.)" in Path(paths["html"]).read_text()
+
+
+def test_local_target_is_measured(digits_artifacts, digits_eval, digits_reference):
+    from edgecompress.targets import ValidateSettings, validate
+
+    (m,) = validate(digits_artifacts[:1], "x86-local", digits_eval, digits_reference,
+                    ValidateSettings(runs=3, warmup=1), progress=False)
+    assert m.latency_kind == "measured" and m.drift["top1_agreement"] == 1.0

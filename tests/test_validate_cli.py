@@ -1,0 +1,127 @@
+"""`edgecompress validate`: manifest check, report, baseline regressions, --fail-on gates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import run_cli
+
+FAST = ("--runs", "5", "--warmup", "1")
+
+
+@pytest.fixture(scope="module")
+def export_dir(digits_spec, tmp_path_factory):
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path_factory.mktemp("exp")
+    run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32"), ("openvino", "fp32"),
+                                                     ("openvino", "int8")],
+                         out_dir=out, do_validate=False, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_npz():
+    from edgecompress.models.digits import digits_npz
+
+    return str(digits_npz("test"))
+
+
+@pytest.fixture(scope="module")
+def first_run(export_dir, eval_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("v1")
+    r = run_cli("validate", str(export_dir), "--eval", eval_npz, "--out", str(out), *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def test_validate_writes_report(first_run):
+    rep = json.loads((first_run / "report.json").read_text())
+    rows = {(a["format"], a["precision"]): a for a in rep["artifacts"]}
+    assert set(rows) == {("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "int8")}
+    assert all(a["status"] == "ok" and a["latency_kind"] == "measured" for a in rows.values())
+    assert rows[("onnx", "fp32")]["drift"]["top1_agreement"] == 1.0  # it is the reference
+    assert rows[("openvino", "int8")]["metrics"]["top1"] > 0.9  # digits: real accuracy
+    assert rep["data"]["reference"].startswith("outputs of digits-cnn-fp32.onnx")
+    for f in ("report.md", "report.html"):
+        assert (first_run / f).exists()
+
+
+def test_tampered_artifact_refused(export_dir, tmp_path):
+    bad = tmp_path / "exp"
+    shutil.copytree(export_dir, bad)
+    onnx = bad / "digits-cnn-fp32.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    r = run_cli("validate", str(bad), "--out", str(tmp_path / "o"), *FAST)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "does not match manifest.json" in lines[0] and "digits-cnn-fp32.onnx" in lines[0]
+    assert not (tmp_path / "o" / "report.json").exists()  # nothing measured
+
+
+def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_path):
+    # A baseline where everything was 2x faster and 2x smaller and int8 agreed better: regressions.
+    base = json.loads((first_run / "report.json").read_text())
+    for a in base["artifacts"]:
+        a["latency_ms"]["p50"] /= 2
+        a["size_bytes"] //= 2
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    out = tmp_path / "v2"
+    r = run_cli("validate", str(export_dir), "--eval", eval_npz, "--out", str(out),
+                "--baseline", str(tmp_path / "base.json"), "--fail-on", "drift.top1_agreement<0.97",
+                "--fail-on", "size_bytes>100000000", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]  # gates pass; regressions are reported, not gated
+    rep = json.loads((out / "report.json").read_text())
+    regs = rep["baseline"]["regressions"]
+    assert any("size" in g and "onnx fp32" in g for g in regs)
+    assert any("latency p50" in g for g in regs)
+    assert "Against the baseline" in (out / "report.md").read_text()
+    assert "regression:" in r.stderr
+
+    r = run_cli("validate", str(export_dir), "--eval", eval_npz, "--out", str(tmp_path / "v3"),
+                "--fail-on", "drift.top1_agreement<=1.0", *FAST)
+    assert r.returncode == 4
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "gate failed: drift.top1_agreement<=1.0" in err[0]
+    assert (tmp_path / "v3" / "report.json").exists()  # the report is written before the gate
+
+
+@pytest.mark.parametrize("bad", ["drift.top1_agreement<<0.9", "__import__('os').system('x')<1",
+                                 "drift.top1_agreement<0.9 or 1", "a.b < x"])
+def test_bad_gate_rejected(export_dir, tmp_path, bad):
+    r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "o"), "--fail-on", bad, *FAST)
+    assert r.returncode == 2 and "--fail-on" in r.stderr and "expected 'path.to.metric OP number'" in r.stderr
+
+
+def test_parse_and_evaluate_gates():
+    from edgecompress.targets.device_report import evaluate_gates, parse_gates
+
+    from edgecompress.report import Report
+
+    gates = parse_gates(["drift.top1_agreement<0.97, latency_ms.p50>=10", "size_bytes!=1e3"])
+    assert [(g.path, g.op, g.value) for g in gates] == [
+        (("drift", "top1_agreement"), "<", 0.97), (("latency_ms", "p50"), ">=", 10.0),
+        (("size_bytes",), "!=", 1000.0)]
+    rep = Report(model={}, target="t", artifacts=[
+        {"format": "onnx", "precision": "int8", "target": "t", "drift": {"top1_agreement": 0.96},
+         "latency_ms": {"p50": 3.0}, "size_bytes": 1000}])
+    fails = evaluate_gates(rep, gates)
+    assert len(fails) == 1 and "drift.top1_agreement<0.97" in fails[0] and "0.96" in fails[0]
+
+
+def test_compare_baseline_directions():
+    from edgecompress.targets.device_report import compare_baseline
+
+    from edgecompress.report import Report
+
+    row = {"format": "onnx", "precision": "int8", "target": "t", "status": "ok", "size_bytes": 100,
+           "latency_ms": {"p50": 1.04}, "metrics": {"top1": 0.80}, "drift": {"top1_agreement": 0.99}}
+    old = {**row, "latency_ms": {"p50": 1.0}, "metrics": {"top1": 0.90}, "size_bytes": 90,
+           "drift": {"top1_agreement": 0.90}}
+    res = compare_baseline(Report(model={}, target="t", artifacts=[row]), {"artifacts": [old]}, "b.json")
+    text = " | ".join(res["regressions"])
+    assert "top-1 0.9 -> 0.8" in text and "size 90 -> 100" in text
+    assert "latency" not in text  # +4 % is under the 5 % threshold
+    assert "agreement" not in text  # it went up: an improvement
