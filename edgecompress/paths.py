@@ -9,10 +9,8 @@ from pathlib import Path
 def cache_dir() -> Path:
     """Per-user cache (trained zoo models, built data sets): $EDGECOMPRESS_CACHE or XDG."""
     root = os.environ.get("EDGECOMPRESS_CACHE")
-    if root:
-        path = Path(root)
-    else:
-        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgecompress"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = Path(root) if root else xdg / "edgecompress"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

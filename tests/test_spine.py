@@ -104,7 +104,7 @@ def test_report_files_parse(tmp_path, digits_spec):
 
     job = ExportJob(model=digits_spec, formats=resolve_formats(["onnx"], int8=True), out_dir=tmp_path,
                     settings=FAST, progress=False, command="pytest")
-    report, paths = run_export(job)
+    _, paths = run_export(job)
     data = json.loads(paths["json"].read_text())
     assert [(a["format"], a["precision"]) for a in data["artifacts"]] == [("onnx", "fp32"), ("onnx", "int8")]
     for a in data["artifacts"]:

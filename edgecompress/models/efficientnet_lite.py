@@ -109,7 +109,7 @@ class EfficientNetLite(nn.Module):
             cin, cout = _round_filters(cin, width), _round_filters(cout, width)
             # Lite keeps the first and last stage's depth fixed.
             if 0 < i < len(_BLOCKS) - 1:
-                reps = int(math.ceil(reps * depth))
+                reps = math.ceil(reps * depth)
             for r in range(reps):
                 stride = s if r == 0 else 1
                 blocks.append(MBConvBlock(k, stride, e, cin if r == 0 else cout, cout, size))

@@ -1,0 +1,87 @@
+"""Data loading: folders, labelled CSVs, sub-folders, tensors, ranges and the presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecompress.data import DataSpec, load_data
+from edgecompress.data.presets import EfficientNetLite
+from edgecompress.errors import DataError
+
+
+def _img(path, color, size=(40, 30)):
+    Image.new("RGB", size, color).save(path)
+
+
+def test_dataspec_parse_ranges():
+    assert DataSpec.parse("a/b.csv[:300]") == DataSpec("a/b.csv", None, 300)
+    assert DataSpec.parse("a/b.csv[300:]") == DataSpec("a/b.csv", 300, None)
+    assert DataSpec.parse("x.npz") == DataSpec("x.npz")
+    assert str(DataSpec("p", 3, 7)) == "p[3:7]"
+
+
+def test_folder_csv_and_subfolders(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, c in enumerate(["red", "green", "blue"]):
+        _img(flat / f"{i}.png", c)
+    (flat / "labels.csv").write_text("filename,class_index\n0.png,2\n1.png,0\n2.png,1\n")
+    ds = load_data(str(flat), "efficientnet-lite", 16, progress=False)
+    assert ds.x.shape == (3, 3, 16, 16) and list(ds.y) == [2, 0, 1]
+    # red image: R channel at (255-127)/128 = 1.0, others (0-127)/128
+    assert np.allclose(ds.x[0, 0], 1.0) and np.allclose(ds.x[0, 1], -127 / 128)
+    part = load_data(f"{flat}[1:]", "efficientnet-lite", 16, progress=False)
+    assert list(part.y) == [0, 1]
+
+    tree = tmp_path / "tree"
+    for cls in ("cat", "dog"):
+        (tree / cls).mkdir(parents=True)
+        _img(tree / cls / "a.jpg", "white")
+    ds = load_data(str(tree), "imagenet", 8, progress=False)
+    assert list(ds.y) == [0, 1] and ds.x.shape == (2, 3, 8, 8)
+
+
+def test_csv_errors(tmp_path):
+    (tmp_path / "labels.csv").write_text("filename,class_index\na.png,1\na.png,notanint\n")
+    _img(tmp_path / "a.png", "red")
+    with pytest.raises(DataError, match=r"labels.csv:3: class_index 'notanint' is not an integer"):
+        load_data(str(tmp_path), "efficientnet-lite", 8, progress=False)
+    (tmp_path / "labels.csv").write_text("a.png,-1\n")
+    with pytest.raises(DataError, match=r"labels.csv:1: class_index -1 is negative"):
+        load_data(str(tmp_path), "efficientnet-lite", 8, progress=False)
+
+
+def test_npz_with_labels_and_nan(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.ones((5, 1, 8, 8), np.float32), y=np.arange(5))
+    ds = load_data(f"{tmp_path / 'd.npz'}[2:4]", progress=False)
+    assert ds.x.shape == (2, 1, 8, 8) and list(ds.y) == [2, 3]
+    bad = np.ones((3, 4), np.float32)
+    bad[1, 2] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(DataError, match="sample 1 contains NaN or Inf"):
+        load_data(str(tmp_path / "bad.npy"), progress=False)
+
+
+def test_efficientnet_preset_crop_geometry():
+    # A 320x256 image whose centre 224x224 crop (short side * 224/256) is white, border black.
+    im = Image.new("RGB", (320, 256), "black")
+    im.paste(Image.new("RGB", (224, 224), "white"), ((320 - 224 + 1) // 2, (256 - 224 + 1) // 2))
+    x = EfficientNetLite(224)(im)
+    assert x.shape == (3, 224, 224)
+    assert x.min() > 0.95  # only the white crop survives, no black border
+
+
+@pytest.mark.shared_data
+def test_efficientnet_on_real_images(imagenet_labels):
+    """The preset + weights are right: on 200 real images EfficientNet-Lite0 is > 80 % top-1."""
+    from edgecompress.models import load_model
+    from edgecompress.targets import reference_outputs
+    from edgecompress.targets.metrics import classification_metrics
+
+    spec = load_model("zoo:efficientnet-lite0")
+    ds = load_data(DataSpec(str(imagenet_labels), 0, 200),
+                   "efficientnet-lite", 224, progress=False)
+    top1 = classification_metrics(reference_outputs(spec.module, ds, progress=False), ds.y)["top1"]
+    assert top1 > 0.80, top1
