@@ -89,12 +89,27 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     return items
 
 
+# (issue #5) Say in words, not only "(est.)", when latency comes from the cost model, and quote
+# the model's calibration error so nobody reads an estimate as a device measurement.
+def _estimate_note(report: Report) -> str:
+    est = [a for a in report.artifacts if a.get("latency_kind") == "estimated"]
+    if not est:
+        return ""
+    err = est[0].get("runtime", {}).get("settings", {}).get("calibration_error", {})
+    tail = (f" Calibration error on held-out public figures: mean {err['mean_abs_error_pct']} %, "
+            f"max {err['max_abs_error_pct']} %." if err.get("mean_abs_error_pct") is not None else "")
+    return (f"Latency of {len(est)} artifact(s) is ESTIMATED by a roofline cost model (the device "
+            f"was not attached; nothing ran, so no accuracy, drift or memory).{tail}")
+
+
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
     parts += [f"- **{k}**: {v}" for k, v in _summary(report)]
     parts.append("\nLatency is batch 1, in ms; speed-up and size ratio are against the fp32 artifact "
                  "of the same format; agreement and cosine are against the fp32 PyTorch outputs on "
                  "the same inputs. `(est.)` marks estimated latency (no device measured).\n")
+    if _estimate_note(report):  # issue #5: estimated latency, in words
+        parts.append(f"**{_estimate_note(report)}**\n")
     parts.append("## Artifacts\n")
     parts.append(_md_table(table_rows(report)))
     if report.steps:
@@ -155,6 +170,8 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         "<p class=note>Latency is batch 1, in ms; speed-up and size ratio are against the fp32 "
         "artifact of the same format; agreement and cosine are against the fp32 PyTorch outputs on "
         "the same inputs. (est.) marks estimated latency.</p>",
+        # issue #5: estimated latency, in words (empty when every latency was measured)
+        f"<p class=bad>{html.escape(_estimate_note(report))}</p>" if _estimate_note(report) else "",
         _html_table(table_rows(report)),
     ]
     if report.steps:
