@@ -21,7 +21,6 @@ from edgecompress.errors import ConfigError, InputFileError
 
 if TYPE_CHECKING:
     from edgecompress.exporters import Artifact
-
     from edgecompress.report import Report
 
 # ---- loading artifacts ---------------------------------------------------------------------------
@@ -48,7 +47,6 @@ def _guess_precision(path: Path) -> str:
 def _artifact_from_file(path: Path, row: dict[str, Any] | None = None,
                         precision: str | None = None) -> Artifact:
     from edgecompress.exporters import FORMATS, Artifact, TensorInfo
-
     from edgecompress.fileio import path_size, sha256_file
 
     fmt = (row or {}).get("format") or _format_for(path)
@@ -233,6 +231,7 @@ def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
 def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> tuple[Any, str]:
     """fp32 outputs to measure drift against: the fp32 artifact (ONNX first), run here."""
     import numpy as np
+
     from edgecompress.targets.runners.local import BenchRequest, LocalRunner
 
     order = {"onnx": 0, "openvino": 1, "tflite": 2}
@@ -256,12 +255,11 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                        threshold: float = 0.05, progress: bool = True) -> tuple[Report, dict, list[str]]:
     """Validate existing artifacts on `target`; write the report; return it, its paths and the
     gate failures (the caller decides the exit code)."""
+    from edgecompress.fileio import ensure_writable_dir
+    from edgecompress.report import Report, artifact_row, write_report
     from edgecompress.targets import ValidateSettings, get_target, validate
     from edgecompress.targets.metrics import classification_metrics
     from edgecompress.targets.validate import _inputs_file
-
-    from edgecompress.fileio import ensure_writable_dir
-    from edgecompress.report import Report, artifact_row, write_report
 
     gates = parse_gates(fail_on or [])  # a malformed gate fails before anything runs
     profile = get_target(target)

@@ -69,9 +69,8 @@ def test_parse_benchmark_model_fixture():
 
 
 def test_parse_benchmark_model_failure_is_one_line():
-    from edgecompress.targets.runners.adb import parse_benchmark_model
-
     from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.adb import parse_benchmark_model
 
     with pytest.raises(ValidationError, match=r"no timings.*(not a valid Flatbuffer|Failed to mmap)"):
         parse_benchmark_model((FIXTURES / "benchmark_model_failed.txt").read_text())
@@ -121,11 +120,10 @@ def test_adb_bench_py_mode_command(tmp_path):
 
 
 def test_no_device_attached(fake_adb, tmp_path, monkeypatch):
+    from edgecompress.errors import ValidationError
     from edgecompress.targets import get_target
     from edgecompress.targets.runners.adb import AdbRunner
     from edgecompress.targets.runners.estimate import runner_name_for
-
-    from edgecompress.errors import ValidationError
 
     monkeypatch.delenv("FAKE_ADB_DEVICES", raising=False)
     prof = get_target("android-arm64")
@@ -138,10 +136,9 @@ def test_no_device_attached(fake_adb, tmp_path, monkeypatch):
 
 
 def test_adb_missing(tmp_path, monkeypatch):
+    from edgecompress.errors import RuntimeMissingError
     from edgecompress.targets import get_target
     from edgecompress.targets.runners.adb import AdbRunner
-
-    from edgecompress.errors import RuntimeMissingError
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RuntimeMissingError, match="adb not found"):

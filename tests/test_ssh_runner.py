@@ -139,9 +139,8 @@ def test_remote_arguments_are_quoted(sshd, onnx_artifact, tmp_path):
 
 
 def test_missing_runtime_on_device_is_one_clear_line(sshd, onnx_artifact, tmp_path):
-    from edgecompress.targets.runners.ssh import SshRunner
-
     from edgecompress.errors import RuntimeMissingError
+    from edgecompress.targets.runners.ssh import SshRunner
 
     shim = tmp_path / "shim" / "onnxruntime"
     shim.mkdir(parents=True)
@@ -157,9 +156,8 @@ def test_missing_runtime_on_device_is_one_clear_line(sshd, onnx_artifact, tmp_pa
 
 def test_dropped_connection_is_one_clear_line(sshd, onnx_artifact, tmp_path):
     """The device's 'python' kills its own sshd session mid-run: the link drops."""
-    from edgecompress.targets.runners.ssh import SshRunner
-
     from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.ssh import SshRunner
 
     dropper = tmp_path / "python-that-drops"
     dropper.write_text("""#!/bin/sh
@@ -177,9 +175,8 @@ done
 
 
 def test_host_key_checking_is_on(sshd, onnx_artifact, tmp_path):
-    from edgecompress.targets.runners.ssh import SshRunner
-
     from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.ssh import SshRunner
 
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
@@ -194,10 +191,9 @@ def test_host_key_checking_is_on(sshd, onnx_artifact, tmp_path):
 
 
 def test_unreachable_device_is_one_clear_line(onnx_artifact, tmp_path):
+    from edgecompress.errors import ValidationError
     from edgecompress.targets.profile import TargetProfile
     from edgecompress.targets.runners.ssh import SshRunner
-
-    from edgecompress.errors import ValidationError
 
     prof = TargetProfile(name="gone", description="", isa="x86_64", runner="ssh", runtimes=[],
                          formats=[], connection={"host": "127.0.0.1", "port": _free_port(),
@@ -208,9 +204,8 @@ def test_unreachable_device_is_one_clear_line(onnx_artifact, tmp_path):
 
 
 def test_ssh_command_construction():
-    from edgecompress.targets.runners.ssh import SshTarget
-
     from edgecompress.errors import ConfigError
+    from edgecompress.targets.runners.ssh import SshTarget
 
     t = SshTarget({"host": "pi.local", "user": "pi", "port": 2222}, "rpi5")
     argv = t.ssh_argv(["python3", "/tmp/x y/bench.py", "$(rm -rf ~)"])

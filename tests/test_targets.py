@@ -62,6 +62,7 @@ def digits_artifacts(digits_spec, digits_calib, tmp_path_factory):
 
 def test_layer_readers_agree(digits_spec, digits_artifacts):
     import torch
+
     from edgecompress.targets import estimate as e
 
     ref = e.layers_from_torch(digits_spec.module, torch.zeros(1, *digits_spec.input_shape[1:]))
@@ -72,10 +73,9 @@ def test_layer_readers_agree(digits_spec, digits_artifacts):
 
 
 def test_estimates_ordered_and_labelled(digits_artifacts, digits_eval, digits_reference, tmp_path):
+    from edgecompress.report import Report, artifact_row, write_report
     from edgecompress.targets import ValidateSettings, get_target, validate
     from edgecompress.targets.estimate import estimate_artifact
-
-    from edgecompress.report import Report, artifact_row, write_report
 
     fp32, _, int8 = digits_artifacts
     rpi4, rpi5 = get_target("rpi4"), get_target("rpi5")

@@ -11,9 +11,8 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.targets.runners import RUNNERS
-
 from edgecompress.errors import ConfigError
+from edgecompress.targets.runners import RUNNERS
 
 if TYPE_CHECKING:
     from edgecompress.targets.profile import TargetProfile

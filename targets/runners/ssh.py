@@ -18,10 +18,9 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners.local import BENCH, parse_bench_output
-
-from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
 
 if TYPE_CHECKING:
     from edgecompress.targets.profile import TargetProfile
