@@ -1,0 +1,33 @@
+"""edgecompress: compress a trained PyTorch model, export it, validate it on edge targets.
+
+Public names are imported lazily (module-level __getattr__) so `import edgecompress` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name -> (module, attribute). [issue #4] compression passes and the recipe runner.
+_LAZY: dict[str, tuple[str, str]] = {
+    "prune": ("edgecompress.passes.prune", "prune"),
+    "lowrank": ("edgecompress.passes.lowrank", "lowrank"),
+    "distill": ("edgecompress.passes.distill", "distill"),
+    "qat": ("edgecompress.passes.qat", "qat"),
+    "run_recipe": ("edgecompress.recipe", "run_recipe"),
+    "load_recipe": ("edgecompress.recipe", "load_recipe"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(mod), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgecompress' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -205,6 +205,97 @@ def data_build(out: OutOpt = Path("calibration_data/built")) -> None:
         typer.echo(str(out / src.name))
 
 
+# --- [issue #4] compression: recipes and common single passes ----------------------------------
+def _steps_summary(report) -> None:
+    from edgecompress.report.render import _steps_rows
+
+    rows = _steps_rows(report)
+    if not rows:
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    typer.echo("  ".join(c.ljust(widths[c]) for c in cols), err=True)
+    for r in rows:
+        typer.echo("  ".join(r[c].ljust(widths[c]) for c in cols), err=True)
+
+
+def _finish(report, paths) -> None:
+    _steps_summary(report)
+    if report.artifacts:
+        _summary(report, paths)
+    else:
+        typer.echo(f"report: {paths.get('html', paths.get('json'))}", err=True)
+    typer.echo(f"recipe: {paths['recipe']}", err=True)
+    if any(a["status"] == "failed" for a in report.artifacts):
+        raise typer.Exit(4)
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see docs/recipes/).")],
+    out: OutOpt = Path("edgecompress-out"),
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Run a recipe: load -> passes -> export -> validate -> report (DIR/report.*, recipe.resolved.yaml)."""
+    from edgecompress.recipe import run_recipe
+
+    report, paths = run_recipe(recipe, out, progress=not no_progress,
+                               command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    _finish(report, paths)
+
+
+@app.command()
+def compress(
+    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory or file.pt2")],
+    prune: Annotated[float | None, typer.Option("--prune", help="Channel pruning ratio (0-1).")] = None,
+    prune_macs: Annotated[float | None, typer.Option(
+        "--prune-macs", help="Prune to remove this fraction of MACs.")] = None,
+    importance: Annotated[str, typer.Option(help="Pruning importance: magnitude, taylor, bn-scale.")] = "magnitude",
+    round_to: Annotated[int | None, typer.Option(help="Keep channel counts multiples of N.")] = None,
+    lowrank_energy: Annotated[float | None, typer.Option(
+        "--lowrank-energy", help="SVD: kept energy (0-1].")] = None,
+    lowrank_params: Annotated[float | None, typer.Option(
+        "--lowrank-params", help="SVD: fraction of params to keep.")] = None,
+    distill_epochs: Annotated[int, typer.Option(
+        "--distill-epochs", help="KD fine-tuning epochs after the passes.")] = 0,
+    qat_epochs: Annotated[int | None, typer.Option("--qat-epochs", help="QAT epochs (int8, last).")] = None,
+    export: Annotated[list[str], typer.Option(
+        "--export", "-f", help="format:precision, repeatable (onnx:int8).")] = [],  # noqa: B006
+    train: Annotated[str | None, typer.Option(help="Fine-tuning data (PATH[start:stop]).")] = None,
+    calib: Annotated[str | None, typer.Option(help="Calibration data for PTQ exports.")] = None,
+    eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data.")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (module:factory models).")] = None,
+    target: Annotated[str, typer.Option(help="Target profile.")] = "x86-local",
+    out: OutOpt = Path("edgecompress-out"),
+) -> None:
+    """Common single passes as flags; writes the equivalent recipe next to the results."""
+    from edgecompress.recipe import parse_recipe, run_recipe
+
+    passes: list[dict] = []
+    if prune is not None or prune_macs is not None:
+        p: dict = {"importance": importance, "round_to": round_to}
+        p.update({"ratio": prune} if prune_macs is None else {"target_macs": prune_macs})
+        passes.append({"prune": p})
+    if lowrank_energy is not None or lowrank_params is not None:
+        passes.append({"lowrank": {"energy": lowrank_energy, "param_budget": lowrank_params}})
+    if distill_epochs:
+        passes.append({"distill": {"epochs": distill_epochs}})
+    if qat_epochs is not None:
+        passes.append({"qat": {"epochs": qat_epochs}})
+    if not passes and not export:
+        from edgecompress.errors import ConfigError
+
+        raise ConfigError("compress: give at least one pass flag (--prune, --lowrank-energy, "
+                          "--distill-epochs, --qat-epochs) or --export")
+    shape = [int(s) for s in input_shape.replace("x", ",").split(",")] if input_shape else None
+    recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,
+                           "target": target, "data": {"train": train, "calib": calib, "eval": eval}},
+                          "compress")
+    report, paths = run_recipe(recipe, out,
+                               command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    _finish(report, paths)
+
+
 def main() -> None:
     """Entry point: one-line errors and meaningful exit codes instead of tracebacks."""
     global _DEBUG

@@ -66,7 +66,9 @@ def export(spec: ModelSpec, fmt: str, precision: str = "fp32", out_dir: Path | s
     format_ = FORMATS.get(fmt, "--format")
     if precision not in format_.precisions:
         raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}")
-    if precision in format_.needs_calibration and (calib is None or len(calib) == 0):
+    # [issue #4] an already-quantized spec (QAT) brings its own ranges: no calibration needed.
+    prequant = bool(spec.extra.get("quantized")) and spec.module is not None
+    if precision in format_.needs_calibration and not prequant and (calib is None or len(calib) == 0):
         raise DataError(f"{fmt} {precision}: needs calibration data and the set is empty (pass --calib)")
     out_dir = ensure_writable_dir(Path(out_dir))
     out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))

@@ -40,8 +40,17 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
     if config is not None and not isinstance(config, dict):
         raise ConfigError(f"{where}: expected a mapping of parameters, got {type(config).__name__}")
     params = {**(config or {}), **overrides}
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
     try:
         return TypeAdapter(cls).validate_python(params)
+    except ConfigError as e:  # from __post_init__: "<pass>.<key>: ..." -> "<where>.<key>: ..."
+        msg, short = str(e), cls.__name__.removesuffix("Config").lower() + "."
+        if msg.startswith(short) and not msg.startswith(where):
+            msg = where + "." + msg[len(short):]
+        raise ConfigError(msg) from None
     except PydanticError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "?"

@@ -1,0 +1,217 @@
+"""Compression passes on digits-cnn: each changes what it claims, exports, runs in ORT, and keeps
+accuracy within the stated bound. Fast: small epoch counts, one QAT run shared by its tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgecompress
+from edgecompress.errors import ConfigError
+from edgecompress.models import count_params_macs
+from edgecompress.passes._common import evaluate, model_stats
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def base(digits_spec, digits_eval):
+    return {**model_stats(digits_spec), "top1": evaluate(digits_spec.module, digits_eval)["top1"]}
+
+
+def _ort(spec, data, tmp_path, precision="fp32", calib=None):
+    import onnxruntime as ort
+
+    from edgecompress.exporters import export
+
+    art = export(spec, "onnx", precision, tmp_path, calib)
+    sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+    return art, sess.run(None, {sess.get_inputs()[0].name: data.x})[0]
+
+
+def _torch_out(module, data):
+    with torch.no_grad():
+        return module(torch.from_numpy(data.x)).numpy()
+
+
+def test_prune_half_channels_with_kd(digits_spec, digits_calib, digits_eval, base, tmp_path):
+    p = edgecompress.prune(digits_spec, ratio=0.5, finetune_epochs=8, distill={"lr": 3e-3},
+                           data=digits_calib, progress=False)
+    st = model_stats(p)
+    # Half the channels of every prunable conv -> about a quarter of the params and MACs.
+    assert 0.2 < st["params"] / base["params"] < 0.32
+    assert 0.2 < st["macs"] / base["macs"] < 0.32
+    assert st["size_bytes"] < 0.35 * base["size_bytes"]
+    assert digits_spec.module.stem[0].out_channels == 32  # the input model is untouched
+    acc = evaluate(p.module, digits_eval)["top1"]
+    assert acc >= base["top1"] - 0.03, acc  # bound for this short fine-tune (benchmark: <= 1 pt)
+    _, out = _ort(p, digits_eval, tmp_path)
+    assert np.abs(out - _torch_out(p.module, digits_eval)).max() < 1e-3
+    assert p.inputs == digits_spec.inputs
+
+
+def test_prune_to_macs_target_and_round_to(digits_spec, base):
+    p = edgecompress.prune(digits_spec, ratio=None, target_macs=0.3, progress=False)
+    removed = 1 - model_stats(p)["macs"] / base["macs"]
+    assert 0.3 <= removed < 0.38, removed
+    r = edgecompress.prune(digits_spec, ratio=0.4, round_to=8, progress=False)
+    convs = [m for m in r.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+    assert r.module.fc2.out_features == 10  # the classifier keeps its classes
+
+
+def test_prune_taylor_and_bn_scale_run(digits_spec, digits_calib, base):
+    for imp in ("taylor", "bn-scale"):
+        p = edgecompress.prune(digits_spec, ratio=0.25, importance=imp, data=digits_calib, progress=False)
+        assert model_stats(p)["params"] < 0.7 * base["params"]
+
+
+def test_prune_unstructured_is_reported_honestly(digits_spec, base):
+    p = edgecompress.prune(digits_spec, ratio=0.5, method="unstructured", progress=False)
+    st = model_stats(p)
+    assert st["params"] == base["params"] and st["size_bytes"] == base["size_bytes"]
+    log = p.extra["passes"][-1]["log"]
+    assert abs(log["sparsity"] - 0.5) < 0.01 and "unchanged" in log["note"]
+    w = p.module.res_a[0].weight
+    assert float((w == 0).float().mean()) > 0.2
+
+
+def test_prune_rejects_bad_config(digits_spec):
+    with pytest.raises(ConfigError, match=r"prune\.ratio"):
+        edgecompress.prune(digits_spec, ratio=1.5, progress=False)
+    with pytest.raises(ConfigError, match=r"prune\.ignored"):
+        edgecompress.prune(digits_spec, ignored=["nope"], progress=False)
+
+
+def test_lowrank_param_budget_with_kd(digits_spec, digits_calib, digits_eval, base, tmp_path):
+    p = edgecompress.lowrank(digits_spec, energy=None, param_budget=0.6, finetune_epochs=6,
+                             distill={"lr": 3e-3}, data=digits_calib, progress=False)
+    st = model_stats(p)
+    assert st["params"] <= 0.6 * base["params"]
+    assert st["params"] > 0.4 * base["params"]
+    assert isinstance(p.module.fc1, torch.nn.Sequential)  # factorized in place, same name
+    acc = evaluate(p.module, digits_eval)["top1"]
+    assert acc >= base["top1"] - 0.02, acc
+    _, out = _ort(p, digits_eval, tmp_path)
+    assert np.abs(out - _torch_out(p.module, digits_eval)).max() < 1e-3
+
+
+def test_lowrank_energy_is_exact_at_full_rank_and_skips_useless(digits_spec, digits_eval, base):
+    full = edgecompress.lowrank(digits_spec, energy=1.0, progress=False)
+    # Full rank never saves params: every layer is left alone, outputs identical.
+    assert model_stats(full)["params"] == base["params"]
+    assert full.extra["passes"][-1]["log"]["ranks"] == {}
+    low = edgecompress.lowrank(digits_spec, energy=0.9, progress=False)
+    log = low.extra["passes"][-1]["log"]
+    assert log["ranks"] and model_stats(low)["params"] < base["params"]
+    for name, r in log["ranks"].items():
+        seq = low.module.get_submodule(name)
+        assert seq[0].weight.shape[0] == r
+    ref = _torch_out(digits_spec.module, digits_eval)
+    agree = (ref.argmax(1) == _torch_out(low.module, digits_eval).argmax(1)).mean()
+    assert agree > 0.9  # 90 % energy keeps most decisions even before fine-tuning
+
+
+def test_distill_recovers_pruned_model_and_resumes(digits_spec, digits_calib, digits_eval, tmp_path):
+    pruned = edgecompress.prune(digits_spec, ratio=0.5, progress=False)
+    before = evaluate(pruned.module, digits_eval)["top1"]
+    unlabelled = digits_calib.take(slice(None))
+    unlabelled.y = None  # response KD alone: the teacher is the only supervision
+    cfg = {"epochs": 3, "lr": 3e-3, "feature_layers": ["pw"], "relation_weight": 0.5}
+    d = edgecompress.distill(pruned, cfg, data=unlabelled, teacher=digits_spec, workdir=tmp_path,
+                             progress=False)
+    after = evaluate(d.module, digits_eval)["top1"]
+    assert after > before + 0.2 and after > 0.85, (before, after)
+    ck = tmp_path / "checkpoints" / "distill.pt"
+    state = torch.load(ck, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 3
+    # Same inputs again: the finished checkpoint is found and training is skipped, same weights.
+    again = edgecompress.distill(pruned, cfg, data=unlabelled, teacher=digits_spec, workdir=tmp_path,
+                                 progress=False)
+    assert again.extra["passes"][-1]["log"]["resumed_from_epoch"] == 3
+    for (k, a), b in zip(d.module.state_dict().items(), again.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_distill_resumes_mid_run(digits_spec, digits_calib, tmp_path):
+    from edgecompress.passes.distill import DistillConfig, finetune
+
+    pruned = edgecompress.prune(digits_spec, ratio=0.5, progress=False)
+    ck = tmp_path / "ft.pt"
+    full = DistillConfig(epochs=2, lr=3e-3)
+    a = pruned.module
+    import copy
+
+    b = copy.deepcopy(a)
+    finetune(a, digits_spec.module, digits_calib, full, None, "x", progress=False)
+    # Simulate an interruption after epoch 1: write the checkpoint a 1-epoch run leaves, with the
+    # key of the 2-epoch run, then resume.
+    c = copy.deepcopy(b)
+    log = finetune(b, digits_spec.module, digits_calib, full, ck, "x", progress=False)
+    assert log["resumed_from_epoch"] == 0
+    st = torch.load(ck, weights_only=True)
+    st["epoch"] = 2
+    log2 = finetune(c, digits_spec.module, digits_calib, full, ck, "x", progress=False)
+    assert log2["resumed_from_epoch"] == 2
+    for x, y in zip(b.state_dict().values(), c.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def qat_spec(digits_spec, digits_calib):
+    return edgecompress.qat(digits_spec, epochs=1, data=digits_calib, progress=False)
+
+
+def test_qat_exports_real_int8_onnx(qat_spec, digits_eval, base, tmp_path):
+    import onnx
+
+    assert qat_spec.extra["quantized"] == "qat"
+    acc = evaluate(qat_spec.module, digits_eval)["top1"]
+    assert acc >= base["top1"] - 0.02, acc
+    art, out = _ort(qat_spec, digits_eval, tmp_path, "int8")  # no calib: QAT ranges are in the graph
+    assert art.details["quantization"]["source"] == "qat"
+    m = onnx.load(str(art.path))
+    ops = {n.op_type for n in m.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_inits = [i for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8_inits) >= 8  # conv / linear weights stored as int8
+    ref = _torch_out(qat_spec.module, digits_eval)
+    assert (ref.argmax(1) == out.argmax(1)).mean() >= 0.99
+    # int8 weights + per-channel scales / zero points (int64 in the graph): about half the fp32 bytes
+    assert model_stats(qat_spec)["size_bytes"] < 0.6 * base["size_bytes"]
+
+
+def test_qat_exports_openvino_int8_and_refuses_fp32(qat_spec, digits_eval, tmp_path):
+    import openvino as ov
+
+    from edgecompress.exporters import export
+
+    art = export(qat_spec, "openvino", "int8", tmp_path)
+    core = ov.Core()
+    model = core.read_model(str(art.path))
+    types = {op.get_type_name() for op in model.get_ops()}
+    assert "FakeQuantize" in types or "FakeConvert" in types or "Convert" in types
+    compiled = core.compile_model(model, "CPU")
+    out = compiled(digits_eval.x)[0]
+    ref = _torch_out(qat_spec.module, digits_eval)
+    assert (ref.argmax(1) == out.argmax(1)).mean() >= 0.98
+    with pytest.raises(ConfigError, match="already int8"):
+        export(qat_spec, "onnx", "fp32", tmp_path)
+
+
+def test_passes_refuse_a_quantized_model(qat_spec):
+    with pytest.raises(ConfigError, match="qat must be the last pass"):
+        edgecompress.prune(qat_spec, ratio=0.5, progress=False)
+
+
+def test_count_is_unchanged_for_copies(digits_spec):
+    p0, m0 = count_params_macs(digits_spec)
+    edgecompress.prune(digits_spec, ratio=0.5, progress=False)
+    assert count_params_macs(digits_spec) == (p0, m0)

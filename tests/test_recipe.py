@@ -1,0 +1,108 @@
+"""Recipes: validation errors name the key, the resolved recipe round-trips, and a short chain
+runs end to end with every step recorded (ratios, metric change) in the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from edgecompress.errors import ConfigError
+from edgecompress.recipe import load_recipe, parse_recipe, run_recipe, save_recipe
+
+
+@pytest.mark.parametrize(("recipe", "key"), [
+    ({"model": "zoo:digits-cnn", "passes": [{"shrink": {}}]}, "passes[0]"),
+    ({"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": 1.5}}]}, "passes[0].prune.ratio"),
+    ({"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": 0.5, "colour": 1}}]}, "passes[0].prune.colour"),
+    ({"model": "zoo:digits-cnn", "passes": [{"lowrank": {"rank": -2}}]}, "passes[0].lowrank.rank"),
+    ({"model": "zoo:digits-cnn", "passes": [{"distill": {"epochs": "many"}}]}, "passes[0].distill.epochs"),
+    ({"model": "zoo:digits-cnn", "passes": [{"qat": {}}, {"prune": {}}]}, "passes[0].qat"),
+    ({"model": "zoo:digits-cnn", "passes": [{"prune": {}, "distill": {}}]}, "passes"),
+    ({"model": "zoo:digits-cnn", "export": ["onnx:int4"]}, "export"),
+    ({"model": "zoo:digits-cnn", "passes": [{"qat": {}}], "export": ["onnx:fp32"]}, "export"),
+    ({"model": "mypkg.models:build", "input_shape": [1, 3, 8, 8], "passes": [{"distill": {}}]}, "data.train"),
+    ({"model": "mypkg.models:build", "input_shape": [1, 3, 8, 8], "export": ["onnx:int8"]}, "data.calib"),
+    ({"passes": []}, "model"),
+    ({"model": "zoo:digits-cnn", "exports": ["onnx"]}, "exports"),
+    ({"model": "zoo:digits-cnn", "options": {"teacher": "nobody"}}, "options.teacher"),
+])
+def test_validation_errors_name_the_key(recipe, key):
+    with pytest.raises(ConfigError) as e:
+        parse_recipe(recipe)
+    assert key in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: zoo:digits-cnn\npasses: [prune: {ratio: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
+        load_recipe(bad)
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    r = parse_recipe({"model": "zoo:digits-cnn", "passes": ["prune", {"distill": {"epochs": 3}},
+                                                            {"qat": None}],
+                      "export": ["onnx:int8", "openvino:int8"]})
+    path = save_recipe(r, tmp_path / "r.yaml")
+    back = load_recipe(path)
+    assert back.resolved() == r.resolved()
+    assert back.resolved()["passes"][1]["distill"]["epochs"] == 3
+    assert back.resolved()["passes"][0]["prune"]["ratio"] == 0.5  # defaults made explicit
+    # Saving the loaded one again gives the same text.
+    assert save_recipe(back, tmp_path / "r2.yaml").read_text() == path.read_text()
+
+
+def test_docs_recipes_are_valid():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "recipes"
+    files = sorted(docs.glob("*.yaml"))
+    assert files
+    for f in files:
+        load_recipe(f)
+
+
+def test_chain_runs_and_records_every_step(tmp_path):
+    torch.set_num_threads(1)
+    recipe = {
+        "model": "zoo:digits-cnn",
+        "passes": [{"prune": {"ratio": 0.5}}, {"distill": {"epochs": 4, "lr": 0.003}}],
+        "export": ["onnx:fp32"],
+        "options": {"runs": 3, "warmup": 1, "progress": False},
+    }
+    report, paths = run_recipe(recipe, tmp_path)
+    names = [s["name"] for s in report.steps]
+    assert names == ["original", "prune", "distill", "chain total"]
+    orig, pr, di, total = report.steps
+    assert orig["ratios"] == {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}
+    assert pr["ratios"]["alpha"] < 0.32 and pr["ratios"]["beta"] < 0.32 and pr["ratios"]["gamma"] < 0.35
+    assert di["step_ratios"]["alpha"] == 1.0  # distillation changes weights, not size
+    assert pr["delta_metric"] < -0.05  # pruning without fine-tuning costs accuracy ...
+    assert di["metric"] > pr["metric"] + 0.05  # ... and KD wins most of it back
+    assert total["delta_metric"] == di["delta_metric"]
+    saved = json.loads(paths["json"].read_text())
+    assert [s["name"] for s in saved["steps"]] == names
+    assert "Compression steps" in paths["md"].read_text()
+    assert load_recipe(paths["recipe"]).resolved()["passes"][1]["distill"]["epochs"] == 4
+    art = report.artifacts[0]
+    assert art["status"] == "ok" and art["drift"]["top1_agreement"] > 0.99
+    assert (tmp_path / "step1-prune" / "model.pt").is_file()
+    torch.load(tmp_path / "step2-distill" / "model.pt", weights_only=True)
+
+
+def test_cli_run_reports_a_bad_recipe_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("model: zoo:digits-cnn\npasses:\n  - prune: {ratio: 2}\n")
+    exe = Path(sys.executable).parent / "edgecompress"
+    res = subprocess.run([str(exe), "run", str(bad), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error:") and "passes[0].prune.ratio" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
