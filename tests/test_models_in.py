@@ -1,0 +1,69 @@
+"""Models in: module:factory (+weights), .pt2 ExportedProgram, .onnx (export-only), via the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from edgecompress.models import load_model
+from tests.conftest import ROOT, run_cli
+
+
+def test_factory_with_weights_and_pt2(tmp_path, digits_spec):
+    from tests.bad_inputs.badmodels import tiny
+
+    m = tiny()
+    torch.save(m.state_dict(), tmp_path / "w.pt")
+    spec = load_model("tests.bad_inputs.badmodels:tiny", "1,3,8,8", tmp_path / "w.pt")
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(spec.module(x), m(x))  # the weights were loaded, not the random init
+
+    batch = torch.export.Dim("batch")
+    ep = torch.export.export(digits_spec.module, digits_spec.example_inputs(2), dynamic_shapes=({0: batch},))
+    torch.export.save(ep, tmp_path / "digits.pt2")
+    spec2 = load_model(str(tmp_path / "digits.pt2"))
+    assert spec2.input_shape == (1, 1, 8, 8)
+    xd = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(spec2.module(xd), digits_spec.module(xd), atol=1e-5)
+
+
+def test_cli_export_digits_and_onnx_in(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("export", "zoo:digits-cnn", "-f", "onnx", "-f", "openvino", "--int8", "--runs", "5",
+                   "--warmup", "1", "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    got = {(a["format"], a["precision"]): a for a in report["artifacts"]}
+    assert set(got) == {("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8")}
+    assert all(a["status"] == "ok" and a["drift"]["top1_agreement"] >= 0.97 for a in got.values())
+    assert report["command"].startswith("edgecompress export zoo:digits-cnn")
+    assert str(out / "report.html") in proc.stderr
+
+    # An ONNX model in: int8 ONNX out, compared against the ONNX model's own fp32 outputs.
+    out2 = tmp_path / "out2"
+    from edgecompress.models.digits import digits_npz
+
+    proc = run_cli("export", str(out / "digits-cnn-fp32.onnx"), "-f", "onnx:int8", "--calib", str(digits_npz("train")),
+                   "--eval", str(digits_npz("test")), "--runs", "5", "--warmup", "1", "--out", str(out2), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r2 = json.loads((out2 / "report.json").read_text())
+    (a,) = r2["artifacts"]
+    assert a["precision"] == "int8" and a["drift"]["top1_agreement"] >= 0.97
+    assert r2["reference"]["top1"] >= 0.97
+
+
+def test_demo_fallback_data_without_shared(monkeypatch, tmp_path):
+    """Without ../shared, the EfficientNet zoo entry calibrates on crops of sklearn's photos."""
+    monkeypatch.setenv("EDGECOMPRESS_SHARED_DATA", str(tmp_path / "absent"))
+    from edgecompress.models.zoo import ZOO
+
+    entry = ZOO.get("efficientnet-lite0")
+    spec = entry.default_calib()
+    assert spec.path.endswith(".npz")
+    x = np.load(spec.path)["x"]
+    assert x.shape[1:] == (3, 224, 224) and x.shape[0] >= 100
+    assert -1.0 <= x.min() < -0.5 and 0.5 < x.max() <= 1.0  # (x-127)/128 of real photo pixels
+    assert x.std() > 0.2  # real image content, not a constant
