@@ -54,15 +54,26 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
     return model
 
 
+# --calib-method -> NNCF's activation range estimator. The histogram search is the default: on
+# EfficientNet-Lite0 it lifted top-1 agreement with fp32 from 97.6 % (min/max, NNCF's default)
+# to 98.3 % (benchmarks/RESULTS-spine.md).
+_RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "HISTOGRAM", "entropy": "HISTOGRAM"}
+
+
 def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions) -> tuple[Any, dict]:
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     batches = list(calib.batches(1))  # NNCF iterates samples itself; subset_size = all of them
+    estimator = _RANGE_ESTIMATORS.get(options.calib_method, "HISTOGRAM")
     kwargs: dict[str, Any] = {
         "subset_size": len(batches),
         # The full bias correction costs a little export time and buys agreement with fp32.
         "fast_bias_correction": options.extra.get("ov_fast_bias_correction", False),
         "preset": nncf.QuantizationPreset.PERFORMANCE,
+        "advanced_parameters": AdvancedQuantizationParameters(
+            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator)),
     }
     if spec.task in ("embedding", "sequence-classification"):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
@@ -78,7 +89,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
         qmodel = nncf.quantize(model, ds, **kwargs)
     except Exception as e:
         raise ExportError(f"openvino int8 quantization of {spec.name} failed: {_first_line(e)}") from e
-    return qmodel, {"calibration": {"method": "nncf-minmax+bias-correction", "samples": len(batches)},
+    return qmodel, {"calibration": {"method": f"nncf-{estimator.lower()}+bias-correction", "samples": len(batches)},
                     "quantization": {"tool": "nncf", "preset": "performance",
                                      "fast_bias_correction": kwargs["fast_bias_correction"]}}
 
