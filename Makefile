@@ -11,7 +11,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean arm64-check arm64-rootfs
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,16 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_spine.py
+
+# issue #5 arm64 check: an arm64 Debian rootfs (cached in .cache/arm64-rootfs, stamp-guarded) and
+# EfficientNet-Lite0 int8 ONNX / TFLite run there under qemu-user vs on x86; appends to
+# benchmarks/RESULTS-targets.md. Needs root (debootstrap, chroot). Latency there is emulated.
+arm64-rootfs: setup
+	scripts/setup-system.sh arm64
+	nice -n 10 scripts/arm64-rootfs.sh
+
+arm64-check: arm64-rootfs
+	nice -n 10 $(BIN)/python benchmarks/arm64_check.py
 
 clean:
 	rm -rf edgecompress-out edgecompress-demo .cache

@@ -163,13 +163,16 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
             kind = "measured"
             if label == "latency p50" and "estimated" in (row.get("latency_kind"), base.get("latency_kind")):
                 kind = "estimated"
+            # qemu-user (issue #5 arm64 check): an emulated latency is labelled like an estimate
+            if label == "latency p50" and "emulated" in (row.get("latency_kind"), base.get("latency_kind")):
+                kind = "emulated"
             entry = {"artifact": "/".join(_key(row)), "metric": label, "old": old_v, "new": new_v,
                      "change": rel, "latency_kind": kind}
             changes.append(entry)
             if (rel > threshold if worse == "up" else rel < -threshold):
                 regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}: "
                                    f"{label} {old_v:.4g} -> {new_v:.4g} ({100 * rel:+.1f} %)"
-                                   + (" [estimated]" if kind == "estimated" else ""))
+                                   + (f" [{kind}]" if kind != "measured" else ""))
     return {"path": baseline_path, "threshold": threshold, "regressions": regressions,
             "changes": changes, "unmatched": unmatched}
 

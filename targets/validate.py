@@ -39,7 +39,7 @@ class Measurement:
     status: str = "ok"  # ok | failed
     error: str = ""
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    latency_kind: str = "measured"  # measured | estimated
+    latency_kind: str = "measured"  # measured | estimated | emulated (qemu-user: never a device figure)
     memory_mb: dict[str, float] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)

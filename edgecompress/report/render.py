@@ -25,6 +25,8 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         ref = _fp32_of(report.artifacts, a)
         lat = a.get("latency_ms", {})
         est = " (est.)" if a.get("latency_kind") == "estimated" else ""
+        # issue #5 arm64 check: qemu-user latency is the emulator's, never a device figure.
+        est = " (emulated, not a device figure)" if a.get("latency_kind") == "emulated" else est
         speed = ""
         if ref is not None and ref is not a and lat.get("p50") and ref["latency_ms"].get("p50"):
             speed = f"{ref['latency_ms']['p50'] / lat['p50']:.2f}x"
@@ -102,6 +104,14 @@ def _estimate_note(report: Report) -> str:
             f"was not attached; nothing ran, so no accuracy, drift or memory).{tail}")
 
 
+# (issue #5 arm64 check) Latency measured under qemu-user: say so in words too.
+def _emulated_note(report: Report) -> str:
+    n = sum(a.get("latency_kind") == "emulated" for a in report.artifacts)
+    return (f"Latency of {n} artifact(s) is EMULATED (qemu-user on this host, arm64 runtime "
+            "kernels): it shows the artifact runs on arm64, NOT how fast any device is. "
+            "Accuracy and drift are real.") if n else ""
+
+
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
     parts += [f"- **{k}**: {v}" for k, v in _summary(report)]
@@ -110,6 +120,8 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
                  "the same inputs. `(est.)` marks estimated latency (no device measured).\n")
     if _estimate_note(report):  # issue #5: estimated latency, in words
         parts.append(f"**{_estimate_note(report)}**\n")
+    if _emulated_note(report):  # issue #5: emulated latency, in words
+        parts.append(f"**{_emulated_note(report)}**\n")
     parts.append("## Artifacts\n")
     parts.append(_md_table(table_rows(report)))
     if report.steps:
@@ -172,6 +184,7 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         "the same inputs. (est.) marks estimated latency.</p>",
         # issue #5: estimated latency, in words (empty when every latency was measured)
         f"<p class=bad>{html.escape(_estimate_note(report))}</p>" if _estimate_note(report) else "",
+        f"<p class=bad>{html.escape(_emulated_note(report))}</p>" if _emulated_note(report) else "",
         _html_table(table_rows(report)),
     ]
     if report.steps:

@@ -1,0 +1,85 @@
+"""arm64 check (issue #5): artifacts under qemu-user in an arm64 Debian rootfs.
+
+The slow test needs the rootfs that `make arm64-check` (scripts/arm64-rootfs.sh) builds into
+.cache/arm64-rootfs; without it the test skips, so `make test` stays fast on a fresh machine.
+The fast tests check the labelling (emulated latency is never a device figure) and the errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecompress.targets.runners.qemu import READY_STAMP, QemuRunner, rootfs_path, rootfs_ready
+
+
+def _qemu_unavailable() -> str:
+    rootfs = rootfs_path()
+    if not rootfs_ready(rootfs):
+        return (f"no arm64 rootfs at {rootfs} ({READY_STAMP} missing): "
+                "run `make arm64-check` or scripts/arm64-rootfs.sh to enable this test")
+    if os.geteuid() != 0:
+        return "chroot into the arm64 rootfs needs root"
+    if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").is_file():
+        return "no binfmt_misc handler for aarch64 (scripts/arm64-rootfs.sh enables it)"
+    return ""
+
+
+def test_profile_is_qemu_and_arm64():
+    from edgecompress.targets import get_target
+
+    t = get_target("arm64-qemu")
+    assert t.runner == "qemu" and t.isa == "aarch64"
+    assert set(t.formats) == {"onnx", "tflite"}
+
+
+def test_missing_rootfs_is_a_clear_error(tmp_path, monkeypatch):
+    from edgecompress.errors import RuntimeMissingError
+    from edgecompress.targets.runners.local import BenchRequest
+
+    monkeypatch.setenv("ARM64_ROOTFS", str(tmp_path / "none"))
+    with pytest.raises(RuntimeMissingError, match=r"no arm64 rootfs .*arm64-check"):
+        QemuRunner().run(BenchRequest(artifact=tmp_path / "m.onnx", runtime="onnxruntime"))
+
+
+def test_emulated_latency_is_labelled_in_reports():
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import table_rows, to_html, to_markdown
+
+    row = {"format": "onnx", "precision": "int8", "size_bytes": 1000, "status": "ok",
+           "latency_ms": {"p50": 812.0, "p90": 900.0}, "latency_kind": "emulated",
+           "metrics": {}, "drift": {"top1_agreement": 1.0}, "memory_mb": {}, "target": "arm64-qemu"}
+    report = Report(model={"name": "m"}, target="arm64-qemu", artifacts=[row])
+    assert "(emulated, not a device figure)" in table_rows(report)[0]["p50"]
+    assert "EMULATED" in to_markdown(report, plot_name=None)
+    assert "not a device figure" in to_html(report)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_qemu_unavailable()), reason=_qemu_unavailable() or "ok")
+def test_digits_int8_onnx_agrees_on_arm64(tmp_path, digits_spec, digits_calib, digits_eval):
+    from edgecompress.exporters import export
+    from edgecompress.targets.metrics import drift
+    from edgecompress.targets.profile import get_target
+    from edgecompress.targets.runners.local import BenchRequest, LocalRunner
+    from edgecompress.targets.validate import _inputs_file
+
+    art = export(digits_spec, "onnx", "int8", tmp_path, digits_calib)
+    inputs = _inputs_file(digits_eval, tmp_path)
+    outs, results = {}, {}
+    for where, runner, profile in (("x86", LocalRunner(), None),
+                                   ("arm64", QemuRunner(), get_target("arm64-qemu"))):
+        req = BenchRequest(artifact=Path(art.path), runtime="onnxruntime", warmup=1, runs=3,
+                           inputs=inputs, outputs=tmp_path / f"{where}.npy", timeout_s=900)
+        results[where] = runner.run(req, profile)
+        outs[where] = np.load(tmp_path / f"{where}.npy")
+    assert results["arm64"]["machine"]["arch"] == "aarch64"
+    assert results["x86"]["machine"]["arch"] == "x86_64"
+    assert results["arm64"]["latency_kind"] == "emulated"
+    assert results["arm64"]["memory_mb"] == {}  # the emulator's RSS is not device memory
+    assert outs["arm64"].shape == outs["x86"].shape == (len(digits_eval), 10)
+    d = drift(outs["x86"], outs["arm64"])
+    assert d["top1_agreement"] >= 0.99, d
