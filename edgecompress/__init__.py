@@ -9,6 +9,18 @@ from typing import Any
 
 # name -> (module, attribute). [issue #4] compression passes and the recipe runner.
 _LAZY: dict[str, tuple[str, str]] = {
+    # The spine: each stage usable alone.
+    "load_model": ("edgecompress.models", "load_model"),
+    "load_data": ("edgecompress.data", "load_data"),
+    "DataSpec": ("edgecompress.data", "DataSpec"),
+    "export": ("edgecompress.exporters", "export"),
+    "ExportOptions": ("edgecompress.exporters", "ExportOptions"),
+    "validate": ("edgecompress.targets", "validate"),
+    "ValidateSettings": ("edgecompress.targets", "ValidateSettings"),
+    "reference_outputs": ("edgecompress.targets", "reference_outputs"),
+    "write_report": ("edgecompress.report", "write_report"),
+    "run_export": ("edgecompress.pipeline", "run_export"),
+    "ExportJob": ("edgecompress.pipeline", "ExportJob"),
     "prune": ("edgecompress.passes.prune", "prune"),
     "lowrank": ("edgecompress.passes.lowrank", "lowrank"),
     "distill": ("edgecompress.passes.distill", "distill"),
