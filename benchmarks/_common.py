@@ -1,0 +1,43 @@
+"""Helpers shared by the compression benchmarks: header lines and the results file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS-compress.md"
+
+
+def header(title: str) -> str:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    cmd = " ".join([Path(sys.executable).name, *sys.argv])
+    return (f"## {title}\n\n- command: `{cmd}`\n- date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\n"
+            f"- machine: {cpu}, {os.cpu_count()} vCPU, torch threads 1\n- uptime at start: `{up}`\n")
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the section `## title` of RESULTS-compress.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Compression benchmarks (issue #4)\n\n"
+    marker = f"## {title}\n"
+    if marker in text:
+        start = text.index(marker)
+        nxt = text.find("\n## ", start + len(marker))
+        text = text[:start] + body + ("" if nxt < 0 else text[nxt + 1:])
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def end_line() -> str:
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return f"- uptime at end: `{up}`\n"
