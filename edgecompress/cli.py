@@ -296,6 +296,12 @@ def compress(
     _finish(report, paths)
 
 
+# [issue #7] Ctrl-C: one line, exit 130. Files are written via temp names, so nothing half-written
+# stays; fine-tuning saves a checkpoint every epoch and the same command resumes from it.
+INTERRUPTED = ("interrupted: stopped cleanly (no partial files); rerun the same command to resume "
+               "(fine-tuning restarts from its last checkpoint)")
+
+
 def main() -> None:
     """Entry point: one-line errors and meaningful exit codes instead of tracebacks."""
     global _DEBUG
@@ -312,7 +318,7 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except Exception as e:  # click usage errors and the like
         import click
@@ -320,7 +326,8 @@ def main() -> None:
         if isinstance(e, click.exceptions.ClickException):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, click.exceptions.Abort):  # click turns Ctrl-C into Abort
+            typer.echo(INTERRUPTED, err=True)
             sys.exit(130)
         raise
 

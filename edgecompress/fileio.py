@@ -84,6 +84,45 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+TEMP_PREFIX = ".tmp-"  # every temporary name written by this module and the exporters
+
+
+@contextlib.contextmanager
+def exclusive_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
+    """Hold an exclusive lock on directory `path` while writing into it [issue #7].
+
+    flock on the directory itself (no lock file to leave behind); the kernel drops it when the
+    process dies, even by SIGKILL. A second run into the same directory fails at once instead of
+    interleaving its artifacts and manifest with ours.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{flag} {path}: another edgecompress run is writing there") from None
+        yield Path(path)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete `.tmp-*` files/dirs directly in `path` left by a killed run [issue #7].
+
+    Only call this while holding `exclusive_dir(path)`: then no live writer owns them.
+    """
+    import shutil
+
+    removed = []
+    for p in Path(path).glob(TEMP_PREFIX + "*"):
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
+    return removed
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -15,7 +15,7 @@ from typing import Any
 from edgecompress.data import Dataset, DataSpec, load_data
 from edgecompress.errors import DataError
 from edgecompress.exporters import Artifact, ExportOptions, export
-from edgecompress.fileio import ensure_writable_dir, write_json_atomic
+from edgecompress.fileio import ensure_writable_dir, exclusive_dir, remove_stale_temps, write_json_atomic
 from edgecompress.models import ModelSpec, count_params_macs, load_model
 from edgecompress.report import Report, artifact_row, write_report
 from edgecompress.targets import ValidateSettings, reference_outputs, validate
@@ -63,6 +63,13 @@ def resolve_data(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose
     size = spec.image_size or 224
     preprocess = spec.preprocess or "efficientnet-lite"
     ds = load_data(data, preprocess, size, purpose, progress)
+    # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
+    # runtime): a wrong-dtype file is refused here, naming it.
+    want = spec.inputs[0].dtype
+    got_dtype = next(iter(ds.x.values())).dtype if isinstance(ds.x, dict) else ds.x.dtype
+    if not isinstance(ds.x, dict) and want.startswith("float") and got_dtype.kind != "f":
+        raise DataError(f"{purpose} data {data}: dtype {got_dtype} does not match the model input "
+                        f"({want}); save preprocessed float32 arrays")
     expected = tuple(spec.input_shape[1:])
     got = tuple(next(iter(ds.x.values())).shape[1:]) if isinstance(ds.x, dict) else tuple(ds.x.shape[1:])
     if not isinstance(ds.x, dict) and got != expected:
@@ -91,11 +98,25 @@ def write_manifest(out_dir: Path, artifacts: list[Artifact]) -> Path:
 
 
 def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
+    out_dir = ensure_writable_dir(Path(job.out_dir))
+    # [issue #7] One writer per output directory; temp files of a killed earlier run are removed.
+    with exclusive_dir(out_dir):
+        remove_stale_temps(out_dir)
+        return _run_export(job, out_dir)
+
+
+def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]:
     from edgecompress.targets import get_target
 
-    out_dir = ensure_writable_dir(Path(job.out_dir))
     # Resolve the target before any work, so a typo fails in a second and leaves nothing behind.
     profile = get_target(job.target) if job.do_validate else None
+    if profile is not None:  # [issue #7] an unreachable device too (runners with a preflight)
+        from edgecompress.targets.runners import RUNNERS
+        from edgecompress.targets.runners.estimate import runner_name_for
+
+        preflight = getattr(RUNNERS.get(runner_name_for(profile), "--target"), "preflight", None)
+        if preflight is not None:
+            preflight(profile)
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
         job.model, job.input_shape, job.weights, job.preprocess)
     needs_calib = any(p == "int8" for _, p in job.formats)
@@ -107,26 +128,31 @@ def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
         params, macs = spec.extra["params"], spec.extra["macs"]
     else:
         params, macs = count_params_macs(spec)
+    reference: dict[str, Any] = {}
+    ref_out = None
+    measurements = []
+    # [issue #7] The fp32 reference comes BEFORE exporting: bad evaluation data (labels beyond
+    # the model's classes...) then fails with nothing written.
+    if job.do_validate and ev is not None and (spec.module is not None or spec.onnx_path is not None):
+        from edgecompress.targets.metrics import task_metrics
+
+        if spec.module is not None:
+            ref_out = reference_outputs(spec.module, ev, progress=job.progress)
+        else:  # an ONNX model in: its own fp32 outputs are the reference
+            ref_out = onnx_reference(spec.onnx_path, ev)
+        try:
+            reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
+        except DataError as e:
+            raise DataError(f"evaluation data {ev.source}: {e}") from None
+    # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
+    # on disk always describes a complete run (a killed run leaves none, never a stale one).
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     artifacts = []
     for fmt, precision in job.formats:
         if job.progress:
             print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
         artifacts.append(export(spec, fmt, precision, out_dir, calib, job.options))
-    reference: dict[str, Any] = {}
-    ref_out = None
-    measurements = []
     if job.do_validate:
-        if ev is not None and spec.module is not None:
-            ref_out = reference_outputs(spec.module, ev, progress=job.progress)
-            from edgecompress.targets.metrics import task_metrics
-
-            reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
-        elif ev is not None and spec.onnx_path is not None:
-            # An ONNX model in: its own fp32 outputs are the reference.
-            ref_out = onnx_reference(spec.onnx_path, ev)
-            from edgecompress.targets.metrics import task_metrics
-
-            reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
         measurements = validate(artifacts, profile or job.target, ev, ref_out, job.settings, job.progress)
     else:
         from edgecompress.targets import Measurement

@@ -119,6 +119,13 @@ class Recipe(BaseModel):
             if "qat" in names and any(p != "int8" for _, p in pairs):
                 bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
                 raise ConfigError(f"export: {bad} after qat; a QAT model exports as int8 only")
+        if self.export and self.options.validate_artifacts:  # [issue #7] a target typo fails now
+            from edgecompress.targets import get_target
+
+            try:
+                get_target(self.target)
+            except ConfigError as e:
+                raise ConfigError(f"target: {str(e).removeprefix('--target ')}") from None
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
             raise ConfigError(f"input_shape: dimensions must be positive, got {self.input_shape}")
         needs_train = [n for n, c in configs if _trains(n, c)]
@@ -245,7 +252,6 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     opts = recipe.options
     progress = opts.progress if progress is None else progress
     out = ensure_writable_dir(Path(out_dir or "edgecompress-out"))
-    resolved_path = save_recipe(recipe, out / RESOLVED_NAME)
     if opts.torch_threads:
         torch.set_num_threads(opts.torch_threads)
     torch.manual_seed(opts.seed)
@@ -256,6 +262,8 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
                             required=any(_trains(n, c) for n, c in recipe.pass_configs()))
     ev = resolve_dataset(spec, recipe.data.eval, "evaluation", progress, required=False)
+    # [issue #7] written once model and data resolve, so a bad model/data path leaves DIR empty
+    resolved_path = save_recipe(recipe, out / RESOLVED_NAME)
     ref = predict(original, ev) if ev is not None else None
     first = _record("original", spec, ev, ref, None, None)
     steps = [first]

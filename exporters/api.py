@@ -73,7 +73,14 @@ def export(spec: ModelSpec, fmt: str, precision: str = "fp32", out_dir: Path | s
     out_dir = ensure_writable_dir(Path(out_dir))
     out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
     t0 = time.perf_counter()
-    art = format_.export(spec, precision, out, calib, options)
+    try:
+        art = format_.export(spec, precision, out, calib, options)
+    except ImportError as e:  # [issue #7] a runtime / toolkit that is not installed: one line
+        from edgecompress.errors import RuntimeMissingError
+
+        pkg = (e.name or str(e)).split(".")[0]
+        raise RuntimeMissingError(f"{fmt} {precision}: needs the Python package {pkg!r}, which is not "
+                                  f"installed or does not import (pip install {pkg})") from e
     art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
     files = [art.path, *(art.path.with_suffix(s) for s in format_.extra_files)]
     art.size_bytes = sum(path_size(f) for f in files if f.exists())

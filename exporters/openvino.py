@@ -132,13 +132,18 @@ def export_openvino(spec: ModelSpec, precision: str, out: Path, calib: Dataset |
     # commit point, and read_model finds the .bin by the .xml's name.
     tmp_xml = out.with_name(f".tmp-{os.getpid()}-{out.name}")
     tmp_bin = tmp_xml.with_suffix(".bin")
+    bin_moved = False
     try:
         ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))
         os.replace(tmp_bin, out.with_suffix(".bin"))
+        bin_moved = True
         os.replace(tmp_xml, out)
     except OSError as e:
         from edgecompress.errors import OutputError
 
+        if bin_moved:  # [issue #7] the new .bin no longer matches any .xml: leave no half pair
+            for p in (out, out.with_suffix(".bin")):
+                p.unlink(missing_ok=True)
         raise OutputError(f"{out}: cannot write the IR ({e.strerror})") from e
     finally:
         for p in (tmp_xml, tmp_bin):

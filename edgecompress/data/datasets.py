@@ -109,13 +109,18 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
                 ykey = "y" if "y" in keys else ("labels" if "labels" in keys else None)
                 y = z[ykey][sl].astype(np.int64) if ykey else None
         else:
-            x, y = np.load(path, allow_pickle=False)[sl], None
+            x = np.load(path, allow_pickle=False)
+            if x.ndim == 0:  # [issue #7] a scalar file: no sample axis to slice
+                raise DataError(f"{path}: holds no samples (a 0-d array)")
+            x, y = x[sl], None
     except DataError:
         raise
     except (OSError, ValueError, EOFError) as e:
         raise InputFileError(f"{path}: not a readable {path.suffix} file ({e})") from e
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError(f"{path}: holds no samples")
+    if x.dtype.kind not in "fiu":  # [issue #7] bool, complex, strings, structured: not model inputs
+        raise DataError(f"{path}: dtype {x.dtype} is not a real number type (expected float32)")
     x = x.astype(np.float32, copy=False) if np.issubdtype(x.dtype, np.floating) else x
     _check_finite(x, str(path))
     return Dataset(np.ascontiguousarray(x), y, str(path), [f"{path.name}[{i}]" for i in range(len(x))])

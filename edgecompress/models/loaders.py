@@ -130,11 +130,18 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
     path = Path(ref)
     if not path.is_file():
         raise InputFileError(f"MODEL {path}: no such file")
+    import logging
+
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.ERROR)  # [issue #7] torch logs a traceback for a corrupt file: one line only
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
         raise InputFileError(f"MODEL {path}: not a readable ExportedProgram .pt2 "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e
+    finally:
+        log.setLevel(level)
     if input_shape is None:
         example = getattr(ep, "example_inputs", None)
         args = example[0] if example else ()

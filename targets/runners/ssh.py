@@ -118,6 +118,15 @@ def _ssh_reason(stderr: str) -> str:
 class SshRunner:
     name = "ssh"
 
+    def preflight(self, profile: TargetProfile) -> None:
+        """[issue #7] Reach the device once before any export, so an unreachable or refusing
+        device fails in seconds with one line and nothing written (ValidationError)."""
+        t = SshTarget(profile.connection, profile.name)
+        proc = t.run([t.python, "-c", "pass"], "connecting", timeout=t.connect_timeout + 20)
+        if proc.returncode != 0:
+            raise ValidationError(f"{t.where}: {t.python} does not run on the device "
+                                  f"(exit {proc.returncode}: {_ssh_reason(proc.stderr)})")
+
     def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
         if profile is None:
             raise ConfigError("ssh runner: needs a target profile with a [connection] table")

@@ -2,6 +2,8 @@
 
 Table-driven over the CLI (as build pipelines call it). Each row: arguments, expected exit code,
 a fragment the one-line message must contain. `{tmp}` is a fresh directory with fixtures.
+Rows start with `export` unless they name another command (`run`). The Python-API table is in
+test_api_catalogue.py.
 """
 
 from __future__ import annotations
@@ -37,6 +39,61 @@ def _fixtures(tmp: Path) -> None:
     # A checkpoint that needs pickle beyond tensors: weights_only=True must refuse it.
     torch.save({"conv.weight": torch.zeros(4, 3, 3, 3), "cfg": argparse.Namespace(a=1)}, tmp / "pickle.pt")
     (tmp / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    _issue7_fixtures(tmp)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound then closed: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _issue7_fixtures(tmp: Path) -> None:
+    """[issue #7] recipes with bad values, real files truncated mid-file, odd tensors, labels."""
+    recipes = {
+        "r_ratio": "model: zoo:digits-cnn\npasses:\n  - prune: {ratio: 1.5}\n",
+        "r_rank": "model: zoo:digits-cnn\npasses:\n  - lowrank: {rank: -1}\n",
+        "r_pass": "model: zoo:digits-cnn\npasses:\n  - sharpen: {}\n",
+        "r_target": "model: zoo:digits-cnn\nexport: [onnx]\ntarget: pdp11\n",
+        "r_format": "model: zoo:digits-cnn\nexport: [coreml:int8]\n",
+        "r_model": "model: zoo:nope\nexport: [onnx]\n",
+        "r_yaml": "model: zoo:digits-cnn\npasses: [prune: {ratio: 0.5}\n",
+    }
+    for name, text in recipes.items():
+        (tmp / f"{name}.yaml").write_text(text)
+    np.save(tmp / "int.npy", np.zeros((4, 1, 8, 8), np.int64))
+    np.save(tmp / "complex.npy", np.zeros((4, 1, 8, 8), np.complex64))
+    np.save(tmp / "scalar.npy", np.float32(3.0))
+    np.savez(tmp / "inf.npz", x=np.concatenate([np.zeros((2, 1, 8, 8)), np.full((1, 1, 8, 8), np.inf)]
+                                               ).astype(np.float32), y=np.array([0, 1, 2]))
+    # Labels beyond digits-cnn's 10 classes (images are valid 8x8 grey PNGs).
+    from PIL import Image
+
+    oor = tmp / "oor"
+    oor.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(oor / f"{i}.png")
+    (oor / "labels.csv").write_text("filename,class_index\n0.png,1\n1.png,99\n2.png,3\n")
+    # Real digits-cnn files cut in half: what a killed copy or download leaves.
+    import torch
+
+    from edgecompress.exporters import export
+    from edgecompress.models import load_model
+
+    spec = load_model("zoo:digits-cnn")
+    art = export(spec, "onnx", "fp32", tmp / "real")
+    data = Path(art.path).read_bytes()
+    (tmp / "cut.onnx").write_bytes(data[: len(data) // 2])
+    ep = torch.export.export(spec.module.eval(), spec.example_inputs())
+    torch.export.save(ep, tmp / "real" / "digits.pt2")
+    data = (tmp / "real" / "digits.pt2").read_bytes()
+    (tmp / "cut.pt2").write_bytes(data[: len(data) // 2])
+    # An ssh target on a loopback port where nothing listens.
+    (tmp / "closed.toml").write_text(
+        'name = "closed"\nisa = "x86_64"\nrunner = "ssh"\nruntimes = ["onnxruntime"]\nformats = ["onnx"]\n'
+        f'[connection]\nhost = "127.0.0.1"\nport = {_closed_port()}\nconnect_timeout_s = 5\n')
 
 
 CASES = [
@@ -88,7 +145,33 @@ CASES = [
                          "{tmp}/none.pt", "--out", "{out}"], 2, "none.pt: no such file"),
     ("unexportable-op", ["tests.bad_inputs.badmodels:unexportable", "--input-shape", "1,3,8,8", "--no-validate",
                          "--out", "{out}"], 3, "onnx export of unexportable failed: unsupported op prims.bessel_j0"),
+    # --- [issue #7] ---------------------------------------------------------------------------
+    ("recipe-ratio-gt-1", ["run", "{tmp}/r_ratio.yaml", "--out", "{out}"], 2,
+     "passes[0].prune.ratio: 1.5 is out of range"),
+    ("recipe-negative-rank", ["run", "{tmp}/r_rank.yaml", "--out", "{out}"], 2, "passes[0].lowrank.rank: -1"),
+    ("recipe-unknown-pass", ["run", "{tmp}/r_pass.yaml", "--out", "{out}"], 2, "unknown pass 'sharpen'"),
+    ("recipe-unknown-target", ["run", "{tmp}/r_target.yaml", "--out", "{out}"], 2, "target: 'pdp11': unknown target"),
+    ("recipe-unknown-format", ["run", "{tmp}/r_format.yaml", "--out", "{out}"], 2, "export: --format unknown format"),
+    ("recipe-unknown-model", ["run", "{tmp}/r_model.yaml", "--out", "{out}"], 2, "unknown zoo model 'nope'"),
+    ("recipe-bad-yaml", ["run", "{tmp}/r_yaml.yaml", "--out", "{out}"], 2, "r_yaml.yaml: line"),
+    ("recipe-missing", ["run", "{tmp}/nothere.yaml", "--out", "{out}"], 2, "nothere.yaml: no such file"),
+    ("truncated-real-onnx", ["{tmp}/cut.onnx", "--no-validate", "--out", "{out}"], 2, "cut.onnx: not a valid ONNX"),
+    ("truncated-real-pt2", ["{tmp}/cut.pt2", "--no-validate", "--out", "{out}"], 2, "cut.pt2: not a readable"),
+    ("calib-int-dtype", [*DIGITS, "--int8", "--calib", "{tmp}/int.npy", "--out", "{out}"], 2,
+     "dtype int64 does not match the model input (float32)"),
+    ("calib-complex-dtype", [*DIGITS, "--int8", "--calib", "{tmp}/complex.npy", "--out", "{out}"], 2,
+     "complex.npy: dtype complex64 is not a real number type"),
+    ("calib-0d-array", [*DIGITS, "--int8", "--calib", "{tmp}/scalar.npy", "--out", "{out}"], 2,
+     "scalar.npy: holds no samples"),
+    ("inf-in-npz", [*DIGITS, "--int8", "--calib", "{tmp}/inf.npz", "--out", "{out}"], 2,
+     "inf.npz: sample 2 contains NaN or Inf"),
+    ("labels-out-of-range", [*DIGITS, "--eval", "{tmp}/oor", "--preprocess", "gray-unit", "--runs", "1",
+                             "--warmup", "0", "--out", "{out}"], 2,
+     "oor: labels go up to class 99 but the model has 10 outputs"),
+    ("target-unreachable", [*DIGITS, "--target", "{tmp}/closed.toml", "--out", "{out}"], 4, "Connection refused"),
 ]
+
+COMMANDS = {"run"}  # rows starting with one of these are not `export` rows
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +185,7 @@ def tmp(tmp_path_factory):
 @pytest.mark.parametrize("case_id,args,code,fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(tmp, tmp_path, case_id, args, code, fragment):
     out = tmp_path / "out"
-    argv = ["export", *(a.format(tmp=tmp, out=out) for a in args)]
+    argv = [*([] if args[0] in COMMANDS else ["export"]), *(a.format(tmp=tmp, out=out) for a in args)]
     proc = run_cli(*argv, cwd=ROOT)
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])

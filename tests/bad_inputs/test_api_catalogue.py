@@ -1,0 +1,197 @@
+"""Bad-input catalogue, Python-API half (issue #7): the exact exception class and a fragment of its
+one-line message, and nothing left in the output directory (not even a `.tmp-*` file).
+
+In-process and fast: digits-cnn only. Simulations: a full disk (ENOSPC from os.replace or from the
+write itself), a runtime that is not installed (its module made unimportable), an ssh target on a
+closed loopback port. The CLI half is test_catalogue.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecompress.errors import (
+    ConfigError,
+    DataError,
+    InputFileError,
+    OutputError,
+    RuntimeMissingError,
+    ValidationError,
+)
+
+
+def _enospc(*_a, **_k):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _fail_nth_replace(monkeypatch, n: int) -> None:
+    """os.replace works n-1 times, then the disk is full."""
+    real, calls = os.replace, []
+
+    def fake(src, dst, *a, **k):
+        calls.append(dst)
+        if len(calls) >= n:
+            _enospc()
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", fake)
+
+
+def _recipe(**over):
+    from edgecompress.recipe import parse_recipe
+
+    return parse_recipe({"model": "zoo:digits-cnn", **over}, "recipe")
+
+
+def _export(ctx, fmt="onnx", precision="fp32", **kw):
+    from edgecompress.exporters import export
+
+    return export(ctx.spec, fmt, precision, ctx.out, kw.pop("calib", None), **kw)
+
+
+def _onnx_enospc(ctx):
+    _fail_nth_replace(ctx.monkeypatch, 1)
+    _export(ctx)
+
+
+def _ov_enospc_on_xml(ctx):
+    # .bin renamed, then the disk fills before the .xml: no orphan .bin may stay.
+    _fail_nth_replace(ctx.monkeypatch, 2)
+    _export(ctx, "openvino")
+
+
+def _report_enospc(ctx):
+    from edgecompress.fileio import write_json_atomic
+
+    ctx.out.mkdir()
+    ctx.monkeypatch.setattr(Path, "write_text", _enospc)
+    write_json_atomic(ctx.out / "report.json", {"a": 1})
+
+
+def _missing_runtime(ctx, module: str, fmt: str, precision: str):
+    ctx.monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    _export(ctx, fmt, precision, calib=ctx.calib)
+
+
+def _closed_port_preflight(ctx):
+    import socket
+
+    from edgecompress.targets.profile import TargetProfile
+    from edgecompress.targets.runners.ssh import SshRunner
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prof = TargetProfile("closed", "", "x86_64", "ssh", ["onnxruntime"], ["onnx"],
+                         connection={"host": "127.0.0.1", "port": port, "connect_timeout_s": 5})
+    SshRunner().preflight(prof)
+
+
+def _load(ctx, name: str, make):
+    from edgecompress.pipeline import resolve_data
+
+    path = ctx.tmp / name
+    make(path)
+    return resolve_data(ctx.spec, str(path), "calibration", progress=False)
+
+
+def _save_obj(p):
+    np.save(p, np.array([1, "a"], dtype=object), allow_pickle=True)
+
+
+def _csv_negative(ctx):
+    from edgecompress.data import load_data
+
+    d = ctx.tmp / "neg"
+    d.mkdir()
+    (d / "labels.csv").write_text("filename,class_index\na.png,-3\n")
+    load_data(str(d), "gray-unit", 8, "evaluation", progress=False)
+
+
+def _run_export_unknown_target(ctx):
+    from edgecompress.pipeline import ExportJob, run_export
+
+    run_export(ExportJob(model=ctx.spec, formats=[("onnx", "fp32")], out_dir=ctx.out, target="pdp11",
+                         progress=False))
+
+
+def _locked_out_dir(ctx):
+    # A second writer into the same directory is refused at once. flock belongs to an open file
+    # description, so a lock taken through our own separate open() stands for "another run".
+    import fcntl
+
+    from edgecompress.pipeline import ExportJob, run_export
+
+    ctx.out.mkdir()
+    fd = os.open(ctx.out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        run_export(ExportJob(model=ctx.spec, formats=[("onnx", "fp32")], out_dir=ctx.out, do_validate=False,
+                             progress=False))
+    finally:
+        os.close(fd)
+
+
+API_CASES = [
+    # (id, callable(ctx), exception class, fragment)
+    ("name-escapes-dotdot", lambda c: _export(c, name="../escape.onnx"), OutputError,
+     "'../escape.onnx' would escape the output directory"),
+    ("name-escapes-absolute", lambda c: _export(c, name="/tmp/abs.onnx"), OutputError, "would escape the output"),
+    ("disk-full-onnx", _onnx_enospc, OutputError, "digits-cnn-fp32.onnx: no space left on device"),
+    ("disk-full-openvino-xml", _ov_enospc_on_xml, OutputError, "cannot write the IR (No space left on device)"),
+    ("disk-full-report", _report_enospc, OutputError, "report.json: no space left on device"),
+    ("runtime-missing-openvino", lambda c: _missing_runtime(c, "openvino", "openvino", "fp32"), RuntimeMissingError,
+     "openvino fp32: needs the Python package 'openvino'"),
+    ("runtime-missing-nncf", lambda c: _missing_runtime(c, "nncf", "openvino", "int8"), RuntimeMissingError,
+     "openvino int8: needs the Python package 'nncf'"),
+    ("target-unreachable", _closed_port_preflight, ValidationError, "Connection refused"),
+    ("recipe-ratio-gt-1", lambda c: _recipe(passes=[{"prune": {"ratio": 1.5}}]), ConfigError,
+     "passes[0].prune.ratio: 1.5 is out of range"),
+    ("recipe-negative-rank", lambda c: _recipe(passes=[{"lowrank": {"rank": -2}}]), ConfigError,
+     "passes[0].lowrank.rank: -2 is out of range"),
+    ("recipe-unknown-pass", lambda c: _recipe(passes=["sharpen"]), ConfigError, "passes[0]: unknown pass 'sharpen'"),
+    ("recipe-unknown-target", lambda c: _recipe(export=["onnx"], target="pdp11"), ConfigError,
+     "target: 'pdp11': unknown target"),
+    ("recipe-unknown-key", lambda c: _recipe(pases=[]), ConfigError, "recipe: pases: unknown key"),
+    ("recipe-not-mapping", lambda c: __import__("edgecompress.recipe").recipe.parse_recipe([1], "r.yaml"),
+     ConfigError, "r.yaml: expected a mapping"),
+    ("recipe-file-missing", lambda c: __import__("edgecompress.recipe").recipe.load_recipe(c.tmp / "no.yaml"),
+     InputFileError, "no.yaml: no such file"),
+    ("pipeline-unknown-target", _run_export_unknown_target, ConfigError, "--target 'pdp11': unknown target"),
+    ("out-dir-locked", _locked_out_dir, OutputError, "another edgecompress run is writing there"),
+    ("tensor-0d", lambda c: _load(c, "s.npy", lambda p: np.save(p, np.float32(1))), DataError, "holds no samples"),
+    ("tensor-object-dtype", lambda c: _load(c, "o.npy", _save_obj), InputFileError, "o.npy: not a readable .npy"),
+    ("tensor-bool-dtype", lambda c: _load(c, "b.npy", lambda p: np.save(p, np.ones((2, 1, 8, 8), bool))),
+     DataError, "b.npy: dtype bool is not a real number type"),
+    ("tensor-int-dtype", lambda c: _load(c, "i.npy", lambda p: np.save(p, np.ones((2, 1, 8, 8), np.uint8))),
+     DataError, "dtype uint8 does not match the model input (float32)"),
+    ("tensor-nan-npz", lambda c: _load(c, "n.npz", lambda p: np.savez(p, x=np.full((2, 1, 8, 8), np.nan, np.float32))),
+     DataError, "n.npz: sample 0 contains NaN or Inf"),
+    ("labels-csv-negative", _csv_negative, DataError, "labels.csv:2: class_index -3 is negative"),
+    ("unknown-format", lambda c: __import__("edgecompress.exporters").exporters.resolve_formats(["coreml"]),
+     ConfigError, "--format unknown format 'coreml'"),
+]
+
+
+class Ctx:
+    def __init__(self, tmp, out, spec, calib, monkeypatch):
+        self.tmp, self.out, self.spec, self.calib, self.monkeypatch = tmp, out, spec, calib, monkeypatch
+
+
+@pytest.mark.parametrize("case_id,fn,exc,fragment", API_CASES, ids=[c[0] for c in API_CASES])
+def test_bad_input_api(tmp_path, digits_spec, digits_calib, monkeypatch, case_id, fn, exc, fragment):
+    out = tmp_path / "out"
+    ctx = Ctx(tmp_path, out, digits_spec, digits_calib.take(slice(0, 32)), monkeypatch)
+    with pytest.raises(exc) as info:
+        fn(ctx)
+    assert type(info.value) is exc, type(info.value)
+    msg = str(info.value)
+    assert "\n" not in msg and fragment in msg, msg
+    left = list(out.rglob("*")) if out.exists() else []
+    assert left == [], f"{case_id} left files behind: {left}"
