@@ -51,6 +51,14 @@ def _summary(report, paths) -> None:
     typer.echo("  ".join(c.ljust(widths[c]) for c in cols), err=True)
     for r in rows:
         typer.echo("  ".join(r[c].ljust(widths[c]) for c in cols), err=True)
+    # Sentence encoders on an STS set (issue #6): Spearman x100 and embedding cosine vs fp32.
+    if "spearman" in (report.reference or {}):
+        typer.echo(f"STS Spearman x100: PyTorch fp32 {100 * report.reference['spearman']:.2f}", err=True)
+        for a in report.artifacts:
+            if "spearman" in a.get("metrics", {}):
+                typer.echo(f"  {a['format']} {a['precision']}: {100 * a['metrics']['spearman']:.2f}"
+                           f" (cosine vs fp32 {a.get('drift', {}).get('cosine', float('nan')):.4f})",
+                           err=True)
     typer.echo(f"report: {paths['html']}", err=True)
 
 

@@ -77,6 +77,9 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
     }
     if spec.task in ("embedding", "sequence-classification"):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+        # [issue #6] The full bias correction hurt MiniLM here (embedding cosine vs fp32 0.90
+        # mean, 0.995 with the fast one): encoders default to the fast variant.
+        kwargs["fast_bias_correction"] = options.extra.get("ov_fast_bias_correction", True)
     from tqdm.auto import tqdm
 
     names = [i.get_any_name() for i in model.inputs]

@@ -135,9 +135,15 @@ def load_hf_dir(ref: str, input_shape: tuple[int, ...] | None = None, task: str 
     if hasattr(model, "set_attn_implementation"):
         with contextlib.suppress(Exception):
             model.set_attn_implementation("eager")
-    seq_len = int(input_shape[-1]) if input_shape else DEFAULT_SEQ_LEN
+    max_pos = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    seq_len = int(input_shape[-1]) if input_shape else min(DEFAULT_SEQ_LEN, max_pos)
+    if seq_len > max_pos:
+        raise ModelLoadError(f"MODEL {ref}: sequence length {seq_len} > the model's "
+                             f"max_position_embeddings {max_pos}")
     return spec_from_module(wrap_encoder(model, task), name or path.name, task, seq_len,
-                            tokenizer=path, source=ref)
+                            tokenizer=path, source=ref,
+                            vocab_size=int(getattr(model.config, "vocab_size", 100)),
+                            max_seq_len=max_pos)
 
 
 # ---- zoo:minilm-l6 ---------------------------------------------------------------------------

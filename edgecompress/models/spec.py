@@ -65,7 +65,8 @@ class ModelSpec:
                 # attention masks: all ones (a random 0..99 mask is not a mask)
                 out.append(torch.ones(shape, dtype=getattr(torch, spec.dtype)))
             elif spec.dtype.startswith("int"):
-                out.append(torch.randint(0, 100, shape, generator=g, dtype=getattr(torch, spec.dtype)))
+                high = min(100, int(self.extra.get("vocab_size", 100)))  # token ids stay in the vocab
+                out.append(torch.randint(0, high, shape, generator=g, dtype=getattr(torch, spec.dtype)))
             else:
                 out.append(torch.randn(shape, generator=g))
         return tuple(out)
