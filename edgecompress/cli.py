@@ -317,7 +317,13 @@ def main() -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:
-        app(standalone_mode=False)
+        # [issue #7] Outside standalone mode typer RETURNS the code of `typer.Exit(n)` (failed
+        # artifacts: 4) and turns Ctrl-C into Exit(130) the same way; ignoring it exited 0.
+        rv = app(standalone_mode=False)
+        if rv == 130:
+            typer.echo(INTERRUPTED, err=True)
+        if isinstance(rv, int) and rv != 0:
+            sys.exit(rv)
     except EdgeCompressError as e:
         if _DEBUG:
             raise
