@@ -81,7 +81,7 @@ class DataSpec:
         if not m:
             return cls(text.strip())
         start, stop = (int(v) if v else None for v in m.group(2, 3))
-        return cls(m.group(1), start, stop)
+        return cls(m.group(1).strip(), start, stop)  # [issue #7] stripped like a bare PATH (fuzz)
 
     def __str__(self) -> str:
         if self.start is None and self.stop is None:
@@ -105,9 +105,16 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
                     xkey = next((k for k in keys if k not in ("y", "labels")), None)
                 if xkey is None:
                     raise DataError(f"{path}: .npz holds no input array (expected key 'x')")
-                x = z[xkey][sl]
+                x = z[xkey]
                 ykey = "y" if "y" in keys else ("labels" if "labels" in keys else None)
-                y = z[ykey][sl].astype(np.int64) if ykey else None
+                y = z[ykey] if ykey else None
+                if x.ndim == 0:  # [issue #7] found by tests/test_fuzz.py: IndexError before
+                    raise DataError(f"{path}: holds no samples ('{xkey}' is a 0-d array)")
+                if y is not None and (y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu"):
+                    raise DataError(f"{path}: '{ykey}' must be {len(x)} integer labels, one per sample "
+                                    f"(got shape {y.shape}, dtype {y.dtype})")
+                x = x[sl]
+                y = y[sl].astype(np.int64) if y is not None else None
         else:
             x = np.load(path, allow_pickle=False)
             if x.ndim == 0:  # [issue #7] a scalar file: no sample axis to slice

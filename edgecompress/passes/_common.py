@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,10 +61,14 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
 
 def check_range(where: str, value: float | None, lo: float | None = None, hi: float | None = None,
                 lo_open: bool = False, hi_open: bool = False) -> None:
-    """ConfigError naming `where` when value is outside [lo, hi] (open ends where asked)."""
+    """ConfigError naming `where` when value is outside [lo, hi] (open ends where asked).
+
+    NaN and +-Inf (YAML `.nan`, `.inf`) are out of every range [issue #7]: NaN compares False both
+    ways and slipped by; an infinite lr or temperature only yields a NaN model later.
+    """
     if value is None:
         return
-    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or \
+    bad = not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)) or \
           (hi is not None and (value >= hi if hi_open else value > hi))
     if bad:
         lb = "(" if lo_open else "["
