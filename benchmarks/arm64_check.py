@@ -71,6 +71,49 @@ def export(out: Path, fresh: bool) -> Path:
     return out
 
 
+def tflite_int8_standin(out: Path, calib: str, fresh: bool) -> Path | None:
+    """Full-int8 .tflite of EfficientNet-Lite0 when exporters/tflite.py has not landed yet.
+
+    The recipe of FIELD_NOTES.md (litert-torch PT2E: strict export of the NHWC-wrapped model,
+    PT2EQuantizer per-channel symmetric, calibrate, convert). A stand-in for the arm64 check only:
+    what it proves is that a LiteRT int8 model runs and agrees on arm64, not that it is the best
+    int8 recipe (that is the tflite exporter's job; the check switches to it as soon as it exists).
+    """
+    path = out / "efficientnet-lite0-int8-standin.tflite"
+    if path.is_file() and not fresh:
+        return path
+    try:
+        import litert_torch
+        import torch
+        from litert_torch.quantize import pt2e_quantizer
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e import quantize_pt2e
+    except ImportError as e:
+        print(f"arm64-check: no tflite exporter and no litert-torch ({e}); skipping TFLite", file=sys.stderr)
+        return None
+    from edgecompress.data import load_data
+    from edgecompress.models import load_model
+
+    spec = load_model("zoo:efficientnet-lite0")
+    cal = load_data(calib, "efficientnet-lite", 224, "calibration")
+    module = litert_torch.to_channel_last_io(spec.module.eval(), args=[0]).eval()
+    example = (torch.from_numpy(np.ascontiguousarray(cal.x[:1].transpose(0, 2, 3, 1))),)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    m = torch.export.export(module, example, strict=True).module()
+    m = quantize_pt2e.prepare_pt2e(m, quantizer)
+    with torch.no_grad():
+        for i in range(len(cal)):
+            m(torch.from_numpy(np.ascontiguousarray(cal.x[i:i + 1].transpose(0, 2, 3, 1))))
+    m = quantize_pt2e.convert_pt2e(m, fold_quantize=False)
+    edge = litert_torch.convert(m, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    edge.export(str(tmp))
+    tmp.replace(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgecompress.paths import imagenet_sample
 
@@ -82,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / ".cache" / "arm64-check")
     ap.add_argument("--fresh", action="store_true", help="re-export even if cached")
     ap.add_argument("--x86-runs", type=int, default=20)
+    ap.add_argument("--no-tflite", action="store_true", help="skip the TFLite stand-in (no exporter)")
     ap.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.name}")
     a = ap.parse_args(argv)
 
@@ -107,6 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     export_dir = export(a.out / "export", a.fresh)
     arts, _ = load_artifacts([export_dir])
     arts = [x for x in arts if x.precision == "int8"]
+    standin = False
+    if not any(x.format == "tflite" for x in arts) and not a.no_tflite:
+        calib = a.eval.rsplit("[", 1)[0] + "[0:100]"  # rows the evaluation does not use
+        path = tflite_int8_standin(a.out / "tflite-standin", calib, a.fresh)
+        if path is not None:
+            from edgecompress.exporters import Artifact, TensorInfo
+            from edgecompress.fileio import sha256_file
+
+            arts.append(Artifact(format="tflite", precision="int8", path=path, runtime="litert",
+                                 model_name=path.stem, size_bytes=path.stat().st_size,
+                                 sha256=sha256_file(path),
+                                 inputs=[TensorInfo("input", [1, 224, 224, 3], layout="NHWC")]))
+            standin = True
 
     ds = load_data(a.eval, "efficientnet-lite", 224, "evaluation")
     inputs = a.out / "inputs.npy"
@@ -135,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(arch {res[where]['machine']['arch']})", file=sys.stderr)
         row = {
             "format": art.format, "precision": art.precision, "artifact": Path(art.path).name,
+            "standin": standin and art.format == "tflite", "layout": layout,
             "size_bytes": art.size_bytes, "sha256": art.sha256, "n": len(ds),
             "x86_vs_arm64": drift(outs["x86"], outs["arm64"]),
             "x86_vs_fp32": drift(ref, outs["x86"]), "arm64_vs_fp32": drift(ref, outs["arm64"]),
@@ -197,13 +255,19 @@ def to_markdown(r: dict) -> str:
         rx, ra = row["runtime_x86"], row["runtime_arm64"]
         d = row["x86_vs_arm64"]
         lines.append(
-            f"| {row['format']} int8 | {row['artifact']} ({row['size_bytes'] / 1e6:.1f} MB) "
+            f"| {row['format']} int8{' (stand-in¹)' if row.get('standin') else ''} "
+            f"| {row['artifact']} ({row['size_bytes'] / 1e6:.1f} MB) "
             f"| {rx['name']} {rx['version']} x86_64 | {ra['name']} {ra['version']} {row['arch_arm64']} "
             f"| **{_p(d.get('top1_agreement'))} %**{' (bit-identical)' if row['bit_identical'] else ''} "
             f"| {d['cosine']:.6f} | {d['max_abs']:.3g} "
             f"| {_p(row['x86_vs_fp32'].get('top1_agreement'))} % | {_p(row['arm64_vs_fp32'].get('top1_agreement'))} % "
             f"| {_p(row['top1_x86'])} / {_p(row['top1_arm64'])} % | {row['latency_x86_ms']:.2f} "
             f"| {row['latency_arm64_emulated_ms']:.0f} (emulated, not a device figure) |")
+    if any(row.get("standin") for row in r["rows"]):
+        lines += ["", "¹ exporters/tflite.py had not landed: the .tflite is a stand-in made by "
+                  "`tflite_int8_standin` in benchmarks/arm64_check.py (litert-torch PT2E, per-channel "
+                  "symmetric, calibrated on rows 0-99, NHWC input), only to show a LiteRT int8 model "
+                  "runs and agrees on arm64; its accuracy is not the tflite exporter's."]
     lines += [
         "",
         "The arm64 column proves the artifact loads and runs on the aarch64 builds of the runtime and "
