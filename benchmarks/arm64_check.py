@@ -213,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
               "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "loadavg": os.getloadavg(),
                           "qemu": _qemu_version()},
               "eval": a.eval, "n": len(ds), "fp32_top1": ref_metrics.get("top1"), "rows": rows,
-              "command": "make arm64-check  (python benchmarks/arm64_check.py "
-                         + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-                         + ")"}
+              "command": ("make arm64-check -> " if os.environ.get("MAKELEVEL") else "")
+                         + " ".join(["python benchmarks/arm64_check.py", *(
+                             shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))])}
     (a.out / "arm64_check.json").write_text(json.dumps(result, indent=2))
     md = to_markdown(result)
     print(md)
@@ -269,6 +269,12 @@ def to_markdown(r: dict) -> str:
                   "symmetric, calibrated on rows 0-99, NHWC input), only to show a LiteRT int8 model "
                   "runs and agrees on arm64; its accuracy is not the tflite exporter's."]
     lines += [
+        "",
+        "x86 and arm64 outputs are close but not bit-identical (each ISA has its own int8 kernels); "
+        "what must match is the top-1 class. Under qemu-user onnxruntime warns `cpuinfo_initialize "
+        "failed` (qemu shows the host's /proc/cpuinfo), so it may pick its baseline aarch64 kernels "
+        "rather than the dot-product ones a Pi 5 or phone would use. x86 p50 is 1 thread on a "
+        "machine shared with other jobs (see load).",
         "",
         "The arm64 column proves the artifact loads and runs on the aarch64 builds of the runtime and "
         "gives the same answers; its latency is qemu translating aarch64 on this x86 host and says "
