@@ -67,6 +67,29 @@ def test_prune_to_macs_target_and_round_to(digits_spec, base):
     assert r.module.fc2.out_features == 10  # the classifier keeps its classes
 
 
+def test_prune_round_to_rounds_to_nearest_not_down(digits_spec, base):
+    # Regression (EfficientNet-Lite0 collapse): Torch-Pruning floors the kept count to a multiple of
+    # round_to, so any ratio > 0 cut >= 8 channels from every layer (16 -> 8 in a first block) and a
+    # MACs target bisected down to ratio 0.002 with every layer losing 8 channels.
+    from edgecompress.passes.prune import _round_kept
+
+    assert _round_kept(1, 16, 8) == 0  # ratio 0.002 of 16: keep 16, not 8
+    assert _round_kept(29, 96, 8) == 32  # keep 67 -> nearest multiple 64
+    assert _round_kept(3, 4, 8) == 0  # a layer narrower than round_to is never emptied
+    p = edgecompress.prune(digits_spec, ratio=0.05, round_to=8, progress=False)
+    widths = [m.out_channels for m in p.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [32, 32, 32, 64, 64, 64], widths  # 5 % of 32/64 rounds to nothing removed
+    assert model_stats(p)["macs"] == base["macs"]
+
+
+def test_prune_ignore_stem_and_head(digits_spec):
+    p = edgecompress.prune(digits_spec, ratio=0.5, ignore_stem=True, ignore_head=True, progress=False)
+    m = p.module
+    assert m.stem[0].out_channels == 32  # the first conv (and the residual coupled to it) kept
+    assert m.pw[0].out_channels == 64 and m.fc1.in_features == 64  # the last conv before the head
+    assert m.res_a[0].out_channels == 16  # everything else still pruned
+
+
 def test_prune_taylor_and_bn_scale_run(digits_spec, digits_calib, base):
     for imp in ("taylor", "bn-scale"):
         p = edgecompress.prune(digits_spec, ratio=0.25, importance=imp, data=digits_calib, progress=False)
