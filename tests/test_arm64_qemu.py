@@ -83,3 +83,16 @@ def test_digits_int8_onnx_agrees_on_arm64(tmp_path, digits_spec, digits_calib, d
     assert outs["arm64"].shape == outs["x86"].shape == (len(digits_eval), 10)
     d = drift(outs["x86"], outs["arm64"])
     assert d["top1_agreement"] >= 0.99, d
+
+
+def test_emulated_latency_regression_is_labelled():
+    from edgecompress.report.model import Report
+    from edgecompress.targets.device_report import compare_baseline
+
+    def row(p50: float) -> dict:
+        return {"format": "onnx", "precision": "int8", "size_bytes": 1000, "status": "ok",
+                "target": "arm64-qemu", "latency_ms": {"p50": p50}, "latency_kind": "emulated"}
+
+    report = Report(model={"name": "m"}, target="arm64-qemu", artifacts=[row(2000.0)])
+    res = compare_baseline(report, {"artifacts": [row(1000.0)]}, "old.json")
+    assert res["regressions"] and res["regressions"][0].endswith("[emulated]")

@@ -17,7 +17,8 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
         if acc is None:
             continue
         pts.append((a["latency_ms"]["p50"], 100 * acc, a["size_bytes"] / 1e6,
-                    f"{a['format']} {a['precision']}", a.get("latency_kind") == "estimated"))
+                    f"{a['format']} {a['precision']}", a.get("latency_kind") == "estimated",
+                    a.get("latency_kind") == "emulated"))  # issue #5: qemu-user latency, labelled
     if not pts:
         return None
     import matplotlib
@@ -30,12 +31,13 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     max_size = max(p[2] for p in pts) or 1
     front = {i for i, p in enumerate(pts)
              if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in pts)}
-    for i, (lat, acc, size, label, est) in enumerate(pts):
+    for i, (lat, acc, size, label, est, emu) in enumerate(pts):
         # A legend, not annotations: points of equal accuracy (fp32 of two formats) overlap.
         ax.scatter(lat, acc, s=60 + 600 * size / max_size, alpha=0.55,
                    edgecolors="black" if i in front else "none", linewidths=1.5,
                    marker="D" if est else "o",
-                   label=f"{label} · {size:.1f} MB · {lat:.2f} ms{' (est.)' if est else ''}")
+                   label=f"{label} · {size:.1f} MB · {lat:.2f} ms{' (est.)' if est else ''}"
+                         f"{' (emulated, not a device figure)' if emu else ''}")
     legend = ax.legend(fontsize=7.5, loc="lower left", markerscale=0.4, framealpha=0.9)
     for handle in legend.legend_handles:
         handle.set_sizes([40])
