@@ -54,6 +54,16 @@ fi
 mkdir -p "$rootfs"
 
 # 1. base system
+if [ ! -f "$rootfs/.stage-debootstrap" ] && [ -n "$(ls -A "$rootfs" 2>/dev/null)" ]; then
+  # A run stopped half-way through debootstrap: start over, but only in a folder that is ours.
+  if [ "$(basename "$rootfs")" = arm64-rootfs ] && [ -d "$rootfs/debootstrap" ] && ! mountpoint -q "$rootfs/proc"; then
+    log "removing the unfinished rootfs $rootfs"
+    rm -rf --one-file-system -- "$rootfs"
+    mkdir -p "$rootfs"
+  else
+    log "$rootfs is not empty and was not finished by this script: remove it or pick another path"; exit 1
+  fi
+fi
 if [ ! -f "$rootfs/.stage-debootstrap" ]; then
   log "debootstrap $suite arm64 -> $rootfs (first stage)"
   debootstrap --foreign --arch=arm64 --variant=minbase "$suite" "$rootfs" "$mirror"
