@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions
-
 from edgecompress.errors import ConfigError, DataError
+from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions
 from edgecompress.fileio import ensure_writable_dir, path_size, safe_child, sha256_file
 
 if TYPE_CHECKING:

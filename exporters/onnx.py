@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecompress.errors import ConfigError, DataError, ExportError
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -21,8 +22,6 @@ from edgecompress.exporters.base import (
     TensorInfo,
     register_format,
 )
-
-from edgecompress.errors import ConfigError, DataError, ExportError
 from edgecompress.fileio import atomic_path
 
 if TYPE_CHECKING:
@@ -174,7 +173,9 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         pre = Path(td) / "pre.onnx"
         logging.getLogger("root").setLevel(logging.ERROR)
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        with _bounded_histogram_calibration(chunk_batches=2):
+        # One batch per chunk: ORT stacks a chunk's outputs, so batches of unequal size (the last one)
+        # must not share a chunk.
+        with _bounded_histogram_calibration(chunk_batches=1):
             quantize_static(
                 str(pre), str(out), _Reader(calib, input_name, options.calib_batch),
                 quant_format=QuantFormat.QDQ, per_channel=True,

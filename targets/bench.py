@@ -214,6 +214,11 @@ def main(argv=None) -> int:
     latency = {}
     for b in [int(s) for s in a.batches.split(",") if s.strip()]:
         xb = _take(data, b)
+        try:
+            runner.run(xb)
+        except Exception as e:  # e.g. a .tflite whose graph fixes batch 1: report, don't abort
+            latency[str(b)] = {"error": ("%s: %s" % (type(e).__name__, e)).splitlines()[0][:200]}
+            continue
         for _ in range(a.warmup):
             runner.run(xb)
         times = []
@@ -231,9 +236,11 @@ def main(argv=None) -> int:
     if a.outputs and a.inputs:
         n = len(next(iter(data.values()))) if isinstance(data, dict) else data.shape[0]
         outs = []
-        for s in range(0, n, a.eval_batch):
-            xb = {k: v[s:s + a.eval_batch] for k, v in data.items()} if isinstance(data, dict) \
-                else np.ascontiguousarray(data[s:s + a.eval_batch])
+        # TFLite graphs are converted at batch 1 and may fix it in reshapes: evaluate per sample.
+        eval_batch = 1 if a.runtime == "litert" else a.eval_batch
+        for s in range(0, n, eval_batch):
+            xb = {k: v[s:s + eval_batch] for k, v in data.items()} if isinstance(data, dict) \
+                else np.ascontiguousarray(data[s:s + eval_batch])
             outs.append(np.asarray(runner.run(xb), dtype=np.float32).reshape(
                 (next(iter(xb.values())) if isinstance(xb, dict) else xb).shape[0], -1))
         tmp = a.outputs + ".tmp.npy"

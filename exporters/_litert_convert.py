@@ -1,0 +1,433 @@
+"""Conversion engine of the TFLite exporter: PyTorch -> .tflite via litert-torch (used by tflite.py).
+
+Runs with LiteRT (`ai_edge_litert`), no TensorFlow. Full-integer models use litert-torch's own PT2E
+quantizer (strict torch.export -> prepare_pt2e -> calibrate -> convert_pt2e -> litert_torch.convert),
+configured and extended where EfficientNet-style nets need it (see `make_quantizer`):
+  * conv (+ folded BN) + ReLU/ReLU6/hardtanh/clamp is annotated as one fused pattern, so the int8
+    output range is observed *after* the clamp (the stock quantizer leaves ReLU6 out of the pattern
+    and observes the pre-clamp conv output);
+  * a same-padding Pad right after that clamp is kept inside the pattern, so the converter folds it
+    into the next convolution instead of emitting PAD + TRANSPOSE pairs;
+  * per-channel weights, MinMax activation observers (HistogramObserver costs ~1 s per 224 px image).
+The written flatbuffer shares repeated vectors (`_compact`), which removes most of the per-channel
+quantization-parameter overhead from the file.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import pathlib
+import re
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import flatbuffers
+import numpy as np
+import torch
+from litert_torch.quantize import pt2e_quantizer_utils as qutils
+from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+from torch.fx import GraphModule, Node
+from torchao.quantization.pt2e.observer import MinMaxObserver
+from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
+_CONVS = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
+# Clamp-like activations that TFLite fuses into CONV_2D / DEPTHWISE_CONV_2D.
+_ACTS = {
+    torch.ops.aten.relu.default,
+    torch.ops.aten.relu_.default,
+    torch.ops.aten.relu6.default,
+    torch.ops.aten.hardtanh.default,
+    torch.ops.aten.hardtanh_.default,
+    torch.ops.aten.clamp.default,
+}
+_WEIGHTED = _CONVS | {torch.ops.aten.linear.default}
+_PADS = {torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default}
+# Quantize/dequantize at the graph boundary are the only float ops a full-integer model may keep.
+_BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+_INT8_DTYPES = (np.int8, np.uint8)
+
+
+class FullIntegerError(Exception):
+    """A full-integer (`int8`) conversion left some ops in float."""
+
+
+class UnsupportedModelError(Exception):
+    """torch.export or litert-torch could not lower the model."""
+
+
+@qutils.register_annotator("conv_act")
+def _annotate_conv_act(
+    gm: GraphModule, config: qutils.QuantizationConfig | None, filter_fn: Any = None
+) -> list[list[Node]]:
+    """Annotate conv -> clamp-like activation as one pattern with the observer after the clamp.
+
+    Added because the stock `conv_relu` annotator only knows aten.relu. `aten.hardtanh` (what
+    nn.ReLU6 exports to) is in the library's shared-observer list, so it inherits the conv's
+    pre-clamp range (84 % vs 98 % top-1 agreement on EfficientNet-Lite0); `aten.relu6` is left
+    unannotated and only comes out right because the converter borrows the next q/dq's range.
+    """
+    partitions = []
+    for act in gm.graph.nodes:
+        if act.op != "call_function" or act.target not in _ACTS:
+            continue
+        conv = act.args[0]
+        # The conv output must feed only the activation, else the pre-clamp value is needed.
+        if not isinstance(conv, Node) or conv.target not in _CONVS or len(conv.users) != 1:
+            continue
+        weight = conv.args[1]
+        bias = conv.args[2] if len(conv.args) > 2 else None
+        partition = [act, conv, weight] + ([bias] if isinstance(bias, Node) else [])
+        if qutils._is_annotated(partition) or (filter_fn and not all(map(filter_fn, partition))):
+            continue
+        qmap = {conv.args[0]: qutils.get_input_act_qspec(config), weight: qutils.get_weight_qspec(config)}
+        if isinstance(bias, Node):
+            qmap[bias] = qutils.get_bias_qspec(config)
+        conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qmap, _annotated=True)
+        # A same-padding Pad right after the clamp joins the pattern: with a q/dq pair between
+        # clamp and pad the converter emits an int8 PAD wrapped in 2 TRANSPOSEs instead of
+        # folding the pad into the next conv. Pad zeros lie inside [0, 6], so the range is kept.
+        out = act
+        if len(act.users) == 1 and next(iter(act.users)).target in _PADS:
+            out = next(iter(act.users))
+            partition.append(out)
+            act.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+        out.meta["quantization_annotation"] = QuantizationAnnotation(
+            output_qspec=qutils.get_output_act_qspec(config), _annotated=True
+        )
+        qutils._mark_nodes_as_annotated(partition)
+        partitions.append(partition)
+    return partitions
+
+
+class _FusedActQuantizer(PT2EQuantizer):
+    """litert-torch's PT2EQuantizer, trying the fused conv+activation annotator first and
+    optionally quantizing the weights of some layers per tensor (see `make_quantizer`)."""
+
+    STATIC_OPS: ClassVar[list[str]] = ["conv_act", *PT2EQuantizer.STATIC_OPS]
+
+    def __init__(self, per_tensor: Any = None) -> None:
+        super().__init__()
+        self.per_tensor = per_tensor  # Node -> bool: conv/linear whose weight is per tensor
+
+    def _annotate_for_static_quantization_config(self, model: GraphModule) -> GraphModule:
+        if self.per_tensor is not None and self.global_config is not None:
+            cfg = dataclasses.replace(self.global_config, weight=get_symmetric_quantization_config().weight)
+
+            def keep(n: Node) -> bool:
+                return n.target not in _WEIGHTED or self.per_tensor(n)
+
+            for op in ("conv_act", "conv", "linear"):  # first annotation wins
+                qutils.OP_TO_ANNOTATOR[op](model, cfg, keep)
+        return super()._annotate_for_static_quantization_config(model)
+
+
+def _is_pointwise(n: Node) -> bool:
+    """1x1 non-grouped conv or linear (for per-tensor weights; costs ~3 pt agreement on EfficientNet)."""
+    w = n.args[1].meta.get("val") if isinstance(n.args[1], Node) else None
+    if n.target == torch.ops.aten.linear.default:
+        return True
+    groups = n.args[6] if len(n.args) > 6 else 1
+    return w is not None and w.dim() == 4 and tuple(w.shape[2:]) == (1, 1) and groups == 1
+
+
+def make_quantizer(
+    per_channel: bool | str = True, act_observer: Any = MinMaxObserver, fuse_act: bool = True
+) -> PT2EQuantizer:
+    """Static int8 PT2E quantizer: symmetric int8 weights, affine int8 activations.
+
+    per_channel: True, False, "linear" (per tensor for Linear only) or "spatial" (per channel
+    only for k x k / depthwise convs; 1x1 convs and Linear per tensor).
+    act_observer: observer class for activations; None keeps the library's HistogramObserver.
+    fuse_act: observe conv outputs after ReLU/ReLU6 (and a following same-padding Pad).
+    """
+    cfg = get_symmetric_quantization_config(is_per_channel=bool(per_channel))
+    if act_observer is not None:
+        act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=act_observer.with_args(eps=2**-12))
+        cfg = dataclasses.replace(cfg, input_activation=act, output_activation=act)
+    per_tensor = (
+        {"linear": lambda n: n.target == torch.ops.aten.linear.default, "spatial": _is_pointwise}.get(per_channel)
+        if isinstance(per_channel, str)
+        else None
+    )
+    if isinstance(per_channel, str) and per_tensor is None:
+        raise ValueError(f"per_channel must be a bool, 'linear' or 'spatial', got {per_channel!r}")
+    q = _FusedActQuantizer(per_tensor) if fuse_act else PT2EQuantizer()
+    return q.set_global(cfg)
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split())
+    return msg[:300] + ("..." if len(msg) > 300 else "")
+
+
+def _culprit(exc: BaseException) -> str:
+    """Best guess at the op (and module) or source line an export/lowering error is about."""
+    # litert-torch lowers node by node (`run_node(node)`): the innermost fx Node on the stack is it.
+    tb, node = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "run_node" and isinstance(cand := tb.tb_frame.f_locals.get("node"), Node):
+            node = cand
+        tb = tb.tb_next
+    if node is not None:
+        stack = node.meta.get("nn_module_stack") or {}
+        where = next(reversed(stack.values()))[0] if stack else node.name
+        return f"{node.target} in {where}"
+    msg = str(exc)
+    for pat in (r"code: ([^\n]+)", r"(aten\.[\w.]+|torch\.ops\.[\w.]+)"):
+        if m := re.search(pat, msg):
+            return m.group(1).strip()[:120]
+    return type(exc).__name__
+
+
+def _unsupported(stage: str, exc: BaseException) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"{stage} cannot lower the model (at {_culprit(exc)}): {_one_line(exc)} -- "
+        "try --format onnx, or export with a fixed input shape"
+    )
+
+
+def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    # strict=True: non-strict export leaves the residual adds un-annotated (they stay float).
+    try:
+        return torch.export.export(model, args, strict=True)
+    except Exception as exc:  # torch.export raises many unrelated types
+        raise _unsupported("torch.export(strict=True)", exc) from None
+
+
+def inspect(path: pathlib.Path | str) -> dict[str, Any]:
+    """Op counts, float ops and I/O contract of a .tflite, read from the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # No default delegate, so the op list is the file's, not XNNPACK's partitions.
+    it = Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    ins, outs = it.get_input_details(), it.get_output_details()
+    io = {d["index"] for d in ins} | {d["index"] for d in outs}
+    ops: collections.Counter[str] = collections.Counter()
+    float_ops = []
+    for op in it._get_ops_details():  # the only way to see per-op tensors
+        name = op["op_name"]
+        ops[name] += 1
+        idx = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0]
+        if name in _BOUNDARY_OPS and io & set(idx):
+            continue  # float<->int8 conversion at the model boundary is allowed
+        if any(tensors[i]["dtype"] in (np.float32, np.float16) for i in idx):
+            float_ops.append(f"{name}#{op['index']}")
+
+    def _io(d: dict[str, Any]) -> dict[str, Any]:
+        scale, zp = d["quantization"]
+        return {
+            "name": d["name"],
+            "shape": d["shape"].tolist(),
+            "dtype": np.dtype(d["dtype"]).name,
+            **({"scale": scale, "zero_point": zp} if d["dtype"] in _INT8_DTYPES else {}),
+        }
+
+    return {
+        "inputs": [_io(d) for d in ins],
+        "outputs": [_io(d) for d in outs],
+        "ops": dict(ops),
+        "float_ops": float_ops,
+    }
+
+
+def _calibrate(prepared: GraphModule, batches: Iterable[np.ndarray], batch: int, nhwc: bool) -> int:
+    n = 0
+    with torch.no_grad():
+        for b in batches:
+            b = np.asarray(b, np.float32)
+            if nhwc and b.ndim == 4:
+                b = b.transpose(0, 2, 3, 1)
+            # The exported graph has a fixed batch, so feed the calibration set in those chunks.
+            for i in range(0, len(b) - batch + 1, batch):
+                prepared(torch.from_numpy(np.ascontiguousarray(b[i : i + batch])))
+                n += batch
+    return n
+
+
+def convert(
+    model: torch.nn.Module,
+    example_input: torch.Tensor,
+    precision: str,
+    out_path: pathlib.Path,
+    calib_batches: Iterable[np.ndarray] | None = None,
+    channels_last_io: bool = True,
+    allow_mixed: bool = False,
+    *,
+    quantizer: PT2EQuantizer | None = None,
+) -> dict[str, Any]:
+    """Convert `model` to a .tflite at `out_path` and return its I/O contract and op list.
+
+    precision: fp32 | fp16 (fp16 weights) | dynamic-int8 (dynamic range) | int8 (full integer,
+    int8 input and output; needs `calib_batches` of NCHW float arrays). For int8, raises
+    FullIntegerError if any op besides boundary quantize/dequantize stays float, unless
+    `allow_mixed`. Raises UnsupportedModelError if the model cannot be exported or lowered.
+    `quantizer` overrides the default int8 PT2E quantizer (`make_quantizer()`).
+    """
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and calib_batches is None:
+        raise ValueError("int8 needs calib_batches")
+    out_path = pathlib.Path(out_path)
+    model = model.eval()
+    nhwc = channels_last_io and example_input.dim() == 4
+    x = example_input.detach().float()
+    if nhwc:
+        # Permute inside the graph so the converter cancels it against its own NCHW->NHWC
+        # transposes; the file then takes NHWC and has no TRANSPOSE ops.
+        model = litert_torch.to_channel_last_io(model, args=[0]).eval()
+        x = x.permute(0, 2, 3, 1).contiguous()
+
+    quant_config = None
+    if precision in ("int8", "dynamic-int8"):
+        if precision == "int8":
+            q = quantizer or make_quantizer()
+        else:
+            q = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+        prepared = prepare_pt2e(_export(model, (x,)).module(), q)
+        if precision == "int8":
+            if _calibrate(prepared, calib_batches or [], x.shape[0], nhwc) == 0:
+                raise ValueError("calib_batches held no sample")
+        else:
+            prepared(x)  # dynamic range needs no calibration, only the weight observers
+        model = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+        model.training = False  # .eval() is refused on pt2e modules; this only silences litert's warning
+        quant_config = QuantConfig(pt2e_quantizer=q)
+    else:
+        _export(model, (x,))  # fail early, with a clear message, on unexportable models
+
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            # The graph was already strictly exported above; litert-torch re-exports it.
+            edge = litert_torch.convert(model, (x,), quant_config=quant_config)
+            data = bytes(edge.model_content())
+        except Exception as exc:  # the MLIR lowering raises plain RuntimeError/ValueError
+            raise _unsupported("litert-torch", exc) from None
+        if precision == "fp16":
+            data = _fp16_weights(data)
+        data = _compact(data)
+        tmp.write_bytes(data)
+        info = inspect(tmp)
+        if precision == "int8":
+            io_types = [d["dtype"] for d in info["inputs"] + info["outputs"]]
+            if any(t not in ("int8", "uint8") for t in io_types):
+                info["float_ops"].append(f"float I/O {io_types}")
+            if info["float_ops"] and not allow_mixed:
+                kinds = collections.Counter(o.split("#")[0] for o in info["float_ops"])
+                raise FullIntegerError(
+                    f"{len(info['float_ops'])} op(s) stayed float in the int8 model: "
+                    f"{', '.join(f'{k} x{v}' for k, v in kinds.items())} "
+                    f"[{', '.join(info['float_ops'][:6])}{', ...' * (len(info['float_ops']) > 6)}] "
+                    "(allow_mixed=True accepts a mixed model)"
+                )
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {
+        "precision": precision,
+        "path": str(out_path),
+        "size_bytes": len(data),
+        "layout": "NHWC" if nhwc else "NCHW",
+        **info,
+    }
+
+
+def _fp16_weights(tflite: bytes) -> bytes:
+    """Cast float weights to fp16 (dequantized to fp32 at load) with ai-edge-quantizer."""
+    from ai_edge_quantizer import quantizer as aeq
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    qt = aeq.Quantizer(bytearray(tflite))
+    qt.add_weight_only_config(
+        regex=".*",
+        operation_name=aeq.qtyping.TFLOperationName.ALL_SUPPORTED,
+        num_bits=16,
+        algorithm_key=AlgorithmName.FLOAT_CASTING,
+    )
+    return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+
+class _DedupBuilder(flatbuffers.Builder):
+    """flatbuffers Builder that writes each distinct numpy vector once and 16-byte aligns it.
+
+    Per-channel int8 weights and their int32 biases each carry a scale and an int64 zero-point
+    vector per output channel: ~0.5 MB on EfficientNet-Lite0, 10 % of the file. The zero points
+    are all 0, so most vectors repeat; sharing them is plain flatbuffers (offsets may point to the
+    same vector) and the file reads the same. 16-byte alignment matches what the converter writes
+    for weight buffers.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self._seen: dict[tuple[str, bytes], int] = {}
+
+    def CreateNumpyVector(self, x: np.ndarray) -> int:  # flatbuffers API name
+        payload = np.ascontiguousarray(x, x.dtype.newbyteorder("<")).tobytes()
+        key = (x.dtype.str, payload)
+        if key not in self._seen:
+            self.StartVector(x.itemsize, x.size, 16)
+            self.head -= len(payload)
+            self.Bytes[self.head : self.head + len(payload)] = payload
+            self.vectorNumElems = x.size
+            self._seen[key] = self.EndVector()
+        return self._seen[key]
+
+
+def _compact(tflite: bytes) -> bytes:
+    """Rewrite the flatbuffer with repeated vectors (mostly quantization params) shared."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(tflite) > 2**31 - 2**20:
+        return tflite  # one flatbuffer cannot hold it; keep the converter's external-buffer layout
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    for b in model.buffers:
+        if b.offset > 1:  # data stored after the flatbuffer (ai-edge-quantizer does this): inline it
+            b.data = np.frombuffer(tflite, np.uint8, b.size, b.offset)
+            b.offset = b.size = 0
+    builder = _DedupBuilder(len(tflite))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def run(path: pathlib.Path | str, x_nchw_float: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Run a .tflite on a float NCHW batch with LiteRT (XNNPACK) and return float outputs.
+
+    Transposes to NHWC when the model takes NHWC and (de)quantizes int8 I/O; a batch larger than
+    the model's is run one slice at a time.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=threads)  # XNNPACK is the default delegate
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    x = np.asarray(x_nchw_float, np.float32)
+    shape = tuple(inp["shape"])
+    if x.ndim == 4 and shape[1:] != x.shape[1:]:
+        x = x.transpose(0, 2, 3, 1)
+    if inp["dtype"] in _INT8_DTYPES:
+        scale, zp = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale) + zp, info.min, info.max)
+    x = x.astype(inp["dtype"])
+    n = shape[0]
+    res = []
+    for i in range(0, len(x), n):
+        it.set_tensor(inp["index"], x[i : i + n])
+        it.invoke()
+        y = it.get_tensor(out["index"]).astype(np.float32)
+        if out["dtype"] in _INT8_DTYPES:
+            scale, zp = out["quantization"]
+            y = (y - zp) * scale
+        res.append(y)
+    return np.concatenate(res)
