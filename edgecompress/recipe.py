@@ -43,7 +43,7 @@ class DataSection(BaseModel):
 
 class RecipeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    calib_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
     teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass
     validate_artifacts: bool = True
     threads: int = Field(1, ge=1)
