@@ -71,7 +71,7 @@ def export(
     precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32, fp16, int8... for every --format")] = [],  # noqa: B006
     calib: Annotated[str | None, typer.Option(help="Calibration data: image folder, labels CSV or .npy/.npz; PATH[start:stop] selects rows.")] = None,
     eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data (same forms as --calib).")] = None,
-    calib_method: Annotated[str, typer.Option(help="ONNX int8 calibration: minmax, percentile, entropy.")] = "minmax",
+    calib_method: Annotated[str, typer.Option(help="ONNX int8 calibration: percentile (default, best agreement), minmax (fastest), entropy.")] = "percentile",
     target: Annotated[str, typer.Option(help="Target profile name or .toml file.")] = "x86-local",
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (required for module:factory).")] = None,
     weights: Annotated[str | None, typer.Option(help="state_dict for a module:factory model (loaded with weights_only=True).")] = None,

@@ -87,7 +87,8 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
         for i, art in enumerate(items):
             fmt = FORMATS.get(art.format)
             layout = art.inputs[0].layout if art.inputs and art.inputs[0].layout else "NCHW"
-            hint = settings.openvino_fp32_hint if (fmt.runtime == "openvino" and art.precision in ("fp32", "fp16")) else None
+            pin_f32 = fmt.runtime == "openvino" and art.precision in ("fp32", "fp16")
+            hint = settings.openvino_fp32_hint if pin_f32 else None
             req = BenchRequest(
                 artifact=Path(art.path), runtime=fmt.runtime, threads=settings.threads, cpus=cpus,
                 batches=settings.batches, warmup=settings.warmup, runs=settings.runs,

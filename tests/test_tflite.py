@@ -42,7 +42,7 @@ def test_full_int8_agrees_and_is_integer(tfl):
 
 def test_other_precisions_run(tfl):
     for p in ("fp16", "dynamic-int8"):
-        art, m = tfl[p]
+        _, m = tfl[p]
         assert m.status == "ok" and m.drift["top1_agreement"] >= 0.97, (p, m.error, m.drift)
 
 

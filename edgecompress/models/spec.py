@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from edgecompress.data import DataSpec, Dataset
+    from edgecompress.data import Dataset, DataSpec
 
 
 @dataclass

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgecompress.data import DataSpec, Dataset
+from edgecompress.data import Dataset, DataSpec
 from edgecompress.registry import Registry
 
 
