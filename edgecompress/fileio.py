@@ -109,14 +109,15 @@ def exclusive_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
-    """Delete `.tmp-*` files/dirs directly in `path` left by a killed run [issue #7].
+    """Delete `.tmp-*` (and `.*.tmp`) files/dirs directly in `path` left by a killed run [issue #7].
 
     Only call this while holding `exclusive_dir(path)`: then no live writer owns them.
     """
     import shutil
 
     removed = []
-    for p in Path(path).glob(TEMP_PREFIX + "*"):
+    # exporters/_litert_convert.py (TFLite) names its temp file `.<name>.<pid>.tmp`
+    for p in [*Path(path).glob(TEMP_PREFIX + "*"), *Path(path).glob(".*.tmp")]:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             removed.append(p)

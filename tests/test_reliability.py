@@ -140,6 +140,25 @@ def test_failed_artifact_exits_4(tmp_path):
     assert proc.returncode == 4, proc.stderr[-2000:]
 
 
+def test_rerun_removes_stale_temps_and_old_manifest(tmp_path, digits_spec):
+    """What a SIGKILLed run leaves (temp files of every writer, a manifest of an older run) is
+    cleaned by the next run_export into the same directory, which writes a fresh manifest."""
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [".tmp-digits-cnn-fp32-abc.onnx", ".tmp-123-digits-cnn-fp32.bin", ".digits-cnn-fp32.tflite.99.tmp"]
+    for name in stale:
+        (out / name).write_bytes(b"half")
+    (out / "manifest.json").write_text('{"artifacts": [{"path": "gone.onnx", "sha256": "0"}]}')
+    run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out, do_validate=False,
+                         progress=False))
+    assert not [p for p in out.iterdir() if p.name in stale]
+    entries = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert [e["path"] for e in entries] == ["digits-cnn-fp32.onnx"]
+    _check_complete(out)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_onnx_export_is_deterministic(tmp_path, digits_spec, digits_calib, precision):
     from edgecompress.exporters import export
