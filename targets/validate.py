@@ -50,6 +50,30 @@ class Measurement:
         return asdict(self)
 
 
+def _random_inputs(art: Artifact, folder: Path, i: int) -> Path:
+    """A one-sample input for latency-only runs (no eval data), from the artifact's I/O contract.
+
+    bench.py takes NCHW floats and converts them itself (NHWC layout, int8 quantization).
+    """
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for t in art.inputs:
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in t.shape]
+        if t.layout == "NHWC" and len(shape) == 4:
+            shape = [shape[0], shape[3], shape[1], shape[2]]
+        if t.dtype.startswith("int") and t.scale is None:  # token ids, masks
+            arrays[t.name] = rng.integers(0, 2 if "mask" in t.name else 100, shape).astype(t.dtype)
+        else:
+            arrays[t.name] = rng.standard_normal(shape).astype(np.float32)
+    if len(arrays) == 1:
+        path = folder / f"random{i}.npy"
+        np.save(path, next(iter(arrays.values())))
+    else:
+        path = folder / f"random{i}.npz"
+        np.savez(path, **arrays)
+    return path
+
+
 def _inputs_file(data: Dataset, folder: Path) -> Path:
     if isinstance(data.x, dict):
         path = folder / "inputs.npz"
@@ -92,7 +116,7 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
             req = BenchRequest(
                 artifact=Path(art.path), runtime=fmt.runtime, threads=settings.threads, cpus=cpus,
                 batches=settings.batches, warmup=settings.warmup, runs=settings.runs,
-                inputs=inputs, outputs=Path(td) / f"out{i}.npy" if inputs else None,
+                inputs=inputs or _random_inputs(art, Path(td), i), outputs=Path(td) / f"out{i}.npy" if inputs else None,
                 precision_hint=hint, layout=layout, eval_batch=settings.eval_batch,
                 precision=art.precision,
             )
