@@ -142,6 +142,28 @@ def test_lowrank_energy_is_exact_at_full_rank_and_skips_useless(digits_spec, dig
     assert agree > 0.9  # 90 % energy keeps most decisions even before fine-tuning
 
 
+def test_finetune_recalibrates_batchnorm(digits_spec, digits_calib):
+    # Regression (EfficientNet-Lite0): with BN momentum 0.01 a 16-step KD fine-tune left the
+    # pruned model's running stats stale, and eval-mode accuracy stayed near zero.
+    import copy
+
+    from edgecompress.passes.distill import DistillConfig, finetune
+
+    for recal in (True, False):
+        s = copy.deepcopy(digits_spec.module)
+        bn = s.stem[1]
+        bn.momentum = 0.01
+        bn.running_mean.fill_(5.0)  # stale statistics, as after pruning
+        cfg = DistillConfig(epochs=1, lr=1e-9, batch_size=64, steps_per_epoch=1, shift=0, bn_recalib=recal)
+        finetune(s, digits_spec.module, digits_calib, cfg, progress=False)
+        with torch.no_grad():
+            want = s.stem[0](torch.from_numpy(digits_calib.x[:64])).mean(dim=(0, 2, 3))
+        if recal:
+            assert torch.allclose(bn.running_mean, want, atol=1e-4)
+        else:
+            assert float(bn.running_mean.min()) > 4.0  # one momentum-0.01 step: still stale
+
+
 def test_distill_recovers_pruned_model_and_resumes(digits_spec, digits_calib, digits_eval, tmp_path):
     pruned = edgecompress.prune(digits_spec, ratio=0.5, progress=False)
     before = evaluate(pruned.module, digits_eval)["top1"]

@@ -52,6 +52,7 @@ class DistillConfig:
     shift: int = 1  # random +-shift pixel roll of image batches (cheap augmentation); 0 = off
     hflip: bool = False
     steps_per_epoch: int | None = None  # cap batches per epoch (large data sets on small CPUs)
+    bn_recalib: bool = True  # re-estimate BatchNorm running stats on the data after training
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,6 +142,41 @@ def _augment(xb: torch.Tensor, cfg: DistillConfig, g: torch.Generator) -> torch.
     if cfg.hflip and torch.rand(1, generator=g).item() < 0.5:
         xb = torch.flip(xb, dims=(3,))
     return xb
+
+
+def recalibrate_bn(module: Any, x: torch.Tensor, batch_size: int, max_batches: int) -> int:
+    """Re-estimate every BatchNorm's running mean/var as a plain average over `x` (train-mode
+    forward, no gradients); returns the number of BatchNorm layers reset.
+
+    [issue #4] A short fine-tune leaves the running stats of a pruned network stale: with
+    EfficientNet's BN momentum 0.01, 16 steps move them only 15 % of the way, so eval-mode outputs
+    use pre-pruning statistics (pruned -20 % MACs + 1 KD epoch: 3 % top-1 before, 38 % after this
+    on 100 eval images). Skipped for PT2E graphs (no BatchNorm modules to reset).
+    """
+    import torch
+    from torch import nn
+
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats]
+    if not bns or _is_graph_module(module):
+        return 0
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    module.train()
+    try:
+        with torch.no_grad():
+            for b in range(max_batches):
+                xb = x[b * batch_size:(b + 1) * batch_size]
+                if len(xb) < 2:
+                    break
+                module(xb)
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        module.eval()
+    return len(bns)
 
 
 def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
@@ -242,6 +278,8 @@ def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
                                              "sched": sched.state_dict(), "loss": last})
         if bar is not None:
             bar.close()
+        if cfg.bn_recalib:  # also after a resumed (already finished) run: same data, same result
+            recalibrate_bn(student, x_all, cfg.batch_size, per_epoch)
     finally:
         for h in (hs, ht):
             if h is not None:
