@@ -99,15 +99,19 @@ class _Reader:
 
 
 class _Chunk:
-    """At most `n` batches of a _Reader, so one `collect_data` call sees a bounded slice."""
+    """At most `n` batches of a _Reader, all of one size, so one `collect_data` call sees a bounded
+    slice (ORT stacks a chunk's outputs: a smaller last batch must start a chunk of its own)."""
 
     def __init__(self, reader: _Reader, n: int) -> None:
-        self.reader, self.left = reader, n
+        self.reader, self.left, self.shape = reader, n, None
 
     def get_next(self) -> dict[str, Any] | None:
-        if self.left <= 0:
+        if self.left <= 0 or not self.reader.has_next():
             return None
-        self.left -= 1
+        shape = {k: getattr(v, "shape", None) for k, v in self.reader._peeked.items()}  # type: ignore[union-attr]
+        if self.shape is not None and shape != self.shape:
+            return None
+        self.shape, self.left = shape, self.left - 1
         return self.reader.get_next()
 
 
@@ -173,9 +177,8 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         pre = Path(td) / "pre.onnx"
         logging.getLogger("root").setLevel(logging.ERROR)
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        # One batch per chunk: ORT stacks a chunk's outputs, so batches of unequal size (the last one)
-        # must not share a chunk.
-        with _bounded_histogram_calibration(chunk_batches=1):
+        # Histograms are updated every ~16 samples: ~1.4 GB peak for EfficientNet-Lite0 at 224 px.
+        with _bounded_histogram_calibration(chunk_batches=max(1, 16 // options.calib_batch)):
             quantize_static(
                 str(pre), str(out), _Reader(calib, input_name, options.calib_batch),
                 quant_format=QuantFormat.QDQ, per_channel=True,
