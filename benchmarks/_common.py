@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,9 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS-compress.md"
 
 
 def header(title: str) -> str:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from edgecompress.report.model import machine
+
+    cpu = machine()["cpu"]
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     cmd = " ".join([Path(sys.executable).name, *sys.argv])
     return (f"## {title}\n\n- command: `{cmd}`\n- date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\n"

@@ -100,12 +100,9 @@ def worker(runs: int, out_root: Path, calib_n: int, tag: str, only: str = "") ->
 
 
 def _machine() -> str:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from edgecompress.report.model import machine
+
+    cpu = machine()["cpu"]
     return f"{cpu}, {os.cpu_count()} vCPU, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
