@@ -66,3 +66,15 @@ def test_full_int8_check_rejects_float_ops(tmp_path, digits_calib):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     art = export(spec, "tflite", "int8", tmp_path, digits_calib, ExportOptions(allow_mixed=True))
     assert art.details["mixed"] and art.details["float_ops"]
+
+
+def test_report_gives_the_int8_io_contract(tfl):
+    from edgecompress.report import Report, artifact_row
+    from edgecompress.report.render import to_html, to_markdown
+
+    _, m = tfl["int8"]
+    report = Report(model={"name": "digits-cnn"}, target="x86-local", artifacts=[artifact_row(m.to_dict())])
+    md = to_markdown(report, None)
+    scale = m.artifact["inputs"][0]["scale"]
+    assert "int8[1x8x8x1] NHWC" in md and f"scale {scale:.6g}" in md, md
+    assert "zero point" in to_html(report)

@@ -60,6 +60,34 @@ def _steps_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
+def _tensor(t: dict[str, Any]) -> str:
+    shape = "x".join(str(d) for d in t.get("shape", []))
+    text = f"{t.get('name', '?')} {t.get('dtype', '')}[{shape}]"
+    if t.get("layout"):
+        text += f" {t['layout']}"
+    if t.get("scale"):
+        text += f" (scale {t['scale']:.6g}, zero point {t.get('zero_point')})"
+    return text
+
+
+def io_rows(report: Report) -> list[dict[str, str]]:
+    """How to call each artifact: its runtime and settings, and the tensors it takes and gives
+    (layout, dtype, and the scale / zero point to (de)quantize int8 I/O: real = scale * (q - zp))."""
+    rows = []
+    for a in report.artifacts:
+        rt = a.get("runtime", {})
+        st = rt.get("settings", {})
+        settings = ", ".join(f"{k} {v}" for k, v in st.items() if k in (
+            "inference_precision", "intra_op_threads", "threads", "num_threads", "delegate"))
+        io = a.get("io", {})
+        rows.append({"format": a["format"], "precision": a["precision"],
+                     "runtime": f"{rt.get('name', '—')} {rt.get('version', '')}".strip(),
+                     "settings": settings or "—",
+                     "inputs": "; ".join(_tensor(t) for t in io.get("inputs", [])) or "—",
+                     "outputs": "; ".join(_tensor(t) for t in io.get("outputs", [])) or "—"})
+    return rows
+
+
 def _md_table(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "_none_\n"
@@ -124,6 +152,8 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
         parts.append(f"**{_emulated_note(report)}**\n")
     parts.append("## Artifacts\n")
     parts.append(_md_table(table_rows(report)))
+    parts.append("\n## Runtimes and I/O contract\n")
+    parts.append(_md_table(io_rows(report)))
     if report.steps:
         parts.append("\n## Compression steps\n")
         parts.append(_md_table(_steps_rows(report)))
@@ -187,6 +217,9 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         f"<p class=bad>{html.escape(_emulated_note(report))}</p>" if _emulated_note(report) else "",
         _html_table(table_rows(report)),
     ]
+    parts += ["<h2>Runtimes and I/O contract</h2>",
+              "<p class=note>int8 tensors: real value = scale × (q − zero point).</p>",
+              _html_table(io_rows(report), status_col=False)]
     if report.steps:
         parts += ["<h2>Compression steps</h2>", _html_table(_steps_rows(report), status_col=False)]
     if report.baseline.get("regressions") is not None:
