@@ -317,9 +317,5 @@ def distill(model: Any, config: DistillConfig | dict | None = None, *, data: Any
     return spec
 
 
-def _run(model: Any, config: Any, **kw: Any) -> ModelSpec:
-    return distill(model, config, **kw)
-
-
-register_pass(PassInfo("distill", DistillConfig, _run,
+register_pass(PassInfo("distill", DistillConfig, distill,
                        "fine-tune with KD: response (KL, temperature) + labels, feature MSE, relation"))

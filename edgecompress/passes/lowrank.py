@@ -187,10 +187,6 @@ def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any
     return spec
 
 
-def _run(model: Any, config: Any, **kw: Any) -> ModelSpec:
-    return lowrank(model, config, **kw)
-
-
-register_pass(PassInfo("lowrank", LowRankConfig, _run,
+register_pass(PassInfo("lowrank", LowRankConfig, lowrank,
                        "SVD factorization of Linear / conv layers (energy, rank or param budget)",
                        structural=True))

@@ -267,10 +267,6 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     return spec
 
 
-def _run(model: Any, config: Any, **kw: Any) -> ModelSpec:
-    return prune(model, config, **kw)
-
-
-register_pass(PassInfo("prune", PruneConfig, _run,
+register_pass(PassInfo("prune", PruneConfig, prune,
                        "Torch-Pruning channel pruning (ratio / MACs / params target), or unstructured",
                        structural=True))

@@ -132,10 +132,6 @@ def qat(model: Any, config: QATConfig | dict | None = None, *, data: Any = None,
     return spec
 
 
-def _run(model: Any, config: Any, **kw: Any) -> ModelSpec:
-    return qat(model, config, **kw)
-
-
-register_pass(PassInfo("qat", QATConfig, _run,
+register_pass(PassInfo("qat", QATConfig, qat,
                        "torchao PT2E quantization-aware training (x86 quantizer) with the KD loss",
                        structural=True))
