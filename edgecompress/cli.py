@@ -81,6 +81,7 @@ def export(
     runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
     allow_mixed: Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float.")] = False,
+    float_first: Annotated[int | None, typer.Option(min=0, help="ONNX int8: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")] = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
 ) -> None:
     """Export MODEL to one or more formats, validate on TARGET, write DIR/report.{json,md,html}."""
@@ -94,7 +95,7 @@ def export(
     pairs = resolve_formats(format, precision, int8)
     job = ExportJob(
         model=model, formats=pairs, out_dir=out, calib=calib, eval=eval, target=target,
-        options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed),
+        options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed, float_first=float_first),
         settings=_settings(threads, batch, runs, warmup), do_validate=not no_validate,
         input_shape=input_shape, weights=weights, preprocess=preprocess,
         command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

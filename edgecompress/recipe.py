@@ -44,6 +44,7 @@ class DataSection(BaseModel):
 class RecipeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
+    float_first: int | None = Field(None, ge=0)  # ONNX int8: first N conv/linear layers left float
     teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass
     validate_artifacts: bool = True
     threads: int = Field(1, ge=1)
@@ -294,7 +295,7 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         job = ExportJob(
             model=spec, formats=resolve_formats(recipe.export), out_dir=out,
             calib=_data(recipe.data.calib), eval=ev, target=recipe.target,
-            options=ExportOptions(calib_method=opts.calib_method),
+            options=ExportOptions(calib_method=opts.calib_method, float_first=opts.float_first),
             settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup),
             do_validate=opts.validate_artifacts, command=cmd, progress=progress, steps=steps,
         )

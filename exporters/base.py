@@ -31,6 +31,10 @@ class ExportOptions:
     percentile: float = 99.999
     dynamic_batch: bool = True
     allow_mixed: bool = False  # TFLite: accept float ops left in an int8 model
+    # ONNX int8: leave the first N Conv/Gemm/MatMul nodes (graph order) in float. None = the model's
+    # own default (ModelSpec.extra["onnx_int8_float_first"], set by zoo entries where it was measured
+    # to be faster), else 0.
+    float_first: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

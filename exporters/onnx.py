@@ -153,8 +153,19 @@ def _bounded_histogram_calibration(chunk_batches: int) -> Any:
         q.create_calibrator = original
 
 
+def _leading_nodes(model_path: Path, n: int) -> list[str]:
+    """Names of the first n Conv/Gemm/MatMul nodes in graph (topological) order."""
+    import onnx
+
+    if n <= 0:
+        return []
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    return [nd.name for nd in nodes if nd.op_type in ("Conv", "Gemm", "MatMul")][:n]
+
+
 def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: str,
-                       options: ExportOptions, op_types: list[str] | None = None) -> dict[str, Any]:
+                       options: ExportOptions, op_types: list[str] | None = None,
+                       float_first: int = 0) -> dict[str, Any]:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -177,6 +188,13 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         pre = Path(td) / "pre.onnx"
         logging.getLogger("root").setLevel(logging.ERROR)
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        # Why leave a stem in float: ORT's int8 conv kernels (MLAS) need input channels in multiples
+        # of 4, so an RGB stem conv falls back to a generic im2col path, and a narrow depthwise conv
+        # at full resolution runs slower in int8 than in fp32 NCHWc. On EfficientNet-Lite0 the
+        # int8 stem + first depthwise conv took 0.75 ms vs 0.45 ms in fp32 (per-node profile,
+        # benchmarks/RESULTS-spine.md); keeping the first 3 convs float moves the quantization
+        # boundary to a 16-channel tensor and makes the whole model ~7 % faster.
+        excluded = _leading_nodes(pre, float_first)
         # Histograms are updated every ~16 samples: ~1.4 GB peak for EfficientNet-Lite0 at 224 px.
         with _bounded_histogram_calibration(chunk_batches=max(1, 16 // options.calib_batch)):
             quantize_static(
@@ -184,12 +202,12 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=methods[options.calib_method], extra_options=extra,
-                op_types_to_quantize=op_types,
+                op_types_to_quantize=op_types, nodes_to_exclude=excluded,
             )
     return {"calibration": {"method": options.calib_method, "samples": len(calib),
                             "percentile": options.percentile if options.calib_method == "percentile" else None},
             "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric",
-                             "activations": "uint8 per-tensor asymmetric"}}
+                             "activations": "uint8 per-tensor asymmetric", "float_nodes": excluded}}
 
 
 def quantize_onnx_dynamic(fp32_path: Path, out: Path, options: ExportOptions) -> dict[str, Any]:
@@ -266,8 +284,13 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                     # attention-mask Add (range ~ -3e38..0) wrecked MiniLM (cosine 0.35 vs fp32).
                     ops = (["MatMul", "Gemm", "Gather"]
                            if spec.task in ("embedding", "sequence-classification") else None)
+                    first = options.float_first
+                    if first is None:
+                        first = int(spec.extra.get("onnx_int8_float_first", 0))
+                    if first < 0:
+                        raise ConfigError(f"float_first {first}: must be >= 0")
                     details.update(quantize_onnx_int8(fp32, tmp, calib, spec.inputs[0].name, options,
-                                                      ops))
+                                                      ops, first))
                 except (DataError, ConfigError):
                     raise
                 except Exception as e:

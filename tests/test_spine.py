@@ -44,6 +44,9 @@ def test_every_format_round_trips(measured):
         assert m.status == "ok", (a["format"], a["precision"], m.error)
         assert set(m.latency_ms) == {"1", "4"}
         assert 0 < m.latency_ms["1"]["p50"] <= m.latency_ms["1"]["p90"] <= m.latency_ms["1"]["p99"]
+        # thread CPU time cannot exceed wall time at one thread; io conversion is timed apart
+        assert 0 < m.latency_ms["1"]["cpu_p50"] <= m.latency_ms["1"]["p99"] * 1.05
+        assert m.latency_ms["1"]["io_ms"] >= 0
         if a["precision"] == "fp32":
             assert m.drift["cosine"] >= 0.9999 and m.drift["top1_agreement"] == 1.0, a
         elif a["precision"] == "fp16":
@@ -85,6 +88,24 @@ def test_other_calibration_methods(tmp_path, digits_spec, digits_calib, digits_e
     (m,) = validate([art], "x86-local", digits_eval, digits_reference,
                     ValidateSettings(runs=3, warmup=1), progress=False)
     assert m.status == "ok" and m.drift["top1_agreement"] >= 0.97, m.drift
+
+
+def test_float_first_leaves_the_stem_float(tmp_path, digits_spec, digits_calib, digits_eval, digits_reference):
+    art = export(digits_spec, "onnx", "int8", tmp_path, digits_calib, ExportOptions(float_first=1))
+    q = onnx.load(str(art.path))
+    convs = [n for n in q.graph.node if n.op_type == "Conv"]
+    producers = {o: n.op_type for n in q.graph.node for o in n.output}
+    # The first conv reads float weights and a float input; every later conv reads dequantized ones.
+    assert convs[0].name in art.details["quantization"]["float_nodes"]
+    assert producers.get(convs[0].input[1]) != "DequantizeLinear"
+    assert producers.get(convs[0].input[0]) != "DequantizeLinear"
+    assert all(producers.get(c.input[1]) == "DequantizeLinear" for c in convs[1:])
+    (m,) = validate([art], "x86-local", digits_eval, digits_reference, ValidateSettings(runs=3, warmup=1),
+                    progress=False)
+    assert m.status == "ok" and m.drift["top1_agreement"] >= 0.97, m.drift
+    with pytest.raises(Exception, match="float_first -1"):
+        export(digits_spec, "onnx", "int8", tmp_path / "neg", digits_calib, ExportOptions(float_first=-1))
+    assert not (tmp_path / "neg").exists() or not list((tmp_path / "neg").glob("*.onnx"))
 
 
 def test_resolve_formats():

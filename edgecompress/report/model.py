@@ -91,7 +91,7 @@ def artifact_row(measurement: dict[str, Any], batch: int = 1) -> dict[str, Any]:
     return {
         "format": art["format"], "precision": art["precision"], "path": art["path"],
         "size_bytes": art["size_bytes"], "sha256": art["sha256"],
-        "latency_ms": {k: first[k] for k in ("p50", "p90", "p99", "mean") if k in first},
+        "latency_ms": {k: first[k] for k in ("p50", "p90", "p99", "mean", "cpu_p50", "io_ms") if k in first},
         "latency_kind": measurement.get("latency_kind", "measured"),
         "latency_by_batch": lat,
         "memory_mb": measurement.get("memory_mb", {}),
