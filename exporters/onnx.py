@@ -210,10 +210,140 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
                              "activations": "uint8 per-tensor asymmetric", "float_nodes": excluded}}
 
 
-def quantize_onnx_dynamic(fp32_path: Path, out: Path, options: ExportOptions) -> dict[str, Any]:
+def _linear_sensitivity(module: Any, feeds: list[dict[str, Any]]) -> dict[str, float]:
+    """1 - cosine(output, fp32 output), averaged over `feeds`, when only one nn.Linear is
+    int8-dynamic as ORT runs it (input: uint8 with one asymmetric range per call; weight: int8
+    symmetric per output channel), for every Linear. One layer at a time, end to end: the
+    error a layer adds locally says little about what it does to the embedding (in MiniLM the
+    first FFN output dense is the worst end to end and only 10th by local output error)."""
+    import torch
+
+    def fq_x(x: Any) -> Any:
+        lo, hi = torch.clamp(x.min(), max=0), torch.clamp(x.max(), min=0)
+        scale = torch.clamp(hi - lo, min=1e-12) / 255
+        zp = torch.round(-lo / scale)
+        return (torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale
+
+    def fq_w(w: Any) -> Any:
+        s = torch.clamp(w.abs().amax(dim=1, keepdim=True), min=1e-12) / 127
+        return torch.clamp(torch.round(w / s), -127, 127) * s
+
+    def run() -> list[Any]:
+        return [module(**{k: torch.from_numpy(v) for k, v in f.items()}).float() for f in feeds]
+
+    module = module.eval()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        ref = run()
+        for name, lin in module.named_modules():
+            if not isinstance(lin, torch.nn.Linear):
+                continue
+            w0 = lin.weight.data
+            lin.weight.data = fq_w(w0)
+            hook = lin.register_forward_pre_hook(lambda _m, args: (fq_x(args[0]), *args[1:]))
+            try:
+                errs = [1 - torch.nn.functional.cosine_similarity(y, r, dim=-1).mean()
+                        for y, r in zip(run(), ref, strict=True)]
+            finally:
+                hook.remove()
+                lin.weight.data = w0
+            out[name] = float(sum(errs) / len(errs))
+    return out
+
+
+def _matmul_nodes_of(model_path: Path, module: Any) -> dict[str, tuple[str, int]]:
+    """ONNX MatMul node -> (nn.Linear name, weight elements), matched by the weight's values (the
+    dynamo exporter names nodes node_MatMul_<n> and stores W transposed)."""
+    import hashlib
+
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    def key(a: Any) -> str:
+        return hashlib.sha1(np.ascontiguousarray(a, np.float32).tobytes()).hexdigest()
+
+    by_key = {key(m.weight.detach().numpy().T): n for n, m in module.named_modules()
+              if isinstance(m, torch.nn.Linear)}
+    g = onnx.load(str(model_path)).graph
+    inits = {i.name: i for i in g.initializer}
+    found = {}
+    for n in g.node:
+        if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2:
+            w = numpy_helper.to_array(inits[n.input[1]])
+            if (lin := by_key.get(key(w))) is not None:
+                found[n.name] = (lin, int(w.size))
+    return found
+
+
+def _probe_feeds(spec: ModelSpec, n: int = 4, batch: int = 8, seq: int = 32) -> list[dict[str, Any]]:
+    """Inputs for `_matmul_errors` when no calibration set is given: random in-vocabulary token ids
+    (all-ones mask) for text encoders. BERT-style activation outliers sit in fixed hidden
+    channels and show up on any text, so the ranking of sensitive layers needs no real data."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vocab = int(spec.extra.get("vocab_size", 100))
+    seq = min(seq, int(spec.inputs[0].shape[1]))
+    feeds = []
+    for _ in range(n):
+        feed = {}
+        for i in spec.inputs:
+            if i.name.endswith("mask"):
+                feed[i.name] = np.ones((batch, seq), np.int64)
+            else:
+                feed[i.name] = rng.integers(min(1000, vocab // 2), vocab, (batch, seq), dtype=np.int64)
+        feeds.append(feed)
+    return feeds
+
+
+def sensitive_matmuls(model_path: Path, module: Any, feeds: list[dict[str, Any]],
+                      budget_bytes: float) -> list[dict[str, Any]]:
+    """The MatMuls to keep in fp32 under int8-dynamic: the most sensitive Linear layers
+    (`_linear_sensitivity`) first, while the extra bytes of their fp32 weights (3 per element
+    over int8) fit in `budget_bytes`."""
+    sens = _linear_sensitivity(module, feeds)
+    nodes = _matmul_nodes_of(model_path, module)
+    keep, used = [], 0
+    for node, (lin, size) in sorted(nodes.items(), key=lambda kv: -sens.get(kv[1][0], 0.0)):
+        if used + 3 * size <= budget_bytes:
+            keep.append({"node": node, "layer": lin, "sensitivity": float(f"{sens.get(lin, 0.0):.3g}")})
+            used += 3 * size
+    return keep
+
+
+ENCODER_TASKS = ("embedding", "sequence-classification")
+# [issue #6] Share of the fp32 file that int8-dynamic encoders may spend on fp32 MatMuls: MiniLM
+# 0.26x -> 0.29x of fp32, Spearman drop on STS-B dev -0.22 -> -0.07 (benchmarks/RESULTS-minilm.md).
+DYNAMIC_FLOAT_BUDGET = 0.04
+
+
+def _dynamic_float_nodes(pre: Path, spec: ModelSpec | None, calib: Dataset | None,
+                         options: ExportOptions) -> tuple[list[dict[str, Any]], float, str]:
+    """Encoders: the most sensitive MatMuls to leave fp32 (see `sensitive_matmuls`), probed on the
+    first 64 calibration rows when a text calibration set is given, else on random tokens."""
+    if spec is None or spec.module is None or spec.task not in ENCODER_TASKS:
+        return [], 0.0, ""
+    budget = float(options.extra.get("onnx_dyn_float_budget", DYNAMIC_FLOAT_BUDGET))
+    if budget <= 0:
+        return [], 0.0, ""
+    x = getattr(calib, "x", None) if calib is not None and len(calib) else None
+    if isinstance(x, dict):
+        feeds = [{k: v[i:i + 32] for k, v in x.items()} for i in range(0, min(64, len(calib)), 32)]
+        probe = f"first {min(64, len(calib))} calibration rows"
+    else:
+        feeds, probe = _probe_feeds(spec), "random in-vocabulary tokens (no calibration set)"
+    return sensitive_matmuls(pre, spec.module, feeds, budget * pre.stat().st_size), budget, probe
+
+
+def quantize_onnx_dynamic(fp32_path: Path, out: Path, options: ExportOptions, spec: ModelSpec | None = None,
+                          calib: Dataset | None = None) -> dict[str, Any]:
     """ORT `quantize_dynamic`: int8 weights (per-channel unless extra['onnx_dyn_per_channel'] is
     False), uint8 activations with ranges computed per call; MatMul/Gemm/Attention, and Gather
-    (the word-embedding table is half of a small encoder's bytes)."""
+    (the word-embedding table is half of a small encoder's bytes). Encoders keep their most
+    sensitive MatMuls in fp32 within extra['onnx_dyn_float_budget'] (default 4 % of the fp32
+    file; 0 turns it off)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -223,11 +353,20 @@ def quantize_onnx_dynamic(fp32_path: Path, out: Path, options: ExportOptions) ->
         pre = Path(td) / "pre.onnx"
         logging.getLogger("root").setLevel(logging.ERROR)
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        # [issue #6] Per-layer sensitivity on MiniLM (one MatMul int8 at a time, 640 dev sentences,
+        # 1 - cosine vs fp32): layer 0's FFN output dense 1.2e-3, then 6.6e-4 .. 2.5e-4 for FFN
+        # and value projections, < 1e-4 for the rest; the errors add up (sum 7.3e-3, all int8
+        # 7.2e-3). Keeping the worst two fp32 took STS-B Spearman from -0.22 to -0.07.
+        floats, budget, probe = _dynamic_float_nodes(pre, spec, calib, options)
         quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=["MatMul", "Gemm", "Attention", "Gather"])
-    return {"quantization": {"format": "dynamic (MatMulInteger)",
-                             "weights": f"int8 {'per-channel' if per_channel else 'per-tensor'}",
-                             "activations": "uint8, ranges computed at run time"}}
+                         op_types_to_quantize=["MatMul", "Gemm", "Attention", "Gather"],
+                         nodes_to_exclude=[f["node"] for f in floats])
+    q: dict[str, Any] = {"format": "dynamic (MatMulInteger)",
+                         "weights": f"int8 {'per-channel' if per_channel else 'per-tensor'}",
+                         "activations": "uint8, ranges computed at run time"}
+    if budget:
+        q.update(float_nodes=floats, float_budget=budget, sensitivity_probe=probe)
+    return {"quantization": q}
 
 
 def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -269,7 +408,7 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                 fp32 = Path(td) / "fp32.onnx"
                 fp32.write_bytes(Path(src).read_bytes())
                 try:
-                    details.update(quantize_onnx_dynamic(fp32, tmp, options))
+                    details.update(quantize_onnx_dynamic(fp32, tmp, options, spec, calib))
                 except Exception as e:
                     raise ExportError(f"onnx int8-dynamic quantization of {spec.name} failed: "
                                       f"{_first_line(e)}") from e
