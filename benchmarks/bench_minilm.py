@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """all-MiniLM-L6-v2 through every exporter: STS-B dev Spearman, drift, size and 1-thread latency.
 
-Usage: .venv/bin/python benchmarks/bench_minilm.py [--out DIR] [--runs 100] [--reuse]
-       [--formats onnx:fp32,onnx:int8-dynamic,onnx:int8,openvino:fp32,openvino:int8]
+Usage: .venv/bin/python benchmarks/bench_minilm.py [--out DIR] [--runs 100] [--reuse] [--no-latency]
+       [--formats onnx:fp32,onnx:int8-dynamic,onnx:int8,openvino:fp32,openvino:int8,tflite:fp32,
+                  tflite:dynamic-int8]
 
 - fp32 reference: PyTorch, mean pooling + L2 norm, on ../shared/data/stsbenchmark/sts-dev.csv
   (1500 pairs = 3000 sentences, padded to the longest sentence of the set).
@@ -11,6 +12,10 @@ Usage: .venv/bin/python benchmarks/bench_minilm.py [--out DIR] [--runs 100] [--r
   the cosine of each pair's embeddings vs the gold scores, and embedding cosine vs PyTorch fp32.
 - Latency: batch 1, sequence 128 (real dev sentences padded to 128), 1 thread pinned to CPU 0,
   warm-up 10, median of --runs. OpenVINO fp32 runs with INFERENCE_PRECISION_HINT=f32.
+  --no-latency (or --runs 0) skips this pass: accuracy only, for a loaded machine.
+- TFLite files are converted at (1, 128) (their reshapes fix the length); the runner right-pads
+  the dev sentences to 128 with id 0 / mask 0, which leaves the masked-mean embedding unchanged.
+  tflite:int8 (full integer, --allow-mixed) is not in the default list: see RESULTS-minilm.md.
 Prints a Markdown table and writes DIR/results.json.
 """
 
@@ -34,15 +39,16 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--calib-pairs", type=int, default=150)
     ap.add_argument("--reuse", action="store_true", help="reuse artifacts already in --out")
+    ap.add_argument("--no-latency", action="store_true", help="accuracy only (same as --runs 0)")
     ap.add_argument("--formats", default="onnx:fp32,onnx:int8-dynamic,onnx:int8,openvino:fp32,"
-                                         "openvino:int8")
+                                         "openvino:int8,tflite:fp32,tflite:dynamic-int8")
     a = ap.parse_args()
 
     import numpy as np
     import torch
 
     from edgecompress.data.text import load_text_for
-    from edgecompress.exporters import FORMATS, Artifact, export
+    from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
     from edgecompress.models import load_model
     from edgecompress.paths import shared_data_dir
     from edgecompress.targets import ValidateSettings, reference_outputs, validate
@@ -73,7 +79,8 @@ def main() -> int:
             artifacts.append(Artifact.from_dict(json.loads(meta.read_text())))
             continue
         print(f"exporting {fmt} {prec}", file=sys.stderr)
-        art = export(spec, fmt, prec, out, calib if prec == "int8" else None)
+        # int8-dynamic gets no calibration set: its fp32-kept MatMuls are chosen on a random-token probe.
+        art = export(spec, fmt, prec, out, calib if prec == "int8" else None, ExportOptions(allow_mixed=True))
         meta.write_text(json.dumps(art.to_dict(), default=str))
         artifacts.append(art)
 
@@ -81,18 +88,23 @@ def main() -> int:
     acc = validate(artifacts, "x86-local", dev, ref,
                    ValidateSettings(threads=1, runs=1, warmup=1, eval_batch=32), progress=False)
     # Latency pass: batch 1, seq 128, 1 thread.
-    lat = validate(artifacts, "x86-local", lat_set, None,
-                   ValidateSettings(threads=1, runs=a.runs, warmup=10, eval_batch=8), progress=False)
+    if a.no_latency or a.runs <= 0:
+        lat = [None] * len(artifacts)
+    else:
+        lat = validate(artifacts, "x86-local", lat_set, None,
+                       ValidateSettings(threads=1, runs=a.runs, warmup=10, eval_batch=8), progress=False)
     rows = []
     for art, m_acc, m_lat in zip(artifacts, acc, lat, strict=True):
         rows.append({
             "format": art.format, "precision": art.precision, "size_mb": art.size_bytes / 1e6,
-            "status": f"{m_acc.status}/{m_lat.status}", "error": m_acc.error or m_lat.error,
+            "status": f"{m_acc.status}/{m_lat.status if m_lat else '-'}",
+            "error": m_acc.error or (m_lat.error if m_lat else None),
             "spearman_x100": 100 * m_acc.metrics.get("spearman", float("nan")),
             "cosine_mean": m_acc.drift.get("cosine"), "cosine_min": m_acc.drift.get("cosine_min"),
-            "p50_ms": m_lat.latency_ms.get("1", {}).get("p50"),
-            "p90_ms": m_lat.latency_ms.get("1", {}).get("p90"),
-            "runtime": m_lat.runtime.get("settings", {}), "loadavg": m_lat.settings.get("loadavg"),
+            "p50_ms": m_lat.latency_ms.get("1", {}).get("p50") if m_lat else None,
+            "p90_ms": m_lat.latency_ms.get("1", {}).get("p90") if m_lat else None,
+            "runtime": (m_lat or m_acc).runtime.get("settings", {}),
+            "loadavg": (m_lat or m_acc).settings.get("loadavg"),
             "details": art.details,
         })
     fp32 = {r["format"]: r for r in rows if r["precision"] == "fp32"}

@@ -102,6 +102,23 @@ def _annotate_conv_act(
     return partitions
 
 
+def _is_float(v: Any) -> bool:
+    return not isinstance(v, torch.Tensor) or v.is_floating_point()
+
+
+def _skip_integer_nodes(gm: GraphModule) -> None:
+    """Mark ops that produce or read integer tensors as already annotated, so no annotator puts a
+    quantize_per_tensor on them. [issue #6] BERT's `position_ids = arange(...)` + offset is an int64
+    `add`, which the stock `add` annotator quantized (the lowering then fails: "Expecting input to
+    have dtype torch.float32, but got dtype: torch.int64")."""
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or "quantization_annotation" in n.meta:
+            continue
+        ins = [a.meta.get("val") for a in n.all_input_nodes]
+        if not _is_float(n.meta.get("val")) or not all(map(_is_float, ins)):
+            n.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+
+
 class _FusedActQuantizer(PT2EQuantizer):
     """litert-torch's PT2EQuantizer, trying the fused conv+activation annotator first and
     optionally quantizing the weights of some layers per tensor (see `make_quantizer`)."""
@@ -113,6 +130,7 @@ class _FusedActQuantizer(PT2EQuantizer):
         self.per_tensor = per_tensor  # Node -> bool: conv/linear whose weight is per tensor
 
     def _annotate_for_static_quantization_config(self, model: GraphModule) -> GraphModule:
+        _skip_integer_nodes(model)
         if self.per_tensor is not None and self.global_config is not None:
             cfg = dataclasses.replace(self.global_config, weight=get_symmetric_quantization_config().weight)
 
@@ -189,10 +207,12 @@ def _unsupported(stage: str, exc: BaseException) -> UnsupportedModelError:
     )
 
 
-def _export(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+def _export(
+    model: torch.nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor] | None = None
+) -> torch.export.ExportedProgram:
     # strict=True: non-strict export leaves the residual adds un-annotated (they stay float).
     try:
-        return torch.export.export(model, args, strict=True)
+        return torch.export.export(model, args, kwargs, strict=True)
     except Exception as exc:  # torch.export raises many unrelated types
         raise _unsupported("torch.export(strict=True)", exc) from None
 
@@ -209,11 +229,14 @@ def inspect(path: pathlib.Path | str) -> dict[str, Any]:
     ins, outs = it.get_input_details(), it.get_output_details()
     io = {d["index"] for d in ins} | {d["index"] for d in outs}
     ops: collections.Counter[str] = collections.Counter()
+    int8_ops: collections.Counter[str] = collections.Counter()  # ops with an int8 tensor (weights too)
     float_ops = []
     for op in it._get_ops_details():  # the only way to see per-op tensors
         name = op["op_name"]
         ops[name] += 1
         idx = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0]
+        if any(tensors[i]["dtype"] in _INT8_DTYPES for i in idx):
+            int8_ops[name] += 1
         if name in _BOUNDARY_OPS and io & set(idx):
             continue  # float<->int8 conversion at the model boundary is allowed
         if any(tensors[i]["dtype"] in (np.float32, np.float16) for i in idx):
@@ -232,34 +255,45 @@ def inspect(path: pathlib.Path | str) -> dict[str, Any]:
         "inputs": [_io(d) for d in ins],
         "outputs": [_io(d) for d in outs],
         "ops": dict(ops),
+        "int8_ops": dict(int8_ops),
         "float_ops": float_ops,
     }
 
 
-def _calibrate(prepared: GraphModule, batches: Iterable[np.ndarray], batch: int, nhwc: bool) -> int:
+def _calibrate(
+    prepared: GraphModule, batches: Iterable[Any], batch: int, nhwc: bool, names: list[str] | None = None
+) -> int:
+    """Feed calibration batches: NCHW float arrays, or (for several inputs) tuples of arrays in
+    input order, passed by keyword when the model was exported with `names`."""
     n = 0
     with torch.no_grad():
         for b in batches:
-            b = np.asarray(b, np.float32)
-            if nhwc and b.ndim == 4:
-                b = b.transpose(0, 2, 3, 1)
+            arrays = [np.asarray(a) for a in b] if isinstance(b, (tuple, list)) else [np.asarray(b, np.float32)]
+            if nhwc and arrays[0].ndim == 4:
+                arrays[0] = arrays[0].transpose(0, 2, 3, 1)
             # The exported graph has a fixed batch, so feed the calibration set in those chunks.
-            for i in range(0, len(b) - batch + 1, batch):
-                prepared(torch.from_numpy(np.ascontiguousarray(b[i : i + batch])))
+            for i in range(0, len(arrays[0]) - batch + 1, batch):
+                ts = [torch.from_numpy(np.ascontiguousarray(a[i : i + batch])) for a in arrays]
+                ts = [t.float() if t.is_floating_point() else t for t in ts]
+                if names:
+                    prepared(**dict(zip(names, ts, strict=True)))
+                else:
+                    prepared(*ts)
                 n += batch
     return n
 
 
 def convert(
     model: torch.nn.Module,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
     precision: str,
     out_path: pathlib.Path,
-    calib_batches: Iterable[np.ndarray] | None = None,
+    calib_batches: Iterable[Any] | None = None,
     channels_last_io: bool = True,
     allow_mixed: bool = False,
     *,
     quantizer: PT2EQuantizer | None = None,
+    input_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Convert `model` to a .tflite at `out_path` and return its I/O contract and op list.
 
@@ -268,6 +302,9 @@ def convert(
     FullIntegerError if any op besides boundary quantize/dequantize stays float, unless
     `allow_mixed`. Raises UnsupportedModelError if the model cannot be exported or lowered.
     `quantizer` overrides the default int8 PT2E quantizer (`make_quantizer()`).
+    Several inputs (text encoders: token ids + attention mask): pass a tuple as `example_input`
+    (integer tensors stay integer; the file takes int32) and `input_names`, which become the
+    file's signature names; `calib_batches` then yields tuples of arrays in that order.
     """
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
@@ -280,44 +317,60 @@ def convert(
         raise ValueError("int8 needs calib_batches")
     out_path = pathlib.Path(out_path)
     model = model.eval()
-    nhwc = channels_last_io and example_input.dim() == 4
-    x = example_input.detach().float()
+    inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+    inputs = tuple(t.detach().float() if t.is_floating_point() else t.detach() for t in inputs)
+    if input_names is not None and len(input_names) != len(inputs):
+        raise ValueError(f"{len(input_names)} input_names for {len(inputs)} inputs")
+    nhwc = channels_last_io and len(inputs) == 1 and inputs[0].dim() == 4 and inputs[0].is_floating_point()
+    x = inputs[0]
     if nhwc:
         # Permute inside the graph so the converter cancels it against its own NCHW->NHWC
         # transposes; the file then takes NHWC and has no TRANSPOSE ops.
         model = litert_torch.to_channel_last_io(model, args=[0]).eval()
         x = x.permute(0, 2, 3, 1).contiguous()
+        inputs = (x,)
+    # Named inputs go in by keyword so the .tflite signature carries the names.
+    args, kwargs = ((), dict(zip(input_names, inputs, strict=True))) if input_names else (inputs, {})
 
     quant_config = None
-    if precision in ("int8", "dynamic-int8"):
+    # [issue #6] Text encoders: dynamic-int8 through the PT2E path gives the word-embedding table an
+    # asymmetric int8 quantization (zero point -11 on a tiny BERT) that LiteRT's EMBEDDING_LOOKUP
+    # refuses at allocation ("zero_point == 0 was not true"); ai-edge-quantizer's dynamic recipe on
+    # the fp32 file quantizes it (and the FULLY_CONNECTED weights) symmetrically per channel.
+    aeq_dynamic = precision == "dynamic-int8" and bool(input_names)
+    if precision == "int8" or (precision == "dynamic-int8" and not aeq_dynamic):
         if precision == "int8":
             q = quantizer or make_quantizer()
         else:
             q = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
-        prepared = prepare_pt2e(_export(model, (x,)).module(), q)
+        prepared = prepare_pt2e(_export(model, args, kwargs).module(), q)
         if precision == "int8":
-            if _calibrate(prepared, calib_batches or [], x.shape[0], nhwc) == 0:
+            if _calibrate(prepared, calib_batches or [], x.shape[0], nhwc, input_names) == 0:
                 raise ValueError("calib_batches held no sample")
         else:
-            prepared(x)  # dynamic range needs no calibration, only the weight observers
+            prepared(*args, **kwargs)  # dynamic range needs no calibration, only the weight observers
         model = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
         model.training = False  # .eval() is refused on pt2e modules; this only silences litert's warning
         quant_config = QuantConfig(pt2e_quantizer=q)
     else:
-        _export(model, (x,))  # fail early, with a clear message, on unexportable models
+        _export(model, args, kwargs)  # fail early, with a clear message, on unexportable models
 
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     try:
         try:
             # The graph was already strictly exported above; litert-torch re-exports it.
-            edge = litert_torch.convert(model, (x,), quant_config=quant_config)
+            edge = litert_torch.convert(model, args, kwargs or None, quant_config=quant_config)
             data = bytes(edge.model_content())
         except Exception as exc:  # the MLIR lowering raises plain RuntimeError/ValueError
             raise _unsupported("litert-torch", exc) from None
         if precision == "fp16":
             data = _fp16_weights(data)
+        elif aeq_dynamic:
+            data = _dynamic_int8_weights(data)
         data = _compact(data)
         tmp.write_bytes(data)
+        if problem := _load_problem(tmp):
+            raise UnsupportedModelError(f"LiteRT cannot allocate the converted {precision} model ({problem})")
         info = inspect(tmp)
         if precision == "int8":
             io_types = [d["dtype"] for d in info["inputs"] + info["outputs"]]
@@ -338,9 +391,29 @@ def convert(
         "precision": precision,
         "path": str(out_path),
         "size_bytes": len(data),
-        "layout": "NHWC" if nhwc else "NCHW",
+        "layout": "NHWC" if nhwc else ("NCHW" if x.dim() == 4 else ""),
         **info,
     }
+
+
+def _load_problem(path: pathlib.Path) -> str | None:
+    """Allocate the file with LiteRT in a child process; None if that works, else what failed.
+
+    [issue #6] A converted file can abort the interpreter (SIGABRT from a kernel's Prepare, no
+    Python exception): the mixed full-int8 tiny BERT does. Checking in a child keeps the caller alive.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom ai_edge_litert.interpreter import Interpreter\n"
+        "Interpreter(model_path=sys.argv[1]).allocate_tensors()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False)
+    if r.returncode == 0:
+        return None
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("W", "I0", "INFO"))]
+    return f"exit code {r.returncode}" + (f": {lines[-1][:200]}" if lines else "")
 
 
 def _fp16_weights(tflite: bytes) -> bytes:
@@ -356,6 +429,16 @@ def _fp16_weights(tflite: bytes) -> bytes:
         algorithm_key=AlgorithmName.FLOAT_CASTING,
     )
     return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+
+def _dynamic_int8_weights(tflite: bytes) -> bytes:
+    """Dynamic-range int8 (per-channel symmetric int8 weights, activations quantized at run time)
+    of an fp32 .tflite with ai-edge-quantizer."""
+    from ai_edge_quantizer import quantizer as aeq
+    from ai_edge_quantizer import recipe
+
+    qt = aeq.Quantizer(bytearray(tflite), recipe.dynamic_wi8_afp32())
+    return bytes(qt.quantize().quantized_model)
 
 
 class _DedupBuilder(flatbuffers.Builder):

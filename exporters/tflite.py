@@ -28,6 +28,18 @@ _QUANT_DESCRIPTION = {
 }
 
 
+def _padded(batches: Any, names: list[str], seq_len: int) -> Any:
+    """Dict batches of (batch, L) token arrays -> tuples in input order, right-padded to seq_len."""
+    import numpy as np
+
+    for b in batches:
+        arrays = [np.asarray(b[n]) for n in names]
+        if arrays[0].shape[1] > seq_len:
+            raise DataError(f"tflite: calibration sequences of {arrays[0].shape[1]} tokens exceed the "
+                            f"model's {seq_len} (--input-shape 1,L)")
+        yield tuple(np.pad(a, ((0, 0), (0, seq_len - a.shape[1]))) for a in arrays)
+
+
 def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
                   options: ExportOptions) -> Artifact:
     from edgecompress.exporters import _litert_convert as lc
@@ -38,15 +50,26 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     if spec.extra.get("quantized"):
         raise ConfigError(f"tflite export of {spec.name}: QAT models for TFLite are not supported yet; "
                           "export the model before QAT with --format tflite:int8 (PTQ)")
-    if len(spec.inputs) != 1:
+    text = len(spec.inputs) > 1 or spec.preprocess == "tokenizer"
+    if len(spec.inputs) != 1 and not text:
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
-                          "models are supported (use --format onnx)")
+                          "models and text encoders are supported (use --format onnx)")
     if precision == "int8" and (calib is None or len(calib) == 0):
         raise DataError("tflite int8: the calibration set is empty (pass --calib)")
     batches = calib.batches(16, desc="calibrating (litert PT2E)") if precision == "int8" and calib else None
+    example: Any = spec.example_inputs(1)[0]
+    names = None
+    if text:
+        # [issue #6] Text encoders: token ids + attention mask by name (the file's signature keeps
+        # them), at the spec's fixed (1, seq_len); TFLite graphs bake the sequence length into
+        # their reshapes. Calibration rows are right-padded to it with id 0 / mask 0, which the
+        # masked attention and mean pooling ignore.
+        example, names = spec.example_inputs(1), [i.name for i in spec.inputs]
+        if batches is not None:
+            batches = _padded(batches, names, int(spec.inputs[0].shape[1]))
     try:
-        info = lc.convert(spec.module, spec.example_inputs(1)[0], precision, out, batches,
-                          channels_last_io=True, allow_mixed=options.allow_mixed)
+        info = lc.convert(spec.module, example, precision, out, batches,
+                          channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names)
     except lc.FullIntegerError as e:
         raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed accepts it, or use --format onnx)") from e
     except lc.UnsupportedModelError as e:
@@ -57,7 +80,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                           d.get("scale"), d.get("zero_point"))
 
     details: dict[str, Any] = {
-        "ops": info["ops"], "float_ops": info["float_ops"], "layout": info["layout"],
+        "ops": info["ops"], "int8_ops": info["int8_ops"], "float_ops": info["float_ops"], "layout": info["layout"],
         "mixed": bool(info["float_ops"]), "quantization": _QUANT_DESCRIPTION[precision]}
     if precision == "int8":
         details["calibration"] = {"method": "minmax (PT2E, observer after fused ReLU/ReLU6)",

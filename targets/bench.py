@@ -111,6 +111,11 @@ class OpenVinoRunner:
         return y
 
 
+def _by_name(x, name):
+    """The input array for a .tflite tensor: litert-torch names keyword inputs 'serving_default_<name>'."""
+    return x[name] if name in x else x[name.removeprefix("serving_default_").split(":")[0]]
+
+
 class LiteRtRunner:
     def __init__(self, path: str, threads: int, hint: str | None, layout: str = "NCHW") -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -132,7 +137,12 @@ class LiteRtRunner:
         """NCHW float -> what the file expects (layout, int8 quantization): the caller's job."""
         import numpy as np
 
-        arrays = [x[d["name"]] for d in self.inp] if isinstance(x, dict) else [x]
+        arrays = [_by_name(x, d["name"]) for d in self.inp] if isinstance(x, dict) else [x]
+        # Text encoders are converted at a fixed sequence length (reshapes bake it in): right-pad
+        # shorter token / mask rows with 0, which masked attention and mean pooling ignore.
+        arrays = [np.pad(a, ((0, 0), (0, d["shape"][1] - a.shape[1])))
+                  if a.ndim == 2 and np.issubdtype(a.dtype, np.integer) and d["shape"][1] > a.shape[1] else a
+                  for d, a in zip(self.inp, arrays)]
         if self._batch != arrays[0].shape[0]:
             for d, a in zip(self.inp, arrays):
                 shape = a.shape if not (self.layout == "NHWC" and a.ndim == 4) else \

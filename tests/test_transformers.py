@@ -201,6 +201,61 @@ def test_onnx_int8_runs_and_keeps_cosine(tiny_spec, tiny_data, tmp_path, precisi
         assert _cos(out, _torch_out(tiny_spec, x)).min() > 0.95
 
 
+def test_linear_sensitivity_finds_the_layer_with_an_outlier_input():
+    """One Linear reads a tensor with an outlier channel (x1000): ORT's per-tensor uint8 range of
+    its input then leaves ~1 level for the other channels, so quantizing that layer alone must
+    cost far more than quantizing the other one."""
+    import torch
+
+    from edgecompress.exporters.onnx import _linear_sensitivity
+
+    class TwoPaths(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.plain, self.outlier = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+            self.register_buffer("gain", torch.ones(16))
+            self.gain[3] = 1000.0
+            with torch.no_grad():  # the outlier channel's weight compensates: same function scale
+                self.outlier.weight[:, 3] /= 1000
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.plain(x) + self.outlier(x * self.gain)
+
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((8, 16)).astype(np.float32)} for _ in range(2)]
+    sens = _linear_sensitivity(TwoPaths(), feeds)
+    assert set(sens) == {"plain", "outlier"}
+    assert sens["outlier"] > 10 * sens["plain"] > 0
+
+
+def test_onnx_int8_dynamic_keeps_the_most_sensitive_matmuls_float(tiny_spec, tmp_path):
+    import onnx
+
+    from edgecompress.exporters import ExportOptions, export
+    from edgecompress.exporters.onnx import _linear_sensitivity, _probe_feeds
+
+    fp32 = export(tiny_spec, "onnx", "fp32", tmp_path / "fp32")
+    none = export(tiny_spec, "onnx", "int8-dynamic", tmp_path / "none",
+                  options=ExportOptions(extra={"onnx_dyn_float_budget": 0}))
+    budget = 0.2
+    art = export(tiny_spec, "onnx", "int8-dynamic", tmp_path / "some",
+                 options=ExportOptions(extra={"onnx_dyn_float_budget": budget}))
+    assert "float_nodes" not in none.details["quantization"]
+    floats = art.details["quantization"]["float_nodes"]
+    assert floats, art.details
+    # The first one kept is the layer whose int8 version alone moves the embedding most.
+    sens = _linear_sensitivity(tiny_spec.module, _probe_feeds(tiny_spec))
+    assert floats[0]["layer"] == max((n for n in sens if "pooler" not in n), key=sens.get)
+    g = onnx.load(str(art.path)).graph
+    nodes = {n.name: n for n in g.node}
+    assert all(nodes[f["node"]].op_type == "MatMul" for f in floats)  # still a float MatMul
+    sizes = {i.name: int(np.prod(i.dims)) for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    float_weights = sum(sizes[nodes[f["node"]].input[1]] for f in floats)
+    assert 3 * float_weights <= budget * fp32.size_bytes  # fp32 over int8 costs 3 bytes a weight
+    assert none.size_bytes < art.size_bytes < fp32.size_bytes
+
+
 def test_openvino_fp32_equals_torch_and_int8_runs(tiny_spec, tiny_data, tmp_path):
     import openvino as ov
 
@@ -222,6 +277,31 @@ def test_openvino_fp32_equals_torch_and_int8_runs(tiny_spec, tiny_data, tmp_path
                 np.testing.assert_allclose(out, ref, atol=1e-4)
             else:
                 assert _cos(out, ref).min() > 0.95
+
+
+@pytest.mark.parametrize("precision", ["fp32", "dynamic-int8"])
+def test_tflite_encoder_matches_torch(tiny_spec, tmp_path, precision):
+    """TFLite through the TFLite exporter: two named int inputs at the spec's (1, 16); the runner
+    right-pads shorter sentences. fp32 matches PyTorch; dynamic-range int8 quantizes the word
+    embedding and every FULLY_CONNECTED weight and stays close."""
+    from edgecompress.data.text import get_tokenizer, tokenize
+    from edgecompress.exporters import export
+    from edgecompress.targets import bench
+
+    art = export(tiny_spec, "tflite", precision, tmp_path)
+    assert [(i.name, i.shape) for i in art.inputs] == [
+        ("serving_default_input_ids", [1, 16]), ("serving_default_attention_mask", [1, 16])]
+    assert art.details["ops"]["FULLY_CONNECTED"] == 12  # 2 layers x (q, k, v, out, ffn in, ffn out)
+    if precision == "dynamic-int8":
+        assert art.details["int8_ops"] == {"EMBEDDING_LOOKUP": 1, "FULLY_CONNECTED": 12}
+    else:
+        assert not art.details["int8_ops"]
+    runner = bench.LiteRtRunner(str(art.path), 1, None, "")
+    x = tokenize(SENTENCES, get_tokenizer(tiny_spec.extra["tokenizer"]), 12)
+    out = np.concatenate([bench._run(runner, {k: v[i:i + 1] for k, v in x.items()})
+                          for i in range(len(SENTENCES))])
+    cos = _cos(out, _torch_out(tiny_spec, x))
+    assert cos.min() >= (0.999 if precision == "fp32" else 0.99), cos
 
 
 def test_sequence_classification_head(tmp_path):
