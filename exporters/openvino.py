@@ -7,6 +7,7 @@ int8 model with every dim dynamic failed to compile here), then `nncf.quantize` 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,9 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
             import torch
 
             with torch.no_grad():
-                model = ov.convert_model(spec.module.eval(), example_input=spec.example_inputs(1),
-                                         input=[ov.PartialShape(s) for s in shapes])
+                model = ov.convert_model(
+                    spec.module.eval(), example_input=spec.example_inputs(1), input=[ov.PartialShape(s) for s in shapes]
+                )
         elif spec.onnx_path is not None:
             model = ov.convert_model(str(spec.onnx_path), input=[ov.PartialShape(s) for s in shapes])
         else:
@@ -45,8 +47,10 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(f"openvino conversion of {spec.name} failed: {_first_line(e)} "
-                          "(an op OpenVINO cannot convert? try --format onnx)") from e
+        raise ExportError(
+            f"openvino conversion of {spec.name} failed: {_first_line(e)} "
+            "(an op OpenVINO cannot convert? try --format onnx)"
+        ) from e
     for port, name in zip(model.outputs, spec.output_names, strict=False):
         port.get_tensor().set_names({name})
     for port, i in zip(model.inputs, spec.inputs, strict=False):
@@ -73,7 +77,8 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
         "fast_bias_correction": options.extra.get("ov_fast_bias_correction", False),
         "preset": nncf.QuantizationPreset.PERFORMANCE,
         "advanced_parameters": AdvancedQuantizationParameters(
-            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator)),
+            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator)
+        ),
     }
     if spec.task in ("embedding", "sequence-classification"):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
@@ -92,9 +97,14 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
         qmodel = nncf.quantize(model, ds, **kwargs)
     except Exception as e:
         raise ExportError(f"openvino int8 quantization of {spec.name} failed: {_first_line(e)}") from e
-    return qmodel, {"calibration": {"method": f"nncf-{estimator.lower()}+bias-correction", "samples": len(batches)},
-                    "quantization": {"tool": "nncf", "preset": "performance",
-                                     "fast_bias_correction": kwargs["fast_bias_correction"]}}
+    return qmodel, {
+        "calibration": {"method": f"nncf-{estimator.lower()}+bias-correction", "samples": len(batches)},
+        "quantization": {
+            "tool": "nncf",
+            "preset": "performance",
+            "fast_bias_correction": kwargs["fast_bias_correction"],
+        },
+    }
 
 
 def _convert_prequantized(spec: ModelSpec, precision: str, options: ExportOptions) -> Any:
@@ -105,16 +115,47 @@ def _convert_prequantized(spec: ModelSpec, precision: str, options: ExportOption
     from edgecompress.exporters.onnx import export_fp32_onnx
 
     if precision != "int8":
-        raise ConfigError(f"openvino {precision}: model {spec.name} is already int8 "
-                          f"({spec.extra['quantized']}); export it as int8")
+        raise ConfigError(
+            f"openvino {precision}: model {spec.name} is already int8 ({spec.extra['quantized']}); export it as int8"
+        )
     with tempfile.TemporaryDirectory() as td:
         qdq = Path(td) / "qdq.onnx"
         export_fp32_onnx(spec, qdq, options.dynamic_batch)  # the graph's own Q/DQ ops come along
         return convert(spec.replace(module=None, onnx_path=qdq), options.dynamic_batch)
 
 
-def export_openvino(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
-                    options: ExportOptions) -> Artifact:
+# An op name OpenVINO made up: "<Type>_<id>" as a whole path segment ("Multiply_3611",
+# "Constant_109610/fq_weights_1", "Result_560"), <id> from a process-wide counter.
+_AUTO_NAME = re.compile(r"(?:^|(?<=/))([A-Z][A-Za-z0-9]*)_(\d+)(?=/|$)")
+
+
+def stable_names(model: Any, name: str) -> None:
+    """[issue #7] Make the IR's names independent of what the process converted before.
+
+    OpenVINO names the nodes it creates (BN folding, NNCF quantizers, Results, the model itself:
+    "Model0") from a process-wide counter, so the same model exported twice in one process gave a
+    different .xml (same .bin). Renumber those ids by first appearance in topological order and
+    name the model after the spec. Names taken from the framework ("__module.stem.1/aten::...")
+    and tensor names (the inputs/outputs users address) are left as they are. Nodes that
+    `save_model(compress_to_fp16=True)` adds are named "<friendly name>_compressed", so fp16 is
+    covered too.
+    """
+    model.set_friendly_name(name)
+    ids: dict[str, int] = {}
+
+    def renumber(m: re.Match) -> str:
+        return f"{m.group(1)}_{ids.setdefault(m.group(2), len(ids))}"
+
+    for op in model.get_ordered_ops():
+        old = op.get_friendly_name()
+        new = _AUTO_NAME.sub(renumber, old)
+        if new != old:
+            op.set_friendly_name(new)
+
+
+def export_openvino(
+    spec: ModelSpec, precision: str, out: Path, calib: Dataset | None, options: ExportOptions
+) -> Artifact:
     import openvino as ov
 
     details: dict[str, Any] = {"ir_version": ov.get_version()}
@@ -133,6 +174,7 @@ def export_openvino(spec: ModelSpec, precision: str, out: Path, calib: Dataset |
         details.update(more)
     # Write both IR files under temporary names, then rename .bin before .xml: the .xml is the
     # commit point, and read_model finds the .bin by the .xml's name.
+    stable_names(model, spec.name)
     tmp_xml = out.with_name(f".tmp-{os.getpid()}-{out.name}")
     tmp_bin = tmp_xml.with_suffix(".bin")
     bin_moved = False
@@ -154,16 +196,30 @@ def export_openvino(spec: ModelSpec, precision: str, out: Path, calib: Dataset |
 
     def info(port: Any) -> TensorInfo:
         shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
-        return TensorInfo(port.get_any_name(), shape, port.get_element_type().to_dtype().name,
-                          "NCHW" if len(shape) == 4 else "")
+        return TensorInfo(
+            port.get_any_name(), shape, port.get_element_type().to_dtype().name, "NCHW" if len(shape) == 4 else ""
+        )
 
-    return Artifact("openvino", precision, out, "openvino", spec.name,
-                    inputs=[info(p) for p in model.inputs], outputs=[info(p) for p in model.outputs],
-                    details=details)
+    return Artifact(
+        "openvino",
+        precision,
+        out,
+        "openvino",
+        spec.name,
+        inputs=[info(p) for p in model.inputs],
+        outputs=[info(p) for p in model.outputs],
+        details=details,
+    )
 
 
-register_format(Format(
-    name="openvino", suffix=".xml", precisions=("fp32", "fp16", "int8"), runtime="openvino",
-    description="OpenVINO IR (.xml + .bin); fp16 = compressed weights; int8 = NNCF PTQ",
-    export=export_openvino, extra_files=(".bin",),
-))
+register_format(
+    Format(
+        name="openvino",
+        suffix=".xml",
+        precisions=("fp32", "fp16", "int8"),
+        runtime="openvino",
+        description="OpenVINO IR (.xml + .bin); fp16 = compressed weights; int8 = NNCF PTQ",
+        export=export_openvino,
+        extra_files=(".bin",),
+    )
+)
