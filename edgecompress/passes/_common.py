@@ -3,6 +3,7 @@ and resumable checkpoints. Not a pass itself (the leading underscore keeps it ou
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -50,7 +51,7 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
     except ConfigError as e:  # from __post_init__: "<pass>.<key>: ..." -> "<where>.<key>: ..."
         msg, short = str(e), cls.__name__.removesuffix("Config").lower() + "."
         if msg.startswith(short) and not msg.startswith(where):
-            msg = where + "." + msg[len(short):]
+            msg = where + "." + msg[len(short) :]
         raise ConfigError(msg) from None
     except PydanticError as e:
         err = e.errors()[0]
@@ -59,8 +60,14 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
         raise ConfigError(f"{where}.{key}: {msg} (got {err.get('input')!r})") from None
 
 
-def check_range(where: str, value: float | None, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = False) -> None:
+def check_range(
+    where: str,
+    value: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """ConfigError naming `where` when value is outside [lo, hi] (open ends where asked).
 
     NaN and +-Inf (YAML `.nan`, `.inf`) are out of every range [issue #7]: NaN compares False both
@@ -68,13 +75,18 @@ def check_range(where: str, value: float | None, lo: float | None = None, hi: fl
     """
     if value is None:
         return
-    bad = not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)) or \
-          (hi is not None and (value >= hi if hi_open else value > hi))
+    bad = (
+        not math.isfinite(value)
+        or (lo is not None and (value <= lo if lo_open else value < lo))
+        or (hi is not None and (value >= hi if hi_open else value > hi))
+    )
     if bad:
         lb = "(" if lo_open else "["
         rb = ")" if hi_open else "]"
-        raise ConfigError(f"{where}: {value} is out of range {lb}{lo if lo is not None else '-inf'}, "
-                          f"{hi if hi is not None else 'inf'}{rb}")
+        raise ConfigError(
+            f"{where}: {value} is out of range {lb}{lo if lo is not None else '-inf'}, "
+            f"{hi if hi is not None else 'inf'}{rb}"
+        )
 
 
 def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> ModelSpec:
@@ -88,15 +100,17 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
     if spec.module is None:
         raise ConfigError(f"model {spec.name}: passes need a PyTorch module (got an ONNX file)")
     if spec.extra.get("quantized"):
-        raise ConfigError(f"model {spec.name}: already quantized ({spec.extra['quantized']}); "
-                          "qat must be the last pass")
+        raise ConfigError(
+            f"model {spec.name}: already quantized ({spec.extra['quantized']}); qat must be the last pass"
+        )
     if copy_module:
         spec = spec.replace(module=copy.deepcopy(spec.module), extra=dict(spec.extra))
     return spec
 
 
-def resolve_dataset(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str,
-                    progress: bool = True, required: bool = True) -> Dataset | None:
+def resolve_dataset(
+    spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True, required: bool = True
+) -> Dataset | None:
     from edgecompress.data import DataSpec
     from edgecompress.pipeline import resolve_data
 
@@ -104,8 +118,10 @@ def resolve_dataset(spec: ModelSpec, data: str | DataSpec | Dataset | None, purp
         data = DataSpec.parse(data)
     ds = resolve_data(spec, data, "calibration" if purpose != "evaluation" else "evaluation", progress)
     if required and (ds is None or len(ds) == 0):
-        raise DataError(f"{purpose} data: none given and model {spec.name} has no default "
-                        "(pass data= / set data.train in the recipe)")
+        raise DataError(
+            f"{purpose} data: none given and model {spec.name} has no default "
+            "(pass data= / set data.train in the recipe)"
+        )
     return ds
 
 
@@ -134,8 +150,7 @@ def model_stats(spec: ModelSpec) -> dict[str, int]:
         params, macs = spec.extra["params"], spec.extra["macs"]
     else:
         params, macs = count_params_macs(spec)
-    return {"params": int(params), "macs": int(macs),
-            "size_bytes": state_bytes(spec.module, quantized)}
+    return {"params": int(params), "macs": int(macs), "size_bytes": state_bytes(spec.module, quantized)}
 
 
 def predict(module: Any, data: Dataset, batch: int = 64) -> np.ndarray:
@@ -182,6 +197,33 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def hold_checkpoint_dir(path: Path | None, progress: bool = True) -> contextlib.ExitStack:
+    """[issue #7] Lock the directory of checkpoint `path` and remove what a killed run left there.
+
+    A fine-tune SIGKILLed inside `save_checkpoint` leaves its `.tmp-<name>-*` file (atomic_path
+    only cleans up after a Python exception). While we hold the directory's flock
+    (`fileio.exclusive_dir`, released by the kernel even on SIGKILL) no other edgecompress run
+    writes there, so every temp file in it is stale and `fileio.remove_stale_temps` deletes it; a
+    second fine-tune into the same directory fails at once instead of racing on the checkpoint.
+    Returns the ExitStack that holds the lock (close it when done); an empty one for `path=None`.
+    """
+    from edgecompress.fileio import ensure_writable_dir, exclusive_dir, remove_stale_temps
+
+    stack = contextlib.ExitStack()
+    if path is None:
+        return stack
+    folder = ensure_writable_dir(Path(path).parent, "checkpoint directory")
+    stack.enter_context(exclusive_dir(folder, "checkpoint directory"))
+    try:
+        removed = remove_stale_temps(folder)
+    except BaseException:
+        stack.close()
+        raise
+    if removed and progress:
+        print(f"note: removed {len(removed)} stale temp file(s) of a killed run in {folder}", file=sys.stderr)
+    return stack
 
 
 def load_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from edgecompress.passes._common import (
     check_range,
     config_dict,
     fingerprint,
+    hold_checkpoint_dir,
     load_checkpoint,
     make_config,
     module_fingerprint,
@@ -97,6 +98,7 @@ class _Features:
     def _hook(self, name: str):
         def hook(_m: Any, _i: Any, o: Any) -> None:
             self.out[name] = o[0] if isinstance(o, tuple | list) else o
+
         return hook
 
     def close(self) -> None:
@@ -123,8 +125,7 @@ def kd_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, cfg: Disti
     import torch.nn.functional as F
 
     T = cfg.temperature
-    kd = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean",
-                  log_target=True) * T * T
+    kd = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
     loss = kd if y is None else cfg.alpha * kd + (1 - cfg.alpha) * F.cross_entropy(s, y)
     if cfg.relation_weight:
         loss = loss + cfg.relation_weight * F.mse_loss(_relation(s), _relation(t))
@@ -156,8 +157,7 @@ def recalibrate_bn(module: Any, x: torch.Tensor, batch_size: int, max_batches: i
     import torch
     from torch import nn
 
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-           and m.track_running_stats]
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns or _is_graph_module(module):
         return 0
     momenta = [m.momentum for m in bns]
@@ -168,7 +168,7 @@ def recalibrate_bn(module: Any, x: torch.Tensor, batch_size: int, max_batches: i
     try:
         with torch.no_grad():
             for b in range(max_batches):
-                xb = x[b * batch_size:(b + 1) * batch_size]
+                xb = x[b * batch_size : (b + 1) * batch_size]
                 if len(xb) < 2:
                     break
                 module(xb)
@@ -179,8 +179,15 @@ def recalibrate_bn(module: Any, x: torch.Tensor, batch_size: int, max_batches: i
     return len(bns)
 
 
-def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
-             checkpoint: Path | None = None, desc: str = "distill", progress: bool = True) -> dict[str, Any]:
+def finetune(
+    student: Any,
+    teacher: Any,
+    data: Dataset,
+    cfg: DistillConfig,
+    checkpoint: Path | None = None,
+    desc: str = "distill",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train `student` in place toward `teacher` (and labels, if `data` has them).
 
     With `checkpoint`, state is saved after every epoch and a matching checkpoint resumes the run
@@ -203,13 +210,13 @@ def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
     graph = _is_graph_module(student)
     feats = [] if graph else list(cfg.feature_layers)
     if graph and cfg.feature_layers:
-        print("note: distill.feature_layers ignored for a PT2E (QAT) model; response KD only",
-              file=sys.stderr)
+        print("note: distill.feature_layers ignored for a PT2E (QAT) model; response KD only", file=sys.stderr)
     teacher_cpu = teacher
     _set_mode(teacher_cpu, False)
     hs = _Features(student, feats, "student") if feats else None
     ht = _Features(teacher_cpu, feats, "teacher") if feats else None
     projs = torch.nn.ModuleDict()
+    ck_dir = hold_checkpoint_dir(checkpoint, progress)  # locked until the finally below
     try:
         if feats:  # build the projections from one batch so the optimizer sees them
             with torch.no_grad():
@@ -234,8 +241,9 @@ def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
                 if progress:
                     print(f"{desc}: resuming from {checkpoint} (epoch {start}/{cfg.epochs})", file=sys.stderr)
             except (RuntimeError, KeyError, ValueError) as e:
-                print(f"note: checkpoint {checkpoint} does not fit ({type(e).__name__}); starting over",
-                      file=sys.stderr)
+                print(
+                    f"note: checkpoint {checkpoint} does not fit ({type(e).__name__}); starting over", file=sys.stderr
+                )
                 start = 0
         bar = None
         if progress and start < cfg.epochs:
@@ -249,7 +257,7 @@ def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
             perm = torch.randperm(n, generator=g)
             running, count = 0.0, 0
             for b in range(per_epoch):
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 if len(idx) < 2:
                     continue  # BatchNorm needs more than one sample
                 xb = _augment(x_all[idx], cfg, g)
@@ -273,9 +281,18 @@ def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
             last = running / max(count, 1)
             _set_mode(student, False)
             if checkpoint is not None:
-                save_checkpoint(checkpoint, {"key": key, "epoch": epoch + 1, "model": student.state_dict(),
-                                             "proj": projs.state_dict(), "opt": opt.state_dict(),
-                                             "sched": sched.state_dict(), "loss": last})
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "key": key,
+                        "epoch": epoch + 1,
+                        "model": student.state_dict(),
+                        "proj": projs.state_dict(),
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "loss": last,
+                    },
+                )
         if bar is not None:
             bar.close()
         if cfg.bn_recalib:  # also after a resumed (already finished) run: same data, same result
@@ -285,6 +302,7 @@ def finetune(student: Any, teacher: Any, data: Dataset, cfg: DistillConfig,
             if h is not None:
                 h.close()
         _set_mode(student, False)
+        ck_dir.close()
     return {"epochs": cfg.epochs, "resumed_from_epoch": start, "last_loss": last if start < cfg.epochs else None}
 
 
@@ -299,9 +317,17 @@ def teacher_module(teacher: Any, spec: ModelSpec) -> Any:
     return teacher.module if isinstance(teacher, ModelSpec) else teacher
 
 
-def distill(model: Any, config: DistillConfig | dict | None = None, *, data: Any = None,
-            teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
-            input_shape: Any = None, **overrides: Any) -> ModelSpec:
+def distill(
+    model: Any,
+    config: DistillConfig | dict | None = None,
+    *,
+    data: Any = None,
+    teacher: Any = None,
+    workdir: Path | str | None = None,
+    progress: bool = True,
+    input_shape: Any = None,
+    **overrides: Any,
+) -> ModelSpec:
     """Fine-tune `model` toward `teacher` (default: `model` itself as it is now) with the KD loss.
 
     `data`: Dataset, DataSpec, 'PATH[start:stop]' or None (the model's default calibration set).
@@ -317,5 +343,11 @@ def distill(model: Any, config: DistillConfig | dict | None = None, *, data: Any
     return spec
 
 
-register_pass(PassInfo("distill", DistillConfig, distill,
-                       "fine-tune with KD: response (KL, temperature) + labels, feature MSE, relation"))
+register_pass(
+    PassInfo(
+        "distill",
+        DistillConfig,
+        distill,
+        "fine-tune with KD: response (KL, temperature) + labels, feature MSE, relation",
+    )
+)
