@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,15 @@ def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         return entry.load(input_shape=input_shape)
     module = entry.build()
     return ModelSpec(
-        name=name, module=module, inputs=[InputSpec(input_shape or entry.input_shape)],
-        source=ref, task=entry.task, preprocess=entry.preprocess,
-        default_calib=entry.default_calib, default_eval=entry.default_eval, extra=dict(entry.extra),
+        name=name,
+        module=module,
+        inputs=[InputSpec(input_shape or entry.input_shape)],
+        source=ref,
+        task=entry.task,
+        preprocess=entry.preprocess,
+        default_calib=entry.default_calib,
+        default_eval=entry.default_eval,
+        extra=dict(entry.extra),
     )
 
 
@@ -78,8 +84,10 @@ def _load_weights(module: Any, weights: str | Path) -> None:
         reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         if "Unsupported global" in text:
             glob = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), reason)
-            raise ModelLoadError(f"--weights {path}: refused, it needs pickle beyond plain tensors "
-                                 f"(loaded with weights_only=True; {glob[:160]})") from e
+            raise ModelLoadError(
+                f"--weights {path}: refused, it needs pickle beyond plain tensors "
+                f"(loaded with weights_only=True; {glob[:160]})"
+            ) from e
         if "WeightsUnpickler error:" in text:
             reason = next(ln for ln in text.splitlines() if "WeightsUnpickler error:" in ln).strip()
         raise InputFileError(f"--weights {path}: not a readable PyTorch checkpoint ({reason[:160]})") from e
@@ -90,12 +98,15 @@ def _load_weights(module: Any, weights: str | Path) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelLoadError(f"--weights {path}: does not match the model: "
-                             f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from e
+        raise ModelLoadError(
+            f"--weights {path}: does not match the model: "
+            f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}"
+        ) from e
 
 
-def _load_factory(ref: str, input_shape: tuple[int, ...] | None = None,
-                  weights: str | Path | None = None, **_: Any) -> ModelSpec:
+def _load_factory(
+    ref: str, input_shape: tuple[int, ...] | None = None, weights: str | Path | None = None, **_: Any
+) -> ModelSpec:
     import torch
 
     mod_name, _, attr = ref.partition(":")
@@ -104,8 +115,7 @@ def _load_factory(ref: str, input_shape: tuple[int, ...] | None = None,
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:
-        raise ModelLoadError(f"MODEL {ref}: cannot import module {mod_name!r} "
-                             f"({type(e).__name__}: {e})") from e
+        raise ModelLoadError(f"MODEL {ref}: cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
     factory = getattr(mod, attr, None)
     if factory is None:
         raise ModelLoadError(f"MODEL {ref}: module {mod_name!r} has no attribute {attr!r}")
@@ -124,12 +134,193 @@ def _load_factory(ref: str, input_shape: tuple[int, ...] | None = None,
     return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape)], source=ref)
 
 
+# [issue #7] Can loading an untrusted .pt2 run code? Yes, with torch 2.13 (checked in
+# torch/export/__init__.py `load`, torch/export/pt2_archive/_package.py `_load_state_dict`,
+# `_load_constants`, `_load_exported_programs`, torch/_export/serde/serialize.py
+# `deserialize_torch_artifact`, `ExportedProgramDeserializer._parse_sym_expr`; torch's own
+# docstring: "uses pickle under the hood ... Never load data from an untrusted source"):
+#   - weights / tensor constants whose config says `use_pickle` -> torch.load(weights_only=False);
+#   - constants `opaque_obj_*` -> pickle.loads; `custom_obj_*` -> torchbind's pickle loader;
+#   - sample inputs (`data/sample_inputs/<model>.pt`), legacy `data/{weights,constants}/<model>.pt`
+#     and the pre-2.8 `serialized_*.pt` -> torch.load(weights_only=True), and on failure it
+#     *falls back to weights_only=False*;
+#   - symbolic shape expressions (`expr_str` in the graph JSON) -> sympy.sympify, i.e. eval;
+#   - files under `data/aotinductor/` -> `_load_aoti` loads the compiled shared library.
+# A crafted sample-inputs or weight entry ran `open(marker, "w")` during torch.export.load here.
+# So `_check_pt2_archive` reads the zip first and refuses any of those payloads unless the user
+# trusts the file (environment EDGECOMPRESS_TRUST_PT2=1); plain torch.export.save output of
+# an ordinary model passes (raw weights, weights_only-loadable sample inputs, symbols like "s0").
+TRUST_PT2_ENV = "EDGECOMPRESS_TRUST_PT2"
+_PICKLED_CONSTANT_PREFIXES = ("custom_obj_", "opaque_obj_")
+# what sympify may see: numbers, operators and names that are symbols (s0, u12) or sympy functions
+_SYM_EXPR = re.compile(r"[A-Za-z0-9_+\-*/%()<>=!&|~^., ]*")
+# sympy srepr as torch writes it: Symbol('s31', positive=True, integer=True), Float('1.5', precision=53)
+_SYM_QUOTED = re.compile(r"'[a-z]{1,4}[0-9]+'|'[0-9][0-9.eE+-]*'|\"[a-z]{1,4}[0-9]+\"")
+_SYM_NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_SYM_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SYM_SYMBOL = re.compile(r"[a-z]{1,4}[0-9]+")
+_SYM_FUNCS = {
+    "FloorDiv",
+    "ModularIndexing",
+    "Where",
+    "PythonMod",
+    "Mod",
+    "CleanDiv",
+    "CeilToInt",
+    "FloorToInt",
+    "CeilDiv",
+    "LShift",
+    "RShift",
+    "IsNonOverlappingAndDenseIndicator",
+    "TruncToFloat",
+    "TruncToInt",
+    "RoundToInt",
+    "RoundDecimal",
+    "ToFloat",
+    "FloatPow",
+    "PowByNatural",
+    "IntTrueDiv",
+    "FloatTrueDiv",
+    "OpaqueUnaryFn_sqrt",
+    "Max",
+    "Min",
+    "Abs",
+    "floor",
+    "ceiling",
+    "sqrt",
+    "oo",
+    "zoo",
+    "nan",
+    "Integer",
+    "Rational",
+    "Float",
+    "Eq",
+    "Ne",
+    "Lt",
+    "Le",
+    "Gt",
+    "Ge",
+    "And",
+    "Or",
+    "Not",
+    "True",
+    "False",
+    "BitwiseFn_bitwise_and",
+    "BitwiseFn_bitwise_or",
+    "Identity",
+    "pi",
+    "E",
+    # srepr constructors and assumptions
+    "Symbol",
+    "Dummy",
+    "Add",
+    "Mul",
+    "Pow",
+    "Equality",
+    "Unequality",
+    "StrictLessThan",
+    "LessThan",
+    "StrictGreaterThan",
+    "GreaterThan",
+    "true",
+    "false",
+    "precision",
+    "positive",
+    "negative",
+    "nonnegative",
+    "nonpositive",
+    "integer",
+    "real",
+    "finite",
+    "nonzero",
+    "zero",
+    "even",
+    "odd",
+    "One",
+    "Zero",
+    "NegativeOne",
+    "Half",
+    "Infinity",
+    "NegativeInfinity",
+}
+
+
+def _unsafe_sym_expr(expr: str) -> bool:
+    """True unless `expr` is numbers, operators, symbols and known sympy functions only."""
+    expr = _SYM_QUOTED.sub(" s0 ", expr)  # quoted symbol names and numbers only; no other strings
+    if not _SYM_EXPR.fullmatch(expr) or "__" in expr:
+        return True
+    rest = _SYM_NUMBER.sub(" ", expr)
+    if "." in rest:  # a dot outside a number literal: attribute access
+        return True
+    return any(not _SYM_SYMBOL.fullmatch(n) and n not in _SYM_FUNCS for n in _SYM_NAMES.findall(rest))
+
+
+def _expr_strs(obj: Any) -> Iterator[str]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "expr_str" and isinstance(v, str):
+                yield v
+            else:
+                yield from _expr_strs(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _expr_strs(v)
+
+
+def _check_pt2_archive(path: Path) -> None:
+    """Refuse a .pt2 whose loading would unpickle objects or eval expressions (see above)."""
+    import io
+    import json
+    import zipfile
+
+    import torch
+
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: torch.export.load fails on it with its own (caught) error
+    bad: list[str] = []
+    with zf:
+        for name in zf.namelist():
+            member = name.rsplit("/", 1)[-1]
+            try:
+                if "data/aotinductor/" in name:
+                    bad.append(f"{member} (AOTInductor native code)")
+                elif name.endswith(("_weights_config.json", "_constants_config.json")):
+                    for fqn, meta in json.loads(zf.read(name)).get("config", {}).items():
+                        if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(
+                            _PICKLED_CONSTANT_PREFIXES
+                        ):
+                            bad.append(f"{fqn} (pickled, in {member})")
+                elif name.endswith(".json") and ("/models/" in f"/{name}" or member.startswith("serialized_")):
+                    exprs = _expr_strs(json.loads(zf.read(name)))
+                    bad += [f"expression {e[:40]!r}" for e in exprs if _unsafe_sym_expr(e)]
+                elif name.endswith(".pt"):
+                    # torch retries these with weights_only=False when the safe load fails
+                    torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
+            except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as e:
+                bad.append(f"{member} (unreadable: {type(e).__name__})")
+            except Exception:  # weights_only refused it: a pickle beyond tensors and containers
+                bad.append(f"{member} (pickle beyond plain tensors)")
+    bad = list(dict.fromkeys(bad))
+    if bad:
+        raise ModelLoadError(
+            f"MODEL {path}: refused, loading it would run pickled code or eval ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); if you trust this file set {TRUST_PT2_ENV}=1"
+        )
+
+
 def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
+    import os
+
     import torch
 
     path = Path(ref)
     if not path.is_file():
         raise InputFileError(f"MODEL {path}: no such file")
+    if os.environ.get(TRUST_PT2_ENV, "") in ("", "0"):
+        _check_pt2_archive(path)
     import logging
 
     log = logging.getLogger("torch.export")
@@ -138,8 +329,10 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
-        raise InputFileError(f"MODEL {path}: not a readable ExportedProgram .pt2 "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e
+        raise InputFileError(
+            f"MODEL {path}: not a readable ExportedProgram .pt2 "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from e
     finally:
         log.setLevel(level)
     if input_shape is None:
@@ -161,8 +354,10 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
     except Exception as e:
-        raise InputFileError(f"MODEL {path}: not a valid ONNX model ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from e
+        raise InputFileError(
+            f"MODEL {path}: not a valid ONNX model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from e
     inits = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
     inputs = []
@@ -171,23 +366,38 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         shape = tuple(input_shape) if (input_shape and i == 0) else (1, *dims[1:])
         elem = onnx.helper.tensor_dtype_to_np_dtype(gi.type.tensor_type.elem_type)
         inputs.append(InputSpec(shape, gi.name, str(elem)))
-    return ModelSpec(name=path.stem, module=None, inputs=inputs, source=str(path), onnx_path=path,
-                     output_names=[o.name for o in model.graph.output])
+    return ModelSpec(
+        name=path.stem,
+        module=None,
+        inputs=inputs,
+        source=str(path),
+        onnx_path=path,
+        output_names=[o.name for o in model.graph.output],
+    )
 
 
 LOADERS.register("zoo", (lambda r: r.startswith("zoo:"), _load_zoo))
 LOADERS.register("pt2", (lambda r: r.endswith(".pt2"), _load_pt2))
 LOADERS.register("onnx", (lambda r: r.endswith(".onnx"), _load_onnx))
-LOADERS.register("factory", (lambda r: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", r) is not None
-                              and not r.startswith("zoo:"), _load_factory))
+LOADERS.register(
+    "factory",
+    (
+        lambda r: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", r) is not None and not r.startswith("zoo:"),
+        _load_factory,
+    ),
+)
 
 # Hugging Face model directories and zoo:minilm-l6 register themselves on import (models/hf.py).
 import edgecompress.models.hf  # noqa: E402, F401
 
 
-def load_model(ref: Any, input_shape: str | tuple[int, ...] | None = None,
-               weights: str | Path | None = None, preprocess: str | None = None,
-               name: str | None = None) -> ModelSpec:
+def load_model(
+    ref: Any,
+    input_shape: str | tuple[int, ...] | None = None,
+    weights: str | Path | None = None,
+    preprocess: str | None = None,
+    name: str | None = None,
+) -> ModelSpec:
     """Load a model from a reference string (see module doc) or wrap an `nn.Module`."""
     import torch
 
@@ -197,8 +407,12 @@ def load_model(ref: Any, input_shape: str | tuple[int, ...] | None = None,
     if isinstance(ref, torch.nn.Module):
         if shape is None:
             raise InputShapeError("input_shape is required when loading an nn.Module")
-        spec = ModelSpec(name=name or type(ref).__name__, module=ref.eval(), inputs=[InputSpec(shape)],
-                         source=f"python:{type(ref).__name__}")
+        spec = ModelSpec(
+            name=name or type(ref).__name__,
+            module=ref.eval(),
+            inputs=[InputSpec(shape)],
+            source=f"python:{type(ref).__name__}",
+        )
     else:
         ref = str(ref)
         for _, (accepts, loader) in LOADERS:
@@ -207,8 +421,10 @@ def load_model(ref: Any, input_shape: str | tuple[int, ...] | None = None,
                 break
         else:
             if Path(ref).suffix in (".pt", ".pth", ".bin", ".ckpt"):
-                raise ModelLoadError(f"MODEL {ref}: a bare checkpoint has no architecture; pass "
-                                     "'package.module:factory --weights FILE' or a .pt2 ExportedProgram")
+                raise ModelLoadError(
+                    f"MODEL {ref}: a bare checkpoint has no architecture; pass "
+                    "'package.module:factory --weights FILE' or a .pt2 ExportedProgram"
+                )
             if not Path(ref).exists() and Path(ref).suffix:
                 raise InputFileError(f"MODEL {ref}: no such file")
             raise ModelLoadError(f"MODEL {ref}: not a zoo:NAME, module:factory, .pt2 or .onnx reference")
