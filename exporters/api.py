@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecompress.errors import ConfigError, DataError
+from edgecompress.exporters._memory import pin_mmap_threshold, released_export_state
 from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions
 from edgecompress.fileio import ensure_writable_dir, path_size, safe_child, sha256_file
 
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
 
 
-def resolve_formats(formats: Sequence[str], precisions: Sequence[str] = (),
-                    int8: bool = False) -> list[tuple[str, str]]:
+def resolve_formats(
+    formats: Sequence[str], precisions: Sequence[str] = (), int8: bool = False
+) -> list[tuple[str, str]]:
     """Expand CLI-style choices into (format, precision) pairs, checked against the table.
 
     `onnx` -> fp32; `onnx:int8` -> int8; `--int8` adds int8 *and* keeps fp32 as the reference;
@@ -34,13 +36,13 @@ def resolve_formats(formats: Sequence[str], precisions: Sequence[str] = (),
         for p in wanted:
             p = p.strip().lower()
             if p not in fmt.precisions:
-                raise ConfigError(f"--format {item}: {fmt.name} supports precisions "
-                                  f"{', '.join(fmt.precisions)}, not {p!r}")
+                raise ConfigError(
+                    f"--format {item}: {fmt.name} supports precisions {', '.join(fmt.precisions)}, not {p!r}"
+                )
             if (fmt.name, p) not in pairs:
                 pairs.append((fmt.name, p))
     if not pairs:
-        raise ConfigError("--format: give at least one format "
-                          f"(known: {', '.join(FORMATS.names())})")
+        raise ConfigError(f"--format: give at least one format (known: {', '.join(FORMATS.names())})")
     return pairs
 
 
@@ -54,9 +56,15 @@ def artifact_name(spec: ModelSpec, fmt: str, precision: str) -> str:
     return f"{safe}-{precision}{suffix}"
 
 
-def export(spec: ModelSpec, fmt: str, precision: str = "fp32", out_dir: Path | str = ".",
-           calib: Dataset | None = None, options: ExportOptions | None = None,
-           name: str | None = None) -> Artifact:
+def export(
+    spec: ModelSpec,
+    fmt: str,
+    precision: str = "fp32",
+    out_dir: Path | str = ".",
+    calib: Dataset | None = None,
+    options: ExportOptions | None = None,
+    name: str | None = None,
+) -> Artifact:
     """Export `spec` to `fmt` at `precision` inside `out_dir`; returns the hashed Artifact.
 
     Every exporter writes to a temporary file and renames it, so a failure leaves nothing behind.
@@ -72,14 +80,18 @@ def export(spec: ModelSpec, fmt: str, precision: str = "fp32", out_dir: Path | s
     out_dir = ensure_writable_dir(Path(out_dir))
     out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
     t0 = time.perf_counter()
+    pin_mmap_threshold()  # [issue #7] in-process re-exports kept ~130 MB each otherwise (_memory.py)
     try:
-        art = format_.export(spec, precision, out, calib, options)
+        with released_export_state():
+            art = format_.export(spec, precision, out, calib, options)
     except ImportError as e:  # [issue #7] a runtime / toolkit that is not installed: one line
         from edgecompress.errors import RuntimeMissingError
 
         pkg = (e.name or str(e)).split(".")[0]
-        raise RuntimeMissingError(f"{fmt} {precision}: needs the Python package {pkg!r}, which is not "
-                                  f"installed or does not import (pip install {pkg})") from e
+        raise RuntimeMissingError(
+            f"{fmt} {precision}: needs the Python package {pkg!r}, which is not "
+            f"installed or does not import (pip install {pkg})"
+        ) from e
     art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
     files = [art.path, *(art.path.with_suffix(s) for s in format_.extra_files)]
     art.size_bytes = sum(path_size(f) for f in files if f.exists())

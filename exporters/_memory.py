@@ -1,0 +1,116 @@
+"""[issue #7] Keep memory flat when one process exports again and again (used by `api.export`).
+
+Measured on EfficientNet-Lite0 to TFLite, 3-4 exports in one process (benchmarks/RESULTS-load.md):
+RSS after each export grew ~150-200 MB per run. Three causes, none a reference of ours:
+
+1. torch 2.13's strict `torch.export` (litert-torch's PT2E path, `_litert_convert._export`)
+   installs every captured graph as a global `__compiled_fn_<n>_<uuid>` of
+   torch/_dynamo/functional_export.py (dynamo's `install_global_unsafe` writes into the traced
+   frame's globals, and that frame is functional_export's wrapper) and never removes it. Each
+   entry keeps an OptimizedModule -> dynamo GraphModule -> the model's parameters and FakeTensors
+   alive: 18 MB of weights and ~30 k Python objects per EfficientNet-Lite0 export.
+   `torch._dynamo.reset()` does not drop them. Also, torch/fx/experimental/proxy_tensor.py's
+   `_FAKE_TENSOR_ID_TO_PROXY_MAP_FOR_EXPORT` holds the last traced graph until the next trace
+   (bounded, one graph). `forget_export_state` removes the former (only the keys that appeared
+   during our call) and empties the latter; the ExportedPrograms do not use either afterwards.
+2. torchao 0.18's `torchao.utils._assert_and_get_unique_device` and torch's
+   `torch.ao.quantization.fx.utils.assert_and_get_unique_device` are unbounded `functools.cache`s
+   keyed by module; the PT2E prepare/convert steps (TFLite int8) call them on their GraphModules,
+   so each int8 export's prepared and converted graphs (observers, weights) stayed in those caches
+   (~38 k Python objects per EfficientNet-Lite0 export). `forget_export_state` clears them (a
+   device lookup, recomputed on demand).
+3. glibc malloc's dynamic mmap threshold: once a large block (an image batch, a weight tensor)
+   that was mmap()ed is freed, glibc raises the threshold to that size (up to 32 MB), so later
+   blocks of that size come from the heap, where long-lived small allocations of the converter
+   pin their pages. With the threshold pinned at glibc's default 128 KiB (what
+   `MALLOC_MMAP_THRESHOLD_=131072` does) the same loop grew ~10 MB per run instead of ~130 MB,
+   and `malloc_trim` alone did not help. `pin_mmap_threshold` does that once per process, unless
+   the user already set the threshold through the environment. Freed large blocks then go back
+   to the OS at once; the price is an mmap/munmap per large allocation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+_CAPTURE_MODULE = "torch._dynamo.functional_export"
+_PROXY_MODULE = "torch.fx.experimental.proxy_tensor"
+# functools.cache'd functions keyed by nn.Module that PT2E quantization calls (cause 2)
+_MODULE_CACHES = (
+    ("torchao.utils", "_assert_and_get_unique_device"),
+    ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
+)
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+_MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+_pinned: bool | None = None
+
+
+def _capture_globals() -> dict | None:
+    mod = sys.modules.get(_CAPTURE_MODULE)
+    return vars(mod) if mod is not None else None
+
+
+def forget_export_state(before: set[str]) -> int:
+    """Drop the `__compiled_fn*` globals torch's strict export added since `before` (a snapshot of
+    functional_export's global names), empty the fake-tensor proxy map and torchao's device cache;
+    returns how many entries were dropped."""
+    dropped = 0
+    g = _capture_globals()
+    if g is not None:
+        for key in set(g) - before:
+            if key.startswith("__compiled_fn"):
+                g.pop(key, None)
+                dropped += 1
+    proxy = sys.modules.get(_PROXY_MODULE)
+    leak_map = getattr(proxy, "_FAKE_TENSOR_ID_TO_PROXY_MAP_FOR_EXPORT", None)
+    if isinstance(leak_map, dict):
+        leak_map.clear()
+    for module, name in _MODULE_CACHES:
+        cached = getattr(sys.modules.get(module), name, None)
+        if hasattr(cached, "cache_info") and cached.cache_info().currsize:
+            dropped += cached.cache_info().currsize
+            cached.cache_clear()
+    return dropped
+
+
+@contextlib.contextmanager
+def released_export_state() -> Iterator[None]:
+    """Run an export, then drop what torch's export machinery kept of it (see module doc)."""
+    g = _capture_globals()
+    before = set(g) if g is not None else set()
+    try:
+        yield
+    finally:
+        if forget_export_state(before):
+            import gc
+
+            gc.collect()  # the dropped graphs hold reference cycles (GraphModule <-> Graph <-> Node)
+
+
+def pin_mmap_threshold() -> bool:
+    """Pin glibc malloc's mmap threshold at 128 KiB once per process (see module doc, cause 3).
+
+    No-op (False) off glibc, or when MALLOC_MMAP_THRESHOLD_ / GLIBC_TUNABLES already set it.
+    """
+    global _pinned
+    if _pinned is not None:
+        return _pinned
+    _pinned = False
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _pinned = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+    return _pinned
