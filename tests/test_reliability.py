@@ -30,10 +30,15 @@ EXPORT = ["export", "zoo:digits-cnn", "-f", "onnx", "-f", "openvino", "--int8", 
 def _popen(*args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     # SIGINT back to default in the child: a test run launched as a background job (CI shells)
     # inherits SIG_IGN, and Python then never raises KeyboardInterrupt.
-    return subprocess.Popen([sys.executable, "-m", "edgecompress.cli", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=stderr,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgecompress.cli", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for_line(proc: subprocess.Popen, needle: str, count: int, timeout: float) -> list[str]:
@@ -84,12 +89,19 @@ def test_sigkill_during_export_leaves_only_complete_artifacts(tmp_path):
         proc.communicate(timeout=60)
         if out.exists():
             _check_complete(out)
-    proc = subprocess.run([sys.executable, "-m", "edgecompress.cli", *EXPORT, "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", *EXPORT, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = _check_complete(out)
-    assert sorted(names) == sorted(["digits-cnn-fp32.onnx", "digits-cnn-int8.onnx",
-                                    "digits-cnn-fp32.xml", "digits-cnn-int8.xml"]), names
+    assert sorted(names) == sorted(
+        ["digits-cnn-fp32.onnx", "digits-cnn-int8.onnx", "digits-cnn-fp32.xml", "digits-cnn-int8.xml"]
+    ), names
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["artifacts"]) == 4
     assert not list(out.glob(".tmp-*")), "the rerun must remove stale temp files"
@@ -98,8 +110,9 @@ def test_sigkill_during_export_leaves_only_complete_artifacts(tmp_path):
 def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
     out = tmp_path / "out"
     recipe = tmp_path / "kd.yaml"  # short epochs (2 batches) so both runs stay a few seconds
-    recipe.write_text("model: zoo:digits-cnn\npasses:\n  - distill: {epochs: 30, steps_per_epoch: 2}\n"
-                      "options: {torch_threads: 1}\n")
+    recipe.write_text(
+        "model: zoo:digits-cnn\npasses:\n  - distill: {epochs: 30, steps_per_epoch: 2}\noptions: {torch_threads: 1}\n"
+    )
     args = ["run", str(recipe), "--out", str(out)]
     ck = out / "step1-distill" / "checkpoints" / "distill.pt"
     log = tmp_path / "stderr.txt"
@@ -121,8 +134,14 @@ def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
 
     epoch = torch.load(ck, weights_only=True)["epoch"]
     assert 1 <= epoch < 30
-    again = subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], cwd=ROOT, capture_output=True,
-                           text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    again = subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "distill: resuming from" in again.stderr, again.stderr[-2000:]
     resumed = int(again.stderr.split("distill: resuming from", 1)[1].split("(epoch ", 1)[1].split("/")[0])
@@ -134,9 +153,26 @@ def test_failed_artifact_exits_4(tmp_path):
     # `raise typer.Exit(4)` (an artifact failed) used to exit 0 outside typer's standalone mode.
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"garbage")
-    proc = subprocess.run([sys.executable, "-m", "edgecompress.cli", "validate", str(bad), "--runs", "1",
-                           "--warmup", "0", "--out", str(tmp_path / "v")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "validate",
+            str(bad),
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path / "v"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 4, proc.stderr[-2000:]
 
 
@@ -151,8 +187,7 @@ def test_rerun_removes_stale_temps_and_old_manifest(tmp_path, digits_spec):
     for name in stale:
         (out / name).write_bytes(b"half")
     (out / "manifest.json").write_text('{"artifacts": [{"path": "gone.onnx", "sha256": "0"}]}')
-    run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out, do_validate=False,
-                         progress=False))
+    run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out, do_validate=False, progress=False))
     assert not [p for p in out.iterdir() if p.name in stale]
     entries = json.loads((out / "manifest.json").read_text())["artifacts"]
     assert [e["path"] for e in entries] == ["digits-cnn-fp32.onnx"]
@@ -167,3 +202,96 @@ def test_onnx_export_is_deterministic(tmp_path, digits_spec, digits_calib, preci
     a = export(digits_spec, "onnx", precision, tmp_path / "a", calib)
     b = export(digits_spec, "onnx", precision, tmp_path / "b", calib)
     assert a.sha256 == b.sha256
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_ir_is_byte_stable_in_one_process(tmp_path, digits_spec, digits_calib, precision):
+    """OpenVINO names the nodes it creates from a process-wide counter (`Model0` -> `Model3`,
+    `Multiply_3611` -> `Multiply_7368`); the exporter renumbers them, so a second export in the same
+    process, with the counter further on, writes the same .xml and .bin."""
+    import hashlib
+
+    import openvino as ov
+
+    from edgecompress.exporters import export
+
+    def sha(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    calib = digits_calib.take(slice(0, 32))
+    a, b = (export(digits_spec, "openvino", precision, tmp_path / d, calib) for d in ("a", "b"))
+    assert sha(a.path.with_suffix(".bin")) == sha(b.path.with_suffix(".bin"))
+    assert sha(a.path) == sha(b.path), "the .xml differs between two exports of the same model"
+    assert '<net name="digits-cnn"' in a.path.read_text()
+    # the names users address stay as they were
+    model = ov.Core().read_model(str(a.path))
+    assert [p.get_any_name() for p in model.inputs] == [i.name for i in digits_spec.inputs]
+    assert [p.get_any_name() for p in model.outputs] == digits_spec.output_names
+    assert [i.name for i in a.inputs] == [i.name for i in digits_spec.inputs]
+
+
+def test_killed_checkpoint_write_is_cleaned_and_run_resumes(tmp_path, digits_spec, digits_calib, monkeypatch):
+    """A fine-tune SIGKILLed inside save_checkpoint leaves `.tmp-<name>-*.pt` beside the checkpoint:
+    the next run removes it (holding the directory's lock) and still resumes from the checkpoint."""
+    import copy
+
+    import torch
+
+    from edgecompress.errors import OutputError
+    from edgecompress.fileio import exclusive_dir
+    from edgecompress.passes import _common, distill
+    from edgecompress.passes.distill import DistillConfig, finetune
+
+    cfg = DistillConfig(epochs=3, steps_per_epoch=2)
+    data = digits_calib.take(slice(0, 256))
+    ck = tmp_path / "checkpoints" / "distill.pt"
+    first, again = copy.deepcopy(digits_spec.module), copy.deepcopy(digits_spec.module)
+
+    saves = []
+    real_save = _common.save_checkpoint
+
+    def dies_in_second_save(path, payload):
+        if saves:
+            raise RuntimeError("killed")  # stands in for the SIGKILL; its temp file is made below
+        saves.append(path)
+        real_save(path, payload)
+
+    monkeypatch.setattr(distill, "save_checkpoint", dies_in_second_save)
+    with pytest.raises(RuntimeError, match="killed"):
+        finetune(first, digits_spec.module, data, cfg, ck, "x", progress=False)
+    monkeypatch.setattr(distill, "save_checkpoint", real_save)
+    assert torch.load(ck, weights_only=True)["epoch"] == 1
+    stale = [ck.parent / ".tmp-distill-k1ll3d.pt", ck.parent / ".tmp-distill-0ther.pt"]
+    for p in stale:
+        p.write_bytes(b"PK\x03\x04 half a zip")  # a torch.save cut short by SIGKILL
+
+    with exclusive_dir(ck.parent), pytest.raises(OutputError, match="another edgecompress run"):
+        finetune(copy.deepcopy(again), digits_spec.module, data, cfg, ck, "x", progress=False)
+    assert all(p.exists() for p in stale), "a locked directory may belong to a live run: leave it alone"
+
+    log = finetune(again, digits_spec.module, data, cfg, ck, "x", progress=False)
+    assert log["resumed_from_epoch"] == 1
+    assert not [p for p in stale if p.exists()]
+    assert sorted(p.name for p in ck.parent.iterdir()) == ["distill.pt"]
+    assert torch.load(ck, weights_only=True)["epoch"] == 3
+
+
+def test_repeated_tflite_export_keeps_no_torch_graphs(tmp_path, digits_spec):
+    """torch's strict export leaves each captured graph (and the model's parameters) in the globals
+    of torch._dynamo.functional_export; `export` drops them, so repeated exports do not pile up."""
+    import gc
+    import sys
+
+    from edgecompress.exporters import export
+
+    def live() -> tuple[int, int]:
+        gc.collect()
+        g = vars(sys.modules.get("torch._dynamo.functional_export", sys))
+        graphs = sum(type(o).__name__ == "OptimizedModule" for o in gc.get_objects())
+        return sum(k.startswith("__compiled_fn") for k in g), graphs
+
+    export(digits_spec, "tflite", "fp32", tmp_path / "warm")  # imports, first capture
+    before = live()
+    for i in range(2):
+        export(digits_spec, "tflite", "fp32", tmp_path / str(i))
+    assert live() == before
