@@ -87,14 +87,29 @@ def worker(runs: int, out_root: Path, calib_n: int, tag: str, only: str = "") ->
             spec = load_model(MODEL)  # loaded afresh each run, as a CLI call would
             calib = resolve_data(spec, None, "calibration", progress=False)
             calib = calib.take(slice(0, calib_n))
-            job = ExportJob(model=spec, formats=all_formats(only), out_dir=out, calib=calib,
-                            do_validate=False, progress=False, command=f"bench_load {tag} run {i + 1}")
+            job = ExportJob(
+                model=spec,
+                formats=all_formats(only),
+                out_dir=out,
+                calib=calib,
+                do_validate=False,
+                progress=False,
+                command=f"bench_load {tag} run {i + 1}",
+            )
             _report, _paths = run_export(job)
             del spec, job
         manifest = json.loads((out / "manifest.json").read_text())
-        results.append({"tag": tag, "run": i + 1, "pid": os.getpid(), "seconds": round(time.perf_counter() - t0, 1),
-                        "peak_rss_mb": round(rss.peak, 1), "rss_after_mb": round(_rss_mb(), 1),
-                        "hashes": {f"{a['format']}:{a['precision']}": a["sha256"] for a in manifest["artifacts"]}})
+        results.append(
+            {
+                "tag": tag,
+                "run": i + 1,
+                "pid": os.getpid(),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "peak_rss_mb": round(rss.peak, 1),
+                "rss_after_mb": round(_rss_mb(), 1),
+                "hashes": {f"{a['format']}:{a['precision']}": a["sha256"] for a in manifest["artifacts"]},
+            }
+        )
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     return results
 
@@ -110,12 +125,10 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-# Why a format is not byte-identical run to run (from what the runs showed). OpenVINO numbers the
-# nodes it creates from a process-wide counter (`Model0` -> `Model3`, `Multiply_3611` ->
-# `Multiply_7368`) and the .xml keeps those names; the .bin weights were byte-identical across
-# runs (checked on digits-cnn fp32/fp16/int8 with cmp).
-_OV = "auto-generated node names in the .xml come from a process-wide counter; the .bin is identical"
-WHY: dict[str, str] = {"openvino:fp32": _OV, "openvino:fp16": _OV, "openvino:int8": _OV}
+# Why a format is not byte-identical run to run, when known. (OpenVINO was, until the exporter
+# renumbered the node names OpenVINO takes from a process-wide counter: exporters/openvino.py
+# `stable_names`, issue #7.)
+WHY: dict[str, str] = {}
 
 
 def main() -> None:
@@ -139,11 +152,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-load-") as td:
         root = Path(td)
         seq = worker(args.runs, root, args.calib_n, "seq", args.formats)
-        procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(root), "--runs", "1",
-                                   "--calib-n", str(args.calib_n), "--tag", f"par{k + 1}",
-                                   "--formats", args.formats],
-                                  stdout=subprocess.PIPE, text=True, cwd=ROOT)
-                 for k in range(args.parallel)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    str(root),
+                    "--runs",
+                    "1",
+                    "--calib-n",
+                    str(args.calib_n),
+                    "--tag",
+                    f"par{k + 1}",
+                    "--formats",
+                    args.formats,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            for k in range(args.parallel)
+        ]
         par = []
         for p in procs:
             out, _ = p.communicate()
@@ -167,8 +197,10 @@ def main() -> None:
         "## Peak RSS per run\n",
         "| run | pid | seconds | peak RSS MB | RSS after MB |",
         "|---|---|---|---|---|",
-        *[f"| {r['tag']} {r['run']} | {r['pid']} | {r['seconds']} | {r['peak_rss_mb']} | {r['rss_after_mb']} |"
-          for r in runs],
+        *[
+            f"| {r['tag']} {r['run']} | {r['pid']} | {r['seconds']} | {r['peak_rss_mb']} | {r['rss_after_mb']} |"
+            for r in runs
+        ],
         "",
         "## Hashes across all runs\n",
         "| artifact | distinct sha256 over runs | deterministic | first sha256 |",
@@ -185,12 +217,13 @@ def main() -> None:
     if nondet:
         lines.append("Not byte-identical: " + "; ".join(f"{k} ({WHY.get(k, 'see notes')})" for k in nondet) + ".")
     else:
-        lines.append("Every format and precision gave byte-identical artifacts in every run, sequential "
-                     "and parallel.")
+        lines.append("Every format and precision gave byte-identical artifacts in every run, sequential and parallel.")
     seq_peaks = [r["peak_rss_mb"] for r in seq]
-    lines.append(f"\nPeak RSS over the {len(seq)} in-process runs: "
-                 f"{' -> '.join(f'{p:.0f}' for p in seq_peaks)} MB "
-                 f"(growth first -> last {seq_peaks[-1] - seq_peaks[0]:+.0f} MB).")
+    lines.append(
+        f"\nPeak RSS over the {len(seq)} in-process runs: "
+        f"{' -> '.join(f'{p:.0f}' for p in seq_peaks)} MB "
+        f"(growth first -> last {seq_peaks[-1] - seq_peaks[0]:+.0f} MB)."
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
