@@ -304,6 +304,26 @@ def test_tflite_encoder_matches_torch(tiny_spec, tmp_path, precision):
     assert cos.min() >= (0.999 if precision == "fp32" else 0.99), cos
 
 
+def test_report_lists_int8_and_float_ops():
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import quant_rows
+
+    arts = [
+        {"format": "tflite", "precision": "fp32", "details": {"int8_ops": {}, "float_ops": ["ADD#1"]}},
+        {"format": "tflite", "precision": "int8", "details": {
+            "int8_ops": {"FULLY_CONNECTED": 2}, "float_ops": ["SOFTMAX#4", "GELU#7", "SOFTMAX#9"]}},
+        {"format": "onnx", "precision": "int8-dynamic", "details": {"quantization": {
+            "format": "dynamic (MatMulInteger)",
+            "float_nodes": [{"node": "node_MatMul_94", "layer": "layer.0.output.dense"}]}}},
+    ]
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=arts)
+    assert quant_rows(report) == [  # fp32 has nothing quantized: no row
+        {"format": "tflite", "precision": "int8", "int8": "FULLY_CONNECTED x2", "float": "SOFTMAX x2, GELU x1"},
+        {"format": "onnx", "precision": "int8-dynamic", "int8": "dynamic (MatMulInteger)",
+         "float": "node_MatMul_94 (layer.0.output.dense)"},
+    ]
+
+
 def test_sequence_classification_head(tmp_path):
     import onnxruntime as ort
 

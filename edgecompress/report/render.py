@@ -88,6 +88,40 @@ def io_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
+def _counts(names: list[str]) -> str:
+    c: dict[str, int] = {}
+    for n in names:
+        k = n.split("#")[0]
+        c[k] = c.get(k, 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in c.items())
+
+
+_QUANT_NOTE = ("TFLite: op kinds with an int8 / with a float tensor, read from the file (dynamic-range "
+               "ops have int8 weights and float activations, so they count in both). ONNX int8-dynamic: "
+               "the MatMuls kept fp32 because int8 moved the output most.")
+
+
+def quant_rows(report: Report) -> list[dict[str, str]]:
+    """[issue #6] Which ops of each quantized artifact are int8 and which stayed float: TFLite op
+    kinds from the file (mixed models included), ONNX int8-dynamic MatMuls kept fp32."""
+    rows = []
+    for a in report.artifacts:
+        d = a.get("details") or {}
+        if a.get("precision") in ("fp32", "fp16"):
+            continue
+        if "int8_ops" in d:
+            int8 = ", ".join(f"{k} x{v}" for k, v in d["int8_ops"].items())
+            flt = _counts([o for o in d.get("float_ops", []) if "#" in o])
+        elif (q := d.get("quantization")) and isinstance(q, dict) and "float_nodes" in q:
+            int8 = str(q.get("format", ""))
+            flt = ", ".join(f"{f['node']} ({f.get('layer', '')})" for f in q["float_nodes"]) or "none"
+        else:
+            continue
+        rows.append({"format": str(a.get("format")), "precision": str(a.get("precision")),
+                     "int8": int8 or "none", "float": flt or "none"})
+    return rows
+
+
 def _md_table(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "_none_\n"
@@ -154,6 +188,10 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts.append(_md_table(table_rows(report)))
     parts.append("\n## Runtimes and I/O contract\n")
     parts.append(_md_table(io_rows(report)))
+    if quant_rows(report):
+        parts.append("\n## Quantized and float ops\n")
+        parts.append(f"{_QUANT_NOTE}\n")
+        parts.append(_md_table(quant_rows(report)))
     if report.steps:
         parts.append("\n## Compression steps\n")
         parts.append(_md_table(_steps_rows(report)))
@@ -220,6 +258,9 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
     parts += ["<h2>Runtimes and I/O contract</h2>",
               "<p class=note>int8 tensors: real value = scale × (q − zero point).</p>",
               _html_table(io_rows(report), status_col=False)]
+    if quant_rows(report):
+        parts += ["<h2>Quantized and float ops</h2>", f"<p class=note>{html.escape(_QUANT_NOTE)}</p>",
+                  _html_table(quant_rows(report), status_col=False)]
     if report.steps:
         parts += ["<h2>Compression steps</h2>", _html_table(_steps_rows(report), status_col=False)]
     if report.baseline.get("regressions") is not None:
