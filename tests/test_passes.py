@@ -276,10 +276,36 @@ def _input_observer(prepared):
     raise AssertionError("no observer on the input")
 
 
+def test_qat_folds_batchnorm_with_its_own_eps(digits_spec, digits_calib):
+    # [issue #4] prepare_qat_pt2e's conv-BN fusion rebuilt every BatchNorm with eps 1e-5; with
+    # EfficientNet-Lite's 1e-3 the prepared graph, fake quantization off, already disagreed with
+    # fp32 (95 % agreement). BN is folded first, with its own eps; nothing is left to drift.
+    import copy
+
+    from torch import nn
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    from edgecompress.passes import qat as qat_mod
+
+    m = copy.deepcopy(digits_spec.module).eval()
+    bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+    assert bns
+    for b in bns:
+        b.eps = 0.1  # far from the 1e-5 default, so a lost eps shows
+    prepared = qat_mod.prepare(m, digits_spec.example_inputs(2), qat_mod.QATConfig())
+    assert not [n for n in prepared.graph.nodes if "batch_norm" in str(n.target)]
+    move_exported_model_to_eval(prepared)
+    for f in qat_mod.fake_quantizers(prepared):
+        f.disable_fake_quant()
+    x = torch.from_numpy(digits_calib.x[:128])
+    with torch.no_grad():
+        assert torch.allclose(prepared(x), m(x), atol=1e-4)
+
+
 @pytest.mark.parametrize("frozen", [True, False])
-def test_qat_calibrates_all_batches_then_freezes_batchnorm_and_ranges(digits_spec, digits_calib, frozen):
-    # [issue #4] EfficientNet-Lite0: QAT trained in train mode, its moving-average observers kept
-    # the first training batch's ranges and BatchNorm drifted; int8 top-1 81.6 % vs PTQ 87.0 %.
+def test_qat_calibrates_all_batches_then_freezes_ranges(digits_spec, digits_calib, frozen):
+    # [issue #4] EfficientNet-Lite0: QAT's moving-average observers kept the first training
+    # batch's ranges (seen in train mode); int8 top-1 81.6 % vs PTQ 87.0 %.
     import copy
 
     from edgecompress.passes import qat as qat_mod
@@ -292,13 +318,10 @@ def test_qat_calibrates_all_batches_then_freezes_batchnorm_and_ranges(digits_spe
         lr=1e-3,
         batch_size=64,
         calib_samples=256,
-        freeze_bn=frozen,
         freeze_observers=frozen,
         distill={"shift": 0, "bn_recalib": False},
     )
     prepared = qat_mod.prepare(copy.deepcopy(digits_spec.module), digits_spec.example_inputs(2), cfg)
-    bn = {k: v.clone() for k, v in prepared.named_buffers() if "running_" in k}
-    assert bn
     fq = _input_observer(prepared)
     assert qat_mod.calibrate(prepared, cal.x, 64) > 4
     top = float(cal.x.max())
@@ -306,10 +329,8 @@ def test_qat_calibrates_all_batches_then_freezes_batchnorm_and_ranges(digits_spe
     assert float(fq.scale) == pytest.approx(top / 255, rel=1e-3)  # uint8, min 0
     log = qat_mod.train_prepared(prepared, digits_spec.module, cal, cfg, progress=False)
     assert log["calibrated_on"] == 256 and log["epochs"] == 1
-    after = dict(prepared.named_buffers())
-    bn_same = all(torch.equal(v, after[k]) for k, v in bn.items())
-    range_same = float(fq.activation_post_process.max_val) == pytest.approx(top)
-    assert bn_same == frozen and range_same == frozen
+    # frozen: training batches (most without the extreme sample) leave the range alone
+    assert (float(fq.activation_post_process.max_val) == pytest.approx(top)) == frozen
 
 
 def test_qat_calibration_covers_every_tensor_an_observer_sees(digits_spec, digits_calib):
