@@ -107,15 +107,41 @@ def _is_float(v: Any) -> bool:
 
 
 def _skip_integer_nodes(gm: GraphModule) -> None:
-    """Mark ops that produce or read integer tensors as already annotated, so no annotator puts a
-    quantize_per_tensor on them. [issue #6] BERT's `position_ids = arange(...)` + offset is an int64
-    `add`, which the stock `add` annotator quantized (the lowering then fails: "Expecting input to
-    have dtype torch.float32, but got dtype: torch.int64")."""
+    """Mark ops that no annotator may quantize as already annotated: ops that produce or read
+    integer tensors, and ops reading a float tensor computed from integer inputs alone (no weight).
+
+    [issue #6] BERT's `position_ids = arange(...)` + offset is an int64 `add`, which the stock `add`
+    annotator quantized (lowering failed: "Expecting input to have dtype torch.float32, but got
+    dtype: torch.int64"). The attention mask becomes `(1 - mask) * finfo.min`, added to the scores:
+    with that add int8 the mask's -3.4e38 range makes LiteRT's quantized ADD abort (SIGABRT) in
+    `allocate_tensors` (the same add wrecked ORT's static QDQ, see exporters/onnx.py); it stays float.
+    """
+    from_ints: set[Node] = set()
+    # Constants: made in the graph (arange, zeros, ...) or lifted scalars / integer tensors, and
+    # anything computed from them alone. Float weights are not constants here.
+    consts: set[Node] = set()
+    for n in gm.graph.nodes:
+        ins = n.all_input_nodes
+        if n.op == "get_attr":
+            t = getattr(gm, str(n.target), None)
+            if isinstance(t, torch.Tensor) and (t.numel() <= 1 or not t.is_floating_point()):
+                consts.add(n)
+        elif n.op == "placeholder":
+            if not _is_float(n.meta.get("val")):
+                from_ints.add(n)
+        elif n.op == "call_function" and all(a in consts for a in ins):
+            consts.add(n)
+        elif n.op == "call_function" and all(a in from_ints or a in consts for a in ins):
+            from_ints.add(n)
     for n in gm.graph.nodes:
         if n.op != "call_function" or "quantization_annotation" in n.meta:
             continue
-        ins = [a.meta.get("val") for a in n.all_input_nodes]
-        if not _is_float(n.meta.get("val")) or not all(map(_is_float, ins)):
+        ins = n.all_input_nodes
+        if (
+            not _is_float(n.meta.get("val"))
+            or not all(_is_float(a.meta.get("val")) for a in ins)
+            or any(a in from_ints for a in ins)
+        ):
             n.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
 
 

@@ -304,6 +304,28 @@ def test_tflite_encoder_matches_torch(tiny_spec, tmp_path, precision):
     assert cos.min() >= (0.999 if precision == "fp32" else 0.99), cos
 
 
+def test_tflite_encoder_full_int8_is_mixed_and_close(tiny_spec, tiny_data, tmp_path):
+    """Full-int8 TFLite of an encoder: the FULLY_CONNECTED layers are int8; LayerNorm, SOFTMAX and
+    the attention-mask add stay float, so it needs --allow-mixed and says which ops are float."""
+    from edgecompress.data.text import get_tokenizer, tokenize
+    from edgecompress.errors import ExportError
+    from edgecompress.exporters import ExportOptions, export
+    from edgecompress.targets import bench
+
+    with pytest.raises(ExportError, match="stayed float"):
+        export(tiny_spec, "tflite", "int8", tmp_path / "strict", tiny_data)
+    art = export(tiny_spec, "tflite", "int8", tmp_path, tiny_data, ExportOptions(allow_mixed=True))
+    d = art.details
+    assert d["mixed"] and d["int8_ops"]["FULLY_CONNECTED"] == 12
+    float_kinds = {o.split("#")[0] for o in d["float_ops"]}
+    assert {"SOFTMAX", "RSQRT"} <= float_kinds
+    runner = bench.LiteRtRunner(str(art.path), 1, None, "")
+    x = tokenize(SENTENCES, get_tokenizer(tiny_spec.extra["tokenizer"]), 12)
+    out = np.concatenate([bench._run(runner, {k: v[i:i + 1] for k, v in x.items()})
+                          for i in range(len(SENTENCES))])
+    assert _cos(out, _torch_out(tiny_spec, x)).min() >= 0.99
+
+
 def test_report_lists_int8_and_float_ops():
     from edgecompress.report.model import Report
     from edgecompress.report.render import quant_rows
