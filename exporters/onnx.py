@@ -207,7 +207,8 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
     return {"calibration": {"method": options.calib_method, "samples": len(calib),
                             "percentile": options.percentile if options.calib_method == "percentile" else None},
             "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric",
-                             "activations": "uint8 per-tensor asymmetric", "float_nodes": excluded}}
+                             "activations": "uint8 per-tensor asymmetric",
+                             "float_nodes": [{"node": n, "why": "float_first"} for n in excluded]}}
 
 
 def _linear_sensitivity(module: Any, feeds: list[dict[str, Any]]) -> dict[str, float]:

@@ -96,13 +96,20 @@ def test_float_first_leaves_the_stem_float(tmp_path, digits_spec, digits_calib, 
     convs = [n for n in q.graph.node if n.op_type == "Conv"]
     producers = {o: n.op_type for n in q.graph.node for o in n.output}
     # The first conv reads float weights and a float input; every later conv reads dequantized ones.
-    assert convs[0].name in art.details["quantization"]["float_nodes"]
+    assert [f["node"] for f in art.details["quantization"]["float_nodes"]] == [convs[0].name]
     assert producers.get(convs[0].input[1]) != "DequantizeLinear"
     assert producers.get(convs[0].input[0]) != "DequantizeLinear"
     assert all(producers.get(c.input[1]) == "DequantizeLinear" for c in convs[1:])
     (m,) = validate([art], "x86-local", digits_eval, digits_reference, ValidateSettings(runs=3, warmup=1),
                     progress=False)
     assert m.status == "ok" and m.drift["top1_agreement"] >= 0.97, m.drift
+    # the report names the float layer in its "Quantized and float ops" section
+    from edgecompress.report.model import Report, artifact_row
+    from edgecompress.report.render import quant_rows, to_html, to_markdown
+
+    report = Report(model={"name": "digits"}, target="x86-local", artifacts=[artifact_row(m.to_dict())])
+    assert quant_rows(report)[0]["float"] == convs[0].name
+    assert convs[0].name in to_markdown(report, None) and convs[0].name in to_html(report)
     with pytest.raises(Exception, match="float_first -1"):
         export(digits_spec, "onnx", "int8", tmp_path / "neg", digits_calib, ExportOptions(float_first=-1))
     assert not (tmp_path / "neg").exists() or not list((tmp_path / "neg").glob("*.onnx"))

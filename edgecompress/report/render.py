@@ -114,7 +114,8 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
             flt = _counts([o for o in d.get("float_ops", []) if "#" in o])
         elif (q := d.get("quantization")) and isinstance(q, dict) and "float_nodes" in q:
             int8 = str(q.get("format", ""))
-            flt = ", ".join(f"{f['node']} ({f.get('layer', '')})" for f in q["float_nodes"]) or "none"
+            flt = ", ".join(f["node"] + (f" ({f['layer']})" if f.get("layer") else "")
+                            for f in q["float_nodes"]) or "none"
         else:
             continue
         rows.append({"format": str(a.get("format")), "precision": str(a.get("precision")),
