@@ -2,19 +2,26 @@
 -10/-20/-30 % MACs with and without KD, QAT (KD objective) vs PTQ int8, and the chained recipe
 docs/recipes/efficientnet-lite0.yaml (prune -> KD -> QAT -> export) end to end.
 
-    nice -n 19 .venv/bin/python benchmarks/compress_effnet.py [--skip-chain | --chain-report DIR]
+    nice -n 15 .venv/bin/python benchmarks/compress_effnet.py [--stage prune|int8|chain|all]
+        [--points 10,30,20] [--chain-report DIR]
 
-`--chain-report DIR` reads the report.json that `edgecompress run docs/recipes/efficientnet-lite0.yaml
--o DIR` wrote (run it beside this script) instead of running the recipe here.
+Each stage writes its own section of RESULTS-compress.md (so stages can run separately or side by
+side):
+- `prune`: for every MACs target in --points, the pruned model as it is, with its BatchNorm stats
+  re-estimated on the distillation half (no training), and after 1 KD epoch (teacher = fp32);
+- `int8`: PTQ (ORT QDQ) vs QAT (KD objective), both exported to ONNX QDQ and run in ORT on the
+  eval half, plus OpenVINO running each QDQ file (default precision hint and f32);
+- `chain`: the recipe, or with `--chain-report DIR` the report.json that `edgecompress run
+  docs/recipes/efficientnet-lite0.yaml -o DIR` wrote.
 
 The 1000 images are split by a fixed seed (0) into a distillation half and an evaluation half;
 both are preprocessed once (efficientnet-lite preset) and cached as .npz in benchmarks/.cache/.
-Every stage appends its rows to benchmarks/RESULTS-compress.md as soon as it finishes, so an
-interrupted run still leaves what it measured.
+Every row is written as soon as it is measured, so an interrupted run still leaves what it measured.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 import time
@@ -34,8 +41,15 @@ from edgecompress.passes._common import evaluate, model_stats
 from edgecompress.paths import imagenet_sample
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-TITLE = "EfficientNet-Lite0 (imagenet-sample-1k, 500 distill / 500 eval, seed 0)"
+SPLIT = "imagenet-sample-1k, 500 distill / 500 eval, seed 0"
+TITLES = {
+    "prune": f"EfficientNet-Lite0: pruning, top-1 vs MACs, with and without KD ({SPLIT})",
+    "int8": f"EfficientNet-Lite0: int8 PTQ vs QAT ({SPLIT})",
+    "chain": f"EfficientNet-Lite0: chained recipe ({SPLIT})",
+}
 KD = {"epochs": 1, "lr": 3e-4, "batch_size": 32, "shift": 0, "hflip": True}
+# QAT: calibrate on 300 distillation images first, BatchNorm and ranges frozen (the pass defaults)
+QAT = {"epochs": 1, "lr": 2e-5, "batch_size": 32, "distill": {"shift": 0, "hflip": False}}
 # Per-layer uniform ratio found by bisection on MACs; channel counts rounded to the nearest multiple
 # of 8; the stem and the 1280-wide head kept whole (the classifier always is).
 PRUNE = {"ratio": None, "round_to": 8, "ignore_stem": True, "ignore_head": True}
@@ -59,7 +73,7 @@ def halves() -> tuple[Dataset, Dataset]:
     return out[0], out[1]
 
 
-def ort_top1(spec, precision, calib, ev, td) -> tuple[float, float, int]:
+def ort_top1(spec, precision, calib, ev, td) -> tuple[float, np.ndarray, int, Path]:
     import onnxruntime as ort
 
     art = export(spec, "onnx", precision, td, calib)
@@ -67,95 +81,172 @@ def ort_top1(spec, precision, calib, ev, td) -> tuple[float, float, int]:
     so.intra_op_num_threads = 1
     s = ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
-    out = np.concatenate([s.run(None, {name: ev.x[i:i + 32]})[0] for i in range(0, len(ev), 32)])
-    return float((out.argmax(1) == ev.y).mean()), out, art.size_bytes
+    out = np.concatenate([s.run(None, {name: ev.x[i : i + 32]})[0] for i in range(0, len(ev), 32)])
+    return float((out.argmax(1) == ev.y).mean()), out, art.size_bytes, Path(art.path)
+
+
+def ov_outputs(onnx_path: Path, ev, hint: str | None) -> np.ndarray:
+    """OpenVINO running a QDQ ONNX file (as the OpenVINO exporter converts a QAT model)."""
+    import openvino as ov
+
+    core = ov.Core()
+    cfg = {"INFERENCE_NUM_THREADS": 1, **({"INFERENCE_PRECISION_HINT": hint} if hint else {})}
+    c = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
+    return np.concatenate([c(ev.x[i : i + 32])[0] for i in range(0, len(ev), 32)])
+
+
+def torch_outputs(module, ev) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([module(torch.from_numpy(ev.x[i : i + 32])).numpy() for i in range(0, len(ev), 32)])
+
+
+def drift(out: np.ndarray, ref: np.ndarray, y: np.ndarray) -> str:
+    """top-1 %, agreement with fp32 %, mean |logit - fp32 logit| as table cells."""
+    return (
+        f"{(out.argmax(1) == y).mean() * 100:.1f} | {(out.argmax(1) == ref.argmax(1)).mean() * 100:.1f} | "
+        f"{np.abs(out - ref).mean():.3f}"
+    )
 
 
 def chain_lines(report, recipe_name: str, md: Path) -> list[str]:
-    lines = ["", f"### Chained recipe `{recipe_name}` (prune −20 % MACs -> KD -> QAT -> ONNX + OpenVINO int8)",
-             "", f"Command: `{report.command}`", "",
-             "| step | params | MACs | size MB | top-1 % | α | β | γ | ΔA pt |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"### Chained recipe `{recipe_name}` (prune −20 % MACs -> KD -> QAT -> ONNX + OpenVINO int8)",
+        "",
+        f"Command: `{report.command}`",
+        "",
+        "| step | params | MACs | size MB | top-1 % | α | β | γ | ΔA pt |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in report.steps:
         r = s["ratios"]
-        lines.append(f"| {s['name']} | {s['params']:,} | {s['macs']:,} | {s['size_bytes'] / 1e6:.2f} | "
-                     f"{(s['metric'] or 0) * 100:.1f} | {r['alpha']:.3f} | {r['beta']:.3f} | {r['gamma']:.3f} | "
-                     f"{(s['delta_metric'] or 0) * 100:+.1f} |")
-    lines += ["", "| artifact | size MB | p50 ms | top-1 % | agreement with QAT torch % | status |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {s['name']} | {s['params']:,} | {s['macs']:,} | {s['size_bytes'] / 1e6:.2f} | "
+            f"{(s['metric'] or 0) * 100:.1f} | {r['alpha']:.3f} | {r['beta']:.3f} | {r['gamma']:.3f} | "
+            f"{(s['delta_metric'] or 0) * 100:+.1f} |"
+        )
+    lines += [
+        "",
+        "| artifact | size MB | p50 ms | top-1 % | agreement with QAT torch % | status |",
+        "|---|---|---|---|---|---|",
+    ]
     for a in report.artifacts:
-        lines.append(f"| {a['format']} {a['precision']} | {a['size_bytes'] / 1e6:.2f} | "
-                     f"{a['latency_ms'].get('p50', float('nan')):.2f} | "
-                     f"{a['metrics'].get('top1', float('nan')) * 100:.1f} | "
-                     f"{a['drift'].get('top1_agreement', float('nan')) * 100:.1f} | {a['status']} |")
+        lines.append(
+            f"| {a['format']} {a['precision']} | {a['size_bytes'] / 1e6:.2f} | "
+            f"{a['latency_ms'].get('p50', float('nan')):.2f} | "
+            f"{a['metrics'].get('top1', float('nan')) * 100:.1f} | "
+            f"{a['drift'].get('top1_agreement', float('nan')) * 100:.1f} | {a['status']} |"
+        )
     lines.append(f"\nReport: `{md}`.")
     return lines
 
 
+def stage_prune(spec, train, ev, points, lines, flush) -> None:
+    from edgecompress.passes.distill import recalibrate_bn
+
+    base = {**model_stats(spec), "top1": evaluate(spec.module, ev)["top1"]}
+    lines += [
+        "",
+        "Per-layer uniform ratio found by bisection on MACs, magnitude importance, channels to the nearest "
+        "multiple of 8, stem and 1280-wide head kept whole. *BN re-est.*: BatchNorm running stats "
+        "re-estimated on the 500 distillation images (forward passes, no training). *KD*: 1 epoch "
+        f"(16 steps) on the distillation half, teacher = fp32, `{KD}`, BN re-estimated at the end.",
+        "",
+        "| variant | MACs (M) | β | params (M) | α | top-1 % | Δ pt | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def add(name, s, t):
+        st = {**model_stats(s), "top1": evaluate(s.module, ev)["top1"]}
+        lines.append(
+            f"| {name} | {st['macs'] / 1e6:.0f} | {st['macs'] / base['macs']:.3f} | "
+            f"{st['params'] / 1e6:.2f} | {st['params'] / base['params']:.3f} | {st['top1'] * 100:.1f} | "
+            f"{(st['top1'] - base['top1']) * 100:+.1f} | {time.time() - t:.0f} |"
+        )
+        flush("(running)")
+
+    add("fp32", spec, time.time())
+    x = torch.from_numpy(train.x)
+    for t in points:
+        t0 = time.time()
+        pruned = edgecompress.prune(spec, target_macs=t, progress=False, **PRUNE)
+        add(f"prune −{int(t * 100)} % MACs, as pruned", pruned, t0)
+        t0 = time.time()
+        bn = pruned.replace(module=copy.deepcopy(pruned.module))
+        recalibrate_bn(bn.module, x, 32, len(x) // 32 + 1)
+        add(f"prune −{int(t * 100)} % MACs, BN re-est.", bn, t0)
+        t0 = time.time()
+        kd = edgecompress.distill(pruned, KD, data=train, teacher=spec, progress=True)
+        add(f"prune −{int(t * 100)} % MACs + KD 1 ep", kd, t0)
+
+
+def stage_int8(spec, train, ev, lines, flush) -> None:
+    ref = torch_outputs(spec.module, ev)
+    lines += [
+        "",
+        "Both int8 models exported to ONNX QDQ and run in ONNX Runtime (1 thread) on the 500 eval images; "
+        "the same QDQ files then run in OpenVINO (as the OpenVINO exporter converts a QAT model). "
+        "Agreement and mean |Δlogit| are against the fp32 torch model.",
+        "",
+        "| variant | runtime | file MB | top-1 % | agreement with fp32 % | mean abs Δlogit | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines.append(f"| fp32 | torch | — | {drift(ref, ref, ev.y)} | — |")
+    # QAT first (calibration only, then trained), PTQ last
+    runs = [
+        ("QAT, calibration only (0 epochs)", {**QAT, "epochs": 0}),
+        (f"QAT 1 ep KD, lr {QAT['lr']}", QAT),
+        ("PTQ (ORT QDQ, percentile 99.999, 300 distill images)", None),
+    ]
+    with tempfile.TemporaryDirectory() as td:
+        for i, (name, cfg) in enumerate(runs):
+            t0 = time.time()
+            if cfg is None:
+                _, out, size, path = ort_top1(spec, "int8", train.take(slice(0, 300)), ev, Path(td) / str(i))
+            else:
+                q = edgecompress.qat(spec, cfg, data=train, progress=True)
+                lines.append(f"| {name} | torch (converted) | — | {drift(torch_outputs(q.module, ev), ref, ev.y)} | |")
+                _, out, size, path = ort_top1(q, "int8", None, ev, Path(td) / str(i))
+            lines.append(f"| {name} | ORT | {size / 1e6:.2f} | {drift(out, ref, ev.y)} | {time.time() - t0:.0f} |")
+            flush("(running)")
+            for hint in (None, "f32"):
+                lines.append(
+                    f"| {name}, same QDQ file | OpenVINO ({hint or 'default hint'}) | | "
+                    f"{drift(ov_outputs(path, ev, hint), ref, ev.y)} | |"
+                )
+            flush("(running)")
+
+
 def main() -> None:
     torch.set_num_threads(1)
-    t0 = time.time()
-    head = header(TITLE)
-    lines = [head]
-
-    def flush(note: str = "") -> None:
-        write_section(TITLE, "\n".join([*lines, note, f"Elapsed {time.time() - t0:.0f} s.", end_line()]))
-
+    stage = sys.argv[sys.argv.index("--stage") + 1] if "--stage" in sys.argv else "all"
+    points = [0.1, 0.3, 0.2]
+    if "--points" in sys.argv:
+        points = [int(p) / 100 for p in sys.argv[sys.argv.index("--points") + 1].split(",")]
     train, ev = halves()
     spec = load_model("zoo:efficientnet-lite0")
-    base = {**model_stats(spec), "top1": evaluate(spec.module, ev)["top1"]}
-    ref = None
-    lines += ["", "### Pruning (magnitude, per layer, round_to 8, stem/head kept): top-1 vs MACs, 500 eval images", "",
-              "| variant | MACs (M) | β | params (M) | α | top-1 % | Δ pt | KD |", "|---|---|---|---|---|---|---|---|"]
+    for name in ("prune", "int8", "chain") if stage == "all" else (stage,):
+        t0 = time.time()
+        lines = [header(TITLES[name])]
 
-    def add(name, s, kd):
-        st = {**model_stats(s), "top1": evaluate(s.module, ev)["top1"]}
-        lines.append(f"| {name} | {st['macs'] / 1e6:.0f} | {st['macs'] / base['macs']:.3f} | "
-                     f"{st['params'] / 1e6:.2f} | {st['params'] / base['params']:.3f} | {st['top1'] * 100:.1f} | "
-                     f"{(st['top1'] - base['top1']) * 100:+.1f} | {kd} |")
-        flush("(running)")
+        def flush(note: str = "", name=name, lines=lines, t0=t0) -> None:
+            write_section(TITLES[name], "\n".join([*lines, note, f"Elapsed {time.time() - t0:.0f} s.", end_line()]))
 
-    add("fp32", spec, "—")
-    pruned = {}
-    for t in (0.1, 0.2, 0.3):
-        pruned[t] = edgecompress.prune(spec, target_macs=t, progress=False, **PRUNE)
-        add(f"prune −{int(t * 100)} % MACs", pruned[t], "no")
-    lines += ["", "### int8: PTQ vs QAT (KD objective), ONNX Runtime QDQ, 1 thread", "",
-              "| variant | file MB | top-1 % | Δ vs fp32 pt | agreement with fp32 % |", "|---|---|---|---|---|"]
-    with torch.no_grad():
-        ref = np.concatenate([spec.module(torch.from_numpy(ev.x[i:i + 32])).numpy()
-                              for i in range(0, len(ev), 32)])
-    with tempfile.TemporaryDirectory() as td:
-        for name, s, prec, calib in [("PTQ (ORT MinMax, 300 distill-half images)", spec, "int8",
-                                      train.take(slice(0, 300)))]:
-            acc, out, size = ort_top1(s, prec, calib, ev, td)
-            lines.append(f"| {name} | {size / 1e6:.2f} | {acc * 100:.1f} | {(acc - base['top1']) * 100:+.1f} | "
-                         f"{(out.argmax(1) == ref.argmax(1)).mean() * 100:.1f} |")
-            flush("(running)")
-        q = edgecompress.qat(spec, epochs=1, lr=2e-5, batch_size=32, data=train,
-                             distill={"shift": 0, "hflip": True}, progress=True)
-        acc, out, size = ort_top1(q, "int8", None, ev, td)
-        lines.append(f"| QAT 1 ep on the 500 distill images (KD, lr 2e-5) | {size / 1e6:.2f} | {acc * 100:.1f} | "
-                     f"{(acc - base['top1']) * 100:+.1f} | {(out.argmax(1) == ref.argmax(1)).mean() * 100:.1f} |")
-        flush("(running)")
-    lines += ["", "### Pruning + KD (1 epoch on the 500 distillation images, teacher = fp32)", "",
-              "| variant | MACs (M) | β | params (M) | α | top-1 % | Δ pt | KD |", "|---|---|---|---|---|---|---|---|"]
-    for t in (0.1, 0.2, 0.3):
-        kd = edgecompress.distill(pruned[t], KD, data=train, teacher=spec, progress=True)
-        add(f"prune −{int(t * 100)} % MACs + KD", kd, "1 ep")
-    recipe = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "efficientnet-lite0.yaml"
-    if "--chain-report" in sys.argv:  # the recipe ran separately via `edgecompress run ... -o DIR`
-        from edgecompress.report.model import Report
+        if name == "prune":
+            stage_prune(spec, train, ev, points, lines, flush)
+        elif name == "int8":
+            stage_int8(spec, train, ev, lines, flush)
+        else:
+            recipe = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "efficientnet-lite0.yaml"
+            if "--chain-report" in sys.argv:  # the recipe ran separately via `edgecompress run ... -o DIR`
+                from edgecompress.report.model import Report
 
-        rdir = Path(sys.argv[sys.argv.index("--chain-report") + 1])
-        while not (rdir / "report.json").exists():  # it may still be running beside this script
-            flush(f"(waiting for {rdir}/report.json)")
-            time.sleep(30)
-        lines.extend(chain_lines(Report.load(rdir / "report.json"), recipe.name, rdir / "report.md"))
-    elif "--skip-chain" not in sys.argv:
-        report, paths = edgecompress.run_recipe(recipe, CACHE / "chain-out", progress=True)
-        lines.extend(chain_lines(report, recipe.name, paths["md"]))
-    flush("done")
+                rdir = Path(sys.argv[sys.argv.index("--chain-report") + 1])
+                lines.extend(chain_lines(Report.load(rdir / "report.json"), recipe.name, rdir / "report.md"))
+            else:
+                report, paths = edgecompress.run_recipe(recipe, CACHE / "chain-out", progress=True)
+                lines.extend(chain_lines(report, recipe.name, paths["md"]))
+        flush("done")
 
 
 if __name__ == "__main__":
