@@ -1,7 +1,8 @@
 """[issue #7] Keep memory flat when one process exports again and again (used by `api.export`).
 
 Measured on EfficientNet-Lite0 to TFLite, 3-4 exports in one process (benchmarks/RESULTS-load.md):
-RSS after each export grew ~150-200 MB per run. Three causes, none a reference of ours:
+RSS after each export grew ~150-200 MB per run. Three causes, none a reference of ours
+(4, OpenVINO, was found later):
 
 1. torch 2.13's strict `torch.export` (litert-torch's PT2E path, `_litert_convert._export`)
    installs every captured graph as a global `__compiled_fn_<n>_<uuid>` of
@@ -27,6 +28,20 @@ RSS after each export grew ~150-200 MB per run. Three causes, none a reference o
    and `malloc_trim` alone did not help. `pin_mmap_threshold` does that once per process, unless
    the user already set the threshold through the environment. Freed large blocks then go back
    to the OS at once; the price is an mmap/munmap per large allocation.
+4. OpenVINO's PyTorch frontend (`ov.convert_model` on an nn.Module: openvino/frontend/pytorch/
+   ts_decoder.py, `TorchScriptPythonDecoder`) runs `torch.jit.trace`, which compiles every
+   submodule's traced `forward` into TorchScript's process-wide CompilationUnit
+   (`torch.jit._state._python_cu`, one fresh `QualnameWrapper` class per submodule per trace);
+   the CU owns those functions for the life of the process, and
+   `torch.jit._recursive.concrete_type_store.methods_compiled` keeps their concrete types.
+   234 functions and ~19 MB per EfficientNet-Lite0 trace (about the model's weights), every
+   OpenVINO export (fp32, fp16, int8), 52 functions / ~3 MB for digits-cnn; a bare
+   `torch.jit.trace` loop grows the same. The CU can only drop all its functions
+   (`drop_all_functions`; a ScriptModule still using one would then crash), so
+   `forget_export_state` does it only when that is ours alone to drop: the CU held no function
+   before the export, every function now in it is a method of a class, no ScriptModule is alive
+   and no TorchScript class was scripted. Otherwise (the caller scripts models itself) it leaves
+   the CU alone and the old growth stays. ONNX (dynamo exporter) and TFLite do not trace.
 """
 
 from __future__ import annotations
@@ -43,6 +58,8 @@ _MODULE_CACHES = (
     ("torchao.utils", "_assert_and_get_unique_device"),
     ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
 )
+_JIT_STATE = "torch.jit._state"
+_JIT_RECURSIVE = "torch.jit._recursive"
 _M_MMAP_THRESHOLD = -3  # glibc malloc.h
 _MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
 _pinned: bool | None = None
@@ -53,11 +70,48 @@ def _capture_globals() -> dict | None:
     return vars(mod) if mod is not None else None
 
 
-def forget_export_state(before: set[str]) -> int:
+def _jit_functions() -> list | None:
+    """The functions of TorchScript's global CompilationUnit, or None if torch.jit is not loaded."""
+    state = sys.modules.get(_JIT_STATE)
+    cu = getattr(state, "_python_cu", None)
+    return cu.get_functions() if cu is not None else None
+
+
+def _forget_traced_functions(jit_before: int | None) -> int:
+    """Drop the TorchScript functions a trace left in the global CU (cause 4), if none is ours not
+    to drop; returns how many were dropped."""
+    if jit_before != 0:  # unknown (None), or functions someone else may still run
+        return 0
+    state = sys.modules[_JIT_STATE]
+    cu = state._python_cu
+    functions = cu.get_functions()
+    if not functions or getattr(state, "_script_classes", None):
+        return 0
+    if any(cu.get_class(f.qualified_name.rpartition(".")[0]) is None for f in functions):
+        return 0  # a free function (torch.jit.script at import time): a module may hold it
+    import gc
+
+    import torch
+
+    gc.collect()  # the traced ScriptModules are garbage by now; make sure they are gone
+    script_module = torch.jit.ScriptModule  # type(o), not isinstance: no __class__ of lazy proxies
+    if any(issubclass(type(o), script_module) for o in gc.get_objects()):
+        return 0
+    recursive = sys.modules.get(_JIT_RECURSIVE)
+    store = getattr(recursive, "concrete_type_store", None)
+    if store is not None:  # their types point at the functions: recompile rather than reuse them
+        store.methods_compiled.clear()
+        store.type_store.clear()
+    cu.drop_all_functions()
+    return len(functions)
+
+
+def forget_export_state(before: set[str], jit_before: int | None = None) -> int:
     """Drop the `__compiled_fn*` globals torch's strict export added since `before` (a snapshot of
-    functional_export's global names), empty the fake-tensor proxy map and torchao's device cache;
-    returns how many entries were dropped."""
-    dropped = 0
+    functional_export's global names), empty the fake-tensor proxy map and torchao's device cache,
+    and drop the TorchScript functions OpenVINO's trace compiled if the global CU had none before
+    (`jit_before`, see `_forget_traced_functions`); returns how many entries were dropped."""
+    dropped = _forget_traced_functions(jit_before)
     g = _capture_globals()
     if g is not None:
         for key in set(g) - before:
@@ -81,10 +135,12 @@ def released_export_state() -> Iterator[None]:
     """Run an export, then drop what torch's export machinery kept of it (see module doc)."""
     g = _capture_globals()
     before = set(g) if g is not None else set()
+    jit = _jit_functions()
+    jit_before = len(jit) if jit is not None else 0
     try:
         yield
     finally:
-        if forget_export_state(before):
+        if forget_export_state(before, jit_before):
             import gc
 
             gc.collect()  # the dropped graphs hold reference cycles (GraphModule <-> Graph <-> Node)

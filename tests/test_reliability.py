@@ -295,3 +295,28 @@ def test_repeated_tflite_export_keeps_no_torch_graphs(tmp_path, digits_spec):
     for i in range(2):
         export(digits_spec, "tflite", "fp32", tmp_path / str(i))
     assert live() == before
+
+
+def test_repeated_openvino_export_keeps_no_torchscript_functions(tmp_path, digits_spec):
+    """ov.convert_model traces the module with torch.jit.trace, which compiles every submodule's
+    forward into TorchScript's global CompilationUnit for good (~19 MB per EfficientNet-Lite0
+    export); `export` drops them when nothing else uses the CU, and leaves a caller's own
+    TorchScript alone."""
+    pytest.importorskip("openvino")
+    import torch
+
+    from edgecompress.exporters import export
+
+    cu = torch.jit._state._python_cu
+    if cu.get_functions():
+        pytest.skip("another test left TorchScript functions in this process")
+    export(digits_spec, "openvino", "fp32", tmp_path / "warm")  # imports, first trace
+    for i in range(2):
+        export(digits_spec, "openvino", "fp32", tmp_path / str(i))
+        assert cu.get_functions() == []
+
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))  # the caller's own TorchScript: kept
+    kept = len(cu.get_functions())
+    export(digits_spec, "openvino", "fp32", tmp_path / "scripted")
+    assert len(cu.get_functions()) >= kept
+    assert scripted(torch.ones(1, 2)).shape == (1, 2)
