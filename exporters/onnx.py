@@ -391,6 +391,10 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
     # [issue #4] An already-quantized spec (QAT pass: spec.extra["quantized"] = "qat") carries its
     # own Q/DQ ops: int8 is the dynamo export of that graph (real QDQ int8), with no ORT PTQ on top.
     prequant = spec.extra.get("quantized") if spec.module is not None else None
+    # checked before any work: the model's own default unless the caller set it
+    first = options.float_first if options.float_first is not None else int(spec.extra.get("onnx_int8_float_first", 0))
+    if first < 0:
+        raise ConfigError(f"float_first {first}: must be >= 0")
     if prequant and precision != "int8":
         raise ConfigError(f"onnx {precision}: model {spec.name} is already int8 ({prequant}); "
                           "export it as int8")
@@ -424,11 +428,6 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                     # attention-mask Add (range ~ -3e38..0) wrecked MiniLM (cosine 0.35 vs fp32).
                     ops = (["MatMul", "Gemm", "Gather"]
                            if spec.task in ("embedding", "sequence-classification") else None)
-                    first = options.float_first
-                    if first is None:
-                        first = int(spec.extra.get("onnx_int8_float_first", 0))
-                    if first < 0:
-                        raise ConfigError(f"float_first {first}: must be >= 0")
                     details.update(quantize_onnx_int8(fp32, tmp, calib, spec.inputs[0].name, options,
                                                       ops, first))
                 except (DataError, ConfigError):
