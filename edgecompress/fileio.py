@@ -11,7 +11,9 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,18 +45,45 @@ def safe_child(root: Path, name: str) -> Path:
 
 
 @contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block ends, then raise it as KeyboardInterrupt.
+
+    Python delivers a signal at the first bytecode after the C call it arrived in: a Ctrl-C during
+    `mkstemp` surfaced before the temp file was inside `atomic_path`'s try, and the file stayed
+    behind (seen in CI when a fine-tune saving a checkpoint every epoch was interrupted).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    caught: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if caught and old is not signal.SIG_IGN:
+            if callable(old) and old is not signal.default_int_handler:
+                old(signal.SIGINT, None)
+            else:
+                raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
 
     The temporary name keeps the final suffix (some tools dispatch on it) and starts with `.tmp-`
-    so a crash leaves nothing that looks like an artifact.
+    so a crash leaves nothing that looks like an artifact. Creating and deleting the temp file are
+    shielded from Ctrl-C (the interrupt is raised just after), so an interrupted run leaves none.
     """
     final = Path(final)
     suffix = final.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.stem}-", suffix=suffix, dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        with _sigint_deferred():
+            fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.stem}-", suffix=suffix, dir=final.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise OutputError(f"{final}: the writer produced no data")
@@ -64,8 +93,9 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
             raise OutputError(f"{final}: no space left on device") from e
         raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with _sigint_deferred(), contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

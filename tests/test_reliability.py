@@ -149,6 +149,36 @@ def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
     assert torch.load(ck, weights_only=True)["epoch"] == 30
 
 
+@pytest.mark.parametrize("where", ["mkstemp", "unlink"])
+def test_ctrl_c_at_temp_file_creation_or_removal_leaves_no_temp(tmp_path, monkeypatch, where):
+    """A SIGINT arriving inside mkstemp (or the clean-up unlink) surfaces at the next bytecode;
+    it used to land outside atomic_path's try and leave `.tmp-*` behind (flaky CI, run 9)."""
+    import tempfile
+
+    from edgecompress import fileio
+
+    real_mkstemp, real_unlink = tempfile.mkstemp, Path.unlink
+
+    def mkstemp(*a, **k):
+        r = real_mkstemp(*a, **k)
+        os.kill(os.getpid(), signal.SIGINT)  # delivered before this function returns
+        return r
+
+    def unlink(self, *a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_unlink(self, *a, **k)
+
+    if where == "mkstemp":
+        monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp)
+    else:
+        monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt), fileio.atomic_path(tmp_path / "model.pt"):
+        assert where == "unlink", "the interrupt must stop the writer before it starts"
+        raise RuntimeError("writer failed")  # the temp must still be removed
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_failed_artifact_exits_4(tmp_path):
     # `raise typer.Exit(4)` (an artifact failed) used to exit 0 outside typer's standalone mode.
     bad = tmp_path / "bad.onnx"
