@@ -42,6 +42,14 @@ def _peak_mb() -> float:
     return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# ORT 1.32's CPU SkipLayerNormalization kernel (what SkipLayerNormFusion makes of Add + LayerNorm)
+# took 0.27 ms per call on a 128x384 MiniLM activation here, about 6x a plain LayerNormalization:
+# 3.3 ms of a 13.9 ms int8 forward. Unfused, MiniLM-L6 runs 30.2 -> 26.5 ms fp32 and 13.9 -> 10.7 ms
+# int8 (b1, s128, 1 thread; benchmarks/RESULTS-minilm.md), outputs equal to 1e-7. No pattern in a
+# CNN matches it. Deploy with the same `disabled_optimizers` (README, "ONNX Runtime settings").
+ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
 class OrtRunner:
     def __init__(self, path: str, threads: int, hint: str | None) -> None:
         import onnxruntime as ort
@@ -51,11 +59,13 @@ class OrtRunner:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
+                                         disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
         self.inputs = [i.name for i in self.sess.get_inputs()]
         self.info = {"name": "onnxruntime", "version": ort.__version__,
                      "settings": {"provider": "CPUExecutionProvider", "intra_op_threads": threads,
-                                  "graph_optimization": "ORT_ENABLE_ALL"}}
+                                  "graph_optimization": "ORT_ENABLE_ALL",
+                                  "disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS)}}
 
     def prepare(self, x):
         return x if isinstance(x, dict) else {self.inputs[0]: x}

@@ -175,6 +175,77 @@ def test_onnx_fp32_equals_torch_dynamic_batch_and_seq(tiny_spec, tmp_path):
         np.testing.assert_allclose(sess.run(None, x)[0], _torch_out(tiny_spec, x), atol=1e-5)
 
 
+def test_softmax_guard_keeps_masked_attention_equal(tmp_path):
+    """Softmax(Add(scores, mask)) gets `Max(x, ReduceMax(x) - 80)` in front (ORT's Softmax is ~9x
+    slower on logits 87 below the max); a Softmax not fed by an Add is left alone; outputs stay
+    equal, and the masked weights stay (nearly) zero."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper as h
+
+    from edgecompress.exporters._softmax_guard import guard_masked_softmax
+
+    f32 = onnx.TensorProto.FLOAT
+    g = h.make_graph(
+        [h.make_node("Add", ["s", "m"], ["a"]), h.make_node("Softmax", ["a"], ["y"], axis=-1),
+         h.make_node("Softmax", ["s"], ["z"], axis=-1)],
+        "g", [h.make_tensor_value_info("s", f32, [2, 4, 16]), h.make_tensor_value_info("m", f32, [2, 1, 16])],
+        [h.make_tensor_value_info("y", f32, [2, 4, 16]), h.make_tensor_value_info("z", f32, [2, 4, 16])])
+    path = tmp_path / "sm.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 20)], ir_version=10), str(path))
+    rng = np.random.default_rng(0)
+    feed = {"s": (5 * rng.standard_normal((2, 4, 16))).astype(np.float32), "m": np.zeros((2, 1, 16), np.float32)}
+    feed["m"][:, :, 5:] = np.finfo(np.float32).min  # padded keys
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert guard_masked_softmax(path) == 1
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops == ["Add", "ReduceMax", "Sub", "Max", "Softmax", "Softmax"]
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(after[1], before[1])
+    assert after[0][..., 5:].max() < 1e-30 and after[0][..., 5:].min() > 0  # normal, not denormal 0
+
+
+def test_encoder_export_guards_every_attention_softmax(tiny_spec, tmp_path):
+    import onnx
+
+    from edgecompress.exporters import export
+
+    art = export(tiny_spec, "onnx", "fp32", tmp_path)
+    ops = [x.op_type for x in onnx.load(str(art.path)).graph.node]
+    assert art.details["softmax_underflow_guard"] == ops.count("Softmax") == 2  # the tiny BERT's 2 layers
+    assert ops.count("ReduceMax") >= 2
+
+
+def test_ort_runner_leaves_add_layernorm_unfused(tiny_spec, tmp_path):
+    """The latency runner turns off ORT's SkipLayerNormFusion (its CPU kernel is ~6x slower than
+    LayerNorm here); the optimized graph must really lose the fused op, and outputs stay equal."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgecompress.data.text import get_tokenizer, tokenize
+    from edgecompress.exporters import export
+    from edgecompress.targets.bench import ORT_DISABLED_OPTIMIZERS, OrtRunner
+
+    art = export(tiny_spec, "onnx", "fp32", tmp_path)
+
+    def fused_ops(disabled):
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / f"opt{len(disabled)}.onnx")
+        sess = ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled))
+        return sess, {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+
+    default, ops = fused_ops(())
+    assert "SkipLayerNormalization" in ops  # else the setting is moot for this ORT version
+    _, ops = fused_ops(ORT_DISABLED_OPTIMIZERS)
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops
+    runner = OrtRunner(str(art.path), threads=1, hint=None)
+    assert runner.info["settings"]["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    x = tokenize(SENTENCES[:3], get_tokenizer(tiny_spec.extra["tokenizer"]), 16)
+    np.testing.assert_allclose(runner.infer(runner.prepare(x)), default.run(None, x)[0], atol=1e-5)
+
+
 @pytest.mark.parametrize("precision", ["int8-dynamic", "int8"])
 def test_onnx_int8_runs_and_keeps_cosine(tiny_spec, tiny_data, tmp_path, precision):
     import onnxruntime as ort
