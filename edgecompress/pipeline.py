@@ -153,7 +153,8 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
         artifacts.append(export(spec, fmt, precision, out_dir, calib, job.options))
     if job.do_validate:
-        measurements = validate(artifacts, profile or job.target, ev, ref_out, job.settings, job.progress)
+        measurements = validate(artifacts, profile or job.target, ev, ref_out, job.settings, job.progress,
+                                spec.task)
     else:
         from edgecompress.targets import Measurement
 

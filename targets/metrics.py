@@ -20,8 +20,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray | None) -> dic
     return out
 
 
-def drift(reference: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement (classifiers), mean cosine and max / mean absolute difference."""
+def drift(reference: np.ndarray, outputs: np.ndarray, classes: bool = True) -> dict[str, float]:
+    """Top-1 agreement (when the outputs are class scores: `classes`), mean cosine and max / mean
+    absolute difference. An embedding's argmax means nothing, so encoders pass classes=False."""
     ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
     out = outputs.reshape(outputs.shape[0], -1).astype(np.float64)
     if ref.shape != out.shape:
@@ -32,7 +33,7 @@ def drift(reference: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
     cos = np.where(denom > 0, (ref * out).sum(1) / np.maximum(denom, 1e-30), 1.0)
     d = {"cosine": float(cos.mean()), "cosine_min": float(cos.min()),
          "max_abs": float(np.abs(ref - out).max()), "mean_abs": float(np.abs(ref - out).mean())}
-    if ref.shape[1] > 1:
+    if classes and ref.shape[1] > 1:
         d["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
     return d
 

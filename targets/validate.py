@@ -86,8 +86,11 @@ def _inputs_file(data: Dataset, folder: Path) -> Path:
 
 def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local",
              eval_data: Dataset | None = None, reference: np.ndarray | None = None,
-             settings: ValidateSettings | None = None, progress: bool = True) -> list[Measurement]:
+             settings: ValidateSettings | None = None, progress: bool = True,
+             task: str = "classification") -> list[Measurement]:
     """Measure each artifact on `target`; compare its outputs on `eval_data` with `reference`.
+
+    `task` is the model's (ModelSpec.task): `embedding` outputs get no top-1 agreement.
 
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
@@ -138,7 +141,7 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
                         # top-1/5 for labelled images; STS Spearman for sentence pairs
                         m.metrics = task_metrics(outputs, eval_data)
                     if reference is not None:
-                        m.drift = drift(reference, outputs)
+                        m.drift = drift(reference, outputs, classes=task != "embedding")
             except EdgeCompressError as e:
                 m.status, m.error = "failed", str(e)
             out.append(m)

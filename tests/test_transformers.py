@@ -450,6 +450,7 @@ def test_pipeline_reports_spearman_and_cosine(tiny_spec, sts_file, tmp_path):
     assert rows["fp32"]["drift"]["cosine"] > 0.99999
     assert rows["int8-dynamic"]["drift"]["cosine"] > 0.95
     assert -1 <= rows["int8-dynamic"]["metrics"]["spearman"] <= 1
+    assert "top1_agreement" not in rows["int8-dynamic"]["drift"]  # an embedding's argmax means nothing
 
 
 # ---- the real model ----------------------------------------------------------------------------
