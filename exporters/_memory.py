@@ -2,7 +2,7 @@
 
 Measured on EfficientNet-Lite0 to TFLite, 3-4 exports in one process (benchmarks/RESULTS-load.md):
 RSS after each export grew ~150-200 MB per run. Three causes, none a reference of ours
-(4, OpenVINO, was found later):
+(4, OpenVINO, and 5, dynamo's guard finalizers, were found later):
 
 1. torch 2.13's strict `torch.export` (litert-torch's PT2E path, `_litert_convert._export`)
    installs every captured graph as a global `__compiled_fn_<n>_<uuid>` of
@@ -42,6 +42,25 @@ RSS after each export grew ~150-200 MB per run. Three causes, none a reference o
    before the export, every function now in it is a method of a class, no ScriptModule is alive
    and no TorchScript class was scripted. Otherwise (the caller scripts models itself) it leaves
    the CU alone and the old growth stays. ONNX (dynamo exporter) and TFLite do not trace.
+5. torch 2.13's dynamo guards (strict `torch.export` again, TFLite's path): `CheckFunctionManager.
+   id_ref` registers a `weakref.finalize(obj, partial(self.invalidate, ...))` for every object an
+   ID/type/module guard references: classes, code objects, modules, builtins, objects that live
+   as long as the process. The finalizer never runs, so CPython's finalize registry keeps each
+   export's CheckFunctionManager and its C++ guard tree (with the guards' captured stack
+   summaries) for good: 69 finalizers and ~6 k Python objects per TFLite fp32/fp16 export of
+   EfficientNet-Lite0, 279 / ~9 k per int8 export, ~12-15 MB RSS per TFLite export (after
+   gc.collect + malloc_trim, 5 exports per format in one process: fp32 712 -> 748 MB, fp16
+   703 -> 746 MB, dynamic-int8 721 -> 762 MB, i.e. ~55 MB per run of the four TFLite artifacts,
+   the bulk of bench_load's growth). torch's own comment in `CheckFunctionManager.__init__` knows
+   the finalizer can outlive the entry and only drops `output_graph`. `invalidate` acts only on a
+   guard manager installed in a code object's cache (`guard_manager.cache_entry`); export's
+   capture installs none, so the callback is a no-op: `forget_export_state` detaches the
+   finalizers registered during our call whose CheckFunctionManager has no cache entry, and
+   leaves any other (e.g. a `torch.compile` of the caller's) alone.
+Left (not ours, not cleared): the ONNX dynamo exporter keeps each export's ShapeEnv with its
+fake-tensor dispatch cache (~7 k objects per EfficientNet-Lite0 export, +0-4 MB RSS per run after
+malloc_trim); clearing ShapeEnv's method lru_caches and FakeTensorMode.cache does not free it
+(something outside the gc-visible graph, probably C++ SymInts, anchors it).
 """
 
 from __future__ import annotations
@@ -49,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import weakref
 from collections.abc import Iterator
 
 _CAPTURE_MODULE = "torch._dynamo.functional_export"
@@ -58,6 +78,7 @@ _MODULE_CACHES = (
     ("torchao.utils", "_assert_and_get_unique_device"),
     ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
 )
+_GUARDS_MODULE = "torch._dynamo.guards"
 _JIT_STATE = "torch.jit._state"
 _JIT_RECURSIVE = "torch.jit._recursive"
 _M_MMAP_THRESHOLD = -3  # glibc malloc.h
@@ -106,12 +127,45 @@ def _forget_traced_functions(jit_before: int | None) -> int:
     return len(functions)
 
 
-def forget_export_state(before: set[str], jit_before: int | None = None) -> int:
+def _finalizers() -> set:
+    """The weakref.finalize objects alive now (CPython keeps them in a class-level registry)."""
+    return set(getattr(weakref.finalize, "_registry", ()))
+
+
+def _forget_guard_finalizers(before: set) -> int:
+    """Detach the weakref finalizers dynamo's guards registered since `before` whose callback would
+    do nothing (cause 5); returns how many."""
+    guards = sys.modules.get(_GUARDS_MODULE)
+    cfm_type = getattr(guards, "CheckFunctionManager", None)
+    registry = getattr(weakref.finalize, "_registry", None)
+    if cfm_type is None or registry is None:
+        return 0
+    dropped = 0
+    for f in list(registry.keys() - before):
+        info = registry.get(f)
+        func = getattr(info, "func", None)
+        method = getattr(func, "func", None)  # functools.partial(cfm.invalidate, obj_str=...)
+        cfm = getattr(method, "__self__", None)
+        if type(cfm) is not cfm_type or getattr(method, "__name__", "") != "invalidate":
+            continue
+        # invalidate() only acts on a guard manager installed in a code object's cache; export's
+        # capture never installs one (cache_entry None), so the callback is a no-op: drop it.
+        if getattr(getattr(cfm, "guard_manager", None), "cache_entry", None) is not None:
+            continue
+        f.detach()
+        dropped += 1
+    return dropped
+
+
+def forget_export_state(before: set[str], jit_before: int | None = None, finalizers_before: set | None = None) -> int:
     """Drop the `__compiled_fn*` globals torch's strict export added since `before` (a snapshot of
     functional_export's global names), empty the fake-tensor proxy map and torchao's device cache,
-    and drop the TorchScript functions OpenVINO's trace compiled if the global CU had none before
-    (`jit_before`, see `_forget_traced_functions`); returns how many entries were dropped."""
+    drop the TorchScript functions OpenVINO's trace compiled if the global CU had none before
+    (`jit_before`, see `_forget_traced_functions`) and detach the no-op guard finalizers
+    registered since `finalizers_before` (cause 5); returns how many entries were dropped."""
     dropped = _forget_traced_functions(jit_before)
+    if finalizers_before is not None:
+        dropped += _forget_guard_finalizers(finalizers_before)
     g = _capture_globals()
     if g is not None:
         for key in set(g) - before:
@@ -137,10 +191,11 @@ def released_export_state() -> Iterator[None]:
     before = set(g) if g is not None else set()
     jit = _jit_functions()
     jit_before = len(jit) if jit is not None else 0
+    finalizers_before = _finalizers()
     try:
         yield
     finally:
-        if forget_export_state(before, jit_before):
+        if forget_export_state(before, jit_before, finalizers_before):
             import gc
 
             gc.collect()  # the dropped graphs hold reference cycles (GraphModule <-> Graph <-> Node)

@@ -306,19 +306,56 @@ def test_killed_checkpoint_write_is_cleaned_and_run_resumes(tmp_path, digits_spe
     assert torch.load(ck, weights_only=True)["epoch"] == 3
 
 
+def _guard_finalizers() -> int:
+    """weakref finalizers registered by dynamo's guards (CheckFunctionManager.invalidate)."""
+    import weakref
+
+    n = 0
+    for info in list(weakref.finalize._registry.values()):
+        method = getattr(info.func, "func", None)
+        n += type(getattr(method, "__self__", None)).__name__ == "CheckFunctionManager"
+    return n
+
+
+def test_strict_export_guard_finalizers_are_released():
+    """A strict torch.export registers a weakref.finalize per object its guards reference (types,
+    code objects, modules: objects that never die), each holding the CheckFunctionManager and its
+    guard tree (~12 MB per EfficientNet-Lite0 TFLite export); `released_export_state` detaches them
+    (their callback is a no-op: export installs no cache entry)."""
+    import torch
+
+    from edgecompress.exporters._memory import released_export_state
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu(x) + 1
+
+    args = (torch.ones(2, 3),)
+    start = _guard_finalizers()
+    torch.export.export(M(), args, strict=True)
+    if _guard_finalizers() == start:
+        pytest.skip("this torch's strict export registers no guard finalizers")
+    kept = _guard_finalizers()
+    for _ in range(2):
+        with released_export_state():
+            torch.export.export(M(), args, strict=True)
+        assert _guard_finalizers() == kept
+
+
 def test_repeated_tflite_export_keeps_no_torch_graphs(tmp_path, digits_spec):
     """torch's strict export leaves each captured graph (and the model's parameters) in the globals
-    of torch._dynamo.functional_export; `export` drops them, so repeated exports do not pile up."""
+    of torch._dynamo.functional_export, and its guards' weakref finalizers (CheckFunctionManager);
+    `export` drops them, so repeated exports do not pile up."""
     import gc
     import sys
 
     from edgecompress.exporters import export
 
-    def live() -> tuple[int, int]:
+    def live() -> tuple[int, int, int]:
         gc.collect()
         g = vars(sys.modules.get("torch._dynamo.functional_export", sys))
         graphs = sum(type(o).__name__ == "OptimizedModule" for o in gc.get_objects())
-        return sum(k.startswith("__compiled_fn") for k in g), graphs
+        return sum(k.startswith("__compiled_fn") for k in g), graphs, _guard_finalizers()
 
     export(digits_spec, "tflite", "fp32", tmp_path / "warm")  # imports, first capture
     before = live()
