@@ -2,7 +2,7 @@
 
 Measured on EfficientNet-Lite0 to TFLite, 3-4 exports in one process (benchmarks/RESULTS-load.md):
 RSS after each export grew ~150-200 MB per run. Three causes, none a reference of ours
-(4, OpenVINO, and 5, dynamo's guard finalizers, were found later):
+(4-6 were found later):
 
 1. torch 2.13's strict `torch.export` (litert-torch's PT2E path, `_litert_convert._export`)
    installs every captured graph as a global `__compiled_fn_<n>_<uuid>` of
@@ -57,6 +57,12 @@ RSS after each export grew ~150-200 MB per run. Three causes, none a reference o
    capture installs none, so the callback is a no-op: `forget_export_state` detaches the
    finalizers registered during our call whose CheckFunctionManager has no cache entry, and
    leaves any other (e.g. a `torch.compile` of the caller's) alone.
+6. torch.fx keeps the generated Python source of every GraphModule it ever compiled
+   (`torch.fx.graph_module._loader.eval_cache`, plus a lazy `linecache` entry each, for
+   tracebacks) for the life of the process: 67 graphs per TFLite fp32 export of digits-cnn or
+   EfficientNet-Lite0 (export, decompositions, litert-torch's passes), more for int8.
+   `forget_export_state` drops the keys that appeared during our call; a GraphModule made during
+   the export that someone still held would only lose its source lines in tracebacks.
 Left (not ours, not cleared): the ONNX dynamo exporter keeps each export's ShapeEnv with its
 fake-tensor dispatch cache (~7 k objects per EfficientNet-Lite0 export, +0-4 MB RSS per run after
 malloc_trim); clearing ShapeEnv's method lru_caches and FakeTensorMode.cache does not free it
@@ -79,6 +85,7 @@ _MODULE_CACHES = (
     ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
 )
 _GUARDS_MODULE = "torch._dynamo.guards"
+_FX_GRAPH_MODULE = "torch.fx.graph_module"
 _JIT_STATE = "torch.jit._state"
 _JIT_RECURSIVE = "torch.jit._recursive"
 _M_MMAP_THRESHOLD = -3  # glibc malloc.h
@@ -157,15 +164,45 @@ def _forget_guard_finalizers(before: set) -> int:
     return dropped
 
 
-def forget_export_state(before: set[str], jit_before: int | None = None, finalizers_before: set | None = None) -> int:
+def _fx_sources() -> set[str]:
+    """Keys of torch.fx's cache of generated GraphModule sources (empty if fx is not loaded)."""
+    loader = getattr(sys.modules.get(_FX_GRAPH_MODULE), "_loader", None)
+    return set(getattr(loader, "eval_cache", ()))
+
+
+def _forget_fx_sources(before: set[str]) -> int:
+    """Drop the generated GraphModule sources (and their linecache entries) that appeared since
+    `before` (cause 6); returns how many."""
+    import linecache
+
+    loader = getattr(sys.modules.get(_FX_GRAPH_MODULE), "_loader", None)
+    cache = getattr(loader, "eval_cache", None)
+    if not isinstance(cache, dict):
+        return 0
+    new = set(cache) - before
+    for key in new:
+        cache.pop(key, None)
+        linecache.cache.pop(key, None)
+    return len(new)
+
+
+def forget_export_state(
+    before: set[str],
+    jit_before: int | None = None,
+    finalizers_before: set | None = None,
+    fx_before: set[str] | None = None,
+) -> int:
     """Drop the `__compiled_fn*` globals torch's strict export added since `before` (a snapshot of
     functional_export's global names), empty the fake-tensor proxy map and torchao's device cache,
     drop the TorchScript functions OpenVINO's trace compiled if the global CU had none before
     (`jit_before`, see `_forget_traced_functions`) and detach the no-op guard finalizers
-    registered since `finalizers_before` (cause 5); returns how many entries were dropped."""
+    registered since `finalizers_before` (cause 5) and the GraphModule sources fx cached since
+    `fx_before` (cause 6); returns how many entries were dropped."""
     dropped = _forget_traced_functions(jit_before)
     if finalizers_before is not None:
         dropped += _forget_guard_finalizers(finalizers_before)
+    if fx_before is not None:
+        dropped += _forget_fx_sources(fx_before)
     g = _capture_globals()
     if g is not None:
         for key in set(g) - before:
@@ -192,10 +229,11 @@ def released_export_state() -> Iterator[None]:
     jit = _jit_functions()
     jit_before = len(jit) if jit is not None else 0
     finalizers_before = _finalizers()
+    fx_before = _fx_sources()
     try:
         yield
     finally:
-        if forget_export_state(before, jit_before, finalizers_before):
+        if forget_export_state(before, jit_before, finalizers_before, fx_before):
             import gc
 
             gc.collect()  # the dropped graphs hold reference cycles (GraphModule <-> Graph <-> Node)

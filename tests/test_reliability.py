@@ -320,8 +320,8 @@ def _guard_finalizers() -> int:
 def test_strict_export_guard_finalizers_are_released():
     """A strict torch.export registers a weakref.finalize per object its guards reference (types,
     code objects, modules: objects that never die), each holding the CheckFunctionManager and its
-    guard tree (~12 MB per EfficientNet-Lite0 TFLite export); `released_export_state` detaches them
-    (their callback is a no-op: export installs no cache entry)."""
+    guard tree; `released_export_state` detaches them (their callback is a no-op: export installs
+    no cache entry), and drops the GraphModule sources torch.fx cached during the export."""
     import torch
 
     from edgecompress.exporters._memory import released_export_state
@@ -336,10 +336,13 @@ def test_strict_export_guard_finalizers_are_released():
     if _guard_finalizers() == start:
         pytest.skip("this torch's strict export registers no guard finalizers")
     kept = _guard_finalizers()
+    sources = set(torch.fx.graph_module._loader.eval_cache)
     for _ in range(2):
         with released_export_state():
             torch.export.export(M(), args, strict=True)
         assert _guard_finalizers() == kept
+        # the generated GraphModule sources fx keeps for tracebacks (cause 6): none left behind
+        assert set(torch.fx.graph_module._loader.eval_cache) == sources
 
 
 def test_repeated_tflite_export_keeps_no_torch_graphs(tmp_path, digits_spec):
