@@ -193,7 +193,7 @@ def pin_qparams(prepared: Any, x: Any) -> int:
     recomputes scale and zero point from the running min / max at *every* forward (observers on or
     off) with its own formula (symmetric weights: absmax / 128), while `convert_pt2e` calls the
     Python observer's `calculate_qparams` (absmax / 127.5, another minimum-scale clamp). On
-    EfficientNet-Lite0 55 of 101 quantizers differed (up to 4x on near-dead channels): the converted
+    EfficientNet-Lite0 51 of 101 quantizers differed (up to 4x on near-dead channels): the converted
     int8 model drifted from fp32 more than the graph QAT trained (mean |Δlogit| 0.117 vs 0.099 on
     250 held-out images, calibrated only; 0.125 vs 0.083 after 1 KD epoch), so training gains were
     lost in conversion. Here one forward on `x` with observers off refreshes the buffers, then each
