@@ -28,7 +28,8 @@ def write_section(title: str, body: str) -> None:
     if marker in text:
         start = text.index(marker)
         nxt = text.find("\n## ", start + len(marker))
-        text = text[:start] + body + ("" if nxt < 0 else text[nxt + 1:])
+        # keep one blank line between this section and the next heading
+        text = text[:start] + body.rstrip("\n") + "\n" + ("" if nxt < 0 else "\n" + text[nxt + 1:])
     else:
         text = text.rstrip("\n") + "\n\n" + body
     RESULTS.write_text(text.rstrip("\n") + "\n")
