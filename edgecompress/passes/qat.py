@@ -210,6 +210,7 @@ def pin_qparams(prepared: Any, x: Any) -> int:
     try:
         for f in fqs:
             f.disable_observer()
+        symmetrize_weight_ranges(prepared)  # int8 weights exported with zero point 0, always
         with torch.no_grad():
             prepared(torch.from_numpy(np.ascontiguousarray(x)))
     finally:
@@ -218,6 +219,35 @@ def pin_qparams(prepared: Any, x: Any) -> int:
     for f in fqs:
         f.calculate_qparams = lambda f=f: (f.scale.detach().clone(), f.zero_point.detach().clone())
     return len(fqs)
+
+
+def symmetrize_weight_ranges(prepared: Any) -> int:
+    """Make every symmetric (weight) quantizer's frozen range two-sided: [-absmax, absmax].
+
+    [issue #4] The fused fake-quant kernel symmetrizes a range only when it straddles 0; a channel
+    whose weights all have one sign (common in depthwise convs after pruning + KD) gets affine
+    qparams with zero point -128 or 127. Training then fake-quantizes with them, `pin_qparams` exports
+    them, and ONNX Runtime's QLinearConv runs int8 weights with non-zero zero points on a slow path:
+    the pruned EfficientNet-Lite0 chain's QAT int8 took 125 ms in ORT vs 5.2 ms in OpenVINO, 16 of 49
+    weight tensors affected (benchmarks/RESULTS-compress.md). Call with observers frozen (the
+    ranges no longer move); returns the number of channels made two-sided.
+    """
+    import torch
+    from torchao.quantization.pt2e.fake_quantize import FusedMovingAvgObsFakeQuantize
+
+    changed = 0
+    for f in prepared.modules():
+        if not isinstance(f, FusedMovingAvgObsFakeQuantize) or not f.is_symmetric_quant:
+            continue
+        obs = f.activation_post_process
+        if obs.min_val.numel() == 0:  # never observed
+            continue
+        with torch.no_grad():
+            absmax = torch.maximum(obs.min_val.abs(), obs.max_val.abs())
+            changed += int(((obs.min_val >= 0) | (obs.max_val <= 0)).sum())
+            obs.min_val.copy_(-absmax)
+            obs.max_val.copy_(absmax)
+    return changed
 
 
 def normalise_sources(gm: Any) -> int:
@@ -316,6 +346,7 @@ def train_prepared(
             from torchao.quantization.pt2e.fake_quantize import disable_observer
 
             prepared.apply(disable_observer)
+            log["symmetrized_weight_channels"] = symmetrize_weight_ranges(prepared)
     if cfg.epochs:
         if kd.feature_layers:
             print("note: qat.distill.feature_layers ignored for a PT2E (QAT) model; response KD only", file=sys.stderr)
