@@ -376,15 +376,16 @@ def test_qat_weights_keep_zero_point_zero_for_one_signed_channels(digits_spec, d
     module = copy.deepcopy(digits_spec.module)
     conv = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
     with torch.no_grad():
-        conv.weight[0].abs_()  # channel 0 all >= 0, channel 1 all <= 0
+        conv.weight[0].abs_()  # channel 0 all >= 0, channel 1 all <= 0, channel 2 all 0 (pruned)
         conv.weight[1] = -conv.weight[1].abs()
+        conv.weight[2] = 0
 
     def weight_zero_points(symmetrize: bool) -> list[int]:
         prepared = qat_mod.prepare(copy.deepcopy(module), digits_spec.example_inputs(2), qat_mod.QATConfig())
         qat_mod.calibrate(prepared, digits_calib.x[:128], 64)
         prepared.apply(disable_observer)
         if symmetrize:
-            assert qat_mod.symmetrize_weight_ranges(prepared) >= 2
+            assert qat_mod.symmetrize_weight_ranges(prepared) >= 3
         with torch.no_grad():
             prepared(torch.from_numpy(digits_calib.x[:2]))  # the fused kernel refreshes its qparams
         return [int(z) for f in prepared.modules()
