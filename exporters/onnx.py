@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError
+from edgecompress.exporters._softmax_guard import guard_masked_softmax
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -409,8 +410,6 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
         else:
             src = tmp
             export_fp32_onnx(spec, tmp, options.dynamic_batch)
-            from edgecompress.exporters._softmax_guard import guard_masked_softmax
-
             if n := guard_masked_softmax(tmp):  # [issue #6] masked Softmax off ORT's denormal path
                 details["softmax_underflow_guard"] = n
         if precision == "int8-dynamic":
