@@ -101,6 +101,7 @@ def export(
         settings=_settings(threads, batch, runs, warmup), do_validate=not no_validate,
         input_shape=input_shape, weights=weights, preprocess=preprocess,
         command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        auto_int8=tuple(f.partition(":")[0].strip().lower() for f in format if ":" not in f) if int8 else (),
     )
     report, paths = run_export(job)
     _summary(report, paths)

@@ -42,6 +42,28 @@ class ExportJob:
     # [issue #4] compression steps recorded by the recipe runner (Report.steps), and a ModelSpec
     # `model` may already be int8 from QAT (then params/MACs come from the float model it had).
     steps: list[dict[str, Any]] = field(default_factory=list)
+    # Formats whose int8 came from `--int8` (not an explicit `format:int8`): each format may pick
+    # what int8 means for the loaded model (Format.int8_for; ONNX encoders -> int8-dynamic).
+    auto_int8: tuple[str, ...] = ()
+
+
+def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str, ...],
+               progress: bool = True) -> list[tuple[str, str]]:
+    """`formats` with each `--int8` pair of a format in `auto` replaced by that format's int8
+    precision for `spec`; a note says what changed."""
+    from edgecompress.exporters import FORMATS
+
+    out: list[tuple[str, str]] = []
+    for fmt, precision in formats:
+        if precision == "int8" and fmt in auto:
+            chosen = FORMATS.get(fmt).int8_precision(spec)
+            if chosen != precision and progress:
+                print(f"note: --int8 on {spec.name} ({spec.task}): {fmt} uses {chosen} "
+                      f"(ask for {fmt}:int8 explicitly for the other route)", file=sys.stderr)
+            precision = chosen
+        if (fmt, precision) not in out:
+            out.append((fmt, precision))
+    return out
 
 
 def resolve_data(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str,
@@ -119,7 +141,8 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             preflight(profile)
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
         job.model, job.input_shape, job.weights, job.preprocess)
-    needs_calib = any(p == "int8" for _, p in job.formats)
+    formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress)
+    needs_calib = any(p == "int8" for _, p in formats)
     calib = resolve_data(spec, job.calib, "calibration", job.progress) if needs_calib else None
     if needs_calib and (calib is None or len(calib) == 0):
         raise DataError("--calib: int8 needs calibration data and none was given or found")
@@ -148,7 +171,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     # on disk always describes a complete run (a killed run leaves none, never a stale one).
     (out_dir / "manifest.json").unlink(missing_ok=True)
     artifacts = []
-    for fmt, precision in job.formats:
+    for fmt, precision in formats:
         if job.progress:
             print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
         artifacts.append(export(spec, fmt, precision, out_dir, calib, job.options))

@@ -92,6 +92,12 @@ class Format:
     export: ExportFn
     needs_calibration: tuple[str, ...] = ("int8",)
     extra_files: tuple[str, ...] = ()  # sibling files that belong to the artifact (.bin of IR)
+    # What `--int8` means for a given model (None: "int8"). An explicit `format:int8` is never changed.
+    int8_for: Callable[[ModelSpec], str] | None = None
+
+    def int8_precision(self, spec: ModelSpec) -> str:
+        """The precision `--int8` asks of this format for `spec`."""
+        return self.int8_for(spec) if self.int8_for is not None else "int8"
 
 
 FORMATS: Registry[Format] = Registry("format", "edgecompress.exporters")

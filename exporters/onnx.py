@@ -450,9 +450,19 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                     details=details)
 
 
+def _int8_for(spec: ModelSpec) -> str:
+    """[issue #6] `--int8` on a transformer encoder means int8-dynamic: on MiniLM, static QDQ
+    measured Spearman -0.44 pt at 1.9x, dynamic -0.11 pt at 2.1x (benchmarks/RESULTS-minilm.md):
+    per-tensor static ranges cannot follow attention/FFN activations that change per sentence."""
+    from edgecompress.models.hf import TEXT_TASKS
+
+    return "int8-dynamic" if spec.task in TEXT_TASKS else "int8"
+
+
 register_format(Format(
     name="onnx", suffix=".onnx", precisions=("fp32", "int8", "int8-dynamic"), runtime="onnxruntime",
     description="ONNX (dynamo exporter, dynamic batch); int8 = ORT QDQ, per-channel, U8S8; "
                 "int8-dynamic = ORT quantize_dynamic (no calibration)",
     export=export_onnx,
+    int8_for=_int8_for,
 ))

@@ -7,6 +7,7 @@ exercised too. One slow test runs the real all-MiniLM-L6-v2 on STS-B dev.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -451,6 +452,34 @@ def test_pipeline_reports_spearman_and_cosine(tiny_spec, sts_file, tmp_path):
     assert rows["int8-dynamic"]["drift"]["cosine"] > 0.95
     assert -1 <= rows["int8-dynamic"]["metrics"]["spearman"] <= 1
     assert "top1_agreement" not in rows["int8-dynamic"]["drift"]  # an embedding's argmax means nothing
+
+
+def test_int8_flag_means_dynamic_for_encoders_only_when_not_explicit(tiny_spec):
+    """`--int8` on an encoder asks ONNX for int8-dynamic; an explicit onnx:int8 and image
+    classifiers keep static int8; other formats keep theirs."""
+    from dataclasses import replace
+
+    from edgecompress.pipeline import adapt_int8
+
+    pairs = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "int8")]
+    assert adapt_int8(tiny_spec, pairs, ("onnx", "openvino"), progress=False) == [
+        ("onnx", "fp32"), ("onnx", "int8-dynamic"), ("openvino", "int8")]
+    assert adapt_int8(tiny_spec, pairs, (), progress=False) == pairs  # explicit onnx:int8
+    image = replace(tiny_spec, task="classification")
+    assert adapt_int8(image, pairs, ("onnx", "openvino"), progress=False) == pairs
+
+
+def test_cli_int8_on_encoder_exports_dynamic_without_calibration(tiny_dir, sts_file, tmp_path):
+    """No --calib given: static int8 would need it, so this fails unless --int8 chose dynamic."""
+    from conftest import run_cli
+
+    out = tmp_path / "out"
+    r = run_cli("export", str(tiny_dir), "--input-shape", "1,16", "-f", "onnx", "--int8",
+                "--eval", str(sts_file), "--runs", "3", "--warmup", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "onnx uses int8-dynamic" in r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(a["precision"] for a in report["artifacts"]) == ["fp32", "int8-dynamic"]
 
 
 # ---- the real model ----------------------------------------------------------------------------
