@@ -270,7 +270,8 @@ def compress(
         "--lowrank-params", help="SVD: fraction of params to keep.")] = None,
     distill_epochs: Annotated[int, typer.Option(
         "--distill-epochs", help="KD fine-tuning epochs after the passes.")] = 0,
-    qat_epochs: Annotated[int | None, typer.Option("--qat-epochs", help="QAT epochs (int8, last).")] = None,
+    qat_epochs: Annotated[int | None, typer.Option(
+        "--qat-epochs", help="QAT epochs (int8, last; backend litert when every -f is tflite).")] = None,
     export: Annotated[list[str], typer.Option(
         "--export", "-f", help="format:precision, repeatable (onnx:int8).")] = [],  # noqa: B006
     train: Annotated[str | None, typer.Option(help="Fine-tuning data (PATH[start:stop]).")] = None,
@@ -293,7 +294,13 @@ def compress(
     if distill_epochs:
         passes.append({"distill": {"epochs": distill_epochs}})
     if qat_epochs is not None:
-        passes.append({"qat": {"epochs": qat_epochs}})
+        # [issue #4] the QAT backend follows the export formats (tflite -> litert, onnx/openvino -> x86);
+        # formats of two backends are left to the recipe check, which names the conflict
+        from edgecompress.passes._qat_backends import backend_for_format
+
+        fmts = {e.strip().partition(":")[0] for item in export for e in item.split(",") if e.strip()}
+        backends = {backend_for_format(f) for f in fmts} - {None}
+        passes.append({"qat": {"epochs": qat_epochs, **({"backend": backends.pop()} if len(backends) == 1 else {})}})
     if not passes and not export:
         from edgecompress.errors import ConfigError
 

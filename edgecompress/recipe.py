@@ -120,6 +120,16 @@ class Recipe(BaseModel):
             if "qat" in names and any(p != "int8" for _, p in pairs):
                 bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
                 raise ConfigError(f"export: {bad} after qat; a QAT model exports as int8 only")
+            if "qat" in names:  # [issue #4] the QAT backend decides which formats get real int8
+                from edgecompress.passes._qat_backends import backend_for_format, get_backend
+
+                i = names.index("qat")
+                backend = get_backend(configs[i][1].backend, f"passes[{i}].qat.backend")
+                if bad := next((f for f, _ in pairs if f not in backend.formats), None):
+                    good = backend_for_format(bad)
+                    raise ConfigError(f"export: {bad}:int8 after qat with backend {backend.name!r}, which exports "
+                                      f"to {', '.join(backend.formats)} only; set passes[{i}].qat.backend: {good}"
+                                      if good else f"export: {bad}:int8 cannot follow qat")
         if self.export and self.options.validate_artifacts:  # [issue #7] a target typo fails now
             from edgecompress.targets import get_target
 

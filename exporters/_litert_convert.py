@@ -320,6 +320,7 @@ def convert(
     *,
     quantizer: PT2EQuantizer | None = None,
     input_names: list[str] | None = None,
+    prequantized: bool = False,
 ) -> dict[str, Any]:
     """Convert `model` to a .tflite at `out_path` and return its I/O contract and op list.
 
@@ -331,6 +332,8 @@ def convert(
     Several inputs (text encoders: token ids + attention mask): pass a tuple as `example_input`
     (integer tensors stay integer; the file takes int32) and `input_names`, which become the
     file's signature names; `calib_batches` then yields tuples of arrays in that order.
+    `prequantized`: `model` is already a converted PT2E graph (QAT, `backend: litert`: litert-torch's
+    quantizer, `convert_pt2e(fold_quantize=False)`); int8 only, no calibration, lowered as it is.
     """
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
@@ -339,7 +342,9 @@ def convert(
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "int8" and calib_batches is None:
+    if prequantized and precision != "int8":
+        raise ValueError(f"a prequantized (QAT) model converts as int8 only, not {precision!r}")
+    if precision == "int8" and calib_batches is None and not prequantized:
         raise ValueError("int8 needs calib_batches")
     out_path = pathlib.Path(out_path)
     model = model.eval()
@@ -364,7 +369,12 @@ def convert(
     # refuses at allocation ("zero_point == 0 was not true"); ai-edge-quantizer's dynamic recipe on
     # the fp32 file quantizes it (and the FULLY_CONNECTED weights) symmetrically per channel.
     aeq_dynamic = precision == "dynamic-int8" and bool(input_names)
-    if precision == "int8" or (precision == "dynamic-int8" and not aeq_dynamic):
+    if prequantized:
+        # [issue #4] The Q/DQ ops are in the graph already (QAT); the converter only needs a static
+        # PT2E quantizer in quant_config to lower them to int8 kernels (qdq_conversion_mode STATIC).
+        model.training = False
+        quant_config = QuantConfig(pt2e_quantizer=quantizer or make_quantizer())
+    elif precision == "int8" or (precision == "dynamic-int8" and not aeq_dynamic):
         if precision == "int8":
             q = quantizer or make_quantizer()
         else:

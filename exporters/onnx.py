@@ -24,6 +24,7 @@ from edgecompress.exporters.base import (
     register_format,
 )
 from edgecompress.fileio import atomic_path
+from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
@@ -394,6 +395,9 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
     # [issue #4] An already-quantized spec (QAT pass: spec.extra["quantized"] = "qat") carries its
     # own Q/DQ ops: int8 is the dynamo export of that graph (real QDQ int8), with no ORT PTQ on top.
     prequant = spec.extra.get("quantized") if spec.module is not None else None
+    # [issue #4] a litert-backend QAT graph exported to ONNX keeps fp32 weights behind Q->Clip->DQ
+    # (the narrow [-127, 127] weight range): not real int8, so it is refused with the backend to use.
+    check_export(spec, "onnx")
     # checked before any work: the model's own default unless the caller set it
     first = options.float_first if options.float_first is not None else int(spec.extra.get("onnx_int8_float_first", 0))
     if first < 0:

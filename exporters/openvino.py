@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import DataError, ExportError
 from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
+from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
@@ -160,6 +161,9 @@ def export_openvino(
 
     details: dict[str, Any] = {"ir_version": ov.get_version()}
     prequant = spec.extra.get("quantized") if spec.module is not None else None
+    # [issue #4] a litert-backend QAT graph exported to ONNX keeps fp32 weights behind Q->Clip->DQ
+    # (the narrow [-127, 127] weight range): not real int8, so it is refused with the backend to use.
+    check_export(spec, "openvino")
     if prequant:
         # [issue #4] An already-quantized spec (QAT): export its QDQ ONNX and convert that, so
         # OpenVINO runs the learned int8 ranges; NNCF PTQ is skipped.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError
 from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
+from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
@@ -47,16 +48,20 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     if spec.module is None:
         raise ExportError(f"tflite export of {spec.name}: needs a PyTorch model (got {spec.source}); "
                           "use --format onnx or openvino for ONNX inputs")
-    if spec.extra.get("quantized"):
-        raise ConfigError(f"tflite export of {spec.name}: QAT models for TFLite are not supported yet; "
-                          "export the model before QAT with --format tflite:int8 (PTQ)")
+    # [issue #4] A QAT spec (spec.extra["quantized"]) exports only if it was trained with the litert
+    # backend; its graph carries the Q/DQ ops, lowered as they are (no calibration, int8 only).
+    check_export(spec, "tflite")
+    prequant = spec.extra.get("quantized")
+    if prequant and precision != "int8":
+        raise ConfigError(f"tflite {precision}: model {spec.name} is already int8 ({prequant}); export it as int8")
     text = len(spec.inputs) > 1 or spec.preprocess == "tokenizer"
     if len(spec.inputs) != 1 and not text:
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
                           "models and text encoders are supported (use --format onnx)")
-    if precision == "int8" and (calib is None or len(calib) == 0):
+    if precision == "int8" and not prequant and (calib is None or len(calib) == 0):
         raise DataError("tflite int8: the calibration set is empty (pass --calib)")
-    batches = calib.batches(16, desc="calibrating (litert PT2E)") if precision == "int8" and calib else None
+    batches = calib.batches(16, desc="calibrating (litert PT2E)") if precision == "int8" and calib and not prequant \
+        else None
     example: Any = spec.example_inputs(1)[0]
     names = None
     if text:
@@ -69,7 +74,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
             batches = _padded(batches, names, int(spec.inputs[0].shape[1]))
     try:
         info = lc.convert(spec.module, example, precision, out, batches,
-                          channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names)
+                          channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names,
+                          prequantized=bool(prequant))
     except lc.FullIntegerError as e:
         raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed accepts it, or use --format onnx)") from e
     except lc.UnsupportedModelError as e:
@@ -82,7 +88,10 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     details: dict[str, Any] = {
         "ops": info["ops"], "int8_ops": info["int8_ops"], "float_ops": info["float_ops"], "layout": info["layout"],
         "mixed": bool(info["float_ops"]), "quantization": _QUANT_DESCRIPTION[precision]}
-    if precision == "int8":
+    if prequant:
+        details["calibration"] = {"method": f"none: ranges learned in {prequant} "
+                                            f"({spec.extra.get('qat_quantizer')} backend)", "samples": 0}
+    elif precision == "int8":
         details["calibration"] = {"method": "minmax (PT2E, observer after fused ReLU/ReLU6)",
                                   "samples": len(calib) if calib else 0}
     return Artifact("tflite", precision, out, "litert", spec.name,

@@ -78,3 +78,71 @@ def test_report_gives_the_int8_io_contract(tfl):
     scale = m.artifact["inputs"][0]["scale"]
     assert "int8[1x8x8x1] NHWC" in md and f"scale {scale:.6g}" in md, md
     assert "zero point" in to_html(report)
+
+
+# --- [issue #4] QAT with the litert backend -> full-int8 TFLite ------------------------------------
+@pytest.fixture(scope="module")
+def litert_qat(digits_spec, digits_calib):
+    import edgecompress
+
+    return edgecompress.qat(digits_spec, epochs=1, backend="litert", data=digits_calib, progress=False)
+
+
+def test_qat_litert_exports_full_int8_tflite(litert_qat, digits_spec, digits_eval, tmp_path):
+    from edgecompress.exporters import _litert_convert as lc
+
+    assert litert_qat.extra["quantized"] == "qat" and litert_qat.extra["qat_quantizer"] == "litert"
+    art = export(litert_qat, "tflite", "int8", tmp_path)  # no calibration set: QAT ranges are in the graph
+    assert art.details["calibration"]["samples"] == 0
+    # every op but the boundary QUANTIZE/DEQUANTIZE has int8 tensors and none stays float
+    assert art.details["float_ops"] == [] and not art.details["mixed"]
+    inner = {k: v for k, v in art.details["ops"].items() if k not in ("QUANTIZE", "DEQUANTIZE")}
+    assert inner and all(art.details["int8_ops"].get(k) == v for k, v in inner.items()), art.details
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(inner)
+    assert art.inputs[0].dtype == "int8" and art.outputs[0].dtype == "int8"
+    assert art.inputs[0].layout == "NHWC" and art.inputs[0].scale
+    out = lc.run(art.path, digits_eval.x)  # ai-edge-litert interpreter (XNNPACK)
+    with torch.no_grad():
+        ref = digits_spec.module.eval()(torch.from_numpy(digits_eval.x)).numpy()
+        qat_torch = litert_qat.module(torch.from_numpy(digits_eval.x)).numpy()
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.97
+    assert (out.argmax(1) == qat_torch.argmax(1)).mean() >= 0.97  # the .tflite runs what QAT trained
+
+
+def test_qat_backend_mismatches_give_one_line_errors(litert_qat, digits_spec, tmp_path):
+    from edgecompress.errors import ConfigError
+
+    for fmt in ("onnx", "openvino"):  # a litert QAT graph in ONNX keeps fp32 weights: refused
+        with pytest.raises(ConfigError, match=rf"^{fmt} export of digits-cnn: .*'litert'.*backend: x86$"):
+            export(litert_qat, fmt, "int8", tmp_path)
+    with pytest.raises(ConfigError, match="already int8"):
+        export(litert_qat, "tflite", "fp32", tmp_path)
+    x86 = digits_spec.replace(extra={**digits_spec.extra, "quantized": "qat", "qat_quantizer": "x86"})
+    with pytest.raises(ConfigError, match=r"^tflite export of digits-cnn: .*'x86'.*backend: litert$"):
+        export(x86, "tflite", "int8", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_qat_backend_is_validated():
+    import edgecompress
+    from edgecompress.errors import ConfigError
+    from edgecompress.passes._common import make_config
+    from edgecompress.passes.qat import QATConfig
+    from edgecompress.recipe import parse_recipe
+
+    with pytest.raises(ConfigError, match=r"^qat\.backend: unknown QAT backend 'tflite' \(choices: litert, x86\)$"):
+        edgecompress.qat(torch.nn.Linear(2, 2), backend="tflite")
+    with pytest.raises(ConfigError, match=r"^recipe: passes\[0\]\.qat\.backend: unknown QAT backend 'bogus'"):
+        parse_recipe({"model": "zoo:digits-cnn", "passes": [{"qat": {"backend": "bogus"}}]})
+    with pytest.raises(ConfigError, match=r"export: tflite:int8 after qat with backend 'x86'.*qat\.backend: litert"):
+        parse_recipe({"model": "zoo:digits-cnn", "passes": [{"qat": {}}], "export": ["tflite:int8"]})
+    with pytest.raises(ConfigError, match=r"export: onnx:int8 after qat with backend 'litert'.*qat\.backend: x86"):
+        parse_recipe({"model": "zoo:digits-cnn", "passes": [{"qat": {"backend": "litert"}}],
+                      "export": ["tflite:int8", "onnx:int8"]})
+    r = parse_recipe({"model": "zoo:digits-cnn", "passes": [{"qat": {"backend": "litert"}}], "export": ["tflite:int8"]})
+    assert r.resolved()["passes"][0]["qat"]["backend"] == "litert"
+    # `quantizer` is the key's old name: resolved recipes written before `backend` still load
+    assert make_config(QATConfig, {"quantizer": "x86"}, "qat").backend == "x86"
+    assert make_config(QATConfig, {"quantizer": "litert"}, "qat").backend == "litert"
+    with pytest.raises(ConfigError, match=r"^qat\.quantizer: 'x86' contradicts backend 'litert'"):
+        make_config(QATConfig, {"backend": "litert", "quantizer": "x86"}, "qat")

@@ -31,6 +31,9 @@ was worse than PTQ (ORT int8 top-1 81.6 % vs PTQ 87.0 %, agreement with fp32 90.
   trained, agreement 98 -> 95 %); without it the same run moves it closer (0.073, 98 %).
   Set `distill: {alpha: 0.7}` for the old objective.
 
+`backend: litert` prepares with litert-torch's PT2E quantizer instead (`_litert_qat.py`) and the
+result exports as full-int8 TFLite; `_qat_backends.py` lists the backends and their formats.
+
 Prepared / converted models reject .train()/.eval(): mode switches go through
 `move_exported_model_to_train/eval`. QAT must be the last pass of a chain.
 """
@@ -40,7 +43,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError
 from edgecompress.passes import PassInfo, register_pass
@@ -52,6 +55,7 @@ from edgecompress.passes._common import (
     model_stats,
     resolve_dataset,
 )
+from edgecompress.passes._qat_backends import get_backend
 from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
 
 if TYPE_CHECKING:
@@ -64,7 +68,8 @@ class QATConfig:
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 64
-    quantizer: Literal["x86"] = "x86"  # litert-torch quantizer (TFLite) is the TFLite exporter's
+    backend: str = "x86"  # _qat_backends.QAT_BACKENDS: x86 (QDQ ONNX / OpenVINO) or litert (full-int8 TFLite)
+    quantizer: str | None = None  # old name of `backend` (recipes resolved before it say `quantizer: x86`)
     calib_samples: int = 300  # observers initialised on this many training samples first (0 = not)
     freeze_bn: bool = True  # train with BatchNorm running stats, never updated
     freeze_observers: bool = True  # quantization ranges fixed after calibration
@@ -77,6 +82,12 @@ class QATConfig:
         check_range("qat.calib_samples", self.calib_samples, 0)
         if self.epochs == 0 and self.calib_samples == 0:
             raise ConfigError("qat.calib_samples: 0 with epochs 0 leaves the observers without ranges")
+        if self.quantizer is not None:
+            if self.backend not in ("x86", self.quantizer):
+                raise ConfigError(f"qat.quantizer: {self.quantizer!r} contradicts backend {self.backend!r} "
+                                  "(quantizer is the old name of backend; set backend only)")
+            self.backend, self.quantizer = get_backend(self.quantizer, "qat.quantizer").name, None
+        get_backend(self.backend)
 
 
 def _wrapper_class() -> type:
@@ -373,7 +384,7 @@ def qat(
     **overrides: Any,
 ) -> ModelSpec:
     """QAT of `model` with the KD objective; returns a spec whose module is the converted int8
-    PT2E graph, marked `extra["quantized"] = "qat"`."""
+    PT2E graph, marked `extra["quantized"] = "qat"` and `extra["qat_quantizer"] = <backend>`."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -384,21 +395,22 @@ def qat(
     before = model_stats(spec)
     teach = teacher_module(teacher, spec)
     ds = resolve_dataset(spec, data, "train", progress)
-    prepared = prepare(spec.module, spec.example_inputs(2), cfg)
+    backend = get_backend(cfg.backend)
+    prepared = backend.prepare_fn()(spec.module, spec.example_inputs(2), cfg)
     ck = Path(workdir) / "checkpoints" / "qat.pt" if workdir else None
     log = train_prepared(prepared, teach, ds, cfg, ck, progress)
     pin_qparams(prepared, ds.x[:2])  # convert with the qparams training used
     move_exported_model_to_eval(prepared)
-    converted = convert_pt2e(prepared)
+    converted = convert_pt2e(prepared, fold_quantize=backend.fold_quantize)
     move_exported_model_to_eval(converted)
     spec.module = _wrapper_class()(converted)
     spec.extra["quantized"] = "qat"
-    spec.extra["qat_quantizer"] = cfg.quantizer
+    spec.extra["qat_quantizer"] = backend.name  # the exporters check it (_qat_backends.check_export)
     # Torch-Pruning cannot count a converted graph: keep the float model's counts.
     spec.extra["params"], spec.extra["macs"] = before["params"], before["macs"]
     spec.extra.setdefault("passes", []).append({"pass": "qat", "config": config_dict(cfg), "log": log})
     if progress:
-        print("qat: converted to int8 (PT2E, x86 quantizer)", file=sys.stderr)
+        print(f"qat: converted to int8 (PT2E, {backend.description})", file=sys.stderr)
     return spec
 
 
@@ -407,7 +419,7 @@ register_pass(
         "qat",
         QATConfig,
         qat,
-        "torchao PT2E quantization-aware training (x86 quantizer) with the KD loss",
+        "torchao PT2E quantization-aware training (backend x86 or litert) with the KD loss",
         structural=True,
     )
 )

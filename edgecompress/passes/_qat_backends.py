@@ -1,0 +1,71 @@
+"""QAT backends: which PT2E quantizer the QAT pass trains with, and which exporters lower the result.
+
+[issue #4] A converted QAT graph is only real int8 in the format whose quantizer annotated it:
+- `x86`: torchao's X86InductorQuantizer (uint8 activations) -> QDQ ONNX, OpenVINO int8 from it;
+- `litert`: litert-torch's PT2E quantizer (int8 activations, per-channel symmetric weights, the
+  TFLite exporter's conv+activation fix) -> full-integer .tflite through `litert_torch.convert`.
+The pass picks one with `qat: {backend: ...}`; the exporters ask `check_export` whether they can
+take the spec. Kept free of torch imports: the recipe checker and every exporter import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.errors import ConfigError
+from edgecompress.registry import Registry
+
+if TYPE_CHECKING:
+    from edgecompress.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class QATBackend:
+    name: str
+    prepare: str  # "module:function", (module, example_inputs, QATConfig) -> prepared PT2E graph
+    formats: tuple[str, ...]  # export formats that lower the converted graph as int8
+    fold_quantize: bool  # convert_pt2e(fold_quantize=...): litert-torch cannot lower folded int8 weights
+    description: str
+
+    def prepare_fn(self) -> Callable[..., Any]:
+        mod, _, fn = self.prepare.partition(":")
+        return getattr(importlib.import_module(mod), fn)
+
+
+QAT_BACKENDS: Registry[QATBackend] = Registry("QAT backend")
+for _b in (
+    QATBackend("x86", "edgecompress.passes.qat:prepare", ("onnx", "openvino"), True,
+               "torchao X86InductorQuantizer -> QDQ ONNX / OpenVINO int8"),
+    QATBackend("litert", "edgecompress.passes._litert_qat:prepare", ("tflite",), False,
+               "litert-torch PT2E quantizer -> full-int8 TFLite"),
+):
+    QAT_BACKENDS.register(_b.name, _b)
+
+
+def get_backend(name: str, where: str = "qat.backend") -> QATBackend:
+    """The backend called `name`; ConfigError naming `where` and the choices otherwise."""
+    if not isinstance(name, str) or name not in QAT_BACKENDS:
+        raise ConfigError(f"{where}: unknown QAT backend {name!r} (choices: {', '.join(QAT_BACKENDS.names())})")
+    return QAT_BACKENDS.get(name)
+
+
+def backend_for_format(fmt: str) -> str | None:
+    """The backend whose QAT model `fmt` exports, if any."""
+    return next((n for n, b in QAT_BACKENDS if fmt in b.formats), None)
+
+
+def check_export(spec: ModelSpec, fmt: str) -> None:
+    """ConfigError (one line) if `spec` is a QAT model that format `fmt` cannot lower as int8."""
+    if not spec.extra.get("quantized") or spec.module is None:
+        return
+    name = spec.extra.get("qat_quantizer", "x86")  # specs from before the litert backend: x86
+    backend = QAT_BACKENDS.get(name) if name in QAT_BACKENDS else None
+    if backend is None or fmt in backend.formats:
+        return
+    good = backend_for_format(fmt)
+    fix = f"run qat with backend: {good}" if good else "no QAT backend exports it"
+    raise ConfigError(f"{fmt} export of {spec.name}: the model was quantization-aware trained with the "
+                      f"{name!r} backend, which exports to {', '.join(backend.formats)} only; {fix}")
