@@ -359,8 +359,10 @@ def test_qat_converts_with_the_qparams_it_trained_with(digits_spec, digits_calib
     converted = convert_pt2e(prepared)
     move_exported_model_to_eval(converted)
     with torch.no_grad():
-        same = torch.allclose(converted(x), fake, atol=1e-4)
-    assert same == pin
+        err = float((converted(x) - fake).abs().max())
+    # The int32 classifier bias (rounded to s_x * s_w, for ORT's QGemm) is the one thing the
+    # converted model adds: max 0.012 on logits up to 15 here; without pinning the error is 0.43.
+    assert (err < 0.05) == pin, err
 
 
 def test_qat_weights_keep_zero_point_zero_for_one_signed_channels(digits_spec, digits_calib):
@@ -435,6 +437,61 @@ def test_qat_calibration_covers_every_tensor_an_observer_sees(digits_spec, digit
         lo, hi = seen[id(f)]
         o = f.activation_post_process
         assert float(o.min_val) <= lo + 1e-6 and float(o.max_val) >= hi - 1e-6, (lo, hi, o.min_val, o.max_val)
+
+
+def test_qat_onnx_runs_every_conv_and_add_int8_in_ort(tmp_path):
+    # [issue #4] X86InductorQuantizer's annotation left 13 of EfficientNet-Lite0's 49 convs float in
+    # ORT (FusedConv between DequantizeLinear / QuantizeLinear, 8.3 ms vs 3.7 ms for a PTQ file):
+    # conv -> relu6 -> pad -> conv (SameConv2d) had its only Q after the pad, conv + residual add
+    # was one pattern with no Q on the conv output, and the classifier's float bias kept a float
+    # Gemm. The same three patterns here, plus a pad of the graph input before the stem.
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+    import torch.nn.functional as F
+    from torch import nn
+
+    from edgecompress.data import Dataset
+    from edgecompress.exporters import export
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8)
+            self.dw = nn.Conv2d(8, 8, 3, stride=2, groups=8)
+            self.pw, self.proj = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 8, 1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = F.relu6(self.bn(self.stem(F.pad(x, (0, 1, 0, 1)))))
+            x = F.relu6(self.dw(F.pad(x, (0, 1, 0, 1))))  # conv -> relu6 -> pad -> conv
+            x = x + self.proj(F.relu6(self.pw(x)))  # conv + residual add
+            return self.fc(x.mean((2, 3)))
+
+    torch.manual_seed(0)
+    m = Tiny().eval()
+    with torch.no_grad():
+        m.bn.running_var.uniform_(0.5, 2.0)
+        m.bn.running_mean.uniform_(-0.2, 0.2)
+    x = torch.randn(128, 3, 32, 32).numpy()
+    ds = Dataset(x[:64], np.zeros(64, np.int64), "random")
+    q = edgecompress.qat(m, {"epochs": 0, "calib_samples": 64, "batch_size": 32}, data=ds,
+                         input_shape=(1, 3, 32, 32), progress=False)
+    art = export(q, "onnx", "int8", tmp_path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    sess = ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    assert ops["QLinearConv"] == 4 and ops["Conv"] + ops["FusedConv"] == 0, ops
+    assert ops["QLinearAdd"] == 1 and ops["Add"] == 0, ops
+    assert ops["QGemm"] == 1 and ops["Gemm"] == 0, ops
+    assert ops["Pad"] == 0, ops  # folded into the QLinearConv's pads
+    out = sess.run(None, {sess.get_inputs()[0].name: x[64:]})[0]
+    ref = _torch_out(m, Dataset(x[64:], np.zeros(64, np.int64), "random"))
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max(), (np.abs(out - ref).max(), np.abs(ref).max())
 
 
 def test_passes_refuse_a_quantized_model(qat_spec):

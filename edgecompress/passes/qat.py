@@ -1,8 +1,9 @@
 """Quantization-aware training with torchao PT2E, trained with the KD objective.
 
-torch.export.export (dynamic batch) -> prepare_qat_pt2e(m, X86InductorQuantizer(is_qat)) ->
-calibrate the observers -> fine-tune with `distill.finetune` (teacher = the float model before the
-pass) -> convert_pt2e. The result is a GraphModule with real quantize/dequantize ops; the spec is
+torch.export.export (dynamic batch) -> prepare_qat_pt2e(m, x86_quantizer()) (X86InductorQuantizer's
+QAT config, annotated for ONNX Runtime's QDQ fusions: `_x86_qat_quantizer.py`) -> calibrate the
+observers -> fine-tune with `distill.finetune` (teacher = the float model before the pass) ->
+convert_pt2e. The result is a GraphModule with real quantize/dequantize ops; the spec is
 marked `extra["quantized"] = "qat"` so the exporters lower it as it is (QDQ ONNX, OpenVINO int8
 from that ONNX) instead of running their own post-training quantization.
 
@@ -299,10 +300,6 @@ def normalise_sources(gm: Any) -> int:
 def prepare(module: Any, example: tuple, cfg: QATConfig) -> Any:
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer,
-        get_default_x86_inductor_quantization_config,
-    )
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     dyn = tuple({0: batch} for _ in example)
@@ -320,9 +317,21 @@ def prepare(module: Any, example: tuple, cfg: QATConfig) -> Any:
 
     _fuse_conv_bn_(gm)
     normalise_sources(gm)
-    quantizer = X86InductorQuantizer()
-    quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=True))
-    return prepare_qat_pt2e(gm, quantizer)
+    return prepare_qat_pt2e(gm, x86_quantizer())
+
+
+def x86_quantizer() -> Any:
+    """The x86 QAT quantizer: X86InductorQuantizer's QAT config, annotated so that ONNX Runtime's
+    QDQ fusions run every conv as QLinearConv and the classifier as QGemm ([issue #4]: each conv
+    output quantized, no conv + add fusion, a conv's input Q/DQ before its zero Pad, int32 linear
+    bias; `_x86_qat_quantizer`)."""
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        get_default_x86_inductor_quantization_config,
+    )
+
+    from edgecompress.passes._x86_qat_quantizer import ort_x86_quantizer
+
+    return ort_x86_quantizer(get_default_x86_inductor_quantization_config(is_qat=True))
 
 
 # [issue #4] QAT distils toward the float model only: no cross-entropy with hard labels unless
