@@ -262,6 +262,8 @@ def compress(
     prune: Annotated[float | None, typer.Option("--prune", help="Channel pruning ratio (0-1).")] = None,
     prune_macs: Annotated[float | None, typer.Option(
         "--prune-macs", help="Prune to remove this fraction of MACs.")] = None,
+    prune_blocks: Annotated[int | None, typer.Option(
+        "--prune-blocks", min=1, help="Remove the N shape-preserving blocks that change the outputs least.")] = None,
     importance: Annotated[str, typer.Option(help="Pruning importance: magnitude, taylor, bn-scale.")] = "magnitude",
     round_to: Annotated[int | None, typer.Option(help="Keep channel counts multiples of N.")] = None,
     lowrank_energy: Annotated[float | None, typer.Option(
@@ -289,6 +291,8 @@ def compress(
         p: dict = {"importance": importance, "round_to": round_to}
         p.update({"ratio": prune} if prune_macs is None else {"target_macs": prune_macs})
         passes.append({"prune": p})
+    if prune_blocks is not None:
+        passes.append({"prune": {"method": "block", "blocks": prune_blocks}})
     if lowrank_energy is not None or lowrank_params is not None:
         passes.append({"lowrank": {"energy": lowrank_energy, "param_budget": lowrank_params}})
     if distill_epochs:
@@ -304,7 +308,7 @@ def compress(
     if not passes and not export:
         from edgecompress.errors import ConfigError
 
-        raise ConfigError("compress: give at least one pass flag (--prune, --lowrank-energy, "
+        raise ConfigError("compress: give at least one pass flag (--prune, --prune-blocks, --lowrank-energy, "
                           "--distill-epochs, --qat-epochs) or --export")
     shape = [int(s) for s in input_shape.replace("x", ",").split(",")] if input_shape else None
     recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,

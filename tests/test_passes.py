@@ -114,6 +114,85 @@ def test_prune_rejects_bad_config(digits_spec):
         edgecompress.prune(digits_spec, ignored=["nope"], progress=False)
 
 
+class _TwoBlocks(torch.nn.Module):
+    """A residual block whose branch is zero (removing it changes nothing), an important plain
+    block, a width-changing conv (not removable) and a module called twice (not removable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.inc = nn.Conv2d(1, 8, 3, padding=1)
+        self.useless = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.useful = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.twice = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 4)
+        torch.manual_seed(0)
+        nn.init.zeros_(self.useless[0].weight)
+        nn.init.zeros_(self.useless[0].bias)
+        nn.init.zeros_(self.useless[1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inc(x)
+        x = x + self.useless(x)
+        x = self.twice(self.twice(self.useful(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_block_removal_finds_outermost_blocks_and_drops_the_no_op_first():
+    from edgecompress.data import Dataset
+    from edgecompress.passes._blocks import find_blocks, remove_blocks
+
+    m = _TwoBlocks().eval()
+    x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    # inner layers, the width-changing conv, the twice-called conv: not candidates
+    assert find_blocks(m, x[:2]) == ["useless", "useful"]
+    before = sum(p.numel() for p in m.parameters())
+    log = remove_blocks(m, Dataset(x), 1, None, 0, lambda mod: (sum(p.numel() for p in mod.parameters()), 0))
+    assert [r["block"] for r in log["removed"]] == ["useless"]
+    assert log["removed"][0]["damage"] < 1e-9
+    assert log["removed"][0]["replaced_by"] == "zero"  # x + f(x) -> x + 0, not x + x
+    assert type(m.useless).__name__ == "Zero"
+    assert sum(p.numel() for p in m.parameters()) == before - log["removed"][0]["params"]
+
+
+def test_prune_blocks_on_digits_exports_and_keeps_accuracy(digits_spec, digits_calib, digits_eval, base, tmp_path):
+    from edgecompress.passes._blocks import find_blocks, score_blocks
+
+    # the block the pass must pick: the cheapest to remove, scored independently here
+    probe = digits_calib.take(slice(0, 64))
+    m = digits_spec.module.eval()
+    with torch.no_grad():
+        ref = [m(torch.from_numpy(probe.x[i:i + 32])).float() for i in (0, 32)]
+    names = find_blocks(m, probe.x[:2])
+    assert set(names) >= {"res_a", "res_b", "dw", "pw"} and not any("." in n for n in names)
+    scores = score_blocks(m, names, [probe.x[:32], probe.x[32:64]], ref, True)
+    cheapest = min(scores, key=lambda sc: sc.damage)
+
+    p = edgecompress.prune(digits_spec, method="block", blocks=1, finetune_epochs=4, distill={"lr": 3e-3},
+                           data=digits_calib, progress=False)
+    log = p.extra["passes"][-1]["log"]
+    assert [r["block"] for r in log["removed"]] == [cheapest.name]
+    st = model_stats(p)
+    assert st["params"] == base["params"] - cheapest.params and st["macs"] < base["macs"]
+    assert isinstance(getattr(digits_spec.module, cheapest.name), torch.nn.Sequential)  # input untouched
+    acc = evaluate(p.module, digits_eval)["top1"]
+    assert acc >= base["top1"] - 0.03, acc
+    _, out = _ort(p, digits_eval, tmp_path)
+    assert np.abs(out - _torch_out(p.module, digits_eval)).max() < 1e-3
+
+
+def test_prune_blocks_to_params_target_and_bad_configs(digits_spec, digits_calib, base):
+    p = edgecompress.prune(digits_spec, method="block", ratio=None, target_params=0.05, data=digits_calib,
+                           progress=False)
+    assert model_stats(p)["params"] <= 0.95 * base["params"]
+    with pytest.raises(ConfigError, match=r"prune\.blocks: method block needs"):
+        edgecompress.prune(digits_spec, method="block", data=digits_calib, progress=False)
+    with pytest.raises(ConfigError, match=r"prune\.blocks: only for method block"):
+        edgecompress.prune(digits_spec, blocks=2, progress=False)
+    with pytest.raises(ConfigError, match=r"prune\.blocks: only \d+ removable blocks"):
+        edgecompress.prune(digits_spec, method="block", blocks=50, data=digits_calib, progress=False)
+
+
 def test_lowrank_param_budget_with_kd(digits_spec, digits_calib, digits_eval, base, tmp_path):
     p = edgecompress.lowrank(
         digits_spec,

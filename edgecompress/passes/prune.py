@@ -12,6 +12,9 @@ groups are pruned together), or unstructured magnitude pruning as an option.
   whole (the classifier itself is always kept); the EfficientNet-Lite0 recipe turns both on.
 - `steps` > 1 prunes iteratively, fine-tuning with the KD objective (`finetune_epochs`) after
   every step; the teacher is the model before the pass.
+- `method: block` removes whole shape-preserving blocks (e.g. residual MBConv blocks), the ones
+  whose removal moves the outputs least on a few training batches: `blocks: N`, or until
+  `target_params` / `target_macs` is reached (`_blocks.py`; Torch-Pruning has no block removal).
 - `method: unstructured` zeroes the smallest weights globally. It shrinks nothing on disk or in
   MACs unless the format stores sparsity, and the record says so (params/MACs unchanged,
   `nonzero` given separately).
@@ -54,7 +57,9 @@ class PruneConfig:
     ignore_head: bool = False  # keep the last Conv2d before the classifier whole (e.g. the 1280 head)
     max_layer_ratio: float = 0.9
     steps: int = 1
-    method: Literal["channel", "unstructured"] = "channel"
+    method: Literal["channel", "unstructured", "block"] = "channel"
+    blocks: int | None = None  # method block: how many blocks to remove (or use a params/MACs target)
+    block_samples: int = 64  # method block: training samples the candidates are scored on
     finetune_epochs: int = 0  # KD epochs after each step
     distill: dict[str, Any] = field(default_factory=dict)  # other DistillConfig keys for those epochs
     taylor_batches: int = 4
@@ -71,6 +76,17 @@ class PruneConfig:
             check_range(f"prune.per_layer.{name}", r, 0, 1, lo_open=True, hi_open=True)
         if self.target_macs is not None and self.target_params is not None:
             raise ConfigError("prune.target_macs: give target_macs or target_params, not both")
+        check_range("prune.blocks", self.blocks, 1)
+        check_range("prune.block_samples", self.block_samples, 1)
+        if self.method == "block":
+            has_target = self.target_macs is not None or self.target_params is not None
+            if (self.blocks is None) == (not has_target):
+                raise ConfigError("prune.blocks: method block needs either blocks (how many to remove) or "
+                                  "target_macs / target_params, not both")
+            if self.steps != 1:
+                raise ConfigError("prune.steps: method block removes blocks greedily in one pass; use steps: 1")
+        elif self.blocks is not None:
+            raise ConfigError(f"prune.blocks: only for method block (method is {self.method!r})")
         if self.method == "unstructured" and (self.target_macs or self.target_params):
             raise ConfigError("prune.target_macs: unstructured pruning does not change MACs/params; "
                               "use ratio (fraction of weights zeroed)")
@@ -234,11 +250,24 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     spec = as_spec(model, input_shape)
     module = spec.module.eval()
     teach = teacher_module(teacher, spec) if (cfg.finetune_epochs or cfg.importance == "taylor") else None
-    needs_data = cfg.finetune_epochs > 0 or cfg.importance == "taylor"
+    needs_data = cfg.finetune_epochs > 0 or cfg.importance == "taylor" or cfg.method == "block"
     ds = resolve_dataset(spec, data, "train", progress) if needs_data else None
     log: dict[str, Any] = {"method": cfg.method}
     if cfg.method == "unstructured":
         log.update(_unstructured(module, cfg.ratio or 0.5))
+    elif cfg.method == "block":
+        from edgecompress.passes._blocks import remove_blocks
+
+        example = spec.example_inputs(1)
+        which = 1 if cfg.target_macs is not None else 0
+        target = cfg.target_macs if cfg.target_macs is not None else cfg.target_params
+        log.update(remove_blocks(module, ds, cfg.blocks, target, which, lambda m: _count(m, example),
+                                 spec.task == "classification", cfg.block_samples))
+        log["note"] = f"{len(log['removed'])} block(s) removed: {', '.join(r['block'] for r in log['removed'])}"
+        if cfg.finetune_epochs:
+            kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
+            ck = Path(workdir) / "checkpoints" / "prune-blocks.pt" if workdir else None
+            log["finetune"] = [finetune(module, teach, ds, kd, ck, "prune (blocks): KD fine-tune", progress)]
     else:
         example = spec.example_inputs(1)
         ratio = cfg.ratio if cfg.ratio is not None else 0.5
@@ -262,11 +291,13 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     spec.module = module
     spec.extra.setdefault("passes", []).append({"pass": "prune", "config": config_dict(cfg), "log": log})
     if progress:
-        print(f"prune: {log.get('note', 'channels pruned')} (ratio {log.get('ratio', cfg.ratio)})",
-              file=sys.stderr)
+        what = log["note"] if cfg.method == "block" else \
+            f"{log.get('note', 'channels pruned')} (ratio {log.get('ratio', cfg.ratio)})"
+        print(f"prune: {what}", file=sys.stderr)
     return spec
 
 
 register_pass(PassInfo("prune", PruneConfig, prune,
-                       "Torch-Pruning channel pruning (ratio / MACs / params target), or unstructured",
+                       "Torch-Pruning channel pruning (ratio / MACs / params target), block removal, "
+                       "or unstructured",
                        structural=True))
