@@ -236,7 +236,7 @@ def test_finetune_recalibrates_batchnorm(digits_spec, digits_calib):
 
     from edgecompress.passes.distill import DistillConfig, finetune
 
-    for recal in (True, False):
+    for recal in (True, "auto", False):
         s = copy.deepcopy(digits_spec.module)
         bn = s.stem[1]
         bn.momentum = 0.01
@@ -245,10 +245,30 @@ def test_finetune_recalibrates_batchnorm(digits_spec, digits_calib):
         finetune(s, digits_spec.module, digits_calib, cfg, progress=False)
         with torch.no_grad():
             want = s.stem[0](torch.from_numpy(digits_calib.x[:64])).mean(dim=(0, 2, 3))
-        if recal:
+        if recal:  # "auto" too: the stale stats are far from the teacher's outputs
             assert torch.allclose(bn.running_mean, want, atol=1e-4)
         else:
             assert float(bn.running_mean.min()) > 4.0  # one momentum-0.01 step: still stale
+
+
+def test_bn_recalibration_auto_keeps_stats_that_already_match_the_teacher(digits_spec, digits_calib):
+    """An unchanged student: its own stats give it the teacher's outputs exactly, so re-estimated
+    ones can only be worse and are thrown away; corrupted stats are replaced."""
+    import copy
+
+    from edgecompress.passes.distill import recalibrate_bn_if_closer
+
+    x = torch.from_numpy(digits_calib.x[:256])
+    teacher = digits_spec.module.eval()
+    s = copy.deepcopy(teacher)
+    before = {k: v.clone() for k, v in s.state_dict().items()}
+    log = recalibrate_bn_if_closer(s, teacher, x, 64, 4)
+    assert log["bn_recalibrated"] is False and log["bn_gap_kept_stats"] < 1e-9 < log["bn_gap_reestimated"]
+    assert all(torch.equal(v, before[k]) for k, v in s.state_dict().items())
+    s.stem[1].running_var.mul_(50.0)  # stale, as after pruning
+    log = recalibrate_bn_if_closer(s, teacher, x, 64, 4)
+    assert log["bn_recalibrated"] is True and log["bn_gap_reestimated"] < log["bn_gap_kept_stats"]
+    assert not torch.equal(s.stem[1].running_var, before["stem.1.running_var"] * 50.0)
 
 
 def test_distill_recovers_pruned_model_and_resumes(digits_spec, digits_calib, digits_eval, tmp_path):
