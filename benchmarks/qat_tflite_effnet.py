@@ -1,6 +1,6 @@
 """EfficientNet-Lite0: full-int8 TFLite from QAT (`qat: {backend: litert}`) vs the TFLite exporter's PTQ.
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/qat_tflite_effnet.py [--skip-kd]
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/qat_tflite_effnet.py [--skip-kd] [--label TEXT]
 
 Same halves as compress_effnet.py (imagenet-sample-1k, 500 distill / 500 eval, seed 0, cached in
 benchmarks/.cache/). Rows: PTQ (tflite:int8, calibrated on the first 300 distillation images),
@@ -31,6 +31,8 @@ from edgecompress.exporters import export
 from edgecompress.models import load_model
 
 TITLE = f"EfficientNet-Lite0: full-int8 TFLite, QAT (litert backend) vs PTQ ({SPLIT})"
+if "--label" in sys.argv:  # a rerun gets its own section instead of replacing the last one
+    TITLE += f", {sys.argv[sys.argv.index('--label') + 1]}"
 
 
 def p50_ms(path: Path, x: np.ndarray, runs: int = 50) -> float:
