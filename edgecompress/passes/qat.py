@@ -389,6 +389,27 @@ def train_prepared(
     return log
 
 
+def drop_unused_state(gm: Any) -> int:
+    """Delete parameters and buffers no node of a PT2E graph reads; returns how many.
+
+    [issue #4] `convert_pt2e` folds each float weight into a new int8 constant but leaves the
+    float original on the module: 49 of EfficientNet-Lite0's convolutions kept both, and the
+    recorded "size" of the QAT model counted 6.7 MB for a 4.4 MB int8 file. State under a
+    submodule the graph calls (`call_module`, e.g. torch.export's `_guards_fn`) counts as used.
+    """
+    nodes = list(gm.graph.nodes)
+    used = {str(n.target) for n in nodes if n.op in ("get_attr", "call_module")}
+    dropped = 0
+    for name, _ in [*gm.named_parameters(), *gm.named_buffers()]:
+        if name in used or any(u.startswith(name + ".") for u in used):
+            continue
+        owner, _, leaf = name.rpartition(".")
+        delattr(gm.get_submodule(owner) if owner else gm, leaf)
+        dropped += 1
+    gm.delete_all_unused_submodules()
+    return dropped
+
+
 def qat(
     model: Any,
     config: QATConfig | dict | None = None,
@@ -420,6 +441,7 @@ def qat(
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared, fold_quantize=backend.fold_quantize)
     move_exported_model_to_eval(converted)
+    log["unused_float_tensors_dropped"] = drop_unused_state(converted)
     spec.module = _wrapper_class()(converted)
     spec.extra["quantized"] = "qat"
     spec.extra["qat_quantizer"] = backend.name  # the exporters check it (_qat_backends.check_export)
