@@ -20,7 +20,6 @@ parameters) is written next to the results as `recipe.resolved.yaml`; it loads b
 from __future__ import annotations
 
 import copy
-import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -154,7 +153,9 @@ class Recipe(BaseModel):
     def resolved(self) -> dict[str, Any]:
         """The recipe with every pass's full parameter set (defaults filled in)."""
         d = self.model_dump()
-        d["passes"] = [{n: dataclasses.asdict(c)} for n, c in self.pass_configs()]
+        from edgecompress.passes._common import config_dict
+
+        d["passes"] = [{n: config_dict(c)} for n, c in self.pass_configs()]
         return d
 
 
@@ -252,7 +253,7 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     from edgecompress.fileio import ensure_writable_dir, write_json_atomic
     from edgecompress.models import load_model
     from edgecompress.passes import PASSES
-    from edgecompress.passes._common import predict, resolve_dataset, save_checkpoint
+    from edgecompress.passes._common import config_dict, predict, resolve_dataset, save_checkpoint
 
     if isinstance(recipe, str | Path):
         recipe = load_recipe(recipe)
@@ -286,7 +287,7 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         workdir = out / f"step{i + 1}-{name}"
         spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
         log = spec.extra.get("passes", [{}])[-1].get("log")
-        steps.append(_record(name, spec, ev, ref, first, steps[-1], dataclasses.asdict(cfg), log))
+        steps.append(_record(name, spec, ev, ref, first, steps[-1], config_dict(cfg), log))
         # The weights after every pass (weights_only-loadable state_dict) for inspection / reuse.
         save_checkpoint(workdir / "model.pt", {"key": name, "state_dict": spec.module.state_dict()})
         write_json_atomic(out / "steps.json", steps)

@@ -53,6 +53,12 @@ def test_resolved_recipe_round_trips(tmp_path):
     assert back.resolved()["passes"][0]["prune"]["ratio"] == 0.5  # defaults made explicit
     # Saving the loaded one again gives the same text.
     assert save_recipe(back, tmp_path / "r2.yaml").read_text() == path.read_text()
+    # the old QAT key `quantizer` still loads, as `backend`, and is not written back
+    assert "quantizer" not in back.resolved()["passes"][2]["qat"]
+    old = parse_recipe({"model": "zoo:digits-cnn", "passes": [{"qat": {"quantizer": "litert"}}],
+                        "export": ["tflite:int8"]})
+    assert old.resolved()["passes"][0]["qat"]["backend"] == "litert"
+    assert "quantizer" not in old.resolved()["passes"][0]["qat"]
 
 
 def test_docs_recipes_are_valid():
@@ -106,3 +112,17 @@ def test_cli_run_reports_a_bad_recipe_in_one_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "passes[0].prune.ratio" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_compress_picks_the_qat_backend_from_the_formats(tmp_path):
+    """`compress --qat-epochs` with only TFLite exports trains for LiteRT (backend litert), and
+    the resolved recipe next to the results says so; the TFLite int8 file then exports."""
+    from conftest import run_cli
+
+    out = tmp_path / "o"
+    r = run_cli("compress", "zoo:digits-cnn", "--qat-epochs", "0", "-f", "tflite:int8", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    qat = load_recipe(out / "recipe.resolved.yaml").resolved()["passes"][0]["qat"]
+    assert qat["backend"] == "litert" and "quantizer" not in qat
+    report = json.loads((out / "report.json").read_text())
+    assert [(a["format"], a["precision"], a["status"]) for a in report["artifacts"]] == [("tflite", "int8", "ok")]

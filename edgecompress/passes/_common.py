@@ -243,4 +243,11 @@ def load_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
+    """A config as a plain dict (what resolved recipes record); unset deprecated aliases are left out."""
+    if not dataclasses.is_dataclass(config):
+        return dict(config or {})
+    d = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("deprecated_alias") and d.get(f.name) is None:
+            d.pop(f.name, None)
+    return d

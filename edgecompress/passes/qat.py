@@ -70,7 +70,8 @@ class QATConfig:
     lr: float = 1e-4
     batch_size: int = 64
     backend: str = "x86"  # _qat_backends.QAT_BACKENDS: x86 (QDQ ONNX / OpenVINO) or litert (full-int8 TFLite)
-    quantizer: str | None = None  # old name of `backend` (recipes resolved before it say `quantizer: x86`)
+    # old name of `backend` (recipes resolved before it say `quantizer: x86`); not written back
+    quantizer: str | None = field(default=None, metadata={"deprecated_alias": "backend"})
     calib_samples: int = 300  # observers initialised on this many training samples first (0 = not)
     freeze_bn: bool = True  # train with BatchNorm running stats, never updated
     freeze_observers: bool = True  # quantization ranges fixed after calibration
