@@ -607,3 +607,20 @@ def test_count_is_unchanged_for_copies(digits_spec):
     p0, m0 = count_params_macs(digits_spec)
     edgecompress.prune(digits_spec, ratio=0.5, progress=False)
     assert count_params_macs(digits_spec) == (p0, m0)
+
+
+def test_finetune_freeze_bn_keeps_running_stats(digits_spec, digits_calib):
+    import copy
+
+    from edgecompress.passes.distill import DistillConfig, finetune
+
+    stats = {}
+    for freeze in (True, False):
+        s = copy.deepcopy(digits_spec.module)
+        before, w = s.stem[1].running_mean.clone(), s.stem[0].weight.detach().clone()
+        cfg = DistillConfig(epochs=1, lr=1e-3, batch_size=64, steps_per_epoch=2, shift=0, bn_recalib=False,
+                            freeze_bn=freeze)
+        finetune(s, digits_spec.module, digits_calib, cfg, progress=False)
+        stats[freeze] = float((s.stem[1].running_mean - before).abs().max())
+        assert not torch.equal(s.stem[0].weight, w)  # it trained either way
+    assert stats[True] == 0.0 and stats[False] > 0.0

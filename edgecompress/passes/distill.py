@@ -57,6 +57,10 @@ class DistillConfig:
     # the re-estimated stats only if they bring the student's eval-mode outputs closer to the
     # teacher's; see `recalibrate_bn_if_closer`).
     bn_recalib: bool | Literal["auto"] = "auto"
+    # Keep BatchNorm layers in eval mode while training (running stats used, not updated): for a
+    # network that was barely changed and a small data set, batch statistics of a few hundred
+    # images pull it away from its trained statistics.
+    freeze_bn: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -309,6 +313,10 @@ def finetune(
         last = float("nan")
         for epoch in range(start, cfg.epochs):
             _set_mode(student, True)
+            if cfg.freeze_bn and not graph:
+                for m in student.modules():
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                        m.eval()
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
             perm = torch.randperm(n, generator=g)
             running, count = 0.0, 0
