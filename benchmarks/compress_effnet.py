@@ -2,13 +2,14 @@
 -10/-20/-30 % MACs with and without KD, QAT (KD objective) vs PTQ int8, and the chained recipe
 docs/recipes/efficientnet-lite0.yaml (prune -> KD -> QAT -> export) end to end.
 
-    nice -n 15 .venv/bin/python benchmarks/compress_effnet.py [--stage prune|int8|chain|all]
+    nice -n 15 .venv/bin/python benchmarks/compress_effnet.py [--stage prune|blocks|int8|chain|all]
         [--points 10,30,20] [--chain-report DIR]
 
 Each stage writes its own section of RESULTS-compress.md (so stages can run separately or side by
 side):
 - `prune`: for every MACs target in --points, the pruned model as it is, with its BatchNorm stats
   re-estimated on the distillation half (no training), and after 1 KD epoch (teacher = fp32);
+- `blocks`: the same for whole-block removal (prune method block) to the --points MACs targets;
 - `int8`: PTQ (ORT QDQ) vs QAT (KD objective), both exported to ONNX QDQ and run in ORT on the
   eval half, plus OpenVINO running each QDQ file (default precision hint and f32);
 - `chain`: the recipe, or with `--chain-report DIR` the report.json that `edgecompress run
@@ -44,6 +45,7 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 SPLIT = "imagenet-sample-1k, 500 distill / 500 eval, seed 0"
 TITLES = {
     "prune": f"EfficientNet-Lite0: pruning, top-1 vs MACs, with and without KD ({SPLIT})",
+    "blocks": f"EfficientNet-Lite0: whole-block removal, top-1 vs MACs, with and without KD ({SPLIT})",
     "int8": f"EfficientNet-Lite0: int8 PTQ vs QAT ({SPLIT})",
     "chain": f"EfficientNet-Lite0: chained recipe ({SPLIT})",
 }
@@ -183,6 +185,50 @@ def stage_prune(spec, train, ev, points, lines, flush) -> None:
         add(f"prune −{int(t * 100)} % MACs + KD 1 ep", kd, t0)
 
 
+def stage_blocks(spec, train, ev, points, lines, flush) -> None:
+    """Whole-block removal (prune method block) to each MACs target: as removed, BN re-estimated
+    (forced), + 1 KD epoch (BN stats re-estimated only if closer to the teacher: bn_recalib auto)."""
+    from edgecompress.passes.distill import recalibrate_bn
+
+    base = {**model_stats(spec), "top1": evaluate(spec.module, ev)["top1"]}
+    lines += [
+        "",
+        "Greedy block removal until the MACs target is reached: each step removes the block whose removal "
+        "changes the logits least (KL on 64 distillation images), then rescores. *BN re-est.*: forced "
+        f"re-estimation on the 500 distillation images. *KD*: `{KD}`, teacher = fp32, then BatchNorm "
+        "stats re-estimated only if that brings the student closer to the teacher (`bn_recalib: auto`).",
+        "",
+        "| variant | blocks removed (`_blocks.i`) | MACs (M) | β | params (M) | α | top-1 % | Δ pt | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def add(name, s, t, removed=""):
+        st = {**model_stats(s), "top1": evaluate(s.module, ev)["top1"]}
+        lines.append(
+            f"| {name} | {removed} | {st['macs'] / 1e6:.0f} | {st['macs'] / base['macs']:.3f} | "
+            f"{st['params'] / 1e6:.2f} | {st['params'] / base['params']:.3f} | {st['top1'] * 100:.1f} | "
+            f"{(st['top1'] - base['top1']) * 100:+.1f} | {time.time() - t:.0f} |"
+        )
+        flush("(running)")
+
+    add("fp32", spec, time.time())
+    x = torch.from_numpy(train.x)
+    for t in points:
+        t0 = time.time()
+        cut = edgecompress.prune(spec, method="block", ratio=None, target_macs=t, data=train, progress=False)
+        names = ", ".join(r["block"].removeprefix("_blocks.") for r in cut.extra["passes"][-1]["log"]["removed"])
+        tag = f"blocks −{int(t * 100)} % MACs"
+        add(f"{tag}, as removed", cut, t0, names)
+        t0 = time.time()
+        bn = cut.replace(module=copy.deepcopy(cut.module))
+        recalibrate_bn(bn.module, x, 32, len(x) // 32 + 1)
+        add(f"{tag}, BN re-est.", bn, t0, names)
+        t0 = time.time()
+        kd = edgecompress.distill(cut, KD, data=train, teacher=spec, progress=True)
+        kept = "re-estimated" if kd.extra["passes"][-1]["log"].get("bn_recalibrated") else "kept"
+        add(f"{tag} + KD 1 ep (BN stats {kept})", kd, t0, names)
+
+
 def stage_int8(spec, train, ev, lines, flush) -> None:
     ref = torch_outputs(spec.module, ev)
     lines += [
@@ -228,7 +274,7 @@ def main() -> None:
         points = [int(p) / 100 for p in sys.argv[sys.argv.index("--points") + 1].split(",")]
     train, ev = halves()
     spec = load_model("zoo:efficientnet-lite0")
-    for name in ("prune", "int8", "chain") if stage == "all" else (stage,):
+    for name in ("prune", "blocks", "int8", "chain") if stage == "all" else (stage,):
         t0 = time.time()
         lines = [header(TITLES[name])]
 
@@ -237,6 +283,8 @@ def main() -> None:
 
         if name == "prune":
             stage_prune(spec, train, ev, points, lines, flush)
+        elif name == "blocks":
+            stage_blocks(spec, train, ev, points, lines, flush)
         elif name == "int8":
             stage_int8(spec, train, ev, lines, flush)
         else:
