@@ -146,6 +146,16 @@ def chain_lines(report, recipe_name: str, md: Path) -> list[str]:
     return lines
 
 
+def curve_row(first_cells: list[str], s, t0: float, base: dict, ev) -> str:
+    """One row of a top-1 vs MACs table: the given cells, then MACs, β, params, α, top-1, Δ, wall s."""
+    st = {**model_stats(s), "top1": evaluate(s.module, ev)["top1"]}
+    return (
+        f"| {' | '.join(first_cells)} | {st['macs'] / 1e6:.0f} | {st['macs'] / base['macs']:.3f} | "
+        f"{st['params'] / 1e6:.2f} | {st['params'] / base['params']:.3f} | {st['top1'] * 100:.1f} | "
+        f"{(st['top1'] - base['top1']) * 100:+.1f} | {time.time() - t0:.0f} |"
+    )
+
+
 def stage_prune(spec, train, ev, points, lines, flush) -> None:
     from edgecompress.passes.distill import recalibrate_bn
 
@@ -162,12 +172,7 @@ def stage_prune(spec, train, ev, points, lines, flush) -> None:
     ]
 
     def add(name, s, t):
-        st = {**model_stats(s), "top1": evaluate(s.module, ev)["top1"]}
-        lines.append(
-            f"| {name} | {st['macs'] / 1e6:.0f} | {st['macs'] / base['macs']:.3f} | "
-            f"{st['params'] / 1e6:.2f} | {st['params'] / base['params']:.3f} | {st['top1'] * 100:.1f} | "
-            f"{(st['top1'] - base['top1']) * 100:+.1f} | {time.time() - t:.0f} |"
-        )
+        lines.append(curve_row([name], s, t, base, ev))
         flush("(running)")
 
     add("fp32", spec, time.time())
@@ -203,12 +208,7 @@ def stage_blocks(spec, train, ev, points, lines, flush) -> None:
     ]
 
     def add(name, s, t, removed=""):
-        st = {**model_stats(s), "top1": evaluate(s.module, ev)["top1"]}
-        lines.append(
-            f"| {name} | {removed} | {st['macs'] / 1e6:.0f} | {st['macs'] / base['macs']:.3f} | "
-            f"{st['params'] / 1e6:.2f} | {st['params'] / base['params']:.3f} | {st['top1'] * 100:.1f} | "
-            f"{(st['top1'] - base['top1']) * 100:+.1f} | {time.time() - t:.0f} |"
-        )
+        lines.append(curve_row([name, removed], s, t, base, ev))
         flush("(running)")
 
     add("fp32", spec, time.time())
