@@ -109,6 +109,8 @@ def _damage(module: Any, batches: list[Any], ref: list[Any], classification: boo
     with torch.no_grad():
         for x, r in zip(batches, ref, strict=True):
             out = _call(module, x).float()
+            if out.shape != r.shape:
+                raise ValueError(f"output shape {tuple(out.shape)} != {tuple(r.shape)}")
             if classification and out.ndim == 2:
                 total += float(F.kl_div(F.log_softmax(out, 1), F.log_softmax(r, 1), log_target=True,
                                         reduction="batchmean"))
@@ -166,8 +168,10 @@ def remove_blocks(module: Any, data: Any, count: int | None, target: float | Non
             break
         left = [c for c in candidates if c not in {r["block"] for r in removed}]
         if not left:
+            asked = f"{count} asked" if count is not None else \
+                f"removing all of them cuts {1 - counter(module)[which] / base:.0%}, short of the target {target:.0%}"
             raise ConfigError(f"prune.blocks: only {len(candidates)} removable blocks in the model "
-                              f"({', '.join(candidates)}); asked for more")
+                              f"({', '.join(candidates)}); {asked}")
         scores = score_blocks(module, left, batches, ref, classification)
         if not scores:
             raise ConfigError(f"prune.blocks: none of the blocks left ({', '.join(left)}) can be removed "
