@@ -1,0 +1,74 @@
+"""PTQ vs QAT on the compressed model of the EfficientNet-Lite0 chain (issue #4).
+
+    .venv/bin/edgecompress run docs/recipes/efficientnet-lite0.yaml -o DIR
+    nice .venv/bin/python benchmarks/chain_ptq_vs_qat.py DIR
+
+Rebuilds the model the recipe's distill step saved (DIR/step2-distill/model.pt, blocks removed as
+recorded in DIR/report.json), quantizes it with ONNX Runtime PTQ (the exporter's default: percentile,
+first 300 distillation images), and compares it on the 500 evaluation images with the recipe's QAT
+int8 file (DIR/efficientnet-lite0-int8.onnx): top-1, agreement and mean |Δlogit| against the float
+model before quantization and against the original fp32 model, plus the discordant images.
+Prints a markdown table; nothing is written.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compress_effnet import drift, halves, torch_outputs
+
+from edgecompress.exporters import export
+from edgecompress.models import load_model
+from edgecompress.passes._blocks import _replacement
+from edgecompress.report.model import Report
+
+
+def ort_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return np.concatenate([s.run(None, {name: x[i : i + 50]})[0] for i in range(0, len(x), 50)])
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    run = Path(sys.argv[1])
+    train, ev = halves()
+    ref = torch_outputs(load_model("zoo:efficientnet-lite0").module, ev)
+    spec = load_model("zoo:efficientnet-lite0")
+    steps = Report.load(run / "report.json").steps
+    removed = next(s for s in steps if s["name"] == "prune")["log"]["removed"]
+    for r in removed:
+        owner, _, leaf = r["block"].rpartition(".")
+        setattr(spec.module.get_submodule(owner) if owner else spec.module, leaf, _replacement(r["replaced_by"]))
+    spec.module.load_state_dict(torch.load(run / "step2-distill" / "model.pt", weights_only=True)["state_dict"])
+    spec.module.eval()
+    before = torch_outputs(spec.module, ev)
+    with tempfile.TemporaryDirectory() as td:
+        ptq = ort_outputs(export(spec, "onnx", "int8", Path(td), train.take(slice(0, 300))).path, ev.x)
+    qat = ort_outputs(run / "efficientnet-lite0-int8.onnx", ev.x)
+    print("| model (ONNX Runtime, 500 eval images) | top-1 % | agreement with the float model before int8 % "
+          "| mean abs Δlogit | agreement with the original fp32 % | mean abs Δlogit |")
+    print("|---|---|---|---|---|---|")
+    def vs_fp32(out: np.ndarray) -> str:
+        return drift(out, ref, ev.y).split(" | ", 1)[1]  # agreement and Δlogit only
+
+    print(f"| float model before int8 (after blocks + KD) | {drift(before, before, ev.y)} | {vs_fp32(before)} |")
+    for name, out in (("PTQ int8 of that model", ptq), ("QAT int8 (the recipe's)", qat)):
+        print(f"| {name} | {drift(out, before, ev.y)} | {vs_fp32(out)} |")
+    only_ptq = int(((ptq.argmax(1) == ev.y) & (qat.argmax(1) != ev.y)).sum())
+    only_qat = int(((qat.argmax(1) == ev.y) & (ptq.argmax(1) != ev.y)).sum())
+    print(f"\nImages right only with PTQ: {only_ptq}; only with QAT: {only_qat}.")
+
+
+if __name__ == "__main__":
+    main()
