@@ -85,6 +85,7 @@ class PruneConfig:
                                   "target_macs / target_params, not both")
             if self.steps != 1:
                 raise ConfigError("prune.steps: method block removes blocks greedily in one pass; use steps: 1")
+            self.ratio = None  # a channel ratio means nothing here (resolved recipes say so)
         elif self.blocks is not None:
             raise ConfigError(f"prune.blocks: only for method block (method is {self.method!r})")
         if self.method == "unstructured" and (self.target_macs or self.target_params):
