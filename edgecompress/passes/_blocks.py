@@ -105,6 +105,8 @@ def _damage(module: Any, batches: list[Any], ref: list[Any], classification: boo
     import torch
     import torch.nn.functional as F
 
+    from edgecompress.passes.distill import softmax_kl
+
     total = 0.0
     with torch.no_grad():
         for x, r in zip(batches, ref, strict=True):
@@ -112,8 +114,7 @@ def _damage(module: Any, batches: list[Any], ref: list[Any], classification: boo
             if out.shape != r.shape:
                 raise ValueError(f"output shape {tuple(out.shape)} != {tuple(r.shape)}")
             if classification and out.ndim == 2:
-                total += float(F.kl_div(F.log_softmax(out, 1), F.log_softmax(r, 1), log_target=True,
-                                        reduction="batchmean"))
+                total += float(softmax_kl(out, r))
             else:
                 total += float((1 - F.cosine_similarity(out.flatten(1), r.flatten(1), dim=1)).mean())
     return total / max(len(batches), 1)

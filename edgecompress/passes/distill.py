@@ -128,11 +128,18 @@ def _relation(z: torch.Tensor) -> torch.Tensor:
     return z @ z.t()
 
 
+def softmax_kl(s: torch.Tensor, t: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(t / T) || softmax(s / T)), batch mean, scaled by T^2 (Hinton's KD term)."""
+    import torch.nn.functional as F
+
+    T = temperature
+    return F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
+
+
 def kd_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, cfg: DistillConfig) -> torch.Tensor:
     import torch.nn.functional as F
 
-    T = cfg.temperature
-    kd = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
+    kd = softmax_kl(s, t, cfg.temperature)
     loss = kd if y is None else cfg.alpha * kd + (1 - cfg.alpha) * F.cross_entropy(s, y)
     if cfg.relation_weight:
         loss = loss + cfg.relation_weight * F.mse_loss(_relation(s), _relation(t))
@@ -196,8 +203,7 @@ def _teacher_gap(student: Any, t_out: list[Any], xs: list[Any]) -> float:
         for xb, t in zip(xs, t_out, strict=True):
             o = student(xb).float()
             if o.ndim == 2:
-                kl = F.kl_div(F.log_softmax(o, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean")
-                total += float(kl)
+                total += float(softmax_kl(o, t))
             else:
                 total += float(F.mse_loss(o, t))
     return total / max(len(xs), 1)
