@@ -10,6 +10,8 @@
   own `quantize_onnx_int8` (minmax, `--calib-n` images);
 - LiteRT: fp32 and full-int8 .tflite through the Interpreter and the CompiledModel API, and the
   int8 file with each XNNPACK flag set tried (none helped).
+- with `--types`: ONNX int8 with the other activation / weight type pairs ORT offers (U8U8, S8S8;
+  the exporter uses U8S8), same calibration and float stem.
 Prints a markdown table; nothing is written.
 """
 
@@ -91,6 +93,37 @@ def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
     return out
 
 
+def type_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
+    """int8 files quantized with U8U8 and S8S8 instead of the exporter's U8S8 (first 3 convs float)."""
+    import onnx
+    import onnxruntime.quantization as oq
+    from onnxruntime.quantization import QuantType
+
+    import exporters.onnx as eo
+    from edgecompress.data.datasets import load_data
+    from edgecompress.exporters.base import ExportOptions
+    from edgecompress.paths import imagenet_sample
+
+    sample = imagenet_sample()
+    if sample is None:
+        raise SystemExit("../shared/data/imagenet-sample-1k is absent: the type variants need calibration images")
+    calib = load_data(f"{sample}[0:{calib_n}]", "efficientnet-lite", progress=False)
+    inp = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    real = oq.quantize_static
+    out = {}
+    for name, act, w in (("U8U8", QuantType.QUInt8, QuantType.QUInt8), ("S8S8", QuantType.QInt8, QuantType.QInt8)):
+        def typed(*a: object, act: QuantType = act, w: QuantType = w, **k: object) -> None:
+            real(*a, **{**k, "activation_type": act, "weight_type": w})
+        oq.quantize_static = typed  # quantize_onnx_int8 imports it at call time
+        try:
+            path = td / f"{name}.onnx"
+            eo.quantize_onnx_int8(fp32, path, calib, inp, ExportOptions(calib_method="minmax"), float_first=3)
+        finally:
+            oq.quantize_static = real
+        out[f"ONNX int8 {name} (activations, weights), first 3 convs float"] = path
+    return out
+
+
 def main() -> None:
     demo = Path(sys.argv[1])
     calib_n = int(sys.argv[sys.argv.index("--calib-n") + 1]) if "--calib-n" in sys.argv else 64
@@ -105,6 +138,9 @@ def main() -> None:
         }
         for name, path in depthwise_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
             runs[name] = ort_session(path)
+        if "--types" in sys.argv:
+            for name, path in type_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
+                runs[name] = ort_session(path)
         for prec in ("fp32", "int8"):
             for api, fn in litert_runs(demo / f"efficientnet-lite0-{prec}.tflite").items():
                 runs[f"LiteRT {prec} ({api})"] = fn

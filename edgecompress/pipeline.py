@@ -160,7 +160,9 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         from edgecompress.targets.metrics import task_metrics
 
         if spec.module is not None:
-            ref_out = reference_outputs(spec.module, ev, progress=job.progress)
+            # [issue #4] a QAT model's reference is the float model before QAT, not its int8 graph
+            ref_module = spec.extra.get("fp32_reference") or spec.module
+            ref_out = reference_outputs(ref_module, ev, progress=job.progress)
         else:  # an ONNX model in: its own fp32 outputs are the reference
             ref_out = onnx_reference(spec.onnx_path, ev)
         try:

@@ -44,6 +44,7 @@ class RecipeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
     float_first: int | None = Field(None, ge=0)  # ONNX int8: first N conv/linear layers left float
+    isolate: bool = False  # [issue #7] each export in a child process (ExportOptions.isolate)
     teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass
     validate_artifacts: bool = True
     threads: int = Field(1, ge=1)
@@ -119,16 +120,8 @@ class Recipe(BaseModel):
             if "qat" in names and any(p != "int8" for _, p in pairs):
                 bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
                 raise ConfigError(f"export: {bad} after qat; a QAT model exports as int8 only")
-            if "qat" in names:  # [issue #4] the QAT backend decides which formats get real int8
-                from edgecompress.passes._qat_backends import backend_for_format, get_backend
-
-                i = names.index("qat")
-                backend = get_backend(configs[i][1].backend, f"passes[{i}].qat.backend")
-                if bad := next((f for f, _ in pairs if f not in backend.formats), None):
-                    good = backend_for_format(bad)
-                    raise ConfigError(f"export: {bad}:int8 after qat with backend {backend.name!r}, which exports "
-                                      f"to {', '.join(backend.formats)} only; set passes[{i}].qat.backend: {good}"
-                                      if good else f"export: {bad}:int8 cannot follow qat")
+            # [issue #4] formats the QAT backend does not lower get PTQ of the QAT-trained weights
+            # (_qat_backends.qat_route), calibrated on data.calib or the training data
         if self.export and self.options.validate_artifacts:  # [issue #7] a target typo fails now
             from edgecompress.targets import get_target
 
@@ -303,10 +296,14 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         from edgecompress.pipeline import ExportJob, run_export
         from edgecompress.targets import ValidateSettings
 
+        # PTQ calibrates on data.calib, else on (up to 300 of) the training data, so a recipe whose
+        # eval set is part of the model's default calibration images does not calibrate on it
+        calib = _data(recipe.data.calib) or _head(train, 300)
         job = ExportJob(
             model=spec, formats=resolve_formats(recipe.export), out_dir=out,
-            calib=_data(recipe.data.calib), eval=ev, target=recipe.target,
-            options=ExportOptions(calib_method=opts.calib_method, float_first=opts.float_first),
+            calib=calib, eval=ev, target=recipe.target,
+            options=ExportOptions(calib_method=opts.calib_method, float_first=opts.float_first,
+                                  isolate=opts.isolate),
             settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup),
             do_validate=opts.validate_artifacts, command=cmd, progress=progress, steps=steps,
         )
@@ -323,6 +320,15 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     paths["recipe"] = resolved_path
     paths["steps"] = out / "steps.json"
     return report, paths
+
+
+def _head(ds: Any, n: int) -> Any:
+    """The first `n` samples of a Dataset (None stays None), its source saying so."""
+    if ds is None:
+        return None
+    head = ds.take(slice(0, n))
+    head.source = f"{ds.source}[0:{len(head)}]"
+    return head
 
 
 def _data(text: str | None) -> Any:

@@ -12,6 +12,7 @@ from edgecompress.errors import ConfigError, DataError
 from edgecompress.exporters._memory import pin_mmap_threshold, released_export_state
 from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions
 from edgecompress.fileio import ensure_writable_dir, path_size, safe_child, sha256_file
+from edgecompress.passes._qat_backends import qat_route
 
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
@@ -73,6 +74,8 @@ def export(
     format_ = FORMATS.get(fmt, "--format")
     if precision not in format_.precisions:
         raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}")
+    # [issue #4] a QAT model in a format its backend does not lower: PTQ of its trained weights
+    spec, qat_note = qat_route(spec, fmt, precision)
     # [issue #4] an already-quantized spec (QAT) brings its own ranges: no calibration needed.
     prequant = bool(spec.extra.get("quantized")) and spec.module is not None
     if precision in format_.needs_calibration and not prequant and (calib is None or len(calib) == 0):
@@ -92,6 +95,8 @@ def export(
             f"{fmt} {precision}: needs the Python package {pkg!r}, which is not "
             f"installed or does not import (pip install {pkg})"
         ) from e
+    if qat_note:
+        art.details["qat"] = qat_note
     art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
     files = [art.path, *(art.path.with_suffix(s) for s in format_.extra_files)]
     art.size_bytes = sum(path_size(f) for f in files if f.exists())

@@ -372,6 +372,72 @@ def test_qat_int8_is_not_worse_than_ptq(qat_spec, digits_spec, digits_calib, dig
     assert (q.argmax(1) == ref.argmax(1)).mean() >= (ptq.argmax(1) == ref.argmax(1)).mean() - one
 
 
+def test_qat_x86_model_exports_full_int8_tflite_from_its_trained_weights(
+        qat_spec, digits_spec, digits_calib, digits_eval, tmp_path):
+    # [issue #4] one QAT chain, every format: TFLite (not lowered by the x86 backend) is LiteRT PTQ
+    # of the QAT-trained float weights, and the artifact says so
+    from edgecompress.errors import DataError
+    from edgecompress.exporters import _litert_convert as lc
+    from edgecompress.exporters import export
+
+    twin, ref_module = qat_spec.extra["qat_float"], qat_spec.extra["fp32_reference"]
+    fp32 = _torch_out(digits_spec.module, digits_eval)
+    assert np.array_equal(_torch_out(ref_module, digits_eval), fp32)  # the float model before QAT
+    trained = _torch_out(twin, digits_eval)
+    assert np.abs(trained - fp32).max() > 1e-3  # the KD epoch moved the weights ...
+    assert (trained.argmax(1) == _torch_out(qat_spec.module, digits_eval).argmax(1)).mean() >= 0.98  # ... toward int8
+    with pytest.raises(DataError, match=r"^tflite int8: needs calibration data"):
+        export(qat_spec, "tflite", "int8", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    art = export(qat_spec, "tflite", "int8", tmp_path, digits_calib)
+    assert art.details["qat"]["route"] == "ptq-of-qat-weights" and art.details["qat"]["qat_backend"] == "x86"
+    assert art.details["float_ops"] == [] and art.details["calibration"]["samples"] == len(digits_calib)
+    out = lc.run(art.path, digits_eval.x)
+    assert (out.argmax(1) == fp32.argmax(1)).mean() >= 0.97
+    onnx_art = export(qat_spec, "onnx", "int8", tmp_path)  # the backend's own format: the QAT graph
+    assert "qat" not in onnx_art.details and onnx_art.details["quantization"]["source"] == "qat"
+
+
+def test_qat_model_is_validated_against_the_float_model_before_qat(qat_spec, digits_calib, digits_eval,
+                                                                   tmp_path, monkeypatch):
+    # [issue #4] the report's "fp32 reference" of a QAT model was its own int8 graph
+    from edgecompress import pipeline
+
+    seen = []
+    real = pipeline.reference_outputs
+    monkeypatch.setattr(pipeline, "reference_outputs", lambda m, *a, **k: seen.append(m) or real(m, *a, **k))
+    job = pipeline.ExportJob(model=qat_spec, formats=[("onnx", "int8")], out_dir=tmp_path, calib=digits_calib,
+                             eval=digits_eval, progress=False,
+                             settings=pipeline.ValidateSettings(runs=2, warmup=1))
+    report, _ = pipeline.run_export(job)
+    assert seen == [qat_spec.extra["fp32_reference"]]
+    assert report.reference["top1"] == evaluate(qat_spec.extra["fp32_reference"], digits_eval)["top1"]
+    assert report.artifacts[0]["drift"]["top1_agreement"] >= 0.97
+
+
+def test_qat_float_first_leaves_the_first_convs_float(digits_spec, digits_calib, digits_eval, tmp_path):
+    # [issue #4] as the ONNX exporter's PTQ does for EfficientNet-Lite0 (MLAS has no fast int8
+    # 3-channel stem): the first N conv / linear nodes keep float weights, the rest are int8
+    import onnx
+
+    q = edgecompress.qat(digits_spec, epochs=0, calib_samples=256, float_first=1, data=digits_calib, progress=False)
+    assert q.extra["passes"][-1]["config"]["float_first"] == 1
+    art, out = _ort(q, digits_eval, tmp_path, "int8")
+    m = onnx.load(str(art.path))
+    produced = {o: n for n in m.graph.node for o in n.output}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+
+    def int8_weight(conv):  # weight arrives through a DequantizeLinear
+        src = produced.get(conv.input[1])
+        return src is not None and src.op_type == "DequantizeLinear"
+
+    assert not int8_weight(convs[0]) and all(int8_weight(c) for c in convs[1:])
+    ref = _torch_out(digits_spec.module, digits_eval)
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.97
+    with pytest.raises(ConfigError, match=r"^qat\.float_first: the litert backend"):
+        edgecompress.qat(digits_spec, backend="litert", float_first=1, data=digits_calib, progress=False)
+
+
 def _input_observer(prepared):
     """The fake-quantize module that observes the graph input."""
     for node in prepared.graph.nodes:

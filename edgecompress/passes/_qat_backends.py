@@ -5,7 +5,12 @@
 - `litert`: litert-torch's PT2E quantizer (int8 activations, per-channel symmetric weights, the
   TFLite exporter's conv+activation fix) -> full-integer .tflite through `litert_torch.convert`.
 The pass picks one with `qat: {backend: ...}`; the exporters ask `check_export` whether they can
-take the spec. Kept free of torch imports: the recipe checker and every exporter import it.
+take the spec. A format the backend does not lower still gets int8 from the same chain: `qat_route`
+hands `export()` the QAT-trained float weights (`extra["qat_float"]`, the trained graph with its
+fake quantization removed) for that format's own post-training quantization, and says so in the
+artifact's details. Both backends quantize weights per channel, symmetric, 8 bit, and activations
+per tensor, affine, 8 bit, so weights trained for one scheme suit the other.
+Kept free of torch imports: the recipe checker and every exporter import it.
 """
 
 from __future__ import annotations
@@ -55,6 +60,28 @@ def get_backend(name: str, where: str = "qat.backend") -> QATBackend:
 def backend_for_format(fmt: str) -> str | None:
     """The backend whose QAT model `fmt` exports, if any."""
     return next((n for n, b in QAT_BACKENDS if fmt in b.formats), None)
+
+
+def qat_route(spec: ModelSpec, fmt: str, precision: str) -> tuple[ModelSpec, dict[str, Any] | None]:
+    """The spec `fmt` should export, and a note when that is not the QAT graph itself.
+
+    [issue #4] A QAT model asked for int8 in a format its backend does not lower (an `x86` model
+    to TFLite, a `litert` one to ONNX / OpenVINO) is exported by that format's PTQ from the
+    QAT-trained float weights (BatchNorm folded), calibrated like any PTQ; the note says so. Any
+    other case returns `spec` unchanged (the exporter lowers the QAT graph, or refuses).
+    """
+    if not spec.extra.get("quantized") or spec.module is None or precision in ("fp32", "fp16"):
+        return spec, None
+    name = spec.extra.get("qat_quantizer", "x86")
+    backend = QAT_BACKENDS.get(name) if name in QAT_BACKENDS else None
+    twin = spec.extra.get("qat_float")
+    if backend is None or fmt in backend.formats or twin is None:
+        return spec, None
+    extra = {k: v for k, v in spec.extra.items() if k not in ("quantized", "qat_quantizer", "qat_float")}
+    note = {"route": "ptq-of-qat-weights", "qat_backend": name,
+            "why": f"the {name!r} QAT backend lowers to {', '.join(backend.formats)} only; {fmt} {precision} "
+                   "is post-training quantized from the QAT-trained float weights"}
+    return spec.replace(module=twin, extra=extra), note
 
 
 def check_export(spec: ModelSpec, fmt: str) -> None:

@@ -29,6 +29,11 @@ float that way (ORT 8.2 ms vs 3.7 ms for ORT's own PTQ file), through two patter
    spec derived from the input and weight scales (scale = s_x * s_w, zero point 0; ORT's PTQ
    quantizes biases the same way), and ORT makes it a QGemm.
 
+4. `float_first`: the first N conv / linear nodes (graph order) are left unannotated, so they stay
+   float, as the ONNX exporter's PTQ does for EfficientNet-Lite0 (`ExportOptions.float_first`:
+   MLAS has no fast int8 path for a 3-channel stem conv or a narrow full-resolution depthwise
+   conv; exporters/onnx.py). The QAT pass passes the model's own default.
+
 OpenVINO converts the same QDQ ONNX; it fuses the extra Q/DQ pairs (int8 conv output, int8
 eltwise add) as it does for ORT's PTQ files.
 """
@@ -38,9 +43,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def ort_x86_quantizer(quantization_config: Any) -> Any:
+def ort_x86_quantizer(quantization_config: Any, float_first: int = 0) -> Any:
     """An X86InductorQuantizer (global `quantization_config`) whose annotation ORT's QDQ fusions
-    turn into QLinearConv / QLinearAdd / QGemm (module doc)."""
+    turn into QLinearConv / QLinearAdd / QGemm, with the first `float_first` conv / linear nodes
+    left float (module doc)."""
     import torch
     from torchao.quantization.pt2e.quantizer import (
         DerivedQuantizationSpec,
@@ -95,6 +101,7 @@ def ort_x86_quantizer(quantization_config: Any) -> Any:
             cfg = self.global_config
             if cfg is None:
                 return model
+            self._leave_float(model, float_first)
             # in graph order, so a pad / add sees its producers' outputs already annotated
             for node in model.graph.nodes:
                 if node.op != "call_function":
@@ -108,6 +115,24 @@ def ort_x86_quantizer(quantization_config: Any) -> Any:
                 elif node.target is aten.linear.default:
                     self._quantize_linear_bias(node)
             return model
+
+        @staticmethod
+        def _leave_float(model: torch.fx.GraphModule, n: int) -> None:
+            """Drop the annotation of the first `n` conv / linear nodes and of the activation
+            fused with each (module doc, 4); their consumers still quantize their own inputs."""
+            weighted = [nd for nd in model.graph.nodes
+                        if nd.op == "call_function" and nd.target in (*convs, aten.linear.default)]
+            for node in weighted[:n]:
+                out = node
+                while True:
+                    qa = annotation(out)
+                    if qa is None:
+                        break
+                    out.meta[QUANT_ANNOTATION_KEY] = _X86InductorQuantizationAnnotation(_annotated=True)
+                    users = list(out.users)
+                    if qa._is_output_of_quantized_pattern or len(users) != 1:
+                        break
+                    out = users[0]
 
         @staticmethod
         def _quantize_conv_output(conv: Any, cfg: Any) -> None:

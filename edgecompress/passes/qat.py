@@ -33,7 +33,8 @@ was worse than PTQ (ORT int8 top-1 81.6 % vs PTQ 87.0 %, agreement with fp32 90.
   Set `distill: {alpha: 0.7}` for the old objective.
 
 `backend: litert` prepares with litert-torch's PT2E quantizer instead (`_litert_qat.py`) and the
-result exports as full-int8 TFLite; `_qat_backends.py` lists the backends and their formats.
+result exports as full-int8 TFLite; `_qat_backends.py` lists the backends and their formats. The
+other formats get int8 from the same run by PTQ of the QAT-trained float weights (`float_twin`).
 
 Prepared / converted models reject .train()/.eval(): mode switches go through
 `move_exported_model_to_train/eval`. QAT must be the last pass of a chain.
@@ -41,6 +42,8 @@ Prepared / converted models reject .train()/.eval(): mode switches go through
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +78,9 @@ class QATConfig:
     calib_samples: int = 300  # observers initialised on this many training samples first (0 = not)
     freeze_bn: bool = True  # train with BatchNorm running stats, never updated
     freeze_observers: bool = True  # quantization ranges fixed after calibration
+    # x86: leave the first N conv / linear nodes float (None: the model's default, the ONNX
+    # exporter's `onnx_int8_float_first`; _x86_qat_quantizer.py says why). litert: must stay 0.
+    float_first: int | None = None
     distill: dict[str, Any] = field(default_factory=dict)  # other DistillConfig keys (alpha defaults to 1.0 here)
 
     def __post_init__(self) -> None:
@@ -90,6 +96,11 @@ class QATConfig:
                                   "(quantizer is the old name of backend; set backend only)")
             self.backend, self.quantizer = get_backend(self.quantizer, "qat.quantizer").name, None
         get_backend(self.backend)
+        if self.float_first is not None:
+            check_range("qat.float_first", self.float_first, 0)
+            if self.float_first and self.backend == "litert":
+                raise ConfigError("qat.float_first: the litert backend exports full-integer TFLite; "
+                                  "every layer is quantized (set 0 or use backend: x86)")
 
 
 def _wrapper_class() -> type:
@@ -326,10 +337,10 @@ def prepare(module: Any, example: tuple, cfg: QATConfig) -> Any:
 
     _fuse_conv_bn_(gm)
     normalise_sources(gm)
-    return prepare_qat_pt2e(gm, x86_quantizer())
+    return prepare_qat_pt2e(gm, x86_quantizer(cfg.float_first or 0))
 
 
-def x86_quantizer() -> Any:
+def x86_quantizer(float_first: int = 0) -> Any:
     """The x86 QAT quantizer: X86InductorQuantizer's QAT config, annotated so that ONNX Runtime's
     QDQ fusions run every conv as QLinearConv and the classifier as QGemm ([issue #4]: each conv
     output quantized, no conv + add fusion, a conv's input Q/DQ before its zero Pad, int32 linear
@@ -340,7 +351,7 @@ def x86_quantizer() -> Any:
 
     from edgecompress.passes._x86_qat_quantizer import ort_x86_quantizer
 
-    return ort_x86_quantizer(get_default_x86_inductor_quantization_config(is_qat=True))
+    return ort_x86_quantizer(get_default_x86_inductor_quantization_config(is_qat=True), float_first)
 
 
 # [issue #4] QAT distils toward the float model only: no cross-entropy with hard labels unless
@@ -411,6 +422,39 @@ def drop_unused_state(gm: Any) -> int:
     return dropped
 
 
+def float_twin(prepared: Any) -> Any:
+    """The float model QAT trained: a copy of the prepared graph with every observer / fake-quantize
+    call removed (BatchNorm stays folded into the convolutions, as trained).
+
+    [issue #4] A format the QAT backend does not lower quantizes these weights with its own PTQ
+    (`_qat_backends.qat_route`), so one QAT chain exports int8 to every format.
+    """
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    import operator
+
+    import torch
+
+    aten = torch.ops.aten
+    # litert-torch's quantizer finds adds / muls by their Python source (`a + b`: get_source_partitions
+    # on operator.add); as aten calls, 7 of EfficientNet-Lite0's 9 residual adds stayed float in TFLite
+    python_ops = {aten.add.Tensor: operator.add, aten.mul.Tensor: operator.mul}
+    gm = copy.deepcopy(prepared)
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), FakeQuantizeBase | ObserverBase):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+        elif node.op == "call_function" and node.target in python_ops and len(node.args) == 2 and not node.kwargs:
+            node.target = python_ops[node.target]
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    move_exported_model_to_eval(gm)
+    return _wrapper_class()(gm)
+
+
 def qat(
     model: Any,
     config: QATConfig | dict | None = None,
@@ -423,7 +467,9 @@ def qat(
     **overrides: Any,
 ) -> ModelSpec:
     """QAT of `model` with the KD objective; returns a spec whose module is the converted int8
-    PT2E graph, marked `extra["quantized"] = "qat"` and `extra["qat_quantizer"] = <backend>`."""
+    PT2E graph, marked `extra["quantized"] = "qat"` and `extra["qat_quantizer"] = <backend>`,
+    with `extra["qat_float"]` (the trained float weights) and `extra["fp32_reference"]` (the
+    float model before QAT)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -435,9 +481,14 @@ def qat(
     teach = teacher_module(teacher, spec)
     ds = resolve_dataset(spec, data, "train", progress)
     backend = get_backend(cfg.backend)
+    # the float model before QAT: the fp32 reference its int8 exports are validated against
+    reference = copy.deepcopy(spec.module).eval()
+    if cfg.float_first is None and backend.name == "x86":  # the model's own default (zoo entries)
+        cfg = dataclasses.replace(cfg, float_first=int(spec.extra.get("onnx_int8_float_first", 0)))
     prepared = backend.prepare_fn()(spec.module, spec.example_inputs(2), cfg)
     ck = Path(workdir) / "checkpoints" / "qat.pt" if workdir else None
     log = train_prepared(prepared, teach, ds, cfg, ck, progress)
+    twin = float_twin(prepared)
     pin_qparams(prepared, ds.x[:2])  # convert with the qparams training used
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared, fold_quantize=backend.fold_quantize)
@@ -446,6 +497,8 @@ def qat(
     spec.module = _wrapper_class()(converted)
     spec.extra["quantized"] = "qat"
     spec.extra["qat_quantizer"] = backend.name  # the exporters check it (_qat_backends.check_export)
+    spec.extra["qat_float"] = twin  # other formats' PTQ starts from it (_qat_backends.qat_route)
+    spec.extra["fp32_reference"] = reference  # pipeline.run_export validates against it
     # Torch-Pruning cannot count a converted graph: keep the float model's counts.
     spec.extra["params"], spec.extra["macs"] = before["params"], before["macs"]
     spec.extra.setdefault("passes", []).append({"pass": "qat", "config": config_dict(cfg), "log": log})
