@@ -7,7 +7,11 @@
 
 Writes benchmarks/RESULTS-load.md (date, machine, `uptime` load, command).
 
-    .venv/bin/python benchmarks/bench_load.py [--runs 3] [--parallel 2] [--calib-n 64]
+    .venv/bin/python benchmarks/bench_load.py [--runs 3] [--parallel 2] [--calib-n 64] [--isolate]
+
+`--isolate` exports each artifact in a spawned child (ExportOptions(isolate=True), issue #7): the
+table then also gives the largest child peak RSS of each run (the child's VmHWM). The results are
+appended to RESULTS-load.md as a new section; earlier sections stay.
 
 Peak RSS per run is sampled from /proc/self/status (VmRSS every 20 ms) by a thread, so each run
 gets its own peak even inside one process (ru_maxrss only ever grows).
@@ -71,10 +75,11 @@ def all_formats(only: str = "") -> list[tuple[str, str]]:
     return pairs
 
 
-def worker(runs: int, out_root: Path, calib_n: int, tag: str, only: str = "") -> list[dict]:
+def worker(runs: int, out_root: Path, calib_n: int, tag: str, only: str = "", isolate: bool = False) -> list[dict]:
     """`runs` exports of every format x precision in this process; one dict per run."""
     import torch
 
+    from edgecompress.exporters import ExportOptions
     from edgecompress.models import load_model
     from edgecompress.pipeline import ExportJob, resolve_data, run_export
 
@@ -95,8 +100,11 @@ def worker(runs: int, out_root: Path, calib_n: int, tag: str, only: str = "") ->
                 do_validate=False,
                 progress=False,
                 command=f"bench_load {tag} run {i + 1}",
+                options=ExportOptions(isolate=isolate),
             )
-            _report, _paths = run_export(job)
+            report, _paths = run_export(job)
+            child_peaks = [a["details"].get("export_peak_rss_mb") for a in report.artifacts]
+            del report
             del spec, job
         manifest = json.loads((out / "manifest.json").read_text())
         results.append(
@@ -107,6 +115,8 @@ def worker(runs: int, out_root: Path, calib_n: int, tag: str, only: str = "") ->
                 "seconds": round(time.perf_counter() - t0, 1),
                 "peak_rss_mb": round(rss.peak, 1),
                 "rss_after_mb": round(_rss_mb(), 1),
+                # [issue #7] isolate: the largest peak RSS of this run's export children
+                "child_peak_rss_mb": max((p for p in child_peaks if p), default=None),
                 "hashes": {f"{a['format']}:{a['precision']}": a["sha256"] for a in manifest["artifacts"]},
             }
         )
@@ -139,11 +149,12 @@ def main() -> None:
     ap.add_argument("--formats", default="", help="only these, e.g. 'tflite,onnx:int8-dynamic' (default: all)")
     ap.add_argument("--worker", metavar="OUT", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="w", help=argparse.SUPPRESS)
-    ap.add_argument("--no-write", action="store_true", help="print, do not update RESULTS-load.md")
+    ap.add_argument("--isolate", action="store_true", help="export each artifact in a child process (issue #7)")
+    ap.add_argument("--no-write", action="store_true", help="print, do not append to RESULTS-load.md")
     args = ap.parse_args()
 
     if args.worker:
-        res = worker(args.runs, Path(args.worker), args.calib_n, args.tag, args.formats)
+        res = worker(args.runs, Path(args.worker), args.calib_n, args.tag, args.formats, args.isolate)
         print(json.dumps(res))
         return
 
@@ -151,7 +162,7 @@ def main() -> None:
     start, up0 = dt.datetime.now(dt.UTC), _uptime()
     with tempfile.TemporaryDirectory(prefix="bench-load-") as td:
         root = Path(td)
-        seq = worker(args.runs, root, args.calib_n, "seq", args.formats)
+        seq = worker(args.runs, root, args.calib_n, "seq", args.formats, args.isolate)
         procs = [
             subprocess.Popen(
                 [
@@ -167,6 +178,7 @@ def main() -> None:
                     f"par{k + 1}",
                     "--formats",
                     args.formats,
+                    *(["--isolate"] if args.isolate else []),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -183,26 +195,28 @@ def main() -> None:
     up1 = _uptime()
     runs = seq + par
     keys = list(runs[0]["hashes"])
+    mode = "isolated (each export in a child process)" if args.isolate else "in-process"
     lines = [
-        "# Load: repeated and parallel exports (issue #7)\n",
+        f"## bench_load.py, {mode} — {start.isoformat(timespec='minutes')}\n",
         f"- command: `{cmd}`",
         f"- date: {start.isoformat(timespec='seconds')}",
         f"- machine: {_machine()}",
         f"- uptime at start: `{up0}`",
         f"- uptime at end: `{up1}`",
         f"- model: {MODEL}; formats: {', '.join(f'{f}:{p}' for f, p in all_formats(args.formats))}; "
-        f"{args.calib_n} calibration samples; validation off (export only); torch threads 1",
+        f"{args.calib_n} calibration samples; validation off (export only); torch threads 1; {mode}",
         f"- {args.runs} runs in one process (`seq`), then {args.parallel} processes in parallel "
         "(`par*`, 1 run each, started together)\n",
-        "## Peak RSS per run\n",
-        "| run | pid | seconds | peak RSS MB | RSS after MB |",
-        "|---|---|---|---|---|",
+        "### Peak RSS per run (of the process running the job)\n",
+        "| run | pid | seconds | peak RSS MB | RSS after MB | largest export-child peak RSS MB |",
+        "|---|---|---|---|---|---|",
         *[
-            f"| {r['tag']} {r['run']} | {r['pid']} | {r['seconds']} | {r['peak_rss_mb']} | {r['rss_after_mb']} |"
+            f"| {r['tag']} {r['run']} | {r['pid']} | {r['seconds']} | {r['peak_rss_mb']} | {r['rss_after_mb']} "
+            f"| {r.get('child_peak_rss_mb') or '-'} |"
             for r in runs
         ],
         "",
-        "## Hashes across all runs\n",
+        "### Hashes across all runs\n",
         "| artifact | distinct sha256 over runs | deterministic | first sha256 |",
         "|---|---|---|---|",
     ]
@@ -217,17 +231,21 @@ def main() -> None:
     if nondet:
         lines.append("Not byte-identical: " + "; ".join(f"{k} ({WHY.get(k, 'see notes')})" for k in nondet) + ".")
     else:
-        lines.append("Every format and precision gave byte-identical artifacts in every run, sequential and parallel.")
+        where = "sequential and parallel" if par else "in this process"
+        lines.append(f"Every format and precision gave byte-identical artifacts in every run, {where}.")
     seq_peaks = [r["peak_rss_mb"] for r in seq]
+    seq_after = [r["rss_after_mb"] for r in seq]
     lines.append(
-        f"\nPeak RSS over the {len(seq)} in-process runs: "
+        f"\nPeak RSS over the {len(seq)} runs in one process: "
         f"{' -> '.join(f'{p:.0f}' for p in seq_peaks)} MB "
-        f"(growth first -> last {seq_peaks[-1] - seq_peaks[0]:+.0f} MB)."
+        f"(growth first -> last {seq_peaks[-1] - seq_peaks[0]:+.0f} MB); RSS after: "
+        f"{' -> '.join(f'{p:.0f}' for p in seq_after)} MB."
     )
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.no_write:
-        RESULTS.write_text(text)
+    if not args.no_write:  # a new section: earlier runs (other code, other modes) stay for comparison
+        old = RESULTS.read_text() if RESULTS.exists() else "# Load: repeated and parallel exports (issue #7)\n"
+        RESULTS.write_text(old.rstrip("\n") + "\n\n" + text)
 
 
 if __name__ == "__main__":

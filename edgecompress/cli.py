@@ -85,6 +85,7 @@ def export(
     allow_mixed: Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float.")] = False,
     float_first: Annotated[int | None, typer.Option(min=0, help="ONNX int8: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")] = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
+    isolate: Annotated[bool, typer.Option("--isolate", help="Export each artifact in a child process, so repeated exports in one long-lived process keep memory flat; costs a few seconds per artifact.")] = False,
 ) -> None:
     """Export MODEL to one or more formats, validate on TARGET, write DIR/report.{json,md,html}."""
     from edgecompress.exporters import CALIB_METHODS, ExportOptions, resolve_formats
@@ -97,7 +98,8 @@ def export(
     pairs = resolve_formats(format, precision, int8)
     job = ExportJob(
         model=model, formats=pairs, out_dir=out, calib=calib, eval=eval, target=target,
-        options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed, float_first=float_first),
+        options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed, float_first=float_first,
+                              isolate=isolate),
         settings=_settings(threads, batch, runs, warmup), do_validate=not no_validate,
         input_shape=input_shape, weights=weights, preprocess=preprocess,
         command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from edgecompress.errors import ConfigError, DataError
 from edgecompress.exporters._memory import pin_mmap_threshold, released_export_state
-from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions
+from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions, Format
 from edgecompress.fileio import ensure_writable_dir, path_size, safe_child, sha256_file
 from edgecompress.passes._qat_backends import qat_route
 
@@ -83,10 +83,16 @@ def export(
     out_dir = ensure_writable_dir(Path(out_dir))
     out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
     t0 = time.perf_counter()
-    pin_mmap_threshold()  # [issue #7] in-process re-exports kept ~130 MB each otherwise (_memory.py)
+    # [issue #7] in-process re-exports kept ~130 MB each otherwise (_memory.py); an isolated export's
+    # parent too: its pickled job and the calibration arrays are large blocks as well
+    pin_mmap_threshold()
     try:
-        with released_export_state():
-            art = format_.export(spec, precision, out, calib, options)
+        if options.isolate:  # [issue #7] third-party C++ state dies with the child (_isolate.py)
+            from edgecompress.exporters._isolate import export_in_child
+
+            art = export_in_child(format_.name, spec, precision, out, calib, options)
+        else:
+            art = export_in_process(format_, spec, precision, out, calib, options)
     except ImportError as e:  # [issue #7] a runtime / toolkit that is not installed: one line
         from edgecompress.errors import RuntimeMissingError
 
@@ -103,6 +109,14 @@ def export(
     art.sha256 = sha256_file(art.path) if len(files) == 1 else _multi_hash(files)
     art.path = Path(os.path.relpath(art.path)) if not art.path.is_absolute() else art.path
     return art
+
+
+def export_in_process(format_: Format, spec: ModelSpec, precision: str, out: Path,
+                      calib: Dataset | None, options: ExportOptions) -> Artifact:
+    """`format_.export` with the memory measures of _memory.py (also what an isolated child runs)."""
+    pin_mmap_threshold()  # once per process; the child of an isolated export gets here first
+    with released_export_state():
+        return format_.export(spec, precision, out, calib, options)
 
 
 def _multi_hash(files: Sequence[Path]) -> str:

@@ -35,6 +35,9 @@ class ExportOptions:
     # own default (ModelSpec.extra["onnx_int8_float_first"], set by zoo entries where it was measured
     # to be faster), else 0.
     float_first: int | None = None
+    # [issue #7] Export in a spawned child process (exporters/_isolate.py): third-party converter
+    # state that in-process exports leave behind (~1-2 MB each) dies with it; costs a few seconds.
+    isolate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,218 @@
+"""[issue #7] Run one export in a fresh child process (`ExportOptions(isolate=True)`).
+
+Why: after the six causes cleared in `_memory.py`, each export still leaves 1-2 MB in third-party
+C++ state with no Python root (the ONNX dynamo exporter's ShapeEnv, OpenVINO / MLIR converter
+state; benchmarks/RESULTS-load.md), ~17 MB per run of ten EfficientNet-Lite0 artifacts. A child
+process takes all of it with it when it exits, so a long-lived caller's RSS stays flat; the price
+is a fresh interpreter (imports) per artifact.
+
+"spawn", not fork: the parent may have live OpenMP / TBB (OpenVINO) / ORT thread pools, which a
+forked child inherits in a broken state. The child therefore imports edgecompress afresh and gets
+only pickled data (`picklable_spec`, the calibration Dataset, the options); the artifact, or the
+exception with its class and message, comes back through a pipe. As with any spawn-based
+multiprocessing, a calling *script* needs an `if __name__ == "__main__":` guard.
+
+A model that cannot be sent (its class is not importable by module path: defined inside a function
+or in an interactive session's __main__; also the QAT pass's int8 graphs, whose wrapper class and
+PT2E GraphModule do not pickle) is exported in this process, with a RuntimeWarning: isolation
+only saves memory, so refusing the export would trade a few MB for a failed job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import shutil
+import signal
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.errors import ExportError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from edgecompress.data import Dataset
+    from edgecompress.exporters.base import Artifact, ExportOptions
+    from edgecompress.models import ModelSpec
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class ChildTraceback(Exception):
+    """The child's formatted traceback, chained as `__cause__` of the re-raised error (--debug)."""
+
+
+def picklable_spec(spec: ModelSpec) -> ModelSpec:
+    """A copy of `spec` holding only what the exporters read (name, module, inputs, source, task,
+    preprocess, onnx_path, output_names, extra): the zoo's default_calib / default_eval callables
+    go (exporters never call them), a callable preprocess becomes None (they only compare it with
+    "tokenizer"). The module is shared, not copied."""
+    keep = spec.preprocess if spec.preprocess is None or isinstance(spec.preprocess, str) else None
+    return spec.replace(default_calib=None, default_eval=None, preprocess=keep)
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+
+
+def dump_job(spec: ModelSpec, calib: Dataset | None, options: ExportOptions) -> bytes | str:
+    """Pickle what the child needs; the reason (a str) if it cannot be pickled."""
+    try:
+        return pickle.dumps((picklable_spec(spec), calib, options), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # PicklingError, AttributeError ("Can't pickle local object"), TypeError
+        return _first_line(e)
+
+
+def _vm_hwm_mb() -> float | None:
+    """This process's peak RSS (VmHWM) in MB, Linux only."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL us if the parent dies (a killed caller must not leave a 2 GB export
+    running); Linux only, best effort."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child(conn: Connection, payload: bytes, fmt: str, precision: str, out: str,
+           threads: int | None, tmpdir: str) -> None:
+    """Child entry point: unpickle, export as `api.export` does in-process, send the result back."""
+    # The parent owns our life: it terminates us on its own Ctrl-C and removes our temp files.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    tempfile.tempdir = tmpdir  # TemporaryDirectory()s of the exporters: the parent removes the lot
+    try:
+        try:
+            spec, calib, options = pickle.loads(payload)
+        except Exception as e:  # e.g. a class the parent had in __main__ and we cannot import
+            conn.send(("unpicklable", _first_line(e)))
+            return
+        del payload
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        from edgecompress.exporters.api import export_in_process
+        from edgecompress.exporters.base import FORMATS
+
+        art = export_in_process(FORMATS.get(fmt), spec, precision, Path(out), calib, options)
+        art.details["export_peak_rss_mb"] = _vm_hwm_mb()
+        conn.send(("ok", art))
+    except BaseException as e:
+        tb = traceback.format_exc()
+        try:  # the parent must be able to rebuild it: same class and message, else an ExportError
+            pickle.loads(pickle.dumps(e))
+            conn.send(("error", e, tb))
+        except Exception:
+            conn.send(("error", ExportError(f"{fmt} {precision}: {_first_line(e)}"), tb))
+    finally:
+        conn.close()
+
+
+def _temp_names(d: Path) -> set[str]:
+    """Names of temp files in `d` in the forms fileio.remove_stale_temps knows."""
+    from edgecompress.fileio import TEMP_PREFIX
+
+    return {p.name for p in (*d.glob(TEMP_PREFIX + "*"), *d.glob(".*.tmp"))}
+
+
+def _remove_new_temps(d: Path, before: set[str]) -> None:
+    """Delete temp files that appeared in `d` since `before`: a killed child could not."""
+    for n in _temp_names(d) - before:
+        p = d / n
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def _stop(proc: BaseProcess) -> None:
+    if proc.pid is None:  # never started
+        return
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+    proc.join()
+
+
+def _death(fmt: str, precision: str, proc: BaseProcess) -> ExportError:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return ExportError(f"{fmt} {precision}: the export child process (pid {proc.pid}) was killed "
+                           f"by {sig}{hint}; nothing was written")
+    return ExportError(f"{fmt} {precision}: the export child process (pid {proc.pid}) exited with "
+                       f"code {code} without a result; nothing was written")
+
+
+def export_in_child(fmt: str, spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
+                    options: ExportOptions) -> Artifact:
+    """`Format.export` of `fmt` in a spawned child; returns its Artifact or raises its error.
+
+    A spec that cannot be sent is exported here instead, with a RuntimeWarning (module doc)."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    payload = dump_job(spec, calib, options)
+    if isinstance(payload, str):
+        return _in_process(fmt, spec, precision, out, calib, options, payload)
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    tmpdir = tempfile.mkdtemp(prefix="edgecompress-export-")
+    before = _temp_names(out.parent)
+    proc = ctx.Process(target=_child, name=f"edgecompress-export-{fmt}-{precision}",
+                       args=(send, payload, fmt, precision, str(out), threads, tmpdir))
+    msg: Any = None
+    try:
+        proc.start()
+        send.close()  # ours: now EOF on `recv` means the child is gone
+        del payload
+        wait([recv, proc.sentinel])
+        with contextlib.suppress(EOFError, OSError):
+            if recv.poll():
+                msg = recv.recv()
+        proc.join()
+    finally:  # also on KeyboardInterrupt: stop the child, then remove what it left
+        send.close()
+        recv.close()
+        _stop(proc)
+        if msg is None or msg[0] != "ok":
+            _remove_new_temps(out.parent, before)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    if msg is None:
+        raise _death(fmt, precision, proc)
+    if msg[0] == "error":
+        raise msg[1] from ChildTraceback(msg[2].rstrip())
+    if msg[0] == "unpicklable":
+        return _in_process(fmt, spec, precision, out, calib, options, msg[1])
+    return msg[1]
+
+
+def _in_process(fmt: str, spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
+                options: ExportOptions, reason: str) -> Artifact:
+    from edgecompress.exporters.api import export_in_process
+    from edgecompress.exporters.base import FORMATS
+
+    warnings.warn(f"isolate=True: model {spec.name} cannot be sent to a child process ({reason}); "
+                  f"exporting {fmt} {precision} in this process (isolation needs a model class "
+                  "importable by module path)", RuntimeWarning, stacklevel=4)
+    return export_in_process(FORMATS.get(fmt), spec, precision, out, calib, options)
