@@ -301,7 +301,7 @@ def compress(
         passes.append({"distill": {"epochs": distill_epochs}})
     if qat_epochs is not None:
         # [issue #4] the QAT backend follows the export formats (tflite -> litert, onnx/openvino -> x86);
-        # formats of two backends are left to the recipe check, which names the conflict
+        # formats of both backends: x86, and TFLite gets LiteRT PTQ of the QAT-trained weights
         from edgecompress.passes._qat_backends import backend_for_format
 
         fmts = {e.strip().partition(":")[0] for item in export for e in item.split(",") if e.strip()}

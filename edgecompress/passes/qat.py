@@ -429,13 +429,12 @@ def float_twin(prepared: Any) -> Any:
     [issue #4] A format the QAT backend does not lower quantizes these weights with its own PTQ
     (`_qat_backends.qat_route`), so one QAT chain exports int8 to every format.
     """
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
-    from torchao.quantization.pt2e.observer import ObserverBase
-
     import operator
 
     import torch
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+    from torchao.quantization.pt2e.observer import ObserverBase
 
     aten = torch.ops.aten
     # litert-torch's quantizer finds adds / muls by their Python source (`a + b`: get_source_partitions
