@@ -104,8 +104,9 @@ def worker(runs: int, out_root: Path, calib_n: int, tag: str, only: str = "", is
             )
             report, _paths = run_export(job)
             child_peaks = [a["details"].get("export_peak_rss_mb") for a in report.artifacts]
-            del report
-            del spec, job
+            # the calibration slice is a view of the zoo's whole set (172 MB): dropped here, so the
+            # next run's load does not find it still alive (it inflated run 2's peak before)
+            del report, spec, job, calib
         manifest = json.loads((out / "manifest.json").read_text())
         results.append(
             {
