@@ -61,8 +61,9 @@ def litert_runs(path: Path) -> dict[str, Callable[[], None]]:
     return out
 
 
-def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
-    """int8 files with the first 3 convs float plus all / the first 4 / 8 depthwise convs float."""
+def _quantize(fp32: Path, calib_n: int, out: Path) -> None:
+    """The exporter's `quantize_onnx_int8` (minmax, first 3 convs float) on `calib_n` sample images;
+    the variants patch what it calls around this."""
     import onnx
 
     import exporters.onnx as eo
@@ -72,9 +73,18 @@ def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
 
     sample = imagenet_sample()
     if sample is None:
-        raise SystemExit("../shared/data/imagenet-sample-1k is absent: the depthwise variants need calibration images")
+        raise SystemExit("../shared/data/imagenet-sample-1k is absent: the int8 variants need calibration images")
     calib = load_data(f"{sample}[0:{calib_n}]", "efficientnet-lite", progress=False)
     inp = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    eo.quantize_onnx_int8(fp32, out, calib, inp, ExportOptions(calib_method="minmax"), float_first=3)
+
+
+def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
+    """int8 files with the first 3 convs float plus all / the first 4 / 8 depthwise convs float."""
+    import onnx
+
+    import exporters.onnx as eo
+
     original = eo._leading_nodes
     out = {}
     for name, k in (("all", None), ("first 4", 4), ("first 8", 8)):
@@ -85,30 +95,18 @@ def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
             return sorted({nd.name for nd in nodes[:n]} | set(dw[:k] if k else dw))
         eo._leading_nodes = leading
         try:
-            path = td / f"dw-{k or 'all'}.onnx"
-            eo.quantize_onnx_int8(fp32, path, calib, inp, ExportOptions(calib_method="minmax"), float_first=3)
+            _quantize(fp32, calib_n, td / f"dw-{k or 'all'}.onnx")
         finally:
             eo._leading_nodes = original
-        out[f"ONNX int8, first 3 + {name} depthwise convs float"] = path
+        out[f"ONNX int8, first 3 + {name} depthwise convs float"] = td / f"dw-{k or 'all'}.onnx"
     return out
 
 
 def type_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
     """int8 files quantized with U8U8 and S8S8 instead of the exporter's U8S8 (first 3 convs float)."""
-    import onnx
     import onnxruntime.quantization as oq
     from onnxruntime.quantization import QuantType
 
-    import exporters.onnx as eo
-    from edgecompress.data.datasets import load_data
-    from edgecompress.exporters.base import ExportOptions
-    from edgecompress.paths import imagenet_sample
-
-    sample = imagenet_sample()
-    if sample is None:
-        raise SystemExit("../shared/data/imagenet-sample-1k is absent: the type variants need calibration images")
-    calib = load_data(f"{sample}[0:{calib_n}]", "efficientnet-lite", progress=False)
-    inp = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
     real = oq.quantize_static
     out = {}
     for name, act, w in (("U8U8", QuantType.QUInt8, QuantType.QUInt8), ("S8S8", QuantType.QInt8, QuantType.QInt8)):
@@ -116,11 +114,10 @@ def type_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
             real(*a, **{**k, "activation_type": act, "weight_type": w})
         oq.quantize_static = typed  # quantize_onnx_int8 imports it at call time
         try:
-            path = td / f"{name}.onnx"
-            eo.quantize_onnx_int8(fp32, path, calib, inp, ExportOptions(calib_method="minmax"), float_first=3)
+            _quantize(fp32, calib_n, td / f"{name}.onnx")
         finally:
             oq.quantize_static = real
-        out[f"ONNX int8 {name} (activations, weights), first 3 convs float"] = path
+        out[f"ONNX int8 {name} (activations, weights), first 3 convs float"] = td / f"{name}.onnx"
     return out
 
 
