@@ -32,20 +32,28 @@ if TYPE_CHECKING:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch.onnx colours its messages
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _culprit(e: BaseException) -> str:
-    """The op torch.onnx could not lower, dug out of its multi-page message, else its first line."""
+    """The op torch.onnx could not lower, dug out of its multi-page message, else the first line of
+    the error it chains (torch.onnx's own "Failed to export the model with torch.export. This is
+    step 1/3..." names nothing; the torch.export error under it names the layer or shape)."""
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     m = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
     if m:
         return f"unsupported op {m.group(1)}"
+    root = e
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    line = _first_line(root)
     m = re.search(r"(aten|prims)\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", text)
-    return f"{_first_line(e)} ({m.group(0)})" if m else _first_line(e)
+    return f"{line} ({m.group(0)})" if m and m.group(0) not in line else line
 
 
 def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> None:

@@ -44,6 +44,9 @@ def test_child_error_arrives_with_class_and_message(tmp_path, digits_spec):
     with pytest.raises(ExportError) as child:
         export(bad, "onnx", "fp32", tmp_path / "child", options=ISOLATE)
     assert type(child.value) is type(here.value) and str(child.value) == str(here.value)
+    # one line naming the mismatch (torch.export's error under torch.onnx's), without colour codes
+    assert "expected input" in str(here.value) and "5 channels" in str(here.value)
+    assert "\x1b" not in str(here.value) and "\n" not in str(here.value)
     assert "Traceback" in str(child.value.__cause__)  # the child's traceback, for --debug
     assert os.listdir(tmp_path / "child") == []
 
