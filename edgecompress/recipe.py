@@ -45,7 +45,11 @@ class RecipeOptions(BaseModel):
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
     float_first: int | None = Field(None, ge=0)  # ONNX int8: first N conv/linear layers left float
     isolate: bool = False  # [issue #7] each export in a child process (ExportOptions.isolate)
-    teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass
+    teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass but qat
+    # [issue #4] QAT's teacher: the float model it quantizes ("previous"), so its KD trains int8
+    # fidelity. With "original" the QAT epoch of the EfficientNet-Lite0 chain chased the original
+    # model instead: agreement with the float model before int8 96.8 % vs 98.6 % (PTQ 97.6 %).
+    qat_teacher: Literal["original", "previous"] = "previous"
     validate_artifacts: bool = True
     threads: int = Field(1, ge=1)
     runs: int = Field(50, ge=1)
@@ -274,7 +278,8 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     steps = [first]
     for i, (name, cfg) in enumerate(recipe.pass_configs()):
         info = PASSES.get(name)
-        teacher = original if opts.teacher == "original" else copy.deepcopy(spec.module)
+        choice = opts.qat_teacher if name == "qat" else opts.teacher
+        teacher = original if choice == "original" else copy.deepcopy(spec.module)
         if progress:
             print(f"[{i + 1}/{len(recipe.passes)}] {name}", file=sys.stderr)
         workdir = out / f"step{i + 1}-{name}"

@@ -126,3 +126,35 @@ def test_cli_compress_picks_the_qat_backend_from_the_formats(tmp_path):
     assert qat["backend"] == "litert" and "quantizer" not in qat
     report = json.loads((out / "report.json").read_text())
     assert [(a["format"], a["precision"], a["status"]) for a in report["artifacts"]] == [("tflite", "int8", "ok")]
+
+
+@pytest.mark.parametrize(("qat_teacher", "want"), [(None, "pruned"), ("original", "original")])
+def test_qat_distils_toward_the_model_it_quantizes(tmp_path, monkeypatch, qat_teacher, want):
+    """[issue #4] In a chain, QAT's KD teacher is the float model QAT starts from (int8 fidelity),
+    unless `options.qat_teacher: original`; the other passes keep `options.teacher` (original)."""
+    import dataclasses
+
+    from edgecompress.passes import PASSES
+
+    seen = {}
+    real_get = PASSES.get
+
+    def get(name, *a):
+        info = real_get(name, *a)
+        if name != "qat":
+            return info
+
+        def run(spec, cfg, *, teacher=None, **kw):  # record the teacher, leave the model float
+            seen["teacher_params"] = sum(p.numel() for p in teacher.parameters())
+            seen["student_params"] = sum(p.numel() for p in spec.module.parameters())
+            return spec
+        return dataclasses.replace(info, run=run)
+
+    monkeypatch.setattr(PASSES, "get", get)
+    options = {"progress": False, **({"qat_teacher": qat_teacher} if qat_teacher else {})}
+    recipe = {"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": 0.5}}, "qat"], "options": options}
+    report, _ = run_recipe(recipe, tmp_path)
+    original = report.steps[0]["params"]
+    assert seen["student_params"] < 0.5 * original  # QAT got the pruned model ...
+    expected = seen["student_params"] if want == "pruned" else original
+    assert seen["teacher_params"] == expected  # ... and the teacher asked for
