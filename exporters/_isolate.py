@@ -21,6 +21,7 @@ only saves memory, so refusing the export would trade a few MB for a failed job.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import shutil
 import signal
@@ -137,6 +138,32 @@ def _remove_new_temps(d: Path, before: set[str]) -> None:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
+_TMP_PREFIX = "edgecompress-export-"  # + the parent's pid + "-": whose private TMPDIR it is
+
+
+def _remove_orphaned_tempdirs() -> list[Path]:
+    """Delete the private TMPDIRs of isolated exports whose parent process is gone.
+
+    A parent killed with SIGKILL cannot remove its child's directory (and the child dies with it,
+    PR_SET_PDEATHSIG), so the next isolated export in any process does. A directory whose pid is
+    alive, or not ours to signal, is left alone."""
+    removed = []
+    for d in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        pid = d.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not d.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except OSError:  # alive, another user's
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
 def _stop(proc: BaseProcess) -> None:
     if proc.pid is None:  # never started
         return
@@ -177,7 +204,8 @@ def export_in_child(fmt: str, spec: ModelSpec, precision: str, out: Path, calib:
     threads = torch.get_num_threads() if torch is not None else None
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    tmpdir = tempfile.mkdtemp(prefix="edgecompress-export-")
+    _remove_orphaned_tempdirs()
+    tmpdir = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     before = _temp_names(out.parent)
     proc = ctx.Process(target=_child, name=f"edgecompress-export-{fmt}-{precision}",
                        args=(send, payload, fmt, precision, str(out), threads, tmpdir))

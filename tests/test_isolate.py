@@ -23,9 +23,25 @@ from edgecompress.models.spec import InputSpec
 ISOLATE = ExportOptions(isolate=True)
 
 
-def test_isolated_onnx_is_byte_identical(tmp_path, digits_spec):
+def test_isolated_onnx_is_byte_identical(tmp_path, digits_spec, monkeypatch):
+    import subprocess
+    import tempfile
+
+    # a private TMPDIR left by a parent killed mid-export goes; a live process's stays
+    tmp_root = tmp_path / "tmp"
+    tmp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_root))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan = tmp_root / f"edgecompress-export-{gone.pid}-x1"
+    orphan.mkdir()
+    (orphan / "half.onnx").write_bytes(b"\0" * 1024)
+    alive = tmp_root / f"edgecompress-export-{os.getppid()}-x2"
+    alive.mkdir()
     here = export(digits_spec, "onnx", "fp32", tmp_path / "here")
     child = export(digits_spec, "onnx", "fp32", tmp_path / "child", options=ISOLATE)
+    left = sorted(n for n in os.listdir(tmp_root) if n.startswith("edgecompress-export-"))
+    assert left == [alive.name]  # the orphan and our own child's are gone
     assert child.sha256 == here.sha256 and child.size_bytes == here.size_bytes
     a, b = here.to_dict(), child.to_dict()
     for d in (a, b):
