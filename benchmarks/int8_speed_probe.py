@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 
@@ -85,7 +86,6 @@ def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
 
     import exporters.onnx as eo
 
-    original = eo._leading_nodes
     out = {}
     for name, k in (("all", None), ("first 4", 4), ("first 8", 8)):
         def leading(pre: Path, n: int, k: int | None = k) -> list[str]:
@@ -93,12 +93,10 @@ def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
                      if nd.op_type in ("Conv", "Gemm", "MatMul")]
             dw = [nd.name for nd in nodes if any(a.name == "group" and a.i > 1 for a in nd.attribute)]
             return sorted({nd.name for nd in nodes[:n]} | set(dw[:k] if k else dw))
-        eo._leading_nodes = leading
-        try:
-            _quantize(fp32, calib_n, td / f"dw-{k or 'all'}.onnx")
-        finally:
-            eo._leading_nodes = original
-        out[f"ONNX int8, first 3 + {name} depthwise convs float"] = td / f"dw-{k or 'all'}.onnx"
+        path = td / f"dw-{k or 'all'}.onnx"
+        with patch.object(eo, "_leading_nodes", leading):
+            _quantize(fp32, calib_n, path)
+        out[f"ONNX int8, first 3 + {name} depthwise convs float"] = path
     return out
 
 
@@ -112,12 +110,10 @@ def type_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
     for name, act, w in (("U8U8", QuantType.QUInt8, QuantType.QUInt8), ("S8S8", QuantType.QInt8, QuantType.QInt8)):
         def typed(*a: object, act: QuantType = act, w: QuantType = w, **k: object) -> None:
             real(*a, **{**k, "activation_type": act, "weight_type": w})
-        oq.quantize_static = typed  # quantize_onnx_int8 imports it at call time
-        try:
-            _quantize(fp32, calib_n, td / f"{name}.onnx")
-        finally:
-            oq.quantize_static = real
-        out[f"ONNX int8 {name} (activations, weights), first 3 convs float"] = td / f"{name}.onnx"
+        path = td / f"{name}.onnx"
+        with patch.object(oq, "quantize_static", typed):  # quantize_onnx_int8 imports it at call time
+            _quantize(fp32, calib_n, path)
+        out[f"ONNX int8 {name} (activations, weights), first 3 convs float"] = path
     return out
 
 
