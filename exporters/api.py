@@ -83,13 +83,12 @@ def export(
     out_dir = ensure_writable_dir(Path(out_dir))
     out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
     t0 = time.perf_counter()
-    # [issue #7] in-process re-exports kept ~130 MB each otherwise (_memory.py); an isolated export's
-    # parent too: its pickled job and the calibration arrays are large blocks as well
-    pin_mmap_threshold()
     try:
         if options.isolate:  # [issue #7] third-party C++ state dies with the child (_isolate.py)
             from edgecompress.exporters._isolate import export_in_child
 
+            # the parent too: its pickled job and the calibration arrays are large blocks as well
+            pin_mmap_threshold()
             art = export_in_child(format_.name, spec, precision, out, calib, options)
         else:
             art = export_in_process(format_, spec, precision, out, calib, options)

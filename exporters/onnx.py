@@ -31,10 +31,15 @@ if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
 
 
-def _first_line(e: BaseException) -> str:
+def _plain(e: BaseException) -> str:
+    """The error's text without the ANSI colour codes torch.onnx puts in its messages."""
     import re
 
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch.onnx colours its messages
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+
+
+def _first_line(e: BaseException) -> str:
+    text = _plain(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
@@ -44,7 +49,7 @@ def _culprit(e: BaseException) -> str:
     step 1/3..." names nothing; the torch.export error under it names the layer or shape)."""
     import re
 
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    text = _plain(e)
     m = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
     if m:
         return f"unsupported op {m.group(1)}"

@@ -62,6 +62,12 @@ def backend_for_format(fmt: str) -> str | None:
     return next((n for n, b in QAT_BACKENDS if fmt in b.formats), None)
 
 
+def _backend_of(spec: ModelSpec) -> tuple[str, QATBackend | None]:
+    """The QAT backend a quantized spec was trained with (name, entry; None if unknown)."""
+    name = spec.extra.get("qat_quantizer", "x86")  # specs from before the litert backend: x86
+    return name, QAT_BACKENDS.get(name) if name in QAT_BACKENDS else None
+
+
 def qat_route(spec: ModelSpec, fmt: str, precision: str) -> tuple[ModelSpec, dict[str, Any] | None]:
     """The spec `fmt` should export, and a note when that is not the QAT graph itself.
 
@@ -72,8 +78,7 @@ def qat_route(spec: ModelSpec, fmt: str, precision: str) -> tuple[ModelSpec, dic
     """
     if not spec.extra.get("quantized") or spec.module is None or precision in ("fp32", "fp16"):
         return spec, None
-    name = spec.extra.get("qat_quantizer", "x86")
-    backend = QAT_BACKENDS.get(name) if name in QAT_BACKENDS else None
+    name, backend = _backend_of(spec)
     twin = spec.extra.get("qat_float")
     if backend is None or fmt in backend.formats or twin is None:
         return spec, None
@@ -88,8 +93,7 @@ def check_export(spec: ModelSpec, fmt: str) -> None:
     """ConfigError (one line) if `spec` is a QAT model that format `fmt` cannot lower as int8."""
     if not spec.extra.get("quantized") or spec.module is None:
         return
-    name = spec.extra.get("qat_quantizer", "x86")  # specs from before the litert backend: x86
-    backend = QAT_BACKENDS.get(name) if name in QAT_BACKENDS else None
+    name, backend = _backend_of(spec)
     if backend is None or fmt in backend.formats:
         return
     good = backend_for_format(fmt)

@@ -477,11 +477,11 @@ def qat(
     if len(spec.inputs) != 1:
         raise ConfigError(f"qat: model {spec.name} has {len(spec.inputs)} inputs; QAT supports one")
     before = model_stats(spec)
-    teach = teacher_module(teacher, spec)
     ds = resolve_dataset(spec, data, "train", progress)
     backend = get_backend(cfg.backend)
     # the float model before QAT: the fp32 reference its int8 exports are validated against
     reference = copy.deepcopy(spec.module).eval()
+    teach = reference if teacher is None else teacher_module(teacher, spec)  # None: that same model
     if cfg.float_first is None and backend.name == "x86":  # the model's own default (zoo entries)
         cfg = dataclasses.replace(cfg, float_first=int(spec.extra.get("onnx_int8_float_first", 0)))
     prepared = backend.prepare_fn()(spec.module, spec.example_inputs(2), cfg)
