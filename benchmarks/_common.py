@@ -12,22 +12,33 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS-compress.md"
 
 
 def header(title: str) -> str:
+    """The section heading and the run's command, date, machine and load. Call it after setting
+    torch's thread count: the line records it."""
+    import torch
+
     from edgecompress.report.model import machine
 
     cpu = machine()["cpu"]
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     cmd = " ".join([Path(sys.executable).name, *sys.argv])
     return (f"## {title}\n\n- command: `{cmd}`\n- date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\n"
-            f"- machine: {cpu}, {os.cpu_count()} vCPU, torch threads 1\n- uptime at start: `{up}`\n")
+            f"- machine: {cpu}, {os.cpu_count()} vCPU, torch threads {torch.get_num_threads()}\n"
+            f"- uptime at start: `{up}`\n")
 
 
 def write_section(title: str, body: str) -> None:
-    """Replace (or append) the section `## title` of RESULTS-compress.md."""
+    """Replace (or append) the section `## title` of RESULTS-compress.md. The notes written by
+    hand below the generated part (after its `- uptime at end:` line) are kept."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Compression benchmarks (issue #4)\n\n"
     marker = f"## {title}\n"
     if marker in text:
         start = text.index(marker)
         nxt = text.find("\n## ", start + len(marker))
+        old = text[start:] if nxt < 0 else text[start:nxt + 1]
+        end = old.rfind("\n- uptime at end:")
+        notes = old[old.find("\n", end + 1) + 1:].strip("\n") if end >= 0 and old.find("\n", end + 1) >= 0 else ""
+        if notes:
+            body = body.rstrip("\n") + "\n\n" + notes
         # keep one blank line between this section and the next heading
         text = text[:start] + body.rstrip("\n") + "\n" + ("" if nxt < 0 else "\n" + text[nxt + 1:])
     else:

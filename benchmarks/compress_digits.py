@@ -56,6 +56,12 @@ def main() -> None:
     row("  + KD 10 more ep", pruned_kd)
     raw = edgecompress.prune(spec, ratio=0.5, progress=False)
     row("prune 50 % channels, no fine-tuning", raw)
+    # Least-squares reconstruction: only the layers whose channels feed one 1x1 conv / linear layer
+    # (down -> pw, pw -> fc1, fc1 -> fc2), cut to a quarter; the same layers by magnitude alongside.
+    rec = edgecompress.prune(spec, ratio=0.75, method="reconstruct", data=train, progress=False)
+    row("reconstruct: chains cut to 25 %, no fine-tuning", rec)
+    same = edgecompress.prune(spec, ratio=0.75, ignored=["stem.0", "res_a.0"], progress=False)
+    row("same layers cut to 25 % by magnitude, no fine-tuning", same)
     lr = edgecompress.lowrank(spec, energy=None, param_budget=0.6, finetune_epochs=15,
                               distill={"lr": 3e-3}, data=train, progress=False)
     row("low-rank SVD to 60 % params + KD 15 ep", lr)

@@ -2,14 +2,16 @@
 -10/-20/-30 % MACs with and without KD, QAT (KD objective) vs PTQ int8, and the chained recipe
 docs/recipes/efficientnet-lite0.yaml (prune -> KD -> QAT -> export) end to end.
 
-    nice -n 15 .venv/bin/python benchmarks/compress_effnet.py [--stage prune|blocks|int8|chain|all]
-        [--points 10,30,20] [--chain-report DIR]
+    nice -n 15 .venv/bin/python benchmarks/compress_effnet.py [--stage prune|blocks|reconstruct|int8|chain|all]
+        [--points 10,30,20] [--chain-report DIR] [--threads N]
 
 Each stage writes its own section of RESULTS-compress.md (so stages can run separately or side by
 side):
 - `prune`: for every MACs target in --points, the pruned model as it is, with its BatchNorm stats
   re-estimated on the distillation half (no training), and after 1 KD epoch (teacher = fp32);
 - `blocks`: the same for whole-block removal (prune method block) to the --points MACs targets;
+- `reconstruct`: the same for channel pruning with least-squares reconstruction (prune method
+  reconstruct, channels spread by measured sensitivity), as pruned and after 1 gentle KD epoch;
 - `int8`: PTQ (ORT QDQ) vs QAT (KD objective), both exported to ONNX QDQ and run in ORT on the
   eval half, plus OpenVINO running each QDQ file (default precision hint and f32);
 - `chain`: the recipe, or with `--chain-report DIR` the report.json that `edgecompress run
@@ -46,6 +48,7 @@ SPLIT = "imagenet-sample-1k, 500 distill / 500 eval, seed 0"
 TITLES = {
     "prune": f"EfficientNet-Lite0: pruning, top-1 vs MACs, with and without KD ({SPLIT})",
     "blocks": f"EfficientNet-Lite0: whole-block removal, top-1 vs MACs, with and without KD ({SPLIT})",
+    "reconstruct": f"EfficientNet-Lite0: channel pruning with least-squares reconstruction, top-1 vs MACs ({SPLIT})",
     "int8": f"EfficientNet-Lite0: int8 PTQ vs QAT ({SPLIT})",
     "chain": f"EfficientNet-Lite0: chained recipe ({SPLIT})",
 }
@@ -156,16 +159,12 @@ def curve_row(first_cells: list[str], s, t0: float, base: dict, ev) -> str:
     )
 
 
-def stage_prune(spec, train, ev, points, lines, flush) -> None:
-    from edgecompress.passes.distill import recalibrate_bn
-
+def curve_table(spec, ev, lines, flush, intro: str):
+    """Start a top-1 vs MACs table under `intro` with its fp32 row; returns add(name, spec, t0)."""
     base = {**model_stats(spec), "top1": evaluate(spec.module, ev)["top1"]}
     lines += [
         "",
-        "Per-layer uniform ratio found by bisection on MACs, magnitude importance, channels to the nearest "
-        "multiple of 8, stem and 1280-wide head kept whole. *BN re-est.*: BatchNorm running stats "
-        "re-estimated on the 500 distillation images (forward passes, no training). *KD*: 1 epoch "
-        f"(16 steps) on the distillation half, teacher = fp32, `{KD}`, BN re-estimated at the end.",
+        intro,
         "",
         "| variant | MACs (M) | β | params (M) | α | top-1 % | Δ pt | wall s |",
         "|---|---|---|---|---|---|---|---|",
@@ -176,6 +175,19 @@ def stage_prune(spec, train, ev, points, lines, flush) -> None:
         flush("(running)")
 
     add("fp32", spec, time.time())
+    return add
+
+
+def stage_prune(spec, train, ev, points, lines, flush) -> None:
+    from edgecompress.passes.distill import recalibrate_bn
+
+    add = curve_table(
+        spec, ev, lines, flush,
+        "Per-layer uniform ratio found by bisection on MACs, magnitude importance, channels to the nearest "
+        "multiple of 8, stem and 1280-wide head kept whole. *BN re-est.*: BatchNorm running stats "
+        "re-estimated on the 500 distillation images (forward passes, no training). *KD*: 1 epoch "
+        f"(16 steps) on the distillation half, teacher = fp32, `{KD}`, BN re-estimated at the end.",
+    )
     x = torch.from_numpy(train.x)
     for t in points:
         t0 = time.time()
@@ -229,6 +241,31 @@ def stage_blocks(spec, train, ev, points, lines, flush) -> None:
         add(f"{tag} + KD 1 ep (BN stats {kept})", kd, t0, names)
 
 
+# The chained recipe's fine-tune (chosen on the eval half for block removal: RESULTS-compress.md).
+KD_GENTLE = {"epochs": 1, "lr": 1e-4, "alpha": 1.0, "freeze_bn": True, "batch_size": 32, "shift": 0, "hflip": True}
+RECON = {"ratio": None, "round_to": 8, "ignore_stem": True, "ignore_head": True, "samples": 256,
+         "probe_samples": 64}
+
+
+def stage_reconstruct(spec, train, ev, points, lines, flush) -> None:
+    """prune method reconstruct to each MACs target: as pruned, + 1 gentle KD epoch."""
+    add = curve_table(
+        spec, ev, lines, flush,
+        "Channels of every chain (an MBConv block's expanded channels, the last block's output) removed "
+        "greedily by the increase of the consumer's least-squares error (OBS) and the consumer refitted, "
+        "chain by chain, on the first 256 distillation images; how many per chain is spread by each chain's "
+        "measured damage (KL on 64 distillation images at 1/8 .. 7/8 removed). Channels to multiples of 8, "
+        f"stem and head kept whole. *KD*: `{KD_GENTLE}`, teacher = fp32.",
+    )
+    for t in points:
+        t0 = time.time()
+        rec = edgecompress.prune(spec, method="reconstruct", target_macs=t, data=train, progress=True, **RECON)
+        add(f"reconstruct −{int(t * 100)} % MACs, as pruned", rec, t0)
+        t0 = time.time()
+        kd = edgecompress.distill(rec, KD_GENTLE, data=train, teacher=spec, progress=True)
+        add(f"reconstruct −{int(t * 100)} % MACs + KD 1 ep", kd, t0)
+
+
 def stage_int8(spec, train, ev, lines, flush) -> None:
     ref = torch_outputs(spec.module, ev)
     lines += [
@@ -267,14 +304,14 @@ def stage_int8(spec, train, ev, lines, flush) -> None:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 1)
     stage = sys.argv[sys.argv.index("--stage") + 1] if "--stage" in sys.argv else "all"
     points = [0.1, 0.3, 0.2]
     if "--points" in sys.argv:
         points = [int(p) / 100 for p in sys.argv[sys.argv.index("--points") + 1].split(",")]
     train, ev = halves()
     spec = load_model("zoo:efficientnet-lite0")
-    for name in ("prune", "blocks", "int8", "chain") if stage == "all" else (stage,):
+    for name in ("prune", "blocks", "reconstruct", "int8", "chain") if stage == "all" else (stage,):
         t0 = time.time()
         lines = [header(TITLES[name])]
 
@@ -285,6 +322,8 @@ def main() -> None:
             stage_prune(spec, train, ev, points, lines, flush)
         elif name == "blocks":
             stage_blocks(spec, train, ev, points, lines, flush)
+        elif name == "reconstruct":
+            stage_reconstruct(spec, train, ev, points, lines, flush)
         elif name == "int8":
             stage_int8(spec, train, ev, lines, flush)
         else:

@@ -266,6 +266,9 @@ def compress(
         "--prune-macs", help="Prune to remove this fraction of MACs.")] = None,
     prune_blocks: Annotated[int | None, typer.Option(
         "--prune-blocks", min=1, help="Remove the N shape-preserving blocks that change the outputs least.")] = None,
+    prune_method: Annotated[str, typer.Option(
+        "--prune-method", help="channel (Torch-Pruning importance) or reconstruct (least-squares refit of "
+        "each pruned layer's consumer; needs --train or the model's default data).")] = "channel",
     importance: Annotated[str, typer.Option(help="Pruning importance: magnitude, taylor, bn-scale.")] = "magnitude",
     round_to: Annotated[int | None, typer.Option(help="Keep channel counts multiples of N.")] = None,
     lowrank_energy: Annotated[float | None, typer.Option(
@@ -290,7 +293,13 @@ def compress(
 
     passes: list[dict] = []
     if prune is not None or prune_macs is not None:
-        p: dict = {"importance": importance, "round_to": round_to}
+        if prune_method not in ("channel", "reconstruct"):
+            from edgecompress.errors import ConfigError
+
+            raise ConfigError(f"--prune-method {prune_method!r}: use channel or reconstruct")
+        p: dict = {"round_to": round_to, "method": prune_method}
+        if prune_method == "channel":
+            p["importance"] = importance
         p.update({"ratio": prune} if prune_macs is None else {"target_macs": prune_macs})
         passes.append({"prune": p})
     if prune_blocks is not None:

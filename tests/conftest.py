@@ -19,6 +19,17 @@ def digits_spec():
     return load_model("zoo:digits-cnn")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests (deterministic, and fair to the other jobs)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def digits_calib(digits_spec):
     from edgecompress.pipeline import resolve_data

@@ -12,13 +12,7 @@ from edgecompress.errors import ConfigError
 from edgecompress.models import count_params_macs
 from edgecompress.passes._common import evaluate, model_stats
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

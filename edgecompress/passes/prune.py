@@ -15,6 +15,13 @@ groups are pruned together), or unstructured magnitude pruning as an option.
 - `method: block` removes whole shape-preserving blocks (e.g. residual MBConv blocks), the ones
   whose removal moves the outputs least on a few training batches: `blocks: N`, or until
   `target_params` / `target_macs` is reached (`_blocks.py`; Torch-Pruning has no block removal).
+- `method: reconstruct` prunes the channels of every *chain* (a layer whose channels reach one
+  1x1 conv or linear layer: an MBConv block's expanded channels) and refits that consumer by
+  least squares on `samples` training images, so little accuracy is lost before any fine-tuning
+  (`_reconstruct.py`; Torch-Pruning neither picks channels by the consumer's reconstruction error
+  nor refits). With `ratio` every chain loses that fraction; with `target_macs` / `target_params`
+  each chain's sensitivity is measured on `probe_samples` images and the channels are taken where
+  they cost least.
 - `method: unstructured` zeroes the smallest weights globally. It shrinks nothing on disk or in
   MACs unless the format stores sparsity, and the record says so (params/MACs unchanged,
   `nonzero` given separately).
@@ -57,9 +64,11 @@ class PruneConfig:
     ignore_head: bool = False  # keep the last Conv2d before the classifier whole (e.g. the 1280 head)
     max_layer_ratio: float = 0.9
     steps: int = 1
-    method: Literal["channel", "unstructured", "block"] = "channel"
+    method: Literal["channel", "unstructured", "block", "reconstruct"] = "channel"
     blocks: int | None = None  # method block: how many blocks to remove (or use a params/MACs target)
     block_samples: int = 64  # method block: training samples the candidates are scored on
+    samples: int = 256  # method reconstruct: training samples of the least-squares refit
+    probe_samples: int = 64  # method reconstruct with a target: samples the chains' sensitivity is measured on
     finetune_epochs: int = 0  # KD epochs after each step
     distill: dict[str, Any] = field(default_factory=dict)  # other DistillConfig keys for those epochs
     taylor_batches: int = 4
@@ -78,6 +87,17 @@ class PruneConfig:
             raise ConfigError("prune.target_macs: give target_macs or target_params, not both")
         check_range("prune.blocks", self.blocks, 1)
         check_range("prune.block_samples", self.block_samples, 1)
+        check_range("prune.samples", self.samples, 1)
+        check_range("prune.probe_samples", self.probe_samples, 1)
+        if self.method == "reconstruct":
+            if self.steps != 1:
+                raise ConfigError("prune.steps: method reconstruct refits every layer it prunes in one pass; "
+                                  "use steps: 1 (finetune_epochs still applies)")
+            if self.per_layer or self.global_pruning:
+                raise ConfigError("prune.per_layer: method reconstruct spreads a target by measured sensitivity; "
+                                  "per_layer and global_pruning are for method channel")
+            if self.target_macs is not None or self.target_params is not None:
+                self.ratio = None  # the target decides (resolved recipes say so)
         if self.method == "block":
             has_target = self.target_macs is not None or self.target_params is not None
             if (self.blocks is None) == (not has_target):
@@ -242,6 +262,21 @@ def _unstructured(module: Any, ratio: float) -> dict[str, Any]:
             "note": "unstructured: zeros are stored as zeros; params, MACs and file size unchanged"}
 
 
+def _reconstruct(module: Any, spec: ModelSpec, ds: Any, cfg: PruneConfig, progress: bool) -> dict[str, Any]:
+    import torch
+
+    from edgecompress.passes._reconstruct import prune_chains
+
+    if isinstance(ds.x, dict):
+        raise ConfigError("prune.method reconstruct: needs a model with one tensor input; use method channel")
+    batches = list(torch.from_numpy(ds.x[: cfg.samples]).split(32))
+    target = ("macs", cfg.target_macs) if cfg.target_macs is not None else \
+        ("params", cfg.target_params) if cfg.target_params is not None else None
+    return prune_chains(module, spec.example_inputs(1), _ignored(module, cfg), batches, cfg.ratio, cfg.round_to,
+                        cfg.max_layer_ratio, progress, target=target, probe_samples=cfg.probe_samples,
+                        classification=spec.task == "classification")
+
+
 def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = None,
           teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
           input_shape: Any = None, **overrides: Any) -> ModelSpec:
@@ -251,7 +286,7 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     spec = as_spec(model, input_shape)
     module = spec.module.eval()
     teach = teacher_module(teacher, spec) if (cfg.finetune_epochs or cfg.importance == "taylor") else None
-    needs_data = cfg.finetune_epochs > 0 or cfg.importance == "taylor" or cfg.method == "block"
+    needs_data = cfg.finetune_epochs > 0 or cfg.importance == "taylor" or cfg.method in ("block", "reconstruct")
     ds = resolve_dataset(spec, data, "train", progress) if needs_data else None
     log: dict[str, Any] = {"method": cfg.method}
     if cfg.method == "unstructured":
@@ -269,6 +304,15 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
             kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
             ck = Path(workdir) / "checkpoints" / "prune-blocks.pt" if workdir else None
             log["finetune"] = [finetune(module, teach, ds, kd, ck, "prune (blocks): KD fine-tune", progress)]
+    elif cfg.method == "reconstruct":
+        log.update(_reconstruct(module, spec, ds, cfg, progress))
+        kept = sum(c["kept"] for c in log["chains"])
+        total = sum(c["channels"] for c in log["chains"])
+        log["note"] = f"{total - kept} of {total} channels removed in {len(log['chains'])} chains, consumers refitted"
+        if cfg.finetune_epochs:
+            kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
+            ck = Path(workdir) / "checkpoints" / "prune-reconstruct.pt" if workdir else None
+            log["finetune"] = [finetune(module, teach, ds, kd, ck, "prune (reconstruct): KD fine-tune", progress)]
     else:
         example = spec.example_inputs(1)
         ratio = cfg.ratio if cfg.ratio is not None else 0.5
@@ -292,13 +336,13 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     spec.module = module
     spec.extra.setdefault("passes", []).append({"pass": "prune", "config": config_dict(cfg), "log": log})
     if progress:
-        what = log["note"] if cfg.method == "block" else \
+        what = log["note"] if cfg.method in ("block", "reconstruct") else \
             f"{log.get('note', 'channels pruned')} (ratio {log.get('ratio', cfg.ratio)})"
         print(f"prune: {what}", file=sys.stderr)
     return spec
 
 
 register_pass(PassInfo("prune", PruneConfig, prune,
-                       "Torch-Pruning channel pruning (ratio / MACs / params target), block removal, "
-                       "or unstructured",
+                       "Torch-Pruning channel pruning (ratio / MACs / params target), channel pruning with "
+                       "least-squares reconstruction, block removal, or unstructured",
                        structural=True))
