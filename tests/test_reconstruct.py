@@ -129,6 +129,9 @@ def test_reconstruct_uniform_ratio_and_round_to(digits_spec, digits_calib):
 def test_reconstruct_rejects_what_it_cannot_do(digits_spec, digits_calib):
     with pytest.raises(ConfigError, match=r"prune\.steps"):
         edgecompress.prune(digits_spec, method="reconstruct", steps=2, data=digits_calib, progress=False)
+    with pytest.raises(ConfigError, match=r"prune\.importance"):
+        edgecompress.prune(digits_spec, method="reconstruct", importance="taylor", data=digits_calib,
+                           progress=False)
     with pytest.raises(ConfigError, match=r"prune\.per_layer"):
         edgecompress.prune(digits_spec, method="reconstruct", per_layer={"fc1": 0.5}, data=digits_calib,
                            progress=False)

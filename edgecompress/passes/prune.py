@@ -93,6 +93,9 @@ class PruneConfig:
             if self.steps != 1:
                 raise ConfigError("prune.steps: method reconstruct refits every layer it prunes in one pass; "
                                   "use steps: 1 (finetune_epochs still applies)")
+            if self.importance != "magnitude":
+                raise ConfigError("prune.importance: method reconstruct picks channels by the refit's error; "
+                                  "importance is for method channel")
             if self.per_layer or self.global_pruning:
                 raise ConfigError("prune.per_layer: method reconstruct spreads a target by measured sensitivity; "
                                   "per_layer and global_pruning are for method channel")
