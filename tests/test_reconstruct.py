@@ -118,12 +118,14 @@ def test_reconstruct_to_a_macs_target_by_sensitivity(digits_spec, digits_calib, 
     assert p.extra["passes"][-1]["config"]["ratio"] is None  # the resolved config says the target decided
 
 
-def test_reconstruct_uniform_ratio_and_round_to(digits_spec, digits_calib):
+def test_reconstruct_uniform_ratio_round_to_and_finetune(digits_spec, digits_calib, tmp_path):
     p = edgecompress.prune(digits_spec, ratio=0.5, method="reconstruct", round_to=8, data=digits_calib,
-                           progress=False)
+                           finetune_epochs=1, workdir=tmp_path, progress=False)
     m = p.module
     assert m.pw[0].in_channels == 32 and m.fc1.in_features == 32 and m.fc2.in_features == 32
     assert m.stem[0].out_channels == 32  # the residual stream is not a chain: untouched
+    log = p.extra["passes"][-1]["log"]
+    assert log["finetune"][0]["epochs"] == 1 and (tmp_path / "checkpoints" / "prune-reconstruct.pt").is_file()
 
 
 def test_reconstruct_rejects_what_it_cannot_do(digits_spec, digits_calib):

@@ -265,6 +265,14 @@ def _unstructured(module: Any, ratio: float) -> dict[str, Any]:
             "note": "unstructured: zeros are stored as zeros; params, MACs and file size unchanged"}
 
 
+def _finetune(module: Any, teacher: Any, ds: Any, cfg: PruneConfig, tag: str, workdir: Path | str | None,
+              progress: bool) -> dict[str, Any]:
+    """The KD fine-tune after a one-shot method (`finetune_epochs`), checkpointed in `workdir`."""
+    kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
+    ck = Path(workdir) / "checkpoints" / f"prune-{tag}.pt" if workdir else None
+    return finetune(module, teacher, ds, kd, ck, f"prune ({tag}): KD fine-tune", progress)
+
+
 def _reconstruct(module: Any, spec: ModelSpec, ds: Any, cfg: PruneConfig, progress: bool) -> dict[str, Any]:
     import torch
 
@@ -304,18 +312,14 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
                                  spec.task == "classification", cfg.block_samples))
         log["note"] = f"{len(log['removed'])} block(s) removed: {', '.join(r['block'] for r in log['removed'])}"
         if cfg.finetune_epochs:
-            kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
-            ck = Path(workdir) / "checkpoints" / "prune-blocks.pt" if workdir else None
-            log["finetune"] = [finetune(module, teach, ds, kd, ck, "prune (blocks): KD fine-tune", progress)]
+            log["finetune"] = [_finetune(module, teach, ds, cfg, "blocks", workdir, progress)]
     elif cfg.method == "reconstruct":
         log.update(_reconstruct(module, spec, ds, cfg, progress))
         kept = sum(c["kept"] for c in log["chains"])
         total = sum(c["channels"] for c in log["chains"])
         log["note"] = f"{total - kept} of {total} channels removed in {len(log['chains'])} chains, consumers refitted"
         if cfg.finetune_epochs:
-            kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
-            ck = Path(workdir) / "checkpoints" / "prune-reconstruct.pt" if workdir else None
-            log["finetune"] = [finetune(module, teach, ds, kd, ck, "prune (reconstruct): KD fine-tune", progress)]
+            log["finetune"] = [_finetune(module, teach, ds, cfg, "reconstruct", workdir, progress)]
     else:
         example = spec.example_inputs(1)
         ratio = cfg.ratio if cfg.ratio is not None else 0.5
