@@ -116,6 +116,15 @@ def test_reconstruct_to_a_macs_target_by_sensitivity(digits_spec, digits_calib, 
     kept = {c["root"]: c["kept"] for c in log["chains"]}
     assert len(set(kept.values())) > 1  # spread by sensitivity, not uniform
     assert p.extra["passes"][-1]["config"]["ratio"] is None  # the resolved config says the target decided
+    # In two rounds: half the target, sensitivity measured again on that model, then the rest.
+    two = edgecompress.prune(digits_spec, ratio=None, target_macs=0.15, method="reconstruct", round_to=None,
+                             rounds=2, data=digits_calib, progress=False)
+    assert 0.15 <= 1 - model_stats(two)["macs"] / base["macs"] < 0.17
+    assert evaluate(two.module, digits_eval)["top1"] >= top1 - 0.01
+    log2 = two.extra["passes"][-1]["log"]
+    assert log2["rounds"] == 2 and len(log2["chains"]) > len(kept)  # chains cut in both rounds are logged twice
+    first = {c["root"]: c["kept"] for c in log2["chains"][: len(log2["chains"]) // 2]}
+    assert any(first.get(r, 0) > k for r, k in kept.items())  # the first round cut less
 
 
 def test_reconstruct_uniform_ratio_round_to_and_finetune(digits_spec, digits_calib, tmp_path):
@@ -134,6 +143,8 @@ def test_reconstruct_rejects_what_it_cannot_do(digits_spec, digits_calib):
     with pytest.raises(ConfigError, match=r"prune\.importance"):
         edgecompress.prune(digits_spec, method="reconstruct", importance="taylor", data=digits_calib,
                            progress=False)
+    with pytest.raises(ConfigError, match=r"prune\.rounds"):
+        edgecompress.prune(digits_spec, method="reconstruct", ratio=0.5, rounds=2, data=digits_calib, progress=False)
     with pytest.raises(ConfigError, match=r"prune\.per_layer"):
         edgecompress.prune(digits_spec, method="reconstruct", per_layer={"fc1": 0.5}, data=digits_calib,
                            progress=False)

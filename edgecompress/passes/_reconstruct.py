@@ -164,13 +164,16 @@ class _Normal:
         self.ys: Any = 0.0
         self.yy: Any = 0.0
 
-    def add(self, inp: Any, out: Any) -> None:
+    def add(self, inp: Any, out: Any, cols: list[int] | None = None) -> None:
+        """Add a batch; `cols` picks the outputs still in the model (an earlier round cut some)."""
         import torch
 
         m = self.consumer
         if isinstance(m, torch.nn.Conv2d) and tuple(m.stride) != (1, 1):
             inp = inp[:, :, :: m.stride[0], :: m.stride[1]]  # the positions a strided 1x1 conv reads
         x, y = _rows(inp, m).double(), _rows(out, m).double()
+        if cols is not None:
+            y = y[:, cols]
         x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
         gb, cb = x.T @ x, x.T @ y
         self.g, self.c = (gb, cb) if self.g is None else (self.g + gb, self.c + cb)
@@ -181,15 +184,16 @@ class _Normal:
         return self.g.numpy(), self.c.numpy(), (self.yy - self.ys * self.ys / n).numpy()
 
 
-def _normal_equations(work: Any, orig: Any, chain: Chain, batches: list[Any]) -> tuple[Any, Any, Any]:
+def _normal_equations(work: Any, orig: Any, chain: Chain, batches: list[Any],
+                      cols: list[int] | None = None) -> tuple[Any, Any, Any]:
     """`_Normal` of a chain's consumer over the calibration batches: its input in the working
-    model, its output in the original one."""
+    model, its output (the `cols` still there) in the original one."""
     import torch
 
     acc = _Normal(work.get_submodule(chain.consumer))
     with torch.no_grad():
         for xb in batches:
-            acc.add(_capture(work, chain.consumer, xb, True), _capture(orig, chain.consumer, xb, False))
+            acc.add(_capture(work, chain.consumer, xb, True), _capture(orig, chain.consumer, xb, False), cols)
     return acc.result()
 
 
@@ -350,13 +354,11 @@ def allocate(chains: list[Chain], curves: list[dict[int, float]], removed: Any, 
 def prune_chains(module: Any, example: Any, ignored: list[Any], batches: list[Any], ratio: float | None,
                  round_to: int | None, max_ratio: float, progress: bool = True, damp: float = 1e-4,
                  target: tuple[str, float] | None = None, probe_samples: int = 64,
-                 classification: bool = True) -> dict[str, Any]:
+                 classification: bool = True, rounds: int = 1) -> dict[str, Any]:
     """Prune the chains of `module` (in place) with least-squares reconstruction on `batches`
     (tensors): every chain to `ratio`, or, with `target` ("macs" | "params", fraction), as many
-    channels per chain as its measured sensitivity allows until that fraction is removed. Returns
-    the log."""
-    from tqdm.auto import tqdm
-
+    channels per chain as its measured sensitivity allows until that fraction is removed, in
+    `rounds` equal steps that each measure the model pruned so far. Returns the log."""
     if not batches or sum(len(b) for b in batches) == 0:
         raise ConfigError("prune.method reconstruct: the calibration data is empty")
     module.eval()
@@ -368,37 +370,59 @@ def prune_chains(module: Any, example: Any, ignored: list[Any], batches: list[An
     info: dict[str, Any] = {"chains_found": len(chains), "samples": int(sum(len(b) for b in batches))}
     if target is None:
         keeps = [kept_channels(ch.channels, ratio or 0.0, round_to, max_ratio) for ch in chains]
-    else:
-        kind, frac = target
+        return {**info, "chains": _cut(module, orig, dg, chains, keeps, batches, damp, progress, {})}
+    kind, frac = target
+    total = _count(module, example, kind)
+    levels = [x / 8 for x in range(1, 8) if x / 8 <= max_ratio + 1e-9]
+    most = cost_model(module, example, chains, dg, kind)(
+        [kept_channels(ch.channels, levels[-1], round_to, max_ratio) for ch in chains]) / total
+    if most < frac:  # said before the minutes of sensitivity measurement, not after
+        raise ConfigError(f"prune.target_{kind}: the model's chains hold at most {most:.0%} of its {kind} "
+                          "within max_layer_ratio; lower the target, or use method channel or block")
+    probe = _probe(batches, probe_samples)
+    log: list[dict[str, Any]] = []
+    alive: dict[str, list[int]] = {}  # original output channels still in a root, once a round cut it
+    for r in range(rounds):
+        if r:
+            chains, dg = find_chains(module, example, ignored)
+        goal = frac * (r + 1) / rounds  # of the original model's total
         removed_fn = cost_model(module, example, chains, dg, kind)
-        total = _count(module, example, kind)
-        levels = [x / 8 for x in range(1, 8) if x / 8 <= max_ratio + 1e-9]
-        most = removed_fn([kept_channels(ch.channels, levels[-1], round_to, max_ratio) for ch in chains]) / total
-        if most < frac:  # said before the minutes of sensitivity measurement, not after
-            raise ConfigError(f"prune.target_{kind}: the model's chains hold at most {most:.0%} of its {kind} "
-                              "within max_layer_ratio; lower the target, or use method channel or block")
-        eqs = _all_normal_equations(orig, chains, batches)
-        probe = _probe(batches, probe_samples)
+        now = _count(module, example, kind)
+        # Sensitivity of the model as it is now: its own consumers' inputs and outputs.
+        eqs = _all_normal_equations(module, chains, batches)
         curves = sensitivity(module, chains, eqs, probe, levels, round_to, max_ratio, classification, damp,
                              progress)
         # The cost model counts conv / linear layers (and params of BatchNorm); Torch-Pruning's count,
-        # the one reported, also has activations: ask for more until a pruned copy reaches the target.
-        budget = frac * total
+        # the one reported, also has activations: ask for more until a pruned copy reaches the goal.
+        budget = now - (1 - goal) * total
         for _ in range(6):
             keeps = allocate(chains, curves, removed_fn, budget, round_to or 1)
             got = 1 - measured(module, example, chains, keeps, kind) / total
-            if got >= frac:
+            if got >= goal:
                 break
-            budget += (frac - got) * total * 1.05
-        info["allocation"] = "sensitivity"
-        info["probe_samples"] = int(sum(len(b) for b in probe))
+            budget += (goal - got) * total * 1.05
+        log += _cut(module, orig, dg, chains, keeps, batches, damp, progress, alive)
+    return {**info, "chains": log, "allocation": "sensitivity", "rounds": rounds,
+            "probe_samples": int(sum(len(b) for b in probe))}
+
+
+def _cut(module: Any, orig: Any, dg: Any, chains: list[Chain], keeps: list[int], batches: list[Any],
+         damp: float, progress: bool, alive: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """Cut each chain to its kept count in forward order, refitting its consumer toward the
+    original model's output. `alive` maps a layer cut before (an earlier round) to its original
+    output channels still present; it is updated."""
+    from tqdm.auto import tqdm
+
     log = []
     for ch, keep in tqdm(list(zip(chains, keeps, strict=True)), desc="prune (reconstruct)", unit="chain",
                          disable=not progress):
         if keep >= ch.channels:
             continue
-        g, c, var = _normal_equations(module, orig, ch, batches)
-        weights = _output_weights(orig, ch, c.shape[1])
+        cols = alive.get(ch.consumer)
+        g, c, var = _normal_equations(module, orig, ch, batches, cols)
+        weights = _output_weights(orig, ch, _out_features(orig.get_submodule(ch.consumer)))
+        if cols is not None:
+            weights = weights[cols]
         removed, w = obs_path(g, c, [keep], weights, damp)[keep]
         yy_raw = var + (c[-1] ** 2) / g[-1, -1]  # back from centred: sum y^2 = var + (sum y)^2 / n
         rel = float((weights**2 * _residual(g, c, w, yy_raw)).sum() / max((weights**2 * var).sum(), 1e-30))
@@ -408,9 +432,11 @@ def prune_chains(module: Any, example: Any, ignored: list[Any], batches: list[An
         group = dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels, removed)
         group.prune()
         _set_weights(module.get_submodule(ch.consumer), w, kept)
+        before = alive.get(ch.root, list(range(ch.channels)))
+        alive[ch.root] = [before[i] for i in kept]
         log.append({"root": ch.root, "consumer": ch.consumer, "channels": ch.channels, "kept": keep,
                     "rel_error": round(rel, 5)})
-    return {**info, "chains": log}
+    return log
 
 
 def _probe(batches: list[Any], n: int) -> list[Any]:

@@ -21,7 +21,7 @@ groups are pruned together), or unstructured magnitude pruning as an option.
   (`_reconstruct.py`; Torch-Pruning neither picks channels by the consumer's reconstruction error
   nor refits). With `ratio` every chain loses that fraction; with `target_macs` / `target_params`
   each chain's sensitivity is measured on `probe_samples` images and the channels are taken where
-  they cost least.
+  they cost least, in `rounds` steps that each measure the model pruned so far.
 - `method: unstructured` zeroes the smallest weights globally. It shrinks nothing on disk or in
   MACs unless the format stores sparsity, and the record says so (params/MACs unchanged,
   `nonzero` given separately).
@@ -69,6 +69,7 @@ class PruneConfig:
     block_samples: int = 64  # method block: training samples the candidates are scored on
     samples: int = 256  # method reconstruct: training samples of the least-squares refit
     probe_samples: int = 64  # method reconstruct with a target: samples the chains' sensitivity is measured on
+    rounds: int = 1  # method reconstruct with a target: reach it in this many steps, re-measuring in between
     finetune_epochs: int = 0  # KD epochs after each step
     distill: dict[str, Any] = field(default_factory=dict)  # other DistillConfig keys for those epochs
     taylor_batches: int = 4
@@ -89,6 +90,11 @@ class PruneConfig:
         check_range("prune.block_samples", self.block_samples, 1)
         check_range("prune.samples", self.samples, 1)
         check_range("prune.probe_samples", self.probe_samples, 1)
+        check_range("prune.rounds", self.rounds, 1)
+        targeted = self.target_macs is not None or self.target_params is not None
+        if self.rounds > 1 and (self.method != "reconstruct" or not targeted):
+            raise ConfigError("prune.rounds: only for method reconstruct with target_macs or target_params "
+                              "(method channel prunes iteratively with steps)")
         if self.method == "reconstruct":
             if self.steps != 1:
                 raise ConfigError("prune.steps: method reconstruct refits every layer it prunes in one pass; "
@@ -285,7 +291,7 @@ def _reconstruct(module: Any, spec: ModelSpec, ds: Any, cfg: PruneConfig, progre
         ("params", cfg.target_params) if cfg.target_params is not None else None
     return prune_chains(module, spec.example_inputs(1), _ignored(module, cfg), batches, cfg.ratio, cfg.round_to,
                         cfg.max_layer_ratio, progress, target=target, probe_samples=cfg.probe_samples,
-                        classification=spec.task == "classification")
+                        classification=spec.task == "classification", rounds=cfg.rounds)
 
 
 def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = None,
