@@ -283,22 +283,23 @@ def _damage(module: Any, batches: list[Any], ref: list[Any], classification: boo
 
 
 def sensitivity(module: Any, chains: list[Chain], eqs: list[tuple], probe: list[Any], levels: list[float],
-                round_to: int | None, max_ratio: float, classification: bool, damp: float,
+                round_to: int | None, floors: list[int], classification: bool, damp: float,
                 progress: bool = True) -> list[dict[int, float]]:
-    """For every chain alone and every fraction in `levels`, how much the model's outputs move
-    (KL of the softmax, or 1 - cosine) on `probe` when the chain keeps that many channels and its
-    consumer is refitted. Removing channels is simulated by the refit weights (zero columns), so the
-    model is not restructured; it is restored after each trial."""
+    """For every chain alone and every fraction in `levels` (keeping at least its `floors`
+    channels), how much the model's outputs move (KL of the softmax, or 1 - cosine) on `probe` when
+    the chain keeps that many channels and its consumer is refitted. Removing channels is
+    simulated by the refit weights (zero columns), so the model is not restructured; it is
+    restored after each trial."""
     import torch
     from tqdm.auto import tqdm
 
     with torch.no_grad():
         ref = [module(b).float() for b in probe]
     curves = []
-    for ch, (g, c, _var) in tqdm(list(zip(chains, eqs, strict=True)), desc="prune (reconstruct): sensitivity",
-                                 unit="chain", disable=not progress):
+    for ch, floor, (g, c, _var) in tqdm(list(zip(chains, floors, eqs, strict=True)),
+                                        desc="prune (reconstruct): sensitivity", unit="chain", disable=not progress):
         consumer = module.get_submodule(ch.consumer)
-        keeps = sorted({kept_channels(ch.channels, r, round_to, max_ratio) for r in levels} - {ch.channels})
+        keeps = sorted({max(kept_channels(ch.channels, r, round_to, 1.0), floor) for r in levels} - {ch.channels})
         path = obs_path(g, c, keeps, _output_weights(module, ch, c.shape[1]), damp)
         w0 = consumer.weight.detach().clone()
         b0 = None if consumer.bias is None else consumer.bias.detach().clone()
@@ -382,6 +383,7 @@ def prune_chains(module: Any, example: Any, ignored: list[Any], batches: list[An
     probe = _probe(batches, probe_samples)
     log: list[dict[str, Any]] = []
     alive: dict[str, list[int]] = {}  # original output channels still in a root, once a round cut it
+    width = {ch.root: ch.channels for ch in chains}
     for r in range(rounds):
         if r:
             chains, dg = find_chains(module, example, ignored)
@@ -390,7 +392,9 @@ def prune_chains(module: Any, example: Any, ignored: list[Any], batches: list[An
         now = _count(module, example, kind)
         # Sensitivity of the model as it is now: its own consumers' inputs and outputs.
         eqs = _all_normal_equations(module, chains, batches)
-        curves = sensitivity(module, chains, eqs, probe, levels, round_to, max_ratio, classification, damp,
+        # max_layer_ratio holds against the original widths, however many rounds cut a chain
+        floors = [min(ch.channels, int(np.ceil(width[ch.root] * (1 - max_ratio)))) for ch in chains]
+        curves = sensitivity(module, chains, eqs, probe, levels, round_to, floors, classification, damp,
                              progress)
         # The cost model counts conv / linear layers (and params of BatchNorm); Torch-Pruning's count,
         # the one reported, also has activations: ask for more until a pruned copy reaches the goal.
