@@ -427,7 +427,7 @@ def _cut(module: Any, orig: Any, dg: Any, chains: list[Chain], keeps: list[int],
         weights = _output_weights(orig, ch, _out_features(orig.get_submodule(ch.consumer)))
         if cols is not None:
             weights = weights[cols]
-        removed, w = obs_path(g, c, [keep], weights, damp)[keep]
+        removed, w = obs_select(g, c, keep, weights, damp)
         yy_raw = var + (c[-1] ** 2) / g[-1, -1]  # back from centred: sum y^2 = var + (sum y)^2 / n
         rel = float((weights**2 * _residual(g, c, w, yy_raw)).sum() / max((weights**2 * var).sum(), 1e-30))
         gone = set(removed)
