@@ -276,12 +276,6 @@ def _output_weights(orig: Any, ch: Chain, outputs: int) -> np.ndarray:
     return (bn.weight.detach().abs() / torch.sqrt(bn.running_var + bn.eps)).double().numpy()
 
 
-def _damage(module: Any, batches: list[Any], ref: list[Any], classification: bool) -> float:
-    from edgecompress.passes._blocks import _damage as damage
-
-    return damage(module, [b.numpy() for b in batches], ref, classification)
-
-
 def sensitivity(module: Any, chains: list[Chain], eqs: list[tuple], probe: list[Any], levels: list[float],
                 round_to: int | None, floors: list[int], classification: bool, damp: float,
                 progress: bool = True) -> list[dict[int, float]]:
@@ -293,8 +287,11 @@ def sensitivity(module: Any, chains: list[Chain], eqs: list[tuple], probe: list[
     import torch
     from tqdm.auto import tqdm
 
+    from edgecompress.passes._blocks import _damage
+
     with torch.no_grad():
         ref = [module(b).float() for b in probe]
+    probe_np = [b.numpy() for b in probe]  # _damage takes numpy batches, as block removal scores them
     curves = []
     for ch, floor, (g, c, _var) in tqdm(list(zip(chains, floors, eqs, strict=True)),
                                         desc="prune (reconstruct): sensitivity", unit="chain", disable=not progress):
@@ -307,7 +304,7 @@ def sensitivity(module: Any, chains: list[Chain], eqs: list[tuple], probe: list[
         try:
             for keep, (_removed, w) in path.items():
                 _set_weights(consumer, w, list(range(ch.channels)))
-                curve[keep] = _damage(module, probe, ref, classification)
+                curve[keep] = _damage(module, probe_np, ref, classification)
         finally:
             with torch.no_grad():
                 consumer.weight.copy_(w0)
