@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +53,14 @@ class DistillConfig:
     weight_decay: float = 0.0
     shift: int = 1  # random +-shift pixel roll of image batches (cheap augmentation); 0 = off
     hflip: bool = False
+    # "Function matching" (Beyer et al., 2022, "Knowledge distillation: A good teacher is patient
+    # and consistent"): teacher and student see the same strongly augmented image, so a small data
+    # set yields many distinct points of the teacher's function and long schedules stop overfitting.
+    # crop: random resized crops covering [crop, 1] of the image area (aspect 3/4..4/3), resized back
+    # to the input size; 0 = off. mixup: per-sample mixing ratio ~ Beta(mixup, mixup) with a shuffled
+    # copy of the batch; 0 = off (1.0 = uniform ratio). Image batches (N, C, H, W) only.
+    crop: float = 0.0
+    mixup: float = 0.0
     steps_per_epoch: int | None = None  # cap batches per epoch (large data sets on small CPUs)
     # Re-estimate BatchNorm running stats on the data after training: True, False, or "auto" (keep
     # the re-estimated stats only if they bring the student's eval-mode outputs closer to the
@@ -72,6 +81,8 @@ class DistillConfig:
         check_range("distill.feature_weight", self.feature_weight, 0)
         check_range("distill.relation_weight", self.relation_weight, 0)
         check_range("distill.shift", self.shift, 0)
+        check_range("distill.crop", self.crop, 0, 1, hi_open=True)
+        check_range("distill.mixup", self.mixup, 0)
         check_range("distill.steps_per_epoch", self.steps_per_epoch, 1)
 
 
@@ -146,17 +157,61 @@ def kd_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, cfg: Disti
     return loss
 
 
-def _augment(xb: torch.Tensor, cfg: DistillConfig, g: torch.Generator) -> torch.Tensor:
+def _random_resized_crop(xb: torch.Tensor, min_area: float, g: torch.Generator) -> torch.Tensor:
+    """Per-sample random crop of [min_area, 1] of the area, aspect 3/4..4/3, resized back (bilinear).
+
+    One affine_grid + grid_sample call for the whole batch instead of a per-image loop.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = xb.shape[0]
+    area = min_area + (1 - min_area) * torch.rand(n, generator=g)
+    log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand(n, generator=g)
+    ratio = torch.exp(log_r)
+    sw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
+    sh = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (1 - sw) * (2 * torch.rand(n, generator=g) - 1)  # centre in [-1 + sw, 1 - sw]
+    cy = (1 - sh) * (2 * torch.rand(n, generator=g) - 1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
+    grid = F.affine_grid(theta.to(xb.dtype), list(xb.shape), align_corners=False)
+    return F.grid_sample(xb, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _augment(
+    xb: torch.Tensor, cfg: DistillConfig, g: torch.Generator
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Augment an image batch. Returns it and, with mixup, (ratio per sample, partner index)."""
+    import numpy as np
     import torch
 
     if xb.dim() != 4:
-        return xb
+        return xb, None
     if cfg.shift:
         dy, dx = torch.randint(-cfg.shift, cfg.shift + 1, (2,), generator=g).tolist()
         xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
     if cfg.hflip and torch.rand(1, generator=g).item() < 0.5:
         xb = torch.flip(xb, dims=(3,))
-    return xb
+    if cfg.crop:
+        xb = _random_resized_crop(xb, cfg.crop, g)
+    if not cfg.mixup:
+        return xb, None
+    # torch's Beta sampler takes no generator; numpy's, seeded from ours, keeps runs reproducible
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+    lam = torch.from_numpy(rng.beta(cfg.mixup, cfg.mixup, xb.shape[0])).to(xb.dtype)
+    perm = torch.randperm(xb.shape[0], generator=g)
+    lam4 = lam.view(-1, 1, 1, 1)
+    return lam4 * xb + (1 - lam4) * xb[perm], (lam, perm)
+
+
+def _mix_labels(yb: torch.Tensor, mix: tuple[torch.Tensor, torch.Tensor], num_classes: int) -> torch.Tensor:
+    """Hard labels of a mixed batch as class probabilities (cross_entropy takes them)."""
+    import torch.nn.functional as F
+
+    lam, perm = mix
+    oh = F.one_hot(yb, num_classes).to(lam.dtype)
+    return lam.view(-1, 1) * oh + (1 - lam.view(-1, 1)) * oh[perm]
 
 
 def recalibrate_bn(module: Any, x: torch.Tensor, batch_size: int, max_batches: int) -> int:
@@ -252,11 +307,14 @@ def finetune(
     checkpoint: Path | None = None,
     desc: str = "distill",
     progress: bool = True,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train `student` in place toward `teacher` (and labels, if `data` has them).
 
     With `checkpoint`, state is saved after every epoch and a matching checkpoint resumes the run
-    (a finished one skips training). Returns a small log: epochs run, last loss, resumed from.
+    (a finished one skips training). `on_epoch(epoch, mean loss)` is called after every epoch with
+    the student in eval mode (learning curves). Returns a small log: epochs run, last loss, resumed
+    from.
     """
     import numpy as np
     import torch
@@ -330,10 +388,12 @@ def finetune(
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 if len(idx) < 2:
                     continue  # BatchNorm needs more than one sample
-                xb = _augment(x_all[idx], cfg, g)
+                xb, mix = _augment(x_all[idx], cfg, g)
                 yb = y_all[idx] if y_all is not None else None
                 with torch.no_grad():
-                    t_out = teacher_cpu(xb)
+                    t_out = teacher_cpu(xb)  # the student's augmented batch: consistent teaching
+                if mix is not None and yb is not None:
+                    yb = _mix_labels(yb, mix, t_out.shape[-1])
                 s_out = student(xb)
                 loss = kd_loss(s_out, t_out, yb, cfg)
                 for name in feats:
@@ -363,6 +423,8 @@ def finetune(
                         "loss": last,
                     },
                 )
+            if on_epoch is not None:
+                on_epoch(epoch + 1, last)
         if bar is not None:
             bar.close()
         # also after a resumed (already finished) run: same data, same result
