@@ -3,8 +3,9 @@
 docs/recipes/efficientnet-lite0.yaml (prune -> KD -> QAT -> export) end to end.
 
     nice -n 15 .venv/bin/python benchmarks/compress_effnet.py
-        [--stage prune|blocks|reconstruct|reconstruct-rounds|funmatch|int8|chain|all]
-        [--points 10,30,20] [--cuts block:20,reconstruct:30] [--chain-report DIR] [--threads N]
+        [--stage prune|blocks|reconstruct|reconstruct-rounds|funmatch|resolution|int8|chain|all]
+        [--points 10,30,20] [--cuts block:20,reconstruct:30] [--sides 208,192,176,160]
+        [--chain-report DIR] [--threads N]
 
 Each stage writes its own section of RESULTS-compress.md (so stages can run separately or side by
 side):
@@ -16,6 +17,9 @@ side):
 - `reconstruct-rounds`: reconstruct reaching each target in 2 rounds, as pruned;
 - `funmatch`: each --cuts model (prune method:MACs %) fine-tuned by 20 epochs of function-matching
   KD (random resized crops + mixup, teacher and student on the same batch), top-1 every 5 epochs;
+- `resolution`: the resolution pass at each --sides side (eval half preprocessed at that side): as
+  is, BatchNorm re-estimated, + 1 gentle KD epoch with the teacher at 224 px; then block removal to
+  -10 % MACs followed by each side;
 - `int8`: PTQ (ORT QDQ) vs QAT (KD objective), both exported to ONNX QDQ and run in ORT on the
   eval half, plus OpenVINO running each QDQ file (default precision hint and f32);
 - `chain`: the recipe, or with `--chain-report DIR` the report.json that `edgecompress run
@@ -57,6 +61,8 @@ TITLES = {
     "funmatch": f"EfficientNet-Lite0: long KD with function matching (crops + mixup) after pruning ({SPLIT})",
     "int8": f"EfficientNet-Lite0: int8 PTQ vs QAT ({SPLIT})",
     "chain": f"EfficientNet-Lite0: chained recipe ({SPLIT})",
+    "resolution": "EfficientNet-Lite0: input-resolution scaling, top-1 vs MACs, alone and after block removal "
+                  f"({SPLIT})",
 }
 KD = {"epochs": 1, "lr": 3e-4, "batch_size": 32, "shift": 0, "hflip": True}
 # QAT: calibrate on 300 distillation images first, BatchNorm and ranges frozen, KD only (no hard
@@ -69,14 +75,17 @@ QAT = {"epochs": 1, "lr": 2e-5, "batch_size": 32, "distill": {"shift": 0, "hflip
 PRUNE = {"ratio": None, "round_to": 8, "ignore_stem": True, "ignore_head": True}
 
 
-def halves() -> tuple[Dataset, Dataset]:
+def halves(side: int = 224) -> tuple[Dataset, Dataset]:
+    """The distillation and evaluation halves, preprocessed at `side` px (the preset's centre crop
+    resampled to `side`, as a deployed low-resolution model gets them); same images, same order."""
     CACHE.mkdir(exist_ok=True)
-    paths = [CACHE / "effnet-distill.npz", CACHE / "effnet-eval.npz"]
+    tag = "" if side == 224 else f"-{side}"
+    paths = [CACHE / f"effnet-distill{tag}.npz", CACHE / f"effnet-eval{tag}.npz"]
     if not all(p.exists() for p in paths):
         labels = imagenet_sample()
         if labels is None:
             raise SystemExit("../shared/data/imagenet-sample-1k not found")
-        ds = load_data(str(labels), "efficientnet-lite", 224, "calibration", True)
+        ds = load_data(str(labels), "efficientnet-lite", side, "calibration", True)
         perm = np.random.default_rng(0).permutation(len(ds))
         for p, idx in zip(paths, (np.sort(perm[:500]), np.sort(perm[500:])), strict=True):
             np.savez(p, x=ds.x[idx], y=ds.y[idx])
@@ -288,6 +297,51 @@ def stage_reconstruct_rounds(spec, train, ev, points, lines, flush) -> None:
         add(f"reconstruct −{int(t * 100)} % MACs, 2 rounds, as pruned", rec, t0)
 
 
+def stage_resolution(spec, train, ev, sides, lines, flush) -> None:
+    """The resolution pass at each side: as is, BatchNorm re-estimated at that side, + 1 gentle KD
+    epoch (teacher at 224 px on the same images); then block removal to -10 % MACs followed by it."""
+    base = {**model_stats(spec), "top1": evaluate(spec.module, ev)["top1"]}
+    lines += [
+        "",
+        "The same weights run on smaller inputs (`resolution: {size: S}`); the eval half is preprocessed "
+        "at S px from the files (the preset's centre crop resampled to S). *BN re-est.*: BatchNorm stats "
+        "re-estimated at S on the 500 distillation images (`bn_recalib: true`). *KD*: "
+        f"`{KD_GENTLE}`, student fed the distillation batch resized to S, teacher = fp32 at 224 px on the "
+        "same images, BN stats re-estimated only if closer to it (`bn_recalib: auto`). *blocks −10 %*: "
+        "block removal to −10 % MACs (as in its own section), then the resolution pass as is.",
+        "",
+        "| variant | side px | MACs (M) | β | params (M) | α | top-1 % | Δ pt | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def add(name, s, t, side_ev, side):
+        lines.append(curve_row([name, str(side)], s, t, base, side_ev))
+        flush("(running)")
+
+    add("fp32", spec, time.time(), ev, 224)
+    for side in sides:
+        _, ev_s = halves(side)
+        t0 = time.time()
+        add("resolution, as is", edgecompress.resolution(spec, size=side, bn_recalib=False, progress=False),
+            t0, ev_s, side)
+        t0 = time.time()
+        bn = edgecompress.resolution(spec, size=side, bn_recalib=True, data=train, progress=False)
+        add("resolution, BN re-est.", bn, t0, ev_s, side)
+        t0 = time.time()
+        kd = edgecompress.resolution(spec, size=side, finetune_epochs=1, distill=KD_GENTLE, data=train,
+                                     teacher=spec, progress=True)
+        kept = "re-estimated" if kd.extra["passes"][-1]["log"]["finetune"].get("bn_recalibrated") else "kept"
+        add(f"resolution + KD 1 ep (BN stats {kept})", kd, t0, ev_s, side)
+    t0 = time.time()
+    cut = edgecompress.prune(spec, method="block", ratio=None, target_macs=0.1, data=train, progress=False)
+    add("blocks −10 % MACs", cut, t0, ev, 224)
+    for side in sides:
+        _, ev_s = halves(side)
+        t0 = time.time()
+        add("blocks −10 % MACs, then resolution as is",
+            edgecompress.resolution(cut, size=side, bn_recalib=False, progress=False), t0, ev_s, side)
+
+
 # Function matching (Beyer et al. 2022): teacher and student on the same random resized crop
 # (>= 35 % of the area) mixed with another image (ratio ~ Beta(1, 1)), many epochs. Set a priori
 # from the paper's recipe scaled to a 2-core budget, not tuned on the eval half.
@@ -387,6 +441,9 @@ def main() -> None:
             cuts = sys.argv[sys.argv.index("--cuts") + 1] if "--cuts" in sys.argv else FUNMATCH_CUTS
             stage_funmatch(spec, train, ev, [(m, int(p)) for m, p in (c.split(":") for c in cuts.split(","))],
                            lines, flush)
+        elif name == "resolution":
+            sides = sys.argv[sys.argv.index("--sides") + 1] if "--sides" in sys.argv else "208,192,176,160"
+            stage_resolution(spec, train, ev, [int(x) for x in sides.split(",")], lines, flush)
         elif name == "int8":
             stage_int8(spec, train, ev, lines, flush)
         else:

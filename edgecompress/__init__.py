@@ -24,6 +24,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "prune": ("edgecompress.passes.prune", "prune"),
     "lowrank": ("edgecompress.passes.lowrank", "lowrank"),
     "distill": ("edgecompress.passes.distill", "distill"),
+    "resolution": ("edgecompress.passes.resolution", "resolution"),
     "qat": ("edgecompress.passes.qat", "qat"),
     "run_recipe": ("edgecompress.recipe", "run_recipe"),
     "load_recipe": ("edgecompress.recipe", "load_recipe"),

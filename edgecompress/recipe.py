@@ -268,6 +268,7 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
     spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
     original = copy.deepcopy(spec.module).eval()
+    original_spec, original_shape = spec.replace(module=original), spec.input_shape
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
                             required=any(_trains(n, c) for n, c in recipe.pass_configs()))
     ev = resolve_dataset(spec, recipe.data.eval, "evaluation", progress, required=False)
@@ -283,7 +284,16 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         if progress:
             print(f"[{i + 1}/{len(recipe.passes)}] {name}", file=sys.stderr)
         workdir = out / f"step{i + 1}-{name}"
+        shape_before = spec.input_shape
         spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
+        if spec.input_shape != shape_before:
+            # [issue #4] the resolution pass changed the input side: every later step (passes, PTQ
+            # calibration, evaluation) loads the same files at the new side through the same
+            # preprocessing; `ref` stays the original model's outputs on those images.
+            from edgecompress.passes.resolution import dataset_at
+
+            train = dataset_at(spec, recipe.data.train or recipe.data.calib, train, "train", progress)
+            ev = dataset_at(spec, recipe.data.eval, ev, "evaluation", progress)
         log = spec.extra.get("passes", [{}])[-1].get("log")
         steps.append(_record(name, spec, ev, ref, first, steps[-1], config_dict(cfg), log))
         # The weights after every pass (weights_only-loadable state_dict) for inspection / reuse.
@@ -304,6 +314,11 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         # PTQ calibrates on data.calib, else on (up to 300 of) the training data, so a recipe whose
         # eval set is part of the model's default calibration images does not calibrate on it
         calib = _data(recipe.data.calib) or _head(train, 300)
+        if recipe.data.calib and spec.input_shape != original_shape:  # after the resolution pass
+            from edgecompress.passes.resolution import dataset_at
+
+            calib = dataset_at(spec, recipe.data.calib, lambda: resolve_dataset(
+                original_spec, recipe.data.calib, "calibration", progress), "calibration", progress)
         job = ExportJob(
             model=spec, formats=resolve_formats(recipe.export), out_dir=out,
             calib=calib, eval=ev, target=recipe.target,

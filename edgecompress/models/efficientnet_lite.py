@@ -51,11 +51,18 @@ class SameConv2d(nn.Conv2d):
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
                  image_size: int = 224) -> None:
-        before, after = _same_pad(image_size, kernel, stride)
+        super().__init__(cin, cout, kernel, stride, padding=0, groups=groups, bias=False)
+        self.extra_pad: tuple[int, int, int, int] | None = None
+        self.set_input_size(image_size)
+
+    def set_input_size(self, size: int) -> int:
+        """Set the padding for a square input of side `size`; returns the output side."""
+        k, s = self.kernel_size[0], self.stride[0]
+        before, after = _same_pad(size, k, s)
         sym = before == after
-        super().__init__(cin, cout, kernel, stride, padding=before if sym else 0, groups=groups,
-                         bias=False)
+        self.padding = (before, before) if sym else (0, 0)
         self.extra_pad = None if sym else (before, after, before, after)
+        return math.ceil(size / s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.extra_pad is not None:
@@ -119,6 +126,15 @@ class EfficientNetLite(nn.Module):
         self._bn1 = nn.BatchNorm2d(1280, **_BN)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
+
+    def set_image_size(self, size: int) -> None:
+        """Re-pad every SAME convolution for square inputs of side `size` (the `resolution` pass):
+        TF SAME padding of a stride-2 layer depends on whether its input side is even."""
+        side = self._conv_stem.set_input_size(size)
+        for m in self.modules():
+            if isinstance(m, SameConv2d) and m is not self._conv_stem:
+                side = m.set_input_size(side)
+        self.image_size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))

@@ -1,0 +1,221 @@
+"""Input-resolution scaling: run the same network on smaller images (MobileNet's "resolution
+multiplier", one of EfficientNet's three compound-scaling axes).
+
+A convolutional network's MACs scale with the input area, so 192 px instead of 224 px removes
+~26 % of them without touching a weight. On EfficientNet-Lite0 (benchmarks/RESULTS-compress.md)
+that costs far less top-1 than removing the same MACs by pruning, because the model keeps every
+learned filter and only sees coarser pixels. Torch-Pruning, NNCF and torchao have no such pass;
+it is ours.
+
+What changes is the input contract: the spec's input shape (square side `size`) and so the data
+every later stage loads (the recipe runner re-resolves its data sets at the new side, through the
+same preprocessing preset: for `efficientnet-lite` the same centre crop, resampled to `size`).
+The weights stay; a model whose padding depends on the input size re-pads itself
+(`set_image_size(size)`, e.g. EfficientNet-Lite's TF "SAME" stride-2 convolutions).
+
+Optional repairs, both measured against a teacher that sees the *original* resolution of the same
+images (so the student learns to answer at low resolution what the model answered at full):
+- `bn_recalib` ("auto"): BatchNorm statistics re-estimated at the new side, kept only if they bring
+  the outputs closer to that teacher;
+- `finetune_epochs`: KD epochs, student fed the batch resized to `size`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from edgecompress.errors import ConfigError
+from edgecompress.passes import PassInfo, register_pass
+from edgecompress.passes._common import as_spec, check_range, config_dict, make_config, resolve_dataset
+from edgecompress.passes.distill import (
+    DistillConfig,
+    finetune,
+    recalibrate_bn,
+    recalibrate_bn_if_closer,
+    teacher_module,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgecompress.data import Dataset
+    from edgecompress.models import ModelSpec
+
+
+@dataclass
+class ResolutionConfig:
+    size: int | None = None  # new square input side in pixels
+    target_macs: float | None = None  # or: fraction of MACs to remove (the largest side that does)
+    multiple_of: int = 8  # with target_macs: sides tried are multiples of this
+    bn_recalib: bool | Literal["auto"] = "auto"
+    finetune_epochs: int = 0  # KD epochs at the new side, teacher at the original one
+    distill: dict[str, Any] = field(default_factory=dict)  # other DistillConfig keys for those epochs
+
+    def __post_init__(self) -> None:
+        check_range("resolution.size", self.size, 1)
+        check_range("resolution.target_macs", self.target_macs, 0, 1, lo_open=True, hi_open=True)
+        check_range("resolution.multiple_of", self.multiple_of, 1)
+        check_range("resolution.finetune_epochs", self.finetune_epochs, 0)
+        if (self.size is None) == (self.target_macs is None):
+            raise ConfigError("resolution.size: give either size (pixels) or target_macs (fraction removed)")
+
+
+class Resized:
+    """`module` fed its input resized to `size` (antialiased bicubic): the student during the
+    pass's KD and BatchNorm steps, which get the original-resolution batch (the teacher's)."""
+
+    def __init__(self, module: torch.nn.Module, size: int) -> None:
+        self.module, self.size = module, size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(resize(x, self.size))
+
+    # what `finetune` / `recalibrate_bn*` call on a student (train, eval, parameters, state_dict...)
+    def __getattr__(self, name: str) -> Any:
+        if name in ("module", "size"):  # not set yet (copy / unpickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+
+
+def dataset_at(spec: ModelSpec, data: Any, previous: Dataset | Callable[[], Dataset | None] | None,
+               purpose: str, progress: bool = True) -> Dataset | None:
+    """`data` loaded again for `spec`'s (new) input side. Image files go through the preprocessing
+    preset at that side. Preprocessed tensors (.npy / .npz, zoo arrays), which cannot be, are the
+    `previous` Dataset (or what the callable returns) resized (antialiased bicubic, as the pass's
+    own KD does); its source says so."""
+    from edgecompress.errors import DataError
+
+    if previous is None:
+        return None
+    try:
+        return resolve_dataset(spec, data, purpose, progress, required=False)
+    except DataError:  # tensors stored at the old side: resolve_data refuses the shape mismatch
+        import numpy as np
+        import torch
+
+        from edgecompress.data import Dataset
+
+        if callable(previous):
+            previous = previous()
+        if previous is None or isinstance(previous.x, dict) or np.asarray(previous.x).ndim != 4:
+            raise
+        size = spec.image_size
+        x = np.concatenate([resize(torch.from_numpy(np.ascontiguousarray(previous.x[i:i + 64])), size).numpy()
+                            for i in range(0, len(previous.x), 64)])
+        return Dataset(x, previous.y, f"{previous.source} (resized to {size}x{size})", previous.names)
+
+
+def _image_input(spec: ModelSpec) -> tuple[int, int, int]:
+    shape = spec.input_shape
+    if len(spec.inputs) != 1 or len(shape) != 4 or not spec.inputs[0].dtype.startswith("float"):
+        raise ConfigError(f"resolution: model {spec.name} takes {[tuple(i.shape) for i in spec.inputs]}; "
+                          "the pass needs one image input (N, C, H, W)")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def at_size(spec: ModelSpec, size: int) -> ModelSpec:
+    """`spec` with a square input of side `size`. Re-pads `spec.module` in place if it knows how
+    (`set_image_size`), and checks that it runs there with outputs of the same shape: a model with
+    a size-bound layer (a flatten into a Linear) is refused in one line, its padding restored."""
+    import torch
+
+    from edgecompress.models.spec import InputSpec
+
+    c, h, w = _image_input(spec)
+    module = spec.module.eval()
+    repad = getattr(module, "set_image_size", None)
+    with torch.no_grad():
+        before = module(torch.zeros(1, c, h, w))
+        if repad is not None:
+            repad(size)
+        try:
+            after = module(torch.zeros(1, c, size, size))
+        except Exception as e:
+            if repad is not None:
+                repad(h)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"resolution.size {size}: model {spec.name} does not run at {size}x{size} "
+                              f"({first}); the pass needs a network that pools over space") from None
+    if tuple(before.shape) != tuple(after.shape):
+        if repad is not None:
+            repad(h)
+        raise ConfigError(f"resolution.size {size}: model {spec.name} gives outputs of shape "
+                          f"{tuple(after.shape)} at {size}x{size} but {tuple(before.shape)} at {h}x{w}")
+    return spec.replace(inputs=[InputSpec((1, c, size, size), spec.inputs[0].name, spec.inputs[0].dtype)])
+
+
+def size_for_macs(spec: ModelSpec, target: float, multiple_of: int) -> int:
+    """The largest side (a multiple of `multiple_of`, below the current one) whose MACs are at most
+    (1 - target) of the current model's, counted with Torch-Pruning at each candidate side."""
+    from edgecompress.models import count_params_macs
+
+    _c, h, _w = _image_input(spec)
+    base = count_params_macs(spec)[1]
+    side = (h - 1) // multiple_of * multiple_of
+    try:
+        while side >= multiple_of:
+            if count_params_macs(at_size(spec, side))[1] <= (1 - target) * base:
+                return side
+            side -= multiple_of
+    finally:
+        at_size(spec, h)  # the module as it came
+    raise ConfigError(f"resolution.target_macs {target}: no side that is a multiple of {multiple_of} "
+                      f"removes that much from model {spec.name}")
+
+
+def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, data: Any = None,
+               teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
+               input_shape: Any = None, **overrides: Any) -> ModelSpec:
+    """Run `model` at a smaller square input side. `data` (at the model's current side) is needed
+    only for `bn_recalib` and `finetune_epochs`. Returns a new spec with the new input shape; load
+    evaluation / calibration data for it at that side (`resolve_dataset(new_spec, ...)`)."""
+    import torch
+
+    cfg = make_config(ResolutionConfig, config, "resolution", **overrides)
+    spec = as_spec(model, input_shape)
+    _c, h, w = _image_input(spec)
+    if h != w:
+        raise ConfigError(f"resolution: model {spec.name} takes {h}x{w} inputs; the pass scales square inputs")
+    size = cfg.size if cfg.size is not None else size_for_macs(spec, cfg.target_macs, cfg.multiple_of)
+    if size > h:
+        raise ConfigError(f"resolution.size {size}: larger than the model's input side {h} (this pass shrinks)")
+    needs_data = cfg.finetune_epochs > 0 or bool(cfg.bn_recalib)
+    ds = resolve_dataset(spec, data, "train", progress) if needs_data else None
+    if ds is not None and isinstance(ds.x, dict):
+        raise ConfigError("resolution: bn_recalib / finetune_epochs need image data (one tensor input)")
+    teach = teacher_module(teacher, spec) if needs_data else None
+    new = at_size(spec, size)
+    log: dict[str, Any] = {"from": h, "to": size, "note": f"input {h}x{w} -> {size}x{size}"}
+    student = Resized(new.module, size)
+    if cfg.finetune_epochs:
+        kd = make_config(DistillConfig, cfg.distill, "resolution.distill", epochs=cfg.finetune_epochs,
+                         bn_recalib=cfg.bn_recalib)
+        ck = Path(workdir) / "checkpoints" / "resolution.pt" if workdir else None
+        log["finetune"] = finetune(student, teach, ds, kd, ck, f"resolution {size}: KD fine-tune", progress)
+    elif cfg.bn_recalib:
+        x = torch.from_numpy(ds.x)
+        if cfg.bn_recalib == "auto":
+            log.update(recalibrate_bn_if_closer(student, teach, x, 32, (len(x) + 31) // 32))
+        else:
+            log["bn_recalibrated"] = recalibrate_bn(student, x, 32, (len(x) + 31) // 32) > 0
+    new.module.eval()
+    new.extra.setdefault("passes", []).append({"pass": "resolution", "config": config_dict(cfg), "log": log})
+    if progress:
+        print(f"resolution: {log['note']}", file=sys.stderr)
+    return new
+
+
+register_pass(PassInfo("resolution", ResolutionConfig, resolution,
+                       "input-resolution scaling: the same weights on smaller images (MACs scale with the area)"))
