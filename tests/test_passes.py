@@ -265,6 +265,38 @@ def test_bn_recalibration_auto_keeps_stats_that_already_match_the_teacher(digits
     assert not torch.equal(s.stem[1].running_var, before["stem.1.running_var"] * 50.0)
 
 
+def test_bn_recalibration_auto_judges_statistics_on_images_they_were_not_estimated_on(
+        digits_spec, digits_calib, monkeypatch):
+    """The candidate statistics come from the samples after the probe ones; only if they win on the
+    probe are the final ones estimated on everything. With too little data, the old rule."""
+    import copy
+
+    import edgecompress.passes.distill as d
+
+    calls: list[int] = []
+    real = d.recalibrate_bn
+
+    def spy(module, x, batch_size, max_batches):
+        calls.append(len(x))
+        return real(module, x, batch_size, max_batches)
+
+    monkeypatch.setattr(d, "recalibrate_bn", spy)
+    x = torch.from_numpy(digits_calib.x[:400])
+    teacher = digits_spec.module.eval()
+    s = copy.deepcopy(teacher)
+    s.stem[1].running_var.mul_(50.0)  # stale: re-estimation wins
+    log = d.recalibrate_bn_if_closer(s, teacher, x, 32, 13, probe=256)
+    assert calls == [200, 400] and log["bn_recalibrated"] is True
+    assert log["bn_probe"] == "200 samples, held out of the estimate"
+    calls.clear()
+    s = copy.deepcopy(teacher)  # its own statistics are exact: kept, estimated once
+    log = d.recalibrate_bn_if_closer(s, teacher, x, 32, 13, probe=256)
+    assert calls == [200] and log["bn_recalibrated"] is False
+    calls.clear()
+    log = d.recalibrate_bn_if_closer(copy.deepcopy(teacher), teacher, x[:100], 32, 4, probe=256)
+    assert calls == [100] and log["bn_probe"] == "100 samples, also in the estimate"
+
+
 def test_distill_recovers_pruned_model_and_resumes(digits_spec, digits_calib, digits_eval, tmp_path):
     pruned = edgecompress.prune(digits_spec, ratio=0.5, progress=False)
     before = evaluate(pruned.module, digits_eval)["top1"]

@@ -266,8 +266,15 @@ def _teacher_gap(student: Any, t_out: list[Any], xs: list[Any]) -> float:
 
 def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_size: int, max_batches: int,
                              probe: int = 256) -> dict[str, Any]:
-    """`recalibrate_bn`, kept only if it lowers the gap to the teacher (eval mode, first `probe`
-    samples of `x`); otherwise the previous running stats are restored.
+    """`recalibrate_bn`, kept only if it lowers the gap to the teacher (eval mode, on the first
+    `probe` samples of `x`); otherwise the previous running stats are restored.
+
+    With enough data (`len(x) >= 2 * batch_size + probe'`, probe' = min(probe, len(x) // 2)) the
+    candidate statistics are estimated on the samples *after* the probe ones, so the comparison is
+    made on images they were not fitted to; if they win, the final statistics come from all of `x`.
+    Judged on their own estimation images, re-estimated statistics looked better than they were:
+    EfficientNet-Lite0 at 160 px after a KD epoch took them and fell from ~78 % to 67 % top-1
+    (benchmarks/RESULTS-compress.md, resolution section).
 
     [issue #4] Re-estimation rescues a heavily pruned network (stale stats: -20 % MACs, 1 -> 53 %
     top-1) but hurts one that was barely changed: EfficientNet-Lite0 with one residual block
@@ -282,12 +289,16 @@ def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_
     if not bns or _is_graph_module(student):
         return {"bn_recalibrated": False}
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
-    xs = [x[i : i + batch_size] for i in range(0, min(probe, len(x)), batch_size)]
+    n_probe = min(probe, len(x) // 2)
+    held_out = len(x) - n_probe >= 2 * batch_size and n_probe >= 2
+    if not held_out:
+        n_probe = min(probe, len(x))
+    xs = [x[i : i + batch_size] for i in range(0, n_probe, batch_size)]
     student.eval()
     with torch.no_grad():
         t_out = [teacher(xb).float() for xb in xs]
     before = _teacher_gap(student, t_out, xs)
-    recalibrate_bn(student, x, batch_size, max_batches)
+    recalibrate_bn(student, x[n_probe:] if held_out else x, batch_size, max_batches)
     after = _teacher_gap(student, t_out, xs)
     if after > before:
         with torch.no_grad():
@@ -295,8 +306,11 @@ def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(n)
+    elif held_out:
+        recalibrate_bn(student, x, batch_size, max_batches)
     return {"bn_recalibrated": after <= before, "bn_gap_kept_stats": round(before, 6),
-            "bn_gap_reestimated": round(after, 6)}
+            "bn_gap_reestimated": round(after, 6), "bn_probe": f"{n_probe} samples" + (
+                ", held out of the estimate" if held_out else ", also in the estimate")}
 
 
 def finetune(
