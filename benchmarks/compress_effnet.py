@@ -3,7 +3,8 @@
 docs/recipes/efficientnet-lite0.yaml (prune -> KD -> QAT -> export) end to end.
 
     nice -n 15 .venv/bin/python benchmarks/compress_effnet.py
-        [--stage prune|blocks|reconstruct|reconstruct-rounds|funmatch|resolution|resolution-all|int8|chain|all]
+        [--stage prune|blocks|reconstruct|reconstruct-rounds|funmatch|resolution|resolution-all|resolution-kd|
+                 int8|chain|all]
         [--points 10,30,20] [--cuts block:20,reconstruct:30] [--sides 208,192,176,160]
         [--chain-report DIR] [--threads N]
 
@@ -22,6 +23,9 @@ side):
   -10 % MACs followed by each side;
 - `resolution-all`: the resolution pass as is at each side, on all 1000 images and on rows 300-999
   (the spine's evaluation split), preprocessed from the files at that side;
+- `resolution-kd`: the resolution pass at each --sides side (default 192) with longer KD settings,
+  the student fed the distillation images read from the files at that side, the teacher the same
+  images at 224 px (same augmentation draws);
 - `int8`: PTQ (ORT QDQ) vs QAT (KD objective), both exported to ONNX QDQ and run in ORT on the
   eval half, plus OpenVINO running each QDQ file (default precision hint and f32);
 - `chain`: the recipe, or with `--chain-report DIR` the report.json that `edgecompress run
@@ -66,6 +70,18 @@ TITLES = {
     "resolution": "EfficientNet-Lite0: input-resolution scaling, top-1 vs MACs, alone and after block removal "
                   f"({SPLIT})",
     "resolution-all": "EfficientNet-Lite0: input-resolution scaling on all 1000 images (imagenet-sample-1k)",
+    "resolution-kd": "EfficientNet-Lite0: input-resolution scaling with KD, student on the files at its side "
+                     f"({SPLIT})",
+}
+# resolution-kd settings (fixed before the run): the gentle epoch of the other stages, 3 epochs with
+# BatchNorm trained, and 5 epochs of function matching (crops + mixup)
+RES_KD = {
+    "KD 1 ep (gentle)": {"epochs": 1, "lr": 1e-4, "alpha": 1.0, "freeze_bn": True, "batch_size": 32, "shift": 0,
+                         "hflip": True},
+    "KD 3 ep, BN trained": {"epochs": 3, "lr": 1e-4, "alpha": 1.0, "freeze_bn": False, "batch_size": 32,
+                            "shift": 0, "hflip": True},
+    "function-matching KD 5 ep": {"epochs": 5, "lr": 3e-4, "alpha": 1.0, "freeze_bn": True, "batch_size": 32,
+                                  "shift": 0, "hflip": True, "crop": 0.35, "mixup": 1.0},
 }
 KD = {"epochs": 1, "lr": 3e-4, "batch_size": 32, "shift": 0, "hflip": True}
 # QAT: calibrate on 300 distillation images first, BatchNorm and ranges frozen, KD only (no hard
@@ -93,9 +109,11 @@ def halves(side: int = 224) -> tuple[Dataset, Dataset]:
         for p, idx in zip(paths, (np.sort(perm[:500]), np.sort(perm[500:])), strict=True):
             np.savez(p, x=ds.x[idx], y=ds.y[idx])
     out = []
-    for p in paths:
+    for i, p in enumerate(paths):
         with np.load(p) as z:
-            out.append(Dataset(z["x"], z["y"].astype(np.int64), str(p)))
+            # reload: the same images read from the files at another side (Dataset.at_side), as the
+            # resolution pass gives its student
+            out.append(Dataset(z["x"], z["y"].astype(np.int64), str(p), [], lambda s, i=i: halves(s)[i]))
     return out[0], out[1]
 
 
@@ -345,6 +363,40 @@ def stage_resolution(spec, train, ev, sides, lines, flush) -> None:
             edgecompress.resolution(cut, size=side, bn_recalib=False, progress=False), t0, ev_s, side)
 
 
+def stage_resolution_kd(spec, train, ev, sides, lines, flush) -> None:
+    """The resolution pass with each RES_KD setting; the student trains on the distillation half
+    read from the files at its side, the teacher (fp32 at 224 px) on the same images at 224."""
+    base = {**model_stats(spec), "top1": evaluate(spec.module, ev)["top1"]}
+    lines += [
+        "",
+        "`resolution: {size: S, finetune_epochs: E, distill: ...}` with `data` = the 500 distillation images "
+        "(224 px, files known): the pass gives the student the same files read at S px and the teacher "
+        "(fp32, 224 px) the 224 px images, with the same flips / crops / mixup partners; BatchNorm statistics "
+        "re-estimated only if closer to the teacher (`auto`). Top-1 on the eval half read at S px. Settings "
+        "fixed before the run, one run each (a rerun moves about 1 pt).",
+        "",
+        "| variant | side px | MACs (M) | β | params (M) | α | top-1 % | Δ pt | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines.append(curve_row(["fp32", "224"], spec, time.time(), base, ev))
+    for side in sides:
+        _, ev_s = halves(side)
+        t0 = time.time()
+        lines.append(curve_row(["as is", str(side)], edgecompress.resolution(
+            spec, size=side, bn_recalib=False, progress=False), t0, base, ev_s))
+        flush("(running)")
+        for name, kd in RES_KD.items():
+            t0 = time.time()
+            kd = dict(kd)
+            out = edgecompress.resolution(spec, size=side, finetune_epochs=kd.pop("epochs"), distill=kd, data=train,
+                                          teacher=spec, progress=True)
+            log = out.extra["passes"][-1]["log"]
+            kept = "re-estimated" if log["finetune"].get("bn_recalibrated") else "kept"
+            lines.append(curve_row([f"{name} (BN stats {kept}; student data {Path(log['student_data']).name})",
+                                    str(side)], out, t0, base, ev_s))
+            flush("(running)")
+
+
 def stage_resolution_all(spec, sides, lines, flush) -> None:
     """The resolution pass as is, evaluated on all 1000 images (and on the spine's split: the last
     700 in file order), each set preprocessed from the files at each side: a larger sample than
@@ -473,6 +525,9 @@ def main() -> None:
         elif name == "resolution":
             sides = sys.argv[sys.argv.index("--sides") + 1] if "--sides" in sys.argv else "208,192,176,160"
             stage_resolution(spec, train, ev, [int(x) for x in sides.split(",")], lines, flush)
+        elif name == "resolution-kd":
+            sides = sys.argv[sys.argv.index("--sides") + 1] if "--sides" in sys.argv else "192"
+            stage_resolution_kd(spec, train, ev, [int(x) for x in sides.split(",")], lines, flush)
         elif name == "resolution-all":
             sides = sys.argv[sys.argv.index("--sides") + 1] if "--sides" in sys.argv else "208,192,176,160"
             stage_resolution_all(spec, [int(x) for x in sides.split(",")], lines, flush)

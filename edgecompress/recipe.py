@@ -281,6 +281,13 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         info = PASSES.get(name)
         choice = opts.qat_teacher if name == "qat" else opts.teacher
         teacher = original if choice == "original" else copy.deepcopy(spec.module)
+        if choice == "original" and spec.input_shape != original_shape:
+            # after the resolution pass the data are small images; the original model sees them
+            # upsampled to the side (and TF SAME padding) it was built for. On EfficientNet-Lite0's
+            # eval half at 192 px: 85.2 % top-1 that way, 83.8 % run at 192 px.
+            from edgecompress.passes.resolution import Resized
+
+            teacher = Resized(original, int(original_shape[-1]))
         if progress:
             print(f"[{i + 1}/{len(recipe.passes)}] {name}", file=sys.stderr)
         workdir = out / f"step{i + 1}-{name}"

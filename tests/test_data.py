@@ -85,3 +85,33 @@ def test_efficientnet_on_real_images(imagenet_labels):
                    "efficientnet-lite", 224, progress=False)
     top1 = classification_metrics(reference_outputs(spec.module, ds, progress=False), ds.y)["top1"]
     assert top1 > 0.80, top1
+
+
+def test_at_side_rereads_image_files_and_resizes_tensors(tmp_path):
+    """`Dataset.at_side`: image files are preprocessed again at the new side (same samples, same
+    order, also for a subset); tensors, or a pickled Dataset, are resized and say so."""
+    import pickle
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):  # fine detail, so resampling twice differs from resampling once
+        Image.fromarray(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "labels.csv").write_text("filename,class_index\n0.png,4\n1.png,5\n2.png,6\n")
+    ds = load_data(str(folder), "efficientnet-lite", 32, progress=False)
+    direct = load_data(str(folder), "efficientnet-lite", 16, progress=False)
+    small = ds.at_side(16)
+    assert small.x.shape == (3, 3, 16, 16) and list(small.y) == [4, 5, 6]
+    np.testing.assert_array_equal(small.x, direct.x)
+    sub = ds.take(np.array([2, 0])).at_side(16)
+    np.testing.assert_array_equal(sub.x, direct.x[[2, 0]])
+    assert list(sub.y) == [6, 4]
+    assert ds.at_side(32) is ds
+
+    shipped = pickle.loads(pickle.dumps(ds))  # e.g. to the isolated export child
+    assert shipped.reload is None
+    resized = shipped.at_side(16)
+    assert resized.source.endswith("(resized to 16x16)") and resized.x.shape == (3, 3, 16, 16)
+    assert np.abs(resized.x - direct.x).mean() > 0.01  # blurrier than the files read at 16 px
+    with pytest.raises(DataError, match="are not images"):
+        type(ds)(np.zeros((2, 5), np.float32), source="t.npy").at_side(4)

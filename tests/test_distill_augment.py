@@ -96,3 +96,34 @@ def test_function_matching_finetune_pulls_a_perturbed_student_back(digits_spec, 
     assert [c[0] for c in curve] == [1, 2, 3] and not any(c[2] for c in curve)  # called in eval mode
     assert curve[-1][3] == pytest.approx(gap())  # the last callback saw the final student
     assert gap() < 0.5 * before
+
+
+def test_teacher_view_gets_the_same_draws_as_the_student_batch():
+    """`teacher_data` (the same samples at another side) is augmented with the student's random
+    draws: with flips and mixup, which commute with a nearest 2x upsampling, every teacher batch is
+    exactly the student batch upsampled."""
+    import numpy as np
+
+    from edgecompress.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 3, 4, 4, generator=g)
+    big = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    seen: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    teacher = torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    student.register_forward_pre_hook(lambda m, a: seen["student"].append(a[0].detach().clone()))
+    teacher.register_forward_pre_hook(lambda m, a: seen["teacher"].append(a[0].detach().clone()))
+    cfg = DistillConfig(epochs=2, batch_size=8, shift=0, hflip=True, mixup=1.0, bn_recalib=False)
+    finetune(student, teacher, Dataset(x.numpy()), cfg, progress=False,
+             teacher_data=Dataset(np.ascontiguousarray(big.numpy())))
+    assert len(seen["student"]) == len(seen["teacher"]) == 6
+    mixed = 0
+    for s, t in zip(seen["student"], seen["teacher"], strict=True):
+        assert t.shape[-1] == 8 and s.shape[-1] == 4
+        torch.testing.assert_close(t, s.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+        mixed += not any(torch.allclose(s[0], x[j]) for j in range(24))
+    assert mixed > 0  # the batches were augmented, not passed through
+    with pytest.raises(ConfigError, match="teacher_data must be one tensor of 24 samples"):
+        finetune(student, teacher, Dataset(x.numpy()), cfg, progress=False,
+                 teacher_data=Dataset(big[:10].numpy()))

@@ -189,3 +189,70 @@ def test_cli_compress_resolution_flag(tmp_path):
     assert errors == [bad.stderr.strip().splitlines()[-1]]  # after the "[1/1] resolution" progress line
     assert "resolution.size 12: larger than the model's input side 8" in errors[0]
     assert not (tmp_path / "b" / "report.json").exists()
+
+
+class _Pooled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1))
+
+
+def test_student_reads_image_files_again_at_the_new_side(tmp_path):
+    """With image files, the pass's KD gives the student the files preprocessed at the new side
+    (not the full-side tensors resized) and the teacher the same images at the full side."""
+    from PIL import Image
+
+    from edgecompress.data import load_data
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    ds = load_data(str(folder), "efficientnet-lite", 32, progress=False)
+    at16 = load_data(str(folder), "efficientnet-lite", 16, progress=False).x
+    spec = ModelSpec("pooled", _Pooled().eval(), [InputSpec((1, 3, 32, 32))], preprocess="efficientnet-lite")
+    teacher = _Pooled().eval()
+    seen: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
+    teacher.register_forward_pre_hook(lambda m, a: seen["teacher"].append(a[0].clone()))
+    spec.module.register_forward_pre_hook(lambda m, a: seen["student"].append(a[0].clone()))
+    small = edgecompress.resolution(spec, size=16, finetune_epochs=1, bn_recalib=False, data=ds, teacher=teacher,
+                                    distill={"batch_size": 4, "shift": 0, "hflip": False}, progress=False)
+    train = [t for t in seen["student"] if t.shape[0] == 4]  # at_size's probes are single zeros
+    assert len(train) == 3 and len(seen["teacher"]) == 3
+    for s, t in zip(train, seen["teacher"], strict=True):
+        assert s.shape[-1] == 16 and t.shape[-1] == 32
+        rows = [int(np.argmin(np.abs(at16 - r.numpy()).reshape(12, -1).max(1))) for r in s]
+        np.testing.assert_array_equal(s.numpy(), at16[rows])  # each row is a file read at 16 px
+        np.testing.assert_array_equal(t.numpy(), ds.x[rows])  # the teacher: the same file at 32 px
+    assert small.extra["passes"][-1]["log"]["student_data"].endswith("at 16 px")
+
+
+def test_recipe_teacher_after_the_resolution_pass_sees_its_own_side(tmp_path, monkeypatch):
+    """A later pass taught by the original model: the teacher gets the small images upsampled to
+    the side it was built for."""
+    import edgecompress.passes.distill as distill_mod
+    from edgecompress.recipe import run_recipe
+
+    teachers: list = []
+    real = distill_mod.finetune
+
+    def spy(student, teacher, data, *a, **k):
+        teachers.append((teacher, data.x.shape[-1]))
+        return real(student, teacher, data, *a, **k)
+
+    monkeypatch.setattr(distill_mod, "finetune", spy)
+    run_recipe({"model": "zoo:digits-cnn", "passes": [{"resolution": {"size": 6, "bn_recalib": False}},
+                                                      {"distill": {"epochs": 1}}],
+                "options": {"validate_artifacts": False}}, tmp_path / "o", progress=False)
+    (teacher, side), = teachers
+    assert side == 6
+    seen: list = []
+    teacher.module.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[-2:])))
+    with torch.no_grad():
+        teacher(torch.zeros(2, 1, 6, 6))
+    assert seen == [(8, 8)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +29,20 @@ class Dataset:
     """Model-ready inputs `x` (N, ...) float32, optional integer labels `y`, and where they came from.
 
     `x` may be a dict of named arrays for multi-input models (e.g. input_ids + attention_mask).
+    `reload(side)`, set for image files, preprocesses the same samples again at another square
+    side (see `at_side`).
     """
 
     x: np.ndarray | dict[str, np.ndarray]
     y: np.ndarray | None = None
     source: str = ""
     names: list[str] = field(default_factory=list)
+    reload: Callable[[int], Dataset] | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        # `reload` is a closure over the loader: a pickled Dataset (the isolated export child's
+        # calibration set) travels without it
+        return {**self.__dict__, "reload": None}
 
     def __len__(self) -> int:
         first = next(iter(self.x.values())) if isinstance(self.x, dict) else self.x
@@ -44,7 +52,39 @@ class Dataset:
         x = {k: v[index] for k, v in self.x.items()} if isinstance(self.x, dict) else self.x[index]
         y = None if self.y is None else self.y[index]
         names = list(np.asarray(self.names, dtype=object)[index]) if self.names else []
-        return Dataset(x, y, self.source, names)
+        parent = self.reload
+        reload = None if parent is None else (lambda side: parent(side).take(index))
+        return Dataset(x, y, self.source, names, reload)
+
+    def at_side(self, side: int) -> Dataset:
+        """The same samples as (N, C, side, side) images, in the same order.
+
+        Image files are decoded and preprocessed again at `side` (what a deployed low-resolution
+        model gets). Tensors, which cannot be, are resized (antialiased bicubic) and the source
+        says so: resampling an already resampled image blurs it (EfficientNet-Lite0 at 176 px:
+        79.6 % top-1 on resized tensors, 82.6 % on the files; benchmarks/RESULTS-compress.md).
+        """
+        if isinstance(self.x, dict) or self.x.ndim != 4:
+            raise DataError(f"data {self.source}: samples of shape {self._shape()} are not images (N, C, H, W)")
+        if self.x.shape[2] == side and self.x.shape[3] == side:
+            return self
+        if self.reload is not None:
+            out = self.reload(side)
+            if len(out) != len(self):
+                raise DataError(f"data {self.source}: reloading at {side} px gave {len(out)} samples, not {len(self)}")
+            return out
+        import torch
+        import torch.nn.functional as F
+
+        chunks = []
+        for i in range(0, len(self), 64):
+            xb = torch.from_numpy(np.ascontiguousarray(self.x[i : i + 64]))
+            chunks.append(F.interpolate(xb, size=(side, side), mode="bicubic", antialias=True,
+                                        align_corners=False).numpy())
+        return Dataset(np.concatenate(chunks), self.y, f"{self.source} (resized to {side}x{side})", self.names)
+
+    def _shape(self) -> tuple[int, ...]:
+        return tuple(np.asarray(self.x).shape[1:]) if not isinstance(self.x, dict) else ()
 
     def batches(self, batch_size: int = 32, desc: str | None = None,
                 progress: bool = True) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
@@ -77,7 +117,7 @@ class DataSpec:
     @classmethod
     def parse(cls, text: str) -> DataSpec:
         """`PATH` or `PATH[start:stop]` (the CLI form)."""
-        m = re.fullmatch(r"(.+?)\[(-?\d*):(-?\d*)\]", text.strip())
+        m = re.fullmatch(r"(.+?)\[(-?\d*):(-?\d*)\]", text.strip(), flags=re.DOTALL)
         if not m:
             return cls(text.strip())
         start, stop = (int(v) if v else None for v in m.group(2, 3))
@@ -238,4 +278,8 @@ def load_data(spec: DataSpec | str, preprocess: str | Transform = "efficientnet-
     transform = get_transform(preprocess, image_size)
     x = load_images(files, transform, desc=f"loading {purpose} images", progress=progress)
     y = np.asarray(labels, dtype=np.int64) if labels is not None else None
-    return Dataset(x, y, str(spec), [p.name for p in files])
+
+    def reload(side: int) -> Dataset:
+        return load_data(spec, preprocess, side, purpose, progress)
+
+    return Dataset(x, y, str(spec), [p.name for p in files], reload)

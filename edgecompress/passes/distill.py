@@ -132,6 +132,16 @@ def _projection(fs: torch.Tensor, ft: torch.Tensor) -> torch.nn.Module:
     return nn.Linear(fs.shape[-1], ft.shape[-1], bias=False)
 
 
+def _match_space(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """A teacher feature map pooled to the student's spatial size (a teacher at a higher input
+    resolution than the student's, e.g. after the resolution pass); else unchanged."""
+    import torch.nn.functional as F
+
+    if t.dim() == 4 and s.dim() == 4 and t.shape[-2:] != s.shape[-2:]:
+        return F.adaptive_avg_pool2d(t, s.shape[-2:])
+    return t
+
+
 def _relation(z: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F
 
@@ -265,9 +275,10 @@ def _teacher_gap(student: Any, t_out: list[Any], xs: list[Any]) -> float:
 
 
 def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_size: int, max_batches: int,
-                             probe: int = 256) -> dict[str, Any]:
+                             probe: int = 256, teacher_x: torch.Tensor | None = None) -> dict[str, Any]:
     """`recalibrate_bn`, kept only if it lowers the gap to the teacher (eval mode, on the first
-    `probe` samples of `x`); otherwise the previous running stats are restored.
+    `probe` samples of `x`); otherwise the previous running stats are restored. `teacher_x`: the
+    teacher's view of the same samples (e.g. at the original resolution), default `x`.
 
     With enough data (`len(x) >= 2 * batch_size + probe'`, probe' = min(probe, len(x) // 2)) the
     candidate statistics are estimated on the samples *after* the probe ones, so the comparison is
@@ -294,9 +305,10 @@ def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_
     if not held_out:
         n_probe = min(probe, len(x))
     xs = [x[i : i + batch_size] for i in range(0, n_probe, batch_size)]
+    tx = x if teacher_x is None else teacher_x
     student.eval()
     with torch.no_grad():
-        t_out = [teacher(xb).float() for xb in xs]
+        t_out = [teacher(tx[i : i + batch_size]).float() for i in range(0, n_probe, batch_size)]
     before = _teacher_gap(student, t_out, xs)
     recalibrate_bn(student, x[n_probe:] if held_out else x, batch_size, max_batches)
     after = _teacher_gap(student, t_out, xs)
@@ -322,8 +334,13 @@ def finetune(
     desc: str = "distill",
     progress: bool = True,
     on_epoch: Callable[[int, float], None] | None = None,
+    teacher_data: Dataset | None = None,
 ) -> dict[str, Any]:
     """Train `student` in place toward `teacher` (and labels, if `data` has them).
+
+    `teacher_data`: the teacher's view of the same samples, in the same order (the resolution
+    pass: the images at the original side, `data` at the new one); augmented with the same random
+    draws (flip, crop window, mixup partners) as the student's batch. Default: `data`.
 
     With `checkpoint`, state is saved after every epoch and a matching checkpoint resumes the run
     (a finished one skips training). `on_epoch(epoch, mean loss)` is called after every epoch with
@@ -341,6 +358,11 @@ def finetune(
     x_all = torch.from_numpy(np.ascontiguousarray(data.x))
     y_all = torch.from_numpy(np.asarray(data.y)).long() if data.y is not None else None
     n = len(x_all)
+    t_all = None
+    if teacher_data is not None:
+        if isinstance(teacher_data.x, dict) or len(teacher_data) != n:
+            raise ConfigError(f"{desc}: teacher_data must be one tensor of {n} samples, like data")
+        t_all = torch.from_numpy(np.ascontiguousarray(teacher_data.x))
     per_epoch = math.ceil(n / cfg.batch_size)
     if cfg.steps_per_epoch:
         per_epoch = min(per_epoch, cfg.steps_per_epoch)
@@ -360,7 +382,7 @@ def finetune(
             with torch.no_grad():
                 _set_mode(student, False)
                 student(x_all[:2])
-                teacher_cpu(x_all[:2])
+                teacher_cpu((x_all if t_all is None else t_all)[:2])
             for name in feats:
                 projs[name.replace(".", "_")] = _projection(hs.out[name], ht.out[name])
         params = [p for p in student.parameters() if p.requires_grad] + list(projs.parameters())
@@ -402,17 +424,25 @@ def finetune(
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 if len(idx) < 2:
                     continue  # BatchNorm needs more than one sample
-                xb, mix = _augment(x_all[idx], cfg, g)
+                if t_all is None:
+                    xb, mix = _augment(x_all[idx], cfg, g)
+                    xt = xb
+                else:  # the teacher's view gets the same draws: a copy of the generator
+                    g_t = torch.Generator()
+                    g_t.set_state(g.get_state())
+                    xb, mix = _augment(x_all[idx], cfg, g)
+                    xt, _ = _augment(t_all[idx], cfg, g_t)
                 yb = y_all[idx] if y_all is not None else None
                 with torch.no_grad():
-                    t_out = teacher_cpu(xb)  # the student's augmented batch: consistent teaching
+                    t_out = teacher_cpu(xt)  # the student's augmented batch: consistent teaching
                 if mix is not None and yb is not None:
                     yb = _mix_labels(yb, mix, t_out.shape[-1])
                 s_out = student(xb)
                 loss = kd_loss(s_out, t_out, yb, cfg)
                 for name in feats:
                     proj = projs[name.replace(".", "_")]
-                    loss = loss + cfg.feature_weight * F.mse_loss(proj(hs.out[name]), ht.out[name])
+                    loss = loss + cfg.feature_weight * F.mse_loss(proj(hs.out[name]),
+                                                                  _match_space(ht.out[name], hs.out[name]))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -443,7 +473,7 @@ def finetune(
             bar.close()
         # also after a resumed (already finished) run: same data, same result
         if cfg.bn_recalib == "auto":
-            bn_log = recalibrate_bn_if_closer(student, teacher_cpu, x_all, cfg.batch_size, per_epoch)
+            bn_log = recalibrate_bn_if_closer(student, teacher_cpu, x_all, cfg.batch_size, per_epoch, teacher_x=t_all)
         elif cfg.bn_recalib:
             bn_log = {"bn_recalibrated": recalibrate_bn(student, x_all, cfg.batch_size, per_epoch) > 0}
     finally:

@@ -17,7 +17,9 @@ Optional repairs, both measured against a teacher that sees the *original* resol
 images (so the student learns to answer at low resolution what the model answered at full):
 - `bn_recalib` ("auto"): BatchNorm statistics re-estimated at the new side, kept only if they bring
   the outputs closer to that teacher;
-- `finetune_epochs`: KD epochs, student fed the batch resized to `size`.
+- `finetune_epochs`: KD epochs.
+The student gets the same images at the new side: image files are preprocessed again at `size`
+(`Dataset.at_side`); tensors, which cannot be, are resized.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class ResolutionConfig:
 
 
 class Resized:
-    """`module` fed its input resized to `size` (antialiased bicubic): the student during the
-    pass's KD and BatchNorm steps, which get the original-resolution batch (the teacher's)."""
+    """`module` fed its input resized to `size` (bicubic; antialiased when shrinking). The recipe
+    runner wraps the original model in it when it teaches a pass that runs after this one: the
+    teacher then sees the small images at the side (and padding) it was built for."""
 
     def __init__(self, module: torch.nn.Module, size: int) -> None:
         self.module, self.size = module, size
@@ -93,28 +96,25 @@ def dataset_at(spec: ModelSpec, data: Any, previous: Dataset | Callable[[], Data
                purpose: str, progress: bool = True) -> Dataset | None:
     """`data` loaded again for `spec`'s (new) input side. Image files go through the preprocessing
     preset at that side. Preprocessed tensors (.npy / .npz, zoo arrays), which cannot be, are the
-    `previous` Dataset (or what the callable returns) resized (antialiased bicubic, as the pass's
-    own KD does); its source says so."""
+    `previous` Dataset (or what the callable returns) at that side (`Dataset.at_side`: resized,
+    and its source says so)."""
+    from edgecompress.data import Dataset
     from edgecompress.errors import DataError
 
     if previous is None:
         return None
+    if isinstance(data, Dataset):  # in memory, taken as is by resolve_dataset
+        return data.at_side(spec.image_size)
     try:
         return resolve_dataset(spec, data, purpose, progress, required=False)
     except DataError:  # tensors stored at the old side: resolve_data refuses the shape mismatch
         import numpy as np
-        import torch
-
-        from edgecompress.data import Dataset
 
         if callable(previous):
             previous = previous()
         if previous is None or isinstance(previous.x, dict) or np.asarray(previous.x).ndim != 4:
             raise
-        size = spec.image_size
-        x = np.concatenate([resize(torch.from_numpy(np.ascontiguousarray(previous.x[i:i + 64])), size).numpy()
-                            for i in range(0, len(previous.x), 64)])
-        return Dataset(x, previous.y, f"{previous.source} (resized to {size}x{size})", previous.names)
+        return previous.at_side(spec.image_size)
 
 
 def _image_input(spec: ModelSpec) -> tuple[int, int, int]:
@@ -198,18 +198,23 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
     teach = teacher_module(teacher, spec) if needs_data else None
     new = at_size(spec, size)
     log: dict[str, Any] = {"from": h, "to": size, "note": f"input {h}x{w} -> {size}x{size}"}
-    student = Resized(new.module, size)
+    if ds is not None:
+        # [issue #4] the student sees the images as a deployed model would: read again at `size`.
+        # Training on resized tensors taught it blurrier images than it is later evaluated on.
+        small = ds.at_side(size)
+        log["student_data"] = small.source if small.reload is None else f"{small.source} at {size} px"
     if cfg.finetune_epochs:
         kd = make_config(DistillConfig, cfg.distill, "resolution.distill", epochs=cfg.finetune_epochs,
                          bn_recalib=cfg.bn_recalib)
         ck = Path(workdir) / "checkpoints" / "resolution.pt" if workdir else None
-        log["finetune"] = finetune(student, teach, ds, kd, ck, f"resolution {size}: KD fine-tune", progress)
+        log["finetune"] = finetune(new.module, teach, small, kd, ck, f"resolution {size}: KD fine-tune", progress,
+                                   teacher_data=ds)
     elif cfg.bn_recalib:
-        x = torch.from_numpy(ds.x)
+        x, tx = torch.from_numpy(small.x), torch.from_numpy(ds.x)
         if cfg.bn_recalib == "auto":
-            log.update(recalibrate_bn_if_closer(student, teach, x, 32, (len(x) + 31) // 32))
+            log.update(recalibrate_bn_if_closer(new.module, teach, x, 32, (len(x) + 31) // 32, teacher_x=tx))
         else:
-            log["bn_recalibrated"] = recalibrate_bn(student, x, 32, (len(x) + 31) // 32) > 0
+            log["bn_recalibrated"] = recalibrate_bn(new.module, x, 32, (len(x) + 31) // 32) > 0
     new.module.eval()
     new.extra.setdefault("passes", []).append({"pass": "resolution", "config": config_dict(cfg), "log": log})
     if progress:
