@@ -114,7 +114,22 @@ def halves(side: int = 224) -> tuple[Dataset, Dataset]:
             # reload: the same images read from the files at another side (Dataset.at_side), as the
             # resolution pass gives its student
             out.append(Dataset(z["x"], z["y"].astype(np.int64), str(p), [], lambda s, i=i: halves(s)[i]))
+    half_csvs()
     return out[0], out[1]
+
+
+def half_csvs() -> tuple[Path, Path]:
+    """The two halves as labels CSVs (absolute image paths): recipes that read them get image files,
+    which the resolution pass and the recipe runner read again at a new side."""
+    paths = CACHE / "effnet-distill.csv", CACHE / "effnet-eval.csv"
+    if not all(p.exists() for p in paths):
+        from edgecompress.data.datasets import _read_labels_csv
+
+        files, labels = _read_labels_csv(imagenet_sample())
+        perm = np.random.default_rng(0).permutation(len(files))
+        for p, idx in zip(paths, (np.sort(perm[:500]), np.sort(perm[500:])), strict=True):
+            p.write_text("filename,class_index\n" + "".join(f"{files[i]},{labels[i]}\n" for i in idx))
+    return paths
 
 
 def ort_top1(spec, precision, calib, ev, td) -> tuple[float, np.ndarray, int, Path]:

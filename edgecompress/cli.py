@@ -27,6 +27,7 @@ _DEBUG = False
 FormatOpt = Annotated[list[str], typer.Option(
     "--format", "-f", help="Format, or format:precision (onnx, onnx:int8, openvino:fp16, tflite:int8). Repeatable.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
+FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (ONNX default: the zoo entry's measured setting, else 0; OpenVINO default 0).")]
 
 
 def _formats_help() -> str:
@@ -83,7 +84,7 @@ def export(
     runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
     allow_mixed: Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float.")] = False,
-    float_first: Annotated[int | None, typer.Option(min=0, help="ONNX int8: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")] = None,
+    float_first: FloatFirstOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
     isolate: Annotated[bool, typer.Option("--isolate", help="Export each artifact in a child process, so repeated exports in one long-lived process keep memory flat; costs a few seconds per artifact.")] = False,
 ) -> None:
@@ -289,6 +290,7 @@ def compress(
     eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data.")] = None,
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (module:factory models).")] = None,
     target: Annotated[str, typer.Option(help="Target profile.")] = "x86-local",
+    float_first: FloatFirstOpt = None,
     out: OutOpt = Path("edgecompress-out"),
 ) -> None:
     """Common single passes as flags; writes the equivalent recipe next to the results."""
@@ -328,7 +330,8 @@ def compress(
                           "--resolution, --distill-epochs, --qat-epochs) or --export")
     shape = [int(s) for s in input_shape.replace("x", ",").split(",")] if input_shape else None
     recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,
-                           "target": target, "data": {"train": train, "calib": calib, "eval": eval}},
+                           "target": target, "data": {"train": train, "calib": calib, "eval": eval},
+                           "options": {"float_first": float_first}},
                           "compress")
     report, paths = run_recipe(recipe, out,
                                command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -366,12 +369,12 @@ def main() -> None:
         typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        # typer 0.29 vendors click (typer._click): its usage errors are not click's classes, so
+        # they are recognised by what they offer. An unknown option printed a traceback before.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):  # click turns Ctrl-C into Abort
+        if type(e).__name__ == "Abort":  # click / typer turn Ctrl-C into Abort
             typer.echo(INTERRUPTED, err=True)
             sys.exit(130)
         raise

@@ -43,7 +43,7 @@ class DataSection(BaseModel):
 class RecipeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
-    float_first: int | None = Field(None, ge=0)  # ONNX int8: first N conv/linear layers left float
+    float_first: int | None = Field(None, ge=0)  # ONNX / OpenVINO int8: first N conv/linear layers left float
     isolate: bool = False  # [issue #7] each export in a child process (ExportOptions.isolate)
     teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass but qat
     # [issue #4] QAT's teacher: the float model it quantizes ("previous"), so its KD trains int8

@@ -179,10 +179,13 @@ def test_cli_compress_resolution_flag(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "o"
-    r = run_cli("compress", "zoo:digits-cnn", "--resolution", "6", "--out", str(out))
+    r = run_cli("compress", "zoo:digits-cnn", "--resolution", "6", "--float-first", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     steps = json.loads((out / "steps.json").read_text())
     assert steps[-1]["name"] == "resolution" and steps[-1]["ratios"]["beta"] < 0.6
+    from edgecompress.recipe import RESOLVED_NAME, load_recipe
+
+    assert load_recipe(out / RESOLVED_NAME).options.float_first == 1  # --float-first reaches the exports
     bad = run_cli("compress", "zoo:digits-cnn", "--resolution", "12", "--out", str(tmp_path / "b"))
     assert bad.returncode == 2
     errors = [ln for ln in bad.stderr.strip().splitlines() if ln.startswith("error:")]

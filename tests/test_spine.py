@@ -115,6 +115,29 @@ def test_float_first_leaves_the_stem_float(tmp_path, digits_spec, digits_calib, 
     assert not (tmp_path / "neg").exists() or not list((tmp_path / "neg").glob("*.onnx"))
 
 
+def test_openvino_float_first_leaves_the_first_conv_float(tmp_path, digits_spec, digits_calib):
+    """Given explicitly, float_first keeps the first N conv / MatMul layers of the OpenVINO int8 IR
+    float (NNCF ignored scope), names them as the saved IR does, and refuses N < 0; not given, every
+    layer is quantized (the zoo's measured default is ONNX Runtime's only)."""
+    import openvino as ov
+
+    def layers(path):
+        m = ov.Core().read_model(str(path))
+        return [(op.get_friendly_name(), op.input_value(0).get_node().get_type_name()) for op in m.get_ordered_ops()
+                if op.get_type_name() in ("Convolution", "GroupConvolution")]
+
+    default = export(digits_spec, "openvino", "int8", tmp_path / "d", digits_calib, ExportOptions())
+    assert all(src == "FakeQuantize" for _, src in layers(default.path))
+    assert "float_nodes" not in default.details["quantization"]
+    art = export(digits_spec, "openvino", "int8", tmp_path / "f", digits_calib, ExportOptions(float_first=1))
+    (first, src), *rest = layers(art.path)
+    assert src != "FakeQuantize" and rest and all(s == "FakeQuantize" for _, s in rest)
+    assert art.details["quantization"]["float_nodes"] == [{"node": first, "why": "float_first"}]
+    with pytest.raises(Exception, match="float_first -1"):
+        export(digits_spec, "openvino", "int8", tmp_path / "n", digits_calib, ExportOptions(float_first=-1))
+    assert not list(tmp_path.glob("n/**/*.xml")) and not list(tmp_path.glob("n/**/*.bin"))
+
+
 def test_resolve_formats():
     assert resolve_formats(["onnx", "openvino"], int8=True) == [
         ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8")]

@@ -123,3 +123,13 @@ def test_compare_baseline_directions():
     assert "top-1 0.9 -> 0.8" in text and "size 90 -> 100" in text
     assert "latency" not in text  # +4 % is under the 5 % threshold
     assert "agreement" not in text  # it went up: an improvement
+
+
+def test_cli_usage_errors_are_usage_lines_not_tracebacks():
+    """An unknown flag, a missing argument or a bad value: click's usage message, exit code 2."""
+    for argv, msg in ((["export", "zoo:digits-cnn", "--bogus"], "No such option: --bogus"),
+                      (["export"], "Missing argument 'model'"),
+                      (["compress", "zoo:digits-cnn", "--resolution", "abc"], "Invalid value for '--resolution'")):
+        r = run_cli(*argv)
+        assert r.returncode == 2, (argv, r.stderr[-500:])
+        assert msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
