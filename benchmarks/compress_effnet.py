@@ -342,7 +342,7 @@ def stage_resolution(spec, train, ev, sides, lines, flush) -> None:
         "The same weights run on smaller inputs (`resolution: {size: S}`); the eval half is preprocessed "
         "at S px from the files (the preset's centre crop resampled to S). *BN re-est.*: BatchNorm stats "
         "re-estimated at S on the 500 distillation images (`bn_recalib: true`). *KD*: "
-        f"`{KD_GENTLE}`, student fed the distillation batch resized to S, teacher = fp32 at 224 px on the "
+        f"`{KD_GENTLE}`, student fed the distillation images read from the files at S, teacher = fp32 at 224 px on the "
         "same images, BN stats re-estimated only if closer to it (`bn_recalib: auto`). *blocks −10 %*: "
         "block removal to −10 % MACs (as in its own section), then the resolution pass as is.",
         "",
