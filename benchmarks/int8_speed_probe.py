@@ -12,6 +12,10 @@
   int8 file with each XNNPACK flag set tried (none helped).
 - with `--types`: ONNX int8 with the other activation / weight type pairs ORT offers (U8U8, S8S8;
   the exporter uses U8S8), same calibration and float stem.
+- with `--openvino DIR[,DIR...]`: the fp32 (`f32` hint) and int8 (default hint) IRs that
+  `edgecompress export -f openvino --int8 --out DIR` wrote, e.g. with and without `--float-first 3`;
+  OpenVINO runs inference on its own worker thread, so these rows are wall time (`perf_counter`).
+  `--only-openvino` skips the ONNX and LiteRT rows (DIR argument then unused: pass `-`).
 Prints a markdown table; nothing is written.
 """
 
@@ -59,6 +63,22 @@ def litert_runs(path: Path) -> dict[str, Callable[[], None]]:
     cm = CompiledModel.from_file(str(path), options=Options(cpu_options=CpuOptions(num_threads=1)))
     ib, ob = cm.create_input_buffers(0), cm.create_output_buffers(0)
     out["CompiledModel"] = lambda: cm.run_by_index(0, ib, ob)
+    return out
+
+
+def openvino_runs(d: Path) -> dict[str, Callable[[], None]]:
+    import openvino as ov
+
+    core = ov.Core()
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    out = {}
+    for prec, hint in (("fp32", {"INFERENCE_PRECISION_HINT": "f32"}), ("int8", {})):
+        m = core.read_model(str(d / f"efficientnet-lite0-{prec}.xml"))
+        m.reshape({m.inputs[0].get_any_name(): list(x.shape)})  # static batch 1, as targets/bench.py runs it
+        c = core.compile_model(m, "CPU", {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
+                                          "PERFORMANCE_HINT": "LATENCY", **hint})
+        req = c.create_infer_request()
+        out[f"OpenVINO {prec} ({d.name})"] = lambda req=req: req.infer({0: x})
     return out
 
 
@@ -124,40 +144,47 @@ def main() -> None:
     from ai_edge_litert.cpu_options import CpuOptions
     from ai_edge_litert.options import Options
 
+    ov_dirs = [Path(d) for d in sys.argv[sys.argv.index("--openvino") + 1].split(",")] \
+        if "--openvino" in sys.argv else []
     with tempfile.TemporaryDirectory() as t:
-        runs: dict[str, Callable[[], None]] = {
-            "ONNX fp32": ort_session(demo / "efficientnet-lite0-fp32.onnx"),
-            "ONNX int8 (demo: first 3 convs float)": ort_session(demo / "efficientnet-lite0-int8.onnx"),
-        }
-        for name, path in depthwise_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
-            runs[name] = ort_session(path)
-        if "--types" in sys.argv:
-            for name, path in type_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
+        runs: dict[str, Callable[[], None]] = {}
+        if "--only-openvino" not in sys.argv:
+            runs["ONNX fp32"] = ort_session(demo / "efficientnet-lite0-fp32.onnx")
+            runs["ONNX int8 (demo: first 3 convs float)"] = ort_session(demo / "efficientnet-lite0-int8.onnx")
+            for name, path in depthwise_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
                 runs[name] = ort_session(path)
-        for prec in ("fp32", "int8"):
-            for api, fn in litert_runs(demo / f"efficientnet-lite0-{prec}.tflite").items():
-                runs[f"LiteRT {prec} ({api})"] = fn
-        for flags in (0x23, 0x43, 0x83, 0x103, 0x203, 0x403, 0x803):
-            cm = CompiledModel.from_file(str(demo / "efficientnet-lite0-int8.tflite"),
-                                         options=Options(cpu_options=CpuOptions(num_threads=1, xnnpack_flags=flags)))
-            ib, ob = cm.create_input_buffers(0), cm.create_output_buffers(0)
-            runs[f"LiteRT int8 (CompiledModel, xnnpack_flags {flags:#x})"] = \
-                lambda cm=cm, ib=ib, ob=ob: cm.run_by_index(0, ib, ob)
+            if "--types" in sys.argv:
+                for name, path in type_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
+                    runs[name] = ort_session(path)
+            for prec in ("fp32", "int8"):
+                for api, fn in litert_runs(demo / f"efficientnet-lite0-{prec}.tflite").items():
+                    runs[f"LiteRT {prec} ({api})"] = fn
+            for flags in (0x23, 0x43, 0x83, 0x103, 0x203, 0x403, 0x803):
+                cm = CompiledModel.from_file(str(demo / "efficientnet-lite0-int8.tflite"), options=Options(
+                    cpu_options=CpuOptions(num_threads=1, xnnpack_flags=flags)))
+                ib, ob = cm.create_input_buffers(0), cm.create_output_buffers(0)
+                runs[f"LiteRT int8 (CompiledModel, xnnpack_flags {flags:#x})"] = \
+                    lambda cm=cm, ib=ib, ob=ob: cm.run_by_index(0, ib, ob)
+        for d in ov_dirs:
+            runs.update(openvino_runs(d))
         for fn in runs.values():
             for _ in range(20):
                 fn()
         times: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(15):
             for k, fn in runs.items():
+                clock = time.perf_counter if k.startswith("OpenVINO") else time.thread_time
                 for _ in range(10):
-                    c = time.thread_time()
+                    c = clock()
                     fn()
-                    times[k].append((time.thread_time() - c) * 1e3)
+                    times[k].append((clock() - c) * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print("| file (1 thread, batch 1) | median thread-time ms | vs its fp32 |")
+    print("| file (1 thread, batch 1) | median ms (thread time; OpenVINO: wall) | vs its fp32 |")
     print("|---|---|---|")
+    bases = {"ONNX": "ONNX fp32", "LiteRT": "LiteRT fp32 (Interpreter)"}
     for k, m in med.items():
-        base = med["ONNX fp32"] if k.startswith("ONNX") else med["LiteRT fp32 (Interpreter)"]
+        base = med[bases[k.split()[0]]] if not k.startswith("OpenVINO") else \
+            med[f"OpenVINO fp32 ({ov_dirs[0].name})"]
         print(f"| {k} | {m:.2f} | {base / m:.2f}x |")
 
 

@@ -27,7 +27,7 @@ _DEBUG = False
 FormatOpt = Annotated[list[str], typer.Option(
     "--format", "-f", help="Format, or format:precision (onnx, onnx:int8, openvino:fp16, tflite:int8). Repeatable.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
-FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (ONNX default: the zoo entry's measured setting, else 0; OpenVINO default 0).")]
+FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
 def _formats_help() -> str:

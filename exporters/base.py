@@ -31,9 +31,9 @@ class ExportOptions:
     percentile: float = 99.999
     dynamic_batch: bool = True
     allow_mixed: bool = False  # TFLite: accept float ops left in an int8 model
-    # int8: leave the first N Conv/Gemm/MatMul nodes (graph order) in float. ONNX: None = the model's
-    # own default (ModelSpec.extra["onnx_int8_float_first"], set by zoo entries where it was measured
-    # to be faster), else 0. OpenVINO: only when given (None = 0). TFLite full-int8: not applied.
+    # int8: leave the first N Conv/Gemm/MatMul nodes (graph order) in float. None = the model's own
+    # default (ModelSpec.extra["onnx_int8_float_first"] / ["openvino_int8_float_first"], set by zoo
+    # entries where it was measured), else 0. TFLite full-int8: not applied.
     float_first: int | None = None
     # [issue #7] Export in a spawned child process (exporters/_isolate.py): third-party converter
     # state that in-process exports leave behind (~1-2 MB each) dies with it; costs a few seconds.

@@ -81,10 +81,13 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
             activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator)
         ),
     }
-    # float_first, only when asked for explicitly: the zoo's measured default is ONNX Runtime's
-    # (a speed choice there). On EfficientNet-Lite0 run at 192 px (resolution pass) the first 3
-    # convs left float lift top-1 agreement with fp32 from 96.7 % to 98.4 % (RESULTS-compress.md).
-    float_layers = _leading_layers(model, options.float_first or 0)
+    # float_first: the caller's, else the model's own (ModelSpec.extra["openvino_int8_float_first"]),
+    # else 0. On EfficientNet-Lite0 the first 3 convs left float lift top-1 agreement with fp32 from
+    # 98.3 to 98.7 % at 224 px and from 96.7 to 98.4 % at 192 px (resolution pass), no slower
+    # (benchmarks/RESULTS-spine.md, RESULTS-compress.md).
+    first = options.float_first if options.float_first is not None else \
+        int(spec.extra.get("openvino_int8_float_first", 0))
+    float_layers = _leading_layers(model, first)
     if float_layers:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=float_layers)
     if spec.task in ("embedding", "sequence-classification"):

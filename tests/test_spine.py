@@ -116,9 +116,9 @@ def test_float_first_leaves_the_stem_float(tmp_path, digits_spec, digits_calib, 
 
 
 def test_openvino_float_first_leaves_the_first_conv_float(tmp_path, digits_spec, digits_calib):
-    """Given explicitly, float_first keeps the first N conv / MatMul layers of the OpenVINO int8 IR
-    float (NNCF ignored scope), names them as the saved IR does, and refuses N < 0; not given, every
-    layer is quantized (the zoo's measured default is ONNX Runtime's only)."""
+    """float_first keeps the first N conv / MatMul layers of the OpenVINO int8 IR float (NNCF
+    ignored scope), names them as the saved IR does, and refuses N < 0; not given, the model's own
+    default applies (digits-cnn has none: every layer is quantized)."""
     import openvino as ov
 
     def layers(path):
@@ -133,6 +133,9 @@ def test_openvino_float_first_leaves_the_first_conv_float(tmp_path, digits_spec,
     (first, src), *rest = layers(art.path)
     assert src != "FakeQuantize" and rest and all(s == "FakeQuantize" for _, s in rest)
     assert art.details["quantization"]["float_nodes"] == [{"node": first, "why": "float_first"}]
+    own = digits_spec.replace(extra={**digits_spec.extra, "openvino_int8_float_first": 1})  # a zoo entry's default
+    by_model = export(own, "openvino", "int8", tmp_path / "m", digits_calib, ExportOptions())
+    assert [src == "FakeQuantize" for _, src in layers(by_model.path)] == [False] + [True] * len(rest)
     with pytest.raises(Exception, match="float_first -1"):
         export(digits_spec, "openvino", "int8", tmp_path / "n", digits_calib, ExportOptions(float_first=-1))
     assert not list(tmp_path.glob("n/**/*.xml")) and not list(tmp_path.glob("n/**/*.bin"))

