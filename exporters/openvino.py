@@ -110,6 +110,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
     return qmodel, {
         "calibration": {"method": f"nncf-{estimator.lower()}+bias-correction", "samples": len(batches)},
         "quantization": {
+            "format": "FakeQuantize (NNCF)",
             "tool": "nncf",
             "preset": "performance",
             "fast_bias_correction": kwargs["fast_bias_correction"],

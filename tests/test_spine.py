@@ -133,6 +133,12 @@ def test_openvino_float_first_leaves_the_first_conv_float(tmp_path, digits_spec,
     (first, src), *rest = layers(art.path)
     assert src != "FakeQuantize" and rest and all(s == "FakeQuantize" for _, s in rest)
     assert art.details["quantization"]["float_nodes"] == [{"node": first, "why": "float_first"}]
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import quant_rows
+
+    (row,) = quant_rows(Report(model={"name": "digits"}, target="x86-local",
+                               artifacts=[{"format": "openvino", "precision": "int8", "details": art.details}]))
+    assert row["int8"] == "FakeQuantize (NNCF)" and row["float"] == first  # the report's ops table
     own = digits_spec.replace(extra={**digits_spec.extra, "openvino_int8_float_first": 1})  # a zoo entry's default
     by_model = export(own, "openvino", "int8", tmp_path / "m", digits_calib, ExportOptions())
     assert [src == "FakeQuantize" for _, src in layers(by_model.path)] == [False] + [True] * len(rest)
