@@ -14,7 +14,9 @@
   the exporter uses U8S8), same calibration and float stem.
 - with `--openvino DIR[,DIR...]`: the fp32 (`f32` hint) and int8 (default hint) IRs that
   `edgecompress export -f openvino --int8 --out DIR` wrote, e.g. with and without `--float-first 3`;
-  OpenVINO runs inference on its own worker thread, so these rows are wall time (`perf_counter`).
+  these rows are wall time (`perf_counter`), since OpenVINO may infer on a worker thread of its own
+  that the caller's thread time would miss; `benchmarks/openvino_float_first.sh` is the cleaner
+  measurement (fresh processes, `targets/bench.py`).
   `--only-openvino` skips the ONNX and LiteRT rows (DIR argument then unused: pass `-`).
 Prints a markdown table; nothing is written.
 """
