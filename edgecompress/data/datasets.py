@@ -14,11 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgecompress.data.presets import Transform, get_transform
 from edgecompress.errors import DataError, InputFileError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TENSOR_SUFFIXES = {".npy", ".npz"}
@@ -74,13 +78,9 @@ class Dataset:
                 raise DataError(f"data {self.source}: reloading at {side} px gave {len(out)} samples, not {len(self)}")
             return out
         import torch
-        import torch.nn.functional as F
 
-        chunks = []
-        for i in range(0, len(self), 64):
-            xb = torch.from_numpy(np.ascontiguousarray(self.x[i : i + 64]))
-            chunks.append(F.interpolate(xb, size=(side, side), mode="bicubic", antialias=True,
-                                        align_corners=False).numpy())
+        chunks = [resize_square(torch.from_numpy(np.ascontiguousarray(self.x[i : i + 64])), side).numpy()
+                  for i in range(0, len(self), 64)]
         return Dataset(np.concatenate(chunks), self.y, f"{self.source} (resized to {side}x{side})", self.names)
 
     def _shape(self) -> tuple[int, ...]:
@@ -98,6 +98,15 @@ class Dataset:
                           leave=False)
         for s in starts:
             yield self.take(slice(s, s + batch_size)).x
+
+
+def resize_square(x: torch.Tensor, side: int) -> torch.Tensor:
+    """An (N, C, H, W) torch tensor resized to side x side (bicubic; antialiased when shrinking)."""
+    import torch.nn.functional as F
+
+    if x.shape[-1] == side and x.shape[-2] == side:
+        return x
+    return F.interpolate(x, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edgecompress.data.datasets import resize_square
 from edgecompress.errors import ConfigError
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import as_spec, check_range, config_dict, make_config, resolve_dataset
@@ -75,21 +76,13 @@ class Resized:
         self.module, self.size = module, size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(resize(x, self.size))
+        return self.module(resize_square(x, self.size))
 
     # what `finetune` / `recalibrate_bn*` call on a student (train, eval, parameters, state_dict...)
     def __getattr__(self, name: str) -> Any:
         if name in ("module", "size"):  # not set yet (copy / unpickle): no recursion
             raise AttributeError(name)
         return getattr(self.module, name)
-
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
 
 
 def dataset_at(spec: ModelSpec, data: Any, previous: Dataset | Callable[[], Dataset | None] | None,
