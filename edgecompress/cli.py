@@ -5,6 +5,8 @@ Heavy libraries are imported inside the commands, so `--help` and `targets` answ
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shlex
 import sys
@@ -14,15 +16,40 @@ from typing import Annotated
 import typer
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.quiet import setup_cli_process, verbose_requested
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="Compress a trained model, export it to ONNX / OpenVINO / TFLite, validate it on edge targets.",
+    help="Compress a trained model, export it to ONNX / OpenVINO / TFLite, validate it on edge targets. "
+    "Anywhere on the command line: --debug (tracebacks), --verbose (third-party logs).",
 )
 data_app = typer.Typer(help="Build the small data sets the project ships recipes for.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 _DEBUG = False
+_ANSWER = None  # the real stdout while a command runs with everything else sent to stderr
+
+
+def _answer(text: str) -> None:
+    """The command's answer (a report path, a listing) on stdout, where build scripts read it."""
+    typer.echo(text, file=_ANSWER or sys.stdout)
+
+
+def _stdout_for_answers(fn):
+    """Run a command with stdout sent to stderr, except `_answer`: ORT's calibrators and NNCF's
+    progress bars print to stdout. Applied to command bodies only, so `--help` stays on stdout."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        global _ANSWER
+        _ANSWER = sys.stdout
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return fn(*args, **kwargs)
+        finally:
+            _ANSWER = None
+
+    return run
 
 FormatOpt = Annotated[list[str], typer.Option(
     "--format", "-f", help="Format, or format:precision (onnx, onnx:int8, openvino:fp16, tflite:int8). Repeatable.")]
@@ -62,7 +89,7 @@ def _summary(report, paths) -> None:
                 typer.echo(f"  {a['format']} {a['precision']}: {100 * a['metrics']['spearman']:.2f}"
                            f" (cosine vs fp32 {a.get('drift', {}).get('cosine', float('nan')):.4f})",
                            err=True)
-    typer.echo(f"report: {paths['html']}", err=True)
+    _answer(str(Path(paths["html"]).resolve()))  # on stdout, for build scripts
 
 
 @app.command()
@@ -134,7 +161,6 @@ def demo(
                     command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     report, paths = run_export(job)
     _summary(report, paths)
-    typer.echo(str(Path(paths["html"]).resolve()))
 
 
 @app.command("validate")
@@ -184,7 +210,7 @@ def formats() -> None:
     from edgecompress.exporters import FORMATS
 
     for name, f in FORMATS:
-        typer.echo(f"{name:<10} {f.suffix:<8} {','.join(f.precisions):<28} {f.runtime:<12} {f.description}")
+        _answer(f"{name:<10} {f.suffix:<8} {','.join(f.precisions):<28} {f.runtime:<12} {f.description}")
 
 
 @app.command()
@@ -193,7 +219,7 @@ def targets() -> None:
     from edgecompress.targets.profile import list_targets
 
     for name, t in list_targets().items():
-        typer.echo(f"{name:<16} {t.isa:<8} {t.runner:<9} {','.join(t.formats):<22} {t.description}")
+        _answer(f"{name:<16} {t.isa:<8} {t.runner:<9} {','.join(t.formats):<22} {t.description}")
 
 
 @app.command()
@@ -202,7 +228,7 @@ def zoo() -> None:
     from edgecompress.models.zoo import ZOO
 
     for name, e in ZOO:
-        typer.echo(f"zoo:{name:<22} {e.description}")
+        _answer(f"zoo:{name:<22} {e.description}")
 
 
 @data_app.command("build")
@@ -217,7 +243,7 @@ def data_build(out: OutOpt = Path("calibration_data/built")) -> None:
     ensure_writable_dir(out)
     for src in (digits_npz("train"), digits_npz("test"), photo_crops_npz()):
         shutil.copyfile(src, out / src.name)
-        typer.echo(str(out / src.name))
+        _answer(str(out / src.name))
 
 
 # --- [issue #4] compression: recipes and common single passes ----------------------------------
@@ -239,7 +265,7 @@ def _finish(report, paths) -> None:
     if report.artifacts:
         _summary(report, paths)
     else:
-        typer.echo(f"report: {paths.get('html', paths.get('json'))}", err=True)
+        _answer(str(Path(paths.get("html", paths.get("json"))).resolve()))
     typer.echo(f"recipe: {paths['recipe']}", err=True)
     if any(a["status"] == "failed" for a in report.artifacts):
         raise typer.Exit(4)
@@ -344,12 +370,18 @@ INTERRUPTED = ("interrupted: stopped cleanly (no partial files); rerun the same 
                "(fine-tuning restarts from its last checkpoint)")
 
 
+for _typer in (app, data_app):
+    for _info in _typer.registered_commands:
+        _info.callback = _stdout_for_answers(_info.callback)
+
+
 def main() -> None:
     """Entry point: one-line errors and meaningful exit codes instead of tracebacks."""
     global _DEBUG
     _DEBUG = "--debug" in sys.argv or os.environ.get("EDGECOMPRESS_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
+    setup_cli_process(verbose_requested(sys.argv))
     try:
         # [issue #7] Outside standalone mode typer RETURNS the code of `typer.Exit(n)` (failed
         # artifacts: 4) and turns Ctrl-C into Exit(130) the same way; ignoring it exited 0.

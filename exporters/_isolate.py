@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ExportError
+from edgecompress.quiet import setup_child_process
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -95,6 +96,7 @@ def _child(conn: Connection, payload: bytes, fmt: str, precision: str, out: str,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     tempfile.tempdir = tmpdir  # TemporaryDirectory()s of the exporters: the parent removes the lot
+    setup_child_process()  # spawned by the CLI: its stdout/quiet rules (spawn inherits only env)
     try:
         try:
             spec, calib, options = pickle.loads(payload)

@@ -156,9 +156,19 @@ def _bounded_histogram_calibration(chunk_batches: int) -> Any:
 
             def chunked(reader: _Reader) -> None:
                 while reader.has_next():
-                    collect(_Chunk(reader, chunk_batches))
+                    # ORT prints "Collecting tensor data ..." to stdout per call: stdout is where
+                    # the CLI prints the report path for build scripts, so it stays ours.
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        collect(_Chunk(reader, chunk_batches))
 
             cal.collect_data = chunked
+            compute = cal.compute_data
+
+            def quiet_compute() -> Any:  # prints its settings ("Number of tensors ...") likewise
+                with contextlib.redirect_stdout(io.StringIO()):
+                    return compute()
+
+            cal.compute_data = quiet_compute
         return cal
 
     q.create_calibrator = create

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from edgecompress.errors import DataError, ExportError
 from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
 from edgecompress.passes._qat_backends import check_export
+from edgecompress.targets.bench import decline_openvino_telemetry
 
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
@@ -26,6 +27,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
+    decline_openvino_telemetry()
     import openvino as ov
 
     shapes = [[-1 if dynamic_batch else 1, *i.shape[1:]] for i in spec.inputs]
@@ -66,6 +68,7 @@ _RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "HISTOGRAM", "entropy": "
 
 
 def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions) -> tuple[Any, dict]:
+    decline_openvino_telemetry()
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -179,6 +182,7 @@ def stable_names(model: Any, name: str) -> None:
 def export_openvino(
     spec: ModelSpec, precision: str, out: Path, calib: Dataset | None, options: ExportOptions
 ) -> Artifact:
+    decline_openvino_telemetry()
     import openvino as ov
 
     details: dict[str, Any] = {"ir_version": ov.get_version()}

@@ -81,8 +81,35 @@ def _ov_type(t) -> str:
     return t.to_string() if hasattr(t, "to_string") else str(t)
 
 
+def decline_openvino_telemetry() -> None:
+    """No usage data sent to Google Analytics unless the user opted in.
+
+    Why: `import openvino` (its converter), `ov.convert_model` and `nncf.quantize` send telemetry
+    through `openvino_telemetry`, and without a consent file (`opt_in_out --opt_in` / `--opt_out`
+    writes it) they send by default: every export and OpenVINO benchmark here forked a sender
+    process. A build tool must not phone home unasked, so a missing consent file counts as
+    declined; a user's explicit opt-in is kept. Call it before importing openvino or nncf. It
+    lives here because this file runs alone on devices; the exporters import it from here.
+    """
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package, nothing is sent
+        return
+    if getattr(OptInChecker.check, "_edgecompress", False):
+        return
+    original = OptInChecker.check
+
+    def check(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        return ConsentCheckResult.DECLINED if result == ConsentCheckResult.NO_FILE else result
+
+    check._edgecompress = True
+    OptInChecker.check = check
+
+
 class OpenVinoRunner:
     def __init__(self, path: str, threads: int, hint: str | None) -> None:
+        decline_openvino_telemetry()
         import openvino as ov
 
         self.core = ov.Core()

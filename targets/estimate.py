@@ -192,6 +192,9 @@ def layers_from_tflite(path: Path) -> list[Layer]:
 
 
 def layers_from_openvino(path: Path) -> list[Layer]:
+    from edgecompress.targets.bench import decline_openvino_telemetry
+
+    decline_openvino_telemetry()
     import openvino as ov
 
     model = ov.Core().read_model(str(path))

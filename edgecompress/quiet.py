@@ -1,0 +1,93 @@
+"""Keep the command line's output ours: third-party chatter silenced, stdout for answers only.
+
+Silence the known chatter of third-party libraries on the command line.
+
+An `edgecompress export` printed ~90 lines besides its own progress bars and table: litert-torch's
+conversion steps, NNCF's per-layer INFO and "Rollback to MINMAX" warnings, torch's "torchvision is
+not installed" and pytree deprecations, torchao's optional CUDA kernels failing to load, the TFLite
+converter's op count. Each line below is one that was seen and judged harmless; anything else
+(another warning, every error) still shows. `edgecompress --verbose` / `EDGECOMPRESS_VERBOSE=1`
+shows everything. The Python API leaves logging alone: only the CLI calls `setup_cli_process`.
+
+stdout carries the command's answer (the report path of `demo`, the `formats` table), which build
+scripts read; ORT's calibrators and NNCF's progress bars print to stdout, so the CLI sends
+everything else to stderr, in its spawned export children too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import warnings
+
+# (logger, message pattern): records of WARNING and below that match are dropped; INFO and DEBUG
+# of the same logger are dropped whatever they say.
+_LOG_RULES: tuple[tuple[str, str], ...] = (
+    # torch.onnx registers torchvision's ops when present; we do not use them
+    ("torch.onnx._internal.exporter._registration", r"torchvision is not installed"),
+    # torchao / litert-torch register an Enum as a pytree constant: a deprecation for their authors
+    ("torch.utils._pytree", r"is an Enum subclass and is now natively supported"),
+    # torchao's CUDA / MX kernels: this is a CPU build
+    ("torchao", r"Failed to load .*\.so"),
+    # histogram ranges are per-tensor; NNCF falls back to min/max for per-channel points by design
+    ("nncf", r"Rollback to RangeEstimatorParametersSet"),
+)
+_WARNING_RULES: tuple[tuple[str, type[Warning]], ...] = (
+    # raised inside torch.export's pickling of tree specs (litert-torch, torchao), not our code
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+)
+_ENV = {
+    "LITERT_TORCH_SHOW_PROGRESS": "n",  # litert-torch's step-by-step conversion log
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # the TFLite converter's C++ INFO lines ("Estimated count of ...")
+}
+CLI_ENV = "EDGECOMPRESS_CLI"  # "quiet" / "verbose": how the CLI runs, for the children it spawns
+
+
+class _Drop(logging.Filter):
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            return True
+        return record.levelno == logging.WARNING and not self.pattern.search(record.getMessage())
+
+
+def quiet_third_party() -> None:
+    """Drop the known harmless third-party lines in this process and in processes it spawns."""
+    for key, value in _ENV.items():
+        os.environ.setdefault(key, value)
+    for name, pattern in _LOG_RULES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Drop) for f in logger.filters):
+            logger.addFilter(_Drop(pattern))
+    for message, category in _WARNING_RULES:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def verbose_requested(argv: list[str]) -> bool:
+    """`--verbose` anywhere on the command line (removed from argv) or EDGECOMPRESS_VERBOSE=1."""
+    flag = "--verbose" in argv
+    while "--verbose" in argv:
+        argv.remove("--verbose")
+    return flag or os.environ.get("EDGECOMPRESS_VERBOSE") == "1"
+
+
+def setup_cli_process(verbose: bool) -> None:
+    """The CLI's process: quiet unless `verbose`; spawned export children follow (`setup_child_process`)."""
+    os.environ[CLI_ENV] = "verbose" if verbose else "quiet"
+    if not verbose:
+        quiet_third_party()
+
+
+def setup_child_process() -> None:
+    """In a child spawned by the CLI: stdout to stderr, and as quiet as the parent."""
+    mode = os.environ.get(CLI_ENV)
+    if mode is None:  # spawned from the Python API: leave the caller's streams alone
+        return
+    sys.stdout = sys.stderr
+    if mode == "quiet":
+        quiet_third_party()

@@ -1,0 +1,73 @@
+"""The CLI's manners: no telemetry sent unasked, known third-party chatter dropped, --verbose."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgecompress import quiet
+
+# Does the OpenVINO converter's telemetry (initialised by `import openvino`) think it may send?
+PROBE = """
+import sys
+if sys.argv[1] == "decline":
+    from edgecompress.targets.bench import decline_openvino_telemetry
+    decline_openvino_telemetry()
+import openvino
+import openvino_telemetry as tm
+print("consent", tm.Telemetry().consent)
+"""
+
+
+@pytest.mark.parametrize("consent_file", [None, "1", "0"])
+def test_openvino_telemetry_needs_explicit_consent(tmp_path, consent_file):
+    pytest.importorskip("openvino_telemetry")
+    if consent_file is not None:
+        (tmp_path / "intel").mkdir()
+        (tmp_path / "intel" / "openvino_telemetry").write_text(consent_file)
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    for key in ("CI", "TF_BUILD", "JENKINS_URL"):  # OpenVINO's own CI detection would decline anyway
+        env.pop(key, None)
+
+    def consent(mode: str) -> bool:
+        r = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.split()[-1] == "True"
+
+    # Without a consent file OpenVINO sends by default; with us only an explicit opt-in ("1") does.
+    assert consent("decline") is (consent_file == "1")
+    if consent_file is None:
+        assert consent("vendor") is True  # what the decline prevents (the check can fail)
+        assert not (tmp_path / "intel" / "openvino_telemetry").exists()  # the user's choice stays unmade
+
+
+def test_quiet_drops_known_lines_only(caplog):
+    quiet.quiet_third_party()
+    quiet.quiet_third_party()  # idempotent: one filter per logger
+    onnx_reg = logging.getLogger("torch.onnx._internal.exporter._registration")
+    assert sum(isinstance(f, quiet._Drop) for f in onnx_reg.filters) == 1
+    nncf = logging.getLogger("nncf")
+    with caplog.at_level(logging.DEBUG):
+        onnx_reg.warning("torchvision is not installed. Skipping torchvision::nms")
+        onnx_reg.warning("something else went wrong")
+        nncf.info("3 ignored nodes were found by names in the NNCFGraph")
+        nncf.warning("Rollback to RangeEstimatorParametersSet.MINMAX for the target point: '4'")
+        nncf.warning("the model has no quantizable layers")
+        nncf.error("Rollback to RangeEstimatorParametersSet failed")  # errors always show
+    assert [r.getMessage() for r in caplog.records] == [
+        "something else went wrong", "the model has no quantizable layers",
+        "Rollback to RangeEstimatorParametersSet failed"]
+
+
+def test_verbose_flag_is_taken_out_of_argv(monkeypatch):
+    monkeypatch.delenv("EDGECOMPRESS_VERBOSE", raising=False)
+    argv = ["edgecompress", "export", "--verbose", "zoo:digits-cnn"]
+    assert quiet.verbose_requested(argv) and argv == ["edgecompress", "export", "zoo:digits-cnn"]
+    assert not quiet.verbose_requested(argv)
+    monkeypatch.setenv("EDGECOMPRESS_VERBOSE", "1")
+    assert quiet.verbose_requested(argv)
