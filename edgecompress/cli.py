@@ -51,16 +51,18 @@ def _stdout_for_answers(fn):
 
     return run
 
-FormatOpt = Annotated[list[str], typer.Option(
-    "--format", "-f", help="Format, or format:precision (onnx, onnx:int8, openvino:fp16, tflite:int8). Repeatable.")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
-FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
-
 
 def _formats_help() -> str:
+    """The format registry's table, so `--help` lists what is registered (the registry is light)."""
     from edgecompress.exporters import FORMATS
 
     return "; ".join(f"{n} ({', '.join(f.precisions)})" for n, f in FORMATS)
+
+
+FormatOpt = Annotated[list[str], typer.Option(
+    "--format", "-f", help=f"Format, or format:precision. Repeatable. Registered: {_formats_help()}.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
+FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
 def _settings(threads: int, batch: list[int], runs: int, warmup: int):
@@ -99,7 +101,7 @@ def export(
     out: OutOpt = Path("edgecompress-out"),
     int8: Annotated[bool, typer.Option("--int8", help="Add int8 (and keep fp32 as the reference).")] = False,
     precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32, fp16, int8... for every --format")] = [],  # noqa: B006
-    calib: Annotated[str | None, typer.Option(help="Calibration data: image folder, labels CSV or .npy/.npz; PATH[start:stop] selects rows.")] = None,
+    calib: Annotated[str | None, typer.Option(help="Calibration data: image folder, labels CSV or .npy/.npz; PATH\\[start:stop] selects rows.")] = None,
     eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data (same forms as --calib).")] = None,
     calib_method: Annotated[str, typer.Option(help="ONNX int8 calibration: percentile (default, best agreement), minmax (fastest), entropy.")] = "percentile",
     target: Annotated[str, typer.Option(help="Target profile name or .toml file.")] = "x86-local",
@@ -311,7 +313,7 @@ def compress(
         "--qat-epochs", help="QAT epochs (int8, last; backend litert when every -f is tflite).")] = None,
     export: Annotated[list[str], typer.Option(
         "--export", "-f", help="format:precision, repeatable (onnx:int8).")] = [],  # noqa: B006
-    train: Annotated[str | None, typer.Option(help="Fine-tuning data (PATH[start:stop]).")] = None,
+    train: Annotated[str | None, typer.Option(help="Fine-tuning data (PATH\\[start:stop]).")] = None,
     calib: Annotated[str | None, typer.Option(help="Calibration data for PTQ exports.")] = None,
     eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data.")] = None,
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (module:factory models).")] = None,

@@ -71,3 +71,14 @@ def test_verbose_flag_is_taken_out_of_argv(monkeypatch):
     assert not quiet.verbose_requested(argv)
     monkeypatch.setenv("EDGECOMPRESS_VERBOSE", "1")
     assert quiet.verbose_requested(argv)
+
+
+def test_help_lists_registered_formats_and_keeps_brackets():
+    from edgecompress.exporters import FORMATS
+    from tests.conftest import run_cli
+
+    r = run_cli("export", "--help", timeout=120)
+    text = " ".join(r.stdout.replace("│", " ").split())  # the help box wraps lines
+    assert r.returncode == 0 and "PATH[start:stop] selects rows" in text  # was eaten as markup
+    for name, fmt in FORMATS:  # the registry drives the help text
+        assert f"{name} ({', '.join(fmt.precisions)})" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from edgecompress.models import load_model
@@ -28,6 +29,28 @@ def test_factory_with_weights_and_pt2(tmp_path, digits_spec):
     xd = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(spec2.module(xd), digits_spec.module(xd), atol=1e-5)
+
+    # ... and exports (every exporter calls .eval(), which a loaded .pt2's module refused)
+    from edgecompress.models.digits import digits_npz
+
+    out = tmp_path / "pt2-out"
+    proc = run_cli("export", str(tmp_path / "digits.pt2"), "-f", "onnx", "-f", "tflite", "--eval",
+                   f"{digits_npz('test')}[:64]", "--runs", "3", "--warmup", "1", "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    arts = json.loads((out / "report.json").read_text())["artifacts"]
+    assert {a["format"] for a in arts} == {"onnx", "tflite"}
+    assert all(a["status"] == "ok" and a["drift"]["cosine"] >= 0.9999 for a in arts), arts
+
+    # a program of two inputs is refused in one line (the loader takes single-input programs)
+    class Two(torch.nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    torch.export.save(torch.export.export(Two(), (torch.ones(1, 2), torch.ones(1, 2))), tmp_path / "two.pt2")
+    from edgecompress.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="takes 2 inputs"):
+        load_model(str(tmp_path / "two.pt2"))
 
 
 def test_cli_export_digits_and_onnx_in(tmp_path):
@@ -72,3 +95,25 @@ def test_demo_fallback_data_without_shared(monkeypatch, tmp_path):
     assert x.shape[1:] == (3, 224, 224) and x.shape[0] >= 100
     assert -1.0 <= x.min() < -0.5 and 0.5 < x.max() <= 1.0  # (x-127)/128 of real photo pixels
     assert x.std() > 0.2  # real image content, not a constant
+
+
+def test_digits_reads_image_files_with_its_own_preset(tmp_path, digits_spec):
+    """zoo:digits-cnn reads a folder of digit images without --preprocess (it fell back to the
+    3-channel efficientnet-lite preset and refused them)."""
+    from PIL import Image
+
+    from edgecompress.models.digits import digits_npz
+    from edgecompress.passes._common import evaluate
+    from edgecompress.pipeline import resolve_data
+
+    test = np.load(digits_npz("test"))
+    x, y = test["x"][:60], test["y"][:60]
+    rows = ["filename,class_index"]
+    for i, (img, label) in enumerate(zip(x, y, strict=True)):
+        Image.fromarray(np.round(img[0] * 255).astype(np.uint8), "L").save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{int(label)}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    ds = resolve_data(digits_spec, str(tmp_path), "evaluation", progress=False)
+    assert ds.x.shape == (60, 1, 8, 8)
+    assert np.abs(ds.x - x).max() < 0.01  # the training scale (0-1, ink light), not re-normalised
+    assert evaluate(digits_spec.module, ds)["top1"] >= 0.95

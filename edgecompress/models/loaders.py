@@ -335,13 +335,20 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         ) from e
     finally:
         log.setLevel(level)
+    n_in = sum(1 for spec in ep.graph_signature.input_specs if spec.kind.name == "USER_INPUT")
+    if n_in != 1:
+        raise ModelLoadError(f"MODEL {path}: the ExportedProgram takes {n_in} inputs; a .pt2 must take one "
+                             "tensor (use module:factory for other models)")
     if input_shape is None:
         example = getattr(ep, "example_inputs", None)
         args = example[0] if example else ()
         if not args:
             raise InputShapeError(f"MODEL {path}: holds no example inputs; pass --input-shape")
         input_shape = (1, *tuple(args[0].shape[1:]))
-    return ModelSpec(name=path.stem, module=ep.module(), inputs=[InputSpec(input_shape)], source=str(path))
+    from edgecompress.models.exported import ExportedModule
+
+    return ModelSpec(name=path.stem, module=ExportedModule(ep.module()).eval(), inputs=[InputSpec(input_shape)],
+                     source=str(path))
 
 
 def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:

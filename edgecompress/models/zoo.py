@@ -85,7 +85,8 @@ ZOO.register("efficientnet-lite0", ZooEntry(
 ZOO.register("digits-cnn", ZooEntry(
     "digits-cnn",
     "Small CNN trained on scikit-learn's 8x8 digits (deterministic, cached; 47 k params)",
-    _digits, (1, 1, 8, 8), None, _digits_split("train"), _digits_split("test"),
+    # gray-unit: image files (a digit drawn light on dark, like the training set) read as 0-1 gray
+    _digits, (1, 1, 8, 8), "gray-unit", _digits_split("train"), _digits_split("test"),
 ))
 
 

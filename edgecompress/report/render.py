@@ -54,7 +54,7 @@ def _steps_rows(report: Report) -> list[dict[str, str]]:
         rows.append({"step": s.get("name", ""), "params": f"{s.get('params', 0):,}",
                      "MACs": f"{s.get('macs', 0):,}", "size MB": f"{s.get('size_bytes', 0) / 1e6:.2f}",
                      "metric": _pct(s.get("metric")),
-                     "α params": f"{r.get('alpha', 1):.3f}", "β FLOPs": f"{r.get('beta', 1):.3f}",
+                     "α params": f"{r.get('alpha', 1):.3f}", "β FLOPs (MACs)": f"{r.get('beta', 1):.3f}",
                      "γ memory": f"{r.get('gamma', 1):.3f}",
                      "ΔA pt": f"{s['delta_metric'] * 100:+.2f}" if s.get("delta_metric") is not None else "—"})
     return rows
