@@ -234,17 +234,19 @@ def zoo() -> None:
 
 
 @data_app.command("build")
-def data_build(out: OutOpt = Path("calibration_data/built")) -> None:
+def data_build(out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the built sets.")]
+               = Path("calibration_data/built")) -> None:
     """Write the project's own sets: digits train/test (.npz) and photo crops (.npz)."""
     import shutil
 
     from edgecompress.data.builtin import photo_crops_npz
-    from edgecompress.fileio import ensure_writable_dir
+    from edgecompress.fileio import atomic_path, ensure_writable_dir
     from edgecompress.models.digits import digits_npz
 
     ensure_writable_dir(out)
     for src in (digits_npz("train"), digits_npz("test"), photo_crops_npz()):
-        shutil.copyfile(src, out / src.name)
+        with atomic_path(out / src.name) as tmp:  # a full disk leaves no truncated set
+            shutil.copyfile(src, tmp)
         _answer(str(out / src.name))
 
 

@@ -68,11 +68,22 @@ def _sigint_deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def no_space(e: BaseException) -> bool:
+    """The disk (or quota) is full: an output problem, whatever layer raised it."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
 
-    The temporary name keeps the final suffix (some tools dispatch on it) and starts with `.tmp-`
+    The temporary name keeps the final suffix (some tools dispatch on it) and starts with TEMP_PREFIX
     so a crash leaves nothing that looks like an artifact. Creating and deleting the temp file are
     shielded from Ctrl-C (the interrupt is raised just after), so an interrupted run leaves none.
     """
@@ -81,15 +92,17 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp: Path | None = None
     try:
         with _sigint_deferred():
-            fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.stem}-", suffix=suffix, dir=final.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{final.stem}-", suffix=suffix, dir=final.parent)
             os.close(fd)
             tmp = Path(tmp_name)
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise OutputError(f"{final}: the writer produced no data")
+        if tmp.is_file():  # mkstemp makes it 0600; the artifact gets the mode a plain write would
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if no_space(e):
             raise OutputError(f"{final}: no space left on device") from e
         raise
     finally:
@@ -114,7 +127,10 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-TEMP_PREFIX = ".tmp-"  # every temporary name written by this module and the exporters
+# Every temporary name written by this module and the exporters starts with it. Distinctive on
+# purpose: the stale-temp cleanup of an output directory deletes what starts with it, and a user's
+# own `.tmp-notes` or `.session.tmp` beside the artifacts must survive (they did not, before).
+TEMP_PREFIX = ".edgecompress-tmp-"
 
 
 @contextlib.contextmanager
@@ -139,15 +155,14 @@ def exclusive_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
-    """Delete `.tmp-*` (and `.*.tmp`) files/dirs directly in `path` left by a killed run [issue #7].
+    """Delete TEMP_PREFIX files/dirs directly in `path` left by a killed run [issue #7].
 
     Only call this while holding `exclusive_dir(path)`: then no live writer owns them.
     """
     import shutil
 
     removed = []
-    # exporters/_litert_convert.py (TFLite) names its temp file `.<name>.<pid>.tmp`
-    for p in [*Path(path).glob(TEMP_PREFIX + "*"), *Path(path).glob(".*.tmp")]:
+    for p in Path(path).glob(TEMP_PREFIX + "*"):
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             removed.append(p)

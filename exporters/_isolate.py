@@ -129,7 +129,7 @@ def _temp_names(d: Path) -> set[str]:
     """Names of temp files in `d` in the forms fileio.remove_stale_temps knows."""
     from edgecompress.fileio import TEMP_PREFIX
 
-    return {p.name for p in (*d.glob(TEMP_PREFIX + "*"), *d.glob(".*.tmp"))}
+    return {p.name for p in d.glob(TEMP_PREFIX + "*")}
 
 
 def _remove_new_temps(d: Path, before: set[str]) -> None:

@@ -391,7 +391,8 @@ def convert(
     else:
         _export(model, args, kwargs)  # fail early, with a clear message, on unexportable models
 
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    # edgecompress.fileio.TEMP_PREFIX, spelled out: this module imports nothing of edgecompress
+    tmp = out_path.with_name(f".edgecompress-tmp-{os.getpid()}-{out_path.name}")
     try:
         try:
             # The graph was already strictly exported above; litert-torch re-exports it.

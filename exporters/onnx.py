@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError
+from edgecompress.errors import ConfigError, DataError, ExportError, OutputError
 from edgecompress.exporters._softmax_guard import guard_masked_softmax
 from edgecompress.exporters.base import (
     Artifact,
@@ -23,7 +23,7 @@ from edgecompress.exporters.base import (
     TensorInfo,
     register_format,
 )
-from edgecompress.fileio import atomic_path
+from edgecompress.fileio import atomic_path, no_space
 from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
@@ -86,6 +86,8 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
             )
             prog.save(str(out), external_data=False)
     except Exception as e:
+        if no_space(e) or no_space(e.__cause__) or no_space(e.__context__):  # not the model's fault
+            raise OutputError(f"{out}: no space left on device") from e
         raise ExportError(f"onnx export of {spec.name} failed: {_culprit(e)} "
                           "(rewrite that op, or try a fixed --input-shape)") from e
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import DataError, ExportError
 from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
+from edgecompress.fileio import TEMP_PREFIX
 from edgecompress.passes._qat_backends import check_export
 from edgecompress.targets.bench import decline_openvino_telemetry
 
@@ -209,7 +210,7 @@ def export_openvino(
     if floats:  # the names the saved IR gives those layers
         details["quantization"]["float_nodes"] = [
             {"node": n, "why": "float_first"} for n in _leading_layers(model, len(floats))]
-    tmp_xml = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    tmp_xml = out.with_name(f"{TEMP_PREFIX}{os.getpid()}-{out.name}")
     tmp_bin = tmp_xml.with_suffix(".bin")
     bin_moved = False
     try:

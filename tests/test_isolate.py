@@ -18,6 +18,7 @@ import torch
 
 from edgecompress.errors import ExportError
 from edgecompress.exporters import ExportOptions, export
+from edgecompress.fileio import TEMP_PREFIX
 from edgecompress.models.spec import InputSpec
 
 ISOLATE = ExportOptions(isolate=True)
@@ -76,7 +77,7 @@ def test_killed_child_gives_one_line_and_leaves_nothing(tmp_path, digits_spec):
     def killer() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            if any(n.startswith(".tmp-") for n in os.listdir(out)):
+            if any(n.startswith(TEMP_PREFIX) for n in os.listdir(out)):
                 for p in multiprocessing.active_children():
                     if p.name.startswith("edgecompress-export-"):
                         os.kill(p.pid, signal.SIGKILL)
@@ -129,7 +130,7 @@ def test_ctrl_c_stops_the_child_and_leaves_nothing(tmp_path, digits_spec):
     def interrupt() -> None:  # a Ctrl-C to the parent once the child is writing
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not sent:
-            if any(n.startswith(".tmp-") for n in os.listdir(out)):
+            if any(n.startswith(TEMP_PREFIX) for n in os.listdir(out)):
                 signal.pthread_kill(main, signal.SIGINT)
                 sent.append(True)
             time.sleep(0.005)

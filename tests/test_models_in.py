@@ -51,6 +51,10 @@ def test_factory_with_weights_and_pt2(tmp_path, digits_spec):
 
     with pytest.raises(ModelLoadError, match="takes 2 inputs"):
         load_model(str(tmp_path / "two.pt2"))
+    # a fixed batch (torch.export's default) is refused with the fix, not a converter's guard error
+    torch.export.save(torch.export.export(digits_spec.module, digits_spec.example_inputs(1)), tmp_path / "b1.pt2")
+    with pytest.raises(ModelLoadError, match="fixed batch of 1; re-export it with a dynamic batch"):
+        load_model(str(tmp_path / "b1.pt2"))
 
 
 def test_cli_export_digits_and_onnx_in(tmp_path):

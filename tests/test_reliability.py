@@ -1,7 +1,7 @@
 """Crash safety, Ctrl-C and determinism (issue #7), on digits-cnn so they stay fast.
 
 - SIGKILL the CLI at seeded random points during an export: the output directory only ever holds
-  complete artifacts (each loads in its runtime), `.tmp-*` leftovers are never artifacts and the
+  complete artifacts (each loads in its runtime), TEMP_PREFIX leftovers are never artifacts and the
   next run removes them, and a rerun finishes the job with a manifest whose hashes match.
   (That `validate` refuses an artifact tampered after the manifest is in test_validate_cli.py.)
 - SIGINT during fine-tuning: one `interrupted: ...` line, exit 130; the rerun resumes from the
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from edgecompress.fileio import TEMP_PREFIX
 from tests.conftest import ROOT
 
 EXPORT = ["export", "zoo:digits-cnn", "-f", "onnx", "-f", "openvino", "--int8", "--no-validate"]
@@ -60,7 +61,7 @@ def _check_complete(out: Path) -> list[str]:
 
     names = []
     for p in sorted(out.iterdir()):
-        if p.name.startswith(".tmp-"):
+        if p.name.startswith(TEMP_PREFIX):
             continue  # a killed writer's temp file: never an artifact
         if p.suffix == ".onnx":
             ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
@@ -104,7 +105,7 @@ def test_sigkill_during_export_leaves_only_complete_artifacts(tmp_path):
     ), names
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["artifacts"]) == 4
-    assert not list(out.glob(".tmp-*")), "the rerun must remove stale temp files"
+    assert not list(out.glob(TEMP_PREFIX + "*")), "the rerun must remove stale temp files"
 
 
 def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
@@ -129,7 +130,7 @@ def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
     last = [ln for ln in err.strip().splitlines() if ln.strip()][-1]
     assert last.startswith("interrupted: "), err[-2000:]
     assert "Traceback" not in err, err[-2000:]
-    assert not list(out.rglob(".tmp-*"))
+    assert not list(out.rglob(TEMP_PREFIX + "*"))
     import torch
 
     epoch = torch.load(ck, weights_only=True)["epoch"]
@@ -152,7 +153,7 @@ def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
 @pytest.mark.parametrize("where", ["mkstemp", "unlink"])
 def test_ctrl_c_at_temp_file_creation_or_removal_leaves_no_temp(tmp_path, monkeypatch, where):
     """A SIGINT arriving inside mkstemp (or the clean-up unlink) surfaces at the next bytecode;
-    it used to land outside atomic_path's try and leave `.tmp-*` behind (flaky CI, run 9)."""
+    it used to land outside atomic_path's try and leave a temp file behind (flaky CI, run 9)."""
     import tempfile
 
     from edgecompress import fileio
@@ -213,12 +214,19 @@ def test_rerun_removes_stale_temps_and_old_manifest(tmp_path, digits_spec):
 
     out = tmp_path / "out"
     out.mkdir()
-    stale = [".tmp-digits-cnn-fp32-abc.onnx", ".tmp-123-digits-cnn-fp32.bin", ".digits-cnn-fp32.tflite.99.tmp"]
+    stale = [f"{TEMP_PREFIX}digits-cnn-fp32-abc.onnx", f"{TEMP_PREFIX}123-digits-cnn-fp32.bin",
+             f"{TEMP_PREFIX}99-digits-cnn-fp32.tflite"]
     for name in stale:
         (out / name).write_bytes(b"half")
+    # the user's own files that merely look temporary stay (they were deleted, even by a failed run)
+    mine = [".tmp-notes", ".session.tmp", ".vim.tmp/swap"]
+    for name in mine:
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_text("keep")
     (out / "manifest.json").write_text('{"artifacts": [{"path": "gone.onnx", "sha256": "0"}]}')
     run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out, do_validate=False, progress=False))
     assert not [p for p in out.iterdir() if p.name in stale]
+    assert all((out / name).read_text() == "keep" for name in mine)
     entries = json.loads((out / "manifest.json").read_text())["artifacts"]
     assert [e["path"] for e in entries] == ["digits-cnn-fp32.onnx"]
     _check_complete(out)
@@ -261,7 +269,7 @@ def test_openvino_ir_is_byte_stable_in_one_process(tmp_path, digits_spec, digits
 
 
 def test_killed_checkpoint_write_is_cleaned_and_run_resumes(tmp_path, digits_spec, digits_calib, monkeypatch):
-    """A fine-tune SIGKILLed inside save_checkpoint leaves `.tmp-<name>-*.pt` beside the checkpoint:
+    """A fine-tune SIGKILLed inside save_checkpoint leaves `<TEMP_PREFIX><name>-*.pt` beside the checkpoint:
     the next run removes it (holding the directory's lock) and still resumes from the checkpoint."""
     import copy
 
@@ -291,7 +299,7 @@ def test_killed_checkpoint_write_is_cleaned_and_run_resumes(tmp_path, digits_spe
         finetune(first, digits_spec.module, data, cfg, ck, "x", progress=False)
     monkeypatch.setattr(distill, "save_checkpoint", real_save)
     assert torch.load(ck, weights_only=True)["epoch"] == 1
-    stale = [ck.parent / ".tmp-distill-k1ll3d.pt", ck.parent / ".tmp-distill-0ther.pt"]
+    stale = [ck.parent / f"{TEMP_PREFIX}distill-k1ll3d.pt", ck.parent / f"{TEMP_PREFIX}distill-0ther.pt"]
     for p in stale:
         p.write_bytes(b"PK\x03\x04 half a zip")  # a torch.save cut short by SIGKILL
 

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from edgecompress.exporters import FORMATS, ExportOptions, export, resolve_formats
+from edgecompress.fileio import TEMP_PREFIX
 from edgecompress.targets import ValidateSettings, validate
 from edgecompress.targets.metrics import classification_metrics
 
@@ -182,4 +183,4 @@ def test_report_files_parse(tmp_path, digits_spec):
 
     for entry in manifest["artifacts"]:
         assert sha256_file(tmp_path / entry["path"]) == entry["sha256"]
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list(tmp_path.glob(TEMP_PREFIX + "*"))

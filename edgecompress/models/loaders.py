@@ -335,10 +335,18 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         ) from e
     finally:
         log.setLevel(level)
-    n_in = sum(1 for spec in ep.graph_signature.input_specs if spec.kind.name == "USER_INPUT")
-    if n_in != 1:
-        raise ModelLoadError(f"MODEL {path}: the ExportedProgram takes {n_in} inputs; a .pt2 must take one "
+    user = [spec.arg.name for spec in ep.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    if len(user) != 1:
+        raise ModelLoadError(f"MODEL {path}: the ExportedProgram takes {len(user)} inputs; a .pt2 must take one "
                              "tensor (use module:factory for other models)")
+    # Every format is exported with a dynamic batch (and validated at batch 1 and --batch): a
+    # program traced with a fixed batch fails deep in the converters' shape guards.
+    val = next((n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder" and n.name == user[0]), None)
+    if val is not None and getattr(val, "ndim", 0) > 0 and isinstance(val.shape[0], int):
+        raise ModelLoadError(
+            f"MODEL {path}: exported with a fixed batch of {val.shape[0]}; re-export it with a dynamic "
+            "batch, torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},)), "
+            "or pass the module as module:factory")
     if input_shape is None:
         example = getattr(ep, "example_inputs", None)
         args = example[0] if example else ()

@@ -1,0 +1,40 @@
+"""Output files: modes, a full disk, temp names."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from edgecompress.errors import OutputError
+from edgecompress.fileio import TEMP_PREFIX, write_text_atomic
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "report.json", "{}")
+        os.umask(0o077)
+        write_text_atomic(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    # mkstemp's 0600 used to stay on the renamed file, whatever the umask
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+
+
+def test_full_disk_in_onnx_export_is_an_output_error(tmp_path, digits_spec, monkeypatch):
+    import torch
+
+    from edgecompress.exporters.onnx import export_fp32_onnx
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    with pytest.raises(OutputError, match="no space left on device") as e:
+        export_fp32_onnx(digits_spec, tmp_path / "m.onnx")
+    assert e.value.exit_code == 2  # the disk, not the model: not "rewrite that op" (exit 3)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
