@@ -95,6 +95,8 @@ class Format:
     export: ExportFn
     needs_calibration: tuple[str, ...] = ("int8",)
     extra_files: tuple[str, ...] = ()  # sibling files that belong to the artifact (.bin of IR)
+    # The I/O contract read back from a file (`validate` of a file with no export report beside it)
+    read_io: Callable[[Path], tuple[list[TensorInfo], list[TensorInfo]]] | None = None
     # What `--int8` means for a given model (None: "int8"). An explicit `format:int8` is never changed.
     int8_for: Callable[[ModelSpec], str] | None = None
 

@@ -494,4 +494,5 @@ register_format(Format(
                 "int8-dynamic = ORT quantize_dynamic (no calibration)",
     export=export_onnx,
     int8_for=_int8_for,
+    read_io=_io,
 ))

@@ -229,22 +229,31 @@ def export_openvino(
         for p in (tmp_xml, tmp_bin):
             p.unlink(missing_ok=True)
 
-    def info(port: Any) -> TensorInfo:
-        shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
-        return TensorInfo(
-            port.get_any_name(), shape, port.get_element_type().to_dtype().name, "NCHW" if len(shape) == 4 else ""
-        )
-
     return Artifact(
         "openvino",
         precision,
         out,
         "openvino",
         spec.name,
-        inputs=[info(p) for p in model.inputs],
-        outputs=[info(p) for p in model.outputs],
+        inputs=[_port_info(p) for p in model.inputs],
+        outputs=[_port_info(p) for p in model.outputs],
         details=details,
     )
+
+
+def _port_info(port: Any) -> TensorInfo:
+    shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
+    return TensorInfo(
+        port.get_any_name(), shape, port.get_element_type().to_dtype().name, "NCHW" if len(shape) == 4 else ""
+    )
+
+
+def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    decline_openvino_telemetry()
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    return [_port_info(p) for p in model.inputs], [_port_info(p) for p in model.outputs]
 
 
 register_format(
@@ -256,5 +265,6 @@ register_format(
         description="OpenVINO IR (.xml + .bin); fp16 = compressed weights; int8 = NNCF PTQ",
         export=export_openvino,
         extra_files=(".bin",),
+        read_io=_io,
     )
 )

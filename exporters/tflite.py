@@ -99,8 +99,25 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                     outputs=[tensor(d, "") for d in info["outputs"]], details=details)
 
 
+def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """A .tflite's tensors as LiteRT reports them; 4-D tensors are NHWC (TFLite's layout)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+
+    def info(d: dict[str, Any]) -> TensorInfo:
+        shape = [int(s) for s in d["shape"]]
+        scale, zp = d.get("quantization", (0.0, 0))
+        quant = bool(scale) and d["dtype"].__name__.startswith(("int", "uint"))
+        return TensorInfo(d["name"], shape, d["dtype"].__name__, "NHWC" if len(shape) == 4 else "",
+                          float(scale) if quant else None, int(zp) if quant else None)
+
+    return [info(d) for d in it.get_input_details()], [info(d) for d in it.get_output_details()]
+
+
 register_format(Format(
     name="tflite", suffix=".tflite", precisions=("fp32", "fp16", "dynamic-int8", "int8"), runtime="litert",
     description="TFLite via litert-torch (no TensorFlow), NHWC; int8 = full integer with int8 I/O",
     export=export_tflite,
+    read_io=_io,
 ))

@@ -10,6 +10,7 @@ comparison and CI gates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -55,14 +56,20 @@ def _artifact_from_file(path: Path, row: dict[str, Any] | None = None,
     if missing:
         raise InputFileError(f"{path}: missing file(s) {', '.join(missing)}")
     io = (row or {}).get("io", {})
+    inputs = [TensorInfo(**t) for t in io.get("inputs", [])]
+    outputs = [TensorInfo(**t) for t in io.get("outputs", [])]
+    read_io = FORMATS.get(fmt).read_io
+    # A file with no export report beside it: the I/O contract from the file itself (without it,
+    # latency-only validation fed an empty input file).
+    if not inputs and read_io is not None:
+        with contextlib.suppress(Exception):  # unreadable: its benchmark fails in one line
+            inputs, outputs = read_io(path)
     return Artifact(
         format=fmt, precision=(row or {}).get("precision") or precision or _guess_precision(path),
         path=path, runtime=FORMATS.get(fmt).runtime, model_name=path.stem,
         size_bytes=sum(path_size(f) for f in files),
         sha256=sha256_file(path) if len(files) == 1 else _multi_hash(files),
-        inputs=[TensorInfo(**t) for t in io.get("inputs", [])],
-        outputs=[TensorInfo(**t) for t in io.get("outputs", [])],
-        details=(row or {}).get("details", {}))
+        inputs=inputs, outputs=outputs, details=(row or {}).get("details", {}))
 
 
 def _multi_hash(files: list[Path]) -> str:

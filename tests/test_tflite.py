@@ -196,3 +196,15 @@ def test_qat_litert_weight_scales_are_ptq_scales(digits_spec, digits_calib):
         assert int(zero_point.abs().max()) == 0
         checked += 1
     assert checked == 8  # 6 convs + 2 linears
+
+
+def test_io_read_back_from_the_file(tfl):
+    """`validate` of a loose .tflite reads its I/O contract from the file: the same as the exporter's."""
+    from edgecompress.exporters import FORMATS
+
+    art, _ = tfl["int8"]
+    ins, outs = FORMATS.get("tflite").read_io(art.path)
+    assert [(t.shape, t.dtype, t.layout, t.scale, t.zero_point) for t in ins] == \
+        [(list(t.shape), t.dtype, t.layout, t.scale, t.zero_point) for t in art.inputs]
+    assert ins[0].layout == "NHWC" and ins[0].dtype == "int8" and ins[0].scale > 0
+    assert [t.shape for t in outs] == [list(t.shape) for t in art.outputs]

@@ -133,3 +133,20 @@ def test_cli_usage_errors_are_usage_lines_not_tracebacks():
         r = run_cli(*argv)
         assert r.returncode == 2, (argv, r.stderr[-500:])
         assert msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+
+
+def test_loose_files_without_eval_data(export_dir, tmp_path):
+    """Artifact files with no export report beside them, no --eval: the I/O contract comes from
+    the files (it was empty, so the benchmark got no input and every row failed)."""
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for name in ("digits-cnn-fp32.onnx", "digits-cnn-int8.xml", "digits-cnn-int8.bin"):
+        shutil.copy(export_dir / name, loose / name)
+    out = tmp_path / "o"
+    r = run_cli("validate", str(loose / "digits-cnn-fp32.onnx"), str(loose / "digits-cnn-int8.xml"),
+                "--out", str(out), *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((out / "report.json").read_text())["artifacts"]
+    assert [a["status"] for a in rows] == ["ok", "ok"]
+    assert all(a["latency_ms"]["p50"] > 0 for a in rows)
+    assert rows[0]["io"]["inputs"][0]["shape"][1:] == [1, 8, 8]
