@@ -358,7 +358,9 @@ def compress(
 
         raise ConfigError("compress: give at least one pass flag (--prune, --prune-blocks, --lowrank-energy, "
                           "--resolution, --distill-epochs, --qat-epochs) or --export")
-    shape = [int(s) for s in input_shape.replace("x", ",").split(",")] if input_shape else None
+    from edgecompress.models.loaders import parse_shape
+
+    shape = list(parse_shape(input_shape)) if input_shape else None
     recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,
                            "target": target, "data": {"train": train, "calib": calib, "eval": eval},
                            "options": {"float_first": float_first}},

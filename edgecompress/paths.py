@@ -11,7 +11,13 @@ def cache_dir() -> Path:
     root = os.environ.get("EDGECOMPRESS_CACHE")
     xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     path = Path(root) if root else xdg / "edgecompress"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from edgecompress.errors import OutputError
+
+        raise OutputError(f"cache directory {path} ($EDGECOMPRESS_CACHE / $XDG_CACHE_HOME): cannot create "
+                          f"({e.strerror})") from None
     return path
 
 

@@ -197,6 +197,10 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputFileError(f"recipe {path}: no such file")
     try:
         obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {path}: not UTF-8 text (a YAML recipe expected)") from None
+    except OSError as e:
+        raise InputFileError(f"recipe {path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -105,7 +105,9 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                 except (json.JSONDecodeError, KeyError, TypeError):
                     rows = {}
             for e in entries:
-                name = e["path"]
+                name = e.get("path") if isinstance(e, dict) else None
+                if not isinstance(name, str) or not name:
+                    raise InputFileError(f"{manifest}: an artifact entry has no path ({e!r:.80})")
                 if Path(name).name != name:
                     raise InputFileError(f"{manifest}: artifact path {name!r} leaves the directory")
                 art = _artifact_from_file(p / name, {**rows.get(name, {}), **{

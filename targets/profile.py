@@ -31,6 +31,10 @@ class TargetProfile:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputFileError(f"--target {path}: no such file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--target {path}: not UTF-8 text (a TOML profile expected)") from None
+        except OSError as e:  # a directory, no permission
+            raise InputFileError(f"--target {path}: cannot read ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"--target {path}: invalid TOML ({e})") from e
         missing = [k for k in ("name", "isa", "runner", "runtimes", "formats") if k not in data]

@@ -38,3 +38,12 @@ def test_full_disk_in_onnx_export_is_an_output_error(tmp_path, digits_spec, monk
         export_fp32_onnx(digits_spec, tmp_path / "m.onnx")
     assert e.value.exit_code == 2  # the disk, not the model: not "rewrite that op" (exit 3)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_cache_dir_that_cannot_exist_is_one_line(tmp_path, monkeypatch):
+    from edgecompress.paths import cache_dir
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "afile" / "sub"))
+    with pytest.raises(OutputError, match=r"cache directory .*afile/sub .*cannot create"):
+        cache_dir()

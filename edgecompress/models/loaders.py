@@ -22,11 +22,11 @@ Loader = Callable[..., ModelSpec]
 LOADERS: Registry[tuple[Callable[[str], bool], Loader]] = Registry("model loader")
 
 
-def _parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+def parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
     if shape is None or isinstance(shape, tuple | list):
         return tuple(int(s) for s in shape) if shape is not None else None
     try:
-        dims = tuple(int(s) for s in shape.replace("x", ",").split(",") if s.strip())
+        dims = tuple(int(s) for s in shape.replace("x", ",").split(","))  # "1,,8" is a typo, not (1, 8)
     except ValueError:
         raise InputShapeError(f"--input-shape {shape!r}: expected integers like 1,3,224,224") from None
     if not dims or any(d <= 0 for d in dims):
@@ -416,7 +416,7 @@ def load_model(
     """Load a model from a reference string (see module doc) or wrap an `nn.Module`."""
     import torch
 
-    shape = _parse_shape(input_shape)
+    shape = parse_shape(input_shape)
     if isinstance(ref, ModelSpec):
         return ref
     if isinstance(ref, torch.nn.Module):

@@ -76,11 +76,16 @@ class Report:
     @classmethod
     def load(cls, path: Path | str) -> Report:
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(obj, dict) or not isinstance(obj.get("artifacts", []), list):
+                raise TypeError("not a JSON object with an 'artifacts' list")
+            return cls.from_dict(obj)
         except FileNotFoundError:
             raise InputFileError(f"{path}: no such report") from None
-        except (json.JSONDecodeError, TypeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
             raise InputFileError(f"{path}: not a valid edgecompress report.json ({e})") from e
+        except OSError as e:
+            raise InputFileError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def artifact_row(measurement: dict[str, Any], batch: int = 1) -> dict[str, Any]:

@@ -39,6 +39,13 @@ def _fixtures(tmp: Path) -> None:
     # A checkpoint that needs pickle beyond tensors: weights_only=True must refuse it.
     torch.save({"conv.weight": torch.zeros(4, 3, 3, 3), "cfg": argparse.Namespace(a=1)}, tmp / "pickle.pt")
     (tmp / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    (tmp / "binary.yaml").write_bytes(b"\xff\xfe\x00model: zoo:digits-cnn\x9c")
+    (tmp / "binary.toml").write_bytes(b"\xff\xfename = 'x'\x9c")
+    (tmp / "dir.toml").mkdir()
+    (tmp / "nopath").mkdir()
+    (tmp / "nopath" / "manifest.json").write_text('{"artifacts": [{"format": "onnx"}]}')
+    (tmp / "nopath" / "a.onnx").write_bytes(b"any")  # never opened: the baseline is refused first
+    (tmp / "list.json").write_text("[1]")
     _issue7_fixtures(tmp)
 
 
@@ -169,9 +176,19 @@ CASES = [
                              "--warmup", "0", "--out", "{out}"], 2,
      "oor: labels go up to class 99 but the model has 10 outputs"),
     ("target-unreachable", [*DIGITS, "--target", "{tmp}/closed.toml", "--out", "{out}"], 4, "Connection refused"),
+    # [session 10 audit] each of these printed a traceback (exit 1)
+    ("shape-empty-dim", ["compress", "tests.bad_inputs.badmodels:tiny", "--input-shape", "1,,8,8", "-f", "onnx",
+                         "--out", "{out}"], 2, "--input-shape '1,,8,8': expected integers"),
+    ("recipe-not-utf8", ["run", "{tmp}/binary.yaml", "--out", "{out}"], 2, "binary.yaml: not UTF-8 text"),
+    ("target-not-utf8", [*DIGITS, "--target", "{tmp}/binary.toml", "--out", "{out}"], 2, "binary.toml: not UTF-8"),
+    ("target-is-dir", [*DIGITS, "--target", "{tmp}/dir.toml", "--out", "{out}"], 2, "dir.toml: cannot read"),
+    ("manifest-entry-no-path", ["validate", "{tmp}/nopath", "--out", "{out}"], 2,
+     "manifest.json: an artifact entry has no path"),
+    ("baseline-not-report", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/list.json", "--out", "{out}"], 2,
+     "list.json: not a valid edgecompress report.json"),
 ]
 
-COMMANDS = {"run"}  # rows starting with one of these are not `export` rows
+COMMANDS = {"run", "compress", "validate"}  # rows starting with one of these are not `export` rows
 
 
 @pytest.fixture(scope="module")
