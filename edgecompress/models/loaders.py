@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import InputFileError, InputShapeError, ModelLoadError
+from edgecompress.errors import EdgeCompressError, InputFileError, InputShapeError, ModelLoadError
 from edgecompress.models.spec import InputSpec, ModelSpec
 from edgecompress.registry import Registry
 
@@ -70,6 +71,20 @@ def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
     )
 
 
+def _weights_error(path: Path, e: Exception) -> EdgeCompressError:
+    """torch.load(weights_only=True)'s refusal in one line: the class it would not unpickle, or why
+    the file is not a checkpoint (torch's first lines are advice to load it unsafely)."""
+    text = str(e)
+    glob = re.search(r"GLOBAL ([\w.]+)", text)
+    if glob:
+        return ModelLoadError(f"--weights {path}: refused, it needs pickle beyond plain tensors: {glob.group(1)} "
+                              "(loaded with weights_only=True; save model.state_dict() instead)")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = detail.group(1) if detail else (lines[-1] if lines else type(e).__name__)
+    return InputFileError(f"--weights {path}: not a readable PyTorch checkpoint ({reason[:160]})")
+
+
 def _load_weights(module: Any, weights: str | Path) -> None:
     import torch
 
@@ -78,19 +93,11 @@ def _load_weights(module: Any, weights: str | Path) -> None:
         raise InputFileError(f"--weights {path}: no such file")
     try:
         # weights_only: a checkpoint is untrusted input; never unpickle arbitrary objects.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns as well as raising; the raise is reported
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        text = str(e)
-        reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-        if "Unsupported global" in text:
-            glob = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), reason)
-            raise ModelLoadError(
-                f"--weights {path}: refused, it needs pickle beyond plain tensors "
-                f"(loaded with weights_only=True; {glob[:160]})"
-            ) from e
-        if "WeightsUnpickler error:" in text:
-            reason = next(ln for ln in text.splitlines() if "WeightsUnpickler error:" in ln).strip()
-        raise InputFileError(f"--weights {path}: not a readable PyTorch checkpoint ({reason[:160]})") from e
+        raise _weights_error(path, e) from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -39,6 +39,14 @@ def _fixtures(tmp: Path) -> None:
     # A checkpoint that needs pickle beyond tensors: weights_only=True must refuse it.
     torch.save({"conv.weight": torch.zeros(4, 3, 3, 3), "cfg": argparse.Namespace(a=1)}, tmp / "pickle.pt")
     (tmp / "garbage.pt").write_bytes(b"not a checkpoint at all")
+
+    class Payload:  # what a malicious checkpoint carries: a call to os.system on load
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {tmp / 'PWNED'}",))
+
+    torch.save({"conv.weight": Payload()}, tmp / "evil.pt")
     (tmp / "binary.yaml").write_bytes(b"\xff\xfe\x00model: zoo:digits-cnn\x9c")
     (tmp / "binary.toml").write_bytes(b"\xff\xfename = 'x'\x9c")
     (tmp / "dir.toml").mkdir()
@@ -145,7 +153,10 @@ CASES = [
      "unknown preprocessing preset 'sepia'"),
     ("out-not-writable", [*DIGITS, "--out", "{tmp}/afile/sub"], 2, "cannot create directory"),
     ("pickle-checkpoint", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights",
-                           "{tmp}/pickle.pt", "--out", "{out}"], 2, "refused, it needs pickle beyond plain tensors"),
+                           "{tmp}/pickle.pt", "--out", "{out}"], 2,
+     "refused, it needs pickle beyond plain tensors: argparse.Namespace"),
+    ("code-running-checkpoint", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights",
+                                 "{tmp}/evil.pt", "--out", "{out}"], 2, "plain tensors: posix.system"),
     ("garbage-checkpoint", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights",
                             "{tmp}/garbage.pt", "--out", "{out}"], 2, "garbage.pt: not a readable PyTorch checkpoint"),
     ("missing-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights",
@@ -210,3 +221,4 @@ def test_bad_input(tmp, tmp_path, case_id, args, code, fragment):
     assert fragment in lines[0], lines[0]
     left = [p for p in out.rglob("*")] if out.exists() else []
     assert left == [], f"{case_id} left files behind: {left}"
+    assert not (tmp / "PWNED").exists()  # no checkpoint ran code
