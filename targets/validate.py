@@ -31,6 +31,18 @@ class ValidateSettings:
     # OpenVINO: "f32" pins fp32 execution for fp32/fp16 IRs (it runs bf16 by default on this CPU).
     openvino_fp32_hint: str = "f32"
 
+    def __post_init__(self) -> None:
+        # Checked here, for the CLI, recipes and Python alike: `runs 0` failed later inside the
+        # benchmark ("list index out of range"), `threads 0` or `batch -3` reached the runtimes.
+        from edgecompress.errors import ConfigError
+
+        bad = [f"{name} {value}" for name, value, low in (
+            ("threads", self.threads, 1), ("runs", self.runs, 1), ("warmup", self.warmup, 0),
+            ("eval_batch", self.eval_batch, 1), *(("batch", b, 1) for b in self.batches))
+            if not isinstance(value, int) or value < low]
+        if bad:
+            raise ConfigError(f"validation settings: {', '.join(bad)} (threads, runs, batch >= 1; warmup >= 0)")
+
 
 @dataclass
 class Measurement:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -144,6 +145,10 @@ def _check_finite(x: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: sample {bad} contains NaN or Inf")
 
 
+def _fmt_slice(sl: slice) -> str:
+    return f"{'' if sl.start is None else sl.start}:{'' if sl.stop is None else sl.stop}"
+
+
 def _load_tensors(path: Path, sl: slice) -> Dataset:
     try:
         if path.suffix == ".npz":
@@ -162,18 +167,27 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
                 if y is not None and (y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu"):
                     raise DataError(f"{path}: '{ykey}' must be {len(x)} integer labels, one per sample "
                                     f"(got shape {y.shape}, dtype {y.dtype})")
+                if y is not None and len(y) and y.min() < 0:  # as the labels CSV: a class index is >= 0
+                    raise DataError(f"{path}: '{ykey}' holds a negative class index ({int(y.min())}); "
+                                    "labels are class indices 0..N-1")
+                n_all = len(x)
                 x = x[sl]
                 y = y[sl].astype(np.int64) if y is not None else None
         else:
             x = np.load(path, allow_pickle=False)
             if x.ndim == 0:  # [issue #7] a scalar file: no sample axis to slice
                 raise DataError(f"{path}: holds no samples (a 0-d array)")
+            n_all = len(x) if x.ndim else 0
             x, y = x[sl], None
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as e:
-        raise InputFileError(f"{path}: not a readable {path.suffix} file ({e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # numpy calls a corrupt file "pickled (object) data" and suggests allow_pickle: never here
+        why = "corrupt, or it holds Python objects, which are never loaded" if "pickle" in str(e) else str(e)
+        raise InputFileError(f"{path}: not a readable {path.suffix} file ({why})") from e
     if x.ndim < 1 or x.shape[0] == 0:
+        if n_all and sl != slice(None):
+            raise DataError(f"{path}[{_fmt_slice(sl)}]: the range selects no samples (the file holds {n_all})")
         raise DataError(f"{path}: holds no samples")
     if x.dtype.kind not in "fiu":  # [issue #7] bool, complex, strings, structured: not model inputs
         raise DataError(f"{path}: dtype {x.dtype} is not a real number type (expected float32)")

@@ -54,6 +54,9 @@ def _fixtures(tmp: Path) -> None:
     (tmp / "nopath" / "manifest.json").write_text('{"artifacts": [{"format": "onnx"}]}')
     (tmp / "nopath" / "a.onnx").write_bytes(b"any")  # never opened: the baseline is refused first
     (tmp / "list.json").write_text("[1]")
+    np.savez(tmp / "neg.npz", x=np.zeros((3, 1, 8, 8), np.float32), y=np.array([0, -1, 2]))
+    (tmp / "corrupt.npz").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    (tmp / "corrupt.npy").write_bytes(bytes(range(255, -1, -1)) * 4)
     _issue7_fixtures(tmp)
 
 
@@ -140,7 +143,13 @@ CASES = [
     ("calib-shape", [*DIGITS, "--int8", "--calib", "{tmp}/wrongshape.npy", "--out", "{out}"], 2,
      "samples have shape (3, 8, 8) but the model takes (1, 8, 8)"),
     ("empty-range", [*DIGITS, "--int8", "--calib", "{tmp}/wrongshape.npy[10:20]", "--out", "{out}"], 2,
-     "holds no samples"),
+     "wrongshape.npy[10:20]: the range selects no samples (the file holds 4)"),
+    ("negative-npz-label", [*DIGITS, "--eval", "{tmp}/neg.npz", "--out", "{out}"], 2,
+     "neg.npz: 'y' holds a negative class index (-1)"),
+    ("corrupt-npz", [*DIGITS, "--int8", "--calib", "{tmp}/corrupt.npz", "--out", "{out}"], 2,
+     "corrupt.npz: not a readable .npz file"),
+    ("corrupt-npy", [*DIGITS, "--int8", "--calib", "{tmp}/corrupt.npy", "--out", "{out}"], 2,
+     "corrupt.npy: not a readable .npy file (corrupt, or it holds Python objects"),  # not "allow_pickle"
     ("csv-unknown-file", [*DIGITS, "--int8", "--calib", "{tmp}/csvset", "--out", "{out}"], 2,
      "labels.csv:2: image 'missing.png' not found"),
     ("unknown-format", [*DIGITS, "-f", "coreml", "--out", "{out}"], 2, "--format unknown format 'coreml'"),
@@ -195,6 +204,10 @@ CASES = [
     ("target-is-dir", [*DIGITS, "--target", "{tmp}/dir.toml", "--out", "{out}"], 2, "dir.toml: cannot read"),
     ("manifest-entry-no-path", ["validate", "{tmp}/nopath", "--out", "{out}"], 2,
      "manifest.json: an artifact entry has no path"),
+    ("zero-runs", [*DIGITS, "--runs", "0", "--out", "{out}"], 2, "validation settings: runs 0"),
+    ("negative-batch", [*DIGITS, "--batch", "-3", "--out", "{out}"], 2, "validation settings: batch -3"),
+    ("negative-threshold", ["validate", "{tmp}/nopath", "--threshold", "-1", "--out", "{out}"], 2,
+     "--threshold -1.0: a relative change, 0 or more"),
     ("baseline-not-report", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/list.json", "--out", "{out}"], 2,
      "list.json: not a valid edgecompress report.json"),
 ]

@@ -132,12 +132,16 @@ def test_untrusted_pt2_is_refused_without_running_it(archives, tmp_path, case_id
     assert not (out.exists() and list(out.rglob("*")))
 
 
-@pytest.mark.parametrize("key", ["plain", "dynamic"])
-def test_ordinary_pt2_still_loads(archives, key):
+def test_ordinary_pt2_still_loads(archives):
+    from edgecompress.errors import ModelLoadError
     from edgecompress.models import load_model
 
-    spec = load_model(str(archives[key]))
+    spec = load_model(str(archives["dynamic"]))
     assert spec.inputs[0].shape == (1, 3)
+    # a payload-free archive with a fixed batch passes the safety check and is then refused for
+    # its batch (every format exports a dynamic batch), with the fix
+    with pytest.raises(ModelLoadError, match="fixed batch of 1"):
+        load_model(str(archives["plain"]))
 
 
 def test_trust_flag_lets_torch_load_it_and_the_payload_is_live(archives, monkeypatch):
