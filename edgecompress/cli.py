@@ -328,10 +328,12 @@ def compress(
 
     passes: list[dict] = []
     if prune is not None or prune_macs is not None:
-        if prune_method not in ("channel", "reconstruct"):
-            from edgecompress.errors import ConfigError
+        from edgecompress.errors import ConfigError
 
+        if prune_method not in ("channel", "reconstruct"):
             raise ConfigError(f"--prune-method {prune_method!r}: use channel or reconstruct")
+        if prune is not None and prune_macs is not None:  # --prune was silently dropped
+            raise ConfigError(f"--prune {prune} and --prune-macs {prune_macs}: give one (a ratio or a MACs target)")
         p: dict = {"round_to": round_to, "method": prune_method}
         if prune_method == "channel":
             p["importance"] = importance

@@ -14,7 +14,7 @@ from typing import Any
 
 from edgecompress.data import Dataset, DataSpec, load_data
 from edgecompress.errors import DataError
-from edgecompress.exporters import Artifact, ExportOptions, export
+from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
 from edgecompress.fileio import ensure_writable_dir, exclusive_dir, remove_stale_temps, write_json_atomic
 from edgecompress.models import ModelSpec, count_params_macs, load_model
 from edgecompress.report import Report, artifact_row, write_report
@@ -136,11 +136,14 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         from edgecompress.targets.runners import RUNNERS
         from edgecompress.targets.runners.estimate import runner_name_for
 
+        profile.check_formats([f for f, _ in job.formats])
         preflight = getattr(RUNNERS.get(runner_name_for(profile), "--target"), "preflight", None)
         if preflight is not None:
             preflight(profile)
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
         job.model, job.input_shape, job.weights, job.preprocess)
+    for fmt, _ in job.formats:  # before any calibration or export
+        FORMATS.get(fmt, "--format").check_source(spec)
     formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress)
     needs_calib = any(p == "int8" for _, p in formats)
     calib = resolve_data(spec, job.calib, "calibration", job.progress) if needs_calib else None

@@ -130,7 +130,7 @@ class Recipe(BaseModel):
             from edgecompress.targets import get_target
 
             try:
-                get_target(self.target)
+                get_target(self.target).check_formats([f for f, _ in resolve_formats(self.export)])
             except ConfigError as e:
                 raise ConfigError(f"target: {str(e).removeprefix('--target ')}") from None
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):

@@ -74,6 +74,7 @@ def export(
     format_ = FORMATS.get(fmt, "--format")
     if precision not in format_.precisions:
         raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}")
+    format_.check_source(spec)
     # [issue #4] a QAT model in a format its backend does not lower: PTQ of its trained weights
     spec, qat_note = qat_route(spec, fmt, precision)
     # [issue #4] an already-quantized spec (QAT) brings its own ranges: no calibration needed.

@@ -97,8 +97,17 @@ class Format:
     extra_files: tuple[str, ...] = ()  # sibling files that belong to the artifact (.bin of IR)
     # The I/O contract read back from a file (`validate` of a file with no export report beside it)
     read_io: Callable[[Path], tuple[list[TensorInfo], list[TensorInfo]]] | None = None
+    needs_module: bool = False  # converts from PyTorch only (an .onnx input cannot go there)
     # What `--int8` means for a given model (None: "int8"). An explicit `format:int8` is never changed.
     int8_for: Callable[[ModelSpec], str] | None = None
+
+    def check_source(self, spec: ModelSpec) -> None:
+        """Refuse, before any work, a model this format cannot be converted from."""
+        if self.needs_module and spec.module is None:
+            from edgecompress.errors import ConfigError
+
+            raise ConfigError(f"--format {self.name}: converts from a PyTorch model, and {spec.source} is not "
+                              "one; use --format onnx or openvino for ONNX inputs")
 
     def int8_precision(self, spec: ModelSpec) -> str:
         """The precision `--int8` asks of this format for `spec`."""

@@ -45,9 +45,6 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                   options: ExportOptions) -> Artifact:
     from edgecompress.exporters import _litert_convert as lc
 
-    if spec.module is None:
-        raise ExportError(f"tflite export of {spec.name}: needs a PyTorch model (got {spec.source}); "
-                          "use --format onnx or openvino for ONNX inputs")
     # [issue #4] A QAT spec (spec.extra["quantized"]) exports only if it was trained with the litert
     # backend; its graph carries the Q/DQ ops, lowered as they are (no calibration, int8 only).
     check_export(spec, "tflite")
@@ -120,4 +117,5 @@ register_format(Format(
     description="TFLite via litert-torch (no TensorFlow), NHWC; int8 = full integer with int8 I/O",
     export=export_tflite,
     read_io=_io,
+    needs_module=True,
 ))

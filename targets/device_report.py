@@ -279,6 +279,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     profile = get_target(target)
     settings = settings or ValidateSettings()
     arts, source = load_artifacts(paths)
+    profile.check_formats([a.format for a in arts])
     base = None
     if baseline is not None:
         from edgecompress.report import Report as _R

@@ -44,9 +44,20 @@ class TargetProfile:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"--target {path}: unknown key(s) {', '.join(unknown)}")
+        for key in ("runtimes", "formats"):
+            if not (isinstance(data[key], list) and data[key] and all(isinstance(v, str) for v in data[key])):
+                raise ConfigError(f"--target {path}: {key} must be a list of names, e.g. {key} = [\"onnx\"]")
         data.setdefault("description", "")
         data["path"] = str(path)
         return cls(**data)
+
+    def check_formats(self, formats: list[str]) -> None:
+        """Refuse, before any work, a format this device does not run (an estimate of it would
+        read as if it did)."""
+        foreign = sorted(set(formats) - set(self.formats))
+        if foreign:
+            raise ConfigError(f"--target {self.name} runs {', '.join(self.formats)}; not {', '.join(foreign)} "
+                              "(drop that --format, or pick a target that lists it)")
 
 
 def list_targets() -> dict[str, TargetProfile]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import EdgeCompressError, InputFileError, InputShapeError, ModelLoadError
+from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError, InputShapeError, ModelLoadError
 from edgecompress.models.spec import InputSpec, ModelSpec
 from edgecompress.registry import Registry
 
@@ -437,8 +437,11 @@ def load_model(
         )
     else:
         ref = str(ref)
-        for _, (accepts, loader) in LOADERS:
+        for kind, (accepts, loader) in LOADERS:
             if accepts(ref):
+                if weights is not None and kind != "factory":  # it was silently ignored
+                    raise ConfigError(f"--weights {weights}: {ref} carries its own weights; --weights loads a "
+                                      "state_dict into a module:factory model")
                 spec = loader(ref, input_shape=shape, weights=weights)
                 break
         else:

@@ -54,6 +54,8 @@ def _fixtures(tmp: Path) -> None:
     (tmp / "nopath" / "manifest.json").write_text('{"artifacts": [{"format": "onnx"}]}')
     (tmp / "nopath" / "a.onnx").write_bytes(b"any")  # never opened: the baseline is refused first
     (tmp / "list.json").write_text("[1]")
+    (tmp / "strfmt.toml").write_text('name = "s"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                                     'formats = "onnx"\n')
     np.savez(tmp / "neg.npz", x=np.zeros((3, 1, 8, 8), np.float32), y=np.array([0, -1, 2]))
     (tmp / "corrupt.npz").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
     (tmp / "corrupt.npy").write_bytes(bytes(range(255, -1, -1)) * 4)
@@ -208,6 +210,16 @@ CASES = [
     ("negative-batch", [*DIGITS, "--batch", "-3", "--out", "{out}"], 2, "validation settings: batch -3"),
     ("negative-threshold", ["validate", "{tmp}/nopath", "--threshold", "-1", "--out", "{out}"], 2,
      "--threshold -1.0: a relative change, 0 or more"),
+    ("format-not-on-target", [*DIGITS, "-f", "openvino", "--target", "rpi5", "--out", "{out}"], 2,
+     "--target rpi5 runs onnx, tflite; not openvino"),
+    ("target-formats-not-a-list", [*DIGITS, "--target", "{tmp}/strfmt.toml", "--out", "{out}"], 2,
+     "strfmt.toml: formats must be a list of names"),
+    ("weights-for-zoo", [*DIGITS, "--weights", "{tmp}/pickle.pt", "--out", "{out}"], 2,
+     "zoo:digits-cnn carries its own weights"),
+    ("onnx-to-tflite", ["{tmp}/real/digits-cnn-fp32.onnx", "-f", "tflite", "--out", "{out}"], 2,
+     "--format tflite: converts from a PyTorch model"),
+    ("prune-ratio-and-target", ["compress", *DIGITS, "--prune", "0.3", "--prune-macs", "0.6", "--out", "{out}"], 2,
+     "--prune 0.3 and --prune-macs 0.6: give one"),
     ("baseline-not-report", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/list.json", "--out", "{out}"], 2,
      "list.json: not a valid edgecompress report.json"),
 ]
