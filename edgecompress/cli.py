@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from edgecompress.errors import EdgeCompressError
+from edgecompress.errors import ConfigError, EdgeCompressError
 from edgecompress.quiet import setup_cli_process, verbose_requested
 
 app = typer.Typer(
@@ -122,8 +122,6 @@ def export(
     from edgecompress.pipeline import ExportJob, run_export
 
     if calib_method not in CALIB_METHODS:
-        from edgecompress.errors import ConfigError
-
         raise ConfigError(f"--calib-method {calib_method!r}: use one of {', '.join(CALIB_METHODS)}")
     pairs = resolve_formats(format, precision, int8)
     job = ExportJob(
@@ -328,8 +326,6 @@ def compress(
 
     passes: list[dict] = []
     if prune is not None or prune_macs is not None:
-        from edgecompress.errors import ConfigError
-
         if prune_method not in ("channel", "reconstruct"):
             raise ConfigError(f"--prune-method {prune_method!r}: use channel or reconstruct")
         if prune is not None and prune_macs is not None:  # --prune was silently dropped
@@ -356,17 +352,21 @@ def compress(
         backends = {backend_for_format(f) for f in fmts} - {None}
         passes.append({"qat": {"epochs": qat_epochs, **({"backend": backends.pop()} if len(backends) == 1 else {})}})
     if not passes and not export:
-        from edgecompress.errors import ConfigError
-
         raise ConfigError("compress: give at least one pass flag (--prune, --prune-blocks, --lowrank-energy, "
                           "--resolution, --distill-epochs, --qat-epochs) or --export")
     from edgecompress.models.loaders import parse_shape
 
     shape = list(parse_shape(input_shape)) if input_shape else None
-    recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,
-                           "target": target, "data": {"train": train, "calib": calib, "eval": eval},
-                           "options": {"float_first": float_first}},
-                          "compress")
+    try:
+        recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,
+                               "target": target, "data": {"train": train, "calib": calib, "eval": eval},
+                               "options": {"float_first": float_first}},
+                              "compress")
+    except ConfigError as e:  # the recipe's keys, said as this command's flags
+        text = str(e)
+        for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval")):
+            text = text.replace(f"set {key}", f"pass {flag}").replace(key, flag)
+        raise ConfigError(text) from None
     report, paths = run_recipe(recipe, out,
                                command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     _finish(report, paths)

@@ -35,6 +35,24 @@ def ensure_writable_dir(path: Path, flag: str = "--out") -> Path:
     return path
 
 
+@contextlib.contextmanager
+def output_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
+    """`ensure_writable_dir`, undone on failure: the directories it created are removed again if
+    they are still empty (a failed run left an empty --out folder, parents included)."""
+    path = Path(path).absolute()
+    created = [d for d in (path, *path.parents) if not d.exists()]
+    ensure_writable_dir(path, flag)
+    try:
+        yield path
+    except BaseException:
+        for d in created:  # deepest first; stops at the first that holds something
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def safe_child(root: Path, name: str) -> Path:
     """`root/name`, refusing names that would escape `root` (`../x`, absolute paths, symlinks)."""
     root = Path(root).resolve()

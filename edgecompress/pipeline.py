@@ -6,16 +6,25 @@ Report); `run_export` only chains them, so any stage can be called alone from Py
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import sys
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgecompress.data import Dataset, DataSpec, load_data
 from edgecompress.errors import DataError
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
-from edgecompress.fileio import ensure_writable_dir, exclusive_dir, remove_stale_temps, write_json_atomic
+from edgecompress.fileio import (
+    TEMP_PREFIX,
+    exclusive_dir,
+    output_dir,
+    remove_stale_temps,
+    write_json_atomic,
+)
 from edgecompress.models import ModelSpec, count_params_macs, load_model
 from edgecompress.report import Report, artifact_row, write_report
 from edgecompress.targets import ValidateSettings, reference_outputs, validate
@@ -119,10 +128,19 @@ def write_manifest(out_dir: Path, artifacts: list[Artifact]) -> Path:
     return write_json_atomic(Path(out_dir) / "manifest.json", {"artifacts": entries})
 
 
+def _move_into(art: Artifact, out_dir: Path) -> Artifact:
+    """An exported artifact's file(s) renamed into `out_dir` (same filesystem); the main file last,
+    as the exporters commit it (an IR's .xml after its .bin)."""
+    main = Path(art.path)
+    for suffix in FORMATS.get(art.format).extra_files:
+        os.replace(main.with_suffix(suffix), out_dir / main.with_suffix(suffix).name)
+    os.replace(main, out_dir / main.name)
+    return replace(art, path=out_dir / main.name)
+
+
 def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
-    out_dir = ensure_writable_dir(Path(job.out_dir))
     # [issue #7] One writer per output directory; temp files of a killed earlier run are removed.
-    with exclusive_dir(out_dir):
+    with output_dir(Path(job.out_dir)) as out_dir, exclusive_dir(out_dir):
         remove_stale_temps(out_dir)
         return _run_export(job, out_dir)
 
@@ -172,14 +190,22 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
         except DataError as e:
             raise DataError(f"evaluation data {ev.source}: {e}") from None
-    # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
-    # on disk always describes a complete run (a killed run leaves none, never a stale one).
-    (out_dir / "manifest.json").unlink(missing_ok=True)
-    artifacts = []
-    for fmt, precision in formats:
-        if job.progress:
-            print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
-        artifacts.append(export(spec, fmt, precision, out_dir, calib, job.options))
+    # Every format is exported into a staging folder inside out_dir and moved into place only
+    # when all succeeded: a run failing at its third format left the first two beside an older
+    # run's report, with that run's manifest already deleted. Now a failed run changes nothing.
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}run-", dir=out_dir))
+    try:
+        staged = []
+        for fmt, precision in formats:
+            if job.progress:
+                print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
+            staged.append(export(spec, fmt, precision, staging, calib, job.options))
+        # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
+        # on disk always describes a complete run (a killed run leaves none, never a stale one).
+        (out_dir / "manifest.json").unlink(missing_ok=True)
+        artifacts = [_move_into(a, out_dir) for a in staged]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if job.do_validate:
         measurements = validate(artifacts, profile or job.target, ev, ref_out, job.settings, job.progress,
                                 spec.task)

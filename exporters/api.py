@@ -28,6 +28,9 @@ def resolve_formats(
     `--precision fp16` applies to every listed format (an error names a format that lacks it).
     """
     pairs: list[tuple[str, str]] = []
+    if precisions and formats and all(":" in item for item in formats):  # it was silently ignored
+        raise ConfigError(f"--precision {', '.join(precisions)}: every --format names its own precision "
+                          f"({', '.join(formats)}); drop one or the other")
     for item in formats:
         name, _, prec = item.partition(":")
         fmt = FORMATS.get(name.strip().lower(), "--format")

@@ -47,3 +47,19 @@ def test_cache_dir_that_cannot_exist_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "afile" / "sub"))
     with pytest.raises(OutputError, match=r"cache directory .*afile/sub .*cannot create"):
         cache_dir()
+
+
+def test_failed_run_leaves_no_empty_out_dir(tmp_path, digits_spec):
+    from edgecompress.errors import InputFileError
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path / "a" / "b"
+    job = ExportJob(model=digits_spec, formats=[("onnx", "int8")], calib=str(tmp_path / "missing.npy"),
+                    out_dir=out, do_validate=False, progress=False)
+    with pytest.raises(InputFileError):
+        run_export(job)
+    assert not (tmp_path / "a").exists()  # both levels it created are gone
+    (tmp_path / "keep").mkdir()
+    with pytest.raises(InputFileError):  # a directory that existed stays
+        run_export(ExportJob(**{**job.__dict__, "out_dir": tmp_path / "keep"}))
+    assert (tmp_path / "keep").is_dir()

@@ -398,3 +398,20 @@ def test_repeated_openvino_export_keeps_no_torchscript_functions(tmp_path, digit
     export(digits_spec, "openvino", "fp32", tmp_path / "scripted")
     assert len(cu.get_functions()) >= kept
     assert scripted(torch.ones(1, 2)).shape == (1, 2)
+
+
+def test_failed_run_changes_nothing_in_out_dir(tmp_path):
+    """A run whose last format fails leaves the directory as the previous run left it: its files,
+    its report and its manifest (the failing run used to leave its first formats beside them and
+    delete the manifest)."""
+    from tests.conftest import ROOT, run_cli
+
+    out = tmp_path / "out"
+    ok = run_cli("export", "tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "-f", "onnx",
+                 "--no-validate", "--out", str(out), cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = run_cli("export", "tests.bad_inputs.badmodels:fft", "--input-shape", "1,3,8,8", "-f", "onnx",
+                  "-f", "tflite", "--no-validate", "--out", str(out), cwd=ROOT)
+    assert bad.returncode == 3, bad.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -37,3 +37,19 @@ class Unexportable(nn.Module):
 
 def unexportable() -> nn.Module:
     return Unexportable()
+
+
+class Fft(nn.Module):
+    """Exports to ONNX and OpenVINO, but litert-torch cannot lower the FFT: a run of
+    `-f onnx -f tflite` fails at its second format."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.fft.fft(x.flatten(1)).abs())
+
+
+def fft() -> nn.Module:
+    return Fft()

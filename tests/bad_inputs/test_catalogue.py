@@ -220,6 +220,11 @@ CASES = [
      "--format tflite: converts from a PyTorch model"),
     ("prune-ratio-and-target", ["compress", *DIGITS, "--prune", "0.3", "--prune-macs", "0.6", "--out", "{out}"], 2,
      "--prune 0.3 and --prune-macs 0.6: give one"),
+    ("compress-no-train-data", ["compress", "tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8",
+                                "--distill-epochs", "1", "--out", "{out}"], 2,
+     "has no default data; pass --train (or --calib)"),
+    ("precision-flag-unused", [*DIGITS, "-f", "onnx:int8", "-p", "fp16", "--out", "{out}"], 2,
+     "--precision fp16: every --format names its own precision"),
     ("baseline-not-report", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/list.json", "--out", "{out}"], 2,
      "list.json: not a valid edgecompress report.json"),
 ]
