@@ -111,6 +111,9 @@ class Recipe(BaseModel):
         """Everything that can be checked without loading the model."""
         from edgecompress.exporters import resolve_formats
 
+        if self.version != 1:  # the only schema there is; a newer file may mean other things
+            raise ConfigError(f"version: {self.version}: this edgecompress reads recipe version 1")
+
         configs = self.pass_configs()
         names = [n for n, _ in configs]
         if "qat" in names and names.index("qat") != len(names) - 1:

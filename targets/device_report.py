@@ -207,6 +207,8 @@ class Gate:
 def parse_gates(exprs: list[str]) -> list[Gate]:
     gates = []
     for raw in exprs:
+        if not raw.strip():  # it was read as no gate at all
+            raise ConfigError("--fail-on '': empty gate; give 'path.to.metric OP number'")
         for text in (t for t in raw.split(",") if t.strip()):
             m = _GATE.match(text)
             if not m:

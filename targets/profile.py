@@ -44,6 +44,14 @@ class TargetProfile:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"--target {path}: unknown key(s) {', '.join(unknown)}")
+        from edgecompress.targets.runners import RUNNERS
+
+        if data["runner"] not in RUNNERS.names():
+            raise ConfigError(f"--target {path}: unknown runner {data['runner']!r} "
+                              f"(known: {', '.join(RUNNERS.names())})")
+        for key in ("connection", "hardware", "sources"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ConfigError(f"--target {path}: {key} must be a table ([{key}])")
         for key in ("runtimes", "formats"):
             if not (isinstance(data[key], list) and data[key] and all(isinstance(v, str) for v in data[key])):
                 raise ConfigError(f"--target {path}: {key} must be a list of names, e.g. {key} = [\"onnx\"]")

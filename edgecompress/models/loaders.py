@@ -288,6 +288,7 @@ def _check_pt2_archive(path: Path) -> None:
     except (zipfile.BadZipFile, OSError):
         return  # not a zip: torch.export.load fails on it with its own (caught) error
     bad: list[str] = []
+    corrupt: list[str] = []  # JSON torch could not parse either: a broken file, not a payload
     with zf:
         for name in zf.namelist():
             member = name.rsplit("/", 1)[-1]
@@ -306,11 +307,15 @@ def _check_pt2_archive(path: Path) -> None:
                 elif name.endswith(".pt"):
                     # torch retries these with weights_only=False when the safe load fails
                     torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                corrupt.append(f"{member}: {type(e).__name__}")
             except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as e:
                 bad.append(f"{member} (unreadable: {type(e).__name__})")
             except Exception:  # weights_only refused it: a pickle beyond tensors and containers
                 bad.append(f"{member} (pickle beyond plain tensors)")
     bad = list(dict.fromkeys(bad))
+    if corrupt and not bad:  # do not advise trusting a file that is merely broken
+        raise InputFileError(f"MODEL {path}: not a readable ExportedProgram .pt2 ({', '.join(corrupt[:2])})")
     if bad:
         raise ModelLoadError(
             f"MODEL {path}: refused, loading it would run pickled code or eval ({', '.join(bad[:3])}"

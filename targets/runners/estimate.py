@@ -47,6 +47,16 @@ def runner_name_for(profile: TargetProfile) -> str:
 class EstimateRunner:
     name = "estimate"
 
+    def preflight(self, profile: TargetProfile) -> None:
+        """The [hardware] figures an estimate needs, checked before any export (a profile missing
+        one exported and wrote everything, then failed every row)."""
+        from edgecompress.targets.estimate import _hw
+
+        if not profile.hardware.get("big_cores"):
+            _hw(profile, "cores")
+        for key in ("peak_fp32_gops_per_core", "peak_int8_gops_per_core", "memory_bandwidth_gbs"):
+            _hw(profile, key)
+
     def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
         from edgecompress.targets.estimate import estimate_artifact
 

@@ -54,6 +54,14 @@ def _fixtures(tmp: Path) -> None:
     (tmp / "nopath" / "manifest.json").write_text('{"artifacts": [{"format": "onnx"}]}')
     (tmp / "nopath" / "a.onnx").write_bytes(b"any")  # never opened: the baseline is refused first
     (tmp / "list.json").write_text("[1]")
+    head = 'name = "e"\nisa = "x86_64"\nruntimes = ["onnxruntime"]\nformats = ["onnx"]\n'
+    (tmp / "est.toml").write_text(head + 'runner = "estimate"\n[hardware]\ncores = 4\n')
+    (tmp / "teleport.toml").write_text(head + 'runner = "teleport"\n')
+    (tmp / "v2.yaml").write_text("version: 2\nmodel: zoo:digits-cnn\nexport: [onnx]\n")
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "badjson.pt2", "w") as z:  # a .pt2 whose program JSON is cut short
+        z.writestr("archive/models/model.json", '{"graph_module": {"graph": ')
     (tmp / "strfmt.toml").write_text('name = "s"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
                                      'formats = "onnx"\n')
     np.savez(tmp / "neg.npz", x=np.zeros((3, 1, 8, 8), np.float32), y=np.array([0, -1, 2]))
@@ -225,6 +233,14 @@ CASES = [
      "has no default data; pass --train (or --calib)"),
     ("precision-flag-unused", [*DIGITS, "-f", "onnx:int8", "-p", "fp16", "--out", "{out}"], 2,
      "--precision fp16: every --format names its own precision"),
+    ("estimate-profile-incomplete", [*DIGITS, "--target", "{tmp}/est.toml", "--out", "{out}"], 2,
+     "[hardware] peak_fp32_gops_per_core is needed for an estimate"),
+    ("target-unknown-runner", [*DIGITS, "--target", "{tmp}/teleport.toml", "--out", "{out}"], 2,
+     "teleport.toml: unknown runner 'teleport'"),
+    ("empty-gate", ["validate", "{tmp}/nopath", "--fail-on", "", "--out", "{out}"], 2, "--fail-on '': empty gate"),
+    ("recipe-version", ["run", "{tmp}/v2.yaml", "--out", "{out}"], 2, "version: 2: this edgecompress reads"),
+    ("pt2-corrupt-json", ["{tmp}/badjson.pt2", "--out", "{out}"], 2,
+     "badjson.pt2: not a readable ExportedProgram .pt2 (model.json: JSONDecodeError)"),
     ("baseline-not-report", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/list.json", "--out", "{out}"], 2,
      "list.json: not a valid edgecompress report.json"),
 ]
