@@ -5,7 +5,21 @@ Public names are imported lazily (module-level __getattr__) so `import edgecompr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
+    from edgecompress.data import DataSpec, load_data
+    from edgecompress.exporters import ExportOptions, export
+    from edgecompress.models import load_model
+    from edgecompress.passes.distill import distill
+    from edgecompress.passes.lowrank import lowrank
+    from edgecompress.passes.prune import prune
+    from edgecompress.passes.qat import qat
+    from edgecompress.passes.resolution import resolution
+    from edgecompress.pipeline import ExportJob, run_export
+    from edgecompress.recipe import load_recipe, run_recipe
+    from edgecompress.report import write_report
+    from edgecompress.targets import ValidateSettings, reference_outputs, validate
 
 # name -> (module, attribute). [issue #4] compression passes and the recipe runner.
 _LAZY: dict[str, tuple[str, str]] = {
@@ -29,6 +43,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "run_recipe": ("edgecompress.recipe", "run_recipe"),
     "load_recipe": ("edgecompress.recipe", "load_recipe"),
 }
+
+__all__ = [  # the same names as _LAZY (tests/test_api.py checks it)
+    "DataSpec", "ExportJob", "ExportOptions", "ValidateSettings", "distill", "export", "load_data",
+    "load_model", "load_recipe", "lowrank", "prune", "qat", "reference_outputs", "resolution", "run_export",
+    "run_recipe", "validate", "write_report",
+]
 
 
 def __getattr__(name: str) -> Any:

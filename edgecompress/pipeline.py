@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgecompress.data import Dataset, DataSpec, load_data
-from edgecompress.errors import DataError
+from edgecompress.errors import ConfigError, DataError
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
 from edgecompress.fileio import (
     TEMP_PREFIX,
@@ -75,38 +77,67 @@ def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str,
     return out
 
 
-def resolve_data(spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str,
+def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, purpose: str,
                  progress: bool = True) -> Dataset | None:
-    """A Dataset from what the user gave, else from the zoo entry's default, else None."""
-    if isinstance(data, Dataset):
-        return data
+    """A Dataset from what the user gave, else from the zoo entry's default, else None.
+
+    `purpose`: "calibration", "train" or "evaluation" (which default to take; names errors).
+    Whatever the source, the samples are checked against the model's input (dtype, shape), and a
+    Dataset built in memory gets the checks files get on loading (finite values, labels).
+    """
+    if data is not None and not isinstance(data, (str, Path, DataSpec, Dataset)):
+        raise ConfigError(f"{purpose} data: expected a path, a DataSpec or a Dataset, got {type(data).__name__} "
+                          "(wrap arrays as edgecompress.data.Dataset(x, y))")
     if data is None:
-        default = spec.default_calib if purpose == "calibration" else spec.default_eval
+        default = spec.default_eval if purpose == "evaluation" else spec.default_calib
         data = default() if default else None
-        if data is None or isinstance(data, Dataset):
-            return data
-    from edgecompress.models.hf import TEXT_TASKS
+        if data is None:
+            return None
+    if isinstance(data, Dataset):
+        ds = data
+        _check_in_memory(ds, purpose)
+    else:
+        from edgecompress.models.hf import TEXT_TASKS
 
-    if spec.task in TEXT_TASKS:  # text encoders: tokenize with the model's tokenizer
-        from edgecompress.data.text import load_text_for
+        if spec.task in TEXT_TASKS:  # text encoders: tokenize with the model's tokenizer
+            from edgecompress.data.text import load_text_for
 
-        return load_text_for(spec, data, purpose)
-    size = spec.image_size or 224
-    preprocess = spec.preprocess or "efficientnet-lite"
-    ds = load_data(data, preprocess, size, purpose, progress)
+            return load_text_for(spec, data, "calibration" if purpose == "train" else purpose)
+        size = spec.image_size or 224
+        preprocess = spec.preprocess or "efficientnet-lite"
+        ds = load_data(data if isinstance(data, DataSpec) else str(data), preprocess, size, purpose, progress)
+    if isinstance(ds.x, dict):
+        return ds
+    where = f"{purpose} data {ds.source}"
     # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
     # runtime): a wrong-dtype file is refused here, naming it.
     want = spec.inputs[0].dtype
-    got_dtype = next(iter(ds.x.values())).dtype if isinstance(ds.x, dict) else ds.x.dtype
-    if not isinstance(ds.x, dict) and want.startswith("float") and got_dtype.kind != "f":
-        raise DataError(f"{purpose} data {data}: dtype {got_dtype} does not match the model input "
-                        f"({want}); save preprocessed float32 arrays")
-    expected = tuple(spec.input_shape[1:])
-    got = tuple(next(iter(ds.x.values())).shape[1:]) if isinstance(ds.x, dict) else tuple(ds.x.shape[1:])
-    if not isinstance(ds.x, dict) and got != expected:
-        raise DataError(f"{purpose} data {data}: samples have shape {got} but the model takes "
-                        f"{expected} (check --input-shape / --preprocess)")
+    if want.startswith("float") and ds.x.dtype != np.float32:
+        if ds.x.dtype.kind != "f":
+            raise DataError(f"{where}: dtype {ds.x.dtype} does not match the model input ({want}); save "
+                            "preprocessed float32 arrays")
+        ds.x = ds.x.astype(np.float32)  # float64 from numpy defaults: the runtimes take float32
+    expected, got = tuple(spec.input_shape[1:]), tuple(ds.x.shape[1:])
+    if got != expected:
+        raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
+                        "(check --input-shape / --preprocess)")
     return ds
+
+
+def _check_in_memory(ds: Dataset, purpose: str) -> None:
+    """What loading from a file checks, for a Dataset built in Python: a NaN sample trained a model
+    into all-NaN weights, wrong labels failed deep inside torch."""
+    from edgecompress.data.datasets import check_finite, check_labels
+
+    where = f"{purpose} data {ds.source}"
+    arrays = ds.x.values() if isinstance(ds.x, dict) else [ds.x]
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            raise ConfigError(f"{where}: x must be numpy arrays, got {type(a).__name__}")
+        if a.dtype.kind == "f":
+            check_finite(a, where)
+    if ds.y is not None:
+        check_labels(np.asarray(ds.y), len(ds), where)
 
 
 def onnx_reference(path: Path, data: Dataset) -> Any:

@@ -73,6 +73,19 @@ def export(
 
     Every exporter writes to a temporary file and renames it, so a failure leaves nothing behind.
     """
+    from edgecompress.data import Dataset
+    from edgecompress.models import ModelSpec
+
+    # Wrong types failed deep inside the exporters ("'str' object has no attribute 'extra'").
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(f"export: expected a ModelSpec (edgecompress.load_model(...)), got {type(spec).__name__}")
+    if options is not None and not isinstance(options, ExportOptions):
+        raise ConfigError(f"export: options must be an ExportOptions, got {type(options).__name__}")
+    if calib is not None and not isinstance(calib, Dataset):
+        raise ConfigError(f"export: calib must be a Dataset (edgecompress.load_data(...)), got {type(calib).__name__}")
+    if calib is not None and not isinstance(calib.x, dict) and tuple(calib.x.shape[1:]) != tuple(spec.input_shape[1:]):
+        raise DataError(f"calibration data {calib.source}: samples have shape {tuple(calib.x.shape[1:])} but "
+                        f"{spec.name} takes {tuple(spec.input_shape[1:])}")
     options = options or ExportOptions()
     format_ = FORMATS.get(fmt, "--format")
     if precision not in format_.precisions:

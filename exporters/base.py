@@ -40,6 +40,17 @@ class ExportOptions:
     isolate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # checked here, not deep in ORT ("integer division or modulo by zero" for calib_batch 0)
+        from edgecompress.errors import ConfigError
+
+        if not (isinstance(self.calib_batch, int) and self.calib_batch >= 1):
+            raise ConfigError(f"calib_batch {self.calib_batch!r}: 1 or more")
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"percentile {self.percentile!r}: in (0, 100], e.g. 99.999")
+        if self.float_first is not None and not (isinstance(self.float_first, int) and self.float_first >= 0):
+            raise ConfigError(f"float_first {self.float_first!r}: 0 or more")
+
 
 @dataclass
 class TensorInfo:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import EdgeCompressError
+from edgecompress.errors import EdgeCompressError, ValidationError
 from edgecompress.targets.metrics import drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
@@ -60,6 +60,18 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _hash_of(art: Artifact) -> str:
+    """The Artifact's hash rule (exporters/api.py): the file, or all files of a multi-file format."""
+    from edgecompress.exporters import FORMATS
+    from edgecompress.exporters.api import _multi_hash
+    from edgecompress.fileio import sha256_file
+
+    files = [Path(art.path), *(Path(art.path).with_suffix(s) for s in FORMATS.get(art.format).extra_files)]
+    if not all(f.exists() for f in files):
+        raise ValidationError(f"{art.path}: missing file(s) {', '.join(str(f) for f in files if not f.exists())}")
+    return sha256_file(files[0]) if len(files) == 1 else _multi_hash(files)
 
 
 def _random_inputs(art: Artifact, folder: Path, i: int) -> Path:
@@ -140,6 +152,9 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
                                       "batches": list(settings.batches), "warmup": settings.warmup,
                                       "runs": settings.runs})
             try:
+                if art.sha256 and _hash_of(art) != art.sha256:
+                    raise ValidationError(f"{art.path}: changed since export (sha256 differs from the "
+                                          "Artifact's); refusing to report it as that artifact")
                 res = runner.run(req, profile)
                 m.latency_ms = res["latency_ms"]
                 m.latency_kind = res.get("latency_kind", "measured")

@@ -139,10 +139,20 @@ class DataSpec:
         return f"{self.path}[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
 
 
-def _check_finite(x: np.ndarray, where: str) -> None:
+def check_finite(x: np.ndarray, where: str) -> None:
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(x.shape[0], -1).any(1).argmax())
         raise DataError(f"{where}: sample {bad} contains NaN or Inf")
+
+
+def check_labels(y: np.ndarray, n: int, where: str, key: str = "y") -> None:
+    """Class indices: one integer >= 0 per sample (the range above is checked against the model)."""
+    if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
+        raise DataError(f"{where}: '{key}' must be {n} integer labels, one per sample "
+                        f"(got shape {y.shape}, dtype {y.dtype})")
+    if len(y) and y.min() < 0:  # as the labels CSV: a class index is >= 0
+        raise DataError(f"{where}: '{key}' holds a negative class index ({int(y.min())}); "
+                        "labels are class indices 0..N-1")
 
 
 def _fmt_slice(sl: slice) -> str:
@@ -164,12 +174,8 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
                 y = z[ykey] if ykey else None
                 if x.ndim == 0:  # [issue #7] found by tests/test_fuzz.py: IndexError before
                     raise DataError(f"{path}: holds no samples ('{xkey}' is a 0-d array)")
-                if y is not None and (y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu"):
-                    raise DataError(f"{path}: '{ykey}' must be {len(x)} integer labels, one per sample "
-                                    f"(got shape {y.shape}, dtype {y.dtype})")
-                if y is not None and len(y) and y.min() < 0:  # as the labels CSV: a class index is >= 0
-                    raise DataError(f"{path}: '{ykey}' holds a negative class index ({int(y.min())}); "
-                                    "labels are class indices 0..N-1")
+                if y is not None:
+                    check_labels(y, len(x), str(path), ykey)
                 n_all = len(x)
                 x = x[sl]
                 y = y[sl].astype(np.int64) if y is not None else None
@@ -192,7 +198,7 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
     if x.dtype.kind not in "fiu":  # [issue #7] bool, complex, strings, structured: not model inputs
         raise DataError(f"{path}: dtype {x.dtype} is not a real number type (expected float32)")
     x = x.astype(np.float32, copy=False) if np.issubdtype(x.dtype, np.floating) else x
-    _check_finite(x, str(path))
+    check_finite(x, str(path))
     return Dataset(np.ascontiguousarray(x), y, str(path), [f"{path.name}[{i}]" for i in range(len(x))])
 
 
@@ -271,7 +277,13 @@ def load_images(files: Sequence[Path], transform: Transform, desc: str = "images
 def load_data(spec: DataSpec | str, preprocess: str | Transform = "efficientnet-lite",
               image_size: int = 224, purpose: str = "data", progress: bool = True) -> Dataset:
     """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors."""
+    if isinstance(spec, Path):
+        spec = str(spec)
+    if not isinstance(spec, (str, DataSpec)):
+        raise DataError(f"{purpose} data: expected a path or a DataSpec, got {type(spec).__name__}")
     spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
+    if not str(spec.path).strip():  # "" read the current directory as an image folder
+        raise DataError(f"{purpose} data: empty path")
     path = Path(spec.path).expanduser()
     sl = slice(spec.start, spec.stop)
     if not path.exists():

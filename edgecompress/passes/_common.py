@@ -104,7 +104,10 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
             f"model {spec.name}: already quantized ({spec.extra['quantized']}); qat must be the last pass"
         )
     if copy_module:
-        spec = spec.replace(module=copy.deepcopy(spec.module), extra=dict(spec.extra))
+        # `passes` is copied too: a pass appends its record there, and a shallow copy appended it to
+        # the caller's spec as well (prune(a) then lowrank(a) left `a` claiming both).
+        extra = {**spec.extra, "passes": list(spec.extra.get("passes", []))}
+        spec = spec.replace(module=copy.deepcopy(spec.module), extra=extra)
     return spec
 
 
@@ -116,12 +119,14 @@ def resolve_dataset(
 
     if isinstance(data, str):
         data = DataSpec.parse(data)
-    ds = resolve_data(spec, data, "calibration" if purpose != "evaluation" else "evaluation", progress)
-    if required and (ds is None or len(ds) == 0):
+    ds = resolve_data(spec, data, purpose, progress)
+    if required and ds is None:
         raise DataError(
             f"{purpose} data: none given and model {spec.name} has no default "
             "(pass data= / set data.train in the recipe)"
         )
+    if required and len(ds) == 0:
+        raise DataError(f"{purpose} data {ds.source}: holds no samples")
     return ds
 
 

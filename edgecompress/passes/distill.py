@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, DataError
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
@@ -372,6 +372,12 @@ def finetune(
         print("note: distill.feature_layers ignored for a PT2E (QAT) model; response KD only", file=sys.stderr)
     teacher_cpu = teacher
     _set_mode(teacher_cpu, False)
+    if y_all is not None and n:  # a label beyond the outputs failed deep in the loss (IndexError)
+        with torch.no_grad():
+            classes = teacher_cpu((x_all if t_all is None else t_all)[:2]).shape[-1]
+        if int(y_all.max()) >= classes:
+            raise DataError(f"{desc}: labels of {data.source} go up to class {int(y_all.max())} but the model "
+                            f"has {classes} outputs")
     hs = _Features(student, feats, "student") if feats else None
     ht = _Features(teacher_cpu, feats, "teacher") if feats else None
     projs = torch.nn.ModuleDict()

@@ -1,0 +1,92 @@
+"""The Python API's contract: typed names, inputs left alone, bad arguments refused in one line."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgecompress
+from edgecompress.data import Dataset
+from edgecompress.errors import ConfigError, DataError, EdgeCompressError, ValidationError
+
+
+def test_public_names_are_declared_for_type_checkers():
+    init = Path(edgecompress.__file__)
+    assert (init.parent / "py.typed").exists()
+    assert set(edgecompress.__all__) == set(edgecompress._LAZY)
+    # every lazy name is also imported under TYPE_CHECKING, from the module it loads from
+    tree = ast.parse(init.read_text())
+    typed = {a.asname or a.name: node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+             for a in node.names}
+    for name, (module, attr) in edgecompress._LAZY.items():
+        assert typed.get(name) and getattr(edgecompress, name) is getattr(__import__(module, fromlist=[attr]), attr)
+
+
+def test_pass_records_stay_with_their_spec(digits_spec):
+    a = edgecompress.prune(digits_spec, ratio=0.3, progress=False)
+    b = edgecompress.prune(a, ratio=0.3, progress=False)
+    c = edgecompress.lowrank(a, energy=0.9, progress=False)
+    # a shallow copy of `extra` made every later pass append to `a`'s history too
+    assert [p["pass"] for p in a.extra["passes"]] == ["prune"]
+    assert [p["pass"] for p in b.extra["passes"]] == ["prune", "prune"]
+    assert [p["pass"] for p in c.extra["passes"]] == ["prune", "lowrank"]
+    assert "passes" not in digits_spec.extra or digits_spec.extra["passes"] == []
+
+
+@pytest.mark.parametrize("x,y,fragment", [
+    (np.full((8, 1, 8, 8), np.nan, np.float32), None, "sample 0 contains NaN or Inf"),
+    (np.zeros((8, 3, 32, 32), np.float32), None, "samples have shape (3, 32, 32) but the model takes (1, 8, 8)"),
+    (np.zeros((8, 1, 8, 8), np.int64), None, "dtype int64 does not match the model input"),
+    (np.zeros((8, 1, 8, 8), np.float32), np.full(8, -1), "negative class index (-1)"),
+    (np.zeros((8, 1, 8, 8), np.float32), np.zeros(5, np.int64), "must be 8 integer labels"),
+    (np.zeros((8, 1, 8, 8), np.float32), np.full(8, 99), "go up to class 99 but the model has 10 outputs"),
+])
+def test_in_memory_data_is_checked_like_files(digits_spec, x, y, fragment):
+    """A Dataset built in Python gets the checks a file gets (it went straight to torch: a raw
+    RuntimeError / IndexError, or, for NaN, a model trained into all-NaN weights)."""
+    with pytest.raises(DataError) as e:
+        edgecompress.distill(digits_spec, data=Dataset(x, y, "mine"), epochs=1, progress=False)
+    assert fragment in str(e.value)
+
+
+def test_float64_arrays_are_taken_as_float32(digits_spec):
+    from edgecompress.pipeline import resolve_data
+
+    ds = resolve_data(digits_spec, Dataset(np.zeros((4, 1, 8, 8)), None, "f64"), "calibration")
+    assert ds.x.dtype == np.float32
+
+
+@pytest.mark.parametrize("call,fragment", [
+    (lambda s, d: edgecompress.distill(s, data=np.zeros((4, 1, 8, 8), np.float32), progress=False),
+     "expected a path, a DataSpec or a Dataset, got ndarray"),
+    (lambda s, d: edgecompress.export("zoo:digits-cnn", "onnx"), "export: expected a ModelSpec"),
+    (lambda s, d: edgecompress.export(s, "onnx", "int8", d, calib=np.zeros((4, 1, 8, 8))), "calib must be a Dataset"),
+    (lambda s, d: edgecompress.export(s, "onnx", "int8", d, calib=Dataset(np.zeros((4, 3, 8, 8), np.float32))),
+     "samples have shape (3, 8, 8) but digits-cnn takes (1, 8, 8)"),
+    (lambda s, d: edgecompress.export(s, "onnx", "fp32", d, options={"isolate": True}),
+     "options must be an ExportOptions"),
+    (lambda s, d: edgecompress.ExportOptions(calib_batch=0), "calib_batch 0: 1 or more"),
+    (lambda s, d: edgecompress.ExportOptions(percentile=200), "percentile 200"),
+    (lambda s, d: edgecompress.load_data(""), "empty path"),
+])
+def test_wrong_arguments_are_one_line_errors(digits_spec, tmp_path, call, fragment):
+    with pytest.raises(EdgeCompressError) as e:
+        call(digits_spec, tmp_path)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_validate_refuses_an_artifact_changed_since_export(tmp_path, digits_spec):
+    fp32 = edgecompress.export(digits_spec, "onnx", "fp32", tmp_path)
+    other = edgecompress.export(digits_spec, "onnx", "fp32", tmp_path / "o", options=edgecompress.ExportOptions(
+        dynamic_batch=False))
+    Path(fp32.path).write_bytes(Path(other.path).read_bytes())  # another model under the same name
+    (m,) = edgecompress.validate([fp32], "x86-local", settings=edgecompress.ValidateSettings(runs=2, warmup=0),
+                                 progress=False)
+    assert m.status == "failed" and "changed since export" in m.error
+    with pytest.raises(ConfigError):
+        edgecompress.ValidateSettings(runs=0)
+    assert issubclass(ValidationError, EdgeCompressError)
