@@ -84,7 +84,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
 
     details: dict[str, Any] = {
         "ops": info["ops"], "int8_ops": info["int8_ops"], "float_ops": info["float_ops"], "layout": info["layout"],
-        "mixed": bool(info["float_ops"]), "quantization": _QUANT_DESCRIPTION[precision]}
+        # mixed = int8 and float compute side by side; an fp32 file is all float, not "mixed"
+        "mixed": bool(info["float_ops"]) and bool(info["int8_ops"]), "quantization": _QUANT_DESCRIPTION[precision]}
     if prequant:
         details["calibration"] = {"method": f"none: ranges learned in {prequant} "
                                             f"({spec.extra.get('qat_quantizer')} backend)", "samples": 0}

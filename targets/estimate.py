@@ -20,6 +20,7 @@ Heavy imports (torch, onnx, openvino, litert) stay inside the functions that nee
 from __future__ import annotations
 
 import functools
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,7 +114,7 @@ def layers_from_torch(module: Any, example: Any) -> list[Layer]:
 def _numel(shape) -> int:
     n = 1
     for d in shape:
-        n *= int(d) if isinstance(d, int) and d > 0 else 1  # dynamic batch -> 1
+        n *= int(d) if isinstance(d, numbers.Integral) and d > 0 else 1  # dynamic batch -> 1
     return n
 
 
@@ -172,7 +173,9 @@ def layers_from_tflite(path: Path) -> list[Layer]:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))
-    tensors = {t["index"]: list(t["shape"]) for t in it.get_tensor_details()}
+    # plain ints: LiteRT gives np.int32, which _numel took for dynamic dims (every tflite layer
+    # then counted as 1 MAC per output channel and the estimate was per-layer overhead only)
+    tensors = {t["index"]: [int(d) for d in t["shape"]] for t in it.get_tensor_details()}
     layers = []
     for op in it._get_ops_details():
         name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])

@@ -91,7 +91,11 @@ def test_chain_runs_and_records_every_step(tmp_path):
     assert total["delta_metric"] == di["delta_metric"]
     saved = json.loads(paths["json"].read_text())
     assert [s["name"] for s in saved["steps"]] == names
-    assert "Compression steps" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "Compression steps" in md
+    # the artifacts' reference is the compressed float model, and the report says so, with the original
+    assert f"the original scored {100 * orig['metric']:.1f} %" in md and "agreement vs original %" in md
+    assert "fp32 PyTorch reference" not in md
     assert load_recipe(paths["recipe"]).resolved()["passes"][1]["distill"]["epochs"] == 4
     art = report.artifacts[0]
     assert art["status"] == "ok" and art["drift"]["top1_agreement"] > 0.99

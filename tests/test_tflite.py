@@ -208,3 +208,19 @@ def test_io_read_back_from_the_file(tfl):
         [(list(t.shape), t.dtype, t.layout, t.scale, t.zero_point) for t in art.inputs]
     assert ins[0].layout == "NHWC" and ins[0].dtype == "int8" and ins[0].scale > 0
     assert [t.shape for t in outs] == [list(t.shape) for t in art.outputs]
+
+
+def test_estimator_counts_tflite_layers_like_onnx(tfl, digits_spec, tmp_path):
+    """The roofline estimate of a .tflite costs the same MACs as the ONNX file of the same model
+    (LiteRT's np.int32 shapes were read as dynamic dims: 150 MACs instead of 1.57 M)."""
+    from edgecompress.exporters import export
+    from edgecompress.targets.estimate import layers_from_onnx, layers_from_tflite
+
+    onnx = export(digits_spec, "onnx", "fp32", tmp_path)
+    for precision in ("fp32", "int8"):
+        art, _ = tfl[precision]
+        macs = sum(layer.macs for layer in layers_from_tflite(art.path))
+        assert macs == sum(layer.macs for layer in layers_from_onnx(onnx.path)) > 1_000_000
+        assert isinstance(macs, int)
+    assert tfl["fp32"][0].details["mixed"] is False  # all float is not "mixed"
+    assert tfl["int8"][0].details["mixed"] is False

@@ -53,7 +53,9 @@ def _steps_rows(report: Report) -> list[dict[str, str]]:
         r = s.get("ratios", {})
         rows.append({"step": s.get("name", ""), "params": f"{s.get('params', 0):,}",
                      "MACs": f"{s.get('macs', 0):,}", "size MB": f"{s.get('size_bytes', 0) / 1e6:.2f}",
-                     "metric": _pct(s.get("metric")),
+                     f"{s.get('metric_name') or 'metric'} %": _pct(s.get("metric")),
+                     # top-1 agreement with the ORIGINAL model (the artifacts' drift is vs the last step)
+                     "agreement vs original %": _pct((s.get("metrics") or {}).get("top1_agreement")),
                      "α params": f"{r.get('alpha', 1):.3f}", "β FLOPs (MACs)": f"{r.get('beta', 1):.3f}",
                      "γ memory": f"{r.get('gamma', 1):.3f}",
                      "ΔA pt": f"{s['delta_metric'] * 100:+.2f}" if s.get("delta_metric") is not None else "—"})
@@ -97,8 +99,15 @@ def _counts(names: list[str]) -> str:
 
 
 _QUANT_NOTE = ("TFLite: op kinds with an int8 / with a float tensor, read from the file (dynamic-range "
-               "ops have int8 weights and float activations, so they count in both). ONNX int8-dynamic: "
-               "the MatMuls kept fp32 because int8 moved the output most.")
+               "ops have int8 weights and float activations, so they count in both). ONNX / OpenVINO: the "
+               "layers left float, each with the reason.")
+_WHY = {"float_first": "first layers left float (--float-first)",
+        "sensitivity": "int8 moved the output most (sensitivity probe)"}
+
+
+def _float_node(f: dict) -> str:
+    why = _WHY["sensitivity"] if "sensitivity" in f else _WHY.get(f.get("why", ""), f.get("why", ""))
+    return f["node"] + (f" ({f['layer']})" if f.get("layer") else "") + (f": {why}" if why else "")
 
 
 def quant_rows(report: Report) -> list[dict[str, str]]:
@@ -114,8 +123,7 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
             flt = _counts([o for o in d.get("float_ops", []) if "#" in o])
         elif (q := d.get("quantization")) and isinstance(q, dict) and "float_nodes" in q:
             int8 = str(q.get("format", ""))
-            flt = ", ".join(f["node"] + (f" ({f['layer']})" if f.get("layer") else "")
-                            for f in q["float_nodes"]) or "none"
+            flt = ", ".join(_float_node(f) for f in q["float_nodes"]) or "none"
         else:
             continue
         rows.append({"format": str(a.get("format")), "precision": str(a.get("precision")),
@@ -143,8 +151,13 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         items.append(("evaluation data", f"{data.get('eval', '—')} ({data.get('eval_n', 0)} samples, "
                                          f"{'labelled' if data.get('labelled') else 'unlabelled'})"))
     if ref:
-        items.append(("fp32 PyTorch reference", ", ".join(f"{k} {100 * v:.1f} %" for k, v in ref.items()
-                                                           if isinstance(v, float))))
+        label = "fp32 PyTorch reference"
+        if report.steps:  # a compression run: drift is measured against the compressed float model
+            orig = report.steps[0].get("metric")
+            label = ("reference: the float PyTorch model after the passes (artifact drift is against it"
+                     + (f"; the original scored {100 * orig:.1f} %, see Compression steps)" if orig is not None
+                        else ")"))
+        items.append((label, ", ".join(f"{k} {100 * v:.1f} %" for k, v in ref.items() if isinstance(v, float))))
     mach = report.machine
     items.append(("machine", f"{mach.get('cpu')} · {mach.get('cores')} cores · {mach.get('memory_gb')} GB · "
                              f"{' '.join(mach.get('isa_extensions', []))} · load {mach.get('loadavg')}"))
