@@ -150,3 +150,7 @@ def test_loose_files_without_eval_data(export_dir, tmp_path):
     assert [a["status"] for a in rows] == ["ok", "ok"]
     assert all(a["latency_ms"]["p50"] > 0 for a in rows)
     assert rows[0]["io"]["inputs"][0]["shape"][1:] == [1, 8, 8]
+    # no accuracy measured: no plot, and the report says why instead of leaving it out silently
+    assert not (out / "report.png").exists()
+    assert "No accuracy-vs-latency plot" in (out / "report.md").read_text()
+    assert "No accuracy-vs-latency plot" in (out / "report.html").read_text()

@@ -36,15 +36,16 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
         ax.scatter(lat, acc, s=60 + 600 * size / max_size, alpha=0.55,
                    edgecolors="black" if i in front else "none", linewidths=1.5,
                    marker="D" if est else "o",
-                   label=f"{label} · {size:.1f} MB · {lat:.2f} ms{' (est.)' if est else ''}"
+                   label=f"{label} · {size:.3g} MB · {lat:.3g} ms{' (est.)' if est else ''}"
                          f"{' (emulated, not a device figure)' if emu else ''}")
     legend = ax.legend(fontsize=7.5, loc="lower left", markerscale=0.4, framealpha=0.9)
     for handle in legend.legend_handles:
         handle.set_sizes([40])
     ax.set_xlabel("latency p50, batch 1 (ms)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title or "accuracy vs latency (marker area = size on disk; outlined = Pareto front)",
-                 fontsize=9)
+    # the key stays in the title whatever the caller names the plot (it was replaced, unexplained)
+    key = "marker area grows with size on disk; outlined = Pareto front"
+    ax.set_title(f"{title} ({key})" if title else f"accuracy vs latency ({key})", fontsize=9)
     ax.grid(alpha=0.3)
     ys = [p[1] for p in pts]
     pad = max(0.5, (max(ys) - min(ys)) * 0.25)

@@ -188,6 +188,10 @@ def _emulated_note(report: Report) -> str:
             "Accuracy and drift are real.") if n else ""
 
 
+_NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an accuracy or drift figure "
+            "(pass --eval data, and an fp32 artifact for drift).")
+
+
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
     parts += [f"- **{k}**: {v}" for k, v in _summary(report)]
@@ -217,6 +221,8 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
         parts += [f"- {r}" for r in regs]
     if plot_name:
         parts.append(f"\n![accuracy vs latency vs size]({plot_name})\n")
+    else:
+        parts.append(f"\n_{_NO_PLOT}_\n")
     return "\n".join(parts) + "\n"
 
 
@@ -286,5 +292,7 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         b64 = base64.b64encode(plot_png).decode()
         parts += ["<h2>Accuracy vs latency vs size</h2>",
                   f"<img alt='accuracy vs latency vs size' src='data:image/png;base64,{b64}'>"]
+    else:
+        parts.append(f"<p class=note>{html.escape(_NO_PLOT)}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
