@@ -97,6 +97,10 @@ def test_estimates_ordered_and_labelled(digits_artifacts, digits_eval, digits_re
     for kind in ("md", "html"):
         text = Path(paths[kind]).read_text()
         assert "(est.)" in text and "is ESTIMATED by a roofline cost model" in text, kind
+    from edgecompress.report.render import table_rows
+
+    speedups = [r["speed-up"] for r in table_rows(report) if r["speed-up"] not in ("—", "1.00x")]
+    assert speedups and all(s.endswith("x (est.)") for s in speedups)  # a ratio of estimates says so
 
 
 def test_local_target_is_measured(digits_artifacts, digits_eval, digits_reference):

@@ -29,7 +29,9 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         est = " (emulated, not a device figure)" if a.get("latency_kind") == "emulated" else est
         speed = ""
         if ref is not None and ref is not a and lat.get("p50") and ref["latency_ms"].get("p50"):
-            speed = f"{ref['latency_ms']['p50'] / lat['p50']:.2f}x"
+            # a ratio of two estimates is an estimate too (it read like a measurement)
+            mark = " (est.)" if "estimated" in (a.get("latency_kind"), ref.get("latency_kind")) else ""
+            speed = f"{ref['latency_ms']['p50'] / lat['p50']:.2f}x{mark}"
         size_ratio = f" ({a['size_bytes'] / ref['size_bytes']:.2f}x)" if ref is not None and ref is not a else ""
         m, d = a.get("metrics", {}), a.get("drift", {})
         rows.append({
