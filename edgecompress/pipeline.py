@@ -20,6 +20,7 @@ import numpy as np
 from edgecompress.data import Dataset, DataSpec, load_data
 from edgecompress.errors import ConfigError, DataError
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
+from edgecompress.exporters.api import artifact_files
 from edgecompress.fileio import (
     TEMP_PREFIX,
     exclusive_dir,
@@ -162,10 +163,9 @@ def write_manifest(out_dir: Path, artifacts: list[Artifact]) -> Path:
 def _move_into(art: Artifact, out_dir: Path) -> Artifact:
     """An exported artifact's file(s) renamed into `out_dir` (same filesystem); the main file last,
     as the exporters commit it (an IR's .xml after its .bin)."""
-    main = Path(art.path)
-    for suffix in FORMATS.get(art.format).extra_files:
-        os.replace(main.with_suffix(suffix), out_dir / main.with_suffix(suffix).name)
-    os.replace(main, out_dir / main.name)
+    main, *siblings = artifact_files(art.path, art.format)
+    for f in [*siblings, main]:
+        os.replace(f, out_dir / f.name)
     return replace(art, path=out_dir / main.name)
 
 

@@ -120,9 +120,9 @@ def export(
     if qat_note:
         art.details["qat"] = qat_note
     art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
-    files = [art.path, *(art.path.with_suffix(s) for s in format_.extra_files)]
+    files = artifact_files(art.path, format_.name)
     art.size_bytes = sum(path_size(f) for f in files if f.exists())
-    art.sha256 = sha256_file(art.path) if len(files) == 1 else _multi_hash(files)
+    art.sha256 = artifact_hash(files)
     art.path = Path(os.path.relpath(art.path)) if not art.path.is_absolute() else art.path
     return art
 
@@ -135,7 +135,16 @@ def export_in_process(format_: Format, spec: ModelSpec, precision: str, out: Pat
         return format_.export(spec, precision, out, calib, options)
 
 
-def _multi_hash(files: Sequence[Path]) -> str:
+def artifact_files(path: Path | str, fmt: str) -> list[Path]:
+    """An artifact's file(s): the main file first, then its format's sibling files (an IR's .bin)."""
+    path = Path(path)
+    return [path, *(path.with_suffix(s) for s in FORMATS.get(fmt).extra_files)]
+
+
+def artifact_hash(files: Sequence[Path]) -> str:
+    """SHA-256 of an artifact (the manifest's rule): of its one file, or of its files' hashes in order."""
+    if len(files) == 1:
+        return sha256_file(files[0])
     import hashlib
 
     h = hashlib.sha256()

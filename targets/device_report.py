@@ -48,10 +48,11 @@ def _guess_precision(path: Path) -> str:
 def _artifact_from_file(path: Path, row: dict[str, Any] | None = None,
                         precision: str | None = None) -> Artifact:
     from edgecompress.exporters import FORMATS, Artifact, TensorInfo
-    from edgecompress.fileio import path_size, sha256_file
+    from edgecompress.exporters.api import artifact_files, artifact_hash
+    from edgecompress.fileio import path_size
 
     fmt = (row or {}).get("format") or _format_for(path)
-    files = [path] + [path.with_suffix(s) for s in FORMATS.get(fmt).extra_files]
+    files = artifact_files(path, fmt)
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise InputFileError(f"{path}: missing file(s) {', '.join(missing)}")
@@ -68,15 +69,8 @@ def _artifact_from_file(path: Path, row: dict[str, Any] | None = None,
         format=fmt, precision=(row or {}).get("precision") or precision or _guess_precision(path),
         path=path, runtime=FORMATS.get(fmt).runtime, model_name=path.stem,
         size_bytes=sum(path_size(f) for f in files),
-        sha256=sha256_file(path) if len(files) == 1 else _multi_hash(files),
+        sha256=artifact_hash(files),
         inputs=inputs, outputs=outputs, details=(row or {}).get("details", {}))
-
-
-def _multi_hash(files: list[Path]) -> str:
-    # Same rule as the exporters (exporters/api.py) for artifacts made of several files.
-    from edgecompress.exporters import api
-
-    return api._multi_hash(files)
 
 
 def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | None]:

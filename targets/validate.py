@@ -63,15 +63,13 @@ class Measurement:
 
 
 def _hash_of(art: Artifact) -> str:
-    """The Artifact's hash rule (exporters/api.py): the file, or all files of a multi-file format."""
-    from edgecompress.exporters import FORMATS
-    from edgecompress.exporters.api import _multi_hash
-    from edgecompress.fileio import sha256_file
+    """The Artifact's files hashed by the exporters' rule."""
+    from edgecompress.exporters.api import artifact_files, artifact_hash
 
-    files = [Path(art.path), *(Path(art.path).with_suffix(s) for s in FORMATS.get(art.format).extra_files)]
+    files = artifact_files(art.path, art.format)
     if not all(f.exists() for f in files):
         raise ValidationError(f"{art.path}: missing file(s) {', '.join(str(f) for f in files if not f.exists())}")
-    return sha256_file(files[0]) if len(files) == 1 else _multi_hash(files)
+    return artifact_hash(files)
 
 
 def _random_inputs(art: Artifact, folder: Path, i: int) -> Path:
