@@ -62,14 +62,15 @@ def _formats_help() -> str:
 FormatOpt = Annotated[list[str], typer.Option(
     "--format", "-f", help=f"Format, or format:precision. Repeatable. Registered: {_formats_help()}.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
+RoundsOpt = Annotated[int, typer.Option(help="Latency rounds: every artifact is timed this many times, interleaved, in fresh processes; each figure is the median of the rounds'.")]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
-def _settings(threads: int, batch: list[int], runs: int, warmup: int):
+def _settings(threads: int, batch: list[int], runs: int, warmup: int, rounds: int):
     from edgecompress.targets import ValidateSettings
 
     batches = tuple(dict.fromkeys([1, *batch]))
-    return ValidateSettings(threads=threads, batches=batches, runs=runs, warmup=warmup)
+    return ValidateSettings(threads=threads, batches=batches, runs=runs, warmup=warmup, rounds=rounds)
 
 
 def _summary(report, paths) -> None:
@@ -110,8 +111,9 @@ def export(
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads (pinned to the first N CPUs).")] = 1,
     batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
-    runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 100,
+    runs: Annotated[int, typer.Option(help="Timed runs per batch size and round.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
+    rounds: RoundsOpt = 3,
     allow_mixed: Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float.")] = False,
     float_first: FloatFirstOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
@@ -128,7 +130,7 @@ def export(
         model=model, formats=pairs, out_dir=out, calib=calib, eval=eval, target=target,
         options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed, float_first=float_first,
                               isolate=isolate),
-        settings=_settings(threads, batch, runs, warmup), do_validate=not no_validate,
+        settings=_settings(threads, batch, runs, warmup, rounds), do_validate=not no_validate,
         input_shape=input_shape, weights=weights, preprocess=preprocess,
         command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         auto_int8=tuple(f.partition(":")[0].strip().lower() for f in format if ":" not in f) if int8 else (),
@@ -144,7 +146,8 @@ def export(
 def demo(
     out: OutOpt = Path("edgecompress-demo"),
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    runs: Annotated[int, typer.Option(help="Timed runs per artifact.")] = 100,
+    runs: Annotated[int, typer.Option(help="Timed runs per artifact and round.")] = 100,
+    rounds: RoundsOpt = 3,
 ) -> None:
     """The embedded default: EfficientNet-Lite0 -> int8 ONNX + OpenVINO (+ TFLite), validated here."""
     from edgecompress.exporters import FORMATS, ExportOptions, resolve_formats
@@ -157,7 +160,7 @@ def demo(
     formats = [f for f in ("onnx", "openvino", "tflite") if f in FORMATS]
     job = ExportJob(model="zoo:efficientnet-lite0", formats=resolve_formats(formats, int8=True),
                     out_dir=out, options=ExportOptions(),
-                    settings=_settings(threads, [], runs, 10),
+                    settings=_settings(threads, [], runs, 10, rounds),
                     command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     report, paths = run_export(job)
     _summary(report, paths)
@@ -183,8 +186,9 @@ def validate_cmd(
         help="Preprocessing preset for image --eval data.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads (pinned to the first N CPUs).")] = 1,
     batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
-    runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 100,
+    runs: Annotated[int, typer.Option(help="Timed runs per batch size and round.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
+    rounds: RoundsOpt = 3,
 ) -> None:
     """Validate existing ARTIFACTS on TARGET; write DIR/report.{json,md,html}; apply --fail-on gates."""
     from edgecompress.errors import ValidationError
@@ -192,7 +196,7 @@ def validate_cmd(
 
     report, paths, failures = validate_artifacts(
         artifacts, target, out, eval=eval, baseline=baseline, fail_on=fail_on,
-        settings=_settings(threads, batch, runs, warmup), preprocess=preprocess, threshold=threshold,
+        settings=_settings(threads, batch, runs, warmup, rounds), preprocess=preprocess, threshold=threshold,
         command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     _summary(report, paths)
     for r in report.baseline.get("regressions", []):

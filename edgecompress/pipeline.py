@@ -197,7 +197,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     needs_calib = any(p == "int8" for _, p in formats)
     calib = resolve_data(spec, job.calib, "calibration", job.progress) if needs_calib else None
     if needs_calib and (calib is None or len(calib) == 0):
-        raise DataError("--calib: int8 needs calibration data and none was given or found")
+        raise DataError("--calib (calib= from Python): int8 needs calibration data and none was given or found")
     ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
     if spec.extra.get("quantized") and "params" in spec.extra:  # [issue #4] QAT graph
         params, macs = spec.extra["params"], spec.extra["macs"]

@@ -54,6 +54,7 @@ class RecipeOptions(BaseModel):
     threads: int = Field(1, ge=1)
     runs: int = Field(50, ge=1)
     warmup: int = Field(5, ge=0)
+    rounds: int = Field(3, ge=1)  # interleaved latency rounds (ValidateSettings.rounds)
     torch_threads: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
@@ -338,7 +339,8 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
             calib=calib, eval=ev, target=recipe.target,
             options=ExportOptions(calib_method=opts.calib_method, float_first=opts.float_first,
                                   isolate=opts.isolate),
-            settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup),
+            settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup,
+                                      rounds=opts.rounds),
             do_validate=opts.validate_artifacts, command=cmd, progress=progress, steps=steps,
         )
         report, paths = run_export(job)

@@ -96,7 +96,8 @@ def export(
     # [issue #4] an already-quantized spec (QAT) brings its own ranges: no calibration needed.
     prequant = bool(spec.extra.get("quantized")) and spec.module is not None
     if precision in format_.needs_calibration and not prequant and (calib is None or len(calib) == 0):
-        raise DataError(f"{fmt} {precision}: needs calibration data and the set is empty (pass --calib)")
+        raise DataError(f"{fmt} {precision}: needs calibration data and the set is empty "
+                        "(pass --calib, or calib= from Python)")
     out_dir = ensure_writable_dir(Path(out_dir))
     out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
     t0 = time.perf_counter()

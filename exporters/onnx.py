@@ -133,6 +133,19 @@ class _Chunk:
 
 
 @contextlib.contextmanager
+def _quiet_root_logger() -> Any:
+    """ORT's quantization tools warn through the root logger (e.g. "Please consider to run
+    pre-processing"): silence it while they run, then give the caller's logging back as it was."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
 def _bounded_histogram_calibration(chunk_batches: int) -> Any:
     """Make ORT's histogram calibrators (percentile, entropy) fold data in chunks.
 
@@ -211,9 +224,8 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         "CalibTensorRangeSymmetric": False,
     }
     extra.update(options.extra.get("onnx_quant", {}))
-    with tempfile.TemporaryDirectory() as td:
+    with tempfile.TemporaryDirectory() as td, _quiet_root_logger():
         pre = Path(td) / "pre.onnx"
-        logging.getLogger("root").setLevel(logging.ERROR)
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         # Why leave a stem in float: ORT's int8 conv kernels (MLAS) need input channels in multiples
         # of 4, so an RGB stem conv falls back to a generic im2col path, and a narrow depthwise conv
@@ -379,9 +391,8 @@ def quantize_onnx_dynamic(fp32_path: Path, out: Path, options: ExportOptions, sp
 
     # Per-channel: MiniLM embedding cosine vs fp32 0.993 mean (0.969 per-tensor) and faster here.
     per_channel = bool(options.extra.get("onnx_dyn_per_channel", True))
-    with tempfile.TemporaryDirectory() as td:
+    with tempfile.TemporaryDirectory() as td, _quiet_root_logger():
         pre = Path(td) / "pre.onnx"
-        logging.getLogger("root").setLevel(logging.ERROR)
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         # [issue #6] Per-layer sensitivity on MiniLM (one MatMul int8 at a time, 640 dev sentences,
         # 1 - cosine vs fp32): layer 0's FFN output dense 1.2e-3, then 6.6e-4 .. 2.5e-4 for FFN
@@ -453,7 +464,7 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                                       f"{_first_line(e)}") from e
         elif precision == "int8" and not prequant:  # [issue #4] QAT graphs skip ORT PTQ
             if calib is None or len(calib) == 0:
-                raise DataError("onnx int8: the calibration set is empty (pass --calib)")
+                raise DataError("onnx int8: the calibration set is empty (pass --calib, or calib= from Python)")
             with tempfile.TemporaryDirectory() as td:
                 fp32 = Path(td) / "fp32.onnx"
                 fp32.write_bytes(Path(src).read_bytes())

@@ -200,7 +200,7 @@ def export_openvino(
         model = convert(spec, options.dynamic_batch)
     if precision == "int8" and not prequant:
         if calib is None or len(calib) == 0:
-            raise DataError("openvino int8: the calibration set is empty (pass --calib)")
+            raise DataError("openvino int8: the calibration set is empty (pass --calib, or calib= from Python)")
         model, more = quantize(model, calib, spec, options)
         details.update(more)
     # Write both IR files under temporary names, then rename .bin before .xml: the .xml is the

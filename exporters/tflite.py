@@ -56,7 +56,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
                           "models and text encoders are supported (use --format onnx)")
     if precision == "int8" and not prequant and (calib is None or len(calib) == 0):
-        raise DataError("tflite int8: the calibration set is empty (pass --calib)")
+        raise DataError("tflite int8: the calibration set is empty (pass --calib, or calib= from Python)")
     batches = calib.batches(16, desc="calibrating (litert PT2E)") if precision == "int8" and calib and not prequant \
         else None
     example: Any = spec.example_inputs(1)[0]

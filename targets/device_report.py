@@ -176,8 +176,12 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
                 regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}: "
                                    f"{label} {old_v:.4g} -> {new_v:.4g} ({100 * rel:+.1f} %)"
                                    + (f" [{kind}]" if kind != "measured" else ""))
+    compared = [label for label, _, _ in _COMPARED if any(c["metric"] == label for c in changes)]
+    # Said, not left to guess: a run without --eval compares no accuracy at all.
+    not_compared = [label for label, _, _ in _COMPARED if label not in compared]
     return {"path": baseline_path, "threshold": threshold, "regressions": regressions,
-            "changes": changes, "unmatched": unmatched}
+            "changes": changes, "unmatched": unmatched, "compared": compared,
+            "not_compared": not_compared}
 
 
 # ---- --fail-on gates -----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,11 @@ class ValidateSettings:
     batches: tuple[int, ...] = (1,)
     warmup: int = 10
     runs: int = 100
+    # Latency is measured in `rounds` interleaved passes over all artifacts (a fresh process per
+    # artifact and round) and each percentile is the median of the rounds'. Measured one after the
+    # other, the fp32 and int8 files of a format met different host speeds: single runs of the demo
+    # read ORT int8 1.93-2.12x on this VM (benchmarks/RESULTS-spine.md).
+    rounds: int = 3
     eval_batch: int = 8
     # OpenVINO: "f32" pins fp32 execution for fp32/fp16 IRs (it runs bf16 by default on this CPU).
     openvino_fp32_hint: str = "f32"
@@ -38,10 +43,12 @@ class ValidateSettings:
 
         bad = [f"{name} {value}" for name, value, low in (
             ("threads", self.threads, 1), ("runs", self.runs, 1), ("warmup", self.warmup, 0),
+            ("rounds", self.rounds, 1),
             ("eval_batch", self.eval_batch, 1), *(("batch", b, 1) for b in self.batches))
             if not isinstance(value, int) or value < low]
         if bad:
-            raise ConfigError(f"validation settings: {', '.join(bad)} (threads, runs, batch >= 1; warmup >= 0)")
+            raise ConfigError(f"validation settings: {', '.join(bad)} (threads, runs, rounds, batch >= 1; "
+                              "warmup >= 0)")
 
 
 @dataclass
@@ -96,6 +103,19 @@ def _random_inputs(art: Artifact, folder: Path, i: int) -> Path:
     return path
 
 
+def _head(path: Path, n: int, folder: Path) -> Path:
+    """The first `n` samples of an inputs file, as a new file in `folder`."""
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            arrays = {k: z[k][:n] for k in z.files}
+        head = folder / "head.npz"
+        np.savez(head, **arrays)
+    else:
+        head = folder / "head.npy"
+        np.save(head, np.load(path, mmap_mode="r")[:n])
+    return head
+
+
 def _inputs_file(data: Dataset, folder: Path) -> Path:
     if isinstance(data.x, dict):
         path = folder / "inputs.npz"
@@ -128,12 +148,14 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
     out: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="edgecompress-val-") as td:
         inputs = _inputs_file(eval_data, Path(td)) if eval_data is not None else None
-        items = artifacts
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            items = tqdm(artifacts, desc=f"validating on {profile.name}", unit="artifact", leave=False)
-        for i, art in enumerate(items):
+            bar = tqdm(total=len(artifacts) * settings.rounds, desc=f"validating on {profile.name}",
+                       unit="run", leave=False)
+        requests: list[BenchRequest] = []
+        for i, art in enumerate(artifacts):
             fmt = FORMATS.get(art.format)
             layout = art.inputs[0].layout if art.inputs and art.inputs[0].layout else "NCHW"
             pin_f32 = fmt.runtime == "openvino" and art.precision in ("fp32", "fp16")
@@ -145,10 +167,11 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
                 precision_hint=hint, layout=layout, eval_batch=settings.eval_batch,
                 precision=art.precision,
             )
+            requests.append(req)
             m = Measurement(artifact=art.to_dict(), target=profile.name,
                             settings={"threads": settings.threads, "cpus": cpus,
                                       "batches": list(settings.batches), "warmup": settings.warmup,
-                                      "runs": settings.runs})
+                                      "runs": settings.runs, "rounds": 1})
             try:
                 if art.sha256 and _hash_of(art) != art.sha256:
                     raise ValidationError(f"{art.path}: changed since export (sha256 differs from the "
@@ -170,7 +193,64 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
             except EdgeCompressError as e:
                 m.status, m.error = "failed", str(e)
             out.append(m)
+            if bar is not None:
+                bar.update(1)
+        if settings.rounds > 1 and inputs is not None:
+            # latency rounds need only the first samples (a remote runner copies the inputs file)
+            head = _head(inputs, max(settings.batches), Path(td))
+            requests = [replace(r, inputs=head) if r.inputs == inputs else r for r in requests]
+        _more_rounds(out, requests, runner, profile, settings.rounds, bar)
+        if bar is not None:
+            bar.close()
     return out
+
+
+def _more_rounds(out: list[Measurement], requests: list[BenchRequest], runner: Any,
+                 profile: TargetProfile, rounds: int, bar: Any) -> None:
+    """Rounds 2..N of the latency: every measured artifact again, alternating the order, then each
+    figure is the median of its rounds'. An estimate (deterministic) or an emulated run (slow, and
+    no device figure) is not repeated; a round that fails marks the artifact failed."""
+    todo = [i for i, m in enumerate(out) if m.status == "ok" and m.latency_kind == "measured"]
+    if bar is not None:
+        bar.total -= (len(out) - len(todo)) * (rounds - 1)
+    per_round: dict[int, list[dict[str, Any]]] = {i: [out[i].latency_ms] for i in todo}
+    for r in range(1, rounds):
+        for i in (todo if r % 2 == 0 else todo[::-1]):  # nobody always runs first (or last)
+            if out[i].status != "ok":
+                continue
+            try:
+                per_round[i].append(runner.run(replace(requests[i], outputs=None), profile)["latency_ms"])
+            except EdgeCompressError as e:
+                out[i].status, out[i].error = "failed", f"latency round {r + 1}: {e}"
+            if bar is not None:
+                bar.update(1)
+    for i in todo:
+        if out[i].status == "ok" and len(per_round[i]) > 1:
+            out[i].latency_ms = combine_rounds(per_round[i])
+            out[i].settings["rounds"] = len(per_round[i])
+
+
+def combine_rounds(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per batch size: each percentile the median of the rounds' (`p50_rounds` keeps them all),
+    `min` the smallest, `runs` the total. A batch size that failed in any round keeps its error."""
+    combined: dict[str, dict[str, Any]] = {}
+    for batch, first in rounds[0].items():
+        got = [r.get(batch, {}) for r in rounds]
+        bad = next((g for g in got if "p50" not in g), None)
+        if bad is not None:
+            combined[batch] = bad if "error" in bad else first
+            continue
+        entry = dict(first)  # what is not a figure (a runner's notes) is the first round's
+        entry.update({k: float(np.median([g[k] for g in got])) for k in first
+                      if k not in ("min", "runs", "throughput_per_s")
+                      and all(isinstance(g.get(k), int | float) and not isinstance(g.get(k), bool) for g in got)})
+        entry["min"] = min(g.get("min", g["p50"]) for g in got)
+        entry["runs"] = sum(g.get("runs", 0) for g in got)
+        entry["throughput_per_s"] = 1000 * int(batch) / entry["p50"] if batch.isdigit() else first.get(
+            "throughput_per_s")
+        entry["p50_rounds"] = [g["p50"] for g in got]
+        combined[batch] = entry
+    return combined
 
 
 def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: bool = True) -> np.ndarray:

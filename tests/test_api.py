@@ -90,3 +90,18 @@ def test_validate_refuses_an_artifact_changed_since_export(tmp_path, digits_spec
     with pytest.raises(ConfigError):
         edgecompress.ValidateSettings(runs=0)
     assert issubclass(ValidationError, EdgeCompressError)
+
+
+def test_int8_export_gives_the_callers_logging_back(tmp_path, digits_spec, digits_calib):
+    """ORT's quantizer warns through the root logger; we quiet it while it runs, not for good
+    (the root logger stayed at ERROR for the rest of the caller's process)."""
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        art = edgecompress.export(digits_spec, "onnx", "int8", tmp_path, digits_calib)
+        assert art.precision == "int8" and root.level == logging.INFO
+    finally:
+        root.setLevel(before)

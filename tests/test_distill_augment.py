@@ -115,8 +115,10 @@ def test_teacher_view_gets_the_same_draws_as_the_student_batch():
     student.register_forward_pre_hook(lambda m, a: seen["student"].append(a[0].detach().clone()))
     teacher.register_forward_pre_hook(lambda m, a: seen["teacher"].append(a[0].detach().clone()))
     cfg = DistillConfig(epochs=2, batch_size=8, shift=0, hflip=True, mixup=1.0, bn_recalib=False)
+    teacher.train()  # the caller's module: it runs in eval mode while teaching, and gets its mode back
     finetune(student, teacher, Dataset(x.numpy()), cfg, progress=False,
              teacher_data=Dataset(np.ascontiguousarray(big.numpy())))
+    assert teacher.training
     assert len(seen["student"]) == len(seen["teacher"]) == 6
     mixed = 0
     for s, t in zip(seen["student"], seen["teacher"], strict=True):

@@ -48,6 +48,9 @@ def test_every_format_round_trips(measured):
         # thread CPU time cannot exceed wall time at one thread; io conversion is timed apart
         assert 0 < m.latency_ms["1"]["cpu_p50"] <= m.latency_ms["1"]["p99"] * 1.05
         assert m.latency_ms["1"]["io_ms"] >= 0
+        # three interleaved rounds (the default), each figure the median of the rounds'
+        assert m.settings["rounds"] == 3 and len(m.latency_ms["4"]["p50_rounds"]) == 3
+        assert m.latency_ms["1"]["p50"] == float(np.median(m.latency_ms["1"]["p50_rounds"]))
         if a["precision"] == "fp32":
             assert m.drift["cosine"] >= 0.9999 and m.drift["top1_agreement"] == 1.0, a
         elif a["precision"] == "fp16":

@@ -123,6 +123,13 @@ def test_compare_baseline_directions():
     assert "top-1 0.9 -> 0.8" in text and "size 90 -> 100" in text
     assert "latency" not in text  # +4 % is under the 5 % threshold
     assert "agreement" not in text  # it went up: an improvement
+    # what was not compared is said: neither side has a cosine or a peak memory
+    assert res["compared"] == ["latency p50", "size", "top-1", "top-1 agreement"]
+    assert res["not_compared"] == ["peak memory", "cosine"]
+    from edgecompress.report.render import to_markdown
+
+    rep = Report(model={}, target="t", artifacts=[row], baseline=res)
+    assert "Not compared (absent from this run or the baseline): peak memory, cosine." in to_markdown(rep, None)
 
 
 def test_cli_usage_errors_are_usage_lines_not_tracebacks():

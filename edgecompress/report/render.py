@@ -31,19 +31,29 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         if ref is not None and ref is not a and lat.get("p50") and ref["latency_ms"].get("p50"):
             # a ratio of two estimates is an estimate too (it read like a measurement)
             mark = " (est.)" if "estimated" in (a.get("latency_kind"), ref.get("latency_kind")) else ""
-            speed = f"{ref['latency_ms']['p50'] / lat['p50']:.2f}x{mark}"
+            ratio = ref["latency_ms"]["p50"] / lat["p50"]
+            speed = f"{ratio:.2f}x{mark}"
+            # The timed call takes inputs already in the file's layout and dtype; an int8 .tflite
+            # also needs its input quantized, which the fp32 file does not: say what that costs.
+            io, ref_io = lat.get("io_ms"), ref["latency_ms"].get("io_ms")
+            if isinstance(io, float | int) and isinstance(ref_io, float | int):
+                with_io = (ref["latency_ms"]["p50"] + ref_io) / (lat["p50"] + io)
+                if abs(with_io - ratio) >= 0.05:
+                    speed += f" ({with_io:.2f}x with I/O conversion)"
         size_ratio = f" ({a['size_bytes'] / ref['size_bytes']:.2f}x)" if ref is not None and ref is not a else ""
         m, d = a.get("metrics", {}), a.get("drift", {})
         rows.append({
             "target": a.get("target", report.target), "format": a["format"], "precision": a["precision"],
             "size": f"{a['size_bytes'] / 1e6:.2f} MB{size_ratio}",
-            "p50": f"{lat['p50']:.2f}{est}" if "p50" in lat else "—",
-            "p90": f"{lat['p90']:.2f}{est}" if "p90" in lat else "—",
+            "p50": f"{lat['p50']:.2f}{est}" if lat.get("p50") is not None else "—",
+            "p90": f"{lat['p90']:.2f}{est}" if lat.get("p90") is not None else "—",
             "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
             "top-1 %": _pct(m.get("top1")), "top-5 %": _pct(m.get("top5")),
             "agreement %": _pct(d.get("top1_agreement")),
-            "cosine": f"{d['cosine']:.5f}" if "cosine" in d else "—",
-            "memory MB": f"{a['memory_mb']['peak_rss']:.0f}" if a.get("memory_mb", {}).get("peak_rss") else "—",
+            "cosine": (f"{d['cosine']:.5f}" + (f" (min {d['cosine_min']:.3f})" if d.get("cosine_min", 1) < 0.9995
+                                              else "")) if "cosine" in d else "—",
+            # the whole inference process (Python and the runtime included: ~30 MB before any model)
+            "peak RSS MB": f"{a['memory_mb']['peak_rss']:.0f}" if a.get("memory_mb", {}).get("peak_rss") else "—",
             "status": a["status"] + (f": {a['error']}" if a.get("error") else ""),
         })
     return rows
@@ -194,12 +204,39 @@ _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an 
             "(pass --eval data, and an fp32 artifact for drift).")
 
 
+def _baseline_scope(report: Report) -> str:
+    """What the baseline comparison looked at, and what it could not (e.g. accuracy without --eval)."""
+    b = report.baseline
+    parts = [f"Threshold {100 * b.get('threshold', 0):.0f} %."]
+    if b.get("compared") is not None:
+        parts.append(f"Compared: {', '.join(b['compared']) or 'nothing'}.")
+    if b.get("not_compared"):
+        parts.append(f"Not compared (absent from this run or the baseline): {', '.join(b['not_compared'])}.")
+    if b.get("unmatched"):
+        parts.append(f"No baseline row for: {', '.join(b['unmatched'])}.")
+    return " ".join(parts)
+
+
+def _latency_note(report: Report) -> str:
+    measured = [a for a in report.artifacts if a.get("latency_kind") == "measured" and a["status"] == "ok"]
+    st = measured[0].get("settings", {}) if measured else {}
+    how = ""
+    if st.get("runs"):
+        rounds = st.get("rounds", 1)
+        how = (f" (p50 / p90 of {st['runs']} timed runs after {st.get('warmup', 0)} warm-up"
+               + (f"; the median of {rounds} rounds that alternate between the artifacts)" if rounds > 1 else ")"))
+    return (f"Latency is batch 1, in ms{how}, of the runtime call on inputs already in the file's layout "
+            "and dtype; \"with I/O conversion\" adds turning float NCHW inputs into them (an int8 "
+            "file's quantization) and int8 outputs back. Speed-up and size ratio are against the fp32 "
+            "artifact of the same format; agreement and cosine (mean over samples) are against the "
+            "reference outputs on the same inputs. Peak RSS is the whole inference process, Python "
+            "and the runtime included. `(est.)` marks estimated latency (no device measured).")
+
+
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
     parts += [f"- **{k}**: {v}" for k, v in _summary(report)]
-    parts.append("\nLatency is batch 1, in ms; speed-up and size ratio are against the fp32 artifact "
-                 "of the same format; agreement and cosine are against the fp32 PyTorch outputs on "
-                 "the same inputs. `(est.)` marks estimated latency (no device measured).\n")
+    parts.append(f"\n{_latency_note(report)}\n")
     if _estimate_note(report):  # issue #5: estimated latency, in words
         parts.append(f"**{_estimate_note(report)}**\n")
     if _emulated_note(report):  # issue #5: emulated latency, in words
@@ -218,7 +255,7 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     if report.baseline.get("regressions") is not None:
         parts.append("\n## Against the baseline\n")
         regs = report.baseline["regressions"]
-        parts.append(f"Baseline: `{report.baseline.get('path')}`. "
+        parts.append(f"Baseline: `{report.baseline.get('path')}`. {_baseline_scope(report)} "
                      + ("No regression over the threshold.\n" if not regs else "Regressions:\n"))
         parts += [f"- {r}" for r in regs]
     if plot_name:
@@ -269,9 +306,7 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         f"<h1>edgecompress validation report: {html.escape(str(report.model.get('name')))}</h1>",
         f"<dl>{summary}</dl>",
         "<h2>Artifacts</h2>",
-        "<p class=note>Latency is batch 1, in ms; speed-up and size ratio are against the fp32 "
-        "artifact of the same format; agreement and cosine are against the fp32 PyTorch outputs on "
-        "the same inputs. (est.) marks estimated latency.</p>",
+        f"<p class=note>{html.escape(_latency_note(report).replace('`', ''))}</p>",
         # issue #5: estimated latency, in words (empty when every latency was measured)
         f"<p class=bad>{html.escape(_estimate_note(report))}</p>" if _estimate_note(report) else "",
         f"<p class=bad>{html.escape(_emulated_note(report))}</p>" if _emulated_note(report) else "",
@@ -288,6 +323,7 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
     if report.baseline.get("regressions") is not None:
         regs = report.baseline["regressions"]
         parts.append("<h2>Against the baseline</h2>")
+        parts.append(f"<p class=note>{html.escape(_baseline_scope(report))}</p>")
         parts.append("<p>No regression over the threshold.</p>" if not regs else
                      "<ul>" + "".join(f"<li class=bad>{html.escape(r)}</li>" for r in regs) + "</ul>")
     if plot_png:

@@ -1,0 +1,108 @@
+"""Interleaved latency rounds: the order alternates, figures are medians, failures are not hidden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecompress.errors import ValidationError
+from edgecompress.targets.profile import get_target
+from edgecompress.targets.runners.local import BenchRequest
+from edgecompress.targets.validate import Measurement, ValidateSettings, _more_rounds, combine_rounds
+
+
+def _lat(p50: float, runs: int = 10) -> dict:
+    return {"1": {"p50": p50, "p90": p50 + 1, "p99": p50 + 2, "mean": p50, "min": p50 - 0.5,
+                  "runs": runs, "throughput_per_s": 1000 / p50, "cpu_p50": p50, "io_ms": 0.1}}
+
+
+def test_combine_rounds_takes_medians_and_keeps_the_rounds():
+    got = combine_rounds([_lat(4.0), _lat(9.0), _lat(5.0)])["1"]
+    assert got["p50"] == 5.0 and got["p90"] == 6.0 and got["p99"] == 7.0
+    assert got["min"] == 3.5 and got["runs"] == 30
+    assert got["p50_rounds"] == [4.0, 9.0, 5.0]
+    assert got["throughput_per_s"] == pytest.approx(200.0)
+
+
+def test_combine_rounds_keeps_a_batch_error():
+    err = {"1": _lat(4.0)["1"], "8": {"error": "RuntimeError: batch fixed at 1"}}
+    got = combine_rounds([err, {**_lat(5.0), "8": err["8"]}])
+    assert got["8"] == {"error": "RuntimeError: batch fixed at 1"}
+    assert got["1"]["p50"] == 4.5
+
+
+class _Runner:
+    """Records the order of the calls; answers a latency that depends on the artifact."""
+
+    def __init__(self, fail: str | None = None):
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def run(self, req: BenchRequest, profile) -> dict:
+        name = Path(req.artifact).name
+        self.calls.append(name)
+        assert req.outputs is None  # latency rounds evaluate nothing
+        if name == self.fail:
+            raise ValidationError(f"{name}: runtime crashed")
+        return {"latency_ms": _lat(2.0 + len(self.calls))}
+
+
+def _state(kinds: list[str]):
+    out = [Measurement(artifact={"path": f"a{i}"}, target="x86-local", latency_ms=_lat(1.0),
+                       latency_kind=k, settings={"rounds": 1}) for i, k in enumerate(kinds)]
+    reqs = [BenchRequest(artifact=Path(f"a{i}"), runtime="onnxruntime", outputs=Path("o.npy"))
+            for i in range(len(kinds))]
+    return out, reqs
+
+
+def test_rounds_alternate_order_and_skip_estimates():
+    out, reqs = _state(["measured", "estimated", "measured", "measured"])
+    runner = _Runner()
+    _more_rounds(out, reqs, runner, get_target("x86-local"), 3, None)
+    # round 2 backwards, round 3 forwards; the estimate is never repeated
+    assert runner.calls == ["a3", "a2", "a0", "a0", "a2", "a3"]
+    assert out[1].latency_ms == _lat(1.0) and out[1].settings["rounds"] == 1
+    for m in (out[0], out[2], out[3]):
+        assert m.settings["rounds"] == 3 and len(m.latency_ms["1"]["p50_rounds"]) == 3
+        assert m.latency_ms["1"]["p50"] == float(np.median(m.latency_ms["1"]["p50_rounds"]))
+
+
+def test_a_failing_round_marks_the_artifact_failed():
+    out, reqs = _state(["measured", "measured"])
+    _more_rounds(out, reqs, _Runner(fail="a1"), get_target("x86-local"), 2, None)
+    assert out[1].status == "failed" and out[1].error.startswith("latency round 2: a1: runtime crashed")
+    assert out[0].status == "ok" and out[0].settings["rounds"] == 2
+
+
+def test_rounds_must_be_positive():
+    from edgecompress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rounds 0"):
+        ValidateSettings(rounds=0)
+
+
+def _row(precision: str, p50: float, io: float, drift: dict) -> dict:
+    return {"format": "tflite", "precision": precision, "path": f"m-{precision}.tflite", "size_bytes": 1000,
+            "latency_ms": {"p50": p50, "p90": p50 + 1, "io_ms": io}, "latency_kind": "measured",
+            "metrics": {}, "drift": drift, "status": "ok", "target": "x86-local",
+            "settings": {"runs": 100, "warmup": 10, "rounds": 3}}
+
+
+def test_report_shows_speed_up_with_io_conversion_and_cosine_minimum():
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import table_rows, to_markdown
+
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=[
+        _row("fp32", 8.0, 0.3, {"cosine": 1.0, "cosine_min": 1.0}),
+        _row("int8", 4.0, 0.7, {"cosine": 0.99, "cosine_min": 0.93})])
+    fp32, int8 = table_rows(report)
+    # invoke alone 2.00x; with the conversion each file needs, (8.0 + 0.3) / (4.0 + 0.7) = 1.77x
+    assert int8["speed-up"] == "2.00x (1.77x with I/O conversion)"
+    assert fp32["speed-up"] == "1.00x" and fp32["cosine"] == "1.00000"
+    assert int8["cosine"] == "0.99000 (min 0.930)"
+    assert "median of 3 rounds" in to_markdown(report, None)
+    # a conversion that costs both files the same changes nothing: no second figure
+    report.artifacts[1]["latency_ms"]["io_ms"] = 0.15
+    assert table_rows(report)[1]["speed-up"] == "2.00x"
