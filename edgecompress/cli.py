@@ -291,6 +291,17 @@ def run_cmd(
     _finish(report, paths)
 
 
+# compress's flags by the recipe key they set, so a recipe error names the flag the user typed
+_PASS_FLAGS = {
+    "prune": {"ratio": "--prune", "target_macs": "--prune-macs", "blocks": "--prune-blocks",
+              "method": "--prune-method", "importance": "--importance", "round_to": "--round-to"},
+    "lowrank": {"energy": "--lowrank-energy", "param_budget": "--lowrank-params"},
+    "resolution": {"size": "--resolution"},
+    "distill": {"epochs": "--distill-epochs"},
+    "qat": {"epochs": "--qat-epochs"},
+}
+
+
 @app.command()
 def compress(
     model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory or file.pt2")],
@@ -370,6 +381,10 @@ def compress(
         text = str(e)
         for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval")):
             text = text.replace(f"set {key}", f"pass {flag}").replace(key, flag)
+        for i, item in enumerate(passes):
+            (name, _), = item.items()
+            for key, flag in _PASS_FLAGS.get(name, {}).items():
+                text = text.replace(f"passes[{i}].{name}.{key}", flag)
         raise ConfigError(text) from None
     report, paths = run_recipe(recipe, out,
                                command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -378,8 +393,8 @@ def compress(
 
 # [issue #7] Ctrl-C: one line, exit 130. Files are written via temp names, so nothing half-written
 # stays; fine-tuning saves a checkpoint every epoch and the same command resumes from it.
-INTERRUPTED = ("interrupted: stopped cleanly (no partial files); rerun the same command to resume "
-               "(fine-tuning restarts from its last checkpoint)")
+INTERRUPTED = ("interrupted: stopped cleanly (nothing half-written; reports and records untouched); rerun the "
+               "same command to resume (fine-tuning restarts from the last checkpoint it kept in --out)")
 
 
 for _typer in (app, data_app):

@@ -45,6 +45,11 @@ def output_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
     try:
         yield path
     except BaseException:
+        if created:  # empty folders the run made inside a folder it created (a step's workdir)
+            subs = sorted((Path(d) for d, _, _ in os.walk(path)), key=lambda d: -len(d.parts))
+            for sub in subs[:-1]:  # deepest first; `path` itself is the last
+                with contextlib.suppress(OSError):  # not empty: kept
+                    sub.rmdir()
         for d in created:  # deepest first; stops at the first that holds something
             try:
                 d.rmdir()

@@ -230,7 +230,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         for fmt, precision in formats:
             if job.progress:
                 print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
-            staged.append(export(spec, fmt, precision, staging, calib, job.options))
+            staged.append(export(spec, fmt, precision, staging, calib, replace(job.options, progress=job.progress)))
         # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
         # on disk always describes a complete run (a killed run leaves none, never a stale one).
         (out_dir / "manifest.json").unlink(missing_ok=True)

@@ -41,7 +41,8 @@ class DataSection(BaseModel):
 
 
 class RecipeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `runs: true` or `threads: "2"` are mistakes, not 1 and 2
+    model_config = ConfigDict(extra="forbid", strict=True)
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
     float_first: int | None = Field(None, ge=0)  # ONNX / OpenVINO int8: first N conv/linear layers left float
     isolate: bool = False  # [issue #7] each export in a child process (ExportOptions.isolate)
@@ -116,6 +117,14 @@ class Recipe(BaseModel):
             raise ConfigError(f"version: {self.version}: this edgecompress reads recipe version 1")
 
         configs = self.pass_configs()
+        # A pass's nested `distill:` keys (its fine-tuning objective) are checked now too: they
+        # failed only when that pass started training, after the passes before it had run.
+        from edgecompress.passes._common import make_config
+        from edgecompress.passes.distill import DistillConfig
+
+        for i, (name, cfg) in enumerate(configs):
+            if isinstance(getattr(cfg, "distill", None), dict):
+                make_config(DistillConfig, cfg.distill, f"passes[{i}].{name}.distill")
         names = [n for n, _ in configs]
         if "qat" in names and names.index("qat") != len(names) - 1:
             raise ConfigError(f"passes[{names.index('qat')}].qat: qat must be the last pass "
@@ -182,7 +191,8 @@ def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
         r = Recipe.model_validate(obj)
     except PydanticError as e:
         err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "?"
+        # passes[0].prune like the pass checks say it (pydantic's loc reads passes.0.prune)
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "?"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         if err["type"] == "missing":
             msg = "required key is missing"
@@ -193,6 +203,24 @@ def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
         raise ConfigError(f"{source}: {e}") from None
 
 
+def _unique_keys_loader() -> Any:
+    """yaml's SafeLoader, refusing a key given twice in one mapping (the last one silently won)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
 def load_recipe(path: str | Path) -> Recipe:
     import yaml
 
@@ -200,7 +228,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise InputFileError(f"recipe {path}: no such file")
     try:
-        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+        obj = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())  # a SafeLoader
     except UnicodeDecodeError:
         raise ConfigError(f"recipe {path}: not UTF-8 text (a YAML recipe expected)") from None
     except OSError as e:
@@ -213,12 +241,17 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> Path:
-    import yaml
-
     from edgecompress.fileio import write_text_atomic
 
+    return write_text_atomic(Path(path), recipe_yaml(recipe))
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML text (every parameter explicit)."""
+    import yaml
+
     text = yaml.safe_dump(recipe.resolved(), sort_keys=False, default_flow_style=None)
-    return write_text_atomic(Path(path), "# resolved by edgecompress: every parameter explicit\n" + text)
+    return "# resolved by edgecompress: every parameter explicit\n" + text
 
 
 # --- the runner ------------------------------------------------------------------------------------
@@ -252,13 +285,13 @@ def _record(name: str, spec: Any, ev: Any, ref: Any, base: dict | None, prev: di
 
 def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = None,
                progress: bool | None = None, command: str = "") -> tuple[Any, dict[str, Path]]:
-    """Execute a recipe; returns (Report, paths of report.json/md/html, manifest, resolved recipe)."""
-    import torch
+    """Execute a recipe; returns (Report, paths of report.json/md/html, manifest, resolved recipe).
 
-    from edgecompress.fileio import ensure_writable_dir, write_json_atomic
-    from edgecompress.models import load_model
-    from edgecompress.passes import PASSES
-    from edgecompress.passes._common import config_dict, predict, resolve_dataset, save_checkpoint
+    A run that fails leaves --out's report, steps.json and recipe.resolved.yaml as they were (they
+    are written last), and removes the folders it created if they hold nothing; what it keeps is
+    its resumable state: the step folders' fine-tuning checkpoints.
+    """
+    from edgecompress.fileio import output_dir
 
     if isinstance(recipe, str | Path):
         recipe = load_recipe(recipe)
@@ -266,9 +299,21 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         recipe = parse_recipe(recipe)
     else:
         recipe = recipe.check()
+    with output_dir(Path(out_dir or "edgecompress-out")) as out:
+        return _execute(recipe, out, progress, command)
+
+
+def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> tuple[Any, dict[str, Path]]:
+    import torch
+
+    from edgecompress.fileio import write_json_atomic, write_text_atomic
+    from edgecompress.models import load_model
+    from edgecompress.passes import PASSES
+    from edgecompress.passes._common import config_dict, predict, resolve_dataset, save_checkpoint
+
     opts = recipe.options
     progress = opts.progress if progress is None else progress
-    out = ensure_writable_dir(Path(out_dir or "edgecompress-out"))
+    resolved_text = recipe_yaml(recipe)  # before the passes run: what was asked
     if opts.torch_threads:
         torch.set_num_threads(opts.torch_threads)
     torch.manual_seed(opts.seed)
@@ -280,8 +325,6 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
                             required=any(_trains(n, c) for n, c in recipe.pass_configs()))
     ev = resolve_dataset(spec, recipe.data.eval, "evaluation", progress, required=False)
-    # [issue #7] written once model and data resolve, so a bad model/data path leaves DIR empty
-    resolved_path = save_recipe(recipe, out / RESOLVED_NAME)
     ref = predict(original, ev) if ev is not None else None
     first = _record("original", spec, ev, ref, None, None)
     steps = [first]
@@ -313,12 +356,11 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         steps.append(_record(name, spec, ev, ref, first, steps[-1], config_dict(cfg), log))
         # The weights after every pass (weights_only-loadable state_dict) for inspection / reuse.
         save_checkpoint(workdir / "model.pt", {"key": name, "state_dict": spec.module.state_dict()})
-        write_json_atomic(out / "steps.json", steps)
     if len(steps) > 2:
         total = dict(steps[-1], name="chain total", log=None)
-        total["step_ratios"] = total["ratios"]
+        total["step_ratios"] = total["ratios"]  # the chain's step is the whole chain
+        total["step_delta_metric"] = total["delta_metric"]
         steps.append(total)
-    write_json_atomic(out / "steps.json", steps)
 
     cmd = command or " ".join(shlex.quote(a) for a in sys.argv)
     if recipe.export:
@@ -353,8 +395,9 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
                         target=recipe.target, artifacts=[], steps=steps, command=cmd,
                         data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0})
         paths = write_report(report, out)
-    paths["recipe"] = resolved_path
-    paths["steps"] = out / "steps.json"
+    # Last, with the report: a failed run leaves the previous run's records as they were.
+    paths["steps"] = write_json_atomic(out / "steps.json", steps)
+    paths["recipe"] = write_text_atomic(out / RESOLVED_NAME, resolved_text)
     return report, paths
 
 

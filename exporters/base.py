@@ -38,6 +38,7 @@ class ExportOptions:
     # [issue #7] Export in a spawned child process (exporters/_isolate.py): third-party converter
     # state that in-process exports leave behind (~1-2 MB each) dies with it; costs a few seconds.
     isolate: bool = False
+    progress: bool = True  # calibration progress bars (the pipeline passes its own setting)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -95,8 +95,8 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
 class _Reader:
     """ORT CalibrationDataReader over a Dataset, in batches, with a progress bar."""
 
-    def __init__(self, data: Dataset, input_name: str, batch: int) -> None:
-        self._it = iter(data.batches(batch, desc="calibrating (onnxruntime)"))
+    def __init__(self, data: Dataset, input_name: str, batch: int, progress: bool = True) -> None:
+        self._it = iter(data.batches(batch, desc="calibrating (onnxruntime)" if progress else None))
         self._name = input_name
         self._peeked: dict[str, Any] | None = None
 
@@ -237,7 +237,7 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         # Histograms are updated every ~16 samples: ~1.4 GB peak for EfficientNet-Lite0 at 224 px.
         with _bounded_histogram_calibration(chunk_batches=max(1, 16 // options.calib_batch)):
             quantize_static(
-                str(pre), str(out), _Reader(calib, input_name, options.calib_batch),
+                str(pre), str(out), _Reader(calib, input_name, options.calib_batch, options.progress),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=methods[options.calib_method], extra_options=extra,

@@ -106,7 +106,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
     def transform(x: Any) -> Any:
         return {n: x[n] for n in names} if isinstance(x, dict) else x
 
-    ds = nncf.Dataset(tqdm(batches, desc="calibrating (nncf)", leave=False), transform)
+    ds = nncf.Dataset(tqdm(batches, desc="calibrating (nncf)", leave=False, disable=not options.progress), transform)
     try:
         qmodel = nncf.quantize(model, ds, **kwargs)
     except Exception as e:

@@ -57,8 +57,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                           "models and text encoders are supported (use --format onnx)")
     if precision == "int8" and not prequant and (calib is None or len(calib) == 0):
         raise DataError("tflite int8: the calibration set is empty (pass --calib, or calib= from Python)")
-    batches = calib.batches(16, desc="calibrating (litert PT2E)") if precision == "int8" and calib and not prequant \
-        else None
+    batches = calib.batches(16, desc="calibrating (litert PT2E)" if options.progress else None) \
+        if precision == "int8" and calib and not prequant else None
     example: Any = spec.example_inputs(1)[0]
     names = None
     if text:

@@ -11,6 +11,7 @@ import pytest
 import edgecompress
 from edgecompress.data import Dataset
 from edgecompress.errors import ConfigError, DataError, EdgeCompressError, ValidationError
+from edgecompress.passes.distill import DistillConfig
 
 
 def test_public_names_are_declared_for_type_checkers():
@@ -71,6 +72,12 @@ def test_float64_arrays_are_taken_as_float32(digits_spec):
     (lambda s, d: edgecompress.ExportOptions(calib_batch=0), "calib_batch 0: 1 or more"),
     (lambda s, d: edgecompress.ExportOptions(percentile=200), "percentile 200"),
     (lambda s, d: edgecompress.load_data(""), "empty path"),
+    # audit: these were AttributeErrors from deep inside the pass
+    (lambda s, d: edgecompress.prune(s, DistillConfig(epochs=1), progress=False),
+     "prune: expected PruneConfig or a mapping of parameters, got DistillConfig"),
+    (lambda s, d: edgecompress.distill(s, epochs=1, teacher="zoo:digits-cnn", progress=False),
+     "teacher: expected a ModelSpec or a torch.nn.Module, got str"),
+    (lambda s, d: edgecompress.prune(s, ratio="0.3", progress=False), "prune.ratio: '0.3' is not a number"),
 ])
 def test_wrong_arguments_are_one_line_errors(digits_spec, tmp_path, call, fragment):
     with pytest.raises(EdgeCompressError) as e:

@@ -338,6 +338,17 @@ def test_distill_resumes_mid_run(digits_spec, digits_calib, tmp_path):
     assert log2["resumed_from_epoch"] == 2
     for x, y in zip(b.state_dict().values(), c.state_dict().values(), strict=True):
         assert torch.equal(x, y)
+    # A finished checkpoint belongs to its teacher and its samples: another teacher, or other
+    # samples of the same count, train again (they were handed the old result, no training).
+    other_teacher = copy.deepcopy(digits_spec.module)
+    with torch.no_grad():
+        next(other_teacher.parameters()).mul_(0.5)
+    from edgecompress.data import Dataset
+
+    other_data = Dataset(np.ascontiguousarray(digits_calib.x * 0.9), digits_calib.y)  # same count, other pixels
+    for teacher, data in ((other_teacher, digits_calib), (digits_spec.module, other_data)):
+        d = copy.deepcopy(pruned.module)
+        assert finetune(d, teacher, data, full, ck, "x", progress=False)["resumed_from_epoch"] == 0
 
 
 @pytest.fixture(scope="module")

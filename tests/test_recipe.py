@@ -27,6 +27,15 @@ from edgecompress.recipe import load_recipe, parse_recipe, run_recipe, save_reci
     ({"passes": []}, "model"),
     ({"model": "zoo:digits-cnn", "exports": ["onnx"]}, "exports"),
     ({"model": "zoo:digits-cnn", "options": {"teacher": "nobody"}}, "options.teacher"),
+    # audit: numbers given as true/false or as text were read as 1 and 0.5; nested distill keys
+    # failed only when the pass began training
+    ({"model": "zoo:digits-cnn", "passes": [{"distill": {"epochs": True}}]}, "passes[0].distill.epochs"),
+    ({"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": "0.5"}}]}, "passes[0].prune.ratio"),
+    ({"model": "zoo:digits-cnn", "options": {"runs": True}}, "options.runs"),
+    ({"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": 0.5, "finetune_epochs": 1,
+                                                        "distill": {"bogus": 1}}}]}, "passes[0].prune.distill.bogus"),
+    ({"model": "zoo:digits-cnn", "passes": [{"qat": {"distill": {"bogus": 1}}}]}, "passes[0].qat.distill.bogus"),
+    ({"model": "zoo:digits-cnn", "passes": [{"prune": [1]}]}, "passes[0].prune"),
 ])
 def test_validation_errors_name_the_key(recipe, key):
     with pytest.raises(ConfigError) as e:
@@ -61,6 +70,34 @@ def test_resolved_recipe_round_trips(tmp_path):
     assert "quantizer" not in old.resolved()["passes"][0]["qat"]
 
 
+def test_yaml_key_given_twice_is_refused(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("model: zoo:digits-cnn\nexport: [onnx:int8]\nmodel: zoo:efficientnet-lite0\n")
+    with pytest.raises(ConfigError, match=r"line 3: .*key 'model' given twice"):
+        load_recipe(dup)
+
+
+def test_a_failed_run_leaves_the_last_records_and_no_empty_folder(tmp_path):
+    """The resolved recipe and steps.json are written last: a run failing inside a pass left its own
+    recipe over the previous run's; a bad data path left an empty --out behind."""
+    torch.set_num_threads(1)
+    out = tmp_path / "o"
+    ok = {"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": 0.5}}], "options": {"progress": False}}
+    run_recipe(ok, out)
+    before = {p.name: p.read_bytes() for p in (out / "recipe.resolved.yaml", out / "steps.json", out / "report.json")}
+    bad = {**ok, "passes": [{"prune": {"ratio": 0.3, "ignored": ["no_such_layer"]}}]}
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        run_recipe(bad, out)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    fresh = tmp_path / "new" / "deeper"
+    with pytest.raises(Exception, match="no such file"):
+        run_recipe({**ok, "data": {"train": str(tmp_path / "missing.npz")}}, fresh)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        run_recipe(bad, fresh)
+    assert not (tmp_path / "new").exists()  # its step folder held nothing: removed with it
+
+
 def test_docs_recipes_are_valid():
     from pathlib import Path
 
@@ -89,6 +126,8 @@ def test_chain_runs_and_records_every_step(tmp_path):
     assert pr["delta_metric"] < -0.05  # pruning without fine-tuning costs accuracy ...
     assert di["metric"] > pr["metric"] + 0.05  # ... and KD wins most of it back
     assert total["delta_metric"] == di["delta_metric"]
+    # the chain's own step is the whole chain (it carried the last step's change)
+    assert total["step_delta_metric"] == total["delta_metric"] and total["step_ratios"] == total["ratios"]
     saved = json.loads(paths["json"].read_text())
     assert [s["name"] for s in saved["steps"]] == names
     md = paths["md"].read_text()
@@ -116,6 +155,11 @@ def test_cli_run_reports_a_bad_recipe_in_one_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "passes[0].prune.ratio" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+    # `compress` says it with the flag the user typed, not the recipe key it sets
+    res = subprocess.run([str(exe), "compress", "zoo:digits-cnn", "--prune", "0.5", "--round-to", "0",
+                          "--out", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--round-to: 0 is out of range" in res.stderr, res.stderr
+    assert "passes[" not in res.stderr and not (tmp_path / "c").exists()
 
 
 def test_cli_compress_picks_the_qat_backend_from_the_formats(tmp_path):

@@ -25,6 +25,22 @@ if TYPE_CHECKING:
 C = TypeVar("C")
 
 
+def _refuse_loose_numbers(cls: type, params: dict[str, Any], where: str) -> None:
+    """pydantic's lax mode reads `epochs: true` as 1 and `ratio: "0.5"` as 0.5; a number field gets
+    a number here (ints still fill float fields)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for key, value in params.items():
+        kinds = set(typing.get_args(hints.get(key))) or {hints.get(key)}
+        kinds.discard(type(None))
+        if not kinds or not kinds <= {int, float}:
+            continue
+        if isinstance(value, bool | str | bytes):
+            raise ConfigError(f"{where}.{key}: {value!r} is not a number"
+                              + (" (write it without quotes)" if isinstance(value, str) else ""))
+
+
 def make_config(cls: type[C], config: Any = None, where: str | None = None, **overrides: Any) -> C:
     """A validated `cls` from an instance, a dict and/or keyword overrides.
 
@@ -36,8 +52,10 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
 
     where = where or cls.__name__.removesuffix("Config").lower()
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        if not overrides:
-            return config  # type: ignore[return-value]
+        if not isinstance(config, cls):  # prune(spec, DistillConfig(...)) failed with AttributeError
+            raise ConfigError(f"{where}: expected {cls.__name__} or a mapping of parameters, "
+                              f"got {type(config).__name__}")
+        # validated again: an instance changed after construction (cfg.ratio = 5.0) is not trusted
         config = dataclasses.asdict(config)
     if config is not None and not isinstance(config, dict):
         raise ConfigError(f"{where}: expected a mapping of parameters, got {type(config).__name__}")
@@ -46,6 +64,7 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
     unknown = [k for k in params if k not in known]
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    _refuse_loose_numbers(cls, params, where)
     try:
         return TypeAdapter(cls).validate_python(params)
     except ConfigError as e:  # from __post_init__: "<pass>.<key>: ..." -> "<where>.<key>: ..."
@@ -191,6 +210,22 @@ def module_fingerprint(module: torch.nn.Module) -> str:
         for k, v in module.state_dict().items():
             h.update(f"{k}{tuple(v.shape)}{float(v.double().sum()) if v.numel() else 0:.6e}".encode())
     return h.hexdigest()[:12]
+
+
+def array_fingerprint(*arrays: Any) -> str:
+    """Identity of the training data itself (every byte, shape and dtype), for checkpoint matching:
+    two sets of the same size must not share a checkpoint."""
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a.numpy() if hasattr(a, "numpy") else a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgecompress.errors import ConfigError, DataError
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
+    array_fingerprint,
     as_spec,
     check_range,
     config_dict,
@@ -415,7 +416,10 @@ def _finetune(
         params = [p for p in student.parameters() if p.requires_grad] + list(projs.parameters())
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * per_epoch))
-        key = fingerprint(desc, config_dict(cfg), module_fingerprint(student), n)
+        # The teacher and the data belong to the key: a finished checkpoint of another teacher or
+        # of other samples (same count) was taken as this run's result, with no training.
+        key = fingerprint(desc, config_dict(cfg), module_fingerprint(student), n, module_fingerprint(teacher_cpu),
+                          array_fingerprint(x_all, y_all, t_all))
         start = 0
         ck = load_checkpoint(checkpoint, key)
         if ck is not None:
@@ -517,11 +521,18 @@ def teacher_module(teacher: Any, spec: ModelSpec) -> Any:
     """The teacher as a module: a ModelSpec's module, a module, or (None) a frozen copy of `spec`."""
     import copy
 
+    import torch
+
     from edgecompress.models import ModelSpec
 
     if teacher is None:
         return copy.deepcopy(spec.module)
-    return teacher.module if isinstance(teacher, ModelSpec) else teacher
+    module = teacher.module if isinstance(teacher, ModelSpec) else teacher
+    # teacher="zoo:..." failed with AttributeError; a module-like wrapper (resolution.Resized) is fine
+    if not (isinstance(module, torch.nn.Module) or (callable(module) and hasattr(module, "state_dict"))):
+        raise ConfigError(f"teacher: expected a ModelSpec or a torch.nn.Module, got {type(teacher).__name__} "
+                          "(load a model reference with edgecompress.load_model first)")
+    return module
 
 
 def distill(
