@@ -37,6 +37,9 @@ _LOG_RULES: tuple[tuple[str, str], ...] = (
 _WARNING_RULES: tuple[tuple[str, type[Warning]], ...] = (
     # raised inside torch.export's pickling of tree specs (litert-torch, torchao), not our code
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # torch.onnx (dynamo) on text encoders: two axes share one constraint, so one keeps the other's
+    # name; both stay dynamic (the exported MiniLM runs at any batch and sequence length)
+    (r"# The axis name: .* will not be used", UserWarning),
 )
 _ENV = {
     "LITERT_TORCH_SHOW_PROGRESS": "n",  # litert-torch's step-by-step conversion log

@@ -240,6 +240,41 @@ def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
 
 # ---- the whole command ---------------------------------------------------------------------------
 
+def _check_gates_measurable(gates: list[Gate], profile: Any) -> None:
+    """A gate on accuracy, drift or memory cannot pass or fail on an estimated target (nothing
+    runs): refused before any work (it was refused after validating everything)."""
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    if runner_name_for(profile) != "estimate":
+        return
+    for g in gates:
+        if g.path[0] in ("metrics", "drift", "memory_mb"):
+            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+                              f"attached), so it measures no {g.path[0]}; gate on latency_ms.p50 or size_bytes")
+
+
+def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: Any) -> tuple[list[Artifact], list[str]]:
+    """Artifacts of a format the target does not run: skipped (and said) when they came from an export
+    directory, refused when the user named the file."""
+    import sys
+
+    named = {Path(p).resolve() for p in paths if Path(p).is_file()}
+    foreign = [a for a in arts if a.format not in profile.formats]
+    for a in foreign:
+        if Path(a.path).resolve() in named:
+            raise ConfigError(f"--target {profile.name} runs {', '.join(profile.formats)}; not {a.format} "
+                              f"({a.path}): validate only the files of formats it runs")
+    kept = [a for a in arts if a.format in profile.formats]
+    if not kept:
+        raise ConfigError(f"--target {profile.name} runs {', '.join(profile.formats)}; "
+                          "none of the artifacts given is one")
+    skipped = [f"{Path(a.path).name} ({a.format})" for a in foreign]
+    if skipped:
+        print(f"note: --target {profile.name} does not run {', '.join(sorted({a.format for a in foreign}))}; "
+              f"skipped {', '.join(skipped)}", file=sys.stderr)
+    return kept, skipped
+
+
 def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> tuple[Any, str]:
     """fp32 outputs to measure drift against: the fp32 artifact (ONNX first), run here."""
     import numpy as np
@@ -278,8 +313,13 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         raise ConfigError(f"--threshold {threshold}: a relative change, 0 or more (0.05 = 5 %)")
     profile = get_target(target)
     settings = settings or ValidateSettings()
+    if preprocess:
+        from edgecompress.data.presets import PRESETS
+
+        PRESETS.get(preprocess, "--preprocess")
+    _check_gates_measurable(gates, profile)
     arts, source = load_artifacts(paths)
-    profile.check_formats([a.format for a in arts])
+    arts, skipped = _formats_the_target_runs(arts, paths, profile)
     base = None
     if baseline is not None:
         from edgecompress.report import Report as _R
@@ -303,7 +343,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         model=model, target=profile.name,
         artifacts=[artifact_row(m.to_dict()) for m in measurements], reference=reference,
         data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
-              "labelled": bool(ev is not None and ev.y is not None), "reference": ref_source},
+              "labelled": bool(ev is not None and ev.y is not None), "reference": ref_source,
+              **({"skipped": skipped} if skipped else {})},
         command=command)
     if base is not None:
         report.baseline = compare_baseline(report, base, str(baseline), threshold)

@@ -49,6 +49,39 @@ def test_validate_writes_report(first_run):
         assert (first_run / f).exists()
 
 
+def test_validate_of_loose_files_labels_its_reference(first_run, export_dir, eval_npz, tmp_path):
+    """Files without their export report: the header names the fp32 artifact as the reference and
+    says nothing about the source model (it read 'None', '0 / 0' and 'fp32 PyTorch reference')."""
+    out = tmp_path / "loose"
+    r = run_cli("validate", str(export_dir / "digits-cnn-fp32.onnx"), str(export_dir / "digits-cnn-int8.xml"),
+                "--eval", eval_npz, "--out", str(out), "--rounds", "1", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (out / "report.md").read_text()
+    assert "**reference: outputs of digits-cnn-fp32.onnx (fp32) on this machine**" in md
+    assert "PyTorch" not in md and "None" not in md and "0 / 0" not in md and "calibration data" not in md
+
+
+def test_formats_the_target_does_not_run(export_dir, eval_npz, tmp_path):
+    """rpi5 runs onnx and tflite: an export directory's OpenVINO files are skipped and said so; a named
+    OpenVINO file is refused (the old hint named --format, which validate does not have); a drift gate
+    on an estimated target is refused before any work."""
+    out = tmp_path / "rpi5"
+    r = run_cli("validate", str(export_dir), "--target", "rpi5", "--out", str(out), *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipped digits-cnn-fp32.xml (openvino), digits-cnn-int8.xml (openvino)" in r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert {a["format"] for a in rep["artifacts"]} == {"onnx"}
+    assert rep["data"]["skipped"] == ["digits-cnn-fp32.xml (openvino)", "digits-cnn-int8.xml (openvino)"]
+    r = run_cli("validate", str(export_dir / "digits-cnn-int8.xml"), "--target", "rpi5",
+                "--out", str(tmp_path / "named"), *FAST)
+    assert r.returncode == 2 and "validate only the files of formats it runs" in r.stderr
+    assert "--format" not in r.stderr
+    r = run_cli("validate", str(export_dir), "--target", "rpi5", "--eval", eval_npz, "--fail-on",
+                "drift.top1_agreement<0.97", "--out", str(tmp_path / "gate"), *FAST)
+    assert r.returncode == 2 and "is estimated here (no device attached), so it measures no drift" in r.stderr
+    assert not (tmp_path / "gate").exists()
+
+
 def test_tampered_artifact_refused(export_dir, tmp_path):
     bad = tmp_path / "exp"
     shutil.copytree(export_dir, bad)

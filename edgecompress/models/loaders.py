@@ -459,6 +459,10 @@ def load_model(
                 raise InputFileError(f"MODEL {ref}: no such file")
             raise ModelLoadError(f"MODEL {ref}: not a zoo:NAME, module:factory, .pt2 or .onnx reference")
     if preprocess:
+        if isinstance(preprocess, str):  # checked now, not only when image files are read
+            from edgecompress.data.presets import PRESETS
+
+            PRESETS.get(preprocess, "--preprocess")
         spec.preprocess = preprocess
     if name:
         spec.name = name

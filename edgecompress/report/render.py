@@ -154,16 +154,24 @@ def _md_table(rows: list[dict[str, str]]) -> str:
 
 def _summary(report: Report) -> list[tuple[str, str]]:
     m, ref, data = report.model, report.reference, report.data
-    items = [("model", f"{m.get('name')} ({m.get('source')})"),
-             ("params / MACs", f"{m.get('params', 0):,} / {m.get('macs', 0):,}"),
-             ("input", str(m.get("input_shape"))),
-             ("target", report.target)]
-    if data:
+    # `validate` of loose files knows no source model: say nothing rather than "None" and "0 / 0"
+    items = [("model", f"{m.get('name')}" + (f" ({m['source']})" if m.get("source") else ""))]
+    if m.get("params"):
+        items.append(("params / MACs", f"{m.get('params', 0):,} / {m.get('macs', 0):,}"))
+    if m.get("input_shape"):
+        items.append(("input", str(m.get("input_shape"))))
+    items.append(("target", report.target))
+    if data.get("skipped"):
+        items.append(("skipped (formats the target does not run)", ", ".join(data["skipped"])))
+    if data.get("calib"):
         items.append(("calibration data", f"{data.get('calib', '—')} ({data.get('calib_n', 0)} samples)"))
+    if data:
         items.append(("evaluation data", f"{data.get('eval', '—')} ({data.get('eval_n', 0)} samples, "
                                          f"{'labelled' if data.get('labelled') else 'unlabelled'})"))
     if ref:
         label = "fp32 PyTorch reference"
+        if data.get("reference"):  # `validate`: an fp32 artifact's outputs, not a PyTorch model's
+            label = f"reference: {data['reference']}"
         if report.steps:  # a compression run: drift is measured against the compressed float model
             orig = report.steps[0].get("metric")
             label = ("reference: the float PyTorch model after the passes (artifact drift is against it"

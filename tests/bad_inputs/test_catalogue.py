@@ -218,6 +218,8 @@ CASES = [
     ("negative-batch", [*DIGITS, "--batch", "-3", "--out", "{out}"], 2, "validation settings: batch -3"),
     ("negative-threshold", ["validate", "{tmp}/nopath", "--threshold", "-1", "--out", "{out}"], 2,
      "--threshold -1.0: a relative change, 0 or more"),
+    ("unknown-preset-without-images", [*DIGITS, "--preprocess", "bogus", "--out", "{out}"], 2,
+     "--preprocess unknown preprocessing preset 'bogus'"),
     ("format-not-on-target", [*DIGITS, "-f", "openvino", "--target", "rpi5", "--out", "{out}"], 2,
      "--target rpi5 runs onnx, tflite; not openvino"),
     ("target-formats-not-a-list", [*DIGITS, "--target", "{tmp}/strfmt.toml", "--out", "{out}"], 2,
