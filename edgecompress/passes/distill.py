@@ -326,6 +326,23 @@ def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_
                 ", held out of the estimate" if held_out else ", also in the estimate")}
 
 
+def _restores_teacher_mode(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """The teacher runs in eval mode; a caller's module in train mode gets its mode back."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(student: Any, teacher: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        was_training = bool(getattr(teacher, "training", False))
+        try:
+            return fn(student, teacher, *args, **kwargs)
+        finally:
+            if was_training and teacher is not student:
+                _set_mode(teacher, True)
+
+    return run
+
+
+@_restores_teacher_mode
 def finetune(
     student: Any,
     teacher: Any,
@@ -348,27 +365,6 @@ def finetune(
     the student in eval mode (learning curves). Returns a small log: epochs run, last loss, resumed
     from.
     """
-    # The teacher runs in eval mode; a caller's module in train mode gets its mode back.
-    was_training = bool(getattr(teacher, "training", False))
-    try:
-        return _finetune(student, teacher, data, cfg, checkpoint=checkpoint, desc=desc, progress=progress,
-                         on_epoch=on_epoch, teacher_data=teacher_data)
-    finally:
-        if was_training and teacher is not student:
-            _set_mode(teacher, True)
-
-
-def _finetune(
-    student: Any,
-    teacher: Any,
-    data: Dataset,
-    cfg: DistillConfig,
-    checkpoint: Path | None = None,
-    desc: str = "distill",
-    progress: bool = True,
-    on_epoch: Callable[[int, float], None] | None = None,
-    teacher_data: Dataset | None = None,
-) -> dict[str, Any]:
     import numpy as np
     import torch
     import torch.nn.functional as F
