@@ -412,7 +412,7 @@ def main() -> None:
     try:
         # [issue #7] Outside standalone mode typer RETURNS the code of `typer.Exit(n)` (failed
         # artifacts: 4) and turns Ctrl-C into Exit(130) the same way; ignoring it exited 0.
-        rv = app(standalone_mode=False)
+        rv = app(standalone_mode=False, prog_name="edgecompress")
         if rv == 130:
             typer.echo(INTERRUPTED, err=True)
         if isinstance(rv, int) and rv != 0:
@@ -431,7 +431,13 @@ def main() -> None:
         # typer 0.29 vendors click (typer._click): its usage errors are not click's classes, so
         # they are recognised by what they offer. An unknown option printed a traceback before.
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
+            if type(e).__name__ == "NoArgsIsHelpError" or not callable(getattr(e, "format_message", None)):
+                e.show()  # a bare `edgecompress data`: the help is the answer
+            else:
+                # One line like every other error (click's usage block was four).
+                ctx = getattr(e, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)
             sys.exit(e.exit_code)
         if type(e).__name__ == "Abort":  # click / typer turn Ctrl-C into Abort
             typer.echo(INTERRUPTED, err=True)

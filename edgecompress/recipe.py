@@ -288,8 +288,8 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     """Execute a recipe; returns (Report, paths of report.json/md/html, manifest, resolved recipe).
 
     A run that fails leaves --out's report, steps.json and recipe.resolved.yaml as they were (they
-    are written last), and removes the folders it created if they hold nothing; what it keeps is
-    its resumable state: the step folders' fine-tuning checkpoints.
+    are written last, with the step folders' model.pt), and removes the folders it created if they
+    hold nothing; what it keeps is its resumable state: the step folders' fine-tuning checkpoints.
     """
     from edgecompress.fileio import output_dir
 
@@ -328,6 +328,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     ref = predict(original, ev) if ev is not None else None
     first = _record("original", spec, ev, ref, None, None)
     steps = [first]
+    weights: list[tuple[Path, dict[str, Any]]] = []
     for i, (name, cfg) in enumerate(recipe.pass_configs()):
         info = PASSES.get(name)
         choice = opts.qat_teacher if name == "qat" else opts.teacher
@@ -354,8 +355,11 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             ev = dataset_at(spec, recipe.data.eval, ev, "evaluation", progress)
         log = spec.extra.get("passes", [{}])[-1].get("log")
         steps.append(_record(name, spec, ev, ref, first, steps[-1], config_dict(cfg), log))
-        # The weights after every pass (weights_only-loadable state_dict) for inspection / reuse.
-        save_checkpoint(workdir / "model.pt", {"key": name, "state_dict": spec.module.state_dict()})
+        # The weights after every pass (weights_only-loadable state_dict) for inspection / reuse,
+        # written with the records at the end: a run that fails later (an export refusing an op)
+        # must not leave the previous run's steps.json describing this run's weights.
+        weights.append((workdir / "model.pt", {"key": name, "state_dict": {
+            k: v.detach().clone() for k, v in spec.module.state_dict().items()}}))
     if len(steps) > 2:
         total = dict(steps[-1], name="chain total", log=None)
         total["step_ratios"] = total["ratios"]  # the chain's step is the whole chain
@@ -396,6 +400,8 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
                         data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0})
         paths = write_report(report, out)
     # Last, with the report: a failed run leaves the previous run's records as they were.
+    for path, payload in weights:
+        save_checkpoint(path, payload)
     paths["steps"] = write_json_atomic(out / "steps.json", steps)
     paths["recipe"] = write_text_atomic(out / RESOLVED_NAME, resolved_text)
     return report, paths

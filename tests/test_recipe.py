@@ -84,11 +84,19 @@ def test_a_failed_run_leaves_the_last_records_and_no_empty_folder(tmp_path):
     out = tmp_path / "o"
     ok = {"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": 0.5}}], "options": {"progress": False}}
     run_recipe(ok, out)
-    before = {p.name: p.read_bytes() for p in (out / "recipe.resolved.yaml", out / "steps.json", out / "report.json")}
+    records = ("recipe.resolved.yaml", "steps.json", "report.json", "step1-prune/model.pt")
+    before = {name: (out / name).read_bytes() for name in records}
     bad = {**ok, "passes": [{"prune": {"ratio": 0.3, "ignored": ["no_such_layer"]}}]}
     with pytest.raises(ConfigError, match="no_such_layer"):
         run_recipe(bad, out)
     assert {name: (out / name).read_bytes() for name in before} == before
+    # a first pass that succeeds at another ratio, then a failing one: step1's weights were
+    # overwritten with the failed run's, which the kept steps.json does not describe
+    later = {**ok, "passes": [{"prune": {"ratio": 0.3}}, bad["passes"][0]]}
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        run_recipe(later, out)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not (out / "step2-prune").exists()
     fresh = tmp_path / "new" / "deeper"
     with pytest.raises(Exception, match="no such file"):
         run_recipe({**ok, "data": {"train": str(tmp_path / "missing.npz")}}, fresh)

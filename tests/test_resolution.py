@@ -168,7 +168,7 @@ def test_recipe_runs_later_steps_at_the_new_side(tmp_path):
 
     art = json.loads(paths["json"].read_text())["artifacts"][0]
     assert art["status"] == "ok"
-    m = onnx.load(art["path"])
+    m = onnx.load(paths["json"].parent / art["path"])  # relative to the report
     dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim[1:]]
     assert dims == [1, 6, 6]
     assert art["metrics"]["top1"] > 0.85 and art["drift"]["top1_agreement"] > 0.97

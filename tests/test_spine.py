@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -176,6 +177,8 @@ def test_report_files_parse(tmp_path, digits_spec):
         assert {"format", "precision", "path", "size_bytes", "latency_ms", "metrics", "drift", "status"} <= set(a)
         assert set(a["latency_ms"]) >= {"p50", "p90", "p99"}
         assert a["metrics"]["top1"] >= 0.97 and a["status"] == "ok"
+        # relative to the report's folder (tmp_path is absolute), so the folder can be moved
+        assert not Path(a["path"]).is_absolute() and (tmp_path / a["path"]).is_file(), a["path"]
     assert data["versions"]["onnxruntime"] and data["machine"]["cores"] >= 1 and data["command"] == "pytest"
     assert data["reference"]["top1"] >= 0.97
     html = paths["html"].read_text()

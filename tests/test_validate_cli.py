@@ -166,13 +166,17 @@ def test_compare_baseline_directions():
 
 
 def test_cli_usage_errors_are_usage_lines_not_tracebacks():
-    """An unknown flag, a missing argument or a bad value: click's usage message, exit code 2."""
+    """An unknown flag, a missing argument or a bad value: one error line naming the flag and the
+    command's --help, exit code 2 (click's usage block was four lines)."""
     for argv, msg in ((["export", "zoo:digits-cnn", "--bogus"], "No such option: --bogus"),
                       (["export"], "Missing argument 'model'"),
-                      (["compress", "zoo:digits-cnn", "--resolution", "abc"], "Invalid value for '--resolution'")):
+                      (["compress", "zoo:digits-cnn", "--resolution", "abc"], "Invalid value for '--resolution'"),
+                      (["compress", "zoo:digits-cnn", "--resolution", "0"], "Invalid value for '--resolution'")):
         r = run_cli(*argv)
         assert r.returncode == 2, (argv, r.stderr[-500:])
-        assert msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr[-500:]
+        assert f"see 'edgecompress {argv[0]} --help'" in lines[0]
 
 
 def test_loose_files_without_eval_data(export_dir, tmp_path):

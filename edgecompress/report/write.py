@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from edgecompress.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgecompress.report.model import Report
@@ -19,5 +21,20 @@ def write_report(report: Report, out_dir: Path, stem: str = "report") -> dict[st
     paths["md"] = write_text_atomic(out_dir / f"{stem}.md", to_markdown(report, f"{stem}.png" if png else None))
     paths["html"] = write_text_atomic(out_dir / f"{stem}.html", to_html(report, png))
     # JSON last: CI gates read it, so it only appears once everything it points to exists.
-    paths["json"] = write_json_atomic(out_dir / f"{stem}.json", report.to_dict())
+    paths["json"] = write_json_atomic(out_dir / f"{stem}.json", _portable(report.to_dict(), out_dir))
     return paths
+
+
+def _portable(data: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Artifact paths under the report's folder are written relative to it, so the folder can be
+    moved, archived by CI or copied off a build machine and still point at its files; paths
+    elsewhere (`validate` of files in another folder) stay as given."""
+    root = out_dir.resolve()
+    for row in data.get("artifacts", []):
+        p = row.get("path")
+        if not p:
+            continue
+        full = Path(p).resolve()
+        if full.is_relative_to(root):
+            row["path"] = Path(os.path.relpath(full, root)).as_posix()
+    return data
