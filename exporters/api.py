@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -87,6 +88,10 @@ def export(
         raise DataError(f"calibration data {calib.source}: samples have shape {tuple(calib.x.shape[1:])} but "
                         f"{spec.name} takes {tuple(spec.input_shape[1:])}")
     options = options or ExportOptions()
+    if spec.extra.get("fixed_batch"):
+        # a .pt2 exported at batch 1 cannot be re-traced with a dynamic batch (its reshapes bake
+        # the 1 in): the file keeps batch 1 and ORT calibration feeds it one sample at a time
+        options = dataclasses.replace(options, dynamic_batch=False, calib_batch=1)
     format_ = FORMATS.get(fmt, "--format")
     if precision not in format_.precisions:
         raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}")

@@ -116,6 +116,15 @@ def _head(path: Path, n: int, folder: Path) -> Path:
     return head
 
 
+def fixed_batch(art: Artifact, runtime: str) -> int | None:
+    """The batch an ONNX / OpenVINO file fixes (a .pt2 exported at batch 1), else None: such a
+    file is timed and evaluated at that batch only. LiteRT resizes its inputs itself."""
+    if runtime == "litert" or not art.inputs or not art.inputs[0].shape:
+        return None
+    first = art.inputs[0].shape[0]
+    return first if isinstance(first, int) and first > 0 else None
+
+
 def _inputs_file(data: Dataset, folder: Path) -> Path:
     if isinstance(data.x, dict):
         path = folder / "inputs.npz"
@@ -160,18 +169,23 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
             layout = art.inputs[0].layout if art.inputs and art.inputs[0].layout else "NCHW"
             pin_f32 = fmt.runtime == "openvino" and art.precision in ("fp32", "fp16")
             hint = settings.openvino_fp32_hint if pin_f32 else None
+            fixed = fixed_batch(art, fmt.runtime)
+            batches = settings.batches if fixed is None else (fixed,)
             req = BenchRequest(
                 artifact=Path(art.path), runtime=fmt.runtime, threads=settings.threads, cpus=cpus,
-                batches=settings.batches, warmup=settings.warmup, runs=settings.runs,
+                batches=batches, warmup=settings.warmup, runs=settings.runs,
                 inputs=inputs or _random_inputs(art, Path(td), i), outputs=Path(td) / f"out{i}.npy" if inputs else None,
-                precision_hint=hint, layout=layout, eval_batch=settings.eval_batch,
+                precision_hint=hint, layout=layout, eval_batch=fixed or settings.eval_batch,
                 precision=art.precision,
             )
             requests.append(req)
             m = Measurement(artifact=art.to_dict(), target=profile.name,
                             settings={"threads": settings.threads, "cpus": cpus,
-                                      "batches": list(settings.batches), "warmup": settings.warmup,
+                                      "batches": list(batches), "warmup": settings.warmup,
                                       "runs": settings.runs, "rounds": 1})
+            if fixed is not None:
+                m.settings["fixed_batch"] = fixed
+                m.settings["batches_skipped"] = [b for b in settings.batches if b != fixed]
             try:
                 if art.sha256 and _hash_of(art) != art.sha256:
                     raise ValidationError(f"{art.path}: changed since export (sha256 differs from the "

@@ -51,10 +51,46 @@ def test_factory_with_weights_and_pt2(tmp_path, digits_spec):
 
     with pytest.raises(ModelLoadError, match="takes 2 inputs"):
         load_model(str(tmp_path / "two.pt2"))
-    # a fixed batch (torch.export's default) is refused with the fix, not a converter's guard error
+    # a fixed batch other than 1 is refused with the fix, not a converter's guard error
+    torch.export.save(torch.export.export(digits_spec.module, digits_spec.example_inputs(2)), tmp_path / "b2.pt2")
+    with pytest.raises(ModelLoadError, match="fixed batch of 2; re-export it with a dynamic batch"):
+        load_model(str(tmp_path / "b2.pt2"))
+
+
+def test_pt2_and_onnx_exported_at_batch_1(tmp_path, digits_spec):
+    """torch.export's default, a fixed batch of 1 (what apps export), was refused. Now it exports
+    as it is (its reshapes bake the 1 in), calibrates and evaluates one sample at a time, and the
+    report says that --batch 8 was not timed for the files that fix batch 1."""
+    from edgecompress.models.digits import digits_npz
+
     torch.export.save(torch.export.export(digits_spec.module, digits_spec.example_inputs(1)), tmp_path / "b1.pt2")
-    with pytest.raises(ModelLoadError, match="fixed batch of 1; re-export it with a dynamic batch"):
-        load_model(str(tmp_path / "b1.pt2"))
+    spec = load_model(str(tmp_path / "b1.pt2"))
+    xd = torch.rand(5, 1, 8, 8)  # a batch of 5 through a batch-1 program: per sample
+    with torch.no_grad():
+        assert torch.allclose(spec.module(xd), digits_spec.module(xd), atol=1e-5)
+    data = digits_npz("test")
+    out = tmp_path / "b1-out"
+    proc = run_cli("export", str(tmp_path / "b1.pt2"), "-f", "onnx", "-f", "openvino", "-f", "tflite", "--int8",
+                   "--calib", f"{data}[:64]", "--eval", f"{data}[:200]", "--batch", "8", "--runs", "3",
+                   "--warmup", "1", "--rounds", "1", "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    arts = {(a["format"], a["precision"]): a for a in json.loads((out / "report.json").read_text())["artifacts"]}
+    assert len(arts) == 6 and all(a["status"] == "ok" for a in arts.values()), arts
+    assert all(a["drift"]["top1_agreement"] >= 0.97 for a in arts.values())
+    for key in (("onnx", "int8"), ("openvino", "int8")):
+        assert arts[key]["io"]["inputs"][0]["shape"][0] == 1  # the file keeps batch 1
+        assert list(arts[key]["latency_by_batch"]) == ["1"] and arts[key]["settings"]["batches_skipped"] == [8]
+    assert set(arts[("tflite", "int8")]["latency_by_batch"]) == {"1", "8"}  # LiteRT resizes its input
+    assert "fixes batch 1" in (out / "report.md").read_text()
+
+    # the fp32 ONNX file it wrote, as a model in: ORT calibration fed it batches of 8 before
+    onnx_out = tmp_path / "onnx-in"
+    proc = run_cli("export", str(out / "b1-fp32.onnx"), "-f", "onnx", "--int8", "--calib", f"{data}[:64]",
+                   "--eval", f"{data}[:100]", "--runs", "3", "--warmup", "1", "--rounds", "1",
+                   "--out", str(onnx_out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((onnx_out / "report.json").read_text())["artifacts"]
+    assert [r["status"] for r in rows] == ["ok", "ok"] and rows[1]["drift"]["top1_agreement"] >= 0.97
 
 
 def test_cli_export_digits_and_onnx_in(tmp_path):

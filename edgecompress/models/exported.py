@@ -16,12 +16,20 @@ class ExportedModule(torch.nn.Module):
     the mode flag is kept on the wrapper and never reaches the graph.
     """
 
-    def __init__(self, graph_module: torch.nn.Module) -> None:
+    def __init__(self, graph_module: torch.nn.Module, fixed_batch: int | None = None) -> None:
         super().__init__()
         self.graph_module = graph_module
+        # A program exported at a fixed batch (torch.export's default, batch 1) refuses any other:
+        # calibration, evaluation and the fp32 reference feed batches, so they run it per sample.
+        self.fixed_batch = fixed_batch
 
     def forward(self, x: torch.Tensor) -> Any:  # one input: what the .pt2 loader accepts
-        return self.graph_module(x)
+        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+            return self.graph_module(x)
+        outs = [self.graph_module(x[i:i + 1]) for i in range(x.shape[0])]
+        if isinstance(outs[0], torch.Tensor):
+            return torch.cat(outs)
+        return type(outs[0])(torch.cat(parts) for parts in zip(*outs, strict=True))  # a tuple / list of tensors
 
     def train(self, mode: bool = True) -> ExportedModule:
         self.training = mode  # the exported graph has a fixed mode; do not recurse into it

@@ -351,14 +351,17 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
     if len(user) != 1:
         raise ModelLoadError(f"MODEL {path}: the ExportedProgram takes {len(user)} inputs; a .pt2 must take one "
                              "tensor (use module:factory for other models)")
-    # Every format is exported with a dynamic batch (and validated at batch 1 and --batch): a
-    # program traced with a fixed batch fails deep in the converters' shape guards.
+    # A program traced at a fixed batch bakes it into its reshapes: it cannot be re-exported with a
+    # dynamic one. Batch 1 (torch.export's default, what apps run) is exported as it is, fixed, and
+    # fed one sample at a time; another fixed batch is refused with the fix.
     val = next((n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder" and n.name == user[0]), None)
-    if val is not None and getattr(val, "ndim", 0) > 0 and isinstance(val.shape[0], int):
+    fixed = val.shape[0] if val is not None and getattr(val, "ndim", 0) > 0 and isinstance(val.shape[0], int) \
+        else None
+    if fixed is not None and fixed != 1:
         raise ModelLoadError(
-            f"MODEL {path}: exported with a fixed batch of {val.shape[0]}; re-export it with a dynamic "
+            f"MODEL {path}: exported with a fixed batch of {fixed}; re-export it with a dynamic "
             "batch, torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},)), "
-            "or pass the module as module:factory")
+            "or at batch 1, or pass the module as module:factory")
     if input_shape is None:
         example = getattr(ep, "example_inputs", None)
         args = example[0] if example else ()
@@ -367,8 +370,8 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         input_shape = (1, *tuple(args[0].shape[1:]))
     from edgecompress.models.exported import ExportedModule
 
-    return ModelSpec(name=path.stem, module=ExportedModule(ep.module()).eval(), inputs=[InputSpec(input_shape)],
-                     source=str(path))
+    return ModelSpec(name=path.stem, module=ExportedModule(ep.module(), fixed).eval(), inputs=[InputSpec(input_shape)],
+                     source=str(path), extra={"fixed_batch": fixed} if fixed else {})
 
 
 def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
@@ -393,6 +396,9 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         shape = tuple(input_shape) if (input_shape and i == 0) else (1, *dims[1:])
         elem = onnx.helper.tensor_dtype_to_np_dtype(gi.type.tensor_type.elem_type)
         inputs.append(InputSpec(shape, gi.name, str(elem)))
+    first = graph_inputs[0].type.tensor_type.shape.dim if graph_inputs else []
+    # batch fixed at 1 in the file: calibrate and validate it one sample at a time (see _load_pt2)
+    fixed = {"fixed_batch": 1} if first and first[0].dim_value == 1 else {}
     return ModelSpec(
         name=path.stem,
         module=None,
@@ -400,6 +406,7 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         source=str(path),
         onnx_path=path,
         output_names=[o.name for o in model.graph.output],
+        extra=fixed,
     )
 
 

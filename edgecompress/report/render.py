@@ -238,7 +238,19 @@ def _latency_note(report: Report) -> str:
             "file's quantization) and int8 outputs back. Speed-up and size ratio are against the fp32 "
             "artifact of the same format; agreement and cosine (mean over samples) are against the "
             "reference outputs on the same inputs. Peak RSS is the whole inference process, Python "
-            "and the runtime included. `(est.)` marks estimated latency (no device measured).")
+            "and the runtime included. `(est.)` marks estimated latency (no device measured)."
+            + _fixed_batch_note(report))
+
+
+def _fixed_batch_note(report: Report) -> str:
+    fixed = [a for a in report.artifacts if a.get("settings", {}).get("batches_skipped")]
+    if not fixed:
+        return ""
+    skipped = sorted({b for a in fixed for b in a["settings"]["batches_skipped"]})
+    names = ", ".join(f"{a['format']} {a['precision']}" for a in fixed)
+    return (f" {names}: the file fixes batch {fixed[0]['settings'].get('fixed_batch')} (a model exported "
+            f"at that batch), so it was timed and evaluated at that batch only, not at "
+            f"{', '.join(map(str, skipped))}.")
 
 
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
