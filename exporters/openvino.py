@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,23 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
+def _refuse_frozen_branches(spec: ModelSpec, caught: list[warnings.WarningMessage]) -> None:
+    """ov.convert_model traces with TorchScript: an `if` on tensor values keeps the branch the
+    example input took, silently (the ONNX and TFLite exporters refuse such a model). Refused
+    here, except in transformers, whose mask code branches on shapes that do not change (and
+    OpenVINO's converter is tested against it)."""
+    import torch
+
+    for w in caught:
+        if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message) \
+                and "/transformers/" not in w.filename.replace("\\", "/"):
+            raise ExportError(
+                f"openvino conversion of {spec.name}: the model branches on tensor values at "
+                f"{w.filename}:{w.lineno}, and tracing would freeze the branch the example input took "
+                "(write it with torch.where, or export another format)")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)  # the others, as before
+
+
 def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
     decline_openvino_telemetry()
     import openvino as ov
@@ -40,10 +58,12 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
         if spec.module is not None:
             import torch
 
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", torch.jit.TracerWarning)
                 model = ov.convert_model(
                     spec.module.eval(), example_input=spec.example_inputs(1), input=[ov.PartialShape(s) for s in shapes]
                 )
+            _refuse_frozen_branches(spec, caught)
         elif spec.onnx_path is not None:
             model = ov.convert_model(str(spec.onnx_path), input=[ov.PartialShape(s) for s in shapes])
         else:

@@ -29,13 +29,27 @@ def drift(reference: np.ndarray, outputs: np.ndarray, classes: bool = True) -> d
         from edgecompress.errors import ValidationError
 
         raise ValidationError(f"artifact outputs have shape {out.shape}, reference {ref.shape}")
-    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cos = np.where(denom > 0, (ref * out).sum(1) / np.maximum(denom, 1e-30), 1.0)
+    for name, arr in (("artifact outputs", out), ("reference outputs", ref)):
+        check_finite_outputs(arr, name)
+    nr, no = np.linalg.norm(ref, axis=1), np.linalg.norm(out, axis=1)
+    # 1 only where both rows are zero: an all-zero output against a real one is 0, not "perfect"
+    cos = np.where((nr == 0) & (no == 0), 1.0, (ref * out).sum(1) / np.maximum(nr * no, 1e-30))
     d = {"cosine": float(cos.mean()), "cosine_min": float(cos.min()),
          "max_abs": float(np.abs(ref - out).max()), "mean_abs": float(np.abs(ref - out).mean())}
     if classes and ref.shape[1] > 1:
         d["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
     return d
+
+
+def check_finite_outputs(outputs: np.ndarray, what: str = "artifact outputs") -> None:
+    """A NaN / Inf output is a broken artifact, not a figure: NaN rows read as class 0 on both
+    sides (full agreement) and as cosine 1, and a bare NaN is not valid JSON."""
+    rows = ~np.isfinite(outputs.reshape(outputs.shape[0], -1)).all(1)
+    if rows.any():
+        from edgecompress.errors import ValidationError
+
+        raise ValidationError(f"{what}: {int(rows.sum())} of {len(rows)} samples hold NaN or Inf "
+                              f"(first: sample {int(rows.argmax())})")
 
 
 # ---- task metrics: chosen by the evaluation set (an STS set carries pair scores) -------------

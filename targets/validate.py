@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecompress.errors import EdgeCompressError, ValidationError
-from edgecompress.targets.metrics import drift, task_metrics
+from edgecompress.targets.metrics import check_finite_outputs, drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners.local import BenchRequest
@@ -199,6 +199,7 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
                 m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
                 if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
                     outputs = np.load(req.outputs)
+                    check_finite_outputs(outputs, f"{art.path}: outputs on the evaluation set")
                     if eval_data is not None:
                         # top-1/5 for labelled images; STS Spearman for sentence pairs
                         m.metrics = task_metrics(outputs, eval_data)

@@ -109,3 +109,30 @@ def test_local_target_is_measured(digits_artifacts, digits_eval, digits_referenc
     (m,) = validate(digits_artifacts[:1], "x86-local", digits_eval, digits_reference,
                     ValidateSettings(runs=3, warmup=1), progress=False)
     assert m.latency_kind == "measured" and m.drift["top1_agreement"] == 1.0
+
+
+def test_drift_refuses_broken_outputs_instead_of_scoring_them():
+    """All-zero or NaN outputs read as cosine 1.0 ("perfect") and NaN rows as full agreement."""
+    import numpy as np
+
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.metrics import drift
+
+    ref = np.random.default_rng(0).standard_normal((50, 10)).astype(np.float32)
+    assert drift(ref, np.zeros_like(ref))["cosine"] == 0.0
+    assert drift(np.zeros_like(ref), np.zeros_like(ref))["cosine"] == 1.0  # nothing differs
+    bad = ref.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValidationError, match=r"1 of 50 samples hold NaN or Inf \(first: sample 3\)"):
+        drift(ref, bad)
+
+
+def test_nan_outputs_fail_the_artifact(digits_artifacts, digits_eval, digits_reference):
+    from edgecompress.data import Dataset
+    from edgecompress.targets import ValidateSettings, validate
+
+    x = digits_eval.x.copy()
+    x[5] = float("nan")  # the file computes NaN for that sample
+    (m,) = validate(digits_artifacts[:1], "x86-local", Dataset(x, digits_eval.y), digits_reference,
+                    ValidateSettings(runs=3, warmup=1, rounds=1), progress=False)
+    assert m.status == "failed" and "samples hold NaN or Inf (first: sample 5)" in m.error, m.error

@@ -53,3 +53,22 @@ class Fft(nn.Module):
 
 def fft() -> nn.Module:
     return Fft()
+
+
+class Branchy(nn.Module):
+    """An `if` on tensor values: TorchScript tracing (OpenVINO's converter) would keep the branch
+    the example input took, silently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        if x.sum() > 0:
+            x = x * 2
+        return self.fc(x)
+
+
+def branchy() -> nn.Module:
+    return Branchy()

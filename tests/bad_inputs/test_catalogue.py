@@ -182,6 +182,9 @@ CASES = [
                          "{tmp}/none.pt", "--out", "{out}"], 2, "none.pt: no such file"),
     ("unexportable-op", ["tests.bad_inputs.badmodels:unexportable", "--input-shape", "1,3,8,8", "--no-validate",
                          "--out", "{out}"], 3, "onnx export of unexportable failed: unsupported op prims.bessel_j0"),
+    ("openvino-frozen-branch", ["tests.bad_inputs.badmodels:branchy", "--input-shape", "1,3,8,8", "-f", "openvino",
+                                "--no-validate", "--out", "{out}"], 3,
+     "the model branches on tensor values at"),
     # --- [issue #7] ---------------------------------------------------------------------------
     ("recipe-ratio-gt-1", ["run", "{tmp}/r_ratio.yaml", "--out", "{out}"], 2,
      "passes[0].prune.ratio: 1.5 is out of range"),
