@@ -57,6 +57,8 @@ def test_npz_with_labels_and_nan(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((5, 1, 8, 8), np.float32), y=np.arange(5))
     ds = load_data(f"{tmp_path / 'd.npz'}[2:4]", progress=False)
     assert ds.x.shape == (2, 1, 8, 8) and list(ds.y) == [2, 3]
+    # the names and the source say which rows (they read d.npz[0], d.npz[1] and dropped the slice)
+    assert ds.names == ["d.npz[2]", "d.npz[3]"] and ds.source.endswith("d.npz[2:4]")
     bad = np.ones((3, 4), np.float32)
     bad[1, 2] = np.inf
     np.save(tmp_path / "bad.npy", bad)
@@ -115,3 +117,45 @@ def test_at_side_rereads_image_files_and_resizes_tensors(tmp_path):
     assert np.abs(resized.x - direct.x).mean() > 0.01  # blurrier than the files read at 16 px
     with pytest.raises(DataError, match="are not images"):
         type(ds)(np.zeros((2, 5), np.float32), source="t.npy").at_side(4)
+
+
+def test_csv_quirks_of_real_files(tmp_path):
+    """Excel's UTF-8 CSV (a byte-order mark, no header), a float label in the first row (it was
+    dropped as a header), a CSV beside an image folder (names are that folder's files)."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        _img(imgs / f"d{i}.png", "red")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("d0.png,0\r\nd1.png,1\r\nd2.png,2\r\n".encode("utf-8-sig"))
+    ds = load_data(DataSpec(str(imgs), labels=str(bom)), "efficientnet-lite", 8, progress=False)
+    assert list(ds.y) == [0, 1, 2]  # the CSV lives elsewhere: names resolve in the image folder
+    (imgs / "labels.csv").write_bytes("\ufeffd0.png,0\nd1.png,1\nd2.png,2\n".encode())
+    assert len(load_data(str(imgs), "efficientnet-lite", 8, progress=False)) == 3
+    (imgs / "labels.csv").write_text("d0.png,1.0\nd1.png,1\nd2.png,2\n")
+    with pytest.raises(DataError, match=r"labels.csv:1: class_index '1.0' is not an integer"):
+        load_data(str(imgs), "efficientnet-lite", 8, progress=False)
+    (imgs / "labels.csv").unlink()
+    bom.write_text("nothere.png,0\n")
+    with pytest.raises(DataError, match=rf"image 'nothere.png' not found \(looked in {imgs}\)"):
+        load_data(DataSpec(str(imgs), labels=str(bom)), "efficientnet-lite", 8, progress=False)
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    with pytest.raises(DataError, match="labels= applies to a folder of images"):
+        load_data(DataSpec(str(tmp_path / "x.npy"), labels=str(bom)), progress=False)
+    with pytest.raises(Exception, match=r"^data /nonexistent: no such file"):  # not "data data"
+        load_data("/nonexistent", progress=False)
+
+
+def test_a_failing_transform_is_not_blamed_on_the_image(tmp_path):
+    for i in range(3):
+        _img(tmp_path / f"{i}.png", "red", (8 + i, 8))
+
+    def boom(im):
+        raise ValueError("my bug")
+
+    with pytest.raises(DataError, match=r"0.png: the preprocessing failed on it \(ValueError: my bug\)"):
+        load_data(str(tmp_path), boom, progress=False)
+    with pytest.raises(DataError, match=r"1.png: gives shape \(8, 9\) after preprocessing, 0.png gave \(8, 8\)"):
+        load_data(str(tmp_path), lambda im: np.asarray(im.convert("L")), progress=False)
+    with pytest.raises(DataError, match=r"0.png: the preprocessing gave NaN or Inf"):
+        load_data(str(tmp_path), lambda im: np.full((2, 2), np.nan), progress=False)

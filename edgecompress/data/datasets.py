@@ -40,7 +40,7 @@ class Dataset:
 
     x: np.ndarray | dict[str, np.ndarray]
     y: np.ndarray | None = None
-    source: str = ""
+    source: str = "in-memory Dataset"  # what errors name (a bare "" read "labels of  go up to ...")
     names: list[str] = field(default_factory=list)
     reload: Callable[[int], Dataset] | None = field(default=None, repr=False, compare=False)
 
@@ -199,19 +199,34 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
         raise DataError(f"{path}: dtype {x.dtype} is not a real number type (expected float32)")
     x = x.astype(np.float32, copy=False) if np.issubdtype(x.dtype, np.floating) else x
     check_finite(x, str(path))
-    return Dataset(np.ascontiguousarray(x), y, str(path), [f"{path.name}[{i}]" for i in range(len(x))])
+    # names by row in the file: a slice [2:5] holds rows 2-4, not 0-2
+    rows = range(n_all)[sl]
+    return Dataset(np.ascontiguousarray(x), y, str(path), [f"{path.name}[{i}]" for i in rows])
 
 
-def _read_labels_csv(csv_path: Path) -> tuple[list[Path], list[int]]:
-    files, labels = [], []
+def _is_number(text: str) -> bool:
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_labels_csv(csv_path: Path, base: Path | None = None) -> tuple[list[Path], list[int]]:
+    """`filename,class_index` rows; file names relative to `base` (default: the CSV's folder)."""
+    files, labels = [], []
+    base = base if base is not None else csv_path.parent
+    try:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that glued onto the first name
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as e:
         raise InputFileError(f"{csv_path}: cannot read labels CSV ({e})") from e
     first_line = 1
-    if rows and len(rows[0]) > 1 and not rows[0][1].strip().lstrip("-").isdigit():
-        rows, first_line = rows[1:], 2  # a header line
+    # a header only if its second field is no number at all: "d0.png,1.0" is a bad label, not a
+    # header to drop silently
+    if rows and len(rows[0]) > 1 and not _is_number(rows[0][1].strip()):
+        rows, first_line = rows[1:], 2
     for lineno, row in enumerate(rows, start=first_line):
         if not row:
             continue
@@ -223,9 +238,9 @@ def _read_labels_csv(csv_path: Path) -> tuple[list[Path], list[int]]:
             raise DataError(f"{csv_path}:{lineno}: class_index {row[1]!r} is not an integer") from None
         if label < 0:
             raise DataError(f"{csv_path}:{lineno}: class_index {label} is negative")
-        p = (csv_path.parent / row[0]).resolve()
+        p = (base / row[0]).resolve()
         if not p.is_file():
-            raise DataError(f"{csv_path}:{lineno}: image {row[0]!r} not found")
+            raise DataError(f"{csv_path}:{lineno}: image {row[0]!r} not found (looked in {base})")
         files.append(p)
         labels.append(label)
     return files, labels
@@ -254,9 +269,15 @@ def _decode(path: Path, transform: Transform) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(transform(im), dtype=np.float32)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    try:  # apart from decoding: a bug in a caller's transform is not a broken image
+        out = np.asarray(transform(im), dtype=np.float32)
+    except Exception as e:
+        raise DataError(f"{path}: the preprocessing failed on it ({type(e).__name__}: {e})") from e
+    if out.ndim < 1:
+        raise DataError(f"{path}: the preprocessing returned a scalar, not an array per image")
+    return out
 
 
 def load_images(files: Sequence[Path], transform: Transform, desc: str = "images",
@@ -268,48 +289,59 @@ def load_images(files: Sequence[Path], transform: Transform, desc: str = "images
         it = pool.map(lambda p: _decode(p, transform), files)
         arrays = list(tqdm(it, total=len(files), desc=desc, unit="img", leave=False,
                            disable=not progress))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise DataError(f"images give different shapes after preprocessing: {sorted(shapes)[:3]}")
-    return np.stack(arrays)
+    odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
+    if odd is not None:
+        raise DataError(f"{files[odd]}: gives shape {arrays[odd].shape} after preprocessing, "
+                        f"{files[0].name} gave {arrays[0].shape} (the images must come out the same size)")
+    stacked = np.stack(arrays)
+    bad = ~np.isfinite(stacked.reshape(len(stacked), -1)).all(1)
+    if bad.any():  # a caller's transform (a division by a zero std): NaN went on to calibration
+        raise DataError(f"{files[int(bad.argmax())]}: the preprocessing gave NaN or Inf")
+    return stacked
 
 
 def load_data(spec: DataSpec | str, preprocess: str | Transform = "efficientnet-lite",
               image_size: int = 224, purpose: str = "data", progress: bool = True) -> Dataset:
     """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors."""
+    what = "data" if purpose in ("", "data") else f"{purpose} data"  # not "data data"
     if isinstance(spec, Path):
         spec = str(spec)
     if not isinstance(spec, (str, DataSpec)):
-        raise DataError(f"{purpose} data: expected a path or a DataSpec, got {type(spec).__name__}")
+        raise DataError(f"{what}: expected a path or a DataSpec, got {type(spec).__name__}")
     spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
     if not str(spec.path).strip():  # "" read the current directory as an image folder
-        raise DataError(f"{purpose} data: empty path")
+        raise DataError(f"{what}: empty path")
     path = Path(spec.path).expanduser()
     sl = slice(spec.start, spec.stop)
     if not path.exists():
-        raise InputFileError(f"{purpose} data {path}: no such file or directory")
+        raise InputFileError(f"{what} {path}: no such file or directory")
+    if spec.labels and not path.is_dir():  # it was ignored silently
+        raise DataError(f"{what} {path}: labels= applies to a folder of images (a CSV or .npz "
+                        "carries its own labels)")
     if path.is_file() and path.suffix.lower() in TENSOR_SUFFIXES:
         ds = _load_tensors(path, sl)
         if len(ds) == 0:
-            raise DataError(f"{purpose} data {spec}: the selected range is empty")
+            raise DataError(f"{what} {spec}: the selected range is empty")
+        ds.source = str(spec)  # with its slice, as for images
         return ds
     if path.is_file() and path.suffix.lower() == ".csv":
         files, labels = _read_labels_csv(path)
     elif path.is_dir():
         if spec.labels:
-            files, labels = _read_labels_csv(Path(spec.labels))
+            # the names in a CSV given beside an image folder are that folder's files
+            files, labels = _read_labels_csv(Path(spec.labels).expanduser(), base=path)
         else:
             files, labels = _list_images(path)
     else:
-        raise InputFileError(f"{purpose} data {path}: expected a folder of images, a labels CSV, "
+        raise InputFileError(f"{what} {path}: expected a folder of images, a labels CSV, "
                              "or a .npy/.npz file")
     if not files:
-        raise DataError(f"{purpose} data {path}: no images found "
+        raise DataError(f"{what} {path}: no images found "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     files = files[sl]
     labels = labels[sl] if labels is not None else None
     if not files:
-        raise DataError(f"{purpose} data {spec}: the selected range is empty")
+        raise DataError(f"{what} {spec}: the selected range is empty")
     transform = get_transform(preprocess, image_size)
     x = load_images(files, transform, desc=f"loading {purpose} images", progress=progress)
     y = np.asarray(labels, dtype=np.int64) if labels is not None else None

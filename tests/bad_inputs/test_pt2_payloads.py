@@ -133,15 +133,19 @@ def test_untrusted_pt2_is_refused_without_running_it(archives, tmp_path, case_id
 
 
 def test_ordinary_pt2_still_loads(archives):
-    from edgecompress.errors import ModelLoadError
     from edgecompress.models import load_model
 
     spec = load_model(str(archives["dynamic"]))
     assert spec.inputs[0].shape == (1, 3)
-    # a payload-free archive with a fixed batch passes the safety check and is then refused for
-    # its batch (every format exports a dynamic batch), with the fix
-    with pytest.raises(ModelLoadError, match="fixed batch of 1"):
-        load_model(str(archives["plain"]))
+    # a payload-free archive with a fixed batch of 1 passes the safety check and loads, its
+    # module running other batches one sample at a time
+    import torch
+
+    plain = load_model(str(archives["plain"]))
+    assert plain.extra["fixed_batch"] == 1
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        assert torch.allclose(plain.module(x), torch.cat([plain.module(x[i:i + 1]) for i in range(4)]))
 
 
 def test_trust_flag_lets_torch_load_it_and_the_payload_is_live(archives, monkeypatch):
