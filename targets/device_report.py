@@ -38,11 +38,57 @@ def _format_for(path: Path) -> str:
 
 
 def _guess_precision(path: Path) -> str:
+    """Read from the file; the name only when the file says nothing readable. An int8 file named
+    model.onnx was listed as fp32 and became the drift reference of the real fp32 one."""
+    with contextlib.suppress(Exception):  # unreadable: its benchmark fails in one line later
+        if (found := _precision_in_file(path)) is not None:
+            return found
     stem = path.stem.lower()
     for p in ("int8-dynamic", "int8", "fp16", "fp32"):
-        if p in stem:
+        if re.search(rf"(^|[-_.]){p}($|[-_.])", stem):  # "print8" is no int8
             return p
     return "fp32"
+
+
+_ONNX_STATIC = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd"}
+_ONNX_DYNAMIC = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}
+
+
+def _precision_in_file(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+        ops = {n.op_type for n in m.graph.node}
+        if ops & _ONNX_STATIC:
+            return "int8"
+        if ops & _ONNX_DYNAMIC:
+            return "int8-dynamic"
+        if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
+            return "fp16"
+        return "fp32"
+    if suffix == ".xml":  # OpenVINO IR: NNCF int8 leaves FakeQuantize / i8 / u8 weights
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if 'type="FakeQuantize"' in text or 'element_type="i8"' in text:
+            return "int8"
+        if re.search(r'<layer[^>]*type="Const"[^>]*>\s*<data[^>]*element_type="f16"', text):
+            return "fp16"
+        return "fp32"
+    if suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(path))
+        tensors = it.get_tensor_details()
+        kinds = {t["dtype"].__name__ for t in tensors}
+        if it.get_input_details()[0]["dtype"].__name__ in ("int8", "uint8"):
+            return "int8"  # full-integer: the file takes int8
+        if kinds & {"int8", "uint8"}:
+            return "dynamic-int8"
+        if "float16" in kinds:
+            return "fp16"
+        return "fp32"
+    return None
 
 
 def _artifact_from_file(path: Path, row: dict[str, Any] | None = None,
@@ -94,9 +140,13 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
             rows = {}
             if (p / "report.json").exists():
                 try:
-                    source_report = source_report or json.loads((p / "report.json").read_text())
-                    rows = {Path(r["path"]).name: r for r in source_report.get("artifacts", [])}
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    # each directory's rows from its own report (the second directory's files got
+                    # the first one's calibration details and TFLite I/O scales); the model
+                    # summary from the first report
+                    own = json.loads((p / "report.json").read_text())
+                    rows = {Path(r["path"]).name: r for r in own.get("artifacts", [])}
+                    source_report = source_report or own
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                     rows = {}
             for e in entries:
                 name = e.get("path") if isinstance(e, dict) else None
@@ -212,9 +262,34 @@ def parse_gates(exprs: list[str]) -> list[Gate]:
             if not m:
                 raise ConfigError(f"--fail-on {text.strip()!r}: expected 'path.to.metric OP number' "
                                   "with OP one of < <= > >= == != (e.g. 'drift.top1_agreement<0.97')")
-            gates.append(Gate(text.strip(), tuple(m.group(1).split(".")), m.group(2),
-                              float(m.group(3))))
+            gate = Gate(text.strip(), tuple(m.group(1).split(".")), m.group(2), float(m.group(3)))
+            _check_gate_path(gate)
+            gates.append(gate)
     return gates
+
+
+# What an artifact row holds (report.json), so a typo is refused before the work, not after it.
+# metrics.* is open: the evaluation set decides (top1 / top5 for labelled images, spearman for STS).
+_GATE_FIELDS = {
+    "latency_ms": {"p50", "p90", "p99", "mean", "cpu_p50", "io_ms"},
+    "memory_mb": {"peak_rss", "rss_before_load", "model_and_runtime"},
+    "drift": {"top1_agreement", "cosine", "cosine_min", "max_abs", "mean_abs"},
+}
+
+
+def _check_gate_path(g: Gate) -> None:
+    import difflib
+
+    known = ["size_bytes", *(f"{k}.{f}" for k, fs in _GATE_FIELDS.items() for f in sorted(fs)), "metrics.top1"]
+    head, rest = g.path[0], g.path[1:]
+    ok = (head == "size_bytes" and not rest) or (head == "metrics" and len(rest) == 1) \
+        or (head in _GATE_FIELDS and len(rest) == 1 and rest[0] in _GATE_FIELDS[head])
+    if not ok:
+        near = difflib.get_close_matches(".".join(g.path), known, n=1, cutoff=0.5)
+        raise ConfigError(f"--fail-on {g.text!r}: a report row has no {'.'.join(g.path)}"
+                          + (f" (did you mean {near[0]}?)" if near else "")
+                          + "; gate on latency_ms.p50, size_bytes, memory_mb.peak_rss, metrics.top1, "
+                          "drift.top1_agreement, ...")
 
 
 def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
@@ -230,7 +305,8 @@ def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
             if _OPS[g.op](v, g.value):
                 failures.append(f"gate failed: {g.text} ({row['format']} {row['precision']} on "
                                 f"{row.get('target', '')}: {'.'.join(g.path)} = {v:.4g})")
-        if not seen:
+        if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
+            # (with failed rows the failures are the news: the CLI exits 4 with their table)
             raise ConfigError(f"--fail-on {g.text!r}: no artifact in the report has a numeric "
                               f"{'.'.join(g.path)} (e.g. drift.top1_agreement, latency_ms.p50, "
                               "size_bytes, metrics.top1, memory_mb.peak_rss; an estimated target has no accuracy, "
@@ -240,17 +316,24 @@ def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
 
 # ---- the whole command ---------------------------------------------------------------------------
 
-def _check_gates_measurable(gates: list[Gate], profile: Any) -> None:
-    """A gate on accuracy, drift or memory cannot pass or fail on an estimated target (nothing
-    runs): refused before any work (it was refused after validating everything)."""
+def _check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:
+    """A gate nothing will measure cannot pass or fail: refused before any work (it was refused
+    after validating everything): accuracy, drift or memory on an estimated target (nothing
+    runs; an estimate has only a p50 latency), accuracy or drift without --eval."""
     from edgecompress.targets.runners.estimate import runner_name_for
 
+    for g in gates:
+        if not has_eval and g.path[0] in ("metrics", "drift"):
+            raise ConfigError(f"--fail-on {g.text!r}: {g.path[0]} needs evaluation data; pass --eval")
     if runner_name_for(profile) != "estimate":
         return
     for g in gates:
         if g.path[0] in ("metrics", "drift", "memory_mb"):
             raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
                               f"attached), so it measures no {g.path[0]}; gate on latency_ms.p50 or size_bytes")
+        if g.path[0] == "latency_ms" and g.path[1] != "p50":
+            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+                              "attached): an estimate has a p50 latency only; gate on latency_ms.p50")
 
 
 def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: Any) -> tuple[list[Artifact], list[str]]:
@@ -317,9 +400,12 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         from edgecompress.data.presets import PRESETS
 
         PRESETS.get(preprocess, "--preprocess")
-    _check_gates_measurable(gates, profile)
+    _check_gates_measurable(gates, profile, has_eval=bool(eval))
     arts, source = load_artifacts(paths)
     arts, skipped = _formats_the_target_runs(arts, paths, profile)
+    from edgecompress.targets.runners.estimate import preflight
+
+    preflight(profile)  # unreachable host / no phone / no rootfs / missing [hardware]: one error, nothing written
     base = None
     if baseline is not None:
         from edgecompress.report import Report as _R
@@ -328,12 +414,28 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     out_dir = ensure_writable_dir(Path(out_dir))
     model = dict((source or {}).get("model", {})) or {"name": Path(arts[0].path).stem}
     ev, ref, reference, ref_source = None, None, {}, ""
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    if eval and runner_name_for(profile) == "estimate":
+        # nothing runs on an estimated target: the fp32 reference ran here for nothing and the
+        # report listed evaluation data next to rows that measured none
+        import sys
+
+        print(f"note: --target {profile.name} is estimated here (no device attached): nothing runs, "
+              "so --eval is not used", file=sys.stderr)
+        eval = None
     if eval:
         from edgecompress.data import load_data
 
         shape = model.get("input_shape") or []
-        size = int(shape[-1]) if len(shape) == 4 else 224
-        ev = load_data(eval, preprocess or "efficientnet-lite", size, "evaluation", progress)
+        if len(shape) != 4 and arts[0].inputs:  # loose files: the side from the file's own input
+            shape = list(arts[0].inputs[0].shape)
+            if arts[0].inputs[0].layout == "NHWC" and len(shape) == 4:
+                shape = [shape[0], shape[3], shape[1], shape[2]]
+        size = int(shape[-1]) if len(shape) == 4 and isinstance(shape[-1], int) else 224
+        # the export's preset (recorded in its report), else the flag, else EfficientNet-Lite's
+        ev = load_data(eval, preprocess or model.get("preprocess") or "efficientnet-lite", size, "evaluation",
+                       progress)
         with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
             ref, ref_source = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
         if ref is not None:

@@ -234,18 +234,34 @@ def layers_from_artifact(path: Path | str, fmt: str) -> list[Layer]:
         raise ConfigError(f"estimate: no layer reader for format {fmt!r} (known: {', '.join(readers)})")
     try:
         return readers[fmt](path)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise InputFileError(f"{path}: cannot read its layers for an estimate ({e})") from e
+    except (OSError, ValueError, RuntimeError, *_parse_errors(fmt)) as e:
+        raise InputFileError(f"{path}: not a readable {fmt} file; cannot read its layers for an estimate "
+                             f"({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def _parse_errors(fmt: str) -> tuple[type[BaseException], ...]:
+    """What a reader raises on a corrupt file besides OSError / ValueError / RuntimeError: a cut
+    .onnx is a protobuf DecodeError (not a ValueError) and reached the user as a traceback."""
+    if fmt != "onnx":
+        return ()
+    import onnx.checker
+    import onnx.shape_inference
+    from google.protobuf.message import Error as ProtobufError
+
+    return ProtobufError, onnx.shape_inference.InferenceError, onnx.checker.ValidationError
 
 
 # ---- the cost model ---------------------------------------------------------------------------
 
 def _hw(profile: TargetProfile, key: str) -> float:
+    where = f" ({profile.path})" if profile.path else ""
     try:
-        return float(profile.hardware[key])
+        value = float(profile.hardware[key])
     except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"target {profile.name}: [hardware] {key} is needed for an estimate "
-                          f"({profile.path})") from None
+        raise ConfigError(f"target {profile.name}: [hardware] {key} is needed for an estimate{where}") from None
+    if not 0 < value < float("inf"):  # 0 was a ZeroDivisionError, a negative one a negative latency
+        raise ConfigError(f"target {profile.name}: [hardware] {key} = {value:g} must be a positive number{where}")
+    return value
 
 
 def estimate_latency(layers: list[Layer], profile: TargetProfile, precision: str,

@@ -1,7 +1,15 @@
-"""Target profiles: one TOML file each under targets/profiles/ (or a path the user passes)."""
+"""Target profiles: one TOML file each under targets/profiles/ (or a path the user passes).
+
+Every table is checked key by key when a profile is loaded: a typo (`hostname` for `host`) was
+silently ignored and the device silently estimated, and a wrong type (`port = "22x"`,
+`big_cores = "0-3"`) failed much later as a traceback or, worse, as a wrong figure. Each bad value
+is one ConfigError naming the file, the [table] and the key.
+"""
 
 from __future__ import annotations
 
+import difflib
+import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +18,103 @@ from typing import Any
 from edgecompress.errors import ConfigError, InputFileError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+
+# ---- what each table may hold -------------------------------------------------------------------
+# A checker takes the value and returns None when it is fine, else what it must be.
+
+
+def _int(low: int, high: int | None = None):
+    def check(v: Any) -> str | None:
+        # TOML true/false are Python bools, which are ints: refused (`port = true` is no port).
+        ok = isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+        return None if ok else (f"an integer {low}..{high}" if high is not None else f"an integer >= {low}")
+    return check
+
+
+def _positive(v: Any) -> str | None:
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 and v != float("inf")
+    return None if ok else "a positive number"
+
+
+def _text(v: Any) -> str | None:
+    return None if isinstance(v, str) else 'text in quotes (e.g. "...")'
+
+
+def _choice(*options: str):
+    def check(v: Any) -> str | None:
+        return None if v in options else f"one of {', '.join(repr(o) for o in options)}"
+    return check
+
+
+def _flag(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _cpu_list(v: Any) -> str | None:
+    ok = (isinstance(v, list) and v and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v)
+          and len(set(v)) == len(v))
+    return None if ok else "a non-empty list of distinct CPU numbers, e.g. [4, 5, 6, 7]"
+
+
+def _env(v: Any) -> str | None:
+    ok = isinstance(v, dict) and all(isinstance(x, str | int | float) and not isinstance(x, bool)
+                                     for x in v.values())
+    return None if ok else 'a table of variables, e.g. env = { PYTHONPATH = "/opt/lib" }'
+
+
+# Keys each runner reads from [connection] (targets/runners/*.py).
+_SSH = {"host": _text, "user": _text, "port": _int(1, 65535), "identity_file": _text,
+        "known_hosts": _text, "python": _text, "env": _env, "connect_timeout_s": _int(1),
+        "command_timeout_s": _positive, "remote_tmp": _text,
+        "strict_host_key_checking": _choice("yes", "accept-new")}
+_ADB = {"adb": _text, "serial": _text, "remote_dir": _text, "benchmark_model": _text,
+        "mode": _choice("benchmark_model", "bench.py"), "python": _text, "command_timeout_s": _positive}
+_QEMU = {"rootfs": _text, "python": _text, "runs": _int(1), "warmup": _int(0),
+         "command_timeout_s": _positive, "env": _env}
+CONNECTION_KEYS: dict[str, dict[str, Any]] = {"ssh": _SSH, "adb": _ADB, "qemu": _QEMU}
+# local and estimate read no [connection]; a profile copied from a device's and switched to them
+# may keep that device's keys (checked like that device's), but a key no runner reads is a typo.
+_ANY_CONNECTION = {**_QEMU, **_ADB, **_SSH}
+
+HARDWARE_KEYS: dict[str, Any] = {
+    "cpu": _text, "cores": _int(1), "big_cores": _cpu_list, "clock_ghz": _positive,
+    "peak_fp32_gops_per_core": _positive, "peak_int8_gops_per_core": _positive,
+    "memory_bandwidth_gbs": _positive, "has_dotprod": _flag,
+}
+
+
+def _hint(name: str, known: list[str]) -> str:
+    """'did you mean X? ' for the closest known name (case aside: `SSH` means ssh), else ''."""
+    lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5)
+    return f"did you mean {lower[close[0]]}? " if close else ""
+
+
+def _unknown(where: str, section: str, key: str, known: list[str]) -> ConfigError:
+    hint = _hint(key, known)
+    return ConfigError(f"{where}: {section}{key}: unknown key ({hint}known: {', '.join(sorted(known))})")
+
+
+def _check_table(where: str, section: str, table: dict[str, Any], schema: dict[str, Any],
+                 strict: bool = True) -> None:
+    for key, value in table.items():
+        check = schema.get(key)
+        if check is None:
+            if strict:
+                raise _unknown(where, f"[{section}] ", key, list(schema))
+            continue
+        want = check(value)
+        if want is not None:
+            raise ConfigError(f"{where}: [{section}] {key} = {value!r}: must be {want}")
+
+
+def _check_names(where: str, key: str, values: list[str], known: list[str], what: str) -> None:
+    for v in values:
+        if v not in known:
+            hint = _hint(v, known)
+            # "runner: unknown runner 'x'" would say it twice
+            label = "" if key == what else f"{key}: "
+            raise ConfigError(f"{where}: {label}unknown {what} {v!r} ({hint}known: {', '.join(known)})")
 
 
 @dataclass
@@ -25,6 +130,36 @@ class TargetProfile:
     sources: dict[str, str] = field(default_factory=dict)
     path: str = ""
 
+    def __post_init__(self) -> None:
+        # Here, not only in from_file: a profile built in Python reaches the same runners.
+        self.check_tables()
+
+    def check_tables(self) -> None:
+        """[connection], [hardware] and [sources]: known keys, types and ranges (ConfigError)."""
+        where = f"--target {self.path}" if self.path else f"target {self.name}"
+        for key in ("connection", "hardware", "sources"):
+            if not isinstance(getattr(self, key), dict):
+                raise ConfigError(f"{where}: {key} must be a table ([{key}])")
+        schema = CONNECTION_KEYS.get(self.runner)
+        if schema is not None:
+            unread = [k for k in self.connection if k not in schema and k in _ANY_CONNECTION]
+            if unread:  # another runner's key: the user meant something this runner does not do
+                raise ConfigError(f"{where}: [connection] {unread[0]}: runner {self.runner} does not read "
+                                  f"it (its keys: {', '.join(sorted(schema))})")
+            _check_table(where, "connection", self.connection, schema)
+        else:
+            _check_table(where, "connection", self.connection, _ANY_CONNECTION,
+                         strict=self.runner in ("local", "estimate"))
+        _check_table(where, "hardware", self.hardware, HARDWARE_KEYS)
+        cores, big = self.hardware.get("cores"), self.hardware.get("big_cores")
+        if isinstance(cores, int) and big and max(big) >= cores:
+            raise ConfigError(f"{where}: [hardware] big_cores = {big!r}: CPU {max(big)} does not exist with "
+                              f"cores = {cores} (CPUs are numbered 0..{cores - 1})")
+        for key, value in self.sources.items():
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: [sources] {key} = {value!r}: must be text naming the public "
+                                  "source of the figure")
+
     @classmethod
     def from_file(cls, path: Path) -> TargetProfile:
         try:
@@ -37,24 +172,34 @@ class TargetProfile:
             raise InputFileError(f"--target {path}: cannot read ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"--target {path}: invalid TOML ({e})") from e
+        where = f"--target {path}"
         missing = [k for k in ("name", "isa", "runner", "runtimes", "formats") if k not in data]
         if missing:
-            raise ConfigError(f"--target {path}: missing key(s) {', '.join(missing)}")
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"--target {path}: unknown key(s) {', '.join(unknown)}")
+            raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+        known = [f for f in cls.__dataclass_fields__ if f != "path"]
+        for key in data:
+            if key not in known:
+                raise _unknown(where, "", key, known)
+        for key in ("name", "isa", "description"):
+            if key in data and not (isinstance(data[key], str) and (data[key].strip() or key == "description")):
+                raise ConfigError(f"{where}: {key} = {data[key]!r}: must be non-empty text in quotes")
         from edgecompress.targets.runners import RUNNERS
 
-        if data["runner"] not in RUNNERS.names():
-            raise ConfigError(f"--target {path}: unknown runner {data['runner']!r} "
+        if not isinstance(data["runner"], str):
+            raise ConfigError(f"{where}: runner = {data['runner']!r}: must be a runner name in quotes "
                               f"(known: {', '.join(RUNNERS.names())})")
+        _check_names(where, "runner", [data["runner"]], RUNNERS.names(), "runner")
         for key in ("connection", "hardware", "sources"):
             if not isinstance(data.get(key, {}), dict):
-                raise ConfigError(f"--target {path}: {key} must be a table ([{key}])")
+                raise ConfigError(f"{where}: {key} must be a table ([{key}])")
         for key in ("runtimes", "formats"):
             if not (isinstance(data[key], list) and data[key] and all(isinstance(v, str) for v in data[key])):
-                raise ConfigError(f"--target {path}: {key} must be a list of names, e.g. {key} = [\"onnx\"]")
+                raise ConfigError(f"{where}: {key} must be a list of names, e.g. {key} = [\"onnx\"]")
+        from edgecompress.exporters import FORMATS
+
+        # The format table is the one list of formats and of the runtimes that run them.
+        _check_names(where, "formats", data["formats"], FORMATS.names(), "format")
+        _check_names(where, "runtimes", data["runtimes"], sorted({f.runtime for _, f in FORMATS}), "runtime")
         data.setdefault("description", "")
         data["path"] = str(path)
         return cls(**data)
@@ -66,6 +211,13 @@ class TargetProfile:
         if foreign:
             raise ConfigError(f"--target {self.name} runs {', '.join(self.formats)}; not {', '.join(foreign)} "
                               "(drop that --format, or pick a target that lists it)")
+
+    def default_cpus(self, threads: int) -> list[int]:
+        """The CPUs a run of `threads` threads is pinned to: the first `threads` big cores when the
+        profile lists them (CPUs 0..n-1 are the LITTLE cores of a phone or an RK3588 board), else
+        CPUs 0..threads-1. Never more CPUs than there are big cores."""
+        big = [int(c) for c in self.hardware.get("big_cores") or []]
+        return big[:max(threads, 1)] if big else list(range(max(threads, 1)))
 
 
 def list_targets() -> dict[str, TargetProfile]:

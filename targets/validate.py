@@ -148,12 +148,16 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
     from edgecompress.exporters import FORMATS
 
     settings = settings or ValidateSettings()
+    if eval_data is not None:  # NaN samples came back as "NaN outputs" of every artifact
+        from edgecompress.data.datasets import check_in_memory
+
+        check_in_memory(eval_data, f"evaluation data {eval_data.source}")
     profile = get_target(target) if isinstance(target, str) else target
     # A profile whose device is not attached (no ssh host, no phone) is estimated, and says so.
     from edgecompress.targets.runners.estimate import runner_name_for
 
     runner = RUNNERS.get(runner_name_for(profile), "--target")
-    cpus = settings.cpus or list(range(settings.threads))
+    cpus = settings.cpus or profile.default_cpus(settings.threads)  # a phone's big cores, not 0..n-1
     out: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="edgecompress-val-") as td:
         inputs = _inputs_file(eval_data, Path(td)) if eval_data is not None else None
@@ -195,6 +199,10 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
                 m.latency_kind = res.get("latency_kind", "measured")
                 m.memory_mb = res["memory_mb"]
                 m.runtime = res["runtime"]
+                m.settings["threads"] = res.get("threads", settings.threads)  # an estimate caps them
+                if res.get("device"):  # ssh / adb / qemu: where it ran, for the report's header
+                    m.runtime = {**m.runtime, "device": {**res["device"], **(
+                        {"arch": res["machine"].get("arch")} if res.get("machine", {}).get("arch") else {})}}
                 m.settings["cpus"] = res.get("cpus", cpus)
                 m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
                 if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
@@ -269,16 +277,36 @@ def combine_rounds(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[st
 
 
 def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: bool = True) -> np.ndarray:
-    """fp32 PyTorch outputs on `data`: the reference every artifact is compared with."""
+    """fp32 PyTorch outputs on `data`: the reference every artifact is compared with.
+
+    `module`: an nn.Module or a ModelSpec. It runs in eval mode (a module left in train mode gave
+    a reference with dropout noise in it) and gets its own mode back.
+    """
     import torch
 
+    from edgecompress.data import Dataset
+    from edgecompress.errors import ConfigError
+    from edgecompress.models import ModelSpec
+
+    if isinstance(module, ModelSpec):
+        module = module.module
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"reference_outputs: expected an nn.Module or a ModelSpec, got {type(module).__name__}")
+    if not isinstance(data, Dataset):
+        raise ConfigError(f"reference_outputs: data must be a Dataset (edgecompress.load_data(...) or "
+                          f"Dataset(x, y)), got {type(data).__name__}")
     outs = []
-    with torch.no_grad():
-        for xb in data.batches(batch, desc="fp32 reference (PyTorch)" if progress else None):
-            if isinstance(xb, dict):
-                y = module(**{k: torch.from_numpy(np.asarray(v)) for k, v in xb.items()})
-            else:
-                y = module(torch.from_numpy(np.ascontiguousarray(xb)))
-            y = y[0] if isinstance(y, tuple | list) else y
-            outs.append(y.float().reshape(y.shape[0], -1).numpy())
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for xb in data.batches(batch, desc="fp32 reference (PyTorch)" if progress else None):
+                if isinstance(xb, dict):
+                    y = module(**{k: torch.from_numpy(np.asarray(v)) for k, v in xb.items()})
+                else:
+                    y = module(torch.from_numpy(np.ascontiguousarray(xb)))
+                y = y[0] if isinstance(y, tuple | list) else y
+                outs.append(y.float().reshape(y.shape[0], -1).numpy())
+    finally:
+        module.train(was_training)
     return np.concatenate(outs)

@@ -96,13 +96,16 @@ def test_adb_commands_pinned_and_quoted(fake_adb, tmp_path, monkeypatch):
     calls = fake_adb()
     assert calls[0] == ["devices"]
     push = next(c for c in calls if c[0] == "push")
-    assert push[1].endswith("my model;rm -rf x.tflite") and push[2] == "/data/local/tmp/edgecompress/"
+    run_dir = push[2].rstrip("/")  # this run's own folder inside remote_dir
+    assert push[1].endswith("my model;rm -rf x.tflite")
+    assert run_dir.startswith("/data/local/tmp/edgecompress/edgecompress.")
     bench = next(c for c in calls if c[0] == "shell" and "benchmark_model" in c[1])
     words = shlex.split(bench[1])  # what the phone's shell will see: one word per argument
-    assert words[:3] == ["taskset", "f0", "/data/local/tmp/benchmark_model"]
-    assert "--graph=/data/local/tmp/edgecompress/my model;rm -rf x.tflite" in words
+    i = words.index("taskset")  # after the guard that kills it at its timeout
+    assert words[:2] == ["sh", "-c"] and words[i:i + 3] == ["taskset", "f0", "/data/local/tmp/benchmark_model"]
+    assert f"--graph={run_dir}/my model;rm -rf x.tflite" in words
     assert "--num_threads=4" in words and "--num_runs=50" in words and "--use_xnnpack=true" in words
-    assert calls[-1] == ["shell", "rm -rf /data/local/tmp/edgecompress"]  # cleaned up
+    assert calls[-1] == ["shell", f"rm -rf {run_dir}"]  # cleaned up: that folder only
 
 
 def test_adb_bench_py_mode_command(tmp_path):
@@ -110,12 +113,13 @@ def test_adb_bench_py_mode_command(tmp_path):
 
     dev = AdbDevice.__new__(AdbDevice)
     dev.__dict__.update(adb="adb", serial="X", remote_dir="/data/local/tmp/ec", mode="bench.py",
+                        run_dir="/data/local/tmp/ec/edgecompress.1",
                         python="/data/data/com.termux/files/usr/bin/python", big_cores=[6, 7],
                         benchmark_model="", timeout=10, name="t")
     (cmd,) = dev.commands(_req(tmp_path, "m.onnx", runtime="onnxruntime"))
     assert cmd[:4] == ["taskset", "c0", "/data/data/com.termux/files/usr/bin/python",
-                       "/data/local/tmp/ec/bench.py"]
-    assert cmd[4] == "/data/local/tmp/ec/m.onnx" and "--runtime" in cmd
+                       "/data/local/tmp/ec/edgecompress.1/bench.py"]
+    assert cmd[4] == "/data/local/tmp/ec/edgecompress.1/m.onnx" and "--runtime" in cmd
     assert dev.shell_argv(["echo", "a b"])[:4] == ["adb", "-s", "X", "shell"]
 
 

@@ -127,12 +127,28 @@ def test_drift_refuses_broken_outputs_instead_of_scoring_them():
         drift(ref, bad)
 
 
-def test_nan_outputs_fail_the_artifact(digits_artifacts, digits_eval, digits_reference):
+def test_nan_outputs_fail_the_artifact(tmp_path):
+    """A file that computes NaN for some inputs (log of a negative value) is failed, naming the
+    sample; NaN in the evaluation data itself is refused before anything runs."""
+    import numpy as np
+    import torch
+
     from edgecompress.data import Dataset
+    from edgecompress.errors import DataError
+    from edgecompress.exporters import export
+    from edgecompress.models import load_model
     from edgecompress.targets import ValidateSettings, validate
 
-    x = digits_eval.x.copy()
-    x[5] = float("nan")  # the file computes NaN for that sample
-    (m,) = validate(digits_artifacts[:1], "x86-local", Dataset(x, digits_eval.y), digits_reference,
+    class Log(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x.flatten(1))
+
+    art = export(load_model(Log(), input_shape=(1, 4)), "onnx", "fp32", tmp_path)
+    x = np.full((8, 4), 2.0, np.float32)
+    x[5, 1] = -1.0
+    (m,) = validate([art], "x86-local", Dataset(x), np.log(np.abs(x)),
                     ValidateSettings(runs=3, warmup=1, rounds=1), progress=False)
-    assert m.status == "failed" and "samples hold NaN or Inf (first: sample 5)" in m.error, m.error
+    assert m.status == "failed" and "1 of 8 samples hold NaN or Inf (first: sample 5)" in m.error, m.error
+    x[5, 1] = np.nan
+    with pytest.raises(DataError, match="evaluation data in-memory Dataset: sample 5 contains NaN"):
+        validate([art], "x86-local", Dataset(x), None, ValidateSettings(runs=3, warmup=1, rounds=1), progress=False)

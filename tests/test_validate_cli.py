@@ -198,3 +198,79 @@ def test_loose_files_without_eval_data(export_dir, tmp_path):
     assert not (out / "report.png").exists()
     assert "No accuracy-vs-latency plot" in (out / "report.md").read_text()
     assert "No accuracy-vs-latency plot" in (out / "report.html").read_text()
+
+
+def test_loose_files_precision_comes_from_the_file(export_dir, eval_npz, tmp_path):
+    """An int8 IR renamed model.xml was listed as fp32 (the name decided) and became the drift
+    reference of the real fp32 one; two export directories: each row from its own report."""
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(export_dir / "digits-cnn-int8.xml", loose / "model.xml")
+    shutil.copy(export_dir / "digits-cnn-int8.bin", loose / "model.bin")
+    shutil.copy(export_dir / "digits-cnn-fp32.onnx", loose / "reference.onnx")
+    out = tmp_path / "o"
+    r = run_cli("validate", str(loose / "model.xml"), str(loose / "reference.onnx"), "--eval", f"{eval_npz}[:100]",
+                "--out", str(out), "--rounds", "1", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert [(a["format"], a["precision"]) for a in rep["artifacts"]] == [("openvino", "int8"), ("onnx", "fp32")]
+    assert rep["data"]["reference"].startswith("outputs of reference.onnx (fp32)")
+
+
+def test_two_export_directories_keep_their_own_details(export_dir, tmp_path, digits_spec, digits_calib):
+    from edgecompress.exporters import ExportOptions
+    from edgecompress.pipeline import ExportJob, run_export
+
+    other = tmp_path / "other"
+    run_export(ExportJob(model=digits_spec, formats=[("onnx", "int8")], out_dir=other, calib=digits_calib,
+                         options=ExportOptions(calib_method="minmax"), do_validate=False, progress=False))
+    out = tmp_path / "o"
+    r = run_cli("validate", str(export_dir), str(other), "--target", "rpi5", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {a["path"]: a for a in json.loads((out / "report.json").read_text())["artifacts"]}
+    mine = next(a for p, a in rows.items() if p.endswith("other/digits-cnn-int8.onnx"))
+    assert mine["details"]["calibration"]["method"] == "minmax"
+
+
+@pytest.mark.parametrize("gate,extra,fragment", [
+    ("latency.p50>1", [], "a report row has no latency.p50 (did you mean latency_ms.p50?)"),
+    ("drift.top1_agreement<0.9", [], "drift needs evaluation data; pass --eval"),
+    ("latency_ms.p90>1", ["--target", "rpi5"], "an estimate has a p50 latency only"),
+])
+def test_gates_nothing_would_measure_are_refused_before_any_work(export_dir, tmp_path, gate, extra, fragment):
+    """They were refused after validating everything, with the report already written."""
+    out = tmp_path / "o"
+    r = run_cli("validate", str(export_dir), "--out", str(out), "--fail-on", gate, *extra, *FAST)
+    assert r.returncode == 2 and fragment in r.stderr, r.stderr[-1500:]
+    assert not out.exists()
+
+
+def test_a_gate_does_not_hide_failed_artifacts(tmp_path):
+    """Every artifact failed: the run exits 4 with the table, not 2 with 'no artifact has a
+    numeric latency_ms.p50'."""
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07" + b"not a model" * 20)
+    r = run_cli("validate", str(bad), "--out", str(tmp_path / "o"), "--fail-on", "latency_ms.p50>100", *FAST)
+    assert r.returncode == 4, r.stderr[-1500:]
+    assert "no artifact in the report has a numeric" not in r.stderr and "failed" in r.stderr
+
+
+def test_validate_reads_images_with_the_exports_preprocessing(export_dir, digits_eval, tmp_path):
+    """`validate DIR --eval images/` preprocessed digits-cnn's images as EfficientNet-Lite ones
+    (RGB, 224 px) and every row failed on the input shape; the export's preset is in its report."""
+    import numpy as np
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rows = []
+    for i in range(40):
+        Image.fromarray(np.uint8(np.round(digits_eval.x[i, 0] * 255)), "L").save(imgs / f"{i}.png")
+        rows.append(f"{i}.png,{int(digits_eval.y[i])}")
+    (imgs / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "o"
+    r = run_cli("validate", str(export_dir), "--eval", str(imgs), "--out", str(out), "--rounds", "1", *FAST)
+    assert r.returncode == 0, r.stderr[-1500:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["model"]["preprocess"] == "gray-unit"
+    assert all(a["status"] == "ok" and a["metrics"]["top1"] > 0.9 for a in rep["artifacts"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from typing import Any
 
 from edgecompress.report.model import Report
@@ -165,7 +166,7 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         items.append(("skipped (formats the target does not run)", ", ".join(data["skipped"])))
     if data.get("calib"):
         items.append(("calibration data", f"{data.get('calib', '—')} ({data.get('calib_n', 0)} samples)"))
-    if data:
+    if data.get("eval"):  # without --eval it read "None (0 samples, unlabelled)"
         items.append(("evaluation data", f"{data.get('eval', '—')} ({data.get('eval_n', 0)} samples, "
                                          f"{'labelled' if data.get('labelled') else 'unlabelled'})"))
     if ref:
@@ -178,8 +179,13 @@ def _summary(report: Report) -> list[tuple[str, str]]:
                      + (f"; the original scored {100 * orig:.1f} %, see Compression steps)" if orig is not None
                         else ")"))
         items.append((label, ", ".join(f"{k} {100 * v:.1f} %" for k, v in ref.items() if isinstance(v, float))))
+    devices = {json.dumps(a["runtime"]["device"], sort_keys=True) for a in report.artifacts
+               if isinstance(a.get("runtime"), dict) and a["runtime"].get("device")}
+    for dev in sorted(devices):  # measured there; "machine" below is the host that ran edgecompress
+        items.append(("device measured on", ", ".join(f"{k} {v}" for k, v in json.loads(dev).items())))
     mach = report.machine
-    items.append(("machine", f"{mach.get('cpu')} · {mach.get('cores')} cores · {mach.get('memory_gb')} GB · "
+    host = "machine" if not devices else "host machine"
+    items.append((host, f"{mach.get('cpu')} · {mach.get('cores')} cores · {mach.get('memory_gb')} GB · "
                              f"{' '.join(mach.get('isa_extensions', []))} · load {mach.get('loadavg')}"))
     items.append(("versions", ", ".join(f"{k} {v}" for k, v in report.versions.items())))
     items.append(("created", report.created))
@@ -215,7 +221,7 @@ _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an 
 def _baseline_scope(report: Report) -> str:
     """What the baseline comparison looked at, and what it could not (e.g. accuracy without --eval)."""
     b = report.baseline
-    parts = [f"Threshold {100 * b.get('threshold', 0):.0f} %."]
+    parts = [f"Threshold {100 * b.get('threshold', 0):g} %."]  # 0.004 read "0 %"
     if b.get("compared") is not None:
         parts.append(f"Compared: {', '.join(b['compared']) or 'nothing'}.")
     if b.get("not_compared"):

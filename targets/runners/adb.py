@@ -6,7 +6,9 @@ Two modes (profile [connection] mode):
   lines and memory footprint are parsed.
 - "bench.py": the project's bench.py with the phone's python (e.g. Termux + numpy + ai-edge-litert).
 
-Both run under `taskset <mask of big_cores>`. `adb shell` hands its words to the phone's shell, so
+Both run under `taskset <mask of big_cores>` (bench.py is pinned to the big cores too: its own
+sched_setaffinity would otherwise undo the taskset). Each run works in its own folder under
+`remote_dir` and removes only that folder. `adb shell` hands its words to the phone's shell, so
 every word is shlex-quoted. UNTESTED ON HARDWARE: the tests cover command construction, parsing of
 benchmark_model output written from its documented format, and the no-device error.
 """
@@ -14,16 +16,21 @@ benchmark_model output written from its documented format, and the no-device err
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import shlex
 import shutil
 import subprocess
+import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners.local import BENCH, parse_bench_output
+from edgecompress.targets.runners.ssh import _GUARD, _KILL_AND_REMOVE, _KILLED
 
 if TYPE_CHECKING:
     from edgecompress.targets.profile import TargetProfile
@@ -79,13 +86,17 @@ class AdbDevice:
         if not self.adb:
             raise RuntimeMissingError(f"target {name}: adb not found (Debian package 'adb')")
         self.serial = str(conn.get("serial") or "")
-        self.remote_dir = str(conn.get("remote_dir") or "/data/local/tmp/edgecompress")
+        self.remote_dir = str(conn.get("remote_dir") or "/data/local/tmp/edgecompress").rstrip("/") or "/"
+        # This run's own folder: the cleanup removed remote_dir itself, which with
+        # remote_dir = "/data/local/tmp" took benchmark_model and two runs took each other's files.
+        self.run_dir = f"{self.remote_dir.rstrip('/')}/edgecompress.{uuid.uuid4().hex[:12]}"
         self.benchmark_model = str(conn.get("benchmark_model") or "/data/local/tmp/benchmark_model")
         self.mode = str(conn.get("mode") or "benchmark_model")
         if self.mode not in ("benchmark_model", "bench.py"):
             raise ConfigError(f"target {name}: connection.mode must be benchmark_model or bench.py")
         self.python = str(conn.get("python") or "python3")
         self.timeout = float(conn.get("command_timeout_s") or 900)
+        self.timeout_set = bool(conn.get("command_timeout_s"))
         self.big_cores = [int(c) for c in hardware.get("big_cores", [])]
         self.name = name
 
@@ -119,12 +130,22 @@ class AdbDevice:
     def push(self, local: Path, remote: str) -> None:
         proc = self._run([*self.base(), "push", str(local), remote], f"push {local.name}")
         if proc.returncode != 0:
-            raise ValidationError(f"adb {self.name}: push {local.name} failed "
-                                  f"({(proc.stderr or proc.stdout).strip().splitlines()[-1:]})")
+            lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+            why = lines[-1] if lines else f"adb exit code {proc.returncode}"
+            if len(why) > 300:  # adb names both paths first; the reason is at the end
+                why = "..." + why[-300:]
+            raise ValidationError(f"adb {self.name}: push {local.name} failed ({why})")
+
+    def bench_cpus(self, threads: int) -> list[int]:
+        """bench.py's --cpus: the first `threads` big cores. Its sched_setaffinity replaces the
+        taskset mask, and CPUs 0..n-1 are a phone's LITTLE cores."""
+        if not self.big_cores:
+            cpu_mask(self.big_cores)  # the one error for an empty big_cores
+        return self.big_cores[:max(threads, 1)]
 
     def commands(self, req: BenchRequest) -> list[list[str]]:
         """The device-side command (as words) for one request: pinned to the big cores."""
-        art = f"{self.remote_dir}/{Path(req.artifact).name}"
+        art = f"{self.run_dir}/{Path(req.artifact).name}"
         pin = ["taskset", cpu_mask(self.big_cores)]
         threads = max(req.threads, 1)
         if self.mode == "benchmark_model":
@@ -133,30 +154,58 @@ class AdbDevice:
             return [[*pin, self.benchmark_model, f"--graph={art}", f"--num_threads={threads}",
                      f"--warmup_runs={req.warmup}", f"--num_runs={req.runs}", "--min_secs=0",
                      "--use_xnnpack=true", "--report_peak_memory_footprint=true"]]
-        inputs = f"{self.remote_dir}/{Path(req.inputs).name}" if req.inputs else None
-        outputs = f"{self.remote_dir}/outputs.npy" if req.outputs else None
-        return [[*pin, self.python, f"{self.remote_dir}/{BENCH.name}",
-                 *req.argv(artifact=art, inputs=inputs, outputs=outputs)]]
+        inputs = f"{self.run_dir}/{Path(req.inputs).name}" if req.inputs else None
+        outputs = f"{self.run_dir}/outputs.npy" if req.outputs else None
+        pinned = replace(req, cpus=self.bench_cpus(threads))
+        return [[*pin, self.python, f"{self.run_dir}/{BENCH.name}",
+                 *pinned.argv(artifact=art, inputs=inputs, outputs=outputs)]]
 
 
 class AdbRunner:
     name = "adb"
+
+    def preflight(self, profile: TargetProfile) -> None:
+        """Before any work: adb present, the phone attached, big cores listed and the benchmark
+        program on the phone (one clear error, not a report whose every row failed)."""
+        dev = AdbDevice(profile.connection, profile.hardware, profile.name)
+        dev.check_attached()
+        cpu_mask(dev.big_cores)
+        if dev.mode == "benchmark_model":
+            proc = dev._run(dev.shell_argv(["ls", dev.benchmark_model]), "looking for benchmark_model", 60)
+            if proc.returncode != 0:
+                raise RuntimeMissingError(f"adb {profile.name}: {dev.benchmark_model} not on the device "
+                                          "(push LiteRT's benchmark_model there)")
+        else:
+            proc = dev._run(dev.shell_argv([dev.python, "-c", "import numpy"]), "checking python", 60)
+            if proc.returncode != 0:
+                said = (proc.stderr or proc.stdout).strip()[-200:]
+                raise RuntimeMissingError(f"adb {profile.name}: {dev.python} with numpy does not run on the "
+                                          f"device (exit {proc.returncode}: {said or 'no message'})")
 
     def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
         if profile is None:
             raise ConfigError("adb runner: needs a target profile")
         dev = AdbDevice(profile.connection, profile.hardware, profile.name)
         dev.check_attached()
-        self._shell(dev, ["mkdir", "-p", dev.remote_dir], "mkdir")
+        # The profile's command_timeout_s bounds the benchmark too, not only the copies.
+        limit = max(1, math.ceil(min(req.timeout_s, dev.timeout) if dev.timeout_set else req.timeout_s))
+        self._shell(dev, ["mkdir", "-p", dev.run_dir], "mkdir")
+        finished = False  # the benchmark returned: nothing of ours can still run on the phone
         try:
-            dev.push(Path(req.artifact), f"{dev.remote_dir}/")
+            dev.push(Path(req.artifact), f"{dev.run_dir}/")
             if dev.mode == "bench.py":
-                dev.push(BENCH, f"{dev.remote_dir}/")
+                dev.push(BENCH, f"{dev.run_dir}/")
                 if req.inputs:
-                    dev.push(Path(req.inputs), f"{dev.remote_dir}/")
+                    dev.push(Path(req.inputs), f"{dev.run_dir}/")
             (cmd,) = dev.commands(req)
-            proc = dev._run(dev.shell_argv(cmd), "benchmark", req.timeout_s)
+            start = time.monotonic()
+            # Killed on the phone at `limit` (toybox timeout), and by the cleanup if we gave up first.
+            proc = dev._run(dev.shell_argv(["sh", "-c", _GUARD, "sh", dev.run_dir, str(limit), *cmd]),
+                            "benchmark", limit + 30)
+            finished = True
             where = f"adb {profile.name} ({Path(req.artifact).name})"
+            if proc.returncode in _KILLED and time.monotonic() - start >= limit - 1:
+                raise ValidationError(f"{where}: benchmark timed out after {limit} s (killed on the device)")
             if dev.mode == "benchmark_model":
                 if proc.returncode != 0 and "not found" in (proc.stdout + proc.stderr):
                     raise RuntimeMissingError(f"{where}: {dev.benchmark_model} not on the device "
@@ -168,13 +217,16 @@ class AdbRunner:
             else:
                 result = parse_bench_output(proc.stdout, proc.stderr, proc.returncode, where)
                 if req.outputs:
-                    self._pull(dev, f"{dev.remote_dir}/outputs.npy", Path(req.outputs))
+                    self._pull(dev, f"{dev.run_dir}/outputs.npy", Path(req.outputs))
                     result["outputs"] = str(req.outputs)
             result["device"] = {"transport": "adb", "serial": dev.serial, "pinned": dev.big_cores}
             return result
         finally:
+            # Only this run's folder; the kill only when the benchmark did not return (its pid
+            # could be another process's by now).
+            cleanup = ["rm", "-rf", dev.run_dir] if finished else ["sh", "-c", _KILL_AND_REMOVE, "sh", dev.run_dir]
             with contextlib.suppress(ValidationError):
-                self._shell(dev, ["rm", "-rf", dev.remote_dir], "cleanup")
+                self._shell(dev, cleanup, "cleanup")
 
     @staticmethod
     def _shell(dev: AdbDevice, words: list[str], what: str) -> None:

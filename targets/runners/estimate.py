@@ -26,7 +26,9 @@ def device_attached(profile: TargetProfile) -> bool:
     if profile.runner == "ssh":
         return bool(profile.connection.get("host"))
     if profile.runner == "adb":
-        adb = shutil.which("adb")
+        # The profile's own adb, as AdbDevice uses it: with `adb = "/opt/sdk/adb"` off PATH, a
+        # phone that is attached was estimated (silently) instead of measured.
+        adb = shutil.which(str(profile.connection.get("adb") or "adb"))
         if not adb:
             return False
         try:
@@ -42,6 +44,28 @@ def device_attached(profile: TargetProfile) -> bool:
 
 def runner_name_for(profile: TargetProfile) -> str:
     return profile.runner if device_attached(profile) else "estimate"
+
+
+def preflight(profile: TargetProfile) -> str:
+    """Check, before any work, that the runner `profile` resolves to can run at all (device
+    reachable, phone attached, rootfs built, [hardware] figures present): one clear error instead
+    of a report whose every row failed. Returns that runner's name."""
+    from edgecompress.targets.runners import RUNNERS
+
+    name = runner_name_for(profile)
+    check = getattr(RUNNERS.get(name, "--target"), "preflight", None)
+    if check is not None:
+        check(profile)
+    return name
+
+
+def estimate_threads(requested: int, profile: TargetProfile) -> int:
+    """The threads an estimate assumes: the requested ones, at most one per big core (or per core
+    when the profile lists no big cores): the cost model spreads work over that many cores."""
+    from edgecompress.targets.estimate import _hw
+
+    limit = len(profile.hardware.get("big_cores") or []) or int(_hw(profile, "cores"))
+    return max(1, min(int(requested), limit))
 
 
 class EstimateRunner:
@@ -63,8 +87,15 @@ class EstimateRunner:
         if profile is None:
             raise ConfigError("estimate runner: needs a target profile with [hardware] figures")
         fmt = _FORMAT_OF_RUNTIME.get(req.runtime, req.runtime)
-        threads = req.threads if req.threads > 1 else None  # default: the profile's big cores
-        return estimate_artifact(req.artifact, fmt, req.precision or "fp32", profile, threads)
+        # The requested threads (it was the profile's 4 big cores whenever --threads was 1, so
+        # `--threads 1` read faster than `--threads 2`), capped at the cores there are.
+        threads = estimate_threads(req.threads, profile)
+        result = estimate_artifact(req.artifact, fmt, req.precision or "fp32", profile, threads)
+        result["threads"] = threads  # what the figure assumes, as bench.py reports what it used
+        result["cpus"] = profile.default_cpus(threads)  # the cores a device run would be pinned to
+        if threads != req.threads:
+            result["runtime"]["settings"]["threads_requested"] = req.threads
+        return result
 
 
 RUNNERS.register("estimate", EstimateRunner())

@@ -77,6 +77,11 @@ class QemuRunner:
             if shutil.which(tool) is None:
                 raise RuntimeMissingError(f"qemu: `{tool}` not found (util-linux / coreutils)")
 
+    def preflight(self, profile: TargetProfile) -> None:
+        """Before any work: the rootfs, root and the aarch64 binfmt handler are there (each missing
+        piece failed every artifact's row, after the work, with the same error)."""
+        self.check(rootfs_path(profile))
+
     def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
         conn = profile.connection if profile is not None else {}
         rootfs = rootfs_path(profile)

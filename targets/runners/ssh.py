@@ -7,14 +7,19 @@ work as usual. Safety:
 - every remote argument is quoted with shlex.quote (the remote side runs a shell);
 - every step has a timeout (ConnectTimeout + a per-command timeout + ServerAlive keep-alives, so a
   dropped link is noticed within ~15 s);
-- the remote temporary directory (mktemp -d) is removed in a `finally`, also after failures.
+- the remote temporary directory (mktemp -d) is removed in a `finally`, also after failures;
+- the benchmark dies with its timeout on the device too (`timeout -s KILL`, and its pid is killed
+  before the cleanup): a benchmark left running after its files were deleted kept the device busy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import shlex
 import subprocess
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +33,31 @@ if TYPE_CHECKING:
 
 _EXTRA_FILES = {"openvino": (".bin",)}  # sibling files an artifact needs (IR weights)
 
+# Runs the benchmark on the device: `sh -c GUARD sh DIR SECONDS CMD...`. Its pid goes to DIR/pid
+# (the cleanup kills it if we gave up on it), and `timeout -s KILL` ends it at SECONDS where the
+# device has a timeout(1) that takes that syntax (coreutils, busybox >= 1.30, toybox). A child of
+# sh, not exec'd: killed by a signal itself, the session's process made ssh exit 255 ("failed"),
+# while sh's `wait` turns it into exit status 137.
+_GUARD = ('d=$1 t=$2; shift 2; '
+          'if timeout -s KILL 5 true >/dev/null 2>&1; then timeout -s KILL "$t" "$@" & else "$@" & fi; '
+          'echo $! > "$d/pid"; wait $!')
+# Kills what _GUARD started (timeout(1) leads its own process group: -pid takes the benchmark
+# too; without timeout(1) the pid is the benchmark), then removes the directory.
+_KILL_AND_REMOVE = ('p=$(cat "$1/pid" 2>/dev/null) && '
+                    '{ kill -s KILL -- "-$p" 2>/dev/null || kill -s KILL "$p" 2>/dev/null; }; rm -rf -- "$1"')
+_KILLED = (124, 137)  # timeout(1)'s exit status: 124 (TERM), 128 + 9 (KILL)
+_GRACE_S = 10  # our own timeout is the device's + the connect time + this
+
+
+def ssh_config_value(value: str, what: str) -> str:
+    """A path as one `-o Key=value` argument: ssh splits an unquoted value on whitespace (a
+    known_hosts path with a space failed as "host key verification failed") and expands %-tokens
+    and ${VAR} in it."""
+    if '"' in value or "${" in value:
+        raise ConfigError(f"[connection] {what} = {value!r}: a path with '\"' or '${{' cannot be passed to "
+                          "ssh; move the file")
+    return '"' + value.replace("\\", "\\\\").replace("%", "%%") + '"'
+
 
 class SshTarget:
     """How to reach one device; built from a profile's [connection] table."""
@@ -40,10 +70,18 @@ class SshTarget:
         self.port = int(conn.get("port") or 22)
         self.identity = str(conn.get("identity_file") or "")
         self.known_hosts = str(conn.get("known_hosts") or "")
+        # Refused here, before any connection, with the profile named.
+        for key, value in (("known_hosts", self.known_hosts), ("identity_file", self.identity)):
+            if value:
+                try:
+                    ssh_config_value(value, key)
+                except ConfigError as e:
+                    raise ConfigError(f"target {name}: {e}") from None
         self.python = str(conn.get("python") or "python3")
         self.env = {str(k): str(v) for k, v in (conn.get("env") or {}).items()}
         self.connect_timeout = int(conn.get("connect_timeout_s") or 10)
         self.command_timeout = float(conn.get("command_timeout_s") or 900)
+        self.command_timeout_set = bool(conn.get("command_timeout_s"))
         self.remote_tmp = str(conn.get("remote_tmp") or "/tmp")
         # Only "yes" (default) or "accept-new" (first contact pins the key); never "no".
         self.host_key_policy = str(conn.get("strict_host_key_checking") or "yes")
@@ -60,9 +98,12 @@ class SshTarget:
                 "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "ServerAliveInterval=5",
                 "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
         if self.known_hosts:
-            opts += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+            opts += ["-o", f"UserKnownHostsFile={ssh_config_value(self.known_hosts, 'known_hosts')}"]
         if self.identity:
-            opts += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
+            # -o IdentityFile, not -i: `-i` checks the raw path before %-expansion, so no spelling
+            # of a path holding '%' worked there.
+            opts += ["-o", f"IdentityFile={ssh_config_value(self.identity, 'identity_file')}",
+                     "-o", "IdentitiesOnly=yes"]
         return opts
 
     def ssh_argv(self, remote_args: list[str]) -> list[str]:
@@ -131,6 +172,13 @@ class SshRunner:
         if profile is None:
             raise ConfigError("ssh runner: needs a target profile with a [connection] table")
         t = SshTarget(profile.connection, profile.name)
+        if req.cpus is None:
+            # CPUs 0..n-1 are the LITTLE cores of a big.LITTLE board; the profile's big cores are
+            # what its figures describe (validate() passes them; a caller's own choice is kept)
+            req = replace(req, cpus=profile.default_cpus(req.threads))
+        # The profile's command_timeout_s bounds the benchmark too (it bounded only the copies).
+        limit = min(req.timeout_s, t.command_timeout) if t.command_timeout_set else req.timeout_s
+        limit = max(1, math.ceil(limit))
         art = Path(req.artifact)
         files = [BENCH, art] + [art.with_suffix(s) for s in _EXTRA_FILES.get(req.runtime, ())]
         if req.inputs:
@@ -140,6 +188,7 @@ class SshRunner:
         rdir = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
         if not rdir.startswith(t.remote_tmp.rstrip("/") + "/edgecompress."):
             raise ValidationError(f"{t.where}: could not create a temp dir ({_ssh_reason(proc.stderr)})")
+        finished = False  # the benchmark returned: nothing of ours can still run on the device
         try:
             t.copy_to(files, rdir)
             r_out = f"{rdir}/outputs.npy" if req.outputs else None
@@ -148,7 +197,15 @@ class SshRunner:
                             outputs=r_out)
             env = [f"{k}={v}" for k, v in t.env.items()]
             cmd = (["env", *env] if env else []) + [t.python, f"{rdir}/{BENCH.name}", *argv]
-            proc = t.run(cmd, "benchmark", timeout=req.timeout_s)
+            start = time.monotonic()
+            # The device's timeout fires first; ours (later by the connect time) covers a device
+            # without timeout(1) or a hung link, and the cleanup below then kills the benchmark.
+            proc = t.run(["sh", "-c", _GUARD, "sh", rdir, str(limit), *cmd], "benchmark",
+                         timeout=limit + t.connect_timeout + _GRACE_S)
+            finished = True
+            if proc.returncode in _KILLED and time.monotonic() - start >= limit - 1:
+                raise ValidationError(f"{t.where} ({art.name}): benchmark timed out after {limit} s "
+                                      "(killed on the device)")
             result = parse_bench_output(proc.stdout, proc.stderr, proc.returncode,
                                         f"{t.where} ({art.name})")
             if r_out and req.outputs:
@@ -158,9 +215,11 @@ class SshRunner:
                                 "python": t.python}
             return result
         finally:
-            # Clean up even after a failure; a dead link makes this fail too, which we ignore.
+            # Clean up even after a failure; a dead link makes this fail too, which we ignore. The
+            # kill only when the benchmark did not return: its pid could be another process's now.
+            cleanup = ["rm", "-rf", "--", rdir] if finished else ["sh", "-c", _KILL_AND_REMOVE, "sh", rdir]
             with contextlib.suppress(ValidationError):
-                t.run(["rm", "-rf", "--", rdir], "cleanup", timeout=t.connect_timeout + 20)
+                t.run(cleanup, "cleanup", timeout=t.connect_timeout + 20)
 
 
 RUNNERS.register("ssh", SshRunner())

@@ -1,0 +1,521 @@
+"""Device targets under bad profiles, full disks, slow devices and odd paths (audit of targets/).
+
+The fakes are the ones tests/test_adb_runner.py and tests/test_ssh_runner.py use: an `adb` script
+(here one whose "phone" is this machine: push/pull copy files, `shell` runs `sh -c`) and a real
+OpenSSH server on 127.0.0.1 with throwaway keys. No device is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_ssh_runner import SSHD
+from test_ssh_runner import _profile as _ssh_profile
+from test_ssh_runner import _req as _ssh_req
+from test_ssh_runner import sshd as _sshd_fixture
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RPI5 = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "rpi5.toml"
+CPUS = sorted(os.sched_getaffinity(0))
+
+sshd = _sshd_fixture  # the loopback sshd of test_ssh_runner.py, started once for this module
+needs_sshd = pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None,
+                                reason="OpenSSH server/client not installed (run scripts/setup-system.sh)")
+needs_two_cpus = pytest.mark.skipif(len(CPUS) < 2 or CPUS[-1] == 0, reason="needs a second CPU to pin to")
+
+# A fake adb whose "phone" is this machine, so the commands the runner builds really run.
+LOCAL_ADB = """#!{python}
+import json, os, shutil, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_ADB_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if args[:1] == ["-s"]:
+    args = args[2:]
+if args == ["devices"]:
+    print("List of devices attached")
+    for d in os.environ.get("FAKE_ADB_DEVICES", "").split():
+        print(d + "\\tdevice")
+    sys.exit(0)
+if not os.environ.get("FAKE_ADB_DEVICES"):
+    print("adb: no devices/emulators found", file=sys.stderr)
+    sys.exit(1)
+if args[0] == "push":
+    if os.environ.get("FAKE_ADB_FULL"):
+        print("adb: error: failed to copy '%s' to '%s': remote couldn't create file: No space left on device"
+              % (args[1], args[2]), file=sys.stderr)
+        sys.exit(1)
+    shutil.copy(args[1], args[2])
+    sys.exit(0)
+if args[0] == "pull":
+    shutil.copy(args[1], args[2])
+    sys.exit(0)
+if args[0] == "shell":
+    sys.exit(subprocess.run(["sh", "-c", args[1]]).returncode)
+sys.exit(1)
+"""
+
+
+@pytest.fixture
+def adb(tmp_path, monkeypatch):
+    """The fake adb on PATH and a "phone" folder; returns (calls(), phone dir)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "adb"
+    exe.write_text(LOCAL_ADB.format(python=sys.executable))
+    exe.chmod(0o755)
+    log = tmp_path / "adb.log"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ADB_LOG", str(log))
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M123ABC")
+    phone = tmp_path / "phone"
+    phone.mkdir()
+
+    def calls() -> list[list[str]]:
+        return [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+
+    return calls, phone
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def _phone_profile(phone: Path, big_cores: list[int] | None = None, **conn):
+    """android-arm64 with the "phone" at `phone` and benchmark_model printing the fixture."""
+    from edgecompress.targets import get_target
+
+    prof = get_target("android-arm64")
+    bm = _script(phone / "benchmark_model", f"cat '{FIXTURES / 'benchmark_model_pixel4_int8.txt'}'\n")
+    c = {**prof.connection, "remote_dir": str(phone), "benchmark_model": str(bm), **conn}
+    return replace(prof, connection=c, hardware={**prof.hardware, "big_cores": big_cores or [CPUS[0]]})
+
+
+def _tflite_req(tmp_path, **kw):
+    from edgecompress.targets.runners.local import BenchRequest
+
+    art = tmp_path / "m-int8.tflite"
+    art.write_bytes(b"TFL3 not a real model")
+    return BenchRequest(artifact=art, runtime="litert", threads=4, runs=50, warmup=10, **kw)
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (state Z) has finished; only its parent has not read its status yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _gone(pid: int, seconds: float = 5.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(digits_spec, tmp_path_factory):
+    from edgecompress.exporters import export
+
+    return export(digits_spec, "onnx", "fp32", tmp_path_factory.mktemp("art"))
+
+
+# ---- 1. adb: each run in its own folder; remote_dir itself is never removed ---------------------
+
+def test_adb_removes_only_its_own_folder(adb, tmp_path):
+    from edgecompress.targets.runners.adb import AdbRunner
+
+    calls, phone = adb
+    (phone / "keep.txt").write_text("the user's file")
+    prof = _phone_profile(phone)
+    for _ in range(2):
+        res = AdbRunner().run(_tflite_req(tmp_path), prof)
+        assert res["latency_ms"]["1"]["mean"] == pytest.approx(6.58312)
+    shells = [shlex.split(c[1]) for c in calls() if c[0] == "shell"]
+    made = [w[-1] for w in shells if w[:2] == ["mkdir", "-p"]]
+    removed = [w[-1] for w in shells if w[:1] == ["rm"]]
+    assert len(set(made)) == 2 and removed == made  # one folder per run, and only that one removed
+    assert all(Path(d).parent == phone and Path(d).name.startswith("edgecompress.") for d in made)
+    assert str(phone) not in removed
+    # the phone's own files stay; nothing of ours does
+    assert sorted(p.name for p in phone.iterdir()) == ["benchmark_model", "keep.txt"]
+
+
+# ---- 2. bench.py pinned to the big cores (adb and ssh) ------------------------------------------
+
+def test_adb_bench_py_cpus_are_the_big_cores(adb, tmp_path):
+    from edgecompress.targets.runners.adb import AdbDevice
+
+    _, phone = adb
+    prof = _phone_profile(phone, mode="bench.py")
+    dev = AdbDevice(prof.connection, {"big_cores": [4, 5, 6, 7]}, "phone")
+    for threads, want in ((1, "4"), (2, "4,5"), (8, "4,5,6,7")):
+        req = replace(_tflite_req(tmp_path), threads=threads, cpus=list(range(threads)))
+        (cmd,) = dev.commands(req)
+        assert cmd[:2] == ["taskset", "f0"]
+        assert cmd[cmd.index("--cpus") + 1] == want, threads  # never 0..n-1, the LITTLE cores
+
+
+@needs_two_cpus
+def test_adb_bench_py_runs_on_the_big_core(adb, onnx_artifact, tmp_path):
+    """End to end through the fake phone: bench.py reports the CPUs it ran on."""
+    from edgecompress.targets.runners.adb import AdbRunner
+    from edgecompress.targets.runners.local import BenchRequest
+
+    _, phone = adb
+    big = CPUS[-1]
+    prof = _phone_profile(phone, big_cores=[big], mode="bench.py", python=sys.executable)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    req = BenchRequest(artifact=Path(onnx_artifact.path), runtime="onnxruntime", threads=1, cpus=[0],
+                       runs=3, warmup=1, inputs=tmp_path / "x.npy")
+    res = AdbRunner().run(req, prof)
+    assert res["cpus"] == [big]
+
+
+@needs_sshd
+@needs_two_cpus
+def test_ssh_pins_to_the_big_cores(sshd, onnx_artifact, tmp_path):
+    from edgecompress.targets.runners.ssh import SshRunner
+
+    big = CPUS[-1]
+    prof = replace(_ssh_profile(sshd, tmp_path), hardware={"big_cores": [big]})
+    req = replace(_ssh_req(onnx_artifact, tmp_path), cpus=None)  # nothing chosen: the big cores
+    assert SshRunner().run(req, prof)["cpus"] == [big]
+    # a choice other than the default is the caller's
+    mine = replace(_ssh_req(onnx_artifact, tmp_path), cpus=[CPUS[0]], threads=2)
+    assert SshRunner().run(mine, prof)["cpus"] == [CPUS[0]]
+
+
+def test_default_cpus_follow_the_big_cores():
+    from edgecompress.targets import get_target
+
+    phone = get_target("android-arm64")
+    assert phone.default_cpus(1) == [4] and phone.default_cpus(2) == [4, 5]
+    assert phone.default_cpus(16) == [4, 5, 6, 7]  # never a LITTLE core
+    assert replace(phone, hardware={}).default_cpus(2) == [0, 1]
+
+
+# ---- 3. estimates use the requested threads ------------------------------------------------------
+
+def test_estimate_uses_the_requested_threads(onnx_artifact):
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners.estimate import EstimateRunner
+    from edgecompress.targets.runners.local import BenchRequest
+
+    rpi5 = get_target("rpi5")  # 4 big cores
+    got = {}
+    for threads in (1, 2, 4, 8):
+        req = BenchRequest(artifact=Path(onnx_artifact.path), runtime="onnxruntime", threads=threads,
+                           precision="fp32")
+        got[threads] = EstimateRunner().run(req, rpi5)
+    p50 = {t: r["latency_ms"]["1"]["p50"] for t, r in got.items()}
+    assert p50[1] > p50[2] > p50[4]  # one thread is the slowest, as on the device
+    assert p50[8] == p50[4]  # capped at the 4 cores there are
+    assert [got[t]["runtime"]["settings"]["threads"] for t in (1, 2, 4, 8)] == [1, 2, 4, 4]
+    assert got[8]["threads"] == 4 and got[8]["runtime"]["settings"]["threads_requested"] == 8
+    assert got[2]["cpus"] == [0, 1] and got[8]["cpus"] == [0, 1, 2, 3]
+    assert "threads_requested" not in got[2]["runtime"]["settings"]
+
+
+# ---- 4. the profile's command timeout bounds the benchmark, which dies with it ------------------
+
+@needs_sshd
+def test_ssh_benchmark_dies_at_the_profile_timeout(sshd, onnx_artifact, tmp_path):
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.ssh import SshRunner
+
+    marker = tmp_path / "pid"
+    slow = _script(tmp_path / "slow-python", f"echo $$ > '{marker}'\nexec sleep 60\n")
+    prof = _ssh_profile(sshd, tmp_path, python=str(slow), command_timeout_s=2)
+    req = _ssh_req(onnx_artifact, tmp_path)
+    assert req.timeout_s > 60  # the request's own limit would let it run out its minute
+    start = time.monotonic()
+    with pytest.raises(ValidationError, match=r"benchmark timed out after 2 s \(killed on the device\)"):
+        SshRunner().run(req, prof)
+    assert time.monotonic() - start < 20
+    assert _gone(int(marker.read_text()))  # not left running on the device
+    assert list((tmp_path / "remote").iterdir()) == []
+
+
+@needs_sshd
+def test_ssh_benchmark_killed_without_timeout_on_device(sshd, onnx_artifact, tmp_path, monkeypatch):
+    """A device without timeout(1): our own timeout fires and the cleanup kills the benchmark."""
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners import ssh
+
+    probe = "timeout -s KILL 5 true"
+    assert probe in ssh._GUARD
+    monkeypatch.setattr(ssh, "_GUARD", ssh._GUARD.replace(probe, "false"))
+    monkeypatch.setattr(ssh, "_GRACE_S", 0)
+    marker = tmp_path / "pid"
+    slow = _script(tmp_path / "slow-python", f"echo $$ > '{marker}'\nexec sleep 60\n")
+    prof = _ssh_profile(sshd, tmp_path, python=str(slow), command_timeout_s=1, connect_timeout_s=2)
+    with pytest.raises(ValidationError, match="benchmark timed out"):
+        ssh.SshRunner().run(_ssh_req(onnx_artifact, tmp_path), prof)
+    assert _gone(int(marker.read_text()))
+    assert list((tmp_path / "remote").iterdir()) == []
+
+
+def test_adb_benchmark_dies_at_the_profile_timeout(adb, tmp_path):
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.adb import AdbRunner
+
+    _, phone = adb
+    marker = tmp_path / "pid"
+    prof = _phone_profile(phone, command_timeout_s=2)
+    _script(phone / "benchmark_model", f"echo $$ > '{marker}'\nexec sleep 60\n")
+    start = time.monotonic()
+    with pytest.raises(ValidationError, match=r"timed out after 2 s \(killed on the device\)"):
+        AdbRunner().run(_tflite_req(tmp_path), prof)
+    assert time.monotonic() - start < 20
+    assert _gone(int(marker.read_text()))
+    assert [p.name for p in phone.iterdir()] == ["benchmark_model"]  # its folder removed
+
+
+# ---- 5. known_hosts / identity_file paths with spaces and % --------------------------------------
+
+@needs_sshd
+def test_ssh_paths_with_spaces_and_percent(sshd, onnx_artifact, tmp_path):
+    from edgecompress.targets.runners.ssh import SshRunner
+
+    kh = tmp_path / "known hosts %d" / "known_hosts"
+    key = tmp_path / "my keys %h" / "id key"
+    for src, dst in ((sshd["dir"] / "known_hosts", kh), (sshd["dir"] / "user_key", key)):
+        dst.parent.mkdir()
+        shutil.copyfile(src, dst)
+    key.chmod(0o600)
+    prof = _ssh_profile(sshd, tmp_path, known_hosts=str(kh), identity_file=str(key))
+    SshRunner().preflight(prof)
+    res = SshRunner().run(_ssh_req(onnx_artifact, tmp_path), prof)  # scp takes the same options
+    assert res["latency_ms"]["1"]["p50"] > 0
+
+
+def test_ssh_refuses_a_path_it_cannot_pass():
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets.runners.ssh import SshTarget
+
+    for key, value in (("known_hosts", '/tmp/a"b'), ("identity_file", "/home/${USER}/k")):
+        with pytest.raises(ConfigError, match=rf"target pi: \[connection\] {key} = .*cannot be passed to ssh"):
+            SshTarget({"host": "pi.local", key: value}, "pi")
+    opts = SshTarget({"host": "pi", "known_hosts": "/a b/k%h"}, "pi").options()
+    assert 'UserKnownHostsFile="/a b/k%%h"' in opts  # one word to ssh, no %-token
+
+
+# ---- 6. a corrupt artifact on an estimated target ------------------------------------------------
+
+def test_corrupt_onnx_on_estimated_target_is_one_line(onnx_artifact, tmp_path):
+    from edgecompress.errors import InputFileError
+    from edgecompress.targets import ValidateSettings, validate
+    from edgecompress.targets.estimate import estimate_artifact
+    from edgecompress.targets.profile import get_target
+
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(Path(onnx_artifact.path).read_bytes()[:1000])
+    with pytest.raises(InputFileError, match=r"corrupt.onnx: not a readable onnx file") as e:
+        estimate_artifact(bad, "onnx", "fp32", get_target("rpi5"))
+    assert "\n" not in str(e.value)
+    art = replace(onnx_artifact, path=bad, sha256="")
+    (m,) = validate([art], "rpi5", settings=ValidateSettings(rounds=1), progress=False)
+    assert m.status == "failed" and "corrupt.onnx: not a readable onnx file" in m.error
+
+
+# ---- 7. profile files checked table by table -----------------------------------------------------
+
+BAD_PROFILES = [
+    ("port = 22", 'port = "22x"', "[connection] port = '22x': must be an integer 1..65535"),
+    ("port = 22", "port = true", "[connection] port = True: must be an integer"),
+    ("command_timeout_s = 1800", 'command_timeout_s = "30 min"',
+     "[connection] command_timeout_s = '30 min': must be a positive number"),
+    ("connect_timeout_s = 10", "connect_timeout_s = 2.5", "[connection] connect_timeout_s = 2.5: must be an integer"),
+    ('host = ""', 'hostname = "127.0.0.1"', "[connection] hostname: unknown key (did you mean host?"),
+    ('host = ""', 'host = ""\nserial = "R58"', "[connection] serial: runner ssh does not read it"),
+    ('known_hosts = ""', 'known_hosts = ""\nstrict_host_key_checking = "no"',
+     "[connection] strict_host_key_checking = 'no': must be one of 'yes', 'accept-new'"),
+    ("memory_bandwidth_gbs = 17.1", "memory_bandwidth_gbs = 0",
+     "[hardware] memory_bandwidth_gbs = 0: must be a positive number"),
+    ("peak_int8_gops_per_core = 153.6", "peak_int8_gops_per_core = -153.6",
+     "[hardware] peak_int8_gops_per_core = -153.6: must be a positive number"),
+    ("big_cores = [0, 1, 2, 3]", 'big_cores = "0-3"', "[hardware] big_cores = '0-3': must be a non-empty list"),
+    ("big_cores = [0, 1, 2, 3]", "big_cores = [2, 3, 4, 5]", "CPU 5 does not exist with cores = 4"),
+    ("cores = 4", 'cores = "four"', "[hardware] cores = 'four': must be an integer >= 1"),
+    ("clock_ghz = 2.4", "clock_gz = 2.4", "[hardware] clock_gz: unknown key (did you mean clock_ghz?"),
+    ('formats = ["onnx", "tflite"]', 'formats = ["onnx", "tfilte"]',
+     "formats: unknown format 'tfilte' (did you mean tflite?"),
+    ('runtimes = ["onnxruntime", "litert"]', 'runtimes = ["onnxruntime", "litrt"]',
+     "runtimes: unknown runtime 'litrt' (did you mean litert?"),
+    ('runner = "ssh"', 'runner = "SSH"', "unknown runner 'SSH' (did you mean ssh?"),
+    ('isa = "aarch64"', 'isa = "aarch64"\ndescripton = "x"', "descripton: unknown key (did you mean description?"),
+    ('clock_ghz = "Raspberry', 'clock_ghz = 2.4\nx = "Raspberry', "[sources] clock_ghz = 2.4: must be text"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), BAD_PROFILES, ids=[c[1].split("=")[0].strip()
+                                                                        + str(i) for i, c in enumerate(BAD_PROFILES)])
+def test_bad_profile_is_one_line_naming_file_table_and_key(tmp_path, old, new, message):
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets import get_target
+
+    text = RPI5.read_text()
+    assert old in text
+    path = tmp_path / "my-device.toml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as e:
+        get_target(str(path))
+    msg = str(e.value)
+    assert msg.startswith(f"--target {path}: ") and message in msg and "\n" not in msg, msg
+
+
+def test_bad_profile_through_the_cli(tmp_path):
+    from conftest import run_cli
+
+    path = tmp_path / "p.toml"
+    path.write_text(RPI5.read_text().replace('host = ""', 'host = "pi.local"').replace("port = 22", 'port = "22x"'))
+    r = run_cli("validate", str(tmp_path / "none.onnx"), "--target", str(path), "--out", str(tmp_path / "o"),
+                timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"error: --target {path}: [connection] port = '22x'" in r.stderr
+
+
+def test_shipped_and_readme_profiles_load(tmp_path):
+    from edgecompress.targets import get_target, list_targets
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    assert set(list_targets()) == {p.stem for p in RPI5.parent.glob("*.toml")}
+    # README: "copy rpi5.toml and set [connection] host"
+    mine = tmp_path / "my-device.toml"
+    mine.write_text(RPI5.read_text().replace('host = ""', 'host = "pi.local"'))
+    prof = get_target(str(mine))
+    assert prof.connection["host"] == "pi.local" and runner_name_for(prof) == "ssh"
+
+
+def test_profile_built_in_python_is_checked_too():
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets.profile import TargetProfile
+
+    with pytest.raises(ConfigError, match=r"^target box: \[connection\] port = '22x': must be an integer"):
+        TargetProfile("box", "", "x86_64", "ssh", ["onnxruntime"], ["onnx"], connection={"port": "22x"})
+
+
+def test_zero_bandwidth_in_python_profile_is_refused_by_the_estimator(onnx_artifact):
+    """A figure that slipped past the loader (changed after loading) is still no ZeroDivisionError."""
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets import get_target
+    from edgecompress.targets.estimate import estimate_artifact
+
+    prof = get_target("rpi5")
+    prof.hardware["memory_bandwidth_gbs"] = 0
+    with pytest.raises(ConfigError, match=r"\[hardware\] memory_bandwidth_gbs = 0 must be a positive number"):
+        estimate_artifact(onnx_artifact.path, "onnx", "fp32", prof)
+
+
+# ---- 8. device_attached honours [connection] adb ------------------------------------------------
+
+def test_device_attached_uses_the_profiles_adb(adb, tmp_path, monkeypatch):
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    _, phone = adb
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no adb on PATH
+    prof = _phone_profile(phone)
+    assert runner_name_for(prof) == "estimate"
+    prof = _phone_profile(phone, adb=str(tmp_path / "bin" / "adb"))
+    assert runner_name_for(prof) == "adb"  # it was estimated although the phone is attached
+    monkeypatch.delenv("FAKE_ADB_DEVICES")
+    assert runner_name_for(prof) == "estimate"
+
+
+# ---- 9. adb push errors read as a sentence -------------------------------------------------------
+
+def test_adb_push_error_is_the_last_line(adb, tmp_path, monkeypatch):
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.adb import AdbRunner
+
+    _, phone = adb
+    monkeypatch.setenv("FAKE_ADB_FULL", "1")
+    with pytest.raises(ValidationError) as e:
+        AdbRunner().run(_tflite_req(tmp_path), _phone_profile(phone))
+    msg = str(e.value)
+    assert msg.endswith("remote couldn't create file: No space left on device)"), msg
+    assert "[" not in msg and "'adb: error" not in msg  # no Python list repr
+
+
+# ---- 10. every runner's preflight: one error before any work -------------------------------------
+
+def test_preflight_unreachable_ssh_host(tmp_path):
+    from test_ssh_runner import _free_port
+
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners.estimate import preflight
+
+    path = tmp_path / "pi.toml"
+    path.write_text(RPI5.read_text().replace('host = ""', 'host = "127.0.0.1"')
+                    .replace("port = 22", f"port = {_free_port()}").replace("connect_timeout_s = 10",
+                                                                             "connect_timeout_s = 3"))
+    with pytest.raises(ValidationError, match=r"[Cc]onnection refused") as e:
+        preflight(get_target(str(path)))
+    assert "\n" not in str(e.value)
+
+
+def test_preflight_adb(adb, monkeypatch):
+    from edgecompress.errors import RuntimeMissingError, ValidationError
+    from edgecompress.targets.runners.adb import AdbRunner
+    from edgecompress.targets.runners.estimate import preflight
+
+    _, phone = adb
+    prof = _phone_profile(phone)
+    assert preflight(prof) == "adb"
+    (phone / "benchmark_model").unlink()
+    with pytest.raises(RuntimeMissingError, match=r"benchmark_model not on the device"):
+        preflight(prof)
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "OTHER")
+    with pytest.raises(ValidationError, match=r"no device R58 attached"):
+        AdbRunner().preflight(replace(prof, connection={**prof.connection, "serial": "R58"}))
+    monkeypatch.delenv("FAKE_ADB_DEVICES")
+    assert preflight(prof) == "estimate"  # no phone: estimated, and the estimate can run
+
+
+def test_preflight_qemu_without_rootfs(tmp_path, monkeypatch):
+    from edgecompress.errors import RuntimeMissingError
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners.estimate import preflight
+
+    monkeypatch.setenv("ARM64_ROOTFS", str(tmp_path / "no-rootfs"))
+    with pytest.raises(RuntimeMissingError, match=r"qemu: no arm64 rootfs at .*no-rootfs"):
+        preflight(get_target("arm64-qemu"))
+
+
+def test_preflight_estimate_needs_hardware_figures(tmp_path):
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners.estimate import preflight
+
+    path = tmp_path / "est.toml"
+    path.write_text(RPI5.read_text().replace("peak_int8_gops_per_core = 153.6\n", ""))
+    prof = get_target(str(path))  # loads: the figure is needed only for an estimate
+    with pytest.raises(ConfigError, match=r"\[hardware\] peak_int8_gops_per_core is needed for an estimate"):
+        preflight(prof)
+    assert preflight(get_target("rpi5")) == "estimate"
+
+
+def test_validate_pins_to_the_profiles_big_cores(sshd, onnx_artifact, tmp_path):
+    """validate() chose CPUs 0..n-1 for every runner: the LITTLE cores of a big.LITTLE board."""
+    from edgecompress.targets import ValidateSettings, validate
+
+    big = CPUS[-1]
+    prof = replace(_ssh_profile(sshd, tmp_path), hardware={"big_cores": [big]})
+    (m,) = validate([onnx_artifact], prof, settings=ValidateSettings(runs=2, warmup=0, rounds=1), progress=False)
+    assert m.status == "ok" and m.settings["cpus"] == [big], (m.error, m.settings)
