@@ -94,9 +94,11 @@ def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, 
         data = default() if default else None
         if data is None:
             return None
+    from edgecompress.data.datasets import check_in_memory, match_model
+
     if isinstance(data, Dataset):
         ds = data
-        _check_in_memory(ds, purpose)
+        check_in_memory(ds, f"{purpose} data {ds.source}")
     else:
         from edgecompress.models.hf import TEXT_TASKS
 
@@ -107,43 +109,12 @@ def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, 
         size = spec.image_size or 224
         preprocess = spec.preprocess or "efficientnet-lite"
         ds = load_data(data if isinstance(data, DataSpec) else str(data), preprocess, size, purpose, progress)
-    if isinstance(ds.x, dict):
-        return ds
-    where = f"{purpose} data {ds.source}"
-    # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
-    # runtime): a wrong-dtype file is refused here, naming it.
-    want = spec.inputs[0].dtype
-    if want.startswith("float") and ds.x.dtype != np.float32:
-        if ds.x.dtype.kind != "f":
-            raise DataError(f"{where}: dtype {ds.x.dtype} does not match the model input ({want}); save "
-                            "preprocessed float32 arrays")
-        ds.x = ds.x.astype(np.float32)  # float64 from numpy defaults: the runtimes take float32
-    expected, got = tuple(spec.input_shape[1:]), tuple(ds.x.shape[1:])
-    if got != expected:
-        raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
-                        "(check --input-shape / --preprocess)")
+    match_model(ds, spec.input_shape, spec.inputs[0].dtype, f"{purpose} data {ds.source}")
     return ds
-
-
-def _check_in_memory(ds: Dataset, purpose: str) -> None:
-    """What loading from a file checks, for a Dataset built in Python: a NaN sample trained a model
-    into all-NaN weights, wrong labels failed deep inside torch."""
-    from edgecompress.data.datasets import check_finite, check_labels
-
-    where = f"{purpose} data {ds.source}"
-    arrays = ds.x.values() if isinstance(ds.x, dict) else [ds.x]
-    for a in arrays:
-        if not isinstance(a, np.ndarray):
-            raise ConfigError(f"{where}: x must be numpy arrays, got {type(a).__name__}")
-        if a.dtype.kind == "f":
-            check_finite(a, where)
-    if ds.y is not None:
-        check_labels(np.asarray(ds.y), len(ds), where)
 
 
 def onnx_reference(path: Path, data: Dataset) -> Any:
     """fp32 outputs of an ONNX model (for ONNX inputs, which have no PyTorch module)."""
-    import numpy as np
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -182,13 +153,10 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     # Resolve the target before any work, so a typo fails in a second and leaves nothing behind.
     profile = get_target(job.target) if job.do_validate else None
     if profile is not None:  # [issue #7] an unreachable device too (runners with a preflight)
-        from edgecompress.targets.runners import RUNNERS
-        from edgecompress.targets.runners.estimate import runner_name_for
+        from edgecompress.targets.runners.estimate import preflight
 
         profile.check_formats([f for f, _ in job.formats])
-        preflight = getattr(RUNNERS.get(runner_name_for(profile), "--target"), "preflight", None)
-        if preflight is not None:
-            preflight(profile)
+        preflight(profile)
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
         job.model, job.input_shape, job.weights, job.preprocess)
     for fmt, _ in job.formats:  # before any calibration or export
@@ -247,7 +215,10 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
                         for a in artifacts]
     report = Report(
         model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
-               "input_shape": list(spec.input_shape), "task": spec.task},
+               "input_shape": list(spec.input_shape), "task": spec.task,
+               # a named preset only (a Python callable is not data): `validate --eval images/`
+               # preprocesses with it, as the export did
+               **({"preprocess": spec.preprocess} if isinstance(spec.preprocess, str) else {})},
         target=job.target,
         artifacts=[artifact_row(m.to_dict()) for m in measurements],
         reference=reference,

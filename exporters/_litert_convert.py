@@ -379,13 +379,20 @@ def convert(
             q = quantizer or make_quantizer()
         else:
             q = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
-        prepared = prepare_pt2e(_export(model, args, kwargs).module(), q)
-        if precision == "int8":
-            if _calibrate(prepared, calib_batches or [], x.shape[0], nhwc, input_names) == 0:
-                raise ValueError("calib_batches held no sample")
-        else:
-            prepared(*args, **kwargs)  # dynamic range needs no calibration, only the weight observers
-        model = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+        exported = _export(model, args, kwargs).module()
+        try:
+            prepared = prepare_pt2e(exported, q)
+            if precision == "int8":
+                n = _calibrate(prepared, calib_batches or [], x.shape[0], nhwc, input_names)
+            else:
+                n = 1
+                prepared(*args, **kwargs)  # dynamic range needs no calibration, only the weight observers
+            converted = convert_pt2e(prepared, fold_quantize=False) if n else None
+        except Exception as exc:  # an observer on a data-dependent value raised AttributeError
+            raise _unsupported("PT2E quantization (prepare / calibrate / convert)", exc) from None
+        if converted is None:
+            raise ValueError("calib_batches held no sample")
+        model = move_exported_model_to_eval(converted)
         model.training = False  # .eval() is refused on pt2e modules; this only silences litert's warning
         quant_config = QuantConfig(pt2e_quantizer=q)
     else:

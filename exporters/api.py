@@ -84,9 +84,13 @@ def export(
         raise ConfigError(f"export: options must be an ExportOptions, got {type(options).__name__}")
     if calib is not None and not isinstance(calib, Dataset):
         raise ConfigError(f"export: calib must be a Dataset (edgecompress.load_data(...)), got {type(calib).__name__}")
-    if calib is not None and not isinstance(calib.x, dict) and tuple(calib.x.shape[1:]) != tuple(spec.input_shape[1:]):
-        raise DataError(f"calibration data {calib.source}: samples have shape {tuple(calib.x.shape[1:])} but "
-                        f"{spec.name} takes {tuple(spec.input_shape[1:])}")
+    if calib is not None:
+        # what the pipeline checks of any data, for a caller who built the Dataset: integer
+        # arrays failed inside ORT after the fp32 export, NaN samples calibrated NaN ranges
+        from edgecompress.data.datasets import check_in_memory, match_model
+
+        check_in_memory(calib, f"calibration data {calib.source}")
+        match_model(calib, spec.input_shape, spec.inputs[0].dtype, f"calibration data {calib.source}")
     options = options or ExportOptions()
     if spec.extra.get("fixed_batch"):
         # a .pt2 exported at batch 1 cannot be re-traced with a dynamic batch (its reshapes bake

@@ -25,7 +25,9 @@ CALIB_METHODS = ("minmax", "percentile", "entropy")
 class ExportOptions:
     """Knobs shared by the exporters; a recipe or the CLI fills them."""
 
-    calib_method: str = "percentile"  # measured best agreement with fp32 (benchmarks/RESULTS-spine.md)
+    # measured best agreement with fp32 (benchmarks/RESULTS-spine.md). OpenVINO (NNCF) has no
+    # entropy calibrator: percentile and entropy both select its histogram range estimator there.
+    calib_method: str = "percentile"
     # 8: ORT's MinMax calibration of EfficientNet-Lite0 peaked at 2.2 GB with batches of 16, 1.2 GB with 8.
     calib_batch: int = 8
     percentile: float = 99.999
@@ -45,6 +47,9 @@ class ExportOptions:
         # checked here, not deep in ORT ("integer division or modulo by zero" for calib_batch 0)
         from edgecompress.errors import ConfigError
 
+        if self.calib_method not in CALIB_METHODS:  # OpenVINO took any string as "histogram"
+            raise ConfigError(f"calib_method {self.calib_method!r} (--calib-method): one of "
+                              f"{', '.join(CALIB_METHODS)}")
         if not (isinstance(self.calib_batch, int) and self.calib_batch >= 1):
             raise ConfigError(f"calib_batch {self.calib_batch!r}: 1 or more")
         if not 0 < self.percentile <= 100:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,8 +48,6 @@ def _culprit(e: BaseException) -> str:
     """The op torch.onnx could not lower, dug out of its multi-page message, else the first line of
     the error it chains (torch.onnx's own "Failed to export the model with torch.export. This is
     step 1/3..." names nothing; the torch.export error under it names the layer or shape)."""
-    import re
-
     text = _plain(e)
     m = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
     if m:
@@ -57,8 +56,17 @@ def _culprit(e: BaseException) -> str:
     while root.__cause__ is not None and root.__cause__ is not root:
         root = root.__cause__
     line = _first_line(root)
+    if line.endswith(":"):  # "The following inconsistencies were found:" names nothing by itself
+        rest = [ln.strip() for ln in str(root).strip().splitlines()[1:] if ln.strip()]
+        line = f"{line} {rest[0]}" if rest else line
     m = re.search(r"(aten|prims)\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", text)
     return f"{line} ({m.group(0)})" if m and m.group(0) not in line else line
+
+
+def _batch_is_fixed(e: BaseException) -> bool:
+    """torch.export found the batch pinned (a reshape(1, ...), or a guard batch <= 2)."""
+    text = _plain(e)
+    return "Constraints violated (batch)" in text or bool(re.search(r"Eq\(s\d+, \d+\) is inconsistent", text))
 
 
 def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> None:
@@ -88,8 +96,10 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
     except Exception as e:
         if no_space(e) or no_space(e.__cause__) or no_space(e.__context__):  # not the model's fault
             raise OutputError(f"{out}: no space left on device") from e
-        raise ExportError(f"onnx export of {spec.name} failed: {_culprit(e)} "
-                          "(rewrite that op, or try a fixed --input-shape)") from e
+        hint = ("the model fixes its batch size, e.g. x.reshape(1, -1): write x.flatten(1), or "
+                "torch.export it at batch 1 and pass the .pt2" if dynamic_batch and _batch_is_fixed(e)
+                else "rewrite that op, or try a fixed --input-shape")
+        raise ExportError(f"onnx export of {spec.name} failed: {_culprit(e)} ({hint})") from e
 
 
 class _Reader:

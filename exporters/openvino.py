@@ -6,6 +6,7 @@ int8 model with every dim dynamic failed to compile here), then `nncf.quantize` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -31,13 +32,19 @@ def _first_line(e: BaseException) -> str:
 def _refuse_frozen_branches(spec: ModelSpec, caught: list[warnings.WarningMessage]) -> None:
     """ov.convert_model traces with TorchScript: an `if` on tensor values keeps the branch the
     example input took, silently (the ONNX and TFLite exporters refuse such a model). Refused
-    here, except in transformers, whose mask code branches on shapes that do not change (and
-    OpenVINO's converter is tested against it)."""
+    here when the branch is in the model's own code: torch's (the shape asserts of a loaded .pt2
+    program) and transformers' (mask code branching on shapes that do not change, which
+    OpenVINO's converter is tested against) are left alone."""
     import torch
 
+    libraries = [os.path.dirname(torch.__file__) + os.sep]
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        libraries.append(os.path.dirname(transformers.__file__) + os.sep)
     for w in caught:
         if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message) \
-                and "/transformers/" not in w.filename.replace("\\", "/"):
+                and not any(os.path.abspath(w.filename).startswith(lib) for lib in libraries):
             raise ExportError(
                 f"openvino conversion of {spec.name}: the model branches on tensor values at "
                 f"{w.filename}:{w.lineno}, and tracing would freeze the branch the example input took "
@@ -95,7 +102,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     batches = list(calib.batches(1))  # NNCF iterates samples itself; subset_size = all of them
-    estimator = _RANGE_ESTIMATORS.get(options.calib_method, "HISTOGRAM")
+    estimator = _RANGE_ESTIMATORS[options.calib_method]  # ExportOptions checked the name
     kwargs: dict[str, Any] = {
         "subset_size": len(batches),
         # The full bias correction costs a little export time and buys agreement with fp32.

@@ -66,7 +66,7 @@ def test_float64_arrays_are_taken_as_float32(digits_spec):
     (lambda s, d: edgecompress.export("zoo:digits-cnn", "onnx"), "export: expected a ModelSpec"),
     (lambda s, d: edgecompress.export(s, "onnx", "int8", d, calib=np.zeros((4, 1, 8, 8))), "calib must be a Dataset"),
     (lambda s, d: edgecompress.export(s, "onnx", "int8", d, calib=Dataset(np.zeros((4, 3, 8, 8), np.float32))),
-     "samples have shape (3, 8, 8) but digits-cnn takes (1, 8, 8)"),
+     "samples have shape (3, 8, 8) but the model takes (1, 8, 8)"),
     (lambda s, d: edgecompress.export(s, "onnx", "fp32", d, options={"isolate": True}),
      "options must be an ExportOptions"),
     (lambda s, d: edgecompress.ExportOptions(calib_batch=0), "calib_batch 0: 1 or more"),
@@ -112,3 +112,36 @@ def test_int8_export_gives_the_callers_logging_back(tmp_path, digits_spec, digit
         assert art.precision == "int8" and root.level == logging.INFO
     finally:
         root.setLevel(before)
+
+
+def test_reference_outputs_runs_eval_mode_and_gives_the_mode_back(digits_spec, digits_eval):
+    """A module left in train mode gave a reference with dropout / batch-statistics noise in it."""
+    import copy
+
+    import torch
+
+    from edgecompress.targets import reference_outputs
+
+    ev = digits_eval.take(slice(0, 64))
+    m = copy.deepcopy(digits_spec.module).train()  # BatchNorm: train mode uses batch statistics
+    a = reference_outputs(m, ev, progress=False)
+    assert m.training  # given back
+    b = reference_outputs(digits_spec, ev, progress=False)  # a ModelSpec works as well
+    assert np.array_equal(a, b) and a.shape == (64, 10)
+    with torch.no_grad():
+        noisy = m(torch.from_numpy(ev.x)).numpy()  # what it computed before
+    assert not np.allclose(noisy, a, atol=1e-3)
+    with pytest.raises(ConfigError, match="data must be a Dataset"):
+        reference_outputs(m, ev.x)
+
+
+def test_write_report_makes_its_folder_and_drops_a_stale_plot(tmp_path):
+    from edgecompress.report import Report, write_report
+
+    out = tmp_path / "new" / "dir"
+    (tmp_path / "new").mkdir()
+    paths = write_report(Report(model={"name": "x"}, target="x86-local", artifacts=[]), str(out))
+    assert paths["json"].is_file() and "png" not in paths
+    (out / "report.png").write_bytes(b"old plot")  # a previous run's
+    write_report(Report(model={"name": "x"}, target="x86-local", artifacts=[]), out)
+    assert not (out / "report.png").exists()

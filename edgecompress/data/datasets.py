@@ -155,6 +155,39 @@ def check_labels(y: np.ndarray, n: int, where: str, key: str = "y") -> None:
                         "labels are class indices 0..N-1")
 
 
+def check_in_memory(ds: Dataset, where: str) -> None:
+    """What loading from a file checks, for a Dataset built in Python: a NaN sample trained a model
+    into all-NaN weights (and calibrated ranges to NaN), wrong labels failed deep inside torch."""
+    from edgecompress.errors import ConfigError
+
+    arrays = ds.x.values() if isinstance(ds.x, dict) else [ds.x]
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            raise ConfigError(f"{where}: x must be numpy arrays, got {type(a).__name__}")
+        if a.dtype.kind == "f":
+            check_finite(a, where)
+    if ds.y is not None:
+        check_labels(np.asarray(ds.y), len(ds), where)
+
+
+def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str) -> None:
+    """The samples against a single-input model: a float dtype for a float input (float64 becomes
+    float32 in place), the sample shape. Multi-input (dict) sets are the tokenizer's and pass."""
+    if isinstance(ds.x, dict):
+        return
+    # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
+    # runtime): a wrong-dtype file is refused here, naming it.
+    if dtype.startswith("float") and ds.x.dtype != np.float32:
+        if ds.x.dtype.kind != "f":
+            raise DataError(f"{where}: dtype {ds.x.dtype} does not match the model input ({dtype}); save "
+                            "preprocessed float32 arrays")
+        ds.x = ds.x.astype(np.float32)  # float64 from numpy defaults: the runtimes take float32
+    expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
+    if got != expected:
+        raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
+                        "(check --input-shape / --preprocess)")
+
+
 def _fmt_slice(sl: slice) -> str:
     return f"{'' if sl.start is None else sl.start}:{'' if sl.stop is None else sl.stop}"
 

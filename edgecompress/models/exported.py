@@ -24,7 +24,9 @@ class ExportedModule(torch.nn.Module):
         self.fixed_batch = fixed_batch
 
     def forward(self, x: torch.Tensor) -> Any:  # one input: what the .pt2 loader accepts
-        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+        # traced (OpenVINO's converter) or exported: the example batch is the fixed one, and a
+        # shape test would read as a branch on tensor values
+        if self.fixed_batch is None or torch.jit.is_tracing() or x.shape[0] == self.fixed_batch:
             return self.graph_module(x)
         outs = [self.graph_module(x[i:i + 1]) for i in range(x.shape[0])]
         if isinstance(outs[0], torch.Tensor):

@@ -12,12 +12,18 @@ from edgecompress.report.plot import tradeoff_png
 from edgecompress.report.render import to_html, to_markdown
 
 
-def write_report(report: Report, out_dir: Path, stem: str = "report") -> dict[str, Path]:
-    out_dir = Path(out_dir)
+def write_report(report: Report, out_dir: Path | str, stem: str = "report") -> dict[str, Path]:
+    """Write `stem`.json / .md / .html (and .png when some artifact has accuracy or drift) into
+    `out_dir`, created if needed; returns their paths by kind ("json", "md", "html", "png")."""
+    from edgecompress.fileio import ensure_writable_dir
+
+    out_dir = ensure_writable_dir(Path(out_dir))
     png = tradeoff_png(report.artifacts, f"{report.model.get('name')} on {report.target}")
     paths = {}
     if png:
         paths["png"] = write_bytes_atomic(out_dir / f"{stem}.png", png)
+    else:  # an earlier run's plot would sit beside a report that says it has none
+        (out_dir / f"{stem}.png").unlink(missing_ok=True)
     paths["md"] = write_text_atomic(out_dir / f"{stem}.md", to_markdown(report, f"{stem}.png" if png else None))
     paths["html"] = write_text_atomic(out_dir / f"{stem}.html", to_html(report, png))
     # JSON last: CI gates read it, so it only appears once everything it points to exists.

@@ -138,7 +138,66 @@ def _locked_out_dir(ctx):
         os.close(fd)
 
 
+def _calib_with(ctx, x):
+    from edgecompress.data import Dataset
+
+    return _export(ctx, "onnx", "int8", calib=Dataset(x))
+
+
+def _tflite_int8_data_dependent(ctx):
+    import torch
+
+    from edgecompress.data import Dataset
+    from edgecompress.exporters import export
+    from edgecompress.models import load_model
+
+    class Nonzero(torch.nn.Module):  # a count of values: strict export passes, an observer fails
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 2)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) + (x.flatten(1) > 0.5).nonzero().shape[0]
+
+    spec = load_model(Nonzero(), input_shape=(1, 1, 8, 8))
+    export(spec, "tflite", "int8", ctx.out, Dataset(np.random.rand(4, 1, 8, 8).astype(np.float32)))
+
+
+def _onnx_fixed_batch_module(ctx):
+    import torch
+
+    from edgecompress.models import load_model
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 2)
+
+        def forward(self, x):
+            return self.fc(x.reshape(1, 64))
+
+    ctx.spec = load_model(FixedBatch(), input_shape=(1, 1, 8, 8))
+    _export(ctx)
+
+
+def _nan_calib(ctx):
+    x = ctx.calib.x.copy()
+    x[3] = np.nan
+    return _calib_with(ctx, x)
+
+
 API_CASES = [
+    # [audit 2026-12-01] from Python, what the pipeline checks of data was skipped: integer arrays
+    # failed inside ORT after the fp32 export, NaN samples calibrated silently
+    ("calib-int-dtype-python", lambda c: _calib_with(c, np.ones((4, 1, 8, 8), np.uint8)), DataError,
+     "dtype uint8 does not match the model input (float32)"),
+    ("calib-nan-python", _nan_calib, DataError, "sample 3 contains NaN or Inf"),
+    ("calib-method-unknown", lambda c: __import__("edgecompress.exporters").exporters.ExportOptions(
+        calib_method="MinMax"), ConfigError, "calib_method 'MinMax' (--calib-method): one of minmax"),
+    ("tflite-int8-data-dependent", _tflite_int8_data_dependent, __import__("edgecompress.errors").errors.ExportError,
+     "PT2E quantization (prepare / calibrate / convert) cannot lower the model"),
+    ("onnx-module-fixes-batch", _onnx_fixed_batch_module, __import__("edgecompress.errors").errors.ExportError,
+     "the model fixes its batch size, e.g. x.reshape(1, -1)"),
     # (id, callable(ctx), exception class, fragment)
     ("name-escapes-dotdot", lambda c: _export(c, name="../escape.onnx"), OutputError,
      "'../escape.onnx' would escape the output directory"),
