@@ -96,6 +96,7 @@ def export(
         # a .pt2 exported at batch 1 cannot be re-traced with a dynamic batch (its reshapes bake
         # the 1 in): the file keeps batch 1 and ORT calibration feeds it one sample at a time
         options = dataclasses.replace(options, dynamic_batch=False, calib_batch=1)
+    fmt, precision = str(fmt).lower(), str(precision).lower()  # as the CLI: "ONNX" was unknown
     format_ = FORMATS.get(fmt, "--format")
     if precision not in format_.precisions:
         raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class ValidateSettings:
+    """How artifacts are timed: `threads` pinned to `cpus` (default: the target's first big cores),
+    each batch size of `batches` timed `runs` times after `warmup`, in `rounds` interleaved fresh
+    processes (each figure the median of the rounds'); outputs computed in chunks of `eval_batch`."""
+
     threads: int = 1
-    cpus: list[int] | None = None  # default: the first `threads` CPUs
+    cpus: list[int] | None = None  # default: the profile's first `threads` big cores
     batches: tuple[int, ...] = (1,)
     warmup: int = 10
     runs: int = 100
@@ -53,6 +58,12 @@ class ValidateSettings:
 
 @dataclass
 class Measurement:
+    """One artifact on one target. `latency_ms` maps a batch size ("1", "8") to ms figures (p50,
+    p90, p99, mean, min, cpu_p50, io_ms, throughput_per_s, runs, p50_rounds); `latency_kind` says
+    whether they were measured, estimated or emulated. `memory_mb`: peak_rss of the inference
+    process. `metrics` (top1, top5 or spearman) need labelled eval data; `drift` (top1_agreement,
+    cosine, cosine_min, max_abs, mean_abs) needs a reference. `status` is ok or failed (`error`)."""
+
     artifact: dict[str, Any]
     target: str
     status: str = "ok"  # ok | failed
@@ -135,7 +146,7 @@ def _inputs_file(data: Dataset, folder: Path) -> Path:
     return path
 
 
-def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local",
+def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfile = "x86-local",
              eval_data: Dataset | None = None, reference: np.ndarray | None = None,
              settings: ValidateSettings | None = None, progress: bool = True,
              task: str = "classification") -> list[Measurement]:
@@ -146,7 +157,11 @@ def validate(artifacts: list[Artifact], target: str | TargetProfile = "x86-local
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
     from edgecompress.exporters import FORMATS
+    from edgecompress.exporters import Artifact as _Artifact
 
+    if isinstance(artifacts, _Artifact):  # validate(art) failed with "'Artifact' object is not iterable"
+        artifacts = [artifacts]
+    artifacts = list(artifacts)
     settings = settings or ValidateSettings()
     if eval_data is not None:  # NaN samples came back as "NaN outputs" of every artifact
         from edgecompress.data.datasets import check_in_memory

@@ -145,3 +145,30 @@ def test_write_report_makes_its_folder_and_drops_a_stale_plot(tmp_path):
     (out / "report.png").write_bytes(b"old plot")  # a previous run's
     write_report(Report(model={"name": "x"}, target="x86-local", artifacts=[]), out)
     assert not (out / "report.png").exists()
+
+
+def test_a_callers_module_keeps_its_mode_and_weights():
+    """load_model and the passes worked on the caller's module: a training loop that called
+    prune() went on in eval mode."""
+    import torch
+
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                            torch.nn.ReLU(), torch.nn.Linear(32, 10)).train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    spec = edgecompress.load_model(m, input_shape=(1, 1, 8, 8))
+    assert m.training and not spec.module.training and spec.module is not m
+    pruned = edgecompress.prune(m, ratio=0.5, input_shape=(1, 1, 8, 8), progress=False)
+    assert m.training and all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+    assert pruned.module[1].out_features < 32
+
+
+def test_single_artifact_and_measurement_are_accepted(tmp_path, digits_spec):
+    """validate(art) and artifact_row(m) were TypeErrors; export(spec, "ONNX") was unknown."""
+    from edgecompress.report import artifact_row
+
+    art = edgecompress.export(digits_spec, "ONNX", "FP32", tmp_path)
+    assert art.format == "onnx" and art.precision == "fp32"
+    (m,) = edgecompress.validate(art, "x86-local", settings=edgecompress.ValidateSettings(runs=2, warmup=0, rounds=1),
+                                 progress=False)
+    row = artifact_row(m)
+    assert row == artifact_row(m.to_dict()) and row["status"] == "ok" and row["latency_ms"]["p50"] > 0

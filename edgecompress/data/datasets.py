@@ -333,7 +333,7 @@ def load_images(files: Sequence[Path], transform: Transform, desc: str = "images
     return stacked
 
 
-def load_data(spec: DataSpec | str, preprocess: str | Transform = "efficientnet-lite",
+def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "efficientnet-lite",
               image_size: int = 224, purpose: str = "data", progress: bool = True) -> Dataset:
     """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors."""
     what = "data" if purpose in ("", "data") else f"{purpose} data"  # not "data data"

@@ -6,6 +6,7 @@ a `.pt2` ExportedProgram, a `.onnx` file (export-only paths), or an `nn.Module` 
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 import sys
@@ -441,9 +442,16 @@ def load_model(
     if isinstance(ref, torch.nn.Module):
         if shape is None:
             raise InputShapeError("input_shape is required when loading an nn.Module")
+        # A copy: the exporters and passes call .eval() on the spec's module, and a caller's
+        # training loop went on in eval mode after load_model / prune / export. A module that
+        # cannot be copied (locks, open files) is used as it is.
+        try:
+            module = copy.deepcopy(ref)
+        except Exception:
+            module = ref
         spec = ModelSpec(
             name=name or type(ref).__name__,
-            module=ref.eval(),
+            module=module.eval(),
             inputs=[InputSpec(shape)],
             source=f"python:{type(ref).__name__}",
         )

@@ -113,8 +113,11 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
 
     The module is deep-copied so a pass never changes the caller's model in place.
     """
+    import torch
+
     from edgecompress.models import ModelSpec, load_model
 
+    fresh = isinstance(model, torch.nn.Module)  # load_model took its own copy of a bare module
     spec = model if isinstance(model, ModelSpec) else load_model(model, input_shape)
     if spec.module is None:
         raise ConfigError(f"model {spec.name}: passes need a PyTorch module (got an ONNX file)")
@@ -122,7 +125,7 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
         raise ConfigError(
             f"model {spec.name}: already quantized ({spec.extra['quantized']}); qat must be the last pass"
         )
-    if copy_module:
+    if copy_module and not fresh:
         # `passes` is copied too: a pass appends its record there, and a shallow copy appended it to
         # the caller's spec as well (prune(a) then lowrank(a) left `a` claiming both).
         extra = {**spec.extra, "passes": list(spec.extra.get("passes", []))}

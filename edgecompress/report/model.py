@@ -52,6 +52,10 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class Report:
+    """What report.json holds: the model, the target, one row per artifact (`artifact_row`), the
+    reference's metrics, the data used, the compression steps, the command, the machine and the
+    versions; `write_report` renders it, `Report.load` reads it back."""
+
     model: dict[str, Any]
     target: str
     artifacts: list[dict[str, Any]]
@@ -88,8 +92,11 @@ class Report:
             raise InputFileError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def artifact_row(measurement: dict[str, Any], batch: int = 1) -> dict[str, Any]:
-    """Flatten a Measurement into the report's artifact entry (batch-1 latency up front)."""
+def artifact_row(measurement: Any, batch: int = 1) -> dict[str, Any]:
+    """Flatten a Measurement (or its `to_dict()`) into the report's artifact entry (batch-1
+    latency up front)."""
+    if hasattr(measurement, "to_dict"):  # artifact_row(m) failed with "not subscriptable"
+        measurement = measurement.to_dict()
     art = measurement["artifact"]
     lat = measurement.get("latency_ms", {})
     first = lat.get(str(batch)) or (next(iter(lat.values())) if lat else {})
