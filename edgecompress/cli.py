@@ -181,7 +181,9 @@ def validate_cmd(
         "Repeatable."))] = [],  # noqa: B006
     out: OutOpt = Path("edgecompress-validate"),
     threshold: Annotated[float, typer.Option(
-        help="Relative change counted as a regression vs --baseline.")] = 0.05,
+        help="Relative change counted as a regression vs --baseline (0.05 = 5 %).")] = 0.05,
+    fail_on_regression: Annotated[bool, typer.Option(
+        "--fail-on-regression", help="Exit 4 when --baseline finds a regression (CI).")] = False,
     preprocess: Annotated[str | None, typer.Option(
         help="Preprocessing preset for image --eval data.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads, pinned to the first N of the target's big cores (CPUs 0..N-1 on x86).")] = 1,
@@ -201,6 +203,14 @@ def validate_cmd(
     _summary(report, paths)
     for r in report.baseline.get("regressions", []):
         typer.echo(f"regression: {r}", err=True)
+    if baseline is not None and not report.baseline.get("compared"):
+        # "No regression" over nothing compared (a baseline of another target) read as a pass
+        typer.echo("note: the baseline shares no comparable artifact and metric with this run; "
+                   "nothing was compared", err=True)
+    if fail_on_regression and report.baseline.get("regressions"):
+        n = len(report.baseline["regressions"])
+        raise ValidationError(f"{n} regression(s) against {baseline}: {report.baseline['regressions'][0]}"
+                              + (f" (+{n - 1} more)" if n > 1 else ""))
     if failures:
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
         raise ValidationError(failures[0] + more)

@@ -392,8 +392,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     from edgecompress.targets.validate import _inputs_file
 
     gates = parse_gates(fail_on or [])  # a malformed gate fails before anything runs
-    if not threshold >= 0:  # also NaN; -1 made an unchanged run a regression
-        raise ConfigError(f"--threshold {threshold}: a relative change, 0 or more (0.05 = 5 %)")
+    if not 0 <= threshold <= 1:  # also NaN; -1 made an unchanged run a regression, 5 meant 500 %
+        raise ConfigError(f"--threshold {threshold}: a relative change between 0 and 1 (0.05 = 5 %)")
     profile = get_target(target)
     settings = settings or ValidateSettings()
     if preprocess:

@@ -112,6 +112,13 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
     assert any("latency p50" in g for g in regs)
     assert "Against the baseline" in (out / "report.md").read_text()
     assert "regression:" in r.stderr
+    # ... unless CI asks for them to fail the run (regressions never changed the exit code)
+    r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v4"), "--baseline", str(tmp_path / "base.json"),
+                "--fail-on-regression", "--rounds", "1", *FAST)
+    assert r.returncode == 4 and "regression(s) against" in r.stderr, r.stderr[-1500:]
+    r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v5"), "--baseline", str(tmp_path / "base.json"),
+                "--threshold", "5", *FAST)
+    assert r.returncode == 2 and "between 0 and 1" in r.stderr
 
     r = run_cli("validate", str(export_dir), "--eval", eval_npz, "--out", str(tmp_path / "v3"),
                 "--fail-on", "drift.top1_agreement<=1.0", *FAST)
