@@ -152,3 +152,21 @@ def test_nan_outputs_fail_the_artifact(tmp_path):
     x[5, 1] = np.nan
     with pytest.raises(DataError, match="evaluation data in-memory Dataset: sample 5 contains NaN"):
         validate([art], "x86-local", Dataset(x), None, ValidateSettings(runs=3, warmup=1, rounds=1), progress=False)
+
+
+def test_a_failed_benchmark_keeps_the_whole_exception():
+    """ORT names the problem on its message's second line; the report kept only the last line,
+    "Please fix either the inputs/outputs or the model."."""
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.local import parse_bench_output
+
+    err = ('Traceback (most recent call last):\n  File "bench.py", line 3, in <module>\n    main()\n'
+           "    ^^^^^^\nonnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument: [ONNXRuntimeError] : 2 : "
+           "INVALID_ARGUMENT : Got invalid dimensions for input: input for the following indices\n"
+           " index: 2 Got: 224 Expected: 8\n Please fix either the inputs/outputs or the model.\n")
+    with pytest.raises(ValidationError) as e:
+        parse_bench_output("", err, 1, "m.onnx")
+    msg = str(e.value)
+    assert "InvalidArgument" in msg and "index: 2 Got: 224 Expected: 8" in msg and "\n" not in msg
+    with pytest.raises(ValidationError, match=r"benchmark failed \(killed\)"):
+        parse_bench_output("", "some log\nkilled\n", 9, "m.onnx")  # no traceback: the last line

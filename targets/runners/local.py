@@ -60,11 +60,21 @@ def parse_bench_output(stdout: str, stderr: str, returncode: int, where: str) ->
     if returncode != 0:
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit code {returncode}"
+        tb = max((i for i, ln in enumerate(lines) if ln.startswith("Traceback (")), default=None)
+        if tb is not None:
+            # The exception and all of its message: ORT's names the problem on its second line
+            # ("index: 2 Got: 224 Expected: 8") and ends with a generic "Please fix either ...".
+            frames = [i for i in range(tb + 1, len(lines)) if lines[i].startswith('  File "')]
+            start = (frames[-1] + 1) if frames else tb + 1
+            while start < len(lines) and lines[start].startswith("    "):  # its code line, ^^^ marks
+                start += 1
+            if start < len(lines):
+                last = " ".join(ln.strip() for ln in lines[start:])
         if "ModuleNotFoundError" in last or "No module named" in last:
             from edgecompress.errors import RuntimeMissingError
 
             raise RuntimeMissingError(f"{where}: runtime not installed ({last.strip()})")
-        raise ValidationError(f"{where}: benchmark failed ({last.strip()[:240]})")
+        raise ValidationError(f"{where}: benchmark failed ({last.strip()[:400]})")
     for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
