@@ -63,7 +63,15 @@ def test_parse_benchmark_model_fixture():
     # The timed run's line (count=50), not the warm-up's (count=10).
     assert lat["runs"] == 50 and lat["mean"] == pytest.approx(6.58312)
     assert lat["min"] == pytest.approx(6.401) and lat["max"] == pytest.approx(7.688)
-    assert lat["p50"] == pytest.approx(6.58312)  # no median printed: the mean stands in
+    assert lat["p50"] == pytest.approx(6.58312)  # no median printed: the mean stands in ...
+    assert lat["p50_is_mean"] is True  # ... and the row says so, and the report in words
+    from edgecompress.report import Report, artifact_row
+    from edgecompress.report.render import to_markdown
+
+    row = artifact_row({"artifact": {"format": "tflite", "precision": "int8", "path": "m.tflite", "size_bytes": 1,
+                                     "sha256": ""}, "latency_ms": r["latency_ms"]})
+    md = to_markdown(Report(model={"name": "m"}, target="android-arm64", artifacts=[row]), None)
+    assert "tflite int8: the device's benchmark_model prints no percentiles, so p50 there is its mean" in md
     assert r["memory_mb"] == {"init_delta": 11.2031, "overall_delta": 14.8867, "peak_rss": 19.4414}
     assert r["load_seconds"] == pytest.approx(0.048312)
 

@@ -92,6 +92,9 @@ class Report:
             raise InputFileError(f"{path}: cannot read ({e.strerror})") from None
 
 
+_BATCH1_KEYS = ("p50", "p90", "p99", "mean", "cpu_p50", "io_ms", "p50_is_mean")
+
+
 def artifact_row(measurement: Any, batch: int = 1) -> dict[str, Any]:
     """Flatten a Measurement (or its `to_dict()`) into the report's artifact entry (batch-1
     latency up front)."""
@@ -103,7 +106,7 @@ def artifact_row(measurement: Any, batch: int = 1) -> dict[str, Any]:
     return {
         "format": art["format"], "precision": art["precision"], "path": art["path"],
         "size_bytes": art["size_bytes"], "sha256": art["sha256"],
-        "latency_ms": {k: first[k] for k in ("p50", "p90", "p99", "mean", "cpu_p50", "io_ms") if k in first},
+        "latency_ms": {k: first[k] for k in _BATCH1_KEYS if k in first},
         "latency_kind": measurement.get("latency_kind", "measured"),
         "latency_by_batch": lat,
         "memory_mb": measurement.get("memory_mb", {}),

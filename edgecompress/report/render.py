@@ -245,7 +245,16 @@ def _latency_note(report: Report) -> str:
             "artifact of the same format; agreement and cosine (mean over samples) are against the "
             "reference outputs on the same inputs. Peak RSS is the whole inference process, Python "
             "and the runtime included. `(est.)` marks estimated latency (no device measured)."
-            + _fixed_batch_note(report))
+            + _fixed_batch_note(report) + _mean_note(report))
+
+
+def _mean_note(report: Report) -> str:
+    rows = [a for a in report.artifacts if (a.get("latency_ms") or {}).get("p50_is_mean")]
+    if not rows:
+        return ""
+    names = ", ".join(f"{a['format']} {a['precision']}" for a in rows)
+    return (f" {names}: the device's benchmark_model "
+            "prints no percentiles, so p50 there is its mean and p90 is not known.")
 
 
 def _fixed_batch_note(report: Report) -> str:
