@@ -259,3 +259,18 @@ def test_recipe_teacher_after_the_resolution_pass_sees_its_own_side(tmp_path, mo
     with torch.no_grad():
         teacher(torch.zeros(2, 1, 6, 6))
     assert seen == [(8, 8)]
+
+
+def test_a_bare_module_without_data_keeps_its_statistics(digits_spec):
+    """bn_recalib 'auto' (the default) only compares statistics: with no data at all it failed
+    with 'train data: none given'; bn_recalib true still needs data."""
+    import copy
+
+    from edgecompress.errors import DataError
+
+    bare = copy.deepcopy(digits_spec.module)
+    out = edgecompress.resolution(bare, size=6, input_shape=(1, 1, 8, 8), progress=False)
+    assert out.input_shape == (1, 1, 6, 6)
+    assert out.extra["passes"][-1]["log"]["bn_note"] == "no data given: BatchNorm statistics kept"
+    with pytest.raises((ConfigError, DataError), match="train data"):
+        edgecompress.resolution(bare, size=6, input_shape=(1, 1, 8, 8), bn_recalib=True, progress=False)

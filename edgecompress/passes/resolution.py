@@ -184,11 +184,14 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
     size = cfg.size if cfg.size is not None else size_for_macs(spec, cfg.target_macs, cfg.multiple_of)
     if size > h:
         raise ConfigError(f"resolution.size {size}: larger than the model's input side {h} (this pass shrinks)")
-    needs_data = cfg.finetune_epochs > 0 or bool(cfg.bn_recalib)
-    ds = resolve_dataset(spec, data, "train", progress) if needs_data else None
+    needs_data = cfg.finetune_epochs > 0 or cfg.bn_recalib is True
+    # "auto" only compares two sets of statistics: with no data at all (a bare module, no data=)
+    # it keeps the model's own, where it failed with "train data: none given"
+    wants_data = needs_data or cfg.bn_recalib == "auto"
+    ds = resolve_dataset(spec, data, "train", progress, required=needs_data) if wants_data else None
     if ds is not None and isinstance(ds.x, dict):
         raise ConfigError("resolution: bn_recalib / finetune_epochs need image data (one tensor input)")
-    teach = teacher_module(teacher, spec) if needs_data else None
+    teach = teacher_module(teacher, spec) if ds is not None else None
     new = at_size(spec, size)
     log: dict[str, Any] = {"from": h, "to": size, "note": f"input {h}x{w} -> {size}x{size}"}
     if ds is not None:
@@ -202,6 +205,9 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
         ck = Path(workdir) / "checkpoints" / "resolution.pt" if workdir else None
         log["finetune"] = finetune(new.module, teach, small, kd, ck, f"resolution {size}: KD fine-tune", progress,
                                    teacher_data=ds)
+    elif cfg.bn_recalib and ds is None:
+        log["bn_recalibrated"] = False
+        log["bn_note"] = "no data given: BatchNorm statistics kept"
     elif cfg.bn_recalib:
         x, tx = torch.from_numpy(small.x), torch.from_numpy(ds.x)
         if cfg.bn_recalib == "auto":
