@@ -79,7 +79,7 @@ def _summary(report, paths) -> None:
     rows = table_rows(report)
     # encoders (issue #6) have no class outputs: their drift column is the embedding cosine
     drift_col = "agreement %" if any(r["agreement %"] != "—" for r in rows) or not rows else "cosine"
-    cols = ["format", "precision", "size", "p50", "speed-up", "top-1 %", drift_col, "status"]
+    cols = ["format", "precision", "size", "p50 ms", "speed-up", "top-1 %", drift_col, "status"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     typer.echo("  ".join(c.ljust(widths[c]) for c in cols), err=True)
     for r in rows:

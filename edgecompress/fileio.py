@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import signal
 import tempfile
@@ -146,8 +147,20 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     return Path(path)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / Inf as null: json.dumps wrote bare NaN, which strict JSON parsers (and jq) reject."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return write_text_atomic(path, json.dumps(_finite(obj), indent=2, sort_keys=False, default=str,
+                                              allow_nan=False) + "\n")
 
 
 # Every temporary name written by this module and the exporters starts with it. Distinctive on

@@ -293,8 +293,11 @@ def _check_gate_path(g: Gate) -> None:
 
 
 def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
-    """One message per failing (gate, artifact); a gate that names no metric present is an error."""
+    """One message per failing (gate, artifact); a gate that names no metric present is an error.
+    The outcome per gate and artifact is also recorded in `report.gates` (report.json / .md /
+    .html), so a reader of the report sees which gate failed where, not only the exit code."""
     failures = []
+    report.gates = []
     for g in gates:
         seen = False
         for row in report.artifacts:
@@ -302,7 +305,10 @@ def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 continue
             seen = True
-            if _OPS[g.op](v, g.value):
+            failed = _OPS[g.op](v, g.value)
+            report.gates.append({"gate": g.text, "artifact": "/".join(_key(row)), "value": v,
+                                 "passed": not failed})
+            if failed:
                 failures.append(f"gate failed: {g.text} ({row['format']} {row['precision']} on "
                                 f"{row.get('target', '')}: {'.'.join(g.path)} = {v:.4g})")
         if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
@@ -450,5 +456,6 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         command=command)
     if base is not None:
         report.baseline = compare_baseline(report, base, str(baseline), threshold)
+    failures = evaluate_gates(report, gates)  # before writing: the report records the outcome
     paths = write_report(report, out_dir)
-    return report, paths, evaluate_gates(report, gates)
+    return report, paths, failures

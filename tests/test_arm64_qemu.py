@@ -53,7 +53,7 @@ def test_emulated_latency_is_labelled_in_reports():
            "latency_ms": {"p50": 812.0, "p90": 900.0}, "latency_kind": "emulated",
            "metrics": {}, "drift": {"top1_agreement": 1.0}, "memory_mb": {}, "target": "arm64-qemu"}
     report = Report(model={"name": "m"}, target="arm64-qemu", artifacts=[row])
-    assert "(emulated, not a device figure)" in table_rows(report)[0]["p50"]
+    assert "(emulated, not a device figure)" in table_rows(report)[0]["p50 ms"]
     assert "EMULATED" in to_markdown(report, plot_name=None)
     assert "not a device figure" in to_html(report)
 

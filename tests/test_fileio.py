@@ -63,3 +63,17 @@ def test_failed_run_leaves_no_empty_out_dir(tmp_path, digits_spec):
     with pytest.raises(InputFileError):  # a directory that existed stays
         run_export(ExportJob(**{**job.__dict__, "out_dir": tmp_path / "keep"}))
     assert (tmp_path / "keep").is_dir()
+
+
+def test_json_never_holds_nan(tmp_path):
+    """A NaN Spearman was written as bare NaN: invalid JSON for strict parsers (jq, browsers)."""
+    import json
+
+    from edgecompress.fileio import write_json_atomic
+
+    p = write_json_atomic(tmp_path / "r.json", {"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": -float("inf")}})
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    assert json.loads(p.read_text(), parse_constant=refuse) == {"a": None, "b": [1.5, None], "c": {"d": None}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -125,7 +126,9 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
     assert r.returncode == 4
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "gate failed: drift.top1_agreement<=1.0" in err[0]
-    assert (tmp_path / "v3" / "report.json").exists()  # the report is written before the gate
+    assert (tmp_path / "v3" / "report.json").exists()  # the report is written before the exit ...
+    gates = json.loads((tmp_path / "v3" / "report.json").read_text())["gates"]  # ... and says why
+    assert gates and not any(g["passed"] for g in gates)
 
 
 @pytest.mark.parametrize("bad", ["drift.top1_agreement<<0.9", "__import__('os').system('x')<1",
@@ -145,9 +148,17 @@ def test_parse_and_evaluate_gates():
         (("size_bytes",), "!=", 1000.0)]
     rep = Report(model={}, target="t", artifacts=[
         {"format": "onnx", "precision": "int8", "target": "t", "drift": {"top1_agreement": 0.96},
-         "latency_ms": {"p50": 3.0}, "size_bytes": 1000}])
+         "latency_ms": {"p50": 3.0}, "size_bytes": 1000, "status": "ok"}])
     fails = evaluate_gates(rep, gates)
     assert len(fails) == 1 and "drift.top1_agreement<0.97" in fails[0] and "0.96" in fails[0]
+    # the outcome is in the report too (it was only in the exit code and on stderr)
+    assert [(g["gate"], g["passed"]) for g in rep.gates] == [
+        ("drift.top1_agreement<0.97", False), ("latency_ms.p50>=10", True), ("size_bytes!=1e3", True)]
+    from edgecompress.report.render import to_html, to_markdown
+
+    md = to_markdown(rep, None)
+    assert "## Gates (--fail-on)" in md and "| drift.top1_agreement<0.97 | t/onnx/int8 | 0.96 | FAILED |" in md
+    assert "FAILED" in to_html(rep)
 
 
 def test_compare_baseline_directions():
@@ -222,6 +233,9 @@ def test_loose_files_precision_comes_from_the_file(export_dir, eval_npz, tmp_pat
     rep = json.loads((out / "report.json").read_text())
     assert [(a["format"], a["precision"]) for a in rep["artifacts"]] == [("openvino", "int8"), ("onnx", "fp32")]
     assert rep["data"]["reference"].startswith("outputs of reference.onnx (fp32)")
+    # files outside the report's folder: absolute paths (relative to the working directory, they
+    # resolved from nowhere once the report was read from its folder)
+    assert all(Path(a["path"]).is_absolute() and Path(a["path"]).is_file() for a in rep["artifacts"])
 
 
 def test_two_export_directories_keep_their_own_details(export_dir, tmp_path, digits_spec, digits_calib):
@@ -281,3 +295,24 @@ def test_validate_reads_images_with_the_exports_preprocessing(export_dir, digits
     rep = json.loads((out / "report.json").read_text())
     assert rep["model"]["preprocess"] == "gray-unit"
     assert all(a["status"] == "ok" and a["metrics"]["top1"] > 0.9 for a in rep["artifacts"])
+
+
+def test_report_table_says_what_it_shows():
+    """Small latencies kept three digits (0.04 vs 0.03 hid a 1.3x gap); 99.95 % agreement no longer
+    reads as 100.0; an STS encoder's Spearman has its column; an OpenVINO int8 row whose float
+    layers ran bf16 against an f32 reference says so."""
+    from edgecompress.report import Report
+    from edgecompress.report.render import table_rows, to_markdown
+
+    def row(fmt, prec, p50, hint, **extra):
+        return {"format": fmt, "precision": prec, "target": "t", "status": "ok", "size_bytes": 10**6,
+                "latency_ms": {"p50": p50}, "runtime": {"settings": {"inference_precision": hint}}, **extra}
+
+    rep = Report(model={"name": "m"}, target="t", artifacts=[
+        row("openvino", "fp32", 0.0412, "f32", metrics={"spearman": 0.8672}),
+        row("openvino", "int8", 0.0305, "bf16", drift={"top1_agreement": 0.9995}, metrics={"spearman": 0.861})])
+    fp32, int8 = table_rows(rep)
+    assert fp32["p50 ms"] == "0.0412" and int8["p50 ms"] == "0.0305"
+    assert int8["speed-up"] == "1.35x (float layers bf16, fp32 at f32)"
+    assert int8["agreement %"] == ">99.9" and int8["Spearman x100"] == "86.10"
+    assert "| Spearman x100 |" in to_markdown(rep, None)

@@ -14,7 +14,8 @@ from typing import Any
 
 from edgecompress.errors import InputFileError
 
-SCHEMA_VERSION = 1
+# 2: artifact paths relative to the report's folder; `gates` (--fail-on outcomes); NaN written as null
+SCHEMA_VERSION = 2
 _PACKAGES = ("edgecompress", "torch", "torchao", "onnx", "onnxruntime", "openvino", "nncf",
              "litert-torch", "ai-edge-litert", "torch-pruning", "transformers", "numpy")
 
@@ -68,6 +69,7 @@ class Report:
     versions: dict[str, str] = field(default_factory=versions)
     schema_version: int = SCHEMA_VERSION
     baseline: dict[str, Any] = field(default_factory=dict)
+    gates: list[dict[str, Any]] = field(default_factory=list)  # --fail-on: gate, artifact, value, passed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +85,9 @@ class Report:
             obj = json.loads(Path(path).read_text(encoding="utf-8"))
             if not isinstance(obj, dict) or not isinstance(obj.get("artifacts", []), list):
                 raise TypeError("not a JSON object with an 'artifacts' list")
+            if isinstance(obj.get("schema_version"), int) and obj["schema_version"] > SCHEMA_VERSION:
+                raise TypeError(f"schema_version {obj['schema_version']}, newer than this edgecompress "
+                                f"reads ({SCHEMA_VERSION}); upgrade edgecompress")
             return cls.from_dict(obj)
         except FileNotFoundError:
             raise InputFileError(f"{path}: no such report") from None

@@ -13,7 +13,8 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     for a in artifacts:
         if a.get("status") != "ok" or "p50" not in a.get("latency_ms", {}):
             continue
-        acc = a["metrics"].get("top1", a["drift"].get("top1_agreement", a["drift"].get("cosine")))
+        m, d = a.get("metrics", {}), a.get("drift", {})
+        acc = m.get("top1", m.get("spearman", d.get("top1_agreement", d.get("cosine"))))
         if acc is None:
             continue
         pts.append((a["latency_ms"]["p50"], 100 * acc, a["size_bytes"] / 1e6,
@@ -26,7 +27,13 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ylabel = "top-1 %" if any("top1" in a["metrics"] for a in artifacts) else "top-1 agreement with fp32 %"
+    # the label names what was plotted (a sentence encoder's cosine read "top-1 agreement")
+    ms = [a.get("metrics", {}) for a in artifacts]
+    ds = [a.get("drift", {}) for a in artifacts]
+    ylabel = ("top-1 %" if any("top1" in m for m in ms) else "STS Spearman x100" if any("spearman" in m for m in ms)
+              else "top-1 agreement with fp32 %" if any("top1_agreement" in d for d in ds)
+              else "output cosine vs fp32 x100")
+    ylabel_note = "diamond = estimated latency" if any(p[4] for p in pts) else ""
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     max_size = max(p[2] for p in pts) or 1
     front = {i for i, p in enumerate(pts)
@@ -44,7 +51,8 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     ax.set_xlabel("latency p50, batch 1 (ms)")
     ax.set_ylabel(ylabel)
     # the key stays in the title whatever the caller names the plot (it was replaced, unexplained)
-    key = "marker area grows with size on disk; outlined = Pareto front"
+    key = "marker area grows with size on disk; outlined = fastest for its accuracy" + (
+        f"; {ylabel_note}" if ylabel_note else "")
     ax.set_title(f"{title} ({key})" if title else f"accuracy vs latency ({key})", fontsize=9)
     ax.grid(alpha=0.3)
     ys = [p[1] for p in pts]

@@ -11,7 +11,16 @@ from edgecompress.report.model import Report
 
 
 def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
+    if v is None:
+        return "—"
+    text = f"{100 * v:.1f}"
+    # 0.9995 rounds to "100.0": it read as "identical" when a sample differed
+    return ">99.9" if text == "100.0" and v < 1 else text
+
+
+def _ms(v: float) -> str:
+    """Two decimals, three significant digits under 1 ms: 0.04 vs 0.03 hid a 1.3x difference."""
+    return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
 
 
 def _fp32_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
@@ -30,10 +39,17 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         est = " (emulated, not a device figure)" if a.get("latency_kind") == "emulated" else est
         speed = ""
         if ref is not None and ref is not a and lat.get("p50") and ref["latency_ms"].get("p50"):
-            # a ratio of two estimates is an estimate too (it read like a measurement)
-            mark = " (est.)" if "estimated" in (a.get("latency_kind"), ref.get("latency_kind")) else ""
+            # a ratio of two estimates (or emulations) is one too (it read like a measurement)
+            kinds = (a.get("latency_kind"), ref.get("latency_kind"))
+            mark = " (est.)" if "estimated" in kinds else " (emulated)" if "emulated" in kinds else ""
             ratio = ref["latency_ms"]["p50"] / lat["p50"]
             speed = f"{ratio:.2f}x{mark}"
+            # OpenVINO runs an int8 IR's float layers at its default precision (bf16 on a CPU with
+            # AMX / avx512_bf16) while the fp32 reference is pinned to f32: part of the ratio is bf16
+            mine = (a.get("runtime") or {}).get("settings", {}).get("inference_precision")
+            theirs = (ref.get("runtime") or {}).get("settings", {}).get("inference_precision")
+            if mine and theirs and mine != theirs:
+                speed += f" (float layers {mine}, fp32 at {theirs})"
             # The timed call takes inputs already in the file's layout and dtype; an int8 .tflite
             # also needs its input quantized, which the fp32 file does not: say what that costs.
             io, ref_io = lat.get("io_ms"), ref["latency_ms"].get("io_ms")
@@ -46,10 +62,12 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         rows.append({
             "target": a.get("target", report.target), "format": a["format"], "precision": a["precision"],
             "size": f"{a['size_bytes'] / 1e6:.2f} MB{size_ratio}",
-            "p50": f"{lat['p50']:.2f}{est}" if lat.get("p50") is not None else "—",
-            "p90": f"{lat['p90']:.2f}{est}" if lat.get("p90") is not None else "—",
+            "p50 ms": f"{_ms(lat['p50'])}{est}" if lat.get("p50") is not None else "—",
+            "p90 ms": f"{_ms(lat['p90'])}{est}" if lat.get("p90") is not None else "—",
             "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
             "top-1 %": _pct(m.get("top1")), "top-5 %": _pct(m.get("top5")),
+            # sentence encoders on an STS set (issue #6): their metric was dropped from the table
+            **({"Spearman x100": f"{100 * m['spearman']:.2f}"} if "spearman" in m else {}),
             "agreement %": _pct(d.get("top1_agreement")),
             "cosine": (f"{d['cosine']:.5f}" + (f" (min {d['cosine_min']:.3f})" if d.get("cosine_min", 1) < 0.9995
                                               else "")) if "cosine" in d else "—",
@@ -144,12 +162,18 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
+def _columns(rows: list[dict[str, str]]) -> list[str]:
+    """Every row's keys, in first-seen order (an STS row adds a Spearman column the others lack)."""
+    return list(dict.fromkeys(c for r in rows for c in r))
+
+
 def _md_table(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "_none_\n"
-    cols = list(rows[0])
+    cols = _columns(rows)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(r[c].replace("|", "/") for c in cols) + " |" for r in rows]
+    out += ["| " + " | ".join(r.get(c, "—").replace("|", "/").replace("\n", " ") for c in cols) + " |"
+            for r in rows]
     return "\n".join(out) + "\n"
 
 
@@ -216,6 +240,11 @@ def _emulated_note(report: Report) -> str:
 
 _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an accuracy or drift figure "
             "(pass --eval data, and an fp32 artifact for drift).")
+
+
+def _gate_rows(report: Report) -> list[dict[str, str]]:
+    return [{"gate": g["gate"], "artifact": g["artifact"], "value": f"{g['value']:.4g}",
+             "status": "ok (passed)" if g["passed"] else "FAILED"} for g in report.gates]
 
 
 def _baseline_scope(report: Report) -> str:
@@ -293,6 +322,9 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
         parts.append(f"Baseline: `{report.baseline.get('path')}`. {_baseline_scope(report)} "
                      + ("No regression over the threshold.\n" if not regs else "Regressions:\n"))
         parts += [f"- {r}" for r in regs]
+    if report.gates:
+        parts.append("\n## Gates (--fail-on)\n")
+        parts.append(_md_table(_gate_rows(report)))
     if plot_name:
         parts.append(f"\n![accuracy vs latency vs size]({plot_name})\n")
     else:
@@ -307,7 +339,8 @@ table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:.35rem 
 border-bottom:1px solid #d8dee4;text-align:right;white-space:nowrap}th{background:#f3f5f7;position:sticky;top:0}
 td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}tr.failed td{background:#fff0f0}
 .ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600;white-space:normal;text-align:left}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;font-size:.9rem}dt{font-weight:600}
+dl{display:grid;grid-template-columns:minmax(10rem,22rem) 1fr;gap:.25rem 1rem;font-size:.9rem}dt{font-weight:600}
+.scroll{overflow-x:auto}td.text{white-space:normal;text-align:left;min-width:12rem}
 dd{margin:0;word-break:break-word}.note{color:#57606a;font-size:.85rem}img{max-width:100%;border:1px solid #d8dee4}
 """
 
@@ -315,7 +348,7 @@ dd{margin:0;word-break:break-word}.note{color:#57606a;font-size:.85rem}img{max-w
 def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
     if not rows:
         return "<p><em>none</em></p>"
-    cols = list(rows[0])
+    cols = _columns(rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
@@ -325,17 +358,25 @@ def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
             cls = ""
             if c == "status":
                 cls = ' class="bad"' if failed else ' class="ok"'
-            cells.append(f"<td{cls}>{html.escape(r[c])}</td>")
+            elif c in _TEXT_COLS:
+                cls = ' class="text"'
+            cells.append(f"<td{cls}>{html.escape(r.get(c, '—'))}</td>")
         row_cls = ' class="failed"' if failed else ""
         body.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # scrolls on its own: wide tables pushed the status and the failure reason off the page
+    return f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+# long free text: wrapped and left-aligned (numbers stay right-aligned on one line)
+_TEXT_COLS = {"inputs", "outputs", "settings", "int8", "float", "runtime", "speed-up"}
 
 
 def to_html(report: Report, plot_png: bytes | None = None) -> str:
     summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v.strip('`'))}</dd>"
                       for k, v in _summary(report))
     parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>",
         f"<title>edgecompress report: {html.escape(str(report.model.get('name')))}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>edgecompress validation report: {html.escape(str(report.model.get('name')))}</h1>",
@@ -358,9 +399,12 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
     if report.baseline.get("regressions") is not None:
         regs = report.baseline["regressions"]
         parts.append("<h2>Against the baseline</h2>")
-        parts.append(f"<p class=note>{html.escape(_baseline_scope(report))}</p>")
+        parts.append(f"<p class=note>Baseline: {html.escape(str(report.baseline.get('path')))}. "
+                     f"{html.escape(_baseline_scope(report))}</p>")
         parts.append("<p>No regression over the threshold.</p>" if not regs else
                      "<ul>" + "".join(f"<li class=bad>{html.escape(r)}</li>" for r in regs) + "</ul>")
+    if report.gates:
+        parts += ["<h2>Gates (--fail-on)</h2>", _html_table(_gate_rows(report))]
     if plot_png:
         b64 = base64.b64encode(plot_png).decode()
         parts += ["<h2>Accuracy vs latency vs size</h2>",

@@ -34,13 +34,14 @@ def write_report(report: Report, out_dir: Path | str, stem: str = "report") -> d
 def _portable(data: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Artifact paths under the report's folder are written relative to it, so the folder can be
     moved, archived by CI or copied off a build machine and still point at its files; paths
-    elsewhere (`validate` of files in another folder) stay as given."""
+    elsewhere (`validate` of files in another folder) are written absolute."""
     root = out_dir.resolve()
     for row in data.get("artifacts", []):
         p = row.get("path")
         if not p:
             continue
         full = Path(p).resolve()
-        if full.is_relative_to(root):
-            row["path"] = Path(os.path.relpath(full, root)).as_posix()
+        # elsewhere: absolute, since a path relative to the working directory resolved from
+        # nowhere once the report was read from its folder
+        row["path"] = Path(os.path.relpath(full, root)).as_posix() if full.is_relative_to(root) else str(full)
     return data

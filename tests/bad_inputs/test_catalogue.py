@@ -220,7 +220,7 @@ CASES = [
     ("zero-runs", [*DIGITS, "--runs", "0", "--out", "{out}"], 2, "validation settings: runs 0"),
     ("negative-batch", [*DIGITS, "--batch", "-3", "--out", "{out}"], 2, "validation settings: batch -3"),
     ("negative-threshold", ["validate", "{tmp}/nopath", "--threshold", "-1", "--out", "{out}"], 2,
-     "--threshold -1.0: a relative change, 0 or more"),
+     "--threshold -1.0: a relative change between 0 and 1"),
     ("unknown-preset-without-images", [*DIGITS, "--preprocess", "bogus", "--out", "{out}"], 2,
      "--preprocess unknown preprocessing preset 'bogus'"),
     ("format-not-on-target", [*DIGITS, "-f", "openvino", "--target", "rpi5", "--out", "{out}"], 2,
