@@ -53,7 +53,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     # the key stays in the title whatever the caller names the plot (it was replaced, unexplained)
     key = "marker area grows with size on disk; outlined = fastest for its accuracy" + (
         f"; {ylabel_note}" if ylabel_note else "")
-    ax.set_title(f"{title} ({key})" if title else f"accuracy vs latency ({key})", fontsize=9)
+    ax.set_title(f"{title or 'accuracy vs latency'}\n{key}", fontsize=8.5)  # two lines: it was cut off
     ax.grid(alpha=0.3)
     ys = [p[1] for p in pts]
     pad = max(0.5, (max(ys) - min(ys)) * 0.25)

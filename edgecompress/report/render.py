@@ -75,6 +75,9 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             "peak RSS MB": f"{a['memory_mb']['peak_rss']:.0f}" if a.get("memory_mb", {}).get("peak_rss") else "—",
             "status": a["status"] + (f": {a['error']}" if a.get("error") else ""),
         })
+    if all(r["target"] == report.target for r in rows):  # said once in the summary, not per row
+        for r in rows:
+            del r["target"]
     return rows
 
 
@@ -333,14 +336,15 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1400px;
 color:#1b1f24;padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
 table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:.35rem .55rem;
 border-bottom:1px solid #d8dee4;text-align:right;white-space:nowrap}th{background:#f3f5f7;position:sticky;top:0}
 td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}tr.failed td{background:#fff0f0}
 .ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600;white-space:normal;text-align:left}
 dl{display:grid;grid-template-columns:minmax(10rem,22rem) 1fr;gap:.25rem 1rem;font-size:.9rem}dt{font-weight:600}
-.scroll{overflow-x:auto}td.text{white-space:normal;text-align:left;min-width:12rem}
+.scroll{overflow-x:auto}td.text,th.text{white-space:normal;text-align:left;min-width:12rem}
+td.wrap{white-space:normal;min-width:6rem}
 dd{margin:0;word-break:break-word}.note{color:#57606a;font-size:.85rem}img{max-width:100%;border:1px solid #d8dee4}
 """
 
@@ -349,7 +353,7 @@ def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
     if not rows:
         return "<p><em>none</em></p>"
     cols = _columns(rows)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th{' class=text' if c in _TEXT_COLS else ''}>{html.escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
         failed = status_col and not r.get("status", "ok").startswith("ok")
@@ -360,6 +364,8 @@ def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
                 cls = ' class="bad"' if failed else ' class="ok"'
             elif c in _TEXT_COLS:
                 cls = ' class="text"'
+            elif c in _WRAP_COLS:
+                cls = ' class="wrap"'
             cells.append(f"<td{cls}>{html.escape(r.get(c, '—'))}</td>")
         row_cls = ' class="failed"' if failed else ""
         body.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
@@ -368,7 +374,8 @@ def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
 
 
 # long free text: wrapped and left-aligned (numbers stay right-aligned on one line)
-_TEXT_COLS = {"inputs", "outputs", "settings", "int8", "float", "runtime", "speed-up"}
+_TEXT_COLS = {"inputs", "outputs", "settings", "int8", "float", "runtime"}
+_WRAP_COLS = {"speed-up", "cosine"}  # short, but with a parenthesis that may wrap
 
 
 def to_html(report: Report, plot_png: bytes | None = None) -> str:
