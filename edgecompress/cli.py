@@ -109,7 +109,7 @@ def export(
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (required for module:factory).")] = None,
     weights: Annotated[str | None, typer.Option(help="state_dict for a module:factory model (loaded with weights_only=True).")] = None,
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads, pinned to the first N of the target's big cores (CPUs 0..N-1 on x86).")] = 1,
+    threads: Annotated[int, typer.Option(help="Inference threads, pinned to the first N of a device's big cores (CPUs 0..N-1 of this machine for x86-local).")] = 1,
     batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
     runs: Annotated[int, typer.Option(help="Timed runs per batch size and round.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
@@ -186,7 +186,7 @@ def validate_cmd(
         "--fail-on-regression", help="Exit 4 when --baseline finds a regression (CI).")] = False,
     preprocess: Annotated[str | None, typer.Option(
         help="Preprocessing preset for image --eval data.")] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads, pinned to the first N of the target's big cores (CPUs 0..N-1 on x86).")] = 1,
+    threads: Annotated[int, typer.Option(help="Inference threads, pinned to the first N of a device's big cores (CPUs 0..N-1 of this machine for x86-local).")] = 1,
     batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
     runs: Annotated[int, typer.Option(help="Timed runs per batch size and round.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,

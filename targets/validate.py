@@ -171,8 +171,12 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
     # A profile whose device is not attached (no ssh host, no phone) is estimated, and says so.
     from edgecompress.targets.runners.estimate import runner_name_for
 
-    runner = RUNNERS.get(runner_name_for(profile), "--target")
-    cpus = settings.cpus or profile.default_cpus(settings.threads)  # a phone's big cores, not 0..n-1
+    runner_name = runner_name_for(profile)
+    runner = RUNNERS.get(runner_name, "--target")
+    # A device's big cores (CPUs 0..n-1 are a phone's LITTLE ones); this machine's first CPUs, since
+    # x86-local's [hardware] describes the VM it was measured on, not the one running now.
+    cpus = settings.cpus or (list(range(settings.threads)) if runner_name == "local"
+                             else profile.default_cpus(settings.threads))
     out: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="edgecompress-val-") as td:
         inputs = _inputs_file(eval_data, Path(td)) if eval_data is not None else None

@@ -519,3 +519,25 @@ def test_validate_pins_to_the_profiles_big_cores(sshd, onnx_artifact, tmp_path):
     prof = replace(_ssh_profile(sshd, tmp_path), hardware={"big_cores": [big]})
     (m,) = validate([onnx_artifact], prof, settings=ValidateSettings(runs=2, warmup=0, rounds=1), progress=False)
     assert m.status == "ok" and m.settings["cpus"] == [big], (m.error, m.settings)
+
+
+def test_local_runs_use_this_machines_cpus_whatever_the_profile_says(onnx_artifact, monkeypatch):
+    """x86-local's [hardware] lists the VM it was measured on (big_cores [0, 1]); capping a local
+    --threads 3 at its big cores would squeeze three threads onto fewer CPUs."""
+    import importlib
+
+    from edgecompress.targets import ValidateSettings, get_target
+
+    vmod = importlib.import_module("edgecompress.targets.validate")  # the package re-exports validate()
+    local = get_target("x86-local")
+    prof = replace(local, hardware={**local.hardware, "big_cores": [0]})
+    seen = []
+
+    class Spy:
+        def run(self, req, profile):
+            seen.append(list(req.cpus))
+            raise vmod.ValidationError("stop here")
+
+    monkeypatch.setattr(vmod.RUNNERS, "get", lambda name, flag=None: Spy())
+    (m,) = vmod.validate([onnx_artifact], prof, settings=ValidateSettings(threads=3, rounds=1), progress=False)
+    assert m.status == "failed" and seen == [[0, 1, 2]]
