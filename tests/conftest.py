@@ -68,3 +68,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
 
     return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def install_fake_adb(tmp_path: Path, monkeypatch, script: str):
+    """Put `script` (a Python program, `{python}` filled in) on PATH as `adb`; it logs each call
+    as a JSON line to FAKE_ADB_LOG. Returns calls(): the logged argument lists so far."""
+    import json
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "adb"
+    exe.write_text(script.format(python=sys.executable))
+    exe.chmod(0o755)
+    log = tmp_path / "adb.log"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ADB_LOG", str(log))
+    return lambda: [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []

@@ -4,10 +4,7 @@ documented format, see tests/fixtures/README-benchmark_model.md), and the no-dev
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,16 +32,10 @@ sys.exit(0)
 
 @pytest.fixture
 def fake_adb(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    adb = bindir / "adb"
-    adb.write_text(FAKE_ADB.format(python=sys.executable))
-    adb.chmod(0o755)
-    log = tmp_path / "adb.log"
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_ADB_LOG", str(log))
+    from conftest import install_fake_adb
+
     monkeypatch.setenv("FAKE_ADB_OUTPUT", str(FIXTURES / "benchmark_model_pixel4_int8.txt"))
-    return lambda: [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+    return install_fake_adb(tmp_path, monkeypatch, FAKE_ADB)
 
 
 def _req(tmp_path, name="efficientnet-lite0-int8.tflite", runtime="litert"):

@@ -7,7 +7,6 @@ OpenSSH server on 127.0.0.1 with throwaway keys. No device is needed.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -67,22 +66,12 @@ sys.exit(1)
 @pytest.fixture
 def adb(tmp_path, monkeypatch):
     """The fake adb on PATH and a "phone" folder; returns (calls(), phone dir)."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    exe = bindir / "adb"
-    exe.write_text(LOCAL_ADB.format(python=sys.executable))
-    exe.chmod(0o755)
-    log = tmp_path / "adb.log"
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_ADB_LOG", str(log))
+    from conftest import install_fake_adb
+
     monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M123ABC")
     phone = tmp_path / "phone"
     phone.mkdir()
-
-    def calls() -> list[list[str]]:
-        return [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
-
-    return calls, phone
+    return install_fake_adb(tmp_path, monkeypatch, LOCAL_ADB), phone
 
 
 def _script(path: Path, body: str) -> Path:
