@@ -359,7 +359,8 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         # written with the records at the end: a run that fails later (an export refusing an op)
         # must not leave the previous run's steps.json describing this run's weights.
         weights.append((workdir / "model.pt", {"key": name, "state_dict": {
-            k: v.detach().clone() for k, v in spec.module.state_dict().items()}}))
+            k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+            for k, v in spec.module.state_dict().items()}}))
     if len(steps) > 2:
         total = dict(steps[-1], name="chain total", log=None)
         total["step_ratios"] = total["ratios"]  # the chain's step is the whole chain

@@ -90,6 +90,7 @@ def export(
         from edgecompress.data.datasets import check_in_memory, match_model
 
         check_in_memory(calib, f"calibration data {calib.source}")
+        calib = dataclasses.replace(calib)  # match_model may cast x to float32: not the caller's object
         match_model(calib, spec.input_shape, spec.inputs[0].dtype, f"calibration data {calib.source}")
     options = options or ExportOptions()
     if spec.extra.get("fixed_batch"):

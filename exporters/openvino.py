@@ -29,12 +29,13 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def _refuse_frozen_branches(spec: ModelSpec, caught: list[warnings.WarningMessage]) -> None:
+def _refuse_frozen_branches(spec: ModelSpec, model: Any, caught: list[warnings.WarningMessage]) -> None:
     """ov.convert_model traces with TorchScript: an `if` on tensor values keeps the branch the
-    example input took, silently (the ONNX and TFLite exporters refuse such a model). Refused
-    here when the branch is in the model's own code: torch's (the shape asserts of a loaded .pt2
-    program) and transformers' (mask code branching on shapes that do not change, which
-    OpenVINO's converter is tested against) are left alone."""
+    example input took, silently (the ONNX and TFLite exporters refuse such a model). Tracing
+    warns about it, but as much about harmless shape checks (`if x.shape[-1] != 8: raise`), so
+    the warning alone decides nothing: when the model's own code (not torch's or transformers')
+    warned, the IR is run in f32 on inputs unlike the example and compared with PyTorch."""
+    import numpy as np
     import torch
 
     libraries = [os.path.dirname(torch.__file__) + os.sep]
@@ -42,14 +43,34 @@ def _refuse_frozen_branches(spec: ModelSpec, caught: list[warnings.WarningMessag
         import transformers
 
         libraries.append(os.path.dirname(transformers.__file__) + os.sep)
+    seen, suspects = set(), []
     for w in caught:
-        if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message) \
-                and not any(os.path.abspath(w.filename).startswith(lib) for lib in libraries):
+        key = (str(w.message), w.filename, w.lineno)
+        if key in seen:
+            continue  # "always" repeats one warning per traced call
+        seen.add(key)
+        mine = not any(os.path.abspath(w.filename).startswith(lib) for lib in libraries)
+        if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message) and mine:
+            suspects.append(w)
+        elif mine:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not suspects or any(not i.dtype.startswith("float") for i in spec.inputs):
+        return
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    example = spec.example_inputs(1)
+    for xs in ([-x for x in example], [3 * x + 1 for x in example]):  # other signs, other ranges
+        with torch.no_grad():
+            want = spec.module(*xs)
+        want = (want[0] if isinstance(want, tuple | list) else want).float().numpy()
+        got = np.asarray(compiled([x.numpy() for x in xs])[0])
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1)):
+            w = suspects[0]
             raise ExportError(
                 f"openvino conversion of {spec.name}: the model branches on tensor values at "
-                f"{w.filename}:{w.lineno}, and tracing would freeze the branch the example input took "
-                "(write it with torch.where, or export another format)")
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)  # the others, as before
+                f"{w.filename}:{w.lineno}, and the traced IR kept the example's branch (it differs "
+                "from PyTorch on other inputs); write it with torch.where, or export another format")
 
 
 def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
@@ -70,7 +91,7 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
                 model = ov.convert_model(
                     spec.module.eval(), example_input=spec.example_inputs(1), input=[ov.PartialShape(s) for s in shapes]
                 )
-            _refuse_frozen_branches(spec, caught)
+            _refuse_frozen_branches(spec, model, caught)
         elif spec.onnx_path is not None:
             model = ov.convert_model(str(spec.onnx_path), input=[ov.PartialShape(s) for s in shapes])
         else:

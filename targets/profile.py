@@ -64,7 +64,7 @@ def _env(v: Any) -> str | None:
 
 # Keys each runner reads from [connection] (targets/runners/*.py).
 _SSH = {"host": _text, "user": _text, "port": _int(1, 65535), "identity_file": _text,
-        "known_hosts": _text, "python": _text, "env": _env, "connect_timeout_s": _int(1),
+        "known_hosts": _text, "python": _text, "env": _env, "connect_timeout_s": _positive,
         "command_timeout_s": _positive, "remote_tmp": _text,
         "strict_host_key_checking": _choice("yes", "accept-new")}
 _ADB = {"adb": _text, "serial": _text, "remote_dir": _text, "benchmark_model": _text,

@@ -172,3 +172,23 @@ def test_single_artifact_and_measurement_are_accepted(tmp_path, digits_spec):
                                  progress=False)
     row = artifact_row(m)
     assert row == artifact_row(m.to_dict()) and row["status"] == "ok" and row["latency_ms"]["p50"] > 0
+
+
+def test_openvino_keeps_models_that_only_check_shapes(tmp_path):
+    """A shape check warns under tracing like a branch on values does; it was refused too. The
+    IR is compared with PyTorch instead (tests/bad_inputs: a branch on values is refused)."""
+    import torch
+
+    class ShapeCheck(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            if x.shape[-1] != 8:
+                raise ValueError("8x8 inputs only")
+            return self.fc(x.flatten(1))
+
+    art = edgecompress.export(edgecompress.load_model(ShapeCheck(), input_shape=(1, 1, 8, 8)), "openvino", "fp32",
+                              tmp_path)
+    assert Path(art.path).is_file() and art.format == "openvino"

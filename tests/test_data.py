@@ -136,8 +136,10 @@ def test_csv_quirks_of_real_files(tmp_path):
     with pytest.raises(DataError, match=r"labels.csv:1: class_index '1.0' is not an integer"):
         load_data(str(imgs), "efficientnet-lite", 8, progress=False)
     (imgs / "labels.csv").unlink()
+    bom.write_text("imgs/d2.png,2\n")  # a name relative to the CSV itself still works
+    assert list(load_data(DataSpec(str(imgs), labels=str(bom)), "efficientnet-lite", 8, progress=False).y) == [2]
     bom.write_text("nothere.png,0\n")
-    with pytest.raises(DataError, match=rf"image 'nothere.png' not found \(looked in {imgs}\)"):
+    with pytest.raises(DataError, match=rf"image 'nothere.png' not found \(looked in {imgs} and {tmp_path}\)"):
         load_data(DataSpec(str(imgs), labels=str(bom)), "efficientnet-lite", 8, progress=False)
     np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
     with pytest.raises(DataError, match="labels= applies to a folder of images"):

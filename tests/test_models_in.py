@@ -82,6 +82,13 @@ def test_pt2_and_onnx_exported_at_batch_1(tmp_path, digits_spec):
         assert list(arts[key]["latency_by_batch"]) == ["1"] and arts[key]["settings"]["batches_skipped"] == [8]
     assert set(arts[("tflite", "int8")]["latency_by_batch"]) == {"1", "8"}  # LiteRT resizes its input
     assert "fixes batch 1" in (out / "report.md").read_text()
+    # validate of that directory: its fp32 reference runs one sample at a time too (it fed 8)
+    again = tmp_path / "again"
+    proc = run_cli("validate", str(out), "--eval", f"{data}[:50]", "--runs", "3", "--warmup", "1", "--rounds", "1",
+                   "--out", str(again), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((again / "report.json").read_text())["artifacts"]
+    assert all(r["status"] == "ok" and r["drift"]["top1_agreement"] >= 0.97 for r in rows), rows
 
     # the fp32 ONNX file it wrote, as a model in: ORT calibration fed it batches of 8 before
     onnx_out = tmp_path / "onnx-in"

@@ -179,6 +179,10 @@ def test_report_files_parse(tmp_path, digits_spec):
         assert a["metrics"]["top1"] >= 0.97 and a["status"] == "ok"
         # relative to the report's folder (tmp_path is absolute), so the folder can be moved
         assert not Path(a["path"]).is_absolute() and (tmp_path / a["path"]).is_file(), a["path"]
+    from edgecompress.report import Report
+
+    # read back, the paths resolve from the report's folder, wherever the reader runs
+    assert all(Path(a["path"]).is_file() for a in Report.load(paths["json"]).artifacts)
     assert data["versions"]["onnxruntime"] and data["machine"]["cores"] >= 1 and data["command"] == "pytest"
     assert data["reference"]["top1"] >= 0.97
     html = paths["html"].read_text()

@@ -151,6 +151,12 @@ def test_parse_and_evaluate_gates():
          "latency_ms": {"p50": 3.0}, "size_bytes": 1000, "status": "ok"}])
     fails = evaluate_gates(rep, gates)
     assert len(fails) == 1 and "drift.top1_agreement<0.97" in fails[0] and "0.96" in fails[0]
+    # batch-N figures and the adb runner's memory deltas are report fields too
+    assert len(parse_gates(["latency_by_batch.8.throughput_per_s<1e9", "memory_mb.overall_delta>50"])) == 2
+    from edgecompress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"a report row has no latency_by_batch\.x\.p50"):
+        parse_gates(["latency_by_batch.x.p50>1"])
     # the outcome is in the report too (it was only in the exit code and on stderr)
     assert [(g["gate"], g["passed"]) for g in rep.gates] == [
         ("drift.top1_agreement<0.97", False), ("latency_ms.p50>=10", True), ("size_bytes!=1e3", True)]
@@ -316,3 +322,26 @@ def test_report_table_says_what_it_shows():
     assert int8["speed-up"] == "1.35x (float layers bf16, fp32 at f32)"
     assert int8["agreement %"] == ">99.9" and int8["Spearman x100"] == "86.10"
     assert "| Spearman x100 |" in to_markdown(rep, None)
+
+
+def test_a_gate_no_artifact_answers_still_leaves_the_report(export_dir, eval_npz, tmp_path):
+    """Exit 2 after the work, but the measurements are written (they were lost)."""
+    out = tmp_path / "o"
+    r = run_cli("validate", str(export_dir / "digits-cnn-int8.xml"), "--eval", f"{eval_npz}[:50]", "--out", str(out),
+                "--fail-on", "drift.top1_agreement<0.9", "--rounds", "1", *FAST)
+    assert r.returncode == 2 and "no artifact in the report has a numeric drift.top1_agreement" in r.stderr
+    assert json.loads((out / "report.json").read_text())["artifacts"][0]["status"] == "ok"
+
+
+def test_nan_and_null_metrics_render(tmp_path):
+    """A collapsed encoder's Spearman is NaN (null once reloaded): the plot failed on NaN axis
+    limits and the table on None."""
+    from edgecompress.report import Report, write_report
+
+    row = {"format": "onnx", "precision": "fp32", "target": "t", "status": "ok", "size_bytes": 1000,
+           "latency_ms": {"p50": 1.0}, "metrics": {"spearman": float("nan")}, "drift": {"cosine": None}}
+    paths = write_report(Report(model={"name": "m"}, target="t", artifacts=[row]), tmp_path)
+    assert "| — |" in paths["md"].read_text()
+    again = Report.load(paths["json"])
+    assert again.artifacts[0]["metrics"]["spearman"] is None
+    write_report(again, tmp_path / "again")

@@ -246,7 +246,8 @@ def _is_number(text: str) -> bool:
 
 
 def _read_labels_csv(csv_path: Path, base: Path | None = None) -> tuple[list[Path], list[int]]:
-    """`filename,class_index` rows; file names relative to `base` (default: the CSV's folder)."""
+    """`filename,class_index` rows; file names relative to `base` (an image folder given with the
+    CSV), else to the CSV's folder."""
     files, labels = [], []
     base = base if base is not None else csv_path.parent
     try:
@@ -272,8 +273,11 @@ def _read_labels_csv(csv_path: Path, base: Path | None = None) -> tuple[list[Pat
         if label < 0:
             raise DataError(f"{csv_path}:{lineno}: class_index {label} is negative")
         p = (base / row[0]).resolve()
+        if not p.is_file() and base != csv_path.parent:  # names written relative to the CSV itself
+            p = (csv_path.parent / row[0]).resolve()
         if not p.is_file():
-            raise DataError(f"{csv_path}:{lineno}: image {row[0]!r} not found (looked in {base})")
+            where = base if base == csv_path.parent else f"{base} and {csv_path.parent}"
+            raise DataError(f"{csv_path}:{lineno}: image {row[0]!r} not found (looked in {where})")
         files.append(p)
         labels.append(label)
     return files, labels

@@ -117,8 +117,9 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
 
     from edgecompress.models import ModelSpec, load_model
 
-    fresh = isinstance(model, torch.nn.Module)  # load_model took its own copy of a bare module
     spec = model if isinstance(model, ModelSpec) else load_model(model, input_shape)
+    # load_model took its own copy of a bare module (unless it could not: then copy, or fail, here)
+    fresh = isinstance(model, torch.nn.Module) and spec.module is not model
     if spec.module is None:
         raise ConfigError(f"model {spec.name}: passes need a PyTorch module (got an ONNX file)")
     if spec.extra.get("quantized"):

@@ -88,7 +88,12 @@ class Report:
             if isinstance(obj.get("schema_version"), int) and obj["schema_version"] > SCHEMA_VERSION:
                 raise TypeError(f"schema_version {obj['schema_version']}, newer than this edgecompress "
                                 f"reads ({SCHEMA_VERSION}); upgrade edgecompress")
-            return cls.from_dict(obj)
+            report = cls.from_dict(obj)
+            # artifact paths are relative to the report's folder (write_report): made usable from here
+            for row in report.artifacts:
+                if isinstance(row, dict) and row.get("path") and not Path(row["path"]).is_absolute():
+                    row["path"] = str(Path(path).parent / row["path"])
+            return report
         except FileNotFoundError:
             raise InputFileError(f"{path}: no such report") from None
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:

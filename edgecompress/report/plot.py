@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 
@@ -15,7 +16,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
             continue
         m, d = a.get("metrics", {}), a.get("drift", {})
         acc = m.get("top1", m.get("spearman", d.get("top1_agreement", d.get("cosine"))))
-        if acc is None:
+        if not isinstance(acc, int | float) or not math.isfinite(acc):  # null / NaN: nothing to plot
             continue
         pts.append((a["latency_ms"]["p50"], 100 * acc, a["size_bytes"] / 1e6,
                     f"{a['format']} {a['precision']}", a.get("latency_kind") == "estimated",

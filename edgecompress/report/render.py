@@ -5,13 +5,22 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from typing import Any
+
+import numpy as np
 
 from edgecompress.report.model import Report
 
 
+def _num(v: Any) -> bool:
+    """A finite number (a reloaded report holds null where NaN was; a collapsed encoder's Spearman
+    is NaN)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _pct(v: float | None) -> str:
-    if v is None:
+    if not _num(v):
         return "—"
     text = f"{100 * v:.1f}"
     # 0.9995 rounds to "100.0": it read as "identical" when a sample differed
@@ -19,8 +28,11 @@ def _pct(v: float | None) -> str:
 
 
 def _ms(v: float) -> str:
-    """Two decimals, three significant digits under 1 ms: 0.04 vs 0.03 hid a 1.3x difference."""
-    return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+    """Two decimals, three significant digits under 1 ms (0.04 vs 0.03 hid a 1.3x difference),
+    trailing zeros kept so a column lines up (0.0350, 1.00)."""
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    return np.format_float_positional(v, precision=3, unique=False, fractional=False, trim="k")
 
 
 def _fp32_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
@@ -67,12 +79,13 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
             "top-1 %": _pct(m.get("top1")), "top-5 %": _pct(m.get("top5")),
             # sentence encoders on an STS set (issue #6): their metric was dropped from the table
-            **({"Spearman x100": f"{100 * m['spearman']:.2f}"} if "spearman" in m else {}),
+            **({"Spearman x100": f"{100 * m['spearman']:.2f}" if _num(m["spearman"]) else "—"}
+               if "spearman" in m else {}),
             "agreement %": _pct(d.get("top1_agreement")),
-            "cosine": (f"{d['cosine']:.5f}" + (f" (min {d['cosine_min']:.3f})" if d.get("cosine_min", 1) < 0.9995
-                                              else "")) if "cosine" in d else "—",
+            "cosine": (f"{d['cosine']:.5f}" + (f" (min {d['cosine_min']:.3f})" if _num(d.get("cosine_min"))
+                                              and d["cosine_min"] < 0.9995 else "")) if _num(d.get("cosine")) else "—",
             # the whole inference process (Python and the runtime included: ~30 MB before any model)
-            "peak RSS MB": f"{a['memory_mb']['peak_rss']:.0f}" if a.get("memory_mb", {}).get("peak_rss") else "—",
+            "peak RSS MB": f"{a['memory_mb']['peak_rss']:.0f}" if _num(a.get("memory_mb", {}).get("peak_rss")) else "—",
             "status": a["status"] + (f": {a['error']}" if a.get("error") else ""),
         })
     if all(r["target"] == report.target for r in rows):  # said once in the summary, not per row
