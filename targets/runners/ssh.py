@@ -79,7 +79,7 @@ class SshTarget:
                     raise ConfigError(f"target {name}: {e}") from None
         self.python = str(conn.get("python") or "python3")
         self.env = {str(k): str(v) for k, v in (conn.get("env") or {}).items()}
-        self.connect_timeout = int(conn.get("connect_timeout_s") or 10)
+        self.connect_timeout = max(1, math.ceil(float(conn.get("connect_timeout_s") or 10)))  # ssh takes whole seconds
         self.command_timeout = float(conn.get("command_timeout_s") or 900)
         self.command_timeout_set = bool(conn.get("command_timeout_s"))
         self.remote_tmp = str(conn.get("remote_tmp") or "/tmp")
