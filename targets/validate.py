@@ -224,6 +224,9 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
                         {"arch": res["machine"].get("arch")} if res.get("machine", {}).get("arch") else {})}}
                 m.settings["cpus"] = res.get("cpus", cpus)
                 m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
+                if m.latency_kind == "estimated":  # nothing ran: no timed runs, warm-up or rounds
+                    for key in ("warmup", "runs", "rounds"):
+                        m.settings.pop(key, None)
                 if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
                     outputs = np.load(req.outputs)
                     check_finite_outputs(outputs, f"{art.path}: outputs on the evaluation set")

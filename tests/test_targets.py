@@ -170,3 +170,26 @@ def test_a_failed_benchmark_keeps_the_whole_exception():
     assert "InvalidArgument" in msg and "index: 2 Got: 224 Expected: 8" in msg and "\n" not in msg
     with pytest.raises(ValidationError, match=r"benchmark failed \(killed\)"):
         parse_bench_output("", "some log\nkilled\n", 9, "m.onnx")  # no traceback: the last line
+
+
+def test_estimated_rows_carry_no_run_settings(digits_artifacts):
+    """Nothing ran on an estimated target: its rows said 'warmup 10, runs 100'."""
+    from edgecompress.targets import ValidateSettings, validate
+
+    (m,) = validate(digits_artifacts[:1], "rpi5", settings=ValidateSettings(runs=7, warmup=2), progress=False)
+    assert m.latency_kind == "estimated" and m.status == "ok"
+    assert not {"runs", "warmup", "rounds"} & set(m.settings) and m.settings["threads"] == 1
+
+
+def test_report_names_the_commit_that_wrote_it():
+    import subprocess
+    from pathlib import Path
+
+    from edgecompress.report.model import versions
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert versions()["edgecompress commit"].startswith(head)

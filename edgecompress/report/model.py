@@ -27,7 +27,27 @@ def versions() -> dict[str, str]:
             out[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             continue
+    if commit := _source_commit():
+        out["edgecompress commit"] = commit
     return out
+
+
+def _source_commit() -> str:
+    """The checkout's commit (+ "-dirty") when edgecompress runs from a git clone: the version
+    number stays 0.1.0 across commits, so a report could not say which code wrote it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return ""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("-dirty" if dirty else "")
 
 
 def machine() -> dict[str, Any]:

@@ -168,9 +168,10 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
         if "int8_ops" in d:
             int8 = ", ".join(f"{k} x{v}" for k, v in d["int8_ops"].items())
             flt = _counts([o for o in d.get("float_ops", []) if "#" in o])
-        elif (q := d.get("quantization")) and isinstance(q, dict) and "float_nodes" in q:
+        elif (q := d.get("quantization")) and isinstance(q, dict) and ("float_nodes" in q or q.get("format")):
+            # an int8 file with no float layer has a row too (it was left out, reading as unknown)
             int8 = str(q.get("format", ""))
-            flt = ", ".join(_float_node(f) for f in q["float_nodes"]) or "none"
+            flt = ", ".join(_float_node(f) for f in q.get("float_nodes", [])) or "none"
         else:
             continue
         rows.append({"format": str(a.get("format")), "precision": str(a.get("precision")),
