@@ -70,16 +70,37 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
                           text=True, timeout=timeout, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
+# What every fake adb does first: log the call, drop `-s SERIAL`, answer `adb devices` from
+# FAKE_ADB_DEVICES and fail as adb does when none is attached.
+FAKE_ADB_HEAD = """#!{python}
+import json, os, shutil, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_ADB_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if args[:1] == ["-s"]:
+    args = args[2:]
+if args == ["devices"]:
+    print("List of devices attached")
+    for d in os.environ.get("FAKE_ADB_DEVICES", "").split():
+        print(d + "\\tdevice")
+    sys.exit(0)
+if not os.environ.get("FAKE_ADB_DEVICES"):
+    print("adb: no devices/emulators found", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
 def install_fake_adb(tmp_path: Path, monkeypatch, script: str):
-    """Put `script` (a Python program, `{python}` filled in) on PATH as `adb`; it logs each call
-    as a JSON line to FAKE_ADB_LOG. Returns calls(): the logged argument lists so far."""
+    """Put FAKE_ADB_HEAD + `script` (the rest of a Python program, `{python}` filled in) on PATH
+    as `adb`; it logs each call as a JSON line to FAKE_ADB_LOG. Returns calls(): the logged
+    argument lists so far."""
     import json
     import sys
 
     bindir = tmp_path / "bin"
     bindir.mkdir()
     exe = bindir / "adb"
-    exe.write_text(script.format(python=sys.executable))
+    exe.write_text((FAKE_ADB_HEAD + script).format(python=sys.executable))
     exe.chmod(0o755)
     log = tmp_path / "adb.log"
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")

@@ -31,23 +31,9 @@ needs_sshd = pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None,
                                 reason="OpenSSH server/client not installed (run scripts/setup-system.sh)")
 needs_two_cpus = pytest.mark.skipif(len(CPUS) < 2 or CPUS[-1] == 0, reason="needs a second CPU to pin to")
 
-# A fake adb whose "phone" is this machine, so the commands the runner builds really run.
-LOCAL_ADB = """#!{python}
-import json, os, shutil, subprocess, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_ADB_LOG"], "a") as f:
-    f.write(json.dumps(args) + "\\n")
-if args[:1] == ["-s"]:
-    args = args[2:]
-if args == ["devices"]:
-    print("List of devices attached")
-    for d in os.environ.get("FAKE_ADB_DEVICES", "").split():
-        print(d + "\\tdevice")
-    sys.exit(0)
-if not os.environ.get("FAKE_ADB_DEVICES"):
-    print("adb: no devices/emulators found", file=sys.stderr)
-    sys.exit(1)
-if args[0] == "push":
+# A fake adb whose "phone" is this machine, so the commands the runner builds really run (after
+# conftest.FAKE_ADB_HEAD: logging, `-s`, `adb devices`).
+LOCAL_ADB = """if args[0] == "push":
     if os.environ.get("FAKE_ADB_FULL"):
         print("adb: error: failed to copy '%s' to '%s': remote couldn't create file: No space left on device"
               % (args[1], args[2]), file=sys.stderr)
