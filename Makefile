@@ -31,6 +31,8 @@ demo: setup
 # built once: 8 min instead of 12-26 min here, well inside CI's 30.
 test: setup
 	$(BIN)/ruff check .
+	# mypy ([tool.mypy]); the script maps exporters/ and targets/ into edgecompress as the install does
+	$(BIN)/python .ci/typecheck.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 lint: setup

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# `validate` comes from its defining module: imported from edgecompress.targets, mypy took it for the
+# submodule edgecompress.targets.validate and typed edgecompress.validate as a module.
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
     from edgecompress.data import DataSpec, load_data
     from edgecompress.exporters import ExportOptions, export
@@ -19,7 +21,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from edgecompress.pipeline import ExportJob, run_export
     from edgecompress.recipe import load_recipe, run_recipe
     from edgecompress.report import write_report
-    from edgecompress.targets import ValidateSettings, reference_outputs, validate
+    from edgecompress.targets.validate import ValidateSettings, reference_outputs, validate
 
 # name -> (module, attribute). [issue #4] compression passes and the recipe runner.
 _LAZY: dict[str, tuple[str, str]] = {

@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,6 +63,7 @@ FormatOpt = Annotated[list[str], typer.Option(
     "--format", "-f", help=f"Format, or format:precision. Repeatable. Registered: {_formats_help()}.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
 RoundsOpt = Annotated[int, typer.Option(help="Latency rounds: every artifact is timed this many times, interleaved, in fresh processes; each figure is the median of the rounds'.")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (build logs, CI).")]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
@@ -79,7 +80,8 @@ def _summary(report, paths) -> None:
     rows = table_rows(report)
     # encoders (issue #6) have no class outputs: their drift column is the embedding cosine
     drift_col = "agreement %" if any(r["agreement %"] != "—" for r in rows) or not rows else "cosine"
-    cols = ["format", "precision", "size", "p50 ms", "speed-up", "top-1 %", drift_col, "status"]
+    cols = [*(["file"] if rows and "file" in rows[0] else []),
+            "format", "precision", "size", "p50 ms", "speed-up", "top-1 %", drift_col, "status"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     typer.echo("  ".join(c.ljust(widths[c]) for c in cols), err=True)
     for r in rows:
@@ -118,6 +120,7 @@ def export(
     float_first: FloatFirstOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
     isolate: Annotated[bool, typer.Option("--isolate", help="Export each artifact in a child process, so repeated exports in one long-lived process keep memory flat; costs a few seconds per artifact.")] = False,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Export MODEL to one or more formats, validate on TARGET, write DIR/report.{json,md,html}."""
     from edgecompress.exporters import CALIB_METHODS, ExportOptions, resolve_formats
@@ -134,6 +137,7 @@ def export(
         input_shape=input_shape, weights=weights, preprocess=preprocess,
         command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         auto_int8=tuple(f.partition(":")[0].strip().lower() for f in format if ":" not in f) if int8 else (),
+        progress=not no_progress,
     )
     report, paths = run_export(job)
     _summary(report, paths)
@@ -148,6 +152,7 @@ def demo(
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs per artifact and round.")] = 100,
     rounds: RoundsOpt = 3,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """The embedded default: EfficientNet-Lite0 -> int8 ONNX + OpenVINO (+ TFLite), validated here."""
     from edgecompress.exporters import FORMATS, ExportOptions, resolve_formats
@@ -160,7 +165,7 @@ def demo(
     formats = [f for f in ("onnx", "openvino", "tflite") if f in FORMATS]
     job = ExportJob(model="zoo:efficientnet-lite0", formats=resolve_formats(formats, int8=True),
                     out_dir=out, options=ExportOptions(),
-                    settings=_settings(threads, [], runs, 10, rounds),
+                    settings=_settings(threads, [], runs, 10, rounds), progress=not no_progress,
                     command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     report, paths = run_export(job)
     _summary(report, paths)
@@ -191,6 +196,7 @@ def validate_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per batch size and round.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
     rounds: RoundsOpt = 3,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Validate existing ARTIFACTS on TARGET; write DIR/report.{json,md,html}; apply --fail-on gates."""
     from edgecompress.errors import ValidationError
@@ -199,7 +205,7 @@ def validate_cmd(
     report, paths, failures = validate_artifacts(
         artifacts, target, out, eval=eval, baseline=baseline, fail_on=fail_on,
         settings=_settings(threads, batch, runs, warmup, rounds), preprocess=preprocess, threshold=threshold,
-        command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        progress=not no_progress, command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     _summary(report, paths)
     for r in report.baseline.get("regressions", []):
         typer.echo(f"regression: {r}", err=True)
@@ -291,7 +297,7 @@ def _finish(report, paths) -> None:
 def run_cmd(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see docs/recipes/).")],
     out: OutOpt = Path("edgecompress-out"),
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Run a recipe: load -> passes -> export -> validate -> report (DIR/report.*, recipe.resolved.yaml)."""
     from edgecompress.recipe import run_recipe
@@ -345,6 +351,7 @@ def compress(
     target: Annotated[str, typer.Option(help="Target profile.")] = "x86-local",
     float_first: FloatFirstOpt = None,
     out: OutOpt = Path("edgecompress-out"),
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Common single passes as flags; writes the equivalent recipe next to the results."""
     from edgecompress.recipe import parse_recipe, run_recipe
@@ -381,7 +388,7 @@ def compress(
                           "--resolution, --distill-epochs, --qat-epochs) or --export")
     from edgecompress.models.loaders import parse_shape
 
-    shape = list(parse_shape(input_shape)) if input_shape else None
+    shape = list(parse_shape(input_shape) or ()) if input_shape else None  # not None for a shape
     try:
         recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,
                                "target": target, "data": {"train": train, "calib": calib, "eval": eval},
@@ -396,7 +403,7 @@ def compress(
             for key, flag in _PASS_FLAGS.get(name, {}).items():
                 text = text.replace(f"passes[{i}].{name}.{key}", flag)
         raise ConfigError(text) from None
-    report, paths = run_recipe(recipe, out,
+    report, paths = run_recipe(recipe, out, progress=not no_progress,
                                command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     _finish(report, paths)
 
@@ -440,15 +447,16 @@ def main() -> None:
     except Exception as e:  # click usage errors and the like
         # typer 0.29 vendors click (typer._click): its usage errors are not click's classes, so
         # they are recognised by what they offer. An unknown option printed a traceback before.
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            if type(e).__name__ == "NoArgsIsHelpError" or not callable(getattr(e, "format_message", None)):
-                e.show()  # a bare `edgecompress data`: the help is the answer
+        usage: Any = e  # duck-typed: what it offers is checked here
+        if callable(getattr(usage, "show", None)) and isinstance(getattr(usage, "exit_code", None), int):
+            if type(usage).__name__ == "NoArgsIsHelpError" or not callable(getattr(usage, "format_message", None)):
+                usage.show()  # a bare `edgecompress data`: the help is the answer
             else:
                 # One line like every other error (click's usage block was four).
-                ctx = getattr(e, "ctx", None)
+                ctx = getattr(usage, "ctx", None)
                 hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-                typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)
-            sys.exit(e.exit_code)
+                typer.echo(f"error: {usage.format_message().rstrip('.')}{hint}", err=True)
+            sys.exit(usage.exit_code)
         if type(e).__name__ == "Abort":  # click / typer turn Ctrl-C into Abort
             typer.echo(INTERRUPTED, err=True)
             sys.exit(130)

@@ -98,7 +98,7 @@ def _umask() -> int:
     return mask
 
 
-def no_space(e: BaseException) -> bool:
+def no_space(e: BaseException | None) -> bool:
     """The disk (or quota) is full: an output problem, whatever layer raised it."""
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 

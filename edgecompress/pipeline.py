@@ -105,7 +105,8 @@ def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, 
         if spec.task in TEXT_TASKS:  # text encoders: tokenize with the model's tokenizer
             from edgecompress.data.text import load_text_for
 
-            return load_text_for(spec, data, "calibration" if purpose == "train" else purpose)
+            text = data if isinstance(data, DataSpec) else str(data)  # a Path: AttributeError in load_text
+            return load_text_for(spec, text, "calibration" if purpose == "train" else purpose)
         size = spec.image_size or 224
         preprocess = spec.preprocess or "efficientnet-lite"
         ds = load_data(data if isinstance(data, DataSpec) else str(data), preprocess, size, purpose, progress)
@@ -184,6 +185,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             ref_module = spec.extra.get("fp32_reference") or spec.module
             ref_out = reference_outputs(ref_module, ev, progress=job.progress)
         else:  # an ONNX model in: its own fp32 outputs are the reference
+            assert spec.onnx_path is not None  # the condition above
             ref_out = onnx_reference(spec.onnx_path, ev)
         try:
             reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs

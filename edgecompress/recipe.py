@@ -309,7 +309,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     from edgecompress.fileio import write_json_atomic, write_text_atomic
     from edgecompress.models import load_model
     from edgecompress.passes import PASSES
-    from edgecompress.passes._common import config_dict, predict, resolve_dataset, save_checkpoint
+    from edgecompress.passes._common import config_dict, pass_module, predict, resolve_dataset, save_checkpoint
 
     opts = recipe.options
     progress = opts.progress if progress is None else progress
@@ -320,7 +320,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
 
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
     spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
-    original = copy.deepcopy(spec.module).eval()
+    original = copy.deepcopy(pass_module(spec)).eval()  # an ONNX model raised AttributeError here
     original_spec, original_shape = spec.replace(module=original), spec.input_shape
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
                             required=any(_trains(n, c) for n, c in recipe.pass_configs()))
@@ -332,7 +332,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     for i, (name, cfg) in enumerate(recipe.pass_configs()):
         info = PASSES.get(name)
         choice = opts.qat_teacher if name == "qat" else opts.teacher
-        teacher = original if choice == "original" else copy.deepcopy(spec.module)
+        teacher: Any = original if choice == "original" else copy.deepcopy(spec.module)  # or Resized below
         if choice == "original" and spec.input_shape != original_shape:
             # after the resolution pass the data are small images; the original model sees them
             # upsampled to the side (and TF SAME padding) it was built for. On EfficientNet-Lite0's

@@ -174,7 +174,7 @@ def _is_pointwise(n: Node) -> bool:
     if n.target == torch.ops.aten.linear.default:
         return True
     groups = n.args[6] if len(n.args) > 6 else 1
-    return w is not None and w.dim() == 4 and tuple(w.shape[2:]) == (1, 1) and groups == 1
+    return bool(w is not None and w.dim() == 4 and tuple(w.shape[2:]) == (1, 1) and groups == 1)
 
 
 def make_quantizer(

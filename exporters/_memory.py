@@ -76,6 +76,7 @@ import os
 import sys
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 _CAPTURE_MODULE = "torch._dynamo.functional_export"
 _PROXY_MODULE = "torch.fx.experimental.proxy_tensor"
@@ -214,7 +215,7 @@ def forget_export_state(
     if isinstance(leak_map, dict):
         leak_map.clear()
     for module, name in _MODULE_CACHES:
-        cached = getattr(sys.modules.get(module), name, None)
+        cached: Any = getattr(sys.modules.get(module), name, None)
         if hasattr(cached, "cache_info") and cached.cache_info().currsize:
             dropped += cached.cache_info().currsize
             cached.cache_clear()

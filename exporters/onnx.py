@@ -92,7 +92,7 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
                 input_names=names, output_names=spec.output_names, external_data=False,
                 optimize=True, verbose=False,
             )
-            prog.save(str(out), external_data=False)
+            prog.save(str(out), external_data=False)  # type: ignore[union-attr]  # dynamo=True: a program
     except Exception as e:
         if no_space(e) or no_space(e.__cause__) or no_space(e.__context__):  # not the model's fault
             raise OutputError(f"{out}: no space left on device") from e
@@ -130,7 +130,8 @@ class _Chunk:
     slice (ORT stacks a chunk's outputs: a smaller last batch must start a chunk of its own)."""
 
     def __init__(self, reader: _Reader, n: int) -> None:
-        self.reader, self.left, self.shape = reader, n, None
+        self.reader, self.left = reader, n
+        self.shape: dict[str, Any] | None = None
 
     def get_next(self) -> dict[str, Any] | None:
         if self.left <= 0 or not self.reader.has_next():
@@ -170,7 +171,7 @@ def _bounded_histogram_calibration(chunk_batches: int) -> Any:
     from onnxruntime.quantization.calibrate import HistogramCalibrater
 
     # The module, not the `quantize` function the package re-exports under the same name.
-    q = importlib.import_module("onnxruntime.quantization.quantize")
+    q: Any = importlib.import_module("onnxruntime.quantization.quantize")  # patched below
 
     original = q.create_calibrator
 
@@ -381,7 +382,7 @@ def _dynamic_float_nodes(pre: Path, spec: ModelSpec | None, calib: Dataset | Non
     if budget <= 0:
         return [], 0.0, ""
     x = getattr(calib, "x", None) if calib is not None and len(calib) else None
-    if isinstance(x, dict):
+    if calib is not None and isinstance(x, dict):  # (x is None without calib)
         feeds = [{k: v[i:i + 32] for k, v in x.items()} for i in range(0, min(64, len(calib)), 32)]
         probe = f"first {min(64, len(calib))} calibration rows"
     else:

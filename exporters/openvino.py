@@ -54,8 +54,8 @@ def _refuse_frozen_branches(spec: ModelSpec, model: Any, caught: list[warnings.W
             suspects.append(w)
         elif mine:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not suspects or any(not i.dtype.startswith("float") for i in spec.inputs):
-        return
+    if not suspects or spec.module is None or any(not i.dtype.startswith("float") for i in spec.inputs):
+        return  # (the caller converted spec.module: it is there)
     import openvino as ov
 
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

@@ -69,6 +69,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
         example, names = spec.example_inputs(1), [i.name for i in spec.inputs]
         if batches is not None:
             batches = _padded(batches, names, int(spec.inputs[0].shape[1]))
+    if spec.module is None:  # Format.needs_module: export() refused it before this
+        raise ExportError(f"{spec.name}: no PyTorch module to export")
     try:
         info = lc.convert(spec.module, example, precision, out, batches,
                           channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names,
@@ -104,7 +106,7 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     it = Interpreter(model_path=str(path))
 
     def info(d: dict[str, Any]) -> TensorInfo:
-        shape = [int(s) for s in d["shape"]]
+        shape: list[int | str] = [int(s) for s in d["shape"]]
         scale, zp = d.get("quantization", (0.0, 0))
         quant = bool(scale) and d["dtype"].__name__.startswith(("int", "uint"))
         return TensorInfo(d["name"], shape, d["dtype"].__name__, "NHWC" if len(shape) == 4 else "",

@@ -19,6 +19,7 @@ import platform
 import resource
 import sys
 import time
+from typing import Any
 
 
 def _status_mb(key: str) -> float:
@@ -103,7 +104,7 @@ def decline_openvino_telemetry() -> None:
         result = original(self, *args, **kwargs)
         return ConsentCheckResult.DECLINED if result == ConsentCheckResult.NO_FILE else result
 
-    check._edgecompress = True
+    check._edgecompress = True  # type: ignore[attr-defined]  # a marker on the function object
     OptInChecker.check = check
 
 
@@ -119,7 +120,7 @@ class OpenVinoRunner:
         if hint:
             # On CPUs with bf16 OpenVINO silently runs fp32 IRs in bf16: pin it when asked.
             self.config["INFERENCE_PRECISION_HINT"] = hint
-        self._compiled: dict[tuple, object] = {}
+        self._compiled: dict[tuple | None, Any] = {}  # None: the file's own shapes
         self.names = [p.get_any_name() for p in self.model.inputs]
         req = self._compile(None)
         self.info = {"name": "openvino", "version": ov.get_version(),
@@ -219,7 +220,7 @@ def _run(runner, x):
     return runner.finish(runner.infer(runner.prepare(x)))
 
 
-RUNNERS = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner, "litert": LiteRtRunner}
+RUNNERS: dict[str, Any] = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner, "litert": LiteRtRunner}
 
 
 def _pct(values, q):
@@ -267,6 +268,7 @@ def main(argv=None) -> int:
               "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
               "machine": {"arch": platform.machine(), "python": platform.python_version(),
                           "numpy": np.__version__, "loadavg": list(os.getloadavg())}}
+    data: Any  # {name: array} from an .npz, else one array
     if a.inputs:
         if a.inputs.endswith(".npz"):
             with np.load(a.inputs) as z:
@@ -284,7 +286,7 @@ def main(argv=None) -> int:
     _run(runner, sample)
     result["load_seconds"] = round(time.perf_counter() - t0, 3)
     result["runtime"] = runner.info
-    latency = {}
+    latency: dict[str, dict[str, Any]] = {}
     for b in [int(s) for s in a.batches.split(",") if s.strip()]:
         xb = _take(data, b)
         try:

@@ -135,8 +135,8 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                                      "directory written by `edgecompress export`)")
             try:
                 entries = json.loads(manifest.read_text(encoding="utf-8"))["artifacts"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise InputFileError(f"{manifest}: not a valid manifest ({e})") from e
+            except (json.JSONDecodeError, KeyError, TypeError) as err:  # `e` names the entries below
+                raise InputFileError(f"{manifest}: not a valid manifest ({err})") from err
             rows = {}
             if (p / "report.json").exists():
                 try:
@@ -469,5 +469,5 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     except ConfigError:  # a gate no artifact could answer: the measurements are still written
         write_report(report, out_dir)
         raise
-    paths = write_report(report, out_dir)
-    return report, paths, failures
+    written = write_report(report, out_dir)
+    return report, written, failures

@@ -114,7 +114,8 @@ def layers_from_torch(module: Any, example: Any) -> list[Layer]:
 def _numel(shape) -> int:
     n = 1
     for d in shape:
-        n *= int(d) if isinstance(d, numbers.Integral) and d > 0 else 1  # dynamic batch -> 1
+        # dynamic batch -> 1 (typeshed gives numbers.Integral no comparison with int)
+        n *= int(d) if isinstance(d, numbers.Integral) and d > 0 else 1  # type: ignore[operator]
     return n
 
 
@@ -234,7 +235,7 @@ def layers_from_artifact(path: Path | str, fmt: str) -> list[Layer]:
         raise ConfigError(f"estimate: no layer reader for format {fmt!r} (known: {', '.join(readers)})")
     try:
         return readers[fmt](path)
-    except (OSError, ValueError, RuntimeError, *_parse_errors(fmt)) as e:
+    except (OSError, ValueError, RuntimeError, *_parse_errors(fmt)) as e:  # type: ignore[misc]  # mypy reads no *tuple here
         raise InputFileError(f"{path}: not a readable {fmt} file; cannot read its layers for an estimate "
                              f"({type(e).__name__}: {str(e)[:200]})") from e
 
@@ -331,7 +332,8 @@ def calibration_report(efficiency: dict[str, float] | None = None) -> list[dict[
     """Estimate vs published latency for every public figure; error in %."""
     from edgecompress.targets.profile import get_target
 
-    rows, cache = [], {}
+    rows: list[dict[str, Any]] = []
+    cache: dict[int, list[Layer]] = {}
     for f in PUBLIC_FIGURES:
         i = int(f["model"][-1])
         layers = cache.setdefault(i, efficientnet_lite_layers(i))

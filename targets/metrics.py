@@ -37,8 +37,23 @@ def drift(reference: np.ndarray, outputs: np.ndarray, classes: bool = True) -> d
     d = {"cosine": float(cos.mean()), "cosine_min": float(cos.min()),
          "max_abs": float(np.abs(ref - out).max()), "mean_abs": float(np.abs(ref - out).mean())}
     if classes and ref.shape[1] > 1:
-        d["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
+        agree = int((ref.argmax(1) == out.argmax(1)).sum())
+        d["top1_agreement"] = agree / len(ref)
+        # How far a figure from these few samples can be from the truth: 98.1 % of 700 is
+        # 97.0-98.9 %, so a 0.3 pt difference between two files is no ranking.
+        d["top1_agreement_low95"], d["top1_agreement_high95"] = wilson_interval(agree, len(ref))
     return d
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion k / n (stays inside [0, 1] and is sane
+    at k = n, where the normal approximation gives a zero-width interval)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
 
 
 def check_finite_outputs(outputs: np.ndarray, what: str = "artifact outputs") -> None:

@@ -32,7 +32,8 @@ def _int(low: int, high: int | None = None):
 
 
 def _positive(v: Any) -> str | None:
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 and v != float("inf")
+    # typeshed gives numbers.Real no comparison with int
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 and v != float("inf")  # type: ignore[operator]
     return None if ok else "a positive number"
 
 

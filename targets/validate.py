@@ -110,7 +110,7 @@ def _random_inputs(art: Artifact, folder: Path, i: int) -> Path:
         np.save(path, next(iter(arrays.values())))
     else:
         path = folder / f"random{i}.npz"
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # tensor names: mypy fears one is allow_pickle
     return path
 
 
@@ -139,7 +139,7 @@ def fixed_batch(art: Artifact, runtime: str) -> int | None:
 def _inputs_file(data: Dataset, folder: Path) -> Path:
     if isinstance(data.x, dict):
         path = folder / "inputs.npz"
-        np.savez(path, **data.x)
+        np.savez(path, **data.x)  # type: ignore[arg-type]  # tensor names: mypy fears one is allow_pickle
     else:
         path = folder / "inputs.npy"
         np.save(path, data.x)

@@ -82,3 +82,21 @@ def test_help_lists_registered_formats_and_keeps_brackets():
     assert r.returncode == 0 and "PATH[start:stop] selects rows" in text  # was eaten as markup
     for name, fmt in FORMATS:  # the registry drives the help text
         assert f"{name} ({', '.join(fmt.precisions)})" in text
+
+
+def test_no_progress_silences_every_bar_of_export_and_validate(tmp_path):
+    """Build logs (the mobile teams' CI) got thousands of carriage-return bar updates with no way
+    to turn them off outside `run`: each command that draws bars takes --no-progress."""
+    exe = [sys.executable, "-m", "edgecompress.cli"]
+    common = ["--runs", "2", "--warmup", "0", "--rounds", "1"]
+
+    def bars(*args: str) -> int:
+        r = subprocess.run([*exe, *args], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stderr.count("%|")
+
+    out = tmp_path / "e"
+    assert bars("export", "zoo:digits-cnn", "-f", "onnx", "--int8", "--out", str(out), *common,
+                "--no-progress") == 0
+    assert bars("validate", str(out), "--out", str(tmp_path / "v"), *common) > 0
+    assert bars("validate", str(out), "--out", str(tmp_path / "v"), *common, "--no-progress") == 0

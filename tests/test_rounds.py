@@ -90,6 +90,35 @@ def _row(precision: str, p50: float, io: float, drift: dict) -> dict:
             "settings": {"runs": 100, "warmup": 10, "rounds": 3}}
 
 
+def test_report_shows_top1_change_and_the_agreements_interval():
+    """The bars are a top-1 drop (points) and an agreement that 700 images only pin down to about
+    +-1 pt: the table shows both, computed from the outputs, not copied."""
+    import numpy as np
+
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import table_rows
+    from edgecompress.targets.metrics import drift, wilson_interval
+
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((700, 10))
+    out = ref.copy()
+    out[:13] = np.roll(out[:13], 1, axis=1)  # 13 rows lose their argmax: 687 / 700 agree
+    d = drift(ref, out)
+    assert d["top1_agreement"] == 687 / 700
+    lo, hi = d["top1_agreement_low95"], d["top1_agreement_high95"]
+    assert lo < 687 / 700 < hi and round(100 * lo, 1) == 96.8 and round(100 * hi, 1) == 98.9
+    assert wilson_interval(700, 700)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
+    assert wilson_interval(350, 700)[0] < 0.5 < wilson_interval(350, 700)[1]
+    report = Report(model={"name": "m"}, target="x86-local", reference={"top1": 0.874}, artifacts=[
+        _row("fp32", 8.0, 0.3, drift(ref, ref)) | {"metrics": {"top1": 0.874}},
+        _row("int8", 4.0, 0.7, d) | {"metrics": {"top1": 0.869}}])
+    fp32, int8 = table_rows(report)
+    assert int8["top-1 %"] == "86.9 (-0.5)" and fp32["top-1 %"] == "87.4 (+0.0)"
+    assert int8["agreement %"] == "98.1 (96.8-98.9)" and fp32["agreement %"] == "100.0"
+    report.reference = {}  # loose files validated without labels for the reference: no change shown
+    assert table_rows(report)[1]["top-1 %"] == "86.9"
+
+
 def test_report_shows_speed_up_with_io_conversion_and_cosine_minimum():
     from edgecompress.report.model import Report
     from edgecompress.report.render import table_rows, to_markdown
@@ -106,3 +135,17 @@ def test_report_shows_speed_up_with_io_conversion_and_cosine_minimum():
     # a conversion that costs both files the same changes nothing: no second figure
     report.artifacts[1]["latency_ms"]["io_ms"] = 0.15
     assert table_rows(report)[1]["speed-up"] == "2.00x"
+
+
+def test_two_files_of_one_format_and_precision_are_told_apart():
+    """`validate ours.onnx theirs.onnx` gave two "onnx int8" rows no reader could tell apart."""
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import table_rows, to_markdown
+
+    rows = [_row("fp32", 8.0, 0.3, {}), _row("int8", 4.0, 0.7, {}), _row("int8", 5.0, 0.7, {})]
+    rows[2]["path"] = "/elsewhere/theirs.tflite"
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=rows)
+    assert [r["file"] for r in table_rows(report)] == ["m-fp32.tflite", "m-int8.tflite", "theirs.tflite"]
+    assert "| file | format |" in to_markdown(report, None)
+    report.artifacts.pop()  # one file per format and precision: no file column
+    assert "file" not in table_rows(report)[0]

@@ -36,7 +36,7 @@ def photo_crops(n: int = 128, size: int = 224, seed: int = 0) -> np.ndarray:
         left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         crop = im.crop((left, top, left + side, top + side))
         if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         out[i] = pre(crop)
     return out
 

@@ -207,7 +207,7 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
                 y = z[ykey] if ykey else None
                 if x.ndim == 0:  # [issue #7] found by tests/test_fuzz.py: IndexError before
                     raise DataError(f"{path}: holds no samples ('{xkey}' is a 0-d array)")
-                if y is not None:
+                if y is not None and ykey is not None:  # y is there exactly when ykey is
                     check_labels(y, len(x), str(path), ykey)
                 n_all = len(x)
                 x = x[sl]
@@ -361,6 +361,8 @@ def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "effici
             raise DataError(f"{what} {spec}: the selected range is empty")
         ds.source = str(spec)  # with its slice, as for images
         return ds
+    files: list[Path]
+    labels: list[int] | None
     if path.is_file() and path.suffix.lower() == ".csv":
         files, labels = _read_labels_csv(path)
     elif path.is_dir():

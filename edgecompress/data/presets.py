@@ -38,7 +38,7 @@ class EfficientNetLite:
 
     def __call__(self, im: Image.Image) -> np.ndarray:
         im = center_crop_fraction(im.convert("RGB"), self.size / (self.size + 32))
-        im = im.resize((self.size, self.size), Image.BICUBIC)
+        im = im.resize((self.size, self.size), Image.Resampling.BICUBIC)
         return ((np.asarray(im, np.float32) - 127.0) / 128.0).transpose(2, 0, 1).copy()
 
 
@@ -52,8 +52,8 @@ class ImageNetMeanStd:
 
     def __call__(self, im: Image.Image) -> np.ndarray:
         im = center_crop_fraction(im.convert("RGB"), 224 / 256)
-        im = im.resize((self.size, self.size), Image.BILINEAR)
-        a = np.asarray(im, np.float32) / 255.0
+        im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        a: np.ndarray = np.asarray(im, np.float32) / 255.0
         a = (a - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return a.transpose(2, 0, 1).copy()
 
@@ -65,7 +65,7 @@ class GrayUnit:
     size: int = 8
 
     def __call__(self, im: Image.Image) -> np.ndarray:
-        im = im.convert("L").resize((self.size, self.size), Image.BILINEAR)
+        im = im.convert("L").resize((self.size, self.size), Image.Resampling.BILINEAR)
         return (np.asarray(im, np.float32) / 255.0)[None].copy()
 
 

@@ -10,6 +10,7 @@ because the weights were trained with it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ LITE_PARAMS = {
     "efficientnet-lite1": (1.0, 1.1, 240, 0.2),
     "efficientnet-lite2": (1.1, 1.2, 260, 0.3),
 }
-_BN = {"momentum": 0.01, "eps": 1e-3}
+_BN: dict[str, Any] = {"momentum": 0.01, "eps": 1e-3}
 
 
 def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -95,7 +96,7 @@ class MBConvBlock(nn.Module):
         return x + y if self.residual else y
 
 
-def _round_filters(c: int, width: float, divisor: int = 8) -> int:
+def _round_filters(c: float, width: float, divisor: int = 8) -> int:
     c = c * width
     new = max(divisor, int(c + divisor / 2) // divisor * divisor)
     if new < 0.9 * c:

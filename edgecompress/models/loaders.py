@@ -117,7 +117,7 @@ def _load_factory(
 ) -> ModelSpec:
     import torch
 
-    mod_name, _, attr = ref.partition(":")
+    mod_name, _colon, attr = ref.partition(":")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # so `mypkg.models:build` works from a project dir
     try:

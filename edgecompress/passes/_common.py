@@ -11,7 +11,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from edgecompress.errors import ConfigError, DataError
 
@@ -56,7 +56,7 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
             raise ConfigError(f"{where}: expected {cls.__name__} or a mapping of parameters, "
                               f"got {type(config).__name__}")
         # validated again: an instance changed after construction (cfg.ratio = 5.0) is not trusted
-        config = dataclasses.asdict(config)
+        config = dataclasses.asdict(config)  # type: ignore[call-overload]  # a dataclass instance (above)
     if config is not None and not isinstance(config, dict):
         raise ConfigError(f"{where}: expected a mapping of parameters, got {type(config).__name__}")
     params = {**(config or {}), **overrides}
@@ -120,8 +120,7 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
     spec = model if isinstance(model, ModelSpec) else load_model(model, input_shape)
     # load_model took its own copy of a bare module (unless it could not: then copy, or fail, here)
     fresh = isinstance(model, torch.nn.Module) and spec.module is not model
-    if spec.module is None:
-        raise ConfigError(f"model {spec.name}: passes need a PyTorch module (got an ONNX file)")
+    pass_module(spec)
     if spec.extra.get("quantized"):
         raise ConfigError(
             f"model {spec.name}: already quantized ({spec.extra['quantized']}); qat must be the last pass"
@@ -134,6 +133,22 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
     return spec
 
 
+def pass_module(spec: ModelSpec) -> torch.nn.Module:
+    """`spec.module`, which a pass needs (`as_spec` checks it first)."""
+    if spec.module is None:
+        raise ConfigError(f"model {spec.name}: passes need a PyTorch module (got an ONNX file)")
+    return spec.module
+
+
+@overload
+def resolve_dataset(
+    spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True,
+    required: Literal[True] = True,
+) -> Dataset: ...
+@overload
+def resolve_dataset(
+    spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True, required: bool = True
+) -> Dataset | None: ...
 def resolve_dataset(
     spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True, required: bool = True
 ) -> Dataset | None:
@@ -143,13 +158,14 @@ def resolve_dataset(
     if isinstance(data, str):
         data = DataSpec.parse(data)
     ds = resolve_data(spec, data, purpose, progress)
-    if required and ds is None:
-        raise DataError(
-            f"{purpose} data: none given and model {spec.name} has no default "
-            "(pass data= / set data.train in the recipe)"
-        )
-    if required and len(ds) == 0:
-        raise DataError(f"{purpose} data {ds.source}: holds no samples")
+    if required:
+        if ds is None:
+            raise DataError(
+                f"{purpose} data: none given and model {spec.name} has no default "
+                "(pass data= / set data.train in the recipe)"
+            )
+        if len(ds) == 0:
+            raise DataError(f"{purpose} data {ds.source}: holds no samples")
     return ds
 
 
@@ -178,7 +194,7 @@ def model_stats(spec: ModelSpec) -> dict[str, int]:
         params, macs = spec.extra["params"], spec.extra["macs"]
     else:
         params, macs = count_params_macs(spec)
-    return {"params": int(params), "macs": int(macs), "size_bytes": state_bytes(spec.module, quantized)}
+    return {"params": int(params), "macs": int(macs), "size_bytes": state_bytes(pass_module(spec), quantized)}
 
 
 def predict(module: Any, data: Dataset, batch: int = 64) -> np.ndarray:
@@ -228,7 +244,7 @@ def array_fingerprint(*arrays: Any) -> str:
             continue
         a = np.ascontiguousarray(a.numpy() if hasattr(a, "numpy") else a)
         h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(memoryview(a).cast("B"))  # type: ignore[arg-type]  # numpy types __buffer__ for 3.12+ only
     return h.hexdigest()
 
 
@@ -290,7 +306,7 @@ def config_dict(config: Any) -> dict[str, Any]:
     """A config as a plain dict (what resolved recipes record); unset deprecated aliases are left out."""
     if not dataclasses.is_dataclass(config):
         return dict(config or {})
-    d = dataclasses.asdict(config)
+    d = dataclasses.asdict(config)  # type: ignore[arg-type]  # a config instance, not its class
     for f in dataclasses.fields(config):
         if f.metadata.get("deprecated_alias") and d.get(f.name) is None:
             d.pop(f.name, None)

@@ -83,7 +83,9 @@ def find_chains(module: Any, example: Any, ignored: list[Any]) -> tuple[list[Cha
     pos = {n: i for i, n in enumerate(order)}
     chains = []
     for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-        producers, consumers, other = set(), set(), False
+        producers: set[nn.Module] = set()
+        consumers: set[nn.Module] = set()
+        other = False
         for dep, _ in group:
             m = dep.target.module
             if not isinstance(m, nn.Module):
@@ -487,7 +489,8 @@ def cost_model(module: Any, example: Any, chains: list[Chain], dg: Any, kind: st
             entry = layers.setdefault(id(m), [0.0, None, None, 0.0])
             dense = isinstance(m, nn.Conv2d | nn.Linear) and not _depthwise(m)
             if dense:
-                weight = float(m.weight.numel()) if kind == "params" else macs.get(m, 0.0)
+                # dense: m is a Conv2d / Linear (mypy reads m.weight through Module.__getattr__)
+                weight = float(m.weight.numel()) if kind == "params" else macs.get(m, 0.0)  # type: ignore[operator]
                 entry[0] = weight
                 if dg.is_in_channel_pruning_fn(dep.handler):
                     entry[1] = k

@@ -139,7 +139,7 @@ def _match_space(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F
 
     if t.dim() == 4 and s.dim() == 4 and t.shape[-2:] != s.shape[-2:]:
-        return F.adaptive_avg_pool2d(t, s.shape[-2:])
+        return F.adaptive_avg_pool2d(t, (s.shape[-2], s.shape[-1]))
     return t
 
 
@@ -297,7 +297,9 @@ def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_
     import torch
     from torch import nn
 
-    bns = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    # Any: tracking BatchNorms have their running_* tensors, which torch types Optional
+    bns: list[Any] = [m for m in student.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns or _is_graph_module(student):
         return {"bn_recalibrated": False}
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
@@ -407,6 +409,7 @@ def finetune(
                 _set_mode(student, False)
                 student(x_all[:2])
                 teacher_cpu((x_all if t_all is None else t_all)[:2])
+            assert hs is not None and ht is not None  # hooked above whenever feats is set
             for name in feats:
                 projs[name.replace(".", "_")] = _projection(hs.out[name], ht.out[name])
         params = [p for p in student.parameters() if p.requires_grad] + list(projs.parameters())
@@ -467,6 +470,7 @@ def finetune(
                 s_out = student(xb)
                 loss = kd_loss(s_out, t_out, yb, cfg)
                 for name in feats:
+                    assert hs is not None and ht is not None  # (as above)
                     proj = projs[name.replace(".", "_")]
                     loss = loss + cfg.feature_weight * F.mse_loss(proj(hs.out[name]),
                                                                   _match_space(ht.out[name], hs.out[name]))

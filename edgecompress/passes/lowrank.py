@@ -23,6 +23,7 @@ from edgecompress.passes._common import (
     check_range,
     config_dict,
     make_config,
+    pass_module,
     resolve_dataset,
 )
 from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
@@ -94,6 +95,7 @@ def _factor(m: Any, u: Any, s: Any, vh: Any, r: int) -> Any:
 
     us = (u[:, :r] * s[:r]).float()
     v = vh[:r].float()
+    second: nn.Linear | nn.Conv2d
     if isinstance(m, nn.Linear):
         first = nn.Linear(m.in_features, r, bias=False)
         second = nn.Linear(r, m.out_features, bias=m.bias is not None)
@@ -109,7 +111,7 @@ def _factor(m: Any, u: Any, s: Any, vh: Any, r: int) -> Any:
         second.weight.data.copy_(us.reshape(m.out_channels, r, 1, 1))
     if m.bias is not None:
         with torch.no_grad():
-            second.bias.copy_(m.bias)
+            second.bias.copy_(m.bias)  # type: ignore[union-attr]  # made with bias=True above
     return nn.Sequential(first, second)
 
 
@@ -145,7 +147,7 @@ def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any
     """Factorize Linear / conv layers of `model` by SVD; returns a new spec (same input contract)."""
     cfg = make_config(LowRankConfig, config, "lowrank", **overrides)
     spec = as_spec(model, input_shape)
-    module = spec.module.eval()
+    module = pass_module(spec).eval()
     teach = teacher_module(teacher, spec) if cfg.finetune_epochs else None
     layers = [(n, m, _svd(m)) for n, m in _candidates(module, cfg)]
     total = sum(p.numel() for p in module.parameters())

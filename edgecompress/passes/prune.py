@@ -42,6 +42,7 @@ from edgecompress.passes._common import (
     check_range,
     config_dict,
     make_config,
+    pass_module,
     resolve_dataset,
 )
 from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
@@ -217,6 +218,8 @@ def ratio_for_target(module: Any, example: Any, cfg: PruneConfig) -> float:
     by bisection on copies (magnitude importance: counts depend on the ratio, not on which
     channels go, unless global_pruning)."""
     target = cfg.target_macs if cfg.target_macs is not None else cfg.target_params
+    if target is None:
+        raise ConfigError("prune: ratio_for_target needs target_macs or target_params")
     which = 1 if cfg.target_macs is not None else 0
     base = _count(module, example)[which]
     lo, hi = 0.0, cfg.max_layer_ratio
@@ -301,7 +304,7 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     with the same input contract."""
     cfg = make_config(PruneConfig, config, "prune", **overrides)
     spec = as_spec(model, input_shape)
-    module = spec.module.eval()
+    module = pass_module(spec).eval()
     teach = teacher_module(teacher, spec) if (cfg.finetune_epochs or cfg.importance == "taylor") else None
     needs_data = cfg.finetune_epochs > 0 or cfg.importance == "taylor" or cfg.method in ("block", "reconstruct")
     ds = resolve_dataset(spec, data, "train", progress) if needs_data else None

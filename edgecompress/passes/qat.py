@@ -57,6 +57,7 @@ from edgecompress.passes._common import (
     config_dict,
     make_config,
     model_stats,
+    pass_module,
     resolve_dataset,
 )
 from edgecompress.passes._qat_backends import get_backend
@@ -480,7 +481,7 @@ def qat(
     ds = resolve_dataset(spec, data, "train", progress)
     backend = get_backend(cfg.backend)
     # the float model before QAT: the fp32 reference its int8 exports are validated against
-    reference = copy.deepcopy(spec.module).eval()
+    reference = copy.deepcopy(pass_module(spec)).eval()
     teach = reference if teacher is None else teacher_module(teacher, spec)  # None: that same model
     if cfg.float_first is None and backend.name == "x86":  # the model's own default (zoo entries)
         cfg = dataclasses.replace(cfg, float_first=int(spec.extra.get("onnx_int8_float_first", 0)))
@@ -488,7 +489,8 @@ def qat(
     ck = Path(workdir) / "checkpoints" / "qat.pt" if workdir else None
     log = train_prepared(prepared, teach, ds, cfg, ck, progress)
     twin = float_twin(prepared)
-    pin_qparams(prepared, ds.x[:2])  # convert with the qparams training used
+    # convert with the qparams training used (ds.x: an array, one input was checked above)
+    pin_qparams(prepared, ds.x[:2])  # type: ignore[index]
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared, fold_quantize=backend.fold_quantize)
     move_exported_model_to_eval(converted)

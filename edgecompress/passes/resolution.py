@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgecompress.data.datasets import resize_square
 from edgecompress.errors import ConfigError
 from edgecompress.passes import PassInfo, register_pass
-from edgecompress.passes._common import as_spec, check_range, config_dict, make_config, resolve_dataset
+from edgecompress.passes._common import (
+    as_spec,
+    check_range,
+    config_dict,
+    make_config,
+    pass_module,
+    resolve_dataset,
+)
 from edgecompress.passes.distill import (
     DistillConfig,
     finetune,
@@ -127,7 +134,7 @@ def at_size(spec: ModelSpec, size: int) -> ModelSpec:
     from edgecompress.models.spec import InputSpec
 
     c, h, w = _image_input(spec)
-    module = spec.module.eval()
+    module = pass_module(spec).eval()
     repad = getattr(module, "set_image_size", None)
     with torch.no_grad():
         before = module(torch.zeros(1, c, h, w))
@@ -181,7 +188,12 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
     _c, h, w = _image_input(spec)
     if h != w:
         raise ConfigError(f"resolution: model {spec.name} takes {h}x{w} inputs; the pass scales square inputs")
-    size = cfg.size if cfg.size is not None else size_for_macs(spec, cfg.target_macs, cfg.multiple_of)
+    if cfg.size is not None:
+        size = cfg.size
+    elif cfg.target_macs is not None:
+        size = size_for_macs(spec, cfg.target_macs, cfg.multiple_of)
+    else:  # ResolutionConfig refuses this already
+        raise ConfigError("resolution.size: give either size (pixels) or target_macs (fraction removed)")
     if size > h:
         raise ConfigError(f"resolution.size {size}: larger than the model's input side {h} (this pass shrinks)")
     needs_data = cfg.finetune_epochs > 0 or cfg.bn_recalib is True
@@ -208,13 +220,13 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
     elif cfg.bn_recalib and ds is None:
         log["bn_recalibrated"] = False
         log["bn_note"] = "no data given: BatchNorm statistics kept"
-    elif cfg.bn_recalib:
+    elif cfg.bn_recalib and ds is not None:  # (ds is None was the branch above)
         x, tx = torch.from_numpy(small.x), torch.from_numpy(ds.x)
         if cfg.bn_recalib == "auto":
             log.update(recalibrate_bn_if_closer(new.module, teach, x, 32, (len(x) + 31) // 32, teacher_x=tx))
         else:
             log["bn_recalibrated"] = recalibrate_bn(new.module, x, 32, (len(x) + 31) // 32) > 0
-    new.module.eval()
+    pass_module(new).eval()
     new.extra.setdefault("passes", []).append({"pass": "resolution", "config": config_dict(cfg), "log": log})
     if progress:
         print(f"resolution: {log['note']}", file=sys.stderr)

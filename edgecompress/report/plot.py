@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from typing import Any
 
 
@@ -11,6 +12,9 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     """Accuracy (top-1, else top-1 agreement) vs batch-1 p50 latency; marker area ~ size on disk.
     Points on the Pareto front (faster and more accurate than every other) are outlined."""
     pts = []
+    # two files of one format and precision get their file names in the key, as in the table
+    keys = [(a.get("target"), a.get("format"), a.get("precision")) for a in artifacts]
+    by_file = len(set(keys)) < len(keys)
     for a in artifacts:
         if a.get("status") != "ok" or "p50" not in a.get("latency_ms", {}):
             continue
@@ -19,7 +23,8 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
         if not isinstance(acc, int | float) or not math.isfinite(acc):  # null / NaN: nothing to plot
             continue
         pts.append((a["latency_ms"]["p50"], 100 * acc, a["size_bytes"] / 1e6,
-                    f"{a['format']} {a['precision']}", a.get("latency_kind") == "estimated",
+                    (f"{Path(str(a.get('path', ''))).name}: " if by_file else "") + f"{a['format']} {a['precision']}",
+                    a.get("latency_kind") == "estimated",
                     a.get("latency_kind") == "emulated"))  # issue #5: qemu-user latency, labelled
     if not pts:
         return None
@@ -48,7 +53,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
                          f"{' (emulated, not a device figure)' if emu else ''}")
     legend = ax.legend(fontsize=7.5, loc="lower left", markerscale=0.4, framealpha=0.9)
     for handle in legend.legend_handles:
-        handle.set_sizes([40])
+        handle.set_sizes([40])  # type: ignore[union-attr]  # scatter handles: PathCollections
     ax.set_xlabel("latency p50, batch 1 (ms)")
     ax.set_ylabel(ylabel)
     # the key stays in the title whatever the caller names the plot (it was replaced, unexplained)

@@ -84,9 +84,10 @@ def parse_benchmark_model(text: str) -> dict[str, Any]:
 
 class AdbDevice:
     def __init__(self, conn: dict[str, Any], hardware: dict[str, Any], name: str = "") -> None:
-        self.adb = shutil.which(str(conn.get("adb") or "adb"))
-        if not self.adb:
+        adb = shutil.which(str(conn.get("adb") or "adb"))
+        if not adb:
             raise RuntimeMissingError(f"target {name}: adb not found (Debian package 'adb')")
+        self.adb = adb
         self.serial = str(conn.get("serial") or "")
         self.remote_dir = str(conn.get("remote_dir") or "/data/local/tmp/edgecompress").rstrip("/") or "/"
         # This run's own folder: the cleanup removed remote_dir itself, which with
