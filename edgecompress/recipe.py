@@ -320,7 +320,10 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
 
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
     spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
-    original = copy.deepcopy(pass_module(spec)).eval()  # an ONNX model raised AttributeError here
+    if spec.module is None:  # an ONNX file: this raised AttributeError
+        raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
+                          "an .onnx file has neither (export it with `edgecompress export`)")
+    original = copy.deepcopy(pass_module(spec)).eval()
     original_spec, original_shape = spec.replace(module=original), spec.input_shape
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
                             required=any(_trains(n, c) for n, c in recipe.pass_configs()))

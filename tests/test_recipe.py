@@ -214,3 +214,14 @@ def test_qat_distils_toward_the_model_it_quantizes(tmp_path, monkeypatch, qat_te
     assert seen["student_params"] < 0.5 * original  # QAT got the pruned model ...
     expected = seen["student_params"] if want == "pruned" else original
     assert seen["teacher_params"] == expected  # ... and the teacher asked for
+
+
+def test_an_onnx_model_in_a_recipe_is_one_line(tmp_path, digits_spec):
+    """An .onnx recipe model raised AttributeError ('NoneType' object has no attribute 'eval')."""
+    from edgecompress.exporters import ExportOptions, export
+
+    art = export(digits_spec, "onnx", "fp32", tmp_path, None, ExportOptions(progress=False))
+    with pytest.raises(ConfigError, match=r"digits-cnn-fp32\.onnx: a recipe runs PyTorch passes.*edgecompress export"):
+        run_recipe({"model": str(art.path), "input_shape": [1, 1, 8, 8], "export": ["onnx:fp32"]},
+                   tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

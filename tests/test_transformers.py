@@ -135,6 +135,10 @@ def test_text_file_one_sentence_per_line(tiny_spec, tmp_path):
     assert len(ds) == 3 and ds.metric == "" and ds.pair_scores is None
     fixed = load_text_for(tiny_spec, str(p), "evaluation")
     assert fixed.x["attention_mask"].shape == (3, 16)  # evaluation: the model's fixed length
+    # the Python API takes a Path as it does for images (it raised AttributeError: no .path)
+    from edgecompress.pipeline import resolve_data
+
+    assert len(resolve_data(tiny_spec, p, "calibration", progress=False)) == 3
 
 
 def test_sts_metric_hand_made():
