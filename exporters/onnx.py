@@ -165,10 +165,13 @@ def _bounded_histogram_calibration(chunk_batches: int) -> Any:
     and the `CalibMaxIntermediateOutputs` option is ignored by it (and, for MinMax, *discards*
     the collected ranges instead of merging them). The histogram collector merges across calls,
     so calling `collect_data` once per chunk gives the same histograms with bounded memory.
+    The counting itself is FastHistogramCollector's (torch instead of numpy; _fast_histogram.py).
     """
     import importlib
 
     from onnxruntime.quantization.calibrate import HistogramCalibrater
+
+    from edgecompress.exporters._fast_histogram import FastHistogramCollector
 
     # The module, not the `quantize` function the package re-exports under the same name.
     q: Any = importlib.import_module("onnxruntime.quantization.quantize")  # patched below
@@ -178,6 +181,9 @@ def _bounded_histogram_calibration(chunk_batches: int) -> Any:
     def create(*args: Any, **kwargs: Any) -> Any:
         cal = original(*args, **kwargs)
         if isinstance(cal, HistogramCalibrater):
+            cal.collector = FastHistogramCollector(
+                method=cal.method, symmetric=cal.symmetric, num_bins=cal.num_bins,
+                num_quantized_bins=cal.num_quantized_bins, percentile=cal.percentile, scenario=cal.scenario)
             collect = cal.collect_data
 
             def chunked(reader: _Reader) -> None:
