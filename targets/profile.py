@@ -3,12 +3,16 @@
 Every table is checked key by key when a profile is loaded: a typo (`hostname` for `host`) was
 silently ignored and the device silently estimated, and a wrong type (`port = "22x"`,
 `big_cores = "0-3"`) failed much later as a traceback or, worse, as a wrong figure. Each bad value
-is one ConfigError naming the file, the [table] and the key.
+is one ConfigError naming the file, the [table] and the key. [hardware] may also hold descriptive
+facts about the device under names of its own (`soc = "..."`, `ram_gb = 8`): kept, and carried
+into the report's description of the device a run was measured on; a name a typo away from a key
+the code reads (`clock_gz`) is refused as that typo.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 import tomllib
 from dataclasses import dataclass, field
@@ -52,9 +56,19 @@ def _flag(v: Any) -> str | None:
 
 
 def _cpu_list(v: Any) -> str | None:
-    ok = (isinstance(v, list) and v and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v)
+    if v == []:  # read as "no big cores" it would pin to nothing; leaving the key out means every core
+        return "a list of at least one CPU, e.g. [4, 5, 6, 7] (leave big_cores out when all cores are alike)"
+    ok = (isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v)
           and len(set(v)) == len(v))
     return None if ok else "a non-empty list of distinct CPU numbers, e.g. [4, 5, 6, 7]"
+
+
+def _fact(v: Any) -> str | None:
+    """A descriptive [hardware] fact: what the report can show and write as JSON."""
+    def plain(x: Any) -> bool:
+        return isinstance(x, str | bool | int) or (isinstance(x, float) and math.isfinite(x))
+    ok = plain(v) or (isinstance(v, list) and all(plain(x) for x in v))
+    return None if ok else "text, a number, true or false, or a list of them (a descriptive fact)"
 
 
 def _env(v: Any) -> str | None:
@@ -77,6 +91,8 @@ CONNECTION_KEYS: dict[str, dict[str, Any]] = {"ssh": _SSH, "adb": _ADB, "qemu": 
 # may keep that device's keys (checked like that device's), but a key no runner reads is a typo.
 _ANY_CONNECTION = {**_QEMU, **_ADB, **_SSH}
 
+# [hardware] keys the code reads or types; any other name is a descriptive fact (`_fact`), unless
+# it is a typo away from one of these (`_misspelt`).
 HARDWARE_KEYS: dict[str, Any] = {
     "cpu": _text, "cores": _int(1), "big_cores": _cpu_list, "clock_ghz": _positive,
     "peak_fp32_gops_per_core": _positive, "peak_int8_gops_per_core": _positive,
@@ -91,21 +107,60 @@ def _hint(name: str, known: list[str]) -> str:
     return f"did you mean {lower[close[0]]}? " if close else ""
 
 
-def _unknown(where: str, section: str, key: str, known: list[str]) -> ConfigError:
+def _unknown(where: str, section: str, key: str, known: list[str], tail: str = "") -> ConfigError:
     hint = _hint(key, known)
-    return ConfigError(f"{where}: {section}{key}: unknown key ({hint}known: {', '.join(sorted(known))})")
+    return ConfigError(f"{where}: {section}{key}: unknown key ({hint}known: {', '.join(sorted(known))}{tail})")
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance: the insertions, deletions and substitutions from a to b."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _misspelt(name: str, known: list[str]) -> bool:
+    """Whether `name` is a typo of a known key (case, `_` and `-` aside, at most one edit per four
+    letters): `clock_gz`, `Big-Cores`, `clock_mhz` are; `gpu`, `memory_gb`, `gpu_clock_ghz` are not."""
+    def bare(s: str) -> str:
+        return s.lower().replace("_", "").replace("-", "")
+    return any(_edits(bare(name), bare(k)) <= len(bare(k)) // 4 for k in known)
+
+
+def _as_written(value: str) -> Any:
+    """What a quoted value would be written bare (`"2222"` -> 2222, `"[4, 5]"` -> [4, 5]), else None."""
+    if "\n" in value or "#" in value:
+        return None
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except (ValueError, KeyError):  # TOMLDecodeError is a ValueError
+        return None
 
 
 def _check_table(where: str, section: str, table: dict[str, Any], schema: dict[str, Any],
-                 strict: bool = True) -> None:
+                 strict: bool = True, facts: bool = False) -> None:
+    """Each key known to `schema` and its value of the right kind. An unknown key is refused when
+    `strict`, or kept as a descriptive fact (`facts`) unless it is a typo of a known one."""
     for key, value in table.items():
         check = schema.get(key)
         if check is None:
-            if strict:
-                raise _unknown(where, f"[{section}] ", key, list(schema))
-            continue
+            if facts and not _misspelt(key, list(schema)):
+                check = _fact
+            elif strict:
+                tail = "; a descriptive fact needs a name unlike these" if facts else ""
+                raise _unknown(where, f"[{section}] ", key, list(schema), tail)
+            else:
+                continue
         want = check(value)
         if want is not None:
+            # TOML is typed and "2222" is text there; no other figure is read out of text, so say
+            # what to write rather than accept it here alone.
+            bare = _as_written(value) if isinstance(value, str) else None
+            if bare is not None and not isinstance(bare, str) and check(bare) is None:
+                want += f", written without quotes: {key} = {value.strip()}"
             raise ConfigError(f"{where}: [{section}] {key} = {value!r}: must be {want}")
 
 
@@ -151,7 +206,7 @@ class TargetProfile:
         else:
             _check_table(where, "connection", self.connection, _ANY_CONNECTION,
                          strict=self.runner in ("local", "estimate"))
-        _check_table(where, "hardware", self.hardware, HARDWARE_KEYS)
+        _check_table(where, "hardware", self.hardware, HARDWARE_KEYS, facts=True)
         cores, big = self.hardware.get("cores"), self.hardware.get("big_cores")
         if isinstance(cores, int) and big and max(big) >= cores:
             raise ConfigError(f"{where}: [hardware] big_cores = {big!r}: CPU {max(big)} does not exist with "
@@ -190,9 +245,6 @@ class TargetProfile:
             raise ConfigError(f"{where}: runner = {data['runner']!r}: must be a runner name in quotes "
                               f"(known: {', '.join(RUNNERS.names())})")
         _check_names(where, "runner", [data["runner"]], RUNNERS.names(), "runner")
-        for key in ("connection", "hardware", "sources"):
-            if not isinstance(data.get(key, {}), dict):
-                raise ConfigError(f"{where}: {key} must be a table ([{key}])")
         for key in ("runtimes", "formats"):
             if not (isinstance(data[key], list) and data[key] and all(isinstance(v, str) for v in data[key])):
                 raise ConfigError(f"{where}: {key} must be a list of names, e.g. {key} = [\"onnx\"]")
@@ -212,6 +264,11 @@ class TargetProfile:
         if foreign:
             raise ConfigError(f"--target {self.name} runs {', '.join(self.formats)}; not {', '.join(foreign)} "
                               "(drop that --format, or pick a target that lists it)")
+
+    def hardware_facts(self) -> dict[str, Any]:
+        """[hardware] beyond the keys the code reads: what the profile says about the device
+        (`soc`, `ram_gb`), for the report's description of it."""
+        return {k: v for k, v in self.hardware.items() if k not in HARDWARE_KEYS}
 
     def default_cpus(self, threads: int) -> list[int]:
         """The CPUs a run of `threads` threads is pinned to: the first `threads` big cores when the

@@ -220,8 +220,11 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
                 m.runtime = res["runtime"]
                 m.settings["threads"] = res.get("threads", settings.threads)  # an estimate caps them
                 if res.get("device"):  # ssh / adb / qemu: where it ran, for the report's header
-                    m.runtime = {**m.runtime, "device": {**res["device"], **(
-                        {"arch": res["machine"].get("arch")} if res.get("machine", {}).get("arch") else {})}}
+                    device = {**res["device"], **(
+                        {"arch": res["machine"].get("arch")} if res.get("machine", {}).get("arch") else {})}
+                    # and what the profile says about it (soc, ram_gb); what the run saw wins
+                    device.update({k: v for k, v in profile.hardware_facts().items() if k not in device})
+                    m.runtime = {**m.runtime, "device": device}
                 m.settings["cpus"] = res.get("cpus", cpus)
                 m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
                 if m.latency_kind == "estimated":  # nothing ran: no timed runs, warm-up or rounds
@@ -229,7 +232,8 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
                         m.settings.pop(key, None)
                 if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
                     outputs = np.load(req.outputs)
-                    check_finite_outputs(outputs, f"{art.path}: outputs on the evaluation set")
+                    # an Inf where the fp32 reference has the same one is the model's answer (masked logits)
+                    check_finite_outputs(outputs, f"{art.path}: outputs on the evaluation set", reference)
                     if eval_data is not None:
                         # top-1/5 for labelled images; STS Spearman for sentence pairs
                         m.metrics = task_metrics(outputs, eval_data)

@@ -71,10 +71,18 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
 
 
 # What every fake adb does first: log the call, drop `-s SERIAL`, answer `adb devices` from
-# FAKE_ADB_DEVICES and fail as adb does when none is attached.
+# FAKE_ADB_DEVICES and fail as adb does when none is attached. With FAKE_ADB_SHELL_V1 set it behaves
+# like adb over shell protocol v1 (devices before Android 7, or an old adb): `adb shell` exits 0
+# whatever the command's exit status, the command's stderr arrives on stdout, and every "\n" as
+# "\r\n" (a pty); the script below answers the call as usual, run once more without the flag.
 FAKE_ADB_HEAD = """#!{python}
 import json, os, shutil, subprocess, sys
 args = sys.argv[1:]
+if os.environ.get("FAKE_ADB_SHELL_V1") and os.environ.get("FAKE_ADB_DEVICES") and "shell" in args[:3]:
+    said = subprocess.run([sys.executable, sys.argv[0], *args], env={{**os.environ, "FAKE_ADB_SHELL_V1": ""}},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+    sys.stdout.buffer.write(said.replace(b"\\n", b"\\r\\n"))
+    sys.exit(0)
 with open(os.environ["FAKE_ADB_LOG"], "a") as f:
     f.write(json.dumps(args) + "\\n")
 if args[:1] == ["-s"]:

@@ -11,8 +11,12 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-FAKE_ADB = """if "shell" in args and "benchmark_model" in args[-1]:
-    sys.stdout.write(open(os.environ["FAKE_ADB_OUTPUT"]).read())
+# Runs nothing: every shell command "succeeds" (its exit status as the runner asks for it, on
+# stdout), the benchmark printing the fixture.
+FAKE_ADB = """if "shell" in args:
+    if "benchmark_model" in args[-1]:
+        sys.stdout.write(open(os.environ["FAKE_ADB_OUTPUT"]).read())
+    print(os.environ["FAKE_ADB_EXIT_MARKER"] + "0")
 sys.exit(0)
 """
 
@@ -21,6 +25,9 @@ sys.exit(0)
 def fake_adb(tmp_path, monkeypatch):
     from conftest import install_fake_adb
 
+    from edgecompress.targets.runners.adb import EXIT_MARKER
+
+    monkeypatch.setenv("FAKE_ADB_EXIT_MARKER", EXIT_MARKER)
     monkeypatch.setenv("FAKE_ADB_OUTPUT", str(FIXTURES / "benchmark_model_pixel4_int8.txt"))
     return install_fake_adb(tmp_path, monkeypatch, FAKE_ADB)
 
@@ -91,7 +98,7 @@ def test_adb_commands_pinned_and_quoted(fake_adb, tmp_path, monkeypatch):
     assert words[:2] == ["sh", "-c"] and words[i:i + 3] == ["taskset", "f0", "/data/local/tmp/benchmark_model"]
     assert f"--graph={run_dir}/my model;rm -rf x.tflite" in words
     assert "--num_threads=4" in words and "--num_runs=50" in words and "--use_xnnpack=true" in words
-    assert calls[-1] == ["shell", f"rm -rf {run_dir}"]  # cleaned up: that folder only
+    assert calls[-1][0] == "shell" and shlex.split(calls[-1][1])[-3:] == ["rm", "-rf", run_dir]  # that folder only
 
 
 def test_adb_bench_py_mode_command(tmp_path):

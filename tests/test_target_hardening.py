@@ -60,6 +60,22 @@ def adb(tmp_path, monkeypatch):
     return install_fake_adb(tmp_path, monkeypatch, LOCAL_ADB), phone
 
 
+@pytest.fixture
+def adb_v1(adb, monkeypatch):
+    """The same fake adb speaking shell protocol v1: `adb shell` exits 0, stderr comes on stdout."""
+    monkeypatch.setenv("FAKE_ADB_SHELL_V1", "1")
+    return adb
+
+
+def _remote(call: list[str]) -> list[str]:
+    """The words of the command an `adb shell` call runs on the phone (inside the runner's
+    exit-status wrapper)."""
+    from edgecompress.targets.runners.adb import EXIT_MARKER
+
+    words = shlex.split(call[-1])
+    return words[4:] if words[:2] == ["sh", "-c"] and EXIT_MARKER in words[2] else words
+
+
 def _script(path: Path, body: str) -> Path:
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
@@ -118,7 +134,7 @@ def test_adb_removes_only_its_own_folder(adb, tmp_path):
     for _ in range(2):
         res = AdbRunner().run(_tflite_req(tmp_path), prof)
         assert res["latency_ms"]["1"]["mean"] == pytest.approx(6.58312)
-    shells = [shlex.split(c[1]) for c in calls() if c[0] == "shell"]
+    shells = [_remote(c) for c in calls() if c[0] == "shell"]
     made = [w[-1] for w in shells if w[:2] == ["mkdir", "-p"]]
     removed = [w[-1] for w in shells if w[:1] == ["rm"]]
     assert len(set(made)) == 2 and removed == made  # one folder per run, and only that one removed
@@ -243,11 +259,13 @@ def test_ssh_benchmark_killed_without_timeout_on_device(sshd, onnx_artifact, tmp
     assert list((tmp_path / "remote").iterdir()) == []
 
 
-def test_adb_benchmark_dies_at_the_profile_timeout(adb, tmp_path):
+@pytest.mark.parametrize("fake", ["adb", "adb_v1"])
+def test_adb_benchmark_dies_at_the_profile_timeout(fake, request, tmp_path):
+    """Also over shell protocol v1, where `adb shell` exits 0 even for the killed benchmark."""
     from edgecompress.errors import ValidationError
     from edgecompress.targets.runners.adb import AdbRunner
 
-    _, phone = adb
+    _, phone = request.getfixturevalue(fake)
     marker = tmp_path / "pid"
     prof = _phone_profile(phone, command_timeout_s=2)
     _script(phone / "benchmark_model", f"echo $$ > '{marker}'\nexec sleep 60\n")
@@ -325,8 +343,27 @@ BAD_PROFILES = [
      "[hardware] peak_int8_gops_per_core = -153.6: must be a positive number"),
     ("big_cores = [0, 1, 2, 3]", 'big_cores = "0-3"', "[hardware] big_cores = '0-3': must be a non-empty list"),
     ("big_cores = [0, 1, 2, 3]", "big_cores = [2, 3, 4, 5]", "CPU 5 does not exist with cores = 4"),
+    ("big_cores = [0, 1, 2, 3]", "big_cores = []", "[hardware] big_cores = []: must be a list of at least one CPU, "
+     "e.g. [4, 5, 6, 7] (leave big_cores out when all cores are alike)"),
+    ("big_cores = [0, 1, 2, 3]", 'big_cores = "[0, 1]"',
+     "[hardware] big_cores = '[0, 1]': must be a non-empty list of distinct CPU numbers, e.g. [4, 5, 6, 7], "
+     "written without quotes: big_cores = [0, 1]"),
+    ("port = 22", 'port = "2222"', "[connection] port = '2222': must be an integer 1..65535, written without "
+     "quotes: port = 2222"),
+    ("command_timeout_s = 1800", 'command_timeout_s = "1e3"',
+     "[connection] command_timeout_s = '1e3': must be a positive number, written without quotes: "
+     "command_timeout_s = 1e3"),
     ("cores = 4", 'cores = "four"', "[hardware] cores = 'four': must be an integer >= 1"),
     ("clock_ghz = 2.4", "clock_gz = 2.4", "[hardware] clock_gz: unknown key (did you mean clock_ghz?"),
+    # a descriptive fact (soc, ram_gb) is kept, but not under a near-miss of a key the code reads
+    ("clock_ghz = 2.4", "clock_mhz = 2400", "[hardware] clock_mhz: unknown key (did you mean clock_ghz?"),
+    ("big_cores = [0, 1, 2, 3]", "Big-Cores = [0, 1]", "[hardware] Big-Cores: unknown key (did you mean big_cores?"),
+    ("memory_bandwidth_gbs = 17.1", "memory_bandwith_gbs = 17.1",
+     "[hardware] memory_bandwith_gbs: unknown key (did you mean memory_bandwidth_gbs?"),
+    ("cores = 4", "cores = 4\nbought = 2024-03-01", "[hardware] bought = datetime.date(2024, 3, 1): must be "
+     "text, a number, true or false, or a list of them (a descriptive fact)"),
+    ("cores = 4", "cores = 4\ngpu = { name = 'VideoCore VII' }", "[hardware] gpu = {'name': 'VideoCore VII'}: "
+     "must be text, a number"),
     ('formats = ["onnx", "tflite"]', 'formats = ["onnx", "tfilte"]',
      "formats: unknown format 'tfilte' (did you mean tflite?"),
     ('runtimes = ["onnxruntime", "litert"]', 'runtimes = ["onnxruntime", "litrt"]',
@@ -374,6 +411,41 @@ def test_shipped_and_readme_profiles_load(tmp_path):
     mine.write_text(RPI5.read_text().replace('host = ""', 'host = "pi.local"'))
     prof = get_target(str(mine))
     assert prof.connection["host"] == "pi.local" and runner_name_for(prof) == "ssh"
+
+
+def test_descriptive_hardware_facts_are_kept_and_reported(adb, tmp_path):
+    """[hardware] may describe the device beyond the figures the code reads (soc, ram_gb): such
+    facts load, and the report's description of the device a run was measured on carries them."""
+    from edgecompress.exporters.base import Artifact, TensorInfo
+    from edgecompress.report import Report, artifact_row
+    from edgecompress.report.render import to_markdown
+    from edgecompress.targets import ValidateSettings, get_target, validate
+
+    facts = {"soc": "Snapdragon 8 Gen 2", "ram_gb": 8, "gpu_clock_ghz": 0.68, "l2_cache_kb": [512, 512],
+             "npu": True, "serial": "from the profile"}
+    path = tmp_path / "my-device.toml"
+    path.write_text(RPI5.read_text().replace("cores = 4", 'cores = 4\nram_gb = 8\nsoc = "Snapdragon 8 Gen 2"\n'
+                                             "gpu_clock_ghz = 0.68\nl2_cache_kb = [512, 512]\nnpu = true\n"
+                                             'serial = "from the profile"', 1))
+    prof = get_target(str(path))
+    assert prof.hardware_facts() == facts
+    assert prof.hardware["cores"] == 4 and prof.default_cpus(2) == [0, 1]  # the figures read as before
+
+    _, phone = adb
+    base = _phone_profile(phone)
+    phone_prof = replace(base, hardware={**base.hardware, **facts})
+    art = tmp_path / "m-int8.tflite"
+    art.write_bytes(b"TFL3 not a real model")
+    nhwc = [TensorInfo("x", [1, 8, 8, 1], layout="NHWC")]
+    (m,) = validate([Artifact("tflite", "int8", art, "litert", "m", inputs=nhwc)], phone_prof,
+                    settings=ValidateSettings(rounds=1), progress=False)
+    assert m.status == "ok", m.error
+    device = m.runtime["device"]
+    assert device["transport"] == "adb" and device["serial"] == ""  # what ran wins over the profile's word
+    assert {k: device[k] for k in facts if k != "serial"} == {k: v for k, v in facts.items() if k != "serial"}
+    md = to_markdown(Report(model={"name": "m"}, target=phone_prof.name, artifacts=[artifact_row(m)]), None)
+    line = next(ln for ln in md.splitlines() if "device measured on" in ln)
+    assert "soc Snapdragon 8 Gen 2" in line and "ram_gb 8" in line, line
 
 
 def test_profile_built_in_python_is_checked_too():
@@ -462,6 +534,60 @@ def test_preflight_adb(adb, monkeypatch):
         AdbRunner().preflight(replace(prof, connection={**prof.connection, "serial": "R58"}))
     monkeypatch.delenv("FAKE_ADB_DEVICES")
     assert preflight(prof) == "estimate"  # no phone: estimated, and the estimate can run
+
+
+def test_preflight_adb_on_shell_protocol_v1(adb_v1):
+    """Old adb (shell protocol v1) exits 0 whatever the remote command did: a missing
+    benchmark_model or python passed the preflight and every artifact failed later."""
+    from edgecompress.errors import RuntimeMissingError
+    from edgecompress.targets.runners.estimate import preflight
+
+    _, phone = adb_v1
+    prof = _phone_profile(phone)
+    assert preflight(prof) == "adb"
+    (phone / "benchmark_model").unlink()
+    with pytest.raises(RuntimeMissingError) as e:
+        preflight(prof)
+    assert str(e.value) == (f"adb android-arm64: {phone / 'benchmark_model'} not on the device "
+                            "(push LiteRT's benchmark_model there)")
+    assert preflight(_phone_profile(phone, mode="bench.py", python=sys.executable)) == "adb"
+    with pytest.raises(RuntimeMissingError, match=r"/no/python with numpy does not run on the device "
+                                                  r"\(exit 127: .*not found\)$") as e:
+        preflight(_phone_profile(phone, mode="bench.py", python="/no/python"))
+    assert "\n" not in str(e.value) and "\r" not in str(e.value)
+
+
+def test_adb_bench_py_on_shell_protocol_v1(adb_v1, onnx_artifact, tmp_path):
+    """Over shell protocol v1 bench.py's result and its errors all arrive on stdout (with "\r\n"),
+    and its exit status only through the runner's marker."""
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.adb import AdbRunner
+    from edgecompress.targets.runners.local import BenchRequest
+
+    _, phone = adb_v1
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    req = BenchRequest(artifact=Path(onnx_artifact.path), runtime="onnxruntime", threads=1, runs=3, warmup=1,
+                       inputs=tmp_path / "x.npy")
+    res = AdbRunner().run(req, _phone_profile(phone, mode="bench.py", python=sys.executable))
+    assert res["latency_ms"]["1"]["p50"] > 0 and res["runtime"]["name"] == "onnxruntime"
+    broken = _script(tmp_path / "broken-python", 'echo "Traceback (most recent call last):" >&2\n'
+                                                  'echo "ValueError: the model is broken" >&2\nexit 3\n')
+    with pytest.raises(ValidationError) as e:
+        AdbRunner().run(req, _phone_profile(phone, mode="bench.py", python=str(broken)))
+    assert str(e.value).endswith("benchmark failed (ValueError: the model is broken)"), str(e.value)
+    assert [p.name for p in phone.iterdir()] == ["benchmark_model"]  # its folder removed
+
+
+def test_adb_mkdir_failure_on_shell_protocol_v1(adb_v1, tmp_path):
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.runners.adb import AdbRunner
+
+    calls, phone = adb_v1
+    (tmp_path / "a-file").write_text("not a folder")
+    prof = _phone_profile(phone, remote_dir=str(tmp_path / "a-file"))
+    with pytest.raises(ValidationError, match=r"^adb android-arm64: mkdir failed \(mkdir: .*a-file.*\)$"):
+        AdbRunner().run(_tflite_req(tmp_path), prof)
+    assert not any(c[0] == "push" for c in calls())  # stopped there
 
 
 def test_preflight_qemu_without_rootfs(tmp_path, monkeypatch):

@@ -154,6 +154,95 @@ def test_nan_outputs_fail_the_artifact(tmp_path):
         validate([art], "x86-local", Dataset(x), None, ValidateSettings(runs=3, warmup=1, rounds=1), progress=False)
 
 
+def test_matching_infinities_are_no_broken_artifact():
+    """Masked logits: -inf in the artifact where the fp32 reference has -inf too is the model's
+    answer, not a broken file. NaN, or an Inf the reference does not have, still fails the file."""
+    import json
+
+    import numpy as np
+
+    from edgecompress.errors import ValidationError
+    from edgecompress.targets.metrics import check_finite_outputs, drift
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((40, 12))
+    out = ref + 0.05 * rng.standard_normal(ref.shape)
+    masked = rng.random(ref.shape) < 0.3
+    masked[:, 0] = False  # every row keeps finite positions
+    ref[masked], out[masked] = -np.inf, -np.inf
+    ref[7, 3], out[7, 3] = np.inf, np.inf  # +inf on both sides too
+    ref[9, 5], out[9, 5] = -np.inf, -40.0  # int8 has no -inf: a large negative value there
+    check_finite_outputs(out, "artifact outputs", ref)
+    rows = int(np.isinf(out).any(1).sum())
+    with pytest.raises(ValidationError, match=rf"^artifact outputs: {rows} of 40 samples hold NaN or Inf"):
+        check_finite_outputs(out, "artifact outputs")  # no reference to compare with: refused as before
+    one_line = r"^artifact outputs: 1 of 40 samples hold NaN or Inf \(first: sample {}\)$"
+    for row, col, value, other in ((4, 0, -np.inf, None), (11, 2, np.nan, None), (13, 1, np.inf, -np.inf)):
+        bad, r = out.copy(), ref.copy()
+        if other is not None:
+            r[row, col] = other  # the other sign
+        bad[row, col] = value
+        with pytest.raises(ValidationError, match=one_line.format(row)):
+            drift(r, bad)
+    d = drift(ref, out)
+    assert all(np.isfinite(v) for v in d.values()), d
+    json.dumps(d, allow_nan=False)
+    # the figures over the positions finite on both sides, computed here one row at a time
+    cos, diffs = [], []
+    for r, o in zip(ref, out, strict=True):
+        keep = np.isfinite(r) & np.isfinite(o)
+        cos.append(r[keep] @ o[keep] / (np.linalg.norm(r[keep]) * np.linalg.norm(o[keep])))
+        diffs.extend(np.abs(r[keep] - o[keep]))
+    assert d["cosine"] == pytest.approx(np.mean(cos)) and d["cosine_min"] == pytest.approx(min(cos))
+    assert d["max_abs"] == pytest.approx(max(diffs)) and d["mean_abs"] == pytest.approx(np.mean(diffs))
+    assert d["top1_agreement"] == np.mean(ref.argmax(1) == out.argmax(1))
+    assert 0.99 < d["cosine"] < 1.0 and d["max_abs"] < 0.5  # close, not "perfect"
+    with pytest.raises(ValidationError, match=r"^reference outputs: 1 of 40 samples hold NaN"):
+        drift(np.where(np.arange(40)[:, None] == 2, np.nan, ref), out)
+
+
+def test_masked_logits_validate_with_finite_drift(tmp_path):
+    """A model that outputs -inf for masked classes, end to end: the ONNX file has the same -inf
+    as the PyTorch reference, passes, and its drift is written as strict JSON."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from edgecompress.data import Dataset
+    from edgecompress.exporters import export
+    from edgecompress.fileio import write_json_atomic
+    from edgecompress.models import load_model
+    from edgecompress.targets import ValidateSettings, reference_outputs, validate
+
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(6, 5)
+
+        def forward(self, x):
+            return self.fc(x).masked_fill(x[:, :5] < 0, float("-inf"))
+
+    torch.manual_seed(0)
+    model = Masked().eval()
+    art = export(load_model(model, input_shape=(1, 6)), "onnx", "fp32", tmp_path)
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    x[:, 0] = np.abs(x[:, 0])  # class 0 is never masked: every row has a finite score
+    ref = reference_outputs(model, Dataset(x), progress=False)
+    assert np.isneginf(ref).any()
+    (m,) = validate([art], "x86-local", Dataset(x), ref, ValidateSettings(runs=3, warmup=1, rounds=1),
+                    progress=False)
+    assert m.status == "ok", m.error
+    assert m.drift["top1_agreement"] == 1.0 and m.drift["cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert 0 <= m.drift["max_abs"] < 1e-4
+    path = write_json_atomic(tmp_path / "m.json", m.to_dict())
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))["drift"] == m.drift
+    finite_ref = np.where(np.isinf(ref), -1.0, ref)  # a reference with a finite score there
+    (m,) = validate([art], "x86-local", Dataset(x), finite_ref, ValidateSettings(runs=3, warmup=1, rounds=1),
+                    progress=False)
+    assert m.status == "failed" and "samples hold NaN or Inf" in m.error, m.error
+
+
 def test_a_failed_benchmark_keeps_the_whole_exception():
     """ORT names the problem on its message's second line; the report kept only the last line,
     "Please fix either the inputs/outputs or the model."."""

@@ -9,8 +9,11 @@ Two modes (profile [connection] mode):
 Both run under `taskset <mask of big_cores>` (bench.py is pinned to the big cores too: its own
 sched_setaffinity would otherwise undo the taskset). Each run works in its own folder under
 `remote_dir` and removes only that folder. `adb shell` hands its words to the phone's shell, so
-every word is shlex-quoted. UNTESTED ON HARDWARE: the tests cover command construction, parsing of
-benchmark_model output written from its documented format, and the no-device error.
+every word is shlex-quoted. A remote command's exit status is read from a marker it echoes, never
+from adb's exit code: over shell protocol v1 (Android before 7, or an old adb) `adb shell` exits 0
+whatever the command did, and the command's stderr arrives on its stdout. UNTESTED ON HARDWARE:
+the tests cover command construction, parsing of benchmark_model output written from its
+documented format, and the no-device error, with a fake adb speaking shell protocol v2 or v1.
 """
 
 from __future__ import annotations
@@ -37,11 +40,31 @@ if TYPE_CHECKING:
     from edgecompress.targets.runners.local import BenchRequest
 
 
+# What every `adb shell` command runs inside (`sh -c _WITH_STATUS sh WORDS...`): the words, then
+# the marker with their exit status, the last thing on stdout.
+EXIT_MARKER = "edgecompress-exit-status:"
+_WITH_STATUS = '"$@"; echo "' + EXIT_MARKER + '$?"'
+
+
 def cpu_mask(cpus: list[int]) -> str:
     """taskset's hex mask for a CPU list: [4, 5, 6, 7] -> 'f0'."""
     if not cpus:
-        raise ConfigError("adb: [hardware] big_cores is empty; cannot pin to the big cores")
+        raise ConfigError("adb: [hardware] big_cores is not set; the adb runner pins the benchmark to the "
+                          "phone's big cores: list them, e.g. big_cores = [4, 5, 6, 7]")
     return format(sum(1 << c for c in set(cpus)), "x")
+
+
+def listed_devices(adb_devices: str) -> list[str]:
+    """The serials `adb devices` printed as ready (not "offline" or "unauthorized")."""
+    return [ln.split()[0] for ln in adb_devices.splitlines()[1:] if ln.strip().endswith("device")]
+
+
+def _said(*texts: str) -> str:
+    """The last non-empty line of what a command printed ('' if nothing), its last 300
+    characters: adb and the phone's tools name the paths first and the reason last."""
+    lines = [ln.strip() for text in texts for ln in text.splitlines() if ln.strip()]
+    why = lines[-1] if lines else ""
+    return why if len(why) <= 300 else "..." + why[-300:]
 
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -109,6 +132,21 @@ class AdbDevice:
     def shell_argv(self, words: list[str]) -> list[str]:
         return [*self.base(), "shell", " ".join(shlex.quote(w) for w in words)]
 
+    def shell(self, words: list[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Run `words` on the phone. `returncode` is the command's own exit status (from the
+        marker it echoes, whatever adb's shell protocol), `stdout` its output without the marker,
+        `stderr` what adb kept apart (nothing over v1, where it is in stdout). No marker: the
+        phone's shell never finished the command, a ValidationError."""
+        proc = self._run(self.shell_argv(["sh", "-c", _WITH_STATUS, "sh", *words]), what, timeout)
+        marks = list(re.finditer(re.escape(EXIT_MARKER) + r"(\d+)", proc.stdout))
+        if not marks:
+            said = _said(proc.stderr, proc.stdout) or f"adb exit code {proc.returncode}"
+            raise ValidationError(f"adb {self.name}: {what}: the device's shell returned no exit status ({said})")
+        status = marks[-1]
+        out = proc.stdout[:status.start()] + proc.stdout[status.end():]
+        return subprocess.CompletedProcess(proc.args, int(status.group(1)), out.replace("\r\n", "\n"),
+                                           proc.stderr.replace("\r\n", "\n"))
+
     def _run(self, argv: list[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout or self.timeout,
@@ -122,22 +160,33 @@ class AdbDevice:
                                   "connect one or validate against an estimate")
         return proc
 
+    @classmethod
+    def attached(cls, profile: TargetProfile) -> AdbDevice:
+        """The profile's phone, checked to be in `adb devices`."""
+        dev = cls(profile.connection, profile.hardware, profile.name)
+        dev.check_attached()
+        return dev
+
     def check_attached(self) -> None:
-        out = self._run([self.adb, "devices"], "listing devices", 20).stdout
-        devices = [ln.split()[0] for ln in out.splitlines()[1:] if ln.strip().endswith("device")]
+        devices = listed_devices(self._run([self.adb, "devices"], "listing devices", 20).stdout)
         if not devices or (self.serial and self.serial not in devices):
             want = f" {self.serial}" if self.serial else ""
             raise ValidationError(f"adb {self.name}: no device{want} attached (`adb devices` lists "
                                   f"{', '.join(devices) or 'none'}); connect one or use an estimate")
 
-    def push(self, local: Path, remote: str) -> None:
-        proc = self._run([*self.base(), "push", str(local), remote], f"push {local.name}")
+    def copy(self, verb: str, source: str, dest: str, what: str) -> None:
+        """`adb push` / `adb pull`: adb's own exit code (no remote shell involved)."""
+        proc = self._run([*self.base(), verb, source, dest], what)
         if proc.returncode != 0:
-            lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-            why = lines[-1] if lines else f"adb exit code {proc.returncode}"
-            if len(why) > 300:  # adb names both paths first; the reason is at the end
-                why = "..." + why[-300:]
-            raise ValidationError(f"adb {self.name}: push {local.name} failed ({why})")
+            why = _said(proc.stderr, proc.stdout) or f"adb exit code {proc.returncode}"
+            raise ValidationError(f"adb {self.name}: {what} failed ({why})")
+
+    def push(self, local: Path, remote: str) -> None:
+        self.copy("push", str(local), remote, f"push {local.name}")
+
+    def missing_benchmark_model(self, where: str) -> RuntimeMissingError:
+        return RuntimeMissingError(f"{where}: {self.benchmark_model} not on the device "
+                                   "(push LiteRT's benchmark_model there)")
 
     def bench_cpus(self, threads: int) -> list[int]:
         """bench.py's --cpus: the first `threads` big cores. Its sched_setaffinity replaces the
@@ -170,29 +219,28 @@ class AdbRunner:
     def preflight(self, profile: TargetProfile) -> None:
         """Before any work: adb present, the phone attached, big cores listed and the benchmark
         program on the phone (one clear error, not a report whose every row failed)."""
-        dev = AdbDevice(profile.connection, profile.hardware, profile.name)
-        dev.check_attached()
+        dev = AdbDevice.attached(profile)
         cpu_mask(dev.big_cores)
         if dev.mode == "benchmark_model":
-            proc = dev._run(dev.shell_argv(["ls", dev.benchmark_model]), "looking for benchmark_model", 60)
-            if proc.returncode != 0:
-                raise RuntimeMissingError(f"adb {profile.name}: {dev.benchmark_model} not on the device "
-                                          "(push LiteRT's benchmark_model there)")
+            if dev.shell(["ls", dev.benchmark_model], "looking for benchmark_model", 60).returncode != 0:
+                raise dev.missing_benchmark_model(f"adb {profile.name}")
         else:
-            proc = dev._run(dev.shell_argv([dev.python, "-c", "import numpy"]), "checking python", 60)
+            proc = dev.shell([dev.python, "-c", "import numpy"], "checking python", 60)
             if proc.returncode != 0:
-                said = (proc.stderr or proc.stdout).strip()[-200:]
+                said = _said(proc.stderr, proc.stdout) or "no message"
                 raise RuntimeMissingError(f"adb {profile.name}: {dev.python} with numpy does not run on the "
-                                          f"device (exit {proc.returncode}: {said or 'no message'})")
+                                          f"device (exit {proc.returncode}: {said})")
 
     def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
         if profile is None:
             raise ConfigError("adb runner: needs a target profile")
-        dev = AdbDevice(profile.connection, profile.hardware, profile.name)
-        dev.check_attached()
+        dev = AdbDevice.attached(profile)
         # The profile's command_timeout_s bounds the benchmark too, not only the copies.
         limit = max(1, math.ceil(min(req.timeout_s, dev.timeout) if dev.timeout_set else req.timeout_s))
-        self._shell(dev, ["mkdir", "-p", dev.run_dir], "mkdir")
+        proc = dev.shell(["mkdir", "-p", dev.run_dir], "mkdir", 60)
+        if proc.returncode != 0:
+            why = _said(proc.stderr, proc.stdout) or f"exit {proc.returncode}"
+            raise ValidationError(f"adb {dev.name}: mkdir failed ({why})")
         finished = False  # the benchmark returned: nothing of ours can still run on the phone
         try:
             dev.push(Path(req.artifact), f"{dev.run_dir}/")
@@ -203,24 +251,23 @@ class AdbRunner:
             (cmd,) = dev.commands(req)
             start = time.monotonic()
             # Killed on the phone at `limit` (toybox timeout), and by the cleanup if we gave up first.
-            proc = dev._run(dev.shell_argv(["sh", "-c", _GUARD, "sh", dev.run_dir, str(limit), *cmd]),
-                            "benchmark", limit + 30)
+            proc = dev.shell(["sh", "-c", _GUARD, "sh", dev.run_dir, str(limit), *cmd], "benchmark", limit + 30)
             finished = True
             where = f"adb {profile.name} ({Path(req.artifact).name})"
             if proc.returncode in _KILLED and time.monotonic() - start >= limit - 1:
                 raise ValidationError(f"{where}: benchmark timed out after {limit} s (killed on the device)")
             if dev.mode == "benchmark_model":
                 if proc.returncode != 0 and "not found" in (proc.stdout + proc.stderr):
-                    raise RuntimeMissingError(f"{where}: {dev.benchmark_model} not on the device "
-                                              "(push LiteRT's benchmark_model there)")
+                    raise dev.missing_benchmark_model(where)
                 result = parse_benchmark_model(proc.stdout + "\n" + proc.stderr)
                 result["runtime"] = {"name": "litert-benchmark_model", "version": "device",
                                      "settings": {"num_threads": req.threads, "xnnpack": True,
                                                   "taskset": cpu_mask(dev.big_cores)}}
             else:
-                result = parse_bench_output(proc.stdout, proc.stderr, proc.returncode, where)
+                # over shell protocol v1 bench.py's stderr (its traceback) arrives in stdout
+                result = parse_bench_output(proc.stdout, proc.stderr or proc.stdout, proc.returncode, where)
                 if req.outputs:
-                    self._pull(dev, f"{dev.run_dir}/outputs.npy", Path(req.outputs))
+                    dev.copy("pull", f"{dev.run_dir}/outputs.npy", str(req.outputs), "pull outputs")
                     result["outputs"] = str(req.outputs)
             result["device"] = {"transport": "adb", "serial": dev.serial, "pinned": dev.big_cores}
             return result
@@ -228,20 +275,8 @@ class AdbRunner:
             # Only this run's folder; the kill only when the benchmark did not return (its pid
             # could be another process's by now).
             cleanup = ["rm", "-rf", dev.run_dir] if finished else ["sh", "-c", _KILL_AND_REMOVE, "sh", dev.run_dir]
-            with contextlib.suppress(ValidationError):
-                self._shell(dev, cleanup, "cleanup")
-
-    @staticmethod
-    def _shell(dev: AdbDevice, words: list[str], what: str) -> None:
-        proc = dev._run(dev.shell_argv(words), what, 60)
-        if proc.returncode != 0:
-            raise ValidationError(f"adb {dev.name}: {what} failed ({proc.stderr.strip()[:200]})")
-
-    @staticmethod
-    def _pull(dev: AdbDevice, remote: str, local: Path) -> None:
-        proc = dev._run([*dev.base(), "pull", remote, str(local)], "pull outputs")
-        if proc.returncode != 0:
-            raise ValidationError(f"adb {dev.name}: pull outputs failed ({proc.stderr.strip()[:200]})")
+            with contextlib.suppress(ValidationError):  # a failed cleanup leaves a folder, not a wrong figure
+                dev.shell(cleanup, "cleanup", 60)
 
 
 RUNNERS.register("adb", AdbRunner())

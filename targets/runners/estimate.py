@@ -36,8 +36,10 @@ def device_attached(profile: TargetProfile) -> bool:
                                  check=False).stdout
         except (OSError, subprocess.TimeoutExpired):
             return False
+        from edgecompress.targets.runners.adb import listed_devices
+
         serial = profile.connection.get("serial", "")
-        devices = [ln.split()[0] for ln in out.splitlines()[1:] if ln.strip().endswith("device")]
+        devices = listed_devices(out)
         return bool(devices) and (not serial or serial in devices)
     return profile.runner != "estimate"
 
