@@ -137,6 +137,34 @@ def test_report_shows_speed_up_with_io_conversion_and_cosine_minimum():
     assert table_rows(report)[1]["speed-up"] == "2.00x"
 
 
+def test_speed_up_shows_the_spread_of_the_rounds_ratios():
+    """Rounds time the fp32 and int8 files one after the other: each round's ratio is paired, and
+    their spread says how far a single run's speed-up moves on the machine."""
+    from edgecompress.report.model import Report, artifact_row
+    from edgecompress.report.render import table_rows
+
+    rounds = {"fp32": [8.0, 9.0, 8.4], "int8": [4.0, 4.0, 4.2]}  # ratios 2.00, 2.25, 2.00
+    rows = []
+    for prec, r in rounds.items():
+        m = {"artifact": {"format": "onnx", "precision": prec, "path": f"m-{prec}.onnx", "size_bytes": 1000,
+                          "sha256": ""},
+             "latency_ms": {"1": {"p50": sorted(r)[1], "p90": max(r), "p50_rounds": r}}, "status": "ok"}
+        rows.append(artifact_row(m))
+    assert rows[1]["latency_ms"]["p50_rounds"] == [4.0, 4.0, 4.2]  # kept up front for the table
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=rows)
+    # the median ratio 8.4 / 4.0 = 2.10x, and the rounds' own ratios 2.00-2.25x
+    assert table_rows(report)[1]["speed-up"] == "2.10x (rounds 2.00-2.25x)"
+    rows[1]["latency_ms"]["p50_rounds"] = [4.2, 4.5, 4.2]  # 8.0/4.2, 9.0/4.5, 8.4/4.2: all 1.90-2.00
+    assert table_rows(report)[1]["speed-up"] == "2.10x (rounds 1.90-2.00x)"
+    rows[1]["latency_ms"]["p50_rounds"] = [4.0, 4.5, 4.2]  # each round 2.00x: no spread to show
+    assert table_rows(report)[1]["speed-up"] == "2.10x"
+    rows[1]["latency_ms"]["p50_rounds"] = [4.0, 4.0]  # rounds that do not pair up: nothing claimed
+    assert table_rows(report)[1]["speed-up"] == "2.10x"
+    rows[1]["latency_ms"].update(p50_rounds=[4.0, 4.0, 4.2], io_ms=0.6)  # and an int8 input to quantize
+    rows[0]["latency_ms"]["io_ms"] = 0.0
+    assert table_rows(report)[1]["speed-up"] == "2.10x (rounds 2.00-2.25x; 1.83x with I/O conversion)"
+
+
 def test_two_files_of_one_format_and_precision_are_told_apart():
     """`validate ours.onnx theirs.onnx` gave two "onnx int8" rows no reader could tell apart."""
     from edgecompress.report.model import Report

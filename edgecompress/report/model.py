@@ -122,7 +122,7 @@ class Report:
             raise InputFileError(f"{path}: cannot read ({e.strerror})") from None
 
 
-_BATCH1_KEYS = ("p50", "p90", "p99", "mean", "cpu_p50", "io_ms", "p50_is_mean")
+_BATCH1_KEYS = ("p50", "p90", "p99", "mean", "cpu_p50", "io_ms", "p50_is_mean", "p50_rounds")
 
 
 def artifact_row(measurement: Any, batch: int = 1) -> dict[str, Any]:

@@ -71,20 +71,29 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             kinds = (a.get("latency_kind"), ref.get("latency_kind"))
             mark = " (est.)" if "estimated" in kinds else " (emulated)" if "emulated" in kinds else ""
             ratio = ref["latency_ms"]["p50"] / lat["p50"]
-            speed = f"{ratio:.2f}x{mark}"
+            notes = []
+            # Rounds time both files one after the other: the spread of the per-round ratios is how
+            # far one run's ratio moves on this machine (±0.2x on a shared VM).
+            mine_r, ref_r = lat.get("p50_rounds"), ref["latency_ms"].get("p50_rounds")
+            if isinstance(mine_r, list) and isinstance(ref_r, list) and len(mine_r) == len(ref_r) > 1 \
+                    and all(_num(v) and v > 0 for v in mine_r + ref_r):
+                per = [r / m for r, m in zip(ref_r, mine_r, strict=True)]
+                if f"{min(per):.2f}" != f"{max(per):.2f}":
+                    notes.append(f"rounds {min(per):.2f}-{max(per):.2f}x")
             # OpenVINO runs an int8 IR's float layers at its default precision (bf16 on a CPU with
             # AMX / avx512_bf16) while the fp32 reference is pinned to f32: part of the ratio is bf16
             mine = (a.get("runtime") or {}).get("settings", {}).get("inference_precision")
             theirs = (ref.get("runtime") or {}).get("settings", {}).get("inference_precision")
             if mine and theirs and mine != theirs:
-                speed += f" (float layers {mine}, fp32 at {theirs})"
+                notes.append(f"float layers {mine}, fp32 at {theirs}")
             # The timed call takes inputs already in the file's layout and dtype; an int8 .tflite
             # also needs its input quantized, which the fp32 file does not: say what that costs.
             io, ref_io = lat.get("io_ms"), ref["latency_ms"].get("io_ms")
             if isinstance(io, float | int) and isinstance(ref_io, float | int):
                 with_io = (ref["latency_ms"]["p50"] + ref_io) / (lat["p50"] + io)
                 if abs(with_io - ratio) >= 0.05:
-                    speed += f" ({with_io:.2f}x with I/O conversion)"
+                    notes.append(f"{with_io:.2f}x with I/O conversion")
+            speed = f"{ratio:.2f}x{mark}" + (f" ({'; '.join(notes)})" if notes else "")
         size_ratio = f" ({a['size_bytes'] / ref['size_bytes']:.2f}x)" if ref is not None and ref is not a else ""
         m, d = a.get("metrics", {}), a.get("drift", {})
         rows.append({
