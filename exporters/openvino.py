@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import DataError, ExportError
+from edgecompress.errors import ConfigError, DataError, ExportError
 from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
 from edgecompress.fileio import TEMP_PREFIX
 from edgecompress.passes._qat_backends import check_export
@@ -119,18 +119,20 @@ _RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "HISTOGRAM", "entropy": "
 def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions) -> tuple[Any, dict]:
     decline_openvino_telemetry()
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     batches = list(calib.batches(1))  # NNCF iterates samples itself; subset_size = all of them
     estimator = _RANGE_ESTIMATORS[options.calib_method]  # ExportOptions checked the name
+    overflow = overflow_fix(options)
     kwargs: dict[str, Any] = {
         "subset_size": len(batches),
         # The full bias correction costs a little export time and buys agreement with fp32.
         "fast_bias_correction": options.extra.get("ov_fast_bias_correction", False),
         "preset": nncf.QuantizationPreset.PERFORMANCE,
         "advanced_parameters": AdvancedQuantizationParameters(
-            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator)
+            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator),
+            overflow_fix=OverflowFix(overflow),
         ),
     }
     # float_first: the caller's, else the model's own (ModelSpec.extra["openvino_int8_float_first"]),
@@ -167,17 +169,40 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
             "tool": "nncf",
             "preset": "performance",
             "fast_bias_correction": kwargs["fast_bias_correction"],
+            "overflow_fix": overflow,
             **({"float_nodes": [{"node": n, "why": "float_first"} for n in float_layers]} if float_layers else {}),
         },
     }
+
+
+OVERFLOW_FIXES = ("disable", "first_layer_only", "enable")
+
+
+def overflow_fix(options: ExportOptions) -> str:
+    """NNCF's overflow fix for this export: `options.extra["ov_overflow_fix"]`, else "disable" where
+    the CPU running the export has VNNI and NNCF's own default ("first_layer_only") elsewhere.
+
+    Why: NNCF keeps the first layer's weights to 7 bits because x86 int8 kernels without VNNI
+    (pmaddubsw) saturate 16-bit sums of pairs. With VNNI there is nothing to fix, and on
+    EfficientNet-Lite0 the 7-bit stem cost 23 % more logit error on ImageNet and 83 vs 96 %
+    agreement with fp32 on the photo-crop fallback set (benchmarks/RESULTS-spine.md). An IR made
+    this way for a CPU without VNNI (Intel before 2019, AMD before Zen 4) should be re-exported
+    with `ExportOptions(extra={"ov_overflow_fix": "first_layer_only"})`: the report says which.
+    """
+    from edgecompress.report.model import cpu_flags
+
+    chosen = options.extra.get("ov_overflow_fix")
+    if chosen is None:
+        return "disable" if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"} else "first_layer_only"
+    if chosen not in OVERFLOW_FIXES:
+        raise ConfigError(f"ov_overflow_fix {chosen!r}: one of {', '.join(OVERFLOW_FIXES)}")
+    return str(chosen)
 
 
 def _leading_layers(model: Any, n: int) -> list[str]:
     """Names of the first `n` convolution / MatMul ops in graph order (as the ONNX exporter's
     float_first counts Conv / Gemm / MatMul nodes)."""
     if n < 0:
-        from edgecompress.errors import ConfigError
-
         raise ConfigError(f"float_first {n}: must be >= 0")
     kinds = ("Convolution", "GroupConvolution", "MatMul")
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds][:n]
@@ -187,7 +212,6 @@ def _convert_prequantized(spec: ModelSpec, precision: str, options: ExportOption
     """[issue #4] QAT spec -> QDQ ONNX (temporary file) -> ov.convert_model; int8 only."""
     import tempfile
 
-    from edgecompress.errors import ConfigError
     from edgecompress.exporters.onnx import export_fp32_onnx
 
     if precision != "int8":

@@ -120,6 +120,52 @@ def test_float_first_leaves_the_stem_float(tmp_path, digits_spec, digits_calib, 
     assert not (tmp_path / "neg").exists() or not list((tmp_path / "neg").glob("*.onnx"))
 
 
+def test_openvino_overflow_fix_follows_the_cpu(tmp_path, digits_spec, digits_calib, monkeypatch):
+    """NNCF's 7-bit first layer (its overflow fix) only where the CPU lacks VNNI, unless the caller
+    picks; the saved IR's int8 weights show which, and the report's ops table says who can run it."""
+    import openvino as ov
+
+    import edgecompress.report.model as rm
+    from edgecompress.errors import ConfigError
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import quant_rows
+
+    def weight_ranges(path):
+        out = []
+        for op in ov.Core().read_model(str(path)).get_ordered_ops():
+            if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul"):
+                continue
+            stack = [op.input_value(1).get_node()]
+            while stack:  # the int8 constant under the weights' Convert / Multiply
+                w = stack.pop()
+                if w.get_type_name() == "Constant" and w.get_element_type().get_type_name() == "i8":
+                    out.append(int(abs(w.get_data().astype(int)).max()))
+                    break
+                stack += [w.input_value(i).get_node() for i in range(w.get_input_size())]
+        return out
+
+    got = {}
+    for flags, extra in (({"avx2", "avx512_vnni"}, {}), ({"avx2"}, {}), ({"avx2", "avx512_vnni"},
+                                                                           {"ov_overflow_fix": "first_layer_only"})):
+        monkeypatch.setattr(rm, "cpu_flags", lambda flags=flags: flags)
+        name = f"{len(got)}"
+        art = export(digits_spec, "openvino", "int8", tmp_path / name, digits_calib, ExportOptions(extra=extra))
+        got[name] = (art.details["quantization"]["overflow_fix"], weight_ranges(art.path), art.details)
+    (vnni, full, d0), (old, half, _), (asked, half2, d2) = got.values()
+    assert (vnni, old, asked) == ("disable", "first_layer_only", "first_layer_only")
+    assert full[0] > 64 and half[0] <= 64 and half2[0] <= 64  # the first layer's weights: 8 vs 7 bits
+    assert full[1:] == half[1:] and min(full[1:]) > 64  # the other layers are 8-bit either way
+    rows = [quant_rows(Report(model={"name": "d"}, target="x86-local",
+                              artifacts=[{"format": "openvino", "precision": "int8", "details": d}]))[0]["int8"]
+            for d in (d0, d2)]
+    assert "8-bit weights (for x86 CPUs with VNNI)" in rows[0]
+    assert "7-bit weights (runs on x86 CPUs without VNNI)" in rows[1]
+    with pytest.raises(ConfigError, match="ov_overflow_fix 'off': one of disable"):
+        export(digits_spec, "openvino", "int8", tmp_path / "bad", digits_calib,
+               ExportOptions(extra={"ov_overflow_fix": "off"}))
+    assert not list(tmp_path.glob("bad/**/*.xml")) and not list(tmp_path.glob("bad/**/*.bin"))
+
+
 def test_openvino_float_first_leaves_the_first_conv_float(tmp_path, digits_spec, digits_calib):
     """float_first keeps the first N conv / MatMul layers of the OpenVINO int8 IR float (NNCF
     ignored scope), names them as the saved IR does, and refuses N < 0; not given, the model's own
@@ -144,7 +190,8 @@ def test_openvino_float_first_leaves_the_first_conv_float(tmp_path, digits_spec,
     (row,) = quant_rows(Report(model={"name": "digits"}, target="x86-local",
                                artifacts=[{"format": "openvino", "precision": "int8", "details": art.details}]))
     # the report's ops table
-    assert row["int8"] == "FakeQuantize (NNCF)" and row["float"] == f"{first}: first layers left float (--float-first)"
+    assert row["int8"].startswith("FakeQuantize (NNCF); first layer")
+    assert row["float"] == f"{first}: first layers left float (--float-first)"
     own = digits_spec.replace(extra={**digits_spec.extra, "openvino_int8_float_first": 1})  # a zoo entry's default
     by_model = export(own, "openvino", "int8", tmp_path / "m", digits_calib, ExportOptions())
     assert [src == "FakeQuantize" for _, src in layers(by_model.path)] == [False] + [True] * len(rest)

@@ -192,6 +192,12 @@ def _float_node(f: dict) -> str:
     return f["node"] + (f" ({f['layer']})" if f.get("layer") else "") + (f": {why}" if why else "")
 
 
+# NNCF's overflow fix (exporters/openvino.py overflow_fix): who can run the file as measured
+_OVERFLOW_NOTE = {"disable": "; first layer 8-bit weights (for x86 CPUs with VNNI)",
+                  "first_layer_only": "; first layer 7-bit weights (runs on x86 CPUs without VNNI)",
+                  "enable": "; 7-bit weights (runs on x86 CPUs without VNNI)"}
+
+
 def quant_rows(report: Report) -> list[dict[str, str]]:
     """[issue #6] Which ops of each quantized artifact are int8 and which stayed float: TFLite op
     kinds from the file (mixed models included), ONNX int8-dynamic MatMuls kept fp32."""
@@ -205,7 +211,7 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
             flt = _counts([o for o in d.get("float_ops", []) if "#" in o])
         elif (q := d.get("quantization")) and isinstance(q, dict) and ("float_nodes" in q or q.get("format")):
             # an int8 file with no float layer has a row too (it was left out, reading as unknown)
-            int8 = str(q.get("format", ""))
+            int8 = str(q.get("format", "")) + _OVERFLOW_NOTE.get(str(q.get("overflow_fix")), "")
             flt = ", ".join(_float_node(f) for f in q.get("float_nodes", [])) or "none"
         else:
             continue
