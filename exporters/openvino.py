@@ -137,7 +137,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
     }
     # float_first: the caller's, else the model's own (ModelSpec.extra["openvino_int8_float_first"]),
     # else 0. On EfficientNet-Lite0 the first 3 convs left float lift top-1 agreement with fp32 from
-    # 98.0 to 98.4 % at 224 px and from 96.7 to 98.4 % at 192 px (resolution pass), but cost 10-20 %
+    # 98.0 to 98.4 % at 224 px and from 96.7 to 98.4 % at 192 px (resolution pass), but cost 5-20 %
     # of int8 speed where float layers run fp32 (no bf16), so the zoo leaves it at 0
     # (benchmarks/RESULTS-spine.md, RESULTS-compress.md).
     first = options.float_first if options.float_first is not None else \

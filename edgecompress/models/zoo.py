@@ -79,7 +79,7 @@ ZOO.register("efficientnet-lite0", ZooEntry(
     _efficientnet_lite0, (1, 3, 224, 224), "efficientnet-lite", _imagenet_calib, _imagenet_eval,
     # ONNX int8: stem conv, first depthwise and its projection stay float, which is faster in ORT
     # (exporters/onnx.py quantize_onnx_int8). OpenVINO quantizes every layer: leaving those 3 float
-    # brought agreement with fp32 from 98.0 to 98.4 % but cost 10-20 % of int8 speed where the float
+    # brought agreement with fp32 from 98.0 to 98.4 % but cost 5-20 % of int8 speed where the float
     # layers run fp32 (no bf16), and made us slower than NNCF's defaults (benchmarks/RESULTS-spine.md,
     # "OpenVINO: every layer int8 again").
     extra={"onnx_int8_float_first": 3, "openvino_int8_float_first": 0},
