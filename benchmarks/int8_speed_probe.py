@@ -10,6 +10,8 @@
   own `quantize_onnx_int8` (minmax, `--calib-n` images);
 - LiteRT: fp32 and full-int8 .tflite through the Interpreter and the CompiledModel API, and the
   int8 file with each XNNPACK flag set tried (none helped).
+- with `--sweep-float-first`: ONNX int8 with the first 0, 1, 2 or 4 convs float (the zoo's 3 is the
+  demo's file), to check that default on a new host.
 - with `--types`: ONNX int8 with the other activation / weight type pairs ORT offers (U8U8, S8S8;
   the exporter uses U8S8), same calibration and float stem.
 - with `--openvino DIR[,DIR...]`: the fp32 (`f32` hint) and int8 (default hint) IRs that
@@ -84,9 +86,9 @@ def openvino_runs(d: Path) -> dict[str, Callable[[], None]]:
     return out
 
 
-def _quantize(fp32: Path, calib_n: int, out: Path) -> None:
-    """The exporter's `quantize_onnx_int8` (minmax, first 3 convs float) on `calib_n` sample images;
-    the variants patch what it calls around this."""
+def _quantize(fp32: Path, calib_n: int, out: Path, float_first: int = 3) -> None:
+    """The exporter's `quantize_onnx_int8` (minmax, first `float_first` convs float, 3 as the zoo
+    entry) on `calib_n` sample images; the variants patch what it calls around this."""
     import onnx
 
     import exporters.onnx as eo
@@ -99,7 +101,17 @@ def _quantize(fp32: Path, calib_n: int, out: Path) -> None:
         raise SystemExit("../shared/data/imagenet-sample-1k is absent: the int8 variants need calibration images")
     calib = load_data(f"{sample}[0:{calib_n}]", "efficientnet-lite", progress=False)
     inp = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
-    eo.quantize_onnx_int8(fp32, out, calib, inp, ExportOptions(calib_method="minmax"), float_first=3)
+    eo.quantize_onnx_int8(fp32, out, calib, inp, ExportOptions(calib_method="minmax"), float_first=float_first)
+
+
+def float_first_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
+    """int8 files with the first K convs float for K other than the zoo entry's 3."""
+    out = {}
+    for k in (0, 1, 2, 4):
+        path = td / f"ff{k}.onnx"
+        _quantize(fp32, calib_n, path, k)
+        out[f"ONNX int8, first {k} convs float"] = path
+    return out
 
 
 def depthwise_variants(fp32: Path, calib_n: int, td: Path) -> dict[str, Path]:
@@ -155,6 +167,9 @@ def main() -> None:
             runs["ONNX int8 (demo: first 3 convs float)"] = ort_session(demo / "efficientnet-lite0-int8.onnx")
             for name, path in depthwise_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
                 runs[name] = ort_session(path)
+            if "--sweep-float-first" in sys.argv:
+                for name, path in float_first_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
+                    runs[name] = ort_session(path)
             if "--types" in sys.argv:
                 for name, path in type_variants(demo / "efficientnet-lite0-fp32.onnx", calib_n, Path(t)).items():
                     runs[name] = ort_session(path)
