@@ -2,9 +2,10 @@
 NNCF's defaults, scored on agreement with fp32 and timed against each other.
 
 The RESULTS-spine.md sections "OpenVINO: every layer int8 again" and "OpenVINO: 8-bit first layer
-on VNNI CPUs" came from this comparison. Every variant is `nncf.quantize` on the same fp32 IR with
-the exporter's settings (performance preset, histogram ranges, full bias correction) except where
-the variant says otherwise; NNCF defaults is `bench_competitors.py`'s route. Two data sets:
+on VNNI CPUs" came from this comparison. Every variant is the exporter's own int8 step (`exporters/openvino.py`
+`quantize`: performance preset, histogram ranges, full bias correction) on the same fp32 IR, with
+its `float_first` and `ov_overflow_fix` set as the variant says; NNCF defaults is
+`bench_competitors.py`'s route. Two data sets:
 - imagenet: calibrate on rows 0-299 of ../shared/data/imagenet-sample-1k/labels.csv, evaluate on
   rows 300-999 (skipped when ../shared is absent);
 - crops: the project's own fallback (crops of scikit-learn's two sample photos, as `make demo` uses
@@ -41,22 +42,17 @@ VARIANTS: dict[str, tuple[int, str]] = {
 
 
 def _quantize(fp32_xml: Path, calib: np.ndarray, float_first: int, overflow: str) -> Any:
-    import nncf
+    """The exporter's own OpenVINO int8 step (exporters/openvino.py `quantize`) with these two knobs."""
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    from edgecompress.exporters.openvino import _leading_layers
+    from edgecompress.data import Dataset
+    from edgecompress.exporters.base import ExportOptions
+    from edgecompress.exporters.openvino import quantize
+    from edgecompress.models import load_model
 
     model = ov.Core().read_model(str(fp32_xml))
-    kw: dict[str, Any] = {}
-    if float_first:
-        kw["ignored_scope"] = nncf.IgnoredScope(names=_leading_layers(model, float_first))
-    return nncf.quantize(model, nncf.Dataset([c[None] for c in calib]), subset_size=len(calib),
-                         fast_bias_correction=False, preset=nncf.QuantizationPreset.PERFORMANCE,
-                         advanced_parameters=AdvancedQuantizationParameters(
-                             activations_range_estimator_params=RangeEstimatorParametersSet.HISTOGRAM,
-                             overflow_fix=OverflowFix(overflow)), **kw)
+    options = ExportOptions(float_first=float_first, extra={"ov_overflow_fix": overflow}, progress=False)
+    return quantize(model, Dataset(calib), load_model("zoo:efficientnet-lite0"), options)[0]
 
 
 def _score(model: Any, x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
