@@ -1,4 +1,4 @@
-"""Helpers shared by the compression benchmarks: header lines and the results file."""
+"""Helpers shared by the benchmarks: header lines, the results file, the run record and the data check."""
 
 from __future__ import annotations
 
@@ -49,3 +49,22 @@ def write_section(title: str, body: str) -> None:
 def end_line() -> str:
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     return f"- uptime at end: `{up}`\n"
+
+
+def imagenet_or_exit() -> Path:
+    """The labels.csv of ../shared/data/imagenet-sample-1k; the EfficientNet benchmarks need it."""
+    from edgecompress.paths import imagenet_sample
+
+    labels = imagenet_sample()
+    if labels is None:
+        sys.exit("needs ../shared/data/imagenet-sample-1k")
+    return labels
+
+
+def run_record() -> dict:
+    """The start of a results JSON: when, where, with what, and the command."""
+    from edgecompress.report.model import machine, versions
+
+    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
+            "versions": versions(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "loadavg_start": list(os.getloadavg())}

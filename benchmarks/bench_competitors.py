@@ -37,7 +37,6 @@ Writes `benchmarks/results-competitors.json` and prints the markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import imagenet_or_exit, run_record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -207,19 +207,13 @@ def main() -> int:
 
     from edgecompress.data import DataSpec, load_data
     from edgecompress.models import load_model
-    from edgecompress.paths import imagenet_sample
-    from edgecompress.report.model import machine, versions
     from edgecompress.targets import ValidateSettings, reference_outputs, validate
     from edgecompress.targets.device_report import _artifact_from_file, load_artifacts
 
-    labels = imagenet_sample()
-    if labels is None:
-        sys.exit("needs ../shared/data/imagenet-sample-1k")
+    labels = imagenet_or_exit()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-                           "versions": versions(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                           "loadavg_start": list(os.getloadavg())}
+    res: dict[str, Any] = run_record()
 
     ours = Path(a.ours) if a.ours else out / "ours"
     if not a.ours:

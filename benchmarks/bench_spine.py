@@ -13,7 +13,6 @@ Run: `.venv/bin/python benchmarks/bench_spine.py [--runs 300] [--skip-calib-meth
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -21,8 +20,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from _common import imagenet_or_exit, run_record
 
 HERE = Path(__file__).resolve().parent
 CALIB_CHILD = r"""
@@ -52,14 +53,10 @@ def main() -> int:
     from edgecompress.data import DataSpec, load_data
     from edgecompress.exporters import ExportOptions, export
     from edgecompress.models import load_model
-    from edgecompress.paths import imagenet_sample
-    from edgecompress.report.model import machine, versions
     from edgecompress.targets import ValidateSettings, reference_outputs, validate
     from edgecompress.targets.metrics import classification_metrics
 
-    labels = imagenet_sample()
-    if labels is None:
-        sys.exit("needs ../shared/data/imagenet-sample-1k")
+    labels = imagenet_or_exit()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     spec = load_model("zoo:efficientnet-lite0")
@@ -67,8 +64,7 @@ def main() -> int:
     calib, ev = all1000.take(slice(0, 300)), all1000.take(slice(300, None))
     ref_all = reference_outputs(spec.module, all1000)
     ref = ref_all[300:]
-    res: dict = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-                 "versions": versions(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    res: dict[str, Any] = run_record()
     res["fp32_pytorch"] = {"all_1000": classification_metrics(ref_all, all1000.y),
                            "eval_700": classification_metrics(ref, ev.y)}
     from edgecompress.exporters import Artifact

@@ -377,5 +377,7 @@ def estimate_artifact(path: Path | str, fmt: str, precision: str, profile: Targe
                                  "macs": res["macs"], "bytes_moved": res["bytes"],
                                  "compute_bound_layers": res["compute_bound_layers"],
                                  **res["model"], "calibration": PIXEL4_SOURCE,
+                                 # which device the figure is for (the report names it: nothing ran)
+                                 "device": profile.hardware.get("cpu") or profile.description,
                                  "calibration_error": CALIBRATION_ERROR}},
     }

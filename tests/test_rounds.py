@@ -177,3 +177,19 @@ def test_two_files_of_one_format_and_precision_are_told_apart():
     assert "| file | format |" in to_markdown(report, None)
     report.artifacts.pop()  # one file per format and precision: no file column
     assert "file" not in table_rows(report)[0]
+
+
+def test_report_says_why_a_quantized_row_has_no_speed_up():
+    """A recipe's `export: [onnx:int8]` has no fp32 file to compare with: the table's dash is
+    explained, with the format to add; once the fp32 row is there the note goes."""
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import table_rows, to_markdown
+
+    int8 = _row("int8", 4.0, 0.7, {"cosine": 0.99})
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=[int8])
+    assert table_rows(report)[0]["speed-up"] == "—"
+    assert "No speed-up or size ratio for tflite: no fp32 artifact" in to_markdown(report, None)
+    assert "`-f tflite:fp32`" in to_markdown(report, None)
+    report.artifacts = [_row("fp32", 8.0, 0.3, {"cosine": 1.0}), int8]
+    assert table_rows(report)[1]["speed-up"].startswith("2.00x")
+    assert "No speed-up" not in to_markdown(report, None)

@@ -281,10 +281,12 @@ def _estimate_note(report: Report) -> str:
     est = [a for a in report.artifacts if a.get("latency_kind") == "estimated"]
     if not est:
         return ""
-    err = est[0].get("runtime", {}).get("settings", {}).get("calibration_error", {})
+    st = est[0].get("runtime", {}).get("settings", {})
+    err = st.get("calibration_error", {})
+    dev = f" for {st['device']}" if st.get("device") else ""
     tail = (f" Calibration error on held-out public figures: mean {err['mean_abs_error_pct']} %, "
             f"max {err['max_abs_error_pct']} %." if err.get("mean_abs_error_pct") is not None else "")
-    return (f"Latency of {len(est)} artifact(s) is ESTIMATED by a roofline cost model (the device "
+    return (f"Latency of {len(est)} artifact(s) is ESTIMATED{dev} by a roofline cost model (the device "
             f"was not attached; nothing ran, so no accuracy, drift or memory).{tail}")
 
 
@@ -334,7 +336,20 @@ def _latency_note(report: Report) -> str:
             "number of samples in brackets (Wilson); top-1 in brackets is the change in points "
             "against the reference's top-1. Peak RSS is the whole inference process, Python "
             "and the runtime included. `(est.)` marks estimated latency (no device measured)."
-            + _fixed_batch_note(report) + _mean_note(report))
+            + _fixed_batch_note(report) + _mean_note(report) + _no_reference_note(report))
+
+
+def _no_reference_note(report: Report) -> str:
+    """Why a quantized row has no speed-up or size ratio: its format has no fp32 artifact (a recipe's
+    `export: [onnx:int8]` exports none; `export --int8` adds it)."""
+    have = {(a["format"], a.get("target")) for a in report.artifacts if a["precision"] == "fp32"}
+    lone = sorted({a["format"] for a in report.artifacts if a["precision"] != "fp32"
+                   and a["status"] == "ok" and (a["format"], a.get("target")) not in have})
+    if not lone:
+        return ""
+    add = ", ".join(f"{f}:fp32" for f in lone)
+    return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format was "
+            f"exported (add {add} to the formats, e.g. `-f {lone[0]}:fp32` or the recipe's `export`).")
 
 
 def _mean_note(report: Report) -> str:
