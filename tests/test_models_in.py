@@ -142,6 +142,12 @@ def test_demo_fallback_data_without_shared(monkeypatch, tmp_path):
     assert x.shape[1:] == (3, 224, 224) and x.shape[0] >= 100
     assert -1.0 <= x.min() < -0.5 and 0.5 < x.max() <= 1.0  # (x-127)/128 of real photo pixels
     assert x.std() > 0.2  # real image content, not a constant
+    # the evaluation crops are other crops: no evaluation input was a calibration input
+    ev = entry.default_eval()
+    assert ev.path == spec.path and (spec.start, spec.stop) == (0, 128) and (ev.start, ev.stop) == (128, None)
+    calib, held = x[:128].reshape(128, -1), x[128:].reshape(len(x) - 128, -1)
+    assert len(held) >= 100
+    assert not any(np.array_equal(h, c) for h in held for c in calib)
 
 
 def test_digits_reads_image_files_with_its_own_preset(tmp_path, digits_spec):

@@ -2,8 +2,9 @@
 
 - digits: scikit-learn's 8x8 digits, split 1347 train / 450 test (see models/digits.py).
 - photo-crops: 224 px crops of the two photos scikit-learn ships (china.jpg, flower.jpg), the
-  calibration fallback for ImageNet models when ../shared/data is absent. Unlabelled: they give
-  drift against fp32, not accuracy.
+  fallback for ImageNet models when ../shared/data is absent: the first CALIB_CROPS calibrate, the
+  other crops evaluate (other random crops, so the evaluation never scores a calibration input).
+  Unlabelled: they give drift against fp32, not accuracy.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import numpy as np
 
 from edgecompress.paths import cache_dir
 
-CROPS_VERSION = 1
+CROPS_VERSION = 2  # v2: 228 crops, 128 to calibrate + 100 to evaluate (v1: 128, evaluated on 0-99)
+CALIB_CROPS = 128
+EVAL_CROPS = 100
 
 
-def photo_crops(n: int = 128, size: int = 224, seed: int = 0) -> np.ndarray:
+def photo_crops(n: int = CALIB_CROPS + EVAL_CROPS, size: int = 224, seed: int = 0) -> np.ndarray:
     """`n` random square crops (scale, position, flip) of sklearn's sample photos, preprocessed
     with the efficientnet-lite preset."""
     from PIL import Image

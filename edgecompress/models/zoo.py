@@ -42,9 +42,9 @@ def _imagenet_calib() -> DataSpec | Dataset | None:
     if labels is not None:
         return DataSpec(str(labels), 0, 300)
     # No shared set: calibrate on crops of the photos scikit-learn ships (built, never fetched).
-    from edgecompress.data.builtin import photo_crops_npz
+    from edgecompress.data.builtin import CALIB_CROPS, photo_crops_npz
 
-    return DataSpec(str(photo_crops_npz()))
+    return DataSpec(str(photo_crops_npz()), 0, CALIB_CROPS)
 
 
 def _imagenet_eval() -> DataSpec | None:
@@ -53,9 +53,9 @@ def _imagenet_eval() -> DataSpec | None:
     labels = imagenet_sample()
     if labels is not None:
         return DataSpec(str(labels), 300, None)
-    from edgecompress.data.builtin import photo_crops_npz
+    from edgecompress.data.builtin import CALIB_CROPS, photo_crops_npz
 
-    return DataSpec(str(photo_crops_npz()), 0, 100)  # unlabelled: drift only
+    return DataSpec(str(photo_crops_npz()), CALIB_CROPS, None)  # not calibrated on; unlabelled: drift only
 
 
 def _digits():
