@@ -182,6 +182,9 @@ class LiteRtRunner:
                   if a.ndim == 2 and np.issubdtype(a.dtype, np.integer) and d["shape"][1] > a.shape[1] else a
                   for d, a in zip(self.inp, arrays)]
         if self._batch != arrays[0].shape[0]:
+            # Unknown until the resize succeeds: a graph that fixes its batch (attention, a batch-1
+            # .pt2) fails to allocate at 4, and the next batch-1 call must resize back, not skip it.
+            self._batch = None
             for d, a in zip(self.inp, arrays):
                 shape = a.shape if not (self.layout == "NHWC" and a.ndim == 4) else \
                     (a.shape[0], a.shape[2], a.shape[3], a.shape[1])

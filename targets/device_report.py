@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, InputFileError
+from edgecompress.errors import ConfigError, DataError, InputFileError
 
 if TYPE_CHECKING:
     from edgecompress.exporters import Artifact
@@ -399,7 +399,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                        threshold: float = 0.05, progress: bool = True) -> tuple[Report, dict, list[str]]:
     """Validate existing artifacts on `target`; write the report; return it, its paths and the
     gate failures (the caller decides the exit code)."""
-    from edgecompress.fileio import ensure_writable_dir
+    from edgecompress.fileio import output_dir
     from edgecompress.report import Report, artifact_row, write_report
     from edgecompress.targets import ValidateSettings, get_target, validate
     from edgecompress.targets.metrics import classification_metrics
@@ -425,49 +425,65 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         from edgecompress.report import Report as _R
 
         base = _R.load(baseline).to_dict()
-    out_dir = ensure_writable_dir(Path(out_dir))
-    model = dict((source or {}).get("model", {})) or {"name": Path(arts[0].path).stem}
-    ev, ref, reference, ref_source = None, None, {}, ""
-    from edgecompress.targets.runners.estimate import runner_name_for
+    # a failed run (bad --eval data, an unreachable device) removes the folder it made: it left an
+    # empty --out behind
+    with output_dir(Path(out_dir)) as out_dir:
+        model = dict((source or {}).get("model", {})) or {"name": Path(arts[0].path).stem}
+        ev, ref, reference, ref_source = None, None, {}, ""
+        from edgecompress.targets.runners.estimate import runner_name_for
 
-    if eval and runner_name_for(profile) == "estimate":
-        # nothing runs on an estimated target: the fp32 reference ran here for nothing and the
-        # report listed evaluation data next to rows that measured none
-        import sys
+        if eval and runner_name_for(profile) == "estimate":
+            # nothing runs on an estimated target: the fp32 reference ran here for nothing and the
+            # report listed evaluation data next to rows that measured none
+            import sys
 
-        print(f"note: --target {profile.name} is estimated here (no device attached): nothing runs, "
-              "so --eval is not used", file=sys.stderr)
-        eval = None
-    if eval:
-        from edgecompress.data import load_data
+            print(f"note: --target {profile.name} is estimated here (no device attached): nothing runs, "
+                  "so --eval is not used", file=sys.stderr)
+            eval = None
+        if eval:
+            from edgecompress.data import load_data
 
-        shape = model.get("input_shape") or []
-        if len(shape) != 4 and arts[0].inputs:  # loose files: the side from the file's own input
-            shape = list(arts[0].inputs[0].shape)
-            if arts[0].inputs[0].layout == "NHWC" and len(shape) == 4:
-                shape = [shape[0], shape[3], shape[1], shape[2]]
-        size = int(shape[-1]) if len(shape) == 4 and isinstance(shape[-1], int) else 224
-        # the export's preset (recorded in its report), else the flag, else EfficientNet-Lite's
-        ev = load_data(eval, preprocess or model.get("preprocess") or "efficientnet-lite", size, "evaluation",
-                       progress)
-        with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
-            ref, ref_source = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
-        if ref is not None:
-            reference = classification_metrics(ref, ev.y)
-    measurements = validate(arts, profile, ev, ref, settings, progress)
-    report = Report(
-        model=model, target=profile.name,
-        artifacts=[artifact_row(m.to_dict()) for m in measurements], reference=reference,
-        data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
-              "labelled": bool(ev is not None and ev.y is not None), "reference": ref_source,
-              **({"skipped": skipped} if skipped else {})},
-        command=command)
-    if base is not None:
-        report.baseline = compare_baseline(report, base, str(baseline), threshold)
-    try:
-        failures = evaluate_gates(report, gates)  # before writing: the report records the outcome
-    except ConfigError:  # a gate no artifact could answer: the measurements are still written
-        write_report(report, out_dir)
-        raise
-    written = write_report(report, out_dir)
-    return report, written, failures
+            shape = model.get("input_shape") or []
+            if len(shape) != 4 and arts[0].inputs:  # loose files: the side from the file's own input
+                shape = list(arts[0].inputs[0].shape)
+                if arts[0].inputs[0].layout == "NHWC" and len(shape) == 4:
+                    shape = [shape[0], shape[3], shape[1], shape[2]]
+            size = int(shape[-1]) if len(shape) == 4 and isinstance(shape[-1], int) else 224
+            # the export's preset (recorded in its report), else the flag, else EfficientNet-Lite's
+            ev = load_data(eval, preprocess or model.get("preprocess") or "efficientnet-lite", size, "evaluation",
+                           progress)
+            _check_eval_shape(ev, shape, eval)
+            with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
+                ref, ref_source = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
+            if ref is not None:
+                reference = classification_metrics(ref, ev.y)
+        measurements = validate(arts, profile, ev, ref, settings, progress)
+        report = Report(
+            model=model, target=profile.name,
+            artifacts=[artifact_row(m.to_dict()) for m in measurements], reference=reference,
+            data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
+                  "labelled": bool(ev is not None and ev.y is not None), "reference": ref_source,
+                  **({"skipped": skipped} if skipped else {})},
+            command=command)
+        if base is not None:
+            report.baseline = compare_baseline(report, base, str(baseline), threshold)
+        try:
+            failures = evaluate_gates(report, gates)  # before writing: the report records the outcome
+        except ConfigError:  # a gate no artifact could answer: the measurements are still written
+            write_report(report, out_dir)
+            raise
+        written = write_report(report, out_dir)
+        return report, written, failures
+
+
+def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str) -> None:
+    """--eval samples against the artifacts' input (NCHW, symbolic dims skipped), before any run:
+    a wrong-shape set was reported as every artifact's benchmark failure (exit 4, naming the file
+    rather than the data)."""
+    if isinstance(ev.x, dict) or len(shape) < 2:  # token sets: the runners pad them to the file
+        return
+    want, got = list(shape[1:]), list(ev.x.shape[1:])
+    if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g for w, g in zip(want, got, strict=True)):
+        shown = tuple(w if isinstance(w, int) and w > 0 else "?" for w in want)
+        raise DataError(f"--eval {flag_value}: samples have shape {tuple(got)} but the artifacts take {shown} "
+                        "(check --preprocess, or the data)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import EdgeCompressError, ValidationError
+from edgecompress.errors import ConfigError, EdgeCompressError, ValidationError
 from edgecompress.targets.metrics import check_finite_outputs, drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
@@ -44,8 +45,6 @@ class ValidateSettings:
     def __post_init__(self) -> None:
         # Checked here, for the CLI, recipes and Python alike: `runs 0` failed later inside the
         # benchmark ("list index out of range"), `threads 0` or `batch -3` reached the runtimes.
-        from edgecompress.errors import ConfigError
-
         bad = [f"{name} {value}" for name, value, low in (
             ("threads", self.threads, 1), ("runs", self.runs, 1), ("warmup", self.warmup, 0),
             ("rounds", self.rounds, 1),
@@ -175,6 +174,11 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
     runner = RUNNERS.get(runner_name, "--target")
     # A device's big cores (CPUs 0..n-1 are a phone's LITTLE ones); this machine's first CPUs, since
     # x86-local's [hardware] describes the VM it was measured on, not the one running now.
+    if runner_name == "local" and not settings.cpus:
+        avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if settings.threads > avail:  # ran oversubscribed and was reported as given (99 threads on 2)
+            raise ConfigError(f"--threads {settings.threads}: this machine gives edgecompress {avail} CPU(s); "
+                              f"use --threads {avail} or fewer")
     cpus = settings.cpus or (list(range(settings.threads)) if runner_name == "local"
                              else profile.default_cpus(settings.threads))
     out: list[Measurement] = []
@@ -311,7 +315,6 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
     import torch
 
     from edgecompress.data import Dataset
-    from edgecompress.errors import ConfigError
     from edgecompress.models import ModelSpec
 
     if isinstance(module, ModelSpec):
@@ -331,6 +334,10 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
                     y = module(**{k: torch.from_numpy(np.asarray(v)) for k, v in xb.items()})
                 else:
                     y = module(torch.from_numpy(np.ascontiguousarray(xb)))
+                # several outputs: the first is the one compared (the files' first output, in the
+                # same order: a dict's outputs are exported in its key order)
+                if isinstance(y, dict):
+                    y = next(iter(y.values()))
                 y = y[0] if isinstance(y, tuple | list) else y
                 outs.append(y.float().reshape(y.shape[0], -1).numpy())
     finally:

@@ -135,6 +135,35 @@ def test_reference_outputs_runs_eval_mode_and_gives_the_mode_back(digits_spec, d
         reference_outputs(m, ev.x)
 
 
+def test_dict_outputs_compare_their_first_value(tmp_path, digits_spec, digits_eval):
+    """A model returning a dict crashed the reference ('dict' has no .float); a batch-1 .pt2 of it
+    crashed when fed a larger batch one sample at a time."""
+    import torch
+
+    from edgecompress.models import load_model
+    from edgecompress.targets import reference_outputs
+
+    class DictOut(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            y = self.inner(x)
+            return {"logits": y, "aux": y.sum(1, keepdim=True)}
+
+    ev = digits_eval.take(slice(0, 16))
+    m = DictOut(digits_spec.module).eval()
+    got = reference_outputs(m, ev, progress=False)
+    assert np.array_equal(got, reference_outputs(digits_spec.module, ev, progress=False))
+    ep = torch.export.export(m, (torch.from_numpy(ev.x[:1]),))  # batch 1 fixed: fed per sample
+    torch.export.save(ep, tmp_path / "dict.pt2")
+    spec = load_model(str(tmp_path / "dict.pt2"))
+    out = spec.module(torch.from_numpy(ev.x[:5]))
+    assert set(out) == {"logits", "aux"} and out["logits"].shape == (5, 10) and out["aux"].shape == (5, 1)
+    assert np.allclose(reference_outputs(spec.module, ev, progress=False), got, atol=1e-5)
+
+
 def test_write_report_makes_its_folder_and_drops_a_stale_plot(tmp_path):
     from edgecompress.report import Report, write_report
 

@@ -193,3 +193,15 @@ def test_report_says_why_a_quantized_row_has_no_speed_up():
     report.artifacts = [_row("fp32", 8.0, 0.3, {"cosine": 1.0}), int8]
     assert table_rows(report)[1]["speed-up"].startswith("2.00x")
     assert "No speed-up" not in to_markdown(report, None)
+
+
+def test_report_says_only_the_first_of_several_outputs_is_compared():
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import to_markdown
+
+    row = _row("fp32", 8.0, 0.3, {"cosine": 1.0})
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=[row])
+    assert "outputs: accuracy" not in to_markdown(report, None)
+    row["io"] = {"inputs": [], "outputs": [{"name": "logits", "shape": [1, 10]}, {"name": "aux", "shape": [1, 4]}]}
+    assert "The model has 2 outputs: accuracy, agreement and cosine are of the first (logits) only." \
+        in to_markdown(report, None)

@@ -641,5 +641,12 @@ def test_local_runs_use_this_machines_cpus_whatever_the_profile_says(onnx_artifa
             raise vmod.ValidationError("stop here")
 
     monkeypatch.setattr(vmod.RUNNERS, "get", lambda name, flag=None: Spy())
+    monkeypatch.setattr(vmod.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # a 4-CPU machine
     (m,) = vmod.validate([onnx_artifact], prof, settings=ValidateSettings(threads=3, rounds=1), progress=False)
     assert m.status == "failed" and seen == [[0, 1, 2]]
+    # more threads than the machine gives us: refused before anything runs (it ran oversubscribed
+    # and the report said 5 threads)
+    seen.clear()
+    with pytest.raises(vmod.ConfigError, match=r"--threads 5: this machine gives edgecompress 4 CPU"):
+        vmod.validate([onnx_artifact], prof, settings=ValidateSettings(threads=5, rounds=1), progress=False)
+    assert seen == []

@@ -224,3 +224,50 @@ def test_estimator_counts_tflite_layers_like_onnx(tfl, digits_spec, tmp_path):
         assert isinstance(macs, int)
     assert tfl["fp32"][0].details["mixed"] is False  # all float is not "mixed"
     assert tfl["int8"][0].details["mixed"] is False
+
+
+class _Attention(nn.Module):
+    """LayerNorm + multi-head attention: the converted graph fixes batch 1 (XNNPACK cannot reshape it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(32)
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.head = nn.Linear(32, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln(x)
+        a, _ = self.mha(h, h, h, need_weights=False)
+        return self.head((x + a).mean(1))
+
+
+def test_a_batch_the_graph_cannot_take_fails_alone(tmp_path):
+    """`--batch 4` on a .tflite that fixes batch 1: only batch 4 carries the error; batch 1 and the
+    evaluation still run (the runner resized back to 1 after the failed resize)."""
+    import json
+
+    import numpy as np
+
+    from edgecompress.exporters import _litert_convert as lc
+    from edgecompress.targets import bench
+
+    torch.manual_seed(0)
+    model = _Attention().eval()
+    path = tmp_path / "attn.tflite"
+    lc.convert(model, torch.randn(1, 16, 32), "fp32", path, channels_last_io=False)
+    x = np.random.default_rng(0).standard_normal((3, 16, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = bench.main([str(path), "--runtime", "litert", "--batches", "1,4", "--runs", "3", "--warmup", "1",
+                         "--inputs", str(tmp_path / "x.npy"), "--outputs", str(tmp_path / "y.npy")])
+    res = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert rc == 0
+    assert res["latency_ms"]["1"]["p50"] > 0 and "error" in res["latency_ms"]["4"]
+    y = np.load(tmp_path / "y.npy")
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert y.shape == (3, 6) and np.allclose(y, ref, atol=1e-4)

@@ -345,3 +345,20 @@ def test_nan_and_null_metrics_render(tmp_path):
     again = Report.load(paths["json"])
     assert again.artifacts[0]["metrics"]["spearman"] is None
     write_report(again, tmp_path / "again")
+
+
+def test_eval_data_of_the_wrong_shape_is_the_datas_error(export_dir, tmp_path):
+    """Samples that do not fit the artifacts failed every artifact's benchmark (exit 4, naming the
+    file, not the data) and left an empty --out folder behind."""
+    import numpy as np
+
+    bad = tmp_path / "seven.npy"
+    np.save(bad, np.zeros((10, 1, 7, 7), np.float32))  # digits take (1, 8, 8)
+    out = tmp_path / "new" / "report"
+    r = run_cli("validate", str(export_dir), "--eval", str(bad), "--out", str(out), *FAST)
+    assert r.returncode == 2, r.stderr[-2000:]
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert f"--eval {bad}" in line and "(1, 7, 7)" in line and "(1, 8, 8)" in line
+    assert not (tmp_path / "new").exists()  # the folders the run made are gone again
+    r = run_cli("validate", str(export_dir), "--eval", str(tmp_path / "absent.npy"), "--out", str(out), *FAST)
+    assert r.returncode == 2 and not (tmp_path / "new").exists()

@@ -31,6 +31,8 @@ class ExportedModule(torch.nn.Module):
         outs = [self.graph_module(x[i:i + 1]) for i in range(x.shape[0])]
         if isinstance(outs[0], torch.Tensor):
             return torch.cat(outs)
+        if isinstance(outs[0], dict):
+            return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
         return type(outs[0])(torch.cat(parts) for parts in zip(*outs, strict=True))  # a tuple / list of tensors
 
     def train(self, mode: bool = True) -> ExportedModule:

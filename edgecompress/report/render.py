@@ -336,7 +336,19 @@ def _latency_note(report: Report) -> str:
             "number of samples in brackets (Wilson); top-1 in brackets is the change in points "
             "against the reference's top-1. Peak RSS is the whole inference process, Python "
             "and the runtime included. `(est.)` marks estimated latency (no device measured)."
-            + _fixed_batch_note(report) + _mean_note(report) + _no_reference_note(report))
+            + _fixed_batch_note(report) + _mean_note(report) + _no_reference_note(report)
+            + _first_output_note(report))
+
+
+def _first_output_note(report: Report) -> str:
+    """The runners and the reference compare one output; a model with several must say which, or a
+    wrong second output would pass unseen."""
+    many = [a for a in report.artifacts if len((a.get("io") or {}).get("outputs") or []) > 1]
+    if not many:
+        return ""
+    first = (many[0]["io"]["outputs"][0] or {}).get("name") or "the first"
+    return (f" The model has {len(many[0]['io']['outputs'])} outputs: accuracy, agreement and cosine are of "
+            f"the first ({first}) only.")
 
 
 def _no_reference_note(report: Report) -> str:
