@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError, OutputError
+from edgecompress.exporters._onnx_file import QDQ_MIN_OPSET, check_loads, copy_onnx, op_type_names, quantized_ops, scrub
 from edgecompress.exporters._softmax_guard import guard_masked_softmax
 from edgecompress.exporters.base import (
     Artifact,
@@ -60,7 +61,16 @@ def _culprit(e: BaseException) -> str:
         rest = [ln.strip() for ln in str(root).strip().splitlines()[1:] if ln.strip()]
         line = f"{line} {rest[0]}" if rest else line
     m = re.search(r"(aten|prims)\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", text)
-    return f"{line} ({m.group(0)})" if m and m.group(0) not in line else line
+    line = f"{line} ({m.group(0)})" if m and m.group(0) not in line else line
+    line = re.sub(r" \(unhinted: [^)]*\)| \(Size-like symbols: [^)]*\)", "", line)  # sympy details
+    # torch.export names the user's line under this header (a data-dependent `if`, a float() of
+    # a tensor): the one place in the message that says where to look
+    m = re.search(r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+)[^\n]*\n[ \t]*([^\n]*)',
+                  text)
+    if m:
+        code = m.group(3).strip()
+        line = f"{line} at {m.group(1)}:{m.group(2)}" + (f" ({code[:80]})" if code else "")
+    return line
 
 
 def _batch_is_fixed(e: BaseException) -> bool:
@@ -96,9 +106,13 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
     except Exception as e:
         if no_space(e) or no_space(e.__cause__) or no_space(e.__context__):  # not the model's fault
             raise OutputError(f"{out}: no space left on device") from e
-        hint = ("the model fixes its batch size, e.g. x.reshape(1, -1): write x.flatten(1), or "
-                "torch.export it at batch 1 and pass the .pt2" if dynamic_batch and _batch_is_fixed(e)
-                else "rewrite that op, or try a fixed --input-shape")
+        if dynamic_batch and _batch_is_fixed(e):
+            hint = ("the model fixes its batch size, e.g. x.reshape(1, -1): write x.flatten(1), or "
+                    "torch.export it at batch 1 and pass the .pt2")
+        elif "data-dependent expression" in _plain(e):
+            hint = "the model branches on tensor values there: keep it a tensor (torch.where), or export another format"
+        else:
+            hint = "rewrite that op, or try a fixed --input-shape"
         raise ExportError(f"onnx export of {spec.name} failed: {_culprit(e)} ({hint})") from e
 
 
@@ -220,6 +234,28 @@ def _leading_nodes(model_path: Path, n: int) -> list[str]:
     return [nd.name for nd in nodes if nd.op_type in ("Conv", "Gemm", "MatMul")][:n]
 
 
+# The ops whose weights static int8 quantizes (float_first counts Conv / Gemm / MatMul).
+WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _refuse_nothing_to_quantize(model_path: Path, kinds: list[str], excluded: list[str], float_first: int) -> None:
+    """Refuse, before calibrating, a model with no layer int8 would quantize: ORT's histogram
+    calibrators then fail with "Histogram has not been collected", and min/max writes the float
+    model back unchanged. (The caller prefixes the model's name.)"""
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    layers = [n.name for n in nodes if n.op_type in kinds]
+    if not layers:
+        raise ExportError(f"nothing to quantize: no {'/'.join(kinds)} layer (ops: "
+                          f"{', '.join(sorted({n.op_type for n in nodes}))[:160]}), the file would be float; "
+                          "export fp32")
+    if not set(layers) - set(excluded):
+        raise ExportError(f"nothing to quantize: --float-first {float_first} leaves all {len(layers)} "
+                          f"{'/'.join(kinds)} layers float, the file would be float; lower --float-first, "
+                          "or export fp32")
+
+
 def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: str,
                        options: ExportOptions, op_types: list[str] | None = None,
                        float_first: int = 0) -> dict[str, Any]:
@@ -251,6 +287,7 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         # benchmarks/RESULTS-spine.md); keeping the first 3 convs float moves the quantization
         # boundary to a 16-channel tensor and makes the whole model ~7 % faster.
         excluded = _leading_nodes(pre, float_first)
+        _refuse_nothing_to_quantize(pre, op_types or list(WEIGHTED_ONNX_OPS), excluded, float_first)
         # Histograms are updated every ~16 samples: ~1.4 GB peak for EfficientNet-Lite0 at 224 px.
         with _bounded_histogram_calibration(chunk_batches=max(1, 16 // options.calib_batch)):
             quantize_static(
@@ -473,18 +510,22 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
             # Weights int8, activations quantized at run time: no calibration (transformers).
             with tempfile.TemporaryDirectory() as td:
                 fp32 = Path(td) / "fp32.onnx"
-                fp32.write_bytes(Path(src).read_bytes())
+                copy_onnx(Path(src), fp32, spec.name)  # weights kept in an external file come along
                 try:
                     details.update(quantize_onnx_dynamic(fp32, tmp, options, spec, calib))
                 except Exception as e:
                     raise ExportError(f"onnx int8-dynamic quantization of {spec.name} failed: "
-                                      f"{_first_line(e)}") from e
+                                      f"{scrub(_first_line(e), {fp32: str(src)})}") from e
+            _refuse_float(tmp, spec.name, precision, "int8-dynamic quantizes MatMul and Gather weights only; "
+                          "export fp32, or onnx:int8 for a Conv model")
         elif precision == "int8" and not prequant:  # [issue #4] QAT graphs skip ORT PTQ
             if calib is None or len(calib) == 0:
                 raise DataError("onnx int8: the calibration set is empty (pass --calib, or calib= from Python)")
             with tempfile.TemporaryDirectory() as td:
                 fp32 = Path(td) / "fp32.onnx"
-                fp32.write_bytes(Path(src).read_bytes())
+                # ORT's per-channel QDQ needs opset 13: an older file is converted (its ops have
+                # opset-13 forms), else ORT writes a model it cannot load itself.
+                copy_onnx(Path(src), fp32, spec.name, min_opset=QDQ_MIN_OPSET)
                 try:
                     # [issue #6] Encoders: quantize MatMul/Gemm/Gather only. Quantizing the
                     # attention-mask Add (range ~ -3e38..0) wrecked MiniLM (cosine 0.35 vs fp32).
@@ -494,10 +535,16 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                                                       ops, first))
                 except (DataError, ConfigError):
                     raise
+                except ExportError as e:  # nothing to quantize: already says why
+                    raise ExportError(f"onnx int8 of {spec.name}: {e}") from e
                 except Exception as e:
-                    raise ExportError(f"onnx int8 quantization of {spec.name} failed: {_first_line(e)}") from e
+                    raise ExportError(f"onnx int8 quantization of {spec.name} failed: "
+                                      f"{scrub(_first_line(e), {fp32: str(src)})}") from e
+            _refuse_float(tmp, spec.name, precision, "export fp32")
         elif src != tmp:
-            tmp.write_bytes(Path(src).read_bytes())
+            copy_onnx(Path(src), tmp, spec.name)  # one self-contained file, external weights included
+        if precision != "fp32":
+            check_loads(tmp, f"onnx {precision} of {spec.name}", out.name)
         import onnx
 
         details["opset"] = next((o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import
@@ -505,6 +552,14 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
         inputs, outputs = _io(tmp)
     return Artifact("onnx", precision, out, "onnxruntime", spec.name, inputs=inputs, outputs=outputs,
                     details=details)
+
+
+def _refuse_float(path: Path, name: str, precision: str, advice: str) -> None:
+    """ORT's quantizers leave a model they find nothing to quantize in untouched, and say nothing:
+    that file would be labelled int8 (and its 'speed-up' measured) while it is float."""
+    if quantized_ops(path) == 0:
+        raise ExportError(f"onnx {precision} of {name}: nothing to quantize: no layer was quantized "
+                          f"(ops: {', '.join(op_type_names(path))[:160]}), the file would be float; {advice}")
 
 
 def _int8_for(spec: ModelSpec) -> str:

@@ -29,10 +29,42 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
+def _conversion_cause(e: BaseException) -> tuple[str, str]:
+    """(cause, hint) of an ov.convert_model failure. Its first line is always "Check 'false' failed
+    at .../unconverted_ops_report.cpp" (it names nothing); the op it has no rule for, or the node
+    that failed and why (e.g. a MatMul whose dims do not match: a wrong --input-shape), is further
+    down its OpConversionFailure text."""
+    text = str(e)
+    m = re.search(r"No conversion rule found for operations?: *(.+)", text)
+    if m:
+        return f"no conversion rule for {m.group(1).strip()[:160]}", "an op OpenVINO cannot convert; try --format onnx"
+    lines = [ln.strip() for ln in text.splitlines()]
+    for i, ln in enumerate(lines):
+        m = re.search(r"Conversion failed for (\S+)|Exception happened during conversion of operation (\S+)", ln)
+        if not m:
+            continue
+        # the reason: the first line after it that is neither a "While validating ..." / "Check
+        # '...' failed at ...:" frame (both end in ':') nor the summary
+        why = next((r for r in lines[i + 1:] if r and not r.endswith(":") and not r.startswith(("--", "Summary"))),
+                   "")
+        node = m.group(1) or m.group(2)
+        shape = re.search(r"dimension|shape|rank", why, re.IGNORECASE)
+        return (f"conversion failed for {node}{': ' + why[:200] if why else ''}",
+                "check --input-shape" if shape else "an op OpenVINO cannot convert? try --format onnx")
+    return _first_line(e), "an op OpenVINO cannot convert? try --format onnx"
+
+
+# What torch.jit.trace warns when the model's code turns a tensor into a Python value
+# ("Converting a tensor to a Python boolean / float / integer / index / number / list ..."): the
+# value is frozen into the trace, as is whatever the code decides from it.
+_PYTHON_VALUE = re.compile(r"Converting a tensor to a Python (\w+)")
+
+
 def _refuse_frozen_branches(spec: ModelSpec, model: Any, caught: list[warnings.WarningMessage]) -> None:
-    """ov.convert_model traces with TorchScript: an `if` on tensor values keeps the branch the
-    example input took, silently (the ONNX and TFLite exporters refuse such a model). Tracing
-    warns about it, but as much about harmless shape checks (`if x.shape[-1] != 8: raise`), so
+    """ov.convert_model traces with TorchScript: an `if` on tensor values (or on a float() /
+    int() / .item() of one) keeps the branch the example input took, silently (the ONNX and
+    TFLite exporters refuse such a model). Tracing warns about it, but as much about harmless
+    shape checks (`if x.shape[-1] != 8: raise`, `float(x.shape[-1]) ** -0.5`), so
     the warning alone decides nothing: when the model's own code (not torch's or transformers')
     warned, the IR is run in f32 on inputs unlike the example and compared with PyTorch."""
     import numpy as np
@@ -50,8 +82,8 @@ def _refuse_frozen_branches(spec: ModelSpec, model: Any, caught: list[warnings.W
             continue  # "always" repeats one warning per traced call
         seen.add(key)
         mine = not any(os.path.abspath(w.filename).startswith(lib) for lib in libraries)
-        if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message) and mine:
-            suspects.append(w)
+        if issubclass(w.category, torch.jit.TracerWarning) and _PYTHON_VALUE.search(str(w.message)) and mine:
+            suspects.append(w)  # an `if`, or float()/int()/.item() (`2.0 if float(x.mean()) > 0 else -1.0`)
         elif mine:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not suspects or spec.module is None or any(not i.dtype.startswith("float") for i in spec.inputs):
@@ -67,10 +99,14 @@ def _refuse_frozen_branches(spec: ModelSpec, model: Any, caught: list[warnings.W
         got = np.asarray(compiled([x.numpy() for x in xs])[0])
         if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1)):
             w = suspects[0]
+            m = _PYTHON_VALUE.search(str(w.message))
+            kind = m.group(1) if m else "boolean"
+            what = ("branches on tensor values" if kind == "boolean" else
+                    f"turns a tensor into a Python {kind} (float() / int() / .item())")
             raise ExportError(
-                f"openvino conversion of {spec.name}: the model branches on tensor values at "
-                f"{w.filename}:{w.lineno}, and the traced IR kept the example's branch (it differs "
-                "from PyTorch on other inputs); write it with torch.where, or export another format")
+                f"openvino conversion of {spec.name}: the model {what} at {w.filename}:{w.lineno}, and the "
+                "traced IR kept the example's value (it differs from PyTorch on other inputs); keep it "
+                "a tensor (torch.where for a branch), or export another format")
 
 
 def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
@@ -99,12 +135,18 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(
-            f"openvino conversion of {spec.name} failed: {_first_line(e)} "
-            "(an op OpenVINO cannot convert? try --format onnx)"
-        ) from e
-    for port, name in zip(model.outputs, spec.output_names, strict=False):
-        port.get_tensor().set_names({name})
+        cause, hint = _conversion_cause(e)
+        raise ExportError(f"openvino conversion of {spec.name} failed: {cause} ({hint})") from e
+    # Every output gets a name: a PyTorch model returning a tuple gives ports with none, and
+    # get_any_name() (the artifact's I/O contract, NNCF) raises on a nameless port.
+    used = set(spec.output_names)
+    for k, port in enumerate(model.outputs):
+        if k < len(spec.output_names):
+            port.get_tensor().set_names({spec.output_names[k]})
+        elif not port.get_names():
+            name = next(n for j in range(k, k + len(used) + 1) if (n := f"output_{j}") not in used)
+            used.add(name)
+            port.get_tensor().set_names({name})
     for port, i in zip(model.inputs, spec.inputs, strict=False):
         port.get_tensor().set_names({i.name})
     return model
@@ -143,8 +185,10 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
     first = options.float_first if options.float_first is not None else \
         int(spec.extra.get("openvino_int8_float_first", 0))
     float_layers = _leading_layers(model, first)
-    if float_layers:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=float_layers)
+    _refuse_nothing_to_quantize(model, spec, float_layers, first)
+    chained = [n for n in _matmul_after_matmul(model) if n not in float_layers]
+    if float_layers or chained:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=float_layers + chained)
     if spec.task in ("embedding", "sequence-classification"):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
         # [issue #6] The full bias correction hurt MiniLM here (embedding cosine vs fp32 0.90
@@ -159,9 +203,14 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
 
     ds = nncf.Dataset(tqdm(batches, desc="calibrating (nncf)", leave=False, disable=not options.progress), transform)
     try:
-        qmodel = nncf.quantize(model, ds, **kwargs)
+        with _nncf_progress(options.progress):
+            qmodel = nncf.quantize(model, ds, **kwargs)
     except Exception as e:
         raise ExportError(f"openvino int8 quantization of {spec.name} failed: {_first_line(e)}") from e
+    if not any(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ordered_ops()):
+        # NNCF placed no quantizer (it found nothing it quantizes): the IR would be float.
+        raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: NNCF placed no FakeQuantize, "
+                          "the IR would be float; export fp32")
     return qmodel, {
         "calibration": {"method": f"nncf-{estimator.lower()}+bias-correction", "samples": len(batches)},
         "quantization": {
@@ -170,9 +219,52 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
             "preset": "performance",
             "fast_bias_correction": kwargs["fast_bias_correction"],
             "overflow_fix": overflow,
-            **({"float_nodes": [{"node": n, "why": "float_first"} for n in float_layers]} if float_layers else {}),
+            **({"float_nodes": [{"node": n, "why": "float_first"} for n in float_layers]
+                + [{"node": n, "why": _CHAINED_WHY} for n in chained]} if float_layers or chained else {}),
         },
     }
+
+
+# The ops NNCF's int8 quantizes the weights of (float_first counts the first three kinds).
+_WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
+                 "GroupConvolutionBackpropData")
+
+
+def _refuse_nothing_to_quantize(model: Any, spec: ModelSpec, float_layers: list[str], first: int) -> None:
+    """An int8 IR with no int8 layer is a float IR labelled int8 (NNCF accepts such a model and
+    places no quantizer; --float-first can cover every layer): refuse it before calibrating."""
+    weighted = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in _WEIGHTED_OPS]
+    if not weighted:
+        raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: no Conv/MatMul/Gemm layer, the IR "
+                          "would be float; export fp32")
+    if not set(weighted) - set(float_layers):
+        raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: --float-first {first} "
+                          f"leaves all {len(weighted)} Conv/MatMul/Gemm layers float, the IR would be float; "
+                          "lower --float-first, or export fp32")
+
+
+@contextlib.contextmanager
+def _nncf_progress(enabled: bool) -> Any:
+    """NNCF draws its own rich progress bars ("Statistics collection", "Applying Bias correction")
+    whatever the caller asked; with progress off (--no-progress) make every `track` it builds
+    meanwhile a disabled one. Its modules import the class by name, so the class itself is
+    patched, and restored after."""
+    if enabled:
+        yield
+        return
+    from nncf.common.logging import track_progress
+
+    cls: Any = track_progress.track
+    init = cls.__init__
+
+    def quiet_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **{**kwargs, "disable": True})
+
+    cls.__init__ = quiet_init
+    try:
+        yield
+    finally:
+        cls.__init__ = init
 
 
 OVERFLOW_FIXES = ("disable", "first_layer_only", "enable")
@@ -197,6 +289,21 @@ def overflow_fix(options: ExportOptions) -> str:
     if chosen not in OVERFLOW_FIXES:
         raise ConfigError(f"ov_overflow_fix {chosen!r}: one of {', '.join(OVERFLOW_FIXES)}")
     return str(chosen)
+
+
+_CHAINED_WHY = "fed by a MatMul (OpenVINO's CPU plugin computes it wrong in int8 at a static batch)"
+
+
+def _matmul_after_matmul(model: Any) -> list[str]:
+    """MatMuls fed straight by another MatMul: the lowrank pass's Linear(in, r, no bias) +
+    Linear(r, out). With both int8, OpenVINO's CPU plugin (2025) computes the second one wrong
+    once the IR is reshaped to a static batch of 1 or 2 (outputs ~1e9, 9 % agreement on
+    digits-cnn; right at a dynamic batch or at 64, and ORT is right on the same QDQ file). Left
+    float, it runs right; it is r x out MACs, a few percent of the pair. (The QAT route does the
+    same in passes/_x86_qat_quantizer.py.)"""
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "MatMul"
+            and op.input_value(0).get_node().get_type_name() == "MatMul"]
 
 
 def _leading_layers(model: Any, n: int) -> list[str]:
@@ -281,8 +388,11 @@ def export_openvino(
     stable_names(model, spec.name)
     floats = details.get("quantization", {}).get("float_nodes")
     if floats:  # the names the saved IR gives those layers
-        details["quantization"]["float_nodes"] = [
-            {"node": n, "why": "float_first"} for n in _leading_layers(model, len(floats))]
+        lead = _leading_layers(model, sum(f["why"] == "float_first" for f in floats))
+        chain = [n for n in _matmul_after_matmul(model) if n not in lead] \
+            if any(f["why"] == _CHAINED_WHY for f in floats) else []
+        details["quantization"]["float_nodes"] = [{"node": n, "why": "float_first"} for n in lead] + [
+            {"node": n, "why": _CHAINED_WHY} for n in chain]
     tmp_xml = out.with_name(f"{TEMP_PREFIX}{os.getpid()}-{out.name}")
     tmp_bin = tmp_xml.with_suffix(".bin")
     bin_moved = False
@@ -308,17 +418,17 @@ def export_openvino(
         out,
         "openvino",
         spec.name,
-        inputs=[_port_info(p) for p in model.inputs],
-        outputs=[_port_info(p) for p in model.outputs],
+        inputs=_ports_info(model.inputs, "input"),
+        outputs=_ports_info(model.outputs, "output"),
         details=details,
     )
 
 
-def _port_info(port: Any) -> TensorInfo:
+def _port_info(port: Any, fallback: str = "") -> TensorInfo:
     shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
-    return TensorInfo(
-        port.get_any_name(), shape, port.get_element_type().to_dtype().name, "NCHW" if len(shape) == 4 else ""
-    )
+    # an IR from elsewhere may have nameless ports: get_any_name() raises on those
+    name = port.get_any_name() if port.get_names() else fallback
+    return TensorInfo(name, shape, port.get_element_type().to_dtype().name, "NCHW" if len(shape) == 4 else "")
 
 
 def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -326,7 +436,11 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     import openvino as ov
 
     model = ov.Core().read_model(str(path))
-    return [_port_info(p) for p in model.inputs], [_port_info(p) for p in model.outputs]
+    return _ports_info(model.inputs, "input"), _ports_info(model.outputs, "output")
+
+
+def _ports_info(ports: Any, kind: str) -> list[TensorInfo]:
+    return [_port_info(p, f"{kind}_{k}") for k, p in enumerate(ports)]
 
 
 register_format(
