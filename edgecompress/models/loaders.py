@@ -106,10 +106,55 @@ def _load_weights(module: Any, weights: str | Path) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelLoadError(
-            f"--weights {path}: does not match the model: "
-            f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}"
-        ) from e
+        raise ModelLoadError(f"--weights {path}: does not match the model: {_mismatch(module, state, e)}") from e
+
+
+def _keys(keys: list[str], n: int = 3) -> str:
+    return ", ".join(repr(k) for k in keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _mismatch(module: Any, state: dict[str, Any], e: Exception) -> str:
+    """Why a state_dict does not load, in one line. torch lists every missing key first (hundreds
+    for a real network) and the unexpected ones after: those usually tell the cause (keys saved
+    from a DataParallel / Lightning wrapper, or a checkpoint dict holding the state_dict under a
+    key), so both are summarised and the likely fix named."""
+    want = list(module.state_dict())
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in set(want)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) ({_keys(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) ({_keys(unexpected)})")
+    if not parts:  # the names match: a shape or dtype does not (torch's first reason names it)
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
+        return lines[0][:300] if lines else str(e)[:300]
+    hint = ""
+    # a wrapper's prefix on every key ("module." from DataParallel, "model." from Lightning)
+    prefixes = [u[: -len(m)] for u in unexpected for m in missing if u.endswith("." + m)]
+    prefix = max(set(prefixes), key=prefixes.count) if prefixes else None
+    if prefix and prefixes.count(prefix) * 2 >= len(missing):
+        hint = (f"; the checkpoint's keys carry the prefix {prefix!r}: strip it "
+                f"({{k.removeprefix({prefix!r}): v for k, v in sd.items()}}) and save again")
+    else:
+        back = [m[: -len(u)] for m in missing for u in unexpected if m.endswith("." + u)]
+        prefix = max(set(back), key=back.count) if back else None
+        if prefix and back.count(prefix) * 2 >= len(missing):
+            hint = f"; the model's keys start with {prefix!r} and the checkpoint's do not: add that prefix"
+    nested = [k for k, v in state.items() if isinstance(v, dict) and want and len(set(v) & set(want)) * 2 >= len(want)]
+    if nested:  # {"model": sd, "epoch": 3}: only "state_dict" is unwrapped
+        hint = f"; the state_dict looks to be under key {nested[0]!r}: save checkpoint[{nested[0]!r}] instead"
+    return ", ".join(parts) + hint
+
+
+def _refuse_torchscript(module: Any, where: str) -> None:
+    """A scripted or traced module has no Python forward to export or hook: torch.export, the
+    converters and the MACs counter (forward hooks) all fail on it, each with a traceback."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):  # traced modules are ScriptModules too
+        raise ModelLoadError(f"{where} a TorchScript module ({type(module).__name__}); pass the eager "
+                             "nn.Module (before torch.jit.script / torch.jit.trace)")
 
 
 def _load_factory(
@@ -120,8 +165,13 @@ def _load_factory(
     mod_name, _colon, attr = ref.partition(":")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # so `mypkg.models:build` works from a project dir
+    # SystemExit too: a module or factory that parses arguments (argparse reads edgecompress's own
+    # argv) or calls sys.exit ended the CLI with its raw text and exit 1, naming neither.
     try:
         mod = importlib.import_module(mod_name)
+    except SystemExit as e:
+        raise ModelLoadError(f"MODEL {ref}: importing module {mod_name!r} called sys.exit({e.code!r}) "
+                             "(keep argument parsing under `if __name__ == '__main__':`)") from e
     except Exception as e:
         raise ModelLoadError(f"MODEL {ref}: cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
     factory = getattr(mod, attr, None)
@@ -131,10 +181,14 @@ def _load_factory(
         raise ModelLoadError(f"MODEL {ref}: {attr!r} is a {type(factory).__name__}, not callable")
     try:
         module = factory() if not isinstance(factory, torch.nn.Module) else factory
+    except SystemExit as e:
+        raise ModelLoadError(f"MODEL {ref}: calling {attr}() called sys.exit({e.code!r}); a factory must "
+                             "return the nn.Module (it takes no arguments, and argv is edgecompress's)") from e
     except Exception as e:
         raise ModelLoadError(f"MODEL {ref}: calling {attr}() failed ({type(e).__name__}: {e})") from e
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"MODEL {ref}: {attr}() returned {type(module).__name__}, not a torch.nn.Module")
+    _refuse_torchscript(module, f"MODEL {ref}: {attr}() returned")
     if weights:
         _load_weights(module, weights)
     if input_shape is None:
@@ -350,8 +404,12 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         log.setLevel(level)
     user = [spec.arg.name for spec in ep.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
     if len(user) != 1:
-        raise ModelLoadError(f"MODEL {path}: the ExportedProgram takes {len(user)} inputs; a .pt2 must take one "
-                             "tensor (use module:factory for other models)")
+        # No other route takes several inputs either (a factory gets one --input-shape), except
+        # the text encoders of the Transformers path: say so rather than send users round in circles.
+        raise ModelLoadError(
+            f"MODEL {path}: the ExportedProgram takes {len(user)} inputs; edgecompress exports single-input "
+            "models (.pt2, module:factory); several inputs only for Hugging Face text encoders (zoo:minilm-l6, "
+            "hf:DIR). Wrap the model so forward takes one tensor")
     # A program traced at a fixed batch bakes it into its reshapes: it cannot be re-exported with a
     # dynamic one. Batch 1 (torch.export's default, what apps run) is exported as it is, fixed, and
     # fed one sample at a time; another fixed batch is refused with the fix.
@@ -375,6 +433,48 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
                      source=str(path), extra={"fixed_batch": fixed} if fixed else {})
 
 
+def _onnx_tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a graph: initializers and Constant-like attributes, subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _onnx_tensors(a.g)
+            for g in a.graphs:
+                yield from _onnx_tensors(g)
+
+
+def _check_external_data(path: Path, model: Any) -> None:
+    """Weights kept beside the .onnx (onnx.save(..., save_as_external_data=True)) are read from
+    the file's folder by every consumer. A missing or short data file got as far as an "export"
+    that copied a weightless stub, or an ONNX Runtime error naming a temporary folder: refuse it
+    here, naming the file. The model proto itself is read without the data (it can be large)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    sizes: dict[str, int] = {}  # location -> bytes the tensors need
+    for t in _onnx_tensors(model.graph):
+        if uses_external_data(t):
+            info = ExternalDataInfo(t)
+            end = (info.offset or 0) + (info.length or 0)
+            sizes[info.location] = max(sizes.get(info.location, 0), end)
+    folder = path.resolve().parent
+    for location, need in sizes.items():
+        data = (folder / location).resolve()
+        # a model file must not make us read files elsewhere (onnx and ONNX Runtime refuse it too)
+        if Path(location).is_absolute() or not data.is_relative_to(folder):
+            raise InputFileError(f"MODEL {path}: its external data location {location!r} is outside the "
+                                 "model's folder")
+        if not data.is_file():
+            raise InputFileError(f"MODEL {path}: its weights are kept in the external data file "
+                                 f"{path.parent / location}, which is missing (copy it beside the .onnx)")
+        if data.stat().st_size < need:
+            raise InputFileError(f"MODEL {path}: its external data file {path.parent / location} is truncated "
+                                 f"({data.stat().st_size} bytes, the tensors need {need})")
+
+
 def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
     import onnx
 
@@ -383,7 +483,12 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         raise InputFileError(f"MODEL {path}: no such file")
     try:
         model = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(model)
+        _check_external_data(path, model)
+        # by path: the checker then finds external data beside the model; given the proto it
+        # looked in the working directory and refused a complete model run from elsewhere
+        onnx.checker.check_model(str(path))
+    except EdgeCompressError:
+        raise
     except Exception as e:
         raise InputFileError(
             f"MODEL {path}: not a valid ONNX model ({type(e).__name__}: "
@@ -391,9 +496,21 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         ) from e
     inits = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    # [audit C #7] checked here as _load_pt2 does, not left to an ONNX Runtime traceback later.
+    # A fixed batch other than 1 cannot be fed per sample (only batch 1 is; see _load_pt2) nor
+    # re-exported with another batch.
+    for gi in graph_inputs:
+        dims = gi.type.tensor_type.shape.dim
+        if dims and dims[0].dim_value > 1:
+            raise ModelLoadError(
+                f"MODEL {path}: input {gi.name!r} has a fixed batch of {dims[0].dim_value}; export it with a "
+                f"dynamic batch (torch.onnx.export(..., dynamic_axes={{{gi.name!r}: {{0: 'batch'}}}})) or at batch 1")
     inputs = []
     for i, gi in enumerate(graph_inputs):
-        dims = [d.dim_value if d.dim_value > 0 else 1 for d in gi.type.tensor_type.shape.dim]
+        file_dims = gi.type.tensor_type.shape.dim
+        dims = [d.dim_value if d.dim_value > 0 else 1 for d in file_dims]
+        if input_shape and i == 0:  # (the checker requires a graph input's shape: its rank is known)
+            _check_onnx_shape(path, gi.name, file_dims, input_shape)
         shape = tuple(input_shape) if (input_shape and i == 0) else (1, *dims[1:])
         elem = onnx.helper.tensor_dtype_to_np_dtype(gi.type.tensor_type.elem_type)
         inputs.append(InputSpec(shape, gi.name, str(elem)))
@@ -411,6 +528,21 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
     )
 
 
+def _check_onnx_shape(path: Path, name: str, file_dims: Any, shape: tuple[int, ...]) -> None:
+    """--input-shape against the file's static dimensions: an ONNX model has no forward pass to
+    try (check_forward), and a wrong flag was reported as wrong calibration data, or as an
+    OpenVINO conversion failure. Symbolic dimensions (a sequence length) take any size."""
+    text = "[" + ", ".join(str(d.dim_value) if d.dim_value > 0 else (d.dim_param or "?") for d in file_dims) + "]"
+    flag = ",".join(str(d) for d in shape)
+    if len(file_dims) != len(shape):
+        raise InputShapeError(f"--input-shape {flag}: {path} takes input {name!r} of rank {len(file_dims)} "
+                              f"{text}, not rank {len(shape)}")
+    for i, (d, want) in enumerate(zip(file_dims, shape, strict=True)):
+        if i > 0 and d.dim_value > 0 and d.dim_value != want:
+            raise InputShapeError(f"--input-shape {flag}: {path} fixes dimension {i} of input {name!r} to "
+                                  f"{d.dim_value} (its shape is {text}); pass it as it is or leave the flag out")
+
+
 LOADERS.register("zoo", (lambda r: r.startswith("zoo:"), _load_zoo))
 LOADERS.register("pt2", (lambda r: r.endswith(".pt2"), _load_pt2))
 LOADERS.register("onnx", (lambda r: r.endswith(".onnx"), _load_onnx))
@@ -426,6 +558,21 @@ LOADERS.register(
 import edgecompress.models.hf  # noqa: E402, F401
 
 
+def _check_batch_1(shape: tuple[int, ...] | None) -> None:
+    """The first dimension of an input shape is the batch, and the shape describes one sample:
+    every loader replaces it (files get a dynamic batch, or batch 1) and `--batch N` times other
+    batches. `--input-shape 2,64` was accepted, recorded in the report as [2, 64], and ignored."""
+    if shape is None or shape[0] == 1:
+        return
+    flag = ",".join(str(d) for d in shape)
+    if len(shape) == 1:
+        raise InputShapeError(f"--input-shape {flag}: the first dimension is the batch, 1; give it first, "
+                              f"e.g. 1,{shape[0]}")
+    raise InputShapeError(f"--input-shape {flag}: the first dimension is the batch and must be 1 (the "
+                          f"files take a dynamic batch or batch 1); to time batch {shape[0]} pass --batch "
+                          f"{shape[0]}, with --input-shape {','.join(['1', *map(str, shape[1:])])}")
+
+
 def load_model(
     ref: Any,
     input_shape: str | tuple[int, ...] | None = None,
@@ -439,9 +586,11 @@ def load_model(
     shape = parse_shape(input_shape)
     if isinstance(ref, ModelSpec):
         return ref
+    _check_batch_1(shape)
     if isinstance(ref, torch.nn.Module):
         if shape is None:
             raise InputShapeError("input_shape is required when loading an nn.Module")
+        _refuse_torchscript(ref, "the model is")
         # A copy: the exporters and passes call .eval() on the spec's module, and a caller's
         # training loop went on in eval mode after load_model / prune / export. A module that
         # cannot be copied (locks, open files) is used as it is.
@@ -486,12 +635,20 @@ def load_model(
 
 
 def count_params_macs(spec: ModelSpec) -> tuple[int, int]:
-    """Parameters and multiply-accumulates of one sample (batch 1), via Torch-Pruning's counter."""
+    """Parameters and multiply-accumulates of one sample (batch 1), via Torch-Pruning's counter.
+
+    The counter runs the model with forward hooks: a module it cannot hook or run raises a
+    one-line ModelLoadError (callers that only report the numbers fall back, see pipeline)."""
     if spec.module is None:
         return 0, 0
     import torch
     import torch_pruning as tp
 
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(spec.module, spec.example_inputs(1))
+    try:
+        with torch.no_grad():
+            macs, params = tp.utils.count_ops_and_params(spec.module, spec.example_inputs(1))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise ModelLoadError(f"model {spec.name}: cannot count its parameters and MACs "
+                             f"({type(e).__name__}: {first})") from e
     return int(params), int(macs)
