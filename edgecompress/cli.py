@@ -357,7 +357,18 @@ def compress(
     from edgecompress.recipe import parse_recipe, run_recipe
 
     passes: list[dict] = []
-    if prune is not None or prune_macs is not None:
+    pruning = prune is not None or prune_macs is not None
+    # flags that only shape --prune / --prune-macs were dropped without a word otherwise
+    if round_to is not None and not pruning:
+        raise ConfigError("--round-to: needs --prune or --prune-macs")
+    if importance != "magnitude" and not pruning:
+        raise ConfigError("--importance: needs --prune or --prune-macs")
+    if prune_method != "channel" and not pruning:
+        raise ConfigError("--prune-method: needs --prune or --prune-macs")
+    if importance != "magnitude" and prune_method != "channel":
+        raise ConfigError(f"--importance is for --prune-method channel (reconstruct picks channels by the "
+                          f"refit's error), got --prune-method {prune_method}")
+    if pruning:
         if prune_method not in ("channel", "reconstruct"):
             raise ConfigError(f"--prune-method {prune_method!r}: use channel or reconstruct")
         if prune is not None and prune_macs is not None:  # --prune was silently dropped
@@ -389,12 +400,15 @@ def compress(
     from edgecompress.models.loaders import parse_shape
 
     shape = list(parse_shape(input_shape) or ()) if input_shape else None  # not None for a shape
-    try:
-        recipe = parse_recipe({"model": model, "input_shape": shape, "passes": passes, "export": export,
-                               "target": target, "data": {"train": train, "calib": calib, "eval": eval},
-                               "options": {"float_first": float_first}},
-                              "compress")
-    except ConfigError as e:  # the recipe's keys, said as this command's flags
+    # the resolved recipe written into --out holds absolute paths: it reruns from any folder
+    from edgecompress.recipe import _paths_from
+
+    obj = _paths_from({"model": model, "input_shape": shape, "passes": passes, "export": export,
+                       "target": target, "data": {"train": train, "calib": calib, "eval": eval},
+                       "options": {"float_first": float_first}}, Path.cwd())
+
+    def as_flags(e: EdgeCompressError) -> EdgeCompressError:
+        """The recipe's keys, said as this command's flags (same error class)."""
         text = str(e)
         for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval")):
             text = text.replace(f"set {key}", f"pass {flag}").replace(key, flag)
@@ -402,9 +416,18 @@ def compress(
             (name, _), = item.items()
             for key, flag in _PASS_FLAGS.get(name, {}).items():
                 text = text.replace(f"passes[{i}].{name}.{key}", flag)
-        raise ConfigError(text) from None
-    report, paths = run_recipe(recipe, out, progress=not no_progress,
-                               command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        return type(e)(text)
+
+    try:
+        recipe = parse_recipe(obj, "compress")
+    except ConfigError as e:
+        raise as_flags(e) from None
+    try:
+        # errors inside a pass too (prune.blocks, resolution.size... name passes[i]; recipe._execute)
+        report, paths = run_recipe(recipe, out, progress=not no_progress,
+                                   command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    except EdgeCompressError as e:
+        raise as_flags(e) from None
     _finish(report, paths)
 
 

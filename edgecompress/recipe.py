@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticError
 
-from edgecompress.errors import ConfigError, InputFileError
+from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError
 
 RESOLVED_NAME = "recipe.resolved.yaml"
 
@@ -63,6 +63,8 @@ class RecipeOptions(BaseModel):
 
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # where it came from ("recipe FILE", "compress"), so an error inside a pass names it too
+    _source: str = PrivateAttr(default="recipe")
     version: int = 1
     model: str
     input_shape: list[int] | None = None
@@ -133,7 +135,8 @@ class Recipe(BaseModel):
             try:
                 pairs = resolve_formats(self.export)
             except ConfigError as e:
-                raise ConfigError(f"export: {e}") from None
+                # the recipe key, not the CLI flag the exporters' message names
+                raise ConfigError(f"export: {str(e).removeprefix('--format ')}") from None
             if "qat" in names and any(p != "int8" for _, p in pairs):
                 bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
                 raise ConfigError(f"export: {bad} after qat; a QAT model exports as int8 only")
@@ -177,6 +180,41 @@ def _with_where(fn: Any, where: str) -> Any:
         raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
 
 
+def _in_pass(e: EdgeCompressError, source: str, i: int, name: str) -> EdgeCompressError:
+    """`e` (same class) naming the recipe and the pass item it came from: "prune.ignored: ..."
+    becomes "recipe r.yaml: passes[1].prune.ignored: ..." (with two prune passes it was not
+    said which one)."""
+    msg, where = str(e), f"passes[{i}].{name}"
+    if msg.startswith(where):
+        pass
+    elif msg.startswith((f"{name}.", f"{name}:", f"{name} ")):
+        msg = where + msg[len(name):]
+    else:
+        msg = f"{where}: {msg}"
+    return type(e)(f"{source}: {msg}")
+
+
+def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: Any) -> None:
+    """Module names the passes refer to (prune.ignored / per_layer, lowrank.ignored,
+    distill.feature_layers and a pass's nested distill.feature_layers), checked on the loaded
+    model before the first pass runs: a typo failed only when its pass started, after the passes
+    before it had trained. Only passes that no name-changing pass precedes (lowrank, prune
+    method block) are checked here; the others are checked when they run."""
+    names = {n for n, _ in module.named_modules()}
+    for i, (name, cfg) in enumerate(configs):
+        refs: list[tuple[str, str]] = [(f"{name}.ignored", n) for n in getattr(cfg, "ignored", []) or []]
+        refs += [(f"{name}.per_layer", n) for n in getattr(cfg, "per_layer", {}) or {}]
+        refs += [(f"{name}.feature_layers", n) for n in getattr(cfg, "feature_layers", []) or []]
+        nested = getattr(cfg, "distill", None)
+        if isinstance(nested, dict):
+            refs += [(f"{name}.distill.feature_layers", n) for n in nested.get("feature_layers") or []]
+        for key, ref in refs:
+            if ref not in names:
+                raise ConfigError(f"{recipe._source}: passes[{i}].{key}: model has no module {ref!r}")
+        if name == "lowrank" or (name == "prune" and getattr(cfg, "method", "") == "block"):
+            return
+
+
 def _trains(name: str, cfg: Any) -> bool:
     if name in ("distill", "qat"):
         return True
@@ -197,6 +235,7 @@ def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
         if err["type"] == "missing":
             msg = "required key is missing"
         raise ConfigError(f"{source}: {key}: {msg}") from None
+    r._source = source
     try:
         return r.check()
     except ConfigError as e:
@@ -224,6 +263,8 @@ def _unique_keys_loader() -> Any:
 def load_recipe(path: str | Path) -> Recipe:
     import yaml
 
+    if not isinstance(path, str | Path):  # None reached pathlib's TypeError
+        raise ConfigError(f"recipe: expected a path to a YAML file, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"recipe {path}: no such file")
@@ -237,7 +278,39 @@ def load_recipe(path: str | Path) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"recipe {path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if isinstance(obj, dict):
+        obj = _paths_from(obj, path.resolve().parent)
     return parse_recipe(obj, f"recipe {path}")
+
+
+def _is_file_ref(text: Any) -> bool:
+    """A relative file path (not `zoo:NAME`, `package.module:factory` or another scheme)."""
+    return isinstance(text, str) and bool(text.strip()) and ":" not in text and not Path(text).is_absolute() \
+        and not text.startswith("~")
+
+
+def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative file paths of a recipe file (data.*, a model file, weights) made absolute against
+    the recipe's folder. They resolved against the working directory: a recipe ran only from
+    its own folder, and recipe.resolved.yaml (which copied them) from another cwd read other
+    files or none. The resolved recipe now holds the absolute paths, so it reruns anywhere."""
+    from edgecompress.data import DataSpec
+
+    obj = dict(obj)
+    for key in ("model", "weights"):
+        if _is_file_ref(obj.get(key)):
+            obj[key] = str(base / obj[key])
+    data = obj.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        for key, text in data.items():
+            if isinstance(text, str):
+                spec = DataSpec.parse(text)
+                if _is_file_ref(spec.path):
+                    spec.path = str(base / spec.path)
+                    data[key] = str(spec)
+        obj["data"] = data
+    return obj
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> Path:
@@ -297,8 +370,10 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         recipe = load_recipe(recipe)
     elif isinstance(recipe, dict):
         recipe = parse_recipe(recipe)
-    else:
+    elif isinstance(recipe, Recipe):
         recipe = recipe.check()
+    else:  # a list or a number failed with AttributeError
+        raise ConfigError(f"recipe: expected a mapping, a Recipe or a path, got {type(recipe).__name__}")
     with output_dir(Path(out_dir or "edgecompress-out")) as out:
         return _execute(recipe, out, progress, command)
 
@@ -323,6 +398,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     if spec.module is None:  # an ONNX file: this raised AttributeError
         raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
                           "an .onnx file has neither (export it with `edgecompress export`)")
+    _check_module_names(recipe, recipe.pass_configs(), pass_module(spec))
     original = copy.deepcopy(pass_module(spec)).eval()
     original_spec, original_shape = spec.replace(module=original), spec.input_shape
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
@@ -347,7 +423,10 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             print(f"[{i + 1}/{len(recipe.passes)}] {name}", file=sys.stderr)
         workdir = out / f"step{i + 1}-{name}"
         shape_before = spec.input_shape
-        spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
+        try:
+            spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
+        except EdgeCompressError as e:
+            raise _in_pass(e, recipe._source, i, name) from None
         if spec.input_shape != shape_before:
             # [issue #4] the resolution pass changed the input side: every later step (passes, PTQ
             # calibration, evaluation) loads the same files at the new side through the same

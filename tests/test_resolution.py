@@ -190,7 +190,7 @@ def test_cli_compress_resolution_flag(tmp_path):
     assert bad.returncode == 2
     errors = [ln for ln in bad.stderr.strip().splitlines() if ln.startswith("error:")]
     assert errors == [bad.stderr.strip().splitlines()[-1]]  # after the "[1/1] resolution" progress line
-    assert "resolution.size 12: larger than the model's input side 8" in errors[0]
+    assert "--resolution 12: larger than the model's input side 8" in errors[0]  # the flag, not the recipe key
     assert not (tmp_path / "b" / "report.json").exists()
 
 

@@ -205,3 +205,18 @@ def test_report_says_only_the_first_of_several_outputs_is_compared():
     row["io"] = {"inputs": [], "outputs": [{"name": "logits", "shape": [1, 10]}, {"name": "aux", "shape": [1, 4]}]}
     assert "The model has 2 outputs: accuracy, agreement and cosine are of the first (logits) only." \
         in to_markdown(report, None)
+
+
+def test_report_shows_what_a_pass_could_not_do():
+    """A pass's notes (a prune ratio capped at max_layer_ratio) were only printed on the terminal."""
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import to_html, to_markdown
+
+    steps = [{"name": "original", "params": 10, "macs": 10, "size_bytes": 40},
+             {"name": "prune", "params": 4, "macs": 4, "size_bytes": 16,
+              "log": {"warnings": ["prune.ratio 0.99: capped at max_layer_ratio 0.9 in 5 layer(s)"]}}]
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=[], steps=steps)
+    assert "- **prune**: prune.ratio 0.99: capped at max_layer_ratio 0.9 in 5 layer(s)" in to_markdown(report, None)
+    assert "<b>prune</b>: prune.ratio 0.99: capped" in to_html(report, None)
+    steps[1]["log"] = {"warnings": []}
+    assert "capped" not in to_markdown(report, None)

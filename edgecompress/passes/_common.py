@@ -26,19 +26,35 @@ C = TypeVar("C")
 
 
 def _refuse_loose_numbers(cls: type, params: dict[str, Any], where: str) -> None:
-    """pydantic's lax mode reads `epochs: true` as 1 and `ratio: "0.5"` as 0.5; a number field gets
-    a number here (ints still fill float fields)."""
+    """pydantic's lax mode reads `epochs: true` as 1, `ratio: "0.5"` as 0.5, `hflip: "yes"` and
+    `global_pruning: 1` as True; a number field gets a number here (ints still fill float fields),
+    a bool field true or false, and a mapping of numbers (`per_layer`) numbers."""
     import typing
 
-    hints = typing.get_type_hints(cls)
-    for key, value in params.items():
-        kinds = set(typing.get_args(hints.get(key))) or {hints.get(key)}
-        kinds.discard(type(None))
-        if not kinds or not kinds <= {int, float}:
-            continue
+    def loose_number(key: str, value: Any) -> None:
         if isinstance(value, bool | str | bytes):
             raise ConfigError(f"{where}.{key}: {value!r} is not a number"
                               + (" (write it without quotes)" if isinstance(value, str) else ""))
+
+    hints = typing.get_type_hints(cls)
+    for key, value in params.items():
+        hint = hints.get(key)
+        kinds = set(typing.get_args(hint)) or {hint}
+        kinds.discard(type(None))
+        if typing.get_origin(hint) is dict and isinstance(value, dict):
+            if set(typing.get_args(hint)[1:]) <= {int, float}:
+                for k, v in value.items():
+                    loose_number(f"{key}.{k}", v)
+            continue
+        if bool in kinds:
+            # the other kinds are Literal options (bn_recalib: "auto"), matched exactly by pydantic
+            literals = {a for k in kinds if typing.get_origin(k) is typing.Literal for a in typing.get_args(k)}
+            if value is not None and not isinstance(value, bool) and not (isinstance(value, str) and value in literals):
+                raise ConfigError(f"{where}.{key}: {value!r} is not true or false")
+            continue
+        if not kinds or not kinds <= {int, float}:
+            continue
+        loose_number(key, value)
 
 
 def make_config(cls: type[C], config: Any = None, where: str | None = None, **overrides: Any) -> C:

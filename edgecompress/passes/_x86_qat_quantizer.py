@@ -34,6 +34,14 @@ float that way (ORT 8.2 ms vs 3.7 ms for ORT's own PTQ file), through two patter
    MLAS has no fast int8 path for a 3-channel stem conv or a narrow full-resolution depthwise
    conv; exporters/onnx.py). The QAT pass passes the model's own default.
 
+5. `Linear -> Q/DQ -> Linear`: the lowrank pass factorizes a Linear into Linear(in, r, no bias)
+   + Linear(r, out). With both quantized, OpenVINO's CPU plugin (2025) computes the second
+   FullyConnected wrong when the model is reshaped to a static batch of 1 or 2 (outputs ~1e29,
+   2.7 % top-1 on digits-cnn; right with a dynamic batch or a batch of 64; ORT is right on the
+   same file). The second linear of such a pair is left float (its input Q/DQ goes away), which
+   OpenVINO runs right; it is r x out MACs, a few percent of the layer pair. Factorized convs
+   (conv no-bias -> Q/DQ -> 1x1 conv) are not affected.
+
 OpenVINO converts the same QDQ ONNX; it fuses the extra Q/DQ pairs (int8 conv output, int8
 eltwise add) as it does for ORT's PTQ files.
 """
@@ -102,6 +110,7 @@ def ort_x86_quantizer(quantization_config: Any, float_first: int = 0) -> Any:
             if cfg is None:
                 return model
             self._leave_float(model, float_first)
+            self._float_linear_after_linear(model)
             # in graph order, so a pad / add sees its producers' outputs already annotated
             for node in model.graph.nodes:
                 if node.op != "call_function":
@@ -123,16 +132,31 @@ def ort_x86_quantizer(quantization_config: Any, float_first: int = 0) -> Any:
             weighted = [nd for nd in model.graph.nodes
                         if nd.op == "call_function" and nd.target in (*convs, aten.linear.default)]
             for node in weighted[:n]:
-                out = node
-                while True:
-                    qa = annotation(out)
-                    if qa is None:
-                        break
-                    out.meta[QUANT_ANNOTATION_KEY] = _X86InductorQuantizationAnnotation(_annotated=True)
-                    users = list(out.users)
-                    if qa._is_output_of_quantized_pattern or len(users) != 1:
-                        break
-                    out = users[0]
+                _OrtQDQX86Quantizer._unannotate(node)
+
+        @staticmethod
+        def _unannotate(node: Any) -> None:
+            """Drop the annotation of `node` and of the activation fused with it (it stays float)."""
+            out = node
+            while True:
+                qa = annotation(out)
+                if qa is None:
+                    break
+                out.meta[QUANT_ANNOTATION_KEY] = _X86InductorQuantizationAnnotation(_annotated=True)
+                users = list(out.users)
+                if qa._is_output_of_quantized_pattern or len(users) != 1:
+                    break
+                out = users[0]
+
+        @staticmethod
+        def _float_linear_after_linear(model: torch.fx.GraphModule) -> None:
+            """A linear fed straight by another linear (the lowrank pass's Linear(in, r, no bias)
+            + Linear(r, out)) stays float (module doc, 5)."""
+            for node in model.graph.nodes:
+                if node.op == "call_function" and node.target is aten.linear.default and node.args \
+                        and isinstance(node.args[0], torch.fx.Node) \
+                        and node.args[0].target is aten.linear.default and annotation(node) is not None:
+                    _OrtQDQX86Quantizer._unannotate(node)
 
         @staticmethod
         def _quantize_conv_output(conv: Any, cfg: Any) -> None:

@@ -76,7 +76,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         check_range("distill.epochs", self.epochs, 0)
         check_range("distill.lr", self.lr, 0, lo_open=True)
-        check_range("distill.batch_size", self.batch_size, 1)
+        # BatchNorm needs two samples a batch: finetune() skips smaller ones, so 1 trained nothing
+        check_range("distill.batch_size", self.batch_size, 2)
         check_range("distill.temperature", self.temperature, 0, lo_open=True)
         check_range("distill.alpha", self.alpha, 0, 1)
         check_range("distill.feature_weight", self.feature_weight, 0)
@@ -378,6 +379,8 @@ def finetune(
     x_all = torch.from_numpy(np.ascontiguousarray(data.x))
     y_all = torch.from_numpy(np.asarray(data.y)).long() if data.y is not None else None
     n = len(x_all)
+    if n < 2:  # no batch of two can be formed: every step was skipped and the log claimed the epochs
+        raise DataError(f"{desc}: training data {data.source} holds {n} sample; fine-tuning needs at least 2")
     t_all = None
     if teacher_data is not None:
         if isinstance(teacher_data.x, dict) or len(teacher_data) != n:

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class LowRankConfig:
-    energy: float | None = 0.9  # fraction of squared singular values kept per layer
+    # fraction of squared singular values kept per layer: 0.9 unless rank or param_budget decides
+    # (then None; with param_budget the bisection finds the energy, log `energy_found`)
+    energy: float | None = None
     rank: int | None = None  # fixed rank for every layer (overrides energy)
     param_budget: float | None = None  # fraction of the model's params to keep (0.6 = -40 %)
     ignored: list[str] = field(default_factory=list)
@@ -44,6 +46,11 @@ class LowRankConfig:
     distill: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.energy is not None and self.param_budget is not None:
+            # the bisection found its own energy and the resolved recipe claimed this one was used
+            raise ConfigError("lowrank.energy: give energy or param_budget, not both")
+        if self.energy is None and self.param_budget is None and self.rank is None:
+            self.energy = 0.9  # the default, written into resolved recipes
         check_range("lowrank.energy", self.energy, 0, 1, lo_open=True)
         check_range("lowrank.rank", self.rank, 1)
         check_range("lowrank.param_budget", self.param_budget, 0, 1, lo_open=True, hi_open=True)

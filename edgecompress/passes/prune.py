@@ -7,7 +7,8 @@ groups are pruned together), or unstructured magnitude pruning as an option.
   ratio that reaches it is found by bisection on copies of the model.
 - `importance`: magnitude (L2 of the group), taylor (|w * grad| on a few training batches) or
   bn-scale (|gamma| of the following BatchNorm). `round_to` keeps channel counts multiples of N
-  (rounded to the nearest multiple, never below N; see `_RoundingMetaPruner`).
+  (rounded to the nearest multiple, never below N; see `_kept`). No layer loses more than
+  `max_layer_ratio`; what a ratio cannot do as asked is a note in the log (`warnings`).
 - `ignore_stem` / `ignore_head` keep the first convolution and the last one before the classifier
   whole (the classifier itself is always kept); the EfficientNet-Lite0 recipe turns both on.
 - `steps` > 1 prunes iteratively, fine-tuning with the KD objective (`finetune_epochs`) after
@@ -118,6 +119,11 @@ class PruneConfig:
             self.ratio = None  # a channel ratio means nothing here (resolved recipes say so)
         elif self.blocks is not None:
             raise ConfigError(f"prune.blocks: only for method block (method is {self.method!r})")
+        if self.method in ("channel", "reconstruct", "unstructured") and self.ratio is None and not targeted:
+            # `ratio: null` was read as 0.5 (channel, unstructured) or as "prune nothing" (reconstruct)
+            raise ConfigError("prune.ratio: null; give ratio, target_macs or target_params")
+        if self.method == "channel" and targeted:
+            self.ratio = None  # the target decides (resolved recipes say so, as for reconstruct)
         if self.method == "unstructured" and (self.target_macs or self.target_params):
             raise ConfigError("prune.target_macs: unstructured pruning does not change MACs/params; "
                               "use ratio (fraction of weights zeroed)")
@@ -177,31 +183,118 @@ def _round_kept(n_pruned: int, current: int, round_to: int) -> int:
     return max(current - min(kept, current), 0)
 
 
-def _pruner_class() -> type:
+def _kept(channels: int, ratio: float, max_ratio: float, round_to: int | None) -> int:
+    """Channels a layer of `channels` keeps at `ratio`: the *nearest* count (Torch-Pruning floors
+    it, so ratio 1e-9 took one channel off every layer: 47,210 -> 44,926 params on digits-cnn),
+    at least one, never fewer than `max_ratio` allows, and a multiple of `round_to` when that
+    fits (`_round_kept`; a layer narrower than round_to, or whose nearest multiple would break
+    max_ratio with no wider one left, stays whole)."""
+    keep = max(1, int(channels * (1 - ratio) + 0.5))
+    floor = channels - int(channels * max_ratio + 1e-9)  # max_layer_ratio: the most a layer loses
+    keep = min(channels, max(keep, floor))
+    if round_to:
+        keep = channels - _round_kept(channels - keep, channels, round_to)
+        if keep < floor:  # the nearest multiple is below the cap: the next one up, if there is one
+            up = -(-floor // round_to) * round_to
+            keep = up if up <= channels else channels
+    return keep
+
+
+def _groups(module: Any, example: Any, cfg: PruneConfig) -> tuple[Any, list[tuple[list[Any], str, int]]]:
+    """The dependency graph and its prunable channel groups: (out-channel modules, the group's
+    first module name, channels). Residual / depthwise couplings are one group."""
     import torch_pruning as tp
+    from torch import nn
 
-    class _RoundingMetaPruner(tp.pruner.MetaPruner):
-        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
-            return _round_kept(n_pruned, current_channels, round_to)
+    dg = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+    ignored = [m for layer in _ignored(module, cfg) for m in layer.modules()]
+    names = {m: n for n, m in module.named_modules()}
+    prunable = tuple(tp.ops.type2class(t) for t in dg.REGISTERED_PRUNERS)
+    out = []
+    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+        mods = []
+        for dep, _ in group:
+            m = dep.target.module
+            if dg.is_out_channel_pruning_fn(dep.handler) and isinstance(m, nn.Module) \
+                    and isinstance(m, prunable) and m not in mods:
+                mods.append(m)
+        channels = dg.get_out_channels(group[0].dep.target.module)
+        if mods and channels:
+            out.append((mods, names.get(mods[0], "?"), int(channels)))
+    return dg, out
 
-    return _RoundingMetaPruner
+
+def _plan(module: Any, example: Any, cfg: PruneConfig, ratio: float) -> list[dict[str, Any]]:
+    """Per channel group: its name, channels, the ratio asked (`per_layer` by any module name in
+    the group, else `ratio`) and the channels it keeps (`_kept`)."""
+    names = {m: n for n, m in module.named_modules()}
+    plan = []
+    for mods, name, channels in _groups(module, example, cfg)[1]:
+        asked = next((cfg.per_layer[names[m]] for m in mods if names.get(m) in cfg.per_layer), ratio)
+        plan.append({"layer": name, "modules": mods, "channels": channels, "asked": asked,
+                     "kept": _kept(channels, asked, cfg.max_layer_ratio, cfg.round_to)})
+    return plan
 
 
 def _pruner(module: Any, example: Any, cfg: PruneConfig, ratio: float, steps: int,
             importance: str | None = None) -> Any:
+    """A Torch-Pruning MetaPruner that removes what `_plan` says.
+
+    Local pruning (the default): every group gets its own ratio, chosen so that Torch-Pruning's
+    floor lands on `_kept` (1 - (kept + 0.5) / channels): its own counts rounded up the pruned
+    channels, ignored max_pruning_ratio outside global pruning (0.95 took 32 channels to 1), and
+    a ratio that emptied a layer made it skip that layer whole (0.99 pruned nothing). With
+    `global_pruning` one threshold ranks all groups; max_layer_ratio is its per-layer cap there.
+    """
+    import torch_pruning as tp
 
     mods = dict(module.named_modules())
-    per_layer = {}
-    for n, r in cfg.per_layer.items():
+    for n in cfg.per_layer:
         if n not in mods:
             raise ConfigError(f"prune.per_layer: model has no module {n!r}")
-        per_layer[mods[n]] = r
-    return _pruner_class()(
+    ratios: dict[Any, float] | None = None
+    if not cfg.global_pruning:
+        ratios = {}
+        for g in _plan(module, example, cfg, ratio):
+            r = max(0.0, 1 - (g["kept"] + 0.5) / g["channels"]) if g["kept"] < g["channels"] else 0.0
+            for m in g["modules"]:
+                ratios[m] = r
+    else:
+        ratio = min(ratio, cfg.max_layer_ratio)
+        ratios = {mods[n]: min(r, cfg.max_layer_ratio) for n, r in cfg.per_layer.items()} or None
+    return tp.pruner.MetaPruner(
         module, example, importance=_importance(importance or cfg.importance),
-        global_pruning=cfg.global_pruning, pruning_ratio=ratio,
-        pruning_ratio_dict=per_layer or None, max_pruning_ratio=cfg.max_layer_ratio,
-        iterative_steps=steps, ignored_layers=_ignored(module, cfg), round_to=cfg.round_to,
+        global_pruning=cfg.global_pruning, pruning_ratio=0.0 if not cfg.global_pruning else ratio,
+        pruning_ratio_dict=ratios or None, max_pruning_ratio=cfg.max_layer_ratio,
+        iterative_steps=steps, ignored_layers=_ignored(module, cfg),
+        round_to=cfg.round_to if cfg.global_pruning else None,
     )
+
+
+def _channels(module: Any, example: Any, cfg: PruneConfig) -> dict[str, int]:
+    return {name: channels for _mods, name, channels in _groups(module, example, cfg)[1]}
+
+
+def _prune_notes(before: dict[str, int], after: dict[str, int], plan: list[dict[str, Any]],
+                 cfg: PruneConfig, ratio: float) -> list[str]:
+    """What the ratio could not do as asked, in words (log `warnings`, printed as `note:`)."""
+    notes = []
+    capped = [g["layer"] for g in plan  # the nearest count is below what max_layer_ratio lets go
+              if max(1, int(g["channels"] * (1 - g["asked"]) + 0.5))
+              < g["channels"] - int(g["channels"] * cfg.max_layer_ratio + 1e-9)]
+    if capped:
+        notes.append(f"prune.ratio {ratio}: capped at max_layer_ratio {cfg.max_layer_ratio} in "
+                     f"{len(capped)} layer(s) ({', '.join(capped[:4])}{', ...' if len(capped) > 4 else ''})")
+    whole = [g["layer"] for g in plan if g["kept"] == g["channels"]]
+    if whole and len(whole) < len(plan):
+        why = f"narrower than round_to {cfg.round_to} or " if cfg.round_to else ""
+        notes.append(f"prune.ratio {ratio}: {len(whole)} layer(s) left whole ({why}the ratio rounds to 0 "
+                     f"channels): {', '.join(whole[:4])}{', ...' if len(whole) > 4 else ''}")
+    if all(after.get(k, v) == v for k, v in before.items()):
+        why = f"round_to {cfg.round_to} is wider than what the ratio removes from every layer" if cfg.round_to \
+            else "it rounds to 0 channels in every layer"
+        notes.append(f"prune.ratio {ratio}: nothing pruned ({why})")
+    return notes
 
 
 def _count(module: Any, example: Any) -> tuple[int, int]:
@@ -216,21 +309,29 @@ def _count(module: Any, example: Any) -> tuple[int, int]:
 def ratio_for_target(module: Any, example: Any, cfg: PruneConfig) -> float:
     """Channel ratio whose pruning removes `target_macs` (or `target_params`) of the model,
     by bisection on copies (magnitude importance: counts depend on the ratio, not on which
-    channels go, unless global_pruning)."""
+    channels go, unless global_pruning). A target that max_layer_ratio cannot reach is refused:
+    the bisection returned max_layer_ratio and the model silently missed it."""
     target = cfg.target_macs if cfg.target_macs is not None else cfg.target_params
     if target is None:
         raise ConfigError("prune: ratio_for_target needs target_macs or target_params")
     which = 1 if cfg.target_macs is not None else 0
+    key = "target_macs" if which else "target_params"
     base = _count(module, example)[which]
+
+    def removed_at(r: float) -> float:
+        m = copy.deepcopy(module)
+        _pruner(m, example, cfg, r, 1, "magnitude").step()
+        return 1 - _count(m, example)[which] / base
+
     lo, hi = 0.0, cfg.max_layer_ratio
+    most = removed_at(hi)
+    if most < target:
+        raise ConfigError(f"prune.{key}: {target} is not reachable with max_layer_ratio {cfg.max_layer_ratio} "
+                          f"(that removes {most:.3f}); lower the target or raise max_layer_ratio")
     best = hi
     for _ in range(14):
         mid = (lo + hi) / 2
-        m = copy.deepcopy(module)
-        p = _pruner(m, example, cfg, mid, 1, "magnitude")
-        p.step()
-        removed = 1 - _count(m, example)[which] / base
-        if removed >= target:
+        if removed_at(mid) >= target:
             best, hi = mid, mid
         else:
             lo = mid
@@ -310,7 +411,8 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     ds = resolve_dataset(spec, data, "train", progress) if needs_data else None
     log: dict[str, Any] = {"method": cfg.method}
     if cfg.method == "unstructured":
-        log.update(_unstructured(module, cfg.ratio or 0.5))
+        assert cfg.ratio is not None  # PruneConfig refuses unstructured without a ratio
+        log.update(_unstructured(module, cfg.ratio))
     elif cfg.method == "block":
         from edgecompress.passes._blocks import remove_blocks
 
@@ -331,10 +433,14 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
             log["finetune"] = [_finetune(module, teach, ds, cfg, "reconstruct", workdir, progress)]
     else:
         example = spec.example_inputs(1)
-        ratio = cfg.ratio if cfg.ratio is not None else 0.5
         if cfg.target_macs is not None or cfg.target_params is not None:
             ratio = ratio_for_target(module, example, cfg)
             log["ratio_found"] = round(ratio, 4)
+        else:
+            assert cfg.ratio is not None  # PruneConfig refuses neither a ratio nor a target
+            ratio = cfg.ratio
+        before = _channels(module, example, cfg)
+        plan = _plan(module, example, cfg, ratio)
         pruner = _pruner(module, example, cfg, ratio, cfg.steps)
         kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
         log["finetune"] = []
@@ -348,6 +454,10 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
                 desc = f"prune step {step + 1}/{cfg.steps}: KD fine-tune"
                 log["finetune"].append(finetune(module, teach, ds, kd, ck, desc, progress))
         log["ratio"] = ratio
+        # said, not silent: layers the ratio could not cut as asked (capped, left whole, nothing)
+        log["warnings"] = _prune_notes(before, _channels(module, example, cfg), plan, cfg, ratio)
+        for w in log["warnings"]:
+            print(f"note: {w}", file=sys.stderr)
     module.eval()
     spec.module = module
     spec.extra.setdefault("passes", []).append({"pass": "prune", "config": config_dict(cfg), "log": log})

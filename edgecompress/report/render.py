@@ -144,6 +144,13 @@ def _steps_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
+def _step_notes(report: Report) -> list[tuple[str, str]]:
+    """What a pass could not do as asked (a prune ratio capped at max_layer_ratio, layers left whole):
+    in the step's log, and said under the steps table, not only on the terminal."""
+    return [(str(s.get("name", "")), str(w)) for s in report.steps
+            for w in ((s.get("log") or {}).get("warnings") or [])]
+
+
 def _tensor(t: dict[str, Any]) -> str:
     shape = "x".join(str(d) for d in t.get("shape", []))
     text = f"{t.get('name', '?')} {t.get('dtype', '')}[{shape}]"
@@ -403,6 +410,7 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     if report.steps:
         parts.append("\n## Compression steps\n")
         parts.append(_md_table(_steps_rows(report)))
+        parts += [f"\n- **{step}**: {note}" for step, note in _step_notes(report)]
     if report.baseline.get("regressions") is not None:
         parts.append("\n## Against the baseline\n")
         regs = report.baseline["regressions"]
@@ -487,6 +495,8 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
                   _html_table(quant_rows(report), status_col=False)]
     if report.steps:
         parts += ["<h2>Compression steps</h2>", _html_table(_steps_rows(report), status_col=False)]
+        parts += [f"<p class=note><b>{html.escape(step)}</b>: {html.escape(note)}</p>"
+                  for step, note in _step_notes(report)]
     if report.baseline.get("regressions") is not None:
         regs = report.baseline["regressions"]
         parts.append("<h2>Against the baseline</h2>")

@@ -191,7 +191,7 @@ CASES = [
     ("recipe-negative-rank", ["run", "{tmp}/r_rank.yaml", "--out", "{out}"], 2, "passes[0].lowrank.rank: -1"),
     ("recipe-unknown-pass", ["run", "{tmp}/r_pass.yaml", "--out", "{out}"], 2, "unknown pass 'sharpen'"),
     ("recipe-unknown-target", ["run", "{tmp}/r_target.yaml", "--out", "{out}"], 2, "target: 'pdp11': unknown target"),
-    ("recipe-unknown-format", ["run", "{tmp}/r_format.yaml", "--out", "{out}"], 2, "export: --format unknown format"),
+    ("recipe-unknown-format", ["run", "{tmp}/r_format.yaml", "--out", "{out}"], 2, "export: unknown format"),
     ("recipe-unknown-model", ["run", "{tmp}/r_model.yaml", "--out", "{out}"], 2, "unknown zoo model 'nope'"),
     ("recipe-bad-yaml", ["run", "{tmp}/r_yaml.yaml", "--out", "{out}"], 2, "r_yaml.yaml: line"),
     ("recipe-missing", ["run", "{tmp}/nothere.yaml", "--out", "{out}"], 2, "nothere.yaml: no such file"),
