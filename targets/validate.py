@@ -243,6 +243,7 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
                         m.metrics = task_metrics(outputs, eval_data)
                     if reference is not None:
                         m.drift = drift(reference, outputs, classes=task != "embedding")
+                        _refuse_unfaithful_fp32(art, m.drift)
             except EdgeCompressError as e:
                 m.status, m.error = "failed", str(e)
             out.append(m)
@@ -256,6 +257,23 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
         if bar is not None:
             bar.close()
     return out
+
+
+# An fp32 file computes what its reference does up to float reduction order (cosine 1.00000 on
+# every model here); below this, the conversion changed the model.
+FP32_MIN_COSINE = 0.999
+
+
+def _refuse_unfaithful_fp32(art: Artifact, d: dict[str, Any]) -> None:
+    """A safety net under the exporters' own checks: an fp32 file that disagrees with its reference
+    (a branch on tensor values frozen by tracing, a wrong op lowering) was reported ok, with the
+    drift figures showing it to whoever read them."""
+    cos = d.get("cosine")
+    if art.precision == "fp32" and isinstance(cos, float) and cos < FP32_MIN_COSINE:
+        agree = d.get("top1_agreement")
+        tail = f", top-1 agreement {100 * agree:.1f} %" if isinstance(agree, float) else ""
+        raise ValidationError(f"{art.path}: the fp32 file disagrees with the reference (cosine {cos:.4f}{tail}): "
+                              "the conversion changed what the model computes")
 
 
 def _more_rounds(out: list[Measurement], requests: list[BenchRequest], runner: Any,

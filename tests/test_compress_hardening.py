@@ -96,6 +96,8 @@ def test_distill_one_sample_is_a_data_error(digits_spec, digits_calib):
 def test_lowrank_energy_and_param_budget_refused():
     with pytest.raises(ConfigError, match=r"passes\[0\].lowrank.energy: give energy or param_budget"):
         parse_recipe({"model": "zoo:digits-cnn", "passes": [{"lowrank": {"energy": 0.5, "param_budget": 0.6}}]})
+    with pytest.raises(ConfigError, match=r"passes\[0\].lowrank.rank: give rank or param_budget"):
+        parse_recipe({"model": "zoo:digits-cnn", "passes": [{"lowrank": {"rank": 4, "param_budget": 0.6}}]})
     r = parse_recipe({"model": "zoo:digits-cnn", "passes": [{"lowrank": {"param_budget": 0.6}}]})
     assert r.resolved()["passes"][0]["lowrank"]["energy"] is None  # the bisection decides, not 0.9
     r = parse_recipe({"model": "zoo:digits-cnn", "passes": ["lowrank"]})

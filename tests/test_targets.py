@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ESTIMATOR_FIGURES = ("peak_fp32_gops_per_core", "peak_int8_gops_per_core", "memory_bandwidth_gbs")
@@ -284,3 +285,20 @@ def test_report_names_the_commit_that_wrote_it():
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
     assert versions()["edgecompress commit"].startswith(head)
+
+
+def test_an_fp32_file_that_disagrees_with_its_reference_fails(digits_artifacts, digits_eval, digits_reference):
+    """A safety net under the exporters' checks: an fp32 file computing something else than its
+    reference (here: a reference with the classes reversed) was reported ok; int8 drift is the
+    report's to show, not a failure."""
+    from edgecompress.targets import ValidateSettings, validate
+
+    fp32, _, int8 = digits_artifacts
+    ev = digits_eval.take(slice(0, 60))
+    fast = ValidateSettings(runs=3, warmup=1, rounds=1)
+    good = validate([fp32], "x86-local", ev, digits_reference[:60], fast, progress=False)[0]
+    assert good.status == "ok" and good.drift["cosine"] > 0.9999
+    wrong = np.ascontiguousarray(digits_reference[:60, ::-1])
+    bad, q = validate([fp32, int8], "x86-local", ev, wrong, fast, progress=False)
+    assert bad.status == "failed" and "the fp32 file disagrees with the reference (cosine" in bad.error
+    assert q.status == "ok" and q.drift["cosine"] < 0.999  # int8: reported, not refused

@@ -49,6 +49,8 @@ class LowRankConfig:
         if self.energy is not None and self.param_budget is not None:
             # the bisection found its own energy and the resolved recipe claimed this one was used
             raise ConfigError("lowrank.energy: give energy or param_budget, not both")
+        if self.rank is not None and self.param_budget is not None:  # param_budget won, silently
+            raise ConfigError("lowrank.rank: give rank or param_budget, not both")
         if self.energy is None and self.param_budget is None and self.rank is None:
             self.energy = 0.9  # the default, written into resolved recipes
         check_range("lowrank.energy", self.energy, 0, 1, lo_open=True)
