@@ -187,6 +187,9 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
 
         profile.check_formats([f for f, _ in job.formats])
         preflight(profile)
+        from edgecompress.targets.validate import check_threads
+
+        check_threads(profile, job.settings)  # --threads 99 failed after the export had written files
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
         job.model, job.input_shape, job.weights, job.preprocess)
     for fmt, _ in job.formats:  # before any calibration or export

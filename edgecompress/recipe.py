@@ -149,6 +149,14 @@ class Recipe(BaseModel):
                 get_target(self.target).check_formats([f for f, _ in resolve_formats(self.export)])
             except ConfigError as e:
                 raise ConfigError(f"target: {str(e).removeprefix('--target ')}") from None
+            from edgecompress.targets import ValidateSettings
+            from edgecompress.targets.validate import check_threads
+
+            try:  # before the passes train, not after
+                check_threads(get_target(self.target), ValidateSettings(threads=self.options.threads))
+            except ConfigError as e:
+                raise ConfigError(f"options.threads: {str(e).removeprefix(f'--threads {self.options.threads}: ')}") \
+                    from None
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
             raise ConfigError(f"input_shape: dimensions must be positive, got {self.input_shape}")
         needs_train = [n for n, c in configs if _trains(n, c)]

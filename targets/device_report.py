@@ -452,7 +452,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
             # the export's preset (recorded in its report), else the flag, else EfficientNet-Lite's
             ev = load_data(eval, preprocess or model.get("preprocess") or "efficientnet-lite", size, "evaluation",
                            progress)
-            _check_eval_shape(ev, shape, eval)
+            _check_eval_shape(ev, shape, eval, arts[0].inputs[0].dtype if arts[0].inputs else "")
             with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
                 ref, ref_source = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
             if ref is not None:
@@ -476,12 +476,15 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         return report, written, failures
 
 
-def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str) -> None:
-    """--eval samples against the artifacts' input (NCHW, symbolic dims skipped), before any run:
-    a wrong-shape set was reported as every artifact's benchmark failure (exit 4, naming the file
-    rather than the data)."""
+def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str, dtype: str = "") -> None:
+    """--eval samples against the artifacts' input (NCHW, symbolic dims skipped; a float input, or
+    an int8 one the runner quantizes float data for), before any run: a wrong set was reported as
+    every artifact's benchmark failure (exit 4, naming the file rather than the data)."""
     if isinstance(ev.x, dict) or len(shape) < 2:  # token sets: the runners pad them to the file
         return
+    if (dtype.startswith("float") or dtype in ("int8", "uint8")) and ev.x.dtype.kind != "f":
+        raise DataError(f"--eval {flag_value}: dtype {ev.x.dtype} but the artifacts take float samples "
+                        "(save preprocessed float32 arrays)")
     want, got = list(shape[1:]), list(ev.x.shape[1:])
     if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g for w, g in zip(want, got, strict=True)):
         shown = tuple(w if isinstance(w, int) and w > 0 else "?" for w in want)

@@ -174,11 +174,7 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
     runner = RUNNERS.get(runner_name, "--target")
     # A device's big cores (CPUs 0..n-1 are a phone's LITTLE ones); this machine's first CPUs, since
     # x86-local's [hardware] describes the VM it was measured on, not the one running now.
-    if runner_name == "local" and not settings.cpus:
-        avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if settings.threads > avail:  # ran oversubscribed and was reported as given (99 threads on 2)
-            raise ConfigError(f"--threads {settings.threads}: this machine gives edgecompress {avail} CPU(s); "
-                              f"use --threads {avail} or fewer")
+    check_threads(profile, settings)
     cpus = settings.cpus or (list(range(settings.threads)) if runner_name == "local"
                              else profile.default_cpus(settings.threads))
     out: list[Measurement] = []
@@ -257,6 +253,19 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
         if bar is not None:
             bar.close()
     return out
+
+
+def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
+    """A local run's --threads against the CPUs this process may use (it ran oversubscribed and
+    was reported as given: 99 threads on 2). The pipeline calls it before exporting anything."""
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    if runner_name_for(profile) != "local" or settings.cpus:
+        return
+    avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if settings.threads > avail:
+        raise ConfigError(f"--threads {settings.threads}: this machine gives edgecompress {avail} CPU(s); "
+                          f"use --threads {avail} or fewer")
 
 
 # An fp32 file computes what its reference does up to float reduction order (cosine 1.00000 on

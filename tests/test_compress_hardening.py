@@ -217,3 +217,11 @@ def test_qat_leaves_factorized_linear_pair_float():
 
     assert fake_quantized(linears[0]) and fake_quantized(linears[1])
     assert not fake_quantized(linears[2])  # Linear(3, 5) after Linear(16 -> 3): float input
+
+
+def test_recipe_threads_beyond_the_cpus_refused_before_the_passes():
+    """options.threads above this machine's CPUs failed only at validation, after the passes had
+    trained and the export had written its files."""
+    with pytest.raises(ConfigError, match=r"options.threads: this machine gives edgecompress \d+ CPU"):
+        parse_recipe({"model": "zoo:digits-cnn", "passes": ["lowrank"], "export": ["onnx:fp32"],
+                      "options": {"threads": 999}})

@@ -362,3 +362,7 @@ def test_eval_data_of_the_wrong_shape_is_the_datas_error(export_dir, tmp_path):
     assert not (tmp_path / "new").exists()  # the folders the run made are gone again
     r = run_cli("validate", str(export_dir), "--eval", str(tmp_path / "absent.npy"), "--out", str(out), *FAST)
     assert r.returncode == 2 and not (tmp_path / "new").exists()
+    np.save(bad, np.zeros((10, 1, 8, 8), np.int64))  # the right shape, integer samples
+    r = run_cli("validate", str(export_dir), "--eval", str(bad), "--out", str(out), *FAST)
+    assert r.returncode == 2 and "dtype int64 but the artifacts take float samples" in r.stderr, r.stderr[-800:]
+    assert not (tmp_path / "new").exists()

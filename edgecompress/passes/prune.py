@@ -462,8 +462,10 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     spec.module = module
     spec.extra.setdefault("passes", []).append({"pass": "prune", "config": config_dict(cfg), "log": log})
     if progress:
+        nothing = any("nothing pruned" in w for w in log.get("warnings", []))  # said just above
         what = log["note"] if cfg.method in ("block", "reconstruct") else \
-            f"{log.get('note', 'channels pruned')} (ratio {log.get('ratio', cfg.ratio)})"
+            f"{log.get('note', 'no channel pruned' if nothing else 'channels pruned')} " \
+            f"(ratio {log.get('ratio', cfg.ratio)})"
         print(f"prune: {what}", file=sys.stderr)
     return spec
 

@@ -163,6 +163,9 @@ CASES = [
     ("csv-unknown-file", [*DIGITS, "--int8", "--calib", "{tmp}/csvset", "--out", "{out}"], 2,
      "labels.csv:2: image 'missing.png' not found"),
     ("unknown-format", [*DIGITS, "-f", "coreml", "--out", "{out}"], 2, "--format unknown format 'coreml'"),
+    # refused before the export: it failed after the fp32 file was written into --out
+    ("threads-beyond-cpus", [*DIGITS, "-f", "onnx", "--threads", "999", "--out", "{out}"], 2,
+     "--threads 999: this machine gives edgecompress"),
     ("unknown-precision", [*DIGITS, "-f", "onnx:int4", "--out", "{out}"], 2, "onnx supports precisions fp32, int8"),
     ("unknown-calib-method", [*DIGITS, "--int8", "--calib-method", "magic", "--out", "{out}"], 2,
      "--calib-method 'magic'"),
