@@ -38,7 +38,7 @@ def _graphs(g: Any) -> Iterator[Any]:
                 yield from _graphs(sub)
 
 
-def _tensors(model: Any) -> Iterator[Any]:
+def onnx_tensors(model: Any) -> Iterator[Any]:
     """Every TensorProto of the model: initializers and Constant-like attributes, subgraphs too."""
     for g in _graphs(model.graph):
         yield from g.initializer
@@ -73,7 +73,7 @@ def copy_onnx(src: Path, dst: Path, model_name: str, min_opset: int | None = Non
         model = onnx.load(str(src), load_external_data=False)
     except Exception as e:
         raise InputFileError(f"MODEL {src}: not a readable ONNX model ({type(e).__name__})") from e
-    external = [t for t in _tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = [t for t in onnx_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
     opset = _opset(model)
     target = min_opset or 0
     convert = opset is not None and opset < target

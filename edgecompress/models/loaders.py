@@ -433,20 +433,6 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
                      source=str(path), extra={"fixed_batch": fixed} if fixed else {})
 
 
-def _onnx_tensors(graph: Any) -> Iterator[Any]:
-    """Every TensorProto of a graph: initializers and Constant-like attributes, subgraphs too."""
-    yield from graph.initializer
-    for node in graph.node:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            if a.HasField("g"):
-                yield from _onnx_tensors(a.g)
-            for g in a.graphs:
-                yield from _onnx_tensors(g)
-
-
 def _check_external_data(path: Path, model: Any) -> None:
     """Weights kept beside the .onnx (onnx.save(..., save_as_external_data=True)) are read from
     the file's folder by every consumer. A missing or short data file got as far as an "export"
@@ -454,8 +440,10 @@ def _check_external_data(path: Path, model: Any) -> None:
     here, naming the file. The model proto itself is read without the data (it can be large)."""
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+    from edgecompress.exporters._onnx_file import onnx_tensors
+
     sizes: dict[str, int] = {}  # location -> bytes the tensors need
-    for t in _onnx_tensors(model.graph):
+    for t in onnx_tensors(model):
         if uses_external_data(t):
             info = ExternalDataInfo(t)
             end = (info.offset or 0) + (info.length or 0)

@@ -327,7 +327,8 @@ def ratio_for_target(module: Any, example: Any, cfg: PruneConfig) -> float:
     most = removed_at(hi)
     if most < target:
         raise ConfigError(f"prune.{key}: {target} is not reachable with max_layer_ratio {cfg.max_layer_ratio} "
-                          f"(that removes {most:.3f}); lower the target or raise max_layer_ratio")
+                          f"(that removes {most:.3f}); lower the target, or raise max_layer_ratio "
+                          "(a recipe's prune: {max_layer_ratio: ...})")
     best = hi
     for _ in range(14):
         mid = (lo + hi) / 2
