@@ -223,6 +223,19 @@ def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: 
             return
 
 
+def _check_sizes(recipe: Recipe, configs: list[tuple[str, Any]], input_shape: tuple[int, ...]) -> None:
+    """A resolution pass's `size` against the side the model takes at that point (only resolution
+    passes change it), before the first pass runs: it failed after the passes before it trained."""
+    side = input_shape[-1] if len(input_shape) == 4 else None
+    for i, (name, cfg) in enumerate(configs):
+        if name != "resolution" or side is None:
+            continue
+        if cfg.size is not None and cfg.size > side:
+            raise ConfigError(f"{recipe._source}: passes[{i}].resolution.size {cfg.size}: larger than the "
+                              f"model's input side {side} (this pass shrinks)")
+        side = cfg.size if cfg.size is not None else None  # a MACs target: known when it runs
+
+
 def _trains(name: str, cfg: Any) -> bool:
     if name in ("distill", "qat"):
         return True
@@ -407,6 +420,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
                           "an .onnx file has neither (export it with `edgecompress export`)")
     _check_module_names(recipe, recipe.pass_configs(), pass_module(spec))
+    _check_sizes(recipe, recipe.pass_configs(), tuple(spec.input_shape))
     original = copy.deepcopy(pass_module(spec)).eval()
     original_spec, original_shape = spec.replace(module=original), spec.input_shape
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,

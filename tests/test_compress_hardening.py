@@ -225,3 +225,15 @@ def test_recipe_threads_beyond_the_cpus_refused_before_the_passes():
     with pytest.raises(ConfigError, match=r"options.threads: this machine gives edgecompress \d+ CPU"):
         parse_recipe({"model": "zoo:digits-cnn", "passes": ["lowrank"], "export": ["onnx:fp32"],
                       "options": {"threads": 999}})
+
+
+def test_resolution_size_checked_before_the_first_pass_trains(tmp_path):
+    """A resolution size above the model's side failed only when its pass started, after a
+    distill pass before it had trained (13 s on digits)."""
+    from edgecompress.recipe import run_recipe
+
+    with pytest.raises(ConfigError, match=r"passes\[1\]\.resolution\.size 100: larger than the model's input side 8"):
+        run_recipe({"model": "zoo:digits-cnn", "passes": [{"distill": {"epochs": 5}}, {"resolution": {"size": 100}}],
+                    "export": ["onnx:fp32"]}, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.rglob("*.pt"))  # no checkpoint: the distill pass never started

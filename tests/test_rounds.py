@@ -220,3 +220,14 @@ def test_report_shows_what_a_pass_could_not_do():
     assert "<b>prune</b>: prune.ratio 0.99: capped" in to_html(report, None)
     steps[1]["log"] = {"warnings": []}
     assert "capped" not in to_markdown(report, None)
+
+
+def test_report_says_which_batch_an_artifact_could_not_run():
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import to_markdown
+
+    row = _row("fp32", 8.0, 0.3, {"cosine": 1.0})
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=[row])
+    assert "Not timed" not in to_markdown(report, None)
+    row["latency_by_batch"] = {"1": {"p50": 8.0}, "4": {"error": "ValueError: Cannot set tensor: Dimension mismatch"}}
+    assert "Not timed: tflite fp32 at batch 4: ValueError: Cannot set tensor" in to_markdown(report, None)

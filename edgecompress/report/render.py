@@ -344,7 +344,16 @@ def _latency_note(report: Report) -> str:
             "against the reference's top-1. Peak RSS is the whole inference process, Python "
             "and the runtime included. `(est.)` marks estimated latency (no device measured)."
             + _fixed_batch_note(report) + _mean_note(report) + _no_reference_note(report)
-            + _first_output_note(report))
+            + _first_output_note(report) + _batch_error_note(report))
+
+
+def _batch_error_note(report: Report) -> str:
+    """A batch size an artifact could not run (a .tflite whose graph fixes batch 1 asked for
+    --batch 4): the row stays ok at batch 1, and the failure was only in report.json."""
+    errs = [f"{a['format']} {a['precision']} at batch {b}: {str(v['error'])[:160]}"
+            for a in report.artifacts for b, v in sorted((a.get("latency_by_batch") or {}).items())
+            if isinstance(v, dict) and v.get("error")]
+    return f" Not timed: {'; '.join(errs)}." if errs else ""
 
 
 def _first_output_note(report: Report) -> str:
