@@ -16,11 +16,14 @@ everything else to stderr, in its spawned export children too.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 
 # (logger, message pattern): records of WARNING and below that match are dropped; INFO and DEBUG
 # of the same logger are dropped whatever they say.
@@ -33,6 +36,9 @@ _LOG_RULES: tuple[tuple[str, str], ...] = (
     ("torchao", r"Failed to load .*\.so"),
     # histogram ranges are per-tensor; NNCF falls back to min/max for per-channel points by design
     ("nncf", r"Rollback to RangeEstimatorParametersSet"),
+    # torch.export on a branch over tensor values: this warning carries 18-37 lines of graph dumps,
+    # printed before our one-line error, which names the user's file and line itself
+    ("torch.fx.experimental.symbolic_shapes", r"Unable to find user code corresponding to"),
 )
 _WARNING_RULES: tuple[tuple[str, type[Warning]], ...] = (
     # raised inside torch.export's pickling of tree specs (litert-torch, torchao), not our code
@@ -94,3 +100,23 @@ def setup_child_process() -> None:
     sys.stdout = sys.stderr
     if mode == "quiet":
         quiet_third_party()
+
+
+@contextlib.contextmanager
+def trace_dumps_held() -> Iterator[None]:
+    """Around a torch.export trace on the command line: torch.export prints a failed trace's
+    partial FX graph to stderr (18-37 lines of `class GraphModule` before our one-line error,
+    which names the user's file and line itself). stderr is held while tracing and written out
+    when the trace succeeds; dropped when it fails. The Python API and --verbose are untouched."""
+    if os.environ.get(CLI_ENV) != "quiet":
+        yield
+        return
+    buf = io.StringIO()
+    ok = False
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+        ok = True
+    finally:
+        if ok and buf.getvalue():
+            sys.stderr.write(buf.getvalue())

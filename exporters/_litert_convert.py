@@ -237,8 +237,11 @@ def _export(
     model: torch.nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor] | None = None
 ) -> torch.export.ExportedProgram:
     # strict=True: non-strict export leaves the residual adds un-annotated (they stay float).
+    from edgecompress.quiet import trace_dumps_held
+
     try:
-        return torch.export.export(model, args, kwargs, strict=True)
+        with trace_dumps_held():  # a failed trace's graph dump: our error names the line
+            return torch.export.export(model, args, kwargs, strict=True)
     except Exception as exc:  # torch.export raises many unrelated types
         raise _unsupported("torch.export(strict=True)", exc) from None
 

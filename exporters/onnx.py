@@ -27,6 +27,7 @@ from edgecompress.exporters.base import (
 )
 from edgecompress.fileio import atomic_path, no_space
 from edgecompress.passes._qat_backends import check_export
+from edgecompress.quiet import trace_dumps_held
 
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
@@ -96,7 +97,7 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
     names = [i.name for i in spec.inputs]
     buf = io.StringIO()
     try:
-        with contextlib.redirect_stdout(buf), torch.no_grad():
+        with contextlib.redirect_stdout(buf), torch.no_grad(), trace_dumps_held():
             prog = torch.onnx.export(
                 spec.module.eval(), args, dynamo=True, dynamic_shapes=dyn,
                 input_names=names, output_names=spec.output_names, external_data=False,

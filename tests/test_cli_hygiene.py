@@ -100,3 +100,28 @@ def test_no_progress_silences_every_bar_of_export_and_validate(tmp_path):
                 "--no-progress") == 0
     assert bars("validate", str(out), "--out", str(tmp_path / "v"), *common) > 0
     assert bars("validate", str(out), "--out", str(tmp_path / "v"), *common, "--no-progress") == 0
+
+
+def test_a_failed_trace_s_graph_dump_is_held_back(monkeypatch, capsys):
+    """torch.export prints a failed trace's partial graph to stderr (18-37 lines before our
+    one-line error): on the quiet command line it is dropped when the trace fails, and written
+    out when it succeeds; the Python API sees everything."""
+    import sys
+
+    import pytest
+
+    from edgecompress.quiet import CLI_ENV, trace_dumps_held
+
+    monkeypatch.setenv(CLI_ENV, "quiet")
+    with pytest.raises(RuntimeError), trace_dumps_held():
+        print("class GraphModule(torch.nn.Module): ...", file=sys.stderr)
+        raise RuntimeError("Could not guard on data-dependent expression")
+    assert "GraphModule" not in capsys.readouterr().err
+    with trace_dumps_held():
+        print("a warning worth reading", file=sys.stderr)
+    assert "a warning worth reading" in capsys.readouterr().err
+    monkeypatch.delenv(CLI_ENV)
+    with pytest.raises(RuntimeError), trace_dumps_held():
+        print("class GraphModule(torch.nn.Module): ...", file=sys.stderr)
+        raise RuntimeError("x")
+    assert "GraphModule" in capsys.readouterr().err
