@@ -114,3 +114,14 @@ def install_fake_adb(tmp_path: Path, monkeypatch, script: str):
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_ADB_LOG", str(log))
     return lambda: [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+
+
+def save_onnx(model, path: Path, external: bool = False) -> None:
+    """Save an ONNX ModelProto, its weights in a `<name>.data` file beside it when `external`."""
+    import onnx
+
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=Path(path).name + ".data", size_threshold=0)
+    else:
+        onnx.save(model, str(path))

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import save_onnx
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -132,11 +133,7 @@ def _mlp_onnx(path: Path, opset: int = 17, ir: int | None = None, external: bool
     if ir:
         m.ir_version = ir
     onnx.checker.check_model(m)
-    if external:
-        onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=0)
-    else:
-        onnx.save(m, str(path))
+    save_onnx(m, path, external)
     return w
 
 

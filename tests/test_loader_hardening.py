@@ -14,7 +14,7 @@ from torch import nn
 
 from edgecompress.errors import DataError, InputFileError, InputShapeError, ModelLoadError
 from edgecompress.models import load_model
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, save_onnx  # tests.: the CLI imports this module as a factory
 
 HERE = "tests.test_loader_hardening"
 
@@ -49,7 +49,6 @@ def exits() -> nn.Module:  # what a factory that runs argparse on edgecompress's
 
 def _onnx_mlp(path: Path, batch: int | str = "N", dims: tuple = (16,), external: bool = False,
               second_input: bool = False, custom_op: bool = False) -> Path:
-    import onnx
     from onnx import TensorProto as T
     from onnx import helper as h
     from onnx import numpy_helper as nh
@@ -68,11 +67,7 @@ def _onnx_mlp(path: Path, batch: int | str = "N", dims: tuple = (16,), external:
                      [nh.from_array(w, "W")])
     opsets = [h.make_opsetid("", 17), *([h.make_opsetid("com.example", 1)] if custom_op else [])]
     m = h.make_model(g, opset_imports=opsets)
-    if external:
-        onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=0)
-    else:
-        onnx.save(m, str(path))
+    save_onnx(m, path, external)
     return path
 
 
