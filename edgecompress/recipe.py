@@ -223,6 +223,22 @@ def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: 
             return
 
 
+def _check_block_counts(recipe: Recipe, configs: list[tuple[str, Any]], module: Any, example: Any) -> None:
+    """`prune: {method: block, blocks: N}` against the blocks the loaded model has, before the
+    first pass runs (it failed after the passes before it had trained). Only up to the first pass
+    that changes the model's structure: after that the count is known when the pass runs."""
+    for i, (name, cfg) in enumerate(configs):
+        if name == "prune" and getattr(cfg, "method", "") == "block" and getattr(cfg, "blocks", None):
+            from edgecompress.passes._blocks import find_blocks
+
+            found = find_blocks(module, example)
+            if cfg.blocks > len(found):
+                raise ConfigError(f"{recipe._source}: passes[{i}].prune.blocks: only {len(found)} removable "
+                                  f"blocks in the model ({', '.join(found)}); {cfg.blocks} asked")
+        if name in ("prune", "lowrank", "qat"):
+            return
+
+
 def _check_sizes(recipe: Recipe, configs: list[tuple[str, Any]], input_shape: tuple[int, ...]) -> None:
     """A resolution pass's `size` against the side the model takes at that point (only resolution
     passes change it), before the first pass runs: it failed after the passes before it trained."""
@@ -422,6 +438,8 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     _check_module_names(recipe, recipe.pass_configs(), pass_module(spec))
     _check_sizes(recipe, recipe.pass_configs(), tuple(spec.input_shape))
     original = copy.deepcopy(pass_module(spec)).eval()
+    if len(spec.inputs) == 1:  # (text encoders' blocks are counted on their token batches, when the pass runs)
+        _check_block_counts(recipe, recipe.pass_configs(), original, spec.example_inputs(1)[0].numpy())
     original_spec, original_shape = spec.replace(module=original), spec.input_shape
     train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
                             required=any(_trains(n, c) for n, c in recipe.pass_configs()))

@@ -237,3 +237,17 @@ def test_resolution_size_checked_before_the_first_pass_trains(tmp_path):
                     "export": ["onnx:fp32"]}, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.rglob("*.pt"))  # no checkpoint: the distill pass never started
+
+
+def test_block_count_checked_before_the_first_pass_trains(tmp_path):
+    """`blocks: 9` on a model with 5 removable blocks failed after a distill pass before it had
+    trained; now before any pass runs."""
+    from edgecompress.recipe import run_recipe
+
+    msg = r"passes\[1\]\.prune\.blocks: only \d+ removable blocks in the model .*; 9 asked"
+    with pytest.raises(ConfigError, match=msg):
+        run_recipe({"model": "zoo:digits-cnn", "passes": [{"distill": {"epochs": 5}},
+                                                          {"prune": {"method": "block", "blocks": 9}}],
+                    "export": ["onnx:fp32"]}, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.rglob("*.pt"))  # no checkpoint: the distill pass never started
