@@ -188,7 +188,9 @@ def _kept(channels: int, ratio: float, max_ratio: float, round_to: int | None) -
     it, so ratio 1e-9 took one channel off every layer: 47,210 -> 44,926 params on digits-cnn),
     at least one, never fewer than `max_ratio` allows, and a multiple of `round_to` when that
     fits (`_round_kept`; a layer narrower than round_to, or whose nearest multiple would break
-    max_ratio with no wider one left, stays whole)."""
+    max_ratio with no wider one left, stays whole). Not `_reconstruct.kept_channels`: that one
+    rounds half to even and rounds narrow layers to a multiple too, and its figures were measured
+    with it."""
     keep = max(1, int(channels * (1 - ratio) + 0.5))
     floor = channels - int(channels * max_ratio + 1e-9)  # max_layer_ratio: the most a layer loses
     keep = min(channels, max(keep, floor))
@@ -237,7 +239,7 @@ def _plan(module: Any, example: Any, cfg: PruneConfig, ratio: float) -> list[dic
 
 
 def _pruner(module: Any, example: Any, cfg: PruneConfig, ratio: float, steps: int,
-            importance: str | None = None) -> Any:
+            importance: str | None = None, plan: list[dict[str, Any]] | None = None) -> Any:
     """A Torch-Pruning MetaPruner that removes what `_plan` says.
 
     Local pruning (the default): every group gets its own ratio, chosen so that Torch-Pruning's
@@ -245,6 +247,7 @@ def _pruner(module: Any, example: Any, cfg: PruneConfig, ratio: float, steps: in
     channels, ignored max_pruning_ratio outside global pruning (0.95 took 32 channels to 1), and
     a ratio that emptied a layer made it skip that layer whole (0.99 pruned nothing). With
     `global_pruning` one threshold ranks all groups; max_layer_ratio is its per-layer cap there.
+    `plan`: `_plan(module, example, cfg, ratio)` when the caller has it (each builds a dependency graph).
     """
     import torch_pruning as tp
 
@@ -255,7 +258,7 @@ def _pruner(module: Any, example: Any, cfg: PruneConfig, ratio: float, steps: in
     ratios: dict[Any, float] | None = None
     if not cfg.global_pruning:
         ratios = {}
-        for g in _plan(module, example, cfg, ratio):
+        for g in plan if plan is not None else _plan(module, example, cfg, ratio):
             r = max(0.0, 1 - (g["kept"] + 0.5) / g["channels"]) if g["kept"] < g["channels"] else 0.0
             for m in g["modules"]:
                 ratios[m] = r
@@ -440,9 +443,9 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
         else:
             assert cfg.ratio is not None  # PruneConfig refuses neither a ratio nor a target
             ratio = cfg.ratio
-        before = _channels(module, example, cfg)
         plan = _plan(module, example, cfg, ratio)
-        pruner = _pruner(module, example, cfg, ratio, cfg.steps)
+        before = {g["layer"]: g["channels"] for g in plan}  # what _channels() gives, without another graph
+        pruner = _pruner(module, example, cfg, ratio, cfg.steps, plan=plan)
         kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
         log["finetune"] = []
         for step in range(cfg.steps):
