@@ -50,6 +50,11 @@ _WARNING_RULES: tuple[tuple[str, type[Warning]], ...] = (
 _ENV = {
     "LITERT_TORCH_SHOW_PROGRESS": "n",  # litert-torch's step-by-step conversion log
     "TF_CPP_MIN_LOG_LEVEL": "2",  # the TFLite converter's C++ INFO lines ("Estimated count of ...")
+    # the converter's "oneDNN custom operations are on" INFO line (and absl's "All log messages
+    # before absl::InitializeLog()" warning it brings), which TF_CPP_MIN_LOG_LEVEL does not reach.
+    # Its TensorFlow kernels only fold constants: the .tflite files are byte-identical either way
+    # (sha256 of digits-cnn and EfficientNet-Lite0, fp32 and full int8, checked 2026-12-01).
+    "TF_ENABLE_ONEDNN_OPTS": "0",
 }
 CLI_ENV = "EDGECOMPRESS_CLI"  # "quiet" / "verbose": how the CLI runs, for the children it spawns
 
