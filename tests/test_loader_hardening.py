@@ -159,10 +159,37 @@ def test_onnx_reference_failures_are_one_line(tmp_path):
     good = _onnx_mlp(tmp_path / "m.onnx")
     with pytest.raises(InputFileError, match=r"MODEL .*m.onnx: ONNX Runtime cannot run it on .*InvalidArgument"):
         onnx_reference(good, Dataset(np.ones((2, 15), np.float32)))  # what a graph failing on shapes gives
+
+
+def test_onnx_custom_op_is_refused_at_load(tmp_path):
+    # it was copied as an artifact and failed at validation (exit 4, no node named), or without
+    # --eval only in the benchmark
+    from edgecompress.errors import ExportError
+
     custom = _onnx_mlp(tmp_path / "custom.onnx", custom_op=True)
-    np.save(tmp_path / "x.npy", np.ones((4, 16), np.float32))
-    _cli_refuses(tmp_path, str(custom), "-f", "onnx", "--eval", str(tmp_path / "x.npy"),
-                 fragment="x.npy (Fail: Fatal error: com.example:FooOp(-1) is not a registered")
+    with pytest.raises(ExportError, match=r"custom.onnx: node '\(unnamed\)' is op com.example:FooOp, which "
+                                          r"ONNX Runtime .* does not implement on CPU"):
+        load_model(str(custom))
+    out = tmp_path / "out"
+    proc = run_cli("export", str(custom), "-f", "onnx", "-f", "openvino", "--no-progress", "--out", str(out))
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert next(ln for ln in proc.stderr.splitlines() if ln.startswith("error:")).endswith(
+        "or from its PyTorch source") and not out.exists()
+    # a com.microsoft op ONNX Runtime has (what its quantizer writes) and a model-local function load
+    import onnx
+    from onnx import helper as h
+    m = onnx.load(str(custom))
+    m.graph.node[1].CopyFrom(h.make_node("FusedGemm", ["a", "Wb"], ["y"], domain="com.microsoft"))
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.eye(3, dtype=np.float32), "Wb"))
+    m.opset_import.append(h.make_opsetid("com.microsoft", 1))
+    onnx.save(m, str(tmp_path / "ms.onnx"))
+    load_model(str(tmp_path / "ms.onnx"))
+    f = h.make_function("com.example", "FooOp", ["i"], ["o"], [h.make_node("Relu", ["i"], ["o"])],
+                        [h.make_opsetid("", 17)])
+    m = onnx.load(str(custom))
+    m.functions.append(f)
+    onnx.save(m, str(tmp_path / "fn.onnx"))
+    load_model(str(tmp_path / "fn.onnx"))
 
 
 # --- #11 --input-shape against the file's static dimensions -------------------------------------

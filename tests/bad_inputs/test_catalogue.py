@@ -114,6 +114,12 @@ def _issue7_fixtures(tmp: Path) -> None:
     art = export(spec, "onnx", "fp32", tmp / "real")
     data = Path(art.path).read_bytes()
     (tmp / "cut.onnx").write_bytes(data[: len(data) // 2])
+    import onnx
+
+    custom = onnx.load(art.path)  # the real file with its first node made a custom op
+    custom.graph.node[0].domain = "com.example"
+    custom.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    onnx.save(custom, str(tmp / "customop.onnx"))
     ep = torch.export.export(spec.module.eval(), spec.example_inputs())
     torch.export.save(ep, tmp / "real" / "digits.pt2")
     data = (tmp / "real" / "digits.pt2").read_bytes()
@@ -199,6 +205,8 @@ CASES = [
     ("recipe-bad-yaml", ["run", "{tmp}/r_yaml.yaml", "--out", "{out}"], 2, "r_yaml.yaml: line"),
     ("recipe-missing", ["run", "{tmp}/nothere.yaml", "--out", "{out}"], 2, "nothere.yaml: no such file"),
     ("truncated-real-onnx", ["{tmp}/cut.onnx", "--no-validate", "--out", "{out}"], 2, "cut.onnx: not a valid ONNX"),
+    ("onnx-custom-op", ["{tmp}/customop.onnx", "-f", "onnx", "--out", "{out}"], 3,
+     "which ONNX Runtime"),
     ("truncated-real-pt2", ["{tmp}/cut.pt2", "--no-validate", "--out", "{out}"], 2, "cut.pt2: not a readable"),
     ("calib-int-dtype", [*DIGITS, "--int8", "--calib", "{tmp}/int.npy", "--out", "{out}"], 2,
      "dtype int64 does not match the model input (float32)"),
