@@ -45,6 +45,14 @@ def exits() -> nn.Module:  # what a factory that runs argparse on edgecompress's
     sys.exit("factory quit")
 
 
+def argparsed() -> nn.Module:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--width", type=int, required=True)
+    return nn.Linear(ap.parse_args().width, 3)
+
+
 # --- tiny hand-built ONNX files --------------------------------------------------------------
 
 def _onnx_mlp(path: Path, batch: int | str = "N", dims: tuple = (16,), external: bool = False,
@@ -271,6 +279,12 @@ def test_factory_calling_sys_exit_is_one_line(tmp_path):
     line = _cli_refuses(tmp_path, f"{HERE}:exits", "--input-shape", "1,16", "-f", "onnx",
                         fragment=f"MODEL {HERE}:exits: calling exits() called sys.exit('factory quit')")
     assert "a factory must return the nn.Module" in line
+    # argparse's usage and error lines are held back: its error rides on our one line
+    proc = run_cli("export", f"{HERE}:argparsed", "--input-shape", "1,16", "--no-progress",
+                   "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "sys.exit(2) after printing 'cli.py: error: the following arguments are required: --width'" \
+        in proc.stderr
     sys.path.insert(0, str(tmp_path))
     try:
         with pytest.raises(ModelLoadError, match=r"importing module 'exits_on_import' called sys.exit\(3\)"):

@@ -6,8 +6,10 @@ a `.pt2` ExportedProgram, a `.onnx` file (export-only paths), or an `nn.Module` 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
+import io
 import re
 import sys
 import warnings
@@ -164,6 +166,30 @@ def _refuse_torchscript(module: Any, where: str) -> None:
                              "nn.Module (before torch.jit.script / torch.jit.trace)")
 
 
+def _exit_said(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args), holding back what it writes to stderr until it returns; if it calls sys.exit,
+    the text stays out of the terminal and rides on the SystemExit (`_said`). argparse run on
+    edgecompress's argv printed its usage and error lines before our one-line error."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            result = fn(*args)
+    except SystemExit as e:
+        e.edgecompress_said = held.getvalue()  # type: ignore[attr-defined]
+        raise
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+    sys.stderr.write(held.getvalue())
+    return result
+
+
+def _said(e: SystemExit) -> str:
+    """The last line a module or factory wrote to stderr before sys.exit (argparse's `error: ...`)."""
+    lines = [ln.strip() for ln in getattr(e, "edgecompress_said", "").splitlines() if ln.strip()]
+    return f" after printing {lines[-1][:200]!r}" if lines else ""
+
+
 def _load_factory(
     ref: str, input_shape: tuple[int, ...] | None = None, weights: str | Path | None = None, **_: Any
 ) -> ModelSpec:
@@ -175,9 +201,9 @@ def _load_factory(
     # SystemExit too: a module or factory that parses arguments (argparse reads edgecompress's own
     # argv) or calls sys.exit ended the CLI with its raw text and exit 1, naming neither.
     try:
-        mod = importlib.import_module(mod_name)
+        mod = _exit_said(importlib.import_module, mod_name)
     except SystemExit as e:
-        raise ModelLoadError(f"MODEL {ref}: importing module {mod_name!r} called sys.exit({e.code!r}) "
+        raise ModelLoadError(f"MODEL {ref}: importing module {mod_name!r} called sys.exit({e.code!r}){_said(e)} "
                              "(keep argument parsing under `if __name__ == '__main__':`)") from e
     except Exception as e:
         raise ModelLoadError(f"MODEL {ref}: cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
@@ -187,10 +213,10 @@ def _load_factory(
     if not callable(factory):
         raise ModelLoadError(f"MODEL {ref}: {attr!r} is a {type(factory).__name__}, not callable")
     try:
-        module = factory() if not isinstance(factory, torch.nn.Module) else factory
+        module = _exit_said(factory) if not isinstance(factory, torch.nn.Module) else factory
     except SystemExit as e:
-        raise ModelLoadError(f"MODEL {ref}: calling {attr}() called sys.exit({e.code!r}); a factory must "
-                             "return the nn.Module (it takes no arguments, and argv is edgecompress's)") from e
+        raise ModelLoadError(f"MODEL {ref}: calling {attr}() called sys.exit({e.code!r}){_said(e)}; a factory "
+                             "must return the nn.Module (it takes no arguments, and argv is edgecompress's)") from e
     except Exception as e:
         raise ModelLoadError(f"MODEL {ref}: calling {attr}() failed ({type(e).__name__}: {e})") from e
     if not isinstance(module, torch.nn.Module):
