@@ -43,6 +43,24 @@ def test_prune_ratio_near_one_is_capped_not_skipped(digits_spec, ratio):
     assert any("max_layer_ratio" in w for w in p.extra["passes"][-1]["log"]["warnings"])
 
 
+@pytest.mark.parametrize(("ratio", "cap", "round_to"), [(0.85, 0.6, 8), (0.85, 0.3, None), (0.5, 0.6, None)])
+def test_global_pruning_keeps_max_layer_ratio(digits_spec, ratio, cap, round_to, capsys):
+    # Torch-Pruning's one threshold took a layer from 64 to 16 channels at cap 0.6 (round_to 8)
+    before = _widths(digits_spec)
+    p = edgecompress.prune(digits_spec, ratio=ratio, global_pruning=True, max_layer_ratio=cap, round_to=round_to,
+                           progress=False)
+    after = _widths(p)
+    assert any(after[n] < c for n, c in before.items())  # it pruned
+    for name, c in before.items():
+        assert c - after[name] <= int(c * cap + 1e-9), (name, c, after[name])
+        assert not round_to or after[name] % round_to == 0 or after[name] == c, (name, after[name])
+    gone = sum(before.values()) - sum(after.values())
+    if ratio > cap:  # the caps bind: said, with what was removed
+        assert "global pruning removed" in capsys.readouterr().err
+    else:  # they leave the global ratio alone
+        assert abs(gone / sum(before.values()) - ratio) < 0.05
+
+
 def test_prune_is_monotonic_in_ratio(digits_spec):
     from edgecompress.passes._common import model_stats
 

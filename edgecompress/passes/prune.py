@@ -8,7 +8,8 @@ groups are pruned together), or unstructured magnitude pruning as an option.
 - `importance`: magnitude (L2 of the group), taylor (|w * grad| on a few training batches) or
   bn-scale (|gamma| of the following BatchNorm). `round_to` keeps channel counts multiples of N
   (rounded to the nearest multiple, never below N; see `_kept`). No layer loses more than
-  `max_layer_ratio`; what a ratio cannot do as asked is a note in the log (`warnings`).
+  `max_layer_ratio`, with `global_pruning` too (`_CappedImportance`); what a ratio cannot do as
+  asked is a note in the log (`warnings`).
 - `ignore_stem` / `ignore_head` keep the first convolution and the last one before the classifier
   whole (the classifier itself is always kept); the EfficientNet-Lite0 recipe turns both on.
 - `steps` > 1 prunes iteratively, fine-tuning with the KD objective (`finetune_epochs`) after
@@ -238,6 +239,51 @@ def _plan(module: Any, example: Any, cfg: PruneConfig, ratio: float) -> list[dic
     return plan
 
 
+def _global_floor(channels: int, cfg: PruneConfig) -> int:
+    """The fewest channels a group keeps under global pruning: max_layer_ratio's count, rounded up
+    to a multiple of round_to (at most the group's channels)."""
+    floor = max(1, channels - int(channels * cfg.max_layer_ratio + 1e-9))
+    return min(channels, -(-floor // cfg.round_to) * cfg.round_to) if cfg.round_to else floor
+
+
+class _CappedImportance:
+    """Torch-Pruning's importance, with the channels a group must keep made unprunable (+inf).
+
+    Why: with `global_pruning` Torch-Pruning ranks every channel against one threshold and checks
+    `max_pruning_ratio` only for groups already past it, then floors kept counts to `round_to`, so
+    one layer could lose far more than max_layer_ratio (digits-cnn, ratio 0.85, cap 0.6, round_to
+    8: 64 -> 16 channels). Here each group keeps at least its cap's count, rounded *up* to a
+    multiple of round_to (Torch-Pruning's flooring then cannot go below it)."""
+
+    def __init__(self, inner: Any, plan: list[dict[str, Any]], cfg: PruneConfig) -> None:
+        self.inner = inner
+        self.floor: dict[Any, int] = {}  # out-channel module -> the fewest channels its group keeps
+        self.groups: list[tuple[int, int, list[Any]]] = []  # (channels, floor, modules)
+        for g in plan:
+            floor = _global_floor(g["channels"], cfg)
+            self.groups.append((g["channels"], floor, g["modules"]))
+            for m in g["modules"]:
+                self.floor[m] = floor
+
+    def removable(self, local: set[Any]) -> float:
+        """The largest global ratio the caps allow over the groups ranked together (not `local`):
+        a ratio past it made the threshold +inf, which prunes every channel."""
+        ranked = [(c, f) for c, f, mods in self.groups if not local.intersection(mods)]
+        total = sum(c for c, _ in ranked)
+        return max(0.0, (sum(c - f for c, f in ranked) - 0.5) / total) if total else 0.0
+
+    def __call__(self, group: Any, **kwargs: Any) -> Any:
+        import torch
+
+        imp = self.inner(group, **kwargs)
+        floor = self.floor.get(group[0].dep.target.module)
+        if imp is None or floor is None or len(imp) <= floor:
+            return imp if imp is None or floor is None else torch.full_like(imp, float("inf"))
+        imp = imp.clone()
+        imp[torch.topk(imp, floor).indices] = float("inf")  # the `floor` most important stay
+        return imp
+
+
 def _pruner(module: Any, example: Any, cfg: PruneConfig, ratio: float, steps: int,
             importance: str | None = None, plan: list[dict[str, Any]] | None = None) -> Any:
     """A Torch-Pruning MetaPruner that removes what `_plan` says.
@@ -265,8 +311,12 @@ def _pruner(module: Any, example: Any, cfg: PruneConfig, ratio: float, steps: in
     else:
         ratio = min(ratio, cfg.max_layer_ratio)
         ratios = {mods[n]: min(r, cfg.max_layer_ratio) for n, r in cfg.per_layer.items()} or None
+    imp = _importance(importance or cfg.importance)
+    if cfg.global_pruning:
+        imp = _CappedImportance(imp, plan if plan is not None else _plan(module, example, cfg, ratio), cfg)
+        ratio = min(ratio, imp.removable(set(ratios or ())))
     return tp.pruner.MetaPruner(
-        module, example, importance=_importance(importance or cfg.importance),
+        module, example, importance=imp,
         global_pruning=cfg.global_pruning, pruning_ratio=0.0 if not cfg.global_pruning else ratio,
         pruning_ratio_dict=ratios or None, max_pruning_ratio=cfg.max_layer_ratio,
         iterative_steps=steps, ignored_layers=_ignored(module, cfg),
@@ -282,12 +332,24 @@ def _prune_notes(before: dict[str, int], after: dict[str, int], plan: list[dict[
                  cfg: PruneConfig, ratio: float) -> list[str]:
     """What the ratio could not do as asked, in words (log `warnings`, printed as `note:`)."""
     notes = []
-    capped = [g["layer"] for g in plan  # the nearest count is below what max_layer_ratio lets go
-              if max(1, int(g["channels"] * (1 - g["asked"]) + 0.5))
-              < g["channels"] - int(g["channels"] * cfg.max_layer_ratio + 1e-9)]
+    if cfg.global_pruning:  # one threshold for all: the layers it would have cut past their cap
+        capped = [g["layer"] for g in plan if g["layer"] not in cfg.per_layer
+                  and after.get(g["layer"], 0) <= _global_floor(g["channels"], cfg) < g["channels"]]
+    else:
+        capped = [g["layer"] for g in plan  # the nearest count is below what max_layer_ratio lets go
+                  if max(1, int(g["channels"] * (1 - g["asked"]) + 0.5))
+                  < g["channels"] - int(g["channels"] * cfg.max_layer_ratio + 1e-9)]
     if capped:
         notes.append(f"prune.ratio {ratio}: capped at max_layer_ratio {cfg.max_layer_ratio} in "
                      f"{len(capped)} layer(s) ({', '.join(capped[:4])}{', ...' if len(capped) > 4 else ''})")
+    if cfg.global_pruning:
+        total = sum(before.values())
+        gone = total - sum(after.get(k, v) for k, v in before.items())
+        if total and abs(gone / total - ratio) > 0.02:
+            notes.append(f"prune.ratio {ratio}: global pruning removed {gone} of {total} channels "
+                         f"({gone / total:.1%}); max_layer_ratio {cfg.max_layer_ratio} and round_to "
+                         f"{cfg.round_to} decide the rest")
+        return notes
     whole = [g["layer"] for g in plan if g["kept"] == g["channels"]]
     if whole and len(whole) < len(plan):
         why = f"narrower than round_to {cfg.round_to} or " if cfg.round_to else ""
