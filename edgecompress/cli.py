@@ -10,6 +10,7 @@ import functools
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,7 +100,7 @@ def _summary(report, paths) -> None:
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2 or file.onnx")],
+    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2, file.onnx or a Hugging Face directory (hf:DIR)")],
     format: FormatOpt = ["onnx"],  # noqa: B006 - typer reads the default
     out: OutOpt = Path("edgecompress-out"),
     int8: Annotated[bool, typer.Option("--int8", help="Add int8 (and keep fp32 as the reference).")] = False,
@@ -320,7 +321,7 @@ _PASS_FLAGS = {
 
 @app.command()
 def compress(
-    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory or file.pt2")],
+    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2 or a Hugging Face directory (hf:DIR)")],
     prune: Annotated[float | None, typer.Option("--prune", help="Channel pruning ratio (0-1).")] = None,
     prune_macs: Annotated[float | None, typer.Option(
         "--prune-macs", help="Prune to remove this fraction of MACs.")] = None,
@@ -449,6 +450,10 @@ def main() -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     setup_cli_process(verbose_requested(sys.argv))
+    if "--no-progress" in sys.argv:
+        # transformers' "Loading weights" bar (and huggingface_hub's): read as they are imported,
+        # here and in the export children, which the flag's `progress=False` does not reach
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         # [issue #7] Outside standalone mode typer RETURNS the code of `typer.Exit(n)` (failed
         # artifacts: 4) and turns Ctrl-C into Exit(130) the same way; ignoring it exited 0.
@@ -458,8 +463,8 @@ def main() -> None:
         if isinstance(rv, int) and rv != 0:
             sys.exit(rv)
     except EdgeCompressError as e:
-        if _DEBUG:
-            raise
+        if _DEBUG:  # the traceback, and still the error's exit code (a bare raise exited 1)
+            traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:

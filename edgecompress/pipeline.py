@@ -63,14 +63,15 @@ class ExportJob:
 def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str, ...],
                progress: bool = True) -> list[tuple[str, str]]:
     """`formats` with each `--int8` pair of a format in `auto` replaced by that format's int8
-    precision for `spec`; a note says what changed."""
+    precision for `spec`; a note says what changed, with or without `progress` (--no-progress is
+    for bars: a build log must still learn that another precision was written)."""
     from edgecompress.exporters import FORMATS
 
     out: list[tuple[str, str]] = []
     for fmt, precision in formats:
         if precision == "int8" and fmt in auto:
             chosen = FORMATS.get(fmt).int8_precision(spec)
-            if chosen != precision and progress:
+            if chosen != precision:
                 print(f"note: --int8 on {spec.name} ({spec.task}): {fmt} uses {chosen} "
                       f"(ask for {fmt}:int8 explicitly for the other route)", file=sys.stderr)
             precision = chosen

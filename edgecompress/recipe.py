@@ -23,7 +23,7 @@ import copy
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticError
@@ -280,10 +280,19 @@ def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
 
 
 def _unique_keys_loader() -> Any:
-    """yaml's SafeLoader, refusing a key given twice in one mapping (the last one silently won)."""
+    """yaml's SafeLoader, refusing a key given twice in one mapping (the last one silently won),
+    with YAML 1.2's booleans: only true / false. PyYAML follows YAML 1.1, which read `yes`, `no`,
+    `on`, `off` as booleans before the recipe's checks (that refuse them) could see them."""
+    import re
+
     import yaml
 
     class Loader(yaml.SafeLoader):
+        yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, Any]]]] = {
+            first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }
+
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
@@ -294,6 +303,8 @@ def _unique_keys_loader() -> Any:
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
     return Loader
 
 

@@ -137,6 +137,20 @@ def test_loose_nested_and_bool_values_refused(passes, msg):
         parse_recipe({"model": "zoo:digits-cnn", "passes": passes})
 
 
+@pytest.mark.parametrize("word", ["yes", "no", "on", "off"])
+def test_yaml_1_1_booleans_in_a_recipe_file_are_refused(tmp_path, word):
+    # PyYAML read `freeze_bn: yes` as true before the checks above could see it
+    path = tmp_path / "r.yaml"
+    path.write_text(f"model: zoo:digits-cnn\npasses:\n  - distill: {{epochs: 1, freeze_bn: {word}}}\n")
+    with pytest.raises(ConfigError, match=rf"freeze_bn: '{word}' is not true or false"):
+        load_recipe(path)
+    path.write_text(f"model: zoo:digits-cnn\noptions: {{isolate: {word}}}\n")
+    with pytest.raises(ConfigError, match=r"options.isolate: Input should be a valid boolean"):
+        load_recipe(path)
+    path.write_text("model: zoo:digits-cnn\npasses:\n  - distill: {epochs: 1, freeze_bn: false}\n")
+    assert load_recipe(path).resolved()["passes"][0]["distill"]["freeze_bn"] is False
+
+
 def test_bn_recalib_auto_still_accepted():
     parse_recipe({"model": "zoo:digits-cnn", "passes": [{"distill": {"bn_recalib": "auto", "hflip": True}}]})
 

@@ -284,3 +284,14 @@ def test_bad_input(tmp, tmp_path, case_id, args, code, fragment):
     left = [p for p in out.rglob("*")] if out.exists() else []
     assert left == [], f"{case_id} left files behind: {left}"
     assert not (tmp / "PWNED").exists()  # no checkpoint ran code
+
+
+@pytest.mark.parametrize("case_id", ["unknown-precision", "unexportable-op"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp, tmp_path, case_id):
+    """`--debug` re-raised the error, so every failure exited 1 (a CI job chasing one lost 2/3/4)."""
+    _, args, code, fragment = next(c for c in CASES if c[0] == case_id)
+    out = tmp_path / "out"
+    proc = run_cli("export", *(a.format(tmp=tmp, out=out) for a in args), "--debug", cwd=ROOT)
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:") and fragment in proc.stderr
