@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from edgecompress.fileio import (
 )
 from edgecompress.models import ModelSpec, count_params_macs, load_model
 from edgecompress.report import Report, artifact_row, write_report
-from edgecompress.targets import ValidateSettings, reference_outputs, validate
+from edgecompress.targets import Measurement, ValidateSettings, reference_outputs, validate
 
 
 @dataclass
@@ -171,6 +171,37 @@ def _move_into(art: Artifact, out_dir: Path) -> Artifact:
     return replace(art, path=out_dir / main.name)
 
 
+def _relocated(m: Measurement, staging: Path, out_dir: Path) -> Measurement:
+    """A measurement taken in the staging folder, with its paths (the artifact's, and any in an
+    error or note) naming the file where it now lies."""
+    def swap(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace(str(staging), str(out_dir))
+        if isinstance(v, dict):
+            return {k: swap(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [swap(x) for x in v]
+        return v
+
+    return replace(m, **{f.name: swap(getattr(m, f.name)) for f in fields(m)})
+
+
+def _note_foreign_artifacts(out_dir: Path, artifacts: list[Artifact]) -> None:
+    """Say which model files in `out_dir` this run did not write (an earlier run's other formats):
+    they stay (edgecompress removes nothing of yours), but are in neither report nor manifest, and
+    a build step globbing `out/*.tflite` would ship them."""
+    ours = {f.name for a in artifacts for f in artifact_files(a.path, a.format)}
+    other = sorted(f.name for f in out_dir.iterdir() if f.is_file() and f.suffix in _MODEL_SUFFIXES
+                   and f.name not in ours)
+    if other:
+        print(f"note: {out_dir} also holds {len(other)} model file(s) this run did not write, listed in neither "
+              f"report.json nor manifest.json: {', '.join(other[:6])}{', ...' if len(other) > 6 else ''}",
+              file=sys.stderr)
+
+
+_MODEL_SUFFIXES = (".onnx", ".xml", ".bin", ".tflite", ".pt2", ".data")
+
+
 def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
     # [issue #7] One writer per output directory; temp files of a killed earlier run are removed.
     with output_dir(Path(job.out_dir)) as out_dir, exclusive_dir(out_dir):
@@ -235,6 +266,8 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     # Every format is exported into a staging folder inside out_dir and moved into place only
     # when all succeeded: a run failing at its third format left the first two beside an older
     # run's report, with that run's manifest already deleted. Now a failed run changes nothing.
+    # They are validated there too: moved in before validation, a run interrupted or failing while
+    # it measured left new artifacts beside the previous run's report, with no manifest.
     staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}run-", dir=out_dir))
     try:
         staged = []
@@ -242,20 +275,20 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             if job.progress:
                 print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
             staged.append(export(spec, fmt, precision, staging, calib, replace(job.options, progress=job.progress)))
+        if job.do_validate:
+            measurements = validate(staged, profile or job.target, ev, ref_out, job.settings, job.progress,
+                                    spec.task)
+        else:
+            measurements = [Measurement(artifact=a.to_dict(), target=job.target, status="not-validated")
+                            for a in staged]
         # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
         # on disk always describes a complete run (a killed run leaves none, never a stale one).
         (out_dir / "manifest.json").unlink(missing_ok=True)
         artifacts = [_move_into(a, out_dir) for a in staged]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if job.do_validate:
-        measurements = validate(artifacts, profile or job.target, ev, ref_out, job.settings, job.progress,
-                                spec.task)
-    else:
-        from edgecompress.targets import Measurement
-
-        measurements = [Measurement(artifact=a.to_dict(), target=job.target, status="not-validated")
-                        for a in artifacts]
+    measurements = [_relocated(m, staging, out_dir) for m in measurements]
+    _note_foreign_artifacts(out_dir, artifacts)
     report = Report(
         model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
                "input_shape": list(spec.input_shape), "task": spec.task,

@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgecompress.fileio import TEMP_PREFIX
+from edgecompress.targets import ValidateSettings
 from tests.conftest import ROOT
 
 EXPORT = ["export", "zoo:digits-cnn", "-f", "onnx", "-f", "openvino", "--int8", "--no-validate"]
@@ -415,3 +417,48 @@ def test_failed_run_changes_nothing_in_out_dir(tmp_path):
                   "-f", "tflite", "--no-validate", "--out", str(out), cwd=ROOT)
     assert bad.returncode == 3, bad.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_interrupt_or_failure_while_validating_changes_nothing_in_out_dir(tmp_path, digits_spec, monkeypatch,
+                                                                          failure):
+    """Artifacts were moved into --out before validation: Ctrl-C (or an error) while measuring left
+    new files beside the previous run's report, whose sha256 no longer matched, and no manifest."""
+    import edgecompress.pipeline as pipeline
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path / "out"
+    run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out, do_validate=False,
+                         progress=False))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*a, **k):
+        raise failure("stopped while validating")
+
+    monkeypatch.setattr(pipeline, "validate", boom)
+    # the same model with other weights: a new file of the same name
+    other = pipeline.replace(digits_spec, module=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)))
+    with pytest.raises(failure):
+        run_export(ExportJob(model=other, formats=[("onnx", "fp32")], out_dir=out, progress=False))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    fresh = tmp_path / "fresh"
+    with pytest.raises(failure):
+        run_export(ExportJob(model=other, formats=[("onnx", "fp32")], out_dir=fresh, progress=False))
+    assert not fresh.exists()  # the directory the run made is gone again
+
+
+def test_validated_in_staging_reports_the_final_paths(tmp_path, digits_spec, capsys):
+    """Measured where they were exported, the rows name the files where they end up; model files
+    an earlier run left in --out are noted (they are in neither report nor manifest)."""
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old-int8.tflite").write_bytes(b"an earlier run's")
+    report, _ = run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out, progress=False,
+                                     settings=ValidateSettings(runs=2, warmup=0, rounds=1)))
+    paths = [a["path"] for a in report.artifacts]
+    assert paths == [str(out / "digits-cnn-fp32.onnx")] and report.artifacts[0]["status"] == "ok"
+    assert TEMP_PREFIX not in json.dumps(json.loads((out / "report.json").read_text()))
+    assert "holds 1 model file(s) this run did not write, listed in neither report.json nor manifest.json: " \
+           "old-int8.tflite" in capsys.readouterr().err
