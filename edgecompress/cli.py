@@ -9,6 +9,7 @@ import contextlib
 import functools
 import os
 import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -31,9 +32,23 @@ _DEBUG = False
 _ANSWER = None  # the real stdout while a command runs with everything else sent to stderr
 
 
+class StdoutClosed(EdgeCompressError):
+    """The reader of stdout went away before the answer (`| head -0`); the shell's code for SIGPIPE."""
+
+    exit_code = 141
+
+
 def _answer(text: str) -> None:
     """The command's answer (a report path, a listing) on stdout, where build scripts read it."""
-    typer.echo(text, file=_ANSWER or sys.stdout)
+    out = _ANSWER or sys.stdout
+    try:
+        typer.echo(text, file=out)
+    except BrokenPipeError:
+        # click turned this into a silent exit 1 after the whole run had completed and written
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # nothing more to flush there
+        raise StdoutClosed("stdout was closed before the answer could be written (the run itself completed)") \
+            from None
 
 
 def _stdout_for_answers(fn):
@@ -62,7 +77,14 @@ def _formats_help() -> str:
 
 FormatOpt = Annotated[list[str], typer.Option(
     "--format", "-f", help=f"Format, or format:precision. Repeatable. Registered: {_formats_help()}.")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.")]
+def _expand_user(path: Path) -> Path:
+    """`--out '~/x'` (quoted in a build file, so no shell expanded it) made a folder named `~`;
+    --calib / --eval paths are expanded too."""
+    return path.expanduser()
+
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.",
+                                      callback=_expand_user)]
 RoundsOpt = Annotated[int, typer.Option(help="Latency rounds: every artifact is timed this many times, interleaved, in fresh processes; each figure is the median of the rounds'.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (build logs, CI).")]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
@@ -438,6 +460,25 @@ INTERRUPTED = ("interrupted: stopped cleanly (nothing half-written; reports and 
                "same command to resume (fine-tuning restarts from the last checkpoint it kept in --out)")
 
 
+_TERMINATED = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a cancelled CI job, `timeout`, `docker stop`) stops the run as Ctrl-C does: the
+    same cleanup (staging folder, temp files, an --out the run made, bench and export children).
+    It killed the process outright before, leaving all of those. A second SIGTERM kills."""
+    global _TERMINATED
+    _TERMINATED = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
+def _stopped() -> None:
+    """One line and the shell's code for the signal: 130 for Ctrl-C, 143 for SIGTERM."""
+    typer.echo(INTERRUPTED.replace("interrupted:", "terminated (SIGTERM):") if _TERMINATED else INTERRUPTED, err=True)
+    sys.exit(143 if _TERMINATED else 130)
+
+
 for _typer in (app, data_app):
     for _info in _typer.registered_commands:
         _info.callback = _stdout_for_answers(_info.callback)
@@ -457,9 +498,10 @@ def main() -> None:
     try:
         # [issue #7] Outside standalone mode typer RETURNS the code of `typer.Exit(n)` (failed
         # artifacts: 4) and turns Ctrl-C into Exit(130) the same way; ignoring it exited 0.
+        signal.signal(signal.SIGTERM, _on_sigterm)
         rv = app(standalone_mode=False, prog_name="edgecompress")
         if rv == 130:
-            typer.echo(INTERRUPTED, err=True)
+            _stopped()
         if isinstance(rv, int) and rv != 0:
             sys.exit(rv)
     except EdgeCompressError as e:
@@ -470,8 +512,7 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        typer.echo(INTERRUPTED, err=True)
-        sys.exit(130)
+        _stopped()
     except Exception as e:  # click usage errors and the like
         # typer 0.29 vendors click (typer._click): its usage errors are not click's classes, so
         # they are recognised by what they offer. An unknown option printed a traceback before.
@@ -486,8 +527,7 @@ def main() -> None:
                 typer.echo(f"error: {usage.format_message().rstrip('.')}{hint}", err=True)
             sys.exit(usage.exit_code)
         if type(e).__name__ == "Abort":  # click / typer turn Ctrl-C into Abort
-            typer.echo(INTERRUPTED, err=True)
-            sys.exit(130)
+            _stopped()
         raise
 
 

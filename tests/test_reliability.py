@@ -462,3 +462,38 @@ def test_validated_in_staging_reports_the_final_paths(tmp_path, digits_spec, cap
     assert TEMP_PREFIX not in json.dumps(json.loads((out / "report.json").read_text()))
     assert "holds 1 model file(s) this run did not write, listed in neither report.json nor manifest.json: " \
            "old-int8.tflite" in capsys.readouterr().err
+
+
+def _procs_naming(text: str) -> list[int]:
+    """PIDs whose command line mentions `text` (a bench child left running names its artifact)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if text.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_sigterm_while_validating_cleans_up_like_ctrl_c(tmp_path):
+    """SIGTERM (a cancelled CI job, `timeout`) killed the CLI outright: the staging folder and the
+    --out it made stayed, and the bench child ran on alone. Now: the Ctrl-C cleanup, exit 143."""
+    out = tmp_path / "out"
+    with open(tmp_path / "stderr", "w") as log:
+        proc = _popen("export", "zoo:digits-cnn", "-f", "onnx", "--runs", "1000000", "--warmup", "0", "--rounds",
+                      "1", "--out", str(out), stderr=log)
+        end = time.monotonic() + 300
+        while not _procs_naming(str(out) + "/") and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.5)  # until the benchmark child runs (it names the staged artifact)
+        assert _procs_naming(str(out) + "/"), (tmp_path / "stderr").read_text()[-2000:]
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    err = (tmp_path / "stderr").read_text()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM): stopped cleanly"), err[-2000:]
+    assert not out.exists()
+    time.sleep(1)
+    assert _procs_naming(str(out) + "/") == []

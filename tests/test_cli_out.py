@@ -1,0 +1,36 @@
+"""The CLI's answer and its --out, as build scripts use them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_out_with_a_quoted_tilde_goes_to_home(tmp_path):
+    """`--out '~/x'` (quoted in a build file, so no shell expanded it) made a folder named `~`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "HOME": str(home), "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "zoo:digits-cnn", "--no-validate",
+                        "--no-progress", "--out", "~/x"], cwd=work, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == str(home / "x" / "report.html")
+    assert (home / "x" / "manifest.json").is_file() and not (work / "~").exists()
+
+
+def test_closed_stdout_is_said_not_a_silent_exit_1(tmp_path):
+    """`edgecompress export ... | head -0`: the answer cannot be written; the run completed."""
+    r = subprocess.run(f"{sys.executable} -m edgecompress.cli export zoo:digits-cnn --no-validate --no-progress "
+                       f"--out {tmp_path / 'o'} | head -c 0; exit ${{PIPESTATUS[0]}}", shell=True,
+                       executable="/bin/bash", cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 141, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == ("error: stdout was closed before the answer could be written "
+                                                 "(the run itself completed)")
+    assert (tmp_path / "o" / "manifest.json").is_file()
