@@ -5,7 +5,15 @@ Public names are imported lazily (module-level __getattr__) so `import edgecompr
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# ONNX Runtime 1.32 keeps usage telemetry (1DS: a device ID and a queue of events naming the
+# executable, distro and CPU, in ~/.cache/Microsoft/DeveloperTools/.onnxruntime) unless this is set
+# before onnxruntime is imported; `ort.disable_telemetry_events()` did not stop it. A build tool
+# must not phone home unasked (as for OpenVINO, targets/bench.py `decline_openvino_telemetry`); a
+# value the user set is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # `validate` comes from its defining module: imported from edgecompress.targets, mypy took it for the
 # submodule edgecompress.targets.validate and typed edgecompress.validate as a module.

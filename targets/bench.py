@@ -21,6 +21,10 @@ import sys
 import time
 from typing import Any
 
+# before onnxruntime is imported: no usage telemetry unasked (see edgecompress/__init__.py; this
+# file also runs alone on devices)
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 
 def _status_mb(key: str) -> float:
     try:

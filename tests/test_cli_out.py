@@ -34,3 +34,24 @@ def test_closed_stdout_is_said_not_a_silent_exit_1(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == ("error: stdout was closed before the answer could be written "
                                                  "(the run itself completed)")
     assert (tmp_path / "o" / "manifest.json").is_file()
+
+
+def test_no_onnxruntime_telemetry_unasked(tmp_path):
+    """ONNX Runtime 1.32 kept a device ID and a queue of usage events under ~/.cache/Microsoft on
+    every run (CLI, Python API and the bench child) unless ORT_DISABLE_TELEMETRY=1."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), PYTHONWARNINGS="ignore")
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "zoo:digits-cnn", "-f", "onnx", "--int8",
+                        "--runs", "2", "--warmup", "0", "--rounds", "1", "--no-progress", "--out",
+                        str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    script = ("import edgecompress, onnxruntime as ort; "
+              f"ort.InferenceSession({str(tmp_path / 'o' / 'digits-cnn-int8.onnx')!r})")
+    assert subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=300).returncode == 0
+    assert not (home / ".cache" / "Microsoft").exists()
+    # the check can fail: without the setting, ONNX Runtime writes there
+    script = f"import onnxruntime as ort; ort.InferenceSession({str(tmp_path / 'o' / 'digits-cnn-fp32.onnx')!r})"
+    assert subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=300).returncode == 0
+    assert (home / ".cache" / "Microsoft" / "DeveloperTools" / ".onnxruntime" / "deviceid").is_file()
