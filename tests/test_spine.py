@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,7 @@ def test_report_files_parse(tmp_path, digits_spec):
     # read back, the paths resolve from the report's folder, wherever the reader runs
     assert all(Path(a["path"]).is_file() for a in Report.load(paths["json"]).artifacts)
     assert data["versions"]["onnxruntime"] and data["machine"]["cores"] >= 1 and data["command"] == "pytest"
+    assert data["cwd"] == os.getcwd()  # relative paths in the command are relative to it
     assert data["reference"]["top1"] >= 0.97
     html = paths["html"].read_text()
     assert "<table>" in html and "data:image/png;base64," in html and "onnx" in html

@@ -75,6 +75,13 @@ def machine() -> dict[str, Any]:
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was removed under us
+        return ""
+
+
 @dataclass
 class Report:
     """What report.json holds: the model, the target, one row per artifact (`artifact_row`), the
@@ -88,6 +95,8 @@ class Report:
     data: dict[str, Any] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)  # compression passes, in order
     command: str = ""
+    # where the command ran: its relative paths (--calib, --out, data sources) are relative to it
+    cwd: str = field(default_factory=lambda: _cwd())
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     machine: dict[str, Any] = field(default_factory=machine)
     versions: dict[str, str] = field(default_factory=versions)

@@ -279,6 +279,8 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     items.append(("versions", ", ".join(f"{k} {v}" for k, v in report.versions.items())))
     items.append(("created", report.created))
     items.append(("command", f"`{report.command}`" if report.command else "—"))
+    if report.cwd:
+        items.append(("run in", f"`{report.cwd}`"))
     return items
 
 
