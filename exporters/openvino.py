@@ -194,19 +194,22 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
         # [issue #6] The full bias correction hurt MiniLM here (embedding cosine vs fp32 0.90
         # mean, 0.995 with the fast one): encoders default to the fast variant.
         kwargs["fast_bias_correction"] = options.extra.get("ov_fast_bias_correction", True)
-    from tqdm.auto import tqdm
+    from edgecompress.progress import bar
 
     names = [i.get_any_name() for i in model.inputs]
 
     def transform(x: Any) -> Any:
         return {n: x[n] for n in names} if isinstance(x, dict) else x
 
-    ds = nncf.Dataset(tqdm(batches, desc="calibrating (nncf)", leave=False, disable=not options.progress), transform)
+    calib_bar = bar(total=len(batches), desc="calibrating (nncf)", leave=False, disable=not options.progress)
+    ds = nncf.Dataset(_Counted(batches, calib_bar), transform)
     try:
         with _nncf_progress(options.progress):
             qmodel = nncf.quantize(model, ds, **kwargs)
     except Exception as e:
         raise ExportError(f"openvino int8 quantization of {spec.name} failed: {_first_line(e)}") from e
+    finally:
+        calib_bar.close()  # (if NNCF never iterated the samples)
     if not any(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ordered_ops()):
         # NNCF placed no quantizer (it found nothing it quantizes): the IR would be float.
         raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: NNCF placed no FakeQuantize, "
@@ -243,12 +246,36 @@ def _refuse_nothing_to_quantize(model: Any, spec: ModelSpec, float_layers: list[
                           "lower --float-first, or export fp32")
 
 
+class _Counted:
+    """The calibration samples for nncf.Dataset, counted on `bar` as NNCF takes them. NNCF reads
+    them through islice(subset_size), which stops right after handing out the last one, before a
+    tqdm-wrapped iterable would count it: the bar (and, in a log, its completion line) ended at
+    1346/1347. Re-iterable like the tqdm it replaces: passes after the first are not counted."""
+
+    def __init__(self, items: list[Any], bar: Any) -> None:
+        self._items = items
+        self._bar = bar
+
+    def __len__(self) -> int:  # NNCF's Dataset.get_length
+        return len(self._items)
+
+    def __iter__(self) -> Any:
+        try:
+            for item in self._items:
+                self._bar.update(1)  # a no-op once the bar is closed
+                yield item
+        finally:  # also when NNCF's islice drops this generator after the last sample
+            self._bar.close()
+
+
 @contextlib.contextmanager
 def _nncf_progress(enabled: bool) -> Any:
     """NNCF draws its own rich progress bars ("Statistics collection", "Applying Bias correction")
     whatever the caller asked; with progress off (--no-progress) make every `track` it builds
     meanwhile a disabled one. Its modules import the class by name, so the class itself is
-    patched, and restored after."""
+    patched, and restored after. With progress on and stderr a file or pipe they need nothing:
+    rich redraws only on a terminal and otherwise prints each bar once, finished, as a line of
+    its own (edgecompress.progress's rule; tests/test_progress.py checks the export's stderr)."""
     if enabled:
         yield
         return

@@ -182,10 +182,10 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
         inputs = _inputs_file(eval_data, Path(td)) if eval_data is not None else None
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from edgecompress.progress import bar as progress_bar
 
-            bar = tqdm(total=len(artifacts) * settings.rounds, desc=f"validating on {profile.name}",
-                       unit="run", leave=False)
+            bar = progress_bar(total=len(artifacts) * settings.rounds, desc=f"validating on {profile.name}",
+                               unit="run", leave=False)
         requests: list[BenchRequest] = []
         for i, art in enumerate(artifacts):
             fmt = FORMATS.get(art.format)

@@ -93,10 +93,9 @@ class Dataset:
         n = len(self)
         starts = range(0, n, batch_size)
         if desc and progress:
-            from tqdm.auto import tqdm
+            from edgecompress.progress import bar
 
-            starts = tqdm(starts, desc=desc, unit="batch", total=math.ceil(n / batch_size),
-                          leave=False)
+            starts = bar(starts, desc=desc, unit="batch", total=math.ceil(n / batch_size), leave=False)
         for s in starts:
             yield self.take(slice(s, s + batch_size)).x
 
@@ -320,12 +319,11 @@ def _decode(path: Path, transform: Transform) -> np.ndarray:
 def load_images(files: Sequence[Path], transform: Transform, desc: str = "images",
                 progress: bool = True) -> np.ndarray:
     """Decode and preprocess images in parallel (PIL releases the GIL while decoding)."""
-    from tqdm.auto import tqdm
+    from edgecompress.progress import bar
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         it = pool.map(lambda p: _decode(p, transform), files)
-        arrays = list(tqdm(it, total=len(files), desc=desc, unit="img", leave=False,
-                           disable=not progress))
+        arrays = list(bar(it, total=len(files), desc=desc, unit="img", leave=False, disable=not progress))
     odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
     if odd is not None:
         raise DataError(f"{files[odd]}: gives shape {arrays[odd].shape} after preprocessing, "

@@ -287,16 +287,16 @@ def sensitivity(module: Any, chains: list[Chain], eqs: list[tuple], probe: list[
     simulated by the refit weights (zero columns), so the model is not restructured; it is
     restored after each trial."""
     import torch
-    from tqdm.auto import tqdm
 
     from edgecompress.passes._blocks import _damage
+    from edgecompress.progress import bar
 
     with torch.no_grad():
         ref = [module(b).float() for b in probe]
     probe_np = [b.numpy() for b in probe]  # _damage takes numpy batches, as block removal scores them
     curves = []
-    for ch, floor, (g, c, _var) in tqdm(list(zip(chains, floors, eqs, strict=True)),
-                                        desc="prune (reconstruct): sensitivity", unit="chain", disable=not progress):
+    for ch, floor, (g, c, _var) in bar(list(zip(chains, floors, eqs, strict=True)),
+                                       desc="prune (reconstruct): sensitivity", unit="chain", disable=not progress):
         consumer = module.get_submodule(ch.consumer)
         keeps = sorted({max(kept_channels(ch.channels, r, round_to, 1.0), floor) for r in levels} - {ch.channels})
         path = obs_path(g, c, keeps, _output_weights(module, ch, c.shape[1]), damp)
@@ -414,11 +414,11 @@ def _cut(module: Any, orig: Any, dg: Any, chains: list[Chain], keeps: list[int],
     """Cut each chain to its kept count in forward order, refitting its consumer toward the
     original model's output. `alive` maps a layer cut before (an earlier round) to its original
     output channels still present; it is updated."""
-    from tqdm.auto import tqdm
+    from edgecompress.progress import bar
 
     log = []
-    for ch, keep in tqdm(list(zip(chains, keeps, strict=True)), desc="prune (reconstruct)", unit="chain",
-                         disable=not progress):
+    for ch, keep in bar(list(zip(chains, keeps, strict=True)), desc="prune (reconstruct)", unit="chain",
+                        disable=not progress):
         if keep >= ch.channels:
             continue
         cols = alive.get(ch.consumer)

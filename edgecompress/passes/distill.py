@@ -440,9 +440,9 @@ def finetune(
                 start = 0
         bar = None
         if progress and start < cfg.epochs:
-            from tqdm.auto import tqdm
+            from edgecompress.progress import bar as progress_bar
 
-            bar = tqdm(total=(cfg.epochs - start) * per_epoch, desc=desc, unit="batch", leave=False)
+            bar = progress_bar(total=(cfg.epochs - start) * per_epoch, desc=desc, unit="batch", leave=False)
         last = float("nan")
         for epoch in range(start, cfg.epochs):
             _set_mode(student, True)
