@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, InputFileError
+from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError
 
 if TYPE_CHECKING:
     from edgecompress.exporters import Artifact
@@ -196,17 +197,59 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str]:
     return (row.get("target", ""), row["format"], row["precision"])
 
 
-def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: str,
-                     threshold: float = 0.05) -> dict[str, Any]:
-    """Regressions of `report` against a baseline report dict (relative change > threshold)."""
-    old = {_key(r): r for r in baseline.get("artifacts", []) if r.get("status") == "ok"}
-    regressions, changes, unmatched = [], [], []
-    for row in report.artifacts:
-        if row.get("status") != "ok":
+def _shown_path(row: dict[str, Any], out_dir: Path | None) -> str:
+    """The row's file as report.json writes its `path` (relative to the report's folder when the
+    file is inside it, else absolute), so a gate or baseline entry can be joined to its artifact
+    row: two files of one format and precision (a.onnx, b.onnx) had identical entries."""
+    p = row.get("path")
+    if not p:
+        return ""
+    if out_dir is None:
+        return str(p)
+    full, root = Path(p).resolve(), Path(out_dir).resolve()
+    return Path(os.path.relpath(full, root)).as_posix() if full.is_relative_to(root) else str(full)
+
+
+def _match_baseline(rows: list[dict[str, Any]], old_rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """The baseline row of each row: by target/format/precision, as always, when that names one row
+    on each side (a baseline written before the files were renamed still matches); when several
+    files share it, by file name, then by full path. Ambiguous stays unmatched: the rows of a.onnx
+    and b.onnx (both onnx fp32) overwrote each other and b was compared with a's figures."""
+    def name(r: dict[str, Any]) -> str:
+        return Path(str(r.get("path") or "")).name
+
+    def full(r: dict[str, Any]) -> str:
+        return str(Path(str(r.get("path") or "")).resolve())
+
+    out: list[dict[str, Any] | None] = []
+    for row in rows:
+        same = [r for r in rows if _key(r) == _key(row)]
+        cands = [r for r in old_rows if _key(r) == _key(row)]
+        if len(same) == 1 and len(cands) == 1:
+            out.append(cands[0])
             continue
-        base = old.get(_key(row))
+        found = None
+        for ident in (name, full):
+            if ident(row) and sum(ident(r) == ident(row) for r in same) == 1:
+                hits = [r for r in cands if ident(r) == ident(row)]
+                if len(hits) == 1:
+                    found = hits[0]
+                    break
+        out.append(found)
+    return out
+
+
+def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: str,
+                     threshold: float = 0.05, out_dir: Path | None = None) -> dict[str, Any]:
+    """Regressions of `report` against a baseline report dict (relative change > threshold).
+    `out_dir`: the report's folder, for the file each entry names (as report.json gives it)."""
+    old_rows = [r for r in baseline.get("artifacts", []) if r.get("status") == "ok"]
+    rows = [r for r in report.artifacts if r.get("status") == "ok"]
+    regressions, changes, unmatched = [], [], []
+    for row, base in zip(rows, _match_baseline(rows, old_rows), strict=True):
+        file = _shown_path(row, out_dir)
         if base is None:
-            unmatched.append("/".join(_key(row)))
+            unmatched.append("/".join(_key(row)) + (f" ({file})" if file else ""))
             continue
         for label, path, worse in _COMPARED:
             new_v, old_v = _get(row, path), _get(base, path)
@@ -219,11 +262,12 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
             # qemu-user (issue #5 arm64 check): an emulated latency is labelled like an estimate
             if label == "latency p50" and "emulated" in (row.get("latency_kind"), base.get("latency_kind")):
                 kind = "emulated"
-            entry = {"artifact": "/".join(_key(row)), "metric": label, "old": old_v, "new": new_v,
-                     "change": rel, "latency_kind": kind}
+            entry = {"artifact": "/".join(_key(row)), "file": file, "metric": label, "old": old_v,
+                     "new": new_v, "change": rel, "latency_kind": kind}
             changes.append(entry)
             if (rel > threshold if worse == "up" else rel < -threshold):
-                regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}: "
+                regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}"
+                                   + (f" ({file})" if file else "") + ": "
                                    f"{label} {old_v:.4g} -> {new_v:.4g} ({100 * rel:+.1f} %)"
                                    + (f" [{kind}]" if kind != "measured" else ""))
     compared = [label for label, _, _ in _COMPARED if any(c["metric"] == label for c in changes)]
@@ -298,10 +342,11 @@ def _check_gate_path(g: Gate) -> None:
                           "drift.top1_agreement, ...")
 
 
-def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
+def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = None) -> list[str]:
     """One message per failing (gate, artifact); a gate that names no metric present is an error.
     The outcome per gate and artifact is also recorded in `report.gates` (report.json / .md /
-    .html), so a reader of the report sees which gate failed where, not only the exit code."""
+    .html), so a reader of the report sees which gate failed where, not only the exit code.
+    Each names the artifact's file (`out_dir`: the report's folder, which paths are relative to)."""
     failures = []
     report.gates = []
     for g in gates:
@@ -312,11 +357,12 @@ def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
                 continue
             seen = True
             failed = _OPS[g.op](v, g.value)
-            report.gates.append({"gate": g.text, "artifact": "/".join(_key(row)), "value": v,
-                                 "passed": not failed})
+            file = _shown_path(row, out_dir)
+            report.gates.append({"gate": g.text, "artifact": "/".join(_key(row)),
+                                 **({"file": file} if file else {}), "value": v, "passed": not failed})
             if failed:
-                failures.append(f"gate failed: {g.text} ({row['format']} {row['precision']} on "
-                                f"{row.get('target', '')}: {'.'.join(g.path)} = {v:.4g})")
+                failures.append(f"gate failed: {g.text} ({file + ', ' if file else ''}{row['format']} "
+                                f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = {v:.4g})")
         if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
             # (with failed rows the failures are the news: the CLI exits 4 with their table)
             raise ConfigError(f"--fail-on {g.text!r}: no artifact in the report has a numeric "
@@ -327,6 +373,37 @@ def evaluate_gates(report: Report, gates: list[Gate]) -> list[str]:
 
 
 # ---- the whole command ---------------------------------------------------------------------------
+
+def _refuse_export_dir(out_dir: Path) -> None:
+    """--out holding an export's report is refused: validate replaced its report.json / .md / .html
+    and dropped report.png, losing the export's top-1, calibration data and compression steps
+    without a word. Told apart by the report's own fields: every export (`export`, `demo`, `run`,
+    `compress`) records its calibration data under data.calib (None without int8), a recipe its
+    steps; validate writes neither, so a previous `validate --out` is overwritten as before."""
+    report = Path(out_dir) / "report.json"
+    try:  # is_file() raises on a name too long or with a NUL: output_dir says that in one line
+        if not report.is_file():
+            return
+        manifest = (Path(out_dir) / "manifest.json").is_file()
+    except (OSError, ValueError):
+        return
+    try:
+        d = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: JSON and UTF-8 decoding
+        d = None
+    if isinstance(d, dict):
+        data = d.get("data")
+        if not ((isinstance(data, dict) and "calib" in data) or d.get("steps")):
+            return
+        what = "an export's report (report.json written by export / run / compress)"
+    elif manifest:  # cannot tell who wrote it: the export's, for all we know
+        what = "an export's manifest.json and a report.json validate did not write"
+    else:
+        return
+    shown = Path(out_dir) if Path(out_dir).name not in ("", "..") else Path(out_dir).absolute()
+    raise OutputError(f"--out {out_dir}: holds {what}; validate would replace it: pass another --out "
+                      f"(e.g. --out {shown}-validate)")
+
 
 def _check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:
     """A gate nothing will measure cannot pass or fail: refused before any work (it was refused
@@ -399,13 +476,14 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                        threshold: float = 0.05, progress: bool = True) -> tuple[Report, dict, list[str]]:
     """Validate existing artifacts on `target`; write the report; return it, its paths and the
     gate failures (the caller decides the exit code)."""
-    from edgecompress.fileio import output_dir
+    from edgecompress.fileio import exclusive_dir, output_dir, remove_stale_temps
     from edgecompress.report import Report, artifact_row, write_report
     from edgecompress.targets import ValidateSettings, get_target, validate
     from edgecompress.targets.metrics import classification_metrics
     from edgecompress.targets.validate import _inputs_file
 
     gates = parse_gates(fail_on or [])  # a malformed gate fails before anything runs
+    _refuse_export_dir(Path(out_dir))  # before any work; checked again under the lock
     if not 0 <= threshold <= 1:  # also NaN; -1 made an unchanged run a regression, 5 meant 500 %
         raise ConfigError(f"--threshold {threshold}: a relative change between 0 and 1 (0.05 = 5 %)")
     profile = get_target(target)
@@ -426,8 +504,11 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
 
         base = _R.load(baseline).to_dict()
     # a failed run (bad --eval data, an unreachable device) removes the folder it made: it left an
-    # empty --out behind
-    with output_dir(Path(out_dir)) as out_dir:
+    # empty --out behind. One writer per folder, as for export: an export and a validate (or two
+    # validates) into one --out both exited 0 and one report was silently lost.
+    with output_dir(Path(out_dir)) as out_dir, exclusive_dir(out_dir):
+        _refuse_export_dir(out_dir)  # an export may have finished there since the check above
+        remove_stale_temps(out_dir)  # a killed run's temp files: no live writer owns them now
         model = dict((source or {}).get("model", {})) or {"name": Path(arts[0].path).stem}
         ev, ref, reference, ref_source = None, None, {}, ""
         from edgecompress.targets.runners.estimate import runner_name_for
@@ -466,9 +547,9 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                   **({"skipped": skipped} if skipped else {})},
             command=command)
         if base is not None:
-            report.baseline = compare_baseline(report, base, str(baseline), threshold)
+            report.baseline = compare_baseline(report, base, str(baseline), threshold, out_dir)
         try:
-            failures = evaluate_gates(report, gates)  # before writing: the report records the outcome
+            failures = evaluate_gates(report, gates, out_dir)  # before writing: the report records the outcome
         except ConfigError:  # a gate no artifact could answer: the measurements are still written
             write_report(report, out_dir)
             raise

@@ -312,8 +312,11 @@ _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an 
 
 
 def _gate_rows(report: Report) -> list[dict[str, str]]:
-    return [{"gate": g["gate"], "artifact": g["artifact"], "value": f"{g['value']:.4g}",
-             "status": "ok (passed)" if g["passed"] else "FAILED"} for g in report.gates]
+    # the file too (validate records it): two files of one format and precision read the same
+    files = any(g.get("file") for g in report.gates)
+    return [{"gate": g["gate"], "artifact": g["artifact"], **({"file": g.get("file", "")} if files else {}),
+             "value": f"{g['value']:.4g}", "status": "ok (passed)" if g["passed"] else "FAILED"}
+            for g in report.gates]
 
 
 def _baseline_scope(report: Report) -> str:

@@ -1,0 +1,211 @@
+"""`edgecompress validate --out`: an export's report is never replaced, one writer per folder, and
+gates / baseline rows name the artifact's file (two files of one format and precision collided)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from edgecompress.errors import OutputError
+
+
+def _settings():
+    from edgecompress.targets import ValidateSettings
+
+    return ValidateSettings(runs=3, warmup=1, rounds=1)
+
+
+def _validate(paths, out, **kw):
+    from edgecompress.targets.device_report import validate_artifacts
+
+    return validate_artifacts([Path(p) for p in paths], "x86-local", Path(out), settings=_settings(),
+                              progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def export_dir(digits_spec, tmp_path_factory):
+    """A real export (report.json, manifest.json); fp32 only and not validated: fast."""
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path_factory.mktemp("exp")
+    run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out, do_validate=False,
+                         progress=False))
+    return out
+
+
+def _snapshot(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def _no_work(monkeypatch):
+    """Fail the test if validate loads or measures anything (the refusal comes before any work)."""
+    import edgecompress.targets
+    from edgecompress.targets import device_report
+
+    def boom(*a, **k):
+        raise AssertionError("validate did work before refusing --out")
+
+    monkeypatch.setattr(device_report, "load_artifacts", boom)
+    monkeypatch.setattr(edgecompress.targets, "validate", boom)
+
+
+# ---- 1. an export's report is not replaced -------------------------------------------------------
+
+def test_out_holding_an_export_report_is_refused_before_any_work(export_dir, monkeypatch):
+    before = _snapshot(export_dir)
+    _no_work(monkeypatch)
+    with pytest.raises(OutputError, match=r"^--out .*: holds an export's report .*pass another --out"):
+        _validate([export_dir], export_dir)
+    assert _snapshot(export_dir) == before  # report.json / md / html / manifest untouched
+
+
+def test_out_holding_an_export_report_cli_one_line(export_dir):
+    before = _snapshot(export_dir)
+    r = run_cli("validate", str(export_dir), "--out", str(export_dir), "--runs", "3", "--warmup", "1",
+                "--rounds", "1", "--no-progress")
+    assert r.returncode == 2, r.stderr[-1500:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: --out {export_dir}: holds an export's report"), lines
+    assert "another --out" in lines[0] and "Traceback" not in r.stderr
+    assert _snapshot(export_dir) == before
+
+
+def test_recipe_report_and_unreadable_report_beside_manifest_are_refused(tmp_path, monkeypatch):
+    _no_work(monkeypatch)
+    recipe = tmp_path / "recipe"  # `edgecompress run` of a recipe without export: steps, no manifest
+    recipe.mkdir()
+    (recipe / "report.json").write_text(json.dumps({"model": {}, "target": "x86-local", "artifacts": [],
+                                                    "data": {"eval": None, "eval_n": 0},
+                                                    "steps": [{"name": "original"}]}))
+    with pytest.raises(OutputError, match="holds an export's report"):
+        _validate([tmp_path / "x.onnx"], recipe)
+    odd = tmp_path / "odd"  # cannot tell who wrote it, and a manifest says an export lives here
+    odd.mkdir()
+    (odd / "report.json").write_text("not json")
+    (odd / "manifest.json").write_text('{"artifacts": []}')
+    with pytest.raises(OutputError, match=r"manifest\.json and a report\.json validate did not write"):
+        _validate([tmp_path / "x.onnx"], odd)
+    assert (odd / "report.json").read_text() == "not json"
+
+
+def test_a_validate_report_folder_is_overwritten_as_before(export_dir, tmp_path):
+    out = tmp_path / "v"
+    _validate([export_dir], out)
+    first = json.loads((out / "report.json").read_text())["created"]
+    report, _, _ = _validate([export_dir / "digits-cnn-fp32.onnx"], out)  # no refusal
+    assert json.loads((out / "report.json").read_text())["artifacts"][0]["path"].endswith("digits-cnn-fp32.onnx")
+    assert report.created >= first
+
+
+# ---- 2. one writer per --out ---------------------------------------------------------------------
+
+def test_second_writer_is_refused_with_the_export_message(export_dir, tmp_path):
+    from edgecompress.fileio import exclusive_dir
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with exclusive_dir(out), pytest.raises(OutputError, match="another edgecompress run is writing there"):
+        _validate([export_dir], out)  # e.g. an export (or a validate) writing there now
+    assert list(out.iterdir()) == []  # nothing written
+
+
+def test_validate_holds_the_lock_while_it_measures(export_dir, digits_spec, tmp_path, monkeypatch):
+    """An export started into --out while validate measures is refused (both exited 0, one report lost)."""
+    import edgecompress.targets
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path / "v"
+    real = edgecompress.targets.validate
+    seen: list[str] = []
+
+    def measuring(*a, **k):
+        try:
+            run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out,
+                                 do_validate=False, progress=False))
+        except OutputError as e:
+            seen.append(str(e))
+        return real(*a, **k)
+
+    monkeypatch.setattr(edgecompress.targets, "validate", measuring)
+    _validate([export_dir], out)
+    assert len(seen) == 1 and "another edgecompress run is writing there" in seen[0], seen
+    assert not (out / "manifest.json").exists()  # the export wrote nothing
+    assert "calib" not in json.loads((out / "report.json").read_text())["data"]  # validate's report
+
+
+# ---- 3. gates and baseline rows name the file ----------------------------------------------------
+
+@pytest.fixture
+def two_same(export_dir, tmp_path):
+    """Two files of one format and precision, inside the report folder's parent (tmp_path/m)."""
+    (tmp_path / "m").mkdir()
+    for n in ("a.onnx", "b.onnx"):
+        shutil.copy(export_dir / "digits-cnn-fp32.onnx", tmp_path / "m" / n)
+    return tmp_path / "m" / "a.onnx", tmp_path / "m" / "b.onnx"
+
+
+def test_gates_name_the_file(two_same, tmp_path):
+    a, b = two_same
+    out = tmp_path / "v"
+    _, _, failures = _validate([a, b], out, fail_on=["size_bytes>100"])
+    assert len(failures) == 2
+    assert str(a) in failures[0] and str(b) in failures[1]  # outside --out: absolute
+    gates = json.loads((out / "report.json").read_text())["gates"]
+    assert [g["file"] for g in gates] == [str(a), str(b)]
+    assert all(g["artifact"] == "x86-local/onnx/fp32" for g in gates)  # unchanged, for existing readers
+    rows = json.loads((out / "report.json").read_text())["artifacts"]
+    assert [g["file"] for g in gates] == [r["path"] for r in rows]  # joinable to the artifact rows
+    md = (out / "report.md").read_text()  # and the report's gate table tells the two apart
+    assert f"| size_bytes>100 | x86-local/onnx/fp32 | {a} |" in md and f"| {b} |" in md
+    # inside the report folder: relative to it, as report.json writes artifact paths
+    _, _, failures = _validate([a, b], tmp_path, fail_on=["size_bytes>100"])
+    gates = json.loads((tmp_path / "report.json").read_text())["gates"]
+    assert [g["file"] for g in gates] == ["m/a.onnx", "m/b.onnx"]
+    assert "(m/a.onnx, onnx fp32 on x86-local: size_bytes" in failures[0]
+
+
+def test_baseline_of_two_files_of_one_format_matches_by_file(two_same, tmp_path):
+    a, b = two_same
+    out = tmp_path / "v"
+    _validate([a, b], out)
+    base = json.loads((out / "report.json").read_text())
+    base["artifacts"][0]["size_bytes"] *= 10  # a was 10x larger: it shrank, no regression
+    base["artifacts"][1]["size_bytes"] //= 10  # b was 10x smaller: b's size regressed
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    report, _, _ = _validate([a, b], tmp_path / "v2", baseline=tmp_path / "base.json")
+    res = report.baseline
+    assert res["unmatched"] == []
+    sizes = [c for c in res["changes"] if c["metric"] == "size"]
+    assert [(c["file"], round(c["change"], 1)) for c in sizes] == [(str(a), -0.9), (str(b), 9.0)]
+    size_regs = [r for r in res["regressions"] if "size" in r]
+    assert len(size_regs) == 1 and str(b) in size_regs[0], res["regressions"]
+
+
+def test_compare_baseline_matching_rules():
+    from edgecompress.report import Report
+    from edgecompress.targets.device_report import compare_baseline
+
+    def row(path, size):
+        return {"format": "onnx", "precision": "fp32", "target": "t", "status": "ok", "path": path,
+                "size_bytes": size}
+
+    # unique format/precision/target: matched whatever the file names (existing baselines still match)
+    res = compare_baseline(Report(model={}, target="t", artifacts=[row("/x/model.onnx", 200)]),
+                           {"artifacts": [row("/old/digits-cnn-fp32.onnx", 100)]}, "b.json")
+    assert res["unmatched"] == [] and len(res["regressions"]) == 1
+    # collisions: by file name; rows of a and b no longer overwrite each other
+    new = Report(model={}, target="t", artifacts=[row("/n/a.onnx", 1000), row("/n/b.onnx", 100)])
+    res = compare_baseline(new, {"artifacts": [row("/o/a.onnx", 1000), row("/o/b.onnx", 100)]}, "b.json")
+    assert res["regressions"] == [] and res["unmatched"] == []
+    assert [c["file"] for c in res["changes"]] == ["/n/a.onnx", "/n/b.onnx"]
+    # one file against a baseline of two: its own name, else unmatched and said with its file
+    res = compare_baseline(Report(model={}, target="t", artifacts=[row("/n/b.onnx", 1000)]),
+                           {"artifacts": [row("/o/a.onnx", 100), row("/o/b.onnx", 1000)]}, "b.json")
+    assert res["regressions"] == [] and res["unmatched"] == []
+    res = compare_baseline(Report(model={}, target="t", artifacts=[row("/n/c.onnx", 1000)]),
+                           {"artifacts": [row("/o/a.onnx", 100), row("/o/b.onnx", 1000)]}, "b.json")
+    assert res["unmatched"] == ["t/onnx/fp32 (/n/c.onnx)"] and res["changes"] == []
