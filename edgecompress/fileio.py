@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,15 +23,34 @@ from typing import Any
 from edgecompress.errors import OutputError
 
 
+def _is_file(path: Path) -> bool | None:
+    """True for a non-directory, False for a directory, None when `path` cannot be stat'ed.
+
+    Not Path.exists()/is_dir(): they raise on ENAMETOOLONG (a traceback, not an error message).
+    """
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):  # missing, name too long, no permission, embedded NUL
+        return None
+
+
 def ensure_writable_dir(path: Path, flag: str = "--out") -> Path:
     """Create `path` if needed and check that we can write in it; one-line error otherwise."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{flag} {path}: cannot create directory ({e.strerror})") from e
-    if not path.is_dir():
-        raise OutputError(f"{flag} {path}: exists and is not a directory")
+    except (OSError, ValueError) as e:
+        # mkdir(exist_ok=True) raises "File exists" for a file too: say which (it read as if a
+        # directory of that name were in the way). A file higher up gives ENOTDIR: name it as well.
+        blocker = next((d for d in (path, *path.parents) if _is_file(d)), None)
+        if blocker == path:
+            raise OutputError(f"{flag} {path}: is a file, not a directory") from e
+        if blocker is not None:
+            raise OutputError(f"{flag} {path}: cannot create directory ({blocker} is a file)") from e
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OutputError(f"{flag} {path}: cannot create directory ({why})") from e
+    if _is_file(path) is not False:  # mkdir succeeded, yet no directory: lost a race with a file
+        raise OutputError(f"{flag} {path}: is a file, not a directory")
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"{flag} {path}: directory is not writable")
     return path
@@ -41,7 +61,7 @@ def output_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
     """`ensure_writable_dir`, undone on failure: the directories it created are removed again if
     they are still empty (a failed run left an empty --out folder, parents included)."""
     path = Path(path).absolute()
-    created = [d for d in (path, *path.parents) if not d.exists()]
+    created = [d for d in (path, *path.parents) if _is_file(d) is None]
     ensure_writable_dir(path, flag)
     try:
         yield path
@@ -103,6 +123,13 @@ def no_space(e: BaseException | None) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def _cannot_write(final: Path, e: OSError) -> OutputError:
+    """One line naming the output file, for an OSError met while writing it."""
+    if no_space(e):
+        return OutputError(f"{final}: no space left on device")
+    return OutputError(f"{final}: cannot write ({e.strerror or e})")
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
@@ -116,18 +143,30 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp: Path | None = None
     try:
         with _sigint_deferred():
-            fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{final.stem}-", suffix=suffix, dir=final.parent)
+            try:
+                # The stem is cut short: the temp name is longer than the final one, and a final
+                # name near the 255-byte limit failed with ENAMETOOLONG here only.
+                fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{final.stem[:64]}-", suffix=suffix,
+                                                dir=final.parent)
+            except OSError as e:  # EACCES, EROFS, ENAMETOOLONG, ENOENT...: the output's fault
+                raise _cannot_write(final, e) from e
             os.close(fd)
             tmp = Path(tmp_name)
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise OutputError(f"{final}: the writer produced no data")
-        if tmp.is_file():  # mkstemp makes it 0600; the artifact gets the mode a plain write would
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, final)
+        try:
+            if tmp.is_file():  # mkstemp makes it 0600; the artifact gets the mode a plain write would
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, final)  # EISDIR, EACCES on a sticky directory, ...
+        except OSError as e:
+            raise _cannot_write(final, e) from e
     except OSError as e:
-        if no_space(e):
-            raise OutputError(f"{final}: no space left on device") from e
+        # From the writer (the block): only a full disk, or an error on the file it was given, is
+        # the output's fault; any other OSError (an input it reads, say) passes unchanged.
+        named = e.filename if isinstance(e.filename, str | bytes | os.PathLike) else None
+        if no_space(e) or (tmp is not None and named is not None and os.fsdecode(named) == str(tmp)):
+            raise _cannot_write(final, e) from e
         raise
     finally:
         if tmp is not None:
@@ -135,9 +174,23 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
                 tmp.unlink()
 
 
+def printable(text: str) -> str:
+    """`text` with each undecodable byte of a file name shown as `\\xNN`: valid UTF-8 to write.
+
+    Python decodes a path that is not UTF-8 (`--out $'lat\\xe9'`) with surrogate escapes, which
+    UTF-8 refuses: writing report.md raised UnicodeEncodeError half-way through the report files.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to: keep it readable
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
+    # JSON needs none of this: json.dumps writes non-ASCII as \u escapes, which keep the bytes.
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(printable(text), encoding="utf-8")
     return Path(path)
 
 

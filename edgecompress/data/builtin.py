@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecompress.paths import cache_dir
-
 CROPS_VERSION = 2  # v2: 228 crops, 128 to calibrate + 100 to evaluate (v1: 128, evaluated on 0-99)
 CALIB_CROPS = 128
 EVAL_CROPS = 100
@@ -45,10 +43,10 @@ def photo_crops(n: int = CALIB_CROPS + EVAL_CROPS, size: int = 224, seed: int = 
 
 
 def photo_crops_npz() -> Path:
-    path = cache_dir() / f"photo-crops-v{CROPS_VERSION}.npz"
-    if not path.exists():
-        from edgecompress.fileio import atomic_path
+    from edgecompress.paths import cached_file
 
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, x=photo_crops())
-    return path
+
+    return cached_file(f"photo-crops-v{CROPS_VERSION}.npz", write, "the photo crops")

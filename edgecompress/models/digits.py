@@ -7,6 +7,7 @@ the result is cached in the user cache directory.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +58,14 @@ def digits_arrays() -> dict[str, np.ndarray]:
 
 def digits_npz(split: str) -> Path:
     """Path of the cached `.npz` (keys x, y) for split 'train' or 'test'; built on first use."""
-    path = cache_dir() / f"digits-{split}-v{VERSION}.npz"
-    if not path.exists():
-        from edgecompress.fileio import atomic_path
+    from edgecompress.paths import cached_file
 
+    def write(tmp: Path) -> None:
         arrays = digits_arrays()
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with open(tmp, "wb") as f:
             np.savez(f, x=arrays[f"x_{split}"], y=arrays[f"y_{split}"])
-    return path
+
+    return cached_file(f"digits-{split}-v{VERSION}.npz", write, f"the digits {split} set")
 
 
 def train_digits_cnn(epochs: int = 30, seed: int = SEED) -> DigitsCNN:
@@ -99,17 +100,23 @@ def train_digits_cnn(epochs: int = 30, seed: int = SEED) -> DigitsCNN:
 
 def digits_cnn() -> DigitsCNN:
     """The trained digits CNN, from the cache or trained now (a few seconds)."""
+    from edgecompress.errors import OutputError
+    from edgecompress.fileio import atomic_path
+    from edgecompress.paths import in_cache, note_uncached
+
     path = cache_dir() / f"digits-cnn-v{VERSION}.pt"
     model = DigitsCNN()
-    if path.exists():
+    if in_cache(path):
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return model.eval()
         except Exception:  # a corrupt cache entry is rebuilt, not fatal
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # in a read-only cache it stays; we train anyway
+                path.unlink(missing_ok=True)
     model = train_digits_cnn()
-    from edgecompress.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
+    except (OSError, OutputError) as e:
+        note_uncached(path, "the trained digits-cnn", e)
     return model
