@@ -87,6 +87,8 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for 
                                       callback=_expand_user)]
 RoundsOpt = Annotated[int, typer.Option(help="Latency rounds: every artifact is timed this many times, interleaved, in fresh processes; each figure is the median of the rounds'.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (build logs, CI).")]
+FailOnOpt = Annotated[list[str], typer.Option("--fail-on", help=(
+    "Gate 'path.metric OP number' that fails the run (exit 4), e.g. 'drift.top1_agreement<0.97'. Repeatable."))]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
@@ -143,6 +145,7 @@ def export(
     float_first: FloatFirstOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
     isolate: Annotated[bool, typer.Option("--isolate", help="Export each artifact in a child process, so repeated exports in one long-lived process keep memory flat; costs a few seconds per artifact.")] = False,
+    fail_on: FailOnOpt = [],  # noqa: B006
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Export MODEL to one or more formats, validate on TARGET, write DIR/report.{json,md,html}."""
@@ -160,13 +163,26 @@ def export(
         input_shape=input_shape, weights=weights, preprocess=preprocess,
         command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         auto_int8=tuple(f.partition(":")[0].strip().lower() for f in format if ":" not in f) if int8 else (),
-        progress=not no_progress,
+        progress=not no_progress, fail_on=fail_on,
     )
     report, paths = run_export(job)
     _summary(report, paths)
     failed = [a for a in report.artifacts if a["status"] == "failed"]
     if failed:
         raise typer.Exit(4)
+    _raise_failed_gates(report)
+
+
+def _raise_failed_gates(report) -> None:
+    """Exit 4 naming the first failed --fail-on gate (the report's `gates` has them all)."""
+    from edgecompress.errors import ValidationError
+
+    bad = [g for g in report.gates if not g["passed"]]
+    if bad:
+        g = bad[0]
+        where = f"{g['file']}, {g['artifact']}" if g.get("file") else g["artifact"]
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValidationError(f"gate failed: {g['gate']} ({where}: {g['value']:.4g}){more}")
 
 
 @app.command()
@@ -204,9 +220,7 @@ def validate_cmd(
         "--eval", help="Evaluation data (image folder, labels CSV, .npy/.npz).")] = None,
     baseline: Annotated[Path | None, typer.Option(
         help="A previous report.json: flag regressions over --threshold.")] = None,
-    fail_on: Annotated[list[str], typer.Option("--fail-on", help=(
-        "Gate 'path.metric OP number' that fails the run, e.g. 'drift.top1_agreement<0.97'. "
-        "Repeatable."))] = [],  # noqa: B006
+    fail_on: FailOnOpt = [],  # noqa: B006
     out: OutOpt = Path("edgecompress-validate"),
     threshold: Annotated[float, typer.Option(
         help="Relative change counted as a regression vs --baseline (0.05 = 5 %).")] = 0.05,

@@ -58,6 +58,9 @@ class ExportJob:
     # Formats whose int8 came from `--int8` (not an explicit `format:int8`): each format may pick
     # what int8 means for the loaded model (Format.int8_for; ONNX encoders -> int8-dynamic).
     auto_int8: tuple[str, ...] = ()
+    # --fail-on gates ('drift.top1_agreement<0.97'), as `validate` takes them: recorded in the
+    # report's `gates`; the CLI exits 4 when one fails (a CI gate without a second measurement)
+    fail_on: list[str] = field(default_factory=list)
 
 
 def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str, ...],
@@ -211,7 +214,11 @@ def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
 
 def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]:
     from edgecompress.targets import get_target
+    from edgecompress.targets.device_report import parse_gates
 
+    gates = parse_gates(job.fail_on)  # a malformed gate fails before any work
+    if gates and not job.do_validate:
+        raise ConfigError("--fail-on: gates need measurements; drop --no-validate")
     # Resolve the target before any work, so a typo fails in a second and leaves nothing behind.
     profile = get_target(job.target) if job.do_validate else None
     if profile is not None:  # [issue #7] an unreachable device too (runners with a preflight)
@@ -232,6 +239,10 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     if needs_calib and (calib is None or len(calib) == 0):
         raise DataError("--calib (calib= from Python): int8 needs calibration data and none was given or found")
     ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
+    if gates:  # accuracy / drift gates without evaluation data, or on an estimate: refused now
+        from edgecompress.targets.device_report import _check_gates_measurable
+
+        _check_gates_measurable(gates, profile, has_eval=ev is not None)
     if spec.extra.get("quantized") and "params" in spec.extra:  # [issue #4] QAT graph
         params, macs = spec.extra["params"], spec.extra["macs"]
     else:
@@ -304,6 +315,10 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         command=job.command or " ".join(shlex.quote(a) for a in sys.argv),
         steps=job.steps,  # [issue #4]
     )
+    if gates:  # recorded in the report before it is written; failures: passed False
+        from edgecompress.targets.device_report import evaluate_gates
+
+        evaluate_gates(report, gates, out_dir)
     paths = write_report(report, out_dir)
     paths["manifest"] = write_manifest(out_dir, artifacts)
     return report, paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,3 +56,26 @@ def test_no_onnxruntime_telemetry_unasked(tmp_path):
     script = f"import onnxruntime as ort; ort.InferenceSession({str(tmp_path / 'o' / 'digits-cnn-fp32.onnx')!r})"
     assert subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=300).returncode == 0
     assert (home / ".cache" / "Microsoft" / "DeveloperTools" / ".onnxruntime" / "deviceid").is_file()
+
+
+def test_export_fail_on_gates_without_a_second_measurement(tmp_path):
+    """A CI gate on an export needed `validate` afterwards: every artifact measured twice."""
+    from tests.conftest import run_cli
+
+    common = ["export", "zoo:digits-cnn", "--int8", "--runs", "3", "--warmup", "0", "--rounds", "1",
+              "--no-progress"]
+    ok = run_cli(*common, "--fail-on", "size_bytes>1e7", "--out", str(tmp_path / "ok"), cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = run_cli(*common, "--fail-on", "metrics.top1>0.5", "--out", str(tmp_path / "bad"), cwd=ROOT)
+    assert bad.returncode == 4, bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        "error: gate failed: metrics.top1>0.5 (digits-cnn-fp32.onnx, x86-local/onnx/fp32: 0.99")
+    gates = json.loads((tmp_path / "bad" / "report.json").read_text())["gates"]
+    assert [(g["file"], g["passed"]) for g in gates] == [("digits-cnn-fp32.onnx", False),
+                                                         ("digits-cnn-int8.onnx", False)]
+    assert "## Gates (--fail-on)" in (tmp_path / "bad" / "report.md").read_text()
+    # checked before any work: a malformed gate, and a gate with nothing to measure
+    for args, msg in ((["--fail-on", "latency.p50>1"], "did you mean latency_ms.p50?"),
+                      (["--fail-on", "size_bytes>1", "--no-validate"], "gates need measurements")):
+        r = run_cli("export", "zoo:digits-cnn", *args, "--out", str(tmp_path / "x"), cwd=ROOT)
+        assert r.returncode == 2 and msg in r.stderr and not (tmp_path / "x").exists(), r.stderr[-2000:]
