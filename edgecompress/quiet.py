@@ -34,6 +34,8 @@ _LOG_RULES: tuple[tuple[str, str], ...] = (
     ("torch.utils._pytree", r"is an Enum subclass and is now natively supported"),
     # torchao's CUDA / MX kernels: this is a CPU build
     ("torchao", r"Failed to load .*\.so"),
+    # torchao's int matmul kernels for GPUs (Triton); CPU quantization does not use them
+    ("torchao.kernel.intmm", r"Detected no triton"),
     # histogram ranges are per-tensor; NNCF falls back to min/max for per-channel points by design
     ("nncf", r"Rollback to RangeEstimatorParametersSet"),
     # torch.export on a branch over tensor values: this warning carries 18-37 lines of graph dumps,
