@@ -232,15 +232,28 @@ def exclusive_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
     """
     import fcntl
 
+    # Re-entrant in the thread that holds it: a recipe run holds its --out through the passes and
+    # its export takes it again (another thread, or another process, is still refused).
+    key = (os.path.realpath(path), threading.get_ident())
+    if key in _HELD:
+        yield Path(path)
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputError(f"{flag} {path}: another edgecompress run is writing there") from None
-        yield Path(path)
+        _HELD.add(key)
+        try:
+            yield Path(path)
+        finally:
+            _HELD.discard(key)
     finally:
         os.close(fd)  # releases the lock
+
+
+_HELD: set[tuple[str, int]] = set()  # (directory, thread) pairs holding an exclusive_dir lock
 
 
 def remove_stale_temps(path: Path) -> list[Path]:

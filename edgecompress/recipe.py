@@ -412,7 +412,7 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     are written last, with the step folders' model.pt), and removes the folders it created if they
     hold nothing; what it keeps is its resumable state: the step folders' fine-tuning checkpoints.
     """
-    from edgecompress.fileio import output_dir
+    from edgecompress.fileio import exclusive_dir, output_dir
 
     if isinstance(recipe, str | Path):
         recipe = load_recipe(recipe)
@@ -422,7 +422,9 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         recipe = recipe.check()
     else:  # a list or a number failed with AttributeError
         raise ConfigError(f"recipe: expected a mapping, a Recipe or a path, got {type(recipe).__name__}")
-    with output_dir(Path(out_dir or "edgecompress-out")) as out:
+    # one writer through the passes too (their checkpoints and step folders), not only the export:
+    # a `validate` or another run into this --out while the passes trained was not refused
+    with output_dir(Path(out_dir or "edgecompress-out")) as out, exclusive_dir(out):
         return _execute(recipe, out, progress, command)
 
 

@@ -77,3 +77,63 @@ def test_json_never_holds_nan(tmp_path):
         raise ValueError(f"non-standard JSON constant {name}")
 
     assert json.loads(p.read_text(), parse_constant=refuse) == {"a": None, "b": [1.5, None], "c": {"d": None}}
+
+
+def test_exclusive_dir_is_reentrant_in_its_thread_only(tmp_path):
+    """A recipe holds its --out through the passes and its export locks it again; another thread
+    (or process) is still refused."""
+    import threading
+
+    import pytest
+
+    from edgecompress.errors import OutputError
+    from edgecompress.fileio import exclusive_dir
+
+    seen: list[str] = []
+    with exclusive_dir(tmp_path), exclusive_dir(tmp_path):  # the same thread: taken again
+        def other() -> None:
+            try:
+                with exclusive_dir(tmp_path):
+                    seen.append("entered")
+            except OutputError as e:
+                seen.append(str(e))
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert len(seen) == 1 and "another edgecompress run is writing there" in seen[0]
+    with pytest.raises(RuntimeError), exclusive_dir(tmp_path):
+        raise RuntimeError("the lock is released on errors too")
+    t = threading.Thread(target=other)  # released by the outer exit: another thread gets it
+    t.start()
+    t.join()
+    assert seen[1:] == ["entered"]
+
+
+def test_run_recipe_holds_its_out_through_the_passes(tmp_path, monkeypatch):
+    """A validate (or another run) into a recipe's --out while its passes trained was not refused:
+    only the final export took the lock."""
+    import threading
+
+    import edgecompress.recipe as recipe
+    from edgecompress.errors import OutputError
+    from edgecompress.fileio import exclusive_dir
+
+    seen: list[str] = []
+
+    def passes_running(rec, out, progress, command):
+        def other() -> None:
+            try:
+                with exclusive_dir(out):
+                    seen.append("entered")
+            except OutputError as e:
+                seen.append(str(e))
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        return None, {}
+
+    monkeypatch.setattr(recipe, "_execute", passes_running)
+    recipe.run_recipe({"model": "zoo:digits-cnn", "export": ["onnx"]}, tmp_path / "o")
+    assert len(seen) == 1 and "another edgecompress run is writing there" in seen[0], seen

@@ -278,7 +278,6 @@ def test_killed_checkpoint_write_is_cleaned_and_run_resumes(tmp_path, digits_spe
     import torch
 
     from edgecompress.errors import OutputError
-    from edgecompress.fileio import exclusive_dir
     from edgecompress.passes import _common, distill
     from edgecompress.passes.distill import DistillConfig, finetune
 
@@ -305,8 +304,15 @@ def test_killed_checkpoint_write_is_cleaned_and_run_resumes(tmp_path, digits_spe
     for p in stale:
         p.write_bytes(b"PK\x03\x04 half a zip")  # a torch.save cut short by SIGKILL
 
-    with exclusive_dir(ck.parent), pytest.raises(OutputError, match="another edgecompress run"):
-        finetune(copy.deepcopy(again), digits_spec.module, data, cfg, ck, "x", progress=False)
+    import fcntl
+
+    held = os.open(ck.parent, os.O_RDONLY | os.O_DIRECTORY)  # another run's lock (exclusive_dir is
+    fcntl.flock(held, fcntl.LOCK_EX)  # re-entrant in its own thread, so it cannot stand in for one)
+    try:
+        with pytest.raises(OutputError, match="another edgecompress run"):
+            finetune(copy.deepcopy(again), digits_spec.module, data, cfg, ck, "x", progress=False)
+    finally:
+        os.close(held)
     assert all(p.exists() for p in stale), "a locked directory may belong to a live run: leave it alone"
 
     log = finetune(again, digits_spec.module, data, cfg, ck, "x", progress=False)

@@ -104,12 +104,18 @@ def test_a_validate_report_folder_is_overwritten_as_before(export_dir, tmp_path)
 # ---- 2. one writer per --out ---------------------------------------------------------------------
 
 def test_second_writer_is_refused_with_the_export_message(export_dir, tmp_path):
-    from edgecompress.fileio import exclusive_dir
+    import fcntl
+    import os
 
     out = tmp_path / "busy"
     out.mkdir()
-    with exclusive_dir(out), pytest.raises(OutputError, match="another edgecompress run is writing there"):
-        _validate([export_dir], out)  # e.g. an export (or a validate) writing there now
+    held = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # another run's lock (exclusive_dir is
+    fcntl.flock(held, fcntl.LOCK_EX)  # re-entrant in its own thread, so it cannot stand in for one)
+    try:
+        with pytest.raises(OutputError, match="another edgecompress run is writing there"):
+            _validate([export_dir], out)  # e.g. an export (or a validate) writing there now
+    finally:
+        os.close(held)
     assert list(out.iterdir()) == []  # nothing written
 
 
@@ -122,12 +128,19 @@ def test_validate_holds_the_lock_while_it_measures(export_dir, digits_spec, tmp_
     real = edgecompress.targets.validate
     seen: list[str] = []
 
-    def measuring(*a, **k):
+    def attempt() -> None:
         try:
             run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out,
                                  do_validate=False, progress=False))
         except OutputError as e:
             seen.append(str(e))
+
+    def measuring(*a, **k):
+        import threading
+
+        t = threading.Thread(target=attempt)  # another writer (the lock is re-entrant per thread)
+        t.start()
+        t.join()
         return real(*a, **k)
 
     monkeypatch.setattr(edgecompress.targets, "validate", measuring)
