@@ -246,6 +246,12 @@ def validate_cmd(
     _summary(report, paths)
     for r in report.baseline.get("regressions", []):
         typer.echo(f"regression: {r}", err=True)
+    for n in report.baseline.get("notes", []):
+        typer.echo(f"note: {n}", err=True)
+    if report.baseline.get("missing"):
+        miss = report.baseline["missing"]
+        typer.echo(f"note: {len(miss)} baseline artifact(s) absent from this run: {', '.join(miss[:4])}"
+                   + (", ..." if len(miss) > 4 else ""), err=True)
     if baseline is not None and not report.baseline.get("compared"):
         # "No regression" over nothing compared (a baseline of another target) read as a pass
         typer.echo("note: the baseline shares no comparable artifact and metric with this run; "

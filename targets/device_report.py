@@ -244,12 +244,19 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
     """Regressions of `report` against a baseline report dict (relative change > threshold).
     `out_dir`: the report's folder, for the file each entry names (as report.json gives it)."""
     old_rows = [r for r in baseline.get("artifacts", []) if r.get("status") == "ok"]
-    rows = [r for r in report.artifacts if r.get("status") == "ok"]
+    # failed rows are matched too: an artifact that worked in the baseline and fails now is the
+    # worst regression there is, and was skipped
+    rows = [r for r in report.artifacts if r.get("status") in ("ok", "failed")]
     regressions, changes, unmatched = [], [], []
-    for row, base in zip(rows, _match_baseline(rows, old_rows), strict=True):
+    matches = _match_baseline(rows, old_rows)
+    for row, base in zip(rows, matches, strict=True):
         file = _shown_path(row, out_dir)
         if base is None:
             unmatched.append("/".join(_key(row)) + (f" ({file})" if file else ""))
+            continue
+        if row.get("status") == "failed":
+            regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}"
+                               + (f" ({file})" if file else "") + ": failed (ok in the baseline)")
             continue
         for label, path, worse in _COMPARED:
             new_v, old_v = _get(row, path), _get(base, path)
@@ -273,9 +280,21 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
     compared = [label for label, _, _ in _COMPARED if any(c["metric"] == label for c in changes)]
     # Said, not left to guess: a run without --eval compares no accuracy at all.
     not_compared = [label for label, _, _ in _COMPARED if label not in compared]
+    # Baseline rows no row of this run matched: a format dropped from the build, or an artifact
+    # that no longer exports, passed as "no regression" (said, not judged: a subset may be meant)
+    matched = {id(b) for b in matches if b is not None}
+    missing = ["/".join(_key(b)) + (f" ({Path(str(b['path'])).name})" if b.get("path") else "")
+               for b in old_rows if id(b) not in matched]
+    notes = []
+    old_model, new_model = baseline.get("model") or {}, report.model or {}
+    differs = [k for k in ("name", "params", "macs")
+               if old_model.get(k) is not None and new_model.get(k) is not None and old_model[k] != new_model[k]]
+    if differs:  # rows were matched by format and precision only: say they are of another model
+        notes.append("the baseline is of another model (" + ", ".join(
+            f"{k} {old_model[k]} -> {new_model[k]}" for k in differs) + ")")
     return {"path": baseline_path, "threshold": threshold, "regressions": regressions,
-            "changes": changes, "unmatched": unmatched, "compared": compared,
-            "not_compared": not_compared}
+            "changes": changes, "unmatched": unmatched, "missing": missing, "compared": compared,
+            "not_compared": not_compared, "notes": notes}
 
 
 # ---- --fail-on gates -----------------------------------------------------------------------------

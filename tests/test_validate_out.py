@@ -222,3 +222,28 @@ def test_compare_baseline_matching_rules():
     res = compare_baseline(Report(model={}, target="t", artifacts=[row("/n/c.onnx", 1000)]),
                            {"artifacts": [row("/o/a.onnx", 100), row("/o/b.onnx", 1000)]}, "b.json")
     assert res["unmatched"] == ["t/onnx/fp32 (/n/c.onnx)"] and res["changes"] == []
+
+
+def test_baseline_rows_gone_failed_or_of_another_model_are_said():
+    """A baseline of 3 artifacts against a run of 1 said "no regression"; an artifact failing now
+    was skipped; rows of another model were compared without a word."""
+    from edgecompress.report import Report
+    from edgecompress.targets.device_report import compare_baseline
+
+    def row(fmt, prec, status="ok"):
+        return {"format": fmt, "precision": prec, "target": "t", "status": status, "path": f"/o/m-{prec}.{fmt}",
+                "size_bytes": 100}
+
+    base = {"model": {"name": "m", "params": 10}, "artifacts": [row("onnx", "fp32"), row("onnx", "int8"),
+                                                                row("tflite", "int8")]}
+    run = Report(model={"name": "m", "params": 10}, target="t",
+                 artifacts=[row("onnx", "fp32"), row("onnx", "int8", status="failed")])
+    res = compare_baseline(run, base, "b.json")
+    assert res["missing"] == ["t/tflite/int8 (m-int8.tflite)"]
+    assert res["regressions"] == ["onnx int8 on t (/o/m-int8.onnx): failed (ok in the baseline)"]
+    assert res["notes"] == []
+    run.baseline = res
+    assert run.verdict() == {"passed": False, "failed_artifacts": 1, "failed_gates": 0, "regressions": 1,
+                             "baseline_missing": 1}
+    other = Report(model={"name": "m", "params": 7}, target="t", artifacts=[row("onnx", "fp32")])
+    assert compare_baseline(other, base, "b.json")["notes"] == ["the baseline is of another model (params 10 -> 7)"]

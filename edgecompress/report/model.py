@@ -104,8 +104,19 @@ class Report:
     baseline: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)  # --fail-on: gate, artifact, value, passed
 
+    def verdict(self) -> dict[str, Any]:
+        """The report's outcome in one place, for CI scripts (written to report.json as `verdict`):
+        they had to recombine artifact statuses, `gates` and `baseline` themselves. `passed` is
+        false when an artifact failed or a --fail-on gate failed; baseline regressions fail a run
+        only under --fail-on-regression, so they are counted, not judged, here."""
+        failed = [a for a in self.artifacts if a.get("status") == "failed"]
+        gates = [g for g in self.gates if not g.get("passed", True)]
+        return {"passed": not failed and not gates, "failed_artifacts": len(failed), "failed_gates": len(gates),
+                "regressions": len(self.baseline.get("regressions", [])),
+                "baseline_missing": len(self.baseline.get("missing", []))}
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "verdict": self.verdict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
