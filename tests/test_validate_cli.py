@@ -81,6 +81,12 @@ def test_formats_the_target_does_not_run(export_dir, eval_npz, tmp_path):
                 "drift.top1_agreement<0.97", "--out", str(tmp_path / "gate"), *FAST)
     assert r.returncode == 2 and "is estimated here (no device attached), so it measures no drift" in r.stderr
     assert not (tmp_path / "gate").exists()
+    # a latency gate on an estimate: allowed, and its record and error say the figure is estimated
+    r = run_cli("validate", str(export_dir), "--target", "rpi5", "--fail-on", "latency_ms.p50>1e-9",
+                "--out", str(tmp_path / "est"), *FAST)
+    assert r.returncode == 4 and "[estimated])" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    gates = json.loads((tmp_path / "est" / "report.json").read_text())["gates"]
+    assert gates and all(g["latency_kind"] == "estimated" and not g["passed"] for g in gates)
 
 
 def test_tampered_artifact_refused(export_dir, tmp_path):
