@@ -182,7 +182,11 @@ def _raise_failed_gates(report) -> None:
         g = bad[0]
         where = f"{g['file']}, {g['artifact']}" if g.get("file") else g["artifact"]
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise ValidationError(f"gate failed: {g['gate']} ({where}: {g['value']:.4g}){more}")
+        from edgecompress.report.render import metric_value
+        from edgecompress.targets.device_report import parse_gates
+
+        path = ".".join(parse_gates([g["gate"]])[0].path)
+        raise ValidationError(f"gate failed: {g['gate']} ({where}: {metric_value(path, g['value'])}){more}")
 
 
 @app.command()

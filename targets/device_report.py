@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError
+from edgecompress.report.render import metric_value
 
 if TYPE_CHECKING:
     from edgecompress.exporters import Artifact
@@ -275,7 +276,8 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
             if (rel > threshold if worse == "up" else rel < -threshold):
                 regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}"
                                    + (f" ({file})" if file else "") + ": "
-                                   f"{label} {old_v:.4g} -> {new_v:.4g} ({100 * rel:+.1f} %)"
+                                   f"{label} {metric_value(label, old_v)} -> {metric_value(label, new_v)} "
+                                   f"({100 * rel:+.1f} %)"
                                    + (f" [{kind}]" if kind != "measured" else ""))
     compared = [label for label, _, _ in _COMPARED if any(c["metric"] == label for c in changes)]
     # Said, not left to guess: a run without --eval compares no accuracy at all.
@@ -385,7 +387,8 @@ def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = Non
                                  **({"latency_kind": kind} if kind != "measured" else {})})
             if failed:
                 failures.append(f"gate failed: {g.text} ({file + ', ' if file else ''}{row['format']} "
-                                f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = {v:.4g}"
+                                f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = "
+                                f"{metric_value('.'.join(g.path), v)}"
                                 + (f" [{kind}]" if kind != "measured" else "") + ")")
         if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
             # (with failed rows the failures are the news: the CLI exits 4 with their table)

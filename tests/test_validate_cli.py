@@ -156,7 +156,7 @@ def test_parse_and_evaluate_gates():
         {"format": "onnx", "precision": "int8", "target": "t", "drift": {"top1_agreement": 0.96},
          "latency_ms": {"p50": 3.0}, "size_bytes": 1000, "status": "ok"}])
     fails = evaluate_gates(rep, gates)
-    assert len(fails) == 1 and "drift.top1_agreement<0.97" in fails[0] and "0.96" in fails[0]
+    assert len(fails) == 1 and "drift.top1_agreement<0.97" in fails[0] and "96.00 %" in fails[0]
     # batch-N figures and the adb runner's memory deltas are report fields too
     assert len(parse_gates(["latency_by_batch.8.throughput_per_s<1e9", "memory_mb.overall_delta>50"])) == 2
     from edgecompress.errors import ConfigError
@@ -169,7 +169,7 @@ def test_parse_and_evaluate_gates():
     from edgecompress.report.render import to_html, to_markdown
 
     md = to_markdown(rep, None)
-    assert "## Gates (--fail-on)" in md and "| drift.top1_agreement<0.97 | t/onnx/int8 | 0.96 | FAILED |" in md
+    assert "## Gates (--fail-on)" in md and "| drift.top1_agreement<0.97 | t/onnx/int8 | 96.00 % | FAILED |" in md
     assert "FAILED" in to_html(rep)
 
 
@@ -183,7 +183,7 @@ def test_compare_baseline_directions():
            "drift": {"top1_agreement": 0.90}}
     res = compare_baseline(Report(model={}, target="t", artifacts=[row]), {"artifacts": [old]}, "b.json")
     text = " | ".join(res["regressions"])
-    assert "top-1 0.9 -> 0.8" in text and "size 90 -> 100" in text
+    assert "top-1 90.00 % -> 80.00 %" in text and "size 90 B -> 100 B" in text
     assert "latency" not in text  # +4 % is under the 5 % threshold
     assert "agreement" not in text  # it went up: an improvement
     # what was not compared is said: neither side has a cosine or a peak memory

@@ -6,10 +6,9 @@ import base64
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, TypeGuard
-
-import numpy as np
 
 from edgecompress.report.model import Report
 
@@ -28,12 +27,54 @@ def _pct(v: float | None) -> str:
     return ">99.9" if text == "100.0" and v < 1 else text
 
 
+def _sig3(v: float) -> str:
+    """Three significant digits, positional, trailing zeros kept (0.0340, 0.500, 12.3, 1230).
+    numpy's format_float_positional dropped a digit on a carry (0.03396 -> "0.034", next to
+    "0.0302") and gave "0.50" for 0.5: rounded first, then the decimals follow the rounded value."""
+    if not _num(v) or v == 0:
+        return "0" if v == 0 else "—"
+    r = float(f"{v:.3g}")
+    return f"{r:.{max(0, 2 - math.floor(math.log10(abs(r))))}f}"
+
+
 def _ms(v: float) -> str:
     """Two decimals, three significant digits under 1 ms (0.04 vs 0.03 hid a 1.3x difference),
     trailing zeros kept so a column lines up (0.0350, 1.00)."""
     if abs(v) >= 1:
         return f"{v:.2f}"
-    return np.format_float_positional(v, precision=3, unique=False, fractional=False, trim="k")
+    return _sig3(v)
+
+
+def _size(n: float) -> str:
+    """Bytes in kB under 1 MB, else MB (10^3 / 10^6 B, as the notes say): "0.01 MB" hid 14.6 kB
+    and made a 4x smaller step look like rounding."""
+    if abs(n) < 1e3:
+        return f"{n:.0f} B"
+    return f"{n / 1e3:.1f} kB" if abs(n) < 1e6 else f"{n / 1e6:.2f} MB"
+
+
+def metric_value(metric: str, v: Any) -> str:
+    """A value in the unit of its metric, for regression lines and gate values: `.4g` printed
+    sizes as 8.101e+04 and latencies without a unit. `metric` is a baseline label ("latency p50",
+    "size", "peak memory", "top-1", ...) or a gate path ("size_bytes", "latency_ms.p50",
+    "latency_by_batch.8.throughput_per_s", "memory_mb.peak_rss", "drift.top1_agreement", ...)."""
+    if not _num(v):
+        return str(v)
+    last = metric.rsplit(".", 1)[-1]
+    if metric in ("size", "size_bytes"):
+        return _size(v)
+    if last == "throughput_per_s":
+        return f"{_sig3(v)} /s"
+    if metric.startswith(("latency", "latency_ms.", "latency_by_batch.")):
+        return f"{_sig3(v)} ms"
+    if metric == "peak memory" or metric.startswith("memory_mb."):
+        return f"{v:.1f} MiB"  # VmHWM kB / 1024 (targets/bench.py), benchmark_model's KB / 1024
+    if metric in ("top-1", "top-5", "top-1 agreement", "drift.top1_agreement") \
+            or (metric.startswith("metrics.") and last.startswith(("top", "acc"))):
+        return f"{100 * v:.2f} %"  # two decimals: a gate at 0.999 must not read 99.9 vs "99.9"
+    if last.startswith("cosine") or metric == "cosine":
+        return f"{v:.5f}"
+    return f"{v:.4g}"
 
 
 def _delta_pt(v: Any, ref: Any) -> str:
@@ -43,12 +84,19 @@ def _delta_pt(v: Any, ref: Any) -> str:
 
 
 def _interval(d: dict[str, Any]) -> str:
-    """The agreement's 95 % interval for the sample count, when it is not exactly 100 %: with
-    700 images, 98.1 % means 96.8-98.9 %, so two files 0.3 pt apart are not ranked by it."""
+    """The agreement's 95 % interval for the sample count: with 700 images, 98.1 % means
+    96.8-98.9 %, so two files 0.3 pt apart are not ranked by it. Exactly 100 % has one too (450
+    samples: 99.2-100): a bare "100.0" read as exact. An upper end of 100 % is written "100"
+    (not "100.0") to keep the column short."""
     lo, hi, v = d.get("top1_agreement_low95"), d.get("top1_agreement_high95"), d.get("top1_agreement")
-    if not (_num(lo) and _num(hi) and _num(v)) or v >= 1:
+    if not (_num(lo) and _num(v)):
         return ""
-    return f" ({100 * lo:.1f}-{100 * hi:.1f})"
+    if not _num(hi):
+        if v < 1:
+            return ""
+        hi = 1.0  # the upper end of 100 % agreement is 100 %, whether or not the JSON says so
+    top = f"{100 * hi:.1f}".replace("100.0", "100")
+    return f" ({100 * lo:.1f}-{top})"
 
 
 def _fp32_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
@@ -98,7 +146,7 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         m, d = a.get("metrics", {}), a.get("drift", {})
         rows.append({
             "target": a.get("target", report.target), "format": a["format"], "precision": a["precision"],
-            "size": f"{a['size_bytes'] / 1e6:.2f} MB{size_ratio}",
+            "size": f"{_size(a['size_bytes'])}{size_ratio}",
             "p50 ms": f"{_ms(lat['p50'])}{est}" if lat.get("p50") is not None else "—",
             "p90 ms": f"{_ms(lat['p90'])}{est}" if lat.get("p90") is not None else "—",
             "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
@@ -110,8 +158,10 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             "agreement %": _pct(d.get("top1_agreement")) + _interval(d),
             "cosine": (f"{d['cosine']:.5f}" + (f" (min {d['cosine_min']:.3f})" if _num(d.get("cosine_min"))
                                               and d["cosine_min"] < 0.9995 else "")) if _num(d.get("cosine")) else "—",
-            # the whole inference process (Python and the runtime included: ~30 MB before any model)
-            "peak RSS MB": f"{a['memory_mb']['peak_rss']:.0f}" if _num(a.get("memory_mb", {}).get("peak_rss")) else "—",
+            # the whole inference process (Python and the runtime included: ~30 MiB before any
+            # model); MiB: targets/bench.py divides VmHWM's kB by 1024 (benchmark_model's KB too)
+            "peak RSS MiB": f"{a['memory_mb']['peak_rss']:.0f}" if _num(a.get("memory_mb", {}).get("peak_rss"))
+            else "—",
             "status": a["status"] + (f": {a['error']}" if a.get("error") else ""),
         })
     if all(r["target"] == report.target for r in rows):  # said once in the summary, not per row
@@ -133,22 +183,36 @@ def _steps_rows(report: Report) -> list[dict[str, str]]:
     rows = []
     for s in report.steps:
         r = s.get("ratios", {})
+        # size and γ are the weights as the step stores them (state_dict bytes; a QAT step counts
+        # int8 weights at 1 B), not an exported file: the labels say so (γ read as file memory)
         rows.append({"step": s.get("name", ""), "params": f"{s.get('params', 0):,}",
-                     "MACs": f"{s.get('macs', 0):,}", "size MB": f"{s.get('size_bytes', 0) / 1e6:.2f}",
+                     "MACs": f"{s.get('macs', 0):,}", "weights size": _size(s.get("size_bytes", 0)),
                      f"{s.get('metric_name') or 'metric'} %": _pct(s.get("metric")),
                      # top-1 agreement with the ORIGINAL model (the artifacts' drift is vs the last step)
                      "agreement vs original %": _pct((s.get("metrics") or {}).get("top1_agreement")),
                      "α params": f"{r.get('alpha', 1):.3f}", "β FLOPs (MACs)": f"{r.get('beta', 1):.3f}",
-                     "γ memory": f"{r.get('gamma', 1):.3f}",
+                     "γ weights as stored": f"{r.get('gamma', 1):.3f}",
                      "ΔA pt": f"{s['delta_metric'] * 100:+.2f}" if s.get("delta_metric") is not None else "—"})
     return rows
 
 
+_STEPS_NOTE = ("Weights size and γ are the weights as each step stores them (int8 at 1 byte after QAT), "
+               "not an exported file's size: see the Artifacts table for the files.")
+
+
 def _step_notes(report: Report) -> list[tuple[str, str]]:
-    """What a pass could not do as asked (a prune ratio capped at max_layer_ratio, layers left whole):
-    in the step's log, and said under the steps table, not only on the terminal."""
-    return [(str(s.get("name", "")), str(w)) for s in report.steps
-            for w in ((s.get("log") or {}).get("warnings") or [])]
+    """Each step's `note` (the QAT step's "size counts weights at 1 byte": without it γ 0.076 read
+    as 13x smaller files, the shipped int8 files were 2.6x smaller), once per text (the chain
+    total repeats the last step's), then what a pass could not do as asked (a prune ratio capped
+    at max_layer_ratio, layers left whole): in the step's log, said here, not only on the terminal."""
+    notes: dict[str, list[str]] = {}
+    for s in report.steps:
+        if s.get("note"):
+            notes.setdefault(str(s["note"]), []).append(str(s.get("name", "")))
+    out = [(", ".join(names), note) for note, names in notes.items()]
+    log_of = [(s, s.get("log")) for s in report.steps]
+    return out + [(str(s.get("name", "")), str(w)) for s, log in log_of if isinstance(log, dict)
+                  for w in (log.get("warnings") or [])]
 
 
 def _tensor(t: dict[str, Any]) -> str:
@@ -264,7 +328,7 @@ def _summary(report: Report) -> list[tuple[str, str]]:
             label = f"reference: {data['reference']}"
         if report.steps:  # a compression run: drift is measured against the compressed float model
             orig = report.steps[0].get("metric")
-            label = ("reference: the float PyTorch model after the passes (artifact drift is against it"
+            label = (f"reference: {_reference_model(report.steps)} (artifact drift is against it"
                      + (f"; the original scored {100 * orig:.1f} %, see Compression steps)" if orig is not None
                         else ")"))
         items.append((label, ", ".join(f"{k} {100 * v:.1f} %" for k, v in ref.items() if isinstance(v, float))))
@@ -282,6 +346,25 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     if report.cwd:
         items.append(("run in", f"`{report.cwd}`"))
     return items
+
+
+def _reference_model(steps: list[dict[str, Any]]) -> str:
+    """Which float model a compression run's artifacts are compared with. After QAT it is the
+    float model before QAT (pipeline.py: spec.extra["fp32_reference"]), not "after the passes":
+    QAT is a pass, and it must be the last one (recipe.py), so the passes before it are the steps
+    between `original` and `qat`."""
+    names = [str(s.get("name", "")) for s in steps]
+    if "qat" not in names:
+        return "the float PyTorch model after the passes"
+    before = [n for n in names[:names.index("qat")] if n != "original"]
+    return (f"the float PyTorch model before QAT, after {', '.join(before)}" if before
+            else "the original float PyTorch model (before QAT, the only pass)")
+
+
+def _is_validate(report: Report) -> bool:
+    """A `validate` report: its command, or its data (every export records data.calib, None
+    without int8; validate never does). A hand-built report with neither reads as an export."""
+    return report.command.startswith("edgecompress validate") or (bool(report.data) and "calib" not in report.data)
 
 
 # (issue #5) Say in words, not only "(est.)", when latency comes from the cost model, and quote
@@ -311,12 +394,83 @@ _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an 
             "(pass --eval data, and an fp32 artifact for drift).")
 
 
+_GATE_PATH = re.compile(r"^\s*([^<>=!\s]+)\s*(?:<=|>=|==|!=|<|>)")
+
+
+def _gate_value(report: Report, g: dict[str, Any]) -> str:
+    """The gate's value in its metric's unit (size_bytes printed 2.121e+05), and a latency gate
+    on an estimated or emulated row marked as the table marks it (a FAILED 0.201 read as measured)."""
+    m = _GATE_PATH.match(str(g.get("gate", "")))
+    path = m.group(1) if m else ""
+    text = metric_value(path, g.get("value"))
+    if path.startswith(("latency_ms.", "latency_by_batch.")):
+        # the gate's row: same target/format/precision (and file name, when several share those)
+        rows = [a for a in report.artifacts
+                if "/".join((str(a.get("target", "")), str(a.get("format")), str(a.get("precision"))))
+                == g.get("artifact")]
+        if len(rows) > 1 and g.get("file"):
+            rows = [a for a in rows if _file_name(a) == Path(str(g["file"])).name] or rows
+        kinds = {a.get("latency_kind") for a in rows}
+        text += " (est.)" if "estimated" in kinds else " (emulated)" if "emulated" in kinds else ""
+    return text
+
+
 def _gate_rows(report: Report) -> list[dict[str, str]]:
     # the file too (validate records it): two files of one format and precision read the same
     files = any(g.get("file") for g in report.gates)
     return [{"gate": g["gate"], "artifact": g["artifact"], **({"file": g.get("file", "")} if files else {}),
-             "value": f"{g['value']:.4g}", "status": "ok (passed)" if g["passed"] else "FAILED"}
+             "value": _gate_value(report, g), "status": "ok (passed)" if g["passed"] else "FAILED"}
             for g in report.gates]
+
+
+def _regression_lines(report: Report) -> list[str]:
+    return [str(r) for r in report.baseline.get("regressions") or []]
+
+
+def _verdict(report: Report) -> tuple[bool, str] | None:
+    """(passed, one line) when the report judged something: --fail-on gates, a --baseline, or an
+    artifact that failed. The statuses, the gate table and the baseline section were pages apart
+    ("ok" next to a FAILED gate) and the exit code was nowhere. Regressions fail the run only
+    under --fail-on-regression (cli.py), read from the recorded command."""
+    b = report.baseline
+    has_baseline = b.get("regressions") is not None
+    v = report.verdict()
+    if not (report.gates or has_baseline or v["failed_artifacts"]):
+        return None
+    strict = "--fail-on-regression" in report.command.split()
+    judged = []
+    if v["failed_artifacts"]:
+        judged.append(f"{v['failed_artifacts']} artifact{'s' if v['failed_artifacts'] != 1 else ''} failed")
+    if report.gates:
+        n = len(report.gates)
+        judged.append(f"{v['failed_gates']} of {n} gate checks failed" if v["failed_gates"]
+                      else f"{n} gate check{'s' if n != 1 else ''} passed")
+    base = []
+    if has_baseline:
+        n = v["regressions"]
+        if n:
+            base.append(f"{n} regression{'s' if n != 1 else ''} against the baseline"
+                        + (" (--fail-on-regression: they fail the run)" if strict
+                           else " (they fail the run only with --fail-on-regression)"))
+        else:
+            base.append("no regression against the baseline")
+        if v["baseline_missing"]:
+            base.append(f"{v['baseline_missing']} baseline artifact{'s' if v['baseline_missing'] != 1 else ''} "
+                        "absent from this run")
+    passed = bool(v["passed"]) and not (strict and v["regressions"])
+    text = "; ".join(x for x in (", ".join(judged), ", ".join(base)) if x)
+    return passed, f"Verdict: {'passed' if passed else 'FAILED'} — {text}"
+
+
+def _baseline_extra(report: Report) -> list[str]:
+    """Sentences under the baseline scope: rows the baseline has and this run lacks (a format no
+    longer exported read as "no regression"), and compare_baseline's notes (another model)."""
+    b = report.baseline
+    out = []
+    if b.get("missing"):
+        out.append(f"In the baseline, absent from this run: {', '.join(map(str, b['missing']))}.")
+    out += [f"Note: {n}." for n in b.get("notes") or []]
+    return out
 
 
 def _baseline_scope(report: Report) -> str:
@@ -347,7 +501,8 @@ def _latency_note(report: Report) -> str:
             "reference outputs on the same inputs, with the agreement's 95 % interval for the "
             "number of samples in brackets (Wilson); top-1 in brackets is the change in points "
             "against the reference's top-1. Peak RSS is the whole inference process, Python "
-            "and the runtime included. `(est.)` marks estimated latency (no device measured)."
+            "and the runtime included, in MiB (2^20 B); sizes are in kB / MB (10^3 / 10^6 B). "
+            "`(est.)` marks estimated latency (no device measured)."
             + _fixed_batch_note(report) + _mean_note(report) + _no_reference_note(report)
             + _first_output_note(report) + _batch_error_note(report))
 
@@ -380,6 +535,9 @@ def _no_reference_note(report: Report) -> str:
                    and a["status"] == "ok" and (a["format"], a.get("target")) not in have})
     if not lone:
         return ""
+    if _is_validate(report):  # validate has no -f: the fp32 file is simply not among its inputs
+        return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format was "
+                "validated (pass the fp32 file of that format to validate too).")
     add = ", ".join(f"{f}:fp32" for f in lone)
     return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format was "
             f"exported (add {add} to the formats, e.g. `-f {lone[0]}:fp32` or the recipe's `export`).")
@@ -407,6 +565,9 @@ def _fixed_batch_note(report: Report) -> str:
 
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
+    if (verdict := _verdict(report)) is not None:  # first: what a CI reader looks for
+        head, _, rest = verdict[1].partition(" — ")
+        parts.append(f"**{head}** — {rest}\n")
     parts += [f"- **{k}**: {v}" for k, v in _summary(report)]
     parts.append(f"\n{_latency_note(report)}\n")
     if _estimate_note(report):  # issue #5: estimated latency, in words
@@ -424,11 +585,13 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     if report.steps:
         parts.append("\n## Compression steps\n")
         parts.append(_md_table(_steps_rows(report)))
+        parts.append(f"\n{_STEPS_NOTE}")
         parts += [f"\n- **{step}**: {note}" for step, note in _step_notes(report)]
     if report.baseline.get("regressions") is not None:
         parts.append("\n## Against the baseline\n")
-        regs = report.baseline["regressions"]
+        regs = _regression_lines(report)
         parts.append(f"Baseline: `{report.baseline.get('path')}`. {_baseline_scope(report)} "
+                     + "".join(f"{x} " for x in _baseline_extra(report))
                      + ("No regression over the threshold.\n" if not regs else "Regressions:\n"))
         parts += [f"- {r}" for r in regs]
     if report.gates:
@@ -484,6 +647,13 @@ _TEXT_COLS = {"inputs", "outputs", "settings", "int8", "float", "runtime"}
 _WRAP_COLS = {"speed-up", "cosine"}  # short, but with a parenthesis that may wrap
 
 
+def _html_verdict(report: Report) -> str:
+    if (verdict := _verdict(report)) is None:
+        return ""
+    head, _, rest = verdict[1].partition(" — ")
+    return f"<p class={'ok' if verdict[0] else 'bad'}><b>{html.escape(head)}</b> — {html.escape(rest)}</p>"
+
+
 def to_html(report: Report, plot_png: bytes | None = None) -> str:
     summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v.strip('`'))}</dd>"
                       for k, v in _summary(report))
@@ -493,6 +663,7 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         f"<title>edgecompress report: {html.escape(str(report.model.get('name')))}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>edgecompress validation report: {html.escape(str(report.model.get('name')))}</h1>",
+        _html_verdict(report),
         f"<dl>{summary}</dl>",
         "<h2>Artifacts</h2>",
         f"<p class=note>{html.escape(_latency_note(report).replace('`', ''))}</p>",
@@ -508,14 +679,16 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         parts += ["<h2>Quantized and float ops</h2>", f"<p class=note>{html.escape(_QUANT_NOTE)}</p>",
                   _html_table(quant_rows(report), status_col=False)]
     if report.steps:
-        parts += ["<h2>Compression steps</h2>", _html_table(_steps_rows(report), status_col=False)]
+        parts += ["<h2>Compression steps</h2>", _html_table(_steps_rows(report), status_col=False),
+                  f"<p class=note>{html.escape(_STEPS_NOTE)}</p>"]
         parts += [f"<p class=note><b>{html.escape(step)}</b>: {html.escape(note)}</p>"
                   for step, note in _step_notes(report)]
     if report.baseline.get("regressions") is not None:
-        regs = report.baseline["regressions"]
+        regs = _regression_lines(report)
         parts.append("<h2>Against the baseline</h2>")
         parts.append(f"<p class=note>Baseline: {html.escape(str(report.baseline.get('path')))}. "
                      f"{html.escape(_baseline_scope(report))}</p>")
+        parts += [f"<p class=bad>{html.escape(x)}</p>" for x in _baseline_extra(report)]
         parts.append("<p>No regression over the threshold.</p>" if not regs else
                      "<ul>" + "".join(f"<li class=bad>{html.escape(r)}</li>" for r in regs) + "</ul>")
     if report.gates:

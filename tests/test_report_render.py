@@ -1,0 +1,177 @@
+"""report.md / report.html text, from Report objects built by hand (no model runs): what the
+figures mean (QAT step sizes, the reference after QAT), the verdict, units, intervals at 100 %."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgecompress.report.model import Report
+from edgecompress.report.render import table_rows, to_html, to_markdown
+
+
+def _art(fmt: str, prec: str, **kw: Any) -> dict[str, Any]:
+    row = {"format": fmt, "precision": prec, "target": "x86-local", "path": f"m-{prec}.{fmt}",
+           "size_bytes": 82_679, "latency_ms": {"p50": 0.03, "p90": 0.04}, "latency_kind": "measured",
+           "metrics": {}, "drift": {}, "memory_mb": {"peak_rss": 57.2}, "status": "ok", "error": ""}
+    return row | kw
+
+
+def _report(artifacts: list[dict[str, Any]], **kw: Any) -> Report:
+    # machine / versions given: the defaults read /proc and run git, which these tests do not need
+    return Report(model={"name": "m"}, target="x86-local", artifacts=artifacts, machine={}, versions={}, **kw)
+
+
+def _step(name: str, size: int, gamma: float, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "params": 12_346, "macs": 413_034, "size_bytes": size, "metric": 0.989,
+            "metric_name": "top1", "metrics": {"top1": 0.989, "top1_agreement": 0.996},
+            "ratios": {"alpha": 0.262, "beta": 0.258, "gamma": gamma}, "delta_metric": -0.0044} | kw
+
+
+_QAT_NOTE = "int8 (QAT): size counts weights at 1 byte; params/MACs are the float model's"
+
+
+def _qat_steps() -> list[dict[str, Any]]:
+    return [_step("original", 191_192, 1.0), _step("prune", 50_584, 0.265), _step("distill", 50_584, 0.265),
+            _step("qat", 14_584, 0.076, note=_QAT_NOTE), _step("chain total", 14_584, 0.076, note=_QAT_NOTE)]
+
+
+def test_steps_table_says_the_qat_size_counts_weights_at_one_byte():
+    """#1: γ 0.076 read as 13x smaller files (the int8 files were 2.6x smaller): the step's note is
+    shown (once, for the QAT step and the chain total), the γ column says it is the weights as
+    stored, and 14.6 kB is not printed as "0.01 MB"."""
+    report = _report([_art("onnx", "int8")], steps=_qat_steps())
+    md = to_markdown(report, None)
+    assert f"- **qat, chain total**: {_QAT_NOTE}" in md
+    assert md.count(_QAT_NOTE) == 1
+    assert "| weights size |" in md and "γ weights as stored" in md and "γ memory" not in md
+    assert "| qat | 12,346 | 413,034 | 14.6 kB |" in md and "| original | 47" not in md
+    assert "| original | 12,346 | 413,034 | 191.2 kB |" in md
+    assert "not an exported file's size" in md
+    page = to_html(report)
+    assert "<b>qat, chain total</b>: int8 (QAT): size counts weights at 1 byte" in page
+    assert "γ weights as stored" in page and "14.6 kB" in page
+
+
+def test_verdict_line_at_the_top():
+    """#4: the outcome in one line before the summary: gates, failed artifacts, regressions (which
+    fail the run only with --fail-on-regression) and baseline rows this run lacks."""
+    gates = [{"gate": "latency_ms.p50>0.02", "artifact": "x86-local/onnx/int8", "value": 0.03, "passed": False},
+             {"gate": "latency_ms.p50>0.02", "artifact": "x86-local/onnx/fp32", "value": 0.03, "passed": False},
+             {"gate": "size_bytes>1e6", "artifact": "x86-local/onnx/fp32", "value": 82_679, "passed": True}]
+    baseline = {"path": "b.json", "threshold": 0.05, "regressions": ["a", "b", "c"], "changes": [],
+                "missing": ["x86-local/tflite/int8 (m-int8.tflite)"]}
+    report = _report([_art("onnx", "int8"), _art("onnx", "fp32"), _art("tflite", "int8", status="failed")],
+                     gates=gates, baseline=baseline)
+    md = to_markdown(report, None)
+    line = ("**Verdict: FAILED** — 1 artifact failed, 2 of 3 gate checks failed; 3 regressions against the "
+            "baseline (they fail the run only with --fail-on-regression), 1 baseline artifact absent from "
+            "this run")
+    assert line in md and md.index(line) < md.index("- **model**")
+    assert "In the baseline, absent from this run: x86-local/tflite/int8 (m-int8.tflite)." in md
+    page = to_html(report)
+    assert "<p class=bad><b>Verdict: FAILED</b> — 1 artifact failed" in page
+    assert page.index("Verdict: FAILED") < page.index("<dl>")
+    assert "In the baseline, absent from this run: x86-local/tflite/int8 (m-int8.tflite)." in page
+
+    # everything passed; regressions under --fail-on-regression fail the run (the command said so)
+    report.artifacts.pop()
+    for g in report.gates:
+        g["passed"] = True
+    report.baseline = {"path": "b.json", "threshold": 0.05, "regressions": [], "changes": []}
+    md = to_markdown(report, None)
+    assert "**Verdict: passed** — 3 gate checks passed; no regression against the baseline" in md
+    assert "<p class=ok><b>Verdict: passed</b>" in to_html(report)
+    report.baseline["regressions"] = ["a"]
+    report.command = "edgecompress validate d --baseline b.json --fail-on-regression"
+    assert ("**Verdict: FAILED** — 3 gate checks passed; 1 regression against the baseline "
+            "(--fail-on-regression: they fail the run)") in to_markdown(report, None)
+
+    # nothing judged (no gate, no baseline, no failure): no verdict line
+    assert "Verdict" not in to_markdown(_report([_art("onnx", "int8")]), None)
+
+
+def test_full_agreement_shows_its_interval():
+    """#5: 450 of 450 is 99.2-100 %, not exact: "100.0" alone read as exact."""
+    full = {"top1_agreement": 1.0, "top1_agreement_low95": 0.9915, "top1_agreement_high95": 1.0}
+    near = {"top1_agreement": 449 / 450, "top1_agreement_low95": 0.9876, "top1_agreement_high95": 0.99996}
+    rows = table_rows(_report([_art("onnx", "fp32", drift=full), _art("onnx", "int8", drift=near)]))
+    assert rows[0]["agreement %"] == "100.0 (99.2-100)"
+    assert rows[1]["agreement %"] == "99.8 (98.8-100)"
+    # an old report without the interval stays as it was
+    assert table_rows(_report([_art("onnx", "fp32", drift={"top1_agreement": 1.0})]))[0]["agreement %"] == "100.0"
+
+
+def test_reference_of_a_qat_run_is_the_float_model_before_qat():
+    """#9: a QAT run's artifacts are compared with the float model before QAT (pipeline.py), not
+    "after the passes" (QAT is one of them)."""
+    report = _report([_art("onnx", "int8")], steps=_qat_steps(), reference={"top1": 0.989})
+    md = to_markdown(report, None)
+    assert "reference: the float PyTorch model before QAT, after prune, distill (artifact drift" in md
+    assert "after the passes" not in md
+    report.steps = [_step("original", 191_192, 1.0), _step("qat", 47_000, 0.25), _step("chain total", 47_000, 0.25)]
+    assert "reference: the original float PyTorch model (before QAT, the only pass)" in to_markdown(report, None)
+    report.steps = [_step("original", 191_192, 1.0), _step("prune", 50_584, 0.265),
+                    _step("chain total", 50_584, 0.265)]
+    assert "reference: the float PyTorch model after the passes" in to_markdown(report, None)
+
+
+def test_no_speed_up_note_in_validate_asks_for_the_fp32_file():
+    """#11: validate has no -f; its report tells to pass the fp32 file instead."""
+    by_command = _report([_art("onnx", "int8")], command="edgecompress validate m-int8.onnx")
+    by_data = _report([_art("onnx", "int8")], data={"eval": None, "eval_n": 0, "reference": ""})
+    for report in (by_command, by_data):
+        md = to_markdown(report, None)
+        assert "pass the fp32 file of that format to validate too" in md
+        assert "-f onnx:fp32" not in md
+    export = _report([_art("onnx", "int8")], data={"calib": None}, command="edgecompress export m -f onnx:int8")
+    md = to_markdown(export, None)
+    assert "`-f onnx:fp32`" in md and "to validate too" not in md
+
+
+def test_regression_lines_and_gate_values_in_units():
+    """#8: `.4g` gave "size 8.101e+04 -> 1.046e+05" and gate values without units."""
+    from edgecompress.targets.device_report import compare_baseline
+
+    def row(fmt, **kw):
+        return {"format": fmt, "precision": "int8", "target": "x86-local", "status": "ok",
+                "path": f"/o/m.{fmt}", **kw}
+
+    old = [row("onnx", latency_ms={"p50": 0.025711}, metrics={"top1": 0.9911}),
+           row("openvino", size_bytes=81012), row("tflite", memory_mb={"peak_rss": 40.1})]
+    new = [row("onnx", latency_ms={"p50": 0.030195}, metrics={"top1": 0.93}),
+           row("openvino", size_bytes=104602), row("tflite", memory_mb={"peak_rss": 57.2})]
+    base = compare_baseline(_report(new), {"artifacts": old}, "b.json")
+    gates = [{"gate": "size_bytes>200000", "artifact": "x86-local/onnx/fp32", "value": 212_117, "passed": False},
+             {"gate": "latency_ms.p50 > 0.05", "artifact": "x86-local/onnx/fp32", "value": 0.03530, "passed": True},
+             {"gate": "drift.top1_agreement<0.999", "artifact": "x86-local/onnx/int8", "value": 0.9985,
+              "passed": False},
+             {"gate": "memory_mb.peak_rss>100", "artifact": "x86-local/onnx/int8", "value": 57.24, "passed": True},
+             {"gate": "latency_ms.p50>0.1", "artifact": "rpi5/onnx/int8", "value": 0.126, "passed": True}]
+    report = _report([_art("onnx", "fp32"), _art("onnx", "int8"),
+                      _art("onnx", "int8", target="rpi5", latency_kind="estimated")], baseline=base, gates=gates)
+    md = to_markdown(report, None)
+    assert "- onnx int8 on x86-local (/o/m.onnx): latency p50 0.0257 ms -> 0.0302 ms (+17.4 %)" in md
+    assert "- openvino int8 on x86-local (/o/m.openvino): size 81.0 kB -> 104.6 kB (+29.1 %)" in md
+    assert "top-1 99.11 % -> 93.00 % (-6.2 %)" in md
+    assert "peak memory 40.1 MiB -> 57.2 MiB (+42.6 %)" in md
+    assert "| size_bytes>200000 | x86-local/onnx/fp32 | 212.1 kB | FAILED |" in md
+    assert "| latency_ms.p50 > 0.05 | x86-local/onnx/fp32 | 0.0353 ms | ok (passed) |" in md
+    assert "| drift.top1_agreement<0.999 | x86-local/onnx/int8 | 99.85 % | FAILED |" in md
+    assert "| memory_mb.peak_rss>100 | x86-local/onnx/int8 | 57.2 MiB | ok (passed) |" in md
+    assert "| latency_ms.p50>0.1 | rpi5/onnx/int8 | 0.126 ms (est.) | ok (passed) |" in md  # #2: an estimate
+    assert "e+0" not in md
+    page = to_html(report)
+    assert "size 81.0 kB -&gt; 104.6 kB (+29.1 %)" in page and "<td>212.1 kB</td>" in page
+
+
+def test_units_peak_rss_mib_sizes_kb_mb_and_ms_digits():
+    """#14: peak RSS is VmHWM kB / 1024 (MiB); sizes are 10^6 B (MB), in kB under 1 MB; 0.03396 ms
+    printed "0.034" next to "0.0302" (a digit lost on the carry)."""
+    report = _report([_art("openvino", "fp32", size_bytes=18_654_980, latency_ms={"p50": 0.03396, "p90": 0.5}),
+                      _art("openvino", "int8", size_bytes=4_700_000, latency_ms={"p50": 0.0302, "p90": 12.345})])
+    fp32, int8 = table_rows(report)
+    assert "peak RSS MiB" in fp32 and "peak RSS MB" not in fp32
+    assert fp32["size"] == "18.65 MB" and int8["size"] == "4.70 MB (0.25x)"
+    assert fp32["p50 ms"] == "0.0340" and fp32["p90 ms"] == "0.500" and int8["p90 ms"] == "12.35"
+    assert table_rows(_report([_art("onnx", "int8", size_bytes=14_584)]))[0]["size"] == "14.6 kB"
+    assert "in MiB (2^20 B); sizes are in kB / MB (10^3 / 10^6 B)" in to_markdown(report, None)
