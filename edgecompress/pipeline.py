@@ -6,6 +6,7 @@ Report); `run_export` only chains them, so any stage can be called alone from Py
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -189,11 +190,14 @@ def _relocated(m: Measurement, staging: Path, out_dir: Path) -> Measurement:
     return replace(m, **{f.name: swap(getattr(m, f.name)) for f in fields(m)})
 
 
-def _note_foreign_artifacts(out_dir: Path, artifacts: list[Artifact]) -> None:
+def _note_foreign_artifacts(out_dir: Path, artifacts: list[Artifact], source: str = "") -> None:
     """Say which model files in `out_dir` this run did not write (an earlier run's other formats):
     they stay (edgecompress removes nothing of yours), but are in neither report nor manifest, and
     a build step globbing `out/*.tflite` would ship them."""
     ours = {f.name for a in artifacts for f in artifact_files(a.path, a.format)}
+    with contextlib.suppress(OSError, ValueError):  # the model exported (`export m.onnx --out .`)
+        if source and Path(source).resolve().parent == out_dir.resolve():
+            ours.add(Path(source).name)
     other = sorted(f.name for f in out_dir.iterdir() if f.is_file() and f.suffix in _MODEL_SUFFIXES
                    and f.name not in ours)
     if other:
@@ -243,6 +247,10 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         from edgecompress.targets.device_report import _check_gates_measurable
 
         _check_gates_measurable(gates, profile, has_eval=ev is not None)
+        if ev is not None and ev.y is None and any(g.path[0] == "metrics" for g in gates):
+            g = next(g for g in gates if g.path[0] == "metrics")
+            raise ConfigError(f"--fail-on {g.text!r}: metrics need labelled evaluation data; {ev.source} has "
+                              "no labels (gate on drift.top1_agreement instead)")
     if spec.extra.get("quantized") and "params" in spec.extra:  # [issue #4] QAT graph
         params, macs = spec.extra["params"], spec.extra["macs"]
     else:
@@ -292,6 +300,11 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         else:
             measurements = [Measurement(artifact=a.to_dict(), target=job.target, status="not-validated")
                             for a in staged]
+        if gates:  # a gate no figure answers fails here, before anything moves into out_dir
+            from edgecompress.targets.device_report import evaluate_gates
+
+            evaluate_gates(Report(model={}, target=job.target, artifacts=[artifact_row(m.to_dict())
+                                                                          for m in measurements]), gates)
         # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
         # on disk always describes a complete run (a killed run leaves none, never a stale one).
         (out_dir / "manifest.json").unlink(missing_ok=True)
@@ -299,7 +312,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     measurements = [_relocated(m, staging, out_dir) for m in measurements]
-    _note_foreign_artifacts(out_dir, artifacts)
+    _note_foreign_artifacts(out_dir, artifacts, spec.source)
     report = Report(
         model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
                "input_shape": list(spec.input_shape), "task": spec.task,

@@ -69,13 +69,25 @@ def test_export_fail_on_gates_without_a_second_measurement(tmp_path):
     bad = run_cli(*common, "--fail-on", "metrics.top1>0.5", "--out", str(tmp_path / "bad"), cwd=ROOT)
     assert bad.returncode == 4, bad.stderr[-2000:]
     assert bad.stderr.strip().splitlines()[-1].startswith(
-        "error: gate failed: metrics.top1>0.5 (digits-cnn-fp32.onnx, x86-local/onnx/fp32: 0.99")
+        "error: gate failed: metrics.top1>0.5 (digits-cnn-fp32.onnx, x86-local/onnx/fp32: 99.")
     gates = json.loads((tmp_path / "bad" / "report.json").read_text())["gates"]
     assert [(g["file"], g["passed"]) for g in gates] == [("digits-cnn-fp32.onnx", False),
                                                          ("digits-cnn-int8.onnx", False)]
     assert "## Gates (--fail-on)" in (tmp_path / "bad" / "report.md").read_text()
     # checked before any work: a malformed gate, and a gate with nothing to measure
+    import numpy as np
+
+    from edgecompress.models.digits import digits_npz
+
+    np.save(tmp_path / "unlabelled.npy", np.load(digits_npz("test"))["x"][:20])
     for args, msg in ((["--fail-on", "latency.p50>1"], "did you mean latency_ms.p50?"),
-                      (["--fail-on", "size_bytes>1", "--no-validate"], "gates need measurements")):
+                      (["--fail-on", "size_bytes>1", "--no-validate"], "gates need measurements"),
+                      (["--fail-on", "metrics.top1<0.9", "--eval", str(tmp_path / "unlabelled.npy")],
+                       "metrics need labelled evaluation data")):
         r = run_cli("export", "zoo:digits-cnn", *args, "--out", str(tmp_path / "x"), cwd=ROOT)
         assert r.returncode == 2 and msg in r.stderr and not (tmp_path / "x").exists(), r.stderr[-2000:]
+    # a gate no figure answers is found after measuring, but before anything moves into --out
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ok").iterdir()}
+    r = run_cli(*common, "--fail-on", "metrics.spearman<0.5", "--out", str(tmp_path / "ok"), cwd=ROOT)
+    assert r.returncode == 2 and "no artifact in the report has a numeric metrics.spearman" in r.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ok").iterdir()} == before
