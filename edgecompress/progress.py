@@ -71,6 +71,10 @@ class LineBar(std.tqdm):  # tqdm ships no annotations: mypy sees a subclass of A
         super().__init__(iterable, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        # nothing once closing (tqdm's close refreshes: a "so far" line followed "stopped after"),
+        # nor for a bar at its total (its final line comes with close, a "so far" just before it)
+        if getattr(self, "_closing", False) or (self.total is not None and self.n >= self.total):
+            return True
         now = self._time()  # tqdm's clock, which its start_t and elapsed time are on
         # tqdm's first refresh comes before it sets start_t: nothing to say yet
         since = self._last_line if self._last_line is not None else getattr(self, "start_t", now)
@@ -80,6 +84,9 @@ class LineBar(std.tqdm):  # tqdm ships no annotations: mypy sees a subclass of A
         return True
 
     def close(self) -> None:
+        if getattr(self, "_closing", False):
+            return
+        self._closing = True
         if not getattr(self, "disable", True):  # tqdm's guard: once, and never for a disabled bar
             total = self.total
             done = total is None or self.n >= total

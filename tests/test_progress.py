@@ -58,6 +58,24 @@ def test_a_log_gets_a_line_a_minute_and_one_when_done(clock):
     assert lines[-1] == "calibration: 300/300 img in 2 min 30 s\n"
 
 
+def test_no_so_far_line_after_the_last_line_or_at_the_total(clock):
+    """A bar interrupted a minute after its last line wrote "so far" after "stopped after"; one
+    finishing then wrote a "so far" line just before its final one."""
+    log = io.StringIO()
+    bar = progress.bar(total=10, desc="calibration", unit="batch", file=log)
+    bar.update(3)
+    clock[0] += 90
+    bar.close()
+    assert log.getvalue() == "calibration: 3/10 batch stopped after 1 min 30 s\n"
+    log = io.StringIO()
+    bar = progress.bar(total=10, desc="calibration", unit="batch", file=log)
+    bar.update(9)
+    clock[0] += 90
+    bar.update(1)
+    bar.close()
+    assert log.getvalue() == "calibration: 10/10 batch in 1 min 30 s\n"
+
+
 def test_a_log_line_for_an_iterated_bar_a_broken_off_one_and_none_when_disabled(clock):
     log = io.StringIO()
     bar = progress.bar(range(8), desc="prune (reconstruct)", unit="chain", file=log)
