@@ -100,6 +100,19 @@ def test_hf_dir_loader_contract(tiny_spec):
     assert tiny_spec.extra["dynamic_seq"] and tiny_spec.extra["tokenizer"]
 
 
+def test_hf_prefix_with_a_bare_folder_name(tiny_dir, tmp_path, monkeypatch):
+    """`hf:tinybert` (a folder in the working directory) was read as module `hf`, factory
+    `tinybert`; `hf:` of a folder without a config says so."""
+    from edgecompress.errors import ModelLoadError
+    from edgecompress.models import load_model
+
+    (tmp_path / "tinybert").symlink_to(tiny_dir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert load_model("hf:tinybert", "1,16").task == "embedding"
+    with pytest.raises(ModelLoadError, match="hf:nothere: not a Hugging Face model directory"):
+        load_model("hf:nothere")
+
+
 def test_mean_pooling_ignores_padding(tiny_spec):
     """The same sentences padded to 16 and to 40 tokens give the same unit-norm embeddings."""
     from edgecompress.data.text import get_tokenizer, tokenize

@@ -79,8 +79,9 @@ def wrap_encoder(model: Any, task: str = "embedding", normalize: bool = True) ->
 
 
 def is_hf_dir(ref: str) -> bool:
+    """`hf:ANYTHING` is ours (load_hf_dir says what is missing), a bare DIR when it has a config."""
     p = Path(ref.removeprefix("hf:")).expanduser()
-    return (ref.startswith("hf:") or p.is_dir()) and (p / "config.json").is_file()
+    return ref.startswith("hf:") or (p.is_dir() and (p / "config.json").is_file())
 
 
 def _guess_task(path: Path) -> str:

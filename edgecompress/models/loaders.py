@@ -603,7 +603,8 @@ LOADERS.register("onnx", (lambda r: r.endswith(".onnx"), _load_onnx))
 LOADERS.register(
     "factory",
     (
-        lambda r: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", r) is not None and not r.startswith("zoo:"),
+        # not zoo:NAME, nor hf:DIR (`hf:tinybert`, a folder, was read as module `hf`, factory `tinybert`)
+        lambda r: re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", r) is not None and not r.startswith(("zoo:", "hf:")),
         _load_factory,
     ),
 )
