@@ -453,7 +453,7 @@ def test_interrupt_or_failure_while_validating_changes_nothing_in_out_dir(tmp_pa
     assert not fresh.exists()  # the directory the run made is gone again
 
 
-def test_validated_in_staging_reports_the_final_paths(tmp_path, digits_spec, capsys):
+def test_validated_in_staging_reports_the_final_paths(tmp_path, digits_spec, digits_calib, capsys):
     """Measured where they were exported, the rows name the files where they end up; model files
     an earlier run left in --out are noted (they are in neither report nor manifest)."""
     from edgecompress.pipeline import ExportJob, run_export
@@ -468,6 +468,11 @@ def test_validated_in_staging_reports_the_final_paths(tmp_path, digits_spec, cap
     assert TEMP_PREFIX not in json.dumps(json.loads((out / "report.json").read_text()))
     assert "holds 1 model file(s) this run did not write, listed in neither report.json nor manifest.json: " \
            "old-int8.tflite" in capsys.readouterr().err
+    # the model exported is not one of them (`export m.onnx --out .`)
+    run_export(ExportJob(model=str(out / "digits-cnn-fp32.onnx"), formats=[("onnx", "int8")], out_dir=out,
+                         calib=digits_calib, progress=False, do_validate=False))
+    err = capsys.readouterr().err
+    assert "old-int8.tflite" in err and "digits-cnn-fp32.onnx" not in err, err
 
 
 def _procs_naming(text: str) -> list[int]:
