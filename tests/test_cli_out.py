@@ -91,3 +91,17 @@ def test_export_fail_on_gates_without_a_second_measurement(tmp_path):
     r = run_cli(*common, "--fail-on", "metrics.spearman<0.5", "--out", str(tmp_path / "ok"), cwd=ROOT)
     assert r.returncode == 2 and "no artifact in the report has a numeric metrics.spearman" in r.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "ok").iterdir()} == before
+
+
+def test_no_matplotlib_lines_without_a_writable_home(tmp_path):
+    """With no writable home (a CI container), matplotlib printed two "mkdir -p failed ... set
+    MPLCONFIGDIR" lines into every report's output; the plot is still drawn."""
+    env = {**os.environ, "HOME": "/proc/nonexistent-home", "PYTHONWARNINGS": "ignore"}
+    env.pop("MPLCONFIGDIR", None)
+    env.pop("XDG_CONFIG_HOME", None)
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "zoo:digits-cnn", "--runs", "2",
+                        "--warmup", "0", "--rounds", "1", "--no-progress", "--out", str(tmp_path / "o")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "MPLCONFIGDIR" not in r.stderr and "Matplotlib" not in r.stderr, r.stderr[-2000:]
+    assert (tmp_path / "o" / "report.png").is_file()

@@ -28,6 +28,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
                     a.get("latency_kind") == "emulated"))  # issue #5: qemu-user latency, labelled
     if not pts:
         return None
+    _writable_mpl_config()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,3 +72,25 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _writable_mpl_config() -> None:
+    """matplotlib wants a writable config folder (~/.config/matplotlib); with a read-only or no
+    home it made a temporary one itself, after two "mkdir -p failed ... set MPLCONFIGDIR" lines in
+    every report's output. We make that temporary folder without the lines; a user's
+    MPLCONFIGDIR is kept."""
+    import os
+
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    config = os.path.join(home, "matplotlib")
+    target = config if os.path.isdir(config) else home if os.path.isdir(home) else os.path.dirname(home)
+    if not os.access(target, os.W_OK | os.X_OK):
+        import atexit
+        import shutil
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="edgecompress-mpl-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        os.environ["MPLCONFIGDIR"] = tmp
