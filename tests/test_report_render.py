@@ -175,3 +175,18 @@ def test_units_peak_rss_mib_sizes_kb_mb_and_ms_digits():
     assert fp32["p50 ms"] == "0.0340" and fp32["p90 ms"] == "0.500" and int8["p90 ms"] == "12.35"
     assert table_rows(_report([_art("onnx", "int8", size_bytes=14_584)]))[0]["size"] == "14.6 kB"
     assert "in MiB (2^20 B); sizes are in kB / MB (10^3 / 10^6 B)" in to_markdown(report, None)
+
+
+def test_a_busy_host_is_said():
+    """#12: a 1-min load of 4.9 on 2 cores was a bare list in the summary."""
+    busy = _report([_art("onnx", "fp32")])
+    busy.machine = {"cores": 2, "loadavg": [4.87, 2.75, 2.97]}
+    md = to_markdown(busy, None)
+    assert "The host was busy: 1-min load average 4.9 on 2 cores" in md
+    assert "load average (1/5/15 min) [4.87, 2.75, 2.97]" in md
+    quiet = _report([_art("onnx", "fp32")])
+    quiet.machine = {"cores": 2, "loadavg": [1.0, 1.2, 1.1]}
+    assert "The host was busy" not in to_markdown(quiet, None)
+    est = _report([_art("onnx", "fp32", latency_kind="estimated")])  # nothing ran here: no load to blame
+    est.machine = busy.machine
+    assert "The host was busy" not in to_markdown(est, None)

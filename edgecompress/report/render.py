@@ -339,7 +339,8 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     mach = report.machine
     host = "machine" if not devices else "host machine"
     items.append((host, f"{mach.get('cpu')} · {mach.get('cores')} cores · {mach.get('memory_gb')} GB · "
-                             f"{' '.join(mach.get('isa_extensions', []))} · load {mach.get('loadavg')}"))
+                             f"{' '.join(mach.get('isa_extensions', []))} · load average (1/5/15 min) "
+                             f"{mach.get('loadavg')}"))
     items.append(("versions", ", ".join(f"{k} {v}" for k, v in report.versions.items())))
     items.append(("created", report.created))
     items.append(("command", f"`{report.command}`" if report.command else "—"))
@@ -504,7 +505,7 @@ def _latency_note(report: Report) -> str:
             "and the runtime included, in MiB (2^20 B); sizes are in kB / MB (10^3 / 10^6 B). "
             "`(est.)` marks estimated latency (no device measured)."
             + _fixed_batch_note(report) + _mean_note(report) + _no_reference_note(report)
-            + _first_output_note(report) + _batch_error_note(report))
+            + _first_output_note(report) + _batch_error_note(report) + _busy_note(report))
 
 
 def _batch_error_note(report: Report) -> str:
@@ -525,6 +526,24 @@ def _first_output_note(report: Report) -> str:
     first = (many[0]["io"]["outputs"][0] or {}).get("name") or "the first"
     return (f" The model has {len(many[0]['io']['outputs'])} outputs: accuracy, agreement and cosine are of "
             f"the first ({first}) only.")
+
+
+def _busy_note(report: Report) -> str:
+    """Say when the host was busy: its latencies read high and vary (a 1-min load of 4.9 on 2
+    cores was shown only as a bare list in the summary). Measured on this host only: a device
+    reached by ssh / adb is not the machine whose load is recorded."""
+    mach = report.machine or {}
+    load, cores = mach.get("loadavg"), mach.get("cores")
+    remote = any(isinstance(a.get("runtime"), dict) and a["runtime"].get("device") for a in report.artifacts)
+    measured = any(a.get("latency_kind", "measured") == "measured" and a.get("status") == "ok"
+                   for a in report.artifacts)
+    if remote or not measured or not (isinstance(load, list) and load and _num(load[0]) and _num(cores)):
+        return ""
+    if load[0] <= cores:
+        return ""
+    return (f" The host was busy: 1-min load average {load[0]:.1f} on {cores} cores when the report was "
+            "written, so latencies read high and vary between rounds (the speed-ups less so); rerun on a "
+            "quiet host before quoting milliseconds.")
 
 
 def _no_reference_note(report: Report) -> str:
