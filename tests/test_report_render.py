@@ -190,3 +190,13 @@ def test_a_busy_host_is_said():
     est = _report([_art("onnx", "fp32", latency_kind="estimated")])  # nothing ran here: no load to blame
     est.machine = busy.machine
     assert "The host was busy" not in to_markdown(est, None)
+
+
+def test_a_qat_openvino_ir_has_an_ops_row():
+    """#6: the QAT OpenVINO IR (details.quantization = {source: qat, via: ...}) had no row."""
+    from edgecompress.report.render import quant_rows
+
+    qat = {"source": "qat", "via": "QDQ ONNX -> ov.convert_model"}
+    rows = quant_rows(_report([_art("openvino", "int8", details={"quantization": qat})]))
+    assert rows == [{"format": "openvino", "precision": "int8", "int8": "QAT, QDQ ONNX -> ov.convert_model",
+                     "float": "not recorded"}]
