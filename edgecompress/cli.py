@@ -47,7 +47,8 @@ def _answer(text: str) -> None:
         # click turned this into a silent exit 1 after the whole run had completed and written
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # nothing more to flush there
-        raise StdoutClosed("stdout was closed before the answer could be written (the run itself completed)") \
+        raise StdoutClosed("stdout was closed before the answer could be written (what the command writes to disk "
+                           "is complete)") \
             from None
 
 

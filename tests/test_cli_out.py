@@ -33,7 +33,7 @@ def test_closed_stdout_is_said_not_a_silent_exit_1(tmp_path):
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode == 141, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1] == ("error: stdout was closed before the answer could be written "
-                                                 "(the run itself completed)")
+                                                 "(what the command writes to disk is complete)")
     assert (tmp_path / "o" / "manifest.json").is_file()
 
 
