@@ -78,10 +78,15 @@ def _formats_help() -> str:
 
 FormatOpt = Annotated[list[str], typer.Option(
     "--format", "-f", help=f"Format, or format:precision. Repeatable. Registered: {_formats_help()}.")]
-def _expand_user(path: Path) -> Path:
+def _expand_user(path: Any) -> Any:
     """`--out '~/x'` (quoted in a build file, so no shell expanded it) made a folder named `~`;
-    --calib / --eval paths are expanded too."""
-    return path.expanduser()
+    --calib / --eval paths are expanded too. For path arguments and options (one or a list), and
+    a model reference that is a path (`~/m.onnx`; `zoo:NAME` and factories start otherwise)."""
+    if isinstance(path, list):
+        return [_expand_user(p) for p in path]
+    if isinstance(path, str):
+        return str(Path(path).expanduser()) if path.startswith("~") else path
+    return path.expanduser() if isinstance(path, Path) else path
 
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.",
@@ -125,7 +130,7 @@ def _summary(report, paths) -> None:
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2, file.onnx or a Hugging Face directory (hf:DIR)")],
+    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2, file.onnx or a Hugging Face directory (hf:DIR)", callback=_expand_user)],
     format: FormatOpt = ["onnx"],  # noqa: B006 - typer reads the default
     out: OutOpt = Path("edgecompress-out"),
     int8: Annotated[bool, typer.Option("--int8", help="Add int8 (and keep fp32 as the reference).")] = False,
@@ -218,13 +223,13 @@ def demo(
 @app.command("validate")
 def validate_cmd(
     artifacts: Annotated[list[Path], typer.Argument(
-        help="Artifact files and/or export directories (with manifest.json).")],
+        help="Artifact files and/or export directories (with manifest.json).", callback=_expand_user)],
     target: Annotated[str, typer.Option(
         help="Target profile name or .toml file (see `edgecompress targets`).")] = "x86-local",
     eval: Annotated[str | None, typer.Option(
         "--eval", help="Evaluation data (image folder, labels CSV, .npy/.npz).")] = None,
     baseline: Annotated[Path | None, typer.Option(
-        help="A previous report.json: flag regressions over --threshold.")] = None,
+        help="A previous report.json: flag regressions over --threshold.", callback=_expand_user)] = None,
     fail_on: FailOnOpt = [],  # noqa: B006
     out: OutOpt = Path("edgecompress-validate"),
     threshold: Annotated[float, typer.Option(
@@ -300,7 +305,8 @@ def zoo() -> None:
 
 
 @data_app.command("build")
-def data_build(out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the built sets.")]
+def data_build(out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the built sets.",
+                                                 callback=_expand_user)]
                = Path("calibration_data/built")) -> None:
     """Write the project's own sets: digits train/test (.npz) and photo crops (.npz)."""
     import shutil
@@ -343,7 +349,7 @@ def _finish(report, paths) -> None:
 
 @app.command("run")
 def run_cmd(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see docs/recipes/).")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see docs/recipes/).", callback=_expand_user)],
     out: OutOpt = Path("edgecompress-out"),
     no_progress: NoProgressOpt = False,
 ) -> None:
@@ -368,7 +374,7 @@ _PASS_FLAGS = {
 
 @app.command()
 def compress(
-    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2 or a Hugging Face directory (hf:DIR)")],
+    model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2 or a Hugging Face directory (hf:DIR)", callback=_expand_user)],
     prune: Annotated[float | None, typer.Option("--prune", help="Channel pruning ratio (0-1).")] = None,
     prune_macs: Annotated[float | None, typer.Option(
         "--prune-macs", help="Prune to remove this fraction of MACs.")] = None,

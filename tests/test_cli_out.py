@@ -23,6 +23,15 @@ def test_out_with_a_quoted_tilde_goes_to_home(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == str(home / "x" / "report.html")
     assert (home / "x" / "manifest.json").is_file() and not (work / "~").exists()
+    # the model argument and validate's artifacts too
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "validate", "~/x", "--runs", "2", "--warmup", "0",
+                        "--rounds", "1", "--no-progress", "--out", "~/v"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == str(home / "v" / "report.html"), r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "~/x/digits-cnn-fp32.onnx",
+                        "--no-validate", "--no-progress", "--out", "~/o2"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and (home / "o2" / "manifest.json").is_file(), r.stderr[-2000:]
 
 
 def test_closed_stdout_is_said_not_a_silent_exit_1(tmp_path):
