@@ -79,59 +79,51 @@ def test_json_never_holds_nan(tmp_path):
     assert json.loads(p.read_text(), parse_constant=refuse) == {"a": None, "b": [1.5, None], "c": {"d": None}}
 
 
-def test_exclusive_dir_is_reentrant_in_its_thread_only(tmp_path):
-    """A recipe holds its --out through the passes and its export locks it again; another thread
-    (or process) is still refused."""
+def _lock_from_another_thread(path) -> str:
+    """"entered", or the refusal's message, when another thread takes `path`'s lock."""
     import threading
-
-    import pytest
 
     from edgecompress.errors import OutputError
     from edgecompress.fileio import exclusive_dir
 
     seen: list[str] = []
-    with exclusive_dir(tmp_path), exclusive_dir(tmp_path):  # the same thread: taken again
-        def other() -> None:
-            try:
-                with exclusive_dir(tmp_path):
-                    seen.append("entered")
-            except OutputError as e:
-                seen.append(str(e))
 
-        t = threading.Thread(target=other)
-        t.start()
-        t.join()
-    assert len(seen) == 1 and "another edgecompress run is writing there" in seen[0]
-    with pytest.raises(RuntimeError), exclusive_dir(tmp_path):
-        raise RuntimeError("the lock is released on errors too")
-    t = threading.Thread(target=other)  # released by the outer exit: another thread gets it
+    def other() -> None:
+        try:
+            with exclusive_dir(path):
+                seen.append("entered")
+        except OutputError as e:
+            seen.append(str(e))
+
+    t = threading.Thread(target=other)
     t.start()
     t.join()
-    assert seen[1:] == ["entered"]
+    return seen[0]
+
+
+def test_exclusive_dir_is_reentrant_in_its_thread_only(tmp_path):
+    """A recipe holds its --out through the passes and its export locks it again; another thread
+    (or process) is still refused."""
+    import pytest
+
+    from edgecompress.fileio import exclusive_dir
+
+    with exclusive_dir(tmp_path), exclusive_dir(tmp_path):  # the same thread: taken again
+        assert "another edgecompress run is writing there" in _lock_from_another_thread(tmp_path)
+    with pytest.raises(RuntimeError), exclusive_dir(tmp_path):
+        raise RuntimeError("the lock is released on errors too")
+    assert _lock_from_another_thread(tmp_path) == "entered"  # released by the outer exit
 
 
 def test_run_recipe_holds_its_out_through_the_passes(tmp_path, monkeypatch):
     """A validate (or another run) into a recipe's --out while its passes trained was not refused:
     only the final export took the lock."""
-    import threading
-
     import edgecompress.recipe as recipe
-    from edgecompress.errors import OutputError
-    from edgecompress.fileio import exclusive_dir
 
     seen: list[str] = []
 
     def passes_running(rec, out, progress, command):
-        def other() -> None:
-            try:
-                with exclusive_dir(out):
-                    seen.append("entered")
-            except OutputError as e:
-                seen.append(str(e))
-
-        t = threading.Thread(target=other)
-        t.start()
-        t.join()
+        seen.append(_lock_from_another_thread(out))
         return None, {}
 
     monkeypatch.setattr(recipe, "_execute", passes_running)
