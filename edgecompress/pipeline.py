@@ -244,9 +244,9 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         raise DataError("--calib (calib= from Python): int8 needs calibration data and none was given or found")
     ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
     if gates:  # accuracy / drift gates without evaluation data, or on an estimate: refused now
-        from edgecompress.targets.device_report import _check_gates_measurable
+        from edgecompress.targets.device_report import check_gates_measurable
 
-        _check_gates_measurable(gates, profile, has_eval=ev is not None)
+        check_gates_measurable(gates, profile, has_eval=ev is not None)
         if ev is not None and ev.y is None and any(g.path[0] == "metrics" for g in gates):
             g = next(g for g in gates if g.path[0] == "metrics")
             raise ConfigError(f"--fail-on {g.text!r}: metrics need labelled evaluation data; {ev.source} has "

@@ -432,7 +432,7 @@ def _refuse_export_dir(out_dir: Path) -> None:
                       f"(e.g. --out {shown}-validate)")
 
 
-def _check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:
+def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:
     """A gate nothing will measure cannot pass or fail: refused before any work (it was refused
     after validating everything): accuracy, drift or memory on an estimated target (nothing
     runs; an estimate has only a p50 latency), accuracy or drift without --eval."""
@@ -519,7 +519,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         from edgecompress.data.presets import PRESETS
 
         PRESETS.get(preprocess, "--preprocess")
-    _check_gates_measurable(gates, profile, has_eval=bool(eval))
+    check_gates_measurable(gates, profile, has_eval=bool(eval))
     arts, source = load_artifacts(paths)
     arts, skipped = _formats_the_target_runs(arts, paths, profile)
     from edgecompress.targets.runners.estimate import preflight
