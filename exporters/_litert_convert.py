@@ -226,6 +226,17 @@ def _culprit(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def model_source(path: pathlib.Path | str) -> dict[str, Any]:
+    """The LiteRT Interpreter's source for `path`: `model_path`, or `model_content` (the bytes)
+    when the path is not UTF-8 (a folder named with Latin-1 bytes reaches Python as surrogate
+    escapes, which the binding refused). A .tflite is one self-contained file."""
+    try:
+        str(path).encode("utf-8")
+        return {"model_path": str(path)}
+    except UnicodeEncodeError:
+        return {"model_content": pathlib.Path(path).read_bytes()}
+
+
 def _unsupported(stage: str, exc: BaseException) -> UnsupportedModelError:
     return UnsupportedModelError(
         f"{stage} cannot lower the model (at {_culprit(exc)}): {_one_line(exc)} -- "
@@ -252,7 +263,7 @@ def inspect(path: pathlib.Path | str) -> dict[str, Any]:
 
     # No default delegate, so the op list is the file's, not XNNPACK's partitions.
     it = Interpreter(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        **model_source(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
     tensors = {t["index"]: t for t in it.get_tensor_details()}
     ins, outs = it.get_input_details(), it.get_output_details()
@@ -454,7 +465,7 @@ def _load_problem(path: pathlib.Path) -> str | None:
 
     code = (
         "import sys\nfrom ai_edge_litert.interpreter import Interpreter\n"
-        "Interpreter(model_path=sys.argv[1]).allocate_tensors()\n"
+        "Interpreter(model_content=open(sys.argv[1], 'rb').read()).allocate_tensors()\n"
     )
     r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False)
     if r.returncode == 0:
@@ -538,7 +549,7 @@ def run(path: pathlib.Path | str, x_nchw_float: np.ndarray, threads: int = 1) ->
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=threads)  # XNNPACK is the default delegate
+    it = Interpreter(**model_source(path), num_threads=threads)  # XNNPACK is the default delegate
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     x = np.asarray(x_nchw_float, np.float32)

@@ -103,7 +103,9 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """A .tflite's tensors as LiteRT reports them; 4-D tensors are NHWC (TFLite's layout)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path))
+    from edgecompress.exporters._litert_convert import model_source
+
+    it = Interpreter(**model_source(path))
 
     def info(d: dict[str, Any]) -> TensorInfo:
         shape: list[int | str] = [int(s) for s in d["shape"]]

@@ -55,6 +55,22 @@ def _peak_mb() -> float:
 ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
+def _utf8_path(path: str) -> str:
+    """A path ONNX Runtime can take: its binding refuses a str that is not UTF-8 (a folder named
+    with Latin-1 bytes reaches Python as surrogate escapes). Then this process (one per artifact)
+    moves into the file's folder and names the file alone, and external data beside it is still
+    found."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        folder, name = os.path.split(path)
+        if folder:
+            os.chdir(folder)
+        name.encode("utf-8")  # a file name that is not UTF-8 itself still fails, with its error
+        return name
+
+
 class OrtRunner:
     def __init__(self, path: str, threads: int, hint: str | None) -> None:
         import onnxruntime as ort
@@ -64,7 +80,7 @@ class OrtRunner:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
+        self.sess = ort.InferenceSession(_utf8_path(path), so, providers=["CPUExecutionProvider"],
                                          disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
         self.inputs = [i.name for i in self.sess.get_inputs()]
         self.info = {"name": "onnxruntime", "version": ort.__version__,
@@ -162,7 +178,7 @@ class LiteRtRunner:
     def __init__(self, path: str, threads: int, hint: str | None, layout: str = "NCHW") -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.it = Interpreter(model_path=path, num_threads=threads)
+        self.it = Interpreter(model_path=_utf8_path(path), num_threads=threads)
         self.it.allocate_tensors()
         self.inp = self.it.get_input_details()
         self.out = self.it.get_output_details()[0]

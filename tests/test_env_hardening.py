@@ -256,10 +256,14 @@ def test_non_utf8_out_name(tmp_path, digits_spec):
     except (OSError, UnicodeError):
         pytest.skip("this file system refuses non-UTF-8 names")
     # not run_cli: the CLI prints the report's path, bytes that text=True cannot decode
-    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "zoo:digits-cnn", "--no-validate",
+    # int8 in every format, validated: ONNX Runtime and LiteRT refused the path (a TypeError)
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "zoo:digits-cnn", "-f", "onnx",
+                        "-f", "tflite", "--int8", "--runs", "2", "--warmup", "0", "--rounds", "1",
                         "--out", str(out)], capture_output=True, timeout=600,
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode == 0, r.stderr  # was UnicodeEncodeError writing report.md
+    rows = json.loads((out / "report.json").read_text(encoding="utf-8"))["artifacts"]
+    assert [a["status"] for a in rows] == ["ok"] * 4, [a.get("error") for a in rows]
     for name in ("report.md", "report.html"):
         text = (out / name).read_bytes().decode("utf-8")  # valid UTF-8; the byte shown as \xe9
         assert "lat\\xe9" in text
