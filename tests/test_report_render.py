@@ -200,3 +200,23 @@ def test_a_qat_openvino_ir_has_an_ops_row():
     rows = quant_rows(_report([_art("openvino", "int8", details={"quantization": qat})]))
     assert rows == [{"format": "openvino", "precision": "int8", "int8": "QAT, QDQ ONNX -> ov.convert_model",
                      "float": "not recorded"}]
+
+
+def test_plot_names_the_threads_and_does_not_blow_up_noise(monkeypatch):
+    """#13: the x label said nothing of threads; 88.0 vs 88.1 % (one image of 700) filled the frame."""
+    import matplotlib.axes
+
+    from edgecompress.report.plot import tradeoff_png
+
+    seen: dict[str, object] = {}
+    real_x, real_y = matplotlib.axes.Axes.set_xlabel, matplotlib.axes.Axes.set_ylim
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel",
+                        lambda self, text, *a, **k: (seen.__setitem__("x", text), real_x(self, text, *a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim",
+                        lambda self, lo, hi, *a, **k: (seen.__setitem__("y", (lo, hi)), real_y(self, lo, hi))[1])
+    arts = [_art("onnx", "fp32", metrics={"top1": 0.880}, settings={"threads": 1}),
+            _art("onnx", "int8", metrics={"top1": 0.881}, settings={"threads": 1})]
+    assert tradeoff_png(arts, "m")[:4] == b"\x89PNG"
+    assert seen["x"] == "latency p50, batch 1, 1 thread (ms)"
+    lo, hi = seen["y"]
+    assert hi - lo >= 2.0  # points, at least 1 either side
