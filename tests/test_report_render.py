@@ -210,10 +210,17 @@ def test_plot_names_the_threads_and_does_not_blow_up_noise(monkeypatch):
 
     seen: dict[str, object] = {}
     real_x, real_y = matplotlib.axes.Axes.set_xlabel, matplotlib.axes.Axes.set_ylim
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel",
-                        lambda self, text, *a, **k: (seen.__setitem__("x", text), real_x(self, text, *a, **k))[1])
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim",
-                        lambda self, lo, hi, *a, **k: (seen.__setitem__("y", (lo, hi)), real_y(self, lo, hi))[1])
+    def set_xlabel(self, text, *a, **k):
+        seen["x"] = text
+        return real_x(self, text, *a, **k)
+
+    def set_ylim(self, *a, **k):
+        if len(a) == 2:  # ours: (bottom, top)
+            seen["y"] = a
+        return real_y(self, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", set_xlabel)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", set_ylim)
     arts = [_art("onnx", "fp32", metrics={"top1": 0.880}, settings={"threads": 1}),
             _art("onnx", "int8", metrics={"top1": 0.881}, settings={"threads": 1})]
     assert tradeoff_png(arts, "m")[:4] == b"\x89PNG"
