@@ -84,9 +84,12 @@ def _expand_user(path: Any) -> Any:
     a model reference that is a path (`~/m.onnx`; `zoo:NAME` and factories start otherwise)."""
     if isinstance(path, list):
         return [_expand_user(p) for p in path]
-    if isinstance(path, str):
-        return str(Path(path).expanduser()) if path.startswith("~") else path
-    return path.expanduser() if isinstance(path, Path) else path
+    try:
+        if isinstance(path, str):
+            return str(Path(path).expanduser()) if path.startswith("~") else path
+        return path.expanduser() if isinstance(path, Path) else path
+    except RuntimeError:  # no HOME and no passwd entry: left as written (the path's own error follows)
+        return path
 
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for artifacts and reports.",
@@ -187,12 +190,13 @@ def _raise_failed_gates(report) -> None:
     if bad:
         g = bad[0]
         where = f"{g['file']}, {g['artifact']}" if g.get("file") else g["artifact"]
+        kind = f" [{g['latency_kind']}]" if g.get("latency_kind") else ""
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
         from edgecompress.report.render import metric_value
         from edgecompress.targets.device_report import parse_gates
 
         path = ".".join(parse_gates([g["gate"]])[0].path)
-        raise ValidationError(f"gate failed: {g['gate']} ({where}: {metric_value(path, g['value'])}){more}")
+        raise ValidationError(f"gate failed: {g['gate']} ({where}: {metric_value(path, g['value'])}{kind}){more}")
 
 
 @app.command()
@@ -252,7 +256,8 @@ def validate_cmd(
     report, paths, failures = validate_artifacts(
         artifacts, target, out, eval=eval, baseline=baseline, fail_on=fail_on,
         settings=_settings(threads, batch, runs, warmup, rounds), preprocess=preprocess, threshold=threshold,
-        progress=not no_progress, command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        progress=not no_progress, command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        fail_on_regression=fail_on_regression)
     _summary(report, paths)
     for r in report.baseline.get("regressions", []):
         typer.echo(f"regression: {r}", err=True)

@@ -19,6 +19,7 @@ parameters) is written next to the results as `recipe.resolved.yaml`; it loads b
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shlex
 import sys
@@ -346,6 +347,9 @@ def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
 
     obj = dict(obj)
     for key in ("model", "weights"):
+        if isinstance(obj.get(key), str) and obj[key].startswith("~"):  # as on the command line
+            with contextlib.suppress(RuntimeError):  # no home to expand into: left as written
+                obj[key] = str(Path(obj[key]).expanduser())
         if _is_file_ref(obj.get(key)):
             obj[key] = str(base / obj[key])
     data = obj.get("data")

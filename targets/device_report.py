@@ -289,8 +289,9 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
                for b in old_rows if id(b) not in matched]
     notes = []
     old_model, new_model = baseline.get("model") or {}, report.model or {}
-    differs = [k for k in ("name", "params", "macs")
-               if old_model.get(k) is not None and new_model.get(k) is not None and old_model[k] != new_model[k]]
+    # params and MACs, not the name: a loose file's model is named after the file
+    differs = [k for k in ("params", "macs")
+               if old_model.get(k) and new_model.get(k) and old_model[k] != new_model[k]]
     if differs:  # rows were matched by format and precision only: say they are of another model
         notes.append("the baseline is of another model (" + ", ".join(
             f"{k} {old_model[k]} -> {new_model[k]}" for k in differs) + ")")
@@ -390,6 +391,8 @@ def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = Non
                                 f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = "
                                 f"{metric_value('.'.join(g.path), v)}"
                                 + (f" [{kind}]" if kind != "measured" else "") + ")")
+        if not seen:  # recorded: the report written before the error must not read "passed"
+            report.gates.append({"gate": g.text, "artifact": "—", "value": None, "passed": False})
         if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
             # (with failed rows the failures are the news: the CLI exits 4 with their table)
             raise ConfigError(f"--fail-on {g.text!r}: no artifact in the report has a numeric "
@@ -500,7 +503,8 @@ def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> 
 def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str | None = None,
                        baseline: Path | None = None, fail_on: list[str] | None = None,
                        settings: Any = None, preprocess: str | None = None, command: str = "",
-                       threshold: float = 0.05, progress: bool = True) -> tuple[Report, dict, list[str]]:
+                       threshold: float = 0.05, progress: bool = True,
+                       fail_on_regression: bool = False) -> tuple[Report, dict, list[str]]:
     """Validate existing artifacts on `target`; write the report; return it, its paths and the
     gate failures (the caller decides the exit code)."""
     from edgecompress.fileio import exclusive_dir, output_dir, remove_stale_temps
@@ -575,6 +579,9 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
             command=command)
         if base is not None:
             report.baseline = compare_baseline(report, base, str(baseline), threshold, out_dir)
+            # the report's verdict judges regressions as the exit code will (they fail the run
+            # only under --fail-on-regression): report.json said passed where the run exited 4
+            report.baseline["fail_on_regression"] = fail_on_regression
         try:
             failures = evaluate_gates(report, gates, out_dir)  # before writing: the report records the outcome
         except ConfigError:  # a gate no artifact could answer: the measurements are still written

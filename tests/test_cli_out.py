@@ -114,3 +114,26 @@ def test_no_matplotlib_lines_without_a_writable_home(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "MPLCONFIGDIR" not in r.stderr and "Matplotlib" not in r.stderr, r.stderr[-2000:]
     assert (tmp_path / "o" / "report.png").is_file()
+
+
+def test_tilde_with_no_home_is_left_as_written(monkeypatch):
+    """`~/x` with no HOME and no passwd entry: Path.expanduser raised RuntimeError (a traceback)."""
+    from pathlib import Path
+
+    from edgecompress.cli import _expand_user
+
+    def no_home(self):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "expanduser", no_home)
+    assert _expand_user("~/m.onnx") == "~/m.onnx" and _expand_user(Path("~/o")) == Path("~/o")
+    assert _expand_user(["~/a", Path("~/b")]) == ["~/a", Path("~/b")]
+
+
+def test_recipe_model_path_with_tilde(tmp_path, monkeypatch):
+    """`model: ~/m.onnx` in a recipe was joined to the recipe's folder as a relative path."""
+    from edgecompress.recipe import load_recipe
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "r.yaml").write_text("model: ~/m.onnx\nexport: [onnx]\n")
+    assert load_recipe(tmp_path / "r.yaml").resolved()["model"] == str(tmp_path / "home" / "m.onnx")

@@ -227,3 +227,11 @@ def test_plot_names_the_threads_and_does_not_blow_up_noise(monkeypatch):
     assert seen["x"] == "latency p50, batch 1, 1 thread (ms)"
     lo, hi = seen["y"]
     assert hi - lo >= 2.0  # points, at least 1 either side
+
+
+def test_size_text_switches_units_where_the_rounding_does():
+    """N10: 999,950 bytes read "1000.0 kB"; 999.7 read "1.0 kB" next to "999 B"."""
+    from edgecompress.report.render import size_text
+
+    assert [size_text(n) for n in (90, 999.4, 999.7, 82_679, 999_949, 999_950, 18_654_980)] == [
+        "90 B", "999 B", "1.0 kB", "82.7 kB", "999.9 kB", "1.00 MB", "18.65 MB"]

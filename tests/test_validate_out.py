@@ -244,6 +244,31 @@ def test_baseline_rows_gone_failed_or_of_another_model_are_said():
     assert res["notes"] == []
     run.baseline = res
     assert run.verdict() == {"passed": False, "failed_artifacts": 1, "failed_gates": 0, "regressions": 1,
-                             "baseline_missing": 1}
+                             "regressions_fail": False, "baseline_missing": 1}
     other = Report(model={"name": "m", "params": 7}, target="t", artifacts=[row("onnx", "fp32")])
     assert compare_baseline(other, base, "b.json")["notes"] == ["the baseline is of another model (params 10 -> 7)"]
+    # a loose file's model is named after the file: another name alone is no other model
+    renamed = Report(model={"name": "m-int8"}, target="t", artifacts=[row("onnx", "fp32")])
+    assert compare_baseline(renamed, base, "b.json")["notes"] == []
+    # regressions judged as the exit code judges them: only under --fail-on-regression
+    ok = Report(model={"name": "m", "params": 10}, target="t", artifacts=[row("onnx", "fp32")])
+    ok.baseline = {"regressions": ["onnx fp32 on t: size 100 B -> 200 B (+100.0 %)"]}
+    assert ok.verdict()["passed"] is True
+    ok.baseline["fail_on_regression"] = True
+    assert ok.verdict()["passed"] is False and ok.verdict()["regressions_fail"] is True
+
+
+def test_a_gate_no_artifact_answers_is_recorded_failed():
+    """The report written before the error read "Verdict: passed" (the run exited 2)."""
+    from edgecompress.errors import ConfigError
+    from edgecompress.report import Report
+    from edgecompress.report.render import to_markdown
+    from edgecompress.targets.device_report import evaluate_gates, parse_gates
+
+    rep = Report(model={}, target="t", artifacts=[{"format": "onnx", "precision": "fp32", "target": "t",
+                                                   "status": "ok", "size_bytes": 100}], machine={}, versions={})
+    with pytest.raises(ConfigError, match=r"no artifact in the report has a numeric memory_mb\.peak_rss"):
+        evaluate_gates(rep, parse_gates(["memory_mb.peak_rss>1"]))
+    assert rep.gates == [{"gate": "memory_mb.peak_rss>1", "artifact": "—", "value": None, "passed": False}]
+    assert rep.verdict()["passed"] is False
+    assert "| memory_mb.peak_rss>1 | — | — (no artifact has it) | FAILED |" in to_markdown(rep, None)

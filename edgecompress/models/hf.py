@@ -118,7 +118,11 @@ def load_hf_dir(ref: str, input_shape: tuple[int, ...] | None = None, task: str 
                 name: str | None = None, **_: Any) -> ModelSpec:
     """`DIR` or `hf:DIR` holding config.json + weights + tokenizer. `input_shape` (1, L) sets L."""
     _offline()
-    path = Path(ref.removeprefix("hf:")).expanduser().resolve()
+    name = ref.removeprefix("hf:")
+    path = Path(name).expanduser().resolve()
+    if not name.strip() or not path.is_dir():  # a hub name (bert-base-uncased) is not downloaded
+        raise ModelLoadError(f"MODEL {ref}: no such folder; hf: takes a local Hugging Face model folder "
+                             "(nothing is downloaded)")
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"MODEL {ref}: not a Hugging Face model directory (no config.json)")
     task = task or _guess_task(path)

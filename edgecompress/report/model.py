@@ -107,13 +107,15 @@ class Report:
     def verdict(self) -> dict[str, Any]:
         """The report's outcome in one place, for CI scripts (written to report.json as `verdict`):
         they had to recombine artifact statuses, `gates` and `baseline` themselves. `passed` is
-        false when an artifact failed or a --fail-on gate failed; baseline regressions fail a run
-        only under --fail-on-regression, so they are counted, not judged, here."""
+        false when an artifact failed, a --fail-on gate failed, or a baseline regression did under
+        --fail-on-regression (`regressions_fail`); otherwise regressions are counted, not judged."""
         failed = [a for a in self.artifacts if a.get("status") == "failed"]
         gates = [g for g in self.gates if not g.get("passed", True)]
-        return {"passed": not failed and not gates, "failed_artifacts": len(failed), "failed_gates": len(gates),
-                "regressions": len(self.baseline.get("regressions", [])),
-                "baseline_missing": len(self.baseline.get("missing", []))}
+        regressions = len(self.baseline.get("regressions", []))
+        strict = bool(self.baseline.get("fail_on_regression"))
+        return {"passed": not failed and not gates and not (strict and regressions),
+                "failed_artifacts": len(failed), "failed_gates": len(gates), "regressions": regressions,
+                "regressions_fail": strict, "baseline_missing": len(self.baseline.get("missing", []))}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict()}

@@ -28,6 +28,8 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
                     a.get("latency_kind") == "emulated"))  # issue #5: qemu-user latency, labelled
     if not pts:
         return None
+    from edgecompress.report.render import size_text  # the tables' units (B / kB / MB)
+
     _writable_mpl_config()
     import matplotlib
 
@@ -50,7 +52,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "") -> bytes | No
         ax.scatter(lat, acc, s=60 + 600 * size / max_size, alpha=0.55,
                    edgecolors="black" if i in front else "none", linewidths=1.5,
                    marker="D" if est else "o",
-                   label=f"{label} · {size:.3g} MB · {lat:.3g} ms{' (est.)' if est else ''}"
+                   label=f"{label} · {size_text(size * 1e6)} · {lat:.3g} ms{' (est.)' if est else ''}"
                          f"{' (emulated, not a device figure)' if emu else ''}")
     legend = ax.legend(fontsize=7.5, loc="lower left", markerscale=0.4, framealpha=0.9)
     for handle in legend.legend_handles:

@@ -45,12 +45,12 @@ def _ms(v: float) -> str:
     return _sig3(v)
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     """Bytes in kB under 1 MB, else MB (10^3 / 10^6 B, as the notes say): "0.01 MB" hid 14.6 kB
     and made a 4x smaller step look like rounding."""
-    if abs(n) < 1e3:
+    if abs(n) < 999.5:
         return f"{n:.0f} B"
-    return f"{n / 1e3:.1f} kB" if abs(n) < 1e6 else f"{n / 1e6:.2f} MB"
+    return f"{n / 1e3:.1f} kB" if abs(n) < 999_950 else f"{n / 1e6:.2f} MB"
 
 
 def metric_value(metric: str, v: Any) -> str:
@@ -62,7 +62,7 @@ def metric_value(metric: str, v: Any) -> str:
         return str(v)
     last = metric.rsplit(".", 1)[-1]
     if metric in ("size", "size_bytes"):
-        return _size(v)
+        return size_text(v)
     if last == "throughput_per_s":
         return f"{_sig3(v)} /s"
     if metric.startswith(("latency", "latency_ms.", "latency_by_batch.")):
@@ -146,7 +146,7 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         m, d = a.get("metrics", {}), a.get("drift", {})
         rows.append({
             "target": a.get("target", report.target), "format": a["format"], "precision": a["precision"],
-            "size": f"{_size(a['size_bytes'])}{size_ratio}",
+            "size": f"{size_text(a['size_bytes'])}{size_ratio}",
             "p50 ms": f"{_ms(lat['p50'])}{est}" if lat.get("p50") is not None else "—",
             "p90 ms": f"{_ms(lat['p90'])}{est}" if lat.get("p90") is not None else "—",
             "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
@@ -186,7 +186,7 @@ def _steps_rows(report: Report) -> list[dict[str, str]]:
         # size and γ are the weights as the step stores them (state_dict bytes; a QAT step counts
         # int8 weights at 1 B), not an exported file: the labels say so (γ read as file memory)
         rows.append({"step": s.get("name", ""), "params": f"{s.get('params', 0):,}",
-                     "MACs": f"{s.get('macs', 0):,}", "weights size": _size(s.get("size_bytes", 0)),
+                     "MACs": f"{s.get('macs', 0):,}", "weights size": size_text(s.get("size_bytes", 0)),
                      f"{s.get('metric_name') or 'metric'} %": _pct(s.get("metric")),
                      # top-1 agreement with the ORIGINAL model (the artifacts' drift is vs the last step)
                      "agreement vs original %": _pct((s.get("metrics") or {}).get("top1_agreement")),
@@ -407,6 +407,8 @@ def _gate_value(report: Report, g: dict[str, Any]) -> str:
     on an estimated or emulated row marked as the table marks it (a FAILED 0.201 read as measured)."""
     m = _GATE_PATH.match(str(g.get("gate", "")))
     path = m.group(1) if m else ""
+    if g.get("value") is None:  # a gate no artifact could answer (recorded as failed)
+        return "— (no artifact has it)"
     text = metric_value(path, g.get("value"))
     if path.startswith(("latency_ms.", "latency_by_batch.")):
         # the gate's row: same target/format/precision (and file name, when several share those)
@@ -442,7 +444,7 @@ def _verdict(report: Report) -> tuple[bool, str] | None:
     v = report.verdict()
     if not (report.gates or has_baseline or v["failed_artifacts"]):
         return None
-    strict = "--fail-on-regression" in report.command.split()
+    strict = bool(b.get("fail_on_regression")) or "--fail-on-regression" in report.command.split()
     judged = []
     if v["failed_artifacts"]:
         judged.append(f"{v['failed_artifacts']} artifact{'s' if v['failed_artifacts'] != 1 else ''} failed")
