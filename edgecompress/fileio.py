@@ -285,3 +285,15 @@ def path_size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+def path_or_bytes(path: Path | str) -> str | bytes:
+    """What to hand a runtime binding for a model file: its path, or the file's bytes when the path
+    is not UTF-8 (a folder named with Latin-1 bytes reaches Python as surrogate escapes, and ONNX
+    Runtime's and LiteRT's bindings refused it with a TypeError). For self-contained files only:
+    from bytes, external data beside the file is not found."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        return Path(path).read_bytes()

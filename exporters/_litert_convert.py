@@ -230,11 +230,10 @@ def model_source(path: pathlib.Path | str) -> dict[str, Any]:
     """The LiteRT Interpreter's source for `path`: `model_path`, or `model_content` (the bytes)
     when the path is not UTF-8 (a folder named with Latin-1 bytes reaches Python as surrogate
     escapes, which the binding refused). A .tflite is one self-contained file."""
-    try:
-        str(path).encode("utf-8")
-        return {"model_path": str(path)}
-    except UnicodeEncodeError:
-        return {"model_content": pathlib.Path(path).read_bytes()}
+    from edgecompress.fileio import path_or_bytes
+
+    source = path_or_bytes(path)
+    return {"model_path": source} if isinstance(source, str) else {"model_content": source}
 
 
 def _unsupported(stage: str, exc: BaseException) -> UnsupportedModelError:

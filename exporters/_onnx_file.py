@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ExportError, InputFileError
+from edgecompress.fileio import path_or_bytes
 
 ONE_FILE_LIMIT = 2**31  # protobuf's limit on one serialized message: one .onnx file
 # ORT's per-channel QDQ (DequantizeLinear with `axis`) needs opset 13; older files are converted.
@@ -127,17 +128,6 @@ def op_type_names(path: Path) -> list[str]:
     return sorted({n.op_type for g in _graphs(m.graph) for n in g.node})
 
 
-def ort_source(path: Path) -> str | bytes:
-    """What to hand ONNX Runtime for `path`: the path, or the file's bytes when the path is not
-    UTF-8 (a folder named with Latin-1 bytes reaches Python as surrogate escapes, and ORT's binding
-    refused it with a TypeError). Files opened in process here are self-contained (copy_onnx)."""
-    try:
-        str(path).encode("utf-8")
-        return str(path)
-    except UnicodeEncodeError:
-        return Path(path).read_bytes()
-
-
 def check_loads(path: Path, what: str, shown: str) -> None:
     """Open `path` with ONNX Runtime, as `validate` and the targets will: a quantized file it
     cannot load (ORT's tools can write one: per-channel QDQ on an opset they could not raise)
@@ -148,7 +138,7 @@ def check_loads(path: Path, what: str, shown: str) -> None:
     so.intra_op_num_threads = 1
     so.log_severity_level = 3  # its warnings are not ours to print; the error is raised
     try:
-        ort.InferenceSession(ort_source(path), so, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(path_or_bytes(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:
         text = scrub(str(e).strip(), {path: shown})
         line = next((ln for ln in text.splitlines() if ln.strip()), type(e).__name__)

@@ -112,7 +112,8 @@ class Report:
         failed = [a for a in self.artifacts if a.get("status") == "failed"]
         gates = [g for g in self.gates if not g.get("passed", True)]
         regressions = len(self.baseline.get("regressions", []))
-        strict = bool(self.baseline.get("fail_on_regression"))
+        # validate stores the flag; a report built elsewhere may only carry it in its command
+        strict = bool(self.baseline.get("fail_on_regression")) or "--fail-on-regression" in self.command.split()
         return {"passed": not failed and not gates and not (strict and regressions),
                 "failed_artifacts": len(failed), "failed_gates": len(gates), "regressions": regressions,
                 "regressions_fail": strict, "baseline_missing": len(self.baseline.get("missing", []))}

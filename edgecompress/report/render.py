@@ -438,13 +438,13 @@ def _verdict(report: Report) -> tuple[bool, str] | None:
     """(passed, one line) when the report judged something: --fail-on gates, a --baseline, or an
     artifact that failed. The statuses, the gate table and the baseline section were pages apart
     ("ok" next to a FAILED gate) and the exit code was nowhere. Regressions fail the run only
-    under --fail-on-regression (cli.py), read from the recorded command."""
+    under --fail-on-regression: Report.verdict() judges that, as the exit code does."""
     b = report.baseline
     has_baseline = b.get("regressions") is not None
     v = report.verdict()
     if not (report.gates or has_baseline or v["failed_artifacts"]):
         return None
-    strict = bool(b.get("fail_on_regression")) or "--fail-on-regression" in report.command.split()
+    strict = v["regressions_fail"]
     judged = []
     if v["failed_artifacts"]:
         judged.append(f"{v['failed_artifacts']} artifact{'s' if v['failed_artifacts'] != 1 else ''} failed")
@@ -464,7 +464,7 @@ def _verdict(report: Report) -> tuple[bool, str] | None:
         if v["baseline_missing"]:
             base.append(f"{v['baseline_missing']} baseline artifact{'s' if v['baseline_missing'] != 1 else ''} "
                         "absent from this run")
-    passed = bool(v["passed"]) and not (strict and v["regressions"])
+    passed = bool(v["passed"])
     text = "; ".join(x for x in (", ".join(judged), ", ".join(base)) if x)
     return passed, f"Verdict: {'passed' if passed else 'FAILED'} — {text}"
 
