@@ -520,6 +520,13 @@ for _typer in (app, data_app):
         _info.callback = _stdout_for_answers(_info.callback)
 
 
+def _raised_in(e: BaseException, function: str) -> bool:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == function
+
+
 def main() -> None:
     """Entry point: one-line errors and meaningful exit codes instead of tracebacks."""
     global _DEBUG
@@ -535,7 +542,16 @@ def main() -> None:
         # [issue #7] Outside standalone mode typer RETURNS the code of `typer.Exit(n)` (failed
         # artifacts: 4) and turns Ctrl-C into Exit(130) the same way; ignoring it exited 0.
         signal.signal(signal.SIGTERM, _on_sigterm)
-        rv = app(standalone_mode=False, prog_name="edgecompress")
+        try:
+            rv = app(standalone_mode=False, prog_name="edgecompress")
+        except SystemExit as e:
+            # A closed stdout while the help prints (`--help | head -1`): rich (typer's help)
+            # raises SystemExit(1) from Console.on_broken_pipe, click wraps stdout in its
+            # PacifyFlushWrapper and exits 1. Both read as a failure: exit as a program killed by
+            # SIGPIPE does (141), silently, as `git log | head -1` does.
+            if e.code == 1 and (_raised_in(e, "on_broken_pipe") or type(sys.stdout).__name__ == "PacifyFlushWrapper"):
+                raise SystemExit(StdoutClosed.exit_code) from None
+            raise
         if rv == 130:
             _stopped()
         if isinstance(rv, int) and rv != 0:

@@ -48,6 +48,18 @@ def test_closed_stdout_is_said_not_a_silent_exit_1(tmp_path):
     assert (tmp_path / "o" / "manifest.json").is_file()
 
 
+@pytest.mark.parametrize("args", ["--help", "export --help"])
+def test_help_into_a_closed_pipe_exits_as_sigpipe(args):
+    """`edgecompress --help | head -1`: rich's broken-pipe handler exited 1, which reads as a
+    failure; a program whose reader left exits 141 (SIGPIPE), silently."""
+    r = subprocess.run(f"{sys.executable} -m edgecompress.cli {args} | head -c 0; exit ${{PIPESTATUS[0]}}",
+                       shell=True, executable="/bin/bash", cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 141 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", *args.split()], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "Usage" in r.stdout
+
+
 def test_no_onnxruntime_telemetry_unasked(tmp_path):
     """ONNX Runtime 1.32 kept a device ID and a queue of usage events under ~/.cache/Microsoft on
     every run (CLI, Python API and the bench child) unless ORT_DISABLE_TELEMETRY=1."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from edgecompress.report.model import Report
-from edgecompress.report.render import table_rows, to_html, to_markdown
+from edgecompress.report.render import quant_rows, table_rows, to_html, to_markdown
 
 
 def _art(fmt: str, prec: str, **kw: Any) -> dict[str, Any]:
@@ -235,3 +237,73 @@ def test_size_text_switches_units_where_the_rounding_does():
 
     assert [size_text(n) for n in (90, 999.4, 999.7, 82_679, 999_949, 999_950, 18_654_980)] == [
         "90 B", "999 B", "1.0 kB", "82.7 kB", "999.9 kB", "1.00 MB", "18.65 MB"]
+
+
+def test_a_row_that_failed_a_gate_does_not_say_just_ok():
+    """reader audit: "ok" in the artifacts table next to a FAILED gate a page down. The row names
+    its failed gates (and only its own: the other file of the same format passed)."""
+    gates = [{"gate": "latency_ms.p50>0.02", "artifact": "x86-local/onnx/int8", "value": 0.03, "passed": False},
+             {"gate": "size_bytes>1e6", "artifact": "x86-local/onnx/int8", "value": 82_679, "passed": True},
+             {"gate": "latency_ms.p50>0.02", "artifact": "x86-local/tflite/int8", "file": "b.tflite",
+              "value": 0.03, "passed": False}]
+    report = _report([_art("onnx", "int8"), _art("onnx", "fp32"), _art("tflite", "int8", path="a.tflite"),
+                      _art("tflite", "int8", path="b.tflite")], gates=gates)
+    status = [r["status"] for r in table_rows(report)]
+    assert status == ["ok, gate FAILED: latency_ms.p50>0.02", "ok", "ok", "ok, gate FAILED: latency_ms.p50>0.02"]
+    page = to_html(report)
+    assert page.count('<td class="bad">ok, gate FAILED: latency_ms.p50&gt;0.02</td>') == 2
+
+
+@pytest.mark.parametrize("target, said", [
+    ("rpi4", "On rpi4: -58.8 % on its 1 held-out figure (faster than published: optimistic, the device took "
+             "2.4x the estimate)."),
+    ("android-arm64", "On android-arm64: +1.2 to +18.3 % on its 4 held-out figures (slower than published, "
+                      "so on the safe side)."),
+    ("rpi5", "No published rpi5 figure checks it: the error on this target is unknown"),
+])
+def test_an_estimate_says_which_way_it_errs_on_its_target(target, said):
+    """reader audit: "mean 18.9 %, max 58.8 %" said neither which device erred nor which way."""
+    from edgecompress.targets.estimate import held_out_error
+
+    row = _art("onnx", "int8", target=target, latency_kind="estimated",
+               runtime={"name": "estimate", "settings": {"calibration_error": held_out_error(target)}})
+    report = Report(model={"name": "m"}, target=target, artifacts=[row], machine={}, versions={})
+    md = to_markdown(report, None)
+    assert "Calibration error on held-out public figures: mean 18.9 %, max 58.8 %." in md
+    assert said in md
+    assert said.replace("'", "&#x27;") in to_html(report)
+
+
+def test_an_int8_file_without_its_export_report_has_an_ops_row():
+    """reader audit: validating loose int8 files dropped the ops section without a word."""
+    rows = quant_rows(_report([_art("onnx", "int8"), _art("onnx", "fp32")]))
+    assert rows == [{"format": "onnx", "precision": "int8", "int8": "not recorded",
+                     "float": "not recorded (validated without its export's report)"}]
+    recorded = _art("onnx", "int8", details={"quantization": {"format": "QDQ", "float_nodes": []}})
+    assert quant_rows(_report([recorded]))[0]["float"] == "none"
+
+
+def test_a_compression_run_relates_its_files_to_the_original_model():
+    """reader audit: "99.1 (+0.2)" (against the float model before QAT) next to the steps' ΔA -0.44
+    (against the original): the files' change against the original is said."""
+    steps = [_step("original", 191_192, 1.0, metric=0.993), _step("prune", 50_584, 0.265),
+             _step("qat", 14_584, 0.076, note=_QAT_NOTE)]
+    arts = [_art("onnx", "int8", metrics={"top1": 0.991}), _art("openvino", "int8", metrics={"top1": 0.9887})]
+    md = to_markdown(_report(arts, steps=steps, reference={"top1": 0.989}), None)
+    assert ("Against the original model (top-1 99.3 %, PyTorch, before the compression steps) the files' "
+            "top-1 is: onnx int8 -0.2 pt, openvino int8 -0.4 pt.") in md
+    assert "| 99.1 (+0.2) |" in md  # the table stays against the reference
+    assert "Against the original model" not in to_markdown(_report(arts, reference={"top1": 0.989}), None)
+
+
+def test_validates_reference_row_is_marked_only_when_its_name_is_unique():
+    full = {"top1_agreement": 1.0, "top1_agreement_low95": 0.9915, "top1_agreement_high95": 1.0, "cosine": 1.0}
+    one = _report([_art("onnx", "fp32", path="/a/m-fp32.onnx", drift=full), _art("onnx", "int8", drift=full)],
+                  data={"reference_file": "m-fp32.onnx"})
+    rows = table_rows(one)
+    assert rows[0]["agreement %"] == rows[0]["cosine"] == "the reference"
+    assert rows[1]["agreement %"] == "100.0 (99.2-100)"
+    # two folders' m-fp32.onnx: which one ran as the reference is not known from the name
+    two = _report([_art("onnx", "fp32", path="/a/m-fp32.onnx", drift=full),
+                   _art("onnx", "fp32", path="/b/m-fp32.onnx", drift=full)], data={"reference_file": "m-fp32.onnx"})
+    assert [r["agreement %"] for r in table_rows(two)] == ["100.0 (99.2-100)"] * 2

@@ -47,6 +47,13 @@ def test_calibration_constants_match_the_procedure():
     summary = e.calibration_summary(rows)
     assert summary["held_out_figures"] == e.CALIBRATION_ERROR["held_out_figures"]
     assert summary["mean_abs_error_pct"] == pytest.approx(e.CALIBRATION_ERROR["mean_abs_error_pct"], abs=0.2)
+    by_target: dict[str, list[float]] = {}
+    for r in rows:
+        if not r["used_for_fit"]:
+            by_target.setdefault(r["target"], []).append(r["error_pct"])
+    assert set(by_target) == set(e.HELD_OUT_ERROR_PCT)
+    for target, errors in by_target.items():
+        assert sorted(errors) == pytest.approx(list(e.HELD_OUT_ERROR_PCT[target]), abs=0.2), target
     # The published MAdds of EfficientNet-Lite0 is 407M; our layer count must be close to it.
     lite0 = next(r for r in rows if r["model"] == "efficientnet-lite0")
     assert 0.9 * 407e6 < lite0["macs"] < 1.05 * 407e6
@@ -302,3 +309,18 @@ def test_an_fp32_file_that_disagrees_with_its_reference_fails(digits_artifacts, 
     bad, q = validate([fp32, int8], "x86-local", ev, wrong, fast, progress=False)
     assert bad.status == "failed" and "the fp32 file disagrees with the reference (cosine" in bad.error
     assert q.status == "ok" and q.drift["cosine"] < 0.999  # int8: reported, not refused
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_timed_inputs_are_writable_arrays_in_ram(tmp_path, n):
+    """The inputs file is opened as a read-only memmap; a slice of it made OpenVINO copy the input
+    on every timed call (it shares only writable memory). The timed batch is a private copy."""
+    from edgecompress.targets import bench
+
+    np.save(tmp_path / "x.npy", np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4))
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    xb = bench._take(mm, n)
+    assert xb.shape == (n, 3, 4, 4) and xb.flags.writeable and xb.flags.c_contiguous
+    assert not isinstance(xb, np.memmap) and not np.shares_memory(xb, mm)
+    assert np.array_equal(xb[0], mm[0]) and np.array_equal(xb[-1], mm[(n - 1) % 2])
+    assert bench._take({"a": mm}, n)["a"].flags.writeable

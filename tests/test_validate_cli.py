@@ -46,6 +46,7 @@ def test_validate_writes_report(first_run):
     assert rows[("onnx", "fp32")]["drift"]["top1_agreement"] == 1.0  # it is the reference
     assert rows[("openvino", "int8")]["metrics"]["top1"] > 0.9  # digits: real accuracy
     assert rep["data"]["reference"].startswith("outputs of digits-cnn-fp32.onnx")
+    assert rep["data"]["reference_file"] == "digits-cnn-fp32.onnx"
     for f in ("report.md", "report.html"):
         assert (first_run / f).exists()
 
@@ -59,6 +60,11 @@ def test_validate_of_loose_files_labels_its_reference(first_run, export_dir, eva
     assert r.returncode == 0, r.stderr[-2000:]
     md = (out / "report.md").read_text()
     assert "**reference: outputs of digits-cnn-fp32.onnx (fp32) on this machine**" in md
+    # its own row compared the file with itself ("100.0 (99.2-100)"): marked instead
+    onnx_row = next(line for line in md.splitlines() if line.startswith("| onnx | fp32 |"))
+    assert onnx_row.count(" the reference |") == 2 and "100.0" not in onnx_row
+    xml_row = next(line for line in md.splitlines() if line.startswith("| openvino | int8 |"))
+    assert "the reference" not in xml_row and "(9" in xml_row  # its agreement and interval
     assert "PyTorch" not in md and "None" not in md and "0 / 0" not in md and "calibration data" not in md
 
 

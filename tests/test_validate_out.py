@@ -272,3 +272,27 @@ def test_a_gate_no_artifact_answers_is_recorded_failed():
     assert rep.gates == [{"gate": "memory_mb.peak_rss>1", "artifact": "—", "value": None, "passed": False}]
     assert rep.verdict()["passed"] is False
     assert "| memory_mb.peak_rss>1 | — | — (no artifact has it) | FAILED |" in to_markdown(rep, None)
+
+
+def test_a_baseline_with_another_drift_reference_is_said():
+    """An export's drift is against the fp32 PyTorch model, validate's against an fp32 file's outputs:
+    compared across the two, an agreement change is partly the references' difference."""
+    from edgecompress.report import Report
+    from edgecompress.targets.device_report import compare_baseline
+
+    def row(agreement):
+        return {"format": "onnx", "precision": "int8", "target": "t", "status": "ok", "path": "/o/m.onnx",
+                "size_bytes": 100, "drift": {"top1_agreement": agreement}}
+
+    base = {"model": {"name": "m"}, "data": {"eval": "e.npz"}, "artifacts": [row(0.99)]}
+    val = Report(model={"name": "m"}, target="t", artifacts=[row(0.98)],
+                 data={"reference": "outputs of m-fp32.onnx (fp32) on this machine"})
+    assert compare_baseline(val, base, "b.json")["notes"] == [
+        "drift is against another reference than the baseline's (the fp32 PyTorch model -> outputs of "
+        "m-fp32.onnx (fp32) on this machine): agreement and cosine changes include the references' own difference"]
+    same = Report(model={"name": "m"}, target="t", artifacts=[row(0.98)], data={"eval": "e.npz"})
+    assert compare_baseline(same, base, "b.json")["notes"] == []
+    # no drift compared (no --eval in this run): nothing to say
+    no_drift = Report(model={"name": "m"}, target="t", artifacts=[row(None)],
+                      data={"reference": "outputs of m-fp32.onnx (fp32) on this machine"})
+    assert compare_baseline(no_drift, base, "b.json")["notes"] == []

@@ -107,6 +107,8 @@ def _fp32_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] 
 def table_rows(report: Report) -> list[dict[str, str]]:
     """One display row per artifact: the columns shared by Markdown and HTML."""
     rows = []
+    ref_file = report.data.get("reference_file") or None
+    ref_named = sum(a["precision"] == "fp32" and _file_name(a) == ref_file for a in report.artifacts)
     for a in report.artifacts:
         ref = _fp32_of(report.artifacts, a)
         lat = a.get("latency_ms", {})
@@ -144,6 +146,10 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             speed = f"{ratio:.2f}x{mark}" + (f" ({'; '.join(notes)})" if notes else "")
         size_ratio = f" ({a['size_bytes'] / ref['size_bytes']:.2f}x)" if ref is not None and ref is not a else ""
         m, d = a.get("metrics", {}), a.get("drift", {})
+        # validate's drift reference is one of its own fp32 files: its row compared the file with
+        # itself ("100.0 (99.2-100)", cosine 1.00000) and read like a measurement. Known by its
+        # name: two fp32 files of that name (two export folders) keep their figures.
+        is_ref = a["precision"] == "fp32" and _file_name(a) == ref_file and ref_named == 1
         rows.append({
             "target": a.get("target", report.target), "format": a["format"], "precision": a["precision"],
             "size": f"{size_text(a['size_bytes'])}{size_ratio}",
@@ -155,14 +161,18 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             # sentence encoders on an STS set (issue #6): their metric was dropped from the table
             **({"Spearman x100": f"{100 * m['spearman']:.2f}" if _num(m["spearman"]) else "—"}
                if "spearman" in m else {}),
-            "agreement %": _pct(d.get("top1_agreement")) + _interval(d),
-            "cosine": (f"{d['cosine']:.5f}" + (f" (min {d['cosine_min']:.3f})" if _num(d.get("cosine_min"))
-                                              and d["cosine_min"] < 0.9995 else "")) if _num(d.get("cosine")) else "—",
+            "agreement %": "the reference" if is_ref else _pct(d.get("top1_agreement")) + _interval(d),
+            "cosine": "the reference" if is_ref else (
+                f"{d['cosine']:.5f}" + (f" (min {d['cosine_min']:.3f})" if _num(d.get("cosine_min"))
+                                        and d["cosine_min"] < 0.9995 else "")) if _num(d.get("cosine")) else "—",
             # the whole inference process (Python and the runtime included: ~30 MiB before any
             # model); MiB: targets/bench.py divides VmHWM's kB by 1024 (benchmark_model's KB too)
             "peak RSS MiB": f"{a['memory_mb']['peak_rss']:.0f}" if _num(a.get("memory_mb", {}).get("peak_rss"))
             else "—",
-            "status": a["status"] + (f": {a['error']}" if a.get("error") else ""),
+            # a row that ran but failed a --fail-on gate said "ok" while the gate table, a page
+            # down, said FAILED: the row names its failed gates
+            "status": a["status"] + (f": {a['error']}" if a.get("error") else "")
+            + (f", gate FAILED: {', '.join(fg)}" if (fg := _failed_gates_of(report, a)) else ""),
         })
     if all(r["target"] == report.target for r in rows):  # said once in the summary, not per row
         for r in rows:
@@ -288,6 +298,10 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
             # QAT's OpenVINO IR (its QDQ ONNX converted) records no op list: said, not left out
             int8 = f"QAT, {q.get('via', 'converted')}"
             flt = "not recorded"
+        elif not d.get("quantization"):
+            # a file validated without its export's report: the layer list lives there (the
+            # section vanished without a word)
+            int8, flt = "not recorded", "not recorded (validated without its export's report)"
         else:
             continue
         rows.append({"format": str(a.get("format")), "precision": str(a.get("precision")),
@@ -383,8 +397,29 @@ def _estimate_note(report: Report) -> str:
     dev = f" for {st['device']}" if st.get("device") else ""
     tail = (f" Calibration error on held-out public figures: mean {err['mean_abs_error_pct']} %, "
             f"max {err['max_abs_error_pct']} %." if err.get("mean_abs_error_pct") is not None else "")
+    if "target_error_pct" in err:  # this target's own held-out errors, signed (reports since 2026-12-01)
+        tail += " " + _estimate_error_text(str(err.get("target") or report.target), err["target_error_pct"])
     return (f"Latency of {len(est)} artifact(s) is ESTIMATED{dev} by a roofline cost model (the device "
             f"was not attached; nothing ran, so no accuracy, drift or memory).{tail}")
+
+
+def _estimate_error_text(target: str, errors: list[float]) -> str:
+    """Which way the estimate errs on this target: "mean 18.9 %, max 58.8 %" said neither that the
+    58.8 % is the Raspberry Pi 4 (estimate 2.4x optimistic) nor that the Pixel 4 errs on the safe side."""
+    if not errors:
+        return (f"No published {target} figure checks it: the error on this target is unknown "
+                "(the model is fitted on a Pixel 4's Cortex-A76).")
+    lo, hi = min(errors), max(errors)
+    span = f"{lo:+.1f} %" if lo == hi else f"{lo:+.1f} to {hi:+.1f} %"
+    n = len(errors)
+    if lo >= 0:
+        how = "slower than published, so on the safe side"
+    elif hi <= 0:
+        how = (f"faster than published: optimistic, the device took {'' if lo == hi else 'up to '}"
+               f"{100 / (100 + lo):.1f}x the estimate")
+    else:
+        how = "on both sides of the published times"
+    return f"On {target}: {span} on its {n} held-out figure{'s' if n != 1 else ''} ({how})."
 
 
 # (issue #5 arm64 check) Latency measured under qemu-user: say so in words too.
@@ -402,6 +437,21 @@ _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an 
 _GATE_PATH = re.compile(r"^\s*([^<>=!\s]+)\s*(?:<=|>=|==|!=|<|>)")
 
 
+def _gate_artifacts(report: Report, g: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows a gate judged: same target/format/precision (and file name, when several share those)."""
+    rows = [a for a in report.artifacts
+            if "/".join((str(a.get("target", "")), str(a.get("format")), str(a.get("precision"))))
+            == g.get("artifact")]
+    if len(rows) > 1 and g.get("file"):
+        rows = [a for a in rows if _file_name(a) == Path(str(g["file"])).name] or rows
+    return rows
+
+
+def _failed_gates_of(report: Report, a: dict[str, Any]) -> list[str]:
+    return [str(g["gate"]) for g in report.gates
+            if not g.get("passed", True) and any(r is a for r in _gate_artifacts(report, g))]
+
+
 def _gate_value(report: Report, g: dict[str, Any]) -> str:
     """The gate's value in its metric's unit (size_bytes printed 2.121e+05), and a latency gate
     on an estimated or emulated row marked as the table marks it (a FAILED 0.201 read as measured)."""
@@ -411,13 +461,7 @@ def _gate_value(report: Report, g: dict[str, Any]) -> str:
         return "— (no artifact has it)"
     text = metric_value(path, g.get("value"))
     if path.startswith(("latency_ms.", "latency_by_batch.")):
-        # the gate's row: same target/format/precision (and file name, when several share those)
-        rows = [a for a in report.artifacts
-                if "/".join((str(a.get("target", "")), str(a.get("format")), str(a.get("precision"))))
-                == g.get("artifact")]
-        if len(rows) > 1 and g.get("file"):
-            rows = [a for a in rows if _file_name(a) == Path(str(g["file"])).name] or rows
-        kinds = {a.get("latency_kind") for a in rows}
+        kinds = {a.get("latency_kind") for a in _gate_artifacts(report, g)}
         text += " (est.)" if "estimated" in kinds else " (emulated)" if "emulated" in kinds else ""
     return text
 
@@ -511,7 +555,24 @@ def _latency_note(report: Report) -> str:
             "and the runtime included, in MiB (2^20 B); sizes are in kB / MB (10^3 / 10^6 B). "
             "`(est.)` marks estimated latency (no device measured)."
             + _fixed_batch_note(report) + _mean_note(report) + _no_reference_note(report)
-            + _first_output_note(report) + _batch_error_note(report) + _busy_note(report))
+            + _first_output_note(report) + _batch_error_note(report) + _busy_note(report)
+            + _original_note(report))
+
+
+def _original_note(report: Report) -> str:
+    """A compression run's files against the ORIGINAL model: the table's "(+0.2)" is against the
+    reference (the float model after the passes, or before QAT) while the steps' ΔA (-0.44) is
+    against the original, and nothing joined the two. Only for top-1, which both record."""
+    first = report.steps[0] if report.steps else {}
+    orig = first.get("metric") if first.get("name") == "original" and first.get("metric_name") == "top1" else None
+    if not _num(orig) or len(report.steps) < 2:
+        return ""
+    parts = [f"{a['format']} {a['precision']} {100 * (a['metrics']['top1'] - orig):+.1f} pt"
+             for a in report.artifacts if _num((a.get("metrics") or {}).get("top1"))]
+    if not parts:
+        return ""
+    return (f" Against the original model (top-1 {100 * orig:.1f} %, PyTorch, before the compression steps) "
+            f"the files' top-1 is: {', '.join(parts)}.")
 
 
 def _batch_error_note(report: Report) -> str:
@@ -650,7 +711,7 @@ def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
     head = "".join(f"<th{' class=text' if c in _TEXT_COLS else ''}>{html.escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
-        failed = status_col and not r.get("status", "ok").startswith("ok")
+        failed = status_col and (not r.get("status", "ok").startswith("ok") or "gate FAILED" in r.get("status", ""))
         cells = []
         for c in cols:
             cls = ""
