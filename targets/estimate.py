@@ -351,7 +351,7 @@ def calibration_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
             "max_abs_error_pct": round(max(held), 1)}
 
 
-# From calibration_report() (benchmarks/estimate_calibration.py; a test checks these): error on the
+# From calibration_report() (benchmarks/bench_targets.py prints it; a test checks these): error on the
 # figures not used for the fit. Pixel 4 Lite1/Lite2: +4.5 / +1.2 % fp32, +11.9 / +18.3 % int8.
 # Raspberry Pi 4 Lite0: -58.8 % (the A72 runs far below the A76 efficiency; treat rpi4 estimates
 # as optimistic by ~2.4x until a measured Pi figure recalibrates it).
@@ -373,10 +373,11 @@ def estimate_artifact(path: Path | str, fmt: str, precision: str, profile: Targe
                       threads: int | None = None) -> dict[str, Any]:
     """The estimate runner's result for one artifact (same keys as bench.py's JSON)."""
     res = estimate_latency(layers_from_artifact(path, fmt), profile, precision, threads)
-    lat: dict[str, Any] = {k: round(res[k], 3) for k in ("p50", "mean")}
-    # A cost model has no spread: the keys every measured row has are there, empty (null), so a
-    # reader of report.json finds p90 / p99 in every row and never a made-up figure.
-    lat.update(p90=None, p99=None)
+    lat: dict[str, Any] = {"p50": round(res["p50"], 3)}
+    # A cost model gives one figure, and no spread: the keys every measured row has are there,
+    # empty (null), so a reader of report.json finds p90 / p99 / mean in every row and never a
+    # made-up figure (mean was a copy of p50 and read as a second measurement).
+    lat.update(p90=None, p99=None, mean=None)
     lat["throughput_per_s"] = round(1000 / res["p50"], 2)
     return {
         "latency_ms": {"1": lat},

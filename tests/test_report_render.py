@@ -307,3 +307,38 @@ def test_validates_reference_row_is_marked_only_when_its_name_is_unique():
     two = _report([_art("onnx", "fp32", path="/a/m-fp32.onnx", drift=full),
                    _art("onnx", "fp32", path="/b/m-fp32.onnx", drift=full)], data={"reference_file": "m-fp32.onnx"})
     assert [r["agreement %"] for r in table_rows(two)] == ["100.0 (99.2-100)"] * 2
+
+
+def test_plot_draws_each_accuracys_interval(monkeypatch):
+    """#13: no error bars, so 88.0 vs 88.1 % on 700 images read as a ranking. With the evaluation
+    set's size each top-1 gets its Wilson interval (agreement plots use the drift's own)."""
+    import matplotlib.axes
+
+    from edgecompress.report.plot import tradeoff_png
+    from edgecompress.targets.metrics import wilson_interval
+
+    bars: list[tuple[float, float]] = []
+    ylim: list[tuple[float, float]] = []
+    real_e, real_y = matplotlib.axes.Axes.errorbar, matplotlib.axes.Axes.set_ylim
+
+    def errorbar(self, x, y, yerr=None, **k):
+        bars.append((y - yerr[0][0], y + yerr[1][0]))
+        return real_e(self, x, y, yerr=yerr, **k)
+
+    def set_ylim(self, *a, **k):
+        if len(a) == 2:
+            ylim.append(a)
+        return real_y(self, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", errorbar)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", set_ylim)
+    arts = [_art("onnx", "fp32", metrics={"top1": 616 / 700}), _art("onnx", "int8", metrics={"top1": 617 / 700})]
+    assert tradeoff_png(arts, "m", eval_n=700)[:4] == b"\x89PNG"
+    want = [tuple(100 * v for v in wilson_interval(k, 700)) for k in (616, 617)]
+    assert bars == [pytest.approx(w) for w in want]
+    assert ylim[-1][0] < min(b[0] for b in bars) and ylim[-1][1] > max(b[1] for b in bars)
+    bars.clear()
+    assert tradeoff_png(arts, "m")[:4] == b"\x89PNG" and bars == []  # n unknown: no bar made up
+    agree = {"top1_agreement": 0.981, "top1_agreement_low95": 0.968, "top1_agreement_high95": 0.989}
+    assert tradeoff_png([_art("onnx", "int8", drift=agree)], "m")[:4] == b"\x89PNG"
+    assert bars == [pytest.approx((96.8, 98.9))]

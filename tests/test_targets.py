@@ -91,6 +91,9 @@ def test_estimates_ordered_and_labelled(digits_artifacts, digits_eval, digits_re
     e5 = estimate_artifact(fp32.path, "onnx", "fp32", rpi5)["latency_ms"]["1"]["p50"]
     e5i = estimate_artifact(int8.path, "openvino", "int8", rpi5)["latency_ms"]["1"]["p50"]
     assert e5 < e4 and e5i < e5  # faster core; int8 faster than fp32
+    lat = estimate_artifact(fp32.path, "onnx", "fp32", rpi5)["latency_ms"]["1"]
+    # one figure: what a cost model cannot give is null, not a copy of p50
+    assert lat["p50"] == e5 and lat["mean"] is None and lat["p90"] is None and lat["p99"] is None
 
     ms = validate(digits_artifacts, "rpi5", digits_eval, digits_reference,
                   ValidateSettings(runs=3, warmup=1), progress=False)

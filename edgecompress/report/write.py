@@ -18,7 +18,9 @@ def write_report(report: Report, out_dir: Path | str, stem: str = "report") -> d
     from edgecompress.fileio import ensure_writable_dir
 
     out_dir = ensure_writable_dir(Path(out_dir))
-    png = tradeoff_png(report.artifacts, f"{report.model.get('name')} on {report.target}")
+    n = (report.data or {}).get("eval_n")
+    png = tradeoff_png(report.artifacts, f"{report.model.get('name')} on {report.target}",
+                       n if isinstance(n, int) and n > 0 else None)
     paths = {}
     if png:
         paths["png"] = write_bytes_atomic(out_dir / f"{stem}.png", png)
