@@ -48,9 +48,9 @@ def _peak_mb() -> float:
 
 
 # ORT 1.32's CPU SkipLayerNormalization kernel (what SkipLayerNormFusion makes of Add + LayerNorm)
-# took 0.27 ms per call on a 128x384 MiniLM activation here, about 6x a plain LayerNormalization:
-# 3.3 ms of a 13.9 ms int8 forward. Unfused, MiniLM-L6 runs 30.2 -> 26.5 ms fp32 and 13.9 -> 10.7 ms
-# int8 (b1, s128, 1 thread; benchmarks/RESULTS-minilm.md), outputs equal to 1e-7. No pattern in a
+# takes 0.30 ms per call on a 128x384 MiniLM activation here, 9x a plain LayerNormalization: 3.6 ms
+# of a 14.3 ms int8 forward. Unfused, MiniLM-L6 runs 26.5 -> 23.4 ms fp32 and 14.3 -> 11.4 ms int8
+# (b1, s128, 1 thread; benchmarks/minilm_ort_profile.py, RESULTS-minilm.md), outputs equal to 1e-7. No pattern in a
 # CNN matches it. Deploy with the same `disabled_optimizers` (README, "ONNX Runtime settings").
 ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
