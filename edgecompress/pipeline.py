@@ -13,6 +13,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ class ExportJob:
     # [issue #4] compression steps recorded by the recipe runner (Report.steps), and a ModelSpec
     # `model` may already be int8 from QAT (then params/MACs come from the float model it had).
     steps: list[dict[str, Any]] = field(default_factory=list)
+    # Files a caller writes into out_dir after the report and before the manifest (the recipe
+    # runner's steps.json, step weights and recipe.resolved.yaml): the manifest is the last file
+    # of a complete run, so a run killed before it looks unfinished. Returns {kind: path}.
+    write_before_manifest: Callable[[], dict[str, Path]] | None = None
     # Formats whose int8 came from `--int8` (not an explicit `format:int8`): each format may pick
     # what int8 means for the loaded model (Format.int8_for; ONNX encoders -> int8-dynamic).
     auto_int8: tuple[str, ...] = ()
@@ -332,5 +337,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
 
         evaluate_gates(report, gates, out_dir)
     paths = write_report(report, out_dir)
+    if job.write_before_manifest is not None:
+        paths.update(job.write_before_manifest())
     paths["manifest"] = write_manifest(out_dir, artifacts)
     return report, paths

@@ -480,6 +480,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             print(f"[{i + 1}/{len(recipe.passes)}] {name}", file=sys.stderr)
         workdir = out / f"step{i + 1}-{name}"
         shape_before = spec.input_shape
+        records_before = len(spec.extra.get("passes") or [])
         try:
             spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
         except EdgeCompressError as e:
@@ -492,7 +493,11 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
 
             train = dataset_at(spec, recipe.data.train or recipe.data.calib, train, "train", progress)
             ev = dataset_at(spec, recipe.data.eval, ev, "evaluation", progress)
-        log = spec.extra.get("passes", [{}])[-1].get("log")
+        # a registered pass need not append a record of its own (ours do): no new record, no log
+        # (an empty list raised IndexError, a traceback from `edgecompress run`; an older record
+        # would have lent this step the previous pass's log)
+        records = spec.extra.get("passes") or []
+        log = records[-1].get("log") if len(records) > records_before and isinstance(records[-1], dict) else None
         steps.append(_record(name, spec, ev, ref, first, steps[-1], config_dict(cfg), log))
         # The weights after every pass (weights_only-loadable state_dict) for inspection / reuse,
         # written with the records at the end: a run that fails later (an export refusing an op)
@@ -507,6 +512,15 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         steps.append(total)
 
     cmd = command or " ".join(shlex.quote(a) for a in sys.argv)
+
+    def write_records() -> dict[str, Path]:
+        # Last, with the report (before the manifest of an export): a failed run leaves the
+        # previous run's records as they were.
+        for path, payload in weights:
+            save_checkpoint(path, payload)
+        return {"steps": write_json_atomic(out / "steps.json", steps),
+                "recipe": write_text_atomic(out / RESOLVED_NAME, resolved_text)}
+
     if recipe.export:
         from edgecompress.exporters import ExportOptions, resolve_formats
         from edgecompress.pipeline import ExportJob, run_export
@@ -528,6 +542,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup,
                                       rounds=opts.rounds),
             do_validate=opts.validate_artifacts, command=cmd, progress=progress, steps=steps,
+            write_before_manifest=write_records,
         )
         report, paths = run_export(job)
     else:
@@ -539,11 +554,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
                         target=recipe.target, artifacts=[], steps=steps, command=cmd,
                         data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0})
         paths = write_report(report, out)
-    # Last, with the report: a failed run leaves the previous run's records as they were.
-    for path, payload in weights:
-        save_checkpoint(path, payload)
-    paths["steps"] = write_json_atomic(out / "steps.json", steps)
-    paths["recipe"] = write_text_atomic(out / RESOLVED_NAME, resolved_text)
+        paths.update(write_records())
     return report, paths
 
 

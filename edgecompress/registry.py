@@ -1,13 +1,20 @@
-"""A tiny named registry: formats, passes, targets and runners each keep one.
+"""A tiny named registry: formats, passes and runners each keep one (with discovery); model
+loaders, zoo entries, presets and QAT backends keep one each too, filled by their own module.
 
-Entries register themselves when their module is imported; `discover` imports every module of a
-package so that adding a format, pass or device is one new file.
+Entries register themselves when their module is imported. A registry with a `package` imports
+every module of that package on first use, so adding a format, pass or runner to the tree is one
+new file; one with an entry-point `group` also imports the modules that installed distributions
+name there (`[project.entry-points."edgecompress.formats"] myfmt = "my_pkg.my_format"`), so a
+plugin outside the tree is one file plus that line in its own pyproject. A module that fails to
+import is skipped with a note naming it (one broken plugin took every command down, `--help`
+included) and named again when its entry is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -17,11 +24,13 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, package: str | None = None) -> None:
+    def __init__(self, kind: str, package: str | None = None, group: str | None = None) -> None:
         self.kind = kind
         self.package = package
+        self.group = group
         self._items: dict[str, T] = {}
-        self._discovered = package is None
+        self._discovered = package is None and group is None
+        self.failed: dict[str, str] = {}  # module -> "ErrorType: message", for modules that did not import
 
     def register(self, name: str, item: T) -> T:
         if name in self._items and self._items[name] is not item:
@@ -32,11 +41,23 @@ class Registry(Generic[T]):
     def _discover(self) -> None:
         if self._discovered:
             return
-        self._discovered = True
-        pkg = importlib.import_module(self.package)  # type: ignore[arg-type]
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{mod.name}")
+        self._discovered = True  # first: a module being imported may look the registry up again
+        modules = []
+        if self.package:
+            pkg = importlib.import_module(self.package)
+            modules += [f"{self.package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
+                        if not m.name.startswith("_")]
+        if self.group:
+            from importlib.metadata import entry_points
+
+            modules += [ep.value.split(":")[0].strip() for ep in entry_points(group=self.group)]
+        for name in dict.fromkeys(modules):
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # a plugin's bug or missing dependency: skipped, and said
+                self.failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+                print(f"note: {self.kind} module {name} failed to import ({self.failed[name]}); skipped",
+                      file=sys.stderr)
 
     def get(self, name: str, flag: str | None = None) -> T:
         self._discover()
@@ -45,7 +66,9 @@ class Registry(Generic[T]):
         except KeyError:
             where = f"{flag} " if flag else ""
             known = ", ".join(sorted(self._items)) or "none"
-            raise ConfigError(f"{where}unknown {self.kind} {name!r} (known: {known})") from None
+            broken = "; failed to import: " + ", ".join(f"{m} ({e})" for m, e in self.failed.items()) \
+                if self.failed else ""
+            raise ConfigError(f"{where}unknown {self.kind} {name!r} (known: {known}{broken})") from None
 
     def names(self) -> list[str]:
         self._discover()

@@ -131,7 +131,7 @@ class Format:
         return self.int8_for(spec) if self.int8_for is not None else "int8"
 
 
-FORMATS: Registry[Format] = Registry("format", "edgecompress.exporters")
+FORMATS: Registry[Format] = Registry("format", "edgecompress.exporters", "edgecompress.formats")
 
 
 def register_format(fmt: Format) -> Format:

@@ -251,8 +251,12 @@ class TargetProfile:
         from edgecompress.exporters import FORMATS
 
         # The format table is the one list of formats and of the runtimes that run them.
-        _check_names(where, "formats", data["formats"], FORMATS.names(), "format")
         _check_names(where, "runtimes", data["runtimes"], sorted({f.runtime for _, f in FORMATS}), "runtime")
+        if data["formats"] == ["*"]:
+            # every registered format one of its runtimes runs (x86-local): a new format on ONNX
+            # Runtime, OpenVINO or LiteRT validates here without an edit to this profile
+            data["formats"] = [n for n, f in FORMATS if f.runtime in data["runtimes"]]
+        _check_names(where, "formats", data["formats"], FORMATS.names(), "format")
         data.setdefault("description", "")
         data["path"] = str(path)
         return cls(**data)

@@ -148,6 +148,10 @@ def test_chain_runs_and_records_every_step(tmp_path):
     assert art["status"] == "ok" and art["drift"]["top1_agreement"] > 0.99
     assert (tmp_path / "step1-prune" / "model.pt").is_file()
     torch.load(tmp_path / "step2-distill" / "model.pt", weights_only=True)
+    # the manifest is the last file of a complete run (steps.json and the resolved recipe came after it)
+    last = paths["manifest"].stat().st_mtime_ns
+    for other in (paths["steps"], paths["recipe"], paths["json"], tmp_path / "step2-distill" / "model.pt"):
+        assert other.stat().st_mtime_ns <= last, other
 
 
 def test_cli_run_reports_a_bad_recipe_in_one_line(tmp_path):

@@ -390,6 +390,20 @@ def test_bad_profile_is_one_line_naming_file_table_and_key(tmp_path, old, new, m
     assert msg.startswith(f"--target {path}: ") and message in msg and "\n" not in msg, msg
 
 
+def test_a_profile_may_run_every_format_of_its_runtimes(tmp_path):
+    """formats = ["*"]: every registered format one of the listed runtimes runs (x86-local), so a
+    new format on an existing runtime validates there without an edit to the profile."""
+    from edgecompress.targets import get_target
+
+    text = RPI5.read_text()
+    assert 'formats = ["onnx", "tflite"]' in text and 'runtimes = ["onnxruntime", "litert"]' in text
+    path = tmp_path / "any.toml"
+    path.write_text(text.replace('formats = ["onnx", "tflite"]', 'formats = ["*"]')
+                    .replace('runtimes = ["onnxruntime", "litert"]', 'runtimes = ["onnxruntime"]'))
+    assert get_target(str(path)).formats == ["onnx"]
+    assert get_target("x86-local").formats == ["onnx", "openvino", "tflite"]
+
+
 def test_bad_profile_through_the_cli(tmp_path):
     from conftest import run_cli
 

@@ -29,7 +29,8 @@ from edgecompress.models.spec import InputSpec, ModelSpec
 from edgecompress.registry import Registry
 
 Loader = Callable[..., ModelSpec]
-# Each loader declares which references it accepts; tried in registration order.
+# Each loader declares which references it accepts (the matchers exclude each other, so the
+# order they are tried in, by name, does not matter).
 LOADERS: Registry[tuple[Callable[[str], bool], Loader]] = Registry("model loader")
 
 

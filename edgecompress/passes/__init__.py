@@ -23,7 +23,7 @@ class PassInfo:
     structural: bool = False  # changes the architecture (a checkpoint alone cannot resume it)
 
 
-PASSES: Registry[PassInfo] = Registry("pass", "edgecompress.passes")
+PASSES: Registry[PassInfo] = Registry("pass", "edgecompress.passes", "edgecompress.passes")
 
 
 def register_pass(info: PassInfo) -> PassInfo:

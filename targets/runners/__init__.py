@@ -2,4 +2,4 @@
 
 from edgecompress.registry import Registry
 
-RUNNERS: Registry = Registry("runner", "edgecompress.targets.runners")
+RUNNERS: Registry = Registry("runner", "edgecompress.targets.runners", "edgecompress.runners")

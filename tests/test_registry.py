@@ -1,0 +1,95 @@
+"""Registries: plugins outside the tree through entry points, a broken module skipped and named, and
+a registered pass that keeps no record of its own runs in a recipe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgecompress.errors import ConfigError
+from edgecompress.registry import Registry
+
+
+def _plugin(root: Path, group: str, modules: dict[str, str]) -> None:
+    """An installed distribution (a dist-info folder on sys.path) naming `modules` in `group`."""
+    for name, code in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(code))
+    info = root / "ec_audit_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ec-audit-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n" + "".join(f"{m} = {m}\n" for m in modules))
+
+
+def test_entry_point_modules_register_and_a_broken_one_is_named(tmp_path, monkeypatch, capsys):
+    reg: Registry[int] = Registry("widget", group="edgecompress.test_widgets")
+    monkeypatch.setattr(sys.modules[__name__], "REG", reg, raising=False)
+    _plugin(tmp_path, "edgecompress.test_widgets", {
+        "ec_widget_ok": f"import {__name__} as t\nt.REG.register('blue', 7)\n",
+        "ec_widget_broken": "import not_an_installed_package_xyz\n",
+    })
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert reg.names() == ["blue"] and reg.get("blue") == 7
+    assert "note: widget module ec_widget_broken failed to import (ModuleNotFoundError" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"unknown widget 'red' \(known: blue; failed to import: "
+                                          r"ec_widget_broken \(ModuleNotFoundError"):
+        reg.get("red")
+
+
+def test_the_cli_sees_a_plugin_pass_and_survives_a_broken_format(tmp_path):
+    """One new file outside the tree plus its entry point: the CLI lists it. A format plugin that
+    fails to import no longer takes `--help` and every command down."""
+    _plugin(tmp_path, "edgecompress.passes", {"ec_noop_pass": """
+        from dataclasses import dataclass
+        from edgecompress.passes import PassInfo, register_pass
+
+        @dataclass
+        class NoopConfig:
+            pass
+
+        register_pass(PassInfo("noop", NoopConfig, lambda spec, config=None, **kw: spec, "does nothing"))
+    """})
+    (tmp_path / "ec_audit_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[edgecompress.passes]\nec_noop_pass = ec_noop_pass\n[edgecompress.formats]\nec_bad_format = ec_bad_format\n")
+    (tmp_path / "ec_bad_format.py").write_text("raise RuntimeError('this plugin is broken')\n")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    code = "from edgecompress.passes import PASSES; print(PASSES.names())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "'noop'" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "--help"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "onnx" in r.stdout, r.stderr[-2000:]
+    assert "note: format module ec_bad_format failed to import (RuntimeError: this plugin is broken); skipped" \
+        in r.stderr
+
+
+def test_a_registered_pass_without_a_record_of_its_own_runs_in_a_recipe(tmp_path):
+    """The recipe runner read the last pass record: a pass handing back an empty record list raised
+    IndexError (a traceback from `edgecompress run`), and one keeping the list as it was got the
+    previous pass's log."""
+    from dataclasses import dataclass
+
+    from edgecompress.passes import PASSES, PassInfo, register_pass
+    from edgecompress.recipe import run_recipe
+
+    @dataclass
+    class Cfg:
+        pass
+
+    register_pass(PassInfo("test-keeps-records", Cfg, lambda spec, config=None, **kw: spec))
+    register_pass(PassInfo("test-empties-records", Cfg,
+                           lambda spec, config=None, **kw: spec.replace(extra={**spec.extra, "passes": []})))
+    try:
+        report, _ = run_recipe({"model": "zoo:digits-cnn", "passes": [
+            {"prune": {"ratio": 0.25}}, {"test-keeps-records": {}}, {"test-empties-records": {}}],
+            "options": {"progress": False}}, tmp_path)
+    finally:
+        PASSES._items.pop("test-keeps-records")
+        PASSES._items.pop("test-empties-records")
+    names = [s["name"] for s in report.steps]
+    assert names == ["original", "prune", "test-keeps-records", "test-empties-records", "chain total"]
+    assert report.steps[1].get("log")  # prune's own record
+    assert report.steps[2].get("log") is None and report.steps[3].get("log") is None
