@@ -89,9 +89,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child(conn: Connection, payload: bytes, fmt: str, precision: str, out: str,
+def _child(conn: Connection, jobs: Connection, fmt: str, precision: str, out: str,
            threads: int | None, tmpdir: str) -> None:
-    """Child entry point: unpickle, export as `api.export` does in-process, send the result back."""
+    """Child entry point: receive the pickled job, export as `api.export` does in-process, send the
+    result back."""
     # The parent owns our life: it terminates us on its own Ctrl-C and removes our temp files.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -99,6 +100,8 @@ def _child(conn: Connection, payload: bytes, fmt: str, precision: str, out: str,
     setup_child_process()  # spawned by the CLI: its stdout/quiet rules (spawn inherits only env)
     try:
         try:
+            payload = jobs.recv_bytes()
+            jobs.close()
             spec, calib, options = pickle.loads(payload)
         except Exception as e:  # e.g. a class the parent had in __main__ and we cannot import
             conn.send(("unpicklable", _first_line(e)))
@@ -187,8 +190,12 @@ def _death(fmt: str, precision: str, proc: BaseProcess) -> ExportError:
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return ExportError(f"{fmt} {precision}: the export child process (pid {proc.pid}) was killed "
                            f"by {sig}{hint}; nothing was written")
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) if getattr(main, "__spec__", None) is None else None
+    hint = (f" (isolate=True spawns a child that re-runs {Path(script).name} before the export; put the "
+            "script's work under `if __name__ == \"__main__\":`)" if script and code == 1 else "")
     return ExportError(f"{fmt} {precision}: the export child process (pid {proc.pid}) exited with "
-                       f"code {code} without a result; nothing was written")
+                       f"code {code} without a result; nothing was written{hint}")
 
 
 def export_in_child(fmt: str, spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
@@ -206,15 +213,24 @@ def export_in_child(fmt: str, spec: ModelSpec, precision: str, out: Path, calib:
     threads = torch.get_num_threads() if torch is not None else None
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
+    # The job goes over a pipe of our own after the start, not in the Process args: spawn writes
+    # those to the child while holding the read end open itself, so a child dying before it read
+    # them (a script without `if __name__ == "__main__":`, re-run by the child) hung the parent
+    # forever once the model filled the pipe. Here a dead reader is a BrokenPipeError.
+    job_recv, job_send = ctx.Pipe(duplex=False)
     _remove_orphaned_tempdirs()
     tmpdir = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     before = _temp_names(out.parent)
     proc = ctx.Process(target=_child, name=f"edgecompress-export-{fmt}-{precision}",
-                       args=(send, payload, fmt, precision, str(out), threads, tmpdir))
+                       args=(send, job_recv, fmt, precision, str(out), threads, tmpdir))
     msg: Any = None
     try:
         proc.start()
         send.close()  # ours: now EOF on `recv` means the child is gone
+        job_recv.close()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            job_send.send_bytes(payload)  # a child already gone is found below
+        job_send.close()
         del payload
         wait([recv, proc.sentinel])
         with contextlib.suppress(EOFError, OSError):
@@ -224,6 +240,8 @@ def export_in_child(fmt: str, spec: ModelSpec, precision: str, out: Path, calib:
     finally:  # also on KeyboardInterrupt: stop the child, then remove what it left
         send.close()
         recv.close()
+        job_recv.close()
+        job_send.close()
         _stop(proc)
         if msg is None or msg[0] != "ok":
             _remove_new_temps(out.parent, before)

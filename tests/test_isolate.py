@@ -176,3 +176,21 @@ def test_errors_survive_the_pipe():
             assert type(e) is cls and str(e) == "tflite int8: two lines"
     e = pickle.loads(pickle.dumps(ImportError("No module named 'openvino'", name="openvino")))
     assert e.name == "openvino"
+
+
+def test_a_script_without_a_main_guard_fails_in_one_line_instead_of_hanging(tmp_path):
+    """isolate=True from a script with no `if __name__ == "__main__":`: the spawned child re-runs
+    the script and dies before reading the job; the parent blocked forever writing the model into
+    spawn's pipe. Now it is an ExportError naming the fix, and nothing is written."""
+    import subprocess
+
+    script = tmp_path / "noguard.py"
+    script.write_text("import edgecompress as ec\n"
+                      "spec = ec.load_model('zoo:digits-cnn')\n"
+                      f"ec.export(spec, 'onnx', 'fp32', {str(tmp_path / 'out')!r}, None, ec.ExportOptions(isolate=True))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgecompress.errors.ExportError: onnx fp32: the export child process") \
+        and "re-runs noguard.py" in last and '`if __name__ == "__main__":`' in last, r.stderr[-2000:]
+    assert not list((tmp_path / "out").glob("*"))  # the folder export() made, empty
