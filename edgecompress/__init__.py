@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from edgecompress.passes.qat import qat
     from edgecompress.passes.resolution import resolution
     from edgecompress.pipeline import ExportJob, run_export
-    from edgecompress.recipe import load_recipe, run_recipe
+    from edgecompress.recipe import load_recipe, run_recipe, save_recipe
     from edgecompress.report import write_report
     from edgecompress.targets.validate import ValidateSettings, reference_outputs, validate
 
@@ -52,12 +52,13 @@ _LAZY: dict[str, tuple[str, str]] = {
     "qat": ("edgecompress.passes.qat", "qat"),
     "run_recipe": ("edgecompress.recipe", "run_recipe"),
     "load_recipe": ("edgecompress.recipe", "load_recipe"),
+    "save_recipe": ("edgecompress.recipe", "save_recipe"),
 }
 
 __all__ = [  # the same names as _LAZY (tests/test_api.py checks it)
     "DataSpec", "ExportJob", "ExportOptions", "ValidateSettings", "distill", "export", "load_data",
     "load_model", "load_recipe", "lowrank", "prune", "qat", "reference_outputs", "resolution", "run_export",
-    "run_recipe", "validate", "write_report",
+    "run_recipe", "save_recipe", "validate", "write_report",
 ]
 
 

@@ -220,7 +220,7 @@ def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: 
         for key, ref in refs:
             if ref not in names:
                 raise ConfigError(f"{recipe._source}: passes[{i}].{key}: model has no module {ref!r}")
-        if name == "lowrank" or (name == "prune" and getattr(cfg, "method", "") == "block"):
+        if name == "lowrank" or (name == "prune" and getattr(cfg, "method", "") == "block") or _may_restructure(name):
             return
 
 
@@ -236,8 +236,23 @@ def _check_block_counts(recipe: Recipe, configs: list[tuple[str, Any]], module: 
             if cfg.blocks > len(found):
                 raise ConfigError(f"{recipe._source}: passes[{i}].prune.blocks: only {len(found)} removable "
                                   f"blocks in the model ({', '.join(found)}); {cfg.blocks} asked")
-        if name in ("prune", "lowrank", "qat"):
+        if name in ("prune", "lowrank", "qat") or _may_restructure(name):
             return
+
+
+# The built-in passes, whose effect on module names and structure the checks above know by name.
+_BUILTIN_PASSES = frozenset({"prune", "lowrank", "distill", "qat", "resolution"})
+
+
+def _may_restructure(name: str) -> bool:
+    """A registered (plugin) pass that declares `structural=True`: module names and blocks after it
+    are checked when the later passes run, not up front (a valid `wrap` -> `prune: {ignored: ...}`
+    was refused naming a module the wrap pass creates)."""
+    if name in _BUILTIN_PASSES:
+        return False
+    from edgecompress.passes import PASSES
+
+    return name in PASSES and PASSES.get(name).structural
 
 
 def _check_sizes(recipe: Recipe, configs: list[tuple[str, Any]], input_shape: tuple[int, ...]) -> None:

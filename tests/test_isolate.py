@@ -187,7 +187,8 @@ def test_a_script_without_a_main_guard_fails_in_one_line_instead_of_hanging(tmp_
     script = tmp_path / "noguard.py"
     script.write_text("import edgecompress as ec\n"
                       "spec = ec.load_model('zoo:digits-cnn')\n"
-                      f"ec.export(spec, 'onnx', 'fp32', {str(tmp_path / 'out')!r}, None, ec.ExportOptions(isolate=True))\n")
+                      f"ec.export(spec, 'onnx', 'fp32', {str(tmp_path / 'out')!r}, None,\n"
+                      "          ec.ExportOptions(isolate=True))\n")
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]

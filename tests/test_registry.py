@@ -93,3 +93,31 @@ def test_a_registered_pass_without_a_record_of_its_own_runs_in_a_recipe(tmp_path
     assert names == ["original", "prune", "test-keeps-records", "test-empties-records", "chain total"]
     assert report.steps[1].get("log")  # prune's own record
     assert report.steps[2].get("log") is None and report.steps[3].get("log") is None
+
+
+@pytest.mark.parametrize("structural", [True, False])
+def test_a_structural_plugin_pass_defers_the_module_name_checks(structural):
+    """`wrap` (a plugin renaming modules) then `prune: {ignored: [a name wrap creates]}` was refused
+    up front; a plugin that declares structural=True now defers the later checks to run time."""
+    from dataclasses import dataclass
+
+    from edgecompress.models import load_model
+    from edgecompress.passes import PASSES, PassInfo, register_pass
+    from edgecompress.recipe import _check_module_names, parse_recipe
+
+    @dataclass
+    class Cfg:
+        pass
+
+    register_pass(PassInfo("test-wrap", Cfg, lambda spec, config=None, **kw: spec, structural=structural))
+    try:
+        recipe = parse_recipe({"model": "zoo:digits-cnn", "passes": [
+            {"test-wrap": {}}, {"prune": {"ratio": 0.25, "ignored": ["wrapped.fc2"]}}]})
+        module = load_model("zoo:digits-cnn").module
+        if structural:
+            _check_module_names(recipe, recipe.pass_configs(), module)
+        else:
+            with pytest.raises(ConfigError, match=r"passes\[1\]\.prune\.ignored: model has no module 'wrapped.fc2'"):
+                _check_module_names(recipe, recipe.pass_configs(), module)
+    finally:
+        PASSES._items.pop("test-wrap")

@@ -20,7 +20,9 @@ class PassInfo:
     config: type  # the config dataclass (fields = the recipe's keys)
     run: Callable[..., Any]  # (model_or_spec, config, *, data, eval_data, teacher, workdir, progress)
     description: str = ""
-    structural: bool = False  # changes the architecture (a checkpoint alone cannot resume it)
+    # changes the architecture or module names: a checkpoint alone cannot resume it, and a recipe
+    # checks the module names of the passes after it when they run
+    structural: bool = False
 
 
 PASSES: Registry[PassInfo] = Registry("pass", "edgecompress.passes", "edgecompress.passes")
