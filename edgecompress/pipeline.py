@@ -317,14 +317,14 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         shutil.rmtree(staging, ignore_errors=True)
     measurements = [_relocated(m, staging, out_dir) for m in measurements]
     _note_foreign_artifacts(out_dir, artifacts, spec.source)
-    report = Report(
+    report = Report.from_measurements(
+        measurements,
         model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
                "input_shape": list(spec.input_shape), "task": spec.task,
                # a named preset only (a Python callable is not data): `validate --eval images/`
                # preprocesses with it, as the export did
                **({"preprocess": spec.preprocess} if isinstance(spec.preprocess, str) else {})},
         target=job.target,
-        artifacts=[artifact_row(m.to_dict()) for m in measurements],
         reference=reference,
         data={"calib": calib.source if calib else None, "calib_n": len(calib) if calib else 0,
               "eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,

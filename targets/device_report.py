@@ -516,7 +516,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     """Validate existing artifacts on `target`; write the report; return it, its paths and the
     gate failures (the caller decides the exit code)."""
     from edgecompress.fileio import exclusive_dir, output_dir, remove_stale_temps
-    from edgecompress.report import Report, artifact_row, write_report
+    from edgecompress.report import Report, write_report
     from edgecompress.targets import ValidateSettings, get_target, validate
     from edgecompress.targets.metrics import classification_metrics
     from edgecompress.targets.validate import _inputs_file
@@ -578,9 +578,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
             if ref is not None:
                 reference = classification_metrics(ref, ev.y)
         measurements = validate(arts, profile, ev, ref, settings, progress)
-        report = Report(
-            model=model, target=profile.name,
-            artifacts=[artifact_row(m.to_dict()) for m in measurements], reference=reference,
+        report = Report.from_measurements(
+            measurements, model=model, target=profile.name, reference=reference,
             data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
                   "labelled": bool(ev is not None and ev.y is not None), "reference": ref_source,
                   **({"reference_file": ref_file} if ref_file else {}),

@@ -99,7 +99,9 @@ def test_estimates_ordered_and_labelled(digits_artifacts, digits_eval, digits_re
                   ValidateSettings(runs=3, warmup=1), progress=False)
     assert all(m.status == "ok" and m.latency_kind == "estimated" for m in ms)
     assert all(m.runtime["name"] == "estimate" and not m.drift for m in ms)  # nothing ran
-    report = Report(model={"name": "digits"}, target="rpi5", artifacts=[artifact_row(m.to_dict()) for m in ms])
+    report = Report.from_measurements(ms, model={"name": "digits"}, target="rpi5")
+    assert report.artifacts == [artifact_row(m) for m in ms] and report.target == "rpi5"
+    assert Report.from_measurements(ms[0], model={}, target="rpi5").artifacts == [artifact_row(ms[0])]
     paths = write_report(report, tmp_path)
     import json
 

@@ -104,6 +104,15 @@ class Report:
     baseline: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)  # --fail-on: gate, artifact, value, passed
 
+    @classmethod
+    def from_measurements(cls, measurements: Any, *, model: dict[str, Any], target: str,
+                          **fields: Any) -> Report:
+        """The Measurements -> Report stage: one `artifact_row` per Measurement (or a single one),
+        the other fields (reference, data, steps, command, ...) as given. What `run_export`,
+        `edgecompress validate` and the recipe runner build, for a caller running the stages alone."""
+        ms = [measurements] if hasattr(measurements, "to_dict") or isinstance(measurements, dict) else measurements
+        return cls(model=model, target=target, artifacts=[artifact_row(m) for m in ms], **fields)
+
     def verdict(self) -> dict[str, Any]:
         """The report's outcome in one place, for CI scripts (written to report.json as `verdict`):
         they had to recombine artifact statuses, `gates` and `baseline` themselves. `passed` is
