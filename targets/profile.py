@@ -197,6 +197,14 @@ class TargetProfile:
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(f"{where}: {key} must be a table ([{key}])")
         schema = CONNECTION_KEYS.get(self.runner)
+        if schema is None:
+            # a plugin runner declares the keys it reads (`connection_keys`: {key: check or None}),
+            # and its profiles get the same typo check (`hostt` loaded silently before)
+            from edgecompress.targets.runners import RUNNERS
+
+            declared = getattr(RUNNERS.get(self.runner), "connection_keys", None) if self.runner in RUNNERS else None
+            if isinstance(declared, dict):
+                schema = {k: (v if callable(v) else (lambda _v: None)) for k, v in declared.items()}
         if schema is not None:
             unread = [k for k in self.connection if k not in schema and k in _ANY_CONNECTION]
             if unread:  # another runner's key: the user meant something this runner does not do

@@ -121,3 +121,32 @@ def test_a_structural_plugin_pass_defers_the_module_name_checks(structural):
                 _check_module_names(recipe, recipe.pass_configs(), module)
     finally:
         PASSES._items.pop("test-wrap")
+
+
+def test_a_plugin_runner_declares_its_connection_keys(tmp_path):
+    """A profile of a plugin runner loaded any [connection] key (`hostt` silently); a runner that
+    declares `connection_keys` gets the built-in runners' typo check."""
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners import RUNNERS
+
+    class Echo:
+        def __init__(self) -> None:
+            self.connection_keys = {"host": None, "port": lambda v: None if isinstance(v, int) else "a port number"}
+
+    RUNNERS.register("test-echo", Echo())
+    try:
+        path = tmp_path / "box.toml"
+        rpi5 = (Path(__file__).parents[1] / "targets" / "profiles" / "rpi5.toml").read_text()
+        head, _, rest = rpi5.partition("[connection]")
+        body = rest.split("\n[", 1)[1]
+        path.write_text(head.replace('runner = "ssh"', 'runner = "test-echo"')
+                        + '[connection]\nhostt = "box.local"\n\n[' + body)
+        with pytest.raises(ConfigError, match=r"\[connection\] .*hostt.*did you mean host"):
+            get_target(str(path))
+        path.write_text(path.read_text().replace("hostt", "host"))
+        assert get_target(str(path)).connection == {"host": "box.local"}
+        path.write_text(path.read_text().replace('host = "box.local"', 'port = "22"'))
+        with pytest.raises(ConfigError, match=r"port = '22': must be a port number"):
+            get_target(str(path))
+    finally:
+        RUNNERS._items.pop("test-echo")
