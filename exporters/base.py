@@ -114,6 +114,9 @@ class Format:
     extra_files: tuple[str, ...] = ()  # sibling files that belong to the artifact (.bin of IR)
     # The I/O contract read back from a file (`validate` of a file with no export report beside it)
     read_io: Callable[[Path], tuple[list[TensorInfo], list[TensorInfo]]] | None = None
+    # The precision read back from a file (`validate` of a loose file): without it a new format's
+    # int8 file named model.x is taken by its name, as fp32, and may become the drift reference
+    read_precision: Callable[[Path], str] | None = None
     needs_module: bool = False  # converts from PyTorch only (an .onnx input cannot go there)
     # What `--int8` means for a given model (None: "int8"). An explicit `format:int8` is never changed.
     int8_for: Callable[[ModelSpec], str] | None = None

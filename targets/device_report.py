@@ -58,6 +58,11 @@ _ONNX_DYNAMIC = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "Dynam
 
 def _precision_in_file(path: Path) -> str | None:
     suffix = path.suffix.lower()
+    from edgecompress.exporters import FORMATS
+
+    for _, fmt in FORMATS:  # a format that reads its own files' precision (a plugin's) says first
+        if fmt.read_precision is not None and fmt.suffix.lower() == suffix:
+            return fmt.read_precision(path)
     if suffix == ".onnx":
         import onnx
 

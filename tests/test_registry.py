@@ -150,3 +150,21 @@ def test_a_plugin_runner_declares_its_connection_keys(tmp_path):
             get_target(str(path))
     finally:
         RUNNERS._items.pop("test-echo")
+
+
+def test_a_format_reads_its_own_files_precision(tmp_path):
+    """validate of a loose file of a plugin format took the precision from the name (an int8
+    model.ecx became fp32, and could become the drift reference); Format.read_precision says."""
+    import dataclasses
+
+    from edgecompress.exporters import FORMATS, register_format
+    from edgecompress.targets.device_report import _guess_precision
+
+    onnx = FORMATS.get("onnx")
+    register_format(dataclasses.replace(onnx, name="test-ecx", suffix=".ecx", read_precision=lambda p: "int8"))
+    try:
+        (tmp_path / "model.ecx").write_bytes(b"x")
+        assert _guess_precision(tmp_path / "model.ecx") == "int8"
+    finally:
+        FORMATS._items.pop("test-ecx")
+    assert _guess_precision(tmp_path / "model.ecx") == "fp32"  # no format reads it: the name decides
