@@ -107,6 +107,8 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__.strip().splitlines()[-1])
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit(__doc__.strip())
+    if not list(Path(sys.argv[1]).glob("*int8-dynamic.onnx")) or not list(Path(sys.argv[1]).glob("*fp32.onnx")):
+        sys.exit(f"{sys.argv[1]}: no *fp32.onnx / *int8-dynamic.onnx (run benchmarks/bench_minilm.py --out DIR first)")
     main(Path(sys.argv[1]))

@@ -1,4 +1,4 @@
-"""The `edgecompress` command: a thin layer over the Python API (no logic of its own).
+"""The `edgecompress` command: a thin layer over the Python API (flags, the rules between them, exit codes).
 
 Heavy libraries are imported inside the commands, so `--help` and `targets` answer at once.
 """

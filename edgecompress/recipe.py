@@ -104,7 +104,7 @@ class Recipe(BaseModel):
             (name, params), = item.items()
             if name not in PASSES:
                 raise ConfigError(f"passes[{i}]: unknown pass {name!r} "
-                                  f"(known: {', '.join(PASSES.names())})")
+                                  f"(known: {', '.join(PASSES.names())}{PASSES.failed_note()})")
             info = PASSES.get(name)
             cfg = _with_where(lambda info=info, params=params, i=i, name=name:
                               make_config(info.config, params or {}, f"passes[{i}].{name}"),

@@ -7,7 +7,7 @@ new file; one with an entry-point `group` also imports the modules that installe
 name there (`[project.entry-points."edgecompress.formats"] myfmt = "my_pkg.my_format"`), so a
 plugin outside the tree is one file plus that line in its own pyproject. A module that fails to
 import is skipped with a note naming it (one broken plugin took every command down, `--help`
-included) and named again when its entry is asked for.
+included) and named again in the unknown-name errors of that registry.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from edgecompress.errors import ConfigError
 
@@ -42,21 +42,26 @@ class Registry(Generic[T]):
         if self._discovered:
             return
         self._discovered = True  # first: a module being imported may look the registry up again
-        modules = []
+        targets: list[str] = []  # "module" (imported) or "module:function" (imported, then called)
         if self.package:
             pkg = importlib.import_module(self.package)
-            modules += [f"{self.package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
+            targets += [f"{self.package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
                         if not m.name.startswith("_")]
         if self.group:
             from importlib.metadata import entry_points
 
-            modules += [ep.value.split(":")[0].strip() for ep in entry_points(group=self.group)]
-        for name in dict.fromkeys(modules):
+            targets += [ep.value.replace(" ", "") for ep in entry_points(group=self.group)]
+        for target in dict.fromkeys(targets):
+            module, _, attr = target.partition(":")
             try:
-                importlib.import_module(name)
+                obj: Any = importlib.import_module(module)
+                for part in attr.split(".") if attr else []:
+                    obj = getattr(obj, part)
+                if attr:  # `my_pkg.plugin:register`: a function that registers (it was never called)
+                    obj()
             except Exception as e:  # a plugin's bug or missing dependency: skipped, and said
-                self.failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-                print(f"note: {self.kind} module {name} failed to import ({self.failed[name]}); skipped",
+                self.failed[target] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+                print(f"note: {self.kind} module {target} failed to load ({self.failed[target]}); skipped",
                       file=sys.stderr)
 
     def get(self, name: str, flag: str | None = None) -> T:
@@ -66,9 +71,11 @@ class Registry(Generic[T]):
         except KeyError:
             where = f"{flag} " if flag else ""
             known = ", ".join(sorted(self._items)) or "none"
-            broken = "; failed to import: " + ", ".join(f"{m} ({e})" for m, e in self.failed.items()) \
-                if self.failed else ""
-            raise ConfigError(f"{where}unknown {self.kind} {name!r} (known: {known}{broken})") from None
+            raise ConfigError(f"{where}unknown {self.kind} {name!r} (known: {known}{self.failed_note()})") from None
+
+    def failed_note(self) -> str:
+        """"; failed to load: module (error), ..." for an unknown-name message, or ""."""
+        return ("; failed to load: " + ", ".join(f"{m} ({e})" for m, e in self.failed.items())) if self.failed else ""
 
     def names(self) -> list[str]:
         self._discover()

@@ -153,6 +153,15 @@ def artifact_files(path: Path | str, fmt: str) -> list[Path]:
     return [path, *(path.with_suffix(s) for s in FORMATS.get(fmt).extra_files)]
 
 
+def sibling_files(path: Path | str, runtime: str) -> list[Path]:
+    """The sibling files of the artifact at `path` that `runtime` runs (an IR's .bin), from its
+    format's row: what a remote runner copies beside it (a hand-kept {runtime: suffixes} table in
+    the ssh and qemu runners left a new format's sibling files behind)."""
+    path = Path(path)
+    fmt = next((f for _, f in FORMATS if f.runtime == runtime and f.suffix.lower() == path.suffix.lower()), None)
+    return [path.with_suffix(s) for s in (fmt.extra_files if fmt is not None else ())]
+
+
 def artifact_hash(files: Sequence[Path]) -> str:
     """SHA-256 of an artifact (the manifest's rule): of its one file, or of its files' hashes in order."""
     if len(files) == 1:

@@ -164,13 +164,13 @@ def _check_table(where: str, section: str, table: dict[str, Any], schema: dict[s
             raise ConfigError(f"{where}: [{section}] {key} = {value!r}: must be {want}")
 
 
-def _check_names(where: str, key: str, values: list[str], known: list[str], what: str) -> None:
+def _check_names(where: str, key: str, values: list[str], known: list[str], what: str, failed: str = "") -> None:
     for v in values:
         if v not in known:
             hint = _hint(v, known)
             # "runner: unknown runner 'x'" would say it twice
             label = "" if key == what else f"{key}: "
-            raise ConfigError(f"{where}: {label}unknown {what} {v!r} ({hint}known: {', '.join(known)})")
+            raise ConfigError(f"{where}: {label}unknown {what} {v!r} ({hint}known: {', '.join(known)}{failed})")
 
 
 @dataclass
@@ -252,7 +252,7 @@ class TargetProfile:
         if not isinstance(data["runner"], str):
             raise ConfigError(f"{where}: runner = {data['runner']!r}: must be a runner name in quotes "
                               f"(known: {', '.join(RUNNERS.names())})")
-        _check_names(where, "runner", [data["runner"]], RUNNERS.names(), "runner")
+        _check_names(where, "runner", [data["runner"]], RUNNERS.names(), "runner", RUNNERS.failed_note())
         for key in ("runtimes", "formats"):
             if not (isinstance(data[key], list) and data[key] and all(isinstance(v, str) for v in data[key])):
                 raise ConfigError(f"{where}: {key} must be a list of names, e.g. {key} = [\"onnx\"]")
@@ -264,7 +264,7 @@ class TargetProfile:
             # every registered format one of its runtimes runs (x86-local): a new format on ONNX
             # Runtime, OpenVINO or LiteRT validates here without an edit to this profile
             data["formats"] = [n for n, f in FORMATS if f.runtime in data["runtimes"]]
-        _check_names(where, "formats", data["formats"], FORMATS.names(), "format")
+        _check_names(where, "formats", data["formats"], FORMATS.names(), "format", FORMATS.failed_note())
         data.setdefault("description", "")
         data["path"] = str(path)
         return cls(**data)

@@ -33,10 +33,24 @@ def test_entry_point_modules_register_and_a_broken_one_is_named(tmp_path, monkey
     })
     monkeypatch.syspath_prepend(str(tmp_path))
     assert reg.names() == ["blue"] and reg.get("blue") == 7
-    assert "note: widget module ec_widget_broken failed to import (ModuleNotFoundError" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match=r"unknown widget 'red' \(known: blue; failed to import: "
+    assert "note: widget module ec_widget_broken failed to load (ModuleNotFoundError" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"unknown widget 'red' \(known: blue; failed to load: "
                                           r"ec_widget_broken \(ModuleNotFoundError"):
         reg.get("red")
+
+
+def test_an_entry_point_may_name_a_function_that_registers(tmp_path, monkeypatch):
+    """`name = "pkg.mod:register"` imported the module and never called register (the plugin was
+    silently missing)."""
+    reg: Registry[int] = Registry("gadget", group="edgecompress.test_gadgets")
+    monkeypatch.setattr(sys.modules[__name__], "GREG", reg, raising=False)
+    (tmp_path / "ec_gadget.py").write_text(f"import {__name__} as t\ndef register():\n    t.GREG.register('g', 1)\n")
+    info = tmp_path / "ec_gadget-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ec-gadget\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[edgecompress.test_gadgets]\ng = ec_gadget:register\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert reg.names() == ["g"] and not reg.failed
 
 
 def test_the_cli_sees_a_plugin_pass_and_survives_a_broken_format(tmp_path):
@@ -62,7 +76,7 @@ def test_the_cli_sees_a_plugin_pass_and_survives_a_broken_format(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgecompress.cli", "export", "--help"], capture_output=True,
                        text=True, env=env, timeout=120)
     assert r.returncode == 0 and "onnx" in r.stdout, r.stderr[-2000:]
-    assert "note: format module ec_bad_format failed to import (RuntimeError: this plugin is broken); skipped" \
+    assert "note: format module ec_bad_format failed to load (RuntimeError: this plugin is broken); skipped" \
         in r.stderr
 
 

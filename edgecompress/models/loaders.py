@@ -29,8 +29,8 @@ from edgecompress.models.spec import InputSpec, ModelSpec
 from edgecompress.registry import Registry
 
 Loader = Callable[..., ModelSpec]
-# Each loader declares which references it accepts (the matchers exclude each other, so the
-# order they are tried in, by name, does not matter).
+# Each loader declares which references it accepts; they are tried in name order (factory, hf,
+# onnx, pt2, zoo), so `hf:dir.onnx` is a Hugging Face folder, and zoo: / hf: are no factories.
 LOADERS: Registry[tuple[Callable[[str], bool], Loader]] = Registry("model loader")
 
 

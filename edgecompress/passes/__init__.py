@@ -20,8 +20,9 @@ class PassInfo:
     config: type  # the config dataclass (fields = the recipe's keys)
     run: Callable[..., Any]  # (model_or_spec, config, *, data, eval_data, teacher, workdir, progress)
     description: str = ""
-    # changes the architecture or module names: a checkpoint alone cannot resume it, and a recipe
-    # checks the module names of the passes after it when they run
+    # changes the architecture or module names: a checkpoint alone cannot resume it, and (for a
+    # plugin pass; the built-in ones are known by name) a recipe checks the module names of the
+    # passes after it when they run
     structural: bool = False
 
 

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOTFS = REPO / ".cache" / "arm64-rootfs"
 READY_STAMP = ".edgecompress-ready"  # written last by scripts/arm64-rootfs.sh
-_EXTRA_FILES = {"openvino": (".bin",)}
 _SETUP_HINT = "run `make arm64-check` or `sudo scripts/arm64-rootfs.sh` to build it"
 
 
@@ -98,8 +97,9 @@ class QemuRunner:
         host_dir = Path(tempfile.mkdtemp(prefix="edgecompress.", dir=tmp_root))
         inner = "/tmp/" + host_dir.name  # the same directory, as seen inside the chroot
         try:
-            files = [BENCH, art] + [art.with_suffix(s) for s in _EXTRA_FILES.get(req.runtime, ())
-                                    if art.with_suffix(s).is_file()]
+            from edgecompress.exporters.api import sibling_files
+
+            files = [BENCH, art] + [f for f in sibling_files(art, req.runtime) if f.is_file()]
             if req.inputs:
                 files.append(Path(req.inputs))
             for f in files:

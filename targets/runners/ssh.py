@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from edgecompress.targets.profile import TargetProfile
     from edgecompress.targets.runners.local import BenchRequest
 
-_EXTRA_FILES = {"openvino": (".bin",)}  # sibling files an artifact needs (IR weights)
-
 # Runs the benchmark on the device: `sh -c GUARD sh DIR SECONDS CMD...`. Its pid goes to DIR/pid
 # (the cleanup kills it if we gave up on it), and `timeout -s KILL` ends it at SECONDS where the
 # device has a timeout(1) that takes that syntax (coreutils, busybox >= 1.30, toybox). A child of
@@ -180,7 +178,9 @@ class SshRunner:
         limit = min(req.timeout_s, t.command_timeout) if t.command_timeout_set else req.timeout_s
         limit = max(1, math.ceil(limit))
         art = Path(req.artifact)
-        files = [BENCH, art] + [art.with_suffix(s) for s in _EXTRA_FILES.get(req.runtime, ())]
+        from edgecompress.exporters.api import sibling_files
+
+        files = [BENCH, art, *sibling_files(art, req.runtime)]
         if req.inputs:
             files.append(Path(req.inputs))
         proc = t.run(["mktemp", "-d", f"{t.remote_tmp.rstrip('/')}/edgecompress.XXXXXXXX"],
