@@ -182,3 +182,21 @@ def test_a_format_reads_its_own_files_precision(tmp_path):
     finally:
         FORMATS._items.pop("test-ecx")
     assert _guess_precision(tmp_path / "model.ecx") == "fp32"  # no format reads it: the name decides
+
+
+def test_remote_runners_copy_the_sibling_files_a_format_names(tmp_path):
+    """ssh / qemu copied siblings from a hand-kept {"openvino": (".bin",)}: a new format's extra
+    files never reached the device. They now come from the format's row."""
+    import dataclasses
+
+    from edgecompress.exporters import FORMATS, register_format
+    from edgecompress.exporters.api import sibling_files
+
+    assert sibling_files(tmp_path / "m.xml", "openvino") == [tmp_path / "m.bin"]
+    assert sibling_files(tmp_path / "m.onnx", "onnxruntime") == []
+    register_format(dataclasses.replace(FORMATS.get("onnx"), name="test-split", suffix=".split",
+                                        extra_files=(".weights",)))
+    try:
+        assert sibling_files(tmp_path / "m.split", "onnxruntime") == [tmp_path / "m.weights"]
+    finally:
+        FORMATS._items.pop("test-split")
