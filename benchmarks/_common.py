@@ -68,3 +68,25 @@ def run_record() -> dict:
     return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
             "versions": versions(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "loadavg_start": list(os.getloadavg())}
+
+
+def interleaved_p50s(calls: dict, rounds: int, per_round: int, warmup: int) -> dict:
+    """{key: [p50 ms of each round]} for zero-argument callables timed in interleaved rounds (every
+    callable once per round, `per_round` calls each, after `warmup` calls each): a host that
+    speeds up or slows down during the run touches every callable alike."""
+    import statistics
+    import time
+
+    for f in calls.values():
+        for _ in range(warmup):
+            f()
+    p50s: dict = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, f in calls.items():
+            ts = []
+            for _ in range(per_round):
+                t = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t)
+            p50s[k].append(statistics.median(ts) * 1000)
+    return p50s

@@ -19,13 +19,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import onnxruntime as ort
-from _common import header
+from _common import header, interleaved_p50s
 
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {0})
@@ -85,18 +84,7 @@ def main(folder: Path) -> None:
             sess = _session(path, disabled)
             feed = _feed(sess)
             calls[(prec, label)] = (lambda s=sess, f=feed: s.run(None, f))
-    for f in calls.values():
-        for _ in range(20):
-            f()
-    p50s: dict = {k: [] for k in calls}
-    for _ in range(9):
-        for k, f in calls.items():
-            ts = []
-            for _ in range(30):
-                t = time.perf_counter()
-                f()
-                ts.append(time.perf_counter() - t)
-            p50s[k].append(statistics.median(ts) * 1000)
+    p50s = interleaved_p50s(calls, rounds=9, per_round=30, warmup=20)
     print(head)
     print("| file | setting | p50 ms | norm nodes per forward | their ms per forward | ms per call |")
     print("|---|---|---|---|---|---|")

@@ -17,14 +17,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header
+from _common import header, interleaved_p50s
 
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {0})
@@ -50,18 +49,7 @@ def main(folder: Path) -> None:
             calls[(p, "read-only memmap slice (before)")] = lambda c=c: c([mm])
             calls[(p, "writable array in RAM (now)")] = lambda c=c: c([ram])
             calls[(p, "infer request, input set once")] = lambda r=req: r.infer()
-        res: dict = {k: [] for k in calls}
-        for f in calls.values():
-            for _ in range(30):
-                f()
-        for _ in range(15):
-            for k, f in calls.items():
-                ts = []
-                for _ in range(40):
-                    t = time.perf_counter()
-                    f()
-                    ts.append(time.perf_counter() - t)
-                res[k].append(statistics.median(ts) * 1000)
+        res = interleaved_p50s(calls, rounds=15, per_round=40, warmup=30)
     print(head)
     print("| timed call | fp32 ms | int8 ms | speed-up |\n|---|---|---|---|")
     for how in ("read-only memmap slice (before)", "writable array in RAM (now)", "infer request, input set once"):
