@@ -32,7 +32,7 @@ from edgecompress.fileio import (
     write_json_atomic,
 )
 from edgecompress.models import ModelSpec, count_params_macs, load_model
-from edgecompress.report import Report, artifact_row, write_report
+from edgecompress.report import Report, write_report
 from edgecompress.targets import Measurement, ValidateSettings, reference_outputs, validate
 
 
@@ -307,8 +307,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         if gates:  # a gate no figure answers fails here, before anything moves into out_dir
             from edgecompress.targets.device_report import evaluate_gates
 
-            evaluate_gates(Report(model={}, target=job.target, artifacts=[artifact_row(m.to_dict())
-                                                                          for m in measurements]), gates)
+            evaluate_gates(Report.from_measurements(measurements, model={}, target=job.target), gates)
         # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
         # on disk always describes a complete run (a killed run leaves none, never a stale one).
         (out_dir / "manifest.json").unlink(missing_ok=True)

@@ -490,8 +490,8 @@ def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: A
     return kept, skipped
 
 
-def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> tuple[Any, str, str]:
-    """fp32 outputs to measure drift against, what they are, and the file's name: the fp32
+def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> tuple[Any, str]:
+    """fp32 outputs to measure drift against, and the name of the file they come from: the fp32
     artifact (ONNX first), run here."""
     import numpy as np
 
@@ -501,7 +501,7 @@ def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> 
     order = {"onnx": 0, "openvino": 1, "tflite": 2}
     fp32 = sorted((a for a in arts if a.precision == "fp32"), key=lambda a: order.get(a.format, 9))
     if not fp32:
-        return None, "", ""
+        return None, ""
     ref = fp32[0]
     layout = ref.inputs[0].layout if ref.inputs and ref.inputs[0].layout else "NCHW"
     with tempfile.TemporaryDirectory(prefix="edgecompress-ref-") as td:
@@ -510,7 +510,7 @@ def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> 
             artifact=Path(ref.path), runtime=ref.runtime, warmup=0, runs=1, inputs=eval_path,
             outputs=out, layout=layout, eval_batch=fixed_batch(ref, ref.runtime) or settings.eval_batch,
             precision_hint="f32" if ref.runtime == "openvino" else None))
-        return np.load(out), f"outputs of {Path(ref.path).name} (fp32) on this machine", Path(ref.path).name
+        return np.load(out), Path(ref.path).name
 
 
 def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str | None = None,
@@ -554,7 +554,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         _refuse_export_dir(out_dir)  # an export may have finished there since the check above
         remove_stale_temps(out_dir)  # a killed run's temp files: no live writer owns them now
         model = dict((source or {}).get("model", {})) or {"name": Path(arts[0].path).stem}
-        ev, ref, reference, ref_source, ref_file = None, None, {}, "", ""
+        ev, ref, reference, ref_file = None, None, {}, ""
         from edgecompress.targets.runners.estimate import runner_name_for
 
         if eval and runner_name_for(profile) == "estimate":
@@ -579,14 +579,15 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                            progress)
             _check_eval_shape(ev, shape, eval, arts[0].inputs[0].dtype if arts[0].inputs else "")
             with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
-                ref, ref_source, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
+                ref, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
             if ref is not None:
                 reference = classification_metrics(ref, ev.y)
         measurements = validate(arts, profile, ev, ref, settings, progress)
         report = Report.from_measurements(
             measurements, model=model, target=profile.name, reference=reference,
             data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
-                  "labelled": bool(ev is not None and ev.y is not None), "reference": ref_source,
+                  "labelled": bool(ev is not None and ev.y is not None),
+                  "reference": f"outputs of {ref_file} (fp32) on this machine" if ref_file else "",
                   **({"reference_file": ref_file} if ref_file else {}),
                   **({"skipped": skipped} if skipped else {})},
             command=command)
