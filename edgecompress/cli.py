@@ -282,31 +282,58 @@ def validate_cmd(
         raise typer.Exit(4)
 
 
+JsonListOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line (for scripts) instead of the table.")]
+
+
+def _listing(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """A listing on stdout: aligned columns sized to their content (the last one free), or JSON lines."""
+    try:
+        _print_listing(rows, as_json)
+    except StdoutClosed:
+        raise SystemExit(StdoutClosed.exit_code) from None  # `| head -2` of a listing: silent, as `ls | head`
+
+
+def _print_listing(rows: list[dict[str, Any]], as_json: bool) -> None:
+    import json
+
+    if as_json:
+        for row in rows:
+            _answer(json.dumps(row))
+        return
+    # lists joined by "," without spaces, so `awk '{print $3}'` still reads one column
+    cells = [[",".join(map(str, v)) if isinstance(v, list) else str(v) for v in row.values()] for row in rows]
+    if not cells:
+        return
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]) - 1)]
+    for r in cells:
+        _answer("  ".join([c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)] + [r[-1]]))
+
+
 @app.command()
-def formats() -> None:
+def formats(as_json: JsonListOpt = False) -> None:
     """List the export formats and their precisions."""
     from edgecompress.exporters import FORMATS
 
-    for name, f in FORMATS:
-        _answer(f"{name:<10} {f.suffix:<8} {','.join(f.precisions):<28} {f.runtime:<12} {f.description}")
+    _listing([{"name": name, "suffix": f.suffix, "precisions": list(f.precisions), "runtime": f.runtime,
+               "description": f.description} for name, f in FORMATS], as_json)
 
 
 @app.command()
-def targets() -> None:
+def targets(as_json: JsonListOpt = False) -> None:
     """List the target profiles (built-in ones; pass your own .toml to --target)."""
     from edgecompress.targets.profile import list_targets
 
-    for name, t in list_targets().items():
-        _answer(f"{name:<16} {t.isa:<8} {t.runner:<9} {','.join(t.formats):<22} {t.description}")
+    _listing([{"name": name, "isa": t.isa, "runner": t.runner, "formats": list(t.formats),
+               "description": t.description} for name, t in list_targets().items()], as_json)
 
 
 @app.command()
-def zoo() -> None:
+def zoo(as_json: JsonListOpt = False) -> None:
     """List the built-in models."""
     from edgecompress.models.zoo import ZOO
 
-    for name, e in ZOO:
-        _answer(f"zoo:{name:<22} {e.description}")
+    _listing([{"name": f"zoo:{name}", "input_shape": list(e.input_shape), "task": e.task,
+               "description": e.description} for name, e in ZOO], as_json)
 
 
 @data_app.command("build")

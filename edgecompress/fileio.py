@@ -187,6 +187,24 @@ def printable(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def require_utf8_name(path: str | Path, what: str, name_only: bool = False) -> None:
+    """Refuse a path that is not valid UTF-8 (InputFileError), naming the byte.
+
+    The ONNX checker, ONNX Runtime, OpenVINO and LiteRT take paths as UTF-8 strings: such a file
+    failed as "not a valid ONNX model (TypeError: check_model_path() ...)" or, under validate, as a
+    UnicodeEncodeError of the benchmark. Folders in --out are fine (our own files are opened by name
+    from inside them): `name_only` checks the last part alone, for files opened that way.
+    """
+    text = str(path)
+    try:
+        (Path(text).name if name_only else text).encode("utf-8")
+    except UnicodeEncodeError:
+        from edgecompress.errors import InputFileError
+
+        raise InputFileError(f"{what} {printable(text)}: the name is not valid UTF-8, which ONNX, OpenVINO "
+                             "and LiteRT cannot open; rename it (or link it under a UTF-8 name)") from None
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     # JSON needs none of this: json.dumps writes non-ASCII as \u escapes, which keep the bytes.
     with atomic_path(path) as tmp:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError
+from edgecompress.fileio import require_utf8_name
 from edgecompress.report.render import metric_value
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                 name = e.get("path") if isinstance(e, dict) else None
                 if not isinstance(name, str) or not name:
                     raise InputFileError(f"{manifest}: an artifact entry has no path ({e!r:.80})")
+                require_utf8_name(p / name, "ARTIFACT", name_only=True)
                 if Path(name).name != name:
                     raise InputFileError(f"{manifest}: artifact path {name!r} leaves the directory")
                 art = _artifact_from_file(p / name, {**rows.get(name, {}), **{
@@ -169,6 +171,7 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                         f"({str(e.get('sha256'))[:12]}...); refusing a modified artifact")
                 arts.append(art)
         elif p.is_file():
+            require_utf8_name(p, "ARTIFACT", name_only=True)  # the runtimes open it by its name
             arts.append(_artifact_from_file(p))
         else:
             raise InputFileError(f"{p}: no such artifact or directory")

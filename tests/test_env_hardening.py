@@ -269,3 +269,32 @@ def test_non_utf8_out_name(tmp_path, digits_spec):
         assert "lat\\xe9" in text
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert os.fsdecode(b"lat\xe9") in data["command"]  # JSON keeps the name exactly
+
+
+def test_non_utf8_input_names_fail_in_one_line(tmp_path, digits_spec):
+    """An input file whose name is not UTF-8 failed as "not a valid ONNX model (TypeError:
+    check_model_path() ...)" (export) or as a UnicodeEncodeError row (validate): the runtimes take
+    UTF-8 paths only. Now one line naming the file, exit 2, and no --out."""
+    from edgecompress.exporters import export
+
+    folder = tmp_path / os.fsdecode(b"lat\xe9")
+    try:
+        folder.mkdir()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses non-UTF-8 names")
+    good = export(digits_spec, "onnx", "fp32", tmp_path / "ok")
+    (folder / "m.onnx").write_bytes(Path(good.path).read_bytes())
+    (tmp_path / os.fsdecode(b"m\xfe.onnx")).write_bytes(Path(good.path).read_bytes())
+    for args, shown in ((["export", os.fsdecode(b"lat\xe9/m.onnx"), "-f", "onnx:int8"], "MODEL lat\\xe9/m.onnx"),
+                        (["validate", os.fsdecode(b"m\xfe.onnx")], "ARTIFACT m\\xfe.onnx")):
+        r = subprocess.run([sys.executable, "-m", "edgecompress.cli", *args, "--out", "o"], capture_output=True,
+                           timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        err = r.stderr.decode("utf-8").strip()
+        assert r.returncode == 2, err
+        assert err.splitlines()[-1].startswith("error: ") and shown in err and "not valid UTF-8" in err, err
+        assert not (tmp_path / "o").exists()
+    # the folder part of an artifact's path is fine (the runtimes open it by name from inside)
+    from edgecompress.targets.device_report import load_artifacts
+
+    (art,), _ = load_artifacts([folder / "m.onnx"])
+    assert art.format == "onnx"

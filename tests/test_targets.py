@@ -34,6 +34,26 @@ def test_targets_command_lists_profiles():
         assert name in r.stdout
 
 
+def test_listings_align_and_answer_json():
+    """Columns were fixed-width, so a format list longer than 22 characters pushed its row's
+    description out of line; `--json` gives scripts the same rows without parsing columns."""
+    import json
+
+    from conftest import run_cli
+
+    from edgecompress.targets.profile import list_targets
+
+    for cmd in ("targets", "formats", "zoo"):
+        rows = [json.loads(line) for line in run_cli(cmd, "--json", timeout=60).stdout.splitlines()]
+        table = run_cli(cmd, timeout=60).stdout.splitlines()
+        assert len(rows) == len(table) >= 3, cmd
+        # every row's description starts in the same column
+        starts = {line.index(row["description"]) for line, row in zip(table, rows, strict=True)}
+        assert len(starts) == 1, (cmd, starts)
+    rows = {r["name"]: r for r in map(json.loads, run_cli("targets", "--json", timeout=60).stdout.splitlines())}
+    assert {n: r["formats"] for n, r in rows.items()} == {n: list(t.formats) for n, t in list_targets().items()}
+
+
 def test_calibration_constants_match_the_procedure():
     """EFFICIENCY and CALIBRATION_ERROR in estimate.py are what calibrate() / the report give."""
     from edgecompress.targets import estimate as e

@@ -662,6 +662,9 @@ def load_model(
         )
     else:
         ref = str(ref)
+        from edgecompress.fileio import require_utf8_name
+
+        require_utf8_name(ref, "MODEL")
         for kind, (accepts, loader) in LOADERS:
             if accepts(ref):
                 if weights is not None and kind != "factory":  # it was silently ignored
