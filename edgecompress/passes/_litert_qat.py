@@ -45,6 +45,8 @@ def prepare(module: Any, example: tuple, cfg: QATConfig) -> Any:
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
+    from edgecompress.exporters._litert_convert import _drop_inference_dropout
+
     batch = torch.export.Dim("batch", min=1, max=4096)
     dyn = tuple({0: batch} for _ in example)
     try:
@@ -54,4 +56,5 @@ def prepare(module: Any, example: tuple, cfg: QATConfig) -> Any:
         raise ConfigError(f"qat (litert): torch.export.export(strict=True) of the model failed: {first}") from e
     # BatchNorm folded with its own eps, as for x86 (qat.prepare explains why).
     _fuse_conv_bn_(gm)
+    _drop_inference_dropout(gm)  # exported in eval mode, so identities; the .tflite got them wrong
     return prepare_qat_pt2e(gm, make_qat_quantizer())
