@@ -68,6 +68,27 @@ class ExportJob:
     # report's `gates`; the CLI exits 4 when one fails (a CI gate without a second measurement)
     fail_on: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The CLI's spellings from Python: "onnx:int8" / "onnx" items (a str item failed as "too
+        # many values to unpack" deep in run_export) and a str out_dir.
+        from edgecompress.exporters import resolve_formats
+
+        items: Any = self.formats
+        if isinstance(items, str) or (isinstance(items, tuple) and len(items) == 2
+                                      and all(isinstance(v, str) for v in items)):
+            items = [items]  # one format: "onnx:int8" or ("onnx", "int8")
+        pairs: list[tuple[str, str]] = []
+        for item in items:
+            if isinstance(item, str):
+                pairs += [p for p in resolve_formats([item]) if p not in pairs]
+            elif isinstance(item, tuple | list) and len(item) == 2 and all(isinstance(v, str) for v in item):
+                pairs.append((item[0], item[1]))
+            else:
+                raise ConfigError(f"ExportJob.formats: expected 'format[:precision]' strings or (format, precision) "
+                                  f"pairs, got {item!r}")
+        self.formats = pairs
+        self.out_dir = Path(self.out_dir)
+
 
 def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str, ...],
                progress: bool = True) -> list[tuple[str, str]]:
@@ -98,8 +119,9 @@ def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, 
     Dataset built in memory gets the checks files get on loading (finite values, labels).
     """
     if data is not None and not isinstance(data, (str, Path, DataSpec, Dataset)):
-        raise ConfigError(f"{purpose} data: expected a path, a DataSpec or a Dataset, got {type(data).__name__} "
-                          "(wrap arrays as edgecompress.data.Dataset(x, y))")
+        from edgecompress.data.datasets import from_memory
+
+        data = from_memory(data, f"{purpose} data")  # an array, a tensor, (x, y), a DataLoader
     if data is None:
         default = spec.default_eval if purpose == "evaluation" else spec.default_calib
         data = default() if default else None

@@ -72,7 +72,9 @@ def export(
 ) -> Artifact:
     """Export `spec` to `fmt` at `precision` inside `out_dir`; returns the hashed Artifact.
 
-    Every exporter writes to a temporary file and renames it, so a failure leaves nothing behind.
+    The file is `name`, else `<model>-<precision><suffix>`; a file of that name is replaced (pass
+    `name` to keep two variants of one precision side by side). Every exporter writes to a
+    temporary file and renames it, so a failure leaves nothing behind.
     """
     from edgecompress.data import Dataset
     from edgecompress.models import ModelSpec
@@ -83,7 +85,8 @@ def export(
     if options is not None and not isinstance(options, ExportOptions):
         raise ConfigError(f"export: options must be an ExportOptions, got {type(options).__name__}")
     if calib is not None and not isinstance(calib, Dataset):
-        raise ConfigError(f"export: calib must be a Dataset (edgecompress.load_data(...)), got {type(calib).__name__}")
+        raise ConfigError("export: calib must be a Dataset (edgecompress.load_data(path, array, tensor or "
+                          f"DataLoader)), got {type(calib).__name__}")
     if calib is not None:
         # what the pipeline checks of any data, for a caller who built the Dataset: integer
         # arrays failed inside ORT after the fp32 export, NaN samples calibrated NaN ranges
@@ -109,6 +112,8 @@ def export(
     if precision in format_.needs_calibration and not prequant and (calib is None or len(calib) == 0):
         raise DataError(f"{fmt} {precision}: needs calibration data and the set is empty "
                         "(pass --calib, or calib= from Python)")
+    if name is not None and Path(name).suffix.lower() != format_.suffix:  # ONNX bytes in model.tflite
+        raise ConfigError(f"name {name!r}: {fmt} files end in {format_.suffix}")
     out_dir = ensure_writable_dir(Path(out_dir))
     out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
     t0 = time.perf_counter()
@@ -120,7 +125,11 @@ def export(
             pin_mmap_threshold()
             art = export_in_child(format_.name, spec, precision, out, calib, options)
         else:
-            art = export_in_process(format_, spec, precision, out, calib, options)
+            from edgecompress.models.modes import kept_modes
+
+            # the exporters switch the module to eval: a ModelSpec built by hand holds the caller's own
+            with kept_modes(spec.module):
+                art = export_in_process(format_, spec, precision, out, calib, options)
     except ImportError as e:  # [issue #7] a runtime / toolkit that is not installed: one line
         from edgecompress.errors import RuntimeMissingError
 

@@ -23,7 +23,11 @@ CALIB_METHODS = ("minmax", "percentile", "entropy")
 
 @dataclass
 class ExportOptions:
-    """Knobs shared by the exporters; a recipe or the CLI fills them."""
+    """Knobs shared by the exporters; a recipe or the CLI fills them.
+
+    `isolate=True` exports in a spawned child process, which imports the calling script again as
+    `__mp_main__`: put the script's own work under `if __name__ == "__main__":`.
+    """
 
     # measured best agreement with fp32 (benchmarks/RESULTS-spine.md). OpenVINO (NNCF) has no
     # entropy calibrator: percentile and entropy both select its histogram range estimator there.

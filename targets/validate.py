@@ -155,17 +155,48 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
 
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
+    from edgecompress.data import Dataset
     from edgecompress.exporters import FORMATS
     from edgecompress.exporters import Artifact as _Artifact
 
-    if isinstance(artifacts, _Artifact):  # validate(art) failed with "'Artifact' object is not iterable"
+    if isinstance(artifacts, _Artifact | str | os.PathLike):  # "'Artifact' object is not iterable"
         artifacts = [artifacts]
     artifacts = list(artifacts)
+    if any(isinstance(a, str | os.PathLike) for a in artifacts):
+        # files on disk (an export folder, or loose files: their format and precision read back),
+        # as `edgecompress validate` takes them; a str was read as an Artifact ("unknown format
+        # <built-in method format of str object>")
+        from edgecompress.targets.device_report import load_artifacts
+
+        resolved: list[Any] = []
+        for a in artifacts:
+            resolved.extend(load_artifacts([Path(a)])[0] if isinstance(a, str | os.PathLike) else [a])
+        artifacts = resolved
+    for a in artifacts:
+        if not isinstance(a, _Artifact):
+            raise ConfigError(f"validate: expected Artifacts (export(...)) or artifact paths, got {type(a).__name__}")
     settings = settings or ValidateSettings()
     if eval_data is not None:  # NaN samples came back as "NaN outputs" of every artifact
         from edgecompress.data.datasets import check_in_memory
+        from edgecompress.errors import DataError
 
+        if not isinstance(eval_data, Dataset):
+            raise ConfigError("validate: eval_data must be a Dataset (edgecompress.load_data(path, array, "
+                              f"tensor or DataLoader)), got {type(eval_data).__name__}")
+        if len(eval_data) == 0:  # was ZeroDivisionError in every benchmark
+            raise DataError(f"evaluation data {eval_data.source}: holds no samples")
         check_in_memory(eval_data, f"evaluation data {eval_data.source}")
+        if not isinstance(eval_data.x, dict) and eval_data.x.dtype != np.float32:
+            if eval_data.x.dtype.kind != "f":  # ORT failed on it, OpenVINO and LiteRT cast it
+                raise DataError(f"evaluation data {eval_data.source}: dtype {eval_data.x.dtype}; the runners "
+                                "take preprocessed float32 samples")
+            eval_data = replace(eval_data, x=eval_data.x.astype(np.float32))  # ORT refused float64
+    if reference is not None and not isinstance(reference, np.ndarray):
+        if hasattr(reference, "detach"):  # a torch tensor: "'Tensor' object has no attribute 'astype'"
+            reference = reference.detach().cpu().float().numpy()
+        else:
+            raise ConfigError(f"validate: reference must be a numpy array (reference_outputs(...)), got "
+                              f"{type(reference).__name__}")
     profile = get_target(target) if isinstance(target, str) else target
     # A profile whose device is not attached (no ssh host, no phone) is estimated, and says so.
     from edgecompress.targets.runners.estimate import runner_name_for
@@ -210,6 +241,8 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
                 m.settings["fixed_batch"] = fixed
                 m.settings["batches_skipped"] = [b for b in settings.batches if b != fixed]
             try:
+                if eval_data is not None and (why := _sample_mismatch(art, eval_data)):
+                    raise ValidationError(why)  # a runtime's own words were "XNNPack failed to reshape runtimeNode 5"
                 if art.sha256 and _hash_of(art) != art.sha256:
                     raise ValidationError(f"{art.path}: changed since export (sha256 differs from the "
                                           "Artifact's); refusing to report it as that artifact")
@@ -253,6 +286,22 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
         if bar is not None:
             bar.close()
     return out
+
+
+def _sample_mismatch(art: Artifact, data: Dataset) -> str | None:
+    """Why `data`'s samples cannot go into `art` (its first input, in NCHW terms), or None."""
+    if isinstance(data.x, dict) or not art.inputs or len(art.inputs[0].shape) < 2:
+        return None  # token sets: the runners pad them to the file
+    want = list(art.inputs[0].shape)
+    if art.inputs[0].layout == "NHWC" and len(want) == 4:  # the runner transposes NCHW data itself
+        want = [want[0], want[3], want[1], want[2]]
+    want, got = want[1:], list(data.x.shape[1:])
+    fixed = [(w, g) for w, g in zip(want, got, strict=False) if isinstance(w, int) and w > 0]  # "?" dims match any
+    if len(want) == len(got) and all(w == g for w, g in fixed):
+        return None
+    shown = tuple(w if isinstance(w, int) and w > 0 else "?" for w in want)
+    return (f"{art.path}: evaluation samples have shape {tuple(got)} but the file takes {shown} (NCHW); check "
+            "the layout and the preprocessing")
 
 
 def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
@@ -344,29 +393,47 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
     from edgecompress.data import Dataset
     from edgecompress.models import ModelSpec
 
-    if isinstance(module, ModelSpec):
-        module = module.module
+    spec = module if isinstance(module, ModelSpec) else None
+    if spec is not None:
+        module = spec.module
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"reference_outputs: expected an nn.Module or a ModelSpec, got {type(module).__name__}")
     if not isinstance(data, Dataset):
         raise ConfigError(f"reference_outputs: data must be a Dataset (edgecompress.load_data(...) or "
                           f"Dataset(x, y)), got {type(data).__name__}")
+    from edgecompress.data.datasets import check_in_memory, match_model
+    from edgecompress.errors import DataError
+    from edgecompress.models.modes import kept_modes
+
+    where = f"reference_outputs: data {data.source}"
+    if len(data) == 0:  # was "ValueError: need at least one array to concatenate"
+        raise DataError(f"{where}: holds no samples")
+    check_in_memory(data, where)
+    data = replace(data)  # a float64 set becomes float32 here, not in the caller's object
+    if spec is not None:  # the sample shape and dtype, as export() checks them
+        match_model(data, spec.input_shape, spec.inputs[0].dtype, where)
+    elif not isinstance(data.x, dict) and data.x.dtype == np.float64:
+        data.x = data.x.astype(np.float32)  # numpy's default float: torch refused it against fp32 weights
     outs = []
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            for xb in data.batches(batch, desc="fp32 reference (PyTorch)" if progress else None):
+    with kept_modes(module), torch.no_grad():
+        module.eval()
+        for i, xb in enumerate(data.batches(batch, desc="fp32 reference (PyTorch)" if progress else None)):
+            try:
                 if isinstance(xb, dict):
                     y = module(**{k: torch.from_numpy(np.asarray(v)) for k, v in xb.items()})
                 else:
                     y = module(torch.from_numpy(np.ascontiguousarray(xb)))
-                # several outputs: the first is the one compared (the files' first output, in the
-                # same order: a dict's outputs are exported in its key order)
-                if isinstance(y, dict):
-                    y = next(iter(y.values()))
-                y = y[0] if isinstance(y, tuple | list) else y
-                outs.append(y.float().reshape(y.shape[0], -1).numpy())
-    finally:
-        module.train(was_training)
+            except (RuntimeError, ValueError, TypeError) as e:
+                if i:  # the first batch went through: not a data mismatch
+                    raise
+                shape = {k: v.shape[1:] for k, v in xb.items()} if isinstance(xb, dict) else tuple(xb.shape[1:])
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise DataError(f"{where}: the model fails on samples of shape {shape} ({first}); check the "
+                                "layout (NCHW) and the preprocessing") from e
+            # several outputs: the first is the one compared (the files' first output, in the
+            # same order: a dict's outputs are exported in its key order)
+            if isinstance(y, dict):
+                y = next(iter(y.values()))
+            y = y[0] if isinstance(y, tuple | list) else y
+            outs.append(y.float().reshape(y.shape[0], -1).numpy())
     return np.concatenate(outs)

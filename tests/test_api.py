@@ -61,14 +61,15 @@ def test_float64_arrays_are_taken_as_float32(digits_spec):
 
 
 @pytest.mark.parametrize("call,fragment", [
-    (lambda s, d: edgecompress.distill(s, data=np.zeros((4, 1, 8, 8), np.float32), progress=False),
-     "expected a path, a DataSpec or a Dataset, got ndarray"),
+    (lambda s, d: edgecompress.distill(s, data=42, progress=False),
+     "expected a path, a DataSpec, an array / tensor, (x, y) or an iterable of batches, got int"),
     (lambda s, d: edgecompress.export("zoo:digits-cnn", "onnx"), "export: expected a ModelSpec"),
     (lambda s, d: edgecompress.export(s, "onnx", "int8", d, calib=np.zeros((4, 1, 8, 8))), "calib must be a Dataset"),
     (lambda s, d: edgecompress.export(s, "onnx", "int8", d, calib=Dataset(np.zeros((4, 3, 8, 8), np.float32))),
      "samples have shape (3, 8, 8) but the model takes (1, 8, 8)"),
     (lambda s, d: edgecompress.export(s, "onnx", "fp32", d, options={"isolate": True}),
      "options must be an ExportOptions"),
+    (lambda s, d: edgecompress.export(s, "onnx", "fp32", d, name="m.tflite"), "onnx files end in .onnx"),
     (lambda s, d: edgecompress.ExportOptions(calib_batch=0), "calib_batch 0: 1 or more"),
     (lambda s, d: edgecompress.ExportOptions(percentile=200), "percentile 200"),
     (lambda s, d: edgecompress.load_data(""), "empty path"),
@@ -221,3 +222,140 @@ def test_openvino_keeps_models_that_only_check_shapes(tmp_path):
     art = edgecompress.export(edgecompress.load_model(ShapeCheck(), input_shape=(1, 1, 8, 8)), "openvino", "fp32",
                               tmp_path)
     assert Path(art.path).is_file() and art.format == "openvino"
+
+
+# ---- from the Python-API audit (2026-12-01): what a calibration script meets -----------------------
+
+class _Frozen(__import__("torch").nn.Module):
+    """A small conv net with a BatchNorm the caller froze and a Dropout: modes and RNG matter."""
+
+    def __init__(self) -> None:
+        from torch import nn
+
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.fc(self.drop(self.bn(self.conv(x)).relu().mean((2, 3))))
+
+
+def _modes(m) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+    return {n: sub.training for n, sub in m.named_modules()}
+
+
+def test_in_memory_samples_load_as_datasets(digits_calib):
+    """Arrays, tensors, (x, y) and a DataLoader's batches all give the same Dataset (load_data
+    refused anything but a path: users concatenated DataLoader batches by hand)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = digits_calib.x[:50], np.arange(50) % 10
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=16)
+    for given, labelled in ((x, False), (torch.from_numpy(x), False), ((x, y), True), (loader, True),
+                            ([torch.from_numpy(x[:20]), torch.from_numpy(x[20:])], False)):
+        ds = edgecompress.load_data(given)
+        assert np.array_equal(ds.x, x) and (np.array_equal(ds.y, y) if labelled else ds.y is None), type(given)
+    assert isinstance(Dataset(torch.from_numpy(x)).x, np.ndarray)  # was refused only at export
+    for bad, fragment in (([], "gave no batches"), (x[:0], "holds no samples"),
+                          ([x[:4], x[:4, :, :4]], "different sample shapes"),
+                          ([(x[:4], y[:4]), x[:4]], "some batches have labels")):
+        with pytest.raises(DataError, match=fragment):
+            edgecompress.load_data(bad)
+
+
+def test_export_job_takes_the_cli_spellings(tmp_path, digits_spec):
+    from edgecompress.pipeline import ExportJob
+
+    job = ExportJob(digits_spec, ["onnx:int8", "openvino", ("tflite", "fp32")], str(tmp_path))  # type: ignore[arg-type]
+    assert job.formats == [("onnx", "int8"), ("openvino", "fp32"), ("tflite", "fp32")]
+    assert job.out_dir == tmp_path
+    assert ExportJob(digits_spec, "onnx:int8", tmp_path).formats == [("onnx", "int8")]  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"ExportJob\.formats: expected"):
+        ExportJob(digits_spec, [("onnx",)], tmp_path)  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="onnx supports precisions"):
+        ExportJob(digits_spec, ["onnx:int4"], tmp_path)  # type: ignore[list-item]
+
+
+def test_load_model_applies_name_and_preprocess_to_a_spec(digits_spec):
+    renamed = edgecompress.load_model(digits_spec, name="renamed", preprocess="imagenet")
+    assert (renamed.name, renamed.preprocess) == ("renamed", "imagenet")
+    assert digits_spec.name == "digits-cnn" and digits_spec.preprocess != "imagenet"  # a copy was changed
+    assert edgecompress.load_model(digits_spec) is digits_spec
+    with pytest.raises(EdgeCompressError, match="takes"):
+        edgecompress.load_model(digits_spec, input_shape="1,3,8,8")
+
+
+def test_caller_modes_survive_reference_export_and_distill(tmp_path, digits_calib):
+    """`module.train(was_training)` unfroze a BatchNorm the caller had set to eval; export() left
+    a hand-built ModelSpec's module in eval mode."""
+    from edgecompress.models import InputSpec, ModelSpec
+    from edgecompress.targets import reference_outputs
+
+    m = _Frozen().train()
+    m.bn.eval()
+    before = _modes(m)
+    data = Dataset(digits_calib.x[:16])
+    reference_outputs(m, data, progress=False)
+    assert _modes(m) == before
+    edgecompress.export(ModelSpec(name="hand", module=m, inputs=[InputSpec((1, 1, 8, 8))]), "onnx", "fp32", tmp_path)
+    assert _modes(m) == before
+    student = edgecompress.load_model(_Frozen(), input_shape=(1, 1, 8, 8))
+    edgecompress.distill(student, data=Dataset(digits_calib.x[:32]), teacher=m, epochs=1, progress=False)
+    assert _modes(m) == before
+
+
+def test_distill_with_dropout_is_seeded_and_leaves_the_callers_rng(digits_calib):
+    import torch
+
+    data = Dataset(digits_calib.x[:64], np.arange(64) % 10)
+    teacher = edgecompress.load_model(_Frozen(), input_shape=(1, 1, 8, 8))
+    weights = []
+    torch.manual_seed(7)
+    start = _Frozen().state_dict()
+    for caller_seed in (123, 999):  # the caller's seed does not decide the student, cfg.seed does
+        student = _Frozen()
+        student.load_state_dict(start)
+        torch.manual_seed(caller_seed)
+        out = edgecompress.distill(edgecompress.load_model(student, input_shape=(1, 1, 8, 8)), data=data,
+                                   teacher=teacher, epochs=1, progress=False)
+        weights.append(out.module.fc.weight.detach().clone())
+        after = torch.rand(1)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(after, torch.rand(1))  # the caller's stream was not advanced
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_reference_outputs_names_data_mistakes(digits_spec, digits_calib):
+    from edgecompress.targets import reference_outputs
+
+    x = digits_calib.x[:8]
+    ref = reference_outputs(digits_spec, Dataset(x), progress=False)
+    assert np.allclose(reference_outputs(digits_spec.module, Dataset(x.astype(np.float64)), progress=False), ref)
+    for data, fragment in ((Dataset(x[:0]), "holds no samples"),
+                           (Dataset(x.transpose(0, 2, 3, 1)), "the model fails on samples of shape (8, 8, 1)")):
+        with pytest.raises(DataError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+            reference_outputs(digits_spec.module, data, progress=False)
+    with pytest.raises(DataError, match="samples have shape"):
+        reference_outputs(digits_spec, Dataset(x.transpose(0, 2, 3, 1)), progress=False)
+
+
+def test_validate_takes_paths_and_checks_the_samples(tmp_path, digits_spec, digits_eval, digits_reference):
+    import torch
+
+    from edgecompress.targets import ValidateSettings, validate
+
+    fast = ValidateSettings(runs=2, warmup=0, rounds=1, batches=(1,))
+    art = edgecompress.export(digits_spec, "onnx", "fp32", tmp_path / "e")
+    f64 = Dataset(digits_eval.x.astype(np.float64), digits_eval.y)
+    (m,) = validate([str(art.path)], "x86-local", f64, torch.from_numpy(digits_reference), fast, progress=False)
+    assert m.status == "ok" and m.drift["top1_agreement"] == 1.0, m.error  # ORT refused float64
+    (m,) = validate(tmp_path / "e" / Path(art.path).name, "x86-local", Dataset(digits_eval.x.transpose(0, 2, 3, 1)),
+                    None, fast, progress=False)
+    assert m.status == "failed" and "evaluation samples have shape (8, 8, 1) but the file takes (1, 8, 8)" in m.error
+    with pytest.raises(DataError, match="holds no samples"):
+        validate([art], "x86-local", Dataset(digits_eval.x[:0]), None, fast, progress=False)
+    with pytest.raises(ConfigError, match="eval_data must be a Dataset"):
+        validate([art], "x86-local", digits_eval.x, None, fast, progress=False)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TENSOR_SUFFIXES = {".npy", ".npz"}
+
+
+def _as_numpy(a: Any) -> Any:
+    """A torch tensor as a numpy array (detached, on the CPU); anything else as it is."""
+    if hasattr(a, "detach") and hasattr(a, "numpy"):
+        return a.detach().cpu().numpy()
+    return a
 
 
 @dataclass
@@ -43,6 +50,16 @@ class Dataset:
     source: str = "in-memory Dataset"  # what errors name (a bare "" read "labels of  go up to ...")
     names: list[str] = field(default_factory=list)
     reload: Callable[[int], Dataset] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # torch tensors (a DataLoader's batches) as numpy, as every backend takes them: a Tensor was
+        # accepted here and refused only at export ("x must be numpy arrays, got Tensor")
+        if isinstance(self.x, dict):
+            self.x = {k: _as_numpy(v) for k, v in self.x.items()}
+        else:
+            self.x = _as_numpy(self.x)
+        if self.y is not None:
+            self.y = _as_numpy(self.y)
 
     def __getstate__(self) -> dict:
         # `reload` is a closure over the loader: a pickled Dataset (the isolated export child's
@@ -335,14 +352,62 @@ def load_images(files: Sequence[Path], transform: Transform, desc: str = "images
     return stacked
 
 
+def from_memory(data: Any, what: str = "data") -> Dataset:
+    """A Dataset from samples already in memory, as `load_data` takes them: an array or tensor
+    (N, ...), an `(x, y)` pair, or an iterable of batches (a torch DataLoader) whose items are
+    arrays / tensors or `(x, y, ...)` tuples. The samples must already be model-ready (float32,
+    the model's layout): no preprocessing is applied."""
+    def parts(item: Any) -> tuple[Any, Any]:
+        if isinstance(item, tuple | list) and item and not isinstance(item[0], int | float):
+            return item[0], (item[1] if len(item) > 1 else None)
+        return item, None
+
+    data = _as_numpy(data)
+    if isinstance(data, np.ndarray):
+        batches: list[tuple[Any, Any]] = [(data, None)]
+    elif isinstance(data, tuple) and len(data) == 2 and all(
+            isinstance(_as_numpy(a), np.ndarray) for a in data):
+        batches = [(data[0], data[1])]  # (x, y)
+    elif hasattr(data, "__iter__") and not isinstance(data, str | bytes | dict):
+        batches = [parts(item) for item in data]
+    else:
+        raise DataError(f"{what}: expected a path, a DataSpec, an array / tensor, (x, y) or an iterable of "
+                        f"batches, got {type(data).__name__}")
+    if not batches:
+        raise DataError(f"{what}: the iterable gave no batches")
+    xs = [_as_numpy(x) for x, _ in batches]
+    ys = [_as_numpy(y) for _, y in batches]
+    if not all(isinstance(x, np.ndarray) and x.ndim >= 1 for x in xs):
+        raise DataError(f"{what}: batches must be arrays or tensors (N, ...), or (x, y) tuples of them")
+    if any(y is not None for y in ys) and not all(isinstance(y, np.ndarray) for y in ys):
+        raise DataError(f"{what}: some batches have labels and some do not")
+    try:
+        x: np.ndarray = np.concatenate(xs)
+        y: np.ndarray | None = np.concatenate(ys) if ys[0] is not None else None
+    except ValueError as e:
+        raise DataError(f"{what}: batches of different sample shapes ({e})") from None
+    if len(x) == 0:
+        raise DataError(f"{what}: holds no samples")
+    kind = type(data).__name__
+    ds = Dataset(x, y, f"in-memory {kind}")
+    check_in_memory(ds, f"{what} (in-memory {kind})")
+    return ds
+
+
 def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "efficientnet-lite",
               image_size: int = 224, purpose: str = "data", progress: bool = True) -> Dataset:
-    """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors."""
+    """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors.
+
+    Samples already in memory (an array, a tensor, `(x, y)`, a DataLoader) go through
+    `from_memory`, model-ready as they are.
+    """
     what = "data" if purpose in ("", "data") else f"{purpose} data"  # not "data data"
     if isinstance(spec, Path):
         spec = str(spec)
+    if isinstance(spec, Dataset):
+        return spec
     if not isinstance(spec, (str, DataSpec)):
-        raise DataError(f"{what}: expected a path or a DataSpec, got {type(spec).__name__}")
+        return from_memory(spec, what)
     spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
     if not str(spec.path).strip():  # "" read the current directory as an image folder
         raise DataError(f"{what}: empty path")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib
 import io
 import re
@@ -641,6 +642,21 @@ def load_model(
 
     shape = parse_shape(input_shape)
     if isinstance(ref, ModelSpec):
+        if shape is not None and tuple(shape) != tuple(ref.input_shape):
+            raise InputShapeError(f"input_shape {shape}: the ModelSpec {ref.name} takes {tuple(ref.input_shape)}")
+        if weights is not None:
+            raise ConfigError(f"weights {weights}: load them into the module before wrapping it in a ModelSpec")
+        if not (name or preprocess):
+            return ref
+        ref = dataclasses.replace(ref)  # name / preprocess were ignored; the caller's spec stays as it was
+        if preprocess:
+            if isinstance(preprocess, str):
+                from edgecompress.data.presets import PRESETS
+
+                PRESETS.get(preprocess, "--preprocess")
+            ref.preprocess = preprocess
+        if name:
+            ref.name = name
         return ref
     _check_batch_1(shape)
     if isinstance(ref, torch.nn.Module):

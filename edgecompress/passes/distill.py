@@ -333,14 +333,19 @@ def _restores_teacher_mode(fn: Callable[..., dict[str, Any]]) -> Callable[..., d
     """The teacher runs in eval mode; a caller's module in train mode gets its mode back."""
     import functools
 
+    from edgecompress.models.modes import kept_modes
+
     @functools.wraps(fn)
     def run(student: Any, teacher: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         was_training = bool(getattr(teacher, "training", False))
-        try:
-            return fn(student, teacher, *args, **kwargs)
-        finally:
-            if was_training and teacher is not student:
-                _set_mode(teacher, True)
+        # every submodule's flag (a BatchNorm the caller froze stays frozen); a PT2E graph's mode
+        # is its graph, switched back with its own call
+        with kept_modes(teacher if teacher is not student else None):
+            try:
+                return fn(student, teacher, *args, **kwargs)
+            finally:
+                if was_training and teacher is not student and _is_graph_module(teacher):
+                    _set_mode(teacher, True)
 
     return run
 
@@ -366,8 +371,20 @@ def finetune(
     With `checkpoint`, state is saved after every epoch and a matching checkpoint resumes the run
     (a finished one skips training). `on_epoch(epoch, mean loss)` is called after every epoch with
     the student in eval mode (learning curves). Returns a small log: epochs run, last loss, resumed
-    from.
+    from. Dropout draws from torch's global generator, seeded from `cfg.seed` (each epoch) inside
+    `fork_rng`: the same config gives the same student, and the caller's random stream is untouched.
     """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return _finetune(student, teacher, data, cfg, checkpoint, desc, progress, on_epoch, teacher_data)
+
+
+def _finetune(
+    student: Any, teacher: Any, data: Dataset, cfg: DistillConfig, checkpoint: Path | None, desc: str,
+    progress: bool, on_epoch: Callable[[int, float], None] | None, teacher_data: Dataset | None,
+) -> dict[str, Any]:
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -451,6 +468,7 @@ def finetune(
                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                         m.eval()
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout's draws: a resumed run repeats them too
             perm = torch.randperm(n, generator=g)
             running, count = 0.0, 0
             for b in range(per_epoch):
