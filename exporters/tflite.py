@@ -9,6 +9,9 @@ why it extends litert-torch's quantizer) is in `_litert_convert.py`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +75,10 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     if spec.module is None:  # Format.needs_module: export() refused it before this
         raise ExportError(f"{spec.name}: no PyTorch module to export")
     try:
-        info = lc.convert(spec.module, example, precision, out, batches,
-                          channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names,
-                          prequantized=bool(prequant))
+        with _litert_steps_shown(options.progress):
+            info = lc.convert(spec.module, example, precision, out, batches,
+                              channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names,
+                              prequantized=bool(prequant))
     except lc.FullIntegerError as e:
         raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed accepts it, or use --format onnx)") from e
     except lc.UnsupportedModelError as e:
@@ -124,3 +128,18 @@ register_format(Format(
     read_io=_io,
     needs_module=True,
 ))
+
+
+@contextlib.contextmanager
+def _litert_steps_shown(progress: bool) -> Iterator[None]:
+    """litert-torch prints its conversion steps to stdout (34 lines for a small int8 model) unless
+    LITERT_TORCH_SHOW_PROGRESS says no: `progress=False` from Python means none of that either.
+    A value the user set is kept; the variable is put back afterwards."""
+    if progress or "LITERT_TORCH_SHOW_PROGRESS" in os.environ:
+        yield
+        return
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    try:
+        yield
+    finally:
+        os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)

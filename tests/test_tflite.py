@@ -299,3 +299,13 @@ def test_a_batch_the_graph_cannot_take_fails_alone(tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     assert y.shape == (3, 6) and np.allclose(y, ref, atol=1e-4)
+
+
+def test_no_progress_means_no_converter_steps_on_stdout(tmp_path, digits_spec, digits_calib, capfd, monkeypatch):
+    """`ExportOptions(progress=False)` from Python still printed litert-torch's 34 step lines."""
+    import os
+
+    monkeypatch.delenv("LITERT_TORCH_SHOW_PROGRESS", raising=False)
+    export(digits_spec, "tflite", "int8", tmp_path, digits_calib, ExportOptions(progress=False))
+    assert "LiteRT-Torch Convert" not in capfd.readouterr().out
+    assert "LITERT_TORCH_SHOW_PROGRESS" not in os.environ  # put back as it was
