@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,24 @@ def quantized_ops(path: Path) -> int:
 
     m = onnx.load(str(path), load_external_data=False)
     return sum(n.op_type in QUANT_OPS for g in _graphs(m.graph) for n in g.node)
+
+
+def float_weight_ops(path: Path, exclude: Iterable[str] = ()) -> dict[str, int]:
+    """Conv / ConvTranspose / MatMul / Gemm nodes of the file that still compute in float, by type
+    (a node whose weight is a float initializer, not a DequantizeLinear output); nodes named in
+    `exclude` (listed elsewhere) not counted."""
+    import collections
+
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    graphs = list(_graphs(m.graph))
+    inits = {i.name for g in graphs for i in g.initializer}
+    skip = set(exclude)
+    return dict(collections.Counter(
+        n.op_type for g in graphs for n in g.node
+        if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits
+        and n.name not in skip))
 
 
 def op_type_names(path: Path) -> list[str]:

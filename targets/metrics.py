@@ -68,7 +68,11 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    # exact at the ends, and never excluding p: float rounding put the upper bound at k = n just
+    # under 1 for 308 of n = 1..1000 (the plot's error bar then went negative and crashed the report)
+    lo = 0.0 if k <= 0 else min(p, max(0.0, centre - half))
+    hi = 1.0 if k >= n else max(p, min(1.0, centre + half))
+    return (float(lo), float(hi))
 
 
 def check_finite_outputs(outputs: np.ndarray, what: str = "artifact outputs",

@@ -357,3 +357,20 @@ def test_openvino_int8_after_lowrank_is_right_at_batch_1(tmp_path, digits_spec, 
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1})
     y = np.concatenate([compiled(ev.x[i:i + 1])[0] for i in range(len(ev.x))])
     assert np.abs(y).max() < 100 and (y.argmax(1) == ref.argmax(1)).mean() >= 0.97
+
+
+def test_int8_dynamic_names_the_convolutions_it_leaves_float(tmp_path, digits_spec):
+    """The report's ops table said nothing stayed float for a CNN's int8-dynamic file, whose
+    every Conv did (dynamic quantization covers MatMul / Gemm / Gather)."""
+    import onnx
+
+    from edgecompress.exporters import export
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import quant_rows
+
+    art = export(digits_spec, "onnx", "int8-dynamic", tmp_path)
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(art.path)).graph.node)
+    assert convs >= 2 and art.details["quantization"]["float_ops_not_covered"] == {"Conv": convs}
+    (row,) = quant_rows(Report(model={"name": "m"}, target="x86-local", artifacts=[art.to_dict() | {"status": "ok"}],
+                               machine={}, versions={}))
+    assert row["float"].startswith(f"Conv x{convs} (int8-dynamic quantizes MatMul")

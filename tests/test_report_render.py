@@ -342,3 +342,25 @@ def test_plot_draws_each_accuracys_interval(monkeypatch):
     agree = {"top1_agreement": 0.981, "top1_agreement_low95": 0.968, "top1_agreement_high95": 0.989}
     assert tradeoff_png([_art("onnx", "int8", drift=agree)], "m")[:4] == b"\x89PNG"
     assert bars == [pytest.approx((96.8, 98.9))]
+
+
+def test_a_perfect_score_plots_and_a_failing_plot_costs_no_report(tmp_path, monkeypatch, capsys):
+    """100 % top-1 on 21 images crashed the whole run (exit 1, --out half-written): the Wilson
+    upper bound at k = n came out just under 1, and matplotlib refused the negative error bar."""
+    from edgecompress.report import write as write_mod
+    from edgecompress.report.plot import tradeoff_png
+    from edgecompress.targets.metrics import wilson_interval
+
+    assert all(wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0 for n in range(1, 1001))
+    assert all(lo <= k / n <= hi for n in range(1, 120) for k in range(n + 1)
+               for lo, hi in [wilson_interval(k, n)])
+    for n in (21, 100, 700):
+        assert tradeoff_png([_art("onnx", "fp32", metrics={"top1": 1.0})], "m", eval_n=n)[:4] == b"\x89PNG"
+
+    def broken(*a: Any, **k: Any) -> bytes:
+        raise ValueError("'yerr' must not contain negative values")
+
+    monkeypatch.setattr(write_mod, "tradeoff_png", broken)
+    paths = write_mod.write_report(_report([_art("onnx", "fp32", metrics={"top1": 1.0})]), tmp_path)
+    assert "png" not in paths and {"json", "md", "html"} <= set(paths)
+    assert "note: the report's plot was not drawn (ValueError" in capsys.readouterr().err

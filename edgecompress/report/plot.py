@@ -75,8 +75,9 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "", eval_n: int |
                          f"{' (emulated, not a device figure)' if emu else ''}")
     for (lat, acc, *_), bar in zip(pts, bars, strict=True):
         if bar is not None:
-            ax.errorbar(lat, acc, yerr=[[acc - bar[0]], [bar[1] - acc]], fmt="none", ecolor="#57606a",
-                        elinewidth=1, capsize=3, alpha=0.7)
+            # clamped: the point is a rounded figure and may sit a hair outside its own interval
+            ax.errorbar(lat, acc, yerr=[[max(0.0, acc - bar[0])], [max(0.0, bar[1] - acc)]], fmt="none",
+                        ecolor="#57606a", elinewidth=1, capsize=3, alpha=0.7)
     legend = ax.legend(fontsize=7.5, loc="lower left", markerscale=0.4, framealpha=0.9)
     for handle in legend.legend_handles:
         handle.set_sizes([40])  # type: ignore[union-attr]  # scatter handles: PathCollections

@@ -19,8 +19,15 @@ def write_report(report: Report, out_dir: Path | str, stem: str = "report") -> d
 
     out_dir = ensure_writable_dir(Path(out_dir))
     n = (report.data or {}).get("eval_n")
-    png = tradeoff_png(report.artifacts, f"{report.model.get('name')} on {report.target}",
-                       n if isinstance(n, int) and n > 0 else None)
+    try:
+        png = tradeoff_png(report.artifacts, f"{report.model.get('name')} on {report.target}",
+                           n if isinstance(n, int) and n > 0 else None)
+    except Exception as e:  # the plot illustrates the tables; it must not cost the report
+        import sys
+
+        print(f"note: the report's plot was not drawn ({type(e).__name__}: {e}); the tables are complete",
+              file=sys.stderr)
+        png = None
     paths = {}
     if png:
         paths["png"] = write_bytes_atomic(out_dir / f"{stem}.png", png)
