@@ -97,15 +97,16 @@ def in_cache(path: Path) -> bool:
     return True
 
 
-def note_uncached(path: Path, what: str, e: Exception) -> None:
+def note_uncached(path: Path, what: str, e: Exception, why: str | None = None) -> None:
     """One `note:` per process that `what` could not be cached at `path` (several entries would
     say the same thing)."""
     global _noted_uncached
     if _noted_uncached:
         return
     _noted_uncached = True
-    cause = e if isinstance(e, OSError) else e.__cause__
-    why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(e)
+    if why is None:
+        cause = e if isinstance(e, OSError) else e.__cause__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(e)
     print(f"note: cache directory {path.parent} is not writable ({why}): {what} was not cached and is "
           f"rebuilt on every run; set EDGECOMPRESS_CACHE to a writable directory", file=sys.stderr)
 
@@ -123,6 +124,20 @@ def _scratch_dir() -> Path:
     return _scratch
 
 
+def cache_path(name: str, what: str) -> Path:
+    """Where the cache keeps `name`; a private temporary directory, after the note, when the cache
+    directory cannot even be created (a read-only mount: that stopped the run, where an existing
+    read-only one only cost a note)."""
+    from edgecompress.errors import OutputError
+
+    try:
+        return cache_dir() / name
+    except OutputError as e:
+        root, _ = _cache_root()
+        note_uncached(root / name, what, e, str(e).rpartition(": ")[2])  # "cannot create (...)"
+        return _scratch_dir() / name
+
+
 def cached_file(name: str, write: Callable[[Path], None], what: str) -> Path:
     """The cache's file `name`, written by `write(temporary path)` (then renamed) when missing. If
     the cache cannot be written: a note, and the file under the same name in a private temporary
@@ -130,7 +145,7 @@ def cached_file(name: str, write: Callable[[Path], None], what: str) -> Path:
     from edgecompress.errors import OutputError
     from edgecompress.fileio import atomic_path
 
-    path = cache_dir() / name
+    path = cache_path(name, what)
     if in_cache(path):
         return path
     try:

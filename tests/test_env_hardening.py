@@ -298,3 +298,19 @@ def test_non_utf8_input_names_fail_in_one_line(tmp_path, digits_spec):
 
     (art,), _ = load_artifacts([folder / "m.onnx"])
     assert art.format == "onnx"
+
+
+def test_a_cache_that_cannot_be_created_costs_a_note_not_the_run(tmp_path):
+    """An existing read-only cache cost a note; one that could not be created (a path under a file,
+    a read-only mount) stopped the run with exit 2."""
+    (tmp_path / "afile").write_text("x")
+    code = ("from edgecompress.models import load_model; "
+            "s = load_model('zoo:digits-cnn'); print(sum(p.numel() for p in s.module.parameters()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "EDGECOMPRESS_CACHE": str(tmp_path / "afile" / "cache"),
+                            "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) > 40_000  # the trained model, as from a cache
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note: cache directory")]
+    assert len(notes) == 1 and "cannot create" in notes[0], r.stderr
+    assert not (tmp_path / "afile").is_dir()

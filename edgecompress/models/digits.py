@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecompress.paths import cache_dir
-
 VERSION = 1
 SEED = 0
 
@@ -102,9 +100,9 @@ def digits_cnn() -> DigitsCNN:
     """The trained digits CNN, from the cache or trained now (a few seconds)."""
     from edgecompress.errors import OutputError
     from edgecompress.fileio import atomic_path
-    from edgecompress.paths import in_cache, note_uncached
+    from edgecompress.paths import cache_path, in_cache, note_uncached
 
-    path = cache_dir() / f"digits-cnn-v{VERSION}.pt"
+    path = cache_path(f"digits-cnn-v{VERSION}.pt", "the trained digits-cnn")
     model = DigitsCNN()
     if in_cache(path):
         try:
