@@ -104,6 +104,11 @@ FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help=
 def _settings(threads: int, batch: list[int], runs: int, warmup: int, rounds: int):
     from edgecompress.targets import ValidateSettings
 
+    # the flags by their names (ValidateSettings says "validation settings: runs 0" to Python callers)
+    for flag, value, low in (("--threads", threads, 1), ("--runs", runs, 1), ("--rounds", rounds, 1),
+                             ("--warmup", warmup, 0), *(("--batch", b, 1) for b in batch)):
+        if value < low:
+            raise ConfigError(f"{flag} {value}: {low} or more")
     batches = tuple(dict.fromkeys([1, *batch]))
     return ValidateSettings(threads=threads, batches=batches, runs=runs, warmup=warmup, rounds=rounds)
 

@@ -414,6 +414,10 @@ def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "effici
     path = Path(spec.path).expanduser()
     sl = slice(spec.start, spec.stop)
     if not path.exists():
+        bad = re.fullmatch(r"(.+?)(\[[^\[\]]*:[^\[\]]*\])", str(spec.path).strip(), flags=re.DOTALL)
+        if bad and Path(bad.group(1)).expanduser().exists():  # "no such file" named a file that is there
+            raise DataError(f"{what} {spec.path}: {bad.group(2)} is not a row range; use [start:stop] with "
+                            "integers (e.g. [:300], [300:])")
         raise InputFileError(f"{what} {path}: no such file or directory")
     if spec.labels and not path.is_dir():  # it was ignored silently
         raise DataError(f"{what} {path}: labels= applies to a folder of images (a CSV or .npz "
