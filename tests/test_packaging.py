@@ -13,8 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_installs_one_namespace_with_its_data(tmp_path):
+    import shutil
+
+    # built from a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    src = tmp_path / "src"
+    for part in ("edgecompress", "exporters", "targets"):
+        shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300,
+                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("edgecompress-*.whl")
