@@ -61,6 +61,20 @@ def imagenet_labels() -> Path:
     return path
 
 
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C raising KeyboardInterrupt in this process, as in a terminal. A job started in the
+    background by a non-interactive shell (`make test &`, some CI runners) inherits SIGINT ignored,
+    and Python keeps it so: the tests that send themselves a Ctrl-C then saw nothing."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
     """Run the CLI in a subprocess (as users and build scripts do); returns CompletedProcess."""
     import subprocess

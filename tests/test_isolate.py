@@ -121,7 +121,7 @@ def test_main_module_class_falls_back_from_the_child(tmp_path, digits_spec, monk
     assert "export_peak_rss_mb" not in art.details and os.listdir(tmp_path) == [art.path.name]
 
 
-def test_ctrl_c_stops_the_child_and_leaves_nothing(tmp_path, digits_spec):
+def test_ctrl_c_stops_the_child_and_leaves_nothing(tmp_path, digits_spec, default_sigint):
     out = tmp_path / "out"
     out.mkdir()
     main = threading.main_thread().ident

@@ -153,7 +153,7 @@ def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["mkstemp", "unlink"])
-def test_ctrl_c_at_temp_file_creation_or_removal_leaves_no_temp(tmp_path, monkeypatch, where):
+def test_ctrl_c_at_temp_file_creation_or_removal_leaves_no_temp(tmp_path, monkeypatch, where, default_sigint):
     """A SIGINT arriving inside mkstemp (or the clean-up unlink) surfaces at the next bytecode;
     it used to land outside atomic_path's try and leave a temp file behind (flaky CI, run 9)."""
     import tempfile
