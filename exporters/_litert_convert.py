@@ -20,7 +20,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import flatbuffers
@@ -322,6 +322,41 @@ def _calibrate(
     return n
 
 
+def _kept(batches: Iterable[Any], probe: list[np.ndarray], n: int = 16) -> Iterator[Any]:
+    """`batches` as they are, the first `n` samples of single-input batches copied into `probe`."""
+    for b in batches:
+        if not isinstance(b, tuple | list) and sum(len(p) for p in probe) < n:
+            probe.append(np.array(b[: n - sum(len(p) for p in probe)], np.float32))
+        yield b
+
+
+def _check_lowering(path: pathlib.Path, quantized: Any, samples: list[np.ndarray], nhwc: bool) -> None:
+    """The int8 file against the quantized PyTorch graph it was converted from, on a few samples.
+
+    Why: the two compute the same int8 arithmetic, so they agree to about one output step
+    (0.002 on a small conv net), but litert-torch lowered `dequantize -> unsqueeze -> flatten ->
+    quantize` with another scale as if the scale were unchanged: the file was 2.3x off on every
+    sample (0 % top-1 agreement with fp32) and passed every other check. Fails with
+    UnsupportedModelError when the mean difference passes 4 output steps.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = np.concatenate(samples)[:16]
+    got = run(path, x)
+    with torch.no_grad():
+        feed = x.transpose(0, 2, 3, 1) if nhwc else x
+        ys = [quantized(torch.from_numpy(np.ascontiguousarray(feed[i : i + 1]))) for i in range(len(feed))]
+        want = np.concatenate([np.asarray(y[0] if isinstance(y, tuple | list) else y).reshape(1, -1) for y in ys])
+    out = Interpreter(**model_source(path)).get_output_details()[0]
+    step = float(out["quantization"][0]) or 1.0
+    diff = float(np.abs(got.reshape(len(x), -1) - want).mean())
+    if diff > 4 * step:
+        raise UnsupportedModelError(
+            f"the int8 .tflite disagrees with its own quantized PyTorch graph (mean |diff| {diff:.3g} = "
+            f"{diff / step:.0f} output steps on {len(x)} calibration samples): litert-torch lowered it wrongly "
+            "(seen with a reshape such as unsqueeze/flatten between a pooling and a Linear; view() lowers right)")
+
+
 _DROPOUTS = ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
 
 
@@ -403,6 +438,7 @@ def convert(
     args, kwargs = ((), dict(zip(input_names, inputs, strict=True))) if input_names else (inputs, {})
 
     quant_config = None
+    probe: list[np.ndarray] = []  # a few calibration samples (NCHW float) for the lowering check
     # [issue #6] Text encoders: dynamic-int8 through the PT2E path gives the word-embedding table an
     # asymmetric int8 quantization (zero point -11 on a tiny BERT) that LiteRT's EMBEDDING_LOOKUP
     # refuses at allocation ("zero_point == 0 was not true"); ai-edge-quantizer's dynamic recipe on
@@ -423,7 +459,7 @@ def convert(
         try:
             prepared = prepare_pt2e(exported, q)
             if precision == "int8":
-                n = _calibrate(prepared, calib_batches or [], x.shape[0], nhwc, input_names)
+                n = _calibrate(prepared, _kept(calib_batches or [], probe), x.shape[0], nhwc, input_names)
             else:
                 n = 1
                 prepared(*args, **kwargs)  # dynamic range needs no calibration, only the weight observers
@@ -468,6 +504,8 @@ def convert(
                     f"[{', '.join(info['float_ops'][:6])}{', ...' * (len(info['float_ops']) > 6)}] "
                     "(allow_mixed=True accepts a mixed model)"
                 )
+            if not input_names:
+                _check_lowering(tmp, model, probe or [x.permute(0, 3, 1, 2).numpy() if nhwc else x.numpy()], nhwc)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)

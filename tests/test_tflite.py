@@ -309,3 +309,30 @@ def test_no_progress_means_no_converter_steps_on_stdout(tmp_path, digits_spec, d
     export(digits_spec, "tflite", "int8", tmp_path, digits_calib, ExportOptions(progress=False))
     assert "LiteRT-Torch Convert" not in capfd.readouterr().out
     assert "LITERT_TORCH_SHOW_PROGRESS" not in os.environ  # put back as it was
+
+
+class _ReshapedHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1, stride=2)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.mean((2, 3))[:, :, None].flatten(1))
+
+
+def test_a_wrongly_lowered_int8_file_is_refused(tmp_path, digits_calib):
+    """litert-torch lowers `dequantize -> unsqueeze -> flatten -> quantize` (two scales) as if the
+    scale did not change: the file was 2.3x off on every sample (0 % agreement), reported ok. The
+    exporter now runs the file against the quantized PyTorch graph it came from."""
+    from edgecompress.models import load_model
+
+    torch.manual_seed(0)
+    spec = load_model(_ReshapedHead(), input_shape=(1, 1, 8, 8), name="reshaped")
+    with pytest.raises(ExportError, match=r"disagrees with its own quantized PyTorch graph \(mean \|diff\| .* = \d+ "
+                                          r"output steps on 16 calibration samples\)"):
+        export(spec, "tflite", "int8", tmp_path, digits_calib)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    assert export(spec, "tflite", "fp32", tmp_path, digits_calib).precision == "fp32"  # fp32 lowers right
