@@ -201,8 +201,9 @@ def require_utf8_name(path: str | Path, what: str, name_only: bool = False) -> N
     except UnicodeEncodeError:
         from edgecompress.errors import InputFileError
 
-        raise InputFileError(f"{what} {printable(text)}: the name is not valid UTF-8, which ONNX, OpenVINO "
-                             "and LiteRT cannot open; rename it (or link it under a UTF-8 name)") from None
+        raise InputFileError(f"{what} {printable(text)}: the path is not valid UTF-8, which the ONNX, "
+                             "OpenVINO and LiteRT Python bindings cannot take; rename it (or link it under a "
+                             "UTF-8 name)") from None
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -414,7 +414,7 @@ def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "effici
     path = Path(spec.path).expanduser()
     sl = slice(spec.start, spec.stop)
     if not path.exists():
-        bad = re.fullmatch(r"(.+?)(\[[^\[\]]*:[^\[\]]*\])", str(spec.path).strip(), flags=re.DOTALL)
+        bad = re.fullmatch(r"(.+?)(\[[^\[\]]*\])", str(spec.path).strip(), flags=re.DOTALL)
         if bad and Path(bad.group(1)).expanduser().exists():  # "no such file" named a file that is there
             raise DataError(f"{what} {spec.path}: {bad.group(2)} is not a row range; use [start:stop] with "
                             "integers (e.g. [:300], [300:])")

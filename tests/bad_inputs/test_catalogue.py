@@ -160,6 +160,8 @@ CASES = [
      "samples have shape (3, 8, 8) but the model takes (1, 8, 8)"),
     ("not-a-row-range", [*DIGITS, "--int8", "--calib", "{tmp}/wrongshape.npy[a:b]", "--out", "{out}"], 2,
      "[a:b] is not a row range; use [start:stop] with integers"),  # it said "no such file"
+    ("an-index-not-a-range", [*DIGITS, "--int8", "--calib", "{tmp}/wrongshape.npy[5]", "--out", "{out}"], 2,
+     "[5] is not a row range"),
     ("empty-range", [*DIGITS, "--int8", "--calib", "{tmp}/wrongshape.npy[10:20]", "--out", "{out}"], 2,
      "wrongshape.npy[10:20]: the range selects no samples (the file holds 4)"),
     ("negative-npz-label", [*DIGITS, "--eval", "{tmp}/neg.npz", "--out", "{out}"], 2,
