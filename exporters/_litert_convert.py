@@ -330,25 +330,22 @@ def _kept(batches: Iterable[Any], probe: list[np.ndarray], n: int = 16) -> Itera
         yield b
 
 
-def _check_lowering(path: pathlib.Path, quantized: Any, samples: list[np.ndarray], nhwc: bool) -> None:
+def _check_lowering(path: pathlib.Path, quantized: Any, samples: list[np.ndarray], nhwc: bool, step: float) -> None:
     """The int8 file against the quantized PyTorch graph it was converted from, on a few samples.
 
     Why: the two compute the same int8 arithmetic, so they agree to about one output step
     (0.002 on a small conv net), but litert-torch lowered `dequantize -> unsqueeze -> flatten ->
     quantize` with another scale as if the scale were unchanged: the file was 2.3x off on every
     sample (0 % top-1 agreement with fp32) and passed every other check. Fails with
-    UnsupportedModelError when the mean difference passes 4 output steps.
+    UnsupportedModelError when the mean difference passes 4 output steps (`step`: the output scale).
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     x = np.concatenate(samples)[:16]
     got = run(path, x)
     with torch.no_grad():
         feed = x.transpose(0, 2, 3, 1) if nhwc else x
         ys = [quantized(torch.from_numpy(np.ascontiguousarray(feed[i : i + 1]))) for i in range(len(feed))]
         want = np.concatenate([np.asarray(y[0] if isinstance(y, tuple | list) else y).reshape(1, -1) for y in ys])
-    out = Interpreter(**model_source(path)).get_output_details()[0]
-    step = float(out["quantization"][0]) or 1.0
+    step = step or 1.0
     diff = float(np.abs(got.reshape(len(x), -1) - want).mean())
     if diff > 4 * step:
         raise UnsupportedModelError(
@@ -505,7 +502,8 @@ def convert(
                     "(allow_mixed=True accepts a mixed model)"
                 )
             if not input_names:
-                _check_lowering(tmp, model, probe or [x.permute(0, 3, 1, 2).numpy() if nhwc else x.numpy()], nhwc)
+                _check_lowering(tmp, model, probe or [x.permute(0, 3, 1, 2).numpy() if nhwc else x.numpy()], nhwc,
+                                float(info["outputs"][0].get("scale") or 0.0))
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -527,7 +527,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     from edgecompress.report import Report, write_report
     from edgecompress.targets import ValidateSettings, get_target, validate
     from edgecompress.targets.metrics import classification_metrics
-    from edgecompress.targets.validate import _inputs_file
+    from edgecompress.targets.validate import _inputs_file, nchw_shape
 
     gates = parse_gates(fail_on or [])  # a malformed gate fails before anything runs
     _refuse_export_dir(Path(out_dir))  # before any work; checked again under the lock
@@ -573,9 +573,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
 
             shape = model.get("input_shape") or []
             if len(shape) != 4 and arts[0].inputs:  # loose files: the side from the file's own input
-                shape = list(arts[0].inputs[0].shape)
-                if arts[0].inputs[0].layout == "NHWC" and len(shape) == 4:
-                    shape = [shape[0], shape[3], shape[1], shape[2]]
+                shape = nchw_shape(arts[0])
             size = int(shape[-1]) if len(shape) == 4 and isinstance(shape[-1], int) else 224
             # the export's preset (recorded in its report), else the flag, else EfficientNet-Lite's
             ev = load_data(eval, preprocess or model.get("preprocess") or "efficientnet-lite", size, "evaluation",
@@ -617,8 +615,8 @@ def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str, dtype: str = "
     if (dtype.startswith("float") or dtype in ("int8", "uint8")) and ev.x.dtype.kind != "f":
         raise DataError(f"--eval {flag_value}: dtype {ev.x.dtype} but the artifacts take float samples "
                         "(save preprocessed float32 arrays)")
-    want, got = list(shape[1:]), list(ev.x.shape[1:])
-    if len(want) != len(got) or any(isinstance(w, int) and w > 0 and w != g for w, g in zip(want, got, strict=True)):
-        shown = tuple(w if isinstance(w, int) and w > 0 else "?" for w in want)
-        raise DataError(f"--eval {flag_value}: samples have shape {tuple(got)} but the artifacts take {shown} "
-                        "(check --preprocess, or the data)")
+    from edgecompress.targets.validate import shape_misfit
+
+    if (shown := shape_misfit(list(shape), ev.x.shape)) is not None:
+        raise DataError(f"--eval {flag_value}: samples have shape {tuple(ev.x.shape[1:])} but the artifacts "
+                        f"take {shown} (check --preprocess, or the data)")

@@ -288,20 +288,32 @@ def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfi
     return out
 
 
+def nchw_shape(art: Artifact) -> list[Any]:
+    """The artifact's first input shape in NCHW terms (the runners transpose NCHW data to NHWC)."""
+    want = list(art.inputs[0].shape) if art.inputs else []
+    if art.inputs and art.inputs[0].layout == "NHWC" and len(want) == 4:
+        want = [want[0], want[3], want[1], want[2]]
+    return want
+
+
+def shape_misfit(want: list[Any], got: Sequence[int]) -> tuple[Any, ...] | None:
+    """`want[1:]` as shown ("?" for symbolic dims) when samples of shape `got[1:]` do not fit it, else None."""
+    want, rest = want[1:], list(got[1:])
+    fixed = [(w, g) for w, g in zip(want, rest, strict=False) if isinstance(w, int) and w > 0]  # "?" dims match any
+    if len(want) == len(rest) and all(w == g for w, g in fixed):
+        return None
+    return tuple(w if isinstance(w, int) and w > 0 else "?" for w in want)
+
+
 def _sample_mismatch(art: Artifact, data: Dataset) -> str | None:
     """Why `data`'s samples cannot go into `art` (its first input, in NCHW terms), or None."""
     if isinstance(data.x, dict) or not art.inputs or len(art.inputs[0].shape) < 2:
         return None  # token sets: the runners pad them to the file
-    want = list(art.inputs[0].shape)
-    if art.inputs[0].layout == "NHWC" and len(want) == 4:  # the runner transposes NCHW data itself
-        want = [want[0], want[3], want[1], want[2]]
-    want, got = want[1:], list(data.x.shape[1:])
-    fixed = [(w, g) for w, g in zip(want, got, strict=False) if isinstance(w, int) and w > 0]  # "?" dims match any
-    if len(want) == len(got) and all(w == g for w, g in fixed):
+    shown = shape_misfit(nchw_shape(art), data.x.shape)
+    if shown is None:
         return None
-    shown = tuple(w if isinstance(w, int) and w > 0 else "?" for w in want)
-    return (f"{art.path}: evaluation samples have shape {tuple(got)} but the file takes {shown} (NCHW); check "
-            "the layout and the preprocessing")
+    return (f"{art.path}: evaluation samples have shape {tuple(data.x.shape[1:])} but the file takes {shown} (NCHW); "
+            "check the layout and the preprocessing")
 
 
 def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
