@@ -246,7 +246,7 @@ def _modes(m) -> dict[str, bool]:  # type: ignore[no-untyped-def]
     return {n: sub.training for n, sub in m.named_modules()}
 
 
-def test_in_memory_samples_load_as_datasets(digits_calib):
+def test_in_memory_samples_load_as_datasets(digits_calib, digits_spec, tmp_path):
     """Arrays, tensors, (x, y) and a DataLoader's batches all give the same Dataset (load_data
     refused anything but a path: users concatenated DataLoader batches by hand)."""
     import torch
@@ -259,8 +259,19 @@ def test_in_memory_samples_load_as_datasets(digits_calib):
         ds = edgecompress.load_data(given)
         assert np.array_equal(ds.x, x) and (np.array_equal(ds.y, y) if labelled else ds.y is None), type(given)
     assert isinstance(Dataset(torch.from_numpy(x)).x, np.ndarray)  # was refused only at export
+    # single samples: a torch Dataset, or (x, scalar label) pairs, stack (a list of (1, 8, 8)
+    # samples was concatenated into (N, 8, 8), and scalar labels failed as "different shapes")
+    pairs = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    int_pairs = [(s, int(c)) for s, c in zip(x, y, strict=True)]
+    for given, labelled in ((pairs, True), (list(pairs), True), (TensorDataset(torch.from_numpy(x)), False),
+                            (DataLoader(pairs, batch_size=None), True), (int_pairs, True)):
+        ds = edgecompress.load_data(given)
+        assert np.array_equal(ds.x, x) and (np.array_equal(ds.y, y) if labelled else ds.y is None), type(given)
+    with pytest.raises(DataError, match=r"in-memory list of 50 batches: samples have shape \(8, 8\)"):
+        # a list of bare samples is read as batches, and the error says so
+        edgecompress.export(digits_spec, "onnx", "int8", tmp_path, calib=edgecompress.load_data(list(x)))
     for bad, fragment in (([], "gave no batches"), (x[:0], "holds no samples"),
-                          ([x[:4], x[:4, :, :4]], "different sample shapes"),
+                          ([x[:4], x[:4, :, :4]], "batches of different shapes"),
                           ([(x[:4], y[:4]), x[:4]], "some batches have labels")):
         with pytest.raises(DataError, match=fragment):
             edgecompress.load_data(bad)
@@ -284,6 +295,9 @@ def test_load_model_applies_name_and_preprocess_to_a_spec(digits_spec):
     assert (renamed.name, renamed.preprocess) == ("renamed", "imagenet")
     assert digits_spec.name == "digits-cnn" and digits_spec.preprocess != "imagenet"  # a copy was changed
     assert edgecompress.load_model(digits_spec) is digits_spec
+    renamed.extra["passes"].append({"pass": "mine"})
+    renamed.extra["note"] = 1
+    assert "note" not in digits_spec.extra and {"pass": "mine"} not in digits_spec.extra.get("passes", [])
     with pytest.raises(EdgeCompressError, match="takes"):
         edgecompress.load_model(digits_spec, input_shape="1,3,8,8")
 
@@ -326,6 +340,18 @@ def test_distill_with_dropout_is_seeded_and_leaves_the_callers_rng(digits_calib)
         torch.manual_seed(caller_seed)
         assert torch.equal(after, torch.rand(1))  # the caller's stream was not advanced
     assert torch.equal(weights[0], weights[1])
+
+
+def test_qat_leaves_the_callers_rng(digits_spec, digits_calib):
+    """torch.export and PT2E's prepare draw from torch's global generator; qat() advanced it."""
+    import torch
+
+    data = Dataset(digits_calib.x[:32], np.arange(32) % 10)
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    edgecompress.qat(digits_spec, data=data, epochs=1, progress=False)
+    assert torch.equal(torch.rand(1), expected)
 
 
 def test_reference_outputs_names_data_mistakes(digits_spec, digits_calib):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import sys
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -354,13 +355,14 @@ def load_images(files: Sequence[Path], transform: Transform, desc: str = "images
 
 def from_memory(data: Any, what: str = "data") -> Dataset:
     """A Dataset from samples already in memory, as `load_data` takes them: an array or tensor
-    (N, ...), an `(x, y)` pair, or an iterable of batches (a torch DataLoader) whose items are
-    arrays / tensors or `(x, y, ...)` tuples. The samples must already be model-ready (float32,
-    the model's layout): no preprocessing is applied."""
+    (N, ...), an `(x, y)` pair, a torch map-style Dataset or an iterable of `(x, label)` pairs with
+    scalar labels (read sample by sample), or an iterable of batches (a torch DataLoader, a list
+    of arrays) whose items are arrays / tensors or `(x, y, ...)` tuples. The samples must already be
+    model-ready (float32, the model's layout): no preprocessing is applied."""
     def parts(item: Any) -> tuple[Any, Any]:
         if isinstance(item, tuple | list) and item and not isinstance(item[0], int | float):
-            return item[0], (item[1] if len(item) > 1 else None)
-        return item, None
+            return _as_numpy(item[0]), (_as_numpy(item[1]) if len(item) > 1 else None)
+        return _as_numpy(item), None
 
     data = _as_numpy(data)
     if isinstance(data, np.ndarray):
@@ -368,6 +370,8 @@ def from_memory(data: Any, what: str = "data") -> Dataset:
     elif isinstance(data, tuple) and len(data) == 2 and all(
             isinstance(_as_numpy(a), np.ndarray) for a in data):
         batches = [(data[0], data[1])]  # (x, y)
+    elif _is_map_dataset(data):  # its items are single samples; iterating one may never end
+        batches = [parts(data[i]) for i in range(len(data))]
     elif hasattr(data, "__iter__") and not isinstance(data, str | bytes | dict):
         batches = [parts(item) for item in data]
     else:
@@ -375,23 +379,39 @@ def from_memory(data: Any, what: str = "data") -> Dataset:
                         f"batches, got {type(data).__name__}")
     if not batches:
         raise DataError(f"{what}: the iterable gave no batches")
-    xs = [_as_numpy(x) for x, _ in batches]
-    ys = [_as_numpy(y) for _, y in batches]
+    xs = [x for x, _ in batches]
+    ys = [y for _, y in batches]
     if not all(isinstance(x, np.ndarray) and x.ndim >= 1 for x in xs):
         raise DataError(f"{what}: batches must be arrays or tensors (N, ...), or (x, y) tuples of them")
-    if any(y is not None for y in ys) and not all(isinstance(y, np.ndarray) for y in ys):
+    if any(y is not None for y in ys) and not all(y is not None for y in ys):
         raise DataError(f"{what}: some batches have labels and some do not")
+    # Scalar labels mark single samples (a torch Dataset's `(x, 3)`); a batch's labels are (N,).
+    # A DataLoader's batches concatenate; samples stack (concatenating (1, 8, 8) samples lost
+    # their channel axis, and scalar labels failed as "different sample shapes").
+    by_sample = _is_map_dataset(data) or (ys[0] is not None and all(np.ndim(y) == 0 for y in ys))
+    unit = "samples" if by_sample else "batches"
     try:
-        x: np.ndarray = np.concatenate(xs)
-        y: np.ndarray | None = np.concatenate(ys) if ys[0] is not None else None
+        join = np.stack if by_sample else np.concatenate
+        x: np.ndarray = join(xs)
+        y: np.ndarray | None = (np.asarray(ys) if by_sample else np.concatenate(ys)) if ys[0] is not None else None
     except ValueError as e:
-        raise DataError(f"{what}: batches of different sample shapes ({e})") from None
+        raise DataError(f"{what}: {unit} of different shapes ({e})") from None
     if len(x) == 0:
         raise DataError(f"{what}: holds no samples")
     kind = type(data).__name__
-    ds = Dataset(x, y, f"in-memory {kind}")
-    check_in_memory(ds, f"{what} (in-memory {kind})")
+    # how it was read is in the name, so a shape error downstream says it ("list of 20 batches")
+    source = f"in-memory {kind}" if isinstance(data, np.ndarray) or (len(batches) == 1 and not by_sample) \
+        else f"in-memory {kind} of {len(batches)} {unit}"
+    ds = Dataset(x, y, source)
+    check_in_memory(ds, f"{what} ({source})")
     return ds
+
+
+def _is_map_dataset(data: Any) -> bool:
+    """A torch map-style Dataset (items are single samples), not a DataLoader or a plain list."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__") \
+        and not isinstance(data, torch.utils.data.IterableDataset)
 
 
 def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "efficientnet-lite",

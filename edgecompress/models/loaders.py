@@ -637,7 +637,11 @@ def load_model(
     preprocess: str | None = None,
     name: str | None = None,
 ) -> ModelSpec:
-    """Load a model from a reference string (see module doc) or wrap an `nn.Module`."""
+    """Load a model from a reference string (see module doc) or wrap an `nn.Module` (copied).
+
+    A `ModelSpec` comes back as it is, or, with `name` / `preprocess`, as a relabelled copy with
+    its own `extra` that shares the module object (deep-copy the module for a separate one).
+    """
     import torch
 
     shape = parse_shape(input_shape)
@@ -648,7 +652,9 @@ def load_model(
             raise ConfigError(f"weights {weights}: load them into the module before wrapping it in a ModelSpec")
         if not (name or preprocess):
             return ref
-        ref = dataclasses.replace(ref)  # name / preprocess were ignored; the caller's spec stays as it was
+        # a relabelled copy (name / preprocess were ignored before); its records are its own, so a
+        # pass appending to one spec's `passes` no longer shows in the other; the module is shared
+        ref = dataclasses.replace(ref, extra={**ref.extra, "passes": list(ref.extra.get("passes", []))})
         if preprocess:
             if isinstance(preprocess, str):
                 from edgecompress.data.presets import PRESETS

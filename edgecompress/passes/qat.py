@@ -469,11 +469,22 @@ def qat(
     """QAT of `model` with the KD objective; returns a spec whose module is the converted int8
     PT2E graph, marked `extra["quantized"] = "qat"` and `extra["qat_quantizer"] = <backend>`,
     with `extra["qat_float"]` (the trained float weights) and `extra["fp32_reference"]` (the
-    float model before QAT)."""
+    float model before QAT). The caller's torch random stream is left as it was (torch.export
+    and PT2E's prepare draw from it)."""
+    import torch
+
+    cfg = make_config(QATConfig, config, "qat", **overrides)
+    with torch.random.fork_rng(devices=[]):
+        return _qat(model, cfg, data, teacher, workdir, progress, input_shape)
+
+
+def _qat(
+    model: Any, cfg: QATConfig, data: Any, teacher: Any,
+    workdir: Path | str | None, progress: bool, input_shape: Any,
+) -> ModelSpec:
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    cfg = make_config(QATConfig, config, "qat", **overrides)
     spec = as_spec(model, input_shape)
     if len(spec.inputs) != 1:
         raise ConfigError(f"qat: model {spec.name} has {len(spec.inputs)} inputs; QAT supports one")
