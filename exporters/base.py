@@ -138,8 +138,41 @@ class Format:
         return self.int8_for(spec) if self.int8_for is not None else "int8"
 
 
+@dataclass(frozen=True)
+class Precision:
+    """What a precision name stores and computes in, for the latency estimate (targets/estimate.py)."""
+
+    name: str
+    weight_bytes: int
+    activation_bytes: int
+    compute: str  # the peak it runs at: "int8" or "fp32"
+
+
+# Every format's precision names in one table: ONNX says int8-dynamic and TFLite dynamic-int8 (both
+# kept, as users spell them); each module re-listing its own lost the TFLite spelling (an estimated
+# target failed on every dynamic-int8 .tflite). A format with a new name registers it here.
+PRECISIONS: Registry[Precision] = Registry("precision")
+
+
+def register_precision(p: Precision) -> Precision:
+    return PRECISIONS.register(p.name, p)
+
+
+for _p in (
+    Precision("fp32", 4, 4, "fp32"),
+    Precision("fp16", 2, 2, "fp32"),  # CPU kernels compute fp16 models in fp32 (XNNPACK/ORT on these cores)
+    Precision("int8", 1, 1, "int8"),
+    Precision("int8-dynamic", 1, 4, "int8"),  # int8 weights, float activations between layers
+    Precision("dynamic-int8", 1, 4, "int8"),
+):
+    register_precision(_p)
+
 FORMATS: Registry[Format] = Registry("format", "edgecompress.exporters", "edgecompress.formats")
 
 
 def register_format(fmt: Format) -> Format:
+    unknown = [p for p in fmt.precisions if p not in PRECISIONS]
+    if unknown:  # the estimate and the loose-file reader would fail on them later, far from here
+        raise ValueError(f"format {fmt.name!r}: unknown precision(s) {', '.join(unknown)}; "
+                         "register_precision(Precision(...)) first")
     return FORMATS.register(fmt.name, fmt)

@@ -583,6 +583,25 @@ def _int8_for(spec: ModelSpec) -> str:
     return "int8-dynamic" if spec.task in TEXT_TASKS else "int8"
 
 
+_STATIC_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd"}
+_DYNAMIC_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}
+
+
+def _read_precision(path: Path) -> str:
+    """int8 (static Q/DQ or QLinear ops), int8-dynamic, fp16 (half initializers) or fp32."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    ops = {n.op_type for n in m.graph.node}
+    if ops & _STATIC_OPS:
+        return "int8"
+    if ops & _DYNAMIC_OPS:
+        return "int8-dynamic"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
 register_format(Format(
     name="onnx", suffix=".onnx", precisions=("fp32", "int8", "int8-dynamic"), runtime="onnxruntime",
     description="ONNX (dynamo exporter, dynamic batch); int8 = ORT QDQ, per-channel, U8S8; "
@@ -590,4 +609,5 @@ register_format(Format(
     export=export_onnx,
     int8_for=_int8_for,
     read_io=_io,
+    read_precision=_read_precision,
 ))

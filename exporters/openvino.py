@@ -470,6 +470,16 @@ def _ports_info(ports: Any, kind: str) -> list[TensorInfo]:
     return [_port_info(p, f"{kind}_{k}") for k, p in enumerate(ports)]
 
 
+def _read_precision(path: Path) -> str:
+    """int8 (NNCF leaves FakeQuantize layers or i8 weight constants), fp16 (f16 constants) or fp32."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if 'type="FakeQuantize"' in text or 'element_type="i8"' in text:
+        return "int8"
+    if re.search(r'<layer[^>]*type="Const"[^>]*>\s*<data[^>]*element_type="f16"', text):
+        return "fp16"
+    return "fp32"
+
+
 register_format(
     Format(
         name="openvino",
@@ -480,5 +490,6 @@ register_format(
         export=export_openvino,
         extra_files=(".bin",),
         read_io=_io,
+        read_precision=_read_precision,
     )
 )

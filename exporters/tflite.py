@@ -121,11 +121,29 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     return [info(d) for d in it.get_input_details()], [info(d) for d in it.get_output_details()]
 
 
+def _read_precision(path: Path) -> str:
+    """int8 (full integer: the file takes int8), dynamic-int8 (int8 weights), fp16 or fp32."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecompress.exporters._litert_convert import model_source
+
+    it = Interpreter(**model_source(path))
+    kinds = {t["dtype"].__name__ for t in it.get_tensor_details()}
+    if it.get_input_details()[0]["dtype"].__name__ in ("int8", "uint8"):
+        return "int8"
+    if kinds & {"int8", "uint8"}:
+        return "dynamic-int8"
+    if "float16" in kinds:
+        return "fp16"
+    return "fp32"
+
+
 register_format(Format(
     name="tflite", suffix=".tflite", precisions=("fp32", "fp16", "dynamic-int8", "int8"), runtime="litert",
     description="TFLite via litert-torch (no TensorFlow), NHWC; int8 = full integer with int8 I/O",
     export=export_tflite,
     read_io=_io,
+    read_precision=_read_precision,
     needs_module=True,
 ))
 

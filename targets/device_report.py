@@ -46,56 +46,23 @@ def _guess_precision(path: Path) -> str:
     with contextlib.suppress(Exception):  # unreadable: its benchmark fails in one line later
         if (found := _precision_in_file(path)) is not None:
             return found
+    from edgecompress.exporters import FORMATS
+
+    fmt = next((f for _, f in FORMATS if f.suffix.lower() == path.suffix.lower()), None)
     stem = path.stem.lower()
-    for p in ("int8-dynamic", "int8", "fp16", "fp32"):
+    for p in sorted(fmt.precisions if fmt else (), key=len, reverse=True):  # "int8-dynamic" before "int8"
         if re.search(rf"(^|[-_.]){p}($|[-_.])", stem):  # "print8" is no int8
             return p
     return "fp32"
 
 
-_ONNX_STATIC = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd"}
-_ONNX_DYNAMIC = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}
-
-
 def _precision_in_file(path: Path) -> str | None:
-    suffix = path.suffix.lower()
+    """The precision its format reads from the file (Format.read_precision); None: no such reader."""
     from edgecompress.exporters import FORMATS
 
-    for _, fmt in FORMATS:  # a format that reads its own files' precision (a plugin's) says first
-        if fmt.read_precision is not None and fmt.suffix.lower() == suffix:
+    for _, fmt in FORMATS:
+        if fmt.read_precision is not None and fmt.suffix.lower() == path.suffix.lower():
             return fmt.read_precision(path)
-    if suffix == ".onnx":
-        import onnx
-
-        m = onnx.load(str(path), load_external_data=False)
-        ops = {n.op_type for n in m.graph.node}
-        if ops & _ONNX_STATIC:
-            return "int8"
-        if ops & _ONNX_DYNAMIC:
-            return "int8-dynamic"
-        if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
-            return "fp16"
-        return "fp32"
-    if suffix == ".xml":  # OpenVINO IR: NNCF int8 leaves FakeQuantize layers or i8 weight constants
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if 'type="FakeQuantize"' in text or 'element_type="i8"' in text:
-            return "int8"
-        if re.search(r'<layer[^>]*type="Const"[^>]*>\s*<data[^>]*element_type="f16"', text):
-            return "fp16"
-        return "fp32"
-    if suffix == ".tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        it = Interpreter(model_path=str(path))
-        tensors = it.get_tensor_details()
-        kinds = {t["dtype"].__name__ for t in tensors}
-        if it.get_input_details()[0]["dtype"].__name__ in ("int8", "uint8"):
-            return "int8"  # full-integer: the file takes int8
-        if kinds & {"int8", "uint8"}:
-            return "dynamic-int8"
-        if "float16" in kinds:
-            return "fp16"
-        return "fp32"
     return None
 
 

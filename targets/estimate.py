@@ -45,14 +45,6 @@ class Layer:
         return self.op == "dwconv"
 
 
-# (weight bytes, activation bytes, which peak: "int8" or "fp32") per artifact precision.
-_PRECISION = {
-    "fp32": (4, 4, "fp32"),
-    "fp16": (2, 2, "fp32"),  # CPU kernels compute fp16 models in fp32 (XNNPACK/ORT on these cores)
-    "int8": (1, 1, "int8"),
-    "int8-dynamic": (1, 4, "int8"),
-}
-
 # Fixed assumptions (not fitted): depthwise convolutions reach a quarter of the dense efficiency
 # (few MACs per loaded byte, poor SIMD use); each layer costs 5 µs of dispatch/synchronisation.
 DW_FACTOR = 0.25
@@ -269,11 +261,14 @@ def estimate_latency(layers: list[Layer], profile: TargetProfile, precision: str
                      threads: int | None = None,
                      efficiency: dict[str, float] | None = None) -> dict[str, Any]:
     """Estimated batch-1 latency (ms) of `layers` on `profile`, with the per-layer breakdown."""
-    if precision not in _PRECISION:
-        raise ConfigError(f"estimate: unknown precision {precision!r} (known: {', '.join(_PRECISION)})")
+    from edgecompress.exporters.base import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"estimate: unknown precision {precision!r} (known: {', '.join(PRECISIONS.names())})")
     if not layers:
         raise ConfigError("estimate: the artifact has no convolution / matmul layer to cost")
-    wbytes, abytes, kind = _PRECISION[precision]
+    p = PRECISIONS.get(precision)
+    wbytes, abytes, kind = p.weight_bytes, p.activation_bytes, p.compute
     eff = (efficiency or EFFICIENCY)[kind]
     cores = threads or len(profile.hardware.get("big_cores", [])) or int(_hw(profile, "cores"))
     peak = _hw(profile, f"peak_{kind}_gops_per_core") * 1e9 * cores
@@ -310,6 +305,7 @@ def efficientnet_lite_layers(i: int) -> list[Layer]:
 
 def calibrate(figures: list[dict[str, Any]] | None = None) -> dict[str, float]:
     """Fit one efficiency per precision on the figures marked used_for_fit (bisection)."""
+    from edgecompress.exporters.base import PRECISIONS
     from edgecompress.targets.profile import get_target
 
     out = {}
@@ -318,7 +314,7 @@ def calibrate(figures: list[dict[str, Any]] | None = None) -> dict[str, float]:
             continue
         layers = efficientnet_lite_layers(int(f["model"][-1]))
         profile = get_target(f["target"])
-        kind = _PRECISION[f["precision"]][2]
+        kind = PRECISIONS.get(f["precision"]).compute
         lo, hi = 1e-4, 1.0
         for _ in range(60):
             mid = (lo * hi) ** 0.5

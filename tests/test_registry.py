@@ -200,3 +200,25 @@ def test_remote_runners_copy_the_sibling_files_a_format_names(tmp_path):
         assert sibling_files(tmp_path / "m.split", "onnxruntime") == [tmp_path / "m.weights"]
     finally:
         FORMATS._items.pop("test-split")
+
+
+def test_every_precision_a_format_offers_is_estimated_and_guessed(tmp_path):
+    """The estimate kept its own precision table without TFLite's `dynamic-int8` (ONNX spells it
+    int8-dynamic): every dynamic-int8 .tflite on an estimated target failed. One table now."""
+    import dataclasses
+
+    from edgecompress.exporters import FORMATS, register_format
+    from edgecompress.targets.device_report import _guess_precision
+    from edgecompress.targets.estimate import Layer, estimate_latency
+    from edgecompress.targets.profile import get_target
+
+    layers = [Layer("c", "conv", 10**7, 10**5, 10**5, 10**5), Layer("d", "dwconv", 10**6, 10**3, 10**5, 10**5)]
+    ms = {p: estimate_latency(layers, get_target("rpi4"), p)["p50"] for _, f in FORMATS for p in f.precisions}
+    assert ms["dynamic-int8"] == ms["int8-dynamic"] > 0 and len(set(ms)) == 5
+    # a file that cannot be read goes by its name, among its own format's precisions
+    assert _guess_precision(tmp_path / "m-dynamic-int8.tflite") == "dynamic-int8"
+    assert _guess_precision(tmp_path / "m-int8-dynamic.onnx") == "int8-dynamic"
+    assert _guess_precision(tmp_path / "m-dynamic-int8.onnx") == "int8"  # ONNX has no such spelling
+    with pytest.raises(ValueError, match=r"unknown precision.*int4.*register_precision"):
+        register_format(dataclasses.replace(FORMATS.get("onnx"), name="test-int4", precisions=("fp32", "int4")))
+    assert "test-int4" not in FORMATS
