@@ -1,6 +1,6 @@
 """Exporters: one module per format, each registering a row of the format table."""
 
-from edgecompress.exporters.api import export, parse_format_list, resolve_formats
+from edgecompress.exporters.api import export, resolve_formats
 from edgecompress.exporters.base import (
     CALIB_METHODS,
     FORMATS,
@@ -13,5 +13,5 @@ from edgecompress.exporters.base import (
 
 __all__ = [
     "CALIB_METHODS", "FORMATS", "Artifact", "ExportOptions", "Format", "TensorInfo", "export",
-    "parse_format_list", "register_format", "resolve_formats",
+    "register_format", "resolve_formats",
 ]

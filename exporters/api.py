@@ -51,10 +51,6 @@ def resolve_formats(
     return pairs
 
 
-def parse_format_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def artifact_name(spec: ModelSpec, fmt: str, precision: str) -> str:
     suffix = FORMATS.get(fmt).suffix
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name) or "model"
