@@ -18,18 +18,19 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # `validate` comes from its defining module: imported from edgecompress.targets, mypy took it for the
 # submodule edgecompress.targets.validate and typed edgecompress.validate as a module.
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
-    from edgecompress.data import DataSpec, load_data
-    from edgecompress.exporters import ExportOptions, export
-    from edgecompress.models import load_model
+    from edgecompress.data import Dataset, DataSpec, load_data
+    from edgecompress.exporters import Artifact, ExportOptions, export
+    from edgecompress.models import ModelSpec, load_model
     from edgecompress.passes.distill import distill
     from edgecompress.passes.lowrank import lowrank
     from edgecompress.passes.prune import prune
     from edgecompress.passes.qat import qat
     from edgecompress.passes.resolution import resolution
     from edgecompress.pipeline import ExportJob, run_export
-    from edgecompress.recipe import load_recipe, run_recipe, save_recipe
-    from edgecompress.report import write_report
-    from edgecompress.targets.validate import ValidateSettings, reference_outputs, validate
+    from edgecompress.recipe import Recipe, load_recipe, run_recipe, save_recipe
+    from edgecompress.report import Report, write_report
+    from edgecompress.targets.profile import TargetProfile
+    from edgecompress.targets.validate import Measurement, ValidateSettings, reference_outputs, validate
 
 # name -> (module, attribute). [issue #4] compression passes and the recipe runner.
 _LAZY: dict[str, tuple[str, str]] = {
@@ -53,12 +54,21 @@ _LAZY: dict[str, tuple[str, str]] = {
     "run_recipe": ("edgecompress.recipe", "run_recipe"),
     "load_recipe": ("edgecompress.recipe", "load_recipe"),
     "save_recipe": ("edgecompress.recipe", "save_recipe"),
+    # the types those functions take and return, so a typed script needs one import
+    "ModelSpec": ("edgecompress.models", "ModelSpec"),
+    "Dataset": ("edgecompress.data", "Dataset"),
+    "Artifact": ("edgecompress.exporters", "Artifact"),
+    "Measurement": ("edgecompress.targets", "Measurement"),
+    "TargetProfile": ("edgecompress.targets", "TargetProfile"),
+    "Report": ("edgecompress.report", "Report"),
+    "Recipe": ("edgecompress.recipe", "Recipe"),
 }
 
 __all__ = [  # the same names as _LAZY (tests/test_api.py checks it)
-    "DataSpec", "ExportJob", "ExportOptions", "ValidateSettings", "distill", "export", "load_data",
-    "load_model", "load_recipe", "lowrank", "prune", "qat", "reference_outputs", "resolution", "run_export",
-    "run_recipe", "save_recipe", "validate", "write_report",
+    "Artifact", "DataSpec", "Dataset", "ExportJob", "ExportOptions", "Measurement", "ModelSpec", "Recipe",
+    "Report", "TargetProfile", "ValidateSettings", "distill", "export", "load_data", "load_model",
+    "load_recipe", "lowrank", "prune", "qat", "reference_outputs", "resolution", "run_export", "run_recipe",
+    "save_recipe", "validate", "write_report",
 ]
 
 

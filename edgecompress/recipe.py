@@ -24,12 +24,15 @@ import copy
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticError
 
 from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError
+
+if TYPE_CHECKING:
+    from edgecompress.report import Report
 
 RESOLVED_NAME = "recipe.resolved.yaml"
 
@@ -424,7 +427,7 @@ def _record(name: str, spec: Any, ev: Any, ref: Any, base: dict | None, prev: di
 
 
 def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = None,
-               progress: bool | None = None, command: str = "") -> tuple[Any, dict[str, Path]]:
+               progress: bool | None = None, command: str = "") -> tuple[Report, dict[str, Path]]:
     """Execute a recipe; returns (Report, paths of report.json/md/html, manifest, resolved recipe).
 
     A run that fails leaves --out's report, steps.json and recipe.resolved.yaml as they were (they
@@ -447,7 +450,7 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         return _execute(recipe, out, progress, command)
 
 
-def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> tuple[Any, dict[str, Path]]:
+def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> tuple[Report, dict[str, Path]]:
     import torch
 
     from edgecompress.fileio import write_json_atomic, write_text_atomic

@@ -18,6 +18,8 @@ from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners.local import BenchRequest
 
 if TYPE_CHECKING:
+    import torch
+
     from edgecompress.data import Dataset
     from edgecompress.exporters import Artifact
 
@@ -145,8 +147,9 @@ def _inputs_file(data: Dataset, folder: Path) -> Path:
     return path
 
 
-def validate(artifacts: Sequence[Artifact] | Artifact, target: str | TargetProfile = "x86-local",
-             eval_data: Dataset | None = None, reference: np.ndarray | None = None,
+def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact | str | os.PathLike[str],
+             target: str | TargetProfile = "x86-local",
+             eval_data: Dataset | None = None, reference: np.ndarray | torch.Tensor | None = None,
              settings: ValidateSettings | None = None, progress: bool = True,
              task: str = "classification") -> list[Measurement]:
     """Measure each artifact on `target`; compare its outputs on `eval_data` with `reference`.
