@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import pathlib
 import re
 from collections.abc import Iterable, Iterator
@@ -471,9 +470,10 @@ def convert(
     else:
         _export(model, args, kwargs)  # fail early, with a clear message, on unexportable models
 
-    # edgecompress.fileio.TEMP_PREFIX, spelled out: this module imports nothing of edgecompress
-    tmp = out_path.with_name(f".edgecompress-tmp-{os.getpid()}-{out_path.name}")
-    try:
+    from edgecompress.fileio import atomic_path
+
+    # a unique temp name beside the output, renamed only once every check below passed
+    with atomic_path(out_path) as tmp:
         try:
             # The graph was already strictly exported above; litert-torch re-exports it.
             edge = litert_torch.convert(model, args, kwargs or None, quant_config=quant_config)
@@ -504,9 +504,6 @@ def convert(
             if not input_names:
                 _check_lowering(tmp, model, probe or [x.permute(0, 3, 1, 2).numpy() if nhwc else x.numpy()], nhwc,
                                 float(info["outputs"][0].get("scale") or 0.0))
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {
         "precision": precision,
         "path": str(out_path),

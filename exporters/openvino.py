@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError
 from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
-from edgecompress.fileio import TEMP_PREFIX
+from edgecompress.fileio import atomic_path
 from edgecompress.passes._qat_backends import check_export
 from edgecompress.targets.bench import decline_openvino_telemetry
 
@@ -420,24 +420,7 @@ def export_openvino(
             if any(f["why"] == _CHAINED_WHY for f in floats) else []
         details["quantization"]["float_nodes"] = [{"node": n, "why": "float_first"} for n in lead] + [
             {"node": n, "why": _CHAINED_WHY} for n in chain]
-    tmp_xml = out.with_name(f"{TEMP_PREFIX}{os.getpid()}-{out.name}")
-    tmp_bin = tmp_xml.with_suffix(".bin")
-    bin_moved = False
-    try:
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))
-        os.replace(tmp_bin, out.with_suffix(".bin"))
-        bin_moved = True
-        os.replace(tmp_xml, out)
-    except OSError as e:
-        from edgecompress.errors import OutputError
-
-        if bin_moved:  # [issue #7] the new .bin no longer matches any .xml: leave no half pair
-            for p in (out, out.with_suffix(".bin")):
-                p.unlink(missing_ok=True)
-        raise OutputError(f"{out}: cannot write the IR ({e.strerror})") from e
-    finally:
-        for p in (tmp_xml, tmp_bin):
-            p.unlink(missing_ok=True)
+    _save_ir(model, out, compress_to_fp16=(precision == "fp16"))
 
     return Artifact(
         "openvino",
@@ -468,6 +451,33 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
 
 def _ports_info(ports: Any, kind: str) -> list[TensorInfo]:
     return [_port_info(p, f"{kind}_{k}") for k, p in enumerate(ports)]
+
+
+def _save_ir(model: Any, out: Path, compress_to_fp16: bool) -> None:
+    """Write the IR pair: both files to temp names (atomic_path), the .bin renamed first, and no
+    half pair left behind if the .xml cannot follow (an old .xml beside a new .bin loads garbage)."""
+    import openvino as ov
+
+    out_bin = out.with_suffix(".bin")
+    bin_moved = False
+    try:
+        with atomic_path(out) as tmp_xml:
+            tmp_bin = tmp_xml.with_suffix(".bin")  # ov.save_model names the .bin after the .xml
+            try:
+                ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
+                os.replace(tmp_bin, out_bin)
+                bin_moved = True
+            except OSError as e:
+                from edgecompress.errors import OutputError
+
+                raise OutputError(f"{out}: cannot write the IR ({e.strerror or e})") from e
+            finally:
+                tmp_bin.unlink(missing_ok=True)
+    except BaseException:
+        if bin_moved:  # [issue #7] the new .bin no longer matches any .xml
+            for p in (out, out_bin):
+                p.unlink(missing_ok=True)
+        raise
 
 
 def _read_precision(path: Path) -> str:
