@@ -57,3 +57,12 @@ class ValidationError(EdgeCompressError):
 
 class OutputError(EdgeCompressError):
     """The output location cannot be written (permissions, full disk, path escapes DIR)."""
+
+
+def first_line(e: BaseException, limit: int | None = 200, empty: str | None = None) -> str:
+    """The first line of `e`'s message, cut to `limit` characters (None: whole), for a one-line
+    error that quotes its cause; for a message-less exception, `empty` (default: its type name)."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__ if empty is None else empty
+    return text.splitlines()[0][:limit]

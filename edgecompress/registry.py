@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, first_line
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ class Registry(Generic[T]):
                 if attr:  # `my_pkg.plugin:register`: a function that registers (it was never called)
                     obj()
             except Exception as e:  # a plugin's bug or missing dependency: skipped, and said
-                self.failed[target] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+                self.failed[target] = f"{type(e).__name__}: {first_line(e, None, empty='')}".rstrip(": ")
                 print(f"note: {self.kind} module {target} failed to load ({self.failed[target]}); skipped",
                       file=sys.stderr)
 

@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ExportError
+from edgecompress.errors import ExportError, first_line
 from edgecompress.quiet import setup_child_process
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def picklable_spec(spec: ModelSpec) -> ModelSpec:
 
 
 def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return f"{type(e).__name__}: {first_line(e, None, empty='')}"
 
 
 def dump_job(spec: ModelSpec, calib: Dataset | None, options: ExportOptions) -> bytes | str:

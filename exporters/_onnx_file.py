@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import ExportError, InputFileError
+from edgecompress.errors import ExportError, InputFileError, first_line
 from edgecompress.fileio import path_or_bytes
 
 ONE_FILE_LIMIT = 2**31  # protobuf's limit on one serialized message: one .onnx file
@@ -98,7 +98,7 @@ def copy_onnx(src: Path, dst: Path, model_name: str, min_opset: int | None = Non
             onnx.load_external_data_for_model(model, str(src.parent))
         except Exception as e:
             raise InputFileError(f"MODEL {src}: cannot read its external data ({', '.join(files)}): "
-                                 f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}"
+                                 f"{first_line(e, 160)}"
                                  ) from e
     if convert:
         from onnx import version_converter
@@ -106,7 +106,7 @@ def copy_onnx(src: Path, dst: Path, model_name: str, min_opset: int | None = Non
         try:
             model = version_converter.convert_version(model, target)
         except Exception as e:
-            line = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            line = first_line(e, 160)
             raise ExportError(f"onnx int8 of {model_name}: the file is opset {opset} and int8 (per-channel QDQ) "
                               f"needs opset {target}; converting it failed ({line}); re-export the model "
                               f"at opset {target} or later") from e

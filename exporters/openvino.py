@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError
+from edgecompress.errors import ConfigError, DataError, ExportError, first_line
 from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
 from edgecompress.fileio import atomic_path
 from edgecompress.passes._qat_backends import check_export
@@ -22,11 +22,6 @@ from edgecompress.targets.bench import decline_openvino_telemetry
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
     from edgecompress.models import ModelSpec
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _conversion_cause(e: BaseException) -> tuple[str, str]:
@@ -51,7 +46,7 @@ def _conversion_cause(e: BaseException) -> tuple[str, str]:
         shape = re.search(r"dimension|shape|rank", why, re.IGNORECASE)
         return (f"conversion failed for {node}{': ' + why[:200] if why else ''}",
                 "check --input-shape" if shape else "an op OpenVINO cannot convert? try --format onnx")
-    return _first_line(e), "an op OpenVINO cannot convert? try --format onnx"
+    return first_line(e), "an op OpenVINO cannot convert? try --format onnx"
 
 
 # What torch.jit.trace warns when the model's code turns a tensor into a Python value
@@ -207,7 +202,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
         with _nncf_progress(options.progress):
             qmodel = nncf.quantize(model, ds, **kwargs)
     except Exception as e:
-        raise ExportError(f"openvino int8 quantization of {spec.name} failed: {_first_line(e)}") from e
+        raise ExportError(f"openvino int8 quantization of {spec.name} failed: {first_line(e)}") from e
     finally:
         calib_bar.close()  # (if NNCF never iterated the samples)
     if not any(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ordered_ops()):

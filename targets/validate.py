@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import ConfigError, EdgeCompressError, ValidationError
+from edgecompress.errors import ConfigError, EdgeCompressError, ValidationError, first_line
 from edgecompress.targets.metrics import check_finite_outputs, drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
@@ -442,7 +442,7 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
                 if i:  # the first batch went through: not a data mismatch
                     raise
                 shape = {k: v.shape[1:] for k, v in xb.items()} if isinstance(xb, dict) else tuple(xb.shape[1:])
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                first = first_line(e)
                 raise DataError(f"{where}: the model fails on samples of shape {shape} ({first}); check the "
                                 "layout (NCHW) and the preprocessing") from e
             # several outputs: the first is the one compared (the files' first output, in the

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import ModelLoadError
+from edgecompress.errors import ModelLoadError, first_line
 from edgecompress.models.spec import InputSpec, ModelSpec
 
 TEXT_TASKS = ("embedding", "sequence-classification")
@@ -135,7 +135,7 @@ def load_hf_dir(ref: str, input_shape: tuple[int, ...] | None = None, task: str 
             model = transformers.AutoModel.from_pretrained(str(path))
     except Exception as e:
         raise ModelLoadError(f"MODEL {ref}: transformers cannot load it ({type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})") from e
+                             f"{first_line(e, 160, empty='')})") from e
     # Eager attention exports to ONNX / OpenVINO / TFLite alike (SDPA lowers differently per tool).
     if hasattr(model, "set_attn_implementation"):
         with contextlib.suppress(Exception):

@@ -25,6 +25,7 @@ from edgecompress.errors import (
     InputFileError,
     InputShapeError,
     ModelLoadError,
+    first_line,
 )
 from edgecompress.models.spec import InputSpec, ModelSpec
 from edgecompress.registry import Registry
@@ -57,7 +58,7 @@ def check_forward(spec: ModelSpec) -> None:
         with torch.no_grad():
             spec.module(*spec.example_inputs(1))
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, limit=None)
         shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
         raise InputShapeError(f"input shape {shapes} does not fit model {spec.name}: {first}") from e
 
@@ -433,7 +434,7 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
     except Exception as e:
         raise InputFileError(
             f"MODEL {path}: not a readable ExportedProgram .pt2 "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+            f"({type(e).__name__}: {first_line(e, 160, empty='')})"
         ) from e
     finally:
         log.setLevel(level)
@@ -547,7 +548,7 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
     except Exception as e:
         raise InputFileError(
             f"MODEL {path}: not a valid ONNX model ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:160] if str(e) else ''})"
+            f"{first_line(e, 160, empty='')})"
         ) from e
     _check_onnx_ops(path, model)
     inits = {i.name for i in model.graph.initializer}
@@ -729,7 +730,7 @@ def count_params_macs(spec: ModelSpec) -> tuple[int, int]:
         with torch.no_grad():
             macs, params = tp.utils.count_ops_and_params(spec.module, spec.example_inputs(1))
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        first = first_line(e, 160, empty="")
         raise ModelLoadError(f"model {spec.name}: cannot count its parameters and MACs "
                              f"({type(e).__name__}: {first})") from e
     return int(params), int(macs)

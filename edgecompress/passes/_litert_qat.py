@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from edgecompress.passes.qat import QATConfig
@@ -52,7 +52,7 @@ def prepare(module: Any, example: tuple, cfg: QATConfig) -> Any:
     try:
         gm = torch.export.export(module.eval(), example, dynamic_shapes=dyn, strict=True).module()
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConfigError(f"qat (litert): torch.export.export(strict=True) of the model failed: {first}") from e
     # BatchNorm folded with its own eps, as for x86 (qat.prepare explains why).
     _fuse_conv_bn_(gm)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, first_line
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
@@ -327,7 +327,7 @@ def prepare(module: Any, example: tuple, cfg: QATConfig) -> Any:
     try:
         gm = torch.export.export(module.eval(), example, dynamic_shapes=dyn).module()
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConfigError(f"qat: torch.export.export of the model failed: {first}") from e
     # [issue #4] Fold every conv -> BatchNorm into the conv first, with the BatchNorm's own eps.
     # prepare_qat_pt2e's conv-BN fusion rebuilds each BatchNorm with eps 1e-5: EfficientNet-Lite

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgecompress.data.datasets import resize_square
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, first_line
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
@@ -145,7 +145,7 @@ def at_size(spec: ModelSpec, size: int) -> ModelSpec:
         except Exception as e:
             if repad is not None:
                 repad(h)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e, limit=None)
             raise ConfigError(f"resolution.size {size}: model {spec.name} does not run at {size}x{size} "
                               f"({first}); the pass needs a network that pools over space") from None
     if tuple(before.shape) != tuple(after.shape):
