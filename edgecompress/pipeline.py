@@ -133,9 +133,7 @@ def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, 
         ds = data
         check_in_memory(ds, f"{purpose} data {ds.source}")
     else:
-        from edgecompress.models.hf import TEXT_TASKS
-
-        if spec.task in TEXT_TASKS:  # text encoders: tokenize with the model's tokenizer
+        if spec.is_text:  # text encoders: tokenize with the model's tokenizer
             from edgecompress.data.text import load_text_for
 
             text = data if isinstance(data, DataSpec) else str(data)  # a Path: AttributeError in load_text

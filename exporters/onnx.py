@@ -416,7 +416,6 @@ def sensitive_matmuls(model_path: Path, module: Any, feeds: list[dict[str, Any]]
     return keep
 
 
-ENCODER_TASKS = ("embedding", "sequence-classification")
 # [issue #6] Share of the fp32 file that int8-dynamic encoders may spend on fp32 MatMuls. MiniLM
 # (benchmarks/RESULTS-minilm.md, STS-B dev Spearman drop / size / ORT speed-up, b1 s128 1 thread):
 # 0 -> -0.22 / 0.26x; 2 % (layer 0's FFN output dense) -> -0.11 / 0.27x / 2.1x; 4 % (two FFN
@@ -428,7 +427,7 @@ def _dynamic_float_nodes(pre: Path, spec: ModelSpec | None, calib: Dataset | Non
                          options: ExportOptions) -> tuple[list[dict[str, Any]], float, str]:
     """Encoders: the most sensitive MatMuls to leave fp32 (see `sensitive_matmuls`), probed on the
     first 64 calibration rows when a text calibration set is given, else on random tokens."""
-    if spec is None or spec.module is None or spec.task not in ENCODER_TASKS:
+    if spec is None or spec.module is None or not spec.is_text:
         return [], 0.0, ""
     budget = float(options.extra.get("onnx_dyn_float_budget", DYNAMIC_FLOAT_BUDGET))
     if budget <= 0:
@@ -541,8 +540,7 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                 try:
                     # [issue #6] Encoders: quantize MatMul/Gemm/Gather only. Quantizing the
                     # attention-mask Add (range ~ -3e38..0) wrecked MiniLM (cosine 0.35 vs fp32).
-                    ops = (["MatMul", "Gemm", "Gather"]
-                           if spec.task in ("embedding", "sequence-classification") else None)
+                    ops = ["MatMul", "Gemm", "Gather"] if spec.is_text else None
                     details.update(quantize_onnx_int8(fp32, tmp, calib, spec.inputs[0].name, options,
                                                       ops, first))
                 except (DataError, ConfigError):
@@ -578,9 +576,7 @@ def _int8_for(spec: ModelSpec) -> str:
     """[issue #6] `--int8` on a transformer encoder means int8-dynamic: on MiniLM, static QDQ
     measured Spearman -0.44 pt at 1.9x, dynamic -0.11 pt at 2.1x (benchmarks/RESULTS-minilm.md):
     per-tensor static ranges cannot follow attention/FFN activations that change per sentence."""
-    from edgecompress.models.hf import TEXT_TASKS
-
-    return "int8-dynamic" if spec.task in TEXT_TASKS else "int8"
+    return "int8-dynamic" if spec.is_text else "int8"
 
 
 _STATIC_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd"}

@@ -184,7 +184,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
     chained = [n for n in _matmul_after_matmul(model) if n not in float_layers]
     if float_layers or chained:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=float_layers + chained)
-    if spec.task in ("embedding", "sequence-classification"):
+    if spec.is_text:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
         # [issue #6] The full bias correction hurt MiniLM here (embedding cosine vs fp32 0.90
         # mean, 0.995 with the fast one): encoders default to the fast variant.

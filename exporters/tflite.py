@@ -54,7 +54,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     prequant = spec.extra.get("quantized")
     if prequant and precision != "int8":
         raise ConfigError(f"tflite {precision}: model {spec.name} is already int8 ({prequant}); export it as int8")
-    text = len(spec.inputs) > 1 or spec.preprocess == "tokenizer"
+    text = spec.is_text  # (a second input made any model a "text" one, with its rows padded as tokens)
     if len(spec.inputs) != 1 and not text:
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
                           "models and text encoders are supported (use --format onnx)")

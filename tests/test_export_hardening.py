@@ -374,3 +374,24 @@ def test_int8_dynamic_names_the_convolutions_it_leaves_float(tmp_path, digits_sp
     (row,) = quant_rows(Report(model={"name": "m"}, target="x86-local", artifacts=[art.to_dict() | {"status": "ok"}],
                                machine={}, versions={}))
     assert row["float"].startswith(f"Conv x{convs} (int8-dynamic quantizes MatMul")
+
+
+class _TwoImages(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.conv(a + b).mean((2, 3))
+
+
+def test_tflite_refuses_a_two_input_model_that_is_no_text_encoder(tmp_path):
+    """Any second input made a model "text" for the TFLite exporter: its calibration rows would
+    have been padded as token ids. Only ModelSpec.is_text (the task) says so now."""
+    from edgecompress.models import InputSpec, ModelSpec
+
+    spec = ModelSpec("two", _TwoImages().eval(), [InputSpec((1, 1, 8, 8), name="a"), InputSpec((1, 1, 8, 8), name="b")])
+    assert not spec.is_text and spec.replace(task="embedding").is_text
+    with pytest.raises(ExportError, match="2 inputs; only single-input models and text encoders"):
+        export(spec, "tflite", "fp32", tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ModelLoadError, first_line
-from edgecompress.models.spec import InputSpec, ModelSpec
+from edgecompress.models.spec import TEXT_TASKS, InputSpec, ModelSpec
 
-TEXT_TASKS = ("embedding", "sequence-classification")
 DEFAULT_SEQ_LEN = 128
 
 

@@ -25,6 +25,10 @@ class InputSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
+# Tasks of text encoders (token ids in): tokenized data, encoder-specific quantization everywhere.
+TEXT_TASKS = ("embedding", "sequence-classification")
+
+
 @dataclass
 class ModelSpec:
     """A model and what it takes: the input contract, preprocessing and its default data.
@@ -48,6 +52,11 @@ class ModelSpec:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.inputs[0].shape
+
+    @property
+    def is_text(self) -> bool:
+        """A text encoder: the exporters and the data loader ask this, not the task names."""
+        return self.task in TEXT_TASKS
 
     @property
     def image_size(self) -> int:
