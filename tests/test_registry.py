@@ -166,6 +166,30 @@ def test_a_plugin_runner_declares_its_connection_keys(tmp_path):
         RUNNERS._items.pop("test-echo")
 
 
+def test_a_plugin_runner_says_whether_its_device_is_attached():
+    """runner_name_for asks the runner (`attached(profile)`), not a list of runner names: a plugin
+    device that is not there is estimated, as an ssh profile without a host is."""
+    from edgecompress.targets.profile import TargetProfile
+    from edgecompress.targets.runners import RUNNERS
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    class Board:
+        here = False
+
+        def attached(self, profile):
+            return self.here
+
+    board = RUNNERS.register("test-board", Board())
+    try:
+        prof = TargetProfile("b", "", "aarch64", "test-board", ["onnxruntime"], ["onnx"])
+        assert runner_name_for(prof) == "estimate"
+        board.here = True
+        assert runner_name_for(prof) == "test-board"
+        assert runner_name_for(TargetProfile("s", "", "aarch64", "ssh", ["onnxruntime"], ["onnx"])) == "estimate"
+    finally:
+        RUNNERS._items.pop("test-board")
+
+
 def test_a_format_reads_its_own_files_precision(tmp_path):
     """validate of a loose file of a plugin format took the precision from the name (an int8
     model.ecx became fp32, and could become the drift reference); Format.read_precision says."""

@@ -167,8 +167,8 @@ class AdbDevice:
         dev.check_attached()
         return dev
 
-    def check_attached(self) -> None:
-        devices = listed_devices(self._run([self.adb, "devices"], "listing devices", 20).stdout)
+    def check_attached(self, timeout: float = 20) -> None:
+        devices = listed_devices(self._run([self.adb, "devices"], "listing devices", timeout).stdout)
         if not devices or (self.serial and self.serial not in devices):
             want = f" {self.serial}" if self.serial else ""
             raise ValidationError(f"adb {self.name}: no device{want} attached (`adb devices` lists "
@@ -212,6 +212,15 @@ class AdbDevice:
 
 class AdbRunner:
     name = "adb"
+
+    def attached(self, profile: TargetProfile) -> bool:
+        """The profile's phone is in `adb devices`, asked with the profile's own adb (with
+        `adb = "/opt/sdk/adb"` off PATH an attached phone was estimated instead of measured)."""
+        try:
+            AdbDevice(profile.connection, profile.hardware, profile.name).check_attached(timeout=10)
+        except (RuntimeMissingError, ValidationError, OSError):  # no adb, no phone, adb hung or broken
+            return False
+        return True
 
     def preflight(self, profile: TargetProfile) -> None:
         """Before any work: adb present, the phone attached, big cores listed and the benchmark

@@ -7,8 +7,6 @@ profile's device is not attached (no host configured; no phone in `adb devices`)
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError
@@ -22,26 +20,13 @@ _FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "
 
 
 def device_attached(profile: TargetProfile) -> bool:
-    """Whether the profile's device can be reached by its own runner (cheap checks, no login)."""
-    if profile.runner == "ssh":
-        return bool(profile.connection.get("host"))
-    if profile.runner == "adb":
-        # The profile's own adb, as AdbDevice uses it: with `adb = "/opt/sdk/adb"` off PATH, a
-        # phone that is attached was estimated (silently) instead of measured.
-        adb = shutil.which(str(profile.connection.get("adb") or "adb"))
-        if not adb:
-            return False
-        try:
-            out = subprocess.run([adb, "devices"], capture_output=True, text=True, timeout=10,
-                                 check=False).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        from edgecompress.targets.runners.adb import listed_devices
+    """Whether the profile's device can be reached by its own runner (cheap checks, no login): the
+    runner's `attached(profile)`; a runner without one (local, qemu) is always there."""
+    from edgecompress.targets.runners import RUNNERS
 
-        serial = profile.connection.get("serial", "")
-        devices = listed_devices(out)
-        return bool(devices) and (not serial or serial in devices)
-    return profile.runner != "estimate"
+    runner = RUNNERS.get(profile.runner) if profile.runner in RUNNERS else None
+    attached = getattr(runner, "attached", None)
+    return bool(attached(profile)) if attached is not None else True
 
 
 def runner_name_for(profile: TargetProfile) -> str:
@@ -72,6 +57,9 @@ def estimate_threads(requested: int, profile: TargetProfile) -> int:
 
 class EstimateRunner:
     name = "estimate"
+
+    def attached(self, profile: TargetProfile) -> bool:
+        return False  # no device at all
 
     def preflight(self, profile: TargetProfile) -> None:
         """The [hardware] figures an estimate needs, checked before any export (a profile missing

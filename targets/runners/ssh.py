@@ -158,6 +158,10 @@ def _ssh_reason(stderr: str) -> str:
 class SshRunner:
     name = "ssh"
 
+    def attached(self, profile: TargetProfile) -> bool:
+        """A host is configured (no login: an unreachable one is the preflight's error)."""
+        return bool(profile.connection.get("host"))
+
     def preflight(self, profile: TargetProfile) -> None:
         """[issue #7] Reach the device once before any export, so an unreachable or refusing
         device fails in seconds with one line and nothing written (ValidationError)."""
