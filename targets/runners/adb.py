@@ -27,9 +27,10 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
+from edgecompress.targets.profile import _choice, _positive, _text
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners._remote import staged, time_limit
 from edgecompress.targets.runners.local import parse_bench_output
@@ -212,6 +213,11 @@ class AdbDevice:
 
 class AdbRunner:
     name = "adb"
+    # What AdbDevice reads from [connection]; profile.py checks a profile's table against it.
+    connection_keys: ClassVar[dict[str, Any]] = {
+        "adb": _text, "serial": _text, "remote_dir": _text, "benchmark_model": _text,
+        "mode": _choice("benchmark_model", "bench.py"), "python": _text, "command_timeout_s": _positive,
+    }
 
     def attached(self, profile: TargetProfile) -> bool:
         """The profile's phone is in `adb devices`, asked with the profile's own adb (with

@@ -57,6 +57,7 @@ def estimate_threads(requested: int, profile: TargetProfile) -> int:
 
 class EstimateRunner:
     name = "estimate"
+    connection_keys = None  # reads no [connection] (a device's keys may stay; other keys are typos)
 
     def attached(self, profile: TargetProfile) -> bool:
         return False  # no device at all

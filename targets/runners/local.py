@@ -83,6 +83,7 @@ def parse_bench_output(stdout: str, stderr: str, returncode: int, where: str) ->
 
 class LocalRunner:
     name = "local"
+    connection_keys = None  # reads no [connection] (a device's keys may stay; other keys are typos)
 
     def run(self, req: BenchRequest, profile: Any = None) -> dict[str, Any]:
         cmd = [sys.executable, str(BENCH), *req.argv()]

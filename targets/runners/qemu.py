@@ -25,9 +25,10 @@ import subprocess
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecompress.errors import RuntimeMissingError, ValidationError
+from edgecompress.targets.profile import _env, _int, _positive, _text
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners._remote import staged
 from edgecompress.targets.runners.local import parse_bench_output
@@ -63,6 +64,11 @@ def _binfmt_ready() -> bool:
 
 class QemuRunner:
     name = "qemu"
+    # What run() reads from [connection]; profile.py checks a profile's table against it.
+    connection_keys: ClassVar[dict[str, Any]] = {
+        "rootfs": _text, "python": _text, "runs": _int(1), "warmup": _int(0), "command_timeout_s": _positive,
+        "env": _env,
+    }
 
     def check(self, rootfs: Path) -> None:
         """A one-line, actionable error for every missing piece."""

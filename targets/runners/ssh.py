@@ -21,9 +21,10 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
+from edgecompress.targets.profile import _choice, _env, _int, _positive, _text
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners._remote import staged, time_limit
 from edgecompress.targets.runners.local import parse_bench_output
@@ -157,6 +158,12 @@ def _ssh_reason(stderr: str) -> str:
 
 class SshRunner:
     name = "ssh"
+    # What SshTarget reads from [connection]; profile.py checks a profile's table against it.
+    connection_keys: ClassVar[dict[str, Any]] = {
+        "host": _text, "user": _text, "port": _int(1, 65535), "identity_file": _text, "known_hosts": _text,
+        "python": _text, "env": _env, "connect_timeout_s": _positive, "command_timeout_s": _positive,
+        "remote_tmp": _text, "strict_host_key_checking": _choice("yes", "accept-new"),
+    }
 
     def attached(self, profile: TargetProfile) -> bool:
         """A host is configured (no login: an unreachable one is the preflight's error)."""
