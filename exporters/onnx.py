@@ -590,4 +590,5 @@ register_format(Format(
     export=export_onnx,
     int8_for=_int8_for,
     read_io=_io,
+    reference_rank=0,
 ))

@@ -480,5 +480,7 @@ register_format(
         export=export_openvino,
         extra_files=(".bin",),
         read_io=_io,
+        pins_fp32=True,
+        reference_rank=1,
     )
 )

@@ -127,6 +127,8 @@ register_format(Format(
     export=export_tflite,
     read_io=_io,
     needs_module=True,
+    resizes_inputs=True,
+    reference_rank=2,
 ))
 
 
