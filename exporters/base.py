@@ -124,6 +124,14 @@ class Format:
     needs_module: bool = False  # converts from PyTorch only (an .onnx input cannot go there)
     # What `--int8` means for a given model (None: "int8"). An explicit `format:int8` is never changed.
     int8_for: Callable[[ModelSpec], str] | None = None
+    # How validate runs its files. Its runtime resizes the inputs to any batch (LiteRT); else a file
+    # that fixes its batch (a .pt2 exported at batch 1) is timed and evaluated at that batch only.
+    resizes_inputs: bool = False
+    # fp32 / fp16 files run with ValidateSettings.openvino_fp32_hint as bench.py's --precision-hint
+    # (OpenVINO runs them in bf16 on CPUs that have it unless told f32).
+    pins_fp32: bool = False
+    # Which fp32 file `edgecompress validate` takes as the drift reference: the lowest rank.
+    reference_rank: int = 9
 
     def check_source(self, spec: ModelSpec) -> None:
         """Refuse, before any work, a model this format cannot be converted from."""

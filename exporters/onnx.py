@@ -606,4 +606,5 @@ register_format(Format(
     int8_for=_int8_for,
     read_io=_io,
     read_precision=_read_precision,
+    reference_rank=0,
 ))

@@ -496,5 +496,7 @@ register_format(
         extra_files=(".bin",),
         read_io=_io,
         read_precision=_read_precision,
+        pins_fp32=True,
+        reference_rank=1,
     )
 )

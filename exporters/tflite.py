@@ -145,6 +145,8 @@ register_format(Format(
     read_io=_io,
     read_precision=_read_precision,
     needs_module=True,
+    resizes_inputs=True,
+    reference_rank=2,
 ))
 
 

@@ -71,8 +71,13 @@ def _utf8_path(path: str) -> str:
         return name
 
 
+# Every runner class takes (path, threads, precision hint, layout: ONNX Runtime and OpenVINO take
+# NCHW data as given) and says by `eval_batch` whether it evaluates at a batch of its own (None:
+# --eval-batch).
 class OrtRunner:
-    def __init__(self, path: str, threads: int, hint: str | None) -> None:
+    eval_batch: int | None = None
+
+    def __init__(self, path: str, threads: int, hint: str | None, layout: str = "NCHW") -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -129,7 +134,9 @@ def decline_openvino_telemetry() -> None:
 
 
 class OpenVinoRunner:
-    def __init__(self, path: str, threads: int, hint: str | None) -> None:
+    eval_batch: int | None = None
+
+    def __init__(self, path: str, threads: int, hint: str | None, layout: str = "NCHW") -> None:
         decline_openvino_telemetry()
         import openvino as ov
 
@@ -175,6 +182,9 @@ def _by_name(x, name):
 
 
 class LiteRtRunner:
+    # TFLite graphs are converted at batch 1 and may fix it in reshapes: evaluate per sample.
+    eval_batch: int | None = 1
+
     def __init__(self, path: str, threads: int, hint: str | None, layout: str = "NCHW") -> None:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -306,9 +316,8 @@ def main(argv=None) -> int:
         data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     sample = _take(data, 1)
     rss0 = _rss_mb()
-    kwargs = {"layout": a.layout} if a.runtime == "litert" else {}
     t0 = time.perf_counter()
-    runner = RUNNERS[a.runtime](a.artifact, a.threads, a.precision_hint or None, **kwargs)
+    runner = RUNNERS[a.runtime](a.artifact, a.threads, a.precision_hint or None, a.layout)
     _run(runner, sample)
     result["load_seconds"] = round(time.perf_counter() - t0, 3)
     result["runtime"] = runner.info
@@ -357,8 +366,7 @@ def main(argv=None) -> int:
     if a.outputs and a.inputs:
         n = len(next(iter(data.values()))) if isinstance(data, dict) else data.shape[0]
         outs = []
-        # TFLite graphs are converted at batch 1 and may fix it in reshapes: evaluate per sample.
-        eval_batch = 1 if a.runtime == "litert" else a.eval_batch
+        eval_batch = runner.eval_batch or a.eval_batch
         for s in range(0, n, eval_batch):
             xb = {k: v[s:s + eval_batch] for k, v in data.items()} if isinstance(data, dict) \
                 else np.ascontiguousarray(data[s:s + eval_batch])

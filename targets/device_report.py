@@ -16,7 +16,7 @@ import operator
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -466,21 +466,21 @@ def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> 
     artifact (ONNX first), run here."""
     import numpy as np
 
+    from edgecompress.exporters import FORMATS
     from edgecompress.targets.runners.local import BenchRequest, LocalRunner
-    from edgecompress.targets.validate import fixed_batch
 
-    order = {"onnx": 0, "openvino": 1, "tflite": 2}
-    fp32 = sorted((a for a in arts if a.precision == "fp32"), key=lambda a: order.get(a.format, 9))
+    def rank(a: Artifact) -> int:
+        return FORMATS.get(a.format).reference_rank if a.format in FORMATS else 9
+
+    fp32 = sorted((a for a in arts if a.precision == "fp32"), key=rank)
     if not fp32:
         return None, ""
     ref = fp32[0]
-    layout = ref.inputs[0].layout if ref.inputs and ref.inputs[0].layout else "NCHW"
     with tempfile.TemporaryDirectory(prefix="edgecompress-ref-") as td:
         out = Path(td) / "ref.npy"
-        LocalRunner().run(BenchRequest(
-            artifact=Path(ref.path), runtime=ref.runtime, warmup=0, runs=1, inputs=eval_path,
-            outputs=out, layout=layout, eval_batch=fixed_batch(ref, ref.runtime) or settings.eval_batch,
-            precision_hint="f32" if ref.runtime == "openvino" else None))
+        req = BenchRequest.for_artifact(ref, settings, inputs=eval_path, outputs=out)
+        # only its outputs are used: one run, on one thread, at batch 1
+        LocalRunner().run(replace(req, threads=1, batches=(1,), warmup=0, runs=1))
         return np.load(out), Path(ref.path).name
 
 

@@ -77,19 +77,34 @@ def _env(v: Any) -> str | None:
     return None if ok else 'a table of variables, e.g. env = { PYTHONPATH = "/opt/lib" }'
 
 
-# Keys each runner reads from [connection] (targets/runners/*.py).
-_SSH = {"host": _text, "user": _text, "port": _int(1, 65535), "identity_file": _text,
-        "known_hosts": _text, "python": _text, "env": _env, "connect_timeout_s": _positive,
-        "command_timeout_s": _positive, "remote_tmp": _text,
-        "strict_host_key_checking": _choice("yes", "accept-new")}
-_ADB = {"adb": _text, "serial": _text, "remote_dir": _text, "benchmark_model": _text,
-        "mode": _choice("benchmark_model", "bench.py"), "python": _text, "command_timeout_s": _positive}
-_QEMU = {"rootfs": _text, "python": _text, "runs": _int(1), "warmup": _int(0),
-         "command_timeout_s": _positive, "env": _env}
-CONNECTION_KEYS: dict[str, dict[str, Any]] = {"ssh": _SSH, "adb": _ADB, "qemu": _QEMU}
-# local and estimate read no [connection]; a profile copied from a device's and switched to them
-# may keep that device's keys (checked like that device's), but a key no runner reads is a typo.
-_ANY_CONNECTION = {**_QEMU, **_ADB, **_SSH}
+# The [connection] keys are declared by each runner (`connection_keys`, {key: check or None}, in
+# targets/runners/*.py); these are what a profile switched between runners is checked against.
+_UNDECLARED = object()
+
+
+def _declared_keys(runner_name: str) -> Any:
+    """The runner's [connection] schema {key: check}; None when it reads no [connection] (local,
+    estimate); _UNDECLARED for a runner that does not say (a plugin), or an unknown one."""
+    from edgecompress.targets.runners import RUNNERS
+
+    runner = RUNNERS.get(runner_name) if runner_name in RUNNERS else None
+    declared = getattr(runner, "connection_keys", _UNDECLARED)
+    if isinstance(declared, dict):
+        return {k: (v if callable(v) else (lambda _v: None)) for k, v in declared.items()}
+    return None if declared is None else _UNDECLARED
+
+
+def _any_connection() -> dict[str, Any]:
+    """Every key some runner reads, with its check (runners that share a key check it alike)."""
+    from edgecompress.targets.runners import RUNNERS
+
+    keys: dict[str, Any] = {}
+    for name, _ in RUNNERS:
+        declared = _declared_keys(name)
+        for key, check in (declared.items() if isinstance(declared, dict) else ()):
+            keys.setdefault(key, check)
+    return keys
+
 
 # [hardware] keys the code reads or types; any other name is a descriptive fact (`_fact`), unless
 # it is a typo away from one of these (`_misspelt`).
@@ -196,24 +211,19 @@ class TargetProfile:
         for key in ("connection", "hardware", "sources"):
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(f"{where}: {key} must be a table ([{key}])")
-        schema = CONNECTION_KEYS.get(self.runner)
-        if schema is None:
-            # a plugin runner declares the keys it reads (`connection_keys`: {key: check or None}),
-            # and its profiles get the same typo check (`hostt` loaded silently before)
-            from edgecompress.targets.runners import RUNNERS
-
-            declared = getattr(RUNNERS.get(self.runner), "connection_keys", None) if self.runner in RUNNERS else None
-            if isinstance(declared, dict):
-                schema = {k: (v if callable(v) else (lambda _v: None)) for k, v in declared.items()}
-        if schema is not None:
-            unread = [k for k in self.connection if k not in schema and k in _ANY_CONNECTION]
+        schema = _declared_keys(self.runner)
+        known = _any_connection()
+        if isinstance(schema, dict):
+            unread = [k for k in self.connection if k not in schema and k in known]
             if unread:  # another runner's key: the user meant something this runner does not do
                 raise ConfigError(f"{where}: [connection] {unread[0]}: runner {self.runner} does not read "
                                   f"it (its keys: {', '.join(sorted(schema))})")
             _check_table(where, "connection", self.connection, schema)
         else:
-            _check_table(where, "connection", self.connection, _ANY_CONNECTION,
-                         strict=self.runner in ("local", "estimate"))
+            # local and estimate read none: a profile copied from a device's and switched to them
+            # may keep that device's keys (checked like that device's), but a key no runner reads
+            # is a typo; a runner that declares nothing may read keys of its own
+            _check_table(where, "connection", self.connection, known, strict=schema is None)
         _check_table(where, "hardware", self.hardware, HARDWARE_KEYS, facts=True)
         cores, big = self.hardware.get("cores"), self.hardware.get("big_cores")
         if isinstance(cores, int) and big and max(big) >= cores:

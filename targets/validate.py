@@ -128,10 +128,13 @@ def _head(path: Path, n: int, folder: Path) -> Path:
     return head
 
 
-def fixed_batch(art: Artifact, runtime: str) -> int | None:
+def fixed_batch(art: Artifact) -> int | None:
     """The batch an ONNX / OpenVINO file fixes (a .pt2 exported at batch 1), else None: such a
-    file is timed and evaluated at that batch only. LiteRT resizes its inputs itself."""
-    if runtime == "litert" or not art.inputs or not art.inputs[0].shape:
+    file is timed and evaluated at that batch only. A runtime that resizes its inputs itself
+    (LiteRT, `Format.resizes_inputs`) has none."""
+    from edgecompress.exporters import FORMATS
+
+    if FORMATS.get(art.format).resizes_inputs or not art.inputs or not art.inputs[0].shape:
         return None
     first = art.inputs[0].shape[0]
     return first if isinstance(first, int) and first > 0 else None
@@ -159,7 +162,6 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
     from edgecompress.data import Dataset
-    from edgecompress.exporters import FORMATS
     from edgecompress.exporters import Artifact as _Artifact
 
     if isinstance(artifacts, _Artifact | str | os.PathLike):  # "'Artifact' object is not iterable"
@@ -222,19 +224,9 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
                                unit="run", leave=False)
         requests: list[BenchRequest] = []
         for i, art in enumerate(artifacts):
-            fmt = FORMATS.get(art.format)
-            layout = art.inputs[0].layout if art.inputs and art.inputs[0].layout else "NCHW"
-            pin_f32 = fmt.runtime == "openvino" and art.precision in ("fp32", "fp16")
-            hint = settings.openvino_fp32_hint if pin_f32 else None
-            fixed = fixed_batch(art, fmt.runtime)
-            batches = settings.batches if fixed is None else (fixed,)
-            req = BenchRequest(
-                artifact=Path(art.path), runtime=fmt.runtime, threads=settings.threads, cpus=cpus,
-                batches=batches, warmup=settings.warmup, runs=settings.runs,
-                inputs=inputs or _random_inputs(art, Path(td), i), outputs=Path(td) / f"out{i}.npy" if inputs else None,
-                precision_hint=hint, layout=layout, eval_batch=fixed or settings.eval_batch,
-                precision=art.precision,
-            )
+            req = BenchRequest.for_artifact(art, settings, cpus=cpus, inputs=inputs or _random_inputs(art, Path(td), i),
+                                            outputs=Path(td) / f"out{i}.npy" if inputs else None)
+            fixed, batches = fixed_batch(art), req.batches
             requests.append(req)
             m = Measurement(artifact=art.to_dict(), target=profile.name,
                             settings={"threads": settings.threads, "cpus": cpus,

@@ -45,6 +45,42 @@ def test_missing_rootfs_is_a_clear_error(tmp_path, monkeypatch):
         QemuRunner().run(BenchRequest(artifact=tmp_path / "m.onnx", runtime="onnxruntime"))
 
 
+def test_qemu_stages_the_ir_and_caps_the_runs(tmp_path, monkeypatch):
+    """Without a rootfs or root: the files copied into the chroot and bench.py's command line."""
+    import json
+    import subprocess
+
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners import qemu
+    from edgecompress.targets.runners.local import BenchRequest
+
+    monkeypatch.setenv("ARM64_ROOTFS", str(tmp_path / "rootfs"))
+    monkeypatch.setattr(QemuRunner, "check", lambda self, rootfs: None)
+    seen: dict = {}
+
+    def fake_run(cmd, **kw):
+        outputs = tmp_path / "rootfs" / cmd[cmd.index("--outputs") + 1].lstrip("/")  # seen from the host
+        seen.update(cmd=cmd, files=sorted(p.name for p in outputs.parent.iterdir()))
+        np.save(outputs, np.zeros((1, 2), np.float32))
+        out = {"machine": {"arch": "aarch64"}, "latency_ms": {}, "memory_mb": {}, "runtime": {}}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(out), "")
+
+    monkeypatch.setattr(qemu.subprocess, "run", fake_run)
+    xml = tmp_path / "m.xml"
+    xml.write_text("<net/>")
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    req = BenchRequest(artifact=xml, runtime="openvino", runs=100, warmup=10, inputs=tmp_path / "x.npy",
+                       outputs=tmp_path / "out.npy")
+    res = QemuRunner().run(req, get_target("arm64-qemu"))
+    assert seen["files"] == ["bench.py", "m.bin", "m.xml", "x.npy"]
+    argv = seen["cmd"]
+    assert argv[argv.index("--runs") + 1] == "3" and argv[argv.index("--warmup") + 1] == "1"  # the profile's caps
+    assert argv[argv.index("--inputs") + 1].endswith("/x.npy") and argv[argv.index("--inputs") + 1].startswith("/tmp/")
+    assert res["latency_kind"] == "emulated" and np.load(tmp_path / "out.npy").shape == (1, 2)
+    assert list((tmp_path / "rootfs" / "tmp").iterdir()) == []  # its folder removed
+
+
 def test_emulated_latency_is_labelled_in_reports():
     from edgecompress.report.model import Report
     from edgecompress.report.render import table_rows, to_html, to_markdown

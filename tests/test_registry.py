@@ -166,6 +166,30 @@ def test_a_plugin_runner_declares_its_connection_keys(tmp_path):
         RUNNERS._items.pop("test-echo")
 
 
+def test_a_plugin_runner_says_whether_its_device_is_attached():
+    """runner_name_for asks the runner (`attached(profile)`), not a list of runner names: a plugin
+    device that is not there is estimated, as an ssh profile without a host is."""
+    from edgecompress.targets.profile import TargetProfile
+    from edgecompress.targets.runners import RUNNERS
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    class Board:
+        here = False
+
+        def attached(self, profile):
+            return self.here
+
+    board = RUNNERS.register("test-board", Board())
+    try:
+        prof = TargetProfile("b", "", "aarch64", "test-board", ["onnxruntime"], ["onnx"])
+        assert runner_name_for(prof) == "estimate"
+        board.here = True
+        assert runner_name_for(prof) == "test-board"
+        assert runner_name_for(TargetProfile("s", "", "aarch64", "ssh", ["onnxruntime"], ["onnx"])) == "estimate"
+    finally:
+        RUNNERS._items.pop("test-board")
+
+
 def test_a_format_reads_its_own_files_precision(tmp_path):
     """validate of a loose file of a plugin format took the precision from the name (an int8
     model.ecx became fp32, and could become the drift reference); Format.read_precision says."""
@@ -182,6 +206,38 @@ def test_a_format_reads_its_own_files_precision(tmp_path):
     finally:
         FORMATS._items.pop("test-ecx")
     assert _guess_precision(tmp_path / "model.ecx") == "fp32"  # no format reads it: the name decides
+
+
+def test_a_new_runtimes_validation_rules_come_from_its_format_row(tmp_path):
+    """validate branched on runtime names ("litert" resizes its inputs, "openvino" gets the fp32
+    hint) and the estimate runner mapped runtimes to formats by a table: a format on a new runtime
+    says these in its row (resizes_inputs, pins_fp32), and its requests carry the format."""
+    import dataclasses
+
+    from edgecompress.exporters import FORMATS, Artifact, TensorInfo, register_format
+    from edgecompress.targets import ValidateSettings
+    from edgecompress.targets.runners.estimate import _format_of
+    from edgecompress.targets.runners.local import BenchRequest
+    from edgecompress.targets.validate import fixed_batch
+
+    register_format(dataclasses.replace(FORMATS.get("onnx"), name="test-npu", suffix=".npu", runtime="test-npu-rt",
+                                        resizes_inputs=True, pins_fp32=True))
+    try:
+        art = Artifact(format="test-npu", precision="fp32", path=tmp_path / "m.npu", runtime="test-npu-rt",
+                       model_name="m", inputs=[TensorInfo("x", [1, 3, 8, 8])])
+        assert fixed_batch(art) is None  # its runtime resizes: every batch asked for is timed
+        req = BenchRequest.for_artifact(art, ValidateSettings(batches=(1, 4), openvino_fp32_hint="f32"), inputs=None)
+        assert (req.runtime, req.batches, req.precision_hint, req.format) == ("test-npu-rt", (1, 4), "f32", "test-npu")
+        assert _format_of(dataclasses.replace(req, format="")) == "test-npu"
+    finally:
+        FORMATS._items.pop("test-npu")
+    onnx = dataclasses.replace(art, format="onnx", runtime="onnxruntime", path=tmp_path / "m.onnx")
+    assert fixed_batch(onnx) == 1
+    req = BenchRequest.for_artifact(onnx, ValidateSettings(batches=(1, 4)), inputs=None)
+    assert (req.batches, req.precision_hint, req.format) == ((1,), None, "onnx")
+    for runtime, suffix, fmt in (("onnxruntime", ".onnx", "onnx"), ("openvino", ".xml", "openvino"),
+                                 ("litert", ".tflite", "tflite")):  # the estimate runner's old table
+        assert _format_of(BenchRequest(artifact=tmp_path / f"m{suffix}", runtime=runtime)) == fmt
 
 
 def test_remote_runners_copy_the_sibling_files_a_format_names(tmp_path):

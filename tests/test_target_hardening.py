@@ -175,6 +175,28 @@ def test_adb_bench_py_runs_on_the_big_core(adb, onnx_artifact, tmp_path):
     assert res["cpus"] == [big]
 
 
+def test_adb_bench_py_pushes_the_ir_bin(adb, tmp_path):
+    """In bench.py mode an OpenVINO IR reached the phone without its .bin (only the .xml,
+    bench.py and the inputs were pushed); ssh and qemu copy the format's sibling files."""
+    from edgecompress.targets.runners.adb import AdbRunner
+    from edgecompress.targets.runners.local import BenchRequest
+
+    calls, phone = adb
+    xml = tmp_path / "m-fp32.xml"
+    xml.write_text("<net/>")
+    (tmp_path / "m-fp32.bin").write_bytes(b"weights")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    # the phone's "python": fails as OpenVINO does without the .bin beside the .xml ($2)
+    python = _script(tmp_path / "python", 'b="${2%.xml}.bin"; [ -f "$b" ] || { echo "Traceback (most recent call '
+                     'last):" >&2; echo "RuntimeError: cannot open $b" >&2; exit 1; }\n'
+                     'echo \'{"latency_ms": {"1": {"p50": 1.0}}, "memory_mb": {}, "runtime": {"name": "openvino"}}\'\n')
+    req = BenchRequest(artifact=xml, runtime="openvino", runs=3, warmup=1, inputs=tmp_path / "x.npy")
+    res = AdbRunner().run(req, _phone_profile(phone, mode="bench.py", python=str(python)))
+    assert res["runtime"]["name"] == "openvino"
+    pushed = sorted(Path(c[1]).name for c in calls() if c[0] == "push")
+    assert pushed == ["bench.py", "m-fp32.bin", "m-fp32.xml", "x.npy"]
+
+
 @needs_sshd
 @needs_two_cpus
 def test_ssh_pins_to_the_big_cores(sshd, onnx_artifact, tmp_path):

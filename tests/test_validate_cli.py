@@ -378,3 +378,38 @@ def test_eval_data_of_the_wrong_shape_is_the_datas_error(export_dir, tmp_path):
     r = run_cli("validate", str(export_dir), "--eval", str(bad), "--out", str(out), *FAST)
     assert r.returncode == 2 and "dtype int64 but the artifacts take float samples" in r.stderr, r.stderr[-800:]
     assert not (tmp_path / "new").exists()
+
+
+def test_reference_run_takes_the_settings_openvino_hint(tmp_path, monkeypatch):
+    """The drift reference of `edgecompress validate` ran an OpenVINO IR with a hard-coded "f32",
+    whatever ValidateSettings.openvino_fp32_hint said (validate() itself followed it); it is built
+    as validate() builds its requests, and the reference is the format ranked first."""
+    import numpy as np
+
+    from edgecompress.exporters import Artifact, TensorInfo
+    from edgecompress.targets import ValidateSettings
+    from edgecompress.targets.device_report import _reference_outputs
+    from edgecompress.targets.runners.local import LocalRunner
+
+    seen = []
+
+    def fake_run(self, req, profile=None):
+        seen.append(req)
+        np.save(req.outputs, np.zeros((2, 10), np.float32))
+        return {}
+
+    monkeypatch.setattr(LocalRunner, "run", fake_run)
+
+    def art(fmt, suffix, runtime):
+        return Artifact(format=fmt, precision="fp32", path=tmp_path / f"m{suffix}", runtime=runtime, model_name="m",
+                        inputs=[TensorInfo("x", [1, 1, 8, 8], layout="NCHW")])
+
+    ov, tfl = art("openvino", ".xml", "openvino"), art("tflite", ".tflite", "litert")
+    for hint in ("f32", "", "bf16"):
+        _, name = _reference_outputs([tfl, ov], tmp_path / "x.npy", ValidateSettings(openvino_fp32_hint=hint))
+        assert name == "m.xml" and seen[-1].runtime == "openvino"
+        assert (seen[-1].precision_hint or "") == hint
+        assert (seen[-1].threads, seen[-1].batches, seen[-1].runs, seen[-1].warmup) == (1, (1,), 1, 0)
+        assert seen[-1].eval_batch == 1  # the file fixes batch 1
+    _reference_outputs([ov, art("onnx", ".onnx", "onnxruntime")], tmp_path / "x.npy", ValidateSettings())
+    assert seen[-1].runtime == "onnxruntime" and seen[-1].precision_hint is None

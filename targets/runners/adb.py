@@ -19,7 +19,6 @@ documented format, and the no-device error, with a fake adb speaking shell proto
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import shlex
 import shutil
@@ -28,11 +27,13 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
+from edgecompress.targets.profile import _choice, _positive, _text
 from edgecompress.targets.runners import RUNNERS
-from edgecompress.targets.runners.local import BENCH, parse_bench_output
+from edgecompress.targets.runners._remote import staged, time_limit
+from edgecompress.targets.runners.local import parse_bench_output
 from edgecompress.targets.runners.ssh import _GUARD, _KILL_AND_REMOVE, _KILLED
 
 if TYPE_CHECKING:
@@ -167,8 +168,8 @@ class AdbDevice:
         dev.check_attached()
         return dev
 
-    def check_attached(self) -> None:
-        devices = listed_devices(self._run([self.adb, "devices"], "listing devices", 20).stdout)
+    def check_attached(self, timeout: float = 20) -> None:
+        devices = listed_devices(self._run([self.adb, "devices"], "listing devices", timeout).stdout)
         if not devices or (self.serial and self.serial not in devices):
             want = f" {self.serial}" if self.serial else ""
             raise ValidationError(f"adb {self.name}: no device{want} attached (`adb devices` lists "
@@ -206,15 +207,26 @@ class AdbDevice:
             return [[*pin, self.benchmark_model, f"--graph={art}", f"--num_threads={threads}",
                      f"--warmup_runs={req.warmup}", f"--num_runs={req.runs}", "--min_secs=0",
                      "--use_xnnpack=true", "--report_peak_memory_footprint=true"]]
-        inputs = f"{self.run_dir}/{Path(req.inputs).name}" if req.inputs else None
-        outputs = f"{self.run_dir}/outputs.npy" if req.outputs else None
         pinned = replace(req, cpus=self.bench_cpus(threads))
-        return [[*pin, self.python, f"{self.run_dir}/{BENCH.name}",
-                 *pinned.argv(artifact=art, inputs=inputs, outputs=outputs)]]
+        return [[*pin, *staged(pinned, self.run_dir).command(self.python)]]
 
 
 class AdbRunner:
     name = "adb"
+    # What AdbDevice reads from [connection]; profile.py checks a profile's table against it.
+    connection_keys: ClassVar[dict[str, Any]] = {
+        "adb": _text, "serial": _text, "remote_dir": _text, "benchmark_model": _text,
+        "mode": _choice("benchmark_model", "bench.py"), "python": _text, "command_timeout_s": _positive,
+    }
+
+    def attached(self, profile: TargetProfile) -> bool:
+        """The profile's phone is in `adb devices`, asked with the profile's own adb (with
+        `adb = "/opt/sdk/adb"` off PATH an attached phone was estimated instead of measured)."""
+        try:
+            AdbDevice(profile.connection, profile.hardware, profile.name).check_attached(timeout=10)
+        except (RuntimeMissingError, ValidationError, OSError):  # no adb, no phone, adb hung or broken
+            return False
+        return True
 
     def preflight(self, profile: TargetProfile) -> None:
         """Before any work: adb present, the phone attached, big cores listed and the benchmark
@@ -235,19 +247,18 @@ class AdbRunner:
         if profile is None:
             raise ConfigError("adb runner: needs a target profile")
         dev = AdbDevice.attached(profile)
-        # The profile's command_timeout_s bounds the benchmark too, not only the copies.
-        limit = max(1, math.ceil(min(req.timeout_s, dev.timeout) if dev.timeout_set else req.timeout_s))
+        limit = time_limit(req, dev.timeout if dev.timeout_set else None)
         proc = dev.shell(["mkdir", "-p", dev.run_dir], "mkdir", 60)
         if proc.returncode != 0:
             why = _said(proc.stderr, proc.stdout) or f"exit {proc.returncode}"
             raise ValidationError(f"adb {dev.name}: mkdir failed ({why})")
         finished = False  # the benchmark returned: nothing of ours can still run on the phone
         try:
-            dev.push(Path(req.artifact), f"{dev.run_dir}/")
-            if dev.mode == "bench.py":
-                dev.push(BENCH, f"{dev.run_dir}/")
-                if req.inputs:
-                    dev.push(Path(req.inputs), f"{dev.run_dir}/")
+            # benchmark_model reads the .tflite alone; bench.py also needs its sibling files (an
+            # IR's .bin: it was left behind) and the inputs
+            stage = staged(req, dev.run_dir)
+            for f in stage.files if dev.mode == "bench.py" else [Path(req.artifact)]:
+                dev.push(f, f"{dev.run_dir}/")
             (cmd,) = dev.commands(req)
             start = time.monotonic()
             # Killed on the phone at `limit` (toybox timeout), and by the cleanup if we gave up first.
@@ -266,8 +277,8 @@ class AdbRunner:
             else:
                 # over shell protocol v1 bench.py's stderr (its traceback) arrives in stdout
                 result = parse_bench_output(proc.stdout, proc.stderr or proc.stdout, proc.returncode, where)
-                if req.outputs:
-                    dev.copy("pull", f"{dev.run_dir}/outputs.npy", str(req.outputs), "pull outputs")
+                if stage.outputs and req.outputs:
+                    dev.copy("pull", stage.outputs, str(req.outputs), "pull outputs")
                     result["outputs"] = str(req.outputs)
             result["device"] = {"transport": "adb", "serial": dev.serial, "pinned": dev.big_cores}
             return result

@@ -7,8 +7,7 @@ profile's device is not attached (no host configured; no phone in `adb devices`)
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError
@@ -18,30 +17,14 @@ if TYPE_CHECKING:
     from edgecompress.targets.profile import TargetProfile
     from edgecompress.targets.runners.local import BenchRequest
 
-_FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}
-
-
 def device_attached(profile: TargetProfile) -> bool:
-    """Whether the profile's device can be reached by its own runner (cheap checks, no login)."""
-    if profile.runner == "ssh":
-        return bool(profile.connection.get("host"))
-    if profile.runner == "adb":
-        # The profile's own adb, as AdbDevice uses it: with `adb = "/opt/sdk/adb"` off PATH, a
-        # phone that is attached was estimated (silently) instead of measured.
-        adb = shutil.which(str(profile.connection.get("adb") or "adb"))
-        if not adb:
-            return False
-        try:
-            out = subprocess.run([adb, "devices"], capture_output=True, text=True, timeout=10,
-                                 check=False).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        from edgecompress.targets.runners.adb import listed_devices
+    """Whether the profile's device can be reached by its own runner (cheap checks, no login): the
+    runner's `attached(profile)`; a runner without one (local, qemu) is always there."""
+    from edgecompress.targets.runners import RUNNERS
 
-        serial = profile.connection.get("serial", "")
-        devices = listed_devices(out)
-        return bool(devices) and (not serial or serial in devices)
-    return profile.runner != "estimate"
+    runner = RUNNERS.get(profile.runner) if profile.runner in RUNNERS else None
+    attached = getattr(runner, "attached", None)
+    return bool(attached(profile)) if attached is not None else True
 
 
 def runner_name_for(profile: TargetProfile) -> str:
@@ -70,8 +53,22 @@ def estimate_threads(requested: int, profile: TargetProfile) -> int:
     return max(1, min(int(requested), limit))
 
 
+def _format_of(req: BenchRequest) -> str:
+    """The format of a request made without one (BenchRequest.for_artifact sets it): the one its
+    runtime runs with the artifact's suffix, else the first its runtime runs."""
+    from edgecompress.exporters import FORMATS
+
+    suffix = Path(req.artifact).suffix.lower()
+    runs = [(name, f) for name, f in FORMATS if f.runtime == req.runtime]
+    return next((name for name, f in runs if f.suffix.lower() == suffix), runs[0][0] if runs else req.runtime)
+
+
 class EstimateRunner:
     name = "estimate"
+    connection_keys = None  # reads no [connection] (a device's keys may stay; other keys are typos)
+
+    def attached(self, profile: TargetProfile) -> bool:
+        return False  # no device at all
 
     def preflight(self, profile: TargetProfile) -> None:
         """The [hardware] figures an estimate needs, checked before any export (a profile missing
@@ -88,7 +85,7 @@ class EstimateRunner:
 
         if profile is None:
             raise ConfigError("estimate runner: needs a target profile with [hardware] figures")
-        fmt = _FORMAT_OF_RUNTIME.get(req.runtime, req.runtime)
+        fmt = req.format or _format_of(req)
         # The requested threads (it was the profile's 4 big cores whenever --threads was 1, so
         # `--threads 1` read faster than `--threads 2`), capped at the cores there are.
         threads = estimate_threads(req.threads, profile)

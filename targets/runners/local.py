@@ -11,10 +11,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ValidationError
 from edgecompress.targets.runners import RUNNERS
+
+if TYPE_CHECKING:
+    from edgecompress.exporters import Artifact
+    from edgecompress.targets.validate import ValidateSettings
 
 BENCH = Path(__file__).resolve().parent.parent / "bench.py"
 
@@ -36,7 +40,28 @@ class BenchRequest:
     layout: str = "NCHW"
     eval_batch: int = 8
     timeout_s: float = 1800
-    precision: str = ""  # not a bench.py flag: the estimate runner costs layers at this precision
+    # not bench.py flags: the estimate runner costs this format's layers at this precision
+    precision: str = ""
+    format: str = ""
+
+    @classmethod
+    def for_artifact(cls, art: Artifact, settings: ValidateSettings, *, inputs: Path | None,
+                     outputs: Path | None = None, cpus: list[int] | None = None) -> BenchRequest:
+        """The request `validate` (and `edgecompress validate`'s reference run) makes for `art`,
+        from its format's row: its runtime, fixed batch and fp32 hint."""
+        from edgecompress.exporters import FORMATS
+        from edgecompress.targets.validate import fixed_batch
+
+        fmt = FORMATS.get(art.format)
+        fixed = fixed_batch(art)
+        pin_f32 = fmt.pins_fp32 and art.precision in ("fp32", "fp16")
+        return cls(
+            artifact=Path(art.path), runtime=fmt.runtime, threads=settings.threads, cpus=cpus,
+            batches=settings.batches if fixed is None else (fixed,), warmup=settings.warmup,
+            runs=settings.runs, inputs=inputs, outputs=outputs,
+            precision_hint=settings.openvino_fp32_hint if pin_f32 else None,
+            layout=art.inputs[0].layout if art.inputs and art.inputs[0].layout else "NCHW",
+            eval_batch=fixed or settings.eval_batch, precision=art.precision, format=art.format)
 
     def argv(self, artifact: str | None = None, inputs: str | None = None,
              outputs: str | None = None) -> list[str]:
@@ -83,6 +108,7 @@ def parse_bench_output(stdout: str, stderr: str, returncode: int, where: str) ->
 
 class LocalRunner:
     name = "local"
+    connection_keys = None  # reads no [connection] (a device's keys may stay; other keys are typos)
 
     def run(self, req: BenchRequest, profile: Any = None) -> dict[str, Any]:
         cmd = [sys.executable, str(BENCH), *req.argv()]

@@ -23,12 +23,15 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecompress.errors import RuntimeMissingError, ValidationError
+from edgecompress.targets.profile import _env, _int, _positive, _text
 from edgecompress.targets.runners import RUNNERS
-from edgecompress.targets.runners.local import BENCH, parse_bench_output
+from edgecompress.targets.runners._remote import staged
+from edgecompress.targets.runners.local import parse_bench_output
 
 if TYPE_CHECKING:
     from edgecompress.targets.profile import TargetProfile
@@ -61,6 +64,11 @@ def _binfmt_ready() -> bool:
 
 class QemuRunner:
     name = "qemu"
+    # What run() reads from [connection]; profile.py checks a profile's table against it.
+    connection_keys: ClassVar[dict[str, Any]] = {
+        "rootfs": _text, "python": _text, "runs": _int(1), "warmup": _int(0), "command_timeout_s": _positive,
+        "env": _env,
+    }
 
     def check(self, rootfs: Path) -> None:
         """A one-line, actionable error for every missing piece."""
@@ -97,23 +105,14 @@ class QemuRunner:
         host_dir = Path(tempfile.mkdtemp(prefix="edgecompress.", dir=tmp_root))
         inner = "/tmp/" + host_dir.name  # the same directory, as seen inside the chroot
         try:
-            from edgecompress.exporters.api import sibling_files
-
-            files = [BENCH, art] + [f for f in sibling_files(art, req.runtime) if f.is_file()]
-            if req.inputs:
-                files.append(Path(req.inputs))
-            for f in files:
-                shutil.copy2(f, host_dir / f.name)
-            r_out = f"{inner}/outputs.npy" if req.outputs else None
-            argv = req.argv(artifact=f"{inner}/{art.name}",
-                            inputs=f"{inner}/{Path(req.inputs).name}" if req.inputs else None,
-                            outputs=r_out)
-            # bench.py's --runs/--warmup are the ones we cap (emulation is ~10-100x slower).
-            argv[argv.index("--runs") + 1] = str(runs)
-            argv[argv.index("--warmup") + 1] = str(warmup)
+            # runs / warmup capped: emulation is ~10-100x slower
+            stage = staged(replace(req, runs=runs, warmup=warmup), inner)
+            for f in stage.files:
+                if f.is_file() or f not in stage.siblings:  # a missing one fails at load, in the runtime's words
+                    shutil.copy2(f, host_dir / f.name)
             env = ["PATH=/opt/venv/bin:/usr/bin:/bin", "HOME=/root", "LANG=C.UTF-8",
                    *(f"{k}={v}" for k, v in (conn.get("env") or {}).items())]
-            inner_cmd = ["/usr/bin/env", "-i", *env, python, f"{inner}/{BENCH.name}", *argv]
+            inner_cmd = ["/usr/bin/env", "-i", *env, *stage.command(python)]
             script = ('set -e; mount -t proc proc "$1/proc"; r="$1"; shift; '
                       'exec chroot "$r" "$@"')
             cmd = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script,
@@ -127,7 +126,7 @@ class QemuRunner:
             arch = result.get("machine", {}).get("arch")
             if arch != "aarch64":
                 raise ValidationError(f"{where}: bench.py ran on {arch!r}, not aarch64 (rootfs {rootfs})")
-            if r_out and req.outputs:
+            if stage.outputs and req.outputs:
                 shutil.copy2(host_dir / "outputs.npy", Path(req.outputs))
                 result["outputs"] = str(req.outputs)
             # Never a device figure: the validator and the reports read this field.

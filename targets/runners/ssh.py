@@ -21,11 +21,13 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
+from edgecompress.targets.profile import _choice, _env, _int, _positive, _text
 from edgecompress.targets.runners import RUNNERS
-from edgecompress.targets.runners.local import BENCH, parse_bench_output
+from edgecompress.targets.runners._remote import staged, time_limit
+from edgecompress.targets.runners.local import parse_bench_output
 
 if TYPE_CHECKING:
     from edgecompress.targets.profile import TargetProfile
@@ -156,6 +158,16 @@ def _ssh_reason(stderr: str) -> str:
 
 class SshRunner:
     name = "ssh"
+    # What SshTarget reads from [connection]; profile.py checks a profile's table against it.
+    connection_keys: ClassVar[dict[str, Any]] = {
+        "host": _text, "user": _text, "port": _int(1, 65535), "identity_file": _text, "known_hosts": _text,
+        "python": _text, "env": _env, "connect_timeout_s": _positive, "command_timeout_s": _positive,
+        "remote_tmp": _text, "strict_host_key_checking": _choice("yes", "accept-new"),
+    }
+
+    def attached(self, profile: TargetProfile) -> bool:
+        """A host is configured (no login: an unreachable one is the preflight's error)."""
+        return bool(profile.connection.get("host"))
 
     def preflight(self, profile: TargetProfile) -> None:
         """[issue #7] Reach the device once before any export, so an unreachable or refusing
@@ -174,15 +186,8 @@ class SshRunner:
             # CPUs 0..n-1 are the LITTLE cores of a big.LITTLE board; the profile's big cores are
             # what its figures describe (validate() passes them; a caller's own choice is kept)
             req = replace(req, cpus=profile.default_cpus(req.threads))
-        # The profile's command_timeout_s bounds the benchmark too (it bounded only the copies).
-        limit = min(req.timeout_s, t.command_timeout) if t.command_timeout_set else req.timeout_s
-        limit = max(1, math.ceil(limit))
+        limit = time_limit(req, t.command_timeout if t.command_timeout_set else None)
         art = Path(req.artifact)
-        from edgecompress.exporters.api import sibling_files
-
-        files = [BENCH, art, *sibling_files(art, req.runtime)]
-        if req.inputs:
-            files.append(Path(req.inputs))
         proc = t.run(["mktemp", "-d", f"{t.remote_tmp.rstrip('/')}/edgecompress.XXXXXXXX"],
                      "creating a remote temp dir", timeout=t.connect_timeout + 20)
         rdir = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
@@ -190,13 +195,10 @@ class SshRunner:
             raise ValidationError(f"{t.where}: could not create a temp dir ({_ssh_reason(proc.stderr)})")
         finished = False  # the benchmark returned: nothing of ours can still run on the device
         try:
-            t.copy_to(files, rdir)
-            r_out = f"{rdir}/outputs.npy" if req.outputs else None
-            argv = req.argv(artifact=f"{rdir}/{art.name}",
-                            inputs=f"{rdir}/{Path(req.inputs).name}" if req.inputs else None,
-                            outputs=r_out)
+            stage = staged(req, rdir)
+            t.copy_to(stage.files, rdir)
             env = [f"{k}={v}" for k, v in t.env.items()]
-            cmd = (["env", *env] if env else []) + [t.python, f"{rdir}/{BENCH.name}", *argv]
+            cmd = (["env", *env] if env else []) + stage.command(t.python)
             start = time.monotonic()
             # The device's timeout fires first; ours (later by the connect time) covers a device
             # without timeout(1) or a hung link, and the cleanup below then kills the benchmark.
@@ -208,8 +210,8 @@ class SshRunner:
                                       "(killed on the device)")
             result = parse_bench_output(proc.stdout, proc.stderr, proc.returncode,
                                         f"{t.where} ({art.name})")
-            if r_out and req.outputs:
-                t.copy_from(r_out, Path(req.outputs))
+            if stage.outputs and req.outputs:
+                t.copy_from(stage.outputs, Path(req.outputs))
                 result["outputs"] = str(req.outputs)
             result["device"] = {"transport": "ssh", "host": t.host, "port": t.port,
                                 "python": t.python}
