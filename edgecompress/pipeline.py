@@ -223,7 +223,8 @@ def _note_foreign_artifacts(out_dir: Path, artifacts: list[Artifact], source: st
     with contextlib.suppress(OSError, ValueError):  # the model exported (`export m.onnx --out .`)
         if source and Path(source).resolve().parent == out_dir.resolve():
             ours.add(Path(source).name)
-    other = sorted(f.name for f in out_dir.iterdir() if f.is_file() and f.suffix in _MODEL_SUFFIXES
+    suffixes = _model_suffixes()
+    other = sorted(f.name for f in out_dir.iterdir() if f.is_file() and f.suffix in suffixes
                    and f.name not in ours)
     if other:
         print(f"note: {out_dir} also holds {len(other)} model file(s) this run did not write, listed in neither "
@@ -231,7 +232,11 @@ def _note_foreign_artifacts(out_dir: Path, artifacts: list[Artifact], source: st
               file=sys.stderr)
 
 
-_MODEL_SUFFIXES = (".onnx", ".xml", ".bin", ".tflite", ".pt2", ".data")
+def _model_suffixes() -> set[str]:
+    """Suffixes of model files: every format's (with its sibling files), the .pt2 and external .data inputs."""
+    from edgecompress.exporters import FORMATS
+
+    return {".pt2", ".data", *(s for _, f in FORMATS for s in (f.suffix, *f.extra_files))}
 
 
 def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
