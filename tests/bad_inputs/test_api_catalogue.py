@@ -203,7 +203,7 @@ API_CASES = [
      "'../escape.onnx' would escape the output directory"),
     ("name-escapes-absolute", lambda c: _export(c, name="/tmp/abs.onnx"), OutputError, "would escape the output"),
     ("disk-full-onnx", _onnx_enospc, OutputError, "digits-cnn-fp32.onnx: no space left on device"),
-    ("disk-full-openvino-xml", _ov_enospc_on_xml, OutputError, "cannot write the IR (No space left on device)"),
+    ("disk-full-openvino-xml", _ov_enospc_on_xml, OutputError, "digits-cnn-fp32.xml: no space left on device"),
     ("disk-full-report", _report_enospc, OutputError, "report.json: no space left on device"),
     ("runtime-missing-openvino", lambda c: _missing_runtime(c, "openvino", "openvino", "fp32"), RuntimeMissingError,
      "openvino fp32: needs the Python package 'openvino'"),
