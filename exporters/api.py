@@ -92,6 +92,10 @@ def export(
         calib = dataclasses.replace(calib)  # match_model may cast x to float32: not the caller's object
         match_model(calib, spec.input_shape, spec.inputs[0].dtype, f"calibration data {calib.source}")
     options = options or ExportOptions()
+    known = {k for _, f in FORMATS for k in f.option_keys}
+    if unknown := sorted(set(options.extra) - known):
+        raise ConfigError(f"ExportOptions.extra: unknown key(s) {', '.join(map(repr, unknown))} (known: "
+                          f"{', '.join(sorted(known)) or 'none'})")
     if spec.extra.get("fixed_batch"):
         # a .pt2 exported at batch 1 cannot be re-traced with a dynamic batch (its reshapes bake
         # the 1 in): the file keeps batch 1 and ORT calibration feeds it one sample at a time

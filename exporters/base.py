@@ -122,6 +122,9 @@ class Format:
     # int8 file named model.x is taken by its name, as fp32, and may become the drift reference
     read_precision: Callable[[Path], str] | None = None
     needs_module: bool = False  # converts from PyTorch only (an .onnx input cannot go there)
+    # The ExportOptions.extra keys its exporter reads: export() refuses any key no format reads
+    # (a typo such as "ov_overflow_fx" was silently ignored)
+    option_keys: tuple[str, ...] = ()
     # What `--int8` means for a given model (None: "int8"). An explicit `format:int8` is never changed.
     int8_for: Callable[[ModelSpec], str] | None = None
     # How validate runs its files. Its runtime resizes the inputs to any batch (LiteRT); else a file

@@ -607,4 +607,5 @@ register_format(Format(
     read_io=_io,
     read_precision=_read_precision,
     reference_rank=0,
+    option_keys=("onnx_quant", "onnx_dyn_float_budget", "onnx_dyn_per_channel"),
 ))

@@ -498,5 +498,6 @@ register_format(
         read_precision=_read_precision,
         pins_fp32=True,
         reference_rank=1,
+        option_keys=("ov_fast_bias_correction", "ov_overflow_fix"),
     )
 )

@@ -205,6 +205,9 @@ API_CASES = [
     ("disk-full-onnx", _onnx_enospc, OutputError, "digits-cnn-fp32.onnx: no space left on device"),
     ("disk-full-openvino-xml", _ov_enospc_on_xml, OutputError, "digits-cnn-fp32.xml: no space left on device"),
     ("disk-full-report", _report_enospc, OutputError, "report.json: no space left on device"),
+    ("options-extra-typo", lambda c: _export(c, "openvino", options=__import__("edgecompress.exporters").exporters
+                                             .ExportOptions(extra={"ov_overflow_fx": "disable"})),
+     ConfigError, "ExportOptions.extra: unknown key(s) 'ov_overflow_fx' (known: "),
     ("runtime-missing-openvino", lambda c: _missing_runtime(c, "openvino", "openvino", "fp32"), RuntimeMissingError,
      "openvino fp32: needs the Python package 'openvino'"),
     ("runtime-missing-nncf", lambda c: _missing_runtime(c, "nncf", "openvino", "int8"), RuntimeMissingError,
