@@ -169,7 +169,7 @@ def resolve_dataset(
     spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True, required: bool = True
 ) -> Dataset | None:
     from edgecompress.data import DataSpec
-    from edgecompress.pipeline import resolve_data
+    from edgecompress.data.resolve import resolve_data
 
     if isinstance(data, str):
         data = DataSpec.parse(data)

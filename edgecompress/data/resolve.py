@@ -1,0 +1,67 @@
+"""Data for a model: what the user gave (a path, a DataSpec, samples in memory) or the model's
+default, loaded the way the model takes it and checked against its inputs. Used by the pipeline
+and by every compression pass (which must not import the pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgecompress.data.datasets import Dataset, DataSpec, load_data
+from edgecompress.errors import DataError
+
+if TYPE_CHECKING:
+    from edgecompress.models import ModelSpec
+
+
+def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, purpose: str,
+                 progress: bool = True) -> Dataset | None:
+    """A Dataset from what the user gave, else from the zoo entry's default, else None.
+
+    `purpose`: "calibration", "train" or "evaluation" (which default to take; names errors).
+    Whatever the source, the samples are checked against the model's input (dtype, shape), and a
+    Dataset built in memory gets the checks files get on loading (finite values, labels).
+    """
+    if data is not None and not isinstance(data, (str, Path, DataSpec, Dataset)):
+        from edgecompress.data.datasets import from_memory
+
+        data = from_memory(data, f"{purpose} data")  # an array, a tensor, (x, y), a DataLoader
+    if data is None:
+        default = spec.default_eval if purpose == "evaluation" else spec.default_calib
+        data = default() if default else None
+        if data is None:
+            return None
+    from edgecompress.data.datasets import check_in_memory, match_model
+
+    if isinstance(data, Dataset):
+        ds = data
+        check_in_memory(ds, f"{purpose} data {ds.source}")
+    else:
+        if spec.is_text:  # text encoders: tokenize with the model's tokenizer
+            from edgecompress.data.text import load_text_for
+
+            text = data if isinstance(data, DataSpec) else str(data)  # a Path: AttributeError in load_text
+            return load_text_for(spec, text, "calibration" if purpose == "train" else purpose)
+        size = spec.image_size or 224
+        preprocess = spec.preprocess or "efficientnet-lite"
+        ds = load_data(data if isinstance(data, DataSpec) else str(data), preprocess, size, purpose, progress)
+    match_model(ds, spec.input_shape, spec.inputs[0].dtype, f"{purpose} data {ds.source}")
+    _check_inputs_fed(spec, ds, purpose)
+    return ds
+
+
+def _check_inputs_fed(spec: ModelSpec, ds: Dataset, purpose: str) -> None:
+    """A model of several inputs needs a dict of arrays, one per input (what the tokenizer gives a
+    text encoder); a file holds one input array. A two-input .onnx got its first input fed and
+    failed in ONNX Runtime with a traceback ("Required inputs (['z']) are missing")."""
+    names = [i.name for i in spec.inputs]
+    where = f"{purpose} data {ds.source}"
+    if len(names) > 1 and not isinstance(ds.x, dict):
+        raise DataError(f"{where}: model {spec.name} takes {len(names)} inputs ({', '.join(names)}) and the data "
+                        "gives one array; --calib/--eval feed single-input models (from Python, pass a Dataset "
+                        "whose x is a dict of arrays keyed by input name)")
+    if spec.onnx_path is not None and isinstance(ds.x, dict):  # ONNX Runtime takes these names as they are
+        missing = [n for n in names if n not in ds.x]
+        if missing:
+            raise DataError(f"{where}: gives no array for input(s) {', '.join(missing)} of {spec.onnx_path} "
+                            f"(its keys: {', '.join(ds.x)})")
