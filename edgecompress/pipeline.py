@@ -229,17 +229,14 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             g = next(g for g in gates if g.path[0] == "metrics")
             raise ConfigError(f"--fail-on {g.text!r}: metrics need labelled evaluation data; {ev.source} has "
                               "no labels (gate on drift.top1_agreement instead)")
-    if spec.extra.get("quantized") and "params" in spec.extra:  # [issue #4] QAT graph
-        params, macs = spec.extra["params"], spec.extra["macs"]
-    else:
-        try:
-            params, macs = count_params_macs(spec)
-        except EdgeCompressError as e:
-            # The counts are for the report only: a model Torch-Pruning cannot run with hooks still
-            # exports. The report gives 0 MACs (as for an .onnx in) and the parameters counted here.
-            params = sum(p.numel() for p in spec.module.parameters()) if spec.module is not None else 0
-            macs = 0
-            print(f"note: {e}; the report gives 0 MACs", file=sys.stderr)  # a note, not a bar: always
+    try:
+        params, macs = count_params_macs(spec)  # [issue #4] a QAT graph: its pass's recorded counts
+    except EdgeCompressError as e:
+        # The counts are for the report only: a model Torch-Pruning cannot run with hooks still
+        # exports. The report gives 0 MACs (as for an .onnx in) and the parameters counted here.
+        params = sum(p.numel() for p in spec.module.parameters()) if spec.module is not None else 0
+        macs = 0
+        print(f"note: {e}; the report gives 0 MACs", file=sys.stderr)  # a note, not a bar: always
     reference: dict[str, Any] = {}
     ref_out = None
     measurements = []

@@ -720,7 +720,10 @@ def count_params_macs(spec: ModelSpec) -> tuple[int, int]:
     """Parameters and multiply-accumulates of one sample (batch 1), via Torch-Pruning's counter.
 
     The counter runs the model with forward hooks: a module it cannot hook or run raises a
-    one-line ModelLoadError (callers that only report the numbers fall back, see pipeline)."""
+    one-line ModelLoadError (callers that only report the numbers fall back, see pipeline). A
+    converted QAT graph cannot be traced by it: the QAT pass recorded its float model's counts."""
+    if spec.extra.get("quantized") and "params" in spec.extra:
+        return int(spec.extra["params"]), int(spec.extra["macs"])
     if spec.module is None:
         return 0, 0
     import torch

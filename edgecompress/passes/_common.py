@@ -204,13 +204,9 @@ def model_stats(spec: ModelSpec) -> dict[str, int]:
     """params, MACs (one sample) and state_dict bytes of a spec's module."""
     from edgecompress.models import count_params_macs
 
+    params, macs = count_params_macs(spec)  # a QAT graph: the counts its pass recorded
     quantized = bool(spec.extra.get("quantized"))
-    if quantized:
-        # Torch-Pruning cannot trace a converted PT2E graph: the QAT pass carries its parent's counts.
-        params, macs = spec.extra["params"], spec.extra["macs"]
-    else:
-        params, macs = count_params_macs(spec)
-    return {"params": int(params), "macs": int(macs), "size_bytes": state_bytes(pass_module(spec), quantized)}
+    return {"params": params, "macs": macs, "size_bytes": state_bytes(pass_module(spec), quantized)}
 
 
 def predict(module: Any, data: Dataset, batch: int = 64) -> np.ndarray:
