@@ -136,6 +136,11 @@ def _summary(report, paths) -> None:
     _answer(str(Path(paths["html"]).resolve()))  # on stdout, for build scripts
 
 
+def _command_line() -> str:
+    """This invocation as a shell line, for the report (argv[0] may be a path to the script)."""
+    return "edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2, file.onnx or a Hugging Face directory (hf:DIR)", callback=_expand_user)],
@@ -175,7 +180,7 @@ def export(
                               isolate=isolate),
         settings=_settings(threads, batch, runs, warmup, rounds), do_validate=not no_validate,
         input_shape=input_shape, weights=weights, preprocess=preprocess,
-        command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=_command_line(),
         auto_int8=tuple(f.partition(":")[0].strip().lower() for f in format if ":" not in f) if int8 else (),
         progress=not no_progress, fail_on=fail_on,
     )
@@ -224,7 +229,7 @@ def demo(
     job = ExportJob(model="zoo:efficientnet-lite0", formats=resolve_formats(formats, int8=True),
                     out_dir=out, options=ExportOptions(),
                     settings=_settings(threads, [], runs, 10, rounds), progress=not no_progress,
-                    command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                    command=_command_line())
     report, paths = run_export(job)
     _summary(report, paths)
 
@@ -261,7 +266,7 @@ def validate_cmd(
     report, paths, failures = validate_artifacts(
         artifacts, target, out, eval=eval, baseline=baseline, fail_on=fail_on,
         settings=_settings(threads, batch, runs, warmup, rounds), preprocess=preprocess, threshold=threshold,
-        progress=not no_progress, command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        progress=not no_progress, command=_command_line(),
         fail_on_regression=fail_on_regression)
     _summary(report, paths)
     for r in report.baseline.get("regressions", []):
@@ -394,7 +399,7 @@ def run_cmd(
     from edgecompress.recipe import run_recipe
 
     report, paths = run_recipe(recipe, out, progress=not no_progress,
-                               command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                               command=_command_line())
     _finish(report, paths)
 
 
@@ -516,7 +521,7 @@ def compress(
     try:
         # errors inside a pass too (prune.blocks, resolution.size... name passes[i]; recipe._execute)
         report, paths = run_recipe(recipe, out, progress=not no_progress,
-                                   command="edgecompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                                   command=_command_line())
     except EdgeCompressError as e:
         raise as_flags(e) from None
     _finish(report, paths)
