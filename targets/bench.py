@@ -263,6 +263,17 @@ def _pct(values, q):
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def _summary(times, cpu, io, batch):
+    """One batch size's latency record (ms) from its timed runs; throughput in samples per second."""
+    return {"p50": _pct(times, 50), "p90": _pct(times, 90), "p99": _pct(times, 99),
+            "mean": sum(times) / len(times), "min": min(times), "runs": len(times),
+            "throughput_per_s": 1000 * batch / _pct(times, 50),
+            # CPU time of the calling thread: excludes time the VM or scheduler took away, so it
+            # stays comparable on a shared machine (exact at 1 thread).
+            "cpu_p50": _pct(cpu, 50),
+            "io_ms": _pct(io, 50)}
+
+
 def _take(x, n):
     import numpy as np
 
@@ -352,13 +363,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             runner.finish(y)
             io.append((spent + time.perf_counter() - t) * 1000)
-        latency[str(b)] = {"p50": _pct(times, 50), "p90": _pct(times, 90), "p99": _pct(times, 99),
-                           "mean": sum(times) / len(times), "min": min(times), "runs": len(times),
-                           "throughput_per_s": 1000 * b / _pct(times, 50),
-                           # CPU time of the calling thread: excludes time the VM or scheduler took
-                           # away, so it stays comparable on a shared machine (exact at 1 thread).
-                           "cpu_p50": _pct(cpu, 50),
-                           "io_ms": _pct(io, 50)}
+        latency[str(b)] = _summary(times, cpu, io, b)
     result["latency_ms"] = latency
     # Peak memory of the inference process, read before the evaluation set is streamed through.
     result["memory_mb"] = {"peak_rss": round(_peak_mb(), 1), "rss_before_load": round(rss0, 1),

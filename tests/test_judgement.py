@@ -1,0 +1,127 @@
+"""The figures and verdicts a reader ships on, checked at their exact values and boundaries.
+
+Each test here was written against a hand-made bug that the rest of the suite let through
+(top-5 taken from four classes, p90 read as p50, throughput per batch instead of per sample,
+a gate at its boundary, a report that passed with a failed gate, a regression at exactly the
+threshold, a failed row left out of the baseline comparison, the imagenet preset multiplying by
+the std, `export` exiting 0 with a failed artifact, the ORT session not pinned to its threads).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecompress.errors import DataError
+from edgecompress.report import Report
+from edgecompress.targets import bench
+from edgecompress.targets.device_report import compare_baseline, evaluate_gates, parse_gates
+from edgecompress.targets.metrics import classification_metrics, drift
+
+
+def test_top1_top5_exact_and_labels_must_fit_the_outputs():
+    logits = np.tile(np.arange(7, 0, -1, dtype=np.float32), (3, 1))  # class 0 best ... class 6 worst
+    assert classification_metrics(logits, np.array([0, 4, 5])) == {"top1": 1 / 3, "top5": 2 / 3}
+    assert "top5" not in classification_metrics(logits[:, :4], np.array([0, 1, 3]))  # under 5 classes
+    with pytest.raises(DataError, match="labels go up to class 7 but the model has 7 outputs"):
+        classification_metrics(logits[:1], np.array([7]))
+
+
+def test_drift_of_a_single_output_has_no_agreement():
+    """One score per sample has one argmax: its agreement would always read 100 %."""
+    d = drift(np.arange(4, dtype=np.float32)[:, None], np.arange(4, dtype=np.float32)[:, None] * 2)
+    assert "top1_agreement" not in d and d["max_abs"] == 3.0
+    d = drift(np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32)[[0, 1, 3, 2]])
+    assert d["top1_agreement"] == 0.5
+
+
+def test_latency_summary_percentiles_and_throughput():
+    rng = np.random.default_rng(0)
+    values = rng.gamma(2.0, 3.0, 57).tolist()
+    for q in (0, 50, 90, 99, 100):
+        assert bench._pct(values, q) == pytest.approx(np.percentile(values, q))
+    times = [float(i) for i in range(1, 101)]
+    s = bench._summary(times, [t / 2 for t in times], [0.25] * 20, 4)
+    assert (s["p50"], s["p90"], s["p99"]) == pytest.approx((50.5, 90.1, 99.01))
+    assert s["throughput_per_s"] == pytest.approx(4 * 1000 / 50.5)  # samples per second, not batches
+    assert (s["mean"], s["min"], s["runs"], s["cpu_p50"], s["io_ms"]) == pytest.approx((50.5, 1.0, 100, 25.25, 0.25))
+
+
+def test_onnx_runtime_session_is_pinned_to_the_threads_asked(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    for threads in (1, 2):
+        runner = bench.OrtRunner(str(path), threads, None)
+        opts = runner.sess.get_session_options()
+        assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (threads, 1)
+        assert runner.info["settings"]["intra_op_threads"] == threads
+
+
+def _row(p50: float, status: str = "ok", **more) -> dict:
+    return {"format": "onnx", "precision": "int8", "target": "x86-local", "status": status,
+            "latency_ms": {"p50": p50}, "size_bytes": 1000, **more}
+
+
+def _report(*rows: dict) -> Report:
+    return Report(model={"name": "m"}, target="x86-local", artifacts=list(rows))
+
+
+def test_gates_at_their_boundary_and_the_verdict_they_give():
+    report = _report(_row(5.0))
+    assert evaluate_gates(report, parse_gates(["latency_ms.p50 > 5"])) == []  # 5 > 5 is false: passes
+    assert evaluate_gates(report, parse_gates(["latency_ms.p50 < 5"])) == []
+    assert report.verdict()["passed"] and report.gates[0]["passed"]
+    failures = evaluate_gates(report, parse_gates(["latency_ms.p50 >= 5"]))
+    assert len(failures) == 1 and "latency_ms.p50" in failures[0]
+    v = report.verdict()
+    assert (v["passed"], v["failed_gates"], v["failed_artifacts"]) == (False, 1, 0)
+    assert not _report(_row(5.0, status="failed")).verdict()["passed"]
+
+
+def test_regression_is_a_change_beyond_the_threshold_and_a_newly_failed_row_is_one():
+    baseline = _report(_row(100.0)).to_dict()
+    at = compare_baseline(_report(_row(105.0)), baseline, "b.json", threshold=0.05)
+    assert at["regressions"] == [] and at["changes"][0]["change"] == pytest.approx(0.05)
+    beyond = compare_baseline(_report(_row(105.5)), baseline, "b.json", threshold=0.05)
+    assert len(beyond["regressions"]) == 1 and "latency p50" in beyond["regressions"][0]
+    faster = compare_baseline(_report(_row(50.0)), baseline, "b.json", threshold=0.05)
+    assert faster["regressions"] == []  # latency is worse going up only
+    failed = compare_baseline(_report(_row(100.0, status="failed")), baseline, "b.json")
+    assert [r.endswith("failed (ok in the baseline)") for r in failed["regressions"]] == [True]
+
+
+def test_imagenet_preset_is_mean_std_normalisation():
+    from PIL import Image
+
+    from edgecompress.data.presets import get_transform
+
+    img = Image.new("RGB", (256, 256), (124, 116, 104))  # ~ the ImageNet mean in 0..255
+    x = get_transform("imagenet", 224)(img)
+    assert x.shape == (3, 224, 224)
+    expected = (np.array([124, 116, 104]) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    assert np.allclose(x[:, 100, 100], expected, atol=1e-3)
+    white = get_transform("imagenet", 224)(Image.new("RGB", (256, 256), (255, 255, 255)))
+    assert np.allclose(white[:, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225], atol=1e-3)
+
+
+def test_export_exits_4_when_an_artifact_failed(monkeypatch, tmp_path):
+    """The build's only signal: a failed row must not exit 0."""
+    from typer.testing import CliRunner
+
+    import edgecompress.pipeline as pipeline
+    from edgecompress.cli import app
+
+    html = tmp_path / "report.html"
+    html.write_text("x")
+    for status, code in (("failed", 4), ("ok", 0)):
+        row = _row(1.0, status=status, path="m.onnx", error="boom" if status == "failed" else "")
+        monkeypatch.setattr(pipeline, "run_export", lambda job, row=row: (_report(row), {"html": html}))
+        result = CliRunner().invoke(app, ["export", "zoo:digits-cnn", "-f", "onnx", "--out", str(tmp_path / "o"),
+                                          "--no-progress"])
+        assert result.exit_code == code, (status, result.output)
