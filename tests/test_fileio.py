@@ -129,3 +129,47 @@ def test_run_recipe_holds_its_out_through_the_passes(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "_execute", passes_running)
     recipe.run_recipe({"model": "zoo:digits-cnn", "export": ["onnx"]}, tmp_path / "o")
     assert len(seen) == 1 and "another edgecompress run is writing there" in seen[0], seen
+
+
+def test_atomic_path_renames_only_a_written_file(tmp_path):
+    """A writer that wrote nothing (a converter that returned without output) must not replace a
+    good file with an empty one."""
+    from edgecompress.fileio import atomic_path
+
+    final = tmp_path / "m.onnx"
+    final.write_bytes(b"old")
+    with pytest.raises(OutputError, match=r"m\.onnx: the writer produced no data"), atomic_path(final):
+        pass
+    with pytest.raises(RuntimeError, match="converter"), atomic_path(final) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("converter failed")
+    assert final.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(b"new")
+    assert final.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_openvino_ir_never_left_as_a_half_pair(tmp_path, monkeypatch):
+    """The .bin is renamed first; if the .xml cannot follow, both go (a new .bin beside an old .xml
+    loads garbage)."""
+    import openvino as ov
+
+    from edgecompress.exporters.openvino import _save_ir
+
+    model = ov.Model([ov.opset13.relu(p := ov.opset13.parameter([1, 4], ov.Type.f32))], [p], "m")
+    out = tmp_path / "m.xml"
+    _save_ir(model, out, compress_to_fp16=False)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["m.bin", "m.xml"]
+    calls = []
+    real = os.replace
+
+    def fail_second(a, b):  # .bin renamed, then the .xml rename fails
+        calls.append(b)
+        if len(calls) == 2:
+            raise OSError(errno.EACCES, "Permission denied", str(b))
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(OutputError):
+        _save_ir(model, out, compress_to_fp16=False)
+    assert list(tmp_path.iterdir()) == []
