@@ -125,3 +125,20 @@ def test_export_exits_4_when_an_artifact_failed(monkeypatch, tmp_path):
         result = CliRunner().invoke(app, ["export", "zoo:digits-cnn", "-f", "onnx", "--out", str(tmp_path / "o"),
                                           "--no-progress"])
         assert result.exit_code == code, (status, result.output)
+
+
+def test_presets_keep_the_image_orientation_and_crop_like_tensorflow():
+    from PIL import Image
+
+    from edgecompress.data.presets import center_crop_fraction, get_transform
+
+    # a left-to-right ramp: each preset's output must vary along its last axis (W), not along H
+    ramp = Image.fromarray(np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))).convert("RGB")
+    for preset in ("imagenet", "efficientnet-lite"):
+        x = get_transform(preset, 224)(ramp)
+        assert x.shape == (3, 224, 224)
+        assert np.ptp(x[0, 112, :]) > 1 and np.ptp(x[0, :, 112]) < 1e-5, preset
+    # TensorFlow's offsets round up: a 10x7 image cropped to 3 starts at (4, 2), not (3, 2)
+    im = Image.fromarray(np.arange(70, dtype=np.uint8).reshape(7, 10))
+    crop = np.asarray(center_crop_fraction(im, 0.5))
+    assert crop.shape == (3, 3) and crop[0, 0] == 2 * 10 + 4
