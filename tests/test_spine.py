@@ -75,6 +75,15 @@ def test_int8_artifacts_are_really_int8(artifacts):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     int8_weights = [i for i in q.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 7  # every conv and linear weight
+    # as the report says: weights int8 per-channel (one scale per output channel), activations
+    # uint8 with their own zero points (asymmetric ranges: post-ReLU values use all 256 levels)
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    weight_dq = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and init.get(n.input[0]) is not None
+                 and init[n.input[0]].dtype == np.int8]
+    assert len(weight_dq) >= 7 and all(init[n.input[1]].size == init[n.input[0]].shape[0] > 1 for n in weight_dq
+                                       if init[n.input[0]].ndim == 4)
+    act_zp = [init[n.input[2]] for n in q.graph.node if n.op_type == "QuantizeLinear"]
+    assert act_zp and all(z.dtype == np.uint8 for z in act_zp) and any(int(z) != 128 for z in act_zp)
     xml = by["openvino", "int8"].path.read_text()
     assert xml.count('type="FakeQuantize"') + xml.count('type="FakeConvert"') >= 7
     assert by["openvino", "int8"].size_bytes < 0.6 * by["openvino", "fp32"].size_bytes
@@ -91,6 +100,17 @@ def test_onnx_fp32_has_dynamic_batch(artifacts):
 def test_other_calibration_methods(tmp_path, digits_spec, digits_calib, digits_eval, digits_reference, method):
     art = export(digits_spec, "onnx", "int8", tmp_path, digits_calib, ExportOptions(calib_method=method))
     assert art.details["calibration"]["method"] == method
+    # the method is applied, not only recorded: its activation ranges differ from minmax's
+    minmax = export(digits_spec, "onnx", "int8", tmp_path, digits_calib, ExportOptions(calib_method="minmax"),
+                    name="minmax.onnx")
+
+    def act_scales(path):  # type: ignore[no-untyped-def]
+        m = onnx.load(str(path))
+        init = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+        return np.array([float(init[n.input[1]]) for n in m.graph.node if n.op_type == "QuantizeLinear"])
+
+    a, b = act_scales(art.path), act_scales(minmax.path)
+    assert a.shape == b.shape and not np.allclose(a, b) and (a <= b * 1.0001).all()  # clipped, never wider
     (m,) = validate([art], "x86-local", digits_eval, digits_reference,
                     ValidateSettings(runs=3, warmup=1), progress=False)
     assert m.status == "ok" and m.drift["top1_agreement"] >= 0.97, m.drift
