@@ -142,3 +142,40 @@ def test_presets_keep_the_image_orientation_and_crop_like_tensorflow():
     im = Image.fromarray(np.arange(70, dtype=np.uint8).reshape(7, 10))
     crop = np.asarray(center_crop_fraction(im, 0.5))
     assert crop.shape == (3, 3) and crop[0, 0] == 2 * 10 + 4
+
+
+def test_openvino_overflow_fix_follows_the_cpus_vnni(monkeypatch):
+    """NNCF's 7-bit first layer is for x86 without VNNI: any VNNI flavour (server AVX-512, client
+    AVX-VNNI, AMX) turns it off; a user's explicit choice wins."""
+    import edgecompress.report.model as host
+    from edgecompress.exporters import ExportOptions
+    from edgecompress.exporters.openvino import overflow_fix
+
+    for flags, want in (({"avx512_vnni"}, "disable"), ({"avx_vnni"}, "disable"), ({"amx_int8"}, "disable"),
+                        ({"avx2"}, "first_layer_only"), (set(), "first_layer_only")):
+        monkeypatch.setattr(host, "cpu_flags", lambda flags=flags: flags)
+        assert overflow_fix(ExportOptions()) == want, flags
+    assert overflow_fix(ExportOptions(extra={"ov_overflow_fix": "enable"})) == "enable"
+
+
+def test_registry_discovers_public_modules_only(tmp_path, monkeypatch):
+    """Modules whose names start with "_" are helpers of a package, not entries to import."""
+    import sys
+
+    from edgecompress.registry import Registry
+
+    pkg = tmp_path / "ecx_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "alpha.py").write_text("from ecx_reg import R\nR.register('alpha', 1)\n")
+    (pkg / "_helper.py").write_text("from ecx_reg import R\nR.register('helper', 2)\n")
+    reg: Registry[int] = Registry("thing", package="ecx_plugins")
+    holder = type(sys)("ecx_reg")
+    holder.R = reg  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ecx_reg", holder)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert reg.names() == ["alpha"]
+    finally:
+        for name in ("ecx_plugins", "ecx_plugins.alpha", "ecx_plugins._helper"):
+            sys.modules.pop(name, None)

@@ -38,6 +38,16 @@ def test_full_int8_agrees_and_is_integer(tfl):
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(art.details["ops"])
     assert "TRANSPOSE" not in art.details["ops"]
     assert art.size_bytes < 0.5 * tfl["fp32"][0].size_bytes
+    # conv weights per-channel: one scale per output channel (per-tensor cost EfficientNet accuracy)
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(art.path))
+    convs = [t for t in it.get_tensor_details() if t["dtype"].__name__ == "int8" and len(t["shape"]) == 4
+             and t["name"] != it.get_input_details()[0]["name"] and len(t["quantization_parameters"]["scales"]) > 0]
+    weights = [t for t in convs if len(t["quantization_parameters"]["scales"]) > 1]
+    assert len(weights) >= 3  # the digits net's convolutions
+    qp = "quantization_parameters"  # (a depthwise kernel is 1 x h x w x C: its channels are the last axis)
+    assert weights and all(len(t[qp]["scales"]) == t["shape"][t[qp]["quantized_dimension"]] > 1 for t in weights)
 
 
 def test_other_precisions_run(tfl):
