@@ -264,3 +264,37 @@ def test_report_files_parse(tmp_path, digits_spec):
     for entry in manifest["artifacts"]:
         assert sha256_file(tmp_path / entry["path"]) == entry["sha256"]
     assert not list(tmp_path.glob(TEMP_PREFIX + "*"))
+
+
+def test_openvino_int8_asks_nncf_for_what_the_report_says(tmp_path, digits_spec, digits_calib, monkeypatch):
+    """The NNCF settings measured best for CNNs (RESULTS-spine.md): performance preset (symmetric
+    activations), the full bias correction, the histogram range search for --calib-method
+    percentile. Captured at the call, the real quantization then runs."""
+    import nncf
+
+    seen = {}
+    real = nncf.quantize
+
+    def spy(model, dataset, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        return real(model, dataset, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize", spy)
+    art = export(digits_spec, "openvino", "int8", tmp_path, digits_calib, ExportOptions(progress=False))
+    assert seen["preset"] == nncf.QuantizationPreset.PERFORMANCE and seen["fast_bias_correction"] is False
+    assert seen["subset_size"] == len(digits_calib)
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    assert seen["advanced_parameters"].activations_range_estimator_params == RangeEstimatorParametersSet.HISTOGRAM
+    assert art.details["calibration"]["method"] == "nncf-histogram+bias-correction"
+
+
+def test_onnx_int8_dynamic_weights_are_per_channel(tmp_path, digits_spec):
+    art = export(digits_spec, "onnx", "int8-dynamic", tmp_path)
+    m = onnx.load(str(art.path))
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    scales = [init[n.input[1]] for n in m.graph.node if n.op_type == "DequantizeLinear"
+              and init.get(n.input[0]) is not None and init[n.input[0]].dtype == np.int8]
+    scales += [init[n.input[3]] for n in m.graph.node if n.op_type == "MatMulInteger" and len(n.input) > 3
+               and n.input[3] in init]
+    assert scales and all(s.size > 1 for s in scales), [s.shape for s in scales]
