@@ -395,3 +395,30 @@ def test_tflite_refuses_a_two_input_model_that_is_no_text_encoder(tmp_path):
     with pytest.raises(ExportError, match="2 inputs; only single-input models and text encoders"):
         export(spec, "tflite", "fp32", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+class _Shifted(nn.Module):
+    """x in [-1, 1] -> a(x) in [-1, 9]: the tensor between the layers has an asymmetric range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+        with torch.no_grad():
+            self.a.weight.copy_(torch.eye(4) * 5)
+            self.a.bias.fill_(4.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+def test_onnx_int8_signed_activation_gets_an_asymmetric_zero_point(tmp_path):
+    """uint8 activations keep their own range: [-1, 9] has its zero at ~26, not at 128 (a
+    symmetric range would spend half the levels on values that never occur)."""
+    x = np.linspace(-1, 1, 64 * 4, dtype=np.float32).reshape(64, 4)
+    art = export(load_model(_Shifted(), input_shape=(1, 4)), "onnx", "int8", tmp_path, Dataset(x),
+                 ExportOptions(calib_method="minmax", progress=False))
+    m = onnx.load(str(art.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    zps = [int(inits[n.input[2]]) for n in m.graph.node if n.op_type == "QuantizeLinear"
+           and n.input[0] not in inits and n.input[0] != m.graph.input[0].name]
+    assert any(abs(z - round(255 / 10)) <= 1 for z in zps), zps

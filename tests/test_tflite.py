@@ -346,3 +346,21 @@ def test_a_wrongly_lowered_int8_file_is_refused(tmp_path, digits_calib):
         export(spec, "tflite", "int8", tmp_path, digits_calib)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     assert export(spec, "tflite", "fp32", tmp_path, digits_calib).precision == "fp32"  # fp32 lowers right
+
+
+def test_full_int8_refuses_float_io(monkeypatch, tmp_path, digits_spec, digits_calib):
+    """A full-int8 file whose input or output stayed float is not full-integer: refused, nothing written."""
+    import edgecompress.exporters._litert_convert as lc
+    from edgecompress.errors import ExportError
+
+    real = lc.inspect
+
+    def float_io(path):  # type: ignore[no-untyped-def]
+        info = real(path)
+        info["inputs"][0]["dtype"] = "float32"
+        return info
+
+    monkeypatch.setattr(lc, "inspect", float_io)
+    with pytest.raises(ExportError, match="float I/O"):
+        export(digits_spec, "tflite", "int8", tmp_path, digits_calib)
+    assert list(tmp_path.iterdir()) == []
