@@ -365,12 +365,13 @@ def from_memory(data: Any, what: str = "data") -> Dataset:
         return _as_numpy(item), None
 
     data = _as_numpy(data)
+    map_style = _is_map_dataset(data)
     if isinstance(data, np.ndarray):
         batches: list[tuple[Any, Any]] = [(data, None)]
     elif isinstance(data, tuple) and len(data) == 2 and all(
             isinstance(_as_numpy(a), np.ndarray) for a in data):
         batches = [(data[0], data[1])]  # (x, y)
-    elif _is_map_dataset(data):  # its items are single samples; iterating one may never end
+    elif map_style:  # its items are single samples; iterating one may never end
         batches = [parts(data[i]) for i in range(len(data))]
     elif hasattr(data, "__iter__") and not isinstance(data, str | bytes | dict):
         batches = [parts(item) for item in data]
@@ -388,7 +389,7 @@ def from_memory(data: Any, what: str = "data") -> Dataset:
     # Scalar labels mark single samples (a torch Dataset's `(x, 3)`); a batch's labels are (N,).
     # A DataLoader's batches concatenate; samples stack (concatenating (1, 8, 8) samples lost
     # their channel axis, and scalar labels failed as "different sample shapes").
-    by_sample = _is_map_dataset(data) or (ys[0] is not None and all(np.ndim(y) == 0 for y in ys))
+    by_sample = map_style or (ys[0] is not None and all(np.ndim(y) == 0 for y in ys))
     unit = "samples" if by_sample else "batches"
     try:
         join = np.stack if by_sample else np.concatenate
