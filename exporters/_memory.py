@@ -41,7 +41,11 @@ RSS after each export grew ~150-200 MB per run. Three causes, none a reference o
    `forget_export_state` does it only when that is ours alone to drop: the CU held no function
    before the export, every function now in it is a method of a class, no ScriptModule is alive
    and no TorchScript class was scripted. Otherwise (the caller scripts models itself) it leaves
-   the CU alone and the old growth stays. ONNX (dynamo exporter) and TFLite do not trace.
+   the CU alone and the old growth stays. A failed conversion's traceback still holds the traced
+   ScriptModule when the clean-up runs, so its functions stay; they are remembered as ours
+   (`_left_by_us`), and the next export, which finds only those in the CU, drops them with its
+   own (otherwise every later export in the process kept its 52-234 functions too).
+   ONNX (dynamo exporter) and TFLite do not trace.
 5. torch 2.13's dynamo guards (strict `torch.export` again, TFLite's path): `CheckFunctionManager.
    id_ref` registers a `weakref.finalize(obj, partial(self.invalidate, ...))` for every object an
    ID/type/module guard references: classes, code objects, modules, builtins, objects that live
@@ -92,6 +96,8 @@ _JIT_RECURSIVE = "torch.jit._recursive"
 _M_MMAP_THRESHOLD = -3  # glibc malloc.h
 _MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
 _pinned: bool | None = None
+# qualified names of TorchScript functions our own exports' traces left in the global CU (cause 4)
+_left_by_us: set[str] = set()
 
 
 def _capture_globals() -> dict | None:
@@ -99,11 +105,12 @@ def _capture_globals() -> dict | None:
     return vars(mod) if mod is not None else None
 
 
-def _jit_functions() -> list | None:
-    """The functions of TorchScript's global CompilationUnit, or None if torch.jit is not loaded."""
+def _jit_names() -> set[str] | None:
+    """Qualified names of the functions of TorchScript's global CompilationUnit, or None if
+    torch.jit is not loaded."""
     state = sys.modules.get(_JIT_STATE)
     cu = getattr(state, "_python_cu", None)
-    return cu.get_functions() if cu is not None else None
+    return {f.qualified_name for f in cu.get_functions()} if cu is not None else None
 
 
 def _forget_traced_functions(jit_before: int | None) -> int:
@@ -132,6 +139,7 @@ def _forget_traced_functions(jit_before: int | None) -> int:
         store.methods_compiled.clear()
         store.type_store.clear()
     cu.drop_all_functions()
+    _left_by_us.clear()
     return len(functions)
 
 
@@ -227,13 +235,17 @@ def released_export_state() -> Iterator[None]:
     """Run an export, then drop what torch's export machinery kept of it (see module doc)."""
     g = _capture_globals()
     before = set(g) if g is not None else set()
-    jit = _jit_functions()
-    jit_before = len(jit) if jit is not None else 0
+    jit = _jit_names()
+    # functions an earlier export of ours left (its failure's traceback held them) count as ours
+    jit_before = len(jit - _left_by_us) if jit is not None else 0
     finalizers_before = _finalizers()
     fx_before = _fx_sources()
     try:
         yield
     finally:
+        jit_after = _jit_names()
+        if jit_after is not None and jit_before == 0:
+            _left_by_us.update(jit_after - (jit or set()))
         if forget_export_state(before, jit_before, finalizers_before, fx_before):
             import gc
 
