@@ -34,7 +34,7 @@ from edgecompress.fileio import (
 )
 from edgecompress.models import ModelSpec, count_params_macs, load_model
 from edgecompress.report import Report, write_report
-from edgecompress.targets import Measurement, ValidateSettings, reference_outputs, validate
+from edgecompress.targets import Measurement, TargetProfile, ValidateSettings, reference_outputs, validate
 
 
 @dataclass
@@ -194,23 +194,70 @@ def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
         return _run_export(job, out_dir)
 
 
-def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]:
+def _preflight(job: ExportJob) -> tuple[list[Any], TargetProfile | None]:
+    """The parsed --fail-on gates and the target, checked before any work: a typo, an unreachable
+    device or --threads 99 fails in a second and leaves nothing behind."""
     from edgecompress.targets import get_target
     from edgecompress.targets.device_report import parse_gates
 
     gates = parse_gates(job.fail_on)  # a malformed gate fails before any work
     if gates and not job.do_validate:
         raise ConfigError("--fail-on: gates need measurements; drop --no-validate")
-    # Resolve the target before any work, so a typo fails in a second and leaves nothing behind.
     profile = get_target(job.target) if job.do_validate else None
     if profile is not None:  # [issue #7] an unreachable device too (runners with a preflight)
         from edgecompress.targets.runners.estimate import preflight
+        from edgecompress.targets.validate import check_threads
 
         profile.check_formats([f for f, _ in job.formats])
         preflight(profile)
-        from edgecompress.targets.validate import check_threads
-
         check_threads(profile, job.settings)  # --threads 99 failed after the export had written files
+    return gates, profile
+
+
+def _check_gates_measurable(gates: list[Any], profile: TargetProfile | None, ev: Dataset | None) -> None:
+    """Accuracy / drift gates without evaluation data, or on an estimate, are refused before any work."""
+    from edgecompress.targets.device_report import check_gates_measurable
+
+    check_gates_measurable(gates, profile, has_eval=ev is not None)
+    if ev is not None and ev.y is None and any(g.path[0] == "metrics" for g in gates):
+        g = next(g for g in gates if g.path[0] == "metrics")
+        raise ConfigError(f"--fail-on {g.text!r}: metrics need labelled evaluation data; {ev.source} has "
+                          "no labels (gate on drift.top1_agreement instead)")
+
+
+def _params_macs(spec: ModelSpec) -> tuple[int, int]:
+    """The source model's parameters and MACs for the report."""
+    try:
+        return count_params_macs(spec)  # [issue #4] a QAT graph: its pass's recorded counts
+    except EdgeCompressError as e:
+        # The counts are for the report only: a model Torch-Pruning cannot run with hooks still
+        # exports. The report gives 0 MACs (as for an .onnx in) and the parameters counted here.
+        print(f"note: {e}; the report gives 0 MACs", file=sys.stderr)  # a note, not a bar: always
+        return (sum(p.numel() for p in spec.module.parameters()) if spec.module is not None else 0), 0
+
+
+def _fp32_reference(spec: ModelSpec, ev: Dataset | None, progress: bool) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The fp32 outputs every artifact is compared with, and their metrics; (None, {}) without
+    evaluation data or a model to run (a .pt2 in)."""
+    if ev is None or (spec.module is None and spec.onnx_path is None):
+        return None, {}
+    from edgecompress.targets.metrics import task_metrics
+
+    if spec.module is not None:
+        # [issue #4] a QAT model's reference is the float model before QAT, not its int8 graph
+        ref_module = spec.extra.get("fp32_reference") or spec.module
+        ref_out = reference_outputs(ref_module, ev, progress=progress)
+    else:  # an ONNX model in: its own fp32 outputs are the reference
+        assert spec.onnx_path is not None  # the condition above
+        ref_out = onnx_reference(spec.onnx_path, ev)
+    try:
+        return ref_out, task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
+    except DataError as e:
+        raise DataError(f"evaluation data {ev.source}: {e}") from None
+
+
+def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]:
+    gates, profile = _preflight(job)
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
         job.model, job.input_shape, job.weights, job.preprocess)
     for fmt, _ in job.formats:  # before any calibration or export
@@ -221,41 +268,13 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     if needs_calib and (calib is None or len(calib) == 0):
         raise DataError("--calib (calib= from Python): int8 needs calibration data and none was given or found")
     ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
-    if gates:  # accuracy / drift gates without evaluation data, or on an estimate: refused now
-        from edgecompress.targets.device_report import check_gates_measurable
-
-        check_gates_measurable(gates, profile, has_eval=ev is not None)
-        if ev is not None and ev.y is None and any(g.path[0] == "metrics" for g in gates):
-            g = next(g for g in gates if g.path[0] == "metrics")
-            raise ConfigError(f"--fail-on {g.text!r}: metrics need labelled evaluation data; {ev.source} has "
-                              "no labels (gate on drift.top1_agreement instead)")
-    try:
-        params, macs = count_params_macs(spec)  # [issue #4] a QAT graph: its pass's recorded counts
-    except EdgeCompressError as e:
-        # The counts are for the report only: a model Torch-Pruning cannot run with hooks still
-        # exports. The report gives 0 MACs (as for an .onnx in) and the parameters counted here.
-        params = sum(p.numel() for p in spec.module.parameters()) if spec.module is not None else 0
-        macs = 0
-        print(f"note: {e}; the report gives 0 MACs", file=sys.stderr)  # a note, not a bar: always
-    reference: dict[str, Any] = {}
-    ref_out = None
-    measurements = []
+    if gates:
+        _check_gates_measurable(gates, profile, ev)
+    params, macs = _params_macs(spec)
     # [issue #7] The fp32 reference comes BEFORE exporting: bad evaluation data (labels beyond
     # the model's classes...) then fails with nothing written.
-    if job.do_validate and ev is not None and (spec.module is not None or spec.onnx_path is not None):
-        from edgecompress.targets.metrics import task_metrics
-
-        if spec.module is not None:
-            # [issue #4] a QAT model's reference is the float model before QAT, not its int8 graph
-            ref_module = spec.extra.get("fp32_reference") or spec.module
-            ref_out = reference_outputs(ref_module, ev, progress=job.progress)
-        else:  # an ONNX model in: its own fp32 outputs are the reference
-            assert spec.onnx_path is not None  # the condition above
-            ref_out = onnx_reference(spec.onnx_path, ev)
-        try:
-            reference = task_metrics(ref_out, ev)  # top-1/5, or Spearman for STS pairs
-        except DataError as e:
-            raise DataError(f"evaluation data {ev.source}: {e}") from None
+    ref_out, reference = _fp32_reference(spec, ev, job.progress) if job.do_validate else (None, {})
+    measurements = []
     # Every format is exported into a staging folder inside out_dir and moved into place only
     # when all succeeded: a run failing at its third format left the first two beside an older
     # run's report, with that run's manifest already deleted. Now a failed run changes nothing.

@@ -150,6 +150,108 @@ def _inputs_file(data: Dataset, folder: Path) -> Path:
     return path
 
 
+def _as_artifacts(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact | str | os.PathLike[str],
+                  ) -> list[Artifact]:
+    """validate's `artifacts` as a list of Artifacts: files on disk (an export folder, or loose
+    files) have their format and precision read back, as `edgecompress validate` takes them."""
+    from edgecompress.exporters import Artifact as _Artifact
+
+    if isinstance(artifacts, _Artifact | str | os.PathLike):  # "'Artifact' object is not iterable"
+        artifacts = [artifacts]
+    resolved: list[Any] = []
+    for a in artifacts:
+        if isinstance(a, str | os.PathLike):
+            # a str was read as an Artifact ("unknown format <built-in method format of str object>")
+            from edgecompress.targets.device_report import load_artifacts
+
+            resolved.extend(load_artifacts([Path(a)])[0])
+        elif isinstance(a, _Artifact):
+            resolved.append(a)
+        else:
+            raise ConfigError(f"validate: expected Artifacts (export(...)) or artifact paths, got {type(a).__name__}")
+    return resolved
+
+
+def _checked_eval_data(eval_data: Dataset) -> Dataset:
+    """The evaluation set as the runners take it (float32 samples in memory), or a DataError: NaN
+    samples came back as "NaN outputs" of every artifact, an empty set as ZeroDivisionError."""
+    from edgecompress.data import Dataset
+    from edgecompress.data.datasets import check_in_memory
+    from edgecompress.errors import DataError
+
+    if not isinstance(eval_data, Dataset):
+        raise ConfigError("validate: eval_data must be a Dataset (edgecompress.load_data(path, array, "
+                          f"tensor or DataLoader)), got {type(eval_data).__name__}")
+    if len(eval_data) == 0:
+        raise DataError(f"evaluation data {eval_data.source}: holds no samples")
+    check_in_memory(eval_data, f"evaluation data {eval_data.source}")
+    if not isinstance(eval_data.x, dict) and eval_data.x.dtype != np.float32:
+        if eval_data.x.dtype.kind != "f":  # ORT failed on it, OpenVINO and LiteRT cast it
+            raise DataError(f"evaluation data {eval_data.source}: dtype {eval_data.x.dtype}; the runners "
+                            "take preprocessed float32 samples")
+        eval_data = replace(eval_data, x=eval_data.x.astype(np.float32))  # ORT refused float64
+    return eval_data
+
+
+def _as_reference(reference: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(reference, np.ndarray):
+        return reference
+    if hasattr(reference, "detach"):  # a torch tensor: "'Tensor' object has no attribute 'astype'"
+        return reference.detach().cpu().float().numpy()
+    raise ConfigError(f"validate: reference must be a numpy array (reference_outputs(...)), got "
+                      f"{type(reference).__name__}")
+
+
+def _measure(art: Artifact, req: BenchRequest, runner: Any, profile: TargetProfile, settings: ValidateSettings,
+             eval_data: Dataset | None, reference: np.ndarray | None, task: str) -> Measurement:
+    """One artifact's first round: latency, memory, and its outputs judged against `reference`; a
+    failure becomes the row's status and one-line error."""
+    fixed = fixed_batch(art)
+    m = Measurement(artifact=art.to_dict(), target=profile.name,
+                    settings={"threads": settings.threads, "cpus": req.cpus,
+                              "batches": list(req.batches), "warmup": settings.warmup,
+                              "runs": settings.runs, "rounds": 1})
+    if fixed is not None:
+        m.settings["fixed_batch"] = fixed
+        m.settings["batches_skipped"] = [b for b in settings.batches if b != fixed]
+    try:
+        if eval_data is not None and (why := _sample_mismatch(art, eval_data)):
+            raise ValidationError(why)  # a runtime's own words were "XNNPack failed to reshape runtimeNode 5"
+        if art.sha256 and _hash_of(art) != art.sha256:
+            raise ValidationError(f"{art.path}: changed since export (sha256 differs from the "
+                                  "Artifact's); refusing to report it as that artifact")
+        res = runner.run(req, profile)
+        m.latency_ms = res["latency_ms"]
+        m.latency_kind = res.get("latency_kind", "measured")
+        m.memory_mb = res["memory_mb"]
+        m.runtime = res["runtime"]
+        m.settings["threads"] = res.get("threads", settings.threads)  # an estimate caps them
+        if res.get("device"):  # ssh / adb / qemu: where it ran, for the report's header
+            device = {**res["device"], **(
+                {"arch": res["machine"].get("arch")} if res.get("machine", {}).get("arch") else {})}
+            # and what the profile says about it (soc, ram_gb); what the run saw wins
+            device.update({k: v for k, v in profile.hardware_facts().items() if k not in device})
+            m.runtime = {**m.runtime, "device": device}
+        m.settings["cpus"] = res.get("cpus", req.cpus)
+        m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
+        if m.latency_kind == "estimated":  # nothing ran: no timed runs, warm-up or rounds
+            for key in ("warmup", "runs", "rounds"):
+                m.settings.pop(key, None)
+        if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
+            outputs = np.load(req.outputs)
+            # an Inf where the fp32 reference has the same one is the model's answer (masked logits)
+            check_finite_outputs(outputs, f"{art.path}: outputs on the evaluation set", reference)
+            if eval_data is not None:
+                # top-1/5 for labelled images; STS Spearman for sentence pairs
+                m.metrics = task_metrics(outputs, eval_data)
+            if reference is not None:
+                m.drift = drift(reference, outputs, classes=task != "embedding")
+                _refuse_unfaithful_fp32(art, m.drift)
+    except EdgeCompressError as e:
+        m.status, m.error = "failed", str(e)
+    return m
+
+
 def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact | str | os.PathLike[str],
              target: str | TargetProfile = "x86-local",
              eval_data: Dataset | None = None, reference: np.ndarray | torch.Tensor | None = None,
@@ -161,47 +263,12 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
 
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
-    from edgecompress.data import Dataset
-    from edgecompress.exporters import Artifact as _Artifact
-
-    if isinstance(artifacts, _Artifact | str | os.PathLike):  # "'Artifact' object is not iterable"
-        artifacts = [artifacts]
-    artifacts = list(artifacts)
-    if any(isinstance(a, str | os.PathLike) for a in artifacts):
-        # files on disk (an export folder, or loose files: their format and precision read back),
-        # as `edgecompress validate` takes them; a str was read as an Artifact ("unknown format
-        # <built-in method format of str object>")
-        from edgecompress.targets.device_report import load_artifacts
-
-        resolved: list[Any] = []
-        for a in artifacts:
-            resolved.extend(load_artifacts([Path(a)])[0] if isinstance(a, str | os.PathLike) else [a])
-        artifacts = resolved
-    for a in artifacts:
-        if not isinstance(a, _Artifact):
-            raise ConfigError(f"validate: expected Artifacts (export(...)) or artifact paths, got {type(a).__name__}")
+    artifacts = _as_artifacts(artifacts)
     settings = settings or ValidateSettings()
-    if eval_data is not None:  # NaN samples came back as "NaN outputs" of every artifact
-        from edgecompress.data.datasets import check_in_memory
-        from edgecompress.errors import DataError
-
-        if not isinstance(eval_data, Dataset):
-            raise ConfigError("validate: eval_data must be a Dataset (edgecompress.load_data(path, array, "
-                              f"tensor or DataLoader)), got {type(eval_data).__name__}")
-        if len(eval_data) == 0:  # was ZeroDivisionError in every benchmark
-            raise DataError(f"evaluation data {eval_data.source}: holds no samples")
-        check_in_memory(eval_data, f"evaluation data {eval_data.source}")
-        if not isinstance(eval_data.x, dict) and eval_data.x.dtype != np.float32:
-            if eval_data.x.dtype.kind != "f":  # ORT failed on it, OpenVINO and LiteRT cast it
-                raise DataError(f"evaluation data {eval_data.source}: dtype {eval_data.x.dtype}; the runners "
-                                "take preprocessed float32 samples")
-            eval_data = replace(eval_data, x=eval_data.x.astype(np.float32))  # ORT refused float64
-    if reference is not None and not isinstance(reference, np.ndarray):
-        if hasattr(reference, "detach"):  # a torch tensor: "'Tensor' object has no attribute 'astype'"
-            reference = reference.detach().cpu().float().numpy()
-        else:
-            raise ConfigError(f"validate: reference must be a numpy array (reference_outputs(...)), got "
-                              f"{type(reference).__name__}")
+    if eval_data is not None:
+        eval_data = _checked_eval_data(eval_data)
+    if reference is not None:
+        reference = _as_reference(reference)
     profile = get_target(target) if isinstance(target, str) else target
     # A profile whose device is not attached (no ssh host, no phone) is estimated, and says so.
     from edgecompress.targets.runners.estimate import runner_name_for
@@ -226,51 +293,8 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
         for i, art in enumerate(artifacts):
             req = BenchRequest.for_artifact(art, settings, cpus=cpus, inputs=inputs or _random_inputs(art, Path(td), i),
                                             outputs=Path(td) / f"out{i}.npy" if inputs else None)
-            fixed, batches = fixed_batch(art), req.batches
             requests.append(req)
-            m = Measurement(artifact=art.to_dict(), target=profile.name,
-                            settings={"threads": settings.threads, "cpus": cpus,
-                                      "batches": list(batches), "warmup": settings.warmup,
-                                      "runs": settings.runs, "rounds": 1})
-            if fixed is not None:
-                m.settings["fixed_batch"] = fixed
-                m.settings["batches_skipped"] = [b for b in settings.batches if b != fixed]
-            try:
-                if eval_data is not None and (why := _sample_mismatch(art, eval_data)):
-                    raise ValidationError(why)  # a runtime's own words were "XNNPack failed to reshape runtimeNode 5"
-                if art.sha256 and _hash_of(art) != art.sha256:
-                    raise ValidationError(f"{art.path}: changed since export (sha256 differs from the "
-                                          "Artifact's); refusing to report it as that artifact")
-                res = runner.run(req, profile)
-                m.latency_ms = res["latency_ms"]
-                m.latency_kind = res.get("latency_kind", "measured")
-                m.memory_mb = res["memory_mb"]
-                m.runtime = res["runtime"]
-                m.settings["threads"] = res.get("threads", settings.threads)  # an estimate caps them
-                if res.get("device"):  # ssh / adb / qemu: where it ran, for the report's header
-                    device = {**res["device"], **(
-                        {"arch": res["machine"].get("arch")} if res.get("machine", {}).get("arch") else {})}
-                    # and what the profile says about it (soc, ram_gb); what the run saw wins
-                    device.update({k: v for k, v in profile.hardware_facts().items() if k not in device})
-                    m.runtime = {**m.runtime, "device": device}
-                m.settings["cpus"] = res.get("cpus", cpus)
-                m.settings["loadavg"] = res.get("machine", {}).get("loadavg")
-                if m.latency_kind == "estimated":  # nothing ran: no timed runs, warm-up or rounds
-                    for key in ("warmup", "runs", "rounds"):
-                        m.settings.pop(key, None)
-                if req.outputs is not None and res.get("outputs"):  # an estimate runs nothing
-                    outputs = np.load(req.outputs)
-                    # an Inf where the fp32 reference has the same one is the model's answer (masked logits)
-                    check_finite_outputs(outputs, f"{art.path}: outputs on the evaluation set", reference)
-                    if eval_data is not None:
-                        # top-1/5 for labelled images; STS Spearman for sentence pairs
-                        m.metrics = task_metrics(outputs, eval_data)
-                    if reference is not None:
-                        m.drift = drift(reference, outputs, classes=task != "embedding")
-                        _refuse_unfaithful_fp32(art, m.drift)
-            except EdgeCompressError as e:
-                m.status, m.error = "failed", str(e)
-            out.append(m)
+            out.append(_measure(art, req, runner, profile, settings, eval_data, reference, task))
             if bar is not None:
                 bar.update(1)
         if settings.rounds > 1 and inputs is not None:
