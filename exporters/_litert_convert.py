@@ -379,6 +379,63 @@ def _drop_inference_dropout(gm: torch.fx.GraphModule) -> int:
     return removed
 
 
+def _quantized(model: torch.nn.Module, args: tuple, kwargs: dict, precision: str, quantizer: PT2EQuantizer | None,
+               calib_batches: Iterable[Any] | None, probe: list[np.ndarray], batch: int, nhwc: bool,
+               input_names: list[str] | None, prequantized: bool, aeq_dynamic: bool) -> tuple[Any, Any]:
+    """The model litert-torch lowers and its QuantConfig (None: float, or ai-edge-quantizer's
+    dynamic recipe after conversion): PT2E prepare -> calibrate (keeping a few samples in `probe`
+    for the lowering check) -> convert for int8 and dynamic-int8."""
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if prequantized:
+        # [issue #4] The Q/DQ ops are in the graph already (QAT); the converter only needs a static
+        # PT2E quantizer in quant_config to lower them to int8 kernels (qdq_conversion_mode STATIC).
+        model.training = False
+        return model, QuantConfig(pt2e_quantizer=quantizer or make_quantizer())
+    if precision == "int8" or (precision == "dynamic-int8" and not aeq_dynamic):
+        if precision == "int8":
+            q = quantizer or make_quantizer()
+        else:
+            q = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+        exported = _export(model, args, kwargs).module()
+        _drop_inference_dropout(exported)
+        try:
+            prepared = prepare_pt2e(exported, q)
+            if precision == "int8":
+                n = _calibrate(prepared, _kept(calib_batches or [], probe), batch, nhwc, input_names)
+            else:
+                n = 1
+                prepared(*args, **kwargs)  # dynamic range needs no calibration, only the weight observers
+            converted = convert_pt2e(prepared, fold_quantize=False) if n else None
+        except Exception as exc:  # an observer on a data-dependent value raised AttributeError
+            raise _unsupported("PT2E quantization (prepare / calibrate / convert)", exc) from None
+        if converted is None:
+            raise ValueError("calib_batches held no sample")
+        model = move_exported_model_to_eval(converted)
+        model.training = False  # .eval() is refused on pt2e modules; this only silences litert's warning
+        return model, QuantConfig(pt2e_quantizer=q)
+    _export(model, args, kwargs)  # fail early, with a clear message, on unexportable models
+    return model, None
+
+
+def _check_full_integer(info: dict[str, Any], allow_mixed: bool) -> None:
+    """Raise FullIntegerError if a full-int8 file kept a float op or float I/O (the I/O joins the
+    file's float_ops list either way), unless `allow_mixed`."""
+    io_types = [d["dtype"] for d in info["inputs"] + info["outputs"]]
+    if any(t not in ("int8", "uint8") for t in io_types):
+        info["float_ops"].append(f"float I/O {io_types}")
+    if info["float_ops"] and not allow_mixed:
+        kinds = collections.Counter(o.split("#")[0] for o in info["float_ops"])
+        raise FullIntegerError(
+            f"{len(info['float_ops'])} op(s) stayed float in the int8 model: "
+            f"{', '.join(f'{k} x{v}' for k, v in kinds.items())} "
+            f"[{', '.join(info['float_ops'][:6])}{', ...' * (len(info['float_ops']) > 6)}] "
+            "(allow_mixed=True accepts a mixed model)"
+        )
+
+
 def convert(
     model: torch.nn.Module,
     example_input: torch.Tensor | tuple[torch.Tensor, ...],
@@ -406,9 +463,6 @@ def convert(
     quantizer, `convert_pt2e(fold_quantize=False)`); int8 only, no calibration, lowered as it is.
     """
     import litert_torch
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -433,42 +487,14 @@ def convert(
     # Named inputs go in by keyword so the .tflite signature carries the names.
     args, kwargs = ((), dict(zip(input_names, inputs, strict=True))) if input_names else (inputs, {})
 
-    quant_config = None
     probe: list[np.ndarray] = []  # a few calibration samples (NCHW float) for the lowering check
     # [issue #6] Text encoders: dynamic-int8 through the PT2E path gives the word-embedding table an
     # asymmetric int8 quantization (zero point -11 on a tiny BERT) that LiteRT's EMBEDDING_LOOKUP
     # refuses at allocation ("zero_point == 0 was not true"); ai-edge-quantizer's dynamic recipe on
     # the fp32 file quantizes it (and the FULLY_CONNECTED weights) symmetrically per channel.
     aeq_dynamic = precision == "dynamic-int8" and bool(input_names)
-    if prequantized:
-        # [issue #4] The Q/DQ ops are in the graph already (QAT); the converter only needs a static
-        # PT2E quantizer in quant_config to lower them to int8 kernels (qdq_conversion_mode STATIC).
-        model.training = False
-        quant_config = QuantConfig(pt2e_quantizer=quantizer or make_quantizer())
-    elif precision == "int8" or (precision == "dynamic-int8" and not aeq_dynamic):
-        if precision == "int8":
-            q = quantizer or make_quantizer()
-        else:
-            q = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
-        exported = _export(model, args, kwargs).module()
-        _drop_inference_dropout(exported)
-        try:
-            prepared = prepare_pt2e(exported, q)
-            if precision == "int8":
-                n = _calibrate(prepared, _kept(calib_batches or [], probe), x.shape[0], nhwc, input_names)
-            else:
-                n = 1
-                prepared(*args, **kwargs)  # dynamic range needs no calibration, only the weight observers
-            converted = convert_pt2e(prepared, fold_quantize=False) if n else None
-        except Exception as exc:  # an observer on a data-dependent value raised AttributeError
-            raise _unsupported("PT2E quantization (prepare / calibrate / convert)", exc) from None
-        if converted is None:
-            raise ValueError("calib_batches held no sample")
-        model = move_exported_model_to_eval(converted)
-        model.training = False  # .eval() is refused on pt2e modules; this only silences litert's warning
-        quant_config = QuantConfig(pt2e_quantizer=q)
-    else:
-        _export(model, args, kwargs)  # fail early, with a clear message, on unexportable models
+    model, quant_config = _quantized(model, args, kwargs, precision, quantizer, calib_batches, probe, x.shape[0],
+                                     nhwc, input_names, prequantized, aeq_dynamic)
 
     from edgecompress.fileio import atomic_path
 
@@ -490,17 +516,7 @@ def convert(
             raise UnsupportedModelError(f"LiteRT cannot allocate the converted {precision} model ({problem})")
         info = inspect(tmp)
         if precision == "int8":
-            io_types = [d["dtype"] for d in info["inputs"] + info["outputs"]]
-            if any(t not in ("int8", "uint8") for t in io_types):
-                info["float_ops"].append(f"float I/O {io_types}")
-            if info["float_ops"] and not allow_mixed:
-                kinds = collections.Counter(o.split("#")[0] for o in info["float_ops"])
-                raise FullIntegerError(
-                    f"{len(info['float_ops'])} op(s) stayed float in the int8 model: "
-                    f"{', '.join(f'{k} x{v}' for k, v in kinds.items())} "
-                    f"[{', '.join(info['float_ops'][:6])}{', ...' * (len(info['float_ops']) > 6)}] "
-                    "(allow_mixed=True accepts a mixed model)"
-                )
+            _check_full_integer(info, allow_mixed)
             if not input_names:
                 _check_lowering(tmp, model, probe or [x.permute(0, 3, 1, 2).numpy() if nhwc else x.numpy()], nhwc,
                                 float(info["outputs"][0].get("scale") or 0.0))
