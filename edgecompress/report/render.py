@@ -7,6 +7,7 @@ import html
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -651,6 +652,32 @@ def _fixed_batch_note(report: Report) -> str:
             f"{', '.join(map(str, skipped))}.")
 
 
+@dataclass(frozen=True)
+class _Section:
+    """A table section both renderers draw the same way: notes above the table, lines below it
+    (`(key, text)`; a key is shown bold)."""
+
+    title: str
+    rows: list[dict[str, str]]
+    notes: tuple[str, ...] = ()
+    after: tuple[tuple[str, str], ...] = ()
+
+
+_IO_NOTE = "int8 tensors: real value = scale × (q − zero point)."
+_GATES = "Gates (--fail-on)"
+
+
+def _sections(report: Report) -> list[_Section]:
+    """The table sections after the Artifacts table, in order (present only when they have rows)."""
+    out = [_Section("Runtimes and I/O contract", io_rows(report), (_IO_NOTE,))]
+    if quant := quant_rows(report):
+        out.append(_Section("Quantized and float ops", quant, (_QUANT_NOTE,)))
+    if report.steps:
+        out.append(_Section("Compression steps", _steps_rows(report),
+                            after=(("", _STEPS_NOTE), *_step_notes(report))))
+    return out
+
+
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
     if (verdict := _verdict(report)) is not None:  # first: what a CI reader looks for
@@ -664,17 +691,11 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
         parts.append(f"**{_emulated_note(report)}**\n")
     parts.append("## Artifacts\n")
     parts.append(_md_table(table_rows(report)))
-    parts.append("\n## Runtimes and I/O contract\n")
-    parts.append(_md_table(io_rows(report)))
-    if quant_rows(report):
-        parts.append("\n## Quantized and float ops\n")
-        parts.append(f"{_QUANT_NOTE}\n")
-        parts.append(_md_table(quant_rows(report)))
-    if report.steps:
-        parts.append("\n## Compression steps\n")
-        parts.append(_md_table(_steps_rows(report)))
-        parts.append(f"\n{_STEPS_NOTE}")
-        parts += [f"\n- **{step}**: {note}" for step, note in _step_notes(report)]
+    for sec in _sections(report):
+        parts.append(f"\n## {sec.title}\n")
+        parts += [f"{n}\n" for n in sec.notes]
+        parts.append(_md_table(sec.rows))
+        parts += [f"\n{'- **' + k + '**: ' if k else ''}{v}" for k, v in sec.after]
     if report.baseline.get("regressions") is not None:
         parts.append("\n## Against the baseline\n")
         regs = _regression_lines(report)
@@ -683,7 +704,7 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
                      + ("No regression over the threshold.\n" if not regs else "Regressions:\n"))
         parts += [f"- {r}" for r in regs]
     if report.gates:
-        parts.append("\n## Gates (--fail-on)\n")
+        parts.append(f"\n## {_GATES}\n")
         parts.append(_md_table(_gate_rows(report)))
     if plot_name:
         parts.append(f"\n![accuracy vs latency vs size]({plot_name})\n")
@@ -760,17 +781,12 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         f"<p class=bad>{html.escape(_emulated_note(report))}</p>" if _emulated_note(report) else "",
         _html_table(table_rows(report)),
     ]
-    parts += ["<h2>Runtimes and I/O contract</h2>",
-              "<p class=note>int8 tensors: real value = scale × (q − zero point).</p>",
-              _html_table(io_rows(report), status_col=False)]
-    if quant_rows(report):
-        parts += ["<h2>Quantized and float ops</h2>", f"<p class=note>{html.escape(_QUANT_NOTE)}</p>",
-                  _html_table(quant_rows(report), status_col=False)]
-    if report.steps:
-        parts += ["<h2>Compression steps</h2>", _html_table(_steps_rows(report), status_col=False),
-                  f"<p class=note>{html.escape(_STEPS_NOTE)}</p>"]
-        parts += [f"<p class=note><b>{html.escape(step)}</b>: {html.escape(note)}</p>"
-                  for step, note in _step_notes(report)]
+    for sec in _sections(report):
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        parts += [f"<p class=note>{html.escape(n)}</p>" for n in sec.notes]
+        parts.append(_html_table(sec.rows, status_col=False))
+        parts += [f"<p class=note>{'<b>' + html.escape(k) + '</b>: ' if k else ''}{html.escape(v)}</p>"
+                  for k, v in sec.after]
     if report.baseline.get("regressions") is not None:
         regs = _regression_lines(report)
         parts.append("<h2>Against the baseline</h2>")
@@ -780,7 +796,7 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         parts.append("<p>No regression over the threshold.</p>" if not regs else
                      "<ul>" + "".join(f"<li class=bad>{html.escape(r)}</li>" for r in regs) + "</ul>")
     if report.gates:
-        parts += ["<h2>Gates (--fail-on)</h2>", _html_table(_gate_rows(report))]
+        parts += [f"<h2>{_GATES}</h2>", _html_table(_gate_rows(report))]
     if plot_png:
         b64 = base64.b64encode(plot_png).decode()
         parts += ["<h2>Accuracy vs latency vs size</h2>",
