@@ -364,3 +364,15 @@ def test_a_perfect_score_plots_and_a_failing_plot_costs_no_report(tmp_path, monk
     paths = write_mod.write_report(_report([_art("onnx", "fp32", metrics={"top1": 1.0})]), tmp_path)
     assert "png" not in paths and {"json", "md", "html"} <= set(paths)
     assert "note: the report's plot was not drawn (ValueError" in capsys.readouterr().err
+
+
+def test_markdown_and_html_draw_the_same_table_sections():
+    """Both renderers take their sections from one list: report.md lacked the I/O table's note on
+    reading int8 tensors that report.html had; each section title and note appears in both."""
+    report = _report([_art("onnx", "int8")], steps=_qat_steps())
+    md, page = to_markdown(report, None), to_html(report)
+    for text in ("Runtimes and I/O contract", "int8 tensors: real value = scale × (q − zero point).",
+                 "Compression steps", "Weights size and γ are the weights as each step stores them"):
+        assert text in md and text in page
+    assert md.index("Runtimes and I/O contract") < md.index("Compression steps")
+    assert page.index("Runtimes and I/O contract") < page.index("Compression steps")
