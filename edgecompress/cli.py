@@ -203,7 +203,7 @@ def _raise_failed_gates(report) -> None:
         kind = f" [{g['latency_kind']}]" if g.get("latency_kind") else ""
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
         from edgecompress.report.render import metric_value
-        from edgecompress.targets.device_report import parse_gates
+        from edgecompress.targets.gates import parse_gates
 
         path = ".".join(parse_gates([g["gate"]])[0].path)
         raise ValidationError(f"gate failed: {g['gate']} ({where}: {metric_value(path, g['value'])}{kind}){more}")

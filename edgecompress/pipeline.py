@@ -198,7 +198,7 @@ def _preflight(job: ExportJob) -> tuple[list[Any], TargetProfile | None]:
     """The parsed --fail-on gates and the target, checked before any work: a typo, an unreachable
     device or --threads 99 fails in a second and leaves nothing behind."""
     from edgecompress.targets import get_target
-    from edgecompress.targets.device_report import parse_gates
+    from edgecompress.targets.gates import parse_gates
 
     gates = parse_gates(job.fail_on)  # a malformed gate fails before any work
     if gates and not job.do_validate:
@@ -216,7 +216,7 @@ def _preflight(job: ExportJob) -> tuple[list[Any], TargetProfile | None]:
 
 def _check_gates_measurable(gates: list[Any], profile: TargetProfile | None, ev: Dataset | None) -> None:
     """Accuracy / drift gates without evaluation data, or on an estimate, are refused before any work."""
-    from edgecompress.targets.device_report import check_gates_measurable
+    from edgecompress.targets.gates import check_gates_measurable
 
     check_gates_measurable(gates, profile, has_eval=ev is not None)
     if ev is not None and ev.y is None and any(g.path[0] == "metrics" for g in gates):
@@ -294,7 +294,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             measurements = [Measurement(artifact=a.to_dict(), target=job.target, status="not-validated")
                             for a in staged]
         if gates:  # a gate no figure answers fails here, before anything moves into out_dir
-            from edgecompress.targets.device_report import evaluate_gates
+            from edgecompress.targets.gates import evaluate_gates
 
             evaluate_gates(Report.from_measurements(measurements, model={}, target=job.target), gates)
         # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
@@ -321,7 +321,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         steps=job.steps,  # [issue #4]
     )
     if gates:  # recorded in the report before it is written; failures: passed False
-        from edgecompress.targets.device_report import evaluate_gates
+        from edgecompress.targets.gates import evaluate_gates
 
         evaluate_gates(report, gates, out_dir)
     paths = write_report(report, out_dir)

@@ -3,26 +3,24 @@ comparison and CI gates.
 
 - Artifacts come from files or from export directories; a directory's manifest.json is the
   contract: an artifact whose SHA-256 differs from it is refused (one-line error), never measured.
-- `compare_baseline` flags regressions over a threshold (5 % by default) against an older
-  report.json: latency up, size up, accuracy / agreement down (relative change).
-- `--fail-on` gates are parsed by a tiny grammar (`path.to.metric OP number`), never `eval`.
+- `baseline.compare_baseline` flags regressions against an older report.json; `gates` holds the
+  `--fail-on` gates.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import operator
-import os
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError
 from edgecompress.fileio import require_utf8_name
-from edgecompress.report.render import metric_value
+from edgecompress.targets.baseline import compare_baseline
+from edgecompress.targets.gates import check_gates_measurable, evaluate_gates, parse_gates
 
 if TYPE_CHECKING:
     from edgecompress.exporters import Artifact
@@ -148,243 +146,6 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
     return arts, source_report
 
 
-# ---- baseline comparison -------------------------------------------------------------------------
-
-# (label, path in an artifact row, direction that is worse)
-_COMPARED = [
-    ("latency p50", ("latency_ms", "p50"), "up"),
-    ("size", ("size_bytes",), "up"),
-    ("peak memory", ("memory_mb", "peak_rss"), "up"),
-    ("top-1", ("metrics", "top1"), "down"),
-    ("top-1 agreement", ("drift", "top1_agreement"), "down"),
-    ("cosine", ("drift", "cosine"), "down"),
-]
-
-
-def _get(row: dict[str, Any], path: tuple[str, ...]) -> Any:
-    cur: Any = row
-    for k in path:
-        if not isinstance(cur, dict) or k not in cur:
-            return None
-        cur = cur[k]
-    return cur
-
-
-def _key(row: dict[str, Any]) -> tuple[str, str, str]:
-    return (row.get("target", ""), row["format"], row["precision"])
-
-
-def _shown_path(row: dict[str, Any], out_dir: Path | None) -> str:
-    """The row's file as report.json writes its `path` (relative to the report's folder when the
-    file is inside it, else absolute), so a gate or baseline entry can be joined to its artifact
-    row: two files of one format and precision (a.onnx, b.onnx) had identical entries."""
-    p = row.get("path")
-    if not p:
-        return ""
-    if out_dir is None:
-        return str(p)
-    full, root = Path(p).resolve(), Path(out_dir).resolve()
-    return Path(os.path.relpath(full, root)).as_posix() if full.is_relative_to(root) else str(full)
-
-
-def _match_baseline(rows: list[dict[str, Any]], old_rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    """The baseline row of each row: by target/format/precision, as always, when that names one row
-    on each side (a baseline written before the files were renamed still matches); when several
-    files share it, by file name, then by full path. Ambiguous stays unmatched: the rows of a.onnx
-    and b.onnx (both onnx fp32) overwrote each other and b was compared with a's figures."""
-    def name(r: dict[str, Any]) -> str:
-        return Path(str(r.get("path") or "")).name
-
-    def full(r: dict[str, Any]) -> str:
-        return str(Path(str(r.get("path") or "")).resolve())
-
-    out: list[dict[str, Any] | None] = []
-    for row in rows:
-        same = [r for r in rows if _key(r) == _key(row)]
-        cands = [r for r in old_rows if _key(r) == _key(row)]
-        if len(same) == 1 and len(cands) == 1:
-            out.append(cands[0])
-            continue
-        found = None
-        for ident in (name, full):
-            if ident(row) and sum(ident(r) == ident(row) for r in same) == 1:
-                hits = [r for r in cands if ident(r) == ident(row)]
-                if len(hits) == 1:
-                    found = hits[0]
-                    break
-        out.append(found)
-    return out
-
-
-def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: str,
-                     threshold: float = 0.05, out_dir: Path | None = None) -> dict[str, Any]:
-    """Regressions of `report` against a baseline report dict (relative change > threshold).
-    `out_dir`: the report's folder, for the file each entry names (as report.json gives it)."""
-    old_rows = [r for r in baseline.get("artifacts", []) if r.get("status") == "ok"]
-    # failed rows are matched too: an artifact that worked in the baseline and fails now is the
-    # worst regression there is, and was skipped
-    rows = [r for r in report.artifacts if r.get("status") in ("ok", "failed")]
-    regressions, changes, unmatched = [], [], []
-    matches = _match_baseline(rows, old_rows)
-    for row, base in zip(rows, matches, strict=True):
-        file = _shown_path(row, out_dir)
-        if base is None:
-            unmatched.append("/".join(_key(row)) + (f" ({file})" if file else ""))
-            continue
-        if row.get("status") == "failed":
-            regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}"
-                               + (f" ({file})" if file else "") + ": failed (ok in the baseline)")
-            continue
-        for label, path, worse in _COMPARED:
-            new_v, old_v = _get(row, path), _get(base, path)
-            if not isinstance(new_v, int | float) or not isinstance(old_v, int | float) or old_v == 0:
-                continue
-            rel = (new_v - old_v) / abs(old_v)
-            kind = "measured"
-            if label == "latency p50" and "estimated" in (row.get("latency_kind"), base.get("latency_kind")):
-                kind = "estimated"
-            # qemu-user (issue #5 arm64 check): an emulated latency is labelled like an estimate
-            if label == "latency p50" and "emulated" in (row.get("latency_kind"), base.get("latency_kind")):
-                kind = "emulated"
-            entry = {"artifact": "/".join(_key(row)), "file": file, "metric": label, "old": old_v,
-                     "new": new_v, "change": rel, "latency_kind": kind}
-            changes.append(entry)
-            if (rel > threshold if worse == "up" else rel < -threshold):
-                regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}"
-                                   + (f" ({file})" if file else "") + ": "
-                                   f"{label} {metric_value(label, old_v)} -> {metric_value(label, new_v)} "
-                                   f"({100 * rel:+.1f} %)"
-                                   + (f" [{kind}]" if kind != "measured" else ""))
-    compared = [label for label, _, _ in _COMPARED if any(c["metric"] == label for c in changes)]
-    # Said, not left to guess: a run without --eval compares no accuracy at all.
-    not_compared = [label for label, _, _ in _COMPARED if label not in compared]
-    # Baseline rows no row of this run matched: a format dropped from the build, or an artifact
-    # that no longer exports, passed as "no regression" (said, not judged: a subset may be meant)
-    matched = {id(b) for b in matches if b is not None}
-    missing = ["/".join(_key(b)) + (f" ({Path(str(b['path'])).name})" if b.get("path") else "")
-               for b in old_rows if id(b) not in matched]
-    notes = []
-    old_model, new_model = baseline.get("model") or {}, report.model or {}
-    # params and MACs, not the name: a loose file's model is named after the file
-    differs = [k for k in ("params", "macs")
-               if old_model.get(k) and new_model.get(k) and old_model[k] != new_model[k]]
-    if differs:  # rows were matched by format and precision only: say they are of another model
-        notes.append("the baseline is of another model (" + ", ".join(
-            f"{k} {old_model[k]} -> {new_model[k]}" for k in differs) + ")")
-    # Agreement and cosine are against each run's reference: an export's is the fp32 PyTorch model,
-    # validate's the outputs of an fp32 file run here. Compared across the two, a drift change is
-    # partly the references' own difference, and nothing said so.
-    refs = [(d or {}).get("reference") or "the fp32 PyTorch model" for d in (baseline.get("data"), report.data)]
-    if refs[0] != refs[1] and any(c["metric"] in ("top-1 agreement", "cosine") for c in changes):
-        notes.append(f"drift is against another reference than the baseline's ({refs[0]} -> {refs[1]}): "
-                     "agreement and cosine changes include the references' own difference")
-    return {"path": baseline_path, "threshold": threshold, "regressions": regressions,
-            "changes": changes, "unmatched": unmatched, "missing": missing, "compared": compared,
-            "not_compared": not_compared, "notes": notes}
-
-
-# ---- --fail-on gates -----------------------------------------------------------------------------
-
-_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*)\s*(<=|>=|==|!=|<|>)\s*"
-                   r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
-        "!=": operator.ne}
-
-
-@dataclass(frozen=True)
-class Gate:
-    """`path OP number`: the run FAILS when an artifact's value satisfies the expression."""
-
-    text: str
-    path: tuple[str, ...]
-    op: str
-    value: float
-
-
-def parse_gates(exprs: list[str]) -> list[Gate]:
-    gates = []
-    for raw in exprs:
-        if not raw.strip():  # it was read as no gate at all
-            raise ConfigError("--fail-on '': empty gate; give 'path.to.metric OP number'")
-        for text in (t for t in raw.split(",") if t.strip()):
-            m = _GATE.match(text)
-            if not m:
-                raise ConfigError(f"--fail-on {text.strip()!r}: expected 'path.to.metric OP number' "
-                                  "with OP one of < <= > >= == != (e.g. 'drift.top1_agreement<0.97')")
-            gate = Gate(text.strip(), tuple(m.group(1).split(".")), m.group(2), float(m.group(3)))
-            _check_gate_path(gate)
-            gates.append(gate)
-    return gates
-
-
-# What an artifact row holds (report.json), so a typo is refused before the work, not after it.
-# metrics.* is open: the evaluation set decides (top1 / top5 for labelled images, spearman for STS).
-_GATE_FIELDS = {
-    "latency_ms": {"p50", "p90", "p99", "mean", "cpu_p50", "io_ms"},
-    "memory_mb": {"peak_rss", "rss_before_load", "model_and_runtime", "init_delta", "overall_delta"},
-    "drift": {"top1_agreement", "cosine", "cosine_min", "max_abs", "mean_abs"},
-}
-
-
-# latency_by_batch.<batch>.<field>: the only way to gate a batch-N latency or throughput
-_BATCH_FIELDS = {"p50", "p90", "p99", "mean", "min", "cpu_p50", "io_ms", "throughput_per_s"}
-
-
-def _check_gate_path(g: Gate) -> None:
-    import difflib
-
-    known = ["size_bytes", *(f"{k}.{f}" for k, fs in _GATE_FIELDS.items() for f in sorted(fs)), "metrics.top1",
-             "latency_by_batch.8.p50"]
-    head, rest = g.path[0], g.path[1:]
-    ok = (head == "size_bytes" and not rest) or (head == "metrics" and len(rest) == 1) \
-        or (head in _GATE_FIELDS and len(rest) == 1 and rest[0] in _GATE_FIELDS[head]) \
-        or (head == "latency_by_batch" and len(rest) == 2 and rest[0].isdigit() and rest[1] in _BATCH_FIELDS)
-    if not ok:
-        near = difflib.get_close_matches(".".join(g.path), known, n=1, cutoff=0.5)
-        raise ConfigError(f"--fail-on {g.text!r}: a report row has no {'.'.join(g.path)}"
-                          + (f" (did you mean {near[0]}?)" if near else "")
-                          + "; gate on latency_ms.p50, size_bytes, memory_mb.peak_rss, metrics.top1, "
-                          "drift.top1_agreement, ...")
-
-
-def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = None) -> list[str]:
-    """One message per failing (gate, artifact); a gate that names no metric present is an error.
-    The outcome per gate and artifact is also recorded in `report.gates` (report.json / .md /
-    .html), so a reader of the report sees which gate failed where, not only the exit code.
-    Each names the artifact's file (`out_dir`: the report's folder, which paths are relative to)."""
-    failures = []
-    report.gates = []
-    for g in gates:
-        seen = False
-        for row in report.artifacts:
-            v = _get(row, g.path)
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                continue
-            seen = True
-            failed = _OPS[g.op](v, g.value)
-            file = _shown_path(row, out_dir)
-            # a latency the cost model or qemu gave, not a device: the gate's record says so (a CI
-            # decision on an estimate read like one on a measurement)
-            kind = row.get("latency_kind", "measured") if g.path[0].startswith("latency") else "measured"
-            report.gates.append({"gate": g.text, "artifact": "/".join(_key(row)),
-                                 **({"file": file} if file else {}), "value": v, "passed": not failed,
-                                 **({"latency_kind": kind} if kind != "measured" else {})})
-            if failed:
-                failures.append(f"gate failed: {g.text} ({file + ', ' if file else ''}{row['format']} "
-                                f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = "
-                                f"{metric_value('.'.join(g.path), v)}"
-                                + (f" [{kind}]" if kind != "measured" else "") + ")")
-        if not seen:  # recorded: the report written before the error must not read "passed"
-            report.gates.append({"gate": g.text, "artifact": "—", "value": None, "passed": False})
-        if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
-            # (with failed rows the failures are the news: the CLI exits 4 with their table)
-            raise ConfigError(f"--fail-on {g.text!r}: no artifact in the report has a numeric "
-                              f"{'.'.join(g.path)} (e.g. drift.top1_agreement, latency_ms.p50, "
-                              "size_bytes, metrics.top1, memory_mb.peak_rss; an estimated target has no accuracy, "
-                              "drift or memory)")
-    return failures
-
-
 # ---- the whole command ---------------------------------------------------------------------------
 
 def _refuse_export_dir(out_dir: Path) -> None:
@@ -416,27 +177,6 @@ def _refuse_export_dir(out_dir: Path) -> None:
     shown = Path(out_dir) if Path(out_dir).name not in ("", "..") else Path(out_dir).absolute()
     raise OutputError(f"--out {out_dir}: holds {what}; validate would replace it: pass another --out "
                       f"(e.g. --out {shown}-validate)")
-
-
-def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:
-    """A gate nothing will measure cannot pass or fail: refused before any work (it was refused
-    after validating everything): accuracy, drift or memory on an estimated target (nothing
-    runs; an estimate has only a p50 latency), accuracy or drift without --eval."""
-    from edgecompress.targets.runners.estimate import runner_name_for
-
-    estimated = runner_name_for(profile) == "estimate"
-    for g in gates:
-        if not has_eval and not estimated and g.path[0] in ("metrics", "drift"):
-            raise ConfigError(f"--fail-on {g.text!r}: {g.path[0]} needs evaluation data; pass --eval")
-    if not estimated:
-        return
-    for g in gates:
-        if g.path[0] in ("metrics", "drift", "memory_mb"):
-            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
-                              f"attached), so it measures no {g.path[0]}; gate on latency_ms.p50 or size_bytes")
-        if g.path[0] == "latency_ms" and g.path[1] != "p50":
-            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
-                              "attached): an estimate has a p50 latency only; gate on latency_ms.p50")
 
 
 def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: Any) -> tuple[list[Artifact], list[str]]:

@@ -123,7 +123,7 @@ def test_digits_int8_onnx_agrees_on_arm64(tmp_path, digits_spec, digits_calib, d
 
 def test_emulated_latency_regression_is_labelled():
     from edgecompress.report.model import Report
-    from edgecompress.targets.device_report import compare_baseline
+    from edgecompress.targets.baseline import compare_baseline
 
     def row(p50: float) -> dict:
         return {"format": "onnx", "precision": "int8", "size_bytes": 1000, "status": "ok",

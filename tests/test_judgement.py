@@ -15,7 +15,8 @@ import pytest
 from edgecompress.errors import DataError
 from edgecompress.report import Report
 from edgecompress.targets import bench
-from edgecompress.targets.device_report import compare_baseline, evaluate_gates, parse_gates
+from edgecompress.targets.baseline import compare_baseline
+from edgecompress.targets.gates import evaluate_gates, parse_gates
 from edgecompress.targets.metrics import classification_metrics, drift
 
 

@@ -132,7 +132,7 @@ def test_no_speed_up_note_in_validate_asks_for_the_fp32_file():
 
 def test_regression_lines_and_gate_values_in_units():
     """#8: `.4g` gave "size 8.101e+04 -> 1.046e+05" and gate values without units."""
-    from edgecompress.targets.device_report import compare_baseline
+    from edgecompress.targets.baseline import compare_baseline
 
     def row(fmt, **kw):
         return {"format": fmt, "precision": "int8", "target": "x86-local", "status": "ok",

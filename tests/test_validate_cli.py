@@ -152,7 +152,7 @@ def test_bad_gate_rejected(export_dir, tmp_path, bad):
 
 def test_parse_and_evaluate_gates():
     from edgecompress.report import Report
-    from edgecompress.targets.device_report import evaluate_gates, parse_gates
+    from edgecompress.targets.gates import evaluate_gates, parse_gates
 
     gates = parse_gates(["drift.top1_agreement<0.97, latency_ms.p50>=10", "size_bytes!=1e3"])
     assert [(g.path, g.op, g.value) for g in gates] == [
@@ -181,7 +181,7 @@ def test_parse_and_evaluate_gates():
 
 def test_compare_baseline_directions():
     from edgecompress.report import Report
-    from edgecompress.targets.device_report import compare_baseline
+    from edgecompress.targets.baseline import compare_baseline
 
     row = {"format": "onnx", "precision": "int8", "target": "t", "status": "ok", "size_bytes": 100,
            "latency_ms": {"p50": 1.04}, "metrics": {"top1": 0.80}, "drift": {"top1_agreement": 0.99}}

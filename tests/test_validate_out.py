@@ -200,7 +200,7 @@ def test_baseline_of_two_files_of_one_format_matches_by_file(two_same, tmp_path)
 
 def test_compare_baseline_matching_rules():
     from edgecompress.report import Report
-    from edgecompress.targets.device_report import compare_baseline
+    from edgecompress.targets.baseline import compare_baseline
 
     def row(path, size):
         return {"format": "onnx", "precision": "fp32", "target": "t", "status": "ok", "path": path,
@@ -228,7 +228,7 @@ def test_baseline_rows_gone_failed_or_of_another_model_are_said():
     """A baseline of 3 artifacts against a run of 1 said "no regression"; an artifact failing now
     was skipped; rows of another model were compared without a word."""
     from edgecompress.report import Report
-    from edgecompress.targets.device_report import compare_baseline
+    from edgecompress.targets.baseline import compare_baseline
 
     def row(fmt, prec, status="ok"):
         return {"format": fmt, "precision": prec, "target": "t", "status": status, "path": f"/o/m-{prec}.{fmt}",
@@ -263,7 +263,7 @@ def test_a_gate_no_artifact_answers_is_recorded_failed():
     from edgecompress.errors import ConfigError
     from edgecompress.report import Report
     from edgecompress.report.render import to_markdown
-    from edgecompress.targets.device_report import evaluate_gates, parse_gates
+    from edgecompress.targets.gates import evaluate_gates, parse_gates
 
     rep = Report(model={}, target="t", artifacts=[{"format": "onnx", "precision": "fp32", "target": "t",
                                                    "status": "ok", "size_bytes": 100}], machine={}, versions={})
@@ -278,7 +278,7 @@ def test_a_baseline_with_another_drift_reference_is_said():
     """An export's drift is against the fp32 PyTorch model, validate's against an fp32 file's outputs:
     compared across the two, an agreement change is partly the references' difference."""
     from edgecompress.report import Report
-    from edgecompress.targets.device_report import compare_baseline
+    from edgecompress.targets.baseline import compare_baseline
 
     def row(agreement):
         return {"format": "onnx", "precision": "int8", "target": "t", "status": "ok", "path": "/o/m.onnx",

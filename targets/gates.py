@@ -1,0 +1,137 @@
+"""`--fail-on` gates (`path.to.metric OP number`): parsed by a tiny grammar, never `eval`;
+checked for a field a report row has before any work, evaluated per artifact row."""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.errors import ConfigError
+from edgecompress.report.render import metric_value
+from edgecompress.targets.baseline import row_key, row_value, shown_path
+
+if TYPE_CHECKING:
+    from edgecompress.report import Report
+
+_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*)\s*(<=|>=|==|!=|<|>)\s*"
+                   r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+        "!=": operator.ne}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """`path OP number`: the run FAILS when an artifact's value satisfies the expression."""
+
+    text: str
+    path: tuple[str, ...]
+    op: str
+    value: float
+
+
+def parse_gates(exprs: list[str]) -> list[Gate]:
+    gates = []
+    for raw in exprs:
+        if not raw.strip():  # it was read as no gate at all
+            raise ConfigError("--fail-on '': empty gate; give 'path.to.metric OP number'")
+        for text in (t for t in raw.split(",") if t.strip()):
+            m = _GATE.match(text)
+            if not m:
+                raise ConfigError(f"--fail-on {text.strip()!r}: expected 'path.to.metric OP number' "
+                                  "with OP one of < <= > >= == != (e.g. 'drift.top1_agreement<0.97')")
+            gate = Gate(text.strip(), tuple(m.group(1).split(".")), m.group(2), float(m.group(3)))
+            _check_gate_path(gate)
+            gates.append(gate)
+    return gates
+
+
+# What an artifact row holds (report.json), so a typo is refused before the work, not after it.
+# metrics.* is open: the evaluation set decides (top1 / top5 for labelled images, spearman for STS).
+_GATE_FIELDS = {
+    "latency_ms": {"p50", "p90", "p99", "mean", "cpu_p50", "io_ms"},
+    "memory_mb": {"peak_rss", "rss_before_load", "model_and_runtime", "init_delta", "overall_delta"},
+    "drift": {"top1_agreement", "cosine", "cosine_min", "max_abs", "mean_abs"},
+}
+
+
+# latency_by_batch.<batch>.<field>: the only way to gate a batch-N latency or throughput
+_BATCH_FIELDS = {"p50", "p90", "p99", "mean", "min", "cpu_p50", "io_ms", "throughput_per_s"}
+
+
+def _check_gate_path(g: Gate) -> None:
+    import difflib
+
+    known = ["size_bytes", *(f"{k}.{f}" for k, fs in _GATE_FIELDS.items() for f in sorted(fs)), "metrics.top1",
+             "latency_by_batch.8.p50"]
+    head, rest = g.path[0], g.path[1:]
+    ok = (head == "size_bytes" and not rest) or (head == "metrics" and len(rest) == 1) \
+        or (head in _GATE_FIELDS and len(rest) == 1 and rest[0] in _GATE_FIELDS[head]) \
+        or (head == "latency_by_batch" and len(rest) == 2 and rest[0].isdigit() and rest[1] in _BATCH_FIELDS)
+    if not ok:
+        near = difflib.get_close_matches(".".join(g.path), known, n=1, cutoff=0.5)
+        raise ConfigError(f"--fail-on {g.text!r}: a report row has no {'.'.join(g.path)}"
+                          + (f" (did you mean {near[0]}?)" if near else "")
+                          + "; gate on latency_ms.p50, size_bytes, memory_mb.peak_rss, metrics.top1, "
+                          "drift.top1_agreement, ...")
+
+
+def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = None) -> list[str]:
+    """One message per failing (gate, artifact); a gate that names no metric present is an error.
+    The outcome per gate and artifact is also recorded in `report.gates` (report.json / .md /
+    .html), so a reader of the report sees which gate failed where, not only the exit code.
+    Each names the artifact's file (`out_dir`: the report's folder, which paths are relative to)."""
+    failures = []
+    report.gates = []
+    for g in gates:
+        seen = False
+        for row in report.artifacts:
+            v = row_value(row, g.path)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            seen = True
+            failed = _OPS[g.op](v, g.value)
+            file = shown_path(row, out_dir)
+            # a latency the cost model or qemu gave, not a device: the gate's record says so (a CI
+            # decision on an estimate read like one on a measurement)
+            kind = row.get("latency_kind", "measured") if g.path[0].startswith("latency") else "measured"
+            report.gates.append({"gate": g.text, "artifact": "/".join(row_key(row)),
+                                 **({"file": file} if file else {}), "value": v, "passed": not failed,
+                                 **({"latency_kind": kind} if kind != "measured" else {})})
+            if failed:
+                failures.append(f"gate failed: {g.text} ({file + ', ' if file else ''}{row['format']} "
+                                f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = "
+                                f"{metric_value('.'.join(g.path), v)}"
+                                + (f" [{kind}]" if kind != "measured" else "") + ")")
+        if not seen:  # recorded: the report written before the error must not read "passed"
+            report.gates.append({"gate": g.text, "artifact": "—", "value": None, "passed": False})
+        if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
+            # (with failed rows the failures are the news: the CLI exits 4 with their table)
+            raise ConfigError(f"--fail-on {g.text!r}: no artifact in the report has a numeric "
+                              f"{'.'.join(g.path)} (e.g. drift.top1_agreement, latency_ms.p50, "
+                              "size_bytes, metrics.top1, memory_mb.peak_rss; an estimated target has no accuracy, "
+                              "drift or memory)")
+    return failures
+
+
+def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:
+    """A gate nothing will measure cannot pass or fail: refused before any work (it was refused
+    after validating everything): accuracy, drift or memory on an estimated target (nothing
+    runs; an estimate has only a p50 latency), accuracy or drift without --eval."""
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    estimated = runner_name_for(profile) == "estimate"
+    for g in gates:
+        if not has_eval and not estimated and g.path[0] in ("metrics", "drift"):
+            raise ConfigError(f"--fail-on {g.text!r}: {g.path[0]} needs evaluation data; pass --eval")
+    if not estimated:
+        return
+    for g in gates:
+        if g.path[0] in ("metrics", "drift", "memory_mb"):
+            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+                              f"attached), so it measures no {g.path[0]}; gate on latency_ms.p50 or size_bytes")
+        if g.path[0] == "latency_ms" and g.path[1] != "p50":
+            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+                              "attached): an estimate has a p50 latency only; gate on latency_ms.p50")
