@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ModelLoadError, first_line
-from edgecompress.models.spec import TEXT_TASKS, InputSpec, ModelSpec
+from edgecompress.models.spec import TEXT_TASKS, InputSpec, ModelSpec, SpecExtra
 
 DEFAULT_SEQ_LEN = 128
 
@@ -103,13 +103,17 @@ def text_inputs(seq_len: int) -> list[InputSpec]:
 
 def spec_from_module(module: Any, name: str, task: str = "embedding", seq_len: int = DEFAULT_SEQ_LEN,
                      tokenizer: str | Path | None = None, source: str = "",
-                     **extra: Any) -> ModelSpec:
+                     vocab_size: int | None = None, max_seq_len: int | None = None) -> ModelSpec:
     """A ModelSpec for an already-wrapped encoder (used by the loader, tests and passes)."""
+    extra = SpecExtra(tokenizer=str(tokenizer) if tokenizer else None, seq_len=seq_len, dynamic_seq=True)
+    if vocab_size is not None:
+        extra["vocab_size"] = vocab_size
+    if max_seq_len is not None:
+        extra["max_seq_len"] = max_seq_len
     return ModelSpec(
         name=name, module=module.eval(), inputs=text_inputs(seq_len), source=source or name,
         task=task, preprocess="tokenizer", output_names=["sentence_embedding" if task == "embedding" else "logits"],
-        extra={"tokenizer": str(tokenizer) if tokenizer else None, "seq_len": seq_len,
-               "dynamic_seq": True, **extra},
+        extra=extra,
     )
 
 

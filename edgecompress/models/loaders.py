@@ -27,7 +27,7 @@ from edgecompress.errors import (
     ModelLoadError,
     first_line,
 )
-from edgecompress.models.spec import InputSpec, ModelSpec
+from edgecompress.models.spec import InputSpec, ModelSpec, SpecExtra
 from edgecompress.registry import Registry
 
 Loader = Callable[..., ModelSpec]
@@ -80,7 +80,7 @@ def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         preprocess=entry.preprocess,
         default_calib=entry.default_calib,
         default_eval=entry.default_eval,
-        extra=dict(entry.extra),
+        extra=SpecExtra(**entry.extra),
     )
 
 
@@ -573,7 +573,7 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         inputs.append(InputSpec(shape, gi.name, str(elem)))
     first = graph_inputs[0].type.tensor_type.shape.dim if graph_inputs else []
     # batch fixed at 1 in the file: calibrate and validate it one sample at a time (see _load_pt2)
-    fixed = {"fixed_batch": 1} if first and first[0].dim_value == 1 else {}
+    fixed = SpecExtra(fixed_batch=1) if first and first[0].dim_value == 1 else SpecExtra()
     return ModelSpec(
         name=path.stem,
         module=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +29,35 @@ class InputSpec:
 TEXT_TASKS = ("embedding", "sequence-classification")
 
 
+class SpecExtra(TypedDict, total=False):
+    """What a ModelSpec carries beyond its fields, by who sets it (all optional)."""
+
+    # passes: one record per pass run ({"pass", "config", "log"}), for the report's steps
+    passes: list[dict[str, Any]]
+    # qat: the PT2E graph is int8 already ("qat"); its quantizer backend; the trained float twin
+    # other formats' PTQ starts from; the float model before QAT (the drift reference); the float
+    # model's params and MACs (a QAT graph cannot be counted)
+    quantized: str
+    qat_quantizer: str
+    qat_float: Any
+    fp32_reference: Any
+    params: int
+    macs: int
+    # zoo entries: how many first convs int8 exports keep float, per format
+    onnx_int8_float_first: int
+    openvino_int8_float_first: int
+    # text encoders (models/hf.py): tokenizer folder, sequence length, padding, vocabulary,
+    # a dynamic sequence axis in ONNX and its upper bound
+    tokenizer: str | None
+    seq_len: int
+    text_length: str
+    vocab_size: int
+    dynamic_seq: bool
+    max_seq_len: int
+    # an ONNX / ExportedProgram file exported at a fixed batch
+    fixed_batch: int
+
+
 @dataclass
 class ModelSpec:
     """A model and what it takes: the input contract, preprocessing and its default data.
@@ -47,7 +76,7 @@ class ModelSpec:
     default_calib: Callable[[], DataSpec | Dataset | None] | None = None
     default_eval: Callable[[], DataSpec | Dataset | None] | None = None
     output_names: list[str] = field(default_factory=lambda: ["output"])
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: SpecExtra = field(default_factory=lambda: SpecExtra())
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgecompress.data import Dataset, DataSpec
+from edgecompress.models.spec import SpecExtra
 from edgecompress.registry import Registry
 
 
@@ -20,7 +21,7 @@ class ZooEntry:
     default_calib: Callable[[], DataSpec | Dataset | None] | None = None
     default_eval: Callable[[], DataSpec | Dataset | None] | None = None
     task: str = "classification"
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: SpecExtra = field(default_factory=lambda: SpecExtra())
     # Optional full loader (input_shape=...) -> ModelSpec, for entries whose contract is more than
     # one float input (e.g. text encoders: input_ids + attention_mask, see models/hf.py).
     load: Callable[..., Any] | None = None
