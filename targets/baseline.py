@@ -3,11 +3,11 @@ threshold (5 % by default): latency up, size up, accuracy / agreement down (rela
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.report.render import metric_value
+from edgecompress.report.write import report_path
 
 if TYPE_CHECKING:
     from edgecompress.report import Report
@@ -46,10 +46,7 @@ def shown_path(row: dict[str, Any], out_dir: Path | None) -> str:
     p = row.get("path")
     if not p:
         return ""
-    if out_dir is None:
-        return str(p)
-    full, root = Path(p).resolve(), Path(out_dir).resolve()
-    return Path(os.path.relpath(full, root)).as_posix() if full.is_relative_to(root) else str(full)
+    return str(p) if out_dir is None else report_path(p, out_dir)
 
 
 def _match_baseline(rows: list[dict[str, Any]], old_rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:

@@ -44,13 +44,15 @@ def _portable(data: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Artifact paths under the report's folder are written relative to it, so the folder can be
     moved, archived by CI or copied off a build machine and still point at its files; paths
     elsewhere (`validate` of files in another folder) are written absolute."""
-    root = out_dir.resolve()
     for row in data.get("artifacts", []):
-        p = row.get("path")
-        if not p:
-            continue
-        full = Path(p).resolve()
-        # elsewhere: absolute, since a path relative to the working directory resolved from
-        # nowhere once the report was read from its folder
-        row["path"] = Path(os.path.relpath(full, root)).as_posix() if full.is_relative_to(root) else str(full)
+        if row.get("path"):
+            row["path"] = report_path(row["path"], out_dir)
     return data
+
+
+def report_path(path: str | Path, out_dir: str | Path) -> str:
+    """`path` as report.json writes it: relative to the report's folder `out_dir` when inside it,
+    else absolute (a path relative to the working directory resolved from nowhere once the
+    report was read from its folder)."""
+    full, root = Path(path).resolve(), Path(out_dir).resolve()
+    return Path(os.path.relpath(full, root)).as_posix() if full.is_relative_to(root) else str(full)
