@@ -152,7 +152,20 @@ def test_yaml_1_1_booleans_in_a_recipe_file_are_refused(tmp_path, word):
 
 
 def test_bn_recalib_auto_still_accepted():
-    parse_recipe({"model": "zoo:digits-cnn", "passes": [{"distill": {"bn_recalib": "auto", "hflip": True}}]})
+    """The true-or-false check lets the Literal "auto" through, and it must reach the pass as the
+    string: finetune() tests `bn_recalib == "auto"` (keep re-estimated BatchNorm stats only if
+    they bring the student closer to the teacher), so "auto" read as true would always re-estimate.
+    The bool beside it (hflip) must keep its value too, and an explicit true stay a bool."""
+    from edgecompress.passes.distill import DistillConfig
+
+    recipe = parse_recipe({"model": "zoo:digits-cnn", "passes": [{"distill": {"bn_recalib": "auto", "hflip": True}}]})
+    ((name, cfg),) = recipe.pass_configs()
+    assert name == "distill" and isinstance(cfg, DistillConfig)
+    assert isinstance(cfg.bn_recalib, str) and cfg.bn_recalib == "auto" and cfg.hflip is True
+    resolved = recipe.resolved()["passes"][0]["distill"]
+    assert (resolved["bn_recalib"], resolved["hflip"]) == ("auto", True)
+    recipe = parse_recipe({"model": "zoo:digits-cnn", "passes": [{"distill": {"bn_recalib": True}}]})
+    assert recipe.pass_configs()[0][1].bn_recalib is True
 
 
 # --- #8: run_recipe / load_recipe types ---------------------------------------------------------------

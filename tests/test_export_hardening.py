@@ -154,8 +154,25 @@ def test_openvino_refuses_a_branch_taken_through_float_or_int(tmp_path, module, 
 
 
 def test_openvino_still_exports_float_of_a_shape(tmp_path):
-    art = export(_spec(ShapeMath()), "openvino", "fp32", tmp_path, options=QUIET)
-    assert art.path.exists()
+    """float()/int() of a shape warns under tracing as a frozen branch does, but the IR is right:
+    it must not be refused on the warning alone, and what is written must be the fp32 IR of the
+    model: batch left dynamic, f32 in and out, no fp16-compressed weights (ov.save_model's
+    default), computing what PyTorch does on inputs unlike the example."""
+    import openvino as ov
+
+    module = ShapeMath()
+    art = export(_spec(module), "openvino", "fp32", tmp_path, options=QUIET)
+    ir = ov.Core().read_model(str(art.path))
+    assert [(p.get_any_name(), p.get_partial_shape().to_string(), p.get_element_type()) for p in ir.inputs] \
+        == [("input", "[?,64]", ov.Type.f32)]
+    assert [p.get_element_type() for p in ir.outputs] == [ov.Type.f32]
+    consts = {op.get_output_element_type(0) for op in ir.get_ordered_ops() if op.get_type_name() == "Constant"}
+    assert ov.Type.f16 not in consts, consts
+    x = 3 * np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32) - 1
+    got = ov.Core().compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})([x])[0]
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-5), np.abs(got - want).max()
 
 
 # --- #2: .onnx at opset < 13 -> int8 that ORT could not load ---------------------------------

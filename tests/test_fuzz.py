@@ -1,13 +1,15 @@
 """Hypothesis fuzzing of the loaders and the recipe parser (issue #7): no crash other than the
 documented errors (DataError / InputFileError for data, ConfigError / InputFileError for recipes),
-and whatever loads is model-ready (non-empty, finite float32).
+and whatever loads is model-ready (non-empty, finite float32). Where the input class decides the
+outcome (an empty or half-cut image, an array of no rows or of complex numbers, a recipe that is
+no mapping), that error is required: its class (so the CLI's exit code), the file or key named in
+its one-line message, and what it says.
 
 Bounded (max_examples <= 50, no deadline) so the file runs in well under a minute.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import tempfile
@@ -19,10 +21,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edgecompress.errors import ConfigError, DataError, InputFileError
+from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DATA_ERRORS = (DataError, InputFileError)
+
+
+def _check_refusal(e: EdgeCompressError, cls: type[EdgeCompressError], names: str, says: str = "") -> None:
+    """`e` is exactly `cls` (the CLI exits with its code: 2 for input errors), one line, naming the
+    culprit `names` and saying `says`."""
+    assert type(e) is cls and e.exit_code == 2, repr(e)
+    assert "\n" not in str(e) and names in str(e) and says in str(e), str(e)
 
 
 def _check_loaded(ds) -> None:
@@ -54,11 +63,17 @@ def _load_one_image(name: str, data: bytes):
 
 @FUZZ
 @given(data=st.binary(max_size=2048), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".webp"]))
+@example(data=b"", suffix=".png")
+@example(data=b"\x89PNG\r\n\x1a\n" + bytes(64), suffix=".png")  # a PNG signature, then zeros
 def test_image_loader_random_bytes(data, suffix):
+    """An image that does not decode is a DataError naming that file (not the folder, not a
+    traceback); fewer than 6 bytes hold no image of any format, so that must be refused."""
     try:
         ds = _load_one_image("x" + suffix, data)
-    except DATA_ERRORS:
+    except DATA_ERRORS as e:
+        _check_refusal(e, DataError, f"/x{suffix}: ", "cannot read image")
         return
+    assert len(data) >= 6 and data[8:] != bytes(64), "a broken image loaded"
     _check_loaded(ds)
 
 
@@ -69,11 +84,16 @@ def test_image_loader_truncated_or_corrupted(fmt, seed, cut, flip):
     data = bytearray(_image_bytes(fmt, seed))
     if flip is not None:  # one corrupted byte somewhere
         data[flip % len(data)] ^= 0xFF
+    whole = len(data)
     data = bytes(data[: max(1, int(len(data) * cut))])
+    name = "x." + ("png" if fmt == "PNG" else "jpg")
     try:
-        ds = _load_one_image("x." + ("png" if fmt == "PNG" else "jpg"), data)
-    except DATA_ERRORS:
+        ds = _load_one_image(name, data)
+    except DATA_ERRORS as e:
+        _check_refusal(e, DataError, f"/{name}: ", "cannot read image")
         return
+    # cut to half or less, the pixel data (most of a noise image's file) is incomplete: refused
+    assert len(data) > whole // 2, f"an image cut to {len(data)} of {whole} bytes loaded"
     _check_loaded(ds)
 
 
@@ -93,37 +113,68 @@ def _load_tensor_file(name: str, write) -> object:
         return load_data(str(path), "gray-unit", 8, "calibration", progress=False)
 
 
+def _tensor_refusal(x: np.ndarray, rows: slice) -> str | None:
+    """What the loader must say of a file holding `x`, read at `rows` (None: it loads). The
+    checks in the loader's order: rows at all, a real number type, finite once float32."""
+    if x.ndim == 0 or x[rows].shape[0] == 0:
+        return "no samples"  # "holds no samples" / "the range selects no samples"
+    if x.dtype.kind not in "fiu":
+        return "is not a real number type"
+    if x.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf
+            if not np.isfinite(x[rows].astype(np.float32)).all():
+                return "contains NaN or Inf"
+    return None
+
+
+SLICES = {"": slice(None), "[1:]": slice(1, None), "[:2]": slice(None, 2), "[5:9]": slice(5, 9),
+          "[-1:]": slice(-1, None)}
+
+
 @FUZZ
-@given(x=ARRAYS, npz=st.booleans(), key=st.sampled_from(["x", "inputs", "other"]),
-       sl=st.sampled_from(["", "[1:]", "[:2]", "[5:9]", "[-1:]"]))
+@given(x=ARRAYS, npz=st.booleans(), key=st.sampled_from(["x", "inputs", "other"]), sl=st.sampled_from(sorted(SLICES)))
 def test_tensor_loader(x, npz, key, sl):
+    """Each kind of bad array (no rows, bool / complex, NaN or Inf) is the DataError that names
+    the file and says which; any other array loads."""
     from edgecompress.data import DataSpec, load_data
 
+    want = _tensor_refusal(x, SLICES[sl])
     with tempfile.TemporaryDirectory() as td:
         path = Path(td) / ("t.npz" if npz else "t.npy")
         np.savez(path, **{key: x}) if npz else np.save(path, x)
         try:
             ds = load_data(DataSpec.parse(str(path) + sl), "gray-unit", 8, "calibration", progress=False)
-        except DATA_ERRORS:
+        except DATA_ERRORS as e:
+            assert want is not None, f"refused an array that should load: {e}"
+            _check_refusal(e, DataError, str(path), want)
             return
+    assert want is None, f"loaded an array the loader must refuse ({want}): {x.dtype} {x.shape}"
     _check_loaded(ds)
 
 
 @FUZZ
 @given(x=ARRAYS)
 def test_tensor_loader_against_a_model(digits_spec, x):
-    """Through resolve_data: also the model's dtype and shape checks. A wrong file never loads."""
+    """Through resolve_data: also the model's dtype and shape checks. A wrong file never loads,
+    and the refusal names the file and the first check it fails (loader, then dtype, then shape)."""
     from edgecompress.pipeline import resolve_data
 
+    sample = tuple(digits_spec.input_shape[1:])
+    want = _tensor_refusal(x, slice(None)) or (
+        "does not match the model input" if x.dtype.kind != "f" else
+        "but the model takes" if x.shape[1:] != sample else None)
     with tempfile.TemporaryDirectory() as td:
         path = Path(td) / "t.npy"
         np.save(path, x)
         try:
             ds = resolve_data(digits_spec, str(path), "calibration", progress=False)
-        except DATA_ERRORS:
+        except DATA_ERRORS as e:
+            assert want is not None, f"refused an array that should load: {e}"
+            _check_refusal(e, DataError, str(path), want)
             return
+    assert want is None, f"loaded an array the model cannot take ({want}): {x.dtype} {x.shape}"
     _check_loaded(ds)
-    assert ds.x.dtype == np.float32 and ds.x.shape[1:] == tuple(digits_spec.input_shape[1:])
+    assert ds.x.dtype == np.float32 and ds.x.shape[1:] == sample
 
 
 @pytest.mark.parametrize("make", [
@@ -162,14 +213,24 @@ RECIPES = st.fixed_dictionaries(
 
 @FUZZ
 @given(obj=st.one_of(RECIPES, VALUES))
+@example(obj={"model": "zoo:digits-cnn", "junk": None})  # random recipes are rarely otherwise valid
+@example(obj=["model", "zoo:digits-cnn"])
 def test_recipe_parser(obj):
     from edgecompress.recipe import Recipe, parse_recipe
 
+    fields = set(Recipe.model_fields)
     try:
         r = parse_recipe(obj, "fuzz.yaml")
     except ConfigError as e:
-        assert "\n" not in str(e) and str(e).startswith("fuzz.yaml")
+        _check_refusal(e, ConfigError, "fuzz.yaml: ")
+        assert str(e).startswith("fuzz.yaml: "), str(e)
+        if not isinstance(obj, dict):  # the one thing to say of a list or a scalar
+            assert str(e) == f"fuzz.yaml: expected a mapping at the top level, got {type(obj).__name__}"
+        elif obj == {"model": "zoo:digits-cnn", "junk": None}:
+            assert str(e) == "fuzz.yaml: junk: unknown key"
         return
+    # no mapping, no model, a key the schema does not have: never accepted
+    assert isinstance(obj, dict) and "model" in obj and set(obj) <= fields, obj
     assert isinstance(r, Recipe)
     for _name, cfg in r.pass_configs():  # what was accepted is in range: no NaN slipped through
         for v in vars(cfg).values():
@@ -187,10 +248,11 @@ def test_recipe_numeric_ranges(name, value):
     try:
         r = parse_recipe({"model": "zoo:digits-cnn", "passes": [{pass_name: {key: value}}]}, "r")
     except ConfigError as e:
-        assert f"passes[0].{name}" in str(e), str(e)
+        _check_refusal(e, ConfigError, f"r: passes[0].{name}: ")
         return
+    assert math.isfinite(value), f"{name}: {value} accepted"  # NaN and +-Inf are in no range
     got = getattr(r.pass_configs()[0][1], key)
-    assert not math.isnan(got) and not math.isinf(got), (name, got)
+    assert got == value, (name, value, got)
 
 
 @FUZZ
@@ -201,8 +263,14 @@ def test_recipe_file_random_text(text):
     with tempfile.TemporaryDirectory() as td:
         path = Path(td) / "r.yaml"
         path.write_text(text, encoding="utf-8")
-        with contextlib.suppress(ConfigError, InputFileError):
+        try:
             load_recipe(path)
+        except ConfigError as e:  # the file is there and UTF-8: not an InputFileError
+            _check_refusal(e, ConfigError, f"recipe {path}")
+            assert str(e).startswith(f"recipe {path}"), str(e)
+            return
+    # a recipe needs a `model:` key (no escape can spell it without a backslash)
+    assert "model" in text or "\\" in text, f"accepted {text!r}"
 
 
 # ---- DataSpec.parse --------------------------------------------------------------------------------

@@ -49,7 +49,13 @@ def test_every_format_round_trips(measured):
         assert 0 < m.latency_ms["1"]["p50"] <= m.latency_ms["1"]["p90"] <= m.latency_ms["1"]["p99"]
         # thread CPU time cannot exceed wall time at one thread; io conversion is timed apart
         assert 0 < m.latency_ms["1"]["cpu_p50"] <= m.latency_ms["1"]["p99"] * 1.05
-        assert m.latency_ms["1"]["io_ms"] >= 0
+        # io_ms is the input/output conversion (bench.py prepare + finish), timed directly outside
+        # the timed call. ONNX Runtime and OpenVINO take NCHW float as given, so it only wraps the
+        # array: measured (> 0, not a difference of medians that can read 0 or below) and far below
+        # the call itself (~1 us vs ~50 us here); io timed around the inference would read >= p50.
+        for b in ("1", "4"):
+            lat = m.latency_ms[b]
+            assert 0 < lat["io_ms"] < lat["p50"] / 4, (a["format"], a["precision"], b, lat)
         # three interleaved rounds (the default), each figure the median of the rounds'
         assert m.settings["rounds"] == 3 and len(m.latency_ms["4"]["p50_rounds"]) == 3
         assert m.latency_ms["1"]["p50"] == float(np.median(m.latency_ms["1"]["p50_rounds"]))
