@@ -176,7 +176,7 @@ def _checked_eval_data(eval_data: Dataset) -> Dataset:
     """The evaluation set as the runners take it (float32 samples in memory), or a DataError: NaN
     samples came back as "NaN outputs" of every artifact, an empty set as ZeroDivisionError."""
     from edgecompress.data import Dataset
-    from edgecompress.data.datasets import check_in_memory
+    from edgecompress.data.datasets import as_float32, check_in_memory
     from edgecompress.errors import DataError
 
     if not isinstance(eval_data, Dataset):
@@ -189,7 +189,8 @@ def _checked_eval_data(eval_data: Dataset) -> Dataset:
         if eval_data.x.dtype.kind != "f":  # ORT failed on it, OpenVINO and LiteRT cast it
             raise DataError(f"evaluation data {eval_data.source}: dtype {eval_data.x.dtype}; the runners "
                             "take preprocessed float32 samples")
-        eval_data = replace(eval_data, x=eval_data.x.astype(np.float32))  # ORT refused float64
+        # ORT refused float64
+        eval_data = replace(eval_data, x=as_float32(eval_data.x, f"evaluation data {eval_data.source}"))
     return eval_data
 
 

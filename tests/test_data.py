@@ -66,6 +66,26 @@ def test_npz_with_labels_and_nan(tmp_path):
         load_data(str(tmp_path / "bad.npy"), progress=False)
 
 
+def test_float64_beyond_float32_range_is_named_not_called_inf(tmp_path, recwarn):
+    """A finite float64 value float32 cannot hold became Inf in the cast, after a numpy overflow
+    warning, and the file was refused as holding "NaN or Inf", which it does not; an in-memory
+    set bound for a model went into it as Inf."""
+    from edgecompress.data.datasets import match_model
+
+    big = np.zeros((3, 1, 8, 8))
+    big[2, 0, 1, 1] = -3e39
+    np.save(tmp_path / "big.npy", big)
+    with pytest.raises(DataError, match=r"big\.npy: sample 2 holds a value beyond float32's range \(3e\+39\)"):
+        load_data(str(tmp_path / "big.npy"), progress=False)
+    ds = load_data(big, progress=False)
+    with pytest.raises(DataError, match="sample 2 holds a value beyond float32's range"):
+        match_model(ds, (1, 1, 8, 8), "float32", "calibration data")
+    assert not [w for w in recwarn if "overflow" in str(w.message)]
+    ok = load_data(np.full((2, 1, 8, 8), 3e38), progress=False)  # float32's max is 3.4e38: kept
+    match_model(ok, (1, 1, 8, 8), "float32", "calibration data")
+    assert ok.x.dtype == np.float32 and np.isfinite(ok.x).all()
+
+
 def test_efficientnet_preset_crop_geometry():
     # A 320x256 image whose centre 224x224 crop (short side * 224/256) is white, border black.
     im = Image.new("RGB", (320, 256), "black")

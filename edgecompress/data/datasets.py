@@ -162,6 +162,19 @@ def check_finite(x: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: sample {bad} contains NaN or Inf")
 
 
+def as_float32(x: np.ndarray, where: str) -> np.ndarray:
+    """Finite float samples as float32, or a DataError naming the first sample a float64 value of
+    which float32 cannot hold (the cast turned it into Inf, refused as "contains NaN or Inf" of a
+    file that holds none, after numpy's overflow warning)."""
+    if x.dtype.itemsize > 4:
+        big = (np.abs(x) > np.finfo(np.float32).max).reshape(len(x), -1).any(1)
+        if big.any():
+            i = int(big.argmax())
+            raise DataError(f"{where}: sample {i} holds a value beyond float32's range "
+                            f"({float(np.abs(x[i]).max()):.3g}); the models take float32")
+    return x.astype(np.float32, copy=False)
+
+
 def check_labels(y: np.ndarray, n: int, where: str, key: str = "y") -> None:
     """Class indices: one integer >= 0 per sample (the range above is checked against the model)."""
     if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
@@ -198,7 +211,7 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str)
         if ds.x.dtype.kind != "f":
             raise DataError(f"{where}: dtype {ds.x.dtype} does not match the model input ({dtype}); save "
                             "preprocessed float32 arrays")
-        ds.x = ds.x.astype(np.float32)  # float64 from numpy defaults: the runtimes take float32
+        ds.x = as_float32(ds.x, where)  # float64 from numpy defaults: the runtimes take float32
     expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
     if got != expected:
         raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
@@ -247,8 +260,9 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
         raise DataError(f"{path}: holds no samples")
     if x.dtype.kind not in "fiu":  # [issue #7] bool, complex, strings, structured: not model inputs
         raise DataError(f"{path}: dtype {x.dtype} is not a real number type (expected float32)")
-    x = x.astype(np.float32, copy=False) if np.issubdtype(x.dtype, np.floating) else x
-    check_finite(x, str(path))
+    if np.issubdtype(x.dtype, np.floating):
+        check_finite(x, str(path))
+        x = as_float32(x, str(path))
     # names by row in the file: a slice [2:5] holds rows 2-4, not 0-2
     rows = range(n_all)[sl]
     return Dataset(np.ascontiguousarray(x), y, str(path), [f"{path.name}[{i}]" for i in rows])
