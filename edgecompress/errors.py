@@ -55,6 +55,14 @@ class ValidationError(EdgeCompressError):
     exit_code = 4
 
 
+class DeviceError(ValidationError):
+    """The target device cannot be reached or used (connection, authentication, host key, no phone
+    attached, no temp dir). Exit 3, as a missing runtime: CI reads 4 as "the model failed", and an
+    offline Pi read as a regression. validate() stops at it rather than failing every artifact."""
+
+    exit_code = 3
+
+
 class OutputError(EdgeCompressError):
     """The output location cannot be written (permissions, full disk, path escapes DIR)."""
 

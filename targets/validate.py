@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import ConfigError, EdgeCompressError, ValidationError, first_line
+from edgecompress.errors import ConfigError, DeviceError, EdgeCompressError, ValidationError, first_line
 from edgecompress.targets.metrics import check_finite_outputs, drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
@@ -248,6 +248,8 @@ def _measure(art: Artifact, req: BenchRequest, runner: Any, profile: TargetProfi
             if reference is not None:
                 m.drift = drift(reference, outputs, classes=task != "embedding")
                 _refuse_unfaithful_fp32(art, m.drift)
+    except DeviceError:
+        raise  # the device, not this artifact: every other one would fail the same way (exit 3)
     except EdgeCompressError as e:
         m.status, m.error = "failed", str(e)
     return m
@@ -381,6 +383,8 @@ def _more_rounds(out: list[Measurement], requests: list[BenchRequest], runner: A
                 continue
             try:
                 per_round[i].append(runner.run(replace(requests[i], outputs=None), profile)["latency_ms"])
+            except DeviceError:
+                raise
             except EdgeCompressError as e:
                 out[i].status, out[i].error = "failed", f"latency round {r + 1}: {e}"
             if bar is not None:

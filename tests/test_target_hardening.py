@@ -569,6 +569,54 @@ def test_preflight_unreachable_ssh_host(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_unreachable_device_exits_3_not_4(tmp_path, onnx_artifact):
+    """An offline device is not a failed model: it exited 4, the code of a failed gate, so CI read
+    "Pi offline" as "model regressed". Now 3 (as a missing runtime), for `validate` and `export`,
+    with the one line naming the device and no report written."""
+    from test_ssh_runner import _free_port
+
+    from tests.conftest import ROOT, run_cli
+
+    path = tmp_path / "pi.toml"
+    path.write_text(RPI5.read_text().replace('host = ""', 'host = "127.0.0.1"')
+                    .replace("port = 22", f"port = {_free_port()}").replace("connect_timeout_s = 10",
+                                                                             "connect_timeout_s = 3"))
+    val = run_cli("validate", str(onnx_artifact.path), "--target", str(path), "--out", str(tmp_path / "v"), cwd=ROOT)
+    assert val.returncode == 3, val.stderr[-2000:]
+    assert re.search(r"error: ssh \S*127\.0\.0\.1\S*: connecting failed: .*[Cc]onnection refused", val.stderr)
+    assert not (tmp_path / "v" / "report.json").exists()
+    exp = run_cli("export", "zoo:digits-cnn", "-f", "onnx", "--target", str(path), "--out", str(tmp_path / "e"),
+                  cwd=ROOT)
+    assert exp.returncode == 3 and "connecting failed" in exp.stderr, exp.stderr[-2000:]
+    assert not (tmp_path / "e").exists()
+
+
+def test_device_lost_mid_run_stops_validate(onnx_artifact, monkeypatch):
+    """A device that drops during the run fails every artifact the same way: validate() stops at
+    the DeviceError (exit 3) instead of reporting each artifact failed (exit 4), in the first
+    round and in the latency rounds after it."""
+    from edgecompress.errors import DeviceError
+    from edgecompress.targets import ValidateSettings, validate
+    from edgecompress.targets.runners.local import LocalRunner
+
+    real, calls = LocalRunner.run, []
+
+    def drops(self, req, profile=None, fail_at=1):
+        calls.append(req)
+        if len(calls) > fail_at:
+            raise DeviceError("ssh pi@pi.local: copy to device failed: connection dropped")
+        return real(self, req, profile)
+
+    monkeypatch.setattr(LocalRunner, "run", lambda self, req, profile=None: drops(self, req, profile, 0))
+    with pytest.raises(DeviceError, match="connection dropped"):
+        validate([onnx_artifact], settings=ValidateSettings(runs=3, warmup=1, rounds=1), progress=False)
+    calls.clear()
+    monkeypatch.setattr(LocalRunner, "run", lambda self, req, profile=None: drops(self, req, profile, 1))
+    with pytest.raises(DeviceError, match="connection dropped"):  # round 2 of 2
+        validate([onnx_artifact], settings=ValidateSettings(runs=3, warmup=1, rounds=2), progress=False)
+    assert len(calls) == 2
+
+
 def test_preflight_adb(adb, monkeypatch):
     from edgecompress.errors import RuntimeMissingError, ValidationError
     from edgecompress.targets.runners.adb import AdbRunner

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
+from edgecompress.errors import ConfigError, DeviceError, RuntimeMissingError, ValidationError
 from edgecompress.targets.profile import _choice, _positive, _text
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners._remote import staged, time_limit
@@ -157,7 +157,7 @@ class AdbDevice:
         err = (proc.stderr or "").strip()
         if "no devices/emulators found" in err or "device offline" in err or \
                 ("device" in err and "not found" in err):
-            raise ValidationError(f"adb {self.name}: no device attached ({err.splitlines()[-1]}); "
+            raise DeviceError(f"adb {self.name}: no device attached ({err.splitlines()[-1]}); "
                                   "connect one or validate against an estimate")
         return proc
 
@@ -172,7 +172,7 @@ class AdbDevice:
         devices = listed_devices(self._run([self.adb, "devices"], "listing devices", timeout).stdout)
         if not devices or (self.serial and self.serial not in devices):
             want = f" {self.serial}" if self.serial else ""
-            raise ValidationError(f"adb {self.name}: no device{want} attached (`adb devices` lists "
+            raise DeviceError(f"adb {self.name}: no device{want} attached (`adb devices` lists "
                                   f"{', '.join(devices) or 'none'}); connect one or use an estimate")
 
     def copy(self, verb: str, source: str, dest: str, what: str) -> None:
@@ -251,7 +251,7 @@ class AdbRunner:
         proc = dev.shell(["mkdir", "-p", dev.run_dir], "mkdir", 60)
         if proc.returncode != 0:
             why = _said(proc.stderr, proc.stdout) or f"exit {proc.returncode}"
-            raise ValidationError(f"adb {dev.name}: mkdir failed ({why})")
+            raise DeviceError(f"adb {dev.name}: mkdir failed ({why})")
         finished = False  # the benchmark returned: nothing of ours can still run on the phone
         try:
             # benchmark_model reads the .tflite alone; bench.py also needs its sibling files (an

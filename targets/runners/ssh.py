@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgecompress.errors import ConfigError, RuntimeMissingError, ValidationError
+from edgecompress.errors import ConfigError, DeviceError, RuntimeMissingError, ValidationError
 from edgecompress.targets.profile import _choice, _env, _int, _positive, _text
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners._remote import staged, time_limit
@@ -126,7 +126,7 @@ class SshTarget:
         except FileNotFoundError:
             raise RuntimeMissingError(f"{argv[0]} not found: install the OpenSSH client") from None
         if proc.returncode == 255:  # ssh's own failure: connection, auth or host key
-            raise ValidationError(f"{self.where}: {what} failed: {_ssh_reason(proc.stderr)}")
+            raise DeviceError(f"{self.where}: {what} failed: {_ssh_reason(proc.stderr)}")
         return proc
 
     def run(self, remote_args: list[str], what: str, timeout: float | None = None):
@@ -171,11 +171,16 @@ class SshRunner:
 
     def preflight(self, profile: TargetProfile) -> None:
         """[issue #7] Reach the device once before any export, so an unreachable or refusing
-        device fails in seconds with one line and nothing written (ValidationError)."""
+        device fails in seconds with one line and nothing written (DeviceError, exit 3)."""
         t = SshTarget(profile.connection, profile.name)
-        proc = t.run([t.python, "-c", "pass"], "connecting", timeout=t.connect_timeout + 20)
+        try:
+            proc = t.run([t.python, "-c", "pass"], "connecting", timeout=t.connect_timeout + 20)
+        except DeviceError:
+            raise
+        except ValidationError as e:  # a time-out while connecting: the device, not a model
+            raise DeviceError(str(e)) from None
         if proc.returncode != 0:
-            raise ValidationError(f"{t.where}: {t.python} does not run on the device "
+            raise DeviceError(f"{t.where}: {t.python} does not run on the device "
                                   f"(exit {proc.returncode}: {_ssh_reason(proc.stderr)})")
 
     def run(self, req: BenchRequest, profile: TargetProfile | None = None) -> dict[str, Any]:
@@ -192,7 +197,7 @@ class SshRunner:
                      "creating a remote temp dir", timeout=t.connect_timeout + 20)
         rdir = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
         if not rdir.startswith(t.remote_tmp.rstrip("/") + "/edgecompress."):
-            raise ValidationError(f"{t.where}: could not create a temp dir ({_ssh_reason(proc.stderr)})")
+            raise DeviceError(f"{t.where}: could not create a temp dir ({_ssh_reason(proc.stderr)})")
         finished = False  # the benchmark returned: nothing of ours can still run on the device
         try:
             stage = staged(req, rdir)
