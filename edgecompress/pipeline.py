@@ -256,6 +256,19 @@ def _fp32_reference(spec: ModelSpec, ev: Dataset | None, progress: bool) -> tupl
         raise DataError(f"evaluation data {ev.source}: {e}") from None
 
 
+def _unused_data(data: Any, flag: str, why: str) -> None:
+    """A data path the run will not read is still checked (a typo in a build script passed until
+    someone added --int8 or dropped --no-validate, and then broke the build), and a note says it
+    is unused. Samples in memory pass silently: a recipe hands its training set over either way."""
+    if not isinstance(data, str | Path | DataSpec):
+        return
+    spec = DataSpec.parse(str(data)) if isinstance(data, str | Path) else data
+    path = Path(spec.path).expanduser()
+    if not path.exists():
+        raise InputFileError(f"{flag} {path}: no such file or directory (unused by this run: {why})")
+    print(f"note: {flag} {data} is not used: {why}", file=sys.stderr)
+
+
 def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]:
     gates, profile = _preflight(job)
     spec = job.model if isinstance(job.model, ModelSpec) else load_model(
@@ -264,6 +277,10 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         FORMATS.get(fmt, "--format").check_source(spec)
     formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress)
     needs_calib = any(p == "int8" for _, p in formats)
+    if not needs_calib:
+        _unused_data(job.calib, "--calib", "no int8 precision is asked for")
+    if not job.do_validate:
+        _unused_data(job.eval, "--eval", "validation is off")
     calib = resolve_data(spec, job.calib, "calibration", job.progress) if needs_calib else None
     if needs_calib and (calib is None or len(calib) == 0):
         raise DataError("--calib (calib= from Python): int8 needs calibration data and none was given or found")

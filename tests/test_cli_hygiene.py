@@ -134,3 +134,24 @@ def test_a_failed_trace_s_graph_dump_is_held_back(monkeypatch, capsys):
         print("class GraphModule(torch.nn.Module): ...", file=sys.stderr)
         raise RuntimeError("x")
     assert "GraphModule" in capsys.readouterr().err
+
+
+def test_data_paths_the_run_does_not_read_are_still_checked(tmp_path):
+    """--calib on an fp32-only export and --eval with --no-validate were never looked at: a typo
+    in a build script passed (exit 0) until someone added --int8 or dropped --no-validate. The
+    path is checked (exit 2, nothing written) and an existing one gets a note that it is unused."""
+    from tests.conftest import ROOT, run_cli
+
+    base = ["export", "zoo:digits-cnn", "-f", "onnx", "--no-validate"]
+    bad = run_cli(*base, "--calib", str(tmp_path / "no-such"), "--out", str(tmp_path / "a"), cwd=ROOT)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1] == (f"error: --calib {tmp_path / 'no-such'}: no such file or "
+                                                   "directory (unused by this run: no int8 precision is asked for)")
+    assert not (tmp_path / "a").exists()
+    bad = run_cli(*base, "--eval", str(tmp_path / "no-such"), "--out", str(tmp_path / "b"), cwd=ROOT)
+    assert bad.returncode == 2 and "--eval" in bad.stderr and "validation is off" in bad.stderr, bad.stderr[-2000:]
+    data = tmp_path / "d.npy"
+    data.write_bytes(b"")  # exists; never read, so its content does not matter
+    ok = run_cli(*base, "--calib", str(data), "--out", str(tmp_path / "c"), cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert f"note: --calib {data} is not used: no int8 precision is asked for" in ok.stderr
