@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -182,8 +183,6 @@ def _refuse_export_dir(out_dir: Path) -> None:
 def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: Any) -> tuple[list[Artifact], list[str]]:
     """Artifacts of a format the target does not run: skipped (and said) when they came from an export
     directory, refused when the user named the file."""
-    import sys
-
     named = {Path(p).resolve() for p in paths if Path(p).is_file()}
     foreign = [a for a in arts if a.format not in profile.formats]
     for a in foreign:
@@ -266,13 +265,12 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         remove_stale_temps(out_dir)  # a killed run's temp files: no live writer owns them now
         model = dict((source or {}).get("model", {})) or {"name": Path(arts[0].path).stem}
         ev, ref, reference, ref_file = None, None, {}, ""
+        preset: str | None = None
         from edgecompress.targets.runners.estimate import runner_name_for
 
         if eval and runner_name_for(profile) == "estimate":
             # nothing runs on an estimated target: the fp32 reference ran here for nothing and the
             # report listed evaluation data next to rows that measured none
-            import sys
-
             print(f"note: --target {profile.name} is estimated here (no device attached): nothing runs, "
                   "so --eval is not used", file=sys.stderr)
             eval = None
@@ -283,9 +281,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
             if len(shape) != 4 and arts[0].inputs:  # loose files: the side from the file's own input
                 shape = nchw_shape(arts[0])
             size = int(shape[-1]) if len(shape) == 4 and isinstance(shape[-1], int) else 224
-            # the export's preset (recorded in its report), else the flag, else EfficientNet-Lite's
-            ev = load_data(eval, preprocess or model.get("preprocess") or "efficientnet-lite", size, "evaluation",
-                           progress)
+            preset = _eval_preset(eval, preprocess, model.get("preprocess"))
+            ev = load_data(eval, preset or "efficientnet-lite", size, "evaluation", progress)
             _check_eval_shape(ev, shape, eval, arts[0].inputs[0].dtype if arts[0].inputs else "")
             with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
                 ref, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
@@ -295,6 +292,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         report = Report.from_measurements(
             measurements, model=model, target=profile.name, reference=reference,
             data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
+                  **({"eval_preprocess": preset} if ev is not None and preset else {}),
                   "labelled": bool(ev is not None and ev.y is not None),
                   "reference": f"outputs of {ref_file} (fp32) on this machine" if ref_file else "",
                   **({"reference_file": ref_file} if ref_file else {}),
@@ -312,6 +310,21 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
             raise
         written = write_report(report, out_dir)
         return report, written, failures
+
+
+def _eval_preset(eval: str, flag: str | None, exported: str | None) -> str | None:
+    """The preset --eval images are read with: --preprocess when given (it overrides the export's,
+    with a note when they differ), else the export's (in its report.json), else None (the
+    loader's EfficientNet-Lite default). None for tensor files, which are read as they are."""
+    from edgecompress.data import DataSpec
+    from edgecompress.data.datasets import TENSOR_SUFFIXES
+
+    if Path(DataSpec.parse(eval).path).suffix.lower() in TENSOR_SUFFIXES:
+        return None
+    if flag and exported and flag != exported:
+        print(f"note: --preprocess {flag} overrides the export's preset ({exported}) for the --eval images",
+              file=sys.stderr)
+    return flag or exported
 
 
 def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str, dtype: str = "") -> None:

@@ -313,6 +313,17 @@ def test_validate_reads_images_with_the_exports_preprocessing(export_dir, digits
     rep = json.loads((out / "report.json").read_text())
     assert rep["model"]["preprocess"] == "gray-unit"
     assert all(a["status"] == "ok" and a["metrics"]["top1"] > 0.9 for a in rep["artifacts"])
+    # the preset the images were read with is recorded (the README had the flag and the export's
+    # preset in the wrong order, and no report said which one was used)
+    assert rep["data"]["eval_preprocess"] == "gray-unit" and "note: --preprocess" not in r.stderr
+    assert "samples, labelled, preprocessed with gray-unit)" in (out / "report.md").read_text()
+    # --preprocess wins over the export's preset, and says so: imagenet makes 3-channel samples,
+    # which digits-cnn does not take
+    r = run_cli("validate", str(export_dir), "--eval", str(imgs), "--preprocess", "imagenet", "--out",
+                str(tmp_path / "o2"), "--rounds", "1", *FAST)
+    assert r.returncode == 2, r.stderr[-1500:]
+    assert "note: --preprocess imagenet overrides the export's preset (gray-unit) for the --eval images" in r.stderr
+    assert "samples have shape (3, 8, 8) but the artifacts take (1, 8, 8)" in r.stderr
 
 
 def test_report_table_says_what_it_shows():

@@ -342,7 +342,9 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         items.append(("calibration data", f"{data.get('calib', '—')} ({data.get('calib_n', 0)} samples)"))
     if data.get("eval"):  # without --eval it read "None (0 samples, unlabelled)"
         items.append(("evaluation data", f"{data.get('eval', '—')} ({data.get('eval_n', 0)} samples, "
-                                         f"{'labelled' if data.get('labelled') else 'unlabelled'})"))
+                                         f"{'labelled' if data.get('labelled') else 'unlabelled'}"
+                                         + (f", preprocessed with {data['eval_preprocess']}"
+                                            if data.get("eval_preprocess") else "") + ")"))
     if ref:
         label = "fp32 PyTorch reference"
         if data.get("reference"):  # `validate`: an fp32 artifact's outputs, not a PyTorch model's
