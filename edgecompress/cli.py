@@ -387,6 +387,7 @@ def _finish(report, paths) -> None:
     typer.echo(f"recipe: {paths['recipe']}", err=True)
     if any(a["status"] == "failed" for a in report.artifacts):
         raise typer.Exit(4)
+    _raise_failed_gates(report)  # options.fail_on / --fail-on
 
 
 @app.command("run")
@@ -444,8 +445,16 @@ def compress(
     calib: Annotated[str | None, typer.Option(help="Calibration data for PTQ exports.")] = None,
     eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data.")] = None,
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (module:factory models).")] = None,
+    weights: Annotated[str | None, typer.Option(help="state_dict for a module:factory model (loaded with weights_only=True).")] = None,
+    preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
     target: Annotated[str, typer.Option(help="Target profile.")] = "x86-local",
     float_first: FloatFirstOpt = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads when validating (default 1).")] = None,
+    batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
+    runs: Annotated[int | None, typer.Option(help="Timed runs per batch size and round (default 50).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up runs per batch size (default 5).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Interleaved latency rounds (default 3).")] = None,
+    fail_on: FailOnOpt = [],  # noqa: B006
     out: OutOpt = Path("edgecompress-out"),
     no_progress: NoProgressOpt = False,
 ) -> None:
@@ -499,14 +508,22 @@ def compress(
     # the resolved recipe written into --out holds absolute paths: it reruns from any folder
     from edgecompress.recipe import _paths_from
 
-    obj = _paths_from({"model": model, "input_shape": shape, "passes": passes, "export": export,
+    # the same model, data and validation flags as export (a factory's --weights was refused as an
+    # unknown option, and its random weights were compressed instead); unset ones keep the recipe's
+    # defaults, so the written recipe says only what was asked
+    measuring = {"threads": threads, "runs": runs, "warmup": warmup, "rounds": rounds,
+                 "batch": batch or None, "fail_on": fail_on or None}
+    obj = _paths_from({"model": model, "input_shape": shape, "weights": weights, "preprocess": preprocess,
+                       "passes": passes, "export": export,
                        "target": target, "data": {"train": train, "calib": calib, "eval": eval},
-                       "options": {"float_first": float_first}}, Path.cwd())
+                       "options": {"float_first": float_first,
+                                   **{k: v for k, v in measuring.items() if v is not None}}}, Path.cwd())
 
     def as_flags(e: EdgeCompressError) -> EdgeCompressError:
         """The recipe's keys, said as this command's flags (same error class)."""
         text = str(e)
-        for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval")):
+        for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval"),
+                          *((f"options.{k}", f"--{k.replace('_', '-')}") for k in measuring)):
             text = text.replace(f"set {key}", f"pass {flag}").replace(key, flag)
         for i, item in enumerate(passes):
             (name, _), = item.items()

@@ -24,7 +24,7 @@ import copy
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticError
@@ -60,9 +60,23 @@ class RecipeOptions(BaseModel):
     runs: int = Field(50, ge=1)
     warmup: int = Field(5, ge=0)
     rounds: int = Field(3, ge=1)  # interleaved latency rounds (ValidateSettings.rounds)
+    batch: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)  # batch sizes timed besides 1
+    fail_on: list[str] = Field(default_factory=list)  # --fail-on gates: exit 4 when one fails
     torch_threads: int | None = Field(None, ge=1)
     seed: int = 0
     progress: bool = True
+
+    @field_validator("fail_on")
+    @classmethod
+    def _gates_parse(cls, v: list[str]) -> list[str]:
+        """A malformed gate fails when the recipe is read, not after the passes trained."""
+        from edgecompress.targets.gates import parse_gates
+
+        try:
+            parse_gates(v)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("--fail-on ")) from None
+        return v
 
 
 class Recipe(BaseModel):
@@ -287,7 +301,8 @@ def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
         err = e.errors()[0]
         # passes[0].prune like the pass checks say it (pydantic's loc reads passes.0.prune)
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "?"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        # a validator's own ValueError reads "Value error, <ours>": ours alone is the message
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "required key is missing"
         raise ConfigError(f"{source}: {key}: {msg}") from None
@@ -558,7 +573,8 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             options=ExportOptions(calib_method=opts.calib_method, float_first=opts.float_first,
                                   isolate=opts.isolate),
             settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup,
-                                      rounds=opts.rounds),
+                                      rounds=opts.rounds, batches=tuple(dict.fromkeys([1, *opts.batch]))),
+            fail_on=opts.fail_on,
             do_validate=opts.validate_artifacts, command=cmd, progress=progress, steps=steps,
             write_before_manifest=write_records,
         )

@@ -229,3 +229,36 @@ def test_an_onnx_model_in_a_recipe_is_one_line(tmp_path, digits_spec):
         run_recipe({"model": str(art.path), "input_shape": [1, 1, 8, 8], "export": ["onnx:fp32"]},
                    tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_compress_takes_exports_model_and_measuring_flags(tmp_path, digits_spec):
+    """`compress` had no --weights (a factory's random weights were compressed, exit 0), no
+    --preprocess, and none of export's --batch / --runs / --rounds / --fail-on; they map to the
+    recipe's keys (options.batch / options.fail_on are new) and the run honours them."""
+    from conftest import run_cli
+
+    from edgecompress.models.digits import digits_npz
+
+    weights = tmp_path / "w.pt"
+    torch.save(digits_spec.module.state_dict(), weights)
+    base = ["compress", "edgecompress.models.digits:DigitsCNN", "--input-shape", "1,1,8,8", "--weights",
+            str(weights), "--preprocess", "gray-unit", "--train", str(digits_npz("train")), "--eval",
+            str(digits_npz("test")), "-f", "onnx:fp32", "--runs", "3", "--warmup", "1", "--rounds", "1",
+            "--batch", "4"]
+    out = tmp_path / "o"
+    r = run_cli(*base, "--fail-on", "drift.top1_agreement<0.5", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"][0]["metrics"]["top1"] > 0.95  # the trained weights, not a random init
+    (row,) = report["artifacts"]
+    assert row["settings"]["runs"] == 3 and row["settings"]["rounds"] == 1 and "4" in row["latency_by_batch"]
+    assert [g["passed"] for g in report["gates"]] == [True]
+    resolved = load_recipe(out / "recipe.resolved.yaml")
+    assert resolved.weights == str(weights) and resolved.preprocess == "gray-unit"
+    assert resolved.options.batch == [4] and resolved.options.fail_on == ["drift.top1_agreement<0.5"]
+    gate = run_cli(*base, "--fail-on", "size_bytes>1", "--out", str(tmp_path / "g"))
+    assert gate.returncode == 4 and "gate failed: size_bytes>1" in gate.stderr, gate.stderr[-2000:]
+    bad = run_cli(*base, "--fail-on", "drift.bogus<1", "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: compress: --fail-on: 'drift.bogus<1': a report row has no drift.bogus"), bad.stderr[-2000:]
+    assert not (tmp_path / "b").exists()
