@@ -86,6 +86,22 @@ def test_float64_beyond_float32_range_is_named_not_called_inf(tmp_path, recwarn)
     assert ok.x.dtype == np.float32 and np.isfinite(ok.x).all()
 
 
+def test_a_range_past_the_end_says_so(tmp_path, capfd):
+    """PATH[0:1000] of a 3-image folder read 3 samples without a word, as a Python slice does: a
+    calibration set sized by its range was smaller than asked. A note says how many rows there are."""
+    for i in range(3):
+        _img(tmp_path / f"{i}.png", (i, 0, 0))
+    ds = load_data(f"{tmp_path}[0:1000]", "imagenet", 16, "calibration", progress=False)
+    assert len(ds) == 3
+    assert f"note: calibration data {tmp_path}[0:1000]: the source holds 3 rows; the range stops at 3" \
+        in capfd.readouterr().err
+    np.save(tmp_path / "t.npy", np.ones((5, 4), np.float32))
+    assert len(load_data(f"{tmp_path / 't.npy'}[2:50]", progress=False)) == 3
+    assert "t.npy[2:50]: the source holds 5 rows; the range stops at 5" in capfd.readouterr().err
+    assert len(load_data(f"{tmp_path / 't.npy'}[:5]", progress=False)) == 5
+    assert "note:" not in capfd.readouterr().err  # a range inside the file: nothing to say
+
+
 def test_efficientnet_preset_crop_geometry():
     # A 320x256 image whose centre 224x224 crop (short side * 224/256) is white, border black.
     im = Image.new("RGB", (320, 256), "black")

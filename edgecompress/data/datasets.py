@@ -218,11 +218,18 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str)
                         "(check --input-shape / --preprocess)")
 
 
+def _note_short_range(spec: DataSpec, n: int, what: str) -> None:
+    """PATH[0:1000] of a 40-image folder read 40 samples, as a Python slice does, without a word:
+    whoever sized a calibration set by the range learned it only from the report's sample count."""
+    if spec.stop is not None and spec.stop > n:
+        print(f"note: {what} {spec}: the source holds {n} rows; the range stops at {n}", file=sys.stderr)
+
+
 def _fmt_slice(sl: slice) -> str:
     return f"{'' if sl.start is None else sl.start}:{'' if sl.stop is None else sl.stop}"
 
 
-def _load_tensors(path: Path, sl: slice) -> Dataset:
+def _load_tensors(path: Path, sl: slice, spec: DataSpec | None = None, what: str = "data") -> Dataset:
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -263,6 +270,8 @@ def _load_tensors(path: Path, sl: slice) -> Dataset:
     if np.issubdtype(x.dtype, np.floating):
         check_finite(x, str(path))
         x = as_float32(x, str(path))
+    if spec is not None:
+        _note_short_range(spec, n_all, what)
     # names by row in the file: a slice [2:5] holds rows 2-4, not 0-2
     rows = range(n_all)[sl]
     return Dataset(np.ascontiguousarray(x), y, str(path), [f"{path.name}[{i}]" for i in rows])
@@ -458,7 +467,7 @@ def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "effici
         raise DataError(f"{what} {path}: labels= applies to a folder of images (a CSV or .npz "
                         "carries its own labels)")
     if path.is_file() and path.suffix.lower() in TENSOR_SUFFIXES:
-        ds = _load_tensors(path, sl)
+        ds = _load_tensors(path, sl, spec, what)
         if len(ds) == 0:
             raise DataError(f"{what} {spec}: the selected range is empty")
         ds.source = str(spec)  # with its slice, as for images
@@ -479,6 +488,7 @@ def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "effici
     if not files:
         raise DataError(f"{what} {path}: no images found "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    _note_short_range(spec, len(files), what)
     files = files[sl]
     labels = labels[sl] if labels is not None else None
     if not files:
