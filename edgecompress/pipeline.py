@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from edgecompress.fileio import (
 from edgecompress.models import ModelSpec, count_params_macs, load_model
 from edgecompress.report import Report, write_report
 from edgecompress.targets import Measurement, TargetProfile, ValidateSettings, reference_outputs, validate
+
+if TYPE_CHECKING:
+    from edgecompress.targets.gates import Gate
 
 
 @dataclass
@@ -194,7 +197,7 @@ def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
         return _run_export(job, out_dir)
 
 
-def _preflight(job: ExportJob) -> tuple[list[Any], TargetProfile | None]:
+def _preflight(job: ExportJob) -> tuple[list[Gate], TargetProfile | None]:
     """The parsed --fail-on gates and the target, checked before any work: a typo, an unreachable
     device or --threads 99 fails in a second and leaves nothing behind."""
     from edgecompress.targets import get_target
@@ -214,7 +217,7 @@ def _preflight(job: ExportJob) -> tuple[list[Any], TargetProfile | None]:
     return gates, profile
 
 
-def _check_gates_measurable(gates: list[Any], profile: TargetProfile | None, ev: Dataset | None) -> None:
+def _check_gates_measurable(gates: list[Gate], profile: TargetProfile | None, ev: Dataset | None) -> None:
     """Accuracy / drift gates without evaluation data, or on an estimate, are refused before any work."""
     from edgecompress.targets.gates import check_gates_measurable
 
