@@ -88,6 +88,23 @@ def _batch_is_fixed(e: BaseException) -> bool:
     return "Constraints violated (batch)" in text or bool(re.search(r"Eq\(s\d+, \d+\) is inconsistent", text))
 
 
+def drop_debug_metadata(model: Any) -> None:
+    """Clear the per-node debug metadata torch.onnx writes on every node (onnx_ir model, in place).
+
+    Why: the dynamo exporter records on each node `pkg.torch.onnx.stack_trace` (absolute paths and
+    source lines of the user's code), `fx_node`, `class_hierarchy`, `name_scopes` and `namespace`:
+    65 % of a small QAT int8 file, build-machine paths shipped inside the app's model, and a
+    different sha256 for the same weights when the source sits in another folder. torch.onnx.export
+    has no switch for it (torch 2.13: `_core._set_node_metadata` runs unconditionally), so onnx_ir's
+    own pass clears it: node metadata and doc strings in the main graph, its subgraphs and the
+    functions, and the graph's torch.export signature text. Model-level metadata is left as is.
+    Every ONNX artifact built from a PyTorch module passes here (fp32, ORT int8 from that file,
+    QAT QDQ, OpenVINO's intermediate ONNX); a user's own .onnx is not touched."""
+    from onnx_ir.passes.common import ClearMetadataAndDocStringPass
+
+    ClearMetadataAndDocStringPass()(model)
+
+
 def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> None:
     """torch -> ONNX with the dynamo exporter; batch axis dynamic; weights inside the file."""
     import torch
@@ -111,7 +128,8 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
                 input_names=names, output_names=spec.output_names, external_data=False,
                 optimize=True, verbose=False,
             )
-            prog.save(str(out), external_data=False)  # type: ignore[union-attr]  # dynamo=True: a program
+            drop_debug_metadata(prog.model)  # type: ignore[union-attr]  # dynamo=True: a program
+            prog.save(str(out), external_data=False)  # type: ignore[union-attr]
     except Exception as e:
         if no_space(e) or no_space(e.__cause__) or no_space(e.__context__):  # not the model's fault
             raise OutputError(f"{out}: no space left on device") from e
