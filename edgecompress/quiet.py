@@ -24,6 +24,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 # (logger, message pattern): records of WARNING and below that match are dropped; INFO and DEBUG
 # of the same logger are dropped whatever they say.
@@ -109,21 +110,37 @@ def setup_child_process() -> None:
         quiet_third_party()
 
 
+def _stderr_handlers() -> list[logging.StreamHandler[Any]]:
+    """The logging handlers that write to this process's stderr. torch's (on the `torch` logger,
+    made at `import torch`) holds the stream it found then, so redirecting sys.stderr misses it."""
+    streams = {id(sys.stderr), id(sys.__stderr__)}
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers
+            if type(h) is logging.StreamHandler and id(h.stream) in streams]
+
+
 @contextlib.contextmanager
 def trace_dumps_held() -> Iterator[None]:
     """Around a torch.export trace on the command line: torch.export prints a failed trace's
     partial FX graph to stderr (18-37 lines of `class GraphModule` before our one-line error,
-    which names the user's file and line itself). stderr is held while tracing and written out
-    when the trace succeeds; dropped when it fails. The Python API and --verbose are untouched."""
+    which names the user's file and line itself), and torch logs a guard it failed to create as
+    a 31-line ERROR traceback (`torch/_guards.py`, a model that fixes its batch) before raising
+    the error we report. stderr, and the logging handlers writing to it, are held while tracing
+    and written out when the trace succeeds; dropped when it fails (`--debug` still shows the
+    traceback). The Python API and --verbose are untouched."""
     if os.environ.get(CLI_ENV) != "quiet":
         yield
         return
     buf = io.StringIO()
+    handlers = [(h, h.setStream(buf)) for h in _stderr_handlers()]
     ok = False
     try:
         with contextlib.redirect_stderr(buf):
             yield
         ok = True
     finally:
+        for h, stream in handlers:
+            h.setStream(stream)
         if ok and buf.getvalue():
             sys.stderr.write(buf.getvalue())

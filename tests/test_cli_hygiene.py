@@ -134,3 +134,18 @@ def test_a_failed_trace_s_graph_dump_is_held_back(monkeypatch, capsys):
         print("class GraphModule(torch.nn.Module): ...", file=sys.stderr)
         raise RuntimeError("x")
     assert "GraphModule" in capsys.readouterr().err
+
+
+def test_a_model_that_fixes_its_batch_gets_one_line_only(tmp_path):
+    """torch logs a guard it cannot create (`x.reshape(1, -1)` against the dynamic batch) as a
+    31-line ERROR traceback through its own logging handler, which holds the stderr of `import
+    torch`: redirecting sys.stderr around the trace missed it, and it printed before our line."""
+    from tests.conftest import ROOT, run_cli
+
+    r = run_cli("export", "tests.bad_inputs.badmodels:fixed_batch", "--input-shape", "1,3,8,8", "-f", "onnx",
+                "--no-progress", "--out", str(tmp_path / "out"), cwd=ROOT)
+    assert r.returncode == 3, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith("error: onnx export of fixed_batch failed") and "fixes its batch size" in lines[0]
+    assert not (tmp_path / "out").exists()
