@@ -59,6 +59,14 @@ _ENV = {
     # (sha256 of digits-cnn and EfficientNet-Lite0, fp32 and full int8, checked 2026-12-01).
     "TF_ENABLE_ONEDNN_OPTS": "0",
 }
+# Lines native code prints straight to file descriptor 2 (no logger, no env switch), dropped by
+# `native_lines_dropped` around the calls that print them.
+_NATIVE_LINES: tuple[str, ...] = (
+    # LiteRT's minimal logger, once per process when an interpreter first applies its default
+    # delegate; it has no Python switch (TF_CPP_MIN_LOG_LEVEL does not reach it) and XNNPACK is the
+    # delegate the report names anyway
+    r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
+)
 CLI_ENV = "EDGECOMPRESS_CLI"  # "quiet" / "verbose": how the CLI runs, for the children it spawns
 
 
@@ -144,3 +152,33 @@ def trace_dumps_held() -> Iterator[None]:
             h.setStream(stream)
         if ok and buf.getvalue():
             sys.stderr.write(buf.getvalue())
+
+
+@contextlib.contextmanager
+def native_lines_dropped() -> Iterator[None]:
+    """On the quiet command line, around a call whose native code prints a known line
+    (`_NATIVE_LINES`) to file descriptor 2: fd 2 goes to a temporary file, and what was written
+    there comes back on stderr afterwards without those lines (anything else shows, a little
+    later). The Python API and --verbose are untouched."""
+    if os.environ.get(CLI_ENV) != "quiet":
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode(errors="replace")
+            drop = re.compile("|".join(_NATIVE_LINES))
+            kept = [ln for ln in text.splitlines(keepends=True) if not drop.fullmatch(ln.rstrip("\r\n"))]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
