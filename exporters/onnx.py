@@ -265,27 +265,29 @@ def _leading_nodes(model_path: Path, n: int) -> list[str]:
 WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def _refuse_nothing_to_quantize(model_path: Path, kinds: list[str], excluded: list[str], float_first: int) -> None:
+def _refuse_nothing_to_quantize(model_path: Path, kinds: list[str], excluded: list[str], float_first: int,
+                                name: str) -> None:
     """Refuse, before calibrating, a model with no layer int8 would quantize: ORT's histogram
     calibrators then fail with "Histogram has not been collected", and min/max writes the float
-    model back unchanged. (The caller prefixes the model's name.)"""
+    model back unchanged. No such layer at all is the model's limit (ExportError, exit 3); a
+    --float-first that covers them all is the user's setting (ConfigError, exit 2)."""
     import onnx
 
     nodes = onnx.load(str(model_path), load_external_data=False).graph.node
     layers = [n.name for n in nodes if n.op_type in kinds]
     if not layers:
-        raise ExportError(f"nothing to quantize: no {'/'.join(kinds)} layer (ops: "
+        raise ExportError(f"onnx int8 of {name}: nothing to quantize: no {'/'.join(kinds)} layer (ops: "
                           f"{', '.join(sorted({n.op_type for n in nodes}))[:160]}), the file would be float; "
                           "export fp32")
     if not set(layers) - set(excluded):
-        raise ExportError(f"nothing to quantize: --float-first {float_first} leaves all {len(layers)} "
-                          f"{'/'.join(kinds)} layers float, the file would be float; lower --float-first, "
-                          "or export fp32")
+        raise ConfigError(f"onnx int8 of {name}: nothing to quantize: --float-first {float_first} leaves all "
+                          f"{len(layers)} {'/'.join(kinds)} layers float, the file would be float; lower "
+                          "--float-first, or export fp32")
 
 
 def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: str,
                        options: ExportOptions, op_types: list[str] | None = None,
-                       float_first: int = 0) -> dict[str, Any]:
+                       float_first: int = 0, name: str = "the model") -> dict[str, Any]:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -314,7 +316,7 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         # benchmarks/RESULTS-spine.md); keeping the first 3 convs float moves the quantization
         # boundary to a 16-channel tensor and makes the whole model ~7 % faster.
         excluded = _leading_nodes(pre, float_first)
-        _refuse_nothing_to_quantize(pre, op_types or list(WEIGHTED_ONNX_OPS), excluded, float_first)
+        _refuse_nothing_to_quantize(pre, op_types or list(WEIGHTED_ONNX_OPS), excluded, float_first, name)
         # Histograms are updated every ~16 samples: ~1.4 GB peak for EfficientNet-Lite0 at 224 px.
         with _bounded_histogram_calibration(chunk_batches=max(1, 16 // options.calib_batch)):
             quantize_static(
@@ -560,11 +562,9 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                     # attention-mask Add (range ~ -3e38..0) wrecked MiniLM (cosine 0.35 vs fp32).
                     ops = ["MatMul", "Gemm", "Gather"] if spec.is_text else None
                     details.update(quantize_onnx_int8(fp32, tmp, calib, spec.inputs[0].name, options,
-                                                      ops, first))
-                except (DataError, ConfigError):
+                                                      ops, first, spec.name))
+                except (DataError, ConfigError, ExportError):  # nothing to quantize: already says why
                     raise
-                except ExportError as e:  # nothing to quantize: already says why
-                    raise ExportError(f"onnx int8 of {spec.name}: {e}") from e
                 except Exception as e:
                     raise ExportError(f"onnx int8 quantization of {spec.name} failed: "
                                       f"{scrub(_first_line(e), {fp32: str(src)})}") from e
