@@ -24,6 +24,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 # (logger, message pattern): records of WARNING and below that match are dropped; INFO and DEBUG
 # of the same logger are dropped whatever they say.
@@ -58,6 +59,14 @@ _ENV = {
     # (sha256 of digits-cnn and EfficientNet-Lite0, fp32 and full int8, checked 2026-12-01).
     "TF_ENABLE_ONEDNN_OPTS": "0",
 }
+# Lines native code prints straight to file descriptor 2 (no logger, no env switch), dropped by
+# `native_lines_dropped` around the calls that print them.
+_NATIVE_LINES: tuple[str, ...] = (
+    # LiteRT's minimal logger, once per process when an interpreter first applies its default
+    # delegate; it has no Python switch (TF_CPP_MIN_LOG_LEVEL does not reach it) and XNNPACK is the
+    # delegate the report names anyway
+    r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
+)
 CLI_ENV = "EDGECOMPRESS_CLI"  # "quiet" / "verbose": how the CLI runs, for the children it spawns
 
 
@@ -109,21 +118,67 @@ def setup_child_process() -> None:
         quiet_third_party()
 
 
+def _stderr_handlers() -> list[logging.StreamHandler[Any]]:
+    """The logging handlers that write to this process's stderr. torch's (on the `torch` logger,
+    made at `import torch`) holds the stream it found then, so redirecting sys.stderr misses it."""
+    streams = {id(sys.stderr), id(sys.__stderr__)}
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers
+            if type(h) is logging.StreamHandler and id(h.stream) in streams]
+
+
 @contextlib.contextmanager
 def trace_dumps_held() -> Iterator[None]:
     """Around a torch.export trace on the command line: torch.export prints a failed trace's
     partial FX graph to stderr (18-37 lines of `class GraphModule` before our one-line error,
-    which names the user's file and line itself). stderr is held while tracing and written out
-    when the trace succeeds; dropped when it fails. The Python API and --verbose are untouched."""
+    which names the user's file and line itself), and torch logs a guard it failed to create as
+    a 31-line ERROR traceback (`torch/_guards.py`, a model that fixes its batch) before raising
+    the error we report. stderr, and the logging handlers writing to it, are held while tracing
+    and written out when the trace succeeds; dropped when it fails (`--debug` still shows the
+    traceback). The Python API and --verbose are untouched."""
     if os.environ.get(CLI_ENV) != "quiet":
         yield
         return
     buf = io.StringIO()
+    handlers = [(h, h.setStream(buf)) for h in _stderr_handlers()]
     ok = False
     try:
         with contextlib.redirect_stderr(buf):
             yield
         ok = True
     finally:
+        for h, stream in handlers:
+            h.setStream(stream)
         if ok and buf.getvalue():
             sys.stderr.write(buf.getvalue())
+
+
+@contextlib.contextmanager
+def native_lines_dropped() -> Iterator[None]:
+    """On the quiet command line, around a call whose native code prints a known line
+    (`_NATIVE_LINES`) to file descriptor 2: fd 2 goes to a temporary file, and what was written
+    there comes back on stderr afterwards without those lines (anything else shows, a little
+    later). The Python API and --verbose are untouched."""
+    if os.environ.get(CLI_ENV) != "quiet":
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode(errors="replace")
+            drop = re.compile("|".join(_NATIVE_LINES))
+            kept = [ln for ln in text.splitlines(keepends=True) if not drop.fullmatch(ln.rstrip("\r\n"))]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

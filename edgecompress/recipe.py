@@ -408,7 +408,10 @@ def recipe_yaml(recipe: Recipe) -> str:
     """The resolved recipe as YAML text (every parameter explicit)."""
     import yaml
 
-    text = yaml.safe_dump(recipe.resolved(), sort_keys=False, default_flow_style=None)
+    # allow_unicode: a path with "ü" was written as "\xFC" (YAML escapes everything past ASCII by
+    # default); the file is written as UTF-8 and read back as UTF-8 (load_recipe). Characters YAML
+    # cannot print (a non-UTF-8 name's surrogate escapes) are still escaped, and load back the same.
+    text = yaml.safe_dump(recipe.resolved(), sort_keys=False, default_flow_style=None, allow_unicode=True)
     return "# resolved by edgecompress: every parameter explicit\n" + text
 
 

@@ -624,8 +624,11 @@ def run(path: pathlib.Path | str, x_nchw_float: np.ndarray, threads: int = 1) ->
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(**model_source(path), num_threads=threads)  # XNNPACK is the default delegate
-    it.allocate_tensors()
+    from edgecompress.quiet import native_lines_dropped
+
+    with native_lines_dropped():  # LiteRT's "Created ... XNNPACK delegate" line
+        it = Interpreter(**model_source(path), num_threads=threads)  # XNNPACK is the default delegate
+        it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     x = np.asarray(x_nchw_float, np.float32)
     shape = tuple(inp["shape"])

@@ -88,6 +88,23 @@ def _batch_is_fixed(e: BaseException) -> bool:
     return "Constraints violated (batch)" in text or bool(re.search(r"Eq\(s\d+, \d+\) is inconsistent", text))
 
 
+def drop_debug_metadata(model: Any) -> None:
+    """Clear the per-node debug metadata torch.onnx writes on every node (onnx_ir model, in place).
+
+    Why: the dynamo exporter records on each node `pkg.torch.onnx.stack_trace` (absolute paths and
+    source lines of the user's code), `fx_node`, `class_hierarchy`, `name_scopes` and `namespace`:
+    65 % of a small QAT int8 file, build-machine paths shipped inside the app's model, and a
+    different sha256 for the same weights when the source sits in another folder. torch.onnx.export
+    has no switch for it (torch 2.13: `_core._set_node_metadata` runs unconditionally), so onnx_ir's
+    own pass clears it: node metadata and doc strings in the main graph, its subgraphs and the
+    functions, and the graph's torch.export signature text. Model-level metadata is left as is.
+    Every ONNX artifact built from a PyTorch module passes here (fp32, ORT int8 from that file,
+    QAT QDQ, OpenVINO's intermediate ONNX); a user's own .onnx is not touched."""
+    from onnx_ir.passes.common import ClearMetadataAndDocStringPass
+
+    ClearMetadataAndDocStringPass()(model)
+
+
 def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> None:
     """torch -> ONNX with the dynamo exporter; batch axis dynamic; weights inside the file."""
     import torch
@@ -111,7 +128,8 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
                 input_names=names, output_names=spec.output_names, external_data=False,
                 optimize=True, verbose=False,
             )
-            prog.save(str(out), external_data=False)  # type: ignore[union-attr]  # dynamo=True: a program
+            drop_debug_metadata(prog.model)  # type: ignore[union-attr]  # dynamo=True: a program
+            prog.save(str(out), external_data=False)  # type: ignore[union-attr]
     except Exception as e:
         if no_space(e) or no_space(e.__cause__) or no_space(e.__context__):  # not the model's fault
             raise OutputError(f"{out}: no space left on device") from e
@@ -247,27 +265,29 @@ def _leading_nodes(model_path: Path, n: int) -> list[str]:
 WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def _refuse_nothing_to_quantize(model_path: Path, kinds: list[str], excluded: list[str], float_first: int) -> None:
+def _refuse_nothing_to_quantize(model_path: Path, kinds: list[str], excluded: list[str], float_first: int,
+                                name: str) -> None:
     """Refuse, before calibrating, a model with no layer int8 would quantize: ORT's histogram
     calibrators then fail with "Histogram has not been collected", and min/max writes the float
-    model back unchanged. (The caller prefixes the model's name.)"""
+    model back unchanged. No such layer at all is the model's limit (ExportError, exit 3); a
+    --float-first that covers them all is the user's setting (ConfigError, exit 2)."""
     import onnx
 
     nodes = onnx.load(str(model_path), load_external_data=False).graph.node
     layers = [n.name for n in nodes if n.op_type in kinds]
     if not layers:
-        raise ExportError(f"nothing to quantize: no {'/'.join(kinds)} layer (ops: "
+        raise ExportError(f"onnx int8 of {name}: nothing to quantize: no {'/'.join(kinds)} layer (ops: "
                           f"{', '.join(sorted({n.op_type for n in nodes}))[:160]}), the file would be float; "
                           "export fp32")
     if not set(layers) - set(excluded):
-        raise ExportError(f"nothing to quantize: --float-first {float_first} leaves all {len(layers)} "
-                          f"{'/'.join(kinds)} layers float, the file would be float; lower --float-first, "
-                          "or export fp32")
+        raise ConfigError(f"onnx int8 of {name}: nothing to quantize: --float-first {float_first} leaves all "
+                          f"{len(layers)} {'/'.join(kinds)} layers float, the file would be float; lower "
+                          "--float-first, or export fp32")
 
 
 def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: str,
                        options: ExportOptions, op_types: list[str] | None = None,
-                       float_first: int = 0) -> dict[str, Any]:
+                       float_first: int = 0, name: str = "the model") -> dict[str, Any]:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -296,7 +316,7 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
         # benchmarks/RESULTS-spine.md); keeping the first 3 convs float moves the quantization
         # boundary to a 16-channel tensor and makes the whole model ~7 % faster.
         excluded = _leading_nodes(pre, float_first)
-        _refuse_nothing_to_quantize(pre, op_types or list(WEIGHTED_ONNX_OPS), excluded, float_first)
+        _refuse_nothing_to_quantize(pre, op_types or list(WEIGHTED_ONNX_OPS), excluded, float_first, name)
         # Histograms are updated every ~16 samples: ~1.4 GB peak for EfficientNet-Lite0 at 224 px.
         with _bounded_histogram_calibration(chunk_batches=max(1, 16 // options.calib_batch)):
             quantize_static(
@@ -542,11 +562,9 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                     # attention-mask Add (range ~ -3e38..0) wrecked MiniLM (cosine 0.35 vs fp32).
                     ops = ["MatMul", "Gemm", "Gather"] if spec.is_text else None
                     details.update(quantize_onnx_int8(fp32, tmp, calib, spec.inputs[0].name, options,
-                                                      ops, first))
-                except (DataError, ConfigError):
+                                                      ops, first, spec.name))
+                except (DataError, ConfigError, ExportError):  # nothing to quantize: already says why
                     raise
-                except ExportError as e:  # nothing to quantize: already says why
-                    raise ExportError(f"onnx int8 of {spec.name}: {e}") from e
                 except Exception as e:
                     raise ExportError(f"onnx int8 quantization of {spec.name} failed: "
                                       f"{scrub(_first_line(e), {fp32: str(src)})}") from e

@@ -235,8 +235,8 @@ def _refuse_nothing_to_quantize(model: Any, spec: ModelSpec, float_layers: list[
     if not weighted:
         raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: no Conv/MatMul/Gemm layer, the IR "
                           "would be float; export fp32")
-    if not set(weighted) - set(float_layers):
-        raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: --float-first {first} "
+    if not set(weighted) - set(float_layers):  # the user's setting, not the model's limit: exit 2
+        raise ConfigError(f"openvino int8 of {spec.name}: nothing to quantize: --float-first {first} "
                           f"leaves all {len(weighted)} Conv/MatMul/Gemm layers float, the IR would be float; "
                           "lower --float-first, or export fp32")
 

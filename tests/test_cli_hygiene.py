@@ -155,3 +155,43 @@ def test_data_paths_the_run_does_not_read_are_still_checked(tmp_path):
     ok = run_cli(*base, "--calib", str(data), "--out", str(tmp_path / "c"), cwd=ROOT)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert f"note: --calib {data} is not used: no int8 precision is asked for" in ok.stderr
+
+
+def test_a_model_that_fixes_its_batch_gets_one_line_only(tmp_path):
+    """torch logs a guard it cannot create (`x.reshape(1, -1)` against the dynamic batch) as a
+    31-line ERROR traceback through its own logging handler, which holds the stderr of `import
+    torch`: redirecting sys.stderr around the trace missed it, and it printed before our line."""
+    from tests.conftest import ROOT, run_cli
+
+    r = run_cli("export", "tests.bad_inputs.badmodels:fixed_batch", "--input-shape", "1,3,8,8", "-f", "onnx",
+                "--no-progress", "--out", str(tmp_path / "out"), cwd=ROOT)
+    assert r.returncode == 3, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith("error: onnx export of fixed_batch failed") and "fixes its batch size" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_litert_s_xnnpack_banner_is_not_printed(tmp_path):
+    """LiteRT prints `INFO: Created TensorFlow Lite XNNPACK delegate for CPU.` from native code
+    (no logger, no env switch) when the int8 .tflite is checked in-process: every tflite run
+    with validation showed it."""
+    from tests.conftest import ROOT, run_cli
+
+    r = run_cli("export", "zoo:digits-cnn", "-f", "tflite", "--int8", "--no-progress", "--runs", "2",
+                "--warmup", "0", "--rounds", "1", "--out", str(tmp_path / "out"), cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "tflite  int8" in r.stderr  # validated: the summary table
+    assert "XNNPACK" not in r.stderr, r.stderr[-2000:]
+
+
+def test_native_lines_dropped_keeps_the_others(monkeypatch, capfd):
+    monkeypatch.setenv(quiet.CLI_ENV, "quiet")
+    with quiet.native_lines_dropped():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nan unknown native line\n")
+    err = capfd.readouterr().err
+    assert "an unknown native line" in err and "XNNPACK" not in err
+    monkeypatch.setenv(quiet.CLI_ENV, "verbose")
+    with quiet.native_lines_dropped():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert "XNNPACK" in capfd.readouterr().err

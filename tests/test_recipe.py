@@ -262,3 +262,23 @@ def test_cli_compress_takes_exports_model_and_measuring_flags(tmp_path, digits_s
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: compress: --fail-on: 'drift.bogus<1': a report row has no drift.bogus"), bad.stderr[-2000:]
     assert not (tmp_path / "b").exists()
+
+
+def test_resolved_recipe_writes_non_ascii_paths_as_utf8(tmp_path):
+    """`data: {calib: 'with space ü/train.npz'}` was written as `with space \\xFC/train.npz`:
+    valid YAML, but not the path the user reads. Written as UTF-8, it loads back the same; a name
+    that is not UTF-8 (surrogate escapes) still round-trips."""
+    import os
+
+    folder = tmp_path / "with space ü"
+    folder.mkdir()
+    odd = os.fsdecode(b"lat\xe9.npz")  # a Latin-1 file name: '\udce9' in Python
+    r = parse_recipe({"model": "zoo:digits-cnn", "export": ["onnx:int8"],
+                      "data": {"calib": f"{folder / 'train.npz'}[:64]", "eval": str(tmp_path / odd)}})
+    path = save_recipe(r, tmp_path / "r.yaml")
+    raw = path.read_bytes()
+    # (YAML may fold the long quoted path at its space: compare the name, not the whole path)
+    assert "ü/train.npz".encode() in raw and b"\\xFC" not in raw
+    back = load_recipe(path)
+    assert back.resolved()["data"] == r.resolved()["data"]
+    assert back.resolved()["data"]["calib"] == f"{folder / 'train.npz'}[:64]"

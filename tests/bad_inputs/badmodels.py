@@ -72,3 +72,19 @@ class Branchy(nn.Module):
 
 def branchy() -> nn.Module:
     return Branchy()
+
+
+class FixedBatch(nn.Module):
+    """`x.reshape(1, -1)` pins the batch to 1: torch.export's dynamic batch fails, and torch logs
+    a 31-line guard traceback (torch/_guards.py) on its own handler before our one-line error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.reshape(1, -1))
+
+
+def fixed_batch() -> nn.Module:
+    return FixedBatch()

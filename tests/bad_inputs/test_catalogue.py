@@ -148,6 +148,12 @@ CASES = [
      "input shape (1, 5, 8, 8) does not fit model tiny"),
     ("bad-shape-text", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,three", "--out", "{out}"], 2,
      "--input-shape '1,three'"),
+    # a --float-first that leaves every layer float is the user's setting, not the model's limit:
+    # it exited 3 (export failure) with this same message
+    ("float-first-covers-all", [*DIGITS, "-f", "onnx:int8", "--float-first", "99", "--no-validate", "--out", "{out}"],
+     2, "nothing to quantize: --float-first 99 leaves all 8"),
+    ("float-first-covers-all-ov", [*DIGITS, "-f", "openvino:int8", "--float-first", "99", "--no-validate", "--out",
+                                   "{out}"], 2, "nothing to quantize: --float-first 99 leaves all"),
     ("empty-calib-folder", [*DIGITS, "--int8", "--calib", "{tmp}/empty", "--out", "{out}"], 2,
      "empty: no images found"),
     ("unreadable-image", [*DIGITS, "--int8", "--calib", "{tmp}/badimg", "--preprocess", "gray-unit", "--out", "{out}"],
