@@ -44,8 +44,40 @@ def parse_gates(exprs: list[str]) -> list[Gate]:
                                   "with OP one of < <= > >= == != (e.g. 'drift.top1_agreement<0.97')")
             gate = Gate(text.strip(), tuple(m.group(1).split(".")), m.group(2), float(m.group(3)))
             _check_gate_path(gate)
+            _check_gate_range(gate)
             gates.append(gate)
     return gates
+
+
+def _fraction_range(path: tuple[str, ...]) -> tuple[str, float, float] | None:
+    """(what, low, high) for a metric report.json holds as a fraction, else None. The report shows
+    these as percentages ("100.00 %"), so "<97" read naturally and failed every artifact."""
+    head, last = path[0], path[-1]
+    if head == "drift" and last == "top1_agreement":
+        return "agreement", 0.0, 1.0
+    if head == "drift" and last.startswith("cosine"):  # a cosine similarity may be negative
+        return "cosine", -1.0, 1.0
+    if head == "metrics" and last.startswith(("top", "acc")):  # what metric_value shows as %
+        return "accuracy", 0.0, 1.0
+    if head == "metrics" and last == "spearman":  # shown x100 in the table ("Spearman x100")
+        return "Spearman", -1.0, 1.0
+    return None
+
+
+def _check_gate_range(g: Gate) -> None:
+    """A threshold the metric can never reach is a unit slip (97 meant 0.97): refused before any
+    work, with the fraction it probably meant."""
+    rng = _fraction_range(g.path)
+    if rng is None:
+        return
+    what, lo, hi = rng
+    if lo <= g.value <= hi:
+        return
+    span = "a fraction 0-1" if lo == 0 else f"between {lo:g} and {hi:g}"
+    # a percentage (1-100) is the likely slip: name its fraction; anything else, an example
+    hint = (f"; did you mean {g.op}{g.value / 100:g}?" if 1 < g.value <= 100
+            else f" (e.g. '{'.'.join(g.path)}<0.97')")
+    raise ConfigError(f"--fail-on {g.text!r}: {what} is {span}{hint}")
 
 
 # What an artifact row holds (report.json), so a typo is refused before the work, not after it.

@@ -150,6 +150,45 @@ def test_bad_gate_rejected(export_dir, tmp_path, bad):
     assert r.returncode == 2 and "--fail-on" in r.stderr and "expected 'path.to.metric OP number'" in r.stderr
 
 
+@pytest.mark.parametrize("gate, said", [
+    ("drift.top1_agreement<97", "agreement is a fraction 0-1; did you mean <0.97?"),
+    ("metrics.top1<=90", "accuracy is a fraction 0-1; did you mean <=0.9?"),
+    ("metrics.top5<99.5", "accuracy is a fraction 0-1; did you mean <0.995?"),
+    ("drift.cosine<99.9", "cosine is between -1 and 1; did you mean <0.999?"),
+    ("drift.cosine_min<-2", "cosine is between -1 and 1 (e.g. 'drift.cosine_min<0.97')"),
+    ("metrics.spearman<85", "Spearman is between -1 and 1; did you mean <0.85?"),
+    ("drift.top1_agreement<-0.1", "agreement is a fraction 0-1 (e.g."),
+    ("metrics.top1<1000", "accuracy is a fraction 0-1 (e.g."),
+])
+def test_a_percentage_threshold_on_a_fraction_is_refused_at_parse_time(gate, said):
+    """"<97" on a 0-1 metric failed every artifact, the message showing "100.00 %" failing "<97"."""
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets.gates import parse_gates
+
+    with pytest.raises(ConfigError) as e:
+        parse_gates([gate])
+    assert str(e.value).startswith(f"--fail-on {gate!r}: ") and said in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_fraction_gates_at_their_range_ends_still_parse():
+    from edgecompress.targets.gates import parse_gates
+
+    ok = ["drift.top1_agreement<1", "drift.top1_agreement>0", "drift.cosine<-1", "metrics.top1<0.97",
+          "metrics.spearman>-1", "latency_ms.p50>97", "size_bytes>1e6", "memory_mb.peak_rss>300",
+          "drift.max_abs>5"]  # not fractions: any number
+    assert [g.value for g in parse_gates(ok)] == [1, 0, -1, 0.97, -1, 97, 1e6, 300, 5]
+
+
+def test_a_percentage_gate_exits_2_before_any_work(tmp_path):
+    r = run_cli("export", "zoo:digits-cnn", "--int8", "--fail-on", "drift.top1_agreement<97",
+                "--out", str(tmp_path / "x"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        "error: --fail-on 'drift.top1_agreement<97': agreement is a fraction 0-1; did you mean <0.97?"]
+    assert not (tmp_path / "x").exists()
+
+
 def test_parse_and_evaluate_gates():
     from edgecompress.report import Report
     from edgecompress.targets.gates import evaluate_gates, parse_gates
