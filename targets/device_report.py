@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError
 from edgecompress.fileio import require_utf8_name
-from edgecompress.targets.baseline import compare_baseline
+from edgecompress.targets.baseline import ACCURACY_THRESHOLD, compare_baseline
 from edgecompress.targets.gates import check_gates_measurable, evaluate_gates, parse_gates
 
 if TYPE_CHECKING:
@@ -228,6 +228,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                        baseline: Path | None = None, fail_on: list[str] | None = None,
                        settings: Any = None, preprocess: str | None = None, command: str = "",
                        threshold: float = 0.05, progress: bool = True,
+                       accuracy_threshold: float = ACCURACY_THRESHOLD,
                        fail_on_regression: bool = False) -> tuple[Report, dict, list[str]]:
     """Validate existing artifacts on `target`; write the report; return it, its paths and the
     gate failures (the caller decides the exit code)."""
@@ -241,6 +242,9 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     _refuse_export_dir(Path(out_dir))  # before any work; checked again under the lock
     if not 0 <= threshold <= 1:  # also NaN; -1 made an unchanged run a regression, 5 meant 500 %
         raise ConfigError(f"--threshold {threshold}: a relative change between 0 and 1 (0.05 = 5 %)")
+    if not 0 <= accuracy_threshold <= 1:  # a drop in points as a fraction: 1 meant 1 pt, not 100
+        raise ConfigError(f"--accuracy-threshold {accuracy_threshold}: an absolute drop between 0 and 1 "
+                          "(0.01 = 1 point)")
     profile = get_target(target)
     settings = settings or ValidateSettings()
     if preprocess:
@@ -301,7 +305,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                   **({"skipped": skipped} if skipped else {})},
             command=command)
         if base is not None:
-            report.baseline = compare_baseline(report, base, str(baseline), threshold, out_dir)
+            report.baseline = compare_baseline(report, base, str(baseline), threshold, out_dir,
+                                               accuracy_threshold)
             # the report's verdict judges regressions as the exit code will (they fail the run
             # only under --fail-on-regression): report.json said passed where the run exited 4
             report.baseline["fail_on_regression"] = fail_on_regression

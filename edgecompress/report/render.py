@@ -531,6 +531,9 @@ def _baseline_scope(report: Report) -> str:
     """What the baseline comparison looked at, and what it could not (e.g. accuracy without --eval)."""
     b = report.baseline
     parts = [f"Threshold {100 * b.get('threshold', 0):g} %."]  # 0.004 read "0 %"
+    if _num(b.get("accuracy_threshold")):  # reports before it judged every metric relatively
+        parts = [f"Threshold {100 * b.get('threshold', 0):g} % (latency, size, memory); "
+                 f"{100 * b['accuracy_threshold']:.1f} pt (accuracy, agreement, cosine)."]
     if b.get("compared") is not None:
         parts.append(f"Compared: {', '.join(b['compared']) or 'nothing'}.")
     if b.get("not_compared"):
