@@ -670,9 +670,44 @@ _IO_NOTE = "int8 tensors: real value = scale × (q − zero point)."
 _GATES = "Gates (--fail-on)"
 
 
+def batch_rows(report: Report) -> list[dict[str, str]]:
+    """Latency and throughput per batch size, when some artifact was timed at more than one: the
+    Artifacts table is batch 1, and `--batch 8`'s figures were only in report.json. A batch that
+    could not be timed is left out here (the latency note says why)."""
+    timed = [(a, sorted(((int(b), v) for b, v in (a.get("latency_by_batch") or {}).items()
+                         if str(b).isdigit() and isinstance(v, dict) and _num(v.get("p50"))),
+                        key=lambda bv: bv[0]))
+             for a in report.artifacts if a.get("status") == "ok"]
+    if not any(len(batches) > 1 for _, batches in timed):
+        return []
+    keys = [(a.get("target"), a["format"], a["precision"]) for a, _ in timed]
+    many_targets = len({k[0] for k in keys}) > 1
+    rows = []
+    for a, batches in timed:
+        est = " (est.)" if a.get("latency_kind") == "estimated" else \
+            " (emulated)" if a.get("latency_kind") == "emulated" else ""
+        for b, v in batches:
+            tput = v.get("throughput_per_s")
+            rows.append({
+                **({"file": _file_name(a)} if len(set(keys)) < len(keys) else {}),
+                **({"target": str(a.get("target", report.target))} if many_targets else {}),
+                "format": a["format"], "precision": a["precision"], "batch": str(b),
+                "p50 ms": f"{_ms(v['p50'])}{est}",
+                "p90 ms": f"{_ms(v['p90'])}{est}" if _num(v.get("p90")) else "—",
+                "throughput samples/s": (f"{tput:.0f}" if tput >= 100 else _sig3(tput)) if _num(tput) else "—"})
+    return rows
+
+
+_BATCH_NOTE = ("p50 / p90 are per call (one batch of that many samples); throughput is samples per second "
+               "at the p50 (batch / p50).")
+
+
 def _sections(report: Report) -> list[_Section]:
     """The table sections after the Artifacts table, in order (present only when they have rows)."""
-    out = [_Section("Runtimes and I/O contract", io_rows(report), (_IO_NOTE,))]
+    out = []
+    if batches := batch_rows(report):  # next to the batch-1 table it extends
+        out.append(_Section("Latency by batch size", batches, (_BATCH_NOTE,)))
+    out.append(_Section("Runtimes and I/O contract", io_rows(report), (_IO_NOTE,)))
     if quant := quant_rows(report):
         out.append(_Section("Quantized and float ops", quant, (_QUANT_NOTE,)))
     if report.steps:
