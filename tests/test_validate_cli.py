@@ -456,3 +456,59 @@ def test_reference_run_takes_the_settings_openvino_hint(tmp_path, monkeypatch):
         assert seen[-1].eval_batch == 1  # the file fixes batch 1
     _reference_outputs([ov, art("onnx", ".onnx", "onnxruntime")], tmp_path / "x.npy", ValidateSettings())
     assert seen[-1].runtime == "onnxruntime" and seen[-1].precision_hint is None
+
+
+def _other_model(path: Path, hidden: int) -> Path:
+    """Another model with the digits CNN's I/O contract (input [N,1,8,8], output [N,10]): an MLP."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(64, hidden)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(hidden, 10)).astype(np.float32), "w2")
+    shape = numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["output"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
+                          [w1, w2, shape])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_files_of_another_model_are_not_paired_with_the_reference(export_dir, eval_npz, tmp_path):
+    """validate a.onnx b.onnx of two models gave b a speed-up, a size ratio and "drift" against a
+    (and an fp32 b was failed as "disagrees with the reference")."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    from edgecompress.targets.device_report import _artifact_from_file, model_mismatch
+
+    fp32 = export_dir / "digits-cnn-fp32.onnx"
+    other = _other_model(tmp_path / "mlp-fp32.onnx", hidden=32)
+    quantize_dynamic(str(other), str(tmp_path / "mlp-int8.onnx"))
+    arts = {p.name: _artifact_from_file(p) for p in (fp32, other, tmp_path / "mlp-int8.onnx",
+                                                      export_dir / "digits-cnn-int8.xml")}
+    assert model_mismatch(arts["digits-cnn-fp32.onnx"], arts["mlp-int8.onnx"], {}) == "2,368 weights vs 46,560"
+    assert model_mismatch(arts["mlp-fp32.onnx"], arts["mlp-int8.onnx"], {}) is None  # one model's fp32 and int8
+    assert model_mismatch(arts["digits-cnn-fp32.onnx"], arts["digits-cnn-int8.xml"], {}) is None
+    out = tmp_path / "v"
+    r = run_cli("validate", str(fp32), str(tmp_path / "mlp-int8.onnx"), str(other), "--eval", eval_npz,
+                "--out", str(out), "--rounds", "1", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    rows = {Path(a["path"]).name: a for a in rep["artifacts"]}
+    assert rows["mlp-int8.onnx"]["drift"] == {} and rows["mlp-fp32.onnx"]["drift"] == {}
+    assert rows["mlp-fp32.onnx"]["status"] == "ok"
+    assert rows["digits-cnn-fp32.onnx"]["model_group"] != rows["mlp-int8.onnx"]["model_group"] \
+        == rows["mlp-fp32.onnx"]["model_group"]
+    assert ("note: mlp-int8.onnx: another model than the reference digits-cnn-fp32.onnx "
+            "(2,368 weights vs 46,560): no drift against it") in r.stderr
+    assert len(rep["data"]["other_model"]) == 2
+    md = (out / "report.md").read_text()
+    assert "- **not of one model**: mlp-int8.onnx: another model than the reference" in md
+    int8_line = next(ln for ln in md.splitlines() if ln.startswith("| mlp-int8.onnx |"))
+    # its speed-up and size ratio are against mlp-fp32.onnx, its own model's fp32 file
+    mlp_ratio = rows["mlp-int8.onnx"]["size_bytes"] / rows["mlp-fp32.onnx"]["size_bytes"]
+    assert f"({mlp_ratio:.2f}x)" in int8_line

@@ -101,8 +101,11 @@ def _interval(d: dict[str, Any]) -> str:
 
 
 def _fp32_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The fp32 row of the same format, target and model: validate marks `model_group` when its
+    files are of several models (an fp32 file of another model gave a speed-up and size ratio)."""
     return next((r for r in rows if r["format"] == row["format"] and r["precision"] == "fp32"
-                 and r.get("target") == row.get("target") and r["status"] == "ok"), None)
+                 and r.get("target") == row.get("target") and r["status"] == "ok"
+                 and r.get("model_group") == row.get("model_group")), None)
 
 
 def table_rows(report: Report) -> list[dict[str, str]]:
@@ -110,6 +113,10 @@ def table_rows(report: Report) -> list[dict[str, str]]:
     rows = []
     ref_file = report.data.get("reference_file") or None
     ref_named = sum(a["precision"] == "fp32" and _file_name(a) == ref_file for a in report.artifacts)
+    # a file of another model than the reference (validate's model_group): its top-1 is not a
+    # change against the reference's
+    ref_group = next((a.get("model_group") for a in report.artifacts
+                      if a["precision"] == "fp32" and _file_name(a) == ref_file), None)
     for a in report.artifacts:
         ref = _fp32_of(report.artifacts, a)
         lat = a.get("latency_ms", {})
@@ -157,7 +164,8 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             "p50 ms": f"{_ms(lat['p50'])}{est}" if lat.get("p50") is not None else "—",
             "p90 ms": f"{_ms(lat['p90'])}{est}" if lat.get("p90") is not None else "—",
             "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
-            "top-1 %": _pct(m.get("top1")) + _delta_pt(m.get("top1"), (report.reference or {}).get("top1")),
+            "top-1 %": _pct(m.get("top1")) + (_delta_pt(m.get("top1"), (report.reference or {}).get("top1"))
+                                               if a.get("model_group") == ref_group else ""),
             "top-5 %": _pct(m.get("top5")),
             # sentence encoders on an STS set (issue #6): their metric was dropped from the table
             **({"Spearman x100": f"{100 * m['spearman']:.2f}" if _num(m["spearman"]) else "—"}
@@ -338,6 +346,8 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     items.append(("target", report.target))
     if data.get("skipped"):
         items.append(("skipped (formats the target does not run)", ", ".join(data["skipped"])))
+    if data.get("other_model"):  # validate of files of several models: not compared with each other
+        items.append(("not of one model", "; ".join(data["other_model"])))
     if data.get("calib"):
         items.append(("calibration data", f"{data.get('calib', '—')} ({data.get('calib_n', 0)} samples)"))
     if data.get("eval"):  # without --eval it read "None (0 samples, unlabelled)"
