@@ -41,10 +41,16 @@ def _format_for(path: Path) -> str:
 
 def _guess_precision(path: Path) -> str:
     """Read from the file; the name only when the file says nothing readable. An int8 file named
-    model.onnx was listed as fp32 and became the drift reference of the real fp32 one."""
-    with contextlib.suppress(Exception):  # unreadable: its benchmark fails in one line later
+    model.onnx was listed as fp32 and became the drift reference of the real fp32 one. A file its
+    format's reader cannot read, whose name names no precision, is "unknown": labelled fp32, a
+    truncated .tflite's failed row read as "the fp32 artifact failed" (and, given first, it was
+    the drift reference). A format with no reader keeps the fp32 default (nothing was unreadable)."""
+    unreadable = False
+    try:
         if (found := _precision_in_file(path)) is not None:
             return found
+    except Exception:  # unreadable: its benchmark fails in one line later
+        unreadable = True
     from edgecompress.exporters import FORMATS
 
     fmt = next((f for _, f in FORMATS if f.suffix.lower() == path.suffix.lower()), None)
@@ -52,7 +58,7 @@ def _guess_precision(path: Path) -> str:
     for p in sorted(fmt.precisions if fmt else (), key=len, reverse=True):  # "int8-dynamic" before "int8"
         if re.search(rf"(^|[-_.]){p}($|[-_.])", stem):  # "print8" is no int8
             return p
-    return "fp32"
+    return "unknown" if unreadable else "fp32"
 
 
 def _precision_in_file(path: Path) -> str | None:

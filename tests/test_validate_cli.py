@@ -337,6 +337,30 @@ def test_a_gate_does_not_hide_failed_artifacts(tmp_path):
     assert "no artifact in the report has a numeric" not in r.stderr and "failed" in r.stderr
 
 
+def test_an_unreadable_file_is_labelled_unknown_not_fp32(export_dir, eval_npz, tmp_path):
+    """A garbage .onnx or a truncated .tflite got a failed row labelled fp32 (read as "the fp32
+    artifact failed"), and, given first, was picked as the drift reference."""
+    from edgecompress.targets.device_report import _guess_precision
+
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07" + b"not a model" * 20)
+    cut = tmp_path / "model.tflite"
+    cut.write_bytes(b"TFL3 not a real model")
+    named = tmp_path / "model-int8.tflite"
+    named.write_bytes(b"TFL3 not a real model")
+    assert [_guess_precision(p) for p in (bad, cut, named)] == ["unknown", "unknown", "int8"]  # the name, if it says
+    out = tmp_path / "o"
+    r = run_cli("validate", str(bad), str(export_dir / "digits-cnn-fp32.onnx"), "--eval", eval_npz,
+                "--out", str(out), "--rounds", "1", *FAST)
+    assert r.returncode == 4, r.stderr[-1500:]
+    rows = {Path(a["path"]).name: a for a in json.loads((out / "report.json").read_text())["artifacts"]}
+    assert (rows["broken.onnx"]["precision"], rows["broken.onnx"]["status"]) == ("unknown", "failed")
+    # the real fp32 file is the reference (it was the broken one's turn, being first)
+    assert rows["digits-cnn-fp32.onnx"]["status"] == "ok"
+    assert json.loads((out / "report.json").read_text())["data"]["reference_file"] == "digits-cnn-fp32.onnx"
+    assert "| onnx | unknown | 222 B | — |" in (out / "report.md").read_text()  # no size ratio: no known model
+
+
 def test_validate_reads_images_with_the_exports_preprocessing(export_dir, digits_eval, tmp_path):
     """`validate DIR --eval images/` preprocessed digits-cnn's images as EfficientNet-Lite ones
     (RGB, 224 px) and every row failed on the input shape; the export's preset is in its report."""

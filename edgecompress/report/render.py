@@ -118,7 +118,8 @@ def table_rows(report: Report) -> list[dict[str, str]]:
     ref_group = next((a.get("model_group") for a in report.artifacts
                       if a["precision"] == "fp32" and _file_name(a) == ref_file), None)
     for a in report.artifacts:
-        ref = _fp32_of(report.artifacts, a)
+        # an unreadable file (precision unknown) is no known model's: no ratio against an fp32 file
+        ref = _fp32_of(report.artifacts, a) if a["precision"] != "unknown" else None
         lat = a.get("latency_ms", {})
         est = " (est.)" if a.get("latency_kind") == "estimated" else ""
         # issue #5 arm64 check: qemu-user latency is the emulator's, never a device figure.
@@ -294,7 +295,7 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
     rows = []
     for a in report.artifacts:
         d = a.get("details") or {}
-        if a.get("precision") in ("fp32", "fp16"):
+        if a.get("precision") in ("fp32", "fp16", "unknown"):  # unknown: an unreadable file, no ops to list
             continue
         if "int8_ops" in d:
             int8 = ", ".join(f"{k} x{v}" for k, v in d["int8_ops"].items())
