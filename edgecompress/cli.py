@@ -198,15 +198,10 @@ def _raise_failed_gates(report) -> None:
 
     bad = [g for g in report.gates if not g["passed"]]
     if bad:
-        g = bad[0]
-        where = f"{g['file']}, {g['artifact']}" if g.get("file") else g["artifact"]
-        kind = f" [{g['latency_kind']}]" if g.get("latency_kind") else ""
-        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-        from edgecompress.report.render import metric_value
-        from edgecompress.targets.gates import parse_gates
+        from edgecompress.targets.gates import gate_failure
 
-        path = ".".join(parse_gates([g["gate"]])[0].path)
-        raise ValidationError(f"gate failed: {g['gate']} ({where}: {metric_value(path, g['value'])}{kind}){more}")
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValidationError(gate_failure(bad[0]) + more)  # worded as validate words it
 
 
 @app.command()

@@ -133,10 +133,7 @@ def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = Non
                                  **({"file": file} if file else {}), "value": v, "passed": not failed,
                                  **({"latency_kind": kind} if kind != "measured" else {})})
             if failed:
-                failures.append(f"gate failed: {g.text} ({file + ', ' if file else ''}{row['format']} "
-                                f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = "
-                                f"{metric_value('.'.join(g.path), v)}"
-                                + (f" [{kind}]" if kind != "measured" else "") + ")")
+                failures.append(gate_failure(report.gates[-1]))
         if not seen:  # recorded: the report written before the error must not read "passed"
             report.gates.append({"gate": g.text, "artifact": "—", "value": None, "passed": False})
         if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
@@ -146,6 +143,22 @@ def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = Non
                               "size_bytes, metrics.top1, memory_mb.peak_rss; an estimated target has no accuracy, "
                               "drift or memory)")
     return failures
+
+
+def gate_failure(g: dict[str, Any]) -> str:
+    """The one line a failed gate gives, from its record in report.gates: `export` and `validate`
+    worded it differently ("(file, x86-local/onnx/fp32: 100.00 %)" vs "(file, onnx fp32 on
+    x86-local: drift.top1_agreement = 100.00 %)"), which broke a grep over CI logs. Shape:
+    gate failed: GATE (FILE, FORMAT PRECISION on TARGET: PATH = VALUE [KIND])"""
+    m = _GATE.match(str(g["gate"]))
+    path = m.group(1) if m else str(g["gate"])
+    parts = str(g["artifact"]).rsplit("/", 2)  # row_key joined: target, format, precision
+    if g.get("value") is None or len(parts) != 3:  # the record of a gate no artifact answered
+        return f"gate failed: {g['gate']} (no artifact has a numeric {path})"
+    target, fmt, precision = parts
+    kind = f" [{g['latency_kind']}]" if g.get("latency_kind") else ""
+    return (f"gate failed: {g['gate']} ({g['file'] + ', ' if g.get('file') else ''}{fmt} {precision} on "
+            f"{target}: {path} = {metric_value(path, g['value'])}{kind})")
 
 
 def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:

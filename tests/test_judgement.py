@@ -9,6 +9,8 @@ the std, `export` exiting 0 with a failed artifact, the ORT session not pinned t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,6 +85,21 @@ def test_gates_at_their_boundary_and_the_verdict_they_give():
     v = report.verdict()
     assert (v["passed"], v["failed_gates"], v["failed_artifacts"]) == (False, 1, 0)
     assert not _report(_row(5.0, status="failed")).verdict()["passed"]
+
+
+def test_export_and_validate_word_a_failed_gate_alike():
+    """export said "(m.onnx, x86-local/onnx/int8: 7 ms)", validate "(m.onnx, onnx int8 on
+    x86-local: latency_ms.p50 = 7 ms)": one function words both now."""
+    from edgecompress.cli import _raise_failed_gates
+    from edgecompress.errors import ValidationError
+
+    report = _report(_row(7.0, path="/o/m.onnx"), _row(9.0, latency_kind="estimated", target="rpi5"))
+    failures = evaluate_gates(report, parse_gates(["latency_ms.p50>5"]), Path("/o"))  # validate's lines
+    assert failures == ["gate failed: latency_ms.p50>5 (m.onnx, onnx int8 on x86-local: latency_ms.p50 = 7.00 ms)",
+                        "gate failed: latency_ms.p50>5 (onnx int8 on rpi5: latency_ms.p50 = 9.00 ms [estimated])"]
+    with pytest.raises(ValidationError) as e:  # export's line
+        _raise_failed_gates(report)
+    assert str(e.value) == failures[0] + " (+1 more)"
 
 
 def test_regression_is_a_change_beyond_the_threshold_and_a_newly_failed_row_is_one():

@@ -142,6 +142,10 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
     assert r.returncode == 4
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "gate failed: drift.top1_agreement<=1.0" in err[0]
+    from conftest import GATE_FAILURE  # export's wording too (tests/test_cli_out.py)
+
+    m = GATE_FAILURE.match(err[0])
+    assert m and (m["path"], m["target"], m["value"]) == ("drift.top1_agreement", "x86-local", "100.00 %"), err[0]
     assert (tmp_path / "v3" / "report.json").exists()  # the report is written before the exit ...
     gates = json.loads((tmp_path / "v3" / "report.json").read_text())["gates"]  # ... and says why
     assert gates and not any(g["passed"] for g in gates)
