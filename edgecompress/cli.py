@@ -198,15 +198,10 @@ def _raise_failed_gates(report) -> None:
 
     bad = [g for g in report.gates if not g["passed"]]
     if bad:
-        g = bad[0]
-        where = f"{g['file']}, {g['artifact']}" if g.get("file") else g["artifact"]
-        kind = f" [{g['latency_kind']}]" if g.get("latency_kind") else ""
-        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-        from edgecompress.report.render import metric_value
-        from edgecompress.targets.gates import parse_gates
+        from edgecompress.targets.gates import gate_failure
 
-        path = ".".join(parse_gates([g["gate"]])[0].path)
-        raise ValidationError(f"gate failed: {g['gate']} ({where}: {metric_value(path, g['value'])}{kind}){more}")
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValidationError(gate_failure(bad[0]) + more)  # worded as validate words it
 
 
 @app.command()
@@ -243,11 +238,14 @@ def validate_cmd(
     eval: Annotated[str | None, typer.Option(
         "--eval", help="Evaluation data (image folder, labels CSV, .npy/.npz).")] = None,
     baseline: Annotated[Path | None, typer.Option(
-        help="A previous report.json: flag regressions over --threshold.", callback=_expand_user)] = None,
+        help="A previous report.json: flag regressions over --threshold and --accuracy-threshold.", callback=_expand_user)] = None,
     fail_on: FailOnOpt = [],  # noqa: B006
     out: OutOpt = Path("edgecompress-validate"),
     threshold: Annotated[float, typer.Option(
-        help="Relative change counted as a regression vs --baseline (0.05 = 5 %).")] = 0.05,
+        help="Relative change of latency, size or peak memory counted as a regression vs --baseline (0.05 = 5 %).")] = 0.05,
+    accuracy_threshold: Annotated[float, typer.Option(
+        help="Absolute drop of top-1, top-1 agreement or cosine counted as a regression vs --baseline, "
+             "a fraction (0.01 = 1 point).")] = 0.01,
     fail_on_regression: Annotated[bool, typer.Option(
         "--fail-on-regression", help="Exit 4 when --baseline finds a regression (CI).")] = False,
     preprocess: Annotated[str | None, typer.Option(
@@ -266,7 +264,7 @@ def validate_cmd(
     report, paths, failures = validate_artifacts(
         artifacts, target, out, eval=eval, baseline=baseline, fail_on=fail_on,
         settings=_settings(threads, batch, runs, warmup, rounds), preprocess=preprocess, threshold=threshold,
-        progress=not no_progress, command=_command_line(),
+        accuracy_threshold=accuracy_threshold, progress=not no_progress, command=_command_line(),
         fail_on_regression=fail_on_regression)
     _summary(report, paths)
     for r in report.baseline.get("regressions", []):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError
 from edgecompress.fileio import require_utf8_name
-from edgecompress.targets.baseline import compare_baseline
+from edgecompress.targets.baseline import ACCURACY_THRESHOLD, compare_baseline
 from edgecompress.targets.gates import check_gates_measurable, evaluate_gates, parse_gates
 
 if TYPE_CHECKING:
@@ -42,10 +42,16 @@ def _format_for(path: Path) -> str:
 
 def _guess_precision(path: Path) -> str:
     """Read from the file; the name only when the file says nothing readable. An int8 file named
-    model.onnx was listed as fp32 and became the drift reference of the real fp32 one."""
-    with contextlib.suppress(Exception):  # unreadable: its benchmark fails in one line later
+    model.onnx was listed as fp32 and became the drift reference of the real fp32 one. A file its
+    format's reader cannot read, whose name names no precision, is "unknown": labelled fp32, a
+    truncated .tflite's failed row read as "the fp32 artifact failed" (and, given first, it was
+    the drift reference). A format with no reader keeps the fp32 default (nothing was unreadable)."""
+    unreadable = False
+    try:
         if (found := _precision_in_file(path)) is not None:
             return found
+    except Exception:  # unreadable: its benchmark fails in one line later
+        unreadable = True
     from edgecompress.exporters import FORMATS
 
     fmt = next((f for _, f in FORMATS if f.suffix.lower() == path.suffix.lower()), None)
@@ -53,7 +59,7 @@ def _guess_precision(path: Path) -> str:
     for p in sorted(fmt.precisions if fmt else (), key=len, reverse=True):  # "int8-dynamic" before "int8"
         if re.search(rf"(^|[-_.]){p}($|[-_.])", stem):  # "print8" is no int8
             return p
-    return "fp32"
+    return "unknown" if unreadable else "fp32"
 
 
 def _precision_in_file(path: Path) -> str | None:
@@ -200,21 +206,106 @@ def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: A
     return kept, skipped
 
 
-def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> tuple[Any, str]:
-    """fp32 outputs to measure drift against, and the name of the file they come from: the fp32
-    artifact (ONNX first), run here."""
-    import numpy as np
+# ---- which files are one model ------------------------------------------------------------------
+# Loose files may be of different models (a.onnx an fp32 export, b.onnx another, pruned model's
+# int8): paired by precision and format alone, b got a speed-up, a size ratio and "drift" against
+# a's outputs. What the files say decides: per-sample input and output sizes (any two formats:
+# layouts and names differ between them), exact shapes and names between two ONNX files, and the
+# ONNX weight count (elements of its initializers of rank >= 2: the same for fp32, int8 QDQ and
+# int8-dynamic files of one model, since scales, zero points and biases are rank 0-1; pruning
+# changes it). OpenVINO and TFLite weights are not counted (their int8 files add rank-4
+# quantization constants), so two files of those formats are compared by I/O only.
 
+
+def _per_sample(shape: list[Any]) -> int | None:
+    """Elements per sample (dims after the batch), None when a dim is symbolic."""
+    dims = list(shape[1:])
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        return None
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def _onnx_weight_count(path: Path) -> int | None:
+    import math
+
+    import onnx
+
+    try:  # the graph only: external weights are not read, their dims are in the graph
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # unreadable: its benchmark fails in one line
+        return None
+    return sum(math.prod(t.dims) for t in graph.initializer if len(t.dims) >= 2)
+
+
+def model_mismatch(ref: Artifact, art: Artifact, weights: dict[str, int | None]) -> str | None:
+    """Why `art` is not a file of `ref`'s model (one phrase), or None when nothing says so.
+    `weights`: ONNX weight counts by path (memoized by the caller)."""
+    for kind, mine, theirs in (("inputs", art.inputs, ref.inputs), ("outputs", art.outputs, ref.outputs)):
+        if not mine or not theirs:  # unread: nothing to compare
+            continue
+        if len(mine) != len(theirs):
+            return f"{len(mine)} {kind} vs {len(theirs)}"
+        for a, b in zip(mine, theirs, strict=True):
+            na, nb = _per_sample(a.shape), _per_sample(b.shape)
+            if na is not None and nb is not None and na != nb:
+                return f"{kind[:-1]} {a.name} of {na} values per sample vs {nb}"
+            if art.format == ref.format == "onnx":
+                if a.name != b.name:
+                    return f"{kind[:-1]} named {a.name} vs {b.name}"
+                fixed = [(x, y) for x, y in zip(a.shape[1:], b.shape[1:], strict=False)
+                         if isinstance(x, int) and isinstance(y, int)]
+                if len(a.shape) != len(b.shape) or any(x != y for x, y in fixed):
+                    return f"{kind[:-1]} {a.name} of shape {a.shape} vs {b.shape}"
+    if art.format == ref.format == "onnx":
+        for f in (art, ref):
+            if str(f.path) not in weights:
+                weights[str(f.path)] = _onnx_weight_count(Path(f.path))
+        mine_w, ref_w = weights[str(art.path)], weights[str(ref.path)]
+        # 1 % of slack: a converter's stray constant must not split one model in two; pruning
+        # removes far more
+        if mine_w and ref_w and abs(mine_w - ref_w) > 0.01 * ref_w:
+            return f"{mine_w:,} weights vs {ref_w:,}"
+    return None
+
+
+def _reference_artifact(arts: list[Artifact]) -> Artifact | None:
+    """The fp32 artifact drift is measured against: ONNX first (its runtime is the reference one)."""
     from edgecompress.exporters import FORMATS
-    from edgecompress.targets.runners.local import BenchRequest, LocalRunner
 
     def rank(a: Artifact) -> int:
         return FORMATS.get(a.format).reference_rank if a.format in FORMATS else 9
 
     fp32 = sorted((a for a in arts if a.precision == "fp32"), key=rank)
-    if not fp32:
+    return fp32[0] if fp32 else None
+
+
+def model_groups(arts: list[Artifact]) -> list[int]:
+    """A model number per artifact: the first artifact it is no other model's file of (in order)."""
+    weights: dict[str, int | None] = {}
+    heads: list[Artifact] = []
+    out = []
+    for a in arts:
+        g = next((i for i, h in enumerate(heads) if model_mismatch(h, a, weights) is None), None)
+        if g is None:
+            heads.append(a)
+            g = len(heads) - 1
+        out.append(g)
+    return out
+
+
+def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> tuple[Any, str]:
+    """fp32 outputs to measure drift against, and the name of the file they come from: the fp32
+    artifact (ONNX first), run here."""
+    import numpy as np
+
+    from edgecompress.targets.runners.local import BenchRequest, LocalRunner
+
+    ref = _reference_artifact(arts)
+    if ref is None:
         return None, ""
-    ref = fp32[0]
     with tempfile.TemporaryDirectory(prefix="edgecompress-ref-") as td:
         out = Path(td) / "ref.npy"
         req = BenchRequest.for_artifact(ref, settings, inputs=eval_path, outputs=out)
@@ -223,10 +314,35 @@ def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> 
         return np.load(out), Path(ref.path).name
 
 
+def _other_models(arts: list[Artifact], ref_file: str) -> tuple[list[str], set[int]]:
+    """Files that are not of the fp32 reference's model: each said (report and stderr), and their
+    indices, which get no drift against it. Without a reference (no --eval), still said when no
+    fp32 file of their format is of their model: they get no speed-up or size ratio."""
+    import sys
+
+    ref = _reference_artifact(arts) if ref_file else None
+    weights: dict[str, int | None] = {}
+    said, no_ref = [], set()
+    for i, a in enumerate(arts):
+        if ref is not None and a is not ref and (why := model_mismatch(ref, a, weights)):
+            no_ref.add(i)
+            said.append(f"{Path(a.path).name}: another model than the reference {Path(ref.path).name} "
+                        f"({why}): no drift against it")
+        elif ref is None:
+            fp32 = [f for f in arts if f.precision == "fp32" and f.format == a.format and f is not a]
+            whys = [why for f in fp32 if (why := model_mismatch(f, a, weights))]
+            if fp32 and len(whys) == len(fp32):
+                said.append(f"{Path(a.path).name}: another model than {Path(fp32[0].path).name} ({whys[0]})")
+    for n in said:
+        print(f"note: {n}", file=sys.stderr)
+    return said, no_ref
+
+
 def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str | None = None,
                        baseline: Path | None = None, fail_on: list[str] | None = None,
                        settings: Any = None, preprocess: str | None = None, command: str = "",
                        threshold: float = 0.05, progress: bool = True,
+                       accuracy_threshold: float = ACCURACY_THRESHOLD,
                        fail_on_regression: bool = False) -> tuple[Report, dict, list[str]]:
     """Validate existing artifacts on `target`; write the report; return it, its paths and the
     gate failures (the caller decides the exit code)."""
@@ -240,6 +356,9 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     _refuse_export_dir(Path(out_dir))  # before any work; checked again under the lock
     if not 0 <= threshold <= 1:  # also NaN; -1 made an unchanged run a regression, 5 meant 500 %
         raise ConfigError(f"--threshold {threshold}: a relative change between 0 and 1 (0.05 = 5 %)")
+    if not 0 <= accuracy_threshold <= 1:  # a drop in points as a fraction: 1 meant 1 pt, not 100
+        raise ConfigError(f"--accuracy-threshold {accuracy_threshold}: an absolute drop between 0 and 1 "
+                          "(0.01 = 1 point)")
     profile = get_target(target)
     settings = settings or ValidateSettings()
     if preprocess:
@@ -288,7 +407,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                 ref, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
             if ref is not None:
                 reference = classification_metrics(ref, ev.y)
-        measurements = validate(arts, profile, ev, ref, settings, progress)
+        other_model, no_ref = _other_models(arts, ref_file)
+        measurements = validate(arts, profile, ev, ref, settings, progress, no_reference=no_ref)
         report = Report.from_measurements(
             measurements, model=model, target=profile.name, reference=reference,
             data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
@@ -296,10 +416,16 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                   "labelled": bool(ev is not None and ev.y is not None),
                   "reference": f"outputs of {ref_file} (fp32) on this machine" if ref_file else "",
                   **({"reference_file": ref_file} if ref_file else {}),
-                  **({"skipped": skipped} if skipped else {})},
+                  **({"skipped": skipped} if skipped else {}),
+                  **({"other_model": other_model} if other_model else {})},
             command=command)
+        groups = model_groups(arts)
+        if len(set(groups)) > 1:  # speed-up and size ratio pair rows of one model only (render._fp32_of)
+            for row, g in zip(report.artifacts, groups, strict=True):
+                row["model_group"] = g
         if base is not None:
-            report.baseline = compare_baseline(report, base, str(baseline), threshold, out_dir)
+            report.baseline = compare_baseline(report, base, str(baseline), threshold, out_dir,
+                                               accuracy_threshold)
             # the report's verdict judges regressions as the exit code will (they fail the run
             # only under --fail-on-regression): report.json said passed where the run exited 4
             report.baseline["fail_on_regression"] = fail_on_regression

@@ -44,8 +44,40 @@ def parse_gates(exprs: list[str]) -> list[Gate]:
                                   "with OP one of < <= > >= == != (e.g. 'drift.top1_agreement<0.97')")
             gate = Gate(text.strip(), tuple(m.group(1).split(".")), m.group(2), float(m.group(3)))
             _check_gate_path(gate)
+            _check_gate_range(gate)
             gates.append(gate)
     return gates
+
+
+def _fraction_range(path: tuple[str, ...]) -> tuple[str, float, float] | None:
+    """(what, low, high) for a metric report.json holds as a fraction, else None. The report shows
+    these as percentages ("100.00 %"), so "<97" read naturally and failed every artifact."""
+    head, last = path[0], path[-1]
+    if head == "drift" and last == "top1_agreement":
+        return "agreement", 0.0, 1.0
+    if head == "drift" and last.startswith("cosine"):  # a cosine similarity may be negative
+        return "cosine", -1.0, 1.0
+    if head == "metrics" and last.startswith(("top", "acc")):  # what metric_value shows as %
+        return "accuracy", 0.0, 1.0
+    if head == "metrics" and last == "spearman":  # shown x100 in the table ("Spearman x100")
+        return "Spearman", -1.0, 1.0
+    return None
+
+
+def _check_gate_range(g: Gate) -> None:
+    """A threshold the metric can never reach is a unit slip (97 meant 0.97): refused before any
+    work, with the fraction it probably meant."""
+    rng = _fraction_range(g.path)
+    if rng is None:
+        return
+    what, lo, hi = rng
+    if lo <= g.value <= hi:
+        return
+    span = "a fraction 0-1" if lo == 0 else f"between {lo:g} and {hi:g}"
+    # a percentage (1-100) is the likely slip: name its fraction; anything else, an example
+    hint = (f"; did you mean {g.op}{g.value / 100:g}?" if 1 < g.value <= 100
+            else f" (e.g. '{'.'.join(g.path)}<0.97')")
+    raise ConfigError(f"--fail-on {g.text!r}: {what} is {span}{hint}")
 
 
 # What an artifact row holds (report.json), so a typo is refused before the work, not after it.
@@ -101,10 +133,7 @@ def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = Non
                                  **({"file": file} if file else {}), "value": v, "passed": not failed,
                                  **({"latency_kind": kind} if kind != "measured" else {})})
             if failed:
-                failures.append(f"gate failed: {g.text} ({file + ', ' if file else ''}{row['format']} "
-                                f"{row['precision']} on {row.get('target', '')}: {'.'.join(g.path)} = "
-                                f"{metric_value('.'.join(g.path), v)}"
-                                + (f" [{kind}]" if kind != "measured" else "") + ")")
+                failures.append(gate_failure(report.gates[-1]))
         if not seen:  # recorded: the report written before the error must not read "passed"
             report.gates.append({"gate": g.text, "artifact": "—", "value": None, "passed": False})
         if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
@@ -114,6 +143,22 @@ def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = Non
                               "size_bytes, metrics.top1, memory_mb.peak_rss; an estimated target has no accuracy, "
                               "drift or memory)")
     return failures
+
+
+def gate_failure(g: dict[str, Any]) -> str:
+    """The one line a failed gate gives, from its record in report.gates: `export` and `validate`
+    worded it differently ("(file, x86-local/onnx/fp32: 100.00 %)" vs "(file, onnx fp32 on
+    x86-local: drift.top1_agreement = 100.00 %)"), which broke a grep over CI logs. Shape:
+    gate failed: GATE (FILE, FORMAT PRECISION on TARGET: PATH = VALUE [KIND])"""
+    m = _GATE.match(str(g["gate"]))
+    path = m.group(1) if m else str(g["gate"])
+    parts = str(g["artifact"]).rsplit("/", 2)  # row_key joined: target, format, precision
+    if g.get("value") is None or len(parts) != 3:  # the record of a gate no artifact answered
+        return f"gate failed: {g['gate']} (no artifact has a numeric {path})"
+    target, fmt, precision = parts
+    kind = f" [{g['latency_kind']}]" if g.get("latency_kind") else ""
+    return (f"gate failed: {g['gate']} ({g['file'] + ', ' if g.get('file') else ''}{fmt} {precision} on "
+            f"{target}: {path} = {metric_value(path, g['value'])}{kind})")
 
 
 def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:

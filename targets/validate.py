@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,10 +259,11 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
              target: str | TargetProfile = "x86-local",
              eval_data: Dataset | None = None, reference: np.ndarray | torch.Tensor | None = None,
              settings: ValidateSettings | None = None, progress: bool = True,
-             task: str = "classification") -> list[Measurement]:
+             task: str = "classification", no_reference: Collection[int] = ()) -> list[Measurement]:
     """Measure each artifact on `target`; compare its outputs on `eval_data` with `reference`.
 
     `task` is the model's (ModelSpec.task): `embedding` outputs get no top-1 agreement.
+    `no_reference`: indices of artifacts not compared with `reference` (another model's files).
 
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
@@ -297,7 +298,8 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
             req = BenchRequest.for_artifact(art, settings, cpus=cpus, inputs=inputs or _random_inputs(art, Path(td), i),
                                             outputs=Path(td) / f"out{i}.npy" if inputs else None)
             requests.append(req)
-            out.append(_measure(art, req, runner, profile, settings, eval_data, reference, task))
+            out.append(_measure(art, req, runner, profile, settings, eval_data,
+                                None if i in no_reference else reference, task))
             if bar is not None:
                 bar.update(1)
         if settings.rounds > 1 and inputs is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,13 @@ def default_sigint():
         yield
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+# The one wording of a failed --fail-on gate, in `export` and `validate` alike (targets/gates.py
+# gate_failure): both commands' tests match it, so a CI log grep works for either.
+GATE_FAILURE = re.compile(r"^error: gate failed: (?P<gate>\S.*?) \((?:(?P<file>[^,()]+), )?(?P<format>\S+) "
+                          r"(?P<precision>\S+) on (?P<target>\S+): (?P<path>[\w.]+) = (?P<value>[^()\[\]]+?)"
+                          r"(?: \[(?P<kind>\w+)\])?\)(?: \(\+\d+ more\))?$")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):

@@ -103,8 +103,14 @@ def test_export_fail_on_gates_without_a_second_measurement(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     bad = run_cli(*common, "--fail-on", "metrics.top1>0.5", "--out", str(tmp_path / "bad"), cwd=ROOT)
     assert bad.returncode == 4, bad.stderr[-2000:]
-    assert bad.stderr.strip().splitlines()[-1].startswith(
-        "error: gate failed: metrics.top1>0.5 (digits-cnn-fp32.onnx, x86-local/onnx/fp32: 99.")
+    from tests.conftest import GATE_FAILURE
+
+    # worded as validate words it (it said "(digits-cnn-fp32.onnx, x86-local/onnx/fp32: 99.33 %)")
+    m = GATE_FAILURE.match(bad.stderr.strip().splitlines()[-1])
+    assert m, bad.stderr[-500:]
+    assert (m["gate"], m["file"], m["format"], m["precision"], m["target"], m["path"]) == (
+        "metrics.top1>0.5", "digits-cnn-fp32.onnx", "onnx", "fp32", "x86-local", "metrics.top1")
+    assert m["value"].startswith("99.") and m["value"].endswith(" %") and m.group(0).endswith("(+1 more)")
     gates = json.loads((tmp_path / "bad" / "report.json").read_text())["gates"]
     assert [(g["file"], g["passed"]) for g in gates] == [("digits-cnn-fp32.onnx", False),
                                                          ("digits-cnn-int8.onnx", False)]

@@ -9,6 +9,8 @@ the std, `export` exiting 0 with a failed artifact, the ORT session not pinned t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -85,6 +87,21 @@ def test_gates_at_their_boundary_and_the_verdict_they_give():
     assert not _report(_row(5.0, status="failed")).verdict()["passed"]
 
 
+def test_export_and_validate_word_a_failed_gate_alike():
+    """export said "(m.onnx, x86-local/onnx/int8: 7 ms)", validate "(m.onnx, onnx int8 on
+    x86-local: latency_ms.p50 = 7 ms)": one function words both now."""
+    from edgecompress.cli import _raise_failed_gates
+    from edgecompress.errors import ValidationError
+
+    report = _report(_row(7.0, path="/o/m.onnx"), _row(9.0, latency_kind="estimated", target="rpi5"))
+    failures = evaluate_gates(report, parse_gates(["latency_ms.p50>5"]), Path("/o"))  # validate's lines
+    assert failures == ["gate failed: latency_ms.p50>5 (m.onnx, onnx int8 on x86-local: latency_ms.p50 = 7.00 ms)",
+                        "gate failed: latency_ms.p50>5 (onnx int8 on rpi5: latency_ms.p50 = 9.00 ms [estimated])"]
+    with pytest.raises(ValidationError) as e:  # export's line
+        _raise_failed_gates(report)
+    assert str(e.value) == failures[0] + " (+1 more)"
+
+
 def test_regression_is_a_change_beyond_the_threshold_and_a_newly_failed_row_is_one():
     baseline = _report(_row(100.0)).to_dict()
     at = compare_baseline(_report(_row(105.0)), baseline, "b.json", threshold=0.05)
@@ -95,6 +112,65 @@ def test_regression_is_a_change_beyond_the_threshold_and_a_newly_failed_row_is_o
     assert faster["regressions"] == []  # latency is worse going up only
     failed = compare_baseline(_report(_row(100.0, status="failed")), baseline, "b.json")
     assert [r.endswith("failed (ok in the baseline)") for r in failed["regressions"]] == [True]
+
+
+def _acc_row(top1: float, agreement: float, cosine: float, p50: float = 1.0) -> dict:
+    return _row(p50, metrics={"top1": top1}, drift={"top1_agreement": agreement, "cosine": cosine})
+
+
+def test_accuracy_agreement_and_cosine_regress_by_their_drop_in_points():
+    """A 99.3 -> 94.6 % top-1 (-4.7 pt, the error rate x8) is -4.7 % relative: it passed the 5 %
+    threshold, and so did cosine 1.0 -> 0.951. They are judged by their absolute drop now."""
+    baseline = _report(_acc_row(0.993, 0.99, 1.0)).to_dict()
+    res = compare_baseline(_report(_acc_row(0.946, 0.99, 0.951)), baseline, "b.json")
+    assert res["regressions"] == [
+        "onnx int8 on x86-local: top-1 99.30 % -> 94.60 % (-4.7 pt)",
+        "onnx int8 on x86-local: cosine 1.00000 -> 0.95100 (-4.9 pt)"]
+    assert (res["threshold"], res["accuracy_threshold"]) == (0.05, 0.01)  # both recorded
+    top1 = next(c for c in res["changes"] if c["metric"] == "top-1")
+    assert top1["rule"] == "absolute" and top1["delta"] == pytest.approx(-0.047)
+    assert next(c for c in res["changes"] if c["metric"] == "latency p50")["rule"] == "relative"
+
+
+@pytest.mark.parametrize("metric", ["top1", "agreement", "cosine"])
+def test_a_drop_in_points_at_the_accuracy_threshold(metric):
+    """1.0 pt is at the default 0.01 (not over it: passes); 1.1 pt is over it. Cosine from its
+    typical 0.9999."""
+    old = {"top1": 0.993, "agreement": 0.98, "cosine": 0.9999}
+    baseline = _report(_acc_row(**{"top1": old["top1"], "agreement": old["agreement"],
+                                   "cosine": old["cosine"]})).to_dict()
+
+    def drop(pt: float) -> dict:
+        new = dict(old, **{metric: old[metric] - pt / 100})
+        return compare_baseline(_report(_acc_row(new["top1"], new["agreement"], new["cosine"])),
+                                baseline, "b.json")
+
+    assert drop(1.0)["regressions"] == []
+    over = drop(1.1)["regressions"]
+    assert len(over) == 1 and over[0].endswith("(-1.1 pt)"), over
+    # the threshold is the caller's: 2 pt lets the 1.1-pt drop pass
+    new = dict(old, **{metric: old[metric] - 0.011})
+    assert compare_baseline(_report(_acc_row(new["top1"], new["agreement"], new["cosine"])), baseline,
+                            "b.json", accuracy_threshold=0.02)["regressions"] == []
+
+
+def test_latency_stays_relative_whatever_the_accuracy_threshold():
+    baseline = _report(_acc_row(0.99, 0.99, 0.999, p50=100.0)).to_dict()
+    res = compare_baseline(_report(_acc_row(0.99, 0.99, 0.999, p50=105.5)), baseline, "b.json",
+                           threshold=0.05, accuracy_threshold=1.0)
+    assert res["regressions"] == ["onnx int8 on x86-local: latency p50 100 ms -> 106 ms (+5.5 %)"]
+
+
+def test_the_report_states_both_thresholds():
+    from edgecompress.report.render import to_html, to_markdown
+
+    baseline = _report(_acc_row(0.99, 0.99, 0.999)).to_dict()
+    report = _report(_acc_row(0.99, 0.99, 0.999))
+    report.baseline = compare_baseline(report, baseline, "b.json")
+    said = "Threshold 5 % (latency, size, memory); 1.0 pt (accuracy, agreement, cosine)."
+    assert said in to_markdown(report, None) and said in to_html(report)
+    report.baseline.pop("accuracy_threshold")  # a report.json written before: one relative rule
+    assert "Threshold 5 %. " in to_markdown(report, None)
 
 
 def test_imagenet_preset_is_mean_std_normalisation():

@@ -132,12 +132,20 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
     r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v5"), "--baseline", str(tmp_path / "base.json"),
                 "--threshold", "5", *FAST)
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
+    r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v6"), "--baseline", str(tmp_path / "base.json"),
+                "--accuracy-threshold", "1.5", *FAST)  # 1.5 pt written as points
+    assert r.returncode == 2 and "--accuracy-threshold 1.5: an absolute drop between 0 and 1" in r.stderr
+    assert not (tmp_path / "v6").exists()
 
     r = run_cli("validate", str(export_dir), "--eval", eval_npz, "--out", str(tmp_path / "v3"),
                 "--fail-on", "drift.top1_agreement<=1.0", *FAST)
     assert r.returncode == 4
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "gate failed: drift.top1_agreement<=1.0" in err[0]
+    from conftest import GATE_FAILURE  # export's wording too (tests/test_cli_out.py)
+
+    m = GATE_FAILURE.match(err[0])
+    assert m and (m["path"], m["target"], m["value"]) == ("drift.top1_agreement", "x86-local", "100.00 %"), err[0]
     assert (tmp_path / "v3" / "report.json").exists()  # the report is written before the exit ...
     gates = json.loads((tmp_path / "v3" / "report.json").read_text())["gates"]  # ... and says why
     assert gates and not any(g["passed"] for g in gates)
@@ -148,6 +156,45 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
 def test_bad_gate_rejected(export_dir, tmp_path, bad):
     r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "o"), "--fail-on", bad, *FAST)
     assert r.returncode == 2 and "--fail-on" in r.stderr and "expected 'path.to.metric OP number'" in r.stderr
+
+
+@pytest.mark.parametrize("gate, said", [
+    ("drift.top1_agreement<97", "agreement is a fraction 0-1; did you mean <0.97?"),
+    ("metrics.top1<=90", "accuracy is a fraction 0-1; did you mean <=0.9?"),
+    ("metrics.top5<99.5", "accuracy is a fraction 0-1; did you mean <0.995?"),
+    ("drift.cosine<99.9", "cosine is between -1 and 1; did you mean <0.999?"),
+    ("drift.cosine_min<-2", "cosine is between -1 and 1 (e.g. 'drift.cosine_min<0.97')"),
+    ("metrics.spearman<85", "Spearman is between -1 and 1; did you mean <0.85?"),
+    ("drift.top1_agreement<-0.1", "agreement is a fraction 0-1 (e.g."),
+    ("metrics.top1<1000", "accuracy is a fraction 0-1 (e.g."),
+])
+def test_a_percentage_threshold_on_a_fraction_is_refused_at_parse_time(gate, said):
+    """"<97" on a 0-1 metric failed every artifact, the message showing "100.00 %" failing "<97"."""
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets.gates import parse_gates
+
+    with pytest.raises(ConfigError) as e:
+        parse_gates([gate])
+    assert str(e.value).startswith(f"--fail-on {gate!r}: ") and said in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_fraction_gates_at_their_range_ends_still_parse():
+    from edgecompress.targets.gates import parse_gates
+
+    ok = ["drift.top1_agreement<1", "drift.top1_agreement>0", "drift.cosine<-1", "metrics.top1<0.97",
+          "metrics.spearman>-1", "latency_ms.p50>97", "size_bytes>1e6", "memory_mb.peak_rss>300",
+          "drift.max_abs>5"]  # not fractions: any number
+    assert [g.value for g in parse_gates(ok)] == [1, 0, -1, 0.97, -1, 97, 1e6, 300, 5]
+
+
+def test_a_percentage_gate_exits_2_before_any_work(tmp_path):
+    r = run_cli("export", "zoo:digits-cnn", "--int8", "--fail-on", "drift.top1_agreement<97",
+                "--out", str(tmp_path / "x"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        "error: --fail-on 'drift.top1_agreement<97': agreement is a fraction 0-1; did you mean <0.97?"]
+    assert not (tmp_path / "x").exists()
 
 
 def test_parse_and_evaluate_gates():
@@ -294,6 +341,30 @@ def test_a_gate_does_not_hide_failed_artifacts(tmp_path):
     assert "no artifact in the report has a numeric" not in r.stderr and "failed" in r.stderr
 
 
+def test_an_unreadable_file_is_labelled_unknown_not_fp32(export_dir, eval_npz, tmp_path):
+    """A garbage .onnx or a truncated .tflite got a failed row labelled fp32 (read as "the fp32
+    artifact failed"), and, given first, was picked as the drift reference."""
+    from edgecompress.targets.device_report import _guess_precision
+
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07" + b"not a model" * 20)
+    cut = tmp_path / "model.tflite"
+    cut.write_bytes(b"TFL3 not a real model")
+    named = tmp_path / "model-int8.tflite"
+    named.write_bytes(b"TFL3 not a real model")
+    assert [_guess_precision(p) for p in (bad, cut, named)] == ["unknown", "unknown", "int8"]  # the name, if it says
+    out = tmp_path / "o"
+    r = run_cli("validate", str(bad), str(export_dir / "digits-cnn-fp32.onnx"), "--eval", eval_npz,
+                "--out", str(out), "--rounds", "1", *FAST)
+    assert r.returncode == 4, r.stderr[-1500:]
+    rows = {Path(a["path"]).name: a for a in json.loads((out / "report.json").read_text())["artifacts"]}
+    assert (rows["broken.onnx"]["precision"], rows["broken.onnx"]["status"]) == ("unknown", "failed")
+    # the real fp32 file is the reference (it was the broken one's turn, being first)
+    assert rows["digits-cnn-fp32.onnx"]["status"] == "ok"
+    assert json.loads((out / "report.json").read_text())["data"]["reference_file"] == "digits-cnn-fp32.onnx"
+    assert "| onnx | unknown | 222 B | — |" in (out / "report.md").read_text()  # no size ratio: no known model
+
+
 def test_validate_reads_images_with_the_exports_preprocessing(export_dir, digits_eval, tmp_path):
     """`validate DIR --eval images/` preprocessed digits-cnn's images as EfficientNet-Lite ones
     (RGB, 224 px) and every row failed on the input shape; the export's preset is in its report."""
@@ -424,3 +495,59 @@ def test_reference_run_takes_the_settings_openvino_hint(tmp_path, monkeypatch):
         assert seen[-1].eval_batch == 1  # the file fixes batch 1
     _reference_outputs([ov, art("onnx", ".onnx", "onnxruntime")], tmp_path / "x.npy", ValidateSettings())
     assert seen[-1].runtime == "onnxruntime" and seen[-1].precision_hint is None
+
+
+def _other_model(path: Path, hidden: int) -> Path:
+    """Another model with the digits CNN's I/O contract (input [N,1,8,8], output [N,10]): an MLP."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(64, hidden)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(hidden, 10)).astype(np.float32), "w2")
+    shape = numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["output"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
+                          [w1, w2, shape])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_files_of_another_model_are_not_paired_with_the_reference(export_dir, eval_npz, tmp_path):
+    """validate a.onnx b.onnx of two models gave b a speed-up, a size ratio and "drift" against a
+    (and an fp32 b was failed as "disagrees with the reference")."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    from edgecompress.targets.device_report import _artifact_from_file, model_mismatch
+
+    fp32 = export_dir / "digits-cnn-fp32.onnx"
+    other = _other_model(tmp_path / "mlp-fp32.onnx", hidden=32)
+    quantize_dynamic(str(other), str(tmp_path / "mlp-int8.onnx"))
+    arts = {p.name: _artifact_from_file(p) for p in (fp32, other, tmp_path / "mlp-int8.onnx",
+                                                      export_dir / "digits-cnn-int8.xml")}
+    assert model_mismatch(arts["digits-cnn-fp32.onnx"], arts["mlp-int8.onnx"], {}) == "2,368 weights vs 46,560"
+    assert model_mismatch(arts["mlp-fp32.onnx"], arts["mlp-int8.onnx"], {}) is None  # one model's fp32 and int8
+    assert model_mismatch(arts["digits-cnn-fp32.onnx"], arts["digits-cnn-int8.xml"], {}) is None
+    out = tmp_path / "v"
+    r = run_cli("validate", str(fp32), str(tmp_path / "mlp-int8.onnx"), str(other), "--eval", eval_npz,
+                "--out", str(out), "--rounds", "1", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    rows = {Path(a["path"]).name: a for a in rep["artifacts"]}
+    assert rows["mlp-int8.onnx"]["drift"] == {} and rows["mlp-fp32.onnx"]["drift"] == {}
+    assert rows["mlp-fp32.onnx"]["status"] == "ok"
+    assert rows["digits-cnn-fp32.onnx"]["model_group"] != rows["mlp-int8.onnx"]["model_group"] \
+        == rows["mlp-fp32.onnx"]["model_group"]
+    assert ("note: mlp-int8.onnx: another model than the reference digits-cnn-fp32.onnx "
+            "(2,368 weights vs 46,560): no drift against it") in r.stderr
+    assert len(rep["data"]["other_model"]) == 2
+    md = (out / "report.md").read_text()
+    assert "- **not of one model**: mlp-int8.onnx: another model than the reference" in md
+    int8_line = next(ln for ln in md.splitlines() if ln.startswith("| mlp-int8.onnx |"))
+    # its speed-up and size ratio are against mlp-fp32.onnx, its own model's fp32 file
+    mlp_ratio = rows["mlp-int8.onnx"]["size_bytes"] / rows["mlp-fp32.onnx"]["size_bytes"]
+    assert f"({mlp_ratio:.2f}x)" in int8_line

@@ -101,8 +101,11 @@ def _interval(d: dict[str, Any]) -> str:
 
 
 def _fp32_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The fp32 row of the same format, target and model: validate marks `model_group` when its
+    files are of several models (an fp32 file of another model gave a speed-up and size ratio)."""
     return next((r for r in rows if r["format"] == row["format"] and r["precision"] == "fp32"
-                 and r.get("target") == row.get("target") and r["status"] == "ok"), None)
+                 and r.get("target") == row.get("target") and r["status"] == "ok"
+                 and r.get("model_group") == row.get("model_group")), None)
 
 
 def table_rows(report: Report) -> list[dict[str, str]]:
@@ -110,8 +113,13 @@ def table_rows(report: Report) -> list[dict[str, str]]:
     rows = []
     ref_file = report.data.get("reference_file") or None
     ref_named = sum(a["precision"] == "fp32" and _file_name(a) == ref_file for a in report.artifacts)
+    # a file of another model than the reference (validate's model_group): its top-1 is not a
+    # change against the reference's
+    ref_group = next((a.get("model_group") for a in report.artifacts
+                      if a["precision"] == "fp32" and _file_name(a) == ref_file), None)
     for a in report.artifacts:
-        ref = _fp32_of(report.artifacts, a)
+        # an unreadable file (precision unknown) is no known model's: no ratio against an fp32 file
+        ref = _fp32_of(report.artifacts, a) if a["precision"] != "unknown" else None
         lat = a.get("latency_ms", {})
         est = " (est.)" if a.get("latency_kind") == "estimated" else ""
         # issue #5 arm64 check: qemu-user latency is the emulator's, never a device figure.
@@ -157,7 +165,8 @@ def table_rows(report: Report) -> list[dict[str, str]]:
             "p50 ms": f"{_ms(lat['p50'])}{est}" if lat.get("p50") is not None else "—",
             "p90 ms": f"{_ms(lat['p90'])}{est}" if lat.get("p90") is not None else "—",
             "speed-up": speed or ("1.00x" if a["precision"] == "fp32" and lat else "—"),
-            "top-1 %": _pct(m.get("top1")) + _delta_pt(m.get("top1"), (report.reference or {}).get("top1")),
+            "top-1 %": _pct(m.get("top1")) + (_delta_pt(m.get("top1"), (report.reference or {}).get("top1"))
+                                               if a.get("model_group") == ref_group else ""),
             "top-5 %": _pct(m.get("top5")),
             # sentence encoders on an STS set (issue #6): their metric was dropped from the table
             **({"Spearman x100": f"{100 * m['spearman']:.2f}" if _num(m["spearman"]) else "—"}
@@ -286,7 +295,7 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
     rows = []
     for a in report.artifacts:
         d = a.get("details") or {}
-        if a.get("precision") in ("fp32", "fp16"):
+        if a.get("precision") in ("fp32", "fp16", "unknown"):  # unknown: an unreadable file, no ops to list
             continue
         if "int8_ops" in d:
             int8 = ", ".join(f"{k} x{v}" for k, v in d["int8_ops"].items())
@@ -338,6 +347,8 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     items.append(("target", report.target))
     if data.get("skipped"):
         items.append(("skipped (formats the target does not run)", ", ".join(data["skipped"])))
+    if data.get("other_model"):  # validate of files of several models: not compared with each other
+        items.append(("not of one model", "; ".join(data["other_model"])))
     if data.get("calib"):
         items.append(("calibration data", f"{data.get('calib', '—')} ({data.get('calib_n', 0)} samples)"))
     if data.get("eval"):  # without --eval it read "None (0 samples, unlabelled)"
@@ -533,6 +544,9 @@ def _baseline_scope(report: Report) -> str:
     """What the baseline comparison looked at, and what it could not (e.g. accuracy without --eval)."""
     b = report.baseline
     parts = [f"Threshold {100 * b.get('threshold', 0):g} %."]  # 0.004 read "0 %"
+    if _num(b.get("accuracy_threshold")):  # reports before it judged every metric relatively
+        parts = [f"Threshold {100 * b.get('threshold', 0):g} % (latency, size, memory); "
+                 f"{100 * b['accuracy_threshold']:.1f} pt (accuracy, agreement, cosine)."]
     if b.get("compared") is not None:
         parts.append(f"Compared: {', '.join(b['compared']) or 'nothing'}.")
     if b.get("not_compared"):
@@ -669,9 +683,44 @@ _IO_NOTE = "int8 tensors: real value = scale × (q − zero point)."
 _GATES = "Gates (--fail-on)"
 
 
+def batch_rows(report: Report) -> list[dict[str, str]]:
+    """Latency and throughput per batch size, when some artifact was timed at more than one: the
+    Artifacts table is batch 1, and `--batch 8`'s figures were only in report.json. A batch that
+    could not be timed is left out here (the latency note says why)."""
+    timed = [(a, sorted(((int(b), v) for b, v in (a.get("latency_by_batch") or {}).items()
+                         if str(b).isdigit() and isinstance(v, dict) and _num(v.get("p50"))),
+                        key=lambda bv: bv[0]))
+             for a in report.artifacts if a.get("status") == "ok"]
+    if not any(len(batches) > 1 for _, batches in timed):
+        return []
+    keys = [(a.get("target"), a["format"], a["precision"]) for a, _ in timed]
+    many_targets = len({k[0] for k in keys}) > 1
+    rows = []
+    for a, batches in timed:
+        est = " (est.)" if a.get("latency_kind") == "estimated" else \
+            " (emulated)" if a.get("latency_kind") == "emulated" else ""
+        for b, v in batches:
+            tput = v.get("throughput_per_s")
+            rows.append({
+                **({"file": _file_name(a)} if len(set(keys)) < len(keys) else {}),
+                **({"target": str(a.get("target", report.target))} if many_targets else {}),
+                "format": a["format"], "precision": a["precision"], "batch": str(b),
+                "p50 ms": f"{_ms(v['p50'])}{est}",
+                "p90 ms": f"{_ms(v['p90'])}{est}" if _num(v.get("p90")) else "—",
+                "throughput samples/s": (f"{tput:.0f}" if tput >= 100 else _sig3(tput)) if _num(tput) else "—"})
+    return rows
+
+
+_BATCH_NOTE = ("p50 / p90 are per call (one batch of that many samples); throughput is samples per second "
+               "at the p50 (batch / p50).")
+
+
 def _sections(report: Report) -> list[_Section]:
     """The table sections after the Artifacts table, in order (present only when they have rows)."""
-    out = [_Section("Runtimes and I/O contract", io_rows(report), (_IO_NOTE,))]
+    out = []
+    if batches := batch_rows(report):  # next to the batch-1 table it extends
+        out.append(_Section("Latency by batch size", batches, (_BATCH_NOTE,)))
+    out.append(_Section("Runtimes and I/O contract", io_rows(report), (_IO_NOTE,)))
     if quant := quant_rows(report):
         out.append(_Section("Quantized and float ops", quant, (_QUANT_NOTE,)))
     if report.steps:
