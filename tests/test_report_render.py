@@ -401,6 +401,7 @@ def test_batch_n_latency_and_throughput_are_in_the_human_reports():
             "| onnx | int8 | 1 | 0.0301 | 0.0331 | 33223 |\n"
             "| onnx | int8 | 8 | 0.150 | 0.289 | 53262 |\n") in md
     assert md.index("## Latency by batch size") < md.index("## Runtimes and I/O contract")
+    assert "Latency is batch 1 (other batch sizes: Latency by batch size, below)" in md  # the note points there
     page = to_html(report)
     assert "<h2>Latency by batch size</h2>" in page and "<td>30523</td>" in page and "<td>53262</td>" in page
 
@@ -410,3 +411,4 @@ def test_no_batch_table_when_only_batch_1_was_timed():
                                                                   "throughput_per_s": 20000.0}})])
     assert "Latency by batch size" not in to_markdown(report, None)
     assert "Latency by batch size" not in to_html(report)
+    assert "Latency is batch 1, in ms" in to_markdown(report, None)

@@ -231,16 +231,18 @@ def test_compare_baseline_directions():
     from edgecompress.targets.baseline import compare_baseline
 
     row = {"format": "onnx", "precision": "int8", "target": "t", "status": "ok", "size_bytes": 100,
-           "latency_ms": {"p50": 1.04}, "metrics": {"top1": 0.80}, "drift": {"top1_agreement": 0.99}}
-    old = {**row, "latency_ms": {"p50": 1.0}, "metrics": {"top1": 0.90}, "size_bytes": 90,
+           "latency_ms": {"p50": 1.04}, "metrics": {"top1": 0.80, "top5": 0.95},
+           "drift": {"top1_agreement": 0.99}}
+    old = {**row, "latency_ms": {"p50": 1.0}, "metrics": {"top1": 0.90, "top5": 0.97}, "size_bytes": 90,
            "drift": {"top1_agreement": 0.90}}
     res = compare_baseline(Report(model={}, target="t", artifacts=[row]), {"artifacts": [old]}, "b.json")
     text = " | ".join(res["regressions"])
     assert "top-1 90.00 % -> 80.00 %" in text and "size 90 B -> 100 B" in text
+    assert "top-5 97.00 % -> 95.00 % (-2.0 pt)" in text  # top-5 is compared too, in points
     assert "latency" not in text  # +4 % is under the 5 % threshold
     assert "agreement" not in text  # it went up: an improvement
     # what was not compared is said: neither side has a cosine or a peak memory
-    assert res["compared"] == ["latency p50", "size", "top-1", "top-1 agreement"]
+    assert res["compared"] == ["latency p50", "size", "top-1", "top-5", "top-1 agreement"]
     assert res["not_compared"] == ["peak memory", "cosine"]
     from edgecompress.report.render import to_markdown
 

@@ -564,7 +564,8 @@ def _latency_note(report: Report) -> str:
         rounds = st.get("rounds", 1)
         how = (f" (p50 / p90 of {st['runs']} timed runs after {st.get('warmup', 0)} warm-up"
                + (f"; the median of {rounds} rounds that alternate between the artifacts)" if rounds > 1 else ")"))
-    return (f"Latency is batch 1, in ms{how}, of the runtime call on inputs already in the file's layout "
+    other = " (other batch sizes: Latency by batch size, below)" if batch_rows(report) else ""
+    return (f"Latency is batch 1{other}, in ms{how}, of the runtime call on inputs already in the file's layout "
             "and dtype; \"with I/O conversion\" adds turning float NCHW inputs into them (an int8 "
             "file's quantization) and int8 outputs back. Speed-up and size ratio are against the fp32 "
             "artifact of the same format; agreement and cosine (mean over samples) are against the "
