@@ -411,7 +411,9 @@ def recipe_yaml(recipe: Recipe) -> str:
     # allow_unicode: a path with "ü" was written as "\xFC" (YAML escapes everything past ASCII by
     # default); the file is written as UTF-8 and read back as UTF-8 (load_recipe). Characters YAML
     # cannot print (a non-UTF-8 name's surrogate escapes) are still escaped, and load back the same.
-    text = yaml.safe_dump(recipe.resolved(), sort_keys=False, default_flow_style=None, allow_unicode=True)
+    # width: a long path was folded onto two lines at a space (it loaded back, but grep missed it)
+    text = yaml.safe_dump(recipe.resolved(), sort_keys=False, default_flow_style=None, allow_unicode=True,
+                          width=2**16)
     return "# resolved by edgecompress: every parameter explicit\n" + text
 
 

@@ -282,3 +282,16 @@ def test_resolved_recipe_writes_non_ascii_paths_as_utf8(tmp_path):
     back = load_recipe(path)
     assert back.resolved()["data"] == r.resolved()["data"]
     assert back.resolved()["data"]["calib"] == f"{folder / 'train.npz'}[:64]"
+
+
+def test_resolved_recipe_keeps_a_long_path_on_one_line():
+    """YAML folds scalars at 80 columns: a long data path was split at a space across two lines
+    of recipe.resolved.yaml (it loaded back, but a grep for the path missed it)."""
+    import yaml
+
+    from edgecompress.recipe import recipe_yaml
+
+    long = "/data/" + "a folder name with spaces " * 5 + "train.npz"
+    text = recipe_yaml(parse_recipe({"model": "zoo:digits-cnn", "data": {"train": long}}))
+    assert any(long in line for line in text.splitlines())
+    assert yaml.safe_load(text)["data"]["train"] == long
