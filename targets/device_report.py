@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sys
 import tempfile
@@ -220,17 +221,10 @@ def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: A
 def _per_sample(shape: list[Any]) -> int | None:
     """Elements per sample (dims after the batch), None when a dim is symbolic."""
     dims = list(shape[1:])
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        return None
-    n = 1
-    for d in dims:
-        n *= d
-    return n
+    return math.prod(dims) if all(isinstance(d, int) and d > 0 for d in dims) else None
 
 
 def _onnx_weight_count(path: Path) -> int | None:
-    import math
-
     import onnx
 
     try:  # the graph only: external weights are not read, their dims are in the graph
@@ -318,8 +312,6 @@ def _other_models(arts: list[Artifact], ref_file: str) -> tuple[list[str], set[i
     """Files that are not of the fp32 reference's model: each said (report and stderr), and their
     indices, which get no drift against it. Without a reference (no --eval), still said when no
     fp32 file of their format is of their model: they get no speed-up or size ratio."""
-    import sys
-
     ref = _reference_artifact(arts) if ref_file else None
     weights: dict[str, int | None] = {}
     said, no_ref = [], set()
