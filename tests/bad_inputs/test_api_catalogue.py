@@ -19,10 +19,10 @@ import pytest
 from edgecompress.errors import (
     ConfigError,
     DataError,
+    DeviceError,
     InputFileError,
     OutputError,
     RuntimeMissingError,
-    ValidationError,
 )
 
 
@@ -212,7 +212,7 @@ API_CASES = [
      "openvino fp32: needs the Python package 'openvino'"),
     ("runtime-missing-nncf", lambda c: _missing_runtime(c, "nncf", "openvino", "int8"), RuntimeMissingError,
      "openvino int8: needs the Python package 'nncf'"),
-    ("target-unreachable", _closed_port_preflight, ValidationError, "Connection refused"),
+    ("target-unreachable", _closed_port_preflight, DeviceError, "Connection refused"),
     ("recipe-ratio-gt-1", lambda c: _recipe(passes=[{"prune": {"ratio": 1.5}}]), ConfigError,
      "passes[0].prune.ratio: 1.5 is out of range"),
     ("recipe-negative-rank", lambda c: _recipe(passes=[{"lowrank": {"rank": -2}}]), ConfigError,
