@@ -56,7 +56,9 @@ def picklable_spec(spec: ModelSpec) -> ModelSpec:
     go (exporters never call them), a callable preprocess becomes None (they only compare it with
     "tokenizer"). The module is shared, not copied."""
     keep = spec.preprocess if spec.preprocess is None or isinstance(spec.preprocess, str) else None
-    return spec.replace(default_calib=None, default_eval=None, preprocess=keep)
+    # the model before compression (a distill teacher) is no exporter's business: not pickled
+    extra = {k: v for k, v in spec.extra.items() if k != "original"}
+    return spec.replace(default_calib=None, default_eval=None, preprocess=keep, extra=extra)
 
 
 def _first_line(e: BaseException) -> str:

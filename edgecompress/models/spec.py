@@ -43,6 +43,8 @@ class SpecExtra(TypedDict, total=False):
     fp32_reference: Any
     params: int
     macs: int
+    # passes: the model before the first compression pass (a standalone distill's default teacher)
+    original: Any
     # zoo entries: how many first convs int8 exports keep float, per format
     onnx_int8_float_first: int
     openvino_int8_float_first: int

@@ -567,17 +567,24 @@ def distill(
     input_shape: Any = None,
     **overrides: Any,
 ) -> ModelSpec:
-    """Fine-tune `model` toward `teacher` (default: `model` itself as it is now) with the KD loss.
+    """Fine-tune `model` toward `teacher` with the KD loss. Default teacher: the model before the
+    first compression pass (prune, lowrank, resolution record it), else `model` as it is now.
 
     `data`: Dataset, DataSpec, 'PATH[start:stop]' or None (the model's default calibration set).
     Returns a new ModelSpec; the input is not modified.
     """
     cfg = make_config(DistillConfig, config, "distill", **overrides)
     spec = as_spec(model, input_shape)
-    t = teacher_module(teacher, spec)
+    # default: the model before compression (README), which the passes before this one recorded;
+    # a model no pass compressed yet teaches itself (a frozen copy)
+    original = spec.extra.get("original")
+    t = teacher_module(teacher if teacher is not None or original is None or original is spec.module
+                       else original, spec)
     ds = resolve_dataset(spec, data, "train", progress)
     ck = Path(workdir) / "checkpoints" / "distill.pt" if workdir else None
     log = finetune(spec.module, t, ds, cfg, ck, "distill", progress)
+    log["teacher"] = ("given" if teacher is not None else "the model before compression"
+                      if t is original and original is not spec.module else "itself (no pass compressed it)")
     spec.extra.setdefault("passes", []).append({"pass": "distill", "config": config_dict(cfg), "log": log})
     return spec
 

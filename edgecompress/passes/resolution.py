@@ -227,6 +227,8 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
         else:
             log["bn_recalibrated"] = recalibrate_bn(new.module, x, 32, (len(x) + 31) // 32) > 0
     pass_module(new).eval()
+    # the model before compression takes the old side: not a teacher a later distill could feed
+    new.extra.pop("original", None)
     new.extra.setdefault("passes", []).append({"pass": "resolution", "config": config_dict(cfg), "log": log})
     if progress:
         print(f"resolution: {log['note']}", file=sys.stderr)
