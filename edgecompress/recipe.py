@@ -182,8 +182,10 @@ class Recipe(BaseModel):
             raise ConfigError(f"data.train: pass {needs_train[0]!r} fine-tunes and model "
                               f"{self.model} has no default data; set data.train (or data.calib)")
         if any(p == "int8" for p in self._precisions()) and "qat" not in names \
-                and not self.model.startswith("zoo:") and not self.data.calib:
-            raise ConfigError("data.calib: int8 export needs calibration data; set data.calib")
+                and not self.model.startswith("zoo:") and not (self.data.calib or self.data.train):
+            # the runner calibrates on data.calib, else the first 300 training samples
+            raise ConfigError("data.calib: int8 export needs calibration data; set data.calib (or data.train, "
+                              "whose first 300 samples calibrate)")
         return self
 
     def _precisions(self) -> list[str]:
@@ -372,7 +374,7 @@ def _is_file_ref(text: Any) -> bool:
 
 
 def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative file paths of a recipe file (data.*, a model file, weights) made absolute against
+    """Relative file paths of a recipe file (data.*, a model file, weights, a target .toml) made absolute against
     the recipe's folder. They resolved against the working directory: a recipe ran only from
     its own folder, and recipe.resolved.yaml (which copied them) from another cwd read other
     files or none. The resolved recipe now holds the absolute paths, so it reruns anywhere."""
@@ -385,6 +387,10 @@ def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
                 obj[key] = str(Path(obj[key]).expanduser())
         if _is_file_ref(obj.get(key)):
             obj[key] = str(base / obj[key])
+    target = obj.get("target")
+    if isinstance(target, str) and target.endswith(".toml"):  # a profile file, not a profile name
+        path = Path(target).expanduser()
+        obj["target"] = str(path if path.is_absolute() else base / path)
     data = obj.get("data")
     if isinstance(data, dict):
         data = dict(data)
@@ -399,7 +405,13 @@ def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> Path:
+    """Write `recipe` resolved (every parameter explicit) to `path`, atomically."""
     from edgecompress.fileio import write_text_atomic
+
+    if not isinstance(recipe, Recipe):  # a dict failed with "'dict' object has no attribute 'resolved'"
+        raise ConfigError(f"save_recipe: recipe must be a Recipe (load_recipe / parse_recipe), got "
+                          f"{type(recipe).__name__}" + (" (parse_recipe(d) validates one)" if isinstance(recipe, dict)
+                                                        else ""))
 
     return write_text_atomic(Path(path), recipe_yaml(recipe))
 
@@ -466,8 +478,32 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
         raise ConfigError(f"recipe: expected a mapping, a Recipe or a path, got {type(recipe).__name__}")
     # one writer through the passes too (their checkpoints and step folders), not only the export:
     # a `validate` or another run into this --out while the passes trained was not refused
-    with output_dir(Path(out_dir or "edgecompress-out")) as out, exclusive_dir(out):
-        return _execute(recipe, out, progress, command)
+    import torch
+
+    threads = torch.get_num_threads()
+    # the run seeds torch (options.seed) and may set its threads (options.torch_threads): the
+    # caller's random stream and thread count were left changed after run_recipe returned
+    try:
+        with output_dir(Path(out_dir or "edgecompress-out")) as out, exclusive_dir(out), \
+                torch.random.fork_rng(devices=[]):
+            return _execute(recipe, out, progress, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _target_preflight(recipe: Recipe) -> None:
+    """What export checks before any work, checked before the passes train (it came after them):
+    the device reachable (an ssh host, a phone), and no --fail-on gate an estimate cannot answer."""
+    if not (recipe.export and recipe.options.validate_artifacts):
+        return
+    from edgecompress.targets import get_target
+    from edgecompress.targets.gates import check_gates_measurable, parse_gates
+    from edgecompress.targets.runners.estimate import preflight
+
+    profile = get_target(recipe.target)
+    preflight(profile)
+    # evaluation data is resolved later (a zoo model's default): only the estimate's limits here
+    check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True)
 
 
 def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> tuple[Report, dict[str, Path]]:
@@ -485,6 +521,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         torch.set_num_threads(opts.torch_threads)
     torch.manual_seed(opts.seed)
 
+    _target_preflight(recipe)
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
     spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
     if spec.module is None:  # an ONNX file: this raised AttributeError

@@ -747,3 +747,25 @@ def test_finetune_freeze_bn_keeps_running_stats(digits_spec, digits_calib):
         stats[freeze] = float((s.stem[1].running_mean - before).abs().max())
         assert not torch.equal(s.stem[0].weight, w)  # it trained either way
     assert stats[True] == 0.0 and stats[False] > 0.0
+
+
+def test_lowrank_leaves_the_callers_rng(digits_spec):
+    """lowrank's new layers drew their (overwritten) initial weights from torch's global stream:
+    the only pass that advanced the caller's random state."""
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    edgecompress.lowrank(digits_spec, energy=0.9, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_checkpoints_are_byte_identical_for_the_same_payload(tmp_path):
+    """torch.save names the archive inside after the file's stem, which was atomic_path's random
+    temp name: two identical runs wrote step*/model.pt files that differed in bytes."""
+    from edgecompress.passes._common import save_checkpoint
+
+    payload = {"w": torch.arange(6.0).reshape(2, 3), "epoch": 3}
+    save_checkpoint(tmp_path / "a" / "model.pt", payload)
+    save_checkpoint(tmp_path / "b" / "model.pt", payload)
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+    loaded = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    assert torch.equal(loaded["w"], payload["w"]) and loaded["epoch"] == 3

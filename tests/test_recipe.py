@@ -4,6 +4,7 @@ runs end to end with every step recorded (ratios, metric change) in the report."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,3 +296,86 @@ def test_resolved_recipe_keeps_a_long_path_on_one_line():
     text = recipe_yaml(parse_recipe({"model": "zoo:digits-cnn", "data": {"train": long}}))
     assert any(long in line for line in text.splitlines())
     assert yaml.safe_load(text)["data"]["train"] == long
+
+
+def _no_pass_may_run(monkeypatch):
+    import edgecompress.passes.distill as distill_mod
+
+    def boom(*a, **k):
+        raise AssertionError("distill trained before the target checks")
+
+    monkeypatch.setattr(distill_mod, "finetune", boom)
+
+
+def test_recipe_checks_the_target_before_the_passes_train(tmp_path, monkeypatch):
+    """`run` / `compress` reached an unreachable device, and refused a drift gate on an estimated
+    target, only after the passes had trained (export checks both before any work)."""
+    import socket
+
+    from edgecompress.errors import DeviceError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rpi5 = (Path(__file__).resolve().parent.parent / "targets" / "profiles" / "rpi5.toml").read_text()
+    closed = tmp_path / "closed.toml"
+    closed.write_text(rpi5.replace('host = ""', 'host = "127.0.0.1"').replace("port = 22", f"port = {port}")
+                      .replace("connect_timeout_s = 10", "connect_timeout_s = 3"))
+    base = {"model": "zoo:digits-cnn", "passes": [{"distill": {"epochs": 1}}], "export": ["onnx:int8"]}
+    unreachable = parse_recipe({**base, "target": str(closed)})
+    estimated = parse_recipe({**base, "target": "rpi5", "options": {"fail_on": ["drift.top1_agreement<0.97"]}})
+    _no_pass_may_run(monkeypatch)
+    with pytest.raises(DeviceError, match=r"[Cc]onnection refused"):
+        run_recipe(unreachable, tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match=r"rpi5 is estimated here .* no drift"):
+        run_recipe(estimated, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_recipe_target_file_is_relative_to_the_recipe(tmp_path, monkeypatch):
+    """A recipe's `target: prof/mine.toml` was read from the working directory (and kept relative
+    in recipe.resolved.yaml, which then failed from any other folder), unlike its data paths."""
+    folder = tmp_path / "proj"
+    (folder / "prof").mkdir(parents=True)
+    x86 = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "x86-local.toml"
+    (folder / "prof" / "mine.toml").write_text(x86.read_text().replace('name = "x86-local"', 'name = "mine"'))
+    (folder / "r.yaml").write_text("model: zoo:digits-cnn\nexport: [onnx:fp32]\ntarget: prof/mine.toml\n")
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(folder / "r.yaml")
+    assert recipe.target == str(folder / "prof" / "mine.toml")
+    assert parse_recipe({"model": "zoo:digits-cnn", "target": "x86-local"}).target == "x86-local"  # a name
+
+
+def test_int8_recipe_calibrates_on_its_training_data():
+    """An int8 export of a model with no default data was refused ("set data.calib") although
+    data.train was given, which the runner calibrates on (its first 300 samples)."""
+    recipe = parse_recipe({"model": "edgecompress.models.digits:DigitsCNN", "input_shape": [1, 1, 8, 8],
+                           "data": {"train": "train.npz"}, "export": ["onnx:int8"]})
+    assert recipe.data.train == "train.npz" and recipe.data.calib is None
+    with pytest.raises(ConfigError, match=r"data.calib: int8 export needs calibration data; set data.calib \(or "
+                                          r"data.train"):
+        parse_recipe({"model": "edgecompress.models.digits:DigitsCNN", "input_shape": [1, 1, 8, 8],
+                      "export": ["onnx:int8"]})
+
+
+def test_run_recipe_leaves_the_callers_rng_and_threads(tmp_path):
+    """run_recipe seeded torch's global stream (options.seed) and left options.torch_threads set
+    after it returned."""
+    threads = torch.get_num_threads()
+    want = 2 if threads != 2 else 3
+    torch.set_num_threads(want)
+    try:
+        torch.manual_seed(123)
+        state = torch.random.get_rng_state()
+        run_recipe(parse_recipe({"model": "zoo:digits-cnn", "passes": [{"lowrank": {"energy": 0.9}}],
+                                 "options": {"seed": 7, "torch_threads": 1}}), tmp_path / "o", progress=False)
+        assert torch.equal(torch.random.get_rng_state(), state)
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_save_recipe_refuses_a_dict(tmp_path):
+    with pytest.raises(ConfigError, match=r"save_recipe: recipe must be a Recipe .*got dict \(parse_recipe\(d\)"):
+        save_recipe({"model": "zoo:digits-cnn"}, tmp_path / "r.yaml")
+    assert not (tmp_path / "r.yaml").exists()

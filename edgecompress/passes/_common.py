@@ -272,8 +272,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     from edgecompress.fileio import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # through a file object: torch names the archive inside after a path's stem, which is the
+    # random temp name, so two identical runs wrote different bytes; a file object gets "archive"
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def hold_checkpoint_dir(path: Path | None, progress: bool = True) -> contextlib.ExitStack:

@@ -181,9 +181,14 @@ def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any
         plan = best[1]
     else:
         plan = _plan(layers, cfg.energy, cfg.rank, cfg.min_rank)
-    for name, m, (u, s, vh) in layers:
-        if name in plan:
-            _set(module, name, _factor(m, u, s, vh, plan[name]))
+    import torch
+
+    # the new layers draw their (overwritten) initial weights from torch's stream: the caller's
+    # stream advanced with every lowrank call, the only pass that moved it
+    with torch.random.fork_rng(devices=[]):
+        for name, m, (u, s, vh) in layers:
+            if name in plan:
+                _set(module, name, _factor(m, u, s, vh, plan[name]))
     log["ranks"] = plan
     log["skipped"] = [n for n, _, _ in layers if n not in plan]
     if cfg.finetune_epochs:
