@@ -78,6 +78,8 @@ def export(
     # Wrong types failed deep inside the exporters ("'str' object has no attribute 'extra'").
     if not isinstance(spec, ModelSpec):
         raise ConfigError(f"export: expected a ModelSpec (edgecompress.load_model(...)), got {type(spec).__name__}")
+    if not isinstance(out_dir, (str, os.PathLike)):  # 5 failed in pathlib with "expected str, bytes or os.PathLike"
+        raise ConfigError(f"export: out_dir must be a path (str or Path), got {type(out_dir).__name__}")
     if options is not None and not isinstance(options, ExportOptions):
         raise ConfigError(f"export: options must be an ExportOptions, got {type(options).__name__}")
     if calib is not None and not isinstance(calib, Dataset):

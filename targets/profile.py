@@ -12,6 +12,7 @@ the code reads (`clock_gz`) is refused as that typo.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import numbers
 import tomllib
@@ -204,6 +205,22 @@ class TargetProfile:
     def __post_init__(self) -> None:
         # Here, not only in from_file: a profile built in Python reaches the same runners.
         self.check_tables()
+        self.check_runtimes()
+
+    def check_runtimes(self) -> None:
+        """Each listed format is run by one of `runtimes` (its Format row's runtime): a Pi listing
+        openvino without the runtime had OpenVINO files "estimated" on it (ConfigError)."""
+        from edgecompress.exporters import FORMATS
+
+        where = f"--target {self.path}" if self.path else f"target {self.name}"
+        for fmt in self.formats:
+            if fmt not in FORMATS.names():  # an unknown name: from_file names it, with the known ones
+                continue
+            runtime = FORMATS.get(fmt).runtime
+            if runtime not in self.runtimes:
+                raise ConfigError(f"{where}: formats lists {fmt}, which runs on {runtime}, but runtimes = "
+                                  f"{json.dumps(self.runtimes)} does not include it (add \"{runtime}\" to "
+                                  f"runtimes if the device has it, else drop \"{fmt}\" from formats)")
 
     def check_tables(self) -> None:
         """[connection], [hardware] and [sources]: known keys, types and ranges (ConfigError)."""

@@ -268,6 +268,9 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
     artifacts = _as_artifacts(artifacts)
+    if settings is not None and not isinstance(settings, ValidateSettings):
+        hint = " (wrap it: ValidateSettings(**settings))" if isinstance(settings, dict) else ""
+        raise ConfigError(f"validate: settings must be a ValidateSettings, got {type(settings).__name__}{hint}")
     settings = settings or ValidateSettings()
     if eval_data is not None:
         eval_data = _checked_eval_data(eval_data)

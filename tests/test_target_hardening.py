@@ -403,6 +403,12 @@ BAD_PROFILES = [
      "must be text, a number"),
     ('formats = ["onnx", "tflite"]', 'formats = ["onnx", "tfilte"]',
      "formats: unknown format 'tfilte' (did you mean tflite?"),
+    # [audit21 #9] a format none of the runtimes runs was accepted, and its files "estimated" on a Pi
+    ('formats = ["onnx", "tflite"]', 'formats = ["onnx", "tflite", "openvino"]',
+     'formats lists openvino, which runs on openvino, but runtimes = ["onnxruntime", "litert"] does not include '
+     'it (add "openvino" to runtimes if the device has it, else drop "openvino" from formats)'),
+    ('runtimes = ["onnxruntime", "litert"]', 'runtimes = ["onnxruntime"]',
+     'formats lists tflite, which runs on litert, but runtimes = ["onnxruntime"] does not include it'),
     ('runtimes = ["onnxruntime", "litert"]', 'runtimes = ["onnxruntime", "litrt"]',
      "runtimes: unknown runtime 'litrt' (did you mean litert?"),
     ('runner = "ssh"', 'runner = "SSH"', "unknown runner 'SSH' (did you mean ssh?"),
@@ -505,6 +511,8 @@ def test_profile_built_in_python_is_checked_too():
 
     with pytest.raises(ConfigError, match=r"^target box: \[connection\] port = '22x': must be an integer"):
         TargetProfile("box", "", "x86_64", "ssh", ["onnxruntime"], ["onnx"], connection={"port": "22x"})
+    with pytest.raises(ConfigError, match=r"^target box: formats lists openvino, which runs on openvino, but "):
+        TargetProfile("box", "", "x86_64", "ssh", ["onnxruntime"], ["onnx", "openvino"])
 
 
 def test_zero_bandwidth_in_python_profile_is_refused_by_the_estimator(onnx_artifact):

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import importlib
 import io
+import os
 import re
 import sys
 import warnings
@@ -631,6 +632,22 @@ def _check_batch_1(shape: tuple[int, ...] | None) -> None:
                           f"{shape[0]}, with --input-shape {','.join(['1', *map(str, shape[1:])])}")
 
 
+def _describe_ref(ref: Any) -> str:
+    """What a wrong `load_model` argument is, with the likely fix."""
+    import torch
+
+    if isinstance(ref, type) and issubclass(ref, torch.nn.Module):
+        return f"the class {ref.__name__} (pass an instance, {ref.__name__}(...))"
+    if isinstance(ref, dict):
+        if ref and all(isinstance(v, torch.Tensor) for v in ref.values()):
+            return ("a state_dict (it has no architecture: load it into the module, or pass "
+                    "'module:factory' with weights=)")
+        return "dict"
+    if isinstance(ref, (list, tuple)):
+        return f"a {type(ref).__name__} (pass one model at a time)"
+    return type(ref).__name__
+
+
 def load_model(
     ref: Any,
     input_shape: str | tuple[int, ...] | None = None,
@@ -684,7 +701,12 @@ def load_model(
             source=f"python:{type(ref).__name__}",
         )
     else:
-        ref = str(ref)
+        if not isinstance(ref, (str, os.PathLike)):
+            # str(ref) made a state_dict's or a list's repr a "file name" (OSError: File name too
+            # long) and a class a missing file
+            raise ConfigError(f"load_model: model must be a path / 'zoo:NAME' / 'module:factory' / nn.Module / "
+                              f"ModelSpec, got {_describe_ref(ref)}")
+        ref = os.fspath(ref)
         from edgecompress.fileio import require_utf8_name
 
         require_utf8_name(ref, "MODEL")

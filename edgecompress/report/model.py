@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import InputFileError
+from edgecompress.errors import ConfigError, InputFileError
 
 # 2: artifact paths relative to the report's folder; `gates` (--fail-on outcomes); NaN written as null
 SCHEMA_VERSION = 2
@@ -111,6 +111,15 @@ class Report:
         the other fields (reference, data, steps, command, ...) as given. What `run_export`,
         `edgecompress validate` and the recipe runner build, for a caller running the stages alone."""
         ms = [measurements] if hasattr(measurements, "to_dict") or isinstance(measurements, dict) else measurements
+        if not isinstance(ms, (list, tuple)):
+            raise ConfigError("Report.from_measurements: measurements must be a list of Measurements (validate(...)), "
+                              f"got {type(measurements).__name__}")
+        for i, m in enumerate(ms):
+            # an Artifact has to_dict too, and was taken for a Measurement (KeyError: 'artifact')
+            if not isinstance(m.get("artifact") if isinstance(m, dict) else getattr(m, "artifact", None), dict):
+                hint = " (an export: measure it with validate([...]) first)" if type(m).__name__ == "Artifact" else ""
+                raise ConfigError(f"Report.from_measurements: measurements[{i}] must be a Measurement (validate(...)) "
+                                  f"or its to_dict(), got {type(m).__name__}{hint}")
         return cls(model=model, target=target, artifacts=[artifact_row(m) for m in ms], **fields)
 
     def verdict(self) -> dict[str, Any]:

@@ -15,8 +15,15 @@ from edgecompress.report.render import to_html, to_markdown
 def write_report(report: Report, out_dir: Path | str, stem: str = "report") -> dict[str, Path]:
     """Write `stem`.json / .md / .html (and .png when some artifact has accuracy or drift) into
     `out_dir`, created if needed; returns their paths by kind ("json", "md", "html", "png")."""
+    from edgecompress.errors import ConfigError
     from edgecompress.fileio import ensure_writable_dir
 
+    if not isinstance(report, Report):  # a dict failed with "'dict' object has no attribute 'data'"
+        hint = " (Report.from_dict(...) builds one)" if isinstance(report, dict) else ""
+        raise ConfigError(f"write_report: report must be a Report (Report.from_measurements(...)), got "
+                          f"{type(report).__name__}{hint}")
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise ConfigError(f"write_report: out_dir must be a path (str or Path), got {type(out_dir).__name__}")
     out_dir = ensure_writable_dir(Path(out_dir))
     n = (report.data or {}).get("eval_n")
     try:

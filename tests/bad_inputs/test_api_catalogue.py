@@ -186,7 +186,41 @@ def _nan_calib(ctx):
     return _calib_with(ctx, x)
 
 
+def _art(ctx):
+    """An fp32 ONNX file outside ctx.out (which must stay empty)."""
+    from edgecompress.exporters import export
+
+    return export(ctx.spec, "onnx", "fp32", ctx.tmp / "art")
+
+
+def _api(name: str):
+    return getattr(__import__("edgecompress"), name)
+
+
 API_CASES = [
+    # [audit21 #6] wrong types to the public API escaped as raw Python errors: a state_dict's repr
+    # as a "file name" (OSError: File name too long), AttributeError / KeyError / TypeError
+    ("load-model-state-dict", lambda c: _api("load_model")(c.spec.module.state_dict(), (1, 1, 8, 8)), ConfigError,
+     "load_model: model must be a path / 'zoo:NAME' / 'module:factory' / nn.Module / ModelSpec, got a state_dict"),
+    ("prune-state-dict", lambda c: _api("prune")(c.spec.module.state_dict(), input_shape=(1, 1, 8, 8)), ConfigError,
+     "load_model: model must be a path"),
+    ("load-model-list", lambda c: _api("load_model")([c.spec.module], (1, 1, 8, 8)), ConfigError,
+     "got a list (pass one model at a time)"),
+    ("load-model-class", lambda c: _api("load_model")(type(c.spec.module), (1, 1, 8, 8)), ConfigError,
+     "got the class DigitsCNN (pass an instance, DigitsCNN(...))"),
+    ("validate-settings-dict", lambda c: _api("validate")([_art(c)], "x86-local", settings={"runs": 5},
+                                                          progress=False),
+     ConfigError, "validate: settings must be a ValidateSettings, got dict"),
+    ("report-from-artifacts", lambda c: _api("Report").from_measurements([_art(c)], model={"name": "x"},
+                                                                        target="x86-local"),
+     ConfigError, "Report.from_measurements: measurements[0] must be a Measurement (validate(...)) or its "
+     "to_dict(), got Artifact"),
+    ("write-report-dict", lambda c: _api("write_report")({"model": {}}, c.out), ConfigError,
+     "write_report: report must be a Report (Report.from_measurements(...)), got dict"),
+    ("write-report-out-dir-int", lambda c: _api("write_report")(_api("Report")(model={}, target="x", artifacts=[]), 5),
+     ConfigError, "write_report: out_dir must be a path (str or Path), got int"),
+    ("export-out-dir-int", lambda c: _api("export")(c.spec, "onnx", "fp32", 5), ConfigError,
+     "export: out_dir must be a path (str or Path), got int"),
     # [audit 2026-12-01] from Python, what the pipeline checks of data was skipped: integer arrays
     # failed inside ORT after the fp32 export, NaN samples calibrated silently
     ("calib-int-dtype-python", lambda c: _calib_with(c, np.ones((4, 1, 8, 8), np.uint8)), DataError,
