@@ -369,8 +369,12 @@ def _refuse_unfaithful_fp32(art: Artifact, d: dict[str, Any]) -> None:
     if art.precision == "fp32" and isinstance(cos, float) and cos < FP32_MIN_COSINE:
         agree = d.get("top1_agreement")
         tail = f", top-1 agreement {100 * agree:.1f} %" if isinstance(agree, float) else ""
+        # the other cause is the caller's: the reference of another model (the model before a
+        # compression pass), which blamed the exporter for the pruning
         raise ValidationError(f"{art.path}: the fp32 file disagrees with the reference (cosine {cos:.4f}{tail}): "
-                              "the conversion changed what the model computes")
+                              "the conversion changed what the model computes, or the reference is another "
+                              "model's outputs (measure against the exported model's own: reference_outputs(its "
+                              "module, data))")
 
 
 def _more_rounds(out: list[Measurement], requests: list[BenchRequest], runner: Any,

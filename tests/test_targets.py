@@ -333,6 +333,8 @@ def test_an_fp32_file_that_disagrees_with_its_reference_fails(digits_artifacts, 
     wrong = np.ascontiguousarray(digits_reference[:60, ::-1])
     bad, q = validate([fp32, int8], "x86-local", ev, wrong, fast, progress=False)
     assert bad.status == "failed" and "the fp32 file disagrees with the reference (cosine" in bad.error
+    # the other cause is named too: a reference of another model (the model before compression)
+    assert "or the reference is another model's outputs" in bad.error and "\n" not in bad.error
     assert q.status == "ok" and q.drift["cosine"] < 0.999  # int8: reported, not refused
 
 
