@@ -639,7 +639,17 @@ def _head(ds: Any, n: int) -> Any:
     if ds is None:
         return None
     head = ds.take(slice(0, n))
-    head.source = f"{ds.source}[0:{len(head)}]"
+    if len(head) == len(ds):  # all of it: the source as it is
+        return head
+    from edgecompress.data import DataSpec
+
+    # "PATH[:300]" then read "PATH[:300][0:300]", which is no PATH[start:stop] anyone can pass
+    spec = DataSpec.parse(ds.source)
+    start = spec.start or 0
+    if spec.path != ds.source.strip() and start >= 0:
+        head.source = str(DataSpec(spec.path, spec.start, start + len(head)))
+    else:
+        head.source = f"{ds.source}[0:{len(head)}]"
     return head
 
 

@@ -379,3 +379,20 @@ def test_save_recipe_refuses_a_dict(tmp_path):
     with pytest.raises(ConfigError, match=r"save_recipe: recipe must be a Recipe .*got dict \(parse_recipe\(d\)"):
         save_recipe({"model": "zoo:digits-cnn"}, tmp_path / "r.yaml")
     assert not (tmp_path / "r.yaml").exists()
+
+
+def test_calibration_head_of_a_sliced_source_reads_as_one_range():
+    """The report named a recipe's calibration set (the first 300 training samples) as
+    "train.npz[:500][0:300]", which is no PATH[start:stop] one can pass back."""
+    import numpy as np
+
+    from edgecompress.data import Dataset
+    from edgecompress.recipe import _head
+
+    def src(source: str, n: int = 500) -> str:
+        return _head(Dataset(np.zeros((n, 1, 2, 2), np.float32), None, source), 300).source
+
+    assert src("/d/train.npz[:500]") == "/d/train.npz[:300]"
+    assert src("/d/train.npz[100:600]") == "/d/train.npz[100:400]"
+    assert src("/d/train.npz") == "/d/train.npz[0:300]"
+    assert src("/d/train.npz[:200]", 200) == "/d/train.npz[:200]"  # all of it: as it was
