@@ -166,7 +166,9 @@ class Recipe(BaseModel):
             try:
                 get_target(self.target).check_formats([f for f, _ in resolve_formats(self.export)])
             except ConfigError as e:
-                raise ConfigError(f"target: {str(e).removeprefix('--target ')}") from None
+                # the recipe's own words: its export: list, not the CLI's --format
+                raise ConfigError(f"target: {str(e).removeprefix('--target ')}"
+                                  .replace("drop that --format", "drop it from export")) from None
             from edgecompress.targets import ValidateSettings
             from edgecompress.targets.validate import check_threads
 
@@ -503,7 +505,10 @@ def _target_preflight(recipe: Recipe) -> None:
     profile = get_target(recipe.target)
     preflight(profile)
     # evaluation data is resolved later (a zoo model's default): only the estimate's limits here
-    check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True)
+    try:
+        check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True)
+    except ConfigError as e:  # the recipe's key, not the CLI flag
+        raise ConfigError(f"options.fail_on: {str(e).removeprefix('--fail-on ')}") from None
 
 
 def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> tuple[Report, dict[str, Path]]:

@@ -327,7 +327,8 @@ def test_recipe_checks_the_target_before_the_passes_train(tmp_path, monkeypatch)
     _no_pass_may_run(monkeypatch)
     with pytest.raises(DeviceError, match=r"[Cc]onnection refused"):
         run_recipe(unreachable, tmp_path / "a", progress=False)
-    with pytest.raises(ConfigError, match=r"rpi5 is estimated here .* no drift"):
+    with pytest.raises(ConfigError, match=r"^options.fail_on: 'drift.top1_agreement<0.97': .*rpi5 is estimated "
+                                          r"here .* no drift"):
         run_recipe(estimated, tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -396,3 +397,10 @@ def test_calibration_head_of_a_sliced_source_reads_as_one_range():
     assert src("/d/train.npz[100:600]") == "/d/train.npz[100:400]"
     assert src("/d/train.npz") == "/d/train.npz[0:300]"
     assert src("/d/train.npz[:200]", 200) == "/d/train.npz[:200]"  # all of it: as it was
+
+
+def test_recipe_target_errors_name_the_recipes_keys():
+    """A recipe's format the target does not run said "drop that --format" (a CLI flag the recipe
+    does not have)."""
+    with pytest.raises(ConfigError, match=r"target: rpi5 runs onnx, tflite; not openvino \(drop it from export, or"):
+        parse_recipe({"model": "zoo:digits-cnn", "export": ["openvino:fp32"], "target": "rpi5"})
