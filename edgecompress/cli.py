@@ -519,7 +519,8 @@ def compress(
 
     def as_flags(e: EdgeCompressError) -> EdgeCompressError:
         """The recipe's keys, said as this command's flags (same error class)."""
-        text = str(e)
+        # the recipe's words for the target and its formats, as this command's flags
+        text = str(e).replace(": target: ", ": --target ").replace("drop it from export", "drop that -f")
         for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval"),
                           *((f"options.{k}", f"--{k.replace('_', '-')}") for k in measuring)):
             text = text.replace(f"set {key}", f"pass {flag}").replace(key, flag)

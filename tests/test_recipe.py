@@ -404,3 +404,13 @@ def test_recipe_target_errors_name_the_recipes_keys():
     does not have)."""
     with pytest.raises(ConfigError, match=r"target: rpi5 runs onnx, tflite; not openvino \(drop it from export, or"):
         parse_recipe({"model": "zoo:digits-cnn", "export": ["openvino:fp32"], "target": "rpi5"})
+
+
+def test_compress_words_a_target_error_in_its_flags(tmp_path):
+    """compress said the recipe's words ("target: ...", "drop it from export") for its --target and -f."""
+    from conftest import run_cli
+
+    r = run_cli("compress", "zoo:digits-cnn", "-f", "openvino:fp32", "--target", "rpi5", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == ("error: compress: --target rpi5 runs onnx, tflite; not openvino "
+                                                 "(drop that -f, or pick a target that lists it)")

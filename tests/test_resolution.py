@@ -119,6 +119,10 @@ def test_target_macs_picks_the_largest_side_that_reaches_it(digits_spec):
     one_up = edgecompress.resolution(digits_spec, size=side + 1, bn_recalib=False, progress=False)
     assert model_stats(one_up)["macs"] > 0.7 * base
     assert digits_spec.input_shape == (1, 1, 8, 8)  # the search leaves the caller's model alone
+    # no multiple of 8 below 8: the error names the key that would change that
+    with pytest.raises(ConfigError, match=r"no side that is a multiple of 8 \(resolution\.multiple_of\) removes "
+                                          r"that much .*lower multiple_of, or give size"):
+        edgecompress.resolution(digits_spec, target_macs=0.3, multiple_of=8, bn_recalib=False, progress=False)
 
 
 class _FlatHead(nn.Module):

@@ -215,7 +215,8 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str)
     expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
     if got != expected:
         raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
-                        "(check --input-shape / --preprocess)")
+                        "(check --input-shape / --preprocess; from Python, the data's side: "
+                        "Dataset.at_side(N) for images)")
 
 
 def _note_short_range(spec: DataSpec, n: int, what: str) -> None:

@@ -171,8 +171,10 @@ def size_for_macs(spec: ModelSpec, target: float, multiple_of: int) -> int:
             side -= multiple_of
     finally:
         at_size(spec, h)  # the module as it came
+    # name the key that changes the answer: the audit's 8 px model had no multiple of 8 below 8
     raise ConfigError(f"resolution.target_macs {target}: no side that is a multiple of {multiple_of} "
-                      f"removes that much from model {spec.name}")
+                      f"(resolution.multiple_of) removes that much from model {spec.name}; lower multiple_of, "
+                      "or give size")
 
 
 def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, data: Any = None,
