@@ -276,9 +276,10 @@ def _reference_artifact(arts: list[Artifact]) -> Artifact | None:
     return fp32[0] if fp32 else None
 
 
-def model_groups(arts: list[Artifact]) -> list[int]:
-    """A model number per artifact: the first artifact it is no other model's file of (in order)."""
-    weights: dict[str, int | None] = {}
+def model_groups(arts: list[Artifact], weights: dict[str, int | None] | None = None) -> list[int]:
+    """A model number per artifact: the first artifact it is no other model's file of (in order).
+    `weights`: ONNX weight counts by path, shared with the caller's other checks."""
+    weights = {} if weights is None else weights
     heads: list[Artifact] = []
     out = []
     for a in arts:
@@ -308,12 +309,12 @@ def _reference_outputs(arts: list[Artifact], eval_path: Path, settings: Any) -> 
         return np.load(out), Path(ref.path).name
 
 
-def _other_models(arts: list[Artifact], ref_file: str) -> tuple[list[str], set[int]]:
+def _other_models(arts: list[Artifact], ref_file: str,
+                  weights: dict[str, int | None]) -> tuple[list[str], set[int]]:
     """Files that are not of the fp32 reference's model: each said (report and stderr), and their
     indices, which get no drift against it. Without a reference (no --eval), still said when no
     fp32 file of their format is of their model: they get no speed-up or size ratio."""
     ref = _reference_artifact(arts) if ref_file else None
-    weights: dict[str, int | None] = {}
     said, no_ref = [], set()
     for i, a in enumerate(arts):
         if ref is not None and a is not ref and (why := model_mismatch(ref, a, weights)):
@@ -399,7 +400,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                 ref, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
             if ref is not None:
                 reference = classification_metrics(ref, ev.y)
-        other_model, no_ref = _other_models(arts, ref_file)
+        weights: dict[str, int | None] = {}  # each ONNX file's graph read once for both checks
+        other_model, no_ref = _other_models(arts, ref_file, weights)
         measurements = validate(arts, profile, ev, ref, settings, progress, no_reference=no_ref)
         report = Report.from_measurements(
             measurements, model=model, target=profile.name, reference=reference,
@@ -411,7 +413,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                   **({"skipped": skipped} if skipped else {}),
                   **({"other_model": other_model} if other_model else {})},
             command=command)
-        groups = model_groups(arts)
+        groups = model_groups(arts, weights)
         if len(set(groups)) > 1:  # speed-up and size ratio pair rows of one model only (render._fp32_of)
             for row, g in zip(report.artifacts, groups, strict=True):
                 row["model_group"] = g

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError
-from edgecompress.report.render import metric_value
+from edgecompress.report.render import metric_value, shown_as_percent
 from edgecompress.targets.baseline import row_key, row_value, shown_path
 
 if TYPE_CHECKING:
@@ -53,12 +53,10 @@ def _fraction_range(path: tuple[str, ...]) -> tuple[str, float, float] | None:
     """(what, low, high) for a metric report.json holds as a fraction, else None. The report shows
     these as percentages ("100.00 %"), so "<97" read naturally and failed every artifact."""
     head, last = path[0], path[-1]
-    if head == "drift" and last == "top1_agreement":
-        return "agreement", 0.0, 1.0
+    if shown_as_percent(".".join(path)):
+        return ("agreement" if head == "drift" else "accuracy"), 0.0, 1.0
     if head == "drift" and last.startswith("cosine"):  # a cosine similarity may be negative
         return "cosine", -1.0, 1.0
-    if head == "metrics" and last.startswith(("top", "acc")):  # what metric_value shows as %
-        return "accuracy", 0.0, 1.0
     if head == "metrics" and last == "spearman":  # shown x100 in the table ("Spearman x100")
         return "Spearman", -1.0, 1.0
     return None

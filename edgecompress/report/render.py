@@ -54,6 +54,13 @@ def size_text(n: float) -> str:
     return f"{n / 1e3:.1f} kB" if abs(n) < 999_950 else f"{n / 1e6:.2f} MB"
 
 
+def shown_as_percent(metric: str) -> bool:
+    """A fraction (0-1) the reports show as a percentage: accuracy and top-1 agreement, by
+    baseline label or gate path (the gates' range check asks the same question)."""
+    return metric in ("top-1", "top-5", "top-1 agreement", "drift.top1_agreement") \
+        or (metric.startswith("metrics.") and metric.rsplit(".", 1)[-1].startswith(("top", "acc")))
+
+
 def metric_value(metric: str, v: Any) -> str:
     """A value in the unit of its metric, for regression lines and gate values: `.4g` printed
     sizes as 8.101e+04 and latencies without a unit. `metric` is a baseline label ("latency p50",
@@ -70,8 +77,7 @@ def metric_value(metric: str, v: Any) -> str:
         return f"{_sig3(v)} ms"
     if metric == "peak memory" or metric.startswith("memory_mb."):
         return f"{v:.1f} MiB"  # VmHWM kB / 1024 (targets/bench.py), benchmark_model's KB / 1024
-    if metric in ("top-1", "top-5", "top-1 agreement", "drift.top1_agreement") \
-            or (metric.startswith("metrics.") and last.startswith(("top", "acc"))):
+    if shown_as_percent(metric):
         return f"{100 * v:.2f} %"  # two decimals: a gate at 0.999 must not read 99.9 vs "99.9"
     if last.startswith("cosine") or metric == "cosine":
         return f"{v:.5f}"
