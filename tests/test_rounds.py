@@ -195,6 +195,22 @@ def test_report_says_why_a_quantized_row_has_no_speed_up():
     assert "No speed-up" not in to_markdown(report, None)
 
 
+def test_no_speed_up_note_counts_an_fp32_file_of_another_model_as_no_reference():
+    """validate's model groups: an int8 file of model B next to model A's fp32 file gets no
+    speed-up (render pairs only within a group), and the note said nothing about why."""
+    from edgecompress.report.model import Report
+    from edgecompress.report.render import table_rows, to_markdown
+
+    fp32, int8 = _row("fp32", 8.0, 0.3, {"cosine": 1.0}), _row("int8", 4.0, 0.7, {})
+    fp32["model_group"], int8["model_group"] = 0, 1
+    report = Report(model={"name": "m"}, target="x86-local", artifacts=[fp32, int8],
+                    command="edgecompress validate a.tflite b.tflite")
+    assert table_rows(report)[1]["speed-up"] == "—"
+    assert "No speed-up or size ratio for tflite" in to_markdown(report, None)
+    int8["model_group"] = 0
+    assert "No speed-up" not in to_markdown(report, None)
+
+
 def test_report_says_only_the_first_of_several_outputs_is_compared():
     from edgecompress.report.model import Report
     from edgecompress.report.render import to_markdown

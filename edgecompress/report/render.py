@@ -642,14 +642,16 @@ def _busy_note(report: Report) -> str:
 def _no_reference_note(report: Report) -> str:
     """Why a quantized row has no speed-up or size ratio: its format has no fp32 artifact (a recipe's
     `export: [onnx:int8]` exports none; `export --int8` adds it)."""
-    have = {(a["format"], a.get("target")) for a in report.artifacts if a["precision"] == "fp32"}
-    lone = sorted({a["format"] for a in report.artifacts if a["precision"] != "fp32"
-                   and a["status"] == "ok" and (a["format"], a.get("target")) not in have})
+    # validate's model_group: an fp32 file of ANOTHER model is no reference for this int8 one
+    have = {(a["format"], a.get("target"), a.get("model_group")) for a in report.artifacts
+            if a["precision"] == "fp32"}
+    lone = sorted({a["format"] for a in report.artifacts if a["precision"] != "fp32" and a["status"] == "ok"
+                   and (a["format"], a.get("target"), a.get("model_group")) not in have})
     if not lone:
         return ""
     if _is_validate(report):  # validate has no -f: the fp32 file is simply not among its inputs
-        return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format was "
-                "validated (pass the fp32 file of that format to validate too).")
+        return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format and "
+                "model was validated (pass the same model's fp32 file of that format to validate too).")
     add = ", ".join(f"{f}:fp32" for f in lone)
     return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format was "
             f"exported (add {add} to the formats, e.g. `-f {lone[0]}:fp32` or the recipe's `export`).")
