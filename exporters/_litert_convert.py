@@ -431,9 +431,8 @@ def _check_full_integer(info: dict[str, Any], allow_mixed: bool) -> None:
         raise FullIntegerError(
             f"{len(info['float_ops'])} op(s) stayed float in the int8 model: "
             f"{', '.join(f'{k} x{v}' for k, v in kinds.items())} "
-            f"[{', '.join(info['float_ops'][:6])}{', ...' * (len(info['float_ops']) > 6)}] "
-            "(allow_mixed=True accepts a mixed model)"
-        )
+            f"[{', '.join(info['float_ops'][:6])}{', ...' * (len(info['float_ops']) > 6)}]"
+        )  # the caller adds the remedy in its own words (CLI flag or Python option): one hint, not two
 
 
 def convert(

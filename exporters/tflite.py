@@ -80,7 +80,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                               channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names,
                               prequantized=bool(prequant))
     except lc.FullIntegerError as e:
-        raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed accepts it, or use --format onnx)") from e
+        raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed, or ExportOptions(allow_mixed=True) "
+                          "from Python, accepts a mixed file; or use --format onnx)") from e
     except lc.UnsupportedModelError as e:
         raise ExportError(f"tflite export of {spec.name}: {e}") from e
 
