@@ -213,9 +213,12 @@ class TargetProfile:
         from edgecompress.exporters import FORMATS
 
         where = f"--target {self.path}" if self.path else f"target {self.name}"
+        if self.formats == ["*"]:  # as in a .toml: every format one of the runtimes runs
+            self.formats = [n for n, f in FORMATS if f.runtime in self.runtimes]
+        # from_file checked these already; a profile built in Python had unknown names skipped
+        _check_names(where, "runtimes", self.runtimes, sorted({f.runtime for _, f in FORMATS}), "runtime")
+        _check_names(where, "formats", self.formats, FORMATS.names(), "format", FORMATS.failed_note())
         for fmt in self.formats:
-            if fmt not in FORMATS.names():  # an unknown name: from_file names it, with the known ones
-                continue
             runtime = FORMATS.get(fmt).runtime
             if runtime not in self.runtimes:
                 raise ConfigError(f"{where}: formats lists {fmt}, which runs on {runtime}, but runtimes = "

@@ -513,6 +513,12 @@ def test_profile_built_in_python_is_checked_too():
         TargetProfile("box", "", "x86_64", "ssh", ["onnxruntime"], ["onnx"], connection={"port": "22x"})
     with pytest.raises(ConfigError, match=r"^target box: formats lists openvino, which runs on openvino, but "):
         TargetProfile("box", "", "x86_64", "ssh", ["onnxruntime"], ["onnx", "openvino"])
+    # unknown names were skipped for a profile built in Python (a .toml refused them)
+    with pytest.raises(ConfigError, match=r"^target box: formats: unknown format 'onxx' \(did you mean onnx\?"):
+        TargetProfile("box", "", "x86_64", "ssh", ["onnxruntime"], ["onxx"])
+    with pytest.raises(ConfigError, match=r"^target box: runtimes: unknown runtime 'ort'"):
+        TargetProfile("box", "", "x86_64", "ssh", ["ort"], [])
+    assert TargetProfile("box", "", "x86_64", "ssh", ["onnxruntime"], ["*"]).formats == ["onnx"]
 
 
 def test_zero_bandwidth_in_python_profile_is_refused_by_the_estimator(onnx_artifact):
