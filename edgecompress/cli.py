@@ -279,6 +279,9 @@ def validate_cmd(
         # "No regression" over nothing compared (a baseline of another target) read as a pass
         typer.echo("note: the baseline shares no comparable artifact and metric with this run; "
                    "nothing was compared", err=True)
+    if fail_on_regression and baseline is not None and not report.baseline.get("compared"):
+        raise ValidationError(f"--fail-on-regression: the baseline {baseline} shares no comparable artifact "
+                              "and metric with this run, so nothing was compared (same --target and formats?)")
     if fail_on_regression and report.baseline.get("regressions"):
         n = len(report.baseline["regressions"])
         raise ValidationError(f"{n} regression(s) against {baseline}: {report.baseline['regressions'][0]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -575,11 +576,19 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
             check_loads(tmp, f"onnx {precision} of {spec.name}", out.name)
         import onnx
 
-        details["opset"] = next((o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import
-                                 if o.domain in ("", "ai.onnx")), None)
+        graph_only = onnx.load(str(tmp), load_external_data=False)
+        details["opset"] = next((o.version for o in graph_only.opset_import if o.domain in ("", "ai.onnx")), None)
+        # a baseline comparison tells another model's file by it (targets/baseline.py)
+        details["weights"] = weight_count(graph_only.graph)
         inputs, outputs = _io(tmp)
     return Artifact("onnx", precision, out, "onnxruntime", spec.name, inputs=inputs, outputs=outputs,
                     details=details)
+
+
+def weight_count(graph: Any) -> int:
+    """Elements of the initializers of rank >= 2 (conv and linear weights, not biases or BN
+    vectors): the same for a model's fp32 and int8 files, and far apart for a pruned model."""
+    return sum(math.prod(t.dims) for t in graph.initializer if len(t.dims) >= 2)
 
 
 def _refuse_float(path: Path, name: str, precision: str, advice: str) -> None:

@@ -99,7 +99,7 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
     # failed rows are matched too: an artifact that worked in the baseline and fails now is the
     # worst regression there is, and was skipped
     rows = [r for r in report.artifacts if r.get("status") in ("ok", "failed")]
-    regressions, changes, unmatched = [], [], []
+    regressions, changes, unmatched, other_threads = [], [], [], []
     matches = _match_baseline(rows, old_rows)
     for row, base in zip(rows, matches, strict=True):
         file = shown_path(row, out_dir)
@@ -110,7 +110,14 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
             regressions.append(f"{row['format']} {row['precision']} on {row.get('target', '')}"
                                + (f" ({file})" if file else "") + ": failed (ok in the baseline)")
             continue
+        # a latency at 1 thread against one at 4 is no regression of the model: not compared, said
+        threads = [row_value(r, ("settings", "threads")) for r in (base, row)]
+        skip = all(isinstance(t, int) for t in threads) and threads[0] != threads[1]
+        if skip:
+            other_threads.append(f"{'/'.join(row_key(row))} ({threads[0]} -> {threads[1]})")
         for label, path, worse in _COMPARED:
+            if skip and label == "latency p50":
+                continue
             new_v, old_v = row_value(row, path), row_value(base, path)
             absolute = label in ABSOLUTE
             # a relative change of 0 is undefined; an accuracy of 0 still has a drop in points
@@ -150,12 +157,22 @@ def compare_baseline(report: Report, baseline: dict[str, Any], baseline_path: st
                for b in old_rows if id(b) not in matched]
     notes = []
     old_model, new_model = baseline.get("model") or {}, report.model or {}
-    # params and MACs, not the name: a loose file's model is named after the file
-    differs = [k for k in ("params", "macs")
-               if old_model.get(k) and new_model.get(k) and old_model[k] != new_model[k]]
-    if differs:  # rows were matched by format and precision only: say they are of another model
+    # params and MACs; the name only where both runs name a model reference (`source`): a loose
+    # file's model is named after the file
+    keys = ("params", "macs") + (("source",) if old_model.get("source") and new_model.get("source") else ())
+    differs = [k for k in keys if old_model.get(k) and new_model.get(k) and old_model[k] != new_model[k]]
+    # and per paired ONNX file, its weight count (exported and validated rows record it): loose
+    # files carry no params or MACs, so a pruned build's baseline passed as the same model
+    files = [f"{Path(str(row.get('path') or '')).name} {bw:,} -> {rw:,} weights"
+             for row, base in zip(rows, matches, strict=True) if base is not None
+             and isinstance(rw := row_value(row, ("details", "weights")), int)
+             and isinstance(bw := row_value(base, ("details", "weights")), int) and abs(rw - bw) > 0.01 * bw]
+    if differs or files:  # rows were matched by format and precision only: say they are of another model
         notes.append("the baseline is of another model (" + ", ".join(
-            f"{k} {old_model[k]} -> {new_model[k]}" for k in differs) + ")")
+            [f"{k} {old_model[k]} -> {new_model[k]}" for k in differs] + files[:2]) + ")")
+    if other_threads:
+        notes.append("latency not compared where the baseline ran another --threads: "
+                     + ", ".join(other_threads[:3]) + (", ..." if len(other_threads) > 3 else ""))
     # Agreement and cosine are against each run's reference: an export's is the fp32 PyTorch model,
     # validate's the outputs of an fp32 file run here. Compared across the two, a drift change is
     # partly the references' own difference, and nothing said so.

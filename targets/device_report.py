@@ -227,11 +227,13 @@ def _per_sample(shape: list[Any]) -> int | None:
 def _onnx_weight_count(path: Path) -> int | None:
     import onnx
 
+    from edgecompress.exporters.onnx import weight_count
+
     try:  # the graph only: external weights are not read, their dims are in the graph
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception:  # unreadable: its benchmark fails in one line
         return None
-    return sum(math.prod(t.dims) for t in graph.initializer if len(t.dims) >= 2)
+    return weight_count(graph)
 
 
 def model_mismatch(ref: Artifact, art: Artifact, weights: dict[str, int | None]) -> str | None:
@@ -413,6 +415,13 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                   **({"skipped": skipped} if skipped else {}),
                   **({"other_model": other_model} if other_model else {})},
             command=command)
+        for a, row in zip(arts, report.artifacts, strict=True):
+            # as an export records it: a baseline comparison tells another model's file by it
+            if a.format == "onnx" and isinstance(row.get("details"), dict) and "weights" not in row["details"]:
+                if str(a.path) not in weights:
+                    weights[str(a.path)] = _onnx_weight_count(Path(a.path))
+                if weights[str(a.path)]:
+                    row["details"]["weights"] = weights[str(a.path)]
         groups = model_groups(arts, weights)
         if len(set(groups)) > 1:  # speed-up and size ratio pair rows of one model only (render._fp32_of)
             for row, g in zip(report.artifacts, groups, strict=True):

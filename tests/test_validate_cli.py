@@ -122,6 +122,11 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
     rep = json.loads((out / "report.json").read_text())
     regs = rep["baseline"]["regressions"]
     assert any("size" in g and "onnx fp32" in g for g in regs)
+    # ONNX rows record their weight count, export's and validate's alike (a baseline of another
+    # model is told by it), the same for the same file
+    exported = json.loads((export_dir / "report.json").read_text())["artifacts"]
+    counts = [a["details"]["weights"] for a in rep["artifacts"] + exported if a["format"] == "onnx"]
+    assert len(counts) == 2 and counts[0] == counts[1] > 40_000, counts
     assert any("latency p50" in g for g in regs)
     assert "Against the baseline" in (out / "report.md").read_text()
     assert "regression:" in r.stderr
@@ -129,6 +134,14 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
     r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v4"), "--baseline", str(tmp_path / "base.json"),
                 "--fail-on-regression", "--rounds", "1", *FAST)
     assert r.returncode == 4 and "regression(s) against" in r.stderr, r.stderr[-1500:]
+    # a baseline of another target compares nothing: no silent pass under --fail-on-regression
+    for a in base["artifacts"]:
+        a["target"] = "rpi5"
+    (tmp_path / "other.json").write_text(json.dumps(base))
+    r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v7"), "--baseline", str(tmp_path / "other.json"),
+                "--fail-on-regression", "--rounds", "1", *FAST)
+    assert r.returncode == 4 and "nothing was compared" in r.stderr.splitlines()[-1], r.stderr[-1500:]
+    assert json.loads((tmp_path / "v7" / "report.json").read_text())["verdict"]["passed"] is False
     r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v5"), "--baseline", str(tmp_path / "base.json"),
                 "--threshold", "5", *FAST)
     assert r.returncode == 2 and "between 0 and 1" in r.stderr

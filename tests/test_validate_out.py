@@ -244,12 +244,25 @@ def test_baseline_rows_gone_failed_or_of_another_model_are_said():
     assert res["notes"] == []
     run.baseline = res
     assert run.verdict() == {"passed": False, "failed_artifacts": 1, "failed_gates": 0, "regressions": 1,
-                             "regressions_fail": False, "baseline_missing": 1}
+                             "regressions_fail": False, "baseline_missing": 1, "baseline_compared": True}
     other = Report(model={"name": "m", "params": 7}, target="t", artifacts=[row("onnx", "fp32")])
     assert compare_baseline(other, base, "b.json")["notes"] == ["the baseline is of another model (params 10 -> 7)"]
     # a loose file's model is named after the file: another name alone is no other model
     renamed = Report(model={"name": "m-int8"}, target="t", artifacts=[row("onnx", "fp32")])
     assert compare_baseline(renamed, base, "b.json")["notes"] == []
+    # loose files carry no params: their ONNX weight counts tell a pruned build's baseline apart
+    loose = dict(row("onnx", "fp32"), details={"weights": 46_560})
+    base_loose = {"model": {"name": "m-fp32"}, "artifacts": [dict(row("onnx", "fp32"), details={"weights": 9_942})]}
+    assert compare_baseline(Report(model={"name": "x"}, target="t", artifacts=[loose]), base_loose, "b.json")[
+        "notes"] == ["the baseline is of another model (m-fp32.onnx 9,942 -> 46,560 weights)"]
+    base_loose["artifacts"][0]["details"]["weights"] = 46_600  # within 1 %: one model
+    assert compare_baseline(Report(model={"name": "x"}, target="t", artifacts=[loose]), base_loose, "b.json")[
+        "notes"] == []
+    # two model references (not loose files) of another name are another model
+    zoo = {"model": {"name": "a", "source": "zoo:a"}, "artifacts": [row("onnx", "fp32")]}
+    assert "source zoo:a -> zoo:b" in compare_baseline(
+        Report(model={"name": "b", "source": "zoo:b"}, target="t", artifacts=[row("onnx", "fp32")]), zoo, "b.json")[
+        "notes"][0]
     # regressions judged as the exit code judges them: only under --fail-on-regression
     ok = Report(model={"name": "m", "params": 10}, target="t", artifacts=[row("onnx", "fp32")])
     ok.baseline = {"regressions": ["onnx fp32 on t: size 100 B -> 200 B (+100.0 %)"]}
@@ -296,3 +309,40 @@ def test_a_baseline_with_another_drift_reference_is_said():
     no_drift = Report(model={"name": "m"}, target="t", artifacts=[row(None)],
                       data={"reference": "outputs of m-fp32.onnx (fp32) on this machine"})
     assert compare_baseline(no_drift, base, "b.json")["notes"] == []
+
+
+def test_baseline_latency_at_other_threads_is_not_compared():
+    """A baseline timed at --threads 4 against a run at 1: a 2.5x "regression" failed CI under
+    --fail-on-regression, with no word about the threads. Size is still compared."""
+    from edgecompress.report import Report
+    from edgecompress.targets.baseline import compare_baseline
+
+    def row(threads, p50, size):
+        return {"format": "onnx", "precision": "fp32", "target": "t", "status": "ok", "path": "/o/m.onnx",
+                "size_bytes": size, "latency_ms": {"p50": p50}, "settings": {"threads": threads}}
+
+    base = {"model": {"name": "m"}, "artifacts": [row(4, 0.08, 100)]}
+    res = compare_baseline(Report(model={"name": "m"}, target="t", artifacts=[row(1, 0.2, 100)]), base, "b.json")
+    assert res["regressions"] == [] and "latency p50" in res["not_compared"]
+    assert res["notes"] == ["latency not compared where the baseline ran another --threads: t/onnx/fp32 (4 -> 1)"]
+    res = compare_baseline(Report(model={"name": "m"}, target="t", artifacts=[row(4, 0.2, 300)]), base, "b.json")
+    assert [r.split(": ")[1].split(" ")[0] for r in res["regressions"]] == ["latency", "size"]
+
+
+def test_baseline_that_compared_nothing_is_no_pass_under_fail_on_regression():
+    """A baseline of another target shares nothing: the verdict said "no regression against the
+    baseline" and passed, even under --fail-on-regression."""
+    from edgecompress.report import Report
+    from edgecompress.report.render import to_markdown
+
+    run = Report(model={"name": "m"}, target="t", command="edgecompress validate d --fail-on-regression",
+                 artifacts=[{"format": "onnx", "precision": "fp32", "target": "t", "status": "ok", "path": "/o/m.onnx",
+                             "size_bytes": 1, "metrics": {}, "drift": {}, "latency_ms": {}}])
+    run.baseline = {"regressions": [], "compared": [], "missing": ["u/onnx/fp32"], "fail_on_regression": True}
+    assert run.verdict()["passed"] is False and run.verdict()["baseline_compared"] is False
+    assert "nothing compared against the baseline" in to_markdown(run, None)
+    assert "no regression against the baseline" not in to_markdown(run, None)
+    run.baseline["fail_on_regression"], run.command = False, "edgecompress validate d"
+    assert run.verdict()["passed"] is True  # said, not judged, without the flag
+    run.baseline["compared"] = ["size"]
+    assert "no regression against the baseline" in to_markdown(run, None)

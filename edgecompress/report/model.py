@@ -132,9 +132,13 @@ class Report:
         regressions = len(self.baseline.get("regressions", []))
         # validate stores the flag; a report built elsewhere may only carry it in its command
         strict = bool(self.baseline.get("fail_on_regression")) or "--fail-on-regression" in self.command.split()
-        return {"passed": not failed and not gates and not (strict and regressions),
+        # a baseline sharing no artifact and metric with the run (another target) compared nothing:
+        # under --fail-on-regression that passed as "no regression"
+        vacuous = self.baseline.get("regressions") is not None and not self.baseline.get("compared")
+        return {"passed": not failed and not gates and not (strict and (regressions or vacuous)),
                 "failed_artifacts": len(failed), "failed_gates": len(gates), "regressions": regressions,
-                "regressions_fail": strict, "baseline_missing": len(self.baseline.get("missing", []))}
+                "regressions_fail": strict, "baseline_missing": len(self.baseline.get("missing", [])),
+                **({"baseline_compared": not vacuous} if self.baseline.get("regressions") is not None else {})}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict()}

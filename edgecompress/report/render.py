@@ -525,6 +525,9 @@ def _verdict(report: Report) -> tuple[bool, str] | None:
             base.append(f"{n} regression{'s' if n != 1 else ''} against the baseline"
                         + (" (--fail-on-regression: they fail the run)" if strict
                            else " (they fail the run only with --fail-on-regression)"))
+        elif not v.get("baseline_compared", True):
+            base.append("nothing compared against the baseline (it shares no artifact and metric with this run)"
+                        + (": --fail-on-regression fails the run" if strict else ""))
         else:
             base.append("no regression against the baseline")
         if v["baseline_missing"]:
