@@ -123,7 +123,7 @@ def test_no_speed_up_note_in_validate_asks_for_the_fp32_file():
     by_data = _report([_art("onnx", "int8")], data={"eval": None, "eval_n": 0, "reference": ""})
     for report in (by_command, by_data):
         md = to_markdown(report, None)
-        assert "pass the fp32 file of that format to validate too" in md
+        assert "pass the same model's fp32 file of that format to validate too" in md
         assert "-f onnx:fp32" not in md
     export = _report([_art("onnx", "int8")], data={"calib": None}, command="edgecompress export m -f onnx:int8")
     md = to_markdown(export, None)
@@ -252,6 +252,24 @@ def test_a_row_that_failed_a_gate_does_not_say_just_ok():
     assert status == ["ok, gate FAILED: latency_ms.p50>0.02", "ok", "ok", "ok, gate FAILED: latency_ms.p50>0.02"]
     page = to_html(report)
     assert page.count('<td class="bad">ok, gate FAILED: latency_ms.p50&gt;0.02</td>') == 2
+
+
+def test_a_row_not_validated_is_not_painted_failed_nor_said_measured():
+    """--no-validate: the HTML painted the row red (class "failed") while the verdict passed, and
+    report.json said latency_kind "measured" for a row nothing timed."""
+    from edgecompress.report.model import artifact_row
+
+    art = {"format": "onnx", "precision": "fp32", "path": "m.onnx", "size_bytes": 10, "sha256": ""}
+    row = artifact_row({"artifact": art, "status": "not-validated"})
+    assert row["latency_kind"] is None
+    assert artifact_row({"artifact": art, "latency_ms": {"1": {"p50": 1.0}}})["latency_kind"] == "measured"
+    assert _report([dict(_art("onnx", "fp32"), latency_kind=None)]).verdict()["latency"] == "none"
+    assert _report([_art("onnx", "fp32"), dict(_art("onnx", "int8"), latency_kind="estimated")]).verdict()[
+        "latency"] == "mixed"
+    assert _report([dict(_art("onnx", "int8"), latency_kind="estimated")]).verdict()["latency"] == "estimated"
+    page = to_html(_report([dict(_art("onnx", "fp32"), status="not-validated")]))
+    assert 'class="failed"' not in page and 'class="bad">not-validated' not in page
+    assert 'class="failed"' in to_html(_report([dict(_art("onnx", "fp32"), status="failed")]))
 
 
 @pytest.mark.parametrize("target, said", [

@@ -244,7 +244,8 @@ def test_baseline_rows_gone_failed_or_of_another_model_are_said():
     assert res["notes"] == []
     run.baseline = res
     assert run.verdict() == {"passed": False, "failed_artifacts": 1, "failed_gates": 0, "regressions": 1,
-                             "regressions_fail": False, "baseline_missing": 1, "baseline_compared": True}
+                             "regressions_fail": False, "baseline_missing": 1, "baseline_compared": True,
+                             "latency": "none"}
     other = Report(model={"name": "m", "params": 7}, target="t", artifacts=[row("onnx", "fp32")])
     assert compare_baseline(other, base, "b.json")["notes"] == ["the baseline is of another model (params 10 -> 7)"]
     # a loose file's model is named after the file: another name alone is no other model

@@ -134,11 +134,14 @@ class Report:
         strict = bool(self.baseline.get("fail_on_regression")) or "--fail-on-regression" in self.command.split()
         # a baseline sharing no artifact and metric with the run (another target) compared nothing:
         # under --fail-on-regression that passed as "no regression"
-        vacuous = self.baseline.get("regressions") is not None and not self.baseline.get("compared")
+        vacuous = self.baseline.get("regressions") is not None and self.baseline.get("compared") == []
         return {"passed": not failed and not gates and not (strict and (regressions or vacuous)),
                 "failed_artifacts": len(failed), "failed_gates": len(gates), "regressions": regressions,
                 "regressions_fail": strict, "baseline_missing": len(self.baseline.get("missing", [])),
-                **({"baseline_compared": not vacuous} if self.baseline.get("regressions") is not None else {})}
+                **({"baseline_compared": not vacuous} if self.baseline.get("regressions") is not None else {}),
+                # what the latencies are: an estimated target's rows are "ok" and pass, and only each
+                # row's latency_kind said that nothing ran on the device
+                "latency": _latency_summary({a.get("latency_kind") for a in self.artifacts} - {None})}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict()}
@@ -174,6 +177,11 @@ class Report:
 _BATCH1_KEYS = ("p50", "p90", "p99", "mean", "cpu_p50", "io_ms", "p50_is_mean", "p50_rounds")
 
 
+def _latency_summary(kinds: set[str]) -> str:
+    """"measured", "estimated" or "emulated" when every timed row is that, "mixed", or "none"."""
+    return "none" if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
+
+
 def artifact_row(measurement: Any, batch: int = 1) -> dict[str, Any]:
     """Flatten a Measurement (or its `to_dict()`) into the report's artifact entry (batch-1
     latency up front)."""
@@ -186,7 +194,9 @@ def artifact_row(measurement: Any, batch: int = 1) -> dict[str, Any]:
         "format": art["format"], "precision": art["precision"], "path": art["path"],
         "size_bytes": art["size_bytes"], "sha256": art["sha256"],
         "latency_ms": {k: first[k] for k in _BATCH1_KEYS if k in first},
-        "latency_kind": measurement.get("latency_kind", "measured"),
+        # None when nothing was timed (--no-validate, a failed file): "measured" told a script
+        # filtering on it that a latency existed
+        "latency_kind": measurement.get("latency_kind", "measured") if first else None,
         "latency_by_batch": lat,
         "memory_mb": measurement.get("memory_mb", {}),
         "metrics": measurement.get("metrics", {}), "drift": measurement.get("drift", {}),

@@ -797,7 +797,9 @@ def _html_table(rows: list[dict[str, str]], status_col: bool = True) -> str:
     head = "".join(f"<th{' class=text' if c in _TEXT_COLS else ''}>{html.escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
-        failed = status_col and (not r.get("status", "ok").startswith("ok") or "gate FAILED" in r.get("status", ""))
+        # red for a failure only: a not-validated row (--no-validate) is no failure (the verdict passes)
+        status = r.get("status", "ok").lower()
+        failed = status_col and (status.startswith("failed") or "gate failed" in status)
         cells = []
         for c in cols:
             cls = ""
