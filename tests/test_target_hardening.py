@@ -241,6 +241,22 @@ def test_estimate_uses_the_requested_threads(onnx_artifact):
     assert got[8]["threads"] == 4 and got[8]["runtime"]["settings"]["threads_requested"] == 8
     assert got[2]["cpus"] == [0, 1] and got[8]["cpus"] == [0, 1, 2, 3]
     assert "threads_requested" not in got[2]["runtime"]["settings"]
+    # p50 at 4 significant figures (not 1 us steps), and the throughput is of that same figure
+    lat = got[1]["latency_ms"]["1"]
+    assert lat["p50"] == float(f"{lat['p50']:.4g}") and lat["throughput_per_s"] == round(1000 / lat["p50"], 2)
+
+
+def test_estimate_says_it_has_no_other_batch(onnx_artifact):
+    """--batch 4 on an estimated target was dropped without a word while settings.batches listed 4."""
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners.estimate import EstimateRunner
+    from edgecompress.targets.runners.local import BenchRequest
+
+    req = BenchRequest(artifact=Path(onnx_artifact.path), runtime="onnxruntime", threads=1, precision="fp32",
+                       batches=(1, 4))
+    lat = EstimateRunner().run(req, get_target("rpi5"))["latency_ms"]
+    assert set(lat) == {"1", "4"} and "p50" in lat["1"]
+    assert lat["4"] == {"error": "not estimated: the cost model is fit on batch-1 figures only"}
 
 
 # ---- 4. the profile's command timeout bounds the benchmark, which dies with it ------------------

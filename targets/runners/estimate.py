@@ -94,6 +94,12 @@ class EstimateRunner:
         result["cpus"] = profile.default_cpus(threads)  # the cores a device run would be pinned to
         if threads != req.threads:
             result["runtime"]["settings"]["threads_requested"] = req.threads
+        # --batch N: the cost model is fit on batch-1 figures only; said per batch (the report's
+        # "Not timed" note), not dropped while settings.batches still listed N
+        for b in req.batches:
+            if b != 1:
+                result["latency_ms"][str(b)] = {"error": "not estimated: the cost model is fit on batch-1 "
+                                                         "figures only"}
         return result
 
 
