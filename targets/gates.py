@@ -175,6 +175,11 @@ def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = Tru
         if g.path[0] in ("metrics", "drift", "memory_mb"):
             raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
                               f"attached), so it measures no {g.path[0]}; gate on latency_ms.p50 or size_bytes")
-        if g.path[0] == "latency_ms" and g.path[1] != "p50":
+        # latency_by_batch.1.p90 is the same figure as latency_ms.p90; another batch has none
+        by_batch = g.path[0] == "latency_by_batch" and len(g.path) > 2
+        if by_batch and g.path[1] != "1":
+            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+                              "attached): an estimate is of batch 1 only; gate on latency_ms.p50")
+        if (g.path[0] == "latency_ms" and g.path[1] != "p50") or (by_batch and g.path[2] != "p50"):
             raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
                               "attached): an estimate has a p50 latency only; gate on latency_ms.p50")

@@ -167,8 +167,11 @@ def test_the_report_states_both_thresholds():
     baseline = _report(_acc_row(0.99, 0.99, 0.999)).to_dict()
     report = _report(_acc_row(0.99, 0.99, 0.999))
     report.baseline = compare_baseline(report, baseline, "b.json")
-    said = "Threshold 5 % (latency, size, memory); 1.0 pt (accuracy, agreement, cosine)."
+    said = "Threshold 5 % (latency, size, memory); 1 pt (accuracy, agreement, cosine)."
     assert said in to_markdown(report, None) and said in to_html(report)
+    report.baseline["accuracy_threshold"] = 0.0025  # was shown "0.2 pt"
+    assert "; 0.25 pt (accuracy, agreement, cosine)." in to_markdown(report, None)
+    report.baseline["accuracy_threshold"] = 0.01
     report.baseline.pop("accuracy_threshold")  # a report.json written before: one relative rule
     assert "Threshold 5 %. " in to_markdown(report, None)
 

@@ -143,6 +143,10 @@ def test_chain_runs_and_records_every_step(tmp_path):
     assert "Compression steps" in md
     # the artifacts' reference is the compressed float model, and the report says so, with the original
     assert f"the original scored {100 * orig['metric']:.1f} %" in md and "agreement vs original %" in md
+    from edgecompress.report.render import _steps_rows
+
+    # the original's agreement with itself (100.0) read like a measurement
+    assert [r["agreement vs original %"] == "the reference" for r in _steps_rows(report)] == [True] + [False] * 3
     assert "fp32 PyTorch reference" not in md
     assert load_recipe(paths["recipe"]).resolved()["passes"][1]["distill"]["epochs"] == 4
     art = report.artifacts[0]

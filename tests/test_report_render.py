@@ -221,12 +221,24 @@ def test_plot_names_the_threads_and_does_not_blow_up_noise(monkeypatch):
             seen["y"] = a
         return real_y(self, *a, **k)
 
+    real_legend = matplotlib.axes.Axes.legend
+
+    def legend(self, *a, **k):
+        leg = real_legend(self, *a, **k)
+        seen["legend"] = ([t.get_text() for t in leg.get_texts()], leg.get_bbox_to_anchor().x0 > self.bbox.x1)
+        return leg
+
     monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", set_xlabel)
     monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", set_ylim)
-    arts = [_art("onnx", "fp32", metrics={"top1": 0.880}, settings={"threads": 1}),
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", legend)
+    arts = [_art("onnx", "fp32", metrics={"top1": 0.880}, settings={"threads": 1}, latency_ms={"p50": 0.068}),
             _art("onnx", "int8", metrics={"top1": 0.881}, settings={"threads": 1})]
     assert tradeoff_png(arts, "m")[:4] == b"\x89PNG"
     assert seen["x"] == "latency p50, batch 1, 1 thread (ms)"
+    # the tables' digits (0.0680, not 0.068), and the legend beside the axes, not over the points
+    texts, beside = seen["legend"]
+    assert texts[0].endswith(" · 0.0680 ms") and texts[1].endswith(" · 0.0300 ms"), texts
+    assert beside
     lo, hi = seen["y"]
     assert hi - lo >= 2.0  # points, at least 1 either side
 
@@ -430,3 +442,26 @@ def test_no_batch_table_when_only_batch_1_was_timed():
     assert "Latency by batch size" not in to_markdown(report, None)
     assert "Latency by batch size" not in to_html(report)
     assert "Latency is batch 1, in ms" in to_markdown(report, None)
+
+
+def test_markdown_keeps_odd_paths_whole_and_inert():
+    """A folder named x<script>..&"q`|b: the Markdown turned `|` into `/` (a file that does not
+    exist), passed `<script>` raw to viewers that render HTML, and a backtick broke the code span."""
+    import re
+
+    from edgecompress.report.render import _uncode
+
+    odd = "/t/x<script>alert(1)</script>&q`|b/m-fp32.onnx"
+    report = _report([_art("onnx", "fp32", path=odd), _art("onnx", "int8")],
+                     command=f"edgecompress validate '{odd}'",
+                     gates=[{"gate": "drift.top1_agreement<0.97", "artifact": "x86-local/onnx/fp32", "file": odd,
+                             "value": 0.99, "passed": True}])
+    md = to_markdown(report, None)
+    # the command is one code span (inert there), whatever backticks it holds
+    assert f"- **command**: `` edgecompress validate '{odd}' ``" in md
+    outside = re.sub(r"(`+) .*? \1", "", md)
+    assert "<script>" not in outside
+    assert "| x86-local/onnx/fp32 | /t/x&lt;script>alert(1)&lt;/script>&q\\`\\|b/m-fp32.onnx |" in md
+    assert "| drift.top1_agreement<0.97 |" in md  # a gate's < is no tag: left as it reads
+    assert _uncode(f"`` {odd} ``") == odd and _uncode("`a`") == "a" and _uncode("plain") == "plain"
+    assert "<dd>edgecompress validate &#x27;/t/x&lt;script&gt;" in to_html(report)

@@ -337,6 +337,8 @@ def test_two_export_directories_keep_their_own_details(export_dir, tmp_path, dig
     ("latency.p50>1", [], "a report row has no latency.p50 (did you mean latency_ms.p50?)"),
     ("drift.top1_agreement<0.9", [], "drift needs evaluation data; pass --eval"),
     ("latency_ms.p90>1", ["--target", "rpi5"], "an estimate has a p50 latency only"),
+    ("latency_by_batch.1.p90>1", ["--target", "rpi5"], "an estimate has a p50 latency only"),
+    ("latency_by_batch.4.p50>1", ["--target", "rpi5"], "an estimate is of batch 1 only"),
 ])
 def test_gates_nothing_would_measure_are_refused_before_any_work(export_dir, tmp_path, gate, extra, fragment):
     """They were refused after validating everything, with the report already written."""

@@ -68,7 +68,7 @@ def machine() -> dict[str, Any]:
         pass
     flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30  # GiB (the key predates the label)
     return {"hostname": platform.node(), "cpu": cpu, "arch": platform.machine(),
             "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "isa_extensions": isa,
             "os": platform.platform(), "python": sys.version.split()[0],

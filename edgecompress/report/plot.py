@@ -47,7 +47,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "", eval_n: int |
                     a.get("latency_kind") == "emulated"))  # issue #5: qemu-user latency, labelled
     if not pts:
         return None
-    from edgecompress.report.render import size_text  # the tables' units (B / kB / MB)
+    from edgecompress.report.render import _sig3, size_text  # the tables' units and digits
 
     _writable_mpl_config()
     import matplotlib
@@ -62,7 +62,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "", eval_n: int |
               else "top-1 agreement with fp32 %" if any("top1_agreement" in d for d in ds)
               else "output cosine vs fp32 x100")
     ylabel_note = "diamond = estimated latency" if any(p[4] for p in pts) else ""
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.5, 4.2), dpi=110)
     max_size = max(p[2] for p in pts) or 1
     front = {i for i, p in enumerate(pts)
              if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in pts)}
@@ -71,14 +71,16 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "", eval_n: int |
         ax.scatter(lat, acc, s=60 + 600 * size / max_size, alpha=0.55,
                    edgecolors="black" if i in front else "none", linewidths=1.5,
                    marker="D" if est else "o",
-                   label=f"{label} · {size_text(size * 1e6)} · {lat:.3g} ms{' (est.)' if est else ''}"
+                   label=f"{label} · {size_text(size * 1e6)} · {_sig3(lat)} ms{' (est.)' if est else ''}"
                          f"{' (emulated, not a device figure)' if emu else ''}")
     for (lat, acc, *_), bar in zip(pts, bars, strict=True):
         if bar is not None:
             # clamped: the point is a rounded figure and may sit a hair outside its own interval
             ax.errorbar(lat, acc, yerr=[[max(0.0, acc - bar[0])], [max(0.0, bar[1] - acc)]], fmt="none",
                         ecolor="#57606a", elinewidth=1, capsize=3, alpha=0.7)
-    legend = ax.legend(fontsize=7.5, loc="lower left", markerscale=0.4, framealpha=0.9)
+    # beside the axes: inside (lower left) it hid error bars and points
+    legend = ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=0.4,
+                       framealpha=0.9)
     for handle in legend.legend_handles:
         handle.set_sizes([40])  # type: ignore[union-attr]  # scatter handles: PathCollections
     # the thread count too: a 1-thread p50 and a 4-thread one are not the same figure
@@ -99,7 +101,7 @@ def tradeoff_png(artifacts: list[dict[str, Any]], title: str = "", eval_n: int |
     top = max([max(ys) + pad] + [b[1] + 0.2 for b in bars if b is not None])
     ax.set_ylim(bottom, top)
     xs = [p[0] for p in pts]
-    ax.set_xlim(0, max(xs) * 1.35)
+    ax.set_xlim(0, max(xs) * 1.15)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -215,7 +215,9 @@ def _steps_rows(report: Report) -> list[dict[str, str]]:
                      "MACs": f"{s.get('macs', 0):,}", "weights size": size_text(s.get("size_bytes", 0)),
                      f"{s.get('metric_name') or 'metric'} %": _pct(s.get("metric")),
                      # top-1 agreement with the ORIGINAL model (the artifacts' drift is vs the last step)
-                     "agreement vs original %": _pct((s.get("metrics") or {}).get("top1_agreement")),
+                     # the original's agreement with itself (100.0) read like a measurement
+                     "agreement vs original %": "the reference" if s.get("name") == "original" else
+                     _pct((s.get("metrics") or {}).get("top1_agreement")),
                      "α params": f"{r.get('alpha', 1):.3f}", "β FLOPs (MACs)": f"{r.get('beta', 1):.3f}",
                      "γ weights as stored": f"{r.get('gamma', 1):.3f}",
                      "ΔA pt": f"{s['delta_metric'] * 100:+.2f}" if s.get("delta_metric") is not None else "—"})
@@ -332,13 +334,35 @@ def _columns(rows: list[dict[str, str]]) -> list[str]:
     return list(dict.fromkeys(c for r in rows for c in r))
 
 
+def _md_safe(text: str) -> str:
+    """Markdown text with what a viewer would take for an HTML tag (`<script>` in a folder name,
+    rendered in a PR comment or a CI summary) escaped; `<0.97` in a gate stays as it reads."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+
+
+def _code(text: str) -> str:
+    """`text` as one Markdown code span, whatever backticks it holds (one broke the span)."""
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if len(fence) > 1 else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _uncode(text: str) -> str:
+    """The text inside a `_code` span (for HTML), else the text."""
+    m = re.fullmatch(r"(`+) ?(.*?) ?\1", text, re.S)
+    return m.group(2) if m else text
+
+
 def _md_table(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "_none_\n"
     cols = _columns(rows)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(r.get(c, "—").replace("|", "/").replace("\n", " ") for c in cols) + " |"
-            for r in rows]
+    # `\|` keeps a path with a bar whole (it was turned into "/", naming a file that does not exist)
+    def cell(text: str) -> str:
+        return _md_safe(text).replace("|", "\\|").replace("`", "\\`").replace("\n", " ")
+
+    out += ["| " + " | ".join(cell(r.get(c, "—")) for c in cols) + " |" for r in rows]
     return "\n".join(out) + "\n"
 
 
@@ -378,14 +402,14 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         items.append(("device measured on", ", ".join(f"{k} {v}" for k, v in json.loads(dev).items())))
     mach = report.machine
     host = "machine" if not devices else "host machine"
-    items.append((host, f"{mach.get('cpu')} · {mach.get('cores')} cores · {mach.get('memory_gb')} GB · "
+    items.append((host, f"{mach.get('cpu')} · {mach.get('cores')} cores · {mach.get('memory_gb')} GiB · "
                              f"{' '.join(mach.get('isa_extensions', []))} · load average (1/5/15 min) "
                              f"{mach.get('loadavg')}"))
     items.append(("versions", ", ".join(f"{k} {v}" for k, v in report.versions.items())))
     items.append(("created", report.created))
-    items.append(("command", f"`{report.command}`" if report.command else "—"))
+    items.append(("command", _code(report.command) if report.command else "—"))
     if report.cwd:
-        items.append(("run in", f"`{report.cwd}`"))
+        items.append(("run in", _code(report.cwd)))
     return items
 
 
@@ -555,7 +579,7 @@ def _baseline_scope(report: Report) -> str:
     parts = [f"Threshold {100 * b.get('threshold', 0):g} %."]  # 0.004 read "0 %"
     if _num(b.get("accuracy_threshold")):  # reports before it judged every metric relatively
         parts = [f"Threshold {100 * b.get('threshold', 0):g} % (latency, size, memory); "
-                 f"{100 * b['accuracy_threshold']:.1f} pt (accuracy, agreement, cosine)."]
+                 f"{100 * b['accuracy_threshold']:g} pt (accuracy, agreement, cosine)."]
     if b.get("compared") is not None:
         parts.append(f"Compared: {', '.join(b['compared']) or 'nothing'}.")
     if b.get("not_compared"):
@@ -746,8 +770,8 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     if (verdict := _verdict(report)) is not None:  # first: what a CI reader looks for
         head, _, rest = verdict[1].partition(" — ")
         parts.append(f"**{head}** — {rest}\n")
-    parts += [f"- **{k}**: {v}" for k, v in _summary(report)]
-    parts.append(f"\n{_latency_note(report)}\n")
+    parts += [f"- **{k}**: {v if v.startswith('`') else _md_safe(v)}" for k, v in _summary(report)]
+    parts.append(f"\n{_md_safe(_latency_note(report))}\n")
     if _estimate_note(report):  # issue #5: estimated latency, in words
         parts.append(f"**{_estimate_note(report)}**\n")
     if _emulated_note(report):  # issue #5: emulated latency, in words
@@ -756,16 +780,16 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     parts.append(_md_table(table_rows(report)))
     for sec in _sections(report):
         parts.append(f"\n## {sec.title}\n")
-        parts += [f"{n}\n" for n in sec.notes]
+        parts += [f"{_md_safe(n)}\n" for n in sec.notes]
         parts.append(_md_table(sec.rows))
-        parts += [f"\n{'- **' + k + '**: ' if k else ''}{v}" for k, v in sec.after]
+        parts += [f"\n{'- **' + k + '**: ' if k else ''}{_md_safe(v)}" for k, v in sec.after]
     if report.baseline.get("regressions") is not None:
         parts.append("\n## Against the baseline\n")
         regs = _regression_lines(report)
-        parts.append(f"Baseline: `{report.baseline.get('path')}`. {_baseline_scope(report)} "
-                     + "".join(f"{x} " for x in _baseline_extra(report))
+        parts.append(f"Baseline: {_code(str(report.baseline.get('path')))}. {_md_safe(_baseline_scope(report))} "
+                     + "".join(f"{_md_safe(x)} " for x in _baseline_extra(report))
                      + ("No regression over the threshold.\n" if not regs else "Regressions:\n"))
-        parts += [f"- {r}" for r in regs]
+        parts += [f"- {_md_safe(r)}" for r in regs]
     if report.gates:
         parts.append(f"\n## {_GATES}\n")
         parts.append(_md_table(_gate_rows(report)))
@@ -829,7 +853,7 @@ def _html_verdict(report: Report) -> str:
 
 
 def to_html(report: Report, plot_png: bytes | None = None) -> str:
-    summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v.strip('`'))}</dd>"
+    summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(_uncode(v))}</dd>"
                       for k, v in _summary(report))
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
