@@ -316,18 +316,22 @@ def _other_models(arts: list[Artifact], ref_file: str,
     """Files that are not of the fp32 reference's model: each said (report and stderr), and their
     indices, which get no drift against it. Without a reference (no --eval), still said when no
     fp32 file of their format is of their model: they get no speed-up or size ratio."""
+    from edgecompress.report.render import file_labels
+
     ref = _reference_artifact(arts) if ref_file else None
+    # names with the folders that tell apart two models' files of one name
+    label = dict(zip(map(id, arts), file_labels([a.path for a in arts]), strict=True))
     said, no_ref = [], set()
     for i, a in enumerate(arts):
         if ref is not None and a is not ref and (why := model_mismatch(ref, a, weights)):
             no_ref.add(i)
-            said.append(f"{Path(a.path).name}: another model than the reference {Path(ref.path).name} "
+            said.append(f"{label[id(a)]}: another model than the reference {label[id(ref)]} "
                         f"({why}): no drift against it")
         elif ref is None:
             fp32 = [f for f in arts if f.precision == "fp32" and f.format == a.format and f is not a]
             whys = [why for f in fp32 if (why := model_mismatch(f, a, weights))]
             if fp32 and len(whys) == len(fp32):
-                said.append(f"{Path(a.path).name}: another model than {Path(fp32[0].path).name} ({whys[0]})")
+                said.append(f"{label[id(a)]}: another model than {label[id(fp32[0])]} ({whys[0]})")
     for n in said:
         print(f"note: {n}", file=sys.stderr)
     return said, no_ref

@@ -175,6 +175,9 @@ def test_two_files_of_one_format_and_precision_are_told_apart():
     report = Report(model={"name": "m"}, target="x86-local", artifacts=rows)
     assert [r["file"] for r in table_rows(report)] == ["m-fp32.tflite", "m-int8.tflite", "theirs.tflite"]
     assert "| file | format |" in to_markdown(report, None)
+    # two models' files of ONE name (exp1/, comp1/) read as one: the folder that tells them apart
+    rows[1]["path"], rows[2]["path"] = "/w/exp1/m-int8.tflite", "/w/comp1/m-int8.tflite"
+    assert [r["file"] for r in table_rows(report)] == ["m-fp32.tflite", "exp1/m-int8.tflite", "comp1/m-int8.tflite"]
     report.artifacts.pop()  # one file per format and precision: no file column
     assert "file" not in table_rows(report)[0]
 

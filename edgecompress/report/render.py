@@ -197,12 +197,26 @@ def table_rows(report: Report) -> list[dict[str, str]]:
     # rows: name the file, first, whenever a row's format and precision are not unique.
     keys = [(a.get("target"), a["format"], a["precision"]) for a in report.artifacts]
     if len(set(keys)) < len(keys):
-        rows = [{"file": _file_name(a), **r} for a, r in zip(report.artifacts, rows, strict=True)]
+        labels = file_labels([a.get("path") for a in report.artifacts])
+        rows = [{"file": f, **r} for f, r in zip(labels, rows, strict=True)]
     return rows
 
 
 def _file_name(a: dict[str, Any]) -> str:
     return Path(str(a.get("path", ""))).name or "—"
+
+
+def file_labels(paths: list[Any]) -> list[str]:
+    """Each file's name, with as many parent folders as tell it from the others of that name
+    (exp1/m-fp32.onnx, comp1/m-fp32.onnx): two models' files of one name read as one."""
+    parts = [Path(str(p or "")).parts or ("—",) for p in paths]
+    out = []
+    for mine in parts:
+        n = 1
+        while n < len(mine) and sum(q[-n:] == mine[-n:] for q in parts) > 1:
+            n += 1
+        out.append(str(Path(*mine[-n:])))
+    return out
 
 
 def _steps_rows(report: Report) -> list[dict[str, str]]:
@@ -732,13 +746,14 @@ def batch_rows(report: Report) -> list[dict[str, str]]:
     keys = [(a.get("target"), a["format"], a["precision"]) for a, _ in timed]
     many_targets = len({k[0] for k in keys}) > 1
     rows = []
-    for a, batches in timed:
+    labels = file_labels([a.get("path") for a, _ in timed])
+    for (a, batches), label in zip(timed, labels, strict=True):
         est = " (est.)" if a.get("latency_kind") == "estimated" else \
             " (emulated)" if a.get("latency_kind") == "emulated" else ""
         for b, v in batches:
             tput = v.get("throughput_per_s")
             rows.append({
-                **({"file": _file_name(a)} if len(set(keys)) < len(keys) else {}),
+                **({"file": label} if len(set(keys)) < len(keys) else {}),
                 **({"target": str(a.get("target", report.target))} if many_targets else {}),
                 "format": a["format"], "precision": a["precision"], "batch": str(b),
                 "p50 ms": f"{_ms(v['p50'])}{est}",
