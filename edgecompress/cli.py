@@ -567,7 +567,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _stopped() -> None:
     """One line and the shell's code for the signal: 130 for Ctrl-C, 143 for SIGTERM."""
-    typer.echo(INTERRUPTED.replace("interrupted:", "terminated (SIGTERM):") if _TERMINATED else INTERRUPTED, err=True)
+    from edgecompress.fileio import LANDED_WHILE_INTERRUPTED
+
+    line = INTERRUPTED
+    if LANDED_WHILE_INTERRUPTED:  # the signal came while the results were landing: held until done
+        line = (f"interrupted: after the run had finished writing {LANDED_WHILE_INTERRUPTED[-1]} (its artifacts, "
+                "report and manifest are complete and of this run)")
+    typer.echo(line.replace("interrupted:", "terminated (SIGTERM):") if _TERMINATED else line, err=True)
     sys.exit(143 if _TERMINATED else 130)
 
 

@@ -112,6 +112,38 @@ def _sigint_deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
+# Folders a run finished writing while a Ctrl-C / SIGTERM was held (`results_landing`): the CLI's
+# "interrupted" line must not say "nothing written" of them.
+LANDED_WHILE_INTERRUPTED: list[Path] = []
+
+
+@contextlib.contextmanager
+def results_landing(out_dir: Path) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a run's results move into `out_dir` and its report, records
+    and manifest are written (a second or two), then deliver them: a signal in that window left
+    the new artifacts beside the previous run's report, with no manifest. Now the folder is one
+    run's, whole, and the interrupt still stops the process after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    olds = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in olds.items():
+            signal.signal(sig, old)
+        if caught:
+            LANDED_WHILE_INTERRUPTED.append(Path(out_dir))
+            sig = signal.Signals(caught[0])
+            old = olds[sig]
+            if callable(old):
+                old(sig, None)  # SIGINT: KeyboardInterrupt; the CLI's SIGTERM handler: the same
+            elif old == signal.SIG_DFL:
+                signal.raise_signal(sig)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading it means setting it; put it straight back
     os.umask(mask)

@@ -30,6 +30,7 @@ from edgecompress.fileio import (
     exclusive_dir,
     output_dir,
     remove_stale_temps,
+    results_landing,
     write_json_atomic,
 )
 from edgecompress.models import ModelSpec, count_params_macs, load_model
@@ -301,51 +302,55 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     # They are validated there too: moved in before validation, a run interrupted or failing while
     # it measured left new artifacts beside the previous run's report, with no manifest.
     staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}run-", dir=out_dir))
-    try:
-        staged = []
-        for fmt, precision in formats:
-            if job.progress:
-                print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
-            staged.append(export(spec, fmt, precision, staging, calib, replace(job.options, progress=job.progress)))
-        if job.do_validate:
-            measurements = validate(staged, profile or job.target, ev, ref_out, job.settings, job.progress,
-                                    spec.task)
-        else:
-            measurements = [Measurement(artifact=a.to_dict(), target=job.target, status="not-validated")
-                            for a in staged]
-        if gates:  # a gate no figure answers fails here, before anything moves into out_dir
+    # Ctrl-C / SIGTERM from the first move into out_dir until the manifest is written are held
+    # (results_landing) and delivered when the stack closes: the folder is one run's, whole
+    with contextlib.ExitStack() as landing:
+        try:
+            staged = []
+            for fmt, precision in formats:
+                if job.progress:
+                    print(f"exporting {spec.name} -> {fmt} {precision}", file=sys.stderr)
+                staged.append(export(spec, fmt, precision, staging, calib, replace(job.options, progress=job.progress)))
+            if job.do_validate:
+                measurements = validate(staged, profile or job.target, ev, ref_out, job.settings, job.progress,
+                                        spec.task)
+            else:
+                measurements = [Measurement(artifact=a.to_dict(), target=job.target, status="not-validated")
+                                for a in staged]
+            if gates:  # a gate no figure answers fails here, before anything moves into out_dir
+                from edgecompress.targets.gates import evaluate_gates
+
+                evaluate_gates(Report.from_measurements(measurements, model={}, target=job.target), gates)
+            # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
+            # on disk always describes a complete run (a killed run leaves none, never a stale one).
+            landing.enter_context(results_landing(out_dir))
+            (out_dir / "manifest.json").unlink(missing_ok=True)
+            artifacts = [_move_into(a, out_dir) for a in staged]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        measurements = [_relocated(m, staging, out_dir) for m in measurements]
+        _note_foreign_artifacts(out_dir, artifacts, spec.source)
+        report = Report.from_measurements(
+            measurements,
+            model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
+                   "input_shape": list(spec.input_shape), "task": spec.task,
+                   # a named preset only (a Python callable is not data): `validate --eval images/`
+                   # preprocesses with it, as the export did
+                   **({"preprocess": spec.preprocess} if isinstance(spec.preprocess, str) else {})},
+            target=job.target,
+            reference=reference,
+            data={"calib": calib.source if calib else None, "calib_n": len(calib) if calib else 0,
+                  "eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
+                  "labelled": bool(ev is not None and ev.y is not None)},
+            command=job.command or " ".join(shlex.quote(a) for a in sys.argv),
+            steps=job.steps,  # [issue #4]
+        )
+        if gates:  # recorded in the report before it is written; failures: passed False
             from edgecompress.targets.gates import evaluate_gates
 
-            evaluate_gates(Report.from_measurements(measurements, model={}, target=job.target), gates)
-        # [issue #7] From here on artifacts get replaced: drop the old manifest first, so a manifest
-        # on disk always describes a complete run (a killed run leaves none, never a stale one).
-        (out_dir / "manifest.json").unlink(missing_ok=True)
-        artifacts = [_move_into(a, out_dir) for a in staged]
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    measurements = [_relocated(m, staging, out_dir) for m in measurements]
-    _note_foreign_artifacts(out_dir, artifacts, spec.source)
-    report = Report.from_measurements(
-        measurements,
-        model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
-               "input_shape": list(spec.input_shape), "task": spec.task,
-               # a named preset only (a Python callable is not data): `validate --eval images/`
-               # preprocesses with it, as the export did
-               **({"preprocess": spec.preprocess} if isinstance(spec.preprocess, str) else {})},
-        target=job.target,
-        reference=reference,
-        data={"calib": calib.source if calib else None, "calib_n": len(calib) if calib else 0,
-              "eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0,
-              "labelled": bool(ev is not None and ev.y is not None)},
-        command=job.command or " ".join(shlex.quote(a) for a in sys.argv),
-        steps=job.steps,  # [issue #4]
-    )
-    if gates:  # recorded in the report before it is written; failures: passed False
-        from edgecompress.targets.gates import evaluate_gates
-
-        evaluate_gates(report, gates, out_dir)
-    paths = write_report(report, out_dir)
-    if job.write_before_manifest is not None:
-        paths.update(job.write_before_manifest())
-    paths["manifest"] = write_manifest(out_dir, artifacts)
-    return report, paths
+            evaluate_gates(report, gates, out_dir)
+        paths = write_report(report, out_dir)
+        if job.write_before_manifest is not None:
+            paths.update(job.write_before_manifest())
+        paths["manifest"] = write_manifest(out_dir, artifacts)
+        return report, paths

@@ -531,3 +531,53 @@ def test_sigterm_while_validating_cleans_up_like_ctrl_c(tmp_path):
     assert not out.exists()
     time.sleep(1)
     assert _procs_naming(str(out) + "/") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_while_results_land_leaves_one_whole_run(tmp_path, monkeypatch, digits_spec, sig, default_sigint):
+    """A Ctrl-C (or SIGTERM) just after validation, while the artifacts moved into --out and the
+    report was written, left the new .onnx beside the previous run's report with no manifest
+    (audit 21C, B1). The signal is now held until the folder is one run's, whole, then delivered."""
+    import json
+
+    from edgecompress import fileio, pipeline
+    from edgecompress.pipeline import ExportJob, run_export
+
+    out = tmp_path / "out"
+    run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32")], out_dir=out,
+                         do_validate=False, progress=False))
+    real_write = pipeline.write_report
+
+    def write_report(report, out_dir):
+        os.kill(os.getpid(), sig)  # arrives after the artifact moved in, before the report is written
+        return real_write(report, out_dir)
+
+    monkeypatch.setattr(pipeline, "write_report", write_report)
+    old_term = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(fileio, "LANDED_WHILE_INTERRUPTED", [])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_export(ExportJob(model=digits_spec, formats=[("onnx", "fp32"), ("onnx", "int8")], out_dir=out,
+                                 calib=None, do_validate=False, progress=False, command="second run"))
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    report = json.loads((out / "report.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert report["command"] == "second run" and len(report["artifacts"]) == 2
+    on_disk = {e["path"]: fileio.sha256_file(out / e["path"]) for e in manifest["artifacts"]}
+    assert on_disk == {e["path"]: e["sha256"] for e in manifest["artifacts"]} and len(on_disk) == 2
+    assert [out] == fileio.LANDED_WHILE_INTERRUPTED  # the CLI's line says the run finished writing
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupted_line_says_when_the_run_had_landed(monkeypatch, capsys, tmp_path):
+    """The "nothing half-written; reports untouched" line was wrong for a run whose results had
+    landed while the signal was held."""
+    from edgecompress import cli, fileio
+
+    monkeypatch.setattr(fileio, "LANDED_WHILE_INTERRUPTED", [tmp_path])
+    with pytest.raises(SystemExit) as e:
+        cli._stopped()
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and f"after the run had finished writing {tmp_path}" in err
+    assert "untouched" not in err

@@ -141,7 +141,7 @@ class Report:
                 **({"baseline_compared": not vacuous} if self.baseline.get("regressions") is not None else {}),
                 # what the latencies are: an estimated target's rows are "ok" and pass, and only each
                 # row's latency_kind said that nothing ran on the device
-                "latency": _latency_summary({a.get("latency_kind") for a in self.artifacts} - {None})}
+                "latency": _latency_summary({str(k) for a in self.artifacts if (k := a.get("latency_kind"))})}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict()}
