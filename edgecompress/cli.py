@@ -589,12 +589,28 @@ def _raised_in(e: BaseException, function: str) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == function
 
 
+def _empty_argument(args: list[str]) -> str | None:
+    """The error for an empty argument (`--weights "$W"` with W unset): `--weights ''` was taken as
+    no weights (an untrained model shipped, exit 0) and `--out ''` as the current directory."""
+    for i, a in enumerate(args):
+        if a.startswith("--") and a.endswith("=") and len(a) > 3:
+            return f"{a[:-1]} '': empty value (an unset variable in the build script?)"
+        if a == "":
+            if i and args[i - 1].startswith("-"):
+                return f"{args[i - 1]} '': empty value (an unset variable in the build script?)"
+            return "empty argument '' (an unset variable in the build script?)"
+    return None
+
+
 def main() -> None:
     """Entry point: one-line errors and meaningful exit codes instead of tracebacks."""
     global _DEBUG
     _DEBUG = "--debug" in sys.argv or os.environ.get("EDGECOMPRESS_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
+    if (empty := _empty_argument(sys.argv[1:])) is not None:
+        typer.echo(f"error: {empty}", err=True)
+        sys.exit(ConfigError.exit_code)
     setup_cli_process(verbose_requested(sys.argv))
     if "--no-progress" in sys.argv:
         # transformers' "Loading weights" bar (and huggingface_hub's): read as they are imported,

@@ -207,14 +207,18 @@ def _preflight(job: ExportJob) -> tuple[list[Gate], TargetProfile | None]:
     gates = parse_gates(job.fail_on)  # a malformed gate fails before any work
     if gates and not job.do_validate:
         raise ConfigError("--fail-on: gates need measurements; drop --no-validate")
-    profile = get_target(job.target) if job.do_validate else None
-    if profile is not None:  # [issue #7] an unreachable device too (runners with a preflight)
-        from edgecompress.targets.runners.estimate import preflight
-        from edgecompress.targets.validate import check_threads
+    # the name and the formats it runs even with --no-validate: a typo was recorded as the
+    # report's target, and a format the device does not run was exported for it
+    profile = get_target(job.target)
+    profile.check_formats([f for f, _ in job.formats])
+    if not job.do_validate:
+        return gates, None
+    # [issue #7] an unreachable device too (runners with a preflight)
+    from edgecompress.targets.runners.estimate import preflight
+    from edgecompress.targets.validate import check_threads
 
-        profile.check_formats([f for f, _ in job.formats])
-        preflight(profile)
-        check_threads(profile, job.settings)  # --threads 99 failed after the export had written files
+    preflight(profile)
+    check_threads(profile, job.settings)  # --threads 99 failed after the export had written files
     return gates, profile
 
 

@@ -169,3 +169,34 @@ def test_recipe_model_path_with_tilde(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "r.yaml").write_text("model: ~/m.onnx\nexport: [onnx]\n")
     assert load_recipe(tmp_path / "r.yaml").resolved()["model"] == str(tmp_path / "home" / "m.onnx")
+
+
+@pytest.mark.parametrize("args, said", [
+    (["export", "zoo:digits-cnn", "--weights", "", "--no-validate", "--out", "o"], "--weights '': empty value"),
+    (["export", "zoo:digits-cnn", "--no-validate", "--out", ""], "--out '': empty value"),
+    (["export", "zoo:digits-cnn", "--no-validate", "--out="], "--out '': empty value"),
+    (["export", "", "--no-validate", "--out", "o"], "empty argument ''"),
+    (["validate", "o", "--target", ""], "--target '': empty value"),
+])
+def test_an_empty_argument_is_refused_and_nothing_written(tmp_path, args, said):
+    """A build script's unset variable: `--weights ''` exported the untrained factory model (exit
+    0) and `--out ''` wrote the model, reports and manifest into the current directory."""
+    from tests.conftest import run_cli
+
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {said} (an unset variable in the "
+                                                                   "build script?)"], r.stderr[-800:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_validate_still_checks_the_target(tmp_path):
+    """--target rpi55 --no-validate exported and recorded 'rpi55' as the report's target; a target
+    not running the format exported for it too."""
+    from tests.conftest import run_cli
+
+    r = run_cli("export", "zoo:digits-cnn", "--no-validate", "--target", "rpi55", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--target 'rpi55': unknown target" in r.stderr, r.stderr[-800:]
+    r = run_cli("export", "zoo:digits-cnn", "-f", "onnx", "--no-validate", "--target", "android-arm64",
+                "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--target android-arm64 runs" in r.stderr, r.stderr[-800:]
+    assert not (tmp_path / "o").exists()

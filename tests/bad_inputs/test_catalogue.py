@@ -263,7 +263,7 @@ CASES = [
      "[hardware] peak_fp32_gops_per_core is needed for an estimate"),
     ("target-unknown-runner", [*DIGITS, "--target", "{tmp}/teleport.toml", "--out", "{out}"], 2,
      "teleport.toml: unknown runner 'teleport'"),
-    ("empty-gate", ["validate", "{tmp}/nopath", "--fail-on", "", "--out", "{out}"], 2, "--fail-on '': empty gate"),
+    ("empty-gate", ["validate", "{tmp}/nopath", "--fail-on", "", "--out", "{out}"], 2, "--fail-on '': empty value"),
     ("recipe-version", ["run", "{tmp}/v2.yaml", "--out", "{out}"], 2, "version: 2: this edgecompress reads"),
     ("pt2-corrupt-json", ["{tmp}/badjson.pt2", "--out", "{out}"], 2,
      "badjson.pt2: not a readable ExportedProgram .pt2 (model.json: JSONDecodeError)"),
