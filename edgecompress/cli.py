@@ -548,8 +548,9 @@ def compress(
 
 # [issue #7] Ctrl-C: one line, exit 130. Files are written via temp names, so nothing half-written
 # stays; fine-tuning saves a checkpoint every epoch and the same command resumes from it.
-INTERRUPTED = ("interrupted: stopped cleanly (nothing half-written; reports and records untouched); rerun the "
-               "same command to resume (fine-tuning restarts from the last checkpoint it kept in --out)")
+INTERRUPTED = "interrupted: stopped cleanly (nothing half-written; reports and records untouched); rerun the same command"
+# only where something trains: `export` and `validate` have nothing to resume
+RESUMES = " to resume (fine-tuning restarts from the last checkpoint it kept in --out)"
 
 
 _TERMINATED = False
@@ -569,7 +570,8 @@ def _stopped() -> None:
     """One line and the shell's code for the signal: 130 for Ctrl-C, 143 for SIGTERM."""
     from edgecompress.fileio import LANDED_WHILE_INTERRUPTED
 
-    line = INTERRUPTED
+    trains = bool({"run", "compress"} & set(sys.argv[1:3]))
+    line = INTERRUPTED + (RESUMES if trains else " to start again")
     if LANDED_WHILE_INTERRUPTED:  # the signal came while the results were landing: held until done
         line = (f"interrupted: after the run had finished writing {LANDED_WHILE_INTERRUPTED[-1]} (its artifacts, "
                 "report and manifest are complete and of this run)")

@@ -274,6 +274,10 @@ def _unused_data(data: Any, flag: str, why: str) -> None:
     path = Path(spec.path).expanduser()
     if not path.exists():
         raise InputFileError(f"{flag} {path}: no such file or directory (unused by this run: {why})")
+    lo, hi = spec.start or 0, spec.stop
+    # a range that selects nothing whatever the file holds ([10:5], [:0]) fails now too
+    if hi is not None and lo >= 0 and hi >= 0 and hi <= lo:
+        raise DataError(f"{flag} {data}: the range selects no samples (unused by this run: {why})")
     print(f"note: {flag} {data} is not used: {why}", file=sys.stderr)
 
 

@@ -155,6 +155,12 @@ def test_data_paths_the_run_does_not_read_are_still_checked(tmp_path):
     ok = run_cli(*base, "--calib", str(data), "--out", str(tmp_path / "c"), cwd=ROOT)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert f"note: --calib {data} is not used: no int8 precision is asked for" in ok.stderr
+    for rows in ("[10:5]", "[:0]"):  # a range that selects nothing fails now, not once --int8 is added
+        bad = run_cli(*base, "--calib", f"{data}{rows}", "--out", str(tmp_path / "e"), cwd=ROOT)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+            f"error: --calib {data}{rows}: the range selects no samples (unused by this run: no int8 precision "
+            "is asked for)"), bad.stderr[-800:]
+    assert not (tmp_path / "e").exists()
 
 
 def test_a_model_that_fixes_its_batch_gets_one_line_only(tmp_path):

@@ -41,6 +41,13 @@ def test_folder_csv_and_subfolders(tmp_path):
         _img(tree / cls / "a.jpg", "white")
     ds = load_data(str(tree), "imagenet", 8, progress=False)
     assert list(ds.y) == [0, 1] and ds.x.shape == (2, 3, 8, 8)
+    # macOS AppleDouble files (._a.jpg, not images) are skipped as hidden folders are: they stopped the run
+    for where in (tree / "cat", flat.parent / "plain"):
+        where.mkdir(exist_ok=True)
+        (where / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    _img(flat.parent / "plain" / "b.png", "white")
+    assert list(load_data(str(tree), "imagenet", 8, progress=False).y) == [0, 1]
+    assert len(load_data(str(flat.parent / "plain"), "imagenet", 8, progress=False)) == 1
 
 
 def test_csv_errors(tmp_path):

@@ -130,7 +130,7 @@ def test_sigint_stops_finetuning_and_rerun_resumes(tmp_path):
     err = log.read_text()
     assert proc.returncode == 130, err[-2000:]  # was 0: typer returned Exit(130) and main ignored it
     last = [ln for ln in err.strip().splitlines() if ln.strip()][-1]
-    assert last.startswith("interrupted: "), err[-2000:]
+    assert last.startswith("interrupted: ") and "fine-tuning restarts from the last checkpoint" in last, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
     assert not list(out.rglob(TEMP_PREFIX + "*"))
     import torch
@@ -528,6 +528,7 @@ def test_sigterm_while_validating_cleans_up_like_ctrl_c(tmp_path):
     err = (tmp_path / "stderr").read_text()
     assert proc.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM): stopped cleanly"), err[-2000:]
+    assert "fine-tuning" not in err.strip().splitlines()[-1]  # an export has nothing to resume
     assert not out.exists()
     time.sleep(1)
     assert _procs_naming(str(out) + "/") == []

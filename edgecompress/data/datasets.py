@@ -333,12 +333,18 @@ def _list_images(folder: Path) -> tuple[list[Path], list[int] | None]:
         files, labels = [], []
         for idx, d in enumerate(subdirs):
             for p in sorted(d.iterdir()):
-                if p.suffix.lower() in IMAGE_SUFFIXES:
+                if _is_image_file(p):
                     files.append(p)
                     labels.append(idx)
         return files, labels
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if _is_image_file(p))
     return files, None
+
+
+def _is_image_file(p: Path) -> bool:
+    """An image file by its suffix; hidden files are skipped as hidden folders are: macOS leaves an
+    AppleDouble `._0.png` (no image) beside each file copied from a Mac, and it stopped the run."""
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _decode(path: Path, transform: Transform) -> np.ndarray:
