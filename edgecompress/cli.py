@@ -240,7 +240,8 @@ def validate_cmd(
     baseline: Annotated[Path | None, typer.Option(
         help="A previous report.json: flag regressions over --threshold and --accuracy-threshold.", callback=_expand_user)] = None,
     fail_on: FailOnOpt = [],  # noqa: B006
-    out: OutOpt = Path("edgecompress-validate"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the reports (the artifacts stay where they are).",
+                                      callback=_expand_user)] = Path("edgecompress-validate"),
     threshold: Annotated[float, typer.Option(
         help="Relative change of latency, size or peak memory counted as a regression vs --baseline (0.05 = 5 %).")] = 0.05,
     accuracy_threshold: Annotated[float, typer.Option(
@@ -610,6 +611,10 @@ def main() -> None:
     _DEBUG = "--debug" in sys.argv or os.environ.get("EDGECOMPRESS_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
+    if ("--help" in sys.argv or "-h" in sys.argv) and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+        # piped or logged, rich lays help out at 80 columns and cut the longest option texts with
+        # "…" (the --fail-on example, --weights' weights_only=True)
+        os.environ["COLUMNS"] = "110"
     if (empty := _empty_argument(sys.argv[1:])) is not None:
         typer.echo(f"error: {empty}", err=True)
         sys.exit(ConfigError.exit_code)

@@ -405,7 +405,10 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
             with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
                 ref, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
             if ref is not None:
-                reference = classification_metrics(ref, ev.y)
+                try:
+                    reference = classification_metrics(ref, ev.y)
+                except DataError as e:  # named the labels' file and flag nowhere
+                    raise DataError(f"--eval {ev.source}: {e}") from None
         weights: dict[str, int | None] = {}  # each ONNX file's graph read once for both checks
         other_model, no_ref = _other_models(arts, ref_file, weights)
         measurements = validate(arts, profile, ev, ref, settings, progress, no_reference=no_ref)

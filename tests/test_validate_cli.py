@@ -568,3 +568,15 @@ def test_files_of_another_model_are_not_paired_with_the_reference(export_dir, ev
     # its speed-up and size ratio are against mlp-fp32.onnx, its own model's fp32 file
     mlp_ratio = rows["mlp-int8.onnx"]["size_bytes"] / rows["mlp-fp32.onnx"]["size_bytes"]
     assert f"({mlp_ratio:.2f}x)" in int8_line
+
+
+def test_labels_beyond_the_classes_name_the_eval_file(export_dir, tmp_path):
+    """'labels go up to class 99 but the model has 10 outputs' named neither the file nor --eval."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "badlab.npz"
+    np.savez(bad, x=rng.standard_normal((8, 1, 8, 8)).astype("float32"), y=rng.integers(50, 100, 8))
+    r = run_cli("validate", str(export_dir), "--eval", str(bad), "--out", str(tmp_path / "o"), *FAST)
+    assert r.returncode == 2, r.stderr[-1500:]
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: --eval {bad}: labels go up to class "), r.stderr[-800:]

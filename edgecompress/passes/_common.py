@@ -227,7 +227,10 @@ def evaluate(module: Any, data: Dataset | None, reference: np.ndarray | None = N
     from edgecompress.targets.metrics import classification_metrics
 
     out = predict(module, data)
-    m = dict(classification_metrics(out, data.y))
+    try:
+        m = dict(classification_metrics(out, data.y))
+    except DataError as e:
+        raise DataError(f"{data.source}: {e}") from None
     if reference is not None and reference.shape == out.shape:
         m["top1_agreement"] = float((reference.argmax(1) == out.argmax(1)).mean())
     return m
