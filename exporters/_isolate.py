@@ -91,6 +91,17 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _bars_without_semaphores() -> None:
+    """tqdm's default lock is a multiprocessing RLock: a named semaphore that a child stopped by the
+    parent (its Ctrl-C / SIGTERM) never unlinks, and Python's resource tracker then printed a
+    "leaked semaphore objects" warning after the CLI's last line. One process needs a thread lock."""
+    import threading
+
+    from tqdm import std as tqdm_std
+
+    tqdm_std.tqdm.set_lock(threading.RLock())
+
+
 def _child(conn: Connection, jobs: Connection, fmt: str, precision: str, out: str,
            threads: int | None, tmpdir: str) -> None:
     """Child entry point: receive the pickled job, export as `api.export` does in-process, send the
@@ -100,6 +111,7 @@ def _child(conn: Connection, jobs: Connection, fmt: str, precision: str, out: st
     _die_with_parent()
     tempfile.tempdir = tmpdir  # TemporaryDirectory()s of the exporters: the parent removes the lot
     setup_child_process()  # spawned by the CLI: its stdout/quiet rules (spawn inherits only env)
+    _bars_without_semaphores()
     try:
         try:
             payload = jobs.recv_bytes()
