@@ -84,6 +84,7 @@ def test_load_data_takes_a_tuple_of_tensors():
     ({"distill": {"epochs": 1, "weight_decay": -1}}, r"passes\[0\]\.distill\.weight_decay: -1"),
     ({"prune": {"ratio": 0.5, "finetune_epochs": 1, "distill": {"weight_decay": -0.5}}},
      r"passes\[0\]\.prune\.distill\.weight_decay: -0\.5"),
+    ({"distill": {"epochs": 1, "seed": 2**62}}, r"passes\[0\]\.distill\.seed: \d+"),  # overflowed in torch
 ])
 def test_out_of_range_values_are_refused_up_front(params, key):
     with pytest.raises(ConfigError, match=rf"^recipe: {key}\S* is out of range \[") as e:

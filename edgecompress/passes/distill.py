@@ -87,6 +87,8 @@ class DistillConfig:
         check_range("distill.crop", self.crop, 0, 1, hi_open=True)
         check_range("distill.mixup", self.mixup, 0)
         check_range("distill.steps_per_epoch", self.steps_per_epoch, 1)
+        # each epoch seeds torch with seed * 1000 + epoch: past 2**32 that overflowed, a traceback
+        check_range("distill.seed", self.seed, 0, 2**32 - 1)
 
 
 def _is_graph_module(m: Any) -> bool:
