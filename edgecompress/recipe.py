@@ -63,7 +63,7 @@ class RecipeOptions(BaseModel):
     batch: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)  # batch sizes timed besides 1
     fail_on: list[str] = Field(default_factory=list)  # --fail-on gates: exit 4 when one fails
     torch_threads: int | None = Field(None, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # torch.manual_seed: a larger one was a traceback
     progress: bool = True
 
     @field_validator("fail_on")
@@ -80,19 +80,29 @@ class RecipeOptions(BaseModel):
 
 
 class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict, as RecipeOptions: `input_shape: ["1", "1", "8", "8"]` or `version: "1"` are mistakes
+    model_config = ConfigDict(extra="forbid", strict=True)
     # where it came from ("recipe FILE", "compress"), so an error inside a pass names it too
     _source: str = PrivateAttr(default="recipe")
     version: int = 1
     model: str
     input_shape: list[int] | None = None
     weights: str | None = None
+    # folder a `module:factory` model is imported from first (default: the recipe file's folder,
+    # written into the resolved recipe so it reruns from anywhere)
+    model_dir: str | None = None
     preprocess: str | None = None
     data: DataSection = Field(default_factory=DataSection)
     passes: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     export: list[str] = Field(default_factory=list)
     target: str = "x86-local"
     options: RecipeOptions = Field(default_factory=RecipeOptions)
+
+    @field_validator("input_shape", mode="before")
+    @classmethod
+    def _shape_tuple(cls, v: Any) -> Any:
+        """A tuple from Python is a shape too (strict mode takes lists only)."""
+        return list(v) if isinstance(v, tuple) else v
 
     @field_validator("passes", mode="before")
     @classmethod
@@ -222,6 +232,43 @@ def _in_pass(e: EdgeCompressError, source: str, i: int, name: str) -> EdgeCompre
     else:
         msg = f"{where}: {msg}"
     return type(e)(f"{source}: {msg}")
+
+
+# the loaders' CLI words -> the recipe's keys (the CLI says MODEL, --weights, --input-shape)
+_RECIPE_WORDS = (("'package.module:factory --weights FILE'", "model: package.module:factory with weights: FILE"),
+                 ("--weights", "weights"), ("--input-shape", "input_shape"), ("--preprocess", "preprocess"))
+
+
+def _in_model(e: EdgeCompressError, source: str) -> EdgeCompressError:
+    """`e` (same class) from loading the recipe's model, worded with the recipe's keys and naming
+    it: "MODEL x.pt: no such file" becomes "recipe r.yaml: model: x.pt: no such file"."""
+    msg = str(e)
+    for cli, key in _RECIPE_WORDS:
+        msg = msg.replace(cli, key)
+    if msg.startswith("MODEL "):
+        msg = "model: " + msg.removeprefix("MODEL ")
+    elif not msg.startswith(("weights ", "input_shape ", "preprocess ")):
+        msg = f"model: {msg}"
+    else:  # "weights w.pt: ..." -> "weights: w.pt: ..."
+        key, _, rest = msg.partition(" ")
+        msg = f"{key}: {rest}"
+    return type(e)(f"{source}: {msg}")
+
+
+@contextlib.contextmanager
+def _importable(folder: str | None) -> Any:
+    """`folder` first on sys.path while the model loads (a `module:factory` beside the recipe
+    imported only when run from the recipe's folder), as it was after."""
+    if not folder:
+        yield
+        return
+    saved = list(sys.path)
+    cwd = str(Path.cwd())  # kept behind `folder`: the factory loader adds it in front otherwise
+    sys.path[:0] = [folder, *([cwd] if cwd not in sys.path else [])]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: Any) -> None:
@@ -375,6 +422,13 @@ def _is_file_ref(text: Any) -> bool:
         and not text.startswith("~")
 
 
+def _is_factory_ref(text: str) -> bool:
+    """`package.module:factory` (what the factory loader takes), not `zoo:NAME` or `hf:DIR`."""
+    import re
+
+    return re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text) is not None and not text.startswith(("zoo:", "hf:"))
+
+
 def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative file paths of a recipe file (data.*, a model file, weights, a target .toml) made absolute against
     the recipe's folder. They resolved against the working directory: a recipe ran only from
@@ -383,6 +437,11 @@ def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
     from edgecompress.data import DataSpec
 
     obj = dict(obj)
+    model = obj.get("model")
+    if isinstance(model, str) and _is_factory_ref(model) and obj.get("model_dir") is None:
+        obj["model_dir"] = str(base)  # its module may sit beside the recipe (the resolved one says where)
+    if _is_file_ref(obj.get("model_dir")):
+        obj["model_dir"] = str(base / obj["model_dir"])
     for key in ("model", "weights"):
         if isinstance(obj.get(key), str) and obj[key].startswith("~"):  # as on the command line
             with contextlib.suppress(RuntimeError):  # no home to expand into: left as written
@@ -528,7 +587,13 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
 
     _target_preflight(recipe)
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
-    spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
+    try:
+        with _importable(recipe.model_dir):
+            spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
+    except EdgeCompressError as e:
+        if not recipe._source.startswith("recipe"):  # `compress` names its own flags, as the loaders do
+            raise
+        raise _in_model(e, recipe._source) from None
     if spec.module is None:  # an ONNX file: this raised AttributeError
         raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
                           "an .onnx file has neither (export it with `edgecompress export`)")
@@ -586,7 +651,9 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
             for k, v in spec.module.state_dict().items()}}))
     if len(steps) > 2:
-        total = dict(steps[-1], name="chain total", log=None)
+        # the chain's passes, not the last pass's config (which read as the whole chain's)
+        total = dict(steps[-1], name="chain total", log=None,
+                     params_config={"passes": [n for n, _ in recipe.pass_configs()]})
         total["step_ratios"] = total["ratios"]  # the chain's step is the whole chain
         total["step_delta_metric"] = total["delta_metric"]
         steps.append(total)

@@ -400,7 +400,7 @@ def from_memory(data: Any, what: str = "data") -> Dataset:
         batches: list[tuple[Any, Any]] = [(data, None)]
     elif isinstance(data, tuple) and len(data) == 2 and all(
             isinstance(_as_numpy(a), np.ndarray) for a in data):
-        batches = [(data[0], data[1])]  # (x, y)
+        batches = [(_as_numpy(data[0]), _as_numpy(data[1]))]  # (x, y); tensors as the other branches
     elif map_style:  # its items are single samples; iterating one may never end
         batches = [parts(data[i]) for i in range(len(data))]
     elif hasattr(data, "__iter__") and not isinstance(data, str | bytes | dict):

@@ -55,6 +55,12 @@ def check_forward(spec: ModelSpec) -> None:
 
     if spec.module is None:
         return
+    # a float64 model failed the float32 probe below and was reported as a wrong input shape
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in spec.module.parameters()
+                     if p.is_floating_point() and p.dtype != torch.float32})
+    if dtypes:
+        raise ModelLoadError(f"model {spec.name} has {', '.join(dtypes)} parameters; the passes and exporters "
+                             "take float32 (call model.float())")
     try:
         with torch.no_grad():
             spec.module(*spec.example_inputs(1))
@@ -718,13 +724,13 @@ def load_model(
                 spec = loader(ref, input_shape=shape, weights=weights)
                 break
         else:
+            if not Path(ref).exists() and Path(ref).suffix:  # before the checkpoint advice below
+                raise InputFileError(f"MODEL {ref}: no such file")
             if Path(ref).suffix in (".pt", ".pth", ".bin", ".ckpt"):
                 raise ModelLoadError(
                     f"MODEL {ref}: a bare checkpoint has no architecture; pass "
                     "'package.module:factory --weights FILE' or a .pt2 ExportedProgram"
                 )
-            if not Path(ref).exists() and Path(ref).suffix:
-                raise InputFileError(f"MODEL {ref}: no such file")
             raise ModelLoadError(f"MODEL {ref}: not a zoo:NAME, module:factory, .pt2 or .onnx reference")
     if preprocess:
         if isinstance(preprocess, str):  # checked now, not only when image files are read

@@ -154,6 +154,24 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
     return spec
 
 
+def shared_weights(module: torch.nn.Module) -> dict[str, str]:
+    """Modules holding a parameter another module holds too (tied weights, `b.weight = a.weight`):
+    name -> "a.weight is shared with b" (the same words for `a` and `b`). A pass that rebuilds one of
+    them unties them (prune gave `a` and `b` different weights) or counts the tensor twice (lowrank's
+    budget grew the model 63 %)."""
+    owners: dict[int, list[tuple[str, str]]] = {}
+    for name, m in module.named_modules():
+        for pname, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append((name, pname))
+    out: dict[str, str] = {}
+    for held in owners.values():
+        if len({n for n, _ in held}) > 1:
+            (first, pname), others = held[0], [n for n, _ in held[1:] if n != held[0][0]]
+            for name, _ in held:
+                out.setdefault(name, f"{first}.{pname} is shared with {', '.join(others)}")
+    return out
+
+
 def pass_module(spec: ModelSpec) -> torch.nn.Module:
     """`spec.module`, which a pass needs (`as_spec` checks it first)."""
     if spec.module is None:
@@ -320,6 +338,9 @@ def load_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:
         print(f"note: ignoring unreadable checkpoint {path} ({type(e).__name__})", file=sys.stderr)
         return None
     if not isinstance(ck, dict) or ck.get("key") != key:
+        # said, not silent: a changed recipe restarted training and overwrote the checkpoint
+        print(f"note: checkpoint {path} is of another configuration (settings, model or data changed); "
+              "training restarts", file=sys.stderr)
         return None
     return ck
 

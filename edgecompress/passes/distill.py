@@ -82,10 +82,13 @@ class DistillConfig:
         check_range("distill.alpha", self.alpha, 0, 1)
         check_range("distill.feature_weight", self.feature_weight, 0)
         check_range("distill.relation_weight", self.relation_weight, 0)
+        check_range("distill.weight_decay", self.weight_decay, 0)  # AdamW raised a ValueError
         check_range("distill.shift", self.shift, 0)
         check_range("distill.crop", self.crop, 0, 1, hi_open=True)
         check_range("distill.mixup", self.mixup, 0)
         check_range("distill.steps_per_epoch", self.steps_per_epoch, 1)
+        # each epoch seeds torch with seed * 1000 + epoch: past 2**32 that overflowed, a traceback
+        check_range("distill.seed", self.seed, 0, 2**32 - 1)
 
 
 def _is_graph_module(m: Any) -> bool:
@@ -489,6 +492,9 @@ def _finetune(
                 if mix is not None and yb is not None:
                     yb = _mix_labels(yb, mix, t_out.shape[-1])
                 s_out = student(xb)
+                if t_out.shape[-1:] != s_out.shape[-1:]:  # unlabelled, it was a raw RuntimeError in the loss
+                    raise ConfigError(f"{desc}: the teacher gives {t_out.shape[-1]} outputs and the student "
+                                      f"{s_out.shape[-1]}; distillation needs the same outputs")
                 loss = kd_loss(s_out, t_out, yb, cfg)
                 for name in feats:
                     assert hs is not None and ht is not None  # (as above)

@@ -46,6 +46,7 @@ from edgecompress.passes._common import (
     make_config,
     pass_module,
     resolve_dataset,
+    shared_weights,
 )
 from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
 
@@ -53,9 +54,14 @@ if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
 
 
+class _Default(float):
+    """A default told apart from the same number written by the user: `ratio` given together
+    with a target was silently dropped, and a default 0.5 looks like a written 0.5."""
+
+
 @dataclass
 class PruneConfig:
-    ratio: float | None = 0.5
+    ratio: float | None = _Default(0.5)  # 0.5 unless a target decides (then None)
     target_macs: float | None = None  # fraction of MACs to remove (0.3 = -30 %)
     target_params: float | None = None  # fraction of params to remove
     per_layer: dict[str, float] = field(default_factory=dict)
@@ -85,6 +91,7 @@ class PruneConfig:
         check_range("prune.round_to", self.round_to, 1)
         check_range("prune.steps", self.steps, 1)
         check_range("prune.finetune_epochs", self.finetune_epochs, 0)
+        check_range("prune.taylor_batches", self.taylor_batches, 1)  # 0 left no gradient to rank by
         for name, r in self.per_layer.items():
             check_range(f"prune.per_layer.{name}", r, 0, 1, lo_open=True, hi_open=True)
         if self.target_macs is not None and self.target_params is not None:
@@ -95,6 +102,15 @@ class PruneConfig:
         check_range("prune.probe_samples", self.probe_samples, 1)
         check_range("prune.rounds", self.rounds, 1)
         targeted = self.target_macs is not None or self.target_params is not None
+        given = self.ratio is not None and not isinstance(self.ratio, _Default)
+        if isinstance(self.ratio, _Default):
+            self.ratio = float(self.ratio)  # a plain number in resolved recipes
+        if given and targeted:  # the target decided and the ratio was dropped
+            key = "target_macs" if self.target_macs is not None else "target_params"
+            raise ConfigError(f"prune.ratio: give ratio or {key}, not both")
+        if given and self.method == "block":
+            raise ConfigError("prune.ratio: method block removes whole blocks (blocks, target_macs or "
+                              "target_params); ratio is for methods channel, reconstruct and unstructured")
         if self.rounds > 1 and (self.method != "reconstruct" or not targeted):
             raise ConfigError("prune.rounds: only for method reconstruct with target_macs or target_params "
                               "(method channel prunes iteratively with steps)")
@@ -152,12 +168,45 @@ def _ignored(module: Any, cfg: PruneConfig) -> list[Any]:
     head = _classifier(module)
     if head is not None:
         out.append(head)
+    # tied weights: Torch-Pruning prunes each user as its own group and gave them new, different
+    # weights (the tie silently gone); kept whole instead (`_retie` and a note say the rest)
+    out += [mods[n] for n in shared_weights(module)]
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m is not head]
     if cfg.ignore_stem and convs:
         out.append(convs[0])
     if cfg.ignore_head and convs:
         out.append(convs[-1])
     return out
+
+
+def _ties(module: Any) -> list[tuple[str, str, str, str]]:
+    """(module, parameter, other module, its parameter) for every parameter two modules share."""
+    first: dict[int, tuple[str, str]] = {}
+    out = []
+    for name, m in module.named_modules():
+        for pname, p in m.named_parameters(recurse=False):
+            if id(p) in first:
+                out.append((*first[id(p)], name, pname))
+            else:
+                first[id(p)] = (name, pname)
+    return out
+
+
+def _retie(module: Any, ties: list[tuple[str, str, str, str]]) -> list[str]:
+    """Tie again what pruning another layer's channels sliced apart (its inputs: the same channels
+    cut from both copies); notes for ties that could not be kept."""
+    import torch
+
+    notes = []
+    for a, pa, b, pb in ties:
+        wa, wb = getattr(module.get_submodule(a), pa), getattr(module.get_submodule(b), pb)
+        if wa is wb:
+            continue
+        if wa.shape == wb.shape and torch.equal(wa, wb):
+            setattr(module.get_submodule(b), pb, wa)
+        else:
+            notes.append(f"{a}.{pa} was shared with {b}: pruning untied them")
+    return notes
 
 
 def _importance(kind: str) -> Any:
@@ -233,10 +282,37 @@ def _plan(module: Any, example: Any, cfg: PruneConfig, ratio: float) -> list[dic
     names = {m: n for n, m in module.named_modules()}
     plan = []
     for mods, name, channels in _groups(module, example, cfg)[1]:
-        asked = next((cfg.per_layer[names[m]] for m in mods if names.get(m) in cfg.per_layer), ratio)
+        asked = next((r for m in mods if (r := _per_layer(cfg, names.get(m, ""))) is not None), ratio)
         plan.append({"layer": name, "modules": mods, "channels": channels, "asked": asked,
                      "kept": _kept(channels, asked, cfg.max_layer_ratio, cfg.round_to)})
     return plan
+
+
+def _per_layer(cfg: PruneConfig, name: str) -> float | None:
+    """`per_layer`'s ratio for module `name`: its own entry, else its nearest container's (`res_a`
+    covers `res_a.0`, as prune.ignored does; a container name was silently without effect)."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        r = cfg.per_layer.get(".".join(parts[:i]))
+        if r is not None:
+            return r
+    return None
+
+
+def _unused_per_layer(module: Any, cfg: PruneConfig, plan: list[dict[str, Any]]) -> list[str]:
+    """Notes for `per_layer` entries naming layers no channel group holds (the classifier, an
+    ignored layer): their ratio was silently kept."""
+    planned = {id(m) for g in plan for m in g["modules"]}
+    mods = dict(module.named_modules())
+    head = _classifier(module)
+    notes = []
+    for n in cfg.per_layer:
+        inside = list(mods[n].modules()) if n in mods else []
+        if inside and not any(id(m) in planned for m in inside):
+            why = "the classifier (output layer) is always kept whole" if head is not None and head in inside \
+                else "it is kept whole (ignored, or coupled to a layer that is)"
+            notes.append(f"prune.per_layer.{n}: not used; {why}")
+    return notes
 
 
 def _global_floor(channels: int, cfg: PruneConfig) -> int:
@@ -355,7 +431,18 @@ def _prune_notes(before: dict[str, int], after: dict[str, int], plan: list[dict[
         why = f"narrower than round_to {cfg.round_to} or " if cfg.round_to else ""
         notes.append(f"prune.ratio {ratio}: {len(whole)} layer(s) left whole ({why}the ratio rounds to 0 "
                      f"channels): {', '.join(whole[:4])}{', ...' if len(whole) > 4 else ''}")
-    if all(after.get(k, v) == v for k, v in before.items()):
+    # the channels actually kept, not the plan: bn-scale ranks only layers a BatchNorm follows and
+    # left the others (digits-cnn's fc1) whole, with no note
+    unranked = [g["layer"] for g in plan if g["kept"] < g["channels"] <= after.get(g["layer"], g["channels"])]
+    if unranked and any(after.get(k, v) != v for k, v in before.items()):
+        why = "no BatchNorm follows them for importance bn-scale to rank by" if cfg.importance == "bn-scale" \
+            else f"importance {cfg.importance} did not rank their channels"
+        notes.append(f"prune.ratio {ratio}: {len(unranked)} layer(s) left whole ({why}): "
+                     f"{', '.join(unranked[:4])}{', ...' if len(unranked) > 4 else ''}")
+    if not before:  # no channel group left to prune (the classifier, ignored and tied layers stay whole)
+        notes.append(f"prune.ratio {ratio}: nothing pruned (every layer is kept whole: the classifier, "
+                     "ignored or tied layers)")
+    elif all(after.get(k, v) == v for k, v in before.items()):
         why = f"round_to {cfg.round_to} is wider than what the ratio removes from every layer" if cfg.round_to \
             else "it rounds to 0 channels in every layer"
         notes.append(f"prune.ratio {ratio}: nothing pruned ({why})")
@@ -505,6 +592,8 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
         else:
             assert cfg.ratio is not None  # PruneConfig refuses neither a ratio nor a target
             ratio = cfg.ratio
+        ties = _ties(module)
+        tied = [f"{why}: left whole" for why in dict.fromkeys(shared_weights(module).values())]  # `_ignored`
         plan = _plan(module, example, cfg, ratio)
         before = {g["layer"]: g["channels"] for g in plan}  # what _channels() gives, without another graph
         pruner = _pruner(module, example, cfg, ratio, cfg.steps, plan=plan)
@@ -521,7 +610,8 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
                 log["finetune"].append(finetune(module, teach, ds, kd, ck, desc, progress))
         log["ratio"] = ratio
         # said, not silent: layers the ratio could not cut as asked (capped, left whole, nothing)
-        log["warnings"] = _prune_notes(before, _channels(module, example, cfg), plan, cfg, ratio)
+        log["warnings"] = [*tied, *_retie(module, ties), *_unused_per_layer(module, cfg, plan),
+                           *_prune_notes(before, _channels(module, example, cfg), plan, cfg, ratio)]
         for w in log["warnings"]:
             print(f"note: {w}", file=sys.stderr)
     module.eval()
