@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -570,6 +571,17 @@ def _target_preflight(recipe: Recipe) -> None:
         raise ConfigError(f"options.fail_on: {str(e).removeprefix('--fail-on ')}") from None
 
 
+def _note_foreign_steps(out: Path, ours: set[str]) -> None:
+    """Say which step folders in `out` this run did not write (an earlier run's longer chain): they
+    stay (edgecompress removes nothing of yours), but steps.json no longer lists them."""
+    with contextlib.suppress(OSError):
+        other = sorted(d.name for d in out.iterdir()
+                       if d.is_dir() and re.fullmatch(r"step\d+-\w+", d.name) and d.name not in ours)
+        if other:
+            print(f"note: {out} also holds step folder(s) this run did not write, listed in neither steps.json nor "
+                  f"the report: {', '.join(other[:6])}{', ...' if len(other) > 6 else ''}", file=sys.stderr)
+
+
 def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> tuple[Report, dict[str, Path]]:
     import torch
 
@@ -665,6 +677,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         # previous run's records as they were.
         for path, payload in weights:
             save_checkpoint(path, payload)
+        _note_foreign_steps(out, {p.parent.name for p, _ in weights})
         return {"steps": write_json_atomic(out / "steps.json", steps),
                 "recipe": write_text_atomic(out / RESOLVED_NAME, resolved_text)}
 
@@ -701,8 +714,11 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
                                "task": spec.task},
                         target=recipe.target, artifacts=[], steps=steps, command=cmd,
                         data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0})
-        paths = write_report(report, out)
-        paths.update(write_records())
+        from edgecompress.fileio import results_landing
+
+        with results_landing(out):  # a Ctrl-C here waits until report and records are one run's
+            paths = write_report(report, out)
+            paths.update(write_records())
     return report, paths
 
 

@@ -107,6 +107,21 @@ def test_a_failed_run_leaves_the_last_records_and_no_empty_folder(tmp_path):
     assert not (tmp_path / "new").exists()  # its step folder held nothing: removed with it
 
 
+def test_a_rerun_with_fewer_passes_names_the_step_folders_it_did_not_write(tmp_path, capsys):
+    """`compress --prune 0.5 --distill-epochs 1` then `--prune 0.5` into one --out: the first run's
+    step2-distill/ (model and checkpoint) stayed, listed nowhere, with no word."""
+    torch.set_num_threads(1)
+    out = tmp_path / "o"
+    two = {"model": "zoo:digits-cnn", "passes": [{"prune": {"ratio": 0.5}}, {"lowrank": {"energy": 0.9}}],
+           "options": {"progress": False}}
+    run_recipe(two, out)
+    assert "step folder" not in capsys.readouterr().err
+    run_recipe({**two, "passes": two["passes"][:1]}, out)
+    assert (f"note: {out} also holds step folder(s) this run did not write, listed in neither steps.json nor the "
+            "report: step2-lowrank") in capsys.readouterr().err
+    assert (out / "step2-lowrank").is_dir()  # edgecompress removes nothing of yours
+
+
 def test_docs_recipes_are_valid():
     from pathlib import Path
 
