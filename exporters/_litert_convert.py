@@ -523,7 +523,8 @@ def convert(
         "precision": precision,
         "path": str(out_path),
         "size_bytes": len(data),
-        "layout": "NHWC" if nhwc else ("NCHW" if x.dim() == 4 else ""),
+        # not transposed: as the model takes it ("" for a model taking channels last already)
+        "layout": "NHWC" if nhwc else ("NCHW" if x.dim() == 4 and channels_last_io else ""),
         **info,
     }
 

@@ -7,7 +7,7 @@ format is one new module that calls `register_format`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+def image_layout(shape: Sequence[Any]) -> str:
+    """The layout a 4-D float input is taken in: "NCHW" (PyTorch's), or "" for a model that takes
+    channels last already (1-4 channels last, more in dim 1: `x.permute(0, 3, 1, 2)` in its forward).
+    The TFLite exporter turned such an input around once more: a [1, 8, 8, 3] model became a
+    [1, 8, 3, 8] file labelled NHWC, which no app feeds right. "" means: as the model takes it."""
+    if len(shape) != 4:
+        return ""
+    c_first, c_last = shape[1], shape[3]
+    channels_last = isinstance(c_last, int) and c_last in (1, 3, 4) and not (isinstance(c_first, int)
+                                                                            and c_first in (1, 3, 4))
+    return "" if channels_last else "NCHW"
 
 
 @dataclass

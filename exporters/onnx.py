@@ -32,6 +32,7 @@ from edgecompress.exporters.base import (
     ExportOptions,
     Format,
     TensorInfo,
+    image_layout,
     register_format,
 )
 from edgecompress.fileio import atomic_path, no_space
@@ -506,7 +507,7 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
         t = v.type.tensor_type
         shape = [d.dim_value if d.dim_value > 0 else (d.dim_param or "?") for d in t.shape.dim]
         dtype = str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
-        return TensorInfo(v.name, shape, dtype, "NCHW" if len(shape) == 4 else "")
+        return TensorInfo(v.name, shape, dtype, image_layout(shape))
 
     return ([info(v) for v in m.graph.input if v.name not in inits], [info(v) for v in m.graph.output])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError, first_line
-from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
+from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, image_layout, register_format
 from edgecompress.fileio import atomic_path
 from edgecompress.passes._qat_backends import check_export
 from edgecompress.targets.bench import decline_openvino_telemetry
@@ -433,7 +433,7 @@ def _port_info(port: Any, fallback: str = "") -> TensorInfo:
     shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
     # an IR from elsewhere may have nameless ports: get_any_name() raises on those
     name = port.get_any_name() if port.get_names() else fallback
-    return TensorInfo(name, shape, port.get_element_type().to_dtype().name, "NCHW" if len(shape) == 4 else "")
+    return TensorInfo(name, shape, port.get_element_type().to_dtype().name, image_layout(shape))
 
 
 def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError
-from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, register_format
+from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, image_layout, register_format
 from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
@@ -74,10 +74,12 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
             batches = _padded(batches, names, int(spec.inputs[0].shape[1]))
     if spec.module is None:  # Format.needs_module: export() refused it before this
         raise ExportError(f"{spec.name}: no PyTorch module to export")
+    # a model taking channels last already keeps its input as it is (it was turned around again)
+    own_layout = text or image_layout(spec.inputs[0].shape) == "NCHW"
     try:
         with _litert_steps_shown(options.progress):
             info = lc.convert(spec.module, example, precision, out, batches,
-                              channels_last_io=True, allow_mixed=options.allow_mixed, input_names=names,
+                              channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
                               prequantized=bool(prequant))
     except lc.FullIntegerError as e:
         raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed, or ExportOptions(allow_mixed=True) "

@@ -365,3 +365,37 @@ def test_full_int8_refuses_float_io(monkeypatch, tmp_path, digits_spec, digits_c
     with pytest.raises(ExportError, match="float I/O"):
         export(digits_spec, "tflite", "int8", tmp_path, digits_calib)
     assert list(tmp_path.iterdir()) == []
+
+
+class _ChannelsLast(nn.Module):
+    """Takes NHWC images (an app's camera buffer) and permutes inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x.permute(0, 3, 1, 2))).mean((2, 3)))
+
+
+def test_a_model_taking_channels_last_keeps_its_input_layout(tmp_path):
+    """A [1, 8, 8, 3] (NHWC) model became a [1, 8, 3, 8] .tflite labelled NHWC: the exporter turned
+    its input around once more, and only a meaningless transpose fed it right (audit 21A)."""
+    import numpy as np
+
+    from edgecompress.data import load_data
+    from edgecompress.models import load_model
+    from edgecompress.targets import reference_outputs
+
+    torch.manual_seed(0)
+    spec = load_model(_ChannelsLast(), input_shape=(1, 8, 8, 3), name="nhwc")
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 3)).astype("float32")
+    data = load_data(x)
+    arts = [export(spec, "tflite", p, tmp_path, data) for p in ("fp32", "int8")]
+    onnx = export(spec, "onnx", "fp32", tmp_path, data)
+    assert [a.inputs[0].shape for a in arts] == [[1, 8, 8, 3]] * 2
+    assert {a.inputs[0].layout for a in [*arts, onnx]} == {""}  # as the model takes it: no NCHW / NHWC claim
+    ms = validate(arts, "x86-local", data, reference_outputs(spec, data), FAST, progress=False)
+    assert [m.status for m in ms] == ["ok", "ok"], [m.error for m in ms]
+    assert ms[0].drift["cosine"] >= 0.9999 and ms[1].drift["top1_agreement"] >= 0.9
