@@ -147,15 +147,8 @@ class Recipe(BaseModel):
         if self.version != 1:  # the only schema there is; a newer file may mean other things
             raise ConfigError(f"version: {self.version}: this edgecompress reads recipe version 1")
 
+        # each pass config checks its nested `distill:` keys too (passes._common.check_distill)
         configs = self.pass_configs()
-        # A pass's nested `distill:` keys (its fine-tuning objective) are checked now too: they
-        # failed only when that pass started training, after the passes before it had run.
-        from edgecompress.passes._common import make_config
-        from edgecompress.passes.distill import DistillConfig
-
-        for i, (name, cfg) in enumerate(configs):
-            if isinstance(getattr(cfg, "distill", None), dict):
-                make_config(DistillConfig, cfg.distill, f"passes[{i}].{name}.distill")
         names = [n for n, _ in configs]
         if "qat" in names and names.index("qat") != len(names) - 1:
             raise ConfigError(f"passes[{names.index('qat')}].qat: qat must be the last pass "

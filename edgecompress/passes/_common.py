@@ -124,6 +124,17 @@ def check_range(
         )
 
 
+def check_distill(where: str, params: Any) -> None:
+    """Validate a pass's nested `distill:` keys when its config is built.
+
+    They were checked only when the pass began fine-tuning, after the pruning or factorization
+    before it had run (from Python; recipes checked them up front).
+    """
+    from edgecompress.passes.distill import DistillConfig  # distill.py imports this module
+
+    make_config(DistillConfig, params, where)
+
+
 def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> ModelSpec:
     """A ModelSpec from a spec, an nn.Module (needs input_shape) or a reference string.
 

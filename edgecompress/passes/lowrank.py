@@ -20,6 +20,7 @@ from edgecompress.errors import ConfigError
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
+    check_distill,
     check_range,
     config_dict,
     make_config,
@@ -58,6 +59,7 @@ class LowRankConfig:
         check_range("lowrank.rank", self.rank, 1)
         check_range("lowrank.param_budget", self.param_budget, 0, 1, lo_open=True, hi_open=True)
         check_range("lowrank.min_rank", self.min_rank, 1)
+        check_distill("lowrank.distill", self.distill)
         check_range("lowrank.finetune_epochs", self.finetune_epochs, 0)
 
 

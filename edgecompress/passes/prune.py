@@ -41,6 +41,7 @@ from edgecompress.errors import ConfigError
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
+    check_distill,
     check_range,
     config_dict,
     make_config,
@@ -90,6 +91,7 @@ class PruneConfig:
         check_range("prune.max_layer_ratio", self.max_layer_ratio, 0, 1, lo_open=True, hi_open=True)
         check_range("prune.round_to", self.round_to, 1)
         check_range("prune.steps", self.steps, 1)
+        check_distill("prune.distill", self.distill)
         check_range("prune.finetune_epochs", self.finetune_epochs, 0)
         check_range("prune.taylor_batches", self.taylor_batches, 1)  # 0 left no gradient to rank by
         for name, r in self.per_layer.items():
@@ -518,7 +520,13 @@ def _unstructured(module: Any, ratio: float) -> dict[str, Any]:
     from torch import nn
     from torch.nn.utils import prune as tprune
 
-    targets = [(m, "weight") for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    # A weight tied between layers is ranked once: listed twice it took two slots in the global
+    # ranking (a lower threshold than asked for) and was counted twice in the sparsity reported.
+    targets, seen = [], set()
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear) and id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            targets.append((m, "weight"))
     tprune.global_unstructured(targets, pruning_method=tprune.L1Unstructured, amount=ratio)
     for m, name in targets:
         tprune.remove(m, name)

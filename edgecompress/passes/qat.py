@@ -53,6 +53,7 @@ from edgecompress.errors import ConfigError, first_line
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
+    check_distill,
     check_range,
     config_dict,
     make_config,
@@ -86,6 +87,7 @@ class QATConfig:
 
     def __post_init__(self) -> None:
         check_range("qat.epochs", self.epochs, 0)
+        check_distill("qat.distill", self.distill)
         check_range("qat.lr", self.lr, 0, lo_open=True)
         check_range("qat.batch_size", self.batch_size, 2)
         check_range("qat.calib_samples", self.calib_samples, 0)

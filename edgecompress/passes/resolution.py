@@ -35,6 +35,7 @@ from edgecompress.errors import ConfigError, first_line
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
+    check_distill,
     check_range,
     config_dict,
     make_config,
@@ -70,6 +71,7 @@ class ResolutionConfig:
         check_range("resolution.target_macs", self.target_macs, 0, 1, lo_open=True, hi_open=True)
         check_range("resolution.multiple_of", self.multiple_of, 1)
         check_range("resolution.finetune_epochs", self.finetune_epochs, 0)
+        check_distill("resolution.distill", self.distill)
         if (self.size is None) == (self.target_macs is None):
             raise ConfigError("resolution.size: give either size (pixels) or target_macs (fraction removed)")
 
