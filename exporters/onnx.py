@@ -354,7 +354,9 @@ def _linear_sensitivity(module: Any, feeds: list[dict[str, Any]]) -> dict[str, f
         return torch.clamp(torch.round(w / s), -127, 127) * s
 
     def run() -> list[Any]:
-        return [module(**{k: torch.from_numpy(v) for k, v in f.items()}).float() for f in feeds]
+        # float64 for the cosine: 1 - cos of a small model's error was 0.0 in float32 for every
+        # layer (a tie, so the layers kept float were picked by name order)
+        return [module(**{k: torch.from_numpy(v) for k, v in f.items()}).double() for f in feeds]
 
     module = module.eval()
     out: dict[str, float] = {}

@@ -88,15 +88,18 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
     import subprocess
     import sys
 
+    # pytest-xdist gives its workers COLUMNS=80 / LINES=24: a build log's piped CLI has neither
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          text=True, timeout=timeout, cwd=cwd, env={**env, "PYTHONWARNINGS": "ignore"})
 
 
 # What every fake adb does first: log the call, drop `-s SERIAL`, answer `adb devices` from
-# FAKE_ADB_DEVICES and fail as adb does when none is attached. With FAKE_ADB_SHELL_V1 set it behaves
-# like adb over shell protocol v1 (devices before Android 7, or an old adb): `adb shell` exits 0
-# whatever the command's exit status, the command's stderr arrives on stdout, and every "\n" as
-# "\r\n" (a pty); the script below answers the call as usual, run once more without the flag.
+# FAKE_ADB_DEVICES ("SERIAL" or "SERIAL:offline") and fail as adb does when none is attached. With
+# FAKE_ADB_SHELL_V1 set it behaves like adb over shell protocol v1 (devices before Android 7, or an
+# old adb): `adb shell` exits 0 whatever the command's exit status, the command's stderr arrives on
+# stdout, and every "\n" as "\r\n" (a pty); the script below answers the call as usual, run once
+# more without the flag.
 FAKE_ADB_HEAD = """#!{python}
 import json, os, shutil, subprocess, sys
 args = sys.argv[1:]
@@ -111,8 +114,9 @@ if args[:1] == ["-s"]:
     args = args[2:]
 if args == ["devices"]:
     print("List of devices attached")
-    for d in os.environ.get("FAKE_ADB_DEVICES", "").split():
-        print(d + "\\tdevice")
+    for d in os.environ.get("FAKE_ADB_DEVICES", "").split():  # SERIAL or SERIAL:state
+        serial, _, state = d.partition(":")
+        print(serial + "\\t" + (state or "device"))
     sys.exit(0)
 if not os.environ.get("FAKE_ADB_DEVICES"):
     print("adb: no devices/emulators found", file=sys.stderr)

@@ -38,6 +38,8 @@ def test_lowrank_rank_reaches_the_energy_and_factorizes_only_what_saves():
     square = nn.Linear(4, 4)
     assert not _saves(square, 2)  # 2 * (4 + 4) == 16 == 4 * 4: break-even is no saving
     assert _saves(square, 1)
+    stem = nn.Conv2d(1, 32, 3)  # 288 weights; rank 7: 7 * (9 + 32) = 287, one parameter saved
+    assert _saves(stem, 7) and not _saves(stem, 7, 0.1) and _saves(stem, 3, 0.1)  # 123 <= 259.2
 
 
 def test_kd_loss_is_hintons_t_squared_kl_mixed_by_alpha():
