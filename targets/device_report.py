@@ -370,6 +370,9 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     from edgecompress.targets.runners.estimate import preflight
 
     preflight(profile)  # unreachable host / no phone / no rootfs / missing [hardware]: one error, nothing written
+    from edgecompress.targets.validate import check_threads
+
+    check_threads(profile, settings)  # --threads 8 on a 4-core board: before the reference runs
     base = None
     if baseline is not None:
         from edgecompress.report import Report as _R

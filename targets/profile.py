@@ -201,6 +201,9 @@ class TargetProfile:
     hardware: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     path: str = ""
+    # The runner this profile resolved to (runners/estimate.runner_name_for), asked once per
+    # profile: a hung `adb devices` was probed four times, 10 s each, before every command.
+    resolved_runner: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Here, not only in from_file: a profile built in Python reaches the same runners.

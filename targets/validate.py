@@ -344,16 +344,27 @@ def _sample_mismatch(art: Artifact, data: Dataset) -> str | None:
 
 
 def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
-    """A local run's --threads against the CPUs this process may use (it ran oversubscribed and
-    was reported as given: 99 threads on 2). The pipeline calls it before exporting anything."""
+    """--threads against the CPUs the run may use: this machine's for a local run (it ran
+    oversubscribed and was reported as given: 99 threads on 2), the profile's big cores (or cores)
+    for a device or an estimate (a device ran 4 threads pinned to 2 CPUs, reported as 4; an
+    estimate was capped without a word). One rule for every runner; the pipeline calls it before
+    exporting anything."""
     from edgecompress.targets.runners.estimate import runner_name_for
 
-    if runner_name_for(profile) != "local" or settings.cpus:
+    if settings.cpus:
         return
-    avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if settings.threads > avail:
-        raise ConfigError(f"--threads {settings.threads}: this machine gives edgecompress {avail} CPU(s); "
-                          f"use --threads {avail} or fewer")
+    if runner_name_for(profile) == "local":
+        avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if settings.threads > avail:
+            raise ConfigError(f"--threads {settings.threads}: this machine gives edgecompress {avail} CPU(s); "
+                              f"use --threads {avail} or fewer")
+        return
+    big = profile.hardware.get("big_cores") or []
+    cores = profile.hardware.get("cores")
+    limit, key = (len(big), "big_cores") if big else (cores, "cores")
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < settings.threads:
+        raise ConfigError(f"--threads {settings.threads}: target {profile.name} has {limit} "
+                          f"{'big ' if big else ''}core(s) ([hardware] {key}); use --threads {limit} or fewer")
 
 
 # An fp32 file computes what its reference does up to float reduction order (cosine 1.00000 on

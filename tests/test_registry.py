@@ -184,6 +184,8 @@ def test_a_plugin_runner_says_whether_its_device_is_attached():
         prof = TargetProfile("b", "", "aarch64", "test-board", ["onnxruntime"], ["onnx"])
         assert runner_name_for(prof) == "estimate"
         board.here = True
+        assert runner_name_for(prof) == "estimate"  # decided once per profile object
+        prof = TargetProfile("b", "", "aarch64", "test-board", ["onnxruntime"], ["onnx"])
         assert runner_name_for(prof) == "test-board"
         assert runner_name_for(TargetProfile("s", "", "aarch64", "ssh", ["onnxruntime"], ["onnx"])) == "estimate"
     finally:

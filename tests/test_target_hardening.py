@@ -563,6 +563,8 @@ def test_device_attached_uses_the_profiles_adb(adb, tmp_path, monkeypatch):
     prof = _phone_profile(phone, adb=str(tmp_path / "bin" / "adb"))
     assert runner_name_for(prof) == "adb"  # it was estimated although the phone is attached
     monkeypatch.delenv("FAKE_ADB_DEVICES")
+    assert runner_name_for(prof) == "adb"  # asked once per profile: a command gets its profile once
+    prof = _phone_profile(phone, adb=str(tmp_path / "bin" / "adb"))
     assert runner_name_for(prof) == "estimate"
 
 
@@ -779,3 +781,76 @@ def test_local_runs_use_this_machines_cpus_whatever_the_profile_says(onnx_artifa
     with pytest.raises(vmod.ConfigError, match=r"--threads 5: this machine gives edgecompress 4 CPU"):
         vmod.validate([onnx_artifact], prof, settings=ValidateSettings(threads=5, rounds=1), progress=False)
     assert seen == []
+
+
+# ---- audit 22F: a named phone, threads beyond the device's cores, int8 on a core without SDOT ------
+
+def test_a_named_phone_that_cannot_be_used_is_a_device_error(adb, monkeypatch):
+    """A profile naming its phone (serial) was estimated, exit 0, when adb listed it offline or
+    unauthorized: as for an ssh host, a named device that cannot be used stops the run (exit 3)."""
+    from edgecompress.errors import DeviceError
+    from edgecompress.targets.runners.estimate import preflight, runner_name_for
+
+    _, phone = adb
+    for state, hint in (("offline", "adb kill-server"), ("unauthorized", "USB-debugging prompt")):
+        monkeypatch.setenv("FAKE_ADB_DEVICES", f"R58M123ABC:{state}")
+        prof = _phone_profile(phone, serial="R58M123ABC")
+        assert runner_name_for(prof) == "adb"
+        with pytest.raises(DeviceError, match=rf"^adb android-arm64: phone R58M123ABC is {state} in "
+                                              rf"`adb devices`; .*{hint}"):
+            preflight(prof)
+
+
+def test_an_unusable_phone_without_serial_is_estimated_with_a_note_and_asked_once(adb, monkeypatch, capsys):
+    from edgecompress.targets.runners.estimate import runner_name_for
+
+    calls, phone = adb
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M123ABC:unauthorized")
+    prof = _phone_profile(phone)
+    assert [runner_name_for(prof) for _ in range(4)] == ["estimate"] * 4
+    assert sum(c == ["devices"] for c in calls()) == 1  # a hung adb was asked 4 times, 10 s each
+    err = capsys.readouterr().err
+    assert "note: adb android-arm64: phone R58M123ABC is unauthorized" in err and "estimating instead" in err
+
+
+@pytest.mark.parametrize(("target", "limit"), [("rpi5", 4), ("android-arm64", 4)])
+def test_threads_beyond_the_devices_cores_are_refused_on_every_runner(target, limit):
+    """local refused --threads 3 on 2 CPUs; an estimate capped it without a word and a device ran
+    4 threads on 2 pinned CPUs, reported as 4: one rule now."""
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets import get_target
+    from edgecompress.targets.validate import ValidateSettings, check_threads
+
+    prof = get_target(target)
+    check_threads(prof, ValidateSettings(threads=limit))
+    with pytest.raises(ConfigError, match=rf"^--threads {limit + 1}: target {target} has {limit} big core\(s\) "
+                                          rf"\(\[hardware\] big_cores\); use --threads {limit} or fewer$"):
+        check_threads(prof, ValidateSettings(threads=limit + 1))
+    hw = {k: v for k, v in prof.hardware.items() if k != "big_cores"}  # all cores alike
+    ssh = replace(prof, runner="ssh", connection={"host": "pi.local"}, hardware=hw)
+    with pytest.raises(ConfigError, match=r"has \d+ core\(s\) \(\[hardware\] cores\)"):
+        check_threads(ssh, ValidateSettings(threads=int(ssh.hardware["cores"]) + 1))
+
+
+def test_int8_estimate_on_a_core_without_dot_product_gives_no_speed_up(onnx_artifact, digits_spec, digits_calib,
+                                                                       tmp_path):
+    """rpi4 (Cortex-A72, no SDOT): the Pixel 4's int8 efficiency times an assumed int8 peak made
+    every int8 row 0.94x of fp32, and the one fp32 Pi 4 figure's error was quoted for it."""
+    from edgecompress.exporters import export
+    from edgecompress.report import Report
+    from edgecompress.report.render import table_rows, to_markdown
+    from edgecompress.targets import get_target, validate
+    from edgecompress.targets.validate import ValidateSettings
+
+    int8 = export(digits_spec, "onnx", "int8", tmp_path, digits_calib.take(slice(0, 64)))
+    got = validate([onnx_artifact, int8], get_target("rpi4"), settings=ValidateSettings(runs=2, warmup=0),
+                   progress=False)
+    report = Report.from_measurements(got, model={"name": "m"}, target="rpi4", machine={}, versions={})
+    rows = {r["precision"]: r for r in table_rows(report)}
+    assert rows["fp32"]["speed-up"] == "1.00x" and rows["int8"]["speed-up"] == "—"
+    md = to_markdown(report, None)
+    assert "On rpi4 at fp32: -58.8 % on its 1 held-out figure" in md
+    assert "No published rpi4 int8 figure checks it" in md and "so no int8 speed-up is given" in md
+    phone = validate([onnx_artifact, int8], get_target("android-arm64"),
+                     settings=ValidateSettings(runs=2, warmup=0), progress=False)
+    assert all("int8_unchecked" not in m.runtime["settings"] for m in phone)  # SDOT: the fit holds

@@ -67,13 +67,13 @@ def test_calibration_constants_match_the_procedure():
     summary = e.calibration_summary(rows)
     assert summary["held_out_figures"] == e.CALIBRATION_ERROR["held_out_figures"]
     assert summary["mean_abs_error_pct"] == pytest.approx(e.CALIBRATION_ERROR["mean_abs_error_pct"], abs=0.2)
-    by_target: dict[str, list[float]] = {}
+    by_target: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         if not r["used_for_fit"]:
-            by_target.setdefault(r["target"], []).append(r["error_pct"])
-    assert set(by_target) == set(e.HELD_OUT_ERROR_PCT)
-    for target, errors in by_target.items():
-        assert sorted(errors) == pytest.approx(list(e.HELD_OUT_ERROR_PCT[target]), abs=0.2), target
+            by_target.setdefault((r["target"], r["precision"]), []).append(r["error_pct"])
+    assert set(by_target) == {(t, p) for t, by in e.HELD_OUT_ERROR_PCT.items() for p in by}
+    for (target, precision), errors in by_target.items():
+        assert sorted(errors) == pytest.approx(list(e.HELD_OUT_ERROR_PCT[target][precision]), abs=0.2), target
     # The published MAdds of EfficientNet-Lite0 is 407M; our layer count must be close to it.
     lite0 = next(r for r in rows if r["model"] == "efficientnet-lite0")
     assert 0.9 * 407e6 < lite0["macs"] < 1.05 * 407e6

@@ -131,7 +131,9 @@ def table_rows(report: Report) -> list[dict[str, str]]:
         # issue #5 arm64 check: qemu-user latency is the emulator's, never a device figure.
         est = " (emulated, not a device figure)" if a.get("latency_kind") == "emulated" else est
         speed = ""
-        if ref is not None and ref is not a and lat.get("p50") and ref["latency_ms"].get("p50"):
+        # an int8 estimate on a core the cost model cannot speak for (estimate.int8_unchecked)
+        unchecked = bool((a.get("runtime") or {}).get("settings", {}).get("int8_unchecked"))
+        if ref is not None and ref is not a and lat.get("p50") and ref["latency_ms"].get("p50") and not unchecked:
             # a ratio of two estimates (or emulations) is one too (it read like a measurement)
             kinds = (a.get("latency_kind"), ref.get("latency_kind"))
             mark = " (est.)" if "estimated" in kinds else " (emulated)" if "emulated" in kinds else ""
@@ -457,17 +459,29 @@ def _estimate_note(report: Report) -> str:
     dev = f" for {st['device']}" if st.get("device") else ""
     tail = (f" Calibration error on held-out public figures: mean {err['mean_abs_error_pct']} %, "
             f"max {err['max_abs_error_pct']} %." if err.get("mean_abs_error_pct") is not None else "")
-    if "target_error_pct" in err:  # this target's own held-out errors, signed (reports since 2026-12-01)
-        tail += " " + _estimate_error_text(str(err.get("target") or report.target), err["target_error_pct"])
+    # this target's own held-out errors, signed (reports since 2026-12-01), per precision (since
+    # 2026-12-02: the one fp32 Pi 4 figure was quoted under its int8 rows too)
+    said: list[str] = []
+    for a in est:
+        e = a.get("runtime", {}).get("settings", {}).get("calibration_error", {})
+        if "target_error_pct" in e:
+            text = _estimate_error_text(str(e.get("target") or report.target), e["target_error_pct"],
+                                        e.get("precision"))
+            said += [text] if text not in said else []
+    unchecked = {why for a in est if (why := a.get("runtime", {}).get("settings", {}).get("int8_unchecked"))}
+    said += [why[0].upper() + why[1:] + "." for why in sorted(unchecked)]
+    tail += "".join(" " + t for t in said)
     return (f"Latency of {len(est)} artifact(s) is ESTIMATED{dev} by a roofline cost model (the device "
             f"was not attached; nothing ran, so no accuracy, drift or memory).{tail}")
 
 
-def _estimate_error_text(target: str, errors: list[float]) -> str:
-    """Which way the estimate errs on this target: "mean 18.9 %, max 58.8 %" said neither that the
-    58.8 % is the Raspberry Pi 4 (estimate 2.4x optimistic) nor that the Pixel 4 errs on the safe side."""
+def _estimate_error_text(target: str, errors: list[float], precision: str | None = None) -> str:
+    """Which way the estimate errs on this target (at this precision, when known): "mean 18.9 %,
+    max 58.8 %" said neither that the 58.8 % is the Raspberry Pi 4 (estimate 2.4x optimistic) nor
+    that the Pixel 4 errs on the safe side."""
+    where, at = (f"{target} {precision}", f" at {precision}") if precision else (target, "")
     if not errors:
-        return (f"No published {target} figure checks it: the error on this target is unknown "
+        return (f"No published {where} figure checks it: the error on this target{at} is unknown "
                 "(the model is fitted on a Pixel 4's Cortex-A76).")
     lo, hi = min(errors), max(errors)
     span = f"{lo:+.1f} %" if lo == hi else f"{lo:+.1f} to {hi:+.1f} %"
@@ -479,7 +493,7 @@ def _estimate_error_text(target: str, errors: list[float]) -> str:
                f"{100 / (100 + lo):.1f}x the estimate")
     else:
         how = "on both sides of the published times"
-    return f"On {target}: {span} on its {n} held-out figure{'s' if n != 1 else ''} ({how})."
+    return f"On {target}{at}: {span} on its {n} held-out figure{'s' if n != 1 else ''} ({how})."
 
 
 # (issue #5 arm64 check) Latency measured under qemu-user: say so in words too.

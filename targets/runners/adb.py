@@ -23,6 +23,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -55,9 +56,24 @@ def cpu_mask(cpus: list[int]) -> str:
     return format(sum(1 << c for c in set(cpus)), "x")
 
 
+def device_states(adb_devices: str) -> dict[str, str]:
+    """Serial -> state from `adb devices` ("device" when ready; "offline", "unauthorized", ...)."""
+    out = {}
+    for ln in adb_devices.splitlines()[1:]:
+        words = ln.split()
+        if len(words) >= 2 and not ln.startswith("*"):  # "* daemon started successfully"
+            out[words[0]] = words[1]
+    return out
+
+
 def listed_devices(adb_devices: str) -> list[str]:
     """The serials `adb devices` printed as ready (not "offline" or "unauthorized")."""
-    return [ln.split()[0] for ln in adb_devices.splitlines()[1:] if ln.strip().endswith("device")]
+    return [serial for serial, state in device_states(adb_devices).items() if state == "device"]
+
+
+_STATE_HINT = {"unauthorized": "accept the USB-debugging prompt on the phone",
+               "offline": "reconnect it, or run `adb kill-server`",
+               "no permissions": "check the udev rules for the phone"}
 
 
 def _said(*texts: str) -> str:
@@ -168,12 +184,31 @@ class AdbDevice:
         dev.check_attached()
         return dev
 
+    def probe(self, timeout: float = 20) -> tuple[list[str], str]:
+        """The ready phones in `adb devices`, and why the wanted one is not usable ('' if it is):
+        the profile's `serial` in another state (offline, unauthorized), none ready, adb hung."""
+        try:
+            text = self._run([self.adb, "devices"], "listing devices", timeout).stdout
+        except ValidationError as e:  # `adb devices` hung, or adb said there is no device
+            return [], str(e)
+        states = device_states(text)
+        ready = [d for d, st in states.items() if st == "device"]
+        want = [self.serial] if self.serial else list(states)
+        for serial in want:  # a phone adb sees but cannot use: say which and why
+            state = states.get(serial, "device")
+            if state != "device" and (self.serial or not ready):
+                hint = _STATE_HINT.get(state, "reconnect it")
+                return ready, f"adb {self.name}: phone {serial} is {state} in `adb devices`; {hint}"
+        if not ready or (self.serial and self.serial not in ready):
+            w = f" {self.serial}" if self.serial else ""
+            return ready, (f"adb {self.name}: no device{w} attached (`adb devices` lists "
+                           f"{', '.join(ready) or 'none'}); connect one or use an estimate")
+        return ready, ""
+
     def check_attached(self, timeout: float = 20) -> None:
-        devices = listed_devices(self._run([self.adb, "devices"], "listing devices", timeout).stdout)
-        if not devices or (self.serial and self.serial not in devices):
-            want = f" {self.serial}" if self.serial else ""
-            raise DeviceError(f"adb {self.name}: no device{want} attached (`adb devices` lists "
-                                  f"{', '.join(devices) or 'none'}); connect one or use an estimate")
+        _, problem = self.probe(timeout)
+        if problem:
+            raise DeviceError(problem)
 
     def copy(self, verb: str, source: str, dest: str, what: str) -> None:
         """`adb push` / `adb pull`: adb's own exit code (no remote shell involved)."""
@@ -221,12 +256,21 @@ class AdbRunner:
 
     def attached(self, profile: TargetProfile) -> bool:
         """The profile's phone is in `adb devices`, asked with the profile's own adb (with
-        `adb = "/opt/sdk/adb"` off PATH an attached phone was estimated instead of measured)."""
+        `adb = "/opt/sdk/adb"` off PATH an attached phone was estimated instead of measured).
+
+        A profile that names its phone (`serial`) means that phone, as an ssh profile's `host`
+        means that board: it is never estimated, and the preflight says why it cannot be used
+        (offline, unauthorized, adb hung: exit 3). It was estimated, exit 0, without a word."""
+        if str(profile.connection.get("serial") or "").strip():
+            return True
         try:
-            AdbDevice(profile.connection, profile.hardware, profile.name).check_attached(timeout=10)
-        except (RuntimeMissingError, ValidationError, OSError):  # no adb, no phone, adb hung or broken
+            _, problem = AdbDevice(profile.connection, profile.hardware, profile.name).probe(timeout=10)
+        except (RuntimeMissingError, OSError):  # no adb (no phone), adb broken
             return False
-        return True
+        if problem and ("phone " in problem or "timed out" in problem):
+            # a phone adb sees but cannot use, or adb hung: estimated, but not without a word
+            print(f"note: {problem}; estimating instead", file=sys.stderr)
+        return not problem
 
     def preflight(self, profile: TargetProfile) -> None:
         """Before any work: adb present, the phone attached, big cores listed and the benchmark

@@ -28,7 +28,11 @@ def device_attached(profile: TargetProfile) -> bool:
 
 
 def runner_name_for(profile: TargetProfile) -> str:
-    return profile.runner if device_attached(profile) else "estimate"
+    """The runner that serves `profile` here: its own when its device is attached, else the
+    estimate. Decided once per profile object (a command gets its profile once)."""
+    if profile.resolved_runner is None:
+        profile.resolved_runner = profile.runner if device_attached(profile) else "estimate"
+    return profile.resolved_runner
 
 
 def preflight(profile: TargetProfile) -> str:
