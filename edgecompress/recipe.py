@@ -459,6 +459,36 @@ def _paths_from(obj: dict[str, Any], base: Path) -> dict[str, Any]:
     return obj
 
 
+def _factory_root(ref: str) -> str | None:
+    """The folder `package.module:factory` imports from here (the one holding `package/`), or None."""
+    import importlib.util
+
+    name = ref.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        return None
+    root = Path(found.origin).resolve().parent
+    for _ in range(name.count(".") + (Path(found.origin).name == "__init__.py")):
+        root = root.parent
+    return str(root)
+
+
+def anchored(recipe: Recipe) -> Recipe:
+    """A Recipe built in Python with its relative paths made absolute against the working
+    directory, and `model_dir` set to where its factory imports from, as load_recipe does against
+    the YAML's folder: saved as it was, it reloaded with its paths re-based on the YAML's folder
+    (other files, or none) and its recipe.resolved.yaml could not be rerun from elsewhere."""
+    obj = recipe.model_dump()
+    if isinstance(obj.get("model"), str) and _is_factory_ref(obj["model"]) and obj.get("model_dir") is None:
+        obj["model_dir"] = _factory_root(obj["model"]) or str(Path.cwd())
+    if obj == (out := _paths_from(obj, Path.cwd())) and obj.get("model_dir") == recipe.model_dir:
+        return recipe
+    return parse_recipe(out, recipe._source)
+
+
 def save_recipe(recipe: Recipe, path: str | Path) -> Path:
     """Write `recipe` resolved (every parameter explicit) to `path`, atomically."""
     from edgecompress.fileio import write_text_atomic
@@ -468,7 +498,7 @@ def save_recipe(recipe: Recipe, path: str | Path) -> Path:
                           f"{type(recipe).__name__}" + (" (parse_recipe(d) validates one)" if isinstance(recipe, dict)
                                                         else ""))
 
-    return write_text_atomic(Path(path), recipe_yaml(recipe))
+    return write_text_atomic(Path(path), recipe_yaml(anchored(recipe)))
 
 
 def recipe_yaml(recipe: Recipe) -> str:
@@ -526,9 +556,9 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = 
     if isinstance(recipe, str | Path):
         recipe = load_recipe(recipe)
     elif isinstance(recipe, dict):
-        recipe = parse_recipe(recipe)
+        recipe = anchored(parse_recipe(recipe))
     elif isinstance(recipe, Recipe):
-        recipe = recipe.check()
+        recipe = anchored(recipe.check())
     else:  # a list or a number failed with AttributeError
         raise ConfigError(f"recipe: expected a mapping, a Recipe or a path, got {type(recipe).__name__}")
     # one writer through the passes too (their checkpoints and step folders), not only the export:

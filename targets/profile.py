@@ -204,6 +204,7 @@ class TargetProfile:
     # The runner this profile resolved to (runners/estimate.runner_name_for), asked once per
     # profile: a hung `adb devices` was probed four times, 10 s each, before every command.
     resolved_runner: str | None = field(default=None, init=False, repr=False, compare=False)
+    preflight_passed: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Here, not only in from_file: a profile built in Python reaches the same runners.

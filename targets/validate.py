@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import ConfigError, DeviceError, EdgeCompressError, ValidationError, first_line
+from edgecompress.errors import ConfigError, DataError, DeviceError, EdgeCompressError, ValidationError, first_line
 from edgecompress.targets.metrics import check_finite_outputs, drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
@@ -177,7 +178,6 @@ def _checked_eval_data(eval_data: Dataset) -> Dataset:
     samples came back as "NaN outputs" of every artifact, an empty set as ZeroDivisionError."""
     from edgecompress.data import Dataset
     from edgecompress.data.datasets import as_float32, check_in_memory
-    from edgecompress.errors import DataError
 
     if not isinstance(eval_data, Dataset):
         raise ConfigError("validate: eval_data must be a Dataset (edgecompress.load_data(path, array, "
@@ -280,8 +280,24 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
     # A profile whose device is not attached (no ssh host, no phone) is estimated, and says so.
     from edgecompress.targets.runners.estimate import runner_name_for
 
+    # What the CLI checks before any work, from Python too: an OpenVINO file on rpi5 got an "ok"
+    # estimate, and a missing device (qemu rootfs, offline Pi) became a "failed, measured" row
+    # instead of the DeviceError (exit-3 class) the CLI raises.
+    foreign = [a for a in artifacts if a.format not in profile.formats]
+    if foreign:
+        files = ", ".join(str(a.path) for a in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ConfigError(f"validate: target {profile.name} runs {', '.join(profile.formats)}; not "
+                          f"{', '.join(sorted({a.format for a in foreign}))} ({files}): validate only the "
+                          "files of formats it runs")
+    from edgecompress.targets.runners.estimate import preflight
+
+    if not profile.preflight_passed:  # the CLI and the pipeline checked it before any work
+        preflight(profile)
     runner_name = runner_name_for(profile)
     runner = RUNNERS.get(runner_name, "--target")
+    if runner_name == "estimate" and eval_data is not None:
+        print(f"note: target {profile.name} is estimated here (no device attached): nothing runs, so eval_data "
+              "is not used", file=sys.stderr)
     # A device's big cores (CPUs 0..n-1 are a phone's LITTLE ones); this machine's first CPUs, since
     # x86-local's [hardware] describes the VM it was measured on, not the one running now.
     check_threads(profile, settings)
@@ -442,7 +458,9 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
     """fp32 PyTorch outputs on `data`: the reference every artifact is compared with.
 
     `module`: an nn.Module or a ModelSpec. It runs in eval mode (a module left in train mode gave
-    a reference with dropout noise in it) and gets its own mode back.
+    a reference with dropout noise in it) and gets its own mode back. A QAT spec's reference is
+    its float model before QAT (`extra["fp32_reference"]`), as in the pipeline's reports: its
+    module is the int8 graph, and an int8 file agreed 100 % with it.
     """
     import torch
 
@@ -451,14 +469,21 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
 
     spec = module if isinstance(module, ModelSpec) else None
     if spec is not None:
-        module = spec.module
+        module = spec.extra.get("fp32_reference") or spec.module
+        if module is None and spec.onnx_path is not None and isinstance(data, Dataset):
+            # an .onnx model in: its own outputs in ONNX Runtime, as the pipeline's reference
+            # (this said "expected an nn.Module or a ModelSpec, got NoneType" to a ModelSpec)
+            from edgecompress.pipeline import onnx_reference
+
+            if len(data) == 0:
+                raise DataError(f"reference_outputs: data {data.source}: holds no samples")
+            return np.asarray(onnx_reference(spec.onnx_path, data), dtype=np.float32)
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"reference_outputs: expected an nn.Module or a ModelSpec, got {type(module).__name__}")
     if not isinstance(data, Dataset):
         raise ConfigError(f"reference_outputs: data must be a Dataset (edgecompress.load_data(...) or "
                           f"Dataset(x, y)), got {type(data).__name__}")
     from edgecompress.data.datasets import check_in_memory, match_model
-    from edgecompress.errors import DataError
     from edgecompress.models.modes import kept_modes
 
     where = f"reference_outputs: data {data.source}"

@@ -129,7 +129,8 @@ def test_no_device_attached(fake_adb, tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
     assert runner_name_for(prof) == "estimate"  # the validator falls back to an estimate
     monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M123ABC")
-    assert runner_name_for(prof) == "adb"
+    assert runner_name_for(prof) == "estimate"  # decided once per profile object
+    assert runner_name_for(get_target("android-arm64")) == "adb"
 
 
 def test_adb_missing(tmp_path, monkeypatch):

@@ -664,7 +664,7 @@ def test_preflight_adb(adb, monkeypatch):
     with pytest.raises(ValidationError, match=r"no device R58 attached"):
         AdbRunner().preflight(replace(prof, connection={**prof.connection, "serial": "R58"}))
     monkeypatch.delenv("FAKE_ADB_DEVICES")
-    assert preflight(prof) == "estimate"  # no phone: estimated, and the estimate can run
+    assert preflight(_phone_profile(phone)) == "estimate"  # no phone: estimated, and the estimate can run
 
 
 def test_preflight_adb_on_shell_protocol_v1(adb_v1):
@@ -851,6 +851,6 @@ def test_int8_estimate_on_a_core_without_dot_product_gives_no_speed_up(onnx_arti
     md = to_markdown(report, None)
     assert "On rpi4 at fp32: -58.8 % on its 1 held-out figure" in md
     assert "No published rpi4 int8 figure checks it" in md and "so no int8 speed-up is given" in md
-    phone = validate([onnx_artifact, int8], get_target("android-arm64"),
-                     settings=ValidateSettings(runs=2, warmup=0), progress=False)
-    assert all("int8_unchecked" not in m.runtime["settings"] for m in phone)  # SDOT: the fit holds
+    pi5 = validate([onnx_artifact, int8], get_target("rpi5"), settings=ValidateSettings(runs=2, warmup=0),
+                   progress=False)
+    assert all("int8_unchecked" not in m.runtime["settings"] for m in pi5)  # Cortex-A76, SDOT: the fit holds

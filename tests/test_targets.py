@@ -115,13 +115,15 @@ def test_estimates_ordered_and_labelled(digits_artifacts, digits_eval, digits_re
     # one figure: what a cost model cannot give is null, not a copy of p50
     assert lat["p50"] == e5 and lat["mean"] is None and lat["p90"] is None and lat["p99"] is None
 
-    ms = validate(digits_artifacts, "rpi5", digits_eval, digits_reference,
+    # x86-edge runs all three files (rpi5 does not run OpenVINO: validate() refuses them now)
+    edge = get_target("x86-edge")
+    ms = validate(digits_artifacts, "x86-edge", digits_eval, digits_reference,
                   ValidateSettings(runs=3, warmup=1), progress=False)
     assert all(m.status == "ok" and m.latency_kind == "estimated" for m in ms)
     assert all(m.runtime["name"] == "estimate" and not m.drift for m in ms)  # nothing ran
-    report = Report.from_measurements(ms, model={"name": "digits"}, target="rpi5")
-    assert report.artifacts == [artifact_row(m) for m in ms] and report.target == "rpi5"
-    assert Report.from_measurements(ms[0], model={}, target="rpi5").artifacts == [artifact_row(ms[0])]
+    report = Report.from_measurements(ms, model={"name": "digits"}, target="x86-edge")
+    assert report.artifacts == [artifact_row(m) for m in ms] and report.target == "x86-edge"
+    assert Report.from_measurements(ms[0], model={}, target="x86-edge").artifacts == [artifact_row(ms[0])]
     paths = write_report(report, tmp_path)
     import json
 
@@ -131,7 +133,7 @@ def test_estimates_ordered_and_labelled(digits_artifacts, digits_eval, digits_re
         text = Path(paths[kind]).read_text()
         assert "(est.)" in text and "by a roofline cost model" in text, kind
         # the device the estimate is for, from the profile's [hardware] cpu (nothing ran there)
-        assert f"is ESTIMATED for {rpi5.hardware['cpu']}" in text.replace("&#x27;", "'"), kind
+        assert f"is ESTIMATED for {edge.hardware['cpu']}" in text.replace("&#x27;", "'"), kind
     from edgecompress.report.render import table_rows
 
     speedups = [r["speed-up"] for r in table_rows(report) if r["speed-up"] not in ("—", "1.00x")]

@@ -330,12 +330,18 @@ def _list_images(folder: Path) -> tuple[list[Path], list[int] | None]:
         return _read_labels_csv(folder / "labels.csv")
     subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if subdirs:
+        # Sub-folders named by integers ("0".."999", as most exports name classes) are that class:
+        # by rank, a folder of classes 3, 5, 7 was labelled 0, 1, 2 (0 % top-1 without a word) and
+        # "10" sorted before "2". Other names: the position in sorted order (torchvision's rule).
+        numbered = all(re.fullmatch(r"\d{1,9}", d.name) for d in subdirs)
+        if numbered:
+            subdirs.sort(key=lambda d: int(d.name))
         files, labels = [], []
         for idx, d in enumerate(subdirs):
             for p in sorted(d.iterdir()):
                 if _is_image_file(p):
                     files.append(p)
-                    labels.append(idx)
+                    labels.append(int(d.name) if numbered else idx)
         return files, labels
     files = sorted(p for p in folder.iterdir() if _is_image_file(p))
     return files, None

@@ -18,6 +18,21 @@ Transform = Callable[[Image.Image], np.ndarray]
 PRESETS: Registry[Callable[[int], Transform]] = Registry("preprocessing preset")
 
 
+def to_8_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit image (PNG / TIFF modes I;16*, or I holding 16-bit values) as 8-bit grayscale, its
+    top byte: PIL's own conversion to L / RGB clips at 255, so a depth map or a medical frame
+    became a white image without a word. A float image has no pixel scale to read: refused. (The
+    presets call it; a transform of your own gets the image as it was read.)"""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im, dtype=np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"a {im.mode} image with values outside 0..65535; save it as 8- or 16-bit")
+        return Image.fromarray((a >> 8).astype(np.uint8), mode="L")
+    if im.mode == "F":
+        raise ValueError("a floating-point (mode F) image has no pixel scale; save it as 8- or 16-bit")
+    return im
+
+
 def center_crop_fraction(im: Image.Image, fraction: float) -> Image.Image:
     """Square centre crop of `fraction` x the short side, offsets rounded as TensorFlow does."""
     w, h = im.size
@@ -37,7 +52,7 @@ class EfficientNetLite:
     size: int = 224
 
     def __call__(self, im: Image.Image) -> np.ndarray:
-        im = center_crop_fraction(im.convert("RGB"), self.size / (self.size + 32))
+        im = center_crop_fraction(to_8_bit(im).convert("RGB"), self.size / (self.size + 32))
         im = im.resize((self.size, self.size), Image.Resampling.BICUBIC)
         return ((np.asarray(im, np.float32) - 127.0) / 128.0).transpose(2, 0, 1).copy()
 
@@ -51,7 +66,7 @@ class ImageNetMeanStd:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def __call__(self, im: Image.Image) -> np.ndarray:
-        im = center_crop_fraction(im.convert("RGB"), 224 / 256)
+        im = center_crop_fraction(to_8_bit(im).convert("RGB"), 224 / 256)
         im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
         a: np.ndarray = np.asarray(im, np.float32) / 255.0
         a = (a - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
@@ -65,7 +80,7 @@ class GrayUnit:
     size: int = 8
 
     def __call__(self, im: Image.Image) -> np.ndarray:
-        im = im.convert("L").resize((self.size, self.size), Image.Resampling.BILINEAR)
+        im = to_8_bit(im).convert("L").resize((self.size, self.size), Image.Resampling.BILINEAR)
         return (np.asarray(im, np.float32) / 255.0)[None].copy()
 
 

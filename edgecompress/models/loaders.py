@@ -700,6 +700,8 @@ def load_model(
             module = copy.deepcopy(ref)
         except Exception:
             module = ref
+        if weights is not None:  # into the copy; it was dropped without a word (untrained weights exported)
+            _load_weights(module, weights)
         spec = ModelSpec(
             name=name or type(ref).__name__,
             module=module.eval(),

@@ -45,6 +45,7 @@ def preflight(profile: TargetProfile) -> str:
     check = getattr(RUNNERS.get(name, "--target"), "preflight", None)
     if check is not None:
         check(profile)
+    profile.preflight_passed = True  # validate() skips its own check of a profile checked here
     return name
 
 

@@ -1,0 +1,153 @@
+"""The Python API as a script uses it (audit 22D): weights given with an nn.Module are loaded,
+numbered class folders are their class, validate() refuses what the CLI refuses, a QAT or ONNX
+spec's reference is the pipeline's, 16-bit images keep their picture, and a recipe built in
+Python reruns from its resolved file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import edgecompress as ec
+from edgecompress.errors import ConfigError, DeviceError, InputFileError, RuntimeMissingError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _small() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 10))
+
+
+# --- 9: weights with an nn.Module --------------------------------------------------------------------
+def test_weights_given_with_a_module_are_loaded_into_its_copy(tmp_path):
+    trained = _small()
+    with torch.no_grad():
+        trained[4].weight.zero_()
+    torch.save(trained.state_dict(), tmp_path / "sd.pt")
+    user = _small()
+    spec = ec.load_model(user, input_shape=(1, 1, 8, 8), weights=tmp_path / "sd.pt")
+    assert float(spec.module[4].weight.abs().sum()) == 0.0  # the checkpoint, not the module's own
+    assert float(user[4].weight.abs().sum()) > 0  # the caller's module is untouched
+    with pytest.raises(InputFileError, match="no such file"):
+        ec.load_model(user, input_shape=(1, 1, 8, 8), weights=tmp_path / "missing.pt")
+
+
+# --- 24: numbered class folders ---------------------------------------------------------------------
+def test_numbered_class_folders_are_their_class(tmp_path):
+    img = Image.fromarray(np.full((8, 8), 128, np.uint8))
+    for c in (3, 5, 7, 10, 2):
+        (tmp_path / "num" / str(c)).mkdir(parents=True)
+        img.save(tmp_path / "num" / str(c) / "a.png")
+    ds = ec.load_data(tmp_path / "num", preprocess="gray-unit", image_size=8, progress=False)
+    # folders in numeric order, each its own class; by rank they read 0..4, and "10" sorted before "2"
+    assert ds.y.tolist() == [2, 3, 5, 7, 10]
+    for c in ("cat", "dog"):  # names: the position in sorted order, as torchvision's ImageFolder
+        (tmp_path / "named" / c).mkdir(parents=True)
+        img.save(tmp_path / "named" / c / "a.png")
+    named = ec.load_data(tmp_path / "named", preprocess="gray-unit", image_size=8, progress=False)
+    assert sorted(named.y.tolist()) == [0, 1]
+
+
+# --- 19: 16-bit images --------------------------------------------------------------------------------
+def test_16_bit_images_keep_their_picture(tmp_path):
+    grad = np.tile(np.linspace(0, 65535, 8).astype(np.uint16), (8, 1))
+    (tmp_path / "g").mkdir()
+    Image.fromarray(grad).save(tmp_path / "g" / "a16.png")
+    Image.fromarray((grad // 257).astype(np.uint8)).save(tmp_path / "g" / "b8.png")
+    assert Image.open(tmp_path / "g" / "a16.png").mode.startswith("I")
+    for preset in ("gray-unit", "efficientnet-lite", "imagenet"):
+        ds = ec.load_data(tmp_path / "g", preprocess=preset, image_size=8, progress=False)
+        assert np.abs(ds.x[0] - ds.x[1]).max() < 0.05, preset  # it was white where the 8-bit is grey
+
+
+# --- 6, 7: validate() refuses what the CLI refuses -----------------------------------------------------
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory):
+    spec = ec.load_model(_small(), input_shape=(1, 1, 8, 8))
+    out = tmp_path_factory.mktemp("files")
+    return (ec.export(spec, "onnx", "fp32", out, options=ec.ExportOptions(progress=False)),
+            ec.export(spec, "openvino", "fp32", out, options=ec.ExportOptions(progress=False)))
+
+
+def test_validate_refuses_a_format_the_target_does_not_run(small_files):
+    onnx, xml = small_files
+    with pytest.raises(ConfigError, match=r"^validate: target rpi5 runs onnx, tflite; not openvino \(.*fp32\.xml\)"):
+        ec.validate([onnx, xml], "rpi5", settings=ec.ValidateSettings(runs=2, warmup=0), progress=False)
+
+
+def test_validate_on_a_device_that_cannot_run_raises_as_the_cli_does(small_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARM64_ROOTFS", str(tmp_path / "no-rootfs"))
+    with pytest.raises(RuntimeMissingError, match="no arm64 rootfs") as e:  # was a "failed, measured" row
+        ec.validate([small_files[0]], "arm64-qemu", settings=ec.ValidateSettings(runs=2, warmup=0), progress=False)
+    assert e.value.exit_code == DeviceError.exit_code == 3  # the CLI's "device unusable"
+
+
+def test_validate_says_when_eval_data_is_not_used(small_files, capsys):
+    ev = ec.Dataset(np.zeros((4, 1, 8, 8), np.float32))
+    (m,) = ec.validate([small_files[0]], "rpi5", ev, settings=ec.ValidateSettings(runs=2, warmup=0), progress=False)
+    assert m.latency_kind == "estimated" and "eval_data is not used" in capsys.readouterr().err
+
+
+# --- 25, 26: the reference of a QAT spec and of an ONNX spec --------------------------------------------
+def test_reference_of_an_onnx_spec_is_its_own_outputs(small_files):
+    onnx = small_files[0]
+    spec = ec.load_model(str(onnx.path))
+    ev = ec.Dataset(np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32))
+    ref = ec.reference_outputs(spec, ev, progress=False)
+    with torch.no_grad():
+        want = _small()(torch.from_numpy(ev.x)).numpy()
+    assert ref.shape == (5, 10) and np.allclose(ref, want, atol=1e-5)
+
+
+def test_reference_of_a_spec_with_a_float_reference_uses_it():
+    """A QAT spec's module is its int8 graph; the pipeline compares with extra["fp32_reference"],
+    and reference_outputs(spec) now does too (an int8 file agreed 100 % with its own graph)."""
+    spec = ec.load_model(_small(), input_shape=(1, 1, 8, 8))
+    other = _small()
+    with torch.no_grad():
+        other[4].bias.add_(1.0)
+    spec.extra["fp32_reference"] = other
+    ev = ec.Dataset(np.ones((2, 1, 8, 8), np.float32))
+    with torch.no_grad():
+        want = other(torch.from_numpy(ev.x)).numpy()
+    assert np.allclose(ec.reference_outputs(spec, ev, progress=False), want)
+
+
+# --- 1: a recipe built in Python reruns from its resolved file ------------------------------------------
+def test_a_recipe_built_in_python_reruns_from_anywhere(tmp_path, monkeypatch):
+    from edgecompress.recipe import anchored
+
+    work = tmp_path / "work"
+    (work / "mypkg").mkdir(parents=True)
+    (work / "mypkg" / "nets.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n")
+    rng = np.random.default_rng(0)
+    np.savez(work / "xy.npz", x=rng.standard_normal((16, 1, 8, 8)).astype(np.float32), y=rng.integers(0, 10, 16))
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))
+    r = ec.Recipe(model="mypkg.nets:build", input_shape=[1, 1, 8, 8], data={"train": "xy.npz"},
+                  passes=[{"lowrank": {"rank": 2}}], options={"validate_artifacts": False, "progress": False})
+    (tmp_path / "elsewhere").mkdir()
+    ec.save_recipe(r, tmp_path / "elsewhere" / "r.yaml")
+    back = ec.load_recipe(tmp_path / "elsewhere" / "r.yaml")
+    assert back.resolved() == anchored(r).resolved()
+    assert back.data.train == str(work / "xy.npz") and back.model_dir == str(work)  # re-based on elsewhere/
+    ec.run_recipe(r, tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as a fresh process elsewhere: mypkg only via model_dir
+    import sys
+
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(work)])
+    rep, _ = ec.run_recipe(tmp_path / "out" / "recipe.resolved.yaml", tmp_path / "out2")
+    assert [s["name"] for s in rep.steps] == ["original", "lowrank"]
+    assert os.path.isfile(tmp_path / "out2" / "recipe.resolved.yaml")
