@@ -602,6 +602,11 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     if spec.module is None:  # an ONNX file: this raised AttributeError
         raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
                           "an .onnx file has neither (export it with `edgecompress export`)")
+    from edgecompress.passes._common import refuse_exported
+
+    for i, (name, _cfg) in enumerate(recipe.pass_configs()):  # before the data load and the first pass
+        if name in _BUILTIN_PASSES - {"distill"}:
+            refuse_exported(spec, f"{recipe._source}: passes[{i}].{name}")
     _check_module_names(recipe, recipe.pass_configs(), pass_module(spec))
     _check_sizes(recipe, recipe.pass_configs(), tuple(spec.input_shape))
     original = copy.deepcopy(pass_module(spec)).eval()

@@ -580,7 +580,8 @@ def distill(
     Returns a new ModelSpec; the input is not modified.
     """
     cfg = make_config(DistillConfig, config, "distill", **overrides)
-    spec = as_spec(model, input_shape)
+    # a .pt2 program trains too: KD only updates its weights (its BatchNorms stay as exported, in eval mode)
+    spec = as_spec(model, input_shape, who="distill", exported_ok=True)
     # default: the model before compression (README), which the passes before this one recorded;
     # a model no pass compressed yet teaches itself (a frozen copy)
     original = spec.extra.get("original")

@@ -169,7 +169,7 @@ def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any
     from torch import nn
 
     cfg = make_config(LowRankConfig, config, "lowrank", **overrides)
-    spec = as_spec(model, input_shape)
+    spec = as_spec(model, input_shape, who="lowrank")
     module = pass_module(spec).eval()
     teach = teacher_module(teacher, spec) if cfg.finetune_epochs else None
     # tied weights are left whole: factorizing each user made two copies of one tensor, and the

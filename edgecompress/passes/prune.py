@@ -515,7 +515,7 @@ def _taylor_grads(module: Any, data: Any, teacher: Any, batches: int, batch_size
         F.cross_entropy(module(xb), yb).backward()
 
 
-def _unstructured(module: Any, ratio: float) -> dict[str, Any]:
+def _unstructured(module: Any, ratio: float, model_name: str) -> dict[str, Any]:
     import torch
     from torch import nn
     from torch.nn.utils import prune as tprune
@@ -527,6 +527,9 @@ def _unstructured(module: Any, ratio: float) -> dict[str, Any]:
         if isinstance(m, nn.Conv2d | nn.Linear) and id(m.weight) not in seen:
             seen.add(id(m.weight))
             targets.append((m, "weight"))
+    if not targets:  # torch's global ranking of an empty list: "torch.cat(): expected a non-empty list"
+        raise ConfigError(f"prune.method unstructured: model {model_name} has no Conv2d / Linear layer "
+                          "whose weights could be pruned")
     tprune.global_unstructured(targets, pruning_method=tprune.L1Unstructured, amount=ratio)
     for m, name in targets:
         tprune.remove(m, name)
@@ -565,7 +568,7 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     """Prune channels of `model` (spec, nn.Module + input_shape, or reference); returns a new spec
     with the same input contract."""
     cfg = make_config(PruneConfig, config, "prune", **overrides)
-    spec = as_spec(model, input_shape)
+    spec = as_spec(model, input_shape, who="prune")
     module = pass_module(spec).eval()
     teach = teacher_module(teacher, spec) if (cfg.finetune_epochs or cfg.importance == "taylor") else None
     needs_data = cfg.finetune_epochs > 0 or cfg.importance == "taylor" or cfg.method in ("block", "reconstruct")
@@ -573,7 +576,7 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     log: dict[str, Any] = {"method": cfg.method}
     if cfg.method == "unstructured":
         assert cfg.ratio is not None  # PruneConfig refuses unstructured without a ratio
-        log.update(_unstructured(module, cfg.ratio))
+        log.update(_unstructured(module, cfg.ratio, spec.name))
     elif cfg.method == "block":
         from edgecompress.passes._blocks import remove_blocks
 
