@@ -106,3 +106,59 @@ def test_pt2_macs_are_counted(pt2_spec):
     # conv 8*3*9 MACs per output pixel on 8x8, Linear 8*10 (the hooks' counter saw no layer: 0)
     assert params == sum(p.numel() for p in _small().parameters())
     assert macs == 8 * 3 * 9 * 8 * 8 + 8 * 10
+
+
+# --- 16: fine-tuning a model with several outputs -------------------------------------------------
+
+class _TwoHeads(nn.Module):
+    """A classifier of 10 classes and an auxiliary head of 3, as a tuple or (keys not sorted) a dict."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+        self.aux = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.c(x)).mean((2, 3))
+        if self.as_dict:  # key order, not sorted order: "z_logits" is the first output
+            return {"z_logits": self.fc(y), "a_aux": self.aux(y)}
+        return self.fc(y), self.aux(y)
+
+
+def _two_heads(as_dict: bool) -> edgecompress.ModelSpec:
+    torch.manual_seed(0)
+    return edgecompress.load_model(_TwoHeads(as_dict).eval(), input_shape=(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_distill_trains_the_first_of_several_outputs(as_dict, capsys):
+    spec = _two_heads(as_dict)
+    data = _data(16)  # labels up to 9: the first output (10 classes), not the 3-way head
+    # was: AttributeError "'tuple' object has no attribute 'shape'" ('dict' for the dict model)
+    out = edgecompress.distill(spec, epochs=1, data=data, progress=False)
+    assert "2 outputs; the KD loss is of the first" in capsys.readouterr().err
+    assert out.module.fc.weight.shape == (10, 8)
+    assert not torch.equal(out.module.fc.weight, spec.module.fc.weight)  # trained
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_qat_fine_tunes_a_model_of_several_outputs(as_dict):
+    out = edgecompress.qat(_two_heads(as_dict), {"epochs": 1}, data=_data(16), progress=False)
+    assert out.extra["quantized"] == "qat"
+    with torch.no_grad():
+        y = out.module(torch.randn(2, 3, 8, 8))
+    first = next(iter(y.values())) if isinstance(y, dict) else y[0]
+    assert first.shape == (2, 10)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_prune_keeps_every_output_layer_whole(as_dict):
+    # only the last Linear (aux) was kept whole: fc went from 10 outputs to 5 and taylor failed on
+    # the tuple; both heads keep their outputs now, and Taylor ranks by the first output's loss
+    for cfg in ({"ratio": 0.5}, {"ratio": 0.5, "importance": "taylor", "finetune_epochs": 1}):
+        out = edgecompress.prune(_two_heads(as_dict), cfg, data=_data(16), progress=False)
+        assert (out.module.fc.out_features, out.module.aux.out_features) == (10, 3)
+        assert out.module.c.out_channels == 4
+
