@@ -162,3 +162,13 @@ def test_prune_keeps_every_output_layer_whole(as_dict):
         assert (out.module.fc.out_features, out.module.aux.out_features) == (10, 3)
         assert out.module.c.out_channels == 4
 
+
+# --- 17: TFLite int8 of a model returning a dict --------------------------------------------------
+
+def test_tflite_int8_of_a_dict_model(tmp_path):
+    spec = _two_heads(as_dict=True)
+    # was: TypeError "unsupported operand type(s) for -: 'float' and 'dict'" in the lowering check
+    art = edgecompress.export(spec, "tflite", "int8", tmp_path, _data(16),
+                              edgecompress.ExportOptions(progress=False))
+    assert art.path.is_file()
+    assert [o.shape for o in art.outputs] == [[1, 10], [1, 3]]  # the dict's key order
