@@ -172,3 +172,25 @@ def test_tflite_int8_of_a_dict_model(tmp_path):
                               edgecompress.ExportOptions(progress=False))
     assert art.path.is_file()
     assert [o.shape for o in art.outputs] == [[1, 10], [1, 3]]  # the dict's key order
+
+
+# --- 20: lowrank that factorizes nothing ----------------------------------------------------------
+
+def test_lowrank_that_factorizes_nothing_says_why(capsys):
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    out = edgecompress.lowrank(mlp, {"rank": 1000}, input_shape=(1, 64), progress=False)
+    note = "lowrank: no layer factorized (rank 1000 saves no parameters in 0, 2)"
+    assert out.extra["passes"][-1]["log"]["warnings"] == [note]  # was: [] and not a word
+    assert f"note: {note}" in capsys.readouterr().err
+
+
+def test_lowrank_names_min_saving_when_it_kept_the_layers():
+    torch.manual_seed(0)
+    layer = nn.Linear(100, 100)
+    with torch.no_grad():  # rank 46: 46 * 200 = 9,200 of 10,000 weights, a saving of 8 % < 10 %
+        layer.weight.copy_(torch.randn(100, 46) @ torch.randn(46, 100))
+    out = edgecompress.lowrank(nn.Sequential(layer), {"rank": 46}, input_shape=(1, 100), progress=False)
+    (note,) = out.extra["passes"][-1]["log"]["warnings"]
+    assert note.startswith("lowrank: no layer factorized (rank 46 saves less than min_saving 0.1 of the weights of 0")
+    assert "lowrank.min_saving" in note
