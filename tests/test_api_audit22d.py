@@ -194,3 +194,28 @@ def test_lowrank_names_min_saving_when_it_kept_the_layers():
     (note,) = out.extra["passes"][-1]["log"]["warnings"]
     assert note.startswith("lowrank: no layer factorized (rank 46 saves less than min_saving 0.1 of the weights of 0")
     assert "lowrank.min_saving" in note
+
+
+# --- 22: Dataset(x=<list>) ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "what"), [
+    ({"x": "samples"}, "x"),
+    ({"x": {"input_ids": [[1, 2, 3]]}}, "input_ids"),
+    ({"x": "array", "y": [0, 1, 2, 3]}, "y"),
+])
+def test_dataset_of_lists_is_refused_when_built(kwargs, what):
+    import numpy as np
+
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    kwargs = {k: (x if v == "array" else [x[i] for i in range(4)] if v == "samples" else v)
+              for k, v in kwargs.items()}
+    # was accepted, then AttributeError "'list' object has no attribute 'shape'" from len(),
+    # reference_outputs and validate (only export said it in one line)
+    with pytest.raises(ConfigError, match=rf"^in-memory Dataset: {what} must be numpy arrays, got list \(np\.stack"):
+        edgecompress.Dataset(**kwargs)
+
+
+def test_dataset_still_takes_tensors():
+    ds = edgecompress.Dataset(torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert len(ds) == 4 and ds.y.dtype.kind == "i"
+
