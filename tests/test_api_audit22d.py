@@ -219,3 +219,24 @@ def test_dataset_still_takes_tensors():
     ds = edgecompress.Dataset(torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
     assert len(ds) == 4 and ds.y.dtype.kind == "i"
 
+
+# --- 10: Recipe(...) built in Python ----------------------------------------------------------------
+
+def test_recipe_built_in_python_fails_in_one_line():
+    # was: pydantic_core.ValidationError over four lines
+    with pytest.raises(ConfigError, match=r"^Recipe: options\.runs: Input should be a valid integer$"):
+        edgecompress.Recipe(model="zoo:digits-cnn", options={"runs": "5"})
+    with pytest.raises(ConfigError, match=r"^Recipe: bogus: unknown key$"):
+        edgecompress.Recipe(model="zoo:digits-cnn", bogus=1)
+    r = edgecompress.Recipe(model="zoo:digits-cnn", input_shape=(1, 1, 8, 8), options={"runs": 5})
+    assert r.input_shape == [1, 1, 8, 8] and r.options.runs == 5
+
+
+def test_parse_recipe_keeps_its_own_words():
+    from edgecompress.recipe import parse_recipe
+
+    # model_validate goes through Recipe.__init__ too: the source names the error, not "Recipe"
+    with pytest.raises(ConfigError, match=r"^recipe x\.yaml: options\.runs: Input should be a valid integer$"):
+        parse_recipe({"model": "zoo:digits-cnn", "options": {"runs": "5"}}, "recipe x.yaml")
+    with pytest.raises(ConfigError, match=r"^recipe: 1: not a key of a recipe"):
+        parse_recipe({"model": "zoo:digits-cnn", 1: 2})
