@@ -99,6 +99,15 @@ class Recipe(BaseModel):
     target: str = "x86-local"
     options: RecipeOptions = Field(default_factory=RecipeOptions)
 
+    def __init__(self, /, **data: Any) -> None:
+        """`Recipe(...)` built in Python (a public type) fails with a one-line ConfigError, not
+        pydantic's multi-line ValidationError. pydantic calls this for `model_validate` too:
+        `parse_recipe` re-words the error with its source."""
+        try:
+            super().__init__(**data)
+        except PydanticError as e:
+            raise ConfigError(f"Recipe: {_one_line(e)}") from None
+
     @field_validator("input_shape", mode="before")
     @classmethod
     def _shape_tuple(cls, v: Any) -> Any:
@@ -336,21 +345,31 @@ def _trains(name: str, cfg: Any) -> bool:
     return bool(getattr(cfg, "finetune_epochs", 0)) or getattr(cfg, "importance", "") == "taylor"
 
 
+def _one_line(e: PydanticError) -> str:
+    """pydantic's first error as "key: message"."""
+    err = e.errors()[0]
+    # passes[0].prune like the pass checks say it (pydantic's loc reads passes.0.prune)
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "?"
+    # a validator's own ValueError reads "Value error, <ours>": ours alone is the message
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "required key is missing"
+    return f"{key}: {msg}"
+
+
 def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
     """A checked Recipe from a dict; one-line ConfigError naming the key otherwise."""
     if not isinstance(obj, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(obj).__name__}")
+    key = next((k for k in obj if not isinstance(k, str)), None)
+    if key is not None:  # model_validate calls Recipe.__init__(**obj): "keywords must be strings"
+        raise ConfigError(f"{source}: {key!r}: not a key of a recipe (keys are names)")
     try:
         r = Recipe.model_validate(obj)
+    except ConfigError as e:  # Recipe.__init__'s (model_validate calls it); the fields' validators raise ValueError
+        raise ConfigError(f"{source}: {str(e).removeprefix('Recipe: ')}") from None
     except PydanticError as e:
-        err = e.errors()[0]
-        # passes[0].prune like the pass checks say it (pydantic's loc reads passes.0.prune)
-        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "?"
-        # a validator's own ValueError reads "Value error, <ours>": ours alone is the message
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required key is missing"
-        raise ConfigError(f"{source}: {key}: {msg}") from None
+        raise ConfigError(f"{source}: {_one_line(e)}") from None
     r._source = source
     try:
         return r.check()
@@ -632,6 +651,11 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     if spec.module is None:  # an ONNX file: this raised AttributeError
         raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
                           "an .onnx file has neither (export it with `edgecompress export`)")
+    from edgecompress.passes._common import refuse_exported
+
+    for i, (name, _cfg) in enumerate(recipe.pass_configs()):  # before the data load and the first pass
+        if name in _BUILTIN_PASSES - {"distill"}:
+            refuse_exported(spec, f"{recipe._source}: passes[{i}].{name}")
     _check_module_names(recipe, recipe.pass_configs(), pass_module(spec))
     _check_sizes(recipe, recipe.pass_configs(), tuple(spec.input_shape))
     original = copy.deepcopy(pass_module(spec)).eval()

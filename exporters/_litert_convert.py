@@ -343,6 +343,9 @@ def _check_lowering(path: pathlib.Path, quantized: Any, samples: list[np.ndarray
     with torch.no_grad():
         feed = x.transpose(0, 2, 3, 1) if nhwc else x
         ys = [quantized(torch.from_numpy(np.ascontiguousarray(feed[i : i + 1]))) for i in range(len(feed))]
+        # the file's first output (`run`): a tuple's first, a dict's first in key order, as the
+        # export flattened it (a dict reached the subtraction below: a raw TypeError)
+        ys = [next(iter(y.values())) if isinstance(y, dict) else y for y in ys]
         want = np.concatenate([np.asarray(y[0] if isinstance(y, tuple | list) else y).reshape(1, -1) for y in ys])
     step = step or 1.0
     diff = float(np.abs(got.reshape(len(x), -1) - want).mean())

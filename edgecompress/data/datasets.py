@@ -61,6 +61,14 @@ class Dataset:
             self.x = _as_numpy(self.x)
         if self.y is not None:
             self.y = _as_numpy(self.y)
+        # a list of samples was accepted here and failed later with raw AttributeErrors (len(),
+        # reference_outputs, validate); the export path's check (check_in_memory), made at once
+        for what, a in [*(self.x.items() if isinstance(self.x, dict) else [("x", self.x)]), ("y", self.y)]:
+            if a is not None and not isinstance(a, np.ndarray):
+                from edgecompress.errors import ConfigError
+
+                raise ConfigError(f"{self.source}: {what} must be numpy arrays, got {type(a).__name__} "
+                                  "(np.stack(samples) makes one of a list of samples)")
 
     def __getstate__(self) -> dict:
         # `reload` is a closure over the loader: a pickled Dataset (the isolated export child's

@@ -759,11 +759,31 @@ def count_params_macs(spec: ModelSpec) -> tuple[int, int]:
     import torch
     import torch_pruning as tp
 
+    from edgecompress.models.exported import ExportedModule
+
     try:
         with torch.no_grad():
-            macs, params = tp.utils.count_ops_and_params(spec.module, spec.example_inputs(1))
+            if isinstance(spec.module, ExportedModule):
+                macs, params = _program_ops_and_params(spec)
+            else:
+                macs, params = tp.utils.count_ops_and_params(spec.module, spec.example_inputs(1))
     except Exception as e:
         first = first_line(e, 160, empty="")
         raise ModelLoadError(f"model {spec.name}: cannot count its parameters and MACs "
                              f"({type(e).__name__}: {first})") from e
     return int(params), int(macs)
+
+
+def _program_ops_and_params(spec: ModelSpec) -> tuple[int, int]:
+    """MACs and parameters of a .pt2 program (`ExportedModule`).
+
+    Its graph has no nn.Conv2d / nn.Linear modules for Torch-Pruning's hooks, which counted 0 MACs
+    (a recipe's beta read 0.000, "all removed"). torch's FLOP counter sees the aten ops instead: it
+    counts convolutions and matmuls, not the BatchNorm / pooling MACs the hooks add (a few % less).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    assert spec.module is not None  # count_params_macs returned for a module-less spec
+    with FlopCounterMode(display=False) as counter:
+        spec.module(*spec.example_inputs(1))
+    return counter.get_total_flops() // 2, sum(p.numel() for p in spec.module.parameters())

@@ -51,11 +51,14 @@ def _replacement(kind: str) -> Any:
 
 
 def _call(module: Any, x: Any) -> Any:
+    """The model's first output on `x` (the one the damage is measured on, as validation does)."""
     import torch
 
+    from edgecompress.passes._common import first_output
+
     if isinstance(x, dict):
-        return module(**{k: torch.from_numpy(v) for k, v in x.items()})
-    return module(torch.from_numpy(x))
+        return first_output(module(**{k: torch.from_numpy(v) for k, v in x.items()}))
+    return first_output(module(torch.from_numpy(x)))
 
 
 def find_blocks(module: Any, x: Any) -> list[str]:

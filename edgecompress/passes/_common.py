@@ -135,10 +135,13 @@ def check_distill(where: str, params: Any) -> None:
     make_config(DistillConfig, params, where)
 
 
-def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> ModelSpec:
+def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True, *, who: str = "passes",
+            exported_ok: bool = False) -> ModelSpec:
     """A ModelSpec from a spec, an nn.Module (needs input_shape) or a reference string.
 
-    The module is deep-copied so a pass never changes the caller's model in place.
+    The module is deep-copied so a pass never changes the caller's model in place. `who` names the
+    pass in errors; `exported_ok`: the pass only trains the weights, which works on a .pt2's
+    program too (distill), so it is not refused (`refuse_exported`).
     """
     import torch
 
@@ -148,6 +151,8 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
     # load_model took its own copy of a bare module (unless it could not: then copy, or fail, here)
     fresh = isinstance(model, torch.nn.Module) and spec.module is not model
     pass_module(spec)
+    if not exported_ok:
+        refuse_exported(spec, who)
     if spec.extra.get("quantized"):
         raise ConfigError(
             f"model {spec.name}: already quantized ({spec.extra['quantized']}); qat must be the last pass"
@@ -163,6 +168,21 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True) -> Mo
     elif copy_module and fresh:
         spec.extra.setdefault("original", model)  # the caller's module, which the pass leaves alone
     return spec
+
+
+def first_output(y: Any) -> Any:
+    """A model's first output: a tuple's / list's first, a dict's first in key order (a single
+    tensor as it is). The KD loss, Taylor importance and block damage take it, as validation does
+    (README: accuracy, agreement and cosine are of the first output); they called `.shape` on the
+    tuple or dict of a multi-output model (a raw AttributeError)."""
+    if isinstance(y, dict):
+        y = next(iter(y.values()))
+    return y[0] if isinstance(y, tuple | list) else y
+
+
+def output_count(y: Any) -> int:
+    """How many outputs a forward gave (1 for a tensor)."""
+    return len(y) if isinstance(y, dict | tuple | list) else 1
 
 
 def shared_weights(module: torch.nn.Module) -> dict[str, str]:
@@ -181,6 +201,20 @@ def shared_weights(module: torch.nn.Module) -> dict[str, str]:
             for name, _ in held:
                 out.setdefault(name, f"{first}.{pname} is shared with {', '.join(others)}")
     return out
+
+
+def refuse_exported(spec: ModelSpec, who: str = "passes") -> None:
+    """A .pt2 model (`ExportedModule`) refused by the passes that find layers to restructure or
+    quantize: its program's graph holds no nn.Conv2d / nn.Linear modules, so prune and lowrank
+    changed nothing (prune blaming "the classifier, ignored or tied layers"), unstructured pruning
+    and resolution failed in torch's words, qat on a `batch` constraint nobody set."""
+    from edgecompress.models.exported import ExportedModule
+
+    if isinstance(spec.module, ExportedModule):
+        source = Path(spec.source).name if spec.source else spec.name
+        raise ConfigError(f"{who}: model {spec.name} is an exported program ({source}), without the nn.Conv2d / "
+                          "nn.Linear modules the pass works on; load the model as module:factory (a .pt2 can be "
+                          "distilled and exported as it is)")
 
 
 def pass_module(spec: ModelSpec) -> torch.nn.Module:

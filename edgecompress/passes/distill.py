@@ -26,10 +26,12 @@ from edgecompress.passes._common import (
     check_range,
     config_dict,
     fingerprint,
+    first_output,
     hold_checkpoint_dir,
     load_checkpoint,
     make_config,
     module_fingerprint,
+    output_count,
     resolve_dataset,
     save_checkpoint,
 )
@@ -271,7 +273,7 @@ def _teacher_gap(student: Any, t_out: list[Any], xs: list[Any]) -> float:
     total = 0.0
     with torch.no_grad():
         for xb, t in zip(xs, t_out, strict=True):
-            o = student(xb).float()
+            o = first_output(student(xb)).float()
             if o.ndim == 2:
                 total += float(softmax_kl(o, t))
             else:
@@ -315,7 +317,7 @@ def recalibrate_bn_if_closer(student: Any, teacher: Any, x: torch.Tensor, batch_
     tx = x if teacher_x is None else teacher_x
     student.eval()
     with torch.no_grad():
-        t_out = [teacher(tx[i : i + batch_size]).float() for i in range(0, n_probe, batch_size)]
+        t_out = [first_output(teacher(tx[i : i + batch_size])).float() for i in range(0, n_probe, batch_size)]
     before = _teacher_gap(student, t_out, xs)
     recalibrate_bn(student, x[n_probe:] if held_out else x, batch_size, max_batches)
     after = _teacher_gap(student, t_out, xs)
@@ -417,7 +419,7 @@ def _finetune(
     _set_mode(teacher_cpu, False)
     if y_all is not None and n:  # a label beyond the outputs failed deep in the loss (IndexError)
         with torch.no_grad():
-            classes = teacher_cpu((x_all if t_all is None else t_all)[:2]).shape[-1]
+            classes = first_output(teacher_cpu((x_all if t_all is None else t_all)[:2])).shape[-1]
         if int(y_all.max()) >= classes:
             raise DataError(f"{desc}: labels of {data.source} go up to class {int(y_all.max())} but the model "
                             f"has {classes} outputs")
@@ -464,6 +466,7 @@ def _finetune(
 
             bar = progress_bar(total=(cfg.epochs - start) * per_epoch, desc=desc, unit="batch", leave=False)
         last = float("nan")
+        noted = False
         for epoch in range(start, cfg.epochs):
             _set_mode(student, True)
             if cfg.freeze_bn and not graph:
@@ -489,9 +492,14 @@ def _finetune(
                 yb = y_all[idx] if y_all is not None else None
                 with torch.no_grad():
                     t_out = teacher_cpu(xt)  # the student's augmented batch: consistent teaching
+                if not noted and output_count(t_out) > 1:  # the other outputs move only through shared layers
+                    print(f"note: {desc}: the teacher gives {output_count(t_out)} outputs; the KD loss is of the "
+                          "first (what accuracy and agreement measure)", file=sys.stderr)
+                noted = True
+                t_out = first_output(t_out)
                 if mix is not None and yb is not None:
                     yb = _mix_labels(yb, mix, t_out.shape[-1])
-                s_out = student(xb)
+                s_out = first_output(student(xb))
                 if t_out.shape[-1:] != s_out.shape[-1:]:  # unlabelled, it was a raw RuntimeError in the loss
                     raise ConfigError(f"{desc}: the teacher gives {t_out.shape[-1]} outputs and the student "
                                       f"{s_out.shape[-1]}; distillation needs the same outputs")
@@ -580,7 +588,8 @@ def distill(
     Returns a new ModelSpec; the input is not modified.
     """
     cfg = make_config(DistillConfig, config, "distill", **overrides)
-    spec = as_spec(model, input_shape)
+    # a .pt2 program trains too: KD only updates its weights (its BatchNorms stay as exported, in eval mode)
+    spec = as_spec(model, input_shape, who="distill", exported_ok=True)
     # default: the model before compression (README), which the passes before this one recorded;
     # a model no pass compressed yet teaches itself (a frozen copy)
     original = spec.extra.get("original")

@@ -162,6 +162,30 @@ def _set(module: Any, name: str, new: Any) -> None:
     setattr(parent, attr, new)
 
 
+def _nothing_note(layers: list[tuple[str, Any, tuple]], cfg: LowRankConfig) -> str:
+    """Why no layer was factorized: none to factorize, ranks that save no parameters, or savings
+    below `min_saving` (named when it is what kept a layer whole)."""
+    if not layers:
+        return "lowrank: no layer factorized (no Linear or groups=1 Conv2d layer outside ignored / tied ones)"
+    how = f"rank {cfg.rank}" if cfg.rank is not None else f"energy {cfg.energy}'s rank"
+    none_saved: list[str] = []
+    too_little: list[str] = []
+    for name, m, (_u, s, _vh) in layers:
+        r = min(cfg.rank if cfg.rank is not None else _rank_for(s, cfg.energy or 1.0, cfg.min_rank), len(s))
+        (too_little if _saves(m, r) else none_saved).append(name)
+
+    def names(ns: list[str]) -> str:
+        return ", ".join(ns[:4]) + (", ..." if len(ns) > 4 else "")
+
+    why = []
+    if none_saved:
+        why.append(f"{how} saves no parameters in {names(none_saved)}")
+    if too_little:
+        why.append(f"{how} saves less than min_saving {cfg.min_saving} of the weights of {names(too_little)} "
+                   "(lower lowrank.min_saving to factorize them)")
+    return f"lowrank: no layer factorized ({'; '.join(why)})"
+
+
 def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any = None,
             teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
             input_shape: Any = None, **overrides: Any) -> ModelSpec:
@@ -169,7 +193,7 @@ def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any
     from torch import nn
 
     cfg = make_config(LowRankConfig, config, "lowrank", **overrides)
-    spec = as_spec(model, input_shape)
+    spec = as_spec(model, input_shape, who="lowrank")
     module = pass_module(spec).eval()
     teach = teacher_module(teacher, spec) if cfg.finetune_epochs else None
     # tied weights are left whole: factorizing each user made two copies of one tensor, and the
@@ -213,6 +237,9 @@ def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any
                 _set(module, name, _factor(m, u, s, vh, plan[name]))
     log["ranks"] = plan
     log["skipped"] = [n for n, _, _ in layers if n not in plan]
+    if not plan:  # said, as prune's "nothing pruned": the model came back unchanged without a word
+        log["warnings"].append(_nothing_note(layers, cfg))
+        print(f"note: {log['warnings'][-1]}", file=sys.stderr)
     if cfg.finetune_epochs:
         ds = resolve_dataset(spec, data, "train", progress)
         kd = make_config(DistillConfig, cfg.distill, "lowrank.distill", epochs=cfg.finetune_epochs)

@@ -44,6 +44,7 @@ from edgecompress.passes._common import (
     check_distill,
     check_range,
     config_dict,
+    first_output,
     make_config,
     pass_module,
     resolve_dataset,
@@ -158,7 +159,33 @@ def _classifier(module: Any) -> Any:
     return convs[-1] if convs else None
 
 
-def _ignored(module: Any, cfg: PruneConfig) -> list[Any]:
+def _output_layers(module: Any, example: Any) -> list[Any]:
+    """The Conv2d / Linear layers whose output a multi-output model returns as it is.
+
+    Why: only the last Linear (`_classifier`) was kept whole, so of `return self.fc(y), self.aux(y)`
+    the first head lost half its outputs (10 -> 5 classes), silently. A single-output model keeps
+    the rule above."""
+    import torch
+    from torch import nn
+
+    from edgecompress.passes._common import output_count
+
+    produced: list[tuple[Any, Any]] = []  # (tensor, layer): the tensors kept alive, so `is` is exact
+    hooks = [m.register_forward_hook(lambda m, _i, o: produced.append((o, m)))
+             for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    try:
+        with torch.no_grad():
+            y = module(*example)
+    finally:
+        for h in hooks:
+            h.remove()
+    if output_count(y) < 2:
+        return []
+    outs = list(y.values()) if isinstance(y, dict) else list(y)
+    return [m for t, m in produced if any(t is o for o in outs)]
+
+
+def _ignored(module: Any, cfg: PruneConfig, example: Any) -> list[Any]:
     from torch import nn
 
     mods = dict(module.named_modules())
@@ -170,6 +197,7 @@ def _ignored(module: Any, cfg: PruneConfig) -> list[Any]:
     head = _classifier(module)
     if head is not None:
         out.append(head)
+    out += [m for m in _output_layers(module, example) if m is not head]
     # tied weights: Torch-Pruning prunes each user as its own group and gave them new, different
     # weights (the tie silently gone); kept whole instead (`_retie` and a note say the rest)
     out += [mods[n] for n in shared_weights(module)]
@@ -261,7 +289,7 @@ def _groups(module: Any, example: Any, cfg: PruneConfig) -> tuple[Any, list[tupl
     from torch import nn
 
     dg = tp.DependencyGraph().build_dependency(module, example_inputs=example)
-    ignored = [m for layer in _ignored(module, cfg) for m in layer.modules()]
+    ignored = [m for layer in _ignored(module, cfg, example) for m in layer.modules()]
     names = {m: n for n, m in module.named_modules()}
     prunable = tuple(tp.ops.type2class(t) for t in dg.REGISTERED_PRUNERS)
     out = []
@@ -397,7 +425,7 @@ def _pruner(module: Any, example: Any, cfg: PruneConfig, ratio: float, steps: in
         module, example, importance=imp,
         global_pruning=cfg.global_pruning, pruning_ratio=0.0 if not cfg.global_pruning else ratio,
         pruning_ratio_dict=ratios or None, max_pruning_ratio=cfg.max_layer_ratio,
-        iterative_steps=steps, ignored_layers=_ignored(module, cfg),
+        iterative_steps=steps, ignored_layers=_ignored(module, cfg, example),
         round_to=cfg.round_to if cfg.global_pruning else None,
     )
 
@@ -511,11 +539,17 @@ def _taylor_grads(module: Any, data: Any, teacher: Any, batches: int, batch_size
             yb = torch.from_numpy(data.y[i * batch_size:(i + 1) * batch_size]).long()
         else:
             with torch.no_grad():
-                yb = teacher(xb).argmax(1)
-        F.cross_entropy(module(xb), yb).backward()
+                yb = first_output(teacher(xb)).argmax(1)
+        F.cross_entropy(first_output(module(xb)), yb).backward()
+    # the loss is of the first output (a multi-output model's other heads take no part in it): their
+    # weights have no gradient, which Torch-Pruning's Taylor importance read as None.grad; zero
+    # rates their channels by what they do for the first output
+    for p in module.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
-def _unstructured(module: Any, ratio: float) -> dict[str, Any]:
+def _unstructured(module: Any, ratio: float, model_name: str) -> dict[str, Any]:
     import torch
     from torch import nn
     from torch.nn.utils import prune as tprune
@@ -527,6 +561,9 @@ def _unstructured(module: Any, ratio: float) -> dict[str, Any]:
         if isinstance(m, nn.Conv2d | nn.Linear) and id(m.weight) not in seen:
             seen.add(id(m.weight))
             targets.append((m, "weight"))
+    if not targets:  # torch's global ranking of an empty list: "torch.cat(): expected a non-empty list"
+        raise ConfigError(f"prune.method unstructured: model {model_name} has no Conv2d / Linear layer "
+                          "whose weights could be pruned")
     tprune.global_unstructured(targets, pruning_method=tprune.L1Unstructured, amount=ratio)
     for m, name in targets:
         tprune.remove(m, name)
@@ -554,7 +591,8 @@ def _reconstruct(module: Any, spec: ModelSpec, ds: Any, cfg: PruneConfig, progre
     batches = list(torch.from_numpy(ds.x[: cfg.samples]).split(32))
     target = ("macs", cfg.target_macs) if cfg.target_macs is not None else \
         ("params", cfg.target_params) if cfg.target_params is not None else None
-    return prune_chains(module, spec.example_inputs(1), _ignored(module, cfg), batches, cfg.ratio, cfg.round_to,
+    example = spec.example_inputs(1)
+    return prune_chains(module, example, _ignored(module, cfg, example), batches, cfg.ratio, cfg.round_to,
                         cfg.max_layer_ratio, progress, target=target, probe_samples=cfg.probe_samples,
                         classification=spec.task == "classification", rounds=cfg.rounds)
 
@@ -565,7 +603,7 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     """Prune channels of `model` (spec, nn.Module + input_shape, or reference); returns a new spec
     with the same input contract."""
     cfg = make_config(PruneConfig, config, "prune", **overrides)
-    spec = as_spec(model, input_shape)
+    spec = as_spec(model, input_shape, who="prune")
     module = pass_module(spec).eval()
     teach = teacher_module(teacher, spec) if (cfg.finetune_epochs or cfg.importance == "taylor") else None
     needs_data = cfg.finetune_epochs > 0 or cfg.importance == "taylor" or cfg.method in ("block", "reconstruct")
@@ -573,7 +611,7 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
     log: dict[str, Any] = {"method": cfg.method}
     if cfg.method == "unstructured":
         assert cfg.ratio is not None  # PruneConfig refuses unstructured without a ratio
-        log.update(_unstructured(module, cfg.ratio))
+        log.update(_unstructured(module, cfg.ratio, spec.name))
     elif cfg.method == "block":
         from edgecompress.passes._blocks import remove_blocks
 

@@ -487,7 +487,7 @@ def _qat(
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    spec = as_spec(model, input_shape)
+    spec = as_spec(model, input_shape, who="qat")
     if len(spec.inputs) != 1:
         raise ConfigError(f"qat: model {spec.name} has {len(spec.inputs)} inputs; QAT supports one")
     before = model_stats(spec)

@@ -188,7 +188,7 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
     import torch
 
     cfg = make_config(ResolutionConfig, config, "resolution", **overrides)
-    spec = as_spec(model, input_shape)
+    spec = as_spec(model, input_shape, who="resolution")
     _c, h, w = _image_input(spec)
     if h != w:
         raise ConfigError(f"resolution: model {spec.name} takes {h}x{w} inputs; the pass scales square inputs")
