@@ -97,7 +97,8 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory for 
 RoundsOpt = Annotated[int, typer.Option(help="Latency rounds: every artifact is timed this many times, interleaved, in fresh processes; each figure is the median of the rounds'.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (build logs, CI).")]
 FailOnOpt = Annotated[list[str], typer.Option("--fail-on", help=(
-    "Gate 'path.metric OP number' that fails the run (exit 4), e.g. 'drift.top1_agreement<0.97'. Repeatable."))]
+    "Gate 'path.metric OP number' that fails the run (exit 4), e.g. 'drift.top1_agreement<0.97'. Repeatable; "
+    "a comma separates gates in one value."))]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 

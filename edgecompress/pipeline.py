@@ -222,11 +222,12 @@ def _preflight(job: ExportJob) -> tuple[list[Gate], TargetProfile | None]:
     return gates, profile
 
 
-def _check_gates_measurable(gates: list[Gate], profile: TargetProfile | None, ev: Dataset | None) -> None:
+def _check_gates_measurable(gates: list[Gate], profile: TargetProfile | None, ev: Dataset | None,
+                            job: ExportJob) -> None:
     """Accuracy / drift gates without evaluation data, or on an estimate, are refused before any work."""
     from edgecompress.targets.gates import check_gates_measurable
 
-    check_gates_measurable(gates, profile, has_eval=ev is not None)
+    check_gates_measurable(gates, profile, has_eval=ev is not None, batches=job.settings.batches)
     if ev is not None and ev.y is None and any(g.path[0] == "metrics" for g in gates):
         g = next(g for g in gates if g.path[0] == "metrics")
         raise ConfigError(f"--fail-on {g.text!r}: metrics need labelled evaluation data; {ev.source} has "
@@ -298,7 +299,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
         raise DataError("--calib (calib= from Python): int8 needs calibration data and none was given or found")
     ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
     if gates:
-        _check_gates_measurable(gates, profile, ev)
+        _check_gates_measurable(gates, profile, ev, job)
     params, macs = _params_macs(spec)
     # [issue #7] The fp32 reference comes BEFORE exporting: bad evaluation data (labels beyond
     # the model's classes...) then fails with nothing written.

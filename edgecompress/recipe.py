@@ -608,7 +608,8 @@ def _target_preflight(recipe: Recipe) -> None:
     preflight(profile)
     # evaluation data is resolved later (a zoo model's default): only the estimate's limits here
     try:
-        check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True)
+        check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True,
+                               batches=list(recipe.options.batch))
     except ConfigError as e:  # the recipe's key, not the CLI flag
         raise ConfigError(f"options.fail_on: {str(e).removeprefix('--fail-on ')}") from None
 

@@ -353,18 +353,21 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
 
     gates = parse_gates(fail_on or [])  # a malformed gate fails before anything runs
     _refuse_export_dir(Path(out_dir))  # before any work; checked again under the lock
-    if not 0 <= threshold <= 1:  # also NaN; -1 made an unchanged run a regression, 5 meant 500 %
-        raise ConfigError(f"--threshold {threshold}: a relative change between 0 and 1 (0.05 = 5 %)")
-    if not 0 <= accuracy_threshold <= 1:  # a drop in points as a fraction: 1 meant 1 pt, not 100
-        raise ConfigError(f"--accuracy-threshold {accuracy_threshold}: an absolute drop between 0 and 1 "
-                          "(0.01 = 1 point)")
+    # 1 itself is refused too: the natural slip for "1 %" / "1 point" read as 100 %, 100 points,
+    # and no drop of top-1, agreement or cosine could ever be a regression
+    if not 0 <= threshold < 1:  # also NaN; -1 made an unchanged run a regression, 5 meant 500 %
+        raise ConfigError(f"--threshold {threshold}: a relative change, at least 0 and below 1 (0.05 = 5 %"
+                          f"{'; did you mean 0.01?' if threshold == 1 else ''})")
+    if not 0 <= accuracy_threshold < 1:  # a drop in points as a fraction: 1 meant 1 pt, not 100
+        raise ConfigError(f"--accuracy-threshold {accuracy_threshold}: an absolute drop, at least 0 and below 1 "
+                          f"(0.01 = 1 point{'; did you mean 0.01?' if accuracy_threshold == 1 else ''})")
     profile = get_target(target)
     settings = settings or ValidateSettings()
     if preprocess:
         from edgecompress.data.presets import PRESETS
 
         PRESETS.get(preprocess, "--preprocess")
-    check_gates_measurable(gates, profile, has_eval=bool(eval))
+    check_gates_measurable(gates, profile, has_eval=bool(eval), batches=settings.batches)
     arts, source = load_artifacts(paths)
     arts, skipped = _formats_the_target_runs(arts, paths, profile)
     from edgecompress.targets.runners.estimate import preflight
@@ -389,12 +392,13 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         preset: str | None = None
         from edgecompress.targets.runners.estimate import runner_name_for
 
+        eval_ignored = None
         if eval and runner_name_for(profile) == "estimate":
             # nothing runs on an estimated target: the fp32 reference ran here for nothing and the
             # report listed evaluation data next to rows that measured none
             print(f"note: --target {profile.name} is estimated here (no device attached): nothing runs, "
                   "so --eval is not used", file=sys.stderr)
-            eval = None
+            eval_ignored, eval = str(eval), None  # the report says so too: "no --eval" read the same
         if eval:
             from edgecompress.data import load_data
 
@@ -423,7 +427,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                   "reference": f"outputs of {ref_file} (fp32) on this machine" if ref_file else "",
                   **({"reference_file": ref_file} if ref_file else {}),
                   **({"skipped": skipped} if skipped else {}),
-                  **({"other_model": other_model} if other_model else {})},
+                  **({"other_model": other_model} if other_model else {}),
+                  **({"eval_ignored": eval_ignored} if eval_ignored else {})},
             command=command)
         for a, row in zip(arts, report.artifacts, strict=True):
             # as an export records it: a baseline comparison tells another model's file by it

@@ -14,6 +14,8 @@ from edgecompress.report.render import metric_value, shown_as_percent
 from edgecompress.targets.baseline import row_key, row_value, shown_path
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from edgecompress.report import Report
 
 _GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*)\s*(<=|>=|==|!=|<|>)\s*"
@@ -39,6 +41,9 @@ def parse_gates(exprs: list[str]) -> list[Gate]:
             raise ConfigError("--fail-on '': empty gate; give 'path.to.metric OP number'")
         for text in (t for t in raw.split(",") if t.strip()):
             m = _GATE.match(text)
+            if not m and re.search(r"\d,\d", raw):  # "size_bytes>1,000,000": the error quoted '000'
+                raise ConfigError(f"--fail-on {raw.strip()!r}: a comma separates gates ('a<1,b>2'); write "
+                                  "numbers without thousands separators (1000000 or 1e6)")
             if not m:
                 raise ConfigError(f"--fail-on {text.strip()!r}: expected 'path.to.metric OP number' "
                                   "with OP one of < <= > >= == != (e.g. 'drift.top1_agreement<0.97')")
@@ -159,16 +164,21 @@ def gate_failure(g: dict[str, Any]) -> str:
             f"{target}: {path} = {metric_value(path, g['value'])}{kind})")
 
 
-def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True) -> None:
+def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = True,
+                           batches: Sequence[int] | None = None) -> None:
     """A gate nothing will measure cannot pass or fail: refused before any work (it was refused
     after validating everything): accuracy, drift or memory on an estimated target (nothing
-    runs; an estimate has only a p50 latency), accuracy or drift without --eval."""
+    runs; an estimate has only a p50 latency), accuracy or drift without --eval, a batch size
+    not in `batches` (the timed ones, when known)."""
     from edgecompress.targets.runners.estimate import runner_name_for
 
     estimated = runner_name_for(profile) == "estimate"
     for g in gates:
         if not has_eval and not estimated and g.path[0] in ("metrics", "drift"):
             raise ConfigError(f"--fail-on {g.text!r}: {g.path[0]} needs evaluation data; pass --eval")
+        if batches is not None and g.path[0] == "latency_by_batch" and len(g.path) > 1 and \
+                g.path[1].isdigit() and int(g.path[1]) not in {1, *batches}:
+            raise ConfigError(f"--fail-on {g.text!r}: batch {g.path[1]} is not timed; add --batch {g.path[1]}")
     if not estimated:
         return
     for g in gates:
@@ -180,6 +190,8 @@ def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = Tru
         if by_batch and g.path[1] != "1":
             raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
                               "attached): an estimate is of batch 1 only; gate on latency_ms.p50")
-        if (g.path[0] == "latency_ms" and g.path[1] != "p50") or (by_batch and g.path[2] != "p50"):
+        # throughput_per_s is 1000 / p50 on an estimated row: the same figure, gateable
+        if (g.path[0] == "latency_ms" and g.path[1] != "p50") or \
+                (by_batch and g.path[2] not in ("p50", "throughput_per_s")):
             raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
                               "attached): an estimate has a p50 latency only; gate on latency_ms.p50")

@@ -46,6 +46,16 @@ def _text(v: Any) -> str | None:
     return None if isinstance(v, str) else 'text in quotes (e.g. "...")'
 
 
+def _host(v: Any) -> str | None:
+    """ssh's host: "" (no device: estimated) or a name without spaces. A blank " " counted as a
+    configured device and failed in ssh's words as an offline one (exit 3)."""
+    if not isinstance(v, str):
+        return _text(v)
+    if v and (not v.strip() or any(c.isspace() for c in v)):
+        return 'a host name without spaces (leave it "" to estimate)'
+    return None
+
+
 def _choice(*options: str):
     def check(v: Any) -> str | None:
         return None if v in options else f"one of {', '.join(repr(o) for o in options)}"

@@ -465,3 +465,14 @@ def test_markdown_keeps_odd_paths_whole_and_inert():
     assert "| drift.top1_agreement<0.97 |" in md  # a gate's < is no tag: left as it reads
     assert _uncode(f"`` {odd} ``") == odd and _uncode("`a`") == "a" and _uncode("plain") == "plain"
     assert "<dd>edgecompress validate &#x27;/t/x&lt;script&gt;" in to_html(report)
+
+
+def test_an_estimated_report_does_not_ask_for_the_eval_it_ignored():
+    """`validate --target rpi5 --eval d.npz`: the report ended "pass --eval data", advice already
+    followed, and report.json could not tell "no --eval" from "--eval not used"."""
+    row = _art("onnx", "fp32", target="rpi5", latency_kind="estimated")
+    report = Report(model={"name": "m"}, target="rpi5", artifacts=[row], machine={}, versions={},
+                    data={"eval": None, "eval_ignored": "d.npz"})
+    for text in (to_markdown(report, None), to_html(report)):
+        assert "an estimated target runs nothing" in text and "(d.npz was given and not used)" in text
+        assert "pass --eval" not in text

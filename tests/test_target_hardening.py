@@ -854,3 +854,58 @@ def test_int8_estimate_on_a_core_without_dot_product_gives_no_speed_up(onnx_arti
     pi5 = validate([onnx_artifact, int8], get_target("rpi5"), settings=ValidateSettings(runs=2, warmup=0),
                    progress=False)
     assert all("int8_unchecked" not in m.runtime["settings"] for m in pi5)  # Cortex-A76, SDOT: the fit holds
+
+
+def test_gate_on_an_untimed_batch_is_refused_before_any_work():
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets import get_target
+    from edgecompress.targets.gates import check_gates_measurable, parse_gates
+
+    gates = parse_gates(["latency_by_batch.4.p50>0"])
+    with pytest.raises(ConfigError, match=r"batch 4 is not timed; add --batch 4$"):
+        check_gates_measurable(gates, get_target("x86-local"), batches=(1,))
+    check_gates_measurable(gates, get_target("x86-local"), batches=(1, 4))
+    # an estimate's throughput is 1000 / its p50: the same figure, gateable as the p50 is
+    check_gates_measurable(parse_gates(["latency_by_batch.1.throughput_per_s<100"]), get_target("rpi5"))
+
+
+def test_a_gate_with_a_thousands_separator_names_the_whole_text():
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets.gates import parse_gates
+
+    with pytest.raises(ConfigError, match=r"^--fail-on 'size_bytes>1,000,000': a comma separates gates"):
+        parse_gates(["size_bytes>1,000,000"])  # it quoted '000'
+    assert [g.text for g in parse_gates(["size_bytes>1e6,latency_ms.p50>5"])] == ["size_bytes>1e6", "latency_ms.p50>5"]
+
+
+def test_a_blank_ssh_host_is_a_profile_error(tmp_path):
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets import get_target
+
+    path = tmp_path / "mypi.toml"
+    path.write_text(RPI5.read_text().replace('host = ""', 'host = " "').replace('name = "rpi5"', 'name = "mypi"'))
+    with pytest.raises(ConfigError, match=r"\[connection\] host = ' ': must be a host name without spaces"):
+        get_target(str(path))  # it was a device "offline" (exit 3) in ssh's words
+
+
+def test_a_local_profile_for_another_isa_is_refused(tmp_path):
+    from edgecompress.errors import ConfigError
+    from edgecompress.targets import get_target
+    from edgecompress.targets.runners.estimate import preflight
+
+    path = tmp_path / "loc.toml"
+    path.write_text('name = "loc"\nisa = "aarch64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                    'formats = ["onnx"]\ndescription = "Raspberry Pi 5"\n')
+    with pytest.raises(ConfigError, match=r"runner = \"local\" measures this machine \(\w+\), but isa = 'aarch64'"):
+        preflight(get_target(str(path)))
+    assert preflight(get_target("x86-local")) == "local"
+
+
+def test_a_manifest_as_baseline_says_what_it_is(tmp_path):
+    from edgecompress.errors import InputFileError
+    from edgecompress.report import Report
+
+    (tmp_path / "manifest.json").write_text('{"artifacts": []}')
+    with pytest.raises(InputFileError, match=r"no 'model', 'target' keys \(an export's manifest\.json: pass the "
+                                             r"report\.json beside it\)"):
+        Report.load(tmp_path / "manifest.json")

@@ -147,11 +147,14 @@ def test_baseline_regressions_and_gates(export_dir, first_run, eval_npz, tmp_pat
     assert json.loads((tmp_path / "v7" / "report.json").read_text())["verdict"]["passed"] is False
     r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v5"), "--baseline", str(tmp_path / "base.json"),
                 "--threshold", "5", *FAST)
-    assert r.returncode == 2 and "between 0 and 1" in r.stderr
+    assert r.returncode == 2 and "at least 0 and below 1" in r.stderr
     r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v6"), "--baseline", str(tmp_path / "base.json"),
                 "--accuracy-threshold", "1.5", *FAST)  # 1.5 pt written as points
-    assert r.returncode == 2 and "--accuracy-threshold 1.5: an absolute drop between 0 and 1" in r.stderr
+    assert r.returncode == 2 and "--accuracy-threshold 1.5: an absolute drop, at least 0 and below 1" in r.stderr
     assert not (tmp_path / "v6").exists()
+    r = run_cli("validate", str(export_dir), "--out", str(tmp_path / "v6"), "--baseline", str(tmp_path / "base.json"),
+                "--accuracy-threshold", "1", *FAST)  # "1 point": it switched accuracy regressions off
+    assert r.returncode == 2 and "did you mean 0.01?" in r.stderr and not (tmp_path / "v6").exists()
 
     r = run_cli("validate", str(export_dir), "--eval", eval_npz, "--out", str(tmp_path / "v3"),
                 "--fail-on", "drift.top1_agreement<=1.0", *FAST)

@@ -157,6 +157,13 @@ class Report:
             obj = json.loads(Path(path).read_text(encoding="utf-8"))
             if not isinstance(obj, dict) or not isinstance(obj.get("artifacts", []), list):
                 raise TypeError("not a JSON object with an 'artifacts' list")
+            # what every report.json holds: without them, say what the file is (an export's
+            # manifest.json gave "Report.__init__() missing 2 required positional arguments")
+            missing = [k for k in ("model", "target", "artifacts") if k not in obj]
+            if missing:
+                what = " (an export's manifest.json: pass the report.json beside it)" if "files" in obj or \
+                    Path(path).name == "manifest.json" else ""
+                raise TypeError(f"no {', '.join(repr(k) for k in missing)} key{'s' if len(missing) > 1 else ''}{what}")
             if isinstance(obj.get("schema_version"), int) and obj["schema_version"] > SCHEMA_VERSION:
                 raise TypeError(f"schema_version {obj['schema_version']}, newer than this edgecompress "
                                 f"reads ({SCHEMA_VERSION}); upgrade edgecompress")

@@ -508,6 +508,16 @@ _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an 
             "(pass --eval data, and an fp32 artifact for drift).")
 
 
+def _no_plot(report: Report) -> str:
+    """Why there is no plot; on an estimated target, not advice to pass the --eval it ignored."""
+    ignored = (report.data or {}).get("eval_ignored")
+    if ignored or any(a.get("latency_kind") == "estimated" for a in report.artifacts):
+        given = f" ({ignored} was given and not used)" if ignored else ""
+        return ("No accuracy-vs-latency plot: an estimated target runs nothing, so it has no accuracy or "
+                f"drift figure{given}.")
+    return _NO_PLOT
+
+
 _GATE_PATH = re.compile(r"^\s*([^<>=!\s]+)\s*(?:<=|>=|==|!=|<|>)")
 
 
@@ -825,7 +835,7 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     if plot_name:
         parts.append(f"\n![accuracy vs latency vs size]({plot_name})\n")
     else:
-        parts.append(f"\n_{_NO_PLOT}_\n")
+        parts.append(f"\n_{_md_safe(_no_plot(report))}_\n")
     return "\n".join(parts) + "\n"
 
 
@@ -920,6 +930,6 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         parts += ["<h2>Accuracy vs latency vs size</h2>",
                   f"<img alt='accuracy vs latency vs size' src='data:image/png;base64,{b64}'>"]
     else:
-        parts.append(f"<p class=note>{html.escape(_NO_PLOT)}</p>")
+        parts.append(f"<p class=note>{html.escape(_no_plot(report))}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -42,11 +42,28 @@ def preflight(profile: TargetProfile) -> str:
     from edgecompress.targets.runners import RUNNERS
 
     name = runner_name_for(profile)
+    if name == "local":
+        _check_local_isa(profile)
     check = getattr(RUNNERS.get(name, "--target"), "preflight", None)
     if check is not None:
         check(profile)
     profile.preflight_passed = True  # validate() skips its own check of a profile checked here
     return name
+
+
+_ISA = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+def _check_local_isa(profile: TargetProfile) -> None:
+    """A local profile runs on this machine: one whose `isa` names another (an aarch64 "Raspberry
+    Pi" profile with runner = "local") had this x86 host's figures reported as the Pi's."""
+    import platform
+
+    here = _ISA.get(platform.machine().lower(), platform.machine().lower())
+    said = _ISA.get(profile.isa.lower(), profile.isa.lower())
+    if said and said != here:
+        raise ConfigError(f"target {profile.name}: runner = \"local\" measures this machine ({here}), but isa = "
+                          f"{profile.isa!r}; use the ssh / adb / qemu runner for that device")
 
 
 def estimate_threads(requested: int, profile: TargetProfile) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecompress.errors import ConfigError, DeviceError, RuntimeMissingError, ValidationError
-from edgecompress.targets.profile import _choice, _env, _int, _positive, _text
+from edgecompress.targets.profile import _choice, _env, _host, _int, _positive, _text
 from edgecompress.targets.runners import RUNNERS
 from edgecompress.targets.runners._remote import staged, time_limit
 from edgecompress.targets.runners.local import parse_bench_output
@@ -160,7 +160,7 @@ class SshRunner:
     name = "ssh"
     # What SshTarget reads from [connection]; profile.py checks a profile's table against it.
     connection_keys: ClassVar[dict[str, Any]] = {
-        "host": _text, "user": _text, "port": _int(1, 65535), "identity_file": _text, "known_hosts": _text,
+        "host": _host, "user": _text, "port": _int(1, 65535), "identity_file": _text, "known_hosts": _text,
         "python": _text, "env": _env, "connect_timeout_s": _positive, "command_timeout_s": _positive,
         "remote_tmp": _text, "strict_host_key_checking": _choice("yes", "accept-new"),
     }

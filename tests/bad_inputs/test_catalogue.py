@@ -241,7 +241,7 @@ CASES = [
     ("zero-runs", [*DIGITS, "--runs", "0", "--out", "{out}"], 2, "--runs 0: 1 or more"),
     ("negative-batch", [*DIGITS, "--batch", "-3", "--out", "{out}"], 2, "--batch -3: 1 or more"),
     ("negative-threshold", ["validate", "{tmp}/nopath", "--threshold", "-1", "--out", "{out}"], 2,
-     "--threshold -1.0: a relative change between 0 and 1"),
+     "--threshold -1.0: a relative change, at least 0 and below 1"),
     ("unknown-preset-without-images", [*DIGITS, "--preprocess", "bogus", "--out", "{out}"], 2,
      "--preprocess unknown preprocessing preset 'bogus'"),
     ("format-not-on-target", [*DIGITS, "-f", "openvino", "--target", "rpi5", "--out", "{out}"], 2,
