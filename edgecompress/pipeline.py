@@ -284,8 +284,9 @@ def _unused_data(data: Any, flag: str, why: str) -> None:
 
 def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]:
     gates, profile = _preflight(job)
-    spec = job.model if isinstance(job.model, ModelSpec) else load_model(
-        job.model, job.input_shape, job.weights, job.preprocess)
+    # a ModelSpec too: its input_shape / weights / preprocess were dropped without a word (an
+    # export of untrained weights passed); load_model refuses or applies them as for a reference
+    spec = load_model(job.model, job.input_shape, job.weights, job.preprocess)
     for fmt, _ in job.formats:  # before any calibration or export
         FORMATS.get(fmt, "--format").check_source(spec)
     formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress)

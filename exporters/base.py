@@ -67,12 +67,21 @@ class ExportOptions:
         if self.calib_method not in CALIB_METHODS:  # OpenVINO took any string as "histogram"
             raise ConfigError(f"calib_method {self.calib_method!r} (--calib-method): one of "
                               f"{', '.join(CALIB_METHODS)}")
-        if not (isinstance(self.calib_batch, int) and self.calib_batch >= 1):
+        if not (isinstance(self.calib_batch, int) and not isinstance(self.calib_batch, bool) and self.calib_batch >= 1):
             raise ConfigError(f"calib_batch {self.calib_batch!r}: 1 or more")
-        if not 0 < self.percentile <= 100:
-            raise ConfigError(f"percentile {self.percentile!r}: in (0, 100], e.g. 99.999")
-        if self.float_first is not None and not (isinstance(self.float_first, int) and self.float_first >= 0):
-            raise ConfigError(f"float_first {self.float_first!r}: 0 or more")
+        # a string compared with 0 was a TypeError; a bool is not a percentile
+        if isinstance(self.percentile, bool) or not isinstance(self.percentile, int | float) \
+                or not 0 < self.percentile <= 100:
+            raise ConfigError(f"percentile {self.percentile!r}: a number in (0, 100], e.g. 99.999")
+        # True read as 1 (the first conv left float); "no" as true for dynamic_batch
+        if self.float_first is not None and not (isinstance(self.float_first, int)
+                                                 and not isinstance(self.float_first, bool) and self.float_first >= 0):
+            raise ConfigError(f"float_first {self.float_first!r}: an integer, 0 or more")
+        for name in ("dynamic_batch", "allow_mixed", "isolate", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} {getattr(self, name)!r}: True or False")
+        if not isinstance(self.extra, dict):  # None failed inside an exporter ("not iterable")
+            raise ConfigError(f"extra {self.extra!r}: a dict of exporter settings")
 
 
 @dataclass

@@ -48,11 +48,20 @@ class ValidateSettings:
     def __post_init__(self) -> None:
         # Checked here, for the CLI, recipes and Python alike: `runs 0` failed later inside the
         # benchmark ("list index out of range"), `threads 0` or `batch -3` reached the runtimes.
+        if isinstance(self.batches, int) or not isinstance(self.batches, tuple | list):
+            raise ConfigError(f"validation settings: batches {self.batches!r}: a tuple of batch sizes, e.g. (1, 8)")
+        self.batches = tuple(self.batches)
+        if self.cpus is not None and not (isinstance(self.cpus, list | tuple) and self.cpus and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in self.cpus)):
+            raise ConfigError(f"validation settings: cpus {self.cpus!r}: a list of CPU numbers, e.g. [0, 1]")
+        if self.openvino_fp32_hint not in ("f32", "bf16", "f16", ""):  # a typo failed every OpenVINO row
+            raise ConfigError(f"validation settings: openvino_fp32_hint {self.openvino_fp32_hint!r}: one of "
+                              "'f32', 'bf16', 'f16' ('' leaves OpenVINO's default)")
         bad = [f"{name} {value}" for name, value, low in (
             ("threads", self.threads, 1), ("runs", self.runs, 1), ("warmup", self.warmup, 0),
             ("rounds", self.rounds, 1),
             ("eval_batch", self.eval_batch, 1), *(("batch", b, 1) for b in self.batches))
-            if not isinstance(value, int) or value < low]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low]
         if bad:
             raise ConfigError(f"validation settings: {', '.join(bad)} (threads, runs, rounds, batch >= 1; "
                               "warmup >= 0)")
@@ -367,9 +376,13 @@ def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
     exporting anything."""
     from edgecompress.targets.runners.estimate import runner_name_for
 
+    local = runner_name_for(profile) == "local"
     if settings.cpus:
+        mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if local and mine and not set(settings.cpus) <= set(mine):  # every row failed with OSError 22
+            raise ConfigError(f"validation settings: cpus {settings.cpus}: this process may use CPUs {mine}")
         return
-    if runner_name_for(profile) == "local":
+    if local:
         avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if settings.threads > avail:
             raise ConfigError(f"--threads {settings.threads}: this machine gives edgecompress {avail} CPU(s); "
@@ -467,6 +480,8 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
     from edgecompress.data import Dataset
     from edgecompress.models import ModelSpec
 
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:  # 0: range() raised ValueError
+        raise ConfigError(f"reference_outputs: batch {batch!r}: 1 or more")
     spec = module if isinstance(module, ModelSpec) else None
     if spec is not None:
         module = spec.extra.get("fp32_reference") or spec.module

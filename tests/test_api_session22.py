@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 import edgecompress as ec
-from edgecompress.errors import ConfigError, DeviceError, InputFileError, RuntimeMissingError
+from edgecompress.errors import ConfigError, DeviceError, EdgeCompressError, InputFileError, RuntimeMissingError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,3 +151,54 @@ def test_a_recipe_built_in_python_reruns_from_anywhere(tmp_path, monkeypatch):
     rep, _ = ec.run_recipe(tmp_path / "out" / "recipe.resolved.yaml", tmp_path / "out2")
     assert [s["name"] for s in rep.steps] == ["original", "lowrank"]
     assert os.path.isfile(tmp_path / "out2" / "recipe.resolved.yaml")
+
+
+# --- 4: ExportJob with a ModelSpec ----------------------------------------------------------------------
+def test_export_job_applies_or_refuses_its_fields_for_a_spec(tmp_path):
+    from edgecompress.pipeline import ExportJob, run_export
+
+    spec = ec.load_model(_small(), input_shape=(1, 1, 8, 8))
+    for field, value, err in (("input_shape", "1,1,6,6", "InputShapeError"), ("weights", "nowhere.pt", "ConfigError")):
+        job = ExportJob(model=spec, formats=[("onnx", "fp32")], out_dir=str(tmp_path / field), do_validate=False,
+                        progress=False, **{field: value})
+        with pytest.raises(EdgeCompressError) as e:  # they were dropped: a passing export of the spec as is
+            run_export(job)
+        assert type(e.value).__name__ == err and not (tmp_path / field).exists()
+
+
+# --- 5: at_side with a transform of your own -------------------------------------------------------------
+def test_at_side_resizes_what_a_custom_transform_returned_at_its_own_side(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+
+    def tf(im):
+        return np.asarray(im.convert("RGB").resize((16, 16)), dtype=np.float32).transpose(2, 0, 1) / 255
+
+    ds = ec.load_data(tmp_path / "imgs", preprocess=tf, progress=False)
+    small = ds.at_side(8)
+    assert small.x.shape == (3, 3, 8, 8)  # it was (3, 3, 16, 16): "at side 8", silently
+    assert "your transform ignores the side" in small.source
+
+
+# --- 8: settings checked when built ------------------------------------------------------------------------
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda: ec.ExportOptions(percentile="99"), "percentile '99': a number"),
+    (lambda: ec.ExportOptions(extra=None), "extra None: a dict"),
+    (lambda: ec.ExportOptions(dynamic_batch="no"), "dynamic_batch 'no': True or False"),
+    (lambda: ec.ExportOptions(float_first=True), "float_first True: an integer"),
+    (lambda: ec.ValidateSettings(batches=8), "batches 8: a tuple of batch sizes"),
+    (lambda: ec.ValidateSettings(openvino_fp32_hint="bogus"), "openvino_fp32_hint 'bogus': one of"),
+    (lambda: ec.ValidateSettings(cpus=["0"]), "cpus ['0']: a list of CPU numbers"),
+    (lambda: ec.reference_outputs(_small(), ec.Dataset(np.zeros((2, 1, 8, 8), np.float32)), batch=0),
+     "reference_outputs: batch 0: 1 or more"),
+])
+def test_settings_are_checked_when_built(make, said):
+    with pytest.raises(ConfigError) as e:
+        make()
+    assert said in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cpus_this_process_may_not_use_are_refused_before_any_work(small_files):
+    with pytest.raises(ConfigError, match=r"cpus \[99\]: this process may use CPUs"):
+        ec.validate([small_files[0]], settings=ec.ValidateSettings(cpus=[99], runs=2, warmup=0), progress=False)

@@ -103,12 +103,22 @@ class Dataset:
             out = self.reload(side)
             if len(out) != len(self):
                 raise DataError(f"data {self.source}: reloading at {side} px gave {len(out)} samples, not {len(self)}")
-            return out
+            if not isinstance(out.x, dict) and out.x.ndim == 4 and out.x.shape[2:] == (side, side):
+                return out
+            # a transform of your own gets no side (Image -> array) and gave its own: the model
+            # at `side` was fine-tuned on samples of the old one without a word
+            return out._resized(side, "your transform ignores the side; resized")
+        return self._resized(side, "resized")
+
+    def _resized(self, side: int, how: str) -> Dataset:
         import torch
 
-        chunks = [resize_square(torch.from_numpy(np.ascontiguousarray(self.x[i : i + 64])), side).numpy()
+        if isinstance(self.x, dict) or self.x.ndim != 4:
+            raise DataError(f"data {self.source}: samples of shape {self._shape()} are not images (N, C, H, W)")
+        x = self.x
+        chunks = [resize_square(torch.from_numpy(np.ascontiguousarray(x[i : i + 64])), side).numpy()
                   for i in range(0, len(self), 64)]
-        return Dataset(np.concatenate(chunks), self.y, f"{self.source} (resized to {side}x{side})", self.names)
+        return Dataset(np.concatenate(chunks), self.y, f"{self.source} ({how} to {side}x{side})", self.names)
 
     def _shape(self) -> tuple[int, ...]:
         return tuple(np.asarray(self.x).shape[1:]) if not isinstance(self.x, dict) else ()
