@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from edgecompress.errors import ConfigError, DataError
 from edgecompress.exporters._memory import pin_mmap_threshold, released_export_state
 from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions, Format
-from edgecompress.fileio import ensure_writable_dir, path_size, safe_child, sha256_file
+from edgecompress.fileio import output_dir, path_size, safe_child, sha256_file
 from edgecompress.passes._qat_backends import qat_route
 
 if TYPE_CHECKING:
@@ -116,30 +116,31 @@ def export(
                         "(pass --calib, or calib= from Python)")
     if name is not None and Path(name).suffix.lower() != format_.suffix:  # ONNX bytes in model.tflite
         raise ConfigError(f"name {name!r}: {fmt} files end in {format_.suffix}")
-    out_dir = ensure_writable_dir(Path(out_dir))
-    out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
-    t0 = time.perf_counter()
-    try:
-        if options.isolate:  # [issue #7] third-party C++ state dies with the child (_isolate.py)
-            from edgecompress.exporters._isolate import export_in_child
+    # the folders it creates are removed again when the export fails (it left empty trees)
+    with output_dir(Path(out_dir), "out_dir") as out_dir:
+        out = safe_child(out_dir, name or artifact_name(spec, fmt, precision))
+        t0 = time.perf_counter()
+        try:
+            if options.isolate:  # [issue #7] third-party C++ state dies with the child (_isolate.py)
+                from edgecompress.exporters._isolate import export_in_child
 
-            # the parent too: its pickled job and the calibration arrays are large blocks as well
-            pin_mmap_threshold()
-            art = export_in_child(format_.name, spec, precision, out, calib, options)
-        else:
-            from edgecompress.models.modes import kept_modes
+                # the parent too: its pickled job and the calibration arrays are large blocks as well
+                pin_mmap_threshold()
+                art = export_in_child(format_.name, spec, precision, out, calib, options)
+            else:
+                from edgecompress.models.modes import kept_modes
 
-            # the exporters switch the module to eval: a ModelSpec built by hand holds the caller's own
-            with kept_modes(spec.module):
-                art = export_in_process(format_, spec, precision, out, calib, options)
-    except ImportError as e:  # [issue #7] a runtime / toolkit that is not installed: one line
-        from edgecompress.errors import RuntimeMissingError
+                # the exporters switch the module to eval: a ModelSpec built by hand holds the caller's own
+                with kept_modes(spec.module):
+                    art = export_in_process(format_, spec, precision, out, calib, options)
+        except ImportError as e:  # [issue #7] a runtime / toolkit that is not installed: one line
+            from edgecompress.errors import RuntimeMissingError
 
-        pkg = (e.name or str(e)).split(".")[0]
-        raise RuntimeMissingError(
-            f"{fmt} {precision}: needs the Python package {pkg!r}, which is not "
-            f"installed or does not import (pip install {pkg})"
-        ) from e
+            pkg = (e.name or str(e)).split(".")[0]
+            raise RuntimeMissingError(
+                f"{fmt} {precision}: needs the Python package {pkg!r}, which is not "
+                f"installed or does not import (pip install {pkg})"
+            ) from e
     if qat_note:
         art.details["qat"] = qat_note
     art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
@@ -153,9 +154,22 @@ def export(
 def export_in_process(format_: Format, spec: ModelSpec, precision: str, out: Path,
                       calib: Dataset | None, options: ExportOptions) -> Artifact:
     """`format_.export` with the memory measures of _memory.py (also what an isolated child runs)."""
+    import random
+
+    import numpy as np
+    import torch
+
     pin_mmap_threshold()  # once per process; the child of an isolated export gets here first
-    with released_export_state():
-        return format_.export(spec, precision, out, calib, options)
+    # The caller's random streams stay as they were: importing litert-torch moved numpy's and
+    # random's, and every TFLite int8 conversion drew from torch's (the passes and run_recipe
+    # already leave them alone).
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]), released_export_state():
+            return format_.export(spec, precision, out, calib, options)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def artifact_files(path: Path | str, fmt: str) -> list[Path]:

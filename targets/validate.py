@@ -276,6 +276,10 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
 
     A failing artifact gets status `failed` and its one-line error; the others still run.
     """
+    from edgecompress.models.spec import TEXT_TASKS
+
+    if task not in ("classification", *TEXT_TASKS):  # a typo was measured as classification
+        raise ConfigError(f"validate: task {task!r}: one of classification, {', '.join(TEXT_TASKS)}")
     artifacts = _as_artifacts(artifacts)
     if settings is not None and not isinstance(settings, ValidateSettings):
         hint = " (wrap it: ValidateSettings(**settings))" if isinstance(settings, dict) else ""

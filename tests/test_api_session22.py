@@ -202,3 +202,60 @@ def test_settings_are_checked_when_built(make, said):
 def test_cpus_this_process_may_not_use_are_refused_before_any_work(small_files):
     with pytest.raises(ConfigError, match=r"cpus \[99\]: this process may use CPUs"):
         ec.validate([small_files[0]], settings=ec.ValidateSettings(cpus=[99], runs=2, warmup=0), progress=False)
+
+
+# --- 11, 15: export() leaves no empty folders behind, and the caller's random streams alone --------------
+class _Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        if y.sum() > 0:  # data-dependent: the exporters refuse it
+            y = y * 2
+        return y
+
+
+def test_a_failed_export_removes_the_folders_it_made(tmp_path):
+    spec = ec.load_model(_Branchy(), input_shape=(1, 1, 8, 8))
+    with pytest.raises(EdgeCompressError):
+        ec.export(spec, "onnx", "fp32", tmp_path / "new" / "a" / "b", options=ec.ExportOptions(progress=False))
+    assert not (tmp_path / "new").exists()  # an empty tree new/a/b was left
+
+
+def test_export_leaves_the_callers_random_streams(tmp_path):
+    import random
+
+    spec = ec.load_model(_small(), input_shape=(1, 1, 8, 8))
+    calib = ec.Dataset(np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32))
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    want = (torch.rand(1).item(), np.random.rand(), random.random())
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    ec.export(spec, "tflite", "int8", tmp_path, calib, ec.ExportOptions(progress=False))
+    assert (torch.rand(1).item(), np.random.rand(), random.random()) == want
+
+
+# --- 13, 14, 21: arguments that were taken as anything ------------------------------------------------------
+def test_validate_refuses_an_unknown_task(small_files):
+    with pytest.raises(ConfigError, match=r"^validate: task 'embeding': one of classification, embedding"):
+        ec.validate([small_files[0]], task="embeding", progress=False)
+
+
+@pytest.mark.parametrize("stem", ["../escape", "", "a/b", ".hidden"])
+def test_write_report_refuses_a_stem_that_is_no_plain_name(stem, tmp_path):
+    report = ec.Report(model={"name": "m"}, target="x86-local", artifacts=[], machine={}, versions={})
+    with pytest.raises(ConfigError, match="a plain file name"):
+        ec.write_report(report, tmp_path / "out", stem=stem)
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_report_target_is_the_measurements_unless_named(small_files):
+    ms = ec.validate([small_files[0]], "rpi5", settings=ec.ValidateSettings(runs=2, warmup=0), progress=False)
+    assert ec.Report.from_measurements(ms, model={"name": "m"}).target == "rpi5"
+    with pytest.raises(ConfigError, match=r"target 'x86-local', but the measurements are of rpi5"):
+        ec.Report.from_measurements(ms, model={"name": "m"}, target="x86-local")

@@ -105,7 +105,7 @@ class Report:
     gates: list[dict[str, Any]] = field(default_factory=list)  # --fail-on: gate, artifact, value, passed
 
     @classmethod
-    def from_measurements(cls, measurements: Any, *, model: dict[str, Any], target: str,
+    def from_measurements(cls, measurements: Any, *, model: dict[str, Any], target: str | None = None,
                           **fields: Any) -> Report:
         """The Measurements -> Report stage: one `artifact_row` per Measurement (or a single one),
         the other fields (reference, data, steps, command, ...) as given. What `run_export`,
@@ -120,6 +120,17 @@ class Report:
                 hint = " (an export: measure it with validate([...]) first)" if type(m).__name__ == "Artifact" else ""
                 raise ConfigError(f"Report.from_measurements: measurements[{i}] must be a Measurement (validate(...)) "
                                   f"or its to_dict(), got {type(m).__name__}{hint}")
+        # the target the Measurements were taken on (a copied target="x86-local" headed a report of
+        # rpi5 estimates); one of several when they span several targets
+        theirs = sorted({t for m in ms if (t := m.get("target") if isinstance(m, dict) else m.target)})
+        if target is None:
+            if len(theirs) != 1:
+                raise ConfigError("Report.from_measurements: the measurements are of targets "
+                                  f"{', '.join(theirs) or 'none'}: name the report's target=")
+            target = theirs[0]
+        elif theirs and target not in theirs and not str(target).endswith(".toml"):  # a profile file: its name
+            raise ConfigError(f"Report.from_measurements: target {target!r}, but the measurements are of "
+                              f"{', '.join(theirs)}")
         return cls(model=model, target=target, artifacts=[artifact_row(m) for m in ms], **fields)
 
     def verdict(self) -> dict[str, Any]:

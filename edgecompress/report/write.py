@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ def write_report(report: Report, out_dir: Path | str, stem: str = "report") -> d
                           f"{type(report).__name__}{hint}")
     if not isinstance(out_dir, (str, os.PathLike)):
         raise ConfigError(f"write_report: out_dir must be a path (str or Path), got {type(out_dir).__name__}")
+    # a plain file name: "../x" wrote beside out_dir (its links then pointed nowhere), "" hidden files
+    plain = isinstance(stem, str) and re.fullmatch(r"[^/\\\x00]+", stem) and stem == stem.strip()
+    if not plain or stem.startswith("."):
+        raise ConfigError(f"write_report: stem {stem!r}: a plain file name without a folder, e.g. 'report'")
     out_dir = ensure_writable_dir(Path(out_dir))
     n = (report.data or {}).get("eval_n")
     try:
