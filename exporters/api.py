@@ -105,15 +105,19 @@ def export(
     fmt, precision = str(fmt).lower(), str(precision).lower()  # as the CLI: "ONNX" was unknown
     format_ = FORMATS.get(fmt, "--format")
     if precision not in format_.precisions:
-        raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}")
+        # ONNX spells the weight-only scheme int8-dynamic, TFLite dynamic-int8: the other's was refused bare
+        other = next((p for p in format_.precisions if set(p.split("-")) == set(precision.split("-"))), None)
+        raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}"
+                          + (f" (did you mean {other}?)" if other else ""))
     format_.check_source(spec)
     # [issue #4] a QAT model in a format its backend does not lower: PTQ of its trained weights
     spec, qat_note = qat_route(spec, fmt, precision)
     # [issue #4] an already-quantized spec (QAT) brings its own ranges: no calibration needed.
     prequant = bool(spec.extra.get("quantized")) and spec.module is not None
     if precision in format_.needs_calibration and not prequant and (calib is None or len(calib) == 0):
-        raise DataError(f"{fmt} {precision}: needs calibration data and the set is empty "
-                        "(pass --calib, or calib= from Python)")
+        given = "none was given" if calib is None else f"{calib.source} holds no samples"
+        raise DataError(f"{fmt} {precision}: needs calibration data and {given} (pass --calib, or calib= "
+                        "from Python)")
     if name is not None and Path(name).suffix.lower() != format_.suffix:  # ONNX bytes in model.tflite
         raise ConfigError(f"name {name!r}: {fmt} files end in {format_.suffix}")
     # the folders it creates are removed again when the export fails (it left empty trees)

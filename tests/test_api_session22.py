@@ -259,3 +259,20 @@ def test_report_target_is_the_measurements_unless_named(small_files):
     assert ec.Report.from_measurements(ms, model={"name": "m"}).target == "rpi5"
     with pytest.raises(ConfigError, match=r"target 'x86-local', but the measurements are of rpi5"):
         ec.Report.from_measurements(ms, model={"name": "m"}, target="x86-local")
+
+
+# --- 12: messages that misled -----------------------------------------------------------------------------
+def test_messages_name_what_was_wrong(tmp_path):
+    from edgecompress.errors import DataError
+
+    spec = ec.load_model(_small(), input_shape=(1, 1, 8, 8))
+    with pytest.raises(ConfigError, match=r"not 'dynamic-int8' \(did you mean int8-dynamic\?\)"):
+        ec.export(spec, "onnx", "dynamic-int8", tmp_path)
+    with pytest.raises(ConfigError, match=r"not 'int8-dynamic' \(did you mean dynamic-int8\?\)"):
+        ec.export(spec, "tflite", "int8-dynamic", tmp_path)
+    with pytest.raises(DataError, match=r"^onnx int8: needs calibration data and none was given"):  # not "empty"
+        ec.export(spec, "onnx", "int8", tmp_path, None)
+    data = ec.Dataset(np.zeros((4, 1, 8, 8), np.float32), np.array([0, 1, 2, 9]))
+    five = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    with pytest.raises(DataError, match=r"go up to class 9 but the teacher has 5 outputs"):  # "the model"
+        ec.distill(spec, epochs=1, data=data, teacher=five, progress=False)
