@@ -66,7 +66,8 @@ def test_obs_drops_a_duplicated_feature_first_at_no_cost():
 
 def test_chains_are_found_where_one_dense_layer_reads_the_channels(digits_spec):
     m = digits_spec.module
-    chains, _ = find_chains(m, digits_spec.example_inputs(1), _ignored(m, PruneConfig()))
+    example = digits_spec.example_inputs(1)
+    chains, _ = find_chains(m, example, _ignored(m, PruneConfig(), example))
     # down -> (depthwise) -> pw, pw -> (pool) -> fc1, fc1 -> fc2; the residual stream (stem, res_a,
     # res_b feed an add) has several producers and is no chain.
     assert [(c.root, c.consumer) for c in chains] == [("down.0", "pw.0"), ("pw.0", "fc1"), ("fc1", "fc2")]
