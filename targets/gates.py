@@ -176,7 +176,8 @@ def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = Tru
     for g in gates:
         if not has_eval and not estimated and g.path[0] in ("metrics", "drift"):
             raise ConfigError(f"--fail-on {g.text!r}: {g.path[0]} needs evaluation data; pass --eval")
-        if batches is not None and g.path[0] == "latency_by_batch" and len(g.path) > 1 and \
+        # (an estimate has batch 1 only, said below: "add --batch" would not help there)
+        if batches is not None and not estimated and g.path[0] == "latency_by_batch" and len(g.path) > 1 and \
                 g.path[1].isdigit() and int(g.path[1]) not in {1, *batches}:
             raise ConfigError(f"--fail-on {g.text!r}: batch {g.path[1]} is not timed; add --batch {g.path[1]}")
     if not estimated:

@@ -421,9 +421,7 @@ def _finetune(
         with torch.no_grad():
             classes = first_output(teacher_cpu((x_all if t_all is None else t_all)[:2])).shape[-1]
         if int(y_all.max()) >= classes:
-            # "the model" read as the student, which may have every class: name the teacher then
-            who = "the model" if teacher_cpu is student else "the teacher"
-            raise DataError(f"{desc}: labels of {data.source} go up to class {int(y_all.max())} but {who} "
+            raise DataError(f"{desc}: labels of {data.source} go up to class {int(y_all.max())} but the model "
                             f"has {classes} outputs")
     hs = _Features(student, feats, "student") if feats else None
     ht = _Features(teacher_cpu, feats, "teacher") if feats else None
