@@ -503,9 +503,8 @@ def anchored(recipe: Recipe) -> Recipe:
     obj = recipe.model_dump()
     if isinstance(obj.get("model"), str) and _is_factory_ref(obj["model"]) and obj.get("model_dir") is None:
         obj["model_dir"] = _factory_root(obj["model"]) or str(Path.cwd())
-    if obj == (out := _paths_from(obj, Path.cwd())) and obj.get("model_dir") == recipe.model_dir:
-        return recipe
-    return parse_recipe(out, recipe._source)
+    out = _paths_from(obj, Path.cwd())
+    return recipe if out == recipe.model_dump() else parse_recipe(out, recipe._source)
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> Path:

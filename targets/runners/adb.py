@@ -66,11 +66,6 @@ def device_states(adb_devices: str) -> dict[str, str]:
     return out
 
 
-def listed_devices(adb_devices: str) -> list[str]:
-    """The serials `adb devices` printed as ready (not "offline" or "unauthorized")."""
-    return [serial for serial, state in device_states(adb_devices).items() if state == "device"]
-
-
 _STATE_HINT = {"unauthorized": "accept the USB-debugging prompt on the phone",
                "offline": "reconnect it, or run `adb kill-server`",
                "no permissions": "check the udev rules for the phone"}
@@ -184,13 +179,13 @@ class AdbDevice:
         dev.check_attached()
         return dev
 
-    def probe(self, timeout: float = 20) -> tuple[list[str], str]:
-        """The ready phones in `adb devices`, and why the wanted one is not usable ('' if it is):
-        the profile's `serial` in another state (offline, unauthorized), none ready, adb hung."""
+    def probe(self, timeout: float = 20) -> str:
+        """Why the wanted phone is not usable ('' if it is): the profile's `serial` in another
+        state (offline, unauthorized), none ready, adb hung."""
         try:
             text = self._run([self.adb, "devices"], "listing devices", timeout).stdout
         except ValidationError as e:  # `adb devices` hung, or adb said there is no device
-            return [], str(e)
+            return str(e)
         states = device_states(text)
         ready = [d for d, st in states.items() if st == "device"]
         want = [self.serial] if self.serial else list(states)
@@ -198,15 +193,15 @@ class AdbDevice:
             state = states.get(serial, "device")
             if state != "device" and (self.serial or not ready):
                 hint = _STATE_HINT.get(state, "reconnect it")
-                return ready, f"adb {self.name}: phone {serial} is {state} in `adb devices`; {hint}"
+                return f"adb {self.name}: phone {serial} is {state} in `adb devices`; {hint}"
         if not ready or (self.serial and self.serial not in ready):
             w = f" {self.serial}" if self.serial else ""
-            return ready, (f"adb {self.name}: no device{w} attached (`adb devices` lists "
-                           f"{', '.join(ready) or 'none'}); connect one or use an estimate")
-        return ready, ""
+            return (f"adb {self.name}: no device{w} attached (`adb devices` lists "
+                    f"{', '.join(ready) or 'none'}); connect one or use an estimate")
+        return ""
 
     def check_attached(self, timeout: float = 20) -> None:
-        _, problem = self.probe(timeout)
+        problem = self.probe(timeout)
         if problem:
             raise DeviceError(problem)
 
@@ -264,7 +259,7 @@ class AdbRunner:
         if str(profile.connection.get("serial") or "").strip():
             return True
         try:
-            _, problem = AdbDevice(profile.connection, profile.hardware, profile.name).probe(timeout=10)
+            problem = AdbDevice(profile.connection, profile.hardware, profile.name).probe(timeout=10)
         except (RuntimeMissingError, OSError):  # no adb (no phone), adb broken
             return False
         if problem and ("phone " in problem or "timed out" in problem):
