@@ -450,6 +450,7 @@ def convert(
     quantizer: PT2EQuantizer | None = None,
     input_names: list[str] | None = None,
     prequantized: bool = False,
+    check_lowering: bool = True,
 ) -> dict[str, Any]:
     """Convert `model` to a .tflite at `out_path` and return its I/O contract and op list.
 
@@ -463,6 +464,7 @@ def convert(
     file's signature names; `calib_batches` then yields tuples of arrays in that order.
     `prequantized`: `model` is already a converted PT2E graph (QAT, `backend: litert`: litert-torch's
     quantizer, `convert_pt2e(fold_quantize=False)`); int8 only, no calibration, lowered as it is.
+    `check_lowering=False` skips `_check_lowering` (benchmarks measuring another tool's file as it is).
     """
     import litert_torch
 
@@ -519,7 +521,7 @@ def convert(
         info = inspect(tmp)
         if precision == "int8":
             _check_full_integer(info, allow_mixed)
-            if not input_names:
+            if not input_names and check_lowering:
                 _check_lowering(tmp, model, probe or [x.permute(0, 3, 1, 2).numpy() if nhwc else x.numpy()], nhwc,
                                 float(info["outputs"][0].get("scale") or 0.0))
     return {
