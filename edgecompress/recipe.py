@@ -328,8 +328,19 @@ def _may_restructure(name: str) -> bool:
 
 def _check_sizes(recipe: Recipe, configs: list[tuple[str, Any]], input_shape: tuple[int, ...]) -> None:
     """A resolution pass's `size` against the side the model takes at that point (only resolution
-    passes change it), before the first pass runs: it failed after the passes before it trained."""
+    passes change it), before the first pass runs: it failed after the passes before it trained.
+    So does a model the pass refuses, one of a non-square or channels-last input."""
+    from edgecompress.exporters.base import image_layout
+
     side = input_shape[-1] if len(input_shape) == 4 else None
+    first = next((i for i, (name, _cfg) in enumerate(configs) if name == "resolution"), None)
+    if side is not None and first is not None:  # (the passes keep the shape until the first of them)
+        if image_layout(input_shape) != "NCHW":
+            raise ConfigError(f"{recipe._source}: passes[{first}].resolution: the model takes channels-last "
+                              f"images {tuple(input_shape)}; the pass scales (N, C, H, W) inputs")
+        if input_shape[2] != input_shape[3]:
+            raise ConfigError(f"{recipe._source}: passes[{first}].resolution: the model takes {input_shape[2]}x"
+                              f"{input_shape[3]} (h x w) inputs; the pass scales square inputs")
     for i, (name, cfg) in enumerate(configs):
         if name != "resolution" or side is None:
             continue

@@ -400,14 +400,14 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                   "so --eval is not used", file=sys.stderr)
             eval_ignored, eval = str(eval), None  # the report says so too: "no --eval" read the same
         if eval:
-            from edgecompress.data import load_data
+            from edgecompress.data.resolve import load_for_input
 
             shape = model.get("input_shape") or []
-            if len(shape) != 4 and arts[0].inputs:  # loose files: the side from the file's own input
+            if len(shape) != 4 and arts[0].inputs:  # loose files: the size from the file's own input
                 shape = nchw_shape(arts[0])
-            size = int(shape[-1]) if len(shape) == 4 and isinstance(shape[-1], int) else 224
             preset = _eval_preset(eval, preprocess, model.get("preprocess"))
-            ev = load_data(eval, preset or "efficientnet-lite", size, "evaluation", progress)
+            # images at the input's (height, width), in its layout (a channels-last model's too)
+            ev = load_for_input(eval, shape, preset or "efficientnet-lite", "evaluation", progress)
             _check_eval_shape(ev, shape, eval, arts[0].inputs[0].dtype if arts[0].inputs else "")
             with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
                 ref, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.data.presets import Transform, get_transform
+from edgecompress.data.presets import Size, Transform, get_transform, size_hw
 from edgecompress.errors import DataError, InputFileError
 
 if TYPE_CHECKING:
@@ -42,15 +42,15 @@ class Dataset:
     """Model-ready inputs `x` (N, ...) float32, optional integer labels `y`, and where they came from.
 
     `x` may be a dict of named arrays for multi-input models (e.g. input_ids + attention_mask).
-    `reload(side)`, set for image files, preprocesses the same samples again at another square
-    side (see `at_side`).
+    `reload(size)`, set for image files, preprocesses the same samples again at another size, a
+    square side or (height, width) (see `at_side`).
     """
 
     x: np.ndarray | dict[str, np.ndarray]
     y: np.ndarray | None = None
     source: str = "in-memory Dataset"  # what errors name (a bare "" read "labels of  go up to ...")
     names: list[str] = field(default_factory=list)
-    reload: Callable[[int], Dataset] | None = field(default=None, repr=False, compare=False)
+    reload: Callable[[Size], Dataset] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # torch tensors (a DataLoader's batches) as numpy, as every backend takes them: a Tensor was
@@ -87,38 +87,41 @@ class Dataset:
         reload = None if parent is None else (lambda side: parent(side).take(index))
         return Dataset(x, y, self.source, names, reload)
 
-    def at_side(self, side: int) -> Dataset:
-        """The same samples as (N, C, side, side) images, in the same order.
+    def at_side(self, side: Size) -> Dataset:
+        """The same samples as (N, C, H, W) images of `side` (a square side, or (height, width)),
+        in the same order.
 
-        Image files are decoded and preprocessed again at `side` (what a deployed low-resolution
+        Image files are decoded and preprocessed again at that size (what a deployed low-resolution
         model gets). Tensors, which cannot be, are resized (antialiased bicubic) and the source
         says so: resampling an already resampled image blurs it (EfficientNet-Lite0 at 176 px:
         79.6 % top-1 on resized tensors, 82.6 % on the files; benchmarks/RESULTS-compress.md).
         """
+        hw = size_hw(side)
         if isinstance(self.x, dict) or self.x.ndim != 4:
             raise DataError(f"data {self.source}: samples of shape {self._shape()} are not images (N, C, H, W)")
-        if self.x.shape[2] == side and self.x.shape[3] == side:
+        if self.x.shape[2:] == hw:
             return self
         if self.reload is not None:
-            out = self.reload(side)
+            # the int for a square side, as the presets (and a plugin's) have always been given it
+            out = self.reload(hw[0] if hw[0] == hw[1] else hw)
             if len(out) != len(self):
-                raise DataError(f"data {self.source}: reloading at {side} px gave {len(out)} samples, not {len(self)}")
-            if not isinstance(out.x, dict) and out.x.ndim == 4 and out.x.shape[2:] == (side, side):
+                raise DataError(f"data {self.source}: reloading at {_px(hw)} gave {len(out)} samples, not {len(self)}")
+            if not isinstance(out.x, dict) and out.x.ndim == 4 and out.x.shape[2:] == hw:
                 return out
             # a transform of your own gets no side (Image -> array) and gave its own: the model
             # at `side` was fine-tuned on samples of the old one without a word
-            return out._resized(side, "your transform ignores the side; resized")
-        return self._resized(side, "resized")
+            return out._resized(hw, "your transform ignores the side; resized")
+        return self._resized(hw, "resized")
 
-    def _resized(self, side: int, how: str) -> Dataset:
+    def _resized(self, hw: tuple[int, int], how: str) -> Dataset:
         import torch
 
         if isinstance(self.x, dict) or self.x.ndim != 4:
             raise DataError(f"data {self.source}: samples of shape {self._shape()} are not images (N, C, H, W)")
         x = self.x
-        chunks = [resize_square(torch.from_numpy(np.ascontiguousarray(x[i : i + 64])), side).numpy()
+        chunks = [resize_square(torch.from_numpy(np.ascontiguousarray(x[i : i + 64])), hw).numpy()
                   for i in range(0, len(self), 64)]
-        return Dataset(np.concatenate(chunks), self.y, f"{self.source} ({how} to {side}x{side})", self.names)
+        return Dataset(np.concatenate(chunks), self.y, f"{self.source} ({how} to {hw[0]}x{hw[1]})", self.names)
 
     def _shape(self) -> tuple[int, ...]:
         return tuple(np.asarray(self.x).shape[1:]) if not isinstance(self.x, dict) else ()
@@ -136,13 +139,20 @@ class Dataset:
             yield self.take(slice(s, s + batch_size)).x
 
 
-def resize_square(x: torch.Tensor, side: int) -> torch.Tensor:
-    """An (N, C, H, W) torch tensor resized to side x side (bicubic; antialiased when shrinking)."""
+def _px(hw: tuple[int, int]) -> str:
+    """A size as messages say it: "16 px" for a square, "24x32 px" (h x w) otherwise."""
+    return f"{hw[0]} px" if hw[0] == hw[1] else f"{hw[0]}x{hw[1]} px"
+
+
+def resize_square(x: torch.Tensor, side: Size) -> torch.Tensor:
+    """An (N, C, H, W) torch tensor resized to side x side, or to (height, width) for a pair
+    (bicubic; antialiased when shrinking)."""
     import torch.nn.functional as F
 
-    if x.shape[-1] == side and x.shape[-2] == side:
+    hw = size_hw(side)
+    if tuple(x.shape[-2:]) == hw:
         return x
-    return F.interpolate(x, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
+    return F.interpolate(x, size=hw, mode="bicubic", antialias=True, align_corners=False)
 
 
 @dataclass
@@ -470,8 +480,11 @@ def _is_map_dataset(data: Any) -> bool:
 
 
 def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "efficientnet-lite",
-              image_size: int = 224, purpose: str = "data", progress: bool = True) -> Dataset:
+              image_size: Size = 224, purpose: str = "data", progress: bool = True) -> Dataset:
     """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors.
+
+    Image files are preprocessed to `image_size`: a square side, or (height, width) for a
+    non-square input (a preset's centred crop then has that aspect ratio, see data/presets.py).
 
     Samples already in memory (an array, a tensor, `(x, y)`, a DataLoader) go through
     `from_memory`, model-ready as they are.
@@ -528,7 +541,7 @@ def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "effici
     x = load_images(files, transform, desc=f"loading {purpose} images", progress=progress)
     y = np.asarray(labels, dtype=np.int64) if labels is not None else None
 
-    def reload(side: int) -> Dataset:
-        return load_data(spec, preprocess, side, purpose, progress)
+    def reload(size: Size) -> Dataset:
+        return load_data(spec, preprocess, size, purpose, progress)
 
     return Dataset(x, y, str(spec), [p.name for p in files], reload)

@@ -4,10 +4,14 @@ and by every compression pass (which must not import the pipeline)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgecompress.data.datasets import Dataset, DataSpec, load_data
+from edgecompress.data.presets import Transform
 from edgecompress.errors import DataError
 
 if TYPE_CHECKING:
@@ -42,11 +46,32 @@ def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, 
 
             text = data if isinstance(data, DataSpec) else str(data)  # a Path: AttributeError in load_text
             return load_text_for(spec, text, "calibration" if purpose == "train" else purpose)
-        size = spec.image_size or 224
         preprocess = spec.preprocess or "efficientnet-lite"
-        ds = load_data(data if isinstance(data, DataSpec) else str(data), preprocess, size, purpose, progress)
+        ds = load_for_input(data if isinstance(data, DataSpec) else str(data), spec.input_shape, preprocess,
+                            purpose, progress)
     match_model(ds, spec.input_shape, spec.inputs[0].dtype, f"{purpose} data {ds.source}")
     _check_inputs_fed(spec, ds, purpose)
+    return ds
+
+
+def load_for_input(data: str | DataSpec, shape: Sequence[Any], preprocess: str | Transform, purpose: str,
+                   progress: bool = True) -> Dataset:
+    """`data` read for a model input of `shape` (batch first): image files preprocessed at its
+    (height, width) (224 px for a shape that is no image). For a channels-last input (N, H, W, C)
+    a named preset's (C, H, W) samples are turned to (H, W, C); a transform of your own gives what
+    it gives, and tensor files are taken as they are (match_model checks both)."""
+    from edgecompress.exporters.base import image_layout
+    from edgecompress.models.spec import image_hw
+
+    hw = image_hw(shape)
+    ds = load_data(data, preprocess, hw or 224, purpose, progress)
+    if hw is None or image_layout(shape) == "NCHW" or callable(preprocess) or ds.reload is None \
+            or isinstance(ds.x, dict):
+        return ds  # (reload is set only for data read from image files)
+    if ds.x.shape[1:] == (shape[3], *hw):
+        # without `reload`: Dataset.at_side reads (N, C, H, W), and the resolution pass, its user,
+        # refuses channels-last models
+        return Dataset(np.ascontiguousarray(ds.x.transpose(0, 2, 3, 1)), ds.y, ds.source, ds.names)
     return ds
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -23,6 +24,18 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def image_hw(shape: Sequence[Any]) -> tuple[int, int] | None:
+    """(height, width) of a 4-D image input shape (batch first) in the layout the model takes it,
+    NCHW or channels last (`image_layout`'s rule); None for any other shape."""
+    # a symbolic dim ("?", "batch") is no size; the batch may be one
+    if len(shape) != 4 or not all(isinstance(d, numbers.Integral) for d in shape[1:]):
+        return None
+    from edgecompress.exporters.base import image_layout
+
+    h, w = (shape[2], shape[3]) if image_layout(shape) == "NCHW" else (shape[1], shape[2])
+    return int(h), int(w)
 
 
 # Tasks of text encoders (token ids in): tokenized data, encoder-specific quantization everywhere.
@@ -90,8 +103,16 @@ class ModelSpec:
         return self.task in TEXT_TASKS
 
     @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """(height, width) of the (first) input when it is a 4-D image, NCHW or channels last;
+        None otherwise. What image files are preprocessed to."""
+        return image_hw(self.input_shape)
+
+    @property
     def image_size(self) -> int:
-        return int(self.input_shape[-1]) if len(self.input_shape) == 4 else 0
+        """The image input's width (its side when square), 0 for other inputs; `image_hw` has both."""
+        hw = self.image_hw
+        return hw[1] if hw else 0
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Random inputs of the right shape and dtype (for tracing / export)."""

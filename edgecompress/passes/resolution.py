@@ -105,8 +105,9 @@ def dataset_at(spec: ModelSpec, data: Any, previous: Dataset | Callable[[], Data
 
     if previous is None:
         return None
+    _c, h, w = _image_input(spec)  # (N, C, H, W), as at_side gives it
     if isinstance(data, Dataset):  # in memory, taken as is by resolve_dataset
-        return data.at_side(spec.image_size)
+        return data.at_side((h, w))
     try:
         return resolve_dataset(spec, data, purpose, progress, required=False)
     except DataError:  # tensors stored at the old side: resolve_data refuses the shape mismatch
@@ -116,7 +117,7 @@ def dataset_at(spec: ModelSpec, data: Any, previous: Dataset | Callable[[], Data
             previous = previous()
         if previous is None or isinstance(previous.x, dict) or np.asarray(previous.x).ndim != 4:
             raise
-        return previous.at_side(spec.image_size)
+        return previous.at_side((h, w))
 
 
 def _image_input(spec: ModelSpec) -> tuple[int, int, int]:
@@ -124,7 +125,22 @@ def _image_input(spec: ModelSpec) -> tuple[int, int, int]:
     if len(spec.inputs) != 1 or len(shape) != 4 or not spec.inputs[0].dtype.startswith("float"):
         raise ConfigError(f"resolution: model {spec.name} takes {[tuple(i.shape) for i in spec.inputs]}; "
                           "the pass needs one image input (N, C, H, W)")
+    from edgecompress.exporters.base import image_layout
+
+    if image_layout(shape) != "NCHW":  # (1, 224, 224, 3) was read as 224 channels of 224x3
+        raise ConfigError(f"resolution: model {spec.name} takes channels-last images {tuple(shape)}; "
+                          "the pass scales (N, C, H, W) inputs")
     return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def _square_side(spec: ModelSpec) -> int:
+    """The side of `spec`'s square (N, C, H, W) input: what the pass scales, refused in one line
+    otherwise (crops and MAC counts of a side x side input are not a non-square model's)."""
+    _c, h, w = _image_input(spec)
+    if h != w:
+        raise ConfigError(f"resolution: model {spec.name} takes {h}x{w} (h x w) inputs; the pass scales "
+                          "square inputs")
+    return h
 
 
 def at_size(spec: ModelSpec, size: int) -> ModelSpec:
@@ -189,9 +205,7 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
 
     cfg = make_config(ResolutionConfig, config, "resolution", **overrides)
     spec = as_spec(model, input_shape, who="resolution")
-    _c, h, w = _image_input(spec)
-    if h != w:
-        raise ConfigError(f"resolution: model {spec.name} takes {h}x{w} inputs; the pass scales square inputs")
+    h = w = _square_side(spec)
     if cfg.size is not None:
         size = cfg.size
     elif cfg.target_macs is not None:
