@@ -34,6 +34,9 @@ class QATBackend:
     formats: tuple[str, ...]  # export formats that lower the converted graph as int8
     fold_quantize: bool  # convert_pt2e(fold_quantize=...): litert-torch cannot lower folded int8 weights
     description: str
+    # how the format's own PTQ sets activation ranges, QAT's default start (qat.calib_method):
+    # ONNX's ExportOptions.calib_method default; the TFLite exporter's observers take min / max
+    ptq_calib: str = "minmax"
 
     def prepare_fn(self) -> Callable[..., Any]:
         mod, _, fn = self.prepare.partition(":")
@@ -43,7 +46,7 @@ class QATBackend:
 QAT_BACKENDS: Registry[QATBackend] = Registry("QAT backend")
 for _b in (
     QATBackend("x86", "edgecompress.passes.qat:prepare", ("onnx", "openvino"), True,
-               "torchao X86InductorQuantizer -> QDQ ONNX / OpenVINO int8"),
+               "torchao X86InductorQuantizer -> QDQ ONNX / OpenVINO int8", "percentile"),
     QATBackend("litert", "edgecompress.passes._litert_qat:prepare", ("tflite",), False,
                "litert-torch PT2E quantizer -> full-int8 TFLite"),
 ):

@@ -69,6 +69,9 @@ if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
 
 
+_CALIB_METHODS = ("minmax", "percentile", "entropy")  # exporters.base.CALIB_METHODS (not imported: light)
+
+
 @dataclass
 class QATConfig:
     epochs: int = 1
@@ -78,6 +81,10 @@ class QATConfig:
     # old name of `backend` (recipes resolved before it say `quantizer: x86`); not written back
     quantizer: str | None = field(default=None, metadata={"deprecated_alias": "backend"})
     calib_samples: int = 300  # observers initialised on this many training samples first (0 = not)
+    # how those samples set the activation ranges: minmax | percentile | entropy (ORT's histogram
+    # calibrators). None: the backend's PTQ default (x86: the ONNX exporter's percentile; litert: minmax)
+    calib_method: str | None = None
+    percentile: float = 99.999  # calib_method percentile (as ExportOptions.percentile)
     freeze_bn: bool = True  # train with BatchNorm running stats, never updated
     freeze_observers: bool = True  # quantization ranges fixed after calibration
     # x86: leave the first N conv / linear nodes float (None: the model's default, the ONNX
@@ -91,6 +98,9 @@ class QATConfig:
         check_range("qat.lr", self.lr, 0, lo_open=True)
         check_range("qat.batch_size", self.batch_size, 2)
         check_range("qat.calib_samples", self.calib_samples, 0)
+        if self.calib_method is not None and self.calib_method not in _CALIB_METHODS:
+            raise ConfigError(f"qat.calib_method: {self.calib_method!r} is not one of {', '.join(_CALIB_METHODS)}")
+        check_range("qat.percentile", self.percentile, 0, 100, lo_open=True)
         if self.epochs == 0 and self.calib_samples == 0:
             raise ConfigError("qat.calib_samples: 0 with epochs 0 leaves the observers without ranges")
         if self.quantizer is not None:
@@ -156,10 +166,18 @@ def fake_quantizers(prepared: Any) -> list[Any]:
     return [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
 
 
-def calibrate(prepared: Any, x: Any, batch_size: int) -> int:
+def calibrate(prepared: Any, x: Any, batch_size: int, method: str = "minmax", percentile: float = 99.999) -> int:
     """Initialise every observer of a prepared QAT graph on `x` (an N x ... array) as PTQ does:
-    inference mode, fake quantization off, ranges = min / max over all of `x`. Returns the number
-    of fake-quantize modules set.
+    inference mode, fake quantization off, ranges = min / max over all of `x`, or for `method`
+    percentile / entropy the per-tensor activation ranges ONNX Runtime's calibrator of that name
+    picks (its histogram collector, fed the same tensors; weights keep min / max, as in ORT).
+    Returns the number of fake-quantize modules set.
+
+    [issue #4] Why the method matters: QAT starts from these ranges and `freeze_observers` keeps
+    them, so QAT began from min / max while the PTQ it is compared with calibrated by percentile.
+    On digits-cnn that start alone cost one test image (int8 99.11 % after calibration and after
+    every fine-tuning tried, against PTQ's 99.33 %: the PTQ file calibrated by minmax reads 99.11
+    % too, benchmarks/RESULTS-compress.md).
 
     The x86 quantizer's FusedMovingAvgObsFakeQuantize keeps a moving average (constant 0.01) in
     which the first batch it sees dominates; here every call is observed alone (constant 1) and
@@ -184,7 +202,26 @@ def calibrate(prepared: Any, x: Any, batch_size: int) -> int:
             lo_hi[0] = torch.minimum(lo_hi[0], o.min_val)
             lo_hi[1] = torch.maximum(lo_hi[1], o.max_val)
 
-    handles = [f.register_forward_hook(hook) for f in fqs]
+    collectors: dict[int, Any] = {}
+    if method != "minmax":
+        from edgecompress.exporters._fast_histogram import FastHistogramCollector
+
+        per_tensor = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+
+        def pre_hook(f: Any, inp: Any) -> None:
+            a = inp[0]
+            if isinstance(a, torch.nn.Parameter) or f.activation_post_process.qscheme not in per_tensor:
+                return  # a weight: min / max, as ORT
+            c = collectors.get(id(f))
+            if c is None:  # ORT's settings for the method (create_calibrator; the exporter's percentile)
+                bins, qbins = (2048, 128) if method == "percentile" else (128, 128)
+                c = collectors[id(f)] = FastHistogramCollector(method, False, bins, qbins, percentile, "same")
+            c.collect({"t": [a.detach().float().numpy()]})
+
+        handles = [f.register_forward_pre_hook(pre_hook) for f in fqs]
+    else:
+        handles = []
+    handles += [f.register_forward_hook(hook) for f in fqs]
     move_exported_model_to_eval(prepared)
     try:
         for f in fqs:
@@ -198,6 +235,9 @@ def calibrate(prepared: Any, x: Any, batch_size: int) -> int:
             if id(f) not in seen:
                 continue
             lo, hi = seen[id(f)]
+            if id(f) in collectors:
+                r = collectors[id(f)].compute_collection_result()["t"]
+                lo, hi = (torch.full_like(lo, float(r[0])), torch.full_like(hi, float(r[1])))
             o = f.activation_post_process
             o.min_val.resize_(lo.shape).copy_(lo)
             o.max_val.resize_(hi.shape).copy_(hi)
@@ -386,8 +426,9 @@ def train_prepared(
     log: dict[str, Any] = {"calibrated_on": 0}
     if cfg.calib_samples:
         n = min(cfg.calib_samples, len(ds))
-        calibrate(prepared, ds.x[:n], cfg.batch_size)
-        log["calibrated_on"] = n
+        method = cfg.calib_method or get_backend(cfg.backend).ptq_calib
+        calibrate(prepared, ds.x[:n], cfg.batch_size, method, cfg.percentile)
+        log["calibrated_on"], log["calib_method"] = n, method
         if cfg.freeze_observers:
             from torchao.quantization.pt2e.fake_quantize import disable_observer
 
