@@ -19,7 +19,7 @@ import collections
 import dataclasses
 import pathlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import flatbuffers
@@ -449,6 +449,7 @@ def convert(
     *,
     quantizer: PT2EQuantizer | None = None,
     input_names: list[str] | None = None,
+    output_names: Sequence[str] = (),
     prequantized: bool = False,
     check_lowering: bool = True,
 ) -> dict[str, Any]:
@@ -465,6 +466,7 @@ def convert(
     `prequantized`: `model` is already a converted PT2E graph (QAT, `backend: litert`: litert-torch's
     quantizer, `convert_pt2e(fold_quantize=False)`); int8 only, no calibration, lowered as it is.
     `check_lowering=False` skips `_check_lowering` (benchmarks measuring another tool's file as it is).
+    `output_names` names the first outputs (the others `output_1`, ...; see `_name_outputs`).
     """
     import litert_torch
 
@@ -514,7 +516,8 @@ def convert(
             data = _fp16_weights(data)
         elif aeq_dynamic:
             data = _dynamic_int8_weights(data)
-        data = _compact(data)
+        named = len(data) <= _FLATBUFFER_MAX  # (_compact cannot rewrite a larger file)
+        data = _compact(data, output_names)
         tmp.write_bytes(data)
         if problem := _load_problem(tmp):
             raise UnsupportedModelError(f"LiteRT cannot allocate the converted {precision} model ({problem})")
@@ -530,6 +533,7 @@ def convert(
         "size_bytes": len(data),
         # not transposed: as the model takes it ("" for a model taking channels last already)
         "layout": "NHWC" if nhwc else ("NCHW" if x.dim() == 4 and channels_last_io else ""),
+        "outputs_named": named,
         **info,
     }
 
@@ -605,13 +609,22 @@ class _DedupBuilder(flatbuffers.Builder):
         return self._seen[key]
 
 
-def _compact(tflite: bytes) -> bytes:
-    """Rewrite the flatbuffer with repeated vectors (mostly quantization params) shared."""
+_FLATBUFFER_MAX = 2**31 - 2**20  # what one flatbuffer holds, with room for its tables
+
+
+def _compact(tflite: bytes, output_names: Sequence[str] | None = None) -> bytes:
+    """Rewrite the flatbuffer with repeated vectors (mostly quantization params) shared, and its
+    outputs named (`_name_outputs`) when `output_names` is given."""
     from ai_edge_litert import schema_py_generated as schema
 
-    if len(tflite) > 2**31 - 2**20:
-        return tflite  # one flatbuffer cannot hold it; keep the converter's external-buffer layout
+    if len(tflite) > _FLATBUFFER_MAX:
+        # one flatbuffer cannot hold it; keep the converter's external-buffer layout, and its
+        # output names (output_0, ... or a dict's keys joined by "_"): the I/O contract, read from
+        # the file, records those
+        return tflite
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    if output_names is not None:
+        _name_outputs(model, output_names)
     for b in model.buffers:
         if b.offset > 1:  # data stored after the flatbuffer (ai-edge-quantizer does this): inline it
             b.data = np.frombuffer(tflite, np.uint8, b.size, b.offset)
@@ -619,6 +632,31 @@ def _compact(tflite: bytes) -> bytes:
     builder = _DedupBuilder(len(tflite))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def _name_outputs(model: Any, given: Sequence[str]) -> None:
+    """Name each output of the main subgraph (a `schema.ModelT`, in place): its tensor (what
+    `get_output_details()` reports, in the model's output order) and its signature key (what
+    `get_signature_runner()` returns results by). `given` names the first outputs, `output_k` the
+    others, as in the ONNX and OpenVINO files.
+
+    Why: litert-torch names signature outputs `output_0`, `output_1`, ... (a dict's: its keys joined
+    by "_") and output tensors after graph nodes, so one model's outputs had other names here than
+    in its ONNX / OpenVINO files. The signature's entries are put in the output order too (LiteRT
+    maps them by name, so the order is only what a reader of the file sees)."""
+    from edgecompress.models.spec import complete_output_names
+
+    sub = model.subgraphs[0]
+    outs = [int(t) for t in sub.outputs]
+    names = complete_output_names(list(given), len(outs), "tflite export")
+    for t, name in zip(outs, names, strict=True):
+        sub.tensors[t].name = name
+    by_tensor = dict(zip(outs, names, strict=True))
+    for sig in model.signatureDefs or []:
+        if sig.subgraphIndex == 0 and sig.outputs:
+            sig.outputs.sort(key=lambda tm: outs.index(tm.tensorIndex) if tm.tensorIndex in by_tensor else len(outs))
+            for tm in sig.outputs:
+                tm.name = by_tensor.get(tm.tensorIndex, tm.name)
 
 
 def run(path: pathlib.Path | str, x_nchw_float: np.ndarray, threads: int = 1) -> np.ndarray:

@@ -110,6 +110,11 @@ def export(
         raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}"
                           + (f" (did you mean {other}?)" if other else ""))
     format_.check_source(spec)
+    if spec.module is not None:  # (an .onnx in keeps its file's names)
+        from edgecompress.models.spec import check_output_names
+
+        # before any work: a spec built by hand can name two outputs alike (load_model refuses it)
+        check_output_names(spec.output_names, f"{fmt} export of {spec.name}", [i.name for i in spec.inputs])
     # [issue #4] a QAT model in a format its backend does not lower: PTQ of its trained weights
     spec, qat_note = qat_route(spec, fmt, precision)
     # [issue #4] an already-quantized spec (QAT) brings its own ranges: no calibration needed.

@@ -128,6 +128,19 @@ class Artifact:
 ExportFn = Callable[["ModelSpec", str, Path, "Dataset | None", ExportOptions], Artifact]
 
 
+def check_file_outputs(fmt: str, precision: str, spec: ModelSpec, names: list[str]) -> None:
+    """ExportError unless a written file's outputs (as read back from it) carry the spec's names,
+    in its order: an app reads the same names from every format's file, and the artifact's I/O
+    contract is read from the file, so it holds them too."""
+    from edgecompress.errors import ExportError
+    from edgecompress.models.spec import complete_output_names
+
+    want = complete_output_names(spec.output_names, len(names), f"{fmt} export of {spec.name}")
+    if names != want:
+        raise ExportError(f"{fmt} {precision} of {spec.name}: the file names its outputs {names}, not {want} "
+                          "(an output that is an input, or one tensor returned twice?)")
+
+
 @dataclass(frozen=True)
 class Format:
     name: str

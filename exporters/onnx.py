@@ -32,6 +32,7 @@ from edgecompress.exporters.base import (
     ExportOptions,
     Format,
     TensorInfo,
+    check_file_outputs,
     image_layout,
     register_format,
 )
@@ -107,6 +108,30 @@ def drop_debug_metadata(model: Any) -> None:
     ClearMetadataAndDocStringPass()(model)
 
 
+def name_outputs(model: Any, spec: ModelSpec) -> None:
+    """Give the graph's outputs the spec's names (onnx_ir model, in place). torch.onnx renames
+    only as many outputs as `output_names` lists and leaves the others its own node names
+    ("linear_1"): a spec built by hand names its first output only, and those get `output_k`,
+    as in the OpenVINO and TFLite files."""
+    import onnx_ir as ir
+
+    from edgecompress.models.spec import complete_output_names
+
+    outputs = model.graph.outputs
+    names = complete_output_names(spec.output_names, len(outputs), f"onnx export of {spec.name}")
+    # ONNX values share one namespace: an inner value torch named after its node ("linear", "mean")
+    # that an output's name (a dict key) takes moves aside, else the file holds two such values
+    values = [*model.graph.initializers.values(),
+              *(v for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs)]
+    taken = {v.name for v in values} | set(names)
+    for v in values:
+        if v.name in names and not any(v is o for o in outputs):
+            v.name = next(n for i in range(1, len(taken) + 2) if (n := f"{v.name}_{i}") not in taken)
+            taken.add(v.name)
+    for value, name in zip(outputs, names, strict=True):
+        value.name = name
+
+
 def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> None:
     """torch -> ONNX with the dynamo exporter; batch axis dynamic; weights inside the file."""
     import torch
@@ -130,8 +155,11 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
                 input_names=names, output_names=spec.output_names, external_data=False,
                 optimize=True, verbose=False,
             )
-            drop_debug_metadata(prog.model)  # type: ignore[union-attr]  # dynamo=True: a program
+            name_outputs(prog.model, spec)  # type: ignore[union-attr]  # dynamo=True: a program
+            drop_debug_metadata(prog.model)  # type: ignore[union-attr]
             prog.save(str(out), external_data=False)  # type: ignore[union-attr]
+    except ConfigError:  # the spec's output names (name_outputs): already one line
+        raise
     except Exception as e:
         if no_space(e) or no_space(e.__cause__) or no_space(e.__context__):  # not the model's fault
             raise OutputError(f"{out}: no space left on device") from e
@@ -584,6 +612,8 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
         # a baseline comparison tells another model's file by it (targets/baseline.py)
         details["weights"] = weight_count(graph_only.graph)
         inputs, outputs = _io(tmp)
+        if spec.module is not None:
+            check_file_outputs("onnx", precision, spec, [o.name for o in outputs])
     return Artifact("onnx", precision, out, "onnxruntime", spec.name, inputs=inputs, outputs=outputs,
                     details=details)
 

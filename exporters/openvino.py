@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError, first_line
-from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, image_layout, register_format
+from edgecompress.exporters.base import (
+    Artifact,
+    ExportOptions,
+    Format,
+    TensorInfo,
+    check_file_outputs,
+    image_layout,
+    register_format,
+)
 from edgecompress.fileio import atomic_path
+from edgecompress.models.spec import complete_output_names
 from edgecompress.passes._qat_backends import check_export
 from edgecompress.targets.bench import decline_openvino_telemetry
 
@@ -132,16 +141,15 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
     except Exception as e:
         cause, hint = _conversion_cause(e)
         raise ExportError(f"openvino conversion of {spec.name} failed: {cause} ({hint})") from e
-    # Every output gets a name: a PyTorch model returning a tuple gives ports with none, and
-    # get_any_name() (the artifact's I/O contract, NNCF) raises on a nameless port.
-    used = set(spec.output_names)
-    for k, port in enumerate(model.outputs):
-        if k < len(spec.output_names):
-            port.get_tensor().set_names({spec.output_names[k]})
-        elif not port.get_names():
-            name = next(n for j in range(k, k + len(used) + 1) if (n := f"output_{j}") not in used)
-            used.add(name)
-            port.get_tensor().set_names({name})
+    # Every output gets the spec's name, and only that one: a PyTorch model returning a tuple gives
+    # ports with none (get_any_name(), for the I/O contract and NNCF, raises on a nameless port),
+    # and the ONNX and TFLite files carry the same names. The ports come in the order of the
+    # flattened outputs (a dict's in key order), as the names do.
+    # (An .onnx in keeps its file's names, whatever characters they hold: not checked.)
+    names = complete_output_names(spec.output_names, len(model.outputs), f"openvino export of {spec.name}",
+                                  check=spec.module is not None)
+    for port, name in zip(model.outputs, names, strict=True):
+        port.get_tensor().set_names({name})
     for port, i in zip(model.inputs, spec.inputs, strict=False):
         port.get_tensor().set_names({i.name})
     return model
@@ -416,17 +424,16 @@ def export_openvino(
         details["quantization"]["float_nodes"] = [{"node": n, "why": "float_first"} for n in lead] + [
             {"node": n, "why": _CHAINED_WHY} for n in chain]
     _save_ir(model, out, compress_to_fp16=(precision == "fp16"))
-
-    return Artifact(
-        "openvino",
-        precision,
-        out,
-        "openvino",
-        spec.name,
-        inputs=_ports_info(model.inputs, "input"),
-        outputs=_ports_info(model.outputs, "output"),
-        details=details,
-    )
+    inputs, outputs = _io(out)  # the contract as the saved file states it (NNCF / fp16 rewrite the graph)
+    if spec.module is not None:
+        try:
+            check_file_outputs("openvino", precision, spec, [o.name for o in outputs])
+        except ExportError:
+            for p in (out, out.with_suffix(".bin")):  # a failed export leaves no file
+                p.unlink(missing_ok=True)
+            raise
+    return Artifact("openvino", precision, out, "openvino", spec.name, inputs=inputs, outputs=outputs,
+                    details=details)
 
 
 def _port_info(port: Any, fallback: str = "") -> TensorInfo:

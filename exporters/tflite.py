@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError
-from edgecompress.exporters.base import Artifact, ExportOptions, Format, TensorInfo, image_layout, register_format
+from edgecompress.exporters.base import (
+    Artifact,
+    ExportOptions,
+    Format,
+    TensorInfo,
+    check_file_outputs,
+    image_layout,
+    register_format,
+)
+from edgecompress.models.spec import complete_output_names
 from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
@@ -80,7 +89,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
         with _litert_steps_shown(options.progress):
             info = lc.convert(spec.module, example, precision, out, batches,
                               channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
-                              prequantized=bool(prequant))
+                              output_names=spec.output_names, prequantized=bool(prequant))
     except lc.FullIntegerError as e:
         raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed, or ExportOptions(allow_mixed=True) "
                           "from Python, accepts a mixed file; or use --format onnx)") from e
@@ -95,6 +104,18 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
         "ops": info["ops"], "int8_ops": info["int8_ops"], "float_ops": info["float_ops"], "layout": info["layout"],
         # mixed = int8 and float compute side by side; an fp32 file is all float, not "mixed"
         "mixed": bool(info["float_ops"]) and bool(info["int8_ops"]), "quantization": _QUANT_DESCRIPTION[precision]}
+    file_names = [d["name"] for d in info["outputs"]]
+    if info["outputs_named"]:  # the file carries the spec's names (tensor names and signature keys)
+        try:
+            check_file_outputs("tflite", precision, spec, file_names)
+        except ExportError:
+            out.unlink(missing_ok=True)  # a failed export leaves no file
+            raise
+    else:
+        # a file over 2 GB keeps litert-torch's names (it cannot be rewritten in one flatbuffer):
+        # the contract holds the file's names, and this maps them to the other formats' names
+        details["output_names"] = dict(zip(file_names, complete_output_names(
+            spec.output_names, len(file_names), f"tflite export of {spec.name}"), strict=True))
     if prequant:
         details["calibration"] = {"method": f"none: ranges learned in {prequant} "
                                             f"({spec.extra.get('qat_quantizer')} backend)", "samples": 0}

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from edgecompress.errors import (
     ModelLoadError,
     first_line,
 )
-from edgecompress.models.spec import InputSpec, ModelSpec, SpecExtra
+from edgecompress.models.spec import InputSpec, ModelSpec, SpecExtra, check_output_names, output_names_from
 from edgecompress.registry import Registry
 
 Loader = Callable[..., ModelSpec]
@@ -49,8 +49,11 @@ def parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, .
     return dims
 
 
-def check_forward(spec: ModelSpec) -> None:
-    """Run one forward pass so a wrong input shape fails here, named, not deep in an exporter."""
+def check_forward(spec: ModelSpec, output_names: list[str] | None = None) -> None:
+    """Run one forward pass so a wrong input shape fails here, named, not deep in an exporter,
+    and name every output from what it returns (`output_names_from`): `output_names` (else the
+    spec's) for the first ones, a dict's keys, `output_1`, ... The exporters give every format's
+    file those names, so an app reads one set of names whatever the format."""
     import torch
 
     if spec.module is None:
@@ -63,11 +66,15 @@ def check_forward(spec: ModelSpec) -> None:
                              "take float32 (call model.float())")
     try:
         with torch.no_grad():
-            spec.module(*spec.example_inputs(1))
+            y = spec.module(*spec.example_inputs(1))
     except Exception as e:
         first = first_line(e, limit=None)
         shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
         raise InputShapeError(f"input shape {shapes} does not fit model {spec.name}: {first}") from e
+    given = spec.output_names if output_names is None else output_names
+    names = output_names_from(y, given, f"model {spec.name}")
+    check_output_names(names, f"model {spec.name}", [i.name for i in spec.inputs])
+    spec.output_names = names
 
 
 def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
@@ -83,6 +90,7 @@ def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         module=module,
         inputs=[InputSpec(input_shape or entry.input_shape)],
         source=ref,
+        output_names=[],  # named from its outputs by check_forward
         task=entry.task,
         preprocess=entry.preprocess,
         default_calib=entry.default_calib,
@@ -236,7 +244,8 @@ def _load_factory(
         _load_weights(module, weights)
     if input_shape is None:
         raise InputShapeError(f"MODEL {ref}: --input-shape is required for a factory model")
-    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape)], source=ref)
+    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape)], source=ref,
+                     output_names=[])  # named from its outputs by check_forward
 
 
 # [issue #7] Can loading an untrusted .pt2 run code? Yes, with torch 2.13 (checked in
@@ -472,8 +481,10 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         input_shape = (1, *tuple(args[0].shape[1:]))
     from edgecompress.models.exported import ExportedModule
 
+    # output_names: named by check_forward from what the program returns (its out_spec: a dict
+    # stays a dict), as a module's are
     return ModelSpec(name=path.stem, module=ExportedModule(ep.module(), fixed).eval(), inputs=[InputSpec(input_shape)],
-                     source=str(path), extra={"fixed_batch": fixed} if fixed else {})
+                     source=str(path), output_names=[], extra={"fixed_batch": fixed} if fixed else {})
 
 
 def _check_external_data(path: Path, model: Any) -> None:
@@ -660,21 +671,25 @@ def load_model(
     weights: str | Path | None = None,
     preprocess: str | None = None,
     name: str | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> ModelSpec:
     """Load a model from a reference string (see module doc) or wrap an `nn.Module` (copied).
 
-    A `ModelSpec` comes back as it is, or, with `name` / `preprocess`, as a relabelled copy with
-    its own `extra` that shares the module object (deep-copy the module for a separate one).
+    A `ModelSpec` comes back as it is, or, with `name` / `preprocess` / `output_names`, as a
+    relabelled copy with its own `extra` that shares the module object (deep-copy the module for
+    a separate one). `output_names` names the first outputs (the others are named from the
+    outputs: `check_forward`); an `.onnx` keeps its file's names.
     """
     import torch
 
     shape = parse_shape(input_shape)
+    given = _given_output_names(ref, output_names)
     if isinstance(ref, ModelSpec):
         if shape is not None and tuple(shape) != tuple(ref.input_shape):
             raise InputShapeError(f"input_shape {shape}: the ModelSpec {ref.name} takes {tuple(ref.input_shape)}")
         if weights is not None:
             raise ConfigError(f"weights {weights}: load them into the module before wrapping it in a ModelSpec")
-        if not (name or preprocess):
+        if not (name or preprocess or given is not None):
             return ref
         # a relabelled copy (name / preprocess were ignored before); its records are its own, so a
         # pass appending to one spec's `passes` no longer shows in the other; the module is shared
@@ -687,6 +702,15 @@ def load_model(
             ref.preprocess = preprocess
         if name:
             ref.name = name
+        if given is not None:
+            from edgecompress.models.modes import kept_modes
+
+            with kept_modes(ref.module):
+                # a spec built by hand may hold a module in train mode (its forward would move
+                # BatchNorm statistics); a QAT graph is in eval already and refuses .eval()
+                if ref.module is not None and ref.module.training:
+                    ref.module.eval()
+                check_forward(ref, given)
         return ref
     _check_batch_1(shape)
     if isinstance(ref, torch.nn.Module):
@@ -707,6 +731,7 @@ def load_model(
             module=module.eval(),
             inputs=[InputSpec(shape)],
             source=f"python:{type(ref).__name__}",
+            output_names=[],  # named from its outputs by check_forward
         )
     else:
         if not isinstance(ref, (str, os.PathLike)):
@@ -742,8 +767,24 @@ def load_model(
         spec.preprocess = preprocess
     if name:
         spec.name = name
-    check_forward(spec)
+    if given is not None and spec.module is None:
+        raise ConfigError(f"output_names {given}: {spec.source} is an ONNX model, whose outputs keep the names in "
+                          f"its file ({spec.output_names}); rename them there")
+    check_forward(spec, given)
     return spec
+
+
+def _given_output_names(ref: Any, names: Sequence[str] | None) -> list[str] | None:
+    """load_model's `output_names` as a list (None: not given); a bare string is refused, as
+    it would read as one name per character."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"output_names {names!r}: a list of names, one per output, e.g. ['logits', 'embedding']")
+    if isinstance(ref, ModelSpec) and ref.module is None:
+        raise ConfigError(f"output_names {list(names)}: {ref.source or ref.name} is an ONNX model, whose outputs "
+                          f"keep the names in its file ({ref.output_names}); rename them there")
+    return list(names)
 
 
 def count_params_macs(spec: ModelSpec) -> tuple[int, int]:

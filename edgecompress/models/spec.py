@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
+
+from edgecompress.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -90,6 +93,9 @@ class ModelSpec:
     # Zoo entries carry default data so --calib/--eval are optional for them.
     default_calib: Callable[[], DataSpec | Dataset | None] | None = None
     default_eval: Callable[[], DataSpec | Dataset | None] | None = None
+    # One name per output, in the order of the flattened outputs (`output_names_from`): every
+    # exporter gives the file's outputs exactly these. load_model fills it from the model's
+    # outputs; a spec built by hand names the first (and its other outputs get output_1, ...).
     output_names: list[str] = field(default_factory=lambda: ["output"])
     extra: SpecExtra = field(default_factory=lambda: SpecExtra())
 
@@ -136,3 +142,67 @@ class ModelSpec:
         import dataclasses
 
         return dataclasses.replace(self, **changes)
+
+
+# What an output name may hold: names are ONNX value names, OpenVINO tensor names (kept in the IR's
+# comma-separated `names` attribute, so no comma) and TFLite signature keys, and apps write them
+# in code. Letters, digits, _ . - / : covers dict keys, torch.onnx's and OpenVINO's own names.
+_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]*")
+
+
+def default_output_name(k: int) -> str:
+    """Output k's name when nothing names it: `output`, then `output_1`, `output_2`, ..."""
+    return "output" if k == 0 else f"output_{k}"
+
+
+def output_names_from(y: Any, given: Sequence[str] = (), where: str = "the model") -> list[str]:
+    """The names of the tensors in a forward's result `y`, in pytree flattening order (the order
+    torch.export, and so every exporter, lays the outputs out): `given` for the first ones, then
+    a dict's (or namedtuple's) key path joined with "." (`{"heads": {"cls": a}}` -> "heads.cls",
+    `{"aux": (a, b)}` -> "aux.0", "aux.1"), and `output`, `output_1`, ... for outputs no key
+    names (a tensor, a tuple or list). Characters a name may not hold in a key become "_"."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    leaves, _ = pytree.tree_flatten_with_path(y)
+    paths = [path for path, leaf in leaves if isinstance(leaf, torch.Tensor)]  # (None is no leaf)
+    derived = []
+    for k, path in enumerate(paths):
+        if not any(isinstance(p, pytree.MappingKey | pytree.GetAttrKey) for p in path):
+            derived.append(default_output_name(k))
+            continue
+        parts = [str(p.key) if isinstance(p, pytree.MappingKey) else
+                 p.name if isinstance(p, pytree.GetAttrKey) else
+                 str(p.idx) if isinstance(p, pytree.SequenceKey) else str(p) for p in path]
+        name = re.sub(r"[^A-Za-z0-9_.\-/:]", "_", ".".join(parts))
+        derived.append(name if _OUTPUT_NAME.fullmatch(name) else f"_{name}")
+    if len(given) > len(derived):
+        raise ConfigError(f"{where}: {len(given)} output names {list(given)} for its {len(derived)} output(s) "
+                          f"{derived}; give at most one name per output")
+    return [*given, *derived[len(given):]] if derived else list(given) or [default_output_name(0)]
+
+
+def complete_output_names(given: Sequence[str], n: int, where: str, check: bool = True) -> list[str]:
+    """`given` for the first of a file's `n` outputs and `output_k` for the others (`check`ed):
+    what an exporter names the outputs of a spec that does not name them all (one built by hand)."""
+    if len(given) > n:
+        raise ConfigError(f"{where}: {len(given)} output names {list(given)} for the model's {n} output(s)")
+    names = [*given, *(default_output_name(k) for k in range(len(given), n))]
+    if check:
+        check_output_names(names, where)
+    return names
+
+
+def check_output_names(names: Sequence[str], where: str, input_names: Sequence[str] = ()) -> None:
+    """ConfigError (one line) for an output name that is not a string of the allowed characters,
+    that names two outputs, or that is an input's name (an ONNX graph's values share one namespace)."""
+    for k, name in enumerate(names):
+        if not isinstance(name, str) or not _OUTPUT_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: output {k} name {name!r} is not a valid tensor name (letters, digits "
+                              "and _ . - / :, not starting with . - / :)")
+        if name in names[:k]:
+            raise ConfigError(f"{where}: output name {name!r} is given to outputs {list(names).index(name)} "
+                              f"and {k} ({list(names)}); each output needs its own name")
+        if name in input_names:
+            raise ConfigError(f"{where}: output {k} name {name!r} is also an input's name; an output needs a "
+                              "name of its own")
