@@ -28,7 +28,7 @@ from edgecompress.errors import (
     ModelLoadError,
     first_line,
 )
-from edgecompress.models.spec import InputSpec, ModelSpec, SpecExtra
+from edgecompress.models.spec import InputSpec, ModelSpec, SpecExtra, check_input_dtype
 from edgecompress.registry import Registry
 
 Loader = Callable[..., ModelSpec]
@@ -49,8 +49,12 @@ def parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, .
     return dims
 
 
-def check_forward(spec: ModelSpec) -> None:
-    """Run one forward pass so a wrong input shape fails here, named, not deep in an exporter."""
+def check_forward(spec: ModelSpec, dtype_declared: bool = True) -> None:
+    """Run one forward pass so a wrong input shape fails here, named, not deep in an exporter.
+
+    Also records the vocabulary of a model whose first layer is an nn.Embedding (random ids then
+    stay in range) and, when the dtype was not declared (`dtype_declared`), takes such a model's
+    input as int64 ids (see `_embedding_first`)."""
     import torch
 
     if spec.module is None:
@@ -61,13 +65,100 @@ def check_forward(spec: ModelSpec) -> None:
     if dtypes:
         raise ModelLoadError(f"model {spec.name} has {', '.join(dtypes)} parameters; the passes and exporters "
                              "take float32 (call model.float())")
+    embedding = _embedding_first(spec)
+    if embedding is not None and "vocab_size" not in spec.extra:
+        spec.extra["vocab_size"] = int(embedding[1].num_embeddings)  # example_inputs' random ids stay below
+    try:
+        _probe(spec)
+        return
+    except Exception as e:
+        error = e
+    single_float = len(spec.inputs) == 1 and spec.inputs[0].dtype == "float32"
+    if not dtype_declared and single_float and embedding is not None:
+        # [audit #27] The model's first layer is an nn.Embedding: it cannot take float samples at
+        # all (torch refuses float indices), so float32 is never the user's intent. int64 is what
+        # PyTorch code, tokenizers and np.int64 arrays feed an Embedding, so it is taken without a
+        # flag (an error asking for `--input-dtype int64` would only make the user retype it).
+        # Only after the float probe failed: a model that runs on floats today is never changed
+        # (e.g. one whose first registered module is a positional Embedding over torch.arange).
+        spec.inputs[0].dtype = "int64"
+        try:
+            _probe(spec)
+        except Exception:
+            spec.inputs[0].dtype = "float32"  # neither works: report the float failure below
+        else:
+            print(f"note: model {spec.name} starts with nn.Embedding {embedding[0]!r} ({embedding[1].num_embeddings} "
+                  "rows): its input is taken as int64 ids (--input-dtype int32 for int32 ones)", file=sys.stderr)
+            return
+    first = first_line(error, limit=None)
+    shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
+    hint = ""
+    if single_float and _runs_on_ids(spec):  # e.g. F.one_hot(x) or a table indexed by x: no Embedding to see
+        hint = "; it runs on integer input: if it takes ids, pass --input-dtype int64"
+    dtype = "" if single_float else f" {spec.inputs[0].dtype}"
+    raise InputShapeError(f"input shape {shapes}{dtype} does not fit model {spec.name}: {first}{hint}") from error
+
+
+def _probe(spec: ModelSpec) -> None:
+    import torch
+
+    assert spec.module is not None  # check_forward returned for a module-less spec
+    with torch.no_grad():
+        spec.module(*spec.example_inputs(1))
+
+
+def _runs_on_ids(spec: ModelSpec) -> bool:
+    """Whether the model runs on random int64 ids (`example_inputs`: below 100), the float probe
+    having failed."""
+    saved = spec.inputs[0].dtype
+    spec.inputs[0].dtype = "int64"
+    try:
+        _probe(spec)
+        return True
+    except Exception:
+        return False
+    finally:
+        spec.inputs[0].dtype = saved
+
+
+class _FirstLayer(Exception):
+    """Raised by the pre-hook of the first layer a forward reaches (it stops the forward there)."""
+
+
+def _embedding_first(spec: ModelSpec) -> tuple[str, Any] | None:
+    """(name, module) of the nn.Embedding / nn.EmbeddingBag that the model's forward reaches first
+    of all its layers, else None. Found by running the forward up to that layer's pre-hook (the
+    registration order of modules need not be the order they run in). Its inputs are zeros of the
+    spec's dtype: id 0 is in any table, and nothing runs past the hook."""
+    import torch
+
+    module = spec.module
+    if module is None or len(spec.inputs) != 1:
+        return None
+    leaves = [(n, m) for n, m in module.named_modules() if next(m.children(), None) is None]
+    if not any(isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag) for _, m in leaves):
+        return None
+    reached: list[tuple[str, Any]] = []
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(m: Any, _args: Any) -> None:
+            reached.append((name, m))
+            raise _FirstLayer
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in leaves]
     try:
         with torch.no_grad():
-            spec.module(*spec.example_inputs(1))
-    except Exception as e:
-        first = first_line(e, limit=None)
-        shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
-        raise InputShapeError(f"input shape {shapes} does not fit model {spec.name}: {first}") from e
+            module(*(torch.zeros_like(x) for x in spec.example_inputs(1)))
+    except Exception:  # _FirstLayer, or the forward failed before any layer: nothing reached
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if reached and isinstance(reached[0][1], torch.nn.Embedding | torch.nn.EmbeddingBag):
+        return reached[0]
+    return None
 
 
 def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
@@ -201,7 +292,8 @@ def _said(e: SystemExit) -> str:
 
 
 def _load_factory(
-    ref: str, input_shape: tuple[int, ...] | None = None, weights: str | Path | None = None, **_: Any
+    ref: str, input_shape: tuple[int, ...] | None = None, weights: str | Path | None = None,
+    input_dtype: str | None = None, **_: Any
 ) -> ModelSpec:
     import torch
 
@@ -236,7 +328,8 @@ def _load_factory(
         _load_weights(module, weights)
     if input_shape is None:
         raise InputShapeError(f"MODEL {ref}: --input-shape is required for a factory model")
-    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape)], source=ref)
+    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape, dtype=input_dtype or "float32")],
+                     source=ref)
 
 
 # [issue #7] Can loading an untrusted .pt2 run code? Yes, with torch 2.13 (checked in
@@ -472,8 +565,26 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         input_shape = (1, *tuple(args[0].shape[1:]))
     from edgecompress.models.exported import ExportedModule
 
-    return ModelSpec(name=path.stem, module=ExportedModule(ep.module(), fixed).eval(), inputs=[InputSpec(input_shape)],
-                     source=str(path), extra={"fixed_batch": fixed} if fixed else {})
+    # [audit #27] the program fixes its input's dtype (a program traced on token ids takes int64)
+    dtype = str(val.dtype).removeprefix("torch.") if val is not None and hasattr(val, "dtype") else "float32"
+    extra = SpecExtra(fixed_batch=fixed) if fixed else SpecExtra()
+    if (vocab := _program_vocab(ep, user[0])) is not None:
+        extra["vocab_size"] = vocab
+    return ModelSpec(name=path.stem, module=ExportedModule(ep.module(), fixed).eval(),
+                     inputs=[InputSpec(input_shape, dtype=dtype)], source=str(path), extra=extra)
+
+
+def _program_vocab(ep: Any, name: str) -> int | None:
+    """Rows of the embedding table a program's input indexes straight away (aten.embedding of the
+    input placeholder), else None: its random example ids must stay below it."""
+    import torch
+
+    for n in ep.graph.nodes:
+        if n.op == "call_function" and n.target == torch.ops.aten.embedding.default and len(n.args) > 1 \
+                and getattr(n.args[1], "name", None) == name:
+            table = n.args[0].meta.get("val") if hasattr(n.args[0], "meta") else None
+            return int(table.shape[0]) if table is not None else None
+    return None
 
 
 def _check_external_data(path: Path, model: Any) -> None:
@@ -660,8 +771,14 @@ def load_model(
     weights: str | Path | None = None,
     preprocess: str | None = None,
     name: str | None = None,
+    input_dtype: str | None = None,
 ) -> ModelSpec:
     """Load a model from a reference string (see module doc) or wrap an `nn.Module` (copied).
+
+    `input_dtype` (float32, int64, int32) is what a module:factory or nn.Module takes: int64 / int32
+    for token or class ids. Unset: float32, or int64 for a model whose first layer is an
+    nn.Embedding (a note says so). Files and zoo / Hugging Face models carry their own dtype; a
+    different `input_dtype` is refused.
 
     A `ModelSpec` comes back as it is, or, with `name` / `preprocess`, as a relabelled copy with
     its own `extra` that shares the module object (deep-copy the module for a separate one).
@@ -669,9 +786,11 @@ def load_model(
     import torch
 
     shape = parse_shape(input_shape)
+    dtype = check_input_dtype(input_dtype) if input_dtype is not None else None
     if isinstance(ref, ModelSpec):
         if shape is not None and tuple(shape) != tuple(ref.input_shape):
             raise InputShapeError(f"input_shape {shape}: the ModelSpec {ref.name} takes {tuple(ref.input_shape)}")
+        _check_declared_dtype(ref, dtype)
         if weights is not None:
             raise ConfigError(f"weights {weights}: load them into the module before wrapping it in a ModelSpec")
         if not (name or preprocess):
@@ -705,7 +824,7 @@ def load_model(
         spec = ModelSpec(
             name=name or type(ref).__name__,
             module=module.eval(),
-            inputs=[InputSpec(shape)],
+            inputs=[InputSpec(shape, dtype=dtype or "float32")],
             source=f"python:{type(ref).__name__}",
         )
     else:
@@ -723,7 +842,9 @@ def load_model(
                 if weights is not None and kind != "factory":  # it was silently ignored
                     raise ConfigError(f"--weights {weights}: {ref} carries its own weights; --weights loads a "
                                       "state_dict into a module:factory model")
-                spec = loader(ref, input_shape=shape, weights=weights)
+                spec = loader(ref, input_shape=shape, weights=weights, input_dtype=dtype)
+                if kind != "factory":  # files, zoo and Hugging Face models fix their own dtype
+                    _check_declared_dtype(spec, dtype)
                 break
         else:
             if not Path(ref).exists() and Path(ref).suffix:  # before the checkpoint advice below
@@ -742,8 +863,18 @@ def load_model(
         spec.preprocess = preprocess
     if name:
         spec.name = name
-    check_forward(spec)
+    check_forward(spec, dtype_declared=dtype is not None)
     return spec
+
+
+def _check_declared_dtype(spec: ModelSpec, dtype: str | None) -> None:
+    """--input-dtype against a model that fixes its own (a file, a zoo or Hugging Face model, a
+    ModelSpec): it would be ignored, or change what the file takes."""
+    if dtype is None or not spec.inputs or spec.inputs[0].dtype == dtype:
+        return
+    first = spec.inputs[0]
+    raise InputShapeError(f"--input-dtype {dtype}: {spec.source or spec.name} takes input {first.name!r} as "
+                          f"{first.dtype}; leave the flag out (only a module:factory or nn.Module takes it)")
 
 
 def count_params_macs(spec: ModelSpec) -> tuple[int, int]:
