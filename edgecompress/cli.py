@@ -99,6 +99,9 @@ NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress 
 FailOnOpt = Annotated[list[str], typer.Option("--fail-on", help=(
     "Gate 'path.metric OP number' that fails the run (exit 4), e.g. 'drift.top1_agreement<0.97'. Repeatable; "
     "a comma separates gates in one value."))]
+InputDtypeOpt = Annotated[str | None, typer.Option(help=(
+    "What a module:factory model takes: float32, or int64 / int32 ids (token or class indices). Default "
+    "float32; int64 for a model whose first layer is an nn.Embedding."))]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
@@ -154,6 +157,7 @@ def export(
     calib_method: Annotated[str, typer.Option(help="ONNX int8 calibration: percentile (default, best agreement), minmax (fastest), entropy.")] = "percentile",
     target: Annotated[str, typer.Option(help="Target profile name or .toml file.")] = "x86-local",
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (required for module:factory).")] = None,
+    input_dtype: InputDtypeOpt = None,
     weights: Annotated[str | None, typer.Option(help="state_dict for a module:factory model (loaded with weights_only=True).")] = None,
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads, pinned to the first N of a device's big cores (CPUs 0..N-1 of this machine for x86-local).")] = 1,
@@ -180,7 +184,7 @@ def export(
         options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed, float_first=float_first,
                               isolate=isolate),
         settings=_settings(threads, batch, runs, warmup, rounds), do_validate=not no_validate,
-        input_shape=input_shape, weights=weights, preprocess=preprocess,
+        input_shape=input_shape, input_dtype=input_dtype, weights=weights, preprocess=preprocess,
         command=_command_line(),
         auto_int8=tuple(f.partition(":")[0].strip().lower() for f in format if ":" not in f) if int8 else (),
         progress=not no_progress, fail_on=fail_on,
@@ -448,6 +452,7 @@ def compress(
     calib: Annotated[str | None, typer.Option(help="Calibration data for PTQ exports.")] = None,
     eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data.")] = None,
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (module:factory models).")] = None,
+    input_dtype: InputDtypeOpt = None,
     weights: Annotated[str | None, typer.Option(help="state_dict for a module:factory model (loaded with weights_only=True).")] = None,
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
     target: Annotated[str, typer.Option(help="Target profile.")] = "x86-local",
@@ -502,6 +507,10 @@ def compress(
         fmts = {e.strip().partition(":")[0] for item in export for e in item.split(",") if e.strip()}
         backends = {backend_for_format(f) for f in fmts} - {None}
         passes.append({"qat": {"epochs": qat_epochs, **({"backend": backends.pop()} if len(backends) == 1 else {})}})
+    if input_dtype is not None:  # in the flag's words (the recipe's key would say input_dtype)
+        from edgecompress.models.spec import check_input_dtype
+
+        input_dtype = check_input_dtype(input_dtype)
     if not passes and not export:
         raise ConfigError("compress: give at least one pass flag (--prune, --prune-blocks, --lowrank-energy, "
                           "--resolution, --distill-epochs, --qat-epochs) or --export")
@@ -516,7 +525,8 @@ def compress(
     # defaults, so the written recipe says only what was asked
     measuring = {"threads": threads, "runs": runs, "warmup": warmup, "rounds": rounds,
                  "batch": batch or None, "fail_on": fail_on or None}
-    obj = _paths_from({"model": model, "input_shape": shape, "weights": weights, "preprocess": preprocess,
+    obj = _paths_from({"model": model, "input_shape": shape, "input_dtype": input_dtype, "weights": weights,
+                       "preprocess": preprocess,
                        "passes": passes, "export": export,
                        "target": target, "data": {"train": train, "calib": calib, "eval": eval},
                        "options": {"float_first": float_first,

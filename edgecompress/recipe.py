@@ -88,6 +88,7 @@ class Recipe(BaseModel):
     version: int = 1
     model: str
     input_shape: list[int] | None = None
+    input_dtype: str | None = None  # float32 / int64 / int32: what a module:factory model takes
     weights: str | None = None
     # folder a `module:factory` model is imported from first (default: the recipe file's folder,
     # written into the resolved recipe so it reruns from anywhere)
@@ -113,6 +114,19 @@ class Recipe(BaseModel):
     def _shape_tuple(cls, v: Any) -> Any:
         """A tuple from Python is a shape too (strict mode takes lists only)."""
         return list(v) if isinstance(v, tuple) else v
+
+    @field_validator("input_dtype")
+    @classmethod
+    def _known_dtype(cls, v: str | None) -> str | None:
+        """One of INPUT_DTYPES, named with the choices (pydantic would say only "string")."""
+        from edgecompress.models.spec import check_input_dtype
+
+        if v is None:
+            return v
+        try:
+            return check_input_dtype(v, "")
+        except ConfigError as e:
+            raise ValueError(str(e).strip()) from None
 
     @field_validator("passes", mode="before")
     @classmethod
@@ -239,7 +253,8 @@ def _in_pass(e: EdgeCompressError, source: str, i: int, name: str) -> EdgeCompre
 
 # the loaders' CLI words -> the recipe's keys (the CLI says MODEL, --weights, --input-shape)
 _RECIPE_WORDS = (("'package.module:factory --weights FILE'", "model: package.module:factory with weights: FILE"),
-                 ("--weights", "weights"), ("--input-shape", "input_shape"), ("--preprocess", "preprocess"))
+                 ("--weights", "weights"), ("--input-shape", "input_shape"), ("--input-dtype", "input_dtype"),
+                 ("--preprocess", "preprocess"))
 
 
 def _in_model(e: EdgeCompressError, source: str) -> EdgeCompressError:
@@ -250,7 +265,7 @@ def _in_model(e: EdgeCompressError, source: str) -> EdgeCompressError:
         msg = msg.replace(cli, key)
     if msg.startswith("MODEL "):
         msg = "model: " + msg.removeprefix("MODEL ")
-    elif not msg.startswith(("weights ", "input_shape ", "preprocess ")):
+    elif not msg.startswith(("weights ", "input_shape ", "input_dtype ", "preprocess ")):
         msg = f"model: {msg}"
     else:  # "weights w.pt: ..." -> "weights: w.pt: ..."
         key, _, rest = msg.partition(" ")
@@ -293,6 +308,21 @@ def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: 
                 raise ConfigError(f"{recipe._source}: passes[{i}].{key}: model has no module {ref!r}")
         if name == "lowrank" or (name == "prune" and getattr(cfg, "method", "") == "block") or _may_restructure(name):
             return
+
+
+def _check_exports(recipe: Recipe, spec: Any) -> None:
+    """What the formats refuse of the loaded model at their precisions (`Format.check_model`: a
+    tflite int8 of integer ids), before the passes train rather than at the export after them.
+    No pass changes the input's dtype, which is what they look at."""
+    if not recipe.export:
+        return
+    from edgecompress.exporters import FORMATS, ExportOptions, resolve_formats
+
+    for fmt, precision in resolve_formats(recipe.export):
+        try:
+            FORMATS.get(fmt).check_model(spec, precision, ExportOptions())
+        except EdgeCompressError as e:
+            raise type(e)(f"{recipe._source}: export: {e}") from None
 
 
 def _check_block_counts(recipe: Recipe, configs: list[tuple[str, Any]], module: Any, example: Any) -> None:
@@ -654,7 +684,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
     try:
         with _importable(recipe.model_dir):
-            spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess)
+            spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess, input_dtype=recipe.input_dtype)
     except EdgeCompressError as e:
         if not recipe._source.startswith("recipe"):  # `compress` names its own flags, as the loaders do
             raise
@@ -669,6 +699,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             refuse_exported(spec, f"{recipe._source}: passes[{i}].{name}")
     _check_module_names(recipe, recipe.pass_configs(), pass_module(spec))
     _check_sizes(recipe, recipe.pass_configs(), tuple(spec.input_shape))
+    _check_exports(recipe, spec)
     original = copy.deepcopy(pass_module(spec)).eval()
     if len(spec.inputs) == 1:  # (text encoders' blocks are counted on their token batches, when the pass runs)
         _check_block_counts(recipe, recipe.pass_configs(), original, spec.example_inputs(1)[0].numpy())
@@ -769,6 +800,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
 
         report = Report(model={"name": spec.name, "source": spec.source, "params": steps[-1]["params"],
                                "macs": steps[-1]["macs"], "input_shape": list(spec.input_shape),
+                               **({"input_dtype": spec.inputs[0].dtype} if spec.takes_integers else {}),
                                "task": spec.task},
                         target=recipe.target, artifacts=[], steps=steps, command=cmd,
                         data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0})

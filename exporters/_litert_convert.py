@@ -306,7 +306,8 @@ def _calibrate(
     n = 0
     with torch.no_grad():
         for b in batches:
-            arrays = [np.asarray(a) for a in b] if isinstance(b, (tuple, list)) else [np.asarray(b, np.float32)]
+            # integer ids (a model of token / class ids) stay integer: the graph indexes with them
+            arrays = [np.asarray(a) for a in b] if isinstance(b, (tuple, list)) else [np.asarray(b)]
             if nhwc and arrays[0].ndim == 4:
                 arrays[0] = arrays[0].transpose(0, 2, 3, 1)
             # The exported graph has a fixed batch, so feed the calibration set in those chunks.
@@ -325,7 +326,8 @@ def _kept(batches: Iterable[Any], probe: list[np.ndarray], n: int = 16) -> Itera
     """`batches` as they are, the first `n` samples of single-input batches copied into `probe`."""
     for b in batches:
         if not isinstance(b, tuple | list) and sum(len(p) for p in probe) < n:
-            probe.append(np.array(b[: n - sum(len(p) for p in probe)], np.float32))
+            head = np.asarray(b[: n - sum(len(p) for p in probe)])
+            probe.append(np.array(head, head.dtype if head.dtype.kind in "iu" else np.float32))  # ids stay ids
         yield b
 
 
@@ -426,7 +428,9 @@ def _quantized(model: torch.nn.Module, args: tuple, kwargs: dict, precision: str
 def _check_full_integer(info: dict[str, Any], allow_mixed: bool) -> None:
     """Raise FullIntegerError if a full-int8 file kept a float op or float I/O (the I/O joins the
     file's float_ops list either way), unless `allow_mixed`."""
-    io_types = [d["dtype"] for d in info["inputs"] + info["outputs"]]
+    # [audit #27] integer ids in (int32 / int64, no scale: token or class indices) are the model's
+    # contract, not float I/O left over: its float tensors are what must be int8
+    io_types = [d["dtype"] for d in info["inputs"] + info["outputs"] if d["dtype"] not in ("int32", "int64")]
     if any(t not in ("int8", "uint8") for t in io_types):
         info["float_ops"].append(f"float I/O {io_types}")
     if info["float_ops"] and not allow_mixed:
@@ -456,7 +460,8 @@ def convert(
     """Convert `model` to a .tflite at `out_path` and return its I/O contract and op list.
 
     precision: fp32 | fp16 (fp16 weights) | dynamic-int8 (dynamic range) | int8 (full integer,
-    int8 input and output; needs `calib_batches` of NCHW float arrays). For int8, raises
+    int8 input and output; needs `calib_batches` of NCHW float arrays, or of integer ids for a model
+    of ids, whose file takes them as int32). For int8, raises
     FullIntegerError if any op besides boundary quantize/dequantize stays float, unless
     `allow_mixed`. Raises UnsupportedModelError if the model cannot be exported or lowered.
     `quantizer` overrides the default int8 PT2E quantizer (`make_quantizer()`).
@@ -498,7 +503,8 @@ def convert(
     # asymmetric int8 quantization (zero point -11 on a tiny BERT) that LiteRT's EMBEDDING_LOOKUP
     # refuses at allocation ("zero_point == 0 was not true"); ai-edge-quantizer's dynamic recipe on
     # the fp32 file quantizes it (and the FULLY_CONNECTED weights) symmetrically per channel.
-    aeq_dynamic = precision == "dynamic-int8" and bool(input_names)
+    # [audit #27] the same for any model of integer ids (an nn.Embedding table first)
+    aeq_dynamic = precision == "dynamic-int8" and (bool(input_names) or any(not t.is_floating_point() for t in inputs))
     model, quant_config = _quantized(model, args, kwargs, precision, quantizer, calib_batches, probe, x.shape[0],
                                      nhwc, input_names, prequantized, aeq_dynamic)
 
@@ -673,7 +679,9 @@ def run(path: pathlib.Path | str, x_nchw_float: np.ndarray, threads: int = 1) ->
         it = Interpreter(**model_source(path), num_threads=threads)  # XNNPACK is the default delegate
         it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    x = np.asarray(x_nchw_float, np.float32)
+    x = np.asarray(x_nchw_float)
+    if x.dtype.kind not in "iu":  # integer ids (token / class indices) go in as integers
+        x = x.astype(np.float32)
     shape = tuple(inp["shape"])
     if x.ndim == 4 and shape[1:] != x.shape[1:]:
         x = x.transpose(0, 2, 3, 1)

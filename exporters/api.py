@@ -92,7 +92,8 @@ def export(
 
         check_in_memory(calib, f"calibration data {calib.source}")
         calib = dataclasses.replace(calib)  # match_model may cast x to float32: not the caller's object
-        match_model(calib, spec.input_shape, spec.inputs[0].dtype, f"calibration data {calib.source}")
+        match_model(calib, spec.input_shape, spec.inputs[0].dtype, f"calibration data {calib.source}",
+                    spec.extra.get("vocab_size"))
     options = options or ExportOptions()
     known = {k for _, f in FORMATS for k in f.option_keys}
     if unknown := sorted(set(options.extra) - known):
@@ -109,7 +110,7 @@ def export(
         other = next((p for p in format_.precisions if set(p.split("-")) == set(precision.split("-"))), None)
         raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}"
                           + (f" (did you mean {other}?)" if other else ""))
-    format_.check_source(spec)
+    format_.check_model(spec, precision, options)
     if spec.module is not None:  # (an .onnx in keeps its file's names)
         from edgecompress.models.spec import check_output_names
 
@@ -152,6 +153,9 @@ def export(
             ) from e
     if qat_note:
         art.details["qat"] = qat_note
+    if spec.takes_integers and spec.extra.get("vocab_size"):
+        # [audit #27] the ids the file takes stay below it: validation's random inputs (no --eval) too
+        art.details["vocab_size"] = int(spec.extra["vocab_size"])
     art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
     files = artifact_files(art.path, format_.name)
     art.size_bytes = sum(path_size(f) for f in files if f.exists())

@@ -170,6 +170,9 @@ class Format:
     pins_fp32: bool = False
     # Which fp32 file `edgecompress validate` takes as the drift reference: the lowest rank.
     reference_rank: int = 9
+    # What it refuses of a model at a precision, raised before any calibration or export (the
+    # pipeline, export() and a recipe before its passes call it through `check_model`)
+    refuses: Callable[[ModelSpec, str, ExportOptions], None] | None = None
 
     def check_source(self, spec: ModelSpec) -> None:
         """Refuse, before any work, a model this format cannot be converted from."""
@@ -178,6 +181,12 @@ class Format:
 
             raise ConfigError(f"--format {self.name}: converts from a PyTorch model, and {spec.source} is not "
                               "one; use --format onnx or openvino for ONNX inputs")
+
+    def check_model(self, spec: ModelSpec, precision: str, options: ExportOptions | None = None) -> None:
+        """`check_source`, and what this format refuses of `spec` at `precision` (`refuses`)."""
+        self.check_source(spec)
+        if self.refuses is not None:
+            self.refuses(spec, precision, options or ExportOptions())
 
     def int8_precision(self, spec: ModelSpec) -> str:
         """The precision `--int8` asks of this format for `spec`."""

@@ -67,6 +67,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     if len(spec.inputs) != 1 and not text:
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
                           "models and text encoders are supported (use --format onnx)")
+    _refuses(spec, precision, options)
     if precision == "int8" and not prequant and (calib is None or len(calib) == 0):
         raise DataError("tflite int8: the calibration set is empty (pass --calib, or calib= from Python)")
     batches = calib.batches(16, desc="calibrating (litert PT2E)" if options.progress else None) \
@@ -162,10 +163,34 @@ def _read_precision(path: Path) -> str:
     return "fp32"
 
 
+def _refuses(spec: ModelSpec, precision: str, options: ExportOptions) -> None:
+    """[audit #27] Full-integer int8 of a model of integer ids (not a text encoder: its mixed route
+    is its own), refused before any calibration or training. Found by converting Embedding -> mean
+    -> Linear and Embedding -> Conv1d models, by PTQ and by litert QAT alike: the ops that read the
+    ids (EMBEDDING_LOOKUP, or a CAST) stay float (litert-torch's PT2E quantizer has no int8
+    embedding; `_litert_convert._skip_integer_nodes`), and so does what follows up to the first
+    quantized layer: the file can never be full-integer, and failed only after conversion. Mixed
+    (--allow-mixed) it runs: int32 ids in, int8 layers, int8 out."""
+    if precision == "int8" and spec.takes_integers and not spec.is_text and not options.allow_mixed:
+        raise ExportError(f"tflite int8 of {spec.name}: full-integer int8 does not apply to a model of "
+                          f"{spec.inputs[0].dtype} ids (the embedding lookup / the ops reading the ids stay float "
+                          "in LiteRT); export tflite:dynamic-int8, or accept a mixed file of int8 layers after a "
+                          "float lookup (`export --allow-mixed`; ExportOptions(allow_mixed=True) from Python)")
+
+
+def _int8_for(spec: ModelSpec) -> str:
+    """[audit #27] `--int8` on a model of integer ids (not a text encoder, whose route is its own)
+    means dynamic-int8: full-integer int8 cannot apply (`export_tflite`); dynamic-int8 keeps
+    top-1 agreement with fp32 (an Embedding -> Linear model: 98 % on 64 samples, int8 table too)."""
+    return "dynamic-int8" if spec.takes_integers and not spec.is_text else "int8"
+
+
 register_format(Format(
     name="tflite", suffix=".tflite", precisions=("fp32", "fp16", "dynamic-int8", "int8"), runtime="litert",
     description="TFLite via litert-torch (no TensorFlow), NHWC; int8 = full integer with int8 I/O",
     export=export_tflite,
+    int8_for=_int8_for,
+    refuses=_refuses,
     read_io=_io,
     read_precision=_read_precision,
     needs_module=True,

@@ -88,19 +88,30 @@ class OrtRunner:
         self.sess = ort.InferenceSession(_utf8_path(path), so, providers=["CPUExecutionProvider"],
                                          disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
         self.inputs = [i.name for i in self.sess.get_inputs()]
+        # integer inputs by their type: int32 ids for a file of int64 ids were an ORT error
+        self.int_types = {i.name: i.type[len("tensor("):-1] for i in self.sess.get_inputs()
+                          if i.type in ("tensor(int64)", "tensor(int32)")}
         self.info = {"name": "onnxruntime", "version": ort.__version__,
                      "settings": {"provider": "CPUExecutionProvider", "intra_op_threads": threads,
                                   "graph_optimization": "ORT_ENABLE_ALL",
                                   "disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS)}}
 
     def prepare(self, x):
-        return x if isinstance(x, dict) else {self.inputs[0]: x}
+        feed = x if isinstance(x, dict) else {self.inputs[0]: x}
+        return {k: _as_int(v, self.int_types.get(k)) for k, v in feed.items()}
 
     def infer(self, feed):
         return self.sess.run(None, feed)[0]
 
     def finish(self, y):
         return y
+
+
+def _as_int(a, dtype):
+    """Integer ids `a` as the integer type a file takes (`dtype`, None: as they are)."""
+    if dtype is None or a.dtype == dtype or a.dtype.kind not in "iu":
+        return a
+    return a.astype(dtype)
 
 
 def _ov_type(t) -> str:
@@ -149,6 +160,8 @@ class OpenVinoRunner:
             self.config["INFERENCE_PRECISION_HINT"] = hint
         self._compiled: dict[tuple | None, Any] = {}  # None: the file's own shapes
         self.names = [p.get_any_name() for p in self.model.inputs]
+        self.int_types = [t if t.kind in "iu" else None
+                          for t in (p.get_element_type().to_dtype() for p in self.model.inputs)]
         req = self._compile(None)
         self.info = {"name": "openvino", "version": ov.get_version(),
                      "settings": {"device": "CPU", "threads": threads,
@@ -166,6 +179,7 @@ class OpenVinoRunner:
 
     def prepare(self, x):
         arrays = [x[n] for n in self.names] if isinstance(x, dict) else [x]
+        arrays = [_as_int(a, t) for a, t in zip(arrays, self.int_types)]
         return self._compile([a.shape for a in arrays]), arrays
 
     def infer(self, feed):

@@ -349,7 +349,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     from edgecompress.report import Report, write_report
     from edgecompress.targets import ValidateSettings, get_target, validate
     from edgecompress.targets.metrics import classification_metrics
-    from edgecompress.targets.validate import _inputs_file, nchw_shape
+    from edgecompress.targets.validate import _inputs_file, nchw_shape, takes_ids
 
     gates = parse_gates(fail_on or [])  # a malformed gate fails before anything runs
     _refuse_export_dir(Path(out_dir))  # before any work; checked again under the lock
@@ -406,9 +406,12 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
             if len(shape) != 4 and arts[0].inputs:  # loose files: the size from the file's own input
                 shape = nchw_shape(arts[0])
             preset = _eval_preset(eval, preprocess, model.get("preprocess"))
+            ids = bool(arts[0].inputs) and takes_ids(arts[0].inputs[0])
+            if ids:
+                _refuse_images_for_ids(eval, arts[0])
             # images at the input's (height, width), in its layout (a channels-last model's too)
             ev = load_for_input(eval, shape, preset or "efficientnet-lite", "evaluation", progress)
-            _check_eval_shape(ev, shape, eval, arts[0].inputs[0].dtype if arts[0].inputs else "")
+            _check_eval_shape(ev, shape, eval, arts[0].inputs[0].dtype if arts[0].inputs else "", ids)
             with tempfile.TemporaryDirectory(prefix="edgecompress-eval-") as td:
                 ref, ref_file = _reference_outputs(arts, _inputs_file(ev, Path(td)), settings)
             if ref is not None:
@@ -471,13 +474,17 @@ def _eval_preset(eval: str, flag: str | None, exported: str | None) -> str | Non
     return flag or exported
 
 
-def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str, dtype: str = "") -> None:
+def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str, dtype: str = "", ids: bool = False) -> None:
     """--eval samples against the artifacts' input (NCHW, symbolic dims skipped; a float input, or
-    an int8 one the runner quantizes float data for), before any run: a wrong set was reported as
-    every artifact's benchmark failure (exit 4, naming the file rather than the data)."""
+    an int8 one the runner quantizes float data for; integers for a file of ids, `ids`), before
+    any run: a wrong set was reported as every artifact's benchmark failure (exit 4, naming the
+    file rather than the data)."""
     if isinstance(ev.x, dict) or len(shape) < 2:  # token sets: the runners pad them to the file
         return
-    if (dtype.startswith("float") or dtype in ("int8", "uint8")) and ev.x.dtype.kind != "f":
+    if ids and ev.x.dtype.kind not in "iu":  # [audit #27]
+        raise DataError(f"--eval {flag_value}: dtype {ev.x.dtype} but the artifacts take {dtype} ids (save the "
+                        "token / class ids as integers, x.astype(np.int64))")
+    if not ids and (dtype.startswith("float") or dtype in ("int8", "uint8")) and ev.x.dtype.kind != "f":
         raise DataError(f"--eval {flag_value}: dtype {ev.x.dtype} but the artifacts take float samples "
                         "(save preprocessed float32 arrays)")
     from edgecompress.targets.validate import shape_misfit
@@ -485,3 +492,16 @@ def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str, dtype: str = "
     if (shown := shape_misfit(list(shape), ev.x.shape)) is not None:
         raise DataError(f"--eval {flag_value}: samples have shape {tuple(ev.x.shape[1:])} but the artifacts "
                         f"take {shown} (check --preprocess, or the data)")
+
+
+def _refuse_images_for_ids(eval: str, art: Any) -> None:
+    """[audit #27] --eval images (or a CSV of them) for artifacts of integer ids: refused before
+    every image is decoded only to be refused as float samples."""
+    from edgecompress.data import DataSpec
+    from edgecompress.data.datasets import TENSOR_SUFFIXES
+
+    path = Path(DataSpec.parse(eval).path).expanduser()
+    if path.exists() and path.suffix.lower() not in TENSOR_SUFFIXES:
+        what = "an image folder" if path.is_dir() else f"a {path.suffix or 'extensionless'} file"
+        raise DataError(f"--eval {eval}: {what}, but {art.path} takes {art.inputs[0].dtype} ids; give a .npy / .npz "
+                        "of integer ids")

@@ -112,8 +112,9 @@ def _random_inputs(art: Artifact, folder: Path, i: int) -> Path:
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in t.shape]
         if t.layout == "NHWC" and len(shape) == 4:
             shape = [shape[0], shape[3], shape[1], shape[2]]
-        if t.dtype.startswith("int") and t.scale is None:  # token ids, masks
-            arrays[t.name] = rng.integers(0, 2 if "mask" in t.name else 100, shape).astype(t.dtype)
+        if takes_ids(t):  # token ids, masks; ids below the model's vocabulary (an Embedding's rows)
+            high = 2 if "mask" in t.name else min(100, int(art.details.get("vocab_size") or 100))
+            arrays[t.name] = rng.integers(0, high, shape).astype(t.dtype)
         else:
             arrays[t.name] = rng.standard_normal(shape).astype(np.float32)
     if len(arrays) == 1:
@@ -182,9 +183,17 @@ def _as_artifacts(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artif
     return resolved
 
 
-def _checked_eval_data(eval_data: Dataset) -> Dataset:
-    """The evaluation set as the runners take it (float32 samples in memory), or a DataError: NaN
-    samples came back as "NaN outputs" of every artifact, an empty set as ZeroDivisionError."""
+def takes_ids(t: Any) -> bool:
+    """An artifact input (TensorInfo) of integer ids (token / class indices): an integer dtype with
+    no quantization scale. A full-int8 .tflite's int8 input has one: float samples, quantized by
+    the runner."""
+    return str(t.dtype).startswith(("int", "uint")) and t.scale is None
+
+
+def _checked_eval_data(eval_data: Dataset, artifacts: Sequence[Artifact] = ()) -> Dataset:
+    """The evaluation set as the runners take it (float32 samples in memory; integer ids for
+    artifacts that take ids), or a DataError: NaN samples came back as "NaN outputs" of every
+    artifact, an empty set as ZeroDivisionError."""
     from edgecompress.data import Dataset
     from edgecompress.data.datasets import as_float32, check_in_memory
 
@@ -194,10 +203,18 @@ def _checked_eval_data(eval_data: Dataset) -> Dataset:
     if len(eval_data) == 0:
         raise DataError(f"evaluation data {eval_data.source}: holds no samples")
     check_in_memory(eval_data, f"evaluation data {eval_data.source}")
+    ids = [a for a in artifacts if a.inputs and takes_ids(a.inputs[0])]
+    if not isinstance(eval_data.x, dict) and ids and len(ids) == len(artifacts):
+        # [audit #27] a model of integer ids: the runners feed each file its own integer type
+        if eval_data.x.dtype.kind not in "iu":
+            raise DataError(f"evaluation data {eval_data.source}: dtype {eval_data.x.dtype} but {ids[0].path} "
+                            f"takes {ids[0].inputs[0].dtype} ids; save them as integers (x.astype(np.int64))")
+        return eval_data
     if not isinstance(eval_data.x, dict) and eval_data.x.dtype != np.float32:
         if eval_data.x.dtype.kind != "f":  # ORT failed on it, OpenVINO and LiteRT cast it
             raise DataError(f"evaluation data {eval_data.source}: dtype {eval_data.x.dtype}; the runners "
-                            "take preprocessed float32 samples")
+                            "take preprocessed float32 samples"
+                            + (f" (and {ids[0].path} takes ids: files of another model?)" if ids else ""))
         # ORT refused float64
         eval_data = replace(eval_data, x=as_float32(eval_data.x, f"evaluation data {eval_data.source}"))
     return eval_data
@@ -286,7 +303,7 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
         raise ConfigError(f"validate: settings must be a ValidateSettings, got {type(settings).__name__}{hint}")
     settings = settings or ValidateSettings()
     if eval_data is not None:
-        eval_data = _checked_eval_data(eval_data)
+        eval_data = _checked_eval_data(eval_data, artifacts)
     if reference is not None:
         reference = _as_reference(reference)
     profile = get_target(target) if isinstance(target, str) else target
@@ -365,6 +382,9 @@ def _sample_mismatch(art: Artifact, data: Dataset) -> str | None:
     """Why `data`'s samples cannot go into `art` (its first input, in NCHW terms), or None."""
     if isinstance(data.x, dict) or not art.inputs or len(art.inputs[0].shape) < 2:
         return None  # token sets: the runners pad them to the file
+    if takes_ids(art.inputs[0]) != (data.x.dtype.kind in "iu"):  # [audit #27] (files of two models)
+        return (f"{art.path}: takes {art.inputs[0].dtype} {'ids' if takes_ids(art.inputs[0]) else 'samples'} and the "
+                f"evaluation samples are {data.x.dtype}")
     shown = shape_misfit(nchw_shape(art), data.x.shape)
     if shown is None:
         return None
@@ -511,7 +531,7 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
     check_in_memory(data, where)
     data = replace(data)  # a float64 set becomes float32 here, not in the caller's object
     if spec is not None:  # the sample shape and dtype, as export() checks them
-        match_model(data, spec.input_shape, spec.inputs[0].dtype, where)
+        match_model(data, spec.input_shape, spec.inputs[0].dtype, where, spec.extra.get("vocab_size"))
     elif not isinstance(data.x, dict) and data.x.dtype == np.float64:
         data.x = data.x.astype(np.float32)  # numpy's default float: torch refused it against fp32 weights
     outs = []

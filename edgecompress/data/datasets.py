@@ -228,9 +228,12 @@ def check_in_memory(ds: Dataset, where: str) -> None:
         check_labels(np.asarray(ds.y), len(ds), where)
 
 
-def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str) -> None:
+def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
+                vocab_size: int | None = None) -> None:
     """The samples against a single-input model: a float dtype for a float input (float64 becomes
-    float32 in place), the sample shape. Multi-input (dict) sets are the tokenizer's and pass."""
+    float32 in place), integers for an integer input (token / class ids, cast in place to the
+    model's integer type; below `vocab_size` when the model's first layer is an nn.Embedding of that
+    many rows), the sample shape. Multi-input (dict) sets are the tokenizer's and pass."""
     if isinstance(ds.x, dict):
         return
     # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
@@ -240,11 +243,34 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str)
             raise DataError(f"{where}: dtype {ds.x.dtype} does not match the model input ({dtype}); save "
                             "preprocessed float32 arrays")
         ds.x = as_float32(ds.x, where)  # float64 from numpy defaults: the runtimes take float32
+    elif dtype.startswith(("int", "uint")):
+        ds.x = as_ids(ds.x, dtype, where, vocab_size)
     expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
     if got != expected:
         raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
                         "(check --input-shape / --preprocess; from Python, the data's side: "
                         "Dataset.at_side(N) for images)")
+
+
+def as_ids(x: np.ndarray, dtype: str, where: str, vocab_size: int | None = None) -> np.ndarray:
+    """Integer samples as `dtype` (int64 / int32), or a one-line DataError: float samples (images,
+    features) for a model of integer ids, ids that `dtype` cannot hold, or ids outside the model's
+    embedding table (0 .. vocab_size-1), which ORT and LiteRT refuse mid-run and OpenVINO turns into
+    zeros without a word. [audit #27]"""
+    if x.dtype.kind not in "iu":
+        raise DataError(f"{where}: dtype {x.dtype} but the model takes {dtype} ids (token / class indices); save "
+                        "them as integers (x.astype(np.int64))")
+    if x.size:
+        lo, hi = int(x.min()), int(x.max())
+        info = np.iinfo(np.dtype(dtype))
+        if lo < info.min or hi > info.max:
+            raise DataError(f"{where}: holds ids from {lo} to {hi}, beyond what {dtype} holds")
+        if vocab_size is not None and (lo < 0 or hi >= vocab_size):
+            bad = lo if lo < 0 else hi
+            row = int(((x < 0) | (x >= vocab_size)).reshape(len(x), -1).any(1).argmax())
+            raise DataError(f"{where}: sample {row} holds id {bad}, outside the model's embedding table of "
+                            f"{vocab_size} rows (ids 0..{vocab_size - 1})")
+    return x.astype(np.dtype(dtype), copy=False)
 
 
 def _note_short_range(spec: DataSpec, n: int, what: str) -> None:

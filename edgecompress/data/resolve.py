@@ -46,10 +46,13 @@ def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, 
 
             text = data if isinstance(data, DataSpec) else str(data)  # a Path: AttributeError in load_text
             return load_text_for(spec, text, "calibration" if purpose == "train" else purpose)
+        if spec.takes_integers:
+            _refuse_images(spec, data, purpose)
         preprocess = spec.preprocess or "efficientnet-lite"
         ds = load_for_input(data if isinstance(data, DataSpec) else str(data), spec.input_shape, preprocess,
                             purpose, progress)
-    match_model(ds, spec.input_shape, spec.inputs[0].dtype, f"{purpose} data {ds.source}")
+    match_model(ds, spec.input_shape, spec.inputs[0].dtype, f"{purpose} data {ds.source}",
+                spec.extra.get("vocab_size"))
     _check_inputs_fed(spec, ds, purpose)
     return ds
 
@@ -90,3 +93,17 @@ def _check_inputs_fed(spec: ModelSpec, ds: Dataset, purpose: str) -> None:
         if missing:
             raise DataError(f"{where}: gives no array for input(s) {', '.join(missing)} of {spec.onnx_path} "
                             f"(its keys: {', '.join(ds.x)})")
+
+
+def _refuse_images(spec: ModelSpec, data: str | Path | DataSpec, purpose: str) -> None:
+    """[audit #27] A model of integer ids reads its data from .npy / .npz arrays of ids: an image
+    folder or labels CSV would be decoded (every image) only to be refused as float samples."""
+    from edgecompress.data.datasets import TENSOR_SUFFIXES
+
+    path = Path(data.path if isinstance(data, DataSpec) else DataSpec.parse(str(data)).path).expanduser()
+    if path.suffix.lower() in TENSOR_SUFFIXES or not path.exists():  # (a missing path: load_data says so)
+        return
+    what = "an image folder" if path.is_dir() else f"a {path.suffix or 'extensionless'} file"
+    raise DataError(f"{purpose} data {path}: {what}, but model {spec.name} takes {spec.inputs[0].dtype} ids "
+                    f"{tuple(spec.input_shape)}; give a .npy / .npz of integer ids (N, "
+                    f"{', '.join(map(str, spec.input_shape[1:]))})")

@@ -28,7 +28,14 @@ from edgecompress.errors import (
     ModelLoadError,
     first_line,
 )
-from edgecompress.models.spec import InputSpec, ModelSpec, SpecExtra, check_output_names, output_names_from
+from edgecompress.models.spec import (
+    InputSpec,
+    ModelSpec,
+    SpecExtra,
+    check_input_dtype,
+    check_output_names,
+    output_names_from,
+)
 from edgecompress.registry import Registry
 
 Loader = Callable[..., ModelSpec]
@@ -49,11 +56,15 @@ def parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, .
     return dims
 
 
-def check_forward(spec: ModelSpec, output_names: list[str] | None = None) -> None:
+def check_forward(spec: ModelSpec, output_names: list[str] | None = None, dtype_declared: bool = True) -> None:
     """Run one forward pass so a wrong input shape fails here, named, not deep in an exporter,
     and name every output from what it returns (`output_names_from`): `output_names` (else the
     spec's) for the first ones, a dict's keys, `output_1`, ... The exporters give every format's
-    file those names, so an app reads one set of names whatever the format."""
+    file those names, so an app reads one set of names whatever the format.
+
+    Also records the vocabulary of a model whose first layer is an nn.Embedding (random ids then
+    stay in range) and, when the dtype was not declared (`dtype_declared`), takes such a model's
+    input as int64 ids (see `_embedding_first`)."""
     import torch
 
     if spec.module is None:
@@ -64,17 +75,111 @@ def check_forward(spec: ModelSpec, output_names: list[str] | None = None) -> Non
     if dtypes:
         raise ModelLoadError(f"model {spec.name} has {', '.join(dtypes)} parameters; the passes and exporters "
                              "take float32 (call model.float())")
+    embedding = _embedding_first(spec)
+    if embedding is not None and "vocab_size" not in spec.extra:
+        spec.extra["vocab_size"] = int(embedding[1].num_embeddings)  # example_inputs' random ids stay below
     try:
-        with torch.no_grad():
-            y = spec.module(*spec.example_inputs(1))
+        y = _probe(spec)
     except Exception as e:
-        first = first_line(e, limit=None)
-        shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
-        raise InputShapeError(f"input shape {shapes} does not fit model {spec.name}: {first}") from e
+        error = e
+    else:
+        _name_outputs(spec, y, output_names)
+        return
+    single_float = len(spec.inputs) == 1 and spec.inputs[0].dtype == "float32"
+    if not dtype_declared and single_float and embedding is not None:
+        # [audit #27] The model's first layer is an nn.Embedding: it cannot take float samples at
+        # all (torch refuses float indices), so float32 is never the user's intent. int64 is what
+        # PyTorch code, tokenizers and np.int64 arrays feed an Embedding, so it is taken without a
+        # flag (an error asking for `--input-dtype int64` would only make the user retype it).
+        # Only after the float probe failed: a model that runs on floats today is never changed
+        # (e.g. one whose first registered module is a positional Embedding over torch.arange).
+        spec.inputs[0].dtype = "int64"
+        try:
+            y = _probe(spec)
+        except Exception:
+            spec.inputs[0].dtype = "float32"  # neither works: report the float failure below
+        else:
+            _name_outputs(spec, y, output_names)
+            print(f"note: model {spec.name} starts with nn.Embedding {embedding[0]!r} ({embedding[1].num_embeddings} "
+                  "rows): its input is taken as int64 ids (--input-dtype int32 for int32 ones)", file=sys.stderr)
+            return
+    first = first_line(error, limit=None)
+    shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
+    hint = ""
+    if single_float and _runs_on_ids(spec):  # e.g. F.one_hot(x) or a table indexed by x: no Embedding to see
+        hint = "; it runs on integer input: if it takes ids, pass --input-dtype int64"
+    dtype = "" if single_float else f" {spec.inputs[0].dtype}"
+    raise InputShapeError(f"input shape {shapes}{dtype} does not fit model {spec.name}: {first}{hint}") from error
+
+
+def _probe(spec: ModelSpec) -> Any:
+    """The model's output on `example_inputs(1)`."""
+    import torch
+
+    assert spec.module is not None  # check_forward returned for a module-less spec
+    with torch.no_grad():
+        return spec.module(*spec.example_inputs(1))
+
+
+def _name_outputs(spec: ModelSpec, y: Any, output_names: list[str] | None) -> None:
     given = spec.output_names if output_names is None else output_names
     names = output_names_from(y, given, f"model {spec.name}")
     check_output_names(names, f"model {spec.name}", [i.name for i in spec.inputs])
     spec.output_names = names
+
+
+def _runs_on_ids(spec: ModelSpec) -> bool:
+    """Whether the model runs on random int64 ids (`example_inputs`: below 100), the float probe
+    having failed."""
+    saved = spec.inputs[0].dtype
+    spec.inputs[0].dtype = "int64"
+    try:
+        _probe(spec)
+        return True
+    except Exception:
+        return False
+    finally:
+        spec.inputs[0].dtype = saved
+
+
+class _FirstLayer(Exception):
+    """Raised by the pre-hook of the first layer a forward reaches (it stops the forward there)."""
+
+
+def _embedding_first(spec: ModelSpec) -> tuple[str, Any] | None:
+    """(name, module) of the nn.Embedding / nn.EmbeddingBag that the model's forward reaches first
+    of all its layers, else None. Found by running the forward up to that layer's pre-hook (the
+    registration order of modules need not be the order they run in). Its inputs are zeros of the
+    spec's dtype: id 0 is in any table, and nothing runs past the hook."""
+    import torch
+
+    module = spec.module
+    if module is None or len(spec.inputs) != 1:
+        return None
+    leaves = [(n, m) for n, m in module.named_modules() if next(m.children(), None) is None]
+    if not any(isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag) for _, m in leaves):
+        return None
+    reached: list[tuple[str, Any]] = []
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(m: Any, _args: Any) -> None:
+            reached.append((name, m))
+            raise _FirstLayer
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in leaves]
+    try:
+        with torch.no_grad():
+            module(*(torch.zeros_like(x) for x in spec.example_inputs(1)))
+    except Exception:  # _FirstLayer, or the forward failed before any layer: nothing reached
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if reached and isinstance(reached[0][1], torch.nn.Embedding | torch.nn.EmbeddingBag):
+        return reached[0]
+    return None
 
 
 def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -> ModelSpec:
@@ -209,7 +314,8 @@ def _said(e: SystemExit) -> str:
 
 
 def _load_factory(
-    ref: str, input_shape: tuple[int, ...] | None = None, weights: str | Path | None = None, **_: Any
+    ref: str, input_shape: tuple[int, ...] | None = None, weights: str | Path | None = None,
+    input_dtype: str | None = None, **_: Any
 ) -> ModelSpec:
     import torch
 
@@ -244,8 +350,8 @@ def _load_factory(
         _load_weights(module, weights)
     if input_shape is None:
         raise InputShapeError(f"MODEL {ref}: --input-shape is required for a factory model")
-    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape)], source=ref,
-                     output_names=[])  # named from its outputs by check_forward
+    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape, dtype=input_dtype or "float32")],
+                     source=ref, output_names=[])  # named from its outputs by check_forward
 
 
 # [issue #7] Can loading an untrusted .pt2 run code? Yes, with torch 2.13 (checked in
@@ -481,10 +587,28 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         input_shape = (1, *tuple(args[0].shape[1:]))
     from edgecompress.models.exported import ExportedModule
 
+    # [audit #27] the program fixes its input's dtype (a program traced on token ids takes int64)
+    dtype = str(val.dtype).removeprefix("torch.") if val is not None and hasattr(val, "dtype") else "float32"
+    extra = SpecExtra(fixed_batch=fixed) if fixed else SpecExtra()
+    if (vocab := _program_vocab(ep, user[0])) is not None:
+        extra["vocab_size"] = vocab
     # output_names: named by check_forward from what the program returns (its out_spec: a dict
     # stays a dict), as a module's are
-    return ModelSpec(name=path.stem, module=ExportedModule(ep.module(), fixed).eval(), inputs=[InputSpec(input_shape)],
-                     source=str(path), output_names=[], extra={"fixed_batch": fixed} if fixed else {})
+    return ModelSpec(name=path.stem, module=ExportedModule(ep.module(), fixed).eval(),
+                     inputs=[InputSpec(input_shape, dtype=dtype)], source=str(path), output_names=[], extra=extra)
+
+
+def _program_vocab(ep: Any, name: str) -> int | None:
+    """Rows of the embedding table a program's input indexes straight away (aten.embedding of the
+    input placeholder), else None: its random example ids must stay below it."""
+    import torch
+
+    for n in ep.graph.nodes:
+        if n.op == "call_function" and n.target == torch.ops.aten.embedding.default and len(n.args) > 1 \
+                and getattr(n.args[1], "name", None) == name:
+            table = n.args[0].meta.get("val") if hasattr(n.args[0], "meta") else None
+            return int(table.shape[0]) if table is not None else None
+    return None
 
 
 def _check_external_data(path: Path, model: Any) -> None:
@@ -672,8 +796,14 @@ def load_model(
     preprocess: str | None = None,
     name: str | None = None,
     output_names: Sequence[str] | None = None,
+    input_dtype: str | None = None,
 ) -> ModelSpec:
     """Load a model from a reference string (see module doc) or wrap an `nn.Module` (copied).
+
+    `input_dtype` (float32, int64, int32) is what a module:factory or nn.Module takes: int64 / int32
+    for token or class ids. Unset: float32, or int64 for a model whose first layer is an
+    nn.Embedding (a note says so). Files and zoo / Hugging Face models carry their own dtype; a
+    different `input_dtype` is refused.
 
     A `ModelSpec` comes back as it is, or, with `name` / `preprocess` / `output_names`, as a
     relabelled copy with its own `extra` that shares the module object (deep-copy the module for
@@ -684,9 +814,11 @@ def load_model(
 
     shape = parse_shape(input_shape)
     given = _given_output_names(ref, output_names)
+    dtype = check_input_dtype(input_dtype) if input_dtype is not None else None
     if isinstance(ref, ModelSpec):
         if shape is not None and tuple(shape) != tuple(ref.input_shape):
             raise InputShapeError(f"input_shape {shape}: the ModelSpec {ref.name} takes {tuple(ref.input_shape)}")
+        _check_declared_dtype(ref, dtype)
         if weights is not None:
             raise ConfigError(f"weights {weights}: load them into the module before wrapping it in a ModelSpec")
         if not (name or preprocess or given is not None):
@@ -729,7 +861,7 @@ def load_model(
         spec = ModelSpec(
             name=name or type(ref).__name__,
             module=module.eval(),
-            inputs=[InputSpec(shape)],
+            inputs=[InputSpec(shape, dtype=dtype or "float32")],
             source=f"python:{type(ref).__name__}",
             output_names=[],  # named from its outputs by check_forward
         )
@@ -748,7 +880,9 @@ def load_model(
                 if weights is not None and kind != "factory":  # it was silently ignored
                     raise ConfigError(f"--weights {weights}: {ref} carries its own weights; --weights loads a "
                                       "state_dict into a module:factory model")
-                spec = loader(ref, input_shape=shape, weights=weights)
+                spec = loader(ref, input_shape=shape, weights=weights, input_dtype=dtype)
+                if kind != "factory":  # files, zoo and Hugging Face models fix their own dtype
+                    _check_declared_dtype(spec, dtype)
                 break
         else:
             if not Path(ref).exists() and Path(ref).suffix:  # before the checkpoint advice below
@@ -770,7 +904,7 @@ def load_model(
     if given is not None and spec.module is None:
         raise ConfigError(f"output_names {given}: {spec.source} is an ONNX model, whose outputs keep the names in "
                           f"its file ({spec.output_names}); rename them there")
-    check_forward(spec, given)
+    check_forward(spec, given, dtype_declared=dtype is not None)
     return spec
 
 
@@ -785,6 +919,16 @@ def _given_output_names(ref: Any, names: Sequence[str] | None) -> list[str] | No
         raise ConfigError(f"output_names {list(names)}: {ref.source or ref.name} is an ONNX model, whose outputs "
                           f"keep the names in its file ({ref.output_names}); rename them there")
     return list(names)
+
+
+def _check_declared_dtype(spec: ModelSpec, dtype: str | None) -> None:
+    """--input-dtype against a model that fixes its own (a file, a zoo or Hugging Face model, a
+    ModelSpec): it would be ignored, or change what the file takes."""
+    if dtype is None or not spec.inputs or spec.inputs[0].dtype == dtype:
+        return
+    first = spec.inputs[0]
+    raise InputShapeError(f"--input-dtype {dtype}: {spec.source or spec.name} takes input {first.name!r} as "
+                          f"{first.dtype}; leave the flag out (only a module:factory or nn.Module takes it)")
 
 
 def count_params_macs(spec: ModelSpec) -> tuple[int, int]:

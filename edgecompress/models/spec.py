@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from edgecompress.data import Dataset, DataSpec
 
 
+# What a single-input model (module:factory, an nn.Module, a .pt2) may be declared to take
+# (`--input-dtype`, `load_model(input_dtype=...)`): float samples, or integer ids (token ids, class
+# indices) for a model that starts with an nn.Embedding or indexes with its input.
+INPUT_DTYPES = ("float32", "int64", "int32")
+
+
+def check_input_dtype(dtype: str, flag: str = "--input-dtype") -> str:
+    """`dtype` if it is one of INPUT_DTYPES, else a one-line ConfigError listing them."""
+    from edgecompress.errors import ConfigError
+
+    if not isinstance(dtype, str) or dtype.strip().lower() not in INPUT_DTYPES:
+        raise ConfigError(f"{flag} {dtype!r}: use one of {', '.join(INPUT_DTYPES)}")
+    return dtype.strip().lower()
+
+
 @dataclass
 class InputSpec:
     """One model input: its shape for a single sample with batch 1 first, e.g. (1, 3, 224, 224)."""
@@ -24,6 +39,11 @@ class InputSpec:
     shape: tuple[int, ...]
     name: str = "input"
     dtype: str = "float32"
+
+    @property
+    def is_integer(self) -> bool:
+        """Integer ids (token ids, masks, class indices), not float samples."""
+        return self.dtype.startswith(("int", "uint"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -65,7 +85,8 @@ class SpecExtra(TypedDict, total=False):
     onnx_int8_float_first: int
     openvino_int8_float_first: int
     # text encoders (models/hf.py): tokenizer folder, sequence length, padding, vocabulary,
-    # a dynamic sequence axis in ONNX and its upper bound
+    # a dynamic sequence axis in ONNX and its upper bound. `vocab_size` also for any model whose
+    # input is ids into an nn.Embedding (the loaders read its num_embeddings): ids stay below it
     tokenizer: str | None
     seq_len: int
     text_length: str
@@ -113,6 +134,11 @@ class ModelSpec:
         """(height, width) of the (first) input when it is a 4-D image, NCHW or channels last;
         None otherwise. What image files are preprocessed to."""
         return image_hw(self.input_shape)
+
+    @property
+    def takes_integers(self) -> bool:
+        """Its (first) input is integer ids: tokenized text, or a user's model of token / class ids."""
+        return bool(self.inputs) and self.inputs[0].is_integer
 
     @property
     def image_size(self) -> int:

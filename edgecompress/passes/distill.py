@@ -203,7 +203,7 @@ def _augment(
     import numpy as np
     import torch
 
-    if xb.dim() != 4:
+    if xb.dim() != 4 or not xb.is_floating_point():  # integer ids (audit #27) are not images to roll or mix
         return xb, None
     if cfg.shift:
         dy, dx = torch.randint(-cfg.shift, cfg.shift + 1, (2,), generator=g).tolist()

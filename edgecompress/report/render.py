@@ -389,7 +389,8 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     if m.get("params"):
         items.append(("params / MACs", f"{m.get('params', 0):,} / {m.get('macs', 0):,}"))
     if m.get("input_shape"):
-        items.append(("input", str(m.get("input_shape"))))
+        ids = f" {m['input_dtype']} ids" if m.get("input_dtype") else ""  # [audit #27] float32 goes unsaid
+        items.append(("input", str(m.get("input_shape")) + ids))
     items.append(("target", report.target))
     if data.get("skipped"):
         items.append(("skipped (formats the target does not run)", ", ".join(data["skipped"])))

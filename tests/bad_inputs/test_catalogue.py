@@ -148,6 +148,12 @@ CASES = [
      "input shape (1, 5, 8, 8) does not fit model tiny"),
     ("bad-shape-text", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,three", "--out", "{out}"], 2,
      "--input-shape '1,three'"),
+    # [audit #27] --input-dtype: an unknown one, and one a zoo model does not take
+    ("unknown-input-dtype", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--input-dtype",
+                             "float16", "--out", "{out}"], 2,
+     "--input-dtype 'float16': use one of float32, int64, int32"),
+    ("zoo-input-dtype", [*DIGITS, "--input-dtype", "int64", "--out", "{out}"], 2,
+     "--input-dtype int64: zoo:digits-cnn takes input 'input' as float32"),
     # a --float-first that leaves every layer float is the user's setting, not the model's limit:
     # it exited 3 (export failure) with this same message
     ("float-first-covers-all", [*DIGITS, "-f", "onnx:int8", "--float-first", "99", "--no-validate", "--out", "{out}"],

@@ -1,0 +1,419 @@
+"""[audit #27] A user's own model that takes integer ids (token / class indices), not floats:
+`load_model(..., input_dtype="int64")` / `--input-dtype`, detection of an nn.Embedding first
+layer, integer .npy / .npz data, export to ONNX / OpenVINO / TFLite at fp32 and int8, validation
+on the ids, the passes, and the one-line refusals. Factories are defined here
+(`tests.test_int_inputs:NAME`), so the CLI imports them as module:factory.
+
+The models are built, not trained: ids whose value is c modulo 10 point their embedding at
+direction c and the head reads direction c as class c, so a sample made mostly of class-c ids is
+class c with a logit margin of ~3 (measured below). int8 rounding moves the logits by ~0.05 (max
+|diff| measured on these files), so every int8 file must agree with fp32 on (nearly) every sample:
+the bound 0.95 on 48 samples allows two flips, and a broken path (ids fed as floats, cast or out
+of range, a wrongly quantized table) lands far below it (random: ~0.1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgecompress.errors import ConfigError, DataError, ExportError, InputShapeError
+from edgecompress.models import load_model
+from tests.conftest import ROOT, run_cli
+
+HERE = "tests.test_int_inputs"
+VOCAB, SEQ, CLASSES, DIM = 1000, 16, 10, 32
+INT8_AGREEMENT = 0.95  # see the module docstring
+
+
+class IdsMean(nn.Module):
+    """nn.Embedding -> mean over the tokens -> Linear (a bag-of-ids classifier)."""
+
+    def __init__(self, vocab: int = VOCAB) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, DIM)
+        self.head = nn.Linear(DIM, CLASSES)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(ids).mean(1))
+
+
+class IdsConv(nn.Module):
+    """nn.Embedding -> Conv1d over the sequence -> ReLU -> mean -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM)
+        self.conv = nn.Conv1d(DIM, DIM, 3, padding=1)
+        self.head = nn.Linear(DIM, CLASSES)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(self.emb(ids).transpose(1, 2)))
+        return self.head(h.mean(-1))
+
+
+def _decisive(m: nn.Module) -> nn.Module:
+    """The weights described in the module docstring (deterministic)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        emb = m.emb.weight
+        emb.copy_(0.3 * torch.randn(emb.shape, generator=g))
+        rows = torch.arange(emb.shape[0])
+        emb[rows, rows % CLASSES] += 3.0
+        head = m.head
+        head.weight.copy_(0.1 * torch.randn(head.weight.shape, generator=g))
+        head.weight[torch.arange(CLASSES), torch.arange(CLASSES)] += 2.0
+        head.bias.zero_()
+        if isinstance(getattr(m, "conv", None), nn.Conv1d):
+            conv = m.conv
+            conv.weight.copy_(0.02 * torch.randn(conv.weight.shape, generator=g))
+            conv.weight[:, :, 1] += torch.eye(DIM)  # the centre tap passes each channel on
+            conv.bias.zero_()
+    return m.eval()
+
+
+def ids_mean() -> nn.Module:
+    return _decisive(IdsMean())
+
+
+def ids_conv() -> nn.Module:
+    return _decisive(IdsConv())
+
+
+def ids_data(n: int, seed: int = 0, vocab: int = VOCAB) -> tuple[np.ndarray, np.ndarray]:
+    """n samples of SEQ ids, 12 of each of class c (ids = c mod 10), 4 random; labels c."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES, n)
+    x = rng.integers(0, vocab, (n, SEQ))
+    own = rng.integers(0, vocab // CLASSES, (n, 12)) * CLASSES + y[:, None]
+    x[:, :12] = own
+    return rng.permuted(x, axis=1).astype(np.int64), y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("ids")
+    x, y = ids_data(80)
+    np.savez(d / "ids.npz", x=x, y=y)
+    np.save(d / "ids.npy", x)
+    np.save(d / "ids32.npy", x.astype(np.int32))
+    np.save(d / "floats.npy", x.astype(np.float32))
+    bad = x.copy()
+    bad[5, 3] = VOCAB + 7
+    np.save(d / "out_of_range.npy", bad)
+    img = d / "images"
+    img.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(img / "a.png")
+    return {"npz": d / "ids.npz", "npy": d / "ids.npy", "npy32": d / "ids32.npy", "floats": d / "floats.npy",
+            "out_of_range": d / "out_of_range.npy", "images": img}
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+class Recorder(nn.Module):
+    """Records what each forward got, to see what the load's probe fed."""
+
+    seen: ClassVar[list[tuple[torch.dtype, int]]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)  # ids 0..9 only: the probe's ids must stay below 10
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        Recorder.seen.append((ids.dtype, int(ids.max())))
+        return self.emb(ids).sum(1)
+
+
+def test_load_declared_dtype_probes_with_ids_in_range():
+    Recorder.seen.clear()
+    spec = load_model(Recorder(), input_shape=(1, SEQ), input_dtype="int64")
+    assert spec.inputs[0].dtype == "int64" and spec.takes_integers
+    assert spec.extra["vocab_size"] == 10
+    assert Recorder.seen and all(d == torch.int64 and top < 10 for d, top in Recorder.seen), Recorder.seen
+    (x,) = spec.example_inputs(4)
+    assert x.dtype == torch.int64 and int(x.max()) < 10 and tuple(x.shape) == (4, SEQ)
+
+    spec32 = load_model(Recorder(), input_shape="1,16", input_dtype="INT32")  # as the CLI spells it, any case
+    assert spec32.inputs[0].dtype == "int32" and spec32.example_inputs(1)[0].dtype == torch.int32
+
+
+def test_embedding_first_is_taken_as_int64_with_a_note(capsys):
+    spec = load_model(ids_mean(), input_shape=(1, SEQ))
+    assert spec.inputs[0].dtype == "int64" and spec.extra["vocab_size"] == VOCAB
+    err = capsys.readouterr().err
+    assert "starts with nn.Embedding 'emb'" in err and "int64 ids" in err, err
+
+
+class PositionalFloat(nn.Module):
+    """A float model whose first registered module is an Embedding over positions (torch.arange):
+    it runs on floats today and must stay float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Embedding(SEQ, 4)
+        self.proj = nn.Linear(1, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x.unsqueeze(-1)) + self.pos(torch.arange(x.shape[1]))
+        return h.mean(1)
+
+
+class OneHot(nn.Module):
+    """Takes ids, but with no nn.Embedding to see (F.one_hot): the error says what to pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(100, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(nn.functional.one_hot(ids, 100).float().mean(1))
+
+
+def test_float_models_stay_float_and_hints():
+    assert load_model(PositionalFloat(), input_shape=(1, SEQ)).inputs[0].dtype == "float32"
+    with pytest.raises(InputShapeError, match="it runs on integer input: if it takes ids, pass --input-dtype int64"):
+        load_model(OneHot(), input_shape=(1, SEQ))
+    assert load_model(OneHot(), input_shape=(1, SEQ), input_dtype="int64").inputs[0].dtype == "int64"
+
+
+def test_bad_dtypes_are_one_line():
+    with pytest.raises(ConfigError) as e:
+        load_model(ids_mean(), input_shape=(1, SEQ), input_dtype="float16")
+    assert str(e.value) == "--input-dtype 'float16': use one of float32, int64, int32"
+    # a zoo model fixes its dtype: a different one is refused, not ignored
+    with pytest.raises(InputShapeError, match=r"--input-dtype int64: zoo:digits-cnn takes input 'input' as float32"):
+        load_model("zoo:digits-cnn", input_dtype="int64")
+    # an Embedding model declared float fails as it would have, naming the dtype problem
+    with pytest.raises(InputShapeError, match="does not fit model IdsMean: Expected tensor for argument #1 'indices'"):
+        load_model(ids_mean(), input_shape=(1, SEQ), input_dtype="float32")
+
+
+def test_pt2_of_ids_keeps_its_dtype(tmp_path):
+    m = ids_mean()
+    x = torch.from_numpy(ids_data(2)[0])
+    torch.export.save(torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      tmp_path / "ids.pt2")
+    spec = load_model(str(tmp_path / "ids.pt2"))
+    assert spec.inputs[0].dtype == "int64" and spec.extra["vocab_size"] == VOCAB
+    with pytest.raises(InputShapeError, match="takes input 'input' as int64"):
+        load_model(str(tmp_path / "ids.pt2"), input_dtype="int32")
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def test_data_for_an_ids_model(files):
+    from edgecompress.data.resolve import resolve_data
+
+    spec = load_model(ids_mean(), input_shape=(1, SEQ), input_dtype="int64")
+    ds = resolve_data(spec, str(files["npz"]), "calibration", progress=False)
+    assert ds.x.dtype == np.int64 and ds.y is not None and len(ds) == 80
+    ds32 = resolve_data(spec, str(files["npy32"]), "calibration", progress=False)
+    assert ds32.x.dtype == np.int64  # int32 ids cast to what the model takes
+    with pytest.raises(DataError, match=r"dtype float32 but the model takes int64 ids .*x.astype\(np.int64\)"):
+        resolve_data(spec, str(files["floats"]), "calibration", progress=False)
+    with pytest.raises(DataError, match=r"sample 5 holds id 1007, outside the model's embedding table of 1000 rows"):
+        resolve_data(spec, str(files["out_of_range"]), "evaluation", progress=False)
+    with pytest.raises(DataError, match=r"images: an image folder, but model IdsMean takes int64 ids \(1, 16\); "
+                                        r"give a \.npy / \.npz of integer ids"):
+        resolve_data(spec, str(files["images"]), "calibration", progress=False)
+    # samples in memory too (what export() and validate() check)
+    from edgecompress.data import Dataset
+    from edgecompress.exporters import export
+
+    with pytest.raises(DataError, match="dtype float64 but the model takes int64 ids"):
+        export(spec, "onnx", "int8", files["npz"].parent / "never", Dataset(np.zeros((4, SEQ))))
+    assert not (files["npz"].parent / "never").exists()
+
+
+# --- export and validation ----------------------------------------------------------------------
+
+def _rows(out: Path) -> dict[tuple[str, str], dict]:
+    return {(a["format"], a["precision"]): a for a in json.loads((out / "report.json").read_text())["artifacts"]}
+
+
+def test_cli_export_every_format_and_validate(files, tmp_path):
+    """The whole path from the CLI: a factory declared int64, .npz ids with labels; --int8 gives ONNX
+    and OpenVINO int8 and TFLite dynamic-int8 (full-integer int8 cannot apply, a note says so)."""
+    out = tmp_path / "out"
+    proc = run_cli("export", f"{HERE}:ids_conv", "--input-shape", "1,16", "--input-dtype", "int64",
+                   "-f", "onnx", "-f", "openvino", "-f", "tflite", "--int8",
+                   "--calib", f"{files['npz']}[:32]", "--eval", f"{files['npz']}[32:]",
+                   "--runs", "3", "--warmup", "1", "--rounds", "1", "--no-progress", "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tflite uses dynamic-int8" in proc.stderr, proc.stderr[-2000:]
+    rows = _rows(out)
+    assert set(rows) == {("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
+                         ("tflite", "fp32"), ("tflite", "dynamic-int8")}, rows.keys()
+    for key, a in rows.items():
+        assert a["status"] == "ok", (key, a.get("error"))
+        d = a["drift"]
+        if key[1] == "fp32":
+            assert d["cosine"] >= 0.9999 and d["top1_agreement"] == 1.0, (key, d)
+        else:
+            assert d["top1_agreement"] >= INT8_AGREEMENT and d["cosine"] >= 0.99, (key, d)
+            assert a["metrics"]["top1"] >= INT8_AGREEMENT, (key, a["metrics"])  # the labels: class c
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["input_dtype"] == "int64" and report["reference"]["top1"] == 1.0
+    assert "[1, 16] int64 ids" in (out / "report.md").read_text()
+    # each file takes integer ids: int64 in ONNX and OpenVINO, int32 in the .tflite (LiteRT's)
+    from edgecompress.targets.device_report import load_artifacts
+
+    arts = {(a.format, a.precision): a for a in load_artifacts([out])[0]}
+    assert arts["onnx", "int8"].inputs[0].dtype == "int64" and arts["openvino", "int8"].inputs[0].dtype == "int64"
+    assert arts["tflite", "dynamic-int8"].inputs[0].dtype == "int32"
+    assert all(a.details.get("vocab_size") == VOCAB for a in arts.values())
+
+    # `validate` of the folder on the ids (int32 ones: each runner casts to its file's type)
+    vout = tmp_path / "val"
+    proc = run_cli("validate", str(out), "--eval", str(files["npy32"]), "--runs", "2", "--warmup", "0",
+                   "--rounds", "1", "--no-progress", "--out", str(vout), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    vrows = _rows(vout)
+    assert all(a["status"] == "ok" for a in vrows.values()), vrows
+    assert vrows["onnx", "int8"]["drift"]["top1_agreement"] >= INT8_AGREEMENT
+    # float samples or images for those files: one line, exit 2, no report
+    for bad, says in ((files["floats"], "dtype float32 but the artifacts take int64 ids"),
+                      (files["images"], "an image folder, but")):
+        proc = run_cli("validate", str(out), "--eval", str(bad), "--no-progress", "--out", str(tmp_path / "v2"),
+                       cwd=ROOT)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and lines[-1].startswith("error: ") and says in lines[-1], proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and not (tmp_path / "v2").exists()
+
+
+def test_python_export_int8_and_tflite_mixed(files, tmp_path):
+    """From Python, on the mean model: ONNX int8 (ORT quantizes the Gather's table too) and
+    int8-dynamic, a TFLite full-int8 refused up front (nothing written, no calibration) and
+    accepted mixed with allow_mixed, and validate() on int64 ids against the PyTorch reference."""
+    from edgecompress.data import load_data
+    from edgecompress.exporters import ExportOptions, export
+    from edgecompress.targets import ValidateSettings, reference_outputs, validate
+
+    spec = load_model(ids_mean(), input_shape=(1, SEQ), input_dtype="int64")
+    calib, ev = load_data(f"{files['npz']}[:32]"), load_data(f"{files['npz']}[32:]")
+    with pytest.raises(ExportError, match=r"^tflite int8 of IdsMean: full-integer int8 does not apply to a model of "
+                                          r"int64 ids .* export tflite:dynamic-int8"):
+        export(spec, "tflite", "int8", tmp_path / "strict", calib, ExportOptions(progress=False))
+    assert not (tmp_path / "strict").exists()
+    opts = ExportOptions(progress=False)
+    arts = [export(spec, "onnx", "int8", tmp_path, calib, opts),
+            export(spec, "onnx", "int8-dynamic", tmp_path, calib, opts),
+            export(spec, "tflite", "int8", tmp_path, calib, ExportOptions(progress=False, allow_mixed=True))]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(arts[0].path)).graph.node}
+    assert "Gather" in ops and "DequantizeLinear" in ops
+    tfl = arts[2]
+    assert tfl.inputs[0].dtype == "int32" and tfl.inputs[0].scale is None and tfl.outputs[0].dtype == "int8"
+    assert "EMBEDDING_LOOKUP" in {o.split("#")[0] for o in tfl.details["float_ops"]}  # the float lookup
+    ref = reference_outputs(spec, ev, progress=False)
+    ms = validate(arts, "x86-local", ev, ref, ValidateSettings(runs=2, warmup=0, rounds=1), progress=False)
+    for m in ms:
+        assert m.status == "ok", m.error
+        assert m.drift["top1_agreement"] >= INT8_AGREEMENT and m.metrics["top1"] >= INT8_AGREEMENT, m.drift
+    # without evaluation data, the random latency inputs are ids below the vocabulary too
+    small = load_model(IdsMean(vocab=12), input_shape=(1, SEQ))
+    art = export(small, "onnx", "fp32", tmp_path / "small", None, opts)
+    m = validate([art], "x86-local", settings=ValidateSettings(runs=2, warmup=0, rounds=1), progress=False)[0]
+    assert m.status == "ok" and m.latency_ms["1"]["p50"] > 0, m.error
+
+
+@pytest.mark.parametrize("case", ["dtype", "floats", "images", "tflite-int8"])
+def test_cli_refusals_are_one_line_and_leave_nothing(files, tmp_path, case):
+    args = {
+        "dtype": (["--input-dtype", "int16", "--calib", str(files["npy"])], 2, "--input-dtype 'int16': use one of "
+                  "float32, int64, int32"),
+        "floats": (["--calib", str(files["floats"])], 2, "dtype float32 but the model takes int64 ids"),
+        "images": (["--calib", str(files["images"])], 2, "an image folder, but model ids_mean takes int64 ids"),
+        "tflite-int8": (["-f", "tflite:int8", "--calib", str(files["npy"])], 3,
+                        "tflite int8 of ids_mean: full-integer int8 does not apply"),
+    }
+    extra, code, says = args[case]
+    out = tmp_path / "out"
+    fmt = [] if "-f" in extra else ["-f", "onnx:int8"]
+    proc = run_cli("export", f"{HERE}:ids_mean", "--input-shape", "1,16", *fmt, *extra, "--no-validate",
+                   "--no-progress", "--out", str(out), cwd=ROOT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and says in lines[-1], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
+# --- passes -------------------------------------------------------------------------------------
+
+DISTILL_EPOCHS, DISTILL_TOP1 = 10, 0.9
+
+
+class EmbedMlp(nn.Module):
+    """An Embedding, then a hidden layer prune can narrow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM)
+        self.fc1 = nn.Linear(DIM, 64)
+        self.head = nn.Linear(64, CLASSES)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc1(self.emb(ids).mean(1))))
+
+
+def test_distill_and_passes_on_ids(files, tmp_path):
+    """distill fine-tunes a model of ids on integer data (no image augmentation touches them): a
+    randomly initialised student learns the decisive teacher; lowrank and prune run on such a
+    model; resolution refuses it in one line."""
+    import edgecompress as ec
+    from edgecompress.data import load_data
+
+    data = load_data(str(files["npz"]))
+    torch.manual_seed(0)
+    student = load_model(IdsMean(), input_shape=(1, SEQ))
+
+    def top1(spec) -> float:
+        with torch.no_grad():
+            return float((spec.module(torch.from_numpy(data.x)).argmax(1).numpy() == data.y).mean())
+
+    before = top1(student)
+    out = ec.distill(student, data=data, teacher=ids_mean(), epochs=DISTILL_EPOCHS, batch_size=16, lr=0.05,
+                     progress=False)
+    log = out.extra["passes"][-1]["log"]
+    assert out.inputs[0].dtype == "int64" and log["epochs"] == DISTILL_EPOCHS and log["teacher"] == "given"
+    assert before < 0.3 and top1(out) >= DISTILL_TOP1, (before, top1(out))
+    mlp = load_model(EmbedMlp(), input_shape=(1, SEQ))  # random weights: low-rank energy to cut
+    low = ec.lowrank(mlp, energy=0.8, progress=False)
+    assert low.inputs[0].dtype == "int64" and "fc1" in low.extra["passes"][-1]["log"]["ranks"]
+    pruned = ec.prune(mlp, ratio=0.5, progress=False)
+    assert pruned.module.fc1.out_features < 64 and pruned.inputs[0].dtype == "int64"
+    with pytest.raises(ConfigError, match="the pass needs one image input"):
+        ec.resolution(mlp, size=8, progress=False)
+
+
+def test_compress_records_input_dtype(files, tmp_path):
+    out = tmp_path / "c"
+    proc = run_cli("compress", f"{HERE}:ids_mean", "--input-shape", "1,16", "--input-dtype", "int64",
+                   "--distill-epochs", "1", "--train", str(files["npz"]), "--eval", str(files["npz"]),
+                   "-f", "onnx:int8", "--runs", "2", "--warmup", "0", "--rounds", "1", "--no-progress",
+                   "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import yaml
+
+    assert yaml.safe_load((out / "recipe.resolved.yaml").read_text())["input_dtype"] == "int64"
+    (row,) = _rows(out).values()
+    assert row["status"] == "ok" and row["drift"]["top1_agreement"] >= INT8_AGREEMENT, row
+    # a recipe asking for tflite:int8 of ids is refused before its passes train
+    from edgecompress.recipe import run_recipe
+
+    with pytest.raises(ExportError, match=r"^recipe: export: tflite int8 of ids_mean: full-integer"):
+        run_recipe({"model": f"{HERE}:ids_mean", "input_shape": [1, 16], "passes": [{"distill": {"epochs": 1}}],
+                    "data": {"train": str(files["npz"])}, "export": ["tflite:int8"]}, tmp_path / "r")
+    assert not (tmp_path / "r" / "step1-distill").exists()
+    with pytest.raises(ConfigError, match=r"input_dtype: 'int8': use one of float32, int64, int32"):
+        run_recipe({"model": f"{HERE}:ids_mean", "input_shape": [1, 16], "input_dtype": "int8"}, tmp_path / "r2")
