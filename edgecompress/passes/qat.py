@@ -69,9 +69,6 @@ if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
 
 
-_CALIB_METHODS = ("minmax", "percentile", "entropy")  # exporters.base.CALIB_METHODS (not imported: light)
-
-
 @dataclass
 class QATConfig:
     epochs: int = 1
@@ -98,8 +95,11 @@ class QATConfig:
         check_range("qat.lr", self.lr, 0, lo_open=True)
         check_range("qat.batch_size", self.batch_size, 2)
         check_range("qat.calib_samples", self.calib_samples, 0)
-        if self.calib_method is not None and self.calib_method not in _CALIB_METHODS:
-            raise ConfigError(f"qat.calib_method: {self.calib_method!r} is not one of {', '.join(_CALIB_METHODS)}")
+        if self.calib_method is not None:
+            from edgecompress.exporters.base import CALIB_METHODS  # the exporters' list (imported only here)
+
+            if self.calib_method not in CALIB_METHODS:
+                raise ConfigError(f"qat.calib_method: {self.calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
         check_range("qat.percentile", self.percentile, 0, 100, lo_open=True)
         if self.epochs == 0 and self.calib_samples == 0:
             raise ConfigError("qat.calib_samples: 0 with epochs 0 leaves the observers without ranges")
