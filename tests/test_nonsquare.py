@@ -395,3 +395,16 @@ def test_cli_refuses_an_onnx_of_symbolic_spatial_dims_in_one_line(tmp_path):
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and str(path) in lines[0] and "--input-shape" in lines[0], proc.stderr
+
+
+# --- helpers of the resolution pass and the estimate take (h, w) ----------------------------------
+def test_estimate_layers_of_efficientnet_lite_at_height_and_width():
+    from targets.estimate import efficientnet_lite_layers
+
+    square, wide = efficientnet_lite_layers(0), efficientnet_lite_layers(0, (224, 448))
+    assert square == efficientnet_lite_layers(0, (224, 224))
+    assert [ly.name for ly in wide] == [ly.name for ly in square]
+    for a, b in zip(square, wide, strict=True):
+        # 448 halves to 14 as 224 to 7: every feature map twice as wide, so twice the conv MACs
+        assert b.macs == (a.macs if a.op == "fc" else 2 * a.macs), a.name
+    assert wide[0].in_elems == 3 * 224 * 448 and wide[0].out_elems == 32 * 112 * 224
