@@ -998,12 +998,11 @@ def _program_ops_and_params(spec: ModelSpec) -> tuple[int, int]:
     """MACs and parameters of a .pt2 program (`ExportedModule`).
 
     Its graph has no nn.Conv2d / nn.Linear modules for Torch-Pruning's hooks, which counted 0 MACs
-    (a recipe's beta read 0.000, "all removed"). torch's FLOP counter sees the aten ops instead: it
-    counts convolutions and matmuls, not the BatchNorm / pooling MACs the hooks add (a few % less).
+    (a recipe's beta read 0.000, "all removed"); `program_macs` counts its graph as the hooks count
+    the same model in eager (BatchNorm and pooling included), so a .pt2 and its module agree.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from edgecompress.models.exported import ExportedModule, program_macs
 
-    assert spec.module is not None  # count_params_macs returned for a module-less spec
-    with FlopCounterMode(display=False) as counter:
-        spec.module(*spec.example_inputs(1))
-    return counter.get_total_flops() // 2, sum(p.numel() for p in spec.module.parameters())
+    assert isinstance(spec.module, ExportedModule)  # count_params_macs's branch
+    macs = program_macs(spec.module.graph_module, *spec.example_inputs(1))
+    return macs, sum(p.numel() for p in spec.module.parameters())
