@@ -293,14 +293,17 @@ def estimate_latency(layers: list[Layer], profile: TargetProfile, precision: str
 # ---- calibration against public figures ----------------------------------------------------------
 
 @functools.lru_cache(maxsize=4)
-def efficientnet_lite_layers(i: int) -> list[Layer]:
-    """Layers of EfficientNet-Lite{i} (random weights: only the shapes matter)."""
+def efficientnet_lite_layers(i: int, hw: tuple[int, int] | None = None) -> list[Layer]:
+    """Layers of EfficientNet-Lite{i} at input (height, width) `hw`, by default its published
+    square resolution (random weights: only the shapes matter)."""
     import torch
 
     from edgecompress.models.efficientnet_lite import EfficientNetLite
 
-    res = LITE_RESOLUTION[i]
-    return layers_from_torch(EfficientNetLite(f"efficientnet-lite{i}"), torch.zeros(1, 3, res, res))
+    h, w = hw or (LITE_RESOLUTION[i], LITE_RESOLUTION[i])
+    model = EfficientNetLite(f"efficientnet-lite{i}")
+    model.set_image_size((h, w))  # SAME padding per axis: built for the square resolution
+    return layers_from_torch(model, torch.zeros(1, 3, h, w))
 
 
 def calibrate(figures: list[dict[str, Any]] | None = None) -> dict[str, float]:

@@ -103,9 +103,10 @@ def test_pt2_macs_are_counted(pt2_spec):
     from edgecompress.models import count_params_macs
 
     params, macs = count_params_macs(pt2_spec)
-    # conv 8*3*9 MACs per output pixel on 8x8, Linear 8*10 (the hooks' counter saw no layer: 0)
-    assert params == sum(p.numel() for p in _small().parameters())
-    assert macs == 8 * 3 * 9 * 8 * 8 + 8 * 10
+    # as the eager model's (the hooks' counter saw no layer in the program: 0): conv 8*3*9 MACs
+    # per output pixel on 8x8 + its bias, BatchNorm 2 per element, Linear 8*10 + its bias
+    assert (params, macs) == count_params_macs(edgecompress.load_model(_small(), input_shape=(1, 3, 8, 8)))
+    assert macs == (8 * 3 * 9 + 8) * 8 * 8 + 2 * 8 * 8 * 8 + 8 * 10 + 10
 
 
 # --- 16: fine-tuning a model with several outputs -------------------------------------------------

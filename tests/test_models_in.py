@@ -172,3 +172,41 @@ def test_digits_reads_image_files_with_its_own_preset(tmp_path, digits_spec):
     assert ds.x.shape == (60, 1, 8, 8)
     assert np.abs(ds.x - x).max() < 0.01  # the training scale (0-1, ink light), not re-normalised
     assert evaluate(digits_spec.module, ds)["top1"] >= 0.95
+
+
+class _ConvBnPool(torch.nn.Module):
+    """Conv + BatchNorm + ReLU + max / average pooling + Linear, one functional ReLU (no module:
+    Torch-Pruning's counter counts none for it) and a LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.relu = torch.nn.ReLU()
+        self.pool = torch.nn.MaxPool2d(2)
+        self.gap = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(8, 4)
+        self.ln = torch.nn.LayerNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.bn(self.conv(x))))
+        return self.ln(self.fc(torch.flatten(self.gap(torch.relu(x)), 1)))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_pt2_macs_equal_the_eager_models(tmp_path, dynamic):
+    """A .pt2's MACs are the same model's as module:factory (torch's FLOP counter left BatchNorm,
+    pooling and activations out of the .pt2's)."""
+    from edgecompress.models import count_params_macs
+
+    torch.manual_seed(0)
+    m = _ConvBnPool().eval()
+    kw = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamic else {}
+    torch.export.save(torch.export.export(m, (torch.randn(2 if dynamic else 1, 3, 12, 16),), **kw),
+                      tmp_path / "m.pt2")
+    eager = count_params_macs(load_model(m, input_shape=(1, 3, 12, 16)))
+    assert count_params_macs(load_model(str(tmp_path / "m.pt2"))) == eager
+    # by hand, as the hooks count: conv + its bias, BN (affine: x2), ReLU, max pool (its input),
+    # average pool, Linear + its bias, LayerNorm (x2); the functional ReLU and flatten count 0
+    px = 12 * 16
+    assert eager[1] == (8 * 3 * 9 * px + 8 * px) + 2 * 8 * px + 8 * px + 8 * px + 8 * 6 * 8 + (8 * 4 + 4) + 2 * 4

@@ -29,9 +29,11 @@ def _tf_same_forward(model: EfficientNetLite, x: torch.Tensor) -> torch.Tensor:
 
     def same(conv: SameConv2d, t: torch.Tensor) -> torch.Tensor:
         k, s = conv.kernel_size[0], conv.stride[0]
-        size = t.shape[-1]
-        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-        t = F.pad(t, (total // 2, total - total // 2, total // 2, total - total // 2))
+        pads = []
+        for size in (t.shape[-1], t.shape[-2]):  # F.pad's order: width, then height
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        t = F.pad(t, pads)
         return F.conv2d(t, conv.weight, None, s, 0, 1, conv.groups)
 
     with torch.no_grad():
@@ -45,23 +47,27 @@ def _tf_same_forward(model: EfficientNetLite, x: torch.Tensor) -> torch.Tensor:
         return model._fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
 
-@pytest.mark.parametrize("side", [224, 192, 200, 161])
+@pytest.mark.parametrize("side", [224, 192, 200, 161, (200, 224), (161, 192), (224, 161)])
 def test_efficientnet_lite_re_pads_exactly_for_any_side(side):
     """Odd feature-map sides (200 -> 25 -> 13) need symmetric stride-2 pads where even ones need
-    (0, 1): set_image_size must reproduce TF SAME at every layer."""
+    (0, 1): set_image_size must reproduce TF SAME at every layer, on each axis of an (h, w) size."""
     torch.manual_seed(0)
     model = EfficientNetLite().eval()
     for m in model.modules():  # non-trivial BN statistics, so a misplaced pad shows
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    x = torch.randn(2, 3, side, side)
+    h, w = side if isinstance(side, tuple) else (side, side)
+    x = torch.randn(2, 3, h, w)
     model.set_image_size(side)
     with torch.no_grad():
         got = model(x)
     torch.testing.assert_close(got, _tf_same_forward(model, x), rtol=1e-4, atol=1e-4)
-    if side % 2:  # the stem pad of an odd side is symmetric: folded into the conv, no F.pad
+    if h % 2 and w % 2:  # the stem pad of an odd side is symmetric: folded into the conv, no F.pad
         assert model._conv_stem.extra_pad is None and model._conv_stem.padding == (1, 1)
+    elif h % 2 != w % 2:  # one axis odd: an explicit pad, (0, 1) on the even axis only
+        pad = (0, 1, 1, 1) if w % 2 == 0 else (1, 1, 0, 1)
+        assert model._conv_stem.extra_pad == pad and model._conv_stem.padding == (0, 0)
 
 
 def test_pass_on_digits_cuts_macs_by_the_area_and_exports(digits_spec, digits_calib, tmp_path):

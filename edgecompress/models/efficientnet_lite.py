@@ -51,19 +51,21 @@ class SameConv2d(nn.Conv2d):
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 image_size: int = 224) -> None:
+                 image_size: int | tuple[int, int] = 224) -> None:
         super().__init__(cin, cout, kernel, stride, padding=0, groups=groups, bias=False)
         self.extra_pad: tuple[int, int, int, int] | None = None
         self.set_input_size(image_size)
 
-    def set_input_size(self, size: int) -> int:
-        """Set the padding for a square input of side `size`; returns the output side."""
-        k, s = self.kernel_size[0], self.stride[0]
-        before, after = _same_pad(size, k, s)
-        sym = before == after
-        self.padding = (before, before) if sym else (0, 0)
-        self.extra_pad = None if sym else (before, after, before, after)
-        return math.ceil(size / s)
+    def set_input_size(self, size: int | tuple[int, int]) -> tuple[int, int]:
+        """Set the padding for an input of `size`, a side or (height, width); returns the output's
+        (height, width). Each axis is padded for its own length (SAME depends on its parity)."""
+        h, w = (size, size) if isinstance(size, int) else size
+        (top, bottom), (left, right) = (_same_pad(n, k, s) for n, k, s in
+                                        zip((h, w), self.kernel_size, self.stride, strict=True))
+        sym = top == bottom and left == right
+        self.padding = (top, left) if sym else (0, 0)
+        self.extra_pad = None if sym else (left, right, top, bottom)  # F.pad: last axis (width) first
+        return math.ceil(h / self.stride[0]), math.ceil(w / self.stride[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.extra_pad is not None:
@@ -73,7 +75,7 @@ class SameConv2d(nn.Conv2d):
 
 class MBConvBlock(nn.Module):
     def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int,
-                 image_size: int) -> None:
+                 image_size: int | tuple[int, int]) -> None:
         super().__init__()
         mid = cin * expand
         self.has_expand = expand != 1
@@ -108,7 +110,7 @@ class EfficientNetLite(nn.Module):
     def __init__(self, name: str = "efficientnet-lite0", num_classes: int = 1000) -> None:
         super().__init__()
         width, depth, res, dropout = LITE_PARAMS[name]
-        self.image_size = res
+        self.image_size: int | tuple[int, int] = res
         self._conv_stem = SameConv2d(3, 32, 3, 2, image_size=res)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         blocks: list[nn.Module] = []
@@ -128,13 +130,14 @@ class EfficientNetLite(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
 
-    def set_image_size(self, size: int) -> None:
-        """Re-pad every SAME convolution for square inputs of side `size` (the `resolution` pass):
-        TF SAME padding of a stride-2 layer depends on whether its input side is even."""
-        side = self._conv_stem.set_input_size(size)
+    def set_image_size(self, size: int | tuple[int, int]) -> None:
+        """Re-pad every SAME convolution for inputs of `size`, a side or (height, width) (the
+        `resolution` pass): TF SAME padding of a stride-2 layer depends on whether its input
+        length is even, on each axis."""
+        hw = self._conv_stem.set_input_size(size)
         for m in self.modules():
             if isinstance(m, SameConv2d) and m is not self._conv_stem:
-                side = m.set_input_size(side)
+                hw = m.set_input_size(hw)
         self.image_size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -705,12 +705,15 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
                 f"MODEL {path}: input {gi.name!r} has a fixed batch of {dims[0].dim_value}; export it with a "
                 f"dynamic batch (torch.onnx.export(..., dynamic_axes={{{gi.name!r}: {{0: 'batch'}}}})) or at batch 1")
     inputs = []
+    sizes: dict[str, int] = {}  # symbolic dim name -> the size --input-shape gives it (in input 0)
     for i, gi in enumerate(graph_inputs):
         file_dims = gi.type.tensor_type.shape.dim
-        dims = [d.dim_value if d.dim_value > 0 else 1 for d in file_dims]
         if input_shape and i == 0:  # (the checker requires a graph input's shape: its rank is known)
             _check_onnx_shape(path, gi.name, file_dims, input_shape)
-        shape = tuple(input_shape) if (input_shape and i == 0) else (1, *dims[1:])
+            shape = tuple(input_shape)
+            sizes = {d.dim_param: n for d, n in zip(file_dims, shape, strict=True) if d.dim_param}
+        else:
+            shape = (1, *_onnx_fixed_dims(path, gi.name, file_dims, sizes, first=i == 0))
         elem = onnx.helper.tensor_dtype_to_np_dtype(gi.type.tensor_type.elem_type)
         inputs.append(InputSpec(shape, gi.name, str(elem)))
     first = graph_inputs[0].type.tensor_type.shape.dim if graph_inputs else []
@@ -727,11 +730,36 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
     )
 
 
+def _dims_text(file_dims: Any) -> str:
+    """An ONNX input's shape as its file has it: `[N, 3, H, W]` (a dimension of no size or name is `?`)."""
+    return "[" + ", ".join(str(d.dim_value) if d.dim_value > 0 else (d.dim_param or "?") for d in file_dims) + "]"
+
+
+def _onnx_fixed_dims(path: Path, name: str, file_dims: Any, sizes: dict[str, int], first: bool) -> list[int]:
+    """The non-batch sizes of an input --input-shape does not give. A symbolic one (`H`, `W`, a
+    sequence length) takes the size --input-shape gave the first input's dimension of that name
+    (an attention mask's `seq` is input_ids'), else is refused in one line: it became 1, and a
+    `[N, 3, H, W]` model was calibrated, converted and timed at 1x1. The batch stays as it is."""
+    rest = list(file_dims[1:])
+    free = [i for i, d in enumerate(rest, 1) if d.dim_value <= 0 and d.dim_param not in sizes]
+    if free:
+        what = ", ".join(rest[i - 1].dim_param or f"dimension {i}" for i in free)
+        if not first:
+            raise InputShapeError(f"MODEL {path}: input {name!r} {_dims_text(file_dims)} has no fixed {what}, and "
+                                  "--input-shape (the first input's shape) names no such dimension; export the "
+                                  "file with it fixed")
+        slots = ", ".join(dict.fromkeys(rest[i - 1].dim_param or "?" for i in free))
+        example = ",".join(["1", *(str(d.dim_value) if d.dim_value > 0 else (d.dim_param or "?") for d in rest)])
+        raise InputShapeError(f"MODEL {path}: input {name!r} {_dims_text(file_dims)} has no fixed {what}; pass "
+                              f"its shape with --input-shape ({example} with numbers for {slots})")
+    return [d.dim_value if d.dim_value > 0 else sizes[d.dim_param] for d in rest]
+
+
 def _check_onnx_shape(path: Path, name: str, file_dims: Any, shape: tuple[int, ...]) -> None:
     """--input-shape against the file's static dimensions: an ONNX model has no forward pass to
     try (check_forward), and a wrong flag was reported as wrong calibration data, or as an
     OpenVINO conversion failure. Symbolic dimensions (a sequence length) take any size."""
-    text = "[" + ", ".join(str(d.dim_value) if d.dim_value > 0 else (d.dim_param or "?") for d in file_dims) + "]"
+    text = _dims_text(file_dims)
     flag = ",".join(str(d) for d in shape)
     if len(file_dims) != len(shape):
         raise InputShapeError(f"--input-shape {flag}: {path} takes input {name!r} of rank {len(file_dims)} "
@@ -740,6 +768,13 @@ def _check_onnx_shape(path: Path, name: str, file_dims: Any, shape: tuple[int, .
         if i > 0 and d.dim_value > 0 and d.dim_value != want:
             raise InputShapeError(f"--input-shape {flag}: {path} fixes dimension {i} of input {name!r} to "
                                   f"{d.dim_value} (its shape is {text}); pass it as it is or leave the flag out")
+    named: dict[str, int] = {}
+    for i, (d, want) in enumerate(zip(file_dims, shape, strict=True)):
+        # one name is one size in the graph: [N, 3, S, S] is a square input of any side
+        if i > 0 and d.dim_value <= 0 and d.dim_param and named.setdefault(d.dim_param, want) != want:
+            raise InputShapeError(f"--input-shape {flag}: {path} gives input {name!r} the shape {text}, so its "
+                                  f"dimensions named {d.dim_param!r} take one size, not "
+                                  f"{named[d.dim_param]} and {want}")
 
 
 LOADERS.register("zoo", (lambda r: r.startswith("zoo:"), _load_zoo))
@@ -963,12 +998,11 @@ def _program_ops_and_params(spec: ModelSpec) -> tuple[int, int]:
     """MACs and parameters of a .pt2 program (`ExportedModule`).
 
     Its graph has no nn.Conv2d / nn.Linear modules for Torch-Pruning's hooks, which counted 0 MACs
-    (a recipe's beta read 0.000, "all removed"). torch's FLOP counter sees the aten ops instead: it
-    counts convolutions and matmuls, not the BatchNorm / pooling MACs the hooks add (a few % less).
+    (a recipe's beta read 0.000, "all removed"); `program_macs` counts its graph as the hooks count
+    the same model in eager (BatchNorm and pooling included), so a .pt2 and its module agree.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from edgecompress.models.exported import ExportedModule, program_macs
 
-    assert spec.module is not None  # count_params_macs returned for a module-less spec
-    with FlopCounterMode(display=False) as counter:
-        spec.module(*spec.example_inputs(1))
-    return counter.get_total_flops() // 2, sum(p.numel() for p in spec.module.parameters())
+    assert isinstance(spec.module, ExportedModule)  # count_params_macs's branch
+    macs = program_macs(spec.module.graph_module, *spec.example_inputs(1))
+    return macs, sum(p.numel() for p in spec.module.parameters())

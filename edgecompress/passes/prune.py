@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -185,6 +186,38 @@ def _output_layers(module: Any, example: Any) -> list[Any]:
     return [m for t, m in produced if any(t is o for o in outs)]
 
 
+# module -> (its structure, the names of its output layers). `_output_layers` runs the model, and
+# `_ignored` is asked for every dependency graph built (the plan, the pruner, the channels after,
+# and again on each copy a MACs / params target bisects): one forward per model, not per ask.
+_OUTPUT_LAYERS: weakref.WeakKeyDictionary[Any, tuple[tuple[tuple[str, type], ...], list[str]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _structure(module: Any) -> tuple[tuple[str, type], ...]:
+    return tuple((n, type(m)) for n, m in module.named_modules())
+
+
+def _output_layer_names(module: Any, example: Any) -> list[str]:
+    """`_output_layers` by module name, run once per model: kept while its modules are the same
+    (pruning narrows layers in place; a pass that swaps a layer for another runs it again)."""
+    structure = _structure(module)
+    hit = _OUTPUT_LAYERS.get(module)
+    if hit is not None and hit[0] == structure:
+        return hit[1]
+    names = {m: n for n, m in module.named_modules()}
+    out = [names[m] for m in _output_layers(module, example)]
+    _OUTPUT_LAYERS[module] = (structure, out)
+    return out
+
+
+def _copy_model(module: Any) -> Any:
+    """A deep copy that shares `module`'s output layers (`_output_layer_names`): same names."""
+    twin = copy.deepcopy(module)
+    if (hit := _OUTPUT_LAYERS.get(module)) is not None:
+        _OUTPUT_LAYERS[twin] = hit
+    return twin
+
+
 def _ignored(module: Any, cfg: PruneConfig, example: Any) -> list[Any]:
     from torch import nn
 
@@ -197,7 +230,7 @@ def _ignored(module: Any, cfg: PruneConfig, example: Any) -> list[Any]:
     head = _classifier(module)
     if head is not None:
         out.append(head)
-    out += [m for m in _output_layers(module, example) if m is not head]
+    out += [mods[n] for n in _output_layer_names(module, example) if mods[n] is not head]
     # tied weights: Torch-Pruning prunes each user as its own group and gave them new, different
     # weights (the tie silently gone); kept whole instead (`_retie` and a note say the rest)
     out += [mods[n] for n in shared_weights(module)]
@@ -499,9 +532,10 @@ def ratio_for_target(module: Any, example: Any, cfg: PruneConfig) -> float:
     which = 1 if cfg.target_macs is not None else 0
     key = "target_macs" if which else "target_params"
     base = _count(module, example)[which]
+    _output_layer_names(module, example)  # once, here: every copy bisected shares it
 
     def removed_at(r: float) -> float:
-        m = copy.deepcopy(module)
+        m = _copy_model(module)
         _pruner(m, example, cfg, r, 1, "magnitude").step()
         return 1 - _count(m, example)[which] / base
 
