@@ -56,9 +56,11 @@ def program_macs(graph_module: torch.fx.GraphModule, example: torch.Tensor) -> i
     import torch_pruning as tp
     from torch.utils.flop_counter import FlopCounterMode
 
+    from edgecompress.models.macs import hook_name_for
+
     params = dict(graph_module.named_parameters())
     hooks = {**tp.utils.op_counter.MODULES_MAPPING, **tp.utils.op_counter.CUSTOM_MODULES_MAPPING}
-    kinds = {f"{t.__module__}.{t.__qualname__}": h.__name__ for t, h in hooks.items()}
+    kinds: dict[str, str | None] = {f"{t.__module__}.{t.__qualname__}": h.__name__ for t, h in hooks.items()}
     calls: dict[str, dict[str, Any]] = {}  # module call -> path, hook name, first input, last output
     other = 0  # FLOPs of ops in calls of hooked types without a formula here
 
@@ -67,6 +69,8 @@ def program_macs(graph_module: torch.fx.GraphModule, example: torch.Tensor) -> i
             nonlocal other
             stack = n.meta.get("nn_module_stack") if n.op == "call_function" else None
             key, (path, kind) = next(reversed(stack.items())) if stack else ("", ("", ""))
+            if kind and kind not in kinds:  # a subclass (SameConv2d): its base's formula, as in eager
+                kinds[kind] = hook_name_for(kind)
             hook = kinds.get(kind)
             if hook is None:
                 return super().run_node(n)

@@ -977,16 +977,16 @@ def count_params_macs(spec: ModelSpec) -> tuple[int, int]:
     if spec.module is None:
         return 0, 0
     import torch
-    import torch_pruning as tp
 
     from edgecompress.models.exported import ExportedModule
+    from edgecompress.models.macs import count_ops_and_params
 
     try:
         with torch.no_grad():
             if isinstance(spec.module, ExportedModule):
                 macs, params = _program_ops_and_params(spec)
             else:
-                macs, params = tp.utils.count_ops_and_params(spec.module, spec.example_inputs(1))
+                macs, params = count_ops_and_params(spec.module, spec.example_inputs(1))
     except Exception as e:
         first = first_line(e, 160, empty="")
         raise ModelLoadError(f"model {spec.name}: cannot count its parameters and MACs "

@@ -453,11 +453,9 @@ def _probe(batches: list[Any], n: int) -> list[Any]:
 
 
 def _count(module: Any, example: Any, kind: str) -> float:
-    import torch
-    import torch_pruning as tp
+    from edgecompress.models.macs import count_ops_and_params
 
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(module, example)
+    macs, params = count_ops_and_params(module, example)
     return float(macs if kind == "macs" else params)
 
 

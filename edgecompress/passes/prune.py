@@ -513,12 +513,10 @@ def _prune_notes(before: dict[str, int], after: dict[str, int], plan: list[dict[
 
 
 def _count(module: Any, example: Any) -> tuple[int, int]:
-    import torch
-    import torch_pruning as tp
+    from edgecompress.models.macs import count_ops_and_params
 
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(module, example)
-    return int(params), int(macs)
+    macs, params = count_ops_and_params(module, example)
+    return params, macs
 
 
 def ratio_for_target(module: Any, example: Any, cfg: PruneConfig) -> float:
