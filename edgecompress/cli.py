@@ -102,6 +102,7 @@ FailOnOpt = Annotated[list[str], typer.Option("--fail-on", help=(
 InputDtypeOpt = Annotated[str | None, typer.Option(help=(
     "What a module:factory model takes: float32, or int64 / int32 ids (token or class indices). Default "
     "float32; int64 for a model whose first layer is an nn.Embedding."))]
+AllowMixedOpt = Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float (a mixed file).")]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
@@ -165,7 +166,7 @@ def export(
     runs: Annotated[int, typer.Option(help="Timed runs per batch size and round.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per batch size.")] = 10,
     rounds: RoundsOpt = 3,
-    allow_mixed: Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float.")] = False,
+    allow_mixed: AllowMixedOpt = False,
     float_first: FloatFirstOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
     isolate: Annotated[bool, typer.Option("--isolate", help="Export each artifact in a child process, so repeated exports in one long-lived process keep memory flat; costs a few seconds per artifact.")] = False,
@@ -457,6 +458,7 @@ def compress(
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
     target: Annotated[str, typer.Option(help="Target profile.")] = "x86-local",
     float_first: FloatFirstOpt = None,
+    allow_mixed: AllowMixedOpt = False,
     threads: Annotated[int | None, typer.Option(help="Inference threads when validating (default 1).")] = None,
     batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
     runs: Annotated[int | None, typer.Option(help="Timed runs per batch size and round (default 50).")] = None,
@@ -529,7 +531,7 @@ def compress(
                        "preprocess": preprocess,
                        "passes": passes, "export": export,
                        "target": target, "data": {"train": train, "calib": calib, "eval": eval},
-                       "options": {"float_first": float_first,
+                       "options": {"float_first": float_first, **({"allow_mixed": True} if allow_mixed else {}),
                                    **{k: v for k, v in measuring.items() if v is not None}}}, Path.cwd())
 
     def as_flags(e: EdgeCompressError) -> EdgeCompressError:

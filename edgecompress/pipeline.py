@@ -101,16 +101,16 @@ class ExportJob:
 
 
 def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str, ...],
-               progress: bool = True) -> list[tuple[str, str]]:
+               progress: bool = True, options: ExportOptions | None = None) -> list[tuple[str, str]]:
     """`formats` with each `--int8` pair of a format in `auto` replaced by that format's int8
-    precision for `spec`; a note says what changed, with or without `progress` (--no-progress is
-    for bars: a build log must still learn that another precision was written)."""
+    precision for `spec` under `options`; a note says what changed, with or without `progress`
+    (--no-progress is for bars: a build log must still learn that another precision was written)."""
     from edgecompress.exporters import FORMATS
 
     out: list[tuple[str, str]] = []
     for fmt, precision in formats:
         if precision == "int8" and fmt in auto:
-            chosen = FORMATS.get(fmt).int8_precision(spec)
+            chosen = FORMATS.get(fmt).int8_precision(spec, options)
             if chosen != precision:
                 print(f"note: --int8 on {spec.name} ({spec.task}): {fmt} uses {chosen} "
                       f"(ask for {fmt}:int8 explicitly for the other route)", file=sys.stderr)
@@ -294,7 +294,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     spec = load_model(job.model, job.input_shape, job.weights, job.preprocess, input_dtype=job.input_dtype)
     for fmt, _ in job.formats:  # before any calibration or export
         FORMATS.get(fmt, "--format").check_source(spec)
-    formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress)
+    formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress, job.options)
     for fmt, precision in formats:  # what a format refuses at a precision (tflite int8 of ids), before any work
         FORMATS.get(fmt).check_model(spec, precision, job.options)
     needs_calib = any(p == "int8" for _, p in formats)
@@ -352,7 +352,7 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
             model={"name": spec.name, "source": spec.source, "params": params, "macs": macs,
                    "input_shape": list(spec.input_shape), "task": spec.task,
                    # [audit #27] integer ids in (what the files take): float32 is left unsaid
-                   **({"input_dtype": spec.inputs[0].dtype} if spec.takes_integers else {}),
+                   **spec.input_dtype_fields(),
                    # a named preset only (a Python callable is not data): `validate --eval images/`
                    # preprocesses with it, as the export did
                    **({"preprocess": spec.preprocess} if isinstance(spec.preprocess, str) else {})},

@@ -33,6 +33,7 @@ from pydantic import ValidationError as PydanticError
 from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError
 
 if TYPE_CHECKING:
+    from edgecompress.exporters import ExportOptions
     from edgecompress.report import Report
 
 RESOLVED_NAME = "recipe.resolved.yaml"
@@ -51,6 +52,7 @@ class RecipeOptions(BaseModel):
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
     float_first: int | None = Field(None, ge=0)  # ONNX / OpenVINO int8: first N conv/linear layers left float
     isolate: bool = False  # [issue #7] each export in a child process (ExportOptions.isolate)
+    allow_mixed: bool = False  # TFLite int8: accept ops left float (ExportOptions.allow_mixed, --allow-mixed)
     teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass but qat
     # [issue #4] QAT's teacher: the float model it quantizes ("previous"), so its KD trains int8
     # fidelity. With "original" the QAT epoch of the EfficientNet-Lite0 chain chased the original
@@ -217,6 +219,14 @@ class Recipe(BaseModel):
                               "whose first 300 samples calibrate)")
         return self
 
+    def export_options(self) -> ExportOptions:
+        """The exporters' options this recipe sets (what `export`'s flags of the same names set)."""
+        from edgecompress.exporters import ExportOptions
+
+        o = self.options
+        return ExportOptions(calib_method=o.calib_method, float_first=o.float_first, isolate=o.isolate,
+                             allow_mixed=o.allow_mixed)
+
     def _precisions(self) -> list[str]:
         return [e.partition(":")[2] or "fp32" for e in self.export]
 
@@ -316,13 +326,16 @@ def _check_exports(recipe: Recipe, spec: Any) -> None:
     No pass changes the input's dtype, which is what they look at."""
     if not recipe.export:
         return
-    from edgecompress.exporters import FORMATS, ExportOptions, resolve_formats
+    from edgecompress.exporters import FORMATS, resolve_formats
 
     for fmt, precision in resolve_formats(recipe.export):
         try:
-            FORMATS.get(fmt).check_model(spec, precision, ExportOptions())
+            FORMATS.get(fmt).check_model(spec, precision, recipe.export_options())
         except EdgeCompressError as e:
-            raise type(e)(f"{recipe._source}: export: {e}") from None
+            msg = str(e)
+            if recipe._source.startswith("recipe"):  # its key, not the flag (`compress` has the flag)
+                msg = msg.replace("--allow-mixed", "options.allow_mixed: true")
+            raise type(e)(f"{recipe._source}: export: {msg}") from None
 
 
 def _check_block_counts(recipe: Recipe, configs: list[tuple[str, Any]], module: Any, example: Any) -> None:
@@ -560,8 +573,9 @@ def save_recipe(recipe: Recipe, path: str | Path) -> Path:
     return write_text_atomic(Path(path), recipe_yaml(anchored(recipe)))
 
 
-def recipe_yaml(recipe: Recipe) -> str:
-    """The resolved recipe as YAML text (every parameter explicit)."""
+def recipe_yaml(recipe: Recipe, detected: str | None = None) -> str:
+    """The resolved recipe as YAML text (every parameter explicit). `detected`: why its
+    `input_dtype` was detected by the loader, not given (a comment on that line says so)."""
     import yaml
 
     # allow_unicode: a path with "ü" was written as "\xFC" (YAML escapes everything past ASCII by
@@ -570,6 +584,10 @@ def recipe_yaml(recipe: Recipe) -> str:
     # width: a long path was folded onto two lines at a space (it loaded back, but grep missed it)
     text = yaml.safe_dump(recipe.resolved(), sort_keys=False, default_flow_style=None, allow_unicode=True,
                           width=2**16)
+    if detected:
+        note = " ".join(detected.split())  # one line: a comment ends at the line's end
+        text = re.sub(r"^input_dtype: \S+$", lambda m: f"{m.group(0)}  # detected: {note}", text, count=1,
+                      flags=re.M)
     return "# resolved by edgecompress: every parameter explicit\n" + text
 
 
@@ -689,6 +707,9 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         if not recipe._source.startswith("recipe"):  # `compress` names its own flags, as the loaders do
             raise
         raise _in_model(e, recipe._source) from None
+    if recipe.input_dtype is None and (why := spec.extra.get("input_dtype_detected")):
+        # the dtype the run used, not `null`: the resolved recipe reruns the same model the same way
+        resolved_text = recipe_yaml(recipe.model_copy(update={"input_dtype": spec.inputs[0].dtype}), why)
     if spec.module is None:  # an ONNX file: this raised AttributeError
         raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
                           "an .onnx file has neither (export it with `edgecompress export`)")
@@ -771,7 +792,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
                 "recipe": write_text_atomic(out / RESOLVED_NAME, resolved_text)}
 
     if recipe.export:
-        from edgecompress.exporters import ExportOptions, resolve_formats
+        from edgecompress.exporters import resolve_formats
         from edgecompress.pipeline import ExportJob, run_export
         from edgecompress.targets import ValidateSettings
 
@@ -786,8 +807,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         job = ExportJob(
             model=spec, formats=resolve_formats(recipe.export), out_dir=out,
             calib=calib, eval=ev, target=recipe.target,
-            options=ExportOptions(calib_method=opts.calib_method, float_first=opts.float_first,
-                                  isolate=opts.isolate),
+            options=recipe.export_options(),
             settings=ValidateSettings(threads=opts.threads, runs=opts.runs, warmup=opts.warmup,
                                       rounds=opts.rounds, batches=tuple(dict.fromkeys([1, *opts.batch]))),
             fail_on=opts.fail_on,
@@ -800,7 +820,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
 
         report = Report(model={"name": spec.name, "source": spec.source, "params": steps[-1]["params"],
                                "macs": steps[-1]["macs"], "input_shape": list(spec.input_shape),
-                               **({"input_dtype": spec.inputs[0].dtype} if spec.takes_integers else {}),
+                               **spec.input_dtype_fields(),
                                "task": spec.task},
                         target=recipe.target, artifacts=[], steps=steps, command=cmd,
                         data={"eval": ev.source if ev else None, "eval_n": len(ev) if ev else 0})

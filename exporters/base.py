@@ -160,8 +160,9 @@ class Format:
     # The ExportOptions.extra keys its exporter reads: export() refuses any key no format reads
     # (a typo such as "ov_overflow_fx" was silently ignored)
     option_keys: tuple[str, ...] = ()
-    # What `--int8` means for a given model (None: "int8"). An explicit `format:int8` is never changed.
-    int8_for: Callable[[ModelSpec], str] | None = None
+    # What `--int8` means for a given model under the run's options (None: "int8"). An explicit
+    # `format:int8` is never changed.
+    int8_for: Callable[[ModelSpec, ExportOptions], str] | None = None
     # How validate runs its files. Its runtime resizes the inputs to any batch (LiteRT); else a file
     # that fixes its batch (a .pt2 exported at batch 1) is timed and evaluated at that batch only.
     resizes_inputs: bool = False
@@ -188,9 +189,9 @@ class Format:
         if self.refuses is not None:
             self.refuses(spec, precision, options or ExportOptions())
 
-    def int8_precision(self, spec: ModelSpec) -> str:
-        """The precision `--int8` asks of this format for `spec`."""
-        return self.int8_for(spec) if self.int8_for is not None else "int8"
+    def int8_precision(self, spec: ModelSpec, options: ExportOptions | None = None) -> str:
+        """The precision `--int8` asks of this format for `spec` (under `options`: --allow-mixed)."""
+        return self.int8_for(spec, options or ExportOptions()) if self.int8_for is not None else "int8"
 
 
 @dataclass(frozen=True)

@@ -632,7 +632,7 @@ def _refuse_float(path: Path, name: str, precision: str, advice: str) -> None:
                           f"(ops: {', '.join(op_type_names(path))[:160]}), the file would be float; {advice}")
 
 
-def _int8_for(spec: ModelSpec) -> str:
+def _int8_for(spec: ModelSpec, _options: ExportOptions) -> str:
     """[issue #6] `--int8` on a transformer encoder means int8-dynamic: on MiniLM, static QDQ
     measured Spearman -0.44 pt at 1.9x, dynamic -0.11 pt at 2.1x (benchmarks/RESULTS-minilm.md):
     per-tensor static ranges cannot follow attention/FFN activations that change per sentence."""

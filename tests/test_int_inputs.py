@@ -417,3 +417,169 @@ def test_compress_records_input_dtype(files, tmp_path):
     assert not (tmp_path / "r" / "step1-distill").exists()
     with pytest.raises(ConfigError, match=r"input_dtype: 'int8': use one of float32, int64, int32"):
         run_recipe({"model": f"{HERE}:ids_mean", "input_shape": [1, 16], "input_dtype": "int8"}, tmp_path / "r2")
+
+
+# --- leftovers: the detected dtype recorded, allow_mixed in recipes / compress, tflite int8 of ids,
+# an .onnx of ids checked against its table, channel pruning of a Conv1d stack -----------------------
+
+def test_detected_dtype_is_recorded_in_resolved_recipe_and_report(tmp_path):
+    """An Embedding-first factory without input_dtype: the resolved recipe holds the dtype the run
+    used (it was `input_dtype: null`), with a comment saying it was detected, and reruns as it is;
+    report.json / report.md say so too."""
+    import yaml
+
+    from edgecompress.recipe import RESOLVED_NAME, load_recipe, run_recipe
+
+    out = tmp_path / "r"
+    run_recipe({"model": f"{HERE}:ids_mean", "input_shape": [1, SEQ], "export": ["onnx:fp32"],
+                "options": {"validate_artifacts": False, "progress": False}}, out)
+    text = (out / RESOLVED_NAME).read_text()
+    assert "input_dtype: int64  # detected: nn.Embedding 'emb' first, 1000 rows\n" in text, text
+    assert yaml.safe_load(text)["input_dtype"] == "int64"
+    assert load_recipe(out / RESOLVED_NAME).input_dtype == "int64"
+    model = json.loads((out / "report.json").read_text())["model"]
+    assert model["input_dtype"] == "int64" and model["input_dtype_detected"] == "nn.Embedding 'emb' first, 1000 rows"
+    assert "[1, 16] int64 ids (detected: nn.Embedding 'emb' first, 1000 rows)" in (out / "report.md").read_text()
+    # declared: nothing detected, nothing said
+    declared = load_model(ids_mean(), input_shape=(1, SEQ), input_dtype="int64")
+    assert declared.input_dtype_fields() == {"input_dtype": "int64"}
+
+
+def test_recipe_allow_mixed_is_validated_and_round_trips(files, tmp_path):
+    from edgecompress.recipe import anchored, load_recipe, parse_recipe, run_recipe, save_recipe
+
+    base = {"model": f"{HERE}:ids_mean", "input_shape": [1, SEQ], "export": ["tflite:int8"],
+            "data": {"calib": str(files["npz"])}}
+    with pytest.raises(ConfigError, match=r"^recipe: options\.allow_mixed: Input should be a valid boolean"):
+        parse_recipe({**base, "options": {"allow_mixed": "yes"}})
+    r = parse_recipe({**base, "options": {"allow_mixed": True}})
+    assert r.export_options().allow_mixed
+    back = load_recipe(save_recipe(r, tmp_path / "r.yaml"))
+    assert back.options.allow_mixed is True and back.resolved() == anchored(r).resolved()
+    # refused in the recipe's own words (its key, not the flag), before any work
+    with pytest.raises(ExportError, match=r"^recipe: export: tflite int8 of ids_mean: .* with options\.allow_mixed: "
+                                          r"true \("):
+        run_recipe(base, tmp_path / "refused")
+
+
+def test_compress_allow_mixed(files, tmp_path):
+    """`compress --allow-mixed` means what `export --allow-mixed` means: a mixed tflite int8 of ids
+    (int32 ids in, int8 layers after the float lookup), written into the resolved recipe."""
+    import yaml
+
+    common = ["compress", f"{HERE}:ids_mean", "--input-shape", "1,16", "-f", "tflite:int8",
+              "--calib", f"{files['npz']}[:32]", "--eval", f"{files['npz']}[32:]", "--runs", "2", "--warmup", "0",
+              "--rounds", "1", "--no-progress"]
+    proc = run_cli(*common, "--out", str(tmp_path / "strict"), cwd=ROOT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3 and "full-integer int8 does not apply" in lines[-1] and "--allow-mixed" in lines[-1], \
+        proc.stderr[-2000:]
+    out = tmp_path / "mixed"
+    proc = run_cli(*common, "--allow-mixed", "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert yaml.safe_load((out / "recipe.resolved.yaml").read_text())["options"]["allow_mixed"] is True
+    rows = _rows(out)
+    mixed = rows["tflite", "int8"]
+    assert mixed["status"] == "ok" and mixed["details"]["mixed"], mixed
+    assert mixed["drift"]["top1_agreement"] >= INT8_AGREEMENT, mixed["drift"]
+
+
+def test_int8_for_tflite_of_ids():
+    """`--int8` on a model of ids gives tflite dynamic-int8 (full integer cannot apply), and the
+    mixed int8 file when --allow-mixed says a mixed file is wanted; an image model keeps int8."""
+    from edgecompress.exporters import ExportOptions
+    from edgecompress.pipeline import adapt_int8
+
+    spec = load_model(ids_mean(), input_shape=(1, SEQ))
+    pairs = [("tflite", "int8"), ("onnx", "int8")]
+    assert adapt_int8(spec, pairs, ("tflite", "onnx"), progress=False) == [("tflite", "dynamic-int8"), ("onnx", "int8")]
+    assert adapt_int8(spec, pairs, ("tflite", "onnx"), progress=False,
+                      options=ExportOptions(allow_mixed=True)) == pairs
+
+
+class IdsConvStack(nn.Module):
+    """nn.Embedding -> two Conv1d over the sequence -> mean -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM)
+        self.conv1 = nn.Conv1d(DIM, 64, 3, padding=1)
+        self.conv2 = nn.Conv1d(64, 64, 3, padding=1)
+        self.head = nn.Linear(64, CLASSES)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(self.emb(ids).transpose(1, 2)))
+        return self.head(torch.relu(self.conv2(h)).mean(-1))
+
+
+def test_prune_embedding_conv1d_stack(files, tmp_path):
+    """Channel pruning reaches Conv1d layers (it rooted its groups at Conv2d / Linear only and
+    pruned nothing here): params drop, the model runs on ids and exports to ONNX, which agrees."""
+    import edgecompress as ec
+    from edgecompress.exporters import ExportOptions, export
+
+    torch.manual_seed(0)
+    spec = load_model(IdsConvStack(), input_shape=(1, SEQ))
+    before = sum(p.numel() for p in spec.module.parameters())
+    pruned = ec.prune(spec, ratio=0.5, progress=False)
+    m = pruned.module
+    assert m.conv1.out_channels == 32 and m.conv2.in_channels == 32 and m.conv2.out_channels == 32
+    assert m.head.in_features == 32 and m.head.out_features == CLASSES and m.emb.num_embeddings == VOCAB
+    assert sum(p.numel() for p in m.parameters()) < 0.8 * before
+    assert pruned.inputs[0].dtype == "int64"
+    x = torch.from_numpy(ids_data(8)[0])
+    with torch.no_grad():
+        y = m(x)
+    assert y.shape == (8, CLASSES)
+    art = export(pruned, "onnx", "fp32", tmp_path, None, ExportOptions(progress=False))
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - y.numpy()).max() < 1e-4
+
+
+def _ids_onnx(path: Path, rows: int) -> Path:
+    """A hand-written .onnx: int32 ids -> Cast(int64) -> Gather from a (rows, 4) initializer -> mean."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.random.default_rng(0).normal(size=(rows, 4)).astype(np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+         helper.make_node("Gather", ["table", "ids64"], ["emb"]),
+         helper.make_node("ReduceMean", ["emb"], ["out"], axes=[1], keepdims=0)],
+        "ids", [helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", SEQ])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_of_ids_checks_its_table(files, tmp_path):
+    """An .onnx whose input is first a Gather from an initializer (straight, through a Cast, or
+    through an int8 file's DequantizeLinear): calibration / evaluation ids are checked against the
+    table's rows, in the words a torch model's nn.Embedding gets."""
+    from edgecompress.data import Dataset
+    from edgecompress.data.resolve import resolve_data
+    from edgecompress.exporters import ExportOptions, export
+
+    fp32 = export(load_model(ids_mean(), input_shape=(1, SEQ)), "onnx", "fp32", tmp_path, None,
+                  ExportOptions(progress=False))
+    spec = load_model(str(fp32.path))
+    assert spec.inputs[0].dtype == "int64" and spec.extra["vocab_size"] == VOCAB
+    for purpose in ("calibration", "evaluation"):
+        with pytest.raises(DataError, match=r"sample 5 holds id 1007, outside the model's embedding table of 1000 "
+                                            r"rows \(ids 0\.\.999\)"):
+            resolve_data(spec, str(files["out_of_range"]), purpose, progress=False)
+    calib = resolve_data(spec, f"{files['npz']}[:32]", "calibration", progress=False)
+    int8 = export(spec, "onnx", "int8", tmp_path / "q", calib, ExportOptions(progress=False))
+    assert load_model(str(int8.path)).extra["vocab_size"] == VOCAB  # Gather of DequantizeLinear(table)
+    small = load_model(str(_ids_onnx(tmp_path / "small.onnx", 50)))
+    assert small.inputs[0].dtype == "int32" and small.extra["vocab_size"] == 50
+    ids = np.load(files["npy"])[:8]
+    assert int(ids.max()) >= 50
+    with pytest.raises(DataError, match="outside the model's embedding table of 50 rows"):  # samples in memory
+        export(small, "onnx", "int8", tmp_path / "never", Dataset(ids))
+    assert not (tmp_path / "never").exists()

@@ -398,14 +398,17 @@ def test_tflite_encoder_matches_torch(tiny_spec, tmp_path, precision):
 
 def test_tflite_encoder_full_int8_is_mixed_and_close(tiny_spec, tiny_data, tmp_path):
     """Full-int8 TFLite of an encoder: the FULLY_CONNECTED layers are int8; LayerNorm, SOFTMAX and
-    the attention-mask add stay float, so it needs --allow-mixed and says which ops are float."""
+    the attention-mask add stay float, so it needs --allow-mixed and says which ops are float.
+    Without it, refused before any calibration (no data needed to learn that), naming both routes."""
     from edgecompress.data.text import get_tokenizer, tokenize
     from edgecompress.errors import ExportError
     from edgecompress.exporters import ExportOptions, export
     from edgecompress.targets import bench
 
-    with pytest.raises(ExportError, match="stayed float"):
-        export(tiny_spec, "tflite", "int8", tmp_path / "strict", tiny_data)
+    with pytest.raises(ExportError, match=r"^tflite int8 of \S+: full-integer int8 does not apply to a text encoder "
+                                          r"\(.*\); export tflite:dynamic-int8 .* with --allow-mixed"):
+        export(tiny_spec, "tflite", "int8", tmp_path / "strict")  # no calibration set: refused before it
+    assert not (tmp_path / "strict").exists()
     art = export(tiny_spec, "tflite", "int8", tmp_path, tiny_data, ExportOptions(allow_mixed=True))
     d = art.details
     assert d["mixed"] and d["int8_ops"]["FULLY_CONNECTED"] == 12
@@ -487,6 +490,12 @@ def test_int8_flag_means_dynamic_for_encoders_only_when_not_explicit(tiny_spec):
     assert adapt_int8(tiny_spec, pairs, (), progress=False) == pairs  # explicit onnx:int8
     image = replace(tiny_spec, task="classification")
     assert adapt_int8(image, pairs, ("onnx", "openvino"), progress=False) == pairs
+    # TFLite: dynamic-int8 (full-integer int8 is refused for an encoder), the mixed int8 with --allow-mixed
+    from edgecompress.exporters import ExportOptions
+
+    assert adapt_int8(tiny_spec, [("tflite", "int8")], ("tflite",), progress=False) == [("tflite", "dynamic-int8")]
+    assert adapt_int8(tiny_spec, [("tflite", "int8")], ("tflite",), progress=False,
+                      options=ExportOptions(allow_mixed=True)) == [("tflite", "int8")]
 
 
 def test_cli_int8_on_encoder_exports_dynamic_without_calibration(tiny_dir, sts_file, tmp_path):

@@ -100,6 +100,9 @@ def check_forward(spec: ModelSpec, output_names: list[str] | None = None, dtype_
             spec.inputs[0].dtype = "float32"  # neither works: report the float failure below
         else:
             _name_outputs(spec, y, output_names)
+            # the report and the resolved recipe say it was detected, and why
+            rows = embedding[1].num_embeddings
+            spec.extra["input_dtype_detected"] = f"nn.Embedding {embedding[0]!r} first, {rows} rows"
             print(f"note: model {spec.name} starts with nn.Embedding {embedding[0]!r} ({embedding[1].num_embeddings} "
                   "rows): its input is taken as int64 ids (--input-dtype int32 for int32 ones)", file=sys.stderr)
             return
@@ -719,6 +722,8 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
     first = graph_inputs[0].type.tensor_type.shape.dim if graph_inputs else []
     # batch fixed at 1 in the file: calibrate and validate it one sample at a time (see _load_pt2)
     fixed = SpecExtra(fixed_batch=1) if first and first[0].dim_value == 1 else SpecExtra()
+    if len(inputs) == 1 and inputs[0].is_integer and (vocab := _onnx_vocab(model, inputs[0].name)) is not None:
+        fixed["vocab_size"] = vocab  # calibration / evaluation ids are checked against it, as a torch model's
     return ModelSpec(
         name=path.stem,
         module=None,
@@ -753,6 +758,36 @@ def _onnx_fixed_dims(path: Path, name: str, file_dims: Any, sizes: dict[str, int
         raise InputShapeError(f"MODEL {path}: input {name!r} {_dims_text(file_dims)} has no fixed {what}; pass "
                               f"its shape with --input-shape ({example} with numbers for {slots})")
     return [d.dim_value if d.dim_value > 0 else sizes[d.dim_param] for d in rest]
+
+
+def _onnx_vocab(model: Any, name: str) -> int | None:
+    """Rows of the embedding table an ONNX input of ids indexes first, else None: a Gather on axis 0
+    of the input (or of a Cast of it) whose table is an initializer or a Constant, or their
+    DequantizeLinear (an int8 file's table). Several such tables: the smallest. [audit #27] the
+    `.onnx` twin of a torch model's nn.Embedding num_embeddings (`check_forward`)."""
+    rows = {i.name: int(i.dims[0]) for i in model.graph.initializer if len(i.dims) >= 1}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def table_rows(value: str) -> int | None:
+        if value in rows:
+            return rows[value]
+        node = producer.get(value)
+        if node is not None and node.op_type == "DequantizeLinear":
+            return table_rows(node.input[0])
+        if node is not None and node.op_type == "Constant":
+            t = next((a.t for a in node.attribute if a.name == "value"), None)
+            return int(t.dims[0]) if t is not None and len(t.dims) >= 1 else None
+        return None
+
+    ids, found = {name}, []
+    for node in model.graph.node:  # topologically sorted (the checker says so): a Cast comes before its users
+        if node.op_type == "Cast" and node.input and node.input[0] in ids:
+            ids.update(node.output)
+        elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in ids \
+                and next((a.i for a in node.attribute if a.name == "axis"), 0) == 0 \
+                and (n := table_rows(node.input[0])) is not None:
+            found.append(n)
+    return min(found) if found else None
 
 
 def _check_onnx_shape(path: Path, name: str, file_dims: Any, shape: tuple[int, ...]) -> None:

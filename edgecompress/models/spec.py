@@ -91,6 +91,9 @@ class SpecExtra(TypedDict, total=False):
     seq_len: int
     text_length: str
     vocab_size: int
+    # a model whose input dtype was detected, not declared (an nn.Embedding first): why, in words,
+    # for the report and the resolved recipe
+    input_dtype_detected: str
     dynamic_seq: bool
     max_seq_len: int
     # an ONNX / ExportedProgram file exported at a fixed batch
@@ -139,6 +142,14 @@ class ModelSpec:
     def takes_integers(self) -> bool:
         """Its (first) input is integer ids: tokenized text, or a user's model of token / class ids."""
         return bool(self.inputs) and self.inputs[0].is_integer
+
+    def input_dtype_fields(self) -> dict[str, str]:
+        """report.json's `model` fields of an integer input: `input_dtype`, and `input_dtype_detected`
+        (why) when the loader detected it rather than being told; none for float32, left unsaid."""
+        if not self.takes_integers:
+            return {}
+        why = self.extra.get("input_dtype_detected")
+        return {"input_dtype": self.inputs[0].dtype, **({"input_dtype_detected": why} if why else {})}
 
     @property
     def image_size(self) -> int:

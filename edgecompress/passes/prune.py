@@ -54,6 +54,8 @@ from edgecompress.passes._common import (
 from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from edgecompress.models import ModelSpec
 
 
@@ -150,30 +152,36 @@ class PruneConfig:
                               "use ratio (fraction of weights zeroed)")
 
 
+def _channel_layers() -> tuple[type[nn.Module], ...]:
+    """The layers whose output channels channel pruning removes (the roots of its groups)."""
+    from torch import nn
+
+    return (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
 def _classifier(module: Any) -> Any:
     from torch import nn
 
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if linears:
         return linears[-1]
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in module.modules() if isinstance(m, _channel_layers()[1:])]
     return convs[-1] if convs else None
 
 
 def _output_layers(module: Any, example: Any) -> list[Any]:
-    """The Conv2d / Linear layers whose output a multi-output model returns as it is.
+    """The Linear / Conv1d / Conv2d layers whose output a multi-output model returns as it is.
 
     Why: only the last Linear (`_classifier`) was kept whole, so of `return self.fc(y), self.aux(y)`
     the first head lost half its outputs (10 -> 5 classes), silently. A single-output model keeps
     the rule above."""
     import torch
-    from torch import nn
 
     from edgecompress.passes._common import output_count
 
     produced: list[tuple[Any, Any]] = []  # (tensor, layer): the tensors kept alive, so `is` is exact
     hooks = [m.register_forward_hook(lambda m, _i, o: produced.append((o, m)))
-             for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+             for m in module.modules() if isinstance(m, _channel_layers())]
     try:
         with torch.no_grad():
             y = module(*example)
@@ -326,7 +334,7 @@ def _groups(module: Any, example: Any, cfg: PruneConfig) -> tuple[Any, list[tupl
     names = {m: n for n, m in module.named_modules()}
     prunable = tuple(tp.ops.type2class(t) for t in dg.REGISTERED_PRUNERS)
     out = []
-    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=list(_channel_layers())):
         mods = []
         for dep, _ in group:
             m = dep.target.module
@@ -503,8 +511,8 @@ def _prune_notes(before: dict[str, int], after: dict[str, int], plan: list[dict[
         notes.append(f"prune.ratio {ratio}: {len(unranked)} layer(s) left whole ({why}): "
                      f"{', '.join(unranked[:4])}{', ...' if len(unranked) > 4 else ''}")
     if not before:  # no channel group left to prune (the classifier, ignored and tied layers stay whole)
-        notes.append(f"prune.ratio {ratio}: nothing pruned (every layer is kept whole: the classifier, "
-                     "ignored or tied layers)")
+        notes.append(f"prune.ratio {ratio}: nothing pruned (no Linear / Conv1d / Conv2d layer to prune besides "
+                     "the classifier and ignored or tied layers, which are kept whole)")
     elif all(after.get(k, v) == v for k, v in before.items()):
         why = f"round_to {cfg.round_to} is wider than what the ratio removes from every layer" if cfg.round_to \
             else "it rounds to 0 channels in every layer"

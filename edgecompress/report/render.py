@@ -390,6 +390,8 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         items.append(("params / MACs", f"{m.get('params', 0):,} / {m.get('macs', 0):,}"))
     if m.get("input_shape"):
         ids = f" {m['input_dtype']} ids" if m.get("input_dtype") else ""  # [audit #27] float32 goes unsaid
+        if ids and m.get("input_dtype_detected"):
+            ids += f" (detected: {m['input_dtype_detected']})"
         items.append(("input", str(m.get("input_shape")) + ids))
     items.append(("target", report.target))
     if data.get("skipped"):
