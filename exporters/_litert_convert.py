@@ -31,6 +31,8 @@ from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.observer import MinMaxObserver
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
+from edgecompress.models.spec import complete_output_names, default_input_name, first_output
+
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 _CONVS = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
 # Clamp-like activations that TFLite fuses into CONV_2D / DEPTHWISE_CONV_2D.
@@ -345,10 +347,9 @@ def _check_lowering(path: pathlib.Path, quantized: Any, samples: list[np.ndarray
     with torch.no_grad():
         feed = x.transpose(0, 2, 3, 1) if nhwc else x
         ys = [quantized(torch.from_numpy(np.ascontiguousarray(feed[i : i + 1]))) for i in range(len(feed))]
-        # the file's first output (`run`): a tuple's first, a dict's first in key order, as the
-        # export flattened it (a dict reached the subtraction below: a raw TypeError)
-        ys = [next(iter(y.values())) if isinstance(y, dict) else y for y in ys]
-        want = np.concatenate([np.asarray(y[0] if isinstance(y, tuple | list) else y).reshape(1, -1) for y in ys])
+        # the file's first output (`run`): the first tensor as the export flattened the outputs (a
+        # dict reached the subtraction below: a raw TypeError)
+        want = np.concatenate([np.asarray(first_output(y)).reshape(1, -1) for y in ys])
     step = step or 1.0
     diff = float(np.abs(got.reshape(len(x), -1) - want).mean())
     if diff > 4 * step:
@@ -453,6 +454,7 @@ def convert(
     *,
     quantizer: PT2EQuantizer | None = None,
     input_names: list[str] | None = None,
+    file_input_names: Sequence[str] = (),
     output_names: Sequence[str] = (),
     prequantized: bool = False,
     check_lowering: bool = True,
@@ -471,7 +473,8 @@ def convert(
     `prequantized`: `model` is already a converted PT2E graph (QAT, `backend: litert`: litert-torch's
     quantizer, `convert_pt2e(fold_quantize=False)`); int8 only, no calibration, lowered as it is.
     `check_lowering=False` skips `_check_lowering` (benchmarks measuring another tool's file as it is).
-    `output_names` names the first outputs (the others `output_1`, ...; see `_name_outputs`).
+    `file_input_names` names the file's inputs (default: `input_names`, else `input`, `input_1`,
+    ...) and `output_names` the first outputs (the others `output_1`, ...; see `_name_io`).
     """
     import litert_torch
 
@@ -523,7 +526,7 @@ def convert(
         elif aeq_dynamic:
             data = _dynamic_int8_weights(data)
         named = len(data) <= _FLATBUFFER_MAX  # (_compact cannot rewrite a larger file)
-        data = _compact(data, output_names)
+        data = _compact(data, (file_input_names or input_names or (), output_names))
         tmp.write_bytes(data)
         if problem := _load_problem(tmp):
             raise UnsupportedModelError(f"LiteRT cannot allocate the converted {precision} model ({problem})")
@@ -539,7 +542,7 @@ def convert(
         "size_bytes": len(data),
         # not transposed: as the model takes it ("" for a model taking channels last already)
         "layout": "NHWC" if nhwc else ("NCHW" if x.dim() == 4 and channels_last_io else ""),
-        "outputs_named": named,
+        "io_named": named,
         **info,
     }
 
@@ -618,19 +621,19 @@ class _DedupBuilder(flatbuffers.Builder):
 _FLATBUFFER_MAX = 2**31 - 2**20  # what one flatbuffer holds, with room for its tables
 
 
-def _compact(tflite: bytes, output_names: Sequence[str] | None = None) -> bytes:
+def _compact(tflite: bytes, names: tuple[Sequence[str], Sequence[str]] | None = None) -> bytes:
     """Rewrite the flatbuffer with repeated vectors (mostly quantization params) shared, and its
-    outputs named (`_name_outputs`) when `output_names` is given."""
+    inputs and outputs named (`_name_io`) when `names` (inputs', outputs') is given."""
     from ai_edge_litert import schema_py_generated as schema
 
     if len(tflite) > _FLATBUFFER_MAX:
         # one flatbuffer cannot hold it; keep the converter's external-buffer layout, and its
-        # output names (output_0, ... or a dict's keys joined by "_"): the I/O contract, read from
-        # the file, records those
+        # names (inputs args_0 ..., outputs output_0, ... or a dict's keys joined by "_"): the I/O
+        # contract, read from the file, records those
         return tflite
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
-    if output_names is not None:
-        _name_outputs(model, output_names)
+    if names is not None:
+        _name_io(model, *names)
     for b in model.buffers:
         if b.offset > 1:  # data stored after the flatbuffer (ai-edge-quantizer does this): inline it
             b.data = np.frombuffer(tflite, np.uint8, b.size, b.offset)
@@ -640,29 +643,41 @@ def _compact(tflite: bytes, output_names: Sequence[str] | None = None) -> bytes:
     return bytes(builder.Output())
 
 
-def _name_outputs(model: Any, given: Sequence[str]) -> None:
-    """Name each output of the main subgraph (a `schema.ModelT`, in place): its tensor (what
-    `get_output_details()` reports, in the model's output order) and its signature key (what
-    `get_signature_runner()` returns results by). `given` names the first outputs, `output_k` the
-    others, as in the ONNX and OpenVINO files.
+def _name_io(model: Any, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+    """Name each input and output of the main subgraph (a `schema.ModelT`, in place): its tensor
+    (what `get_input_details()` / `get_output_details()` report, in the model's order) and its
+    signature key (what `get_signature_runner()` takes and returns by). The names given come
+    first, then `input_k` / `output_k`, as in the ONNX and OpenVINO files.
 
-    Why: litert-torch names signature outputs `output_0`, `output_1`, ... (a dict's: its keys joined
-    by "_") and output tensors after graph nodes, so one model's outputs had other names here than
-    in its ONNX / OpenVINO files. The signature's entries are put in the output order too (LiteRT
-    maps them by name, so the order is only what a reader of the file sees)."""
-    from edgecompress.models.spec import complete_output_names
-
+    Why: litert-torch names signature inputs after the converted call (`args_0` for a positional
+    one) and their tensors `serving_default_args_0:0`, signature outputs `output_0`, `output_1`, ...
+    (a dict's: its keys joined by "_") and output tensors after graph nodes, so one model's inputs
+    and outputs had other names here than in its ONNX / OpenVINO files. The signature's entries
+    are put in the model's order too (LiteRT maps them by name, so the order is only what a reader
+    of the file sees)."""
     sub = model.subgraphs[0]
-    outs = [int(t) for t in sub.outputs]
-    names = complete_output_names(list(given), len(outs), "tflite export")
-    for t, name in zip(outs, names, strict=True):
-        sub.tensors[t].name = name
-    by_tensor = dict(zip(outs, names, strict=True))
-    for sig in model.signatureDefs or []:
-        if sig.subgraphIndex == 0 and sig.outputs:
-            sig.outputs.sort(key=lambda tm: outs.index(tm.tensorIndex) if tm.tensorIndex in by_tensor else len(outs))
-            for tm in sig.outputs:
-                tm.name = by_tensor.get(tm.tensorIndex, tm.name)
+    for tensors, sig_field, names in (
+            ([int(t) for t in sub.inputs], "inputs",
+             [*input_names, *(default_input_name(k) for k in range(len(input_names), len(sub.inputs)))]),
+            ([int(t) for t in sub.outputs], "outputs",
+             complete_output_names(list(output_names), len(sub.outputs), "tflite export"))):
+        for t, name in zip(tensors, names, strict=True):
+            sub.tensors[t].name = name
+        by_tensor = dict(zip(tensors, names, strict=True))
+        for sig in model.signatureDefs or []:
+            entries = getattr(sig, sig_field)
+            if sig.subgraphIndex == 0 and entries:
+                entries.sort(key=lambda tm: tensors.index(tm.tensorIndex) if tm.tensorIndex in by_tensor
+                             else len(tensors))
+                for tm in entries:
+                    old = tm.name.decode() if isinstance(tm.name, bytes) else tm.name
+                    new = by_tensor.get(tm.tensorIndex, old)
+                    if sig_field == "inputs" and old in names and old != new:
+                        # converted by keyword (text encoders): the key said which tensor it is, and
+                        # naming by position would swap two inputs
+                        raise UnsupportedModelError(f"the file's input {old!r} is at position "
+                                                    f"{names.index(new)}, where the model has {new!r}")
+                    tm.name = new
 
 
 def run(path: pathlib.Path | str, x_nchw_float: np.ndarray, threads: int = 1) -> np.ndarray:

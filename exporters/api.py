@@ -112,10 +112,13 @@ def export(
                           + (f" (did you mean {other}?)" if other else ""))
     format_.check_model(spec, precision, options)
     if spec.module is not None:  # (an .onnx in keeps its file's names)
-        from edgecompress.models.spec import check_output_names
+        from edgecompress.models.spec import check_input_names, check_output_names
 
-        # before any work: a spec built by hand can name two outputs alike (load_model refuses it)
-        check_output_names(spec.output_names, f"{fmt} export of {spec.name}", [i.name for i in spec.inputs])
+        # before any work: a spec built by hand can name two inputs or outputs alike (load_model
+        # names them from the model, so they differ)
+        where, inputs = f"{fmt} export of {spec.name}", [i.name for i in spec.inputs]
+        check_input_names(inputs, where)
+        check_output_names(spec.output_names, where, inputs)
     # [issue #4] a QAT model in a format its backend does not lower: PTQ of its trained weights
     spec, qat_note = qat_route(spec, fmt, precision)
     # [issue #4] an already-quantized spec (QAT) brings its own ranges: no calibration needed.

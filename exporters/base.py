@@ -128,16 +128,21 @@ class Artifact:
 ExportFn = Callable[["ModelSpec", str, Path, "Dataset | None", ExportOptions], Artifact]
 
 
-def check_file_outputs(fmt: str, precision: str, spec: ModelSpec, names: list[str]) -> None:
-    """ExportError unless a written file's outputs (as read back from it) carry the spec's names,
-    in its order: an app reads the same names from every format's file, and the artifact's I/O
-    contract is read from the file, so it holds them too."""
+def check_file_io(fmt: str, precision: str, spec: ModelSpec, inputs: list[TensorInfo],
+                  outputs: list[TensorInfo]) -> None:
+    """ExportError unless a written file's inputs and outputs (its I/O contract, read back from it)
+    carry the spec's names, in its order: an app feeds and reads the same names whatever the
+    format's file, and report.json's contract holds them too."""
     from edgecompress.errors import ExportError
     from edgecompress.models.spec import complete_output_names
 
-    want = complete_output_names(spec.output_names, len(names), f"{fmt} export of {spec.name}")
-    if names != want:
-        raise ExportError(f"{fmt} {precision} of {spec.name}: the file names its outputs {names}, not {want} "
+    got, want = [i.name for i in inputs], [i.name for i in spec.inputs]
+    if got != want:
+        raise ExportError(f"{fmt} {precision} of {spec.name}: the file names its inputs {got}, not {want}")
+    got = [o.name for o in outputs]
+    want = complete_output_names(spec.output_names, len(got), f"{fmt} export of {spec.name}")
+    if got != want:
+        raise ExportError(f"{fmt} {precision} of {spec.name}: the file names its outputs {got}, not {want} "
                           "(an output that is an input, or one tensor returned twice?)")
 
 

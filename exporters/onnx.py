@@ -32,7 +32,7 @@ from edgecompress.exporters.base import (
     ExportOptions,
     Format,
     TensorInfo,
-    check_file_outputs,
+    check_file_io,
     image_layout,
     register_format,
 )
@@ -613,7 +613,7 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
         details["weights"] = weight_count(graph_only.graph)
         inputs, outputs = _io(tmp)
         if spec.module is not None:
-            check_file_outputs("onnx", precision, spec, [o.name for o in outputs])
+            check_file_io("onnx", precision, spec, inputs, outputs)
     return Artifact("onnx", precision, out, "onnxruntime", spec.name, inputs=inputs, outputs=outputs,
                     details=details)
 

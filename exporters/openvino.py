@@ -19,12 +19,12 @@ from edgecompress.exporters.base import (
     ExportOptions,
     Format,
     TensorInfo,
-    check_file_outputs,
+    check_file_io,
     image_layout,
     register_format,
 )
 from edgecompress.fileio import atomic_path
-from edgecompress.models.spec import complete_output_names
+from edgecompress.models.spec import complete_output_names, first_output
 from edgecompress.passes._qat_backends import check_export
 from edgecompress.targets.bench import decline_openvino_telemetry
 
@@ -99,7 +99,7 @@ def _refuse_frozen_branches(spec: ModelSpec, model: Any, caught: list[warnings.W
     for xs in ([-x for x in example], [3 * x + 1 for x in example]):  # other signs, other ranges
         with torch.no_grad():
             want = spec.module(*xs)
-        want = (want[0] if isinstance(want, tuple | list) else want).float().numpy()
+        want = first_output(want).float().numpy()  # the IR's first output
         got = np.asarray(compiled([x.numpy() for x in xs])[0])
         if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1)):
             w = suspects[0]
@@ -427,7 +427,7 @@ def export_openvino(
     inputs, outputs = _io(out)  # the contract as the saved file states it (NNCF / fp16 rewrite the graph)
     if spec.module is not None:
         try:
-            check_file_outputs("openvino", precision, spec, [o.name for o in outputs])
+            check_file_io("openvino", precision, spec, inputs, outputs)
         except ExportError:
             for p in (out, out.with_suffix(".bin")):  # a failed export leaves no file
                 p.unlink(missing_ok=True)

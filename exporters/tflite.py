@@ -21,7 +21,7 @@ from edgecompress.exporters.base import (
     ExportOptions,
     Format,
     TensorInfo,
-    check_file_outputs,
+    check_file_io,
     image_layout,
     register_format,
 )
@@ -90,7 +90,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
         with _litert_steps_shown(options.progress):
             info = lc.convert(spec.module, example, precision, out, batches,
                               channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
-                              output_names=spec.output_names, prequantized=bool(prequant))
+                              file_input_names=[i.name for i in spec.inputs], output_names=spec.output_names,
+                              prequantized=bool(prequant))
     except lc.FullIntegerError as e:
         raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed, or ExportOptions(allow_mixed=True) "
                           "from Python, accepts a mixed file; or use --format onnx)") from e
@@ -105,27 +106,27 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
         "ops": info["ops"], "int8_ops": info["int8_ops"], "float_ops": info["float_ops"], "layout": info["layout"],
         # mixed = int8 and float compute side by side; an fp32 file is all float, not "mixed"
         "mixed": bool(info["float_ops"]) and bool(info["int8_ops"]), "quantization": _QUANT_DESCRIPTION[precision]}
-    file_names = [d["name"] for d in info["outputs"]]
-    if info["outputs_named"]:  # the file carries the spec's names (tensor names and signature keys)
+    inputs = [tensor(d, info["layout"]) for d in info["inputs"]]
+    outputs = [tensor(d, "") for d in info["outputs"]]
+    if info["io_named"]:  # the file carries the spec's names (tensor names and signature keys)
         try:
-            check_file_outputs("tflite", precision, spec, file_names)
+            check_file_io("tflite", precision, spec, inputs, outputs)
         except ExportError:
             out.unlink(missing_ok=True)  # a failed export leaves no file
             raise
     else:
         # a file over 2 GB keeps litert-torch's names (it cannot be rewritten in one flatbuffer):
-        # the contract holds the file's names, and this maps them to the other formats' names
-        details["output_names"] = dict(zip(file_names, complete_output_names(
-            spec.output_names, len(file_names), f"tflite export of {spec.name}"), strict=True))
+        # the contract holds the file's names, and these map them to the other formats' names
+        details["input_names"] = dict(zip([i.name for i in inputs], [i.name for i in spec.inputs], strict=True))
+        details["output_names"] = dict(zip([o.name for o in outputs], complete_output_names(
+            spec.output_names, len(outputs), f"tflite export of {spec.name}"), strict=True))
     if prequant:
         details["calibration"] = {"method": f"none: ranges learned in {prequant} "
                                             f"({spec.extra.get('qat_quantizer')} backend)", "samples": 0}
     elif precision == "int8":
         details["calibration"] = {"method": "minmax (PT2E, observer after fused ReLU/ReLU6)",
                                   "samples": len(calib) if calib else 0}
-    return Artifact("tflite", precision, out, "litert", spec.name,
-                    inputs=[tensor(d, info["layout"]) for d in info["inputs"]],
-                    outputs=[tensor(d, "") for d in info["outputs"]], details=details)
+    return Artifact("tflite", precision, out, "litert", spec.name, inputs=inputs, outputs=outputs, details=details)
 
 
 def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:

@@ -524,6 +524,7 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
                           f"Dataset(x, y)), got {type(data).__name__}")
     from edgecompress.data.datasets import check_in_memory, match_model
     from edgecompress.models.modes import kept_modes
+    from edgecompress.models.spec import first_output
 
     where = f"reference_outputs: data {data.source}"
     if len(data) == 0:  # was "ValueError: need at least one array to concatenate"
@@ -550,10 +551,9 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
                 first = first_line(e)
                 raise DataError(f"{where}: the model fails on samples of shape {shape} ({first}); check the "
                                 "layout (NCHW) and the preprocessing") from e
-            # several outputs: the first is the one compared (the files' first output, in the
-            # same order: a dict's outputs are exported in its key order)
-            if isinstance(y, dict):
-                y = next(iter(y.values()))
-            y = y[0] if isinstance(y, tuple | list) else y
+            # several outputs: the first is the one compared, the first tensor in the order every
+            # exporter lays them out and names them (a dict's in key order, nested ones too); a
+            # result no exporter takes is refused in the line load_model gives
+            y = first_output(y, f"model {spec.name if spec is not None else type(module).__name__}")
             outs.append(y.float().reshape(y.shape[0], -1).numpy())
     return np.concatenate(outs)

@@ -164,7 +164,7 @@ def test_openvino_still_exports_float_of_a_shape(tmp_path):
     art = export(_spec(module), "openvino", "fp32", tmp_path, options=QUIET)
     ir = ov.Core().read_model(str(art.path))
     assert [(p.get_any_name(), p.get_partial_shape().to_string(), p.get_element_type()) for p in ir.inputs] \
-        == [("input", "[?,64]", ov.Type.f32)]
+        == [("x", "[?,64]", ov.Type.f32)]  # forward(self, x)
     assert [p.get_element_type() for p in ir.outputs] == [ov.Type.f32]
     consts = {op.get_output_element_type(0) for op in ir.get_ordered_ops() if op.get_type_name() == "Constant"}
     assert ov.Type.f16 not in consts, consts

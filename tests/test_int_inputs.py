@@ -189,7 +189,7 @@ def test_bad_dtypes_are_one_line():
         load_model(ids_mean(), input_shape=(1, SEQ), input_dtype="float16")
     assert str(e.value) == "--input-dtype 'float16': use one of float32, int64, int32"
     # a zoo model fixes its dtype: a different one is refused, not ignored
-    with pytest.raises(InputShapeError, match=r"--input-dtype int64: zoo:digits-cnn takes input 'input' as float32"):
+    with pytest.raises(InputShapeError, match=r"--input-dtype int64: zoo:digits-cnn takes input 'x' as float32"):
         load_model("zoo:digits-cnn", input_dtype="int64")
     # an Embedding model declared float fails as it would have, naming the dtype problem
     with pytest.raises(InputShapeError, match="does not fit model IdsMean: Expected tensor for argument #1 'indices'"):
@@ -203,7 +203,7 @@ def test_pt2_of_ids_keeps_its_dtype(tmp_path):
                       tmp_path / "ids.pt2")
     spec = load_model(str(tmp_path / "ids.pt2"))
     assert spec.inputs[0].dtype == "int64" and spec.extra["vocab_size"] == VOCAB
-    with pytest.raises(InputShapeError, match="takes input 'input' as int64"):
+    with pytest.raises(InputShapeError, match="takes input 'ids' as int64"):
         load_model(str(tmp_path / "ids.pt2"), input_dtype="int32")
 
 

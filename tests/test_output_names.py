@@ -1,8 +1,10 @@
 """Audit finding #18: a model of several outputs has one set of output names in every format.
 
 load_model names the outputs from what the model returns (a dict's keys, `output`, `output_1`, ...
-for a tuple); the ONNX, OpenVINO and TFLite files (fp32 and int8) carry exactly those names, in
-the model's output order, and their I/O contract says the same. Read back from the files here.
+for a tuple) and the input after forward()'s parameter (`image` here); the ONNX, OpenVINO and
+TFLite files (fp32 and int8) carry exactly those names, in the model's order, and their I/O
+contract says the same. Read back from the files here, each fed by that input name.
+(tests/test_input_names.py: the inputs of other models, and several inputs.)
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ class _Heads(nn.Module):
         self.cls = nn.Linear(8, 10)
         self.emb = nn.Linear(8, 6)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
-        f = torch.relu(self.c(x)).mean((2, 3))
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+        f = torch.relu(self.c(image)).mean((2, 3))
         if self.as_dict:
             return {"logits": self.cls(f), "embedding": self.emb(f)}
         return self.cls(f), self.emb(f)
@@ -50,6 +52,7 @@ def _module(as_dict: bool) -> nn.Module:
 
 
 EXPECTED = {"tuple": ["output", "output_1"], "dict": ["logits", "embedding"]}
+INPUT = "image"  # _Heads.forward's parameter: the input's name in every file
 SHAPES = {"tuple": [10, 6], "dict": [10, 6]}  # per output, in order
 
 
@@ -83,17 +86,22 @@ def _torch_outputs(spec: ModelSpec, x: np.ndarray) -> list[np.ndarray]:
 
 def test_load_model_names_the_outputs(spec: ModelSpec, kind: str) -> None:
     assert spec.output_names == EXPECTED[kind]
+    assert [i.name for i in spec.inputs] == [INPUT]
 
 
 # --- reading each format back -------------------------------------------------------------------
 
-def _onnx_outputs(path: Path, x: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+# Each reader opens a file in its own runtime, feeds `x` under the input name INPUT (a file naming
+# its input otherwise fails there), and returns the output names in the file's order and the
+# values under each name.
+
+def _onnx_outputs(path: Path, x: np.ndarray, input_name: str = INPUT) -> tuple[list[str], list[np.ndarray]]:
     import onnx
     import onnxruntime as ort
 
     names = [o.name for o in onnx.load(str(path)).graph.output]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    values = sess.run(names, {sess.get_inputs()[0].name: x})  # by name: a wrong name fails here
+    values = sess.run(names, {input_name: x})  # by name: a wrong name fails here
     return names, [np.asarray(v) for v in values]
 
 
@@ -104,7 +112,7 @@ def _openvino_outputs(path: Path, x: np.ndarray) -> tuple[list[str], list[np.nda
     assert all(len(p.get_names()) == 1 for p in model.outputs)  # one name each, not the converter's too
     names = [p.get_any_name() for p in model.outputs]
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    res = compiled([x])
+    res = compiled({INPUT: x})
     return names, [np.asarray(res[compiled.output(n)]) for n in names]
 
 
@@ -125,7 +133,7 @@ def _tflite_outputs(path: Path, x: np.ndarray) -> tuple[list[str], list[np.ndarr
     scale, zp = inp["quantization"]
     if inp["dtype"] == np.int8:
         feed = np.clip(np.round(feed / scale + zp), -128, 127)
-    res = runner(**{next(iter(runner.get_input_details())): feed.astype(inp["dtype"])})
+    res = runner(**{INPUT: feed.astype(inp["dtype"])})
     values = []
     for d in details:
         v = res[d["name"]].astype(np.float32)
@@ -135,6 +143,28 @@ def _tflite_outputs(path: Path, x: np.ndarray) -> tuple[list[str], list[np.ndarr
 
 
 READERS = {"onnx": _onnx_outputs, "openvino": _openvino_outputs, "tflite": _tflite_outputs}
+
+
+def input_names(fmt: str, path: Path) -> list[str]:
+    """The file's input names in its order, as its own runtime reports them; for a .tflite the
+    input tensors' names, checked against the signature keys of those tensors."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        return [i.name for i in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()]
+    if fmt == "openvino":
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        assert all(len(p.get_names()) == 1 for p in model.inputs)  # one name each
+        return [p.get_any_name() for p in model.inputs]
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    details = it.get_input_details()
+    key_of = {d["index"]: k for k, d in it.get_signature_runner().get_input_details().items()}
+    assert [key_of[d["index"]] for d in details] == [d["name"] for d in details]
+    return [d["name"] for d in details]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -147,6 +177,7 @@ def test_every_format_carries_the_names_in_order(
     names, values = READERS[fmt](art.path, x)
     assert names == EXPECTED[kind]
     assert [o.name for o in art.outputs] == names  # the I/O contract is the file's
+    assert input_names(fmt, art.path) == [i.name for i in art.inputs] == [INPUT]
     # the values behind each name are that output's: the shapes, and near PyTorch's
     assert [v.shape[-1] for v in values] == SHAPES[kind]
     want = _torch_outputs(spec, x)
@@ -164,6 +195,7 @@ def test_a_qat_model_keeps_the_names(calib: edgecompress.Dataset, x: np.ndarray,
         assert art.details["quantization"]["source"] == "qat"
         names, values = READERS[fmt](art.path, x)
         assert names == [o.name for o in art.outputs] == ["logits", "embedding"]
+        assert input_names(fmt, art.path) == [INPUT]
         assert [v.shape[-1] for v in values] == [10, 6]
 
 
@@ -195,9 +227,9 @@ def test_a_pt2_program_keeps_its_dict_keys(tmp_path: Path) -> None:
 def test_a_hand_built_spec_names_its_other_outputs_alike(tmp_path: Path, x: np.ndarray) -> None:
     """A ModelSpec built without load_model names its first output only: torch.onnx named the
     second after its node ("linear_1"), OpenVINO "output_1"."""
-    spec = ModelSpec("hand", _module(False), [InputSpec((1, 3, 8, 8))])
+    spec = ModelSpec("hand", _module(False), [InputSpec((1, 3, 8, 8))])  # its input: "input", as it says
     art = export(spec, "onnx", "fp32", tmp_path, options=QUIET)
-    names, values = _onnx_outputs(art.path, x)
+    names, values = _onnx_outputs(art.path, x, "input")
     assert names == ["output", "output_1"] and [v.shape[-1] for v in values] == [10, 6]
 
 
@@ -207,8 +239,8 @@ def test_an_output_named_like_an_inner_onnx_value(tmp_path: Path, x: np.ndarray)
     import onnx
 
     class Keys(_Heads):
-        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
-            f = torch.relu(self.c(x)).mean((2, 3))
+        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+            f = torch.relu(self.c(image)).mean((2, 3))
             return {"relu": self.cls(f), "mean": self.emb(f)}
 
     torch.manual_seed(0)
@@ -227,7 +259,7 @@ def test_an_output_named_like_an_inner_onnx_value(tmp_path: Path, x: np.ndarray)
 @pytest.mark.parametrize(("names", "match"), [
     (["a", "a"], r"^model \w+: output name 'a' is given to outputs 0 and 1 \(\['a', 'a'\]\); each output needs"),
     (["a,b"], r"^model \w+: output 0 name 'a,b' is not a valid tensor name"),
-    (["input"], r"^model \w+: output 0 name 'input' is also an input's name"),
+    (["image"], r"^model \w+: output 0 name 'image' is also an input's name"),
     (["a", "b", "c"], r"^model \w+: 3 output names \['a', 'b', 'c'\] for its 2 output\(s\) \['output', 'output_1'\]"),
     ("logits", r"^output_names 'logits': a list of names, one per output"),
 ])

@@ -382,7 +382,7 @@ def test_tflite_encoder_matches_torch(tiny_spec, tmp_path, precision):
 
     art = export(tiny_spec, "tflite", precision, tmp_path)
     assert [(i.name, i.shape) for i in art.inputs] == [
-        ("serving_default_input_ids", [1, 16]), ("serving_default_attention_mask", [1, 16])]
+        ("input_ids", [1, 16]), ("attention_mask", [1, 16])]  # the spec's names, as in ONNX / OpenVINO
     assert art.details["ops"]["FULLY_CONNECTED"] == 12  # 2 layers x (q, k, v, out, ffn in, ffn out)
     if precision == "dynamic-int8":
         assert art.details["int8_ops"] == {"EMBEDDING_LOOKUP": 1, "FULLY_CONNECTED": 12}

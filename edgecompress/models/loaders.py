@@ -34,6 +34,7 @@ from edgecompress.models.spec import (
     SpecExtra,
     check_input_dtype,
     check_output_names,
+    input_names_from,
     output_names_from,
 )
 from edgecompress.registry import Registry
@@ -196,7 +197,7 @@ def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
     return ModelSpec(
         name=name,
         module=module,
-        inputs=[InputSpec(input_shape or entry.input_shape)],
+        inputs=[InputSpec(input_shape or entry.input_shape, input_names_from(module)[0])],
         source=ref,
         output_names=[],  # named from its outputs by check_forward
         task=entry.task,
@@ -353,7 +354,8 @@ def _load_factory(
         _load_weights(module, weights)
     if input_shape is None:
         raise InputShapeError(f"MODEL {ref}: --input-shape is required for a factory model")
-    return ModelSpec(name=attr, module=module.eval(), inputs=[InputSpec(input_shape, dtype=input_dtype or "float32")],
+    return ModelSpec(name=attr, module=module.eval(),
+                     inputs=[InputSpec(input_shape, input_names_from(module)[0], input_dtype or "float32")],
                      source=ref, output_names=[])  # named from its outputs by check_forward
 
 
@@ -597,8 +599,10 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         extra["vocab_size"] = vocab
     # output_names: named by check_forward from what the program returns (its out_spec: a dict
     # stays a dict), as a module's are
-    return ModelSpec(name=path.stem, module=ExportedModule(ep.module(), fixed).eval(),
-                     inputs=[InputSpec(input_shape, dtype=dtype)], source=str(path), output_names=[], extra=extra)
+    program = ep.module()  # its forward() keeps the traced module's parameter name: the input's
+    return ModelSpec(name=path.stem, module=ExportedModule(program, fixed).eval(),
+                     inputs=[InputSpec(input_shape, input_names_from(program)[0], dtype)], source=str(path),
+                     output_names=[], extra=extra)
 
 
 def _program_vocab(ep: Any, name: str) -> int | None:
@@ -931,7 +935,7 @@ def load_model(
         spec = ModelSpec(
             name=name or type(ref).__name__,
             module=module.eval(),
-            inputs=[InputSpec(shape, dtype=dtype or "float32")],
+            inputs=[InputSpec(shape, input_names_from(module)[0], dtype or "float32")],
             source=f"python:{type(ref).__name__}",
             output_names=[],  # named from its outputs by check_forward
         )

@@ -181,15 +181,73 @@ class ModelSpec:
         return dataclasses.replace(self, **changes)
 
 
-# What an output name may hold: names are ONNX value names, OpenVINO tensor names (kept in the IR's
-# comma-separated `names` attribute, so no comma) and TFLite signature keys, and apps write them
-# in code. Letters, digits, _ . - / : covers dict keys, torch.onnx's and OpenVINO's own names.
-_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]*")
+# What an input or output name may hold: names are ONNX value names, OpenVINO tensor names (kept in
+# the IR's comma-separated `names` attribute, so no comma) and TFLite signature keys, and apps write
+# them in code. Letters, digits, _ . - / : covers dict keys, forward() parameters, torch.onnx's and
+# OpenVINO's own names.
+_TENSOR_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]*")
+
+
+def _tensor_name(text: str) -> str:
+    """`text` with the characters a tensor name may not hold turned to "_" (and a leading "_" when
+    it would start with . - / :)."""
+    name = re.sub(r"[^A-Za-z0-9_.\-/:]", "_", text)
+    return name if _TENSOR_NAME.fullmatch(name) else f"_{name}"
 
 
 def default_output_name(k: int) -> str:
     """Output k's name when nothing names it: `output`, then `output_1`, `output_2`, ..."""
     return "output" if k == 0 else f"output_{k}"
+
+
+def default_input_name(k: int) -> str:
+    """Input k's name when no forward() parameter names it: `input`, then `input_1`, ..."""
+    return "input" if k == 0 else f"input_{k}"
+
+
+def input_names_from(module: Any, n: int = 1) -> list[str]:
+    """The names of a module's first `n` inputs: its forward()'s positional parameters in order
+    (`forward(self, x)` -> "x", `forward(self, input_ids, attention_mask)` -> both), the way outputs
+    are named from what forward returns. Inputs no parameter names (`*args`, a signature Python
+    cannot read) get `input`, `input_1`, ...; a parameter name a tensor name may not hold gets "_"
+    for those characters. Every exporter gives the file's inputs these names."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError, AttributeError):  # a builtin or a C extension's forward
+        params = []
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [_tensor_name(positional[k]) if k < len(positional) else default_input_name(k) for k in range(n)]
+
+
+def _output_leaves(y: Any, where: str) -> list[tuple[Any, Any]]:
+    """(key path, tensor) of each tensor in a forward's result `y`, in pytree flattening order (the
+    order torch.export, and so every exporter, lays the outputs out); None entries are skipped.
+    ModelLoadError (one line) for a result no exporter takes: no tensor at all, or something that
+    is neither a tensor nor a tuple / list / dict / namedtuple of them (an int, an object of a
+    class of the model's own): each exporter refused it in its own words, or crashed."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    from edgecompress.errors import ModelLoadError
+
+    leaves = [(path, leaf) for path, leaf in pytree.tree_flatten_with_path(y)[0] if leaf is not None]
+    other = next((leaf for _, leaf in leaves if not isinstance(leaf, torch.Tensor)), None)
+    if other is not None or not leaves:
+        what = f"an object of type {type(other).__name__} among its outputs" if other is not None else \
+            f"no tensor ({y!r:.40})"
+        raise ModelLoadError(f"{where} returns {what}; the exporters take a tensor, or a tuple, list or dict "
+                             "of tensors (nested ones too): return tensors")
+    return leaves
+
+
+def first_output(y: Any, where: str = "the model") -> Any:
+    """The first tensor of a forward's result `y`, in pytree flattening order: the output every
+    exporter lays out first and names first (`output_names_from`), and the one accuracy, agreement
+    and cosine are of. A tuple's first, a dict's first in key order, and so on down nested ones:
+    `({"logits": a, "aux": b}, c)` -> a. A result no exporter takes is refused (`_output_leaves`)."""
+    return _output_leaves(y, where)[0][1]
 
 
 def output_names_from(y: Any, given: Sequence[str] = (), where: str = "the model") -> list[str]:
@@ -198,25 +256,21 @@ def output_names_from(y: Any, given: Sequence[str] = (), where: str = "the model
     a dict's (or namedtuple's) key path joined with "." (`{"heads": {"cls": a}}` -> "heads.cls",
     `{"aux": (a, b)}` -> "aux.0", "aux.1"), and `output`, `output_1`, ... for outputs no key
     names (a tensor, a tuple or list). Characters a name may not hold in a key become "_"."""
-    import torch
     from torch.utils import _pytree as pytree
 
-    leaves, _ = pytree.tree_flatten_with_path(y)
-    paths = [path for path, leaf in leaves if isinstance(leaf, torch.Tensor)]  # (None is no leaf)
     derived = []
-    for k, path in enumerate(paths):
+    for k, (path, _) in enumerate(_output_leaves(y, where)):
         if not any(isinstance(p, pytree.MappingKey | pytree.GetAttrKey) for p in path):
             derived.append(default_output_name(k))
             continue
         parts = [str(p.key) if isinstance(p, pytree.MappingKey) else
                  p.name if isinstance(p, pytree.GetAttrKey) else
                  str(p.idx) if isinstance(p, pytree.SequenceKey) else str(p) for p in path]
-        name = re.sub(r"[^A-Za-z0-9_.\-/:]", "_", ".".join(parts))
-        derived.append(name if _OUTPUT_NAME.fullmatch(name) else f"_{name}")
+        derived.append(_tensor_name(".".join(parts)))
     if len(given) > len(derived):
         raise ConfigError(f"{where}: {len(given)} output names {list(given)} for its {len(derived)} output(s) "
                           f"{derived}; give at most one name per output")
-    return [*given, *derived[len(given):]] if derived else list(given) or [default_output_name(0)]
+    return [*given, *derived[len(given):]]
 
 
 def complete_output_names(given: Sequence[str], n: int, where: str, check: bool = True) -> list[str]:
@@ -230,16 +284,27 @@ def complete_output_names(given: Sequence[str], n: int, where: str, check: bool 
     return names
 
 
+def check_input_names(names: Sequence[str], where: str) -> None:
+    """ConfigError (one line) for an input name that is not a string of the allowed characters, or
+    that names two inputs."""
+    _check_names("input", names, where)
+
+
 def check_output_names(names: Sequence[str], where: str, input_names: Sequence[str] = ()) -> None:
     """ConfigError (one line) for an output name that is not a string of the allowed characters,
     that names two outputs, or that is an input's name (an ONNX graph's values share one namespace)."""
+    _check_names("output", names, where)
     for k, name in enumerate(names):
-        if not isinstance(name, str) or not _OUTPUT_NAME.fullmatch(name):
-            raise ConfigError(f"{where}: output {k} name {name!r} is not a valid tensor name (letters, digits "
-                              "and _ . - / :, not starting with . - / :)")
-        if name in names[:k]:
-            raise ConfigError(f"{where}: output name {name!r} is given to outputs {list(names).index(name)} "
-                              f"and {k} ({list(names)}); each output needs its own name")
         if name in input_names:
             raise ConfigError(f"{where}: output {k} name {name!r} is also an input's name; an output needs a "
                               "name of its own")
+
+
+def _check_names(kind: str, names: Sequence[str], where: str) -> None:
+    for k, name in enumerate(names):
+        if not isinstance(name, str) or not _TENSOR_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: {kind} {k} name {name!r} is not a valid tensor name (letters, digits "
+                              "and _ . - / :, not starting with . - / :)")
+        if name in names[:k]:
+            raise ConfigError(f"{where}: {kind} name {name!r} is given to {kind}s {list(names).index(name)} "
+                              f"and {k} ({list(names)}); each {kind} needs its own name")

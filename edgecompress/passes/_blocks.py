@@ -54,7 +54,7 @@ def _call(module: Any, x: Any) -> Any:
     """The model's first output on `x` (the one the damage is measured on, as validation does)."""
     import torch
 
-    from edgecompress.passes._common import first_output
+    from edgecompress.models.spec import first_output
 
     if isinstance(x, dict):
         return first_output(module(**{k: torch.from_numpy(v) for k, v in x.items()}))

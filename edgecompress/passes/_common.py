@@ -170,19 +170,13 @@ def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True, *, wh
     return spec
 
 
-def first_output(y: Any) -> Any:
-    """A model's first output: a tuple's / list's first, a dict's first in key order (a single
-    tensor as it is). The KD loss, Taylor importance and block damage take it, as validation does
-    (README: accuracy, agreement and cosine are of the first output); they called `.shape` on the
-    tuple or dict of a multi-output model (a raw AttributeError)."""
-    if isinstance(y, dict):
-        y = next(iter(y.values()))
-    return y[0] if isinstance(y, tuple | list) else y
-
-
 def output_count(y: Any) -> int:
-    """How many outputs a forward gave (1 for a tensor)."""
-    return len(y) if isinstance(y, dict | tuple | list) else 1
+    """How many output tensors a forward gave (1 for a tensor; nested tuples / dicts counted through,
+    as the exporters lay them out)."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    return sum(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(y))
 
 
 def shared_weights(module: torch.nn.Module) -> dict[str, str]:

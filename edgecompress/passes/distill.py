@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgecompress.errors import ConfigError, DataError
+from edgecompress.models.spec import first_output
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     array_fingerprint,
@@ -26,7 +27,6 @@ from edgecompress.passes._common import (
     check_range,
     config_dict,
     fingerprint,
-    first_output,
     hold_checkpoint_dir,
     load_checkpoint,
     make_config,

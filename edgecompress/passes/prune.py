@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgecompress.errors import ConfigError
+from edgecompress.models.spec import first_output
 from edgecompress.passes import PassInfo, register_pass
 from edgecompress.passes._common import (
     as_spec,
     check_distill,
     check_range,
     config_dict,
-    first_output,
     make_config,
     pass_module,
     resolve_dataset,

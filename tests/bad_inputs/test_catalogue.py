@@ -153,7 +153,7 @@ CASES = [
                              "float16", "--out", "{out}"], 2,
      "--input-dtype 'float16': use one of float32, int64, int32"),
     ("zoo-input-dtype", [*DIGITS, "--input-dtype", "int64", "--out", "{out}"], 2,
-     "--input-dtype int64: zoo:digits-cnn takes input 'input' as float32"),
+     "--input-dtype int64: zoo:digits-cnn takes input 'x' as float32"),
     # a --float-first that leaves every layer float is the user's setting, not the model's limit:
     # it exited 3 (export failure) with this same message
     ("float-first-covers-all", [*DIGITS, "-f", "onnx:int8", "--float-first", "99", "--no-validate", "--out", "{out}"],
