@@ -51,8 +51,8 @@ def test_in_memory_data_is_checked_like_files(digits_spec, x, y, fragment):
     with pytest.raises(DataError) as e:
         edgecompress.distill(digits_spec, data=Dataset(x, y, "mine"), epochs=1, progress=False)
     assert fragment in str(e.value)
-    if "but the model takes" in fragment:  # the fix from Python too, not only the CLI's flags
-        assert "from Python, the data's side: Dataset.at_side(N) for images" in str(e.value)
+    if "but the model takes" in fragment:  # the fix from Python, worded for Python (no CLI flag)
+        assert "(check input_shape= / preprocess=; or the data's side: Dataset.at_side(N) for images)" in str(e.value)
 
 
 def test_float64_arrays_are_taken_as_float32(digits_spec):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecompress.data.presets import Transform, get_transform
-from edgecompress.errors import DataError, InputFileError
+from edgecompress.errors import DataError, InputFileError, opt, say
 
 if TYPE_CHECKING:
     import torch
@@ -232,9 +232,9 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str)
         ds.x = as_float32(ds.x, where)  # float64 from numpy defaults: the runtimes take float32
     expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
     if got != expected:
-        raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
-                        "(check --input-shape / --preprocess; from Python, the data's side: "
-                        "Dataset.at_side(N) for images)")
+        side = say("", "; or the data's side: Dataset.at_side(N) for images")  # no CLI counterpart
+        raise DataError(f"{where}: samples have shape {got} but the model takes {expected} (check "
+                        f"{opt('--input-shape', 'input_shape')} / {opt('--preprocess', 'preprocess')}{side})")
 
 
 def _note_short_range(spec: DataSpec, n: int, what: str) -> None:

@@ -93,4 +93,4 @@ def get_transform(preset: str | Transform, size: int) -> Transform:
     """A transform from a preset name (with the model's input size) or a user callable."""
     if callable(preset):
         return preset
-    return PRESETS.get(preset, "--preprocess")(size)
+    return PRESETS.get(preset, "--preprocess", "preprocess")(size)
