@@ -636,6 +636,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     from edgecompress.models import load_model
     from edgecompress.passes import PASSES
     from edgecompress.passes._common import config_dict, pass_module, predict, resolve_dataset, save_checkpoint
+    from edgecompress.passes.distill import recipe_teacher
 
     opts = recipe.options
     progress = opts.progress if progress is None else progress
@@ -692,7 +693,8 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         shape_before = spec.input_shape
         records_before = len(spec.extra.get("passes") or [])
         try:
-            spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
+            with recipe_teacher():  # options.teacher's pick, a version of the model, not a network the user named
+                spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
         except EdgeCompressError as e:
             raise _in_pass(e, recipe._source, i, name) from None
         if spec.input_shape != shape_before:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import edgecompress as ec
-from edgecompress.errors import EdgeCompressError, on_surface, opt, say, surface
+from edgecompress.errors import DataError, EdgeCompressError, on_surface, opt, say, surface
 from tests.conftest import ROOT, run_cli
 
 TINY = "tests.bad_inputs.badmodels:tiny"  # a factory: 3-channel input, no default data
@@ -163,3 +164,37 @@ def test_recipe_keeps_its_keys_from_python(tmp_path):
         ec.run_recipe(recipe, tmp_path / "out", progress=False)
     assert f"recipe: weights: {tmp_path}/missing.pt: no such file" in str(e.value), str(e.value)
     assert not FLAG.search(str(e.value)) and "weights=" not in str(e.value)
+
+
+# ---- finding #12b: which network the distill label check names -----------------------------------
+def _labels_beyond(n: int = 8, top: int = 9) -> ec.Dataset:
+    return ec.Dataset(np.zeros((n, 1, 8, 8), np.float32), np.array([*range(n - 1), top]), "mine")
+
+
+def test_label_check_names_the_teacher_the_user_gave(digits_spec):
+    from torch import nn
+
+    five = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))  # the student has 10 outputs: "the model" misled
+    with pytest.raises(DataError) as e:
+        ec.distill(digits_spec, epochs=1, data=_labels_beyond(), teacher=five, progress=False)
+    assert "labels of mine go up to class 9 but the teacher has 5 outputs" in str(e.value), str(e.value)
+
+
+def test_label_check_names_the_model_when_it_is_its_own_teacher(digits_spec, tmp_path):
+    """No teacher given (the default: the model itself, or the model before compression), and a
+    recipe's teacher (options.teacher picks a version of the model; the user named none)."""
+    with pytest.raises(EdgeCompressError) as e:
+        ec.distill(digits_spec, epochs=1, data=_labels_beyond(top=99), progress=False)
+    assert "go up to class 99 but the model (the teacher by default) has 10 outputs" in str(e.value), str(e.value)
+    pruned = ec.prune(digits_spec, ratio=0.25, progress=False)
+    with pytest.raises(EdgeCompressError) as e:  # the default teacher here is the model before pruning
+        ec.distill(pruned, epochs=1, data=_labels_beyond(top=99), progress=False)
+    assert "but the model (the teacher by default) has 10 outputs" in str(e.value), str(e.value)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=np.zeros((8, 1, 8, 8), np.float32), y=np.array([*range(7), 99]))
+    recipe = {"model": "zoo:digits-cnn", "data": {"train": str(data)},
+              "passes": [{"distill": {"epochs": 1}}]}
+    with pytest.raises(EdgeCompressError) as e:
+        ec.run_recipe(recipe, tmp_path / "out", progress=False)
+    assert "passes[0].distill: " in str(e.value) and "the teacher has" not in str(e.value), str(e.value)
+    assert "but the model (the teacher by default) has 10 outputs" in str(e.value), str(e.value)
