@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError
+from edgecompress.errors import ConfigError, DataError, ExportError, opt, say
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -49,7 +49,7 @@ def _padded(batches: Any, names: list[str], seq_len: int) -> Any:
         arrays = [np.asarray(b[n]) for n in names]
         if arrays[0].shape[1] > seq_len:
             raise DataError(f"tflite: calibration sequences of {arrays[0].shape[1]} tokens exceed the "
-                            f"model's {seq_len} (--input-shape 1,L)")
+                            f"model's {seq_len} ({opt('--input-shape', 'input_shape', say('1,L', '(1, L)'))})")
         yield tuple(np.pad(a, ((0, 0), (0, seq_len - a.shape[1]))) for a in arrays)
 
 
@@ -66,10 +66,10 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     text = spec.is_text  # (a second input made any model a "text" one, with its rows padded as tokens)
     if len(spec.inputs) != 1 and not text:
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
-                          "models and text encoders are supported (use --format onnx)")
+                          f"models and text encoders are supported (use {opt('--format', 'fmt', 'onnx', quoted=True)})")
     _refuses(spec, precision, options)
     if precision == "int8" and not prequant and (calib is None or len(calib) == 0):
-        raise DataError("tflite int8: the calibration set is empty (pass --calib, or calib= from Python)")
+        raise DataError(f"tflite int8: the calibration set is empty (pass {opt('--calib', 'calib')})")
     batches = calib.batches(16, desc="calibrating (litert PT2E)" if options.progress else None) \
         if precision == "int8" and calib and not prequant else None
     example: Any = spec.example_inputs(1)[0]
@@ -92,8 +92,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                               channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
                               output_names=spec.output_names, prequantized=bool(prequant))
     except lc.FullIntegerError as e:
-        raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed, or ExportOptions(allow_mixed=True) "
-                          "from Python, accepts a mixed file; or use --format onnx)") from e
+        raise ExportError(f"tflite int8 of {spec.name}: {e} ({say('--allow-mixed', 'ExportOptions(allow_mixed=True)')} "
+                          f"accepts a mixed file; or use {opt('--format', 'fmt', 'onnx', quoted=True)})") from e
     except lc.UnsupportedModelError as e:
         raise ExportError(f"tflite export of {spec.name}: {e}") from e
 
@@ -175,7 +175,7 @@ def _refuses(spec: ModelSpec, precision: str, options: ExportOptions) -> None:
         raise ExportError(f"tflite int8 of {spec.name}: full-integer int8 does not apply to a model of "
                           f"{spec.inputs[0].dtype} ids (the embedding lookup / the ops reading the ids stay float "
                           "in LiteRT); export tflite:dynamic-int8, or accept a mixed file of int8 layers after a "
-                          "float lookup (`export --allow-mixed`; ExportOptions(allow_mixed=True) from Python)")
+                          f"float lookup ({say('`export --allow-mixed`', 'ExportOptions(allow_mixed=True)')})")
 
 
 def _int8_for(spec: ModelSpec) -> str:
