@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgecompress.errors import ConfigError, EdgeCompressError
+from edgecompress.errors import ConfigError, EdgeCompressError, on_surface
 from edgecompress.quiet import setup_cli_process, verbose_requested
 
 app = typer.Typer(
@@ -65,6 +65,18 @@ def _stdout_for_answers(fn):
                 return fn(*args, **kwargs)
         finally:
             _ANSWER = None
+
+    return run
+
+
+def _cli_words(fn):
+    """Run a command with messages naming options by their flags (`--input-shape`); the library's
+    default is the Python keyword (`input_shape=`), what an API caller typed."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with on_surface("cli"):
+            return fn(*args, **kwargs)
 
     return run
 
@@ -595,7 +607,7 @@ def _stopped() -> None:
 
 for _typer in (app, data_app):
     for _info in _typer.registered_commands:
-        _info.callback = _stdout_for_answers(_info.callback)
+        _info.callback = _cli_words(_stdout_for_answers(_info.callback))
 
 
 def _raised_in(e: BaseException, function: str) -> bool:

@@ -1,10 +1,57 @@
-"""Errors users see. Each carries a one-line message naming the culprit (file, flag, layer, op).
+"""Errors users see. Each carries a one-line message naming the culprit (file, option, layer, op).
 
 The CLI prints `error: <message>` and exits with the class's `exit_code`; nothing else is shown
 unless `--debug` is given.
+
+One set of internals serves the CLI and the Python API, so a message names an option the way the
+caller spelled it: `opt("--input-shape", "input_shape", "'1,x'")` is `--input-shape '1,x'` while
+the CLI runs a command (`on_surface("cli")`, set by cli.py) and `input_shape='1,x'` otherwise.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Literal
+
+Surface = Literal["python", "cli"]
+# Python unless the CLI says otherwise: a notebook never sees a flag it did not type
+_SURFACE: ContextVar[Surface] = ContextVar("edgecompress_surface", default="python")
+
+
+def surface() -> Surface:
+    """The surface messages are worded for: "cli" while a CLI command runs, else "python"."""
+    return _SURFACE.get()
+
+
+@contextlib.contextmanager
+def on_surface(which: Surface) -> Iterator[None]:
+    """Word messages for `which` inside the block (the CLI around a command; the recipe runner
+    around the calls whose flag words it turns into its own keys)."""
+    token = _SURFACE.set(which)
+    try:
+        yield
+    finally:
+        _SURFACE.reset(token)
+
+
+def say(cli: str, python: str) -> str:
+    """`cli` under the CLI, `python` otherwise: for advice whose wording differs beyond an option
+    name (`drop --no-validate` / `set do_validate=True`)."""
+    return cli if _SURFACE.get() == "cli" else python
+
+
+def opt(flag: str, keyword: str, value: object = None, quoted: bool = False) -> str:
+    """An option as the caller spelled it: `--flag VALUE` under the CLI, `keyword=VALUE` from
+    Python (`--flag` / `keyword=` without a value). `value` is shown as given on both surfaces;
+    `quoted`: a string argument (a path, a name), in quotes from Python (`fmt='onnx'`), bare on the
+    command line (`--format onnx`)."""
+    if _SURFACE.get() == "cli":
+        return flag if value is None else f"{flag} {value}"
+    if value is None:
+        return f"{keyword}="
+    return f"{keyword}={str(value)!r}" if quoted else f"{keyword}={value}"
 
 
 class EdgeCompressError(Exception):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import OutputError
+from edgecompress.errors import OutputError, opt
 
 
 def _is_file(path: Path) -> bool | None:
@@ -34,7 +34,13 @@ def _is_file(path: Path) -> bool | None:
         return None
 
 
-def ensure_writable_dir(path: Path, flag: str = "--out") -> Path:
+def _named(path: Path, flag: str | None) -> str:
+    """`path` as an error names it: after `flag` (a label like "checkpoint directory"), else as the
+    output directory option the caller used (`--out PATH`, `out_dir=PATH`)."""
+    return f"{flag} {path}" if flag else opt("--out", "out_dir", path, quoted=True)
+
+
+def ensure_writable_dir(path: Path, flag: str | None = None) -> Path:
     """Create `path` if needed and check that we can write in it; one-line error otherwise."""
     path = Path(path)
     try:
@@ -44,20 +50,20 @@ def ensure_writable_dir(path: Path, flag: str = "--out") -> Path:
         # directory of that name were in the way). A file higher up gives ENOTDIR: name it as well.
         blocker = next((d for d in (path, *path.parents) if _is_file(d)), None)
         if blocker == path:
-            raise OutputError(f"{flag} {path}: is a file, not a directory") from e
+            raise OutputError(f"{_named(path, flag)}: is a file, not a directory") from e
         if blocker is not None:
-            raise OutputError(f"{flag} {path}: cannot create directory ({blocker} is a file)") from e
+            raise OutputError(f"{_named(path, flag)}: cannot create directory ({blocker} is a file)") from e
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise OutputError(f"{flag} {path}: cannot create directory ({why})") from e
+        raise OutputError(f"{_named(path, flag)}: cannot create directory ({why})") from e
     if _is_file(path) is not False:  # mkdir succeeded, yet no directory: lost a race with a file
-        raise OutputError(f"{flag} {path}: is a file, not a directory")
+        raise OutputError(f"{_named(path, flag)}: is a file, not a directory")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {path}: directory is not writable")
+        raise OutputError(f"{_named(path, flag)}: directory is not writable")
     return path
 
 
 @contextlib.contextmanager
-def output_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
+def output_dir(path: Path, flag: str | None = None) -> Iterator[Path]:
     """`ensure_writable_dir`, undone on failure: the directories it created are removed again if
     they are still empty (a failed run left an empty --out folder, parents included)."""
     path = Path(path).absolute()
@@ -274,7 +280,7 @@ TEMP_PREFIX = ".edgecompress-tmp-"
 
 
 @contextlib.contextmanager
-def exclusive_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
+def exclusive_dir(path: Path, flag: str | None = None) -> Iterator[Path]:
     """Hold an exclusive lock on directory `path` while writing into it [issue #7].
 
     flock on the directory itself (no lock file to leave behind); the kernel drops it when the
@@ -294,7 +300,7 @@ def exclusive_dir(path: Path, flag: str = "--out") -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputError(f"{flag} {path}: another edgecompress run is writing there") from None
+            raise OutputError(f"{_named(path, flag)}: another edgecompress run is writing there") from None
         _HELD.add(key)
         try:
             yield Path(path)

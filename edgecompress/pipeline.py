@@ -22,7 +22,7 @@ import numpy as np
 
 from edgecompress.data import Dataset, DataSpec
 from edgecompress.data.resolve import resolve_data
-from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError
+from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError, opt, say
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
 from edgecompress.exporters.api import artifact_files
 from edgecompress.fileio import (
@@ -112,7 +112,7 @@ def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str,
         if precision == "int8" and fmt in auto:
             chosen = FORMATS.get(fmt).int8_precision(spec, options)
             if chosen != precision:
-                print(f"note: --int8 on {spec.name} ({spec.task}): {fmt} uses {chosen} "
+                print(f"note: {say('--int8', 'auto_int8')} on {spec.name} ({spec.task}): {fmt} uses {chosen} "
                       f"(ask for {fmt}:int8 explicitly for the other route)", file=sys.stderr)
             precision = chosen
         if (fmt, precision) not in out:
@@ -211,7 +211,8 @@ def _preflight(job: ExportJob) -> tuple[list[Gate], TargetProfile | None]:
 
     gates = parse_gates(job.fail_on)  # a malformed gate fails before any work
     if gates and not job.do_validate:
-        raise ConfigError("--fail-on: gates need measurements; drop --no-validate")
+        raise ConfigError(f"{opt('--fail-on', 'fail_on', repr(gates[0].text))}: gates need measurements; "
+                          f"{say('drop --no-validate', 'set do_validate=True')}")
     # the name and the formats it runs even with --no-validate: a typo was recorded as the
     # report's target, and a format the device does not run was exported for it
     profile = get_target(job.target)
@@ -235,8 +236,8 @@ def _check_gates_measurable(gates: list[Gate], profile: TargetProfile | None, ev
     check_gates_measurable(gates, profile, has_eval=ev is not None, batches=job.settings.batches)
     if ev is not None and ev.y is None and any(g.path[0] == "metrics" for g in gates):
         g = next(g for g in gates if g.path[0] == "metrics")
-        raise ConfigError(f"--fail-on {g.text!r}: metrics need labelled evaluation data; {ev.source} has "
-                          "no labels (gate on drift.top1_agreement instead)")
+        raise ConfigError(f"{opt('--fail-on', 'fail_on', repr(g.text))}: metrics need labelled evaluation data; "
+                          f"{ev.source} has no labels (gate on drift.top1_agreement instead)")
 
 
 def _params_macs(spec: ModelSpec) -> tuple[int, int]:
@@ -270,7 +271,7 @@ def _fp32_reference(spec: ModelSpec, ev: Dataset | None, progress: bool) -> tupl
         raise DataError(f"evaluation data {ev.source}: {e}") from None
 
 
-def _unused_data(data: Any, flag: str, why: str) -> None:
+def _unused_data(data: Any, option: tuple[str, str], why: str) -> None:
     """A data path the run will not read is still checked (a typo in a build script passed until
     someone added --int8 or dropped --no-validate, and then broke the build), and a note says it
     is unused. Samples in memory pass silently: a recipe hands its training set over either way."""
@@ -279,12 +280,13 @@ def _unused_data(data: Any, flag: str, why: str) -> None:
     spec = DataSpec.parse(str(data)) if isinstance(data, str | Path) else data
     path = Path(spec.path).expanduser()
     if not path.exists():
-        raise InputFileError(f"{flag} {path}: no such file or directory (unused by this run: {why})")
+        raise InputFileError(f"{opt(*option, path, quoted=True)}: no such file or directory (unused by this run: "
+                             f"{why})")
     lo, hi = spec.start or 0, spec.stop
     # a range that selects nothing whatever the file holds ([10:5], [:0]) fails now too
     if hi is not None and lo >= 0 and hi >= 0 and hi <= lo:
-        raise DataError(f"{flag} {data}: the range selects no samples (unused by this run: {why})")
-    print(f"note: {flag} {data} is not used: {why}", file=sys.stderr)
+        raise DataError(f"{opt(*option, data, quoted=True)}: the range selects no samples (unused by this run: {why})")
+    print(f"note: {opt(*option, data, quoted=True)} is not used: {why}", file=sys.stderr)
 
 
 def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]:
@@ -293,18 +295,18 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     # export of untrained weights passed); load_model refuses or applies them as for a reference
     spec = load_model(job.model, job.input_shape, job.weights, job.preprocess, input_dtype=job.input_dtype)
     for fmt, _ in job.formats:  # before any calibration or export
-        FORMATS.get(fmt, "--format").check_source(spec)
+        FORMATS.get(fmt, "--format", "formats").check_source(spec, "formats")
     formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress, job.options)
     for fmt, precision in formats:  # what a format refuses at a precision (tflite int8 of ids), before any work
         FORMATS.get(fmt).check_model(spec, precision, job.options)
     needs_calib = any(p == "int8" for _, p in formats)
     if not needs_calib:
-        _unused_data(job.calib, "--calib", "no int8 precision is asked for")
+        _unused_data(job.calib, ("--calib", "calib"), "no int8 precision is asked for")
     if not job.do_validate:
-        _unused_data(job.eval, "--eval", "validation is off")
+        _unused_data(job.eval, ("--eval", "eval"), "validation is off")
     calib = resolve_data(spec, job.calib, "calibration", job.progress) if needs_calib else None
     if needs_calib and (calib is None or len(calib) == 0):
-        raise DataError("--calib (calib= from Python): int8 needs calibration data and none was given or found")
+        raise DataError(f"int8 needs calibration data and none was given or found (pass {opt('--calib', 'calib')})")
     ev = resolve_data(spec, job.eval, "evaluation", job.progress) if job.do_validate else None
     if gates:
         _check_gates_measurable(gates, profile, ev, job)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticError
 
-from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError
+from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError, on_surface
 
 if TYPE_CHECKING:
     from edgecompress.exporters import ExportOptions
@@ -76,7 +76,8 @@ class RecipeOptions(BaseModel):
         from edgecompress.targets.gates import parse_gates
 
         try:
-            parse_gates(v)
+            with on_surface("cli"):  # its words are turned into the recipe's key: the flag's are known
+                parse_gates(v)
         except ConfigError as e:
             raise ValueError(str(e).removeprefix("--fail-on ")) from None
         return v
@@ -180,7 +181,8 @@ class Recipe(BaseModel):
                               "(its int8 graph cannot be pruned or factorized further)")
         if self.export:
             try:
-                pairs = resolve_formats(self.export)
+                with on_surface("cli"):  # (below too) the flag's words, which the recipe's key replaces
+                    pairs = resolve_formats(self.export)
             except ConfigError as e:
                 # the recipe key, not the CLI flag the exporters' message names
                 raise ConfigError(f"export: {str(e).removeprefix('--format ')}") from None
@@ -193,7 +195,8 @@ class Recipe(BaseModel):
             from edgecompress.targets import get_target
 
             try:
-                get_target(self.target).check_formats([f for f, _ in resolve_formats(self.export)])
+                with on_surface("cli"):
+                    get_target(self.target).check_formats([f for f, _ in resolve_formats(self.export)])
             except ConfigError as e:
                 # the recipe's own words: its export: list, not the CLI's --format
                 raise ConfigError(f"target: {str(e).removeprefix('--target ')}"
@@ -202,7 +205,8 @@ class Recipe(BaseModel):
             from edgecompress.targets.validate import check_threads
 
             try:  # before the passes train, not after
-                check_threads(get_target(self.target), ValidateSettings(threads=self.options.threads))
+                with on_surface("cli"):
+                    check_threads(get_target(self.target), ValidateSettings(threads=self.options.threads))
             except ConfigError as e:
                 raise ConfigError(f"options.threads: {str(e).removeprefix(f'--threads {self.options.threads}: ')}") \
                     from None
@@ -330,11 +334,13 @@ def _check_exports(recipe: Recipe, spec: Any) -> None:
 
     for fmt, precision in resolve_formats(recipe.export):
         try:
-            FORMATS.get(fmt).check_model(spec, precision, recipe.export_options())
+            with on_surface("cli"):  # the flag's words, which a recipe's key replaces
+                FORMATS.get(fmt).check_model(spec, precision, recipe.export_options())
         except EdgeCompressError as e:
             msg = str(e)
             if recipe._source.startswith("recipe"):  # its key, not the flag (`compress` has the flag)
-                msg = msg.replace("--allow-mixed", "options.allow_mixed: true")
+                msg = msg.replace("--allow-mixed", "options.allow_mixed: true").replace(
+                    "; what --int8 gives this model", "")
             raise type(e)(f"{recipe._source}: export: {msg}") from None
 
 
@@ -666,8 +672,9 @@ def _target_preflight(recipe: Recipe) -> None:
     preflight(profile)
     # evaluation data is resolved later (a zoo model's default): only the estimate's limits here
     try:
-        check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True,
-                               batches=list(recipe.options.batch))
+        with on_surface("cli"):  # the flag's words, which the recipe's key replaces
+            check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True,
+                                   batches=list(recipe.options.batch))
     except ConfigError as e:  # the recipe's key, not the CLI flag
         raise ConfigError(f"options.fail_on: {str(e).removeprefix('--fail-on ')}") from None
 
@@ -690,6 +697,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     from edgecompress.models import load_model
     from edgecompress.passes import PASSES
     from edgecompress.passes._common import config_dict, pass_module, predict, resolve_dataset, save_checkpoint
+    from edgecompress.passes.distill import recipe_teacher
 
     opts = recipe.options
     progress = opts.progress if progress is None else progress
@@ -701,7 +709,8 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     _target_preflight(recipe)
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
     try:
-        with _importable(recipe.model_dir):
+        # the loaders' flag words, which _in_model turns into the recipe's keys (`compress` keeps them)
+        with _importable(recipe.model_dir), on_surface("cli"):
             spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess, input_dtype=recipe.input_dtype)
     except EdgeCompressError as e:
         if not recipe._source.startswith("recipe"):  # `compress` names its own flags, as the loaders do
@@ -749,7 +758,8 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         shape_before = spec.input_shape
         records_before = len(spec.extra.get("passes") or [])
         try:
-            spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
+            with recipe_teacher():  # options.teacher's pick, a version of the model, not a network the user named
+                spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
         except EdgeCompressError as e:
             raise _in_pass(e, recipe._source, i, name) from None
         if spec.input_shape != shape_before:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from edgecompress.errors import ConfigError, first_line
+from edgecompress.errors import ConfigError, first_line, opt
 
 T = TypeVar("T")
 
@@ -64,14 +64,19 @@ class Registry(Generic[T]):
                 print(f"note: {self.kind} module {target} failed to load ({self.failed[target]}); skipped",
                       file=sys.stderr)
 
-    def get(self, name: str, flag: str | None = None) -> T:
+    def get(self, name: str, flag: str | None = None, keyword: str | None = None) -> T:
+        """The entry `name`; an unknown one is a ConfigError naming the option it came from: with a
+        `keyword`, `flag` is its CLI flag (`--format 'x': unknown format`, `fmt='x': ...` from
+        Python), else a label said as it is (`MODEL unknown zoo model 'x'`)."""
         self._discover()
         try:
             return self._items[name]
         except KeyError:
+            known = f"(known: {', '.join(sorted(self._items)) or 'none'}{self.failed_note()})"
+            if flag and keyword:
+                raise ConfigError(f"{opt(flag, keyword, repr(name))}: unknown {self.kind} {known}") from None
             where = f"{flag} " if flag else ""
-            known = ", ".join(sorted(self._items)) or "none"
-            raise ConfigError(f"{where}unknown {self.kind} {name!r} (known: {known}{self.failed_note()})") from None
+            raise ConfigError(f"{where}unknown {self.kind} {name!r} {known}") from None
 
     def failed_note(self) -> str:
         """"; failed to load: module (error), ..." for an unknown-name message, or ""."""

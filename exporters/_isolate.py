@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ExportError, first_line
+from edgecompress.errors import ExportError, Surface, first_line, on_surface, surface
 from edgecompress.quiet import setup_child_process
 
 if TYPE_CHECKING:
@@ -103,9 +103,15 @@ def _bars_without_semaphores() -> None:
 
 
 def _child(conn: Connection, jobs: Connection, fmt: str, precision: str, out: str,
-           threads: int | None, tmpdir: str) -> None:
+           threads: int | None, tmpdir: str, words: Surface) -> None:
     """Child entry point: receive the pickled job, export as `api.export` does in-process, send the
-    result back."""
+    result back. `words`: the parent's surface, so the child's errors name options as it would."""
+    with on_surface(words):  # spawn starts the child with the default context (Python words)
+        _child_export(conn, jobs, fmt, precision, out, threads, tmpdir)
+
+
+def _child_export(conn: Connection, jobs: Connection, fmt: str, precision: str, out: str,
+                  threads: int | None, tmpdir: str) -> None:
     # The parent owns our life: it terminates us on its own Ctrl-C and removes our temp files.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -236,7 +242,7 @@ def export_in_child(fmt: str, spec: ModelSpec, precision: str, out: Path, calib:
     tmpdir = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     before = _temp_names(out.parent)
     proc = ctx.Process(target=_child, name=f"edgecompress-export-{fmt}-{precision}",
-                       args=(send, job_recv, fmt, precision, str(out), threads, tmpdir))
+                       args=(send, job_recv, fmt, precision, str(out), threads, tmpdir, surface()))
     msg: Any = None
     try:
         proc.start()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecompress.errors import ConfigError, DataError
+from edgecompress.errors import ConfigError, DataError, opt, say
 from edgecompress.exporters._memory import pin_mmap_threshold, released_export_state
 from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions, Format
 from edgecompress.fileio import output_dir, path_size, safe_child, sha256_file
@@ -30,11 +30,13 @@ def resolve_formats(
     """
     pairs: list[tuple[str, str]] = []
     if precisions and formats and all(":" in item for item in formats):  # it was silently ignored
-        raise ConfigError(f"--precision {', '.join(precisions)}: every --format names its own precision "
-                          f"({', '.join(formats)}); drop one or the other")
+        shown = say(", ".join(precisions), repr(list(precisions)))  # as typed: `-p fp16`, `precisions=['fp16']`
+        raise ConfigError(f"{opt('--precision', 'precisions', shown)}: every "
+                          f"{say('--format', 'item of formats')} names its own precision ({', '.join(formats)}); "
+                          "drop one or the other")
     for item in formats:
         name, _, prec = item.partition(":")
-        fmt = FORMATS.get(name.strip().lower(), "--format")
+        fmt = FORMATS.get(name.strip().lower(), "--format", "formats")
         wanted = [prec] if prec else list(precisions) or ["fp32"]
         if int8 and not prec:
             wanted = ["fp32", *[p for p in wanted if p != "fp32"], "int8"]
@@ -42,12 +44,14 @@ def resolve_formats(
             p = p.strip().lower()
             if p not in fmt.precisions:
                 raise ConfigError(
-                    f"--format {item}: {fmt.name} supports precisions {', '.join(fmt.precisions)}, not {p!r}"
+                    f"{opt('--format', 'formats', item, quoted=True)}: {fmt.name} supports precisions "
+                    f"{', '.join(fmt.precisions)}, not {p!r}"
                 )
             if (fmt.name, p) not in pairs:
                 pairs.append((fmt.name, p))
     if not pairs:
-        raise ConfigError(f"--format: give at least one format (known: {', '.join(FORMATS.names())})")
+        raise ConfigError(f"{say('--format', 'formats')}: give at least one format "
+                          f"(known: {', '.join(FORMATS.names())})")
     return pairs
 
 
@@ -104,11 +108,12 @@ def export(
         # the 1 in): the file keeps batch 1 and ORT calibration feeds it one sample at a time
         options = dataclasses.replace(options, dynamic_batch=False, calib_batch=1)
     fmt, precision = str(fmt).lower(), str(precision).lower()  # as the CLI: "ONNX" was unknown
-    format_ = FORMATS.get(fmt, "--format")
+    format_ = FORMATS.get(fmt, "--format", "fmt")
     if precision not in format_.precisions:
         # ONNX spells the weight-only scheme int8-dynamic, TFLite dynamic-int8: the other's was refused bare
         other = next((p for p in format_.precisions if set(p.split("-")) == set(precision.split("-"))), None)
-        raise ConfigError(f"--format {fmt}: supports {', '.join(format_.precisions)}, not {precision!r}"
+        raise ConfigError(f"{opt('--format', 'fmt', fmt, quoted=True)}: supports {', '.join(format_.precisions)}, "
+                          f"not {precision!r}"
                           + (f" (did you mean {other}?)" if other else ""))
     format_.check_model(spec, precision, options)
     if spec.module is not None:  # (an .onnx in keeps its file's names)
@@ -125,8 +130,7 @@ def export(
     prequant = bool(spec.extra.get("quantized")) and spec.module is not None
     if precision in format_.needs_calibration and not prequant and (calib is None or len(calib) == 0):
         given = "none was given" if calib is None else f"{calib.source} holds no samples"
-        raise DataError(f"{fmt} {precision}: needs calibration data and {given} (pass --calib, or calib= "
-                        "from Python)")
+        raise DataError(f"{fmt} {precision}: needs calibration data and {given} (pass {opt('--calib', 'calib')})")
     if name is not None and Path(name).suffix.lower() != format_.suffix:  # ONNX bytes in model.tflite
         raise ConfigError(f"name {name!r}: {fmt} files end in {format_.suffix}")
     # the folders it creates are removed again when the export fails (it left empty trees)

@@ -62,10 +62,10 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         # checked here, not deep in ORT ("integer division or modulo by zero" for calib_batch 0)
-        from edgecompress.errors import ConfigError
+        from edgecompress.errors import ConfigError, opt
 
         if self.calib_method not in CALIB_METHODS:  # OpenVINO took any string as "histogram"
-            raise ConfigError(f"calib_method {self.calib_method!r} (--calib-method): one of "
+            raise ConfigError(f"{opt('--calib-method', 'calib_method', repr(self.calib_method))}: one of "
                               f"{', '.join(CALIB_METHODS)}")
         if not (isinstance(self.calib_batch, int) and not isinstance(self.calib_batch, bool) and self.calib_batch >= 1):
             raise ConfigError(f"calib_batch {self.calib_batch!r}: 1 or more")
@@ -180,13 +180,15 @@ class Format:
     # pipeline, export() and a recipe before its passes call it through `check_model`)
     refuses: Callable[[ModelSpec, str, ExportOptions], None] | None = None
 
-    def check_source(self, spec: ModelSpec) -> None:
-        """Refuse, before any work, a model this format cannot be converted from."""
+    def check_source(self, spec: ModelSpec, keyword: str = "fmt") -> None:
+        """Refuse, before any work, a model this format cannot be converted from. `keyword`: the
+        Python parameter the format came in (export's `fmt`, ExportJob's `formats`)."""
         if self.needs_module and spec.module is None:
-            from edgecompress.errors import ConfigError
+            from edgecompress.errors import ConfigError, opt
 
-            raise ConfigError(f"--format {self.name}: converts from a PyTorch model, and {spec.source} is not "
-                              "one; use --format onnx or openvino for ONNX inputs")
+            onnx = opt("--format", keyword, "onnx", quoted=True)
+            raise ConfigError(f"{opt('--format', keyword, self.name, quoted=True)}: converts from a PyTorch "
+                              f"model, and {spec.source} is not one; use {onnx} or openvino for ONNX inputs")
 
     def check_model(self, spec: ModelSpec, precision: str, options: ExportOptions | None = None) -> None:
         """`check_source`, and what this format refuses of `spec` at `precision` (`refuses`)."""

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError, OutputError
+from edgecompress.errors import ConfigError, DataError, ExportError, OutputError, opt
 from edgecompress.exporters._onnx_file import (
     QDQ_MIN_OPSET,
     check_loads,
@@ -169,7 +169,7 @@ def export_fp32_onnx(spec: ModelSpec, out: Path, dynamic_batch: bool = True) -> 
         elif "data-dependent expression" in _plain(e):
             hint = "the model branches on tensor values there: keep it a tensor (torch.where), or export another format"
         else:
-            hint = "rewrite that op, or try a fixed --input-shape"
+            hint = f"rewrite that op, or try a fixed {opt('--input-shape', 'input_shape')}"
         raise ExportError(f"onnx export of {spec.name} failed: {_culprit(e)} ({hint})") from e
 
 
@@ -310,9 +310,9 @@ def _refuse_nothing_to_quantize(model_path: Path, kinds: list[str], excluded: li
                           f"{', '.join(sorted({n.op_type for n in nodes}))[:160]}), the file would be float; "
                           "export fp32")
     if not set(layers) - set(excluded):
-        raise ConfigError(f"onnx int8 of {name}: nothing to quantize: --float-first {float_first} leaves all "
-                          f"{len(layers)} {'/'.join(kinds)} layers float, the file would be float; lower "
-                          "--float-first, or export fp32")
+        raise ConfigError(f"onnx int8 of {name}: nothing to quantize: "
+                          f"{opt('--float-first', 'float_first', float_first)} leaves all {len(layers)} "
+                          f"{'/'.join(kinds)} layers float, the file would be float; lower it, or export fp32")
 
 
 def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: str,
@@ -329,7 +329,8 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if options.calib_method not in methods:
-        raise ConfigError(f"--calib-method {options.calib_method!r}: use one of {', '.join(methods)}")
+        raise ConfigError(f"{opt('--calib-method', 'calib_method', repr(options.calib_method))}: use one of "
+                          f"{', '.join(methods)}")
     extra: dict[str, Any] = {
         "CalibPercentile": options.percentile,
         # Activations are uint8 and mostly post-ReLU6: a symmetric range would waste half the levels.
@@ -583,7 +584,7 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                           "export fp32, or onnx:int8 for a Conv model")
         elif precision == "int8" and not prequant:  # [issue #4] QAT graphs skip ORT PTQ
             if calib is None or len(calib) == 0:
-                raise DataError("onnx int8: the calibration set is empty (pass --calib, or calib= from Python)")
+                raise DataError(f"onnx int8: the calibration set is empty (pass {opt('--calib', 'calib')})")
             with tempfile.TemporaryDirectory() as td:
                 fp32 = Path(td) / "fp32.onnx"
                 # ORT's per-channel QDQ needs opset 13: an older file is converted (its ops have

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError, first_line
+from edgecompress.errors import ConfigError, DataError, ExportError, first_line, opt
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -41,7 +41,8 @@ def _conversion_cause(e: BaseException) -> tuple[str, str]:
     text = str(e)
     m = re.search(r"No conversion rule found for operations?: *(.+)", text)
     if m:
-        return f"no conversion rule for {m.group(1).strip()[:160]}", "an op OpenVINO cannot convert; try --format onnx"
+        return (f"no conversion rule for {m.group(1).strip()[:160]}",
+                f"an op OpenVINO cannot convert; try {opt('--format', 'fmt', 'onnx', quoted=True)}")
     lines = [ln.strip() for ln in text.splitlines()]
     for i, ln in enumerate(lines):
         m = re.search(r"Conversion failed for (\S+)|Exception happened during conversion of operation (\S+)", ln)
@@ -54,8 +55,9 @@ def _conversion_cause(e: BaseException) -> tuple[str, str]:
         node = m.group(1) or m.group(2)
         shape = re.search(r"dimension|shape|rank", why, re.IGNORECASE)
         return (f"conversion failed for {node}{': ' + why[:200] if why else ''}",
-                "check --input-shape" if shape else "an op OpenVINO cannot convert? try --format onnx")
-    return first_line(e), "an op OpenVINO cannot convert? try --format onnx"
+                f"check {opt('--input-shape', 'input_shape')}" if shape
+                else f"an op OpenVINO cannot convert? try {opt('--format', 'fmt', 'onnx', quoted=True)}")
+    return first_line(e), f"an op OpenVINO cannot convert? try {opt('--format', 'fmt', 'onnx', quoted=True)}"
 
 
 # What torch.jit.trace warns when the model's code turns a tensor into a Python value
@@ -244,9 +246,9 @@ def _refuse_nothing_to_quantize(model: Any, spec: ModelSpec, float_layers: list[
         raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: no Conv/MatMul/Gemm layer, the IR "
                           "would be float; export fp32")
     if not set(weighted) - set(float_layers):  # the user's setting, not the model's limit: exit 2
-        raise ConfigError(f"openvino int8 of {spec.name}: nothing to quantize: --float-first {first} "
-                          f"leaves all {len(weighted)} Conv/MatMul/Gemm layers float, the IR would be float; "
-                          "lower --float-first, or export fp32")
+        raise ConfigError(f"openvino int8 of {spec.name}: nothing to quantize: "
+                          f"{opt('--float-first', 'float_first', first)} leaves all {len(weighted)} "
+                          "Conv/MatMul/Gemm layers float, the IR would be float; lower it, or export fp32")
 
 
 class _Counted:
@@ -410,7 +412,7 @@ def export_openvino(
         model = convert(spec, options.dynamic_batch)
     if precision == "int8" and not prequant:
         if calib is None or len(calib) == 0:
-            raise DataError("openvino int8: the calibration set is empty (pass --calib, or calib= from Python)")
+            raise DataError(f"openvino int8: the calibration set is empty (pass {opt('--calib', 'calib')})")
         model, more = quantize(model, calib, spec, options)
         details.update(more)
     # Write both IR files under temporary names, then rename .bin before .xml: the .xml is the

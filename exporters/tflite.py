@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError
+from edgecompress.errors import ConfigError, DataError, ExportError, opt, say
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -49,7 +49,7 @@ def _padded(batches: Any, names: list[str], seq_len: int) -> Any:
         arrays = [np.asarray(b[n]) for n in names]
         if arrays[0].shape[1] > seq_len:
             raise DataError(f"tflite: calibration sequences of {arrays[0].shape[1]} tokens exceed the "
-                            f"model's {seq_len} (--input-shape 1,L)")
+                            f"model's {seq_len} ({opt('--input-shape', 'input_shape', say('1,L', '(1, L)'))})")
         yield tuple(np.pad(a, ((0, 0), (0, seq_len - a.shape[1]))) for a in arrays)
 
 
@@ -66,10 +66,10 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     text = spec.is_text  # (a second input made any model a "text" one, with its rows padded as tokens)
     if len(spec.inputs) != 1 and not text:
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
-                          "models and text encoders are supported (use --format onnx)")
+                          f"models and text encoders are supported (use {opt('--format', 'fmt', 'onnx', quoted=True)})")
     _refuses(spec, precision, options)
     if precision == "int8" and not prequant and (calib is None or len(calib) == 0):
-        raise DataError("tflite int8: the calibration set is empty (pass --calib, or calib= from Python)")
+        raise DataError(f"tflite int8: the calibration set is empty (pass {opt('--calib', 'calib')})")
     batches = calib.batches(16, desc="calibrating (litert PT2E)" if options.progress else None) \
         if precision == "int8" and calib and not prequant else None
     example: Any = spec.example_inputs(1)[0]
@@ -93,8 +93,8 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                               file_input_names=[i.name for i in spec.inputs], output_names=spec.output_names,
                               prequantized=bool(prequant))
     except lc.FullIntegerError as e:
-        raise ExportError(f"tflite int8 of {spec.name}: {e} (--allow-mixed, or ExportOptions(allow_mixed=True) "
-                          "from Python, accepts a mixed file; or use --format onnx)") from e
+        raise ExportError(f"tflite int8 of {spec.name}: {e} ({say('--allow-mixed', 'ExportOptions(allow_mixed=True)')} "
+                          f"accepts a mixed file; or use {opt('--format', 'fmt', 'onnx', quoted=True)})") from e
     except lc.UnsupportedModelError as e:
         raise ExportError(f"tflite export of {spec.name}: {e}") from e
 
@@ -180,8 +180,9 @@ def _refuses(spec: ModelSpec, precision: str, options: ExportOptions) -> None:
             else f"a model of {spec.inputs[0].dtype} ids (the embedding lookup / the ops reading the ids stay float "
                  "in LiteRT)")
     raise ExportError(f"tflite int8 of {spec.name}: full-integer int8 does not apply to {what}; export "
-                      "tflite:dynamic-int8 (int8 weights; what --int8 gives this model), or accept a mixed file of "
-                      "int8 layers and float ops with --allow-mixed (ExportOptions(allow_mixed=True) from Python)")
+                      f"tflite:dynamic-int8 (int8 weights; what {say('--int8', 'auto_int8=True')} gives this model), "
+                      "or accept a mixed file of "
+                      f"int8 layers and float ops with {say('--allow-mixed', 'ExportOptions(allow_mixed=True)')}")
 
 
 def _int8_for(spec: ModelSpec, options: ExportOptions) -> str:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError
+from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError, opt, say
 from edgecompress.fileio import require_utf8_name
 from edgecompress.targets.baseline import ACCURACY_THRESHOLD, compare_baseline
 from edgecompress.targets.gates import check_gates_measurable, evaluate_gates, parse_gates
@@ -183,8 +183,14 @@ def _refuse_export_dir(out_dir: Path) -> None:
     else:
         return
     shown = Path(out_dir) if Path(out_dir).name not in ("", "..") else Path(out_dir).absolute()
-    raise OutputError(f"--out {out_dir}: holds {what}; validate would replace it: pass another --out "
-                      f"(e.g. --out {shown}-validate)")
+    other = opt("--out", "out_dir", f"{shown}-validate", quoted=True)
+    raise OutputError(f"{opt('--out', 'out_dir', out_dir, quoted=True)}: holds {what}; validate would replace it: "
+                      f"pass another {say('--out', 'out_dir')} (e.g. {other})")
+
+
+def _target(profile: Any) -> str:
+    """The target as the caller named it: `--target NAME`, or `target='NAME'` from Python."""
+    return opt("--target", "target", profile.name, quoted=True)
 
 
 def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: Any) -> tuple[list[Artifact], list[str]]:
@@ -194,15 +200,15 @@ def _formats_the_target_runs(arts: list[Artifact], paths: list[Path], profile: A
     foreign = [a for a in arts if a.format not in profile.formats]
     for a in foreign:
         if Path(a.path).resolve() in named:
-            raise ConfigError(f"--target {profile.name} runs {', '.join(profile.formats)}; not {a.format} "
+            raise ConfigError(f"{_target(profile)} runs {', '.join(profile.formats)}; not {a.format} "
                               f"({a.path}): validate only the files of formats it runs")
     kept = [a for a in arts if a.format in profile.formats]
     if not kept:
-        raise ConfigError(f"--target {profile.name} runs {', '.join(profile.formats)}; "
+        raise ConfigError(f"{_target(profile)} runs {', '.join(profile.formats)}; "
                           "none of the artifacts given is one")
     skipped = [f"{Path(a.path).name} ({a.format})" for a in foreign]
     if skipped:
-        print(f"note: --target {profile.name} does not run {', '.join(sorted({a.format for a in foreign}))}; "
+        print(f"note: {_target(profile)} does not run {', '.join(sorted({a.format for a in foreign}))}; "
               f"skipped {', '.join(skipped)}", file=sys.stderr)
     return kept, skipped
 
@@ -356,17 +362,19 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
     # 1 itself is refused too: the natural slip for "1 %" / "1 point" read as 100 %, 100 points,
     # and no drop of top-1, agreement or cosine could ever be a regression
     if not 0 <= threshold < 1:  # also NaN; -1 made an unchanged run a regression, 5 meant 500 %
-        raise ConfigError(f"--threshold {threshold}: a relative change, at least 0 and below 1 (0.05 = 5 %"
+        raise ConfigError(f"{opt('--threshold', 'threshold', threshold)}: a relative change, at least 0 and below 1 "
+                          "(0.05 = 5 %"
                           f"{'; did you mean 0.01?' if threshold == 1 else ''})")
     if not 0 <= accuracy_threshold < 1:  # a drop in points as a fraction: 1 meant 1 pt, not 100
-        raise ConfigError(f"--accuracy-threshold {accuracy_threshold}: an absolute drop, at least 0 and below 1 "
+        raise ConfigError(f"{opt('--accuracy-threshold', 'accuracy_threshold', accuracy_threshold)}: an absolute "
+                          "drop, at least 0 and below 1 "
                           f"(0.01 = 1 point{'; did you mean 0.01?' if accuracy_threshold == 1 else ''})")
     profile = get_target(target)
     settings = settings or ValidateSettings()
     if preprocess:
         from edgecompress.data.presets import PRESETS
 
-        PRESETS.get(preprocess, "--preprocess")
+        PRESETS.get(preprocess, "--preprocess", "preprocess")
     check_gates_measurable(gates, profile, has_eval=bool(eval), batches=settings.batches)
     arts, source = load_artifacts(paths)
     arts, skipped = _formats_the_target_runs(arts, paths, profile)
@@ -396,8 +404,8 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
         if eval and runner_name_for(profile) == "estimate":
             # nothing runs on an estimated target: the fp32 reference ran here for nothing and the
             # report listed evaluation data next to rows that measured none
-            print(f"note: --target {profile.name} is estimated here (no device attached): nothing runs, "
-                  "so --eval is not used", file=sys.stderr)
+            print(f"note: {_target(profile)} is estimated here (no device attached): nothing runs, "
+                  f"so {opt('--eval', 'eval')} is not used", file=sys.stderr)
             eval_ignored, eval = str(eval), None  # the report says so too: "no --eval" read the same
         if eval:
             from edgecompress.data.resolve import load_for_input
@@ -418,7 +426,7 @@ def validate_artifacts(paths: list[Path], target: str, out_dir: Path, eval: str 
                 try:
                     reference = classification_metrics(ref, ev.y)
                 except DataError as e:  # named the labels' file and flag nowhere
-                    raise DataError(f"--eval {ev.source}: {e}") from None
+                    raise DataError(f"{opt('--eval', 'eval', ev.source, quoted=True)}: {e}") from None
         weights: dict[str, int | None] = {}  # each ONNX file's graph read once for both checks
         other_model, no_ref = _other_models(arts, ref_file, weights)
         measurements = validate(arts, profile, ev, ref, settings, progress, no_reference=no_ref)
@@ -469,8 +477,8 @@ def _eval_preset(eval: str, flag: str | None, exported: str | None) -> str | Non
     if Path(DataSpec.parse(eval).path).suffix.lower() in TENSOR_SUFFIXES:
         return None
     if flag and exported and flag != exported:
-        print(f"note: --preprocess {flag} overrides the export's preset ({exported}) for the --eval images",
-              file=sys.stderr)
+        print(f"note: {opt('--preprocess', 'preprocess', flag, quoted=True)} overrides the export's preset "
+              f"({exported}) for the {say('--eval', 'evaluation')} images", file=sys.stderr)
     return flag or exported
 
 
@@ -481,17 +489,18 @@ def _check_eval_shape(ev: Any, shape: list[Any], flag_value: str, dtype: str = "
     file rather than the data)."""
     if isinstance(ev.x, dict) or len(shape) < 2:  # token sets: the runners pad them to the file
         return
+    given = opt("--eval", "eval", flag_value, quoted=True)
     if ids and ev.x.dtype.kind not in "iu":  # [audit #27]
-        raise DataError(f"--eval {flag_value}: dtype {ev.x.dtype} but the artifacts take {dtype} ids (save the "
+        raise DataError(f"{given}: dtype {ev.x.dtype} but the artifacts take {dtype} ids (save the "
                         "token / class ids as integers, x.astype(np.int64))")
     if not ids and (dtype.startswith("float") or dtype in ("int8", "uint8")) and ev.x.dtype.kind != "f":
-        raise DataError(f"--eval {flag_value}: dtype {ev.x.dtype} but the artifacts take float samples "
+        raise DataError(f"{given}: dtype {ev.x.dtype} but the artifacts take float samples "
                         "(save preprocessed float32 arrays)")
     from edgecompress.targets.validate import shape_misfit
 
     if (shown := shape_misfit(list(shape), ev.x.shape)) is not None:
-        raise DataError(f"--eval {flag_value}: samples have shape {tuple(ev.x.shape[1:])} but the artifacts "
-                        f"take {shown} (check --preprocess, or the data)")
+        raise DataError(f"{given}: samples have shape {tuple(ev.x.shape[1:])} but the artifacts "
+                        f"take {shown} (check {opt('--preprocess', 'preprocess')}, or the data)")
 
 
 def _refuse_images_for_ids(eval: str, art: Any) -> None:
@@ -503,5 +512,5 @@ def _refuse_images_for_ids(eval: str, art: Any) -> None:
     path = Path(DataSpec.parse(eval).path).expanduser()
     if path.exists() and path.suffix.lower() not in TENSOR_SUFFIXES:
         what = "an image folder" if path.is_dir() else f"a {path.suffix or 'extensionless'} file"
-        raise DataError(f"--eval {eval}: {what}, but {art.path} takes {art.inputs[0].dtype} ids; give a .npy / .npz "
-                        "of integer ids")
+        raise DataError(f"{opt('--eval', 'eval', eval, quoted=True)}: {what}, but {art.path} takes "
+                        f"{art.inputs[0].dtype} ids; give a .npy / .npz of integer ids")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError
+from edgecompress.errors import ConfigError, opt, say
 from edgecompress.report.render import metric_value, shown_as_percent
 from edgecompress.targets.baseline import row_key, row_value, shown_path
 
@@ -34,18 +34,23 @@ class Gate:
     value: float
 
 
+def _gate(text: str) -> str:
+    """The gate as the caller gave it: `--fail-on 'TEXT'`, or `fail_on='TEXT'` from Python."""
+    return opt("--fail-on", "fail_on", repr(text))
+
+
 def parse_gates(exprs: list[str]) -> list[Gate]:
     gates = []
     for raw in exprs:
         if not raw.strip():  # it was read as no gate at all
-            raise ConfigError("--fail-on '': empty gate; give 'path.to.metric OP number'")
+            raise ConfigError(f"{_gate('')}: empty gate; give 'path.to.metric OP number'")
         for text in (t for t in raw.split(",") if t.strip()):
             m = _GATE.match(text)
             if not m and re.search(r"\d,\d", raw):  # "size_bytes>1,000,000": the error quoted '000'
-                raise ConfigError(f"--fail-on {raw.strip()!r}: a comma separates gates ('a<1,b>2'); write "
+                raise ConfigError(f"{_gate(raw.strip())}: a comma separates gates ('a<1,b>2'); write "
                                   "numbers without thousands separators (1000000 or 1e6)")
             if not m:
-                raise ConfigError(f"--fail-on {text.strip()!r}: expected 'path.to.metric OP number' "
+                raise ConfigError(f"{_gate(text.strip())}: expected 'path.to.metric OP number' "
                                   "with OP one of < <= > >= == != (e.g. 'drift.top1_agreement<0.97')")
             gate = Gate(text.strip(), tuple(m.group(1).split(".")), m.group(2), float(m.group(3)))
             _check_gate_path(gate)
@@ -80,7 +85,7 @@ def _check_gate_range(g: Gate) -> None:
     # a percentage (1-100) is the likely slip: name its fraction; anything else, an example
     hint = (f"; did you mean {g.op}{g.value / 100:g}?" if 1 < g.value <= 100
             else f" (e.g. '{'.'.join(g.path)}<0.97')")
-    raise ConfigError(f"--fail-on {g.text!r}: {what} is {span}{hint}")
+    raise ConfigError(f"{_gate(g.text)}: {what} is {span}{hint}")
 
 
 # What an artifact row holds (report.json), so a typo is refused before the work, not after it.
@@ -107,7 +112,7 @@ def _check_gate_path(g: Gate) -> None:
         or (head == "latency_by_batch" and len(rest) == 2 and rest[0].isdigit() and rest[1] in _BATCH_FIELDS)
     if not ok:
         near = difflib.get_close_matches(".".join(g.path), known, n=1, cutoff=0.5)
-        raise ConfigError(f"--fail-on {g.text!r}: a report row has no {'.'.join(g.path)}"
+        raise ConfigError(f"{_gate(g.text)}: a report row has no {'.'.join(g.path)}"
                           + (f" (did you mean {near[0]}?)" if near else "")
                           + "; gate on latency_ms.p50, size_bytes, memory_mb.peak_rss, metrics.top1, "
                           "drift.top1_agreement, ...")
@@ -141,7 +146,7 @@ def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = Non
             report.gates.append({"gate": g.text, "artifact": "—", "value": None, "passed": False})
         if not seen and not any(row.get("status") == "failed" for row in report.artifacts):
             # (with failed rows the failures are the news: the CLI exits 4 with their table)
-            raise ConfigError(f"--fail-on {g.text!r}: no artifact in the report has a numeric "
+            raise ConfigError(f"{_gate(g.text)}: no artifact in the report has a numeric "
                               f"{'.'.join(g.path)} (e.g. drift.top1_agreement, latency_ms.p50, "
                               "size_bytes, metrics.top1, memory_mb.peak_rss; an estimated target has no accuracy, "
                               "drift or memory)")
@@ -175,24 +180,26 @@ def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = Tru
     estimated = runner_name_for(profile) == "estimate"
     for g in gates:
         if not has_eval and not estimated and g.path[0] in ("metrics", "drift"):
-            raise ConfigError(f"--fail-on {g.text!r}: {g.path[0]} needs evaluation data; pass --eval")
+            raise ConfigError(f"{_gate(g.text)}: {g.path[0]} needs evaluation data; pass {opt('--eval', 'eval')}")
         # (an estimate has batch 1 only, said below: "add --batch" would not help there)
         if batches is not None and not estimated and g.path[0] == "latency_by_batch" and len(g.path) > 1 and \
                 g.path[1].isdigit() and int(g.path[1]) not in {1, *batches}:
-            raise ConfigError(f"--fail-on {g.text!r}: batch {g.path[1]} is not timed; add --batch {g.path[1]}")
+            add = say(f"--batch {g.path[1]}", f"{g.path[1]} to ValidateSettings.batches")
+            raise ConfigError(f"{_gate(g.text)}: batch {g.path[1]} is not timed; add {add}")
     if not estimated:
         return
+    target = opt("--target", "target", profile.name, quoted=True)
     for g in gates:
         if g.path[0] in ("metrics", "drift", "memory_mb"):
-            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+            raise ConfigError(f"{_gate(g.text)}: {target} is estimated here (no device "
                               f"attached), so it measures no {g.path[0]}; gate on latency_ms.p50 or size_bytes")
         # latency_by_batch.1.p90 is the same figure as latency_ms.p90; another batch has none
         by_batch = g.path[0] == "latency_by_batch" and len(g.path) > 2
         if by_batch and g.path[1] != "1":
-            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+            raise ConfigError(f"{_gate(g.text)}: {target} is estimated here (no device "
                               "attached): an estimate is of batch 1 only; gate on latency_ms.p50")
         # throughput_per_s is 1000 / p50 on an estimated row: the same figure, gateable
         if (g.path[0] == "latency_ms" and g.path[1] != "p50") or \
                 (by_batch and g.path[2] not in ("p50", "throughput_per_s")):
-            raise ConfigError(f"--fail-on {g.text!r}: --target {profile.name} is estimated here (no device "
+            raise ConfigError(f"{_gate(g.text)}: {target} is estimated here (no device "
                               "attached): an estimate has a p50 latency only; gate on latency_ms.p50")

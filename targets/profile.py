@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import ConfigError, InputFileError
+from edgecompress.errors import ConfigError, InputFileError, opt, say
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -226,7 +226,7 @@ class TargetProfile:
         openvino without the runtime had OpenVINO files "estimated" on it (ConfigError)."""
         from edgecompress.exporters import FORMATS
 
-        where = f"--target {self.path}" if self.path else f"target {self.name}"
+        where = _target(self.path) if self.path else f"target {self.name}"
         if self.formats == ["*"]:  # as in a .toml: every format one of the runtimes runs
             self.formats = [n for n, f in FORMATS if f.runtime in self.runtimes]
         # from_file checked these already; a profile built in Python had unknown names skipped
@@ -241,7 +241,7 @@ class TargetProfile:
 
     def check_tables(self) -> None:
         """[connection], [hardware] and [sources]: known keys, types and ranges (ConfigError)."""
-        where = f"--target {self.path}" if self.path else f"target {self.name}"
+        where = _target(self.path) if self.path else f"target {self.name}"
         for key in ("connection", "hardware", "sources"):
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(f"{where}: {key} must be a table ([{key}])")
@@ -273,14 +273,14 @@ class TargetProfile:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise InputFileError(f"--target {path}: no such file") from None
+            raise InputFileError(f"{_target(path)}: no such file") from None
         except UnicodeDecodeError:
-            raise ConfigError(f"--target {path}: not UTF-8 text (a TOML profile expected)") from None
+            raise ConfigError(f"{_target(path)}: not UTF-8 text (a TOML profile expected)") from None
         except OSError as e:  # a directory, no permission
-            raise InputFileError(f"--target {path}: cannot read ({e.strerror})") from None
+            raise InputFileError(f"{_target(path)}: cannot read ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"--target {path}: invalid TOML ({e})") from e
-        where = f"--target {path}"
+            raise ConfigError(f"{_target(path)}: invalid TOML ({e})") from e
+        where = _target(path)
         missing = [k for k in ("name", "isa", "runner", "runtimes", "formats") if k not in data]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
@@ -318,8 +318,8 @@ class TargetProfile:
         read as if it did)."""
         foreign = sorted(set(formats) - set(self.formats))
         if foreign:
-            raise ConfigError(f"--target {self.name} runs {', '.join(self.formats)}; not {', '.join(foreign)} "
-                              "(drop that --format, or pick a target that lists it)")
+            raise ConfigError(f"{_target(self.name)} runs {', '.join(self.formats)}; not {', '.join(foreign)} "
+                              f"({say('drop that --format', 'drop it from formats')}, or pick a target that lists it)")
 
     def hardware_facts(self) -> dict[str, Any]:
         """[hardware] beyond the keys the code reads: what the profile says about the device
@@ -334,6 +334,11 @@ class TargetProfile:
         return big[:max(threads, 1)] if big else list(range(max(threads, 1)))
 
 
+def _target(name_or_path: str | Path) -> str:
+    """The target as the caller named it: `--target NAME`, or `target='NAME'` from Python."""
+    return opt("--target", "target", name_or_path, quoted=True)
+
+
 def list_targets() -> dict[str, TargetProfile]:
     return {p.stem: TargetProfile.from_file(p) for p in sorted(PROFILE_DIR.glob("*.toml"))}
 
@@ -344,6 +349,6 @@ def get_target(name_or_path: str) -> TargetProfile:
         return TargetProfile.from_file(Path(name_or_path))
     targets = list_targets()
     if name_or_path not in targets:
-        raise ConfigError(f"--target {name_or_path!r}: unknown target (known: {', '.join(targets)}; "
-                          "or pass a profile .toml)")
+        raise ConfigError(f"{opt('--target', 'target', repr(name_or_path))}: unknown target "
+                          f"(known: {', '.join(targets)}; or pass a profile .toml)")
     return targets[name_or_path]

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import ConfigError, DataError, DeviceError, EdgeCompressError, ValidationError, first_line
+from edgecompress.errors import (
+    ConfigError,
+    DataError,
+    DeviceError,
+    EdgeCompressError,
+    ValidationError,
+    first_line,
+    opt,
+)
 from edgecompress.targets.metrics import check_finite_outputs, drift, task_metrics
 from edgecompress.targets.profile import TargetProfile, get_target
 from edgecompress.targets.runners import RUNNERS
@@ -324,7 +332,7 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
     if not profile.preflight_passed:  # the CLI and the pipeline checked it before any work
         preflight(profile)
     runner_name = runner_name_for(profile)
-    runner = RUNNERS.get(runner_name, "--target")
+    runner = RUNNERS.get(runner_name, f"target {profile.name}:")  # the profile's runner, not a flag
     if runner_name == "estimate" and eval_data is not None:
         print(f"note: target {profile.name} is estimated here (no device attached): nothing runs, so eval_data "
               "is not used", file=sys.stderr)
@@ -409,15 +417,15 @@ def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
     if local:
         avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if settings.threads > avail:
-            raise ConfigError(f"--threads {settings.threads}: this machine gives edgecompress {avail} CPU(s); "
-                              f"use --threads {avail} or fewer")
+            raise ConfigError(f"{opt('--threads', 'threads', settings.threads)}: this machine gives edgecompress "
+                              f"{avail} CPU(s); use {avail} or fewer")
         return
     big = profile.hardware.get("big_cores") or []
     cores = profile.hardware.get("cores")
     limit, key = (len(big), "big_cores") if big else (cores, "cores")
     if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < settings.threads:
-        raise ConfigError(f"--threads {settings.threads}: target {profile.name} has {limit} "
-                          f"{'big ' if big else ''}core(s) ([hardware] {key}); use --threads {limit} or fewer")
+        raise ConfigError(f"{opt('--threads', 'threads', settings.threads)}: target {profile.name} has {limit} "
+                          f"{'big ' if big else ''}core(s) ([hardware] {key}); use {limit} or fewer")
 
 
 # An fp32 file computes what its reference does up to float reduction order (cosine 1.00000 on

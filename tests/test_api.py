@@ -43,7 +43,9 @@ def test_pass_records_stay_with_their_spec(digits_spec):
     (np.zeros((8, 1, 8, 8), np.int64), None, "dtype int64 does not match the model input"),
     (np.zeros((8, 1, 8, 8), np.float32), np.full(8, -1), "negative class index (-1)"),
     (np.zeros((8, 1, 8, 8), np.float32), np.zeros(5, np.int64), "must be 8 integer labels"),
-    (np.zeros((8, 1, 8, 8), np.float32), np.full(8, 99), "go up to class 99 but the model has 10 outputs"),
+    # the default teacher is the model itself: "the model", said to be the teacher
+    (np.zeros((8, 1, 8, 8), np.float32), np.full(8, 99),
+     "go up to class 99 but the model (the teacher by default) has 10 outputs"),
 ])
 def test_in_memory_data_is_checked_like_files(digits_spec, x, y, fragment):
     """A Dataset built in Python gets the checks a file gets (it went straight to torch: a raw
@@ -51,8 +53,8 @@ def test_in_memory_data_is_checked_like_files(digits_spec, x, y, fragment):
     with pytest.raises(DataError) as e:
         edgecompress.distill(digits_spec, data=Dataset(x, y, "mine"), epochs=1, progress=False)
     assert fragment in str(e.value)
-    if "but the model takes" in fragment:  # the fix from Python too, not only the CLI's flags
-        assert "from Python, the data's side: Dataset.at_side(N) for images" in str(e.value)
+    if "but the model takes" in fragment:  # the fix from Python, worded for Python (no CLI flag)
+        assert "(check input_shape= / preprocess=; or the data's side: Dataset.at_side(N) for images)" in str(e.value)
 
 
 def test_float64_arrays_are_taken_as_float32(digits_spec):

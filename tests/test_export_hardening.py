@@ -273,8 +273,8 @@ def _noquant_onnx(path: Path) -> None:
     ("elementwise", "onnx", "int8", {}, r"no Conv/ConvTranspose/Gemm/MatMul layer \(ops: Erf, Sin, Slice\)"),
     ("elementwise", "openvino", "int8", {}, r"no Conv/MatMul/Gemm layer"),
     ("conv", "onnx", "int8-dynamic", {}, r"no layer was quantized \(ops: Conv, ReduceMean, Relu\)"),
-    ("mlp", "onnx", "int8", {"float_first": 99}, r"--float-first 99 leaves all 2 .* layers float"),
-    ("mlp", "openvino", "int8", {"float_first": 99}, r"--float-first 99 leaves all 2 .* layers float"),
+    ("mlp", "onnx", "int8", {"float_first": 99}, r"float_first=99 leaves all 2 .* layers float"),
+    ("mlp", "openvino", "int8", {"float_first": 99}, r"float_first=99 leaves all 2 .* layers float"),
     # percentile: ORT failed with "Histogram has not been collected. Please run collect() first."
     ("noquant.onnx", "onnx", "int8", {"calib_method": "percentile"}, r"no .* layer \(ops: Einsum, Erf, Sin\)"),
     ("noquant.onnx", "onnx", "int8", {"calib_method": "minmax"}, r"no .* layer \(ops: Einsum, Erf, Sin\)"),
@@ -328,7 +328,7 @@ def test_openvino_conversion_error_names_the_failing_node(tmp_path):
     spec = load_model(str(src))
     wrong = spec.replace(inputs=[InputSpec((1, 63), spec.inputs[0].name, "float32")])
     with pytest.raises(ExportError, match=r"conversion failed for MatMul\S*: Incompatible MatMul matrix dimension.* "
-                                          r"\(check --input-shape\)") as e:
+                                          r"\(check input_shape=\)") as e:
         convert(wrong)
     assert "Check 'false'" not in str(e.value)
 

@@ -179,7 +179,7 @@ class OneHot(nn.Module):
 
 def test_float_models_stay_float_and_hints():
     assert load_model(PositionalFloat(), input_shape=(1, SEQ)).inputs[0].dtype == "float32"
-    with pytest.raises(InputShapeError, match="it runs on integer input: if it takes ids, pass --input-dtype int64"):
+    with pytest.raises(InputShapeError, match="it runs on integer input: if it takes ids, pass input_dtype='int64'"):
         load_model(OneHot(), input_shape=(1, SEQ))
     assert load_model(OneHot(), input_shape=(1, SEQ), input_dtype="int64").inputs[0].dtype == "int64"
 
@@ -187,9 +187,10 @@ def test_float_models_stay_float_and_hints():
 def test_bad_dtypes_are_one_line():
     with pytest.raises(ConfigError) as e:
         load_model(ids_mean(), input_shape=(1, SEQ), input_dtype="float16")
-    assert str(e.value) == "--input-dtype 'float16': use one of float32, int64, int32"
+    assert str(e.value) == "input_dtype='float16': use one of float32, int64, int32"
     # a zoo model fixes its dtype: a different one is refused, not ignored
-    with pytest.raises(InputShapeError, match=r"--input-dtype int64: zoo:digits-cnn takes input 'x' as float32"):
+    with pytest.raises(InputShapeError,
+                       match=r"^input_dtype='int64': zoo:digits-cnn takes input 'x' as float32; leave it out"):
         load_model("zoo:digits-cnn", input_dtype="int64")
     # an Embedding model declared float fails as it would have, naming the dtype problem
     with pytest.raises(InputShapeError, match="does not fit model IdsMean: Expected tensor for argument #1 'indices'"):
@@ -457,8 +458,8 @@ def test_recipe_allow_mixed_is_validated_and_round_trips(files, tmp_path):
     back = load_recipe(save_recipe(r, tmp_path / "r.yaml"))
     assert back.options.allow_mixed is True and back.resolved() == anchored(r).resolved()
     # refused in the recipe's own words (its key, not the flag), before any work
-    with pytest.raises(ExportError, match=r"^recipe: export: tflite int8 of ids_mean: .* with options\.allow_mixed: "
-                                          r"true \("):
+    with pytest.raises(ExportError, match=r"^recipe: export: tflite int8 of ids_mean: .*dynamic-int8 \(int8 weights\), "
+                                          r"or accept .* with options\.allow_mixed: true$"):
         run_recipe(base, tmp_path / "refused")
 
 

@@ -204,9 +204,9 @@ def test_onnx_custom_op_is_refused_at_load(tmp_path):
 
 def test_onnx_input_shape_checked_against_the_file(tmp_path):
     path = _onnx_mlp(tmp_path / "m.onnx")
-    with pytest.raises(InputShapeError, match=r"--input-shape 1,15: .*m.onnx fixes dimension 1 of input 'x' to 16"):
+    with pytest.raises(InputShapeError, match=r"^input_shape=\(1, 15\): .*m.onnx fixes dimension 1 of input 'x' to 16"):
         load_model(str(path), "1,15")
-    with pytest.raises(InputShapeError, match=r"--input-shape 1,16,1: .*takes input 'x' of rank 2 \[N, 16\]"):
+    with pytest.raises(InputShapeError, match=r"^input_shape=\(1, 16, 1\): .*takes input 'x' of rank 2 \[N, 16\]"):
         load_model(str(path), "1,16,1")
     assert load_model(str(path), "1,16").input_shape == (1, 16)
     seq = _onnx_mlp(tmp_path / "seq.onnx", dims=("L", 16))  # a symbolic dimension takes any size
@@ -313,9 +313,10 @@ def test_two_input_pt2_says_what_is_supported(tmp_path):
 def test_input_shape_batch_other_than_1_is_refused(tmp_path):
     _cli_refuses(tmp_path, f"{HERE}:mlp", "--input-shape", "2,16", "-f", "onnx",
                  fragment="--input-shape 2,16: the first dimension is the batch and must be 1")
-    with pytest.raises(InputShapeError, match="to time batch 4 pass --batch 4, with --input-shape 1,16"):
+    with pytest.raises(InputShapeError, match=r"to time batch 4 pass ValidateSettings\(batches=\(1, 4\)\), "
+                                              r"with input_shape=\(1, 16\)$"):
         load_model(Mlp(), (4, 16))
     with pytest.raises(InputShapeError, match="the first dimension is the batch"):
         load_model(str(_onnx_mlp(tmp_path / "m.onnx")), "3,16")
-    with pytest.raises(InputShapeError, match=r"give it first, e\.g\. 1,16"):
+    with pytest.raises(InputShapeError, match=r"give it first, e\.g\. \(1, 16\)"):
         load_model(f"{HERE}:mlp", "16")

@@ -359,11 +359,11 @@ def test_onnx_of_symbolic_height_and_width_is_refused_without_input_shape(tmp_pa
     with pytest.raises(InputShapeError) as e:
         load_model(str(path))
     assert str(e.value) == (f"MODEL {path}: input 'x' [N, 3, H, W] has no fixed H, W; pass its shape with "
-                            "--input-shape (1,3,H,W with numbers for H, W)")
+                            "input_shape= (1,3,H,W with numbers for H, W)")
     # a dimension of no name (e.g. exported as -1 / None) too
     anon = _dynamic_onnx(tmp_path / "anon.onnx", dims=("N", 3, None, None))
     with pytest.raises(InputShapeError, match=r"\[N, 3, \?, \?\] has no fixed dimension 2, dimension 3; pass its "
-                                              r"shape with --input-shape \(1,3,\?,\? with numbers for \?\)"):
+                                              r"shape with input_shape= \(1,3,\?,\? with numbers for \?\)"):
         load_model(str(anon))
     # one name is one size: [N, 3, S, S] is square
     square = _dynamic_onnx(tmp_path / "sq.onnx", dims=("N", 3, "S", "S"))
@@ -388,7 +388,7 @@ def test_onnx_of_symbolic_height_and_width_takes_input_shape_and_converts_at_it(
     other = _dynamic_onnx(tmp_path / "other.onnx", second=("N", 3, "H", "K"))
     from edgecompress.errors import InputShapeError
 
-    with pytest.raises(InputShapeError, match=r"input 'm' \[N, 3, H, K\] has no fixed K, and --input-shape \(the "
+    with pytest.raises(InputShapeError, match=r"input 'm' \[N, 3, H, K\] has no fixed K, and input_shape= \(the "
                                               "first input's shape\\) names no such dimension; export the file"):
         load_model(str(other), "1,3,24,32")
 

@@ -261,7 +261,7 @@ def test_an_output_named_like_an_inner_onnx_value(tmp_path: Path, x: np.ndarray)
     (["a,b"], r"^model \w+: output 0 name 'a,b' is not a valid tensor name"),
     (["image"], r"^model \w+: output 0 name 'image' is also an input's name"),
     (["a", "b", "c"], r"^model \w+: 3 output names \['a', 'b', 'c'\] for its 2 output\(s\) \['output', 'output_1'\]"),
-    ("logits", r"^output_names 'logits': a list of names, one per output"),
+    ("logits", r"^output_names='logits': a list of names, one per output"),
 ])
 def test_bad_names_are_refused_in_one_line(names: list[str], match: str) -> None:
     with pytest.raises(ConfigError, match=match) as e:

@@ -235,7 +235,7 @@ def test_resolve_formats():
 
     with pytest.raises(ConfigError, match="onnx supports precisions"):
         resolve_formats(["onnx", "openvino"], ["fp16"])
-    with pytest.raises(ConfigError, match="unknown format 'coreml'"):
+    with pytest.raises(ConfigError, match=r"^formats='coreml': unknown format \(known: "):
         resolve_formats(["coreml"])
 
 

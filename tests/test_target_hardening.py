@@ -446,7 +446,7 @@ def test_bad_profile_is_one_line_naming_file_table_and_key(tmp_path, old, new, m
     with pytest.raises(ConfigError) as e:
         get_target(str(path))
     msg = str(e.value)
-    assert msg.startswith(f"--target {path}: ") and message in msg and "\n" not in msg, msg
+    assert msg.startswith(f"target={str(path)!r}: ") and message in msg and "\n" not in msg, msg  # from Python
 
 
 def test_a_profile_may_run_every_format_of_its_runtimes(tmp_path):
@@ -778,7 +778,8 @@ def test_local_runs_use_this_machines_cpus_whatever_the_profile_says(onnx_artifa
     # more threads than the machine gives us: refused before anything runs (it ran oversubscribed
     # and the report said 5 threads)
     seen.clear()
-    with pytest.raises(vmod.ConfigError, match=r"--threads 5: this machine gives edgecompress 4 CPU"):
+    with pytest.raises(vmod.ConfigError, match=r"^threads=5: this machine gives edgecompress 4 CPU\(s\); "
+                                              r"use 4 or fewer$"):
         vmod.validate([onnx_artifact], prof, settings=ValidateSettings(threads=5, rounds=1), progress=False)
     assert seen == []
 
@@ -823,8 +824,8 @@ def test_threads_beyond_the_devices_cores_are_refused_on_every_runner(target, li
 
     prof = get_target(target)
     check_threads(prof, ValidateSettings(threads=limit))
-    with pytest.raises(ConfigError, match=rf"^--threads {limit + 1}: target {target} has {limit} big core\(s\) "
-                                          rf"\(\[hardware\] big_cores\); use --threads {limit} or fewer$"):
+    with pytest.raises(ConfigError, match=rf"^threads={limit + 1}: target {target} has {limit} big core\(s\) "
+                                          rf"\(\[hardware\] big_cores\); use {limit} or fewer$"):
         check_threads(prof, ValidateSettings(threads=limit + 1))
     hw = {k: v for k, v in prof.hardware.items() if k != "big_cores"}  # all cores alike
     ssh = replace(prof, runner="ssh", connection={"host": "pi.local"}, hardware=hw)
@@ -862,7 +863,8 @@ def test_gate_on_an_untimed_batch_is_refused_before_any_work():
     from edgecompress.targets.gates import check_gates_measurable, parse_gates
 
     gates = parse_gates(["latency_by_batch.4.p50>0"])
-    with pytest.raises(ConfigError, match=r"batch 4 is not timed; add --batch 4$"):
+    with pytest.raises(ConfigError, match=r"^fail_on='latency_by_batch.4.p50>0': batch 4 is not timed; "
+                                          r"add 4 to ValidateSettings.batches$"):
         check_gates_measurable(gates, get_target("x86-local"), batches=(1,))
     check_gates_measurable(gates, get_target("x86-local"), batches=(1, 4))
     # an estimate's throughput is 1000 / its p50: the same figure, gateable as the p50 is
@@ -873,7 +875,7 @@ def test_a_gate_with_a_thousands_separator_names_the_whole_text():
     from edgecompress.errors import ConfigError
     from edgecompress.targets.gates import parse_gates
 
-    with pytest.raises(ConfigError, match=r"^--fail-on 'size_bytes>1,000,000': a comma separates gates"):
+    with pytest.raises(ConfigError, match=r"^fail_on='size_bytes>1,000,000': a comma separates gates"):
         parse_gates(["size_bytes>1,000,000"])  # it quoted '000'
     assert [g.text for g in parse_gates(["size_bytes>1e6,latency_ms.p50>5"])] == ["size_bytes>1e6", "latency_ms.p50>5"]
 

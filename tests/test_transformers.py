@@ -406,7 +406,8 @@ def test_tflite_encoder_full_int8_is_mixed_and_close(tiny_spec, tiny_data, tmp_p
     from edgecompress.targets import bench
 
     with pytest.raises(ExportError, match=r"^tflite int8 of \S+: full-integer int8 does not apply to a text encoder "
-                                          r"\(.*\); export tflite:dynamic-int8 .* with --allow-mixed"):
+                                          r"\(.*\); export tflite:dynamic-int8 .* with "
+                                          r"ExportOptions\(allow_mixed=True\)$"):
         export(tiny_spec, "tflite", "int8", tmp_path / "strict")  # no calibration set: refused before it
     assert not (tmp_path / "strict").exists()
     art = export(tiny_spec, "tflite", "int8", tmp_path, tiny_data, ExportOptions(allow_mixed=True))

@@ -194,7 +194,7 @@ def test_a_percentage_threshold_on_a_fraction_is_refused_at_parse_time(gate, sai
 
     with pytest.raises(ConfigError) as e:
         parse_gates([gate])
-    assert str(e.value).startswith(f"--fail-on {gate!r}: ") and said in str(e.value), str(e.value)
+    assert str(e.value).startswith(f"fail_on={gate!r}: ") and said in str(e.value), str(e.value)
     assert "\n" not in str(e.value)
 
 

@@ -58,7 +58,8 @@ def _no_work(monkeypatch):
 def test_out_holding_an_export_report_is_refused_before_any_work(export_dir, monkeypatch):
     before = _snapshot(export_dir)
     _no_work(monkeypatch)
-    with pytest.raises(OutputError, match=r"^--out .*: holds an export's report .*pass another --out"):
+    with pytest.raises(OutputError, match=r"^out_dir='.*': holds an export's report .*pass another out_dir "
+                                          r"\(e\.g\. out_dir='.*-validate'\)$"):
         _validate([export_dir], export_dir)
     assert _snapshot(export_dir) == before  # report.json / md / html / manifest untouched
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecompress.data.presets import Size, Transform, get_transform, size_hw
-from edgecompress.errors import DataError, InputFileError
+from edgecompress.errors import DataError, InputFileError, opt, say
 
 if TYPE_CHECKING:
     import torch
@@ -247,9 +247,9 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
         ds.x = as_ids(ds.x, dtype, where, vocab_size)
     expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
     if got != expected:
-        raise DataError(f"{where}: samples have shape {got} but the model takes {expected} "
-                        "(check --input-shape / --preprocess; from Python, the data's side: "
-                        "Dataset.at_side(N) for images)")
+        side = say("", "; or the data's side: Dataset.at_side(N) for images")  # no CLI counterpart
+        raise DataError(f"{where}: samples have shape {got} but the model takes {expected} (check "
+                        f"{opt('--input-shape', 'input_shape')} / {opt('--preprocess', 'preprocess')}{side})")
 
 
 def as_ids(x: np.ndarray, dtype: str, where: str, vocab_size: int | None = None) -> np.ndarray:

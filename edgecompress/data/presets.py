@@ -133,4 +133,4 @@ def get_transform(preset: str | Transform, size: Size) -> Transform:
         return preset
     h, w = size_hw(size)
     # a square size goes in as the int every preset has always taken (a plugin's may take no tuple)
-    return PRESETS.get(preset, "--preprocess")(h if h == w else (h, w))
+    return PRESETS.get(preset, "--preprocess", "preprocess")(h if h == w else (h, w))

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgecompress.data.datasets import Dataset, DataSpec, load_data
 from edgecompress.data.presets import Transform
-from edgecompress.errors import DataError
+from edgecompress.errors import DataError, say
 
 if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
@@ -85,9 +85,10 @@ def _check_inputs_fed(spec: ModelSpec, ds: Dataset, purpose: str) -> None:
     names = [i.name for i in spec.inputs]
     where = f"{purpose} data {ds.source}"
     if len(names) > 1 and not isinstance(ds.x, dict):
+        feed = say("--calib/--eval feed single-input models",
+                   "pass a Dataset whose x is a dict of arrays keyed by input name")
         raise DataError(f"{where}: model {spec.name} takes {len(names)} inputs ({', '.join(names)}) and the data "
-                        "gives one array; --calib/--eval feed single-input models (from Python, pass a Dataset "
-                        "whose x is a dict of arrays keyed by input name)")
+                        f"gives one array; {feed}")
     if spec.onnx_path is not None and isinstance(ds.x, dict):  # ONNX Runtime takes these names as they are
         missing = [n for n in names if n not in ds.x]
         if missing:

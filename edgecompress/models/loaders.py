@@ -27,6 +27,8 @@ from edgecompress.errors import (
     InputShapeError,
     ModelLoadError,
     first_line,
+    opt,
+    say,
 )
 from edgecompress.models.spec import (
     InputSpec,
@@ -51,10 +53,26 @@ def parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, .
     try:
         dims = tuple(int(s) for s in shape.replace("x", ",").split(","))  # "1,,8" is a typo, not (1, 8)
     except ValueError:
-        raise InputShapeError(f"--input-shape {shape!r}: expected integers like 1,3,224,224") from None
+        raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected integers like "
+                              "1,3,224,224") from None
     if not dims or any(d <= 0 for d in dims):
-        raise InputShapeError(f"--input-shape {shape!r}: dimensions must be positive")
+        raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: dimensions must be positive")
     return dims
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """A parsed shape as the caller writes it: 1,3,224,224 on the command line, a tuple in Python."""
+    return say(",".join(map(str, shape)), str(tuple(shape)))
+
+
+def _factory_with_weights() -> str:
+    """How to give a factory its weights (the recipe runner turns the CLI's form into its keys)."""
+    return say("'package.module:factory --weights FILE'", "'package.module:factory' with weights=FILE")
+
+
+def _weights_opt(path: str | Path) -> str:
+    """`--weights PATH` / `weights=PATH`, as the caller named it."""
+    return opt("--weights", "weights", path, quoted=True)
 
 
 def check_forward(spec: ModelSpec, output_names: list[str] | None = None, dtype_declared: bool = True) -> None:
@@ -104,14 +122,16 @@ def check_forward(spec: ModelSpec, output_names: list[str] | None = None, dtype_
             # the report and the resolved recipe say it was detected, and why
             rows = embedding[1].num_embeddings
             spec.extra["input_dtype_detected"] = f"nn.Embedding {embedding[0]!r} first, {rows} rows"
+            int32 = opt("--input-dtype", "input_dtype", "int32", quoted=True)
             print(f"note: model {spec.name} starts with nn.Embedding {embedding[0]!r} ({embedding[1].num_embeddings} "
-                  "rows): its input is taken as int64 ids (--input-dtype int32 for int32 ones)", file=sys.stderr)
+                  f"rows): its input is taken as int64 ids ({int32} for int32 ones)", file=sys.stderr)
             return
     first = first_line(error, limit=None)
     shapes = ", ".join(str(tuple(s.shape)) for s in spec.inputs)
     hint = ""
     if single_float and _runs_on_ids(spec):  # e.g. F.one_hot(x) or a table indexed by x: no Embedding to see
-        hint = "; it runs on integer input: if it takes ids, pass --input-dtype int64"
+        hint = ("; it runs on integer input: if it takes ids, pass "
+                f"{opt('--input-dtype', 'input_dtype', 'int64', quoted=True)}")
     dtype = "" if single_float else f" {spec.inputs[0].dtype}"
     raise InputShapeError(f"input shape {shapes}{dtype} does not fit model {spec.name}: {first}{hint}") from error
 
@@ -214,12 +234,12 @@ def _weights_error(path: Path, e: Exception) -> EdgeCompressError:
     text = str(e)
     glob = re.search(r"GLOBAL ([\w.]+)", text)
     if glob:
-        return ModelLoadError(f"--weights {path}: refused, it needs pickle beyond plain tensors: {glob.group(1)} "
+        return ModelLoadError(f"{_weights_opt(path)}: refused, it needs pickle beyond plain tensors: {glob.group(1)} "
                               "(loaded with weights_only=True; save model.state_dict() instead)")
     detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     reason = detail.group(1) if detail else (lines[-1] if lines else type(e).__name__)
-    return InputFileError(f"--weights {path}: not a readable PyTorch checkpoint ({reason[:160]})")
+    return InputFileError(f"{_weights_opt(path)}: not a readable PyTorch checkpoint ({reason[:160]})")
 
 
 def _load_weights(module: Any, weights: str | Path) -> None:
@@ -227,7 +247,7 @@ def _load_weights(module: Any, weights: str | Path) -> None:
 
     path = Path(weights)
     if not path.is_file():
-        raise InputFileError(f"--weights {path}: no such file")
+        raise InputFileError(f"{_weights_opt(path)}: no such file")
     try:
         # weights_only: a checkpoint is untrusted input; never unpickle arbitrary objects.
         with warnings.catch_warnings():  # torch warns as well as raising; the raise is reported
@@ -238,11 +258,11 @@ def _load_weights(module: Any, weights: str | Path) -> None:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ModelLoadError(f"--weights {path}: expected a state_dict, got {type(state).__name__}")
+        raise ModelLoadError(f"{_weights_opt(path)}: expected a state_dict, got {type(state).__name__}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelLoadError(f"--weights {path}: does not match the model: {_mismatch(module, state, e)}") from e
+        raise ModelLoadError(f"{_weights_opt(path)}: does not match the model: {_mismatch(module, state, e)}") from e
 
 
 def _keys(keys: list[str], n: int = 3) -> str:
@@ -353,7 +373,7 @@ def _load_factory(
     if weights:
         _load_weights(module, weights)
     if input_shape is None:
-        raise InputShapeError(f"MODEL {ref}: --input-shape is required for a factory model")
+        raise InputShapeError(f"MODEL {ref}: a factory model needs {opt('--input-shape', 'input_shape')}")
     return ModelSpec(name=attr, module=module.eval(),
                      inputs=[InputSpec(input_shape, input_names_from(module)[0], input_dtype or "float32")],
                      source=ref, output_names=[])  # named from its outputs by check_forward
@@ -588,7 +608,7 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         example = getattr(ep, "example_inputs", None)
         args = example[0] if example else ()
         if not args:
-            raise InputShapeError(f"MODEL {path}: holds no example inputs; pass --input-shape")
+            raise InputShapeError(f"MODEL {path}: holds no example inputs; pass {opt('--input-shape', 'input_shape')}")
         input_shape = (1, *tuple(args[0].shape[1:]))
     from edgecompress.models.exported import ExportedModule
 
@@ -755,12 +775,13 @@ def _onnx_fixed_dims(path: Path, name: str, file_dims: Any, sizes: dict[str, int
         what = ", ".join(rest[i - 1].dim_param or f"dimension {i}" for i in free)
         if not first:
             raise InputShapeError(f"MODEL {path}: input {name!r} {_dims_text(file_dims)} has no fixed {what}, and "
-                                  "--input-shape (the first input's shape) names no such dimension; export the "
-                                  "file with it fixed")
+                                  f"{opt('--input-shape', 'input_shape')} (the first input's shape) names no such "
+                                  "dimension; export the file with it fixed")
         slots = ", ".join(dict.fromkeys(rest[i - 1].dim_param or "?" for i in free))
         example = ",".join(["1", *(str(d.dim_value) if d.dim_value > 0 else (d.dim_param or "?") for d in rest)])
         raise InputShapeError(f"MODEL {path}: input {name!r} {_dims_text(file_dims)} has no fixed {what}; pass "
-                              f"its shape with --input-shape ({example} with numbers for {slots})")
+                              f"its shape with {opt('--input-shape', 'input_shape')} ({example} with numbers for "
+                              f"{slots})")
     return [d.dim_value if d.dim_value > 0 else sizes[d.dim_param] for d in rest]
 
 
@@ -799,19 +820,20 @@ def _check_onnx_shape(path: Path, name: str, file_dims: Any, shape: tuple[int, .
     try (check_forward), and a wrong flag was reported as wrong calibration data, or as an
     OpenVINO conversion failure. Symbolic dimensions (a sequence length) take any size."""
     text = _dims_text(file_dims)
-    flag = ",".join(str(d) for d in shape)
+    given = opt("--input-shape", "input_shape", _shape_text(shape))
     if len(file_dims) != len(shape):
-        raise InputShapeError(f"--input-shape {flag}: {path} takes input {name!r} of rank {len(file_dims)} "
+        raise InputShapeError(f"{given}: {path} takes input {name!r} of rank {len(file_dims)} "
                               f"{text}, not rank {len(shape)}")
     for i, (d, want) in enumerate(zip(file_dims, shape, strict=True)):
         if i > 0 and d.dim_value > 0 and d.dim_value != want:
-            raise InputShapeError(f"--input-shape {flag}: {path} fixes dimension {i} of input {name!r} to "
-                                  f"{d.dim_value} (its shape is {text}); pass it as it is or leave the flag out")
+            raise InputShapeError(f"{given}: {path} fixes dimension {i} of input {name!r} to "
+                                  f"{d.dim_value} (its shape is {text}); pass it as it is or leave "
+                                  f"{say('the flag', 'it')} out")
     named: dict[str, int] = {}
     for i, (d, want) in enumerate(zip(file_dims, shape, strict=True)):
         # one name is one size in the graph: [N, 3, S, S] is a square input of any side
         if i > 0 and d.dim_value <= 0 and d.dim_param and named.setdefault(d.dim_param, want) != want:
-            raise InputShapeError(f"--input-shape {flag}: {path} gives input {name!r} the shape {text}, so its "
+            raise InputShapeError(f"{given}: {path} gives input {name!r} the shape {text}, so its "
                                   f"dimensions named {d.dim_param!r} take one size, not "
                                   f"{named[d.dim_param]} and {want}")
 
@@ -838,13 +860,14 @@ def _check_batch_1(shape: tuple[int, ...] | None) -> None:
     batches. `--input-shape 2,64` was accepted, recorded in the report as [2, 64], and ignored."""
     if shape is None or shape[0] == 1:
         return
-    flag = ",".join(str(d) for d in shape)
+    given = opt("--input-shape", "input_shape", _shape_text(shape))
     if len(shape) == 1:
-        raise InputShapeError(f"--input-shape {flag}: the first dimension is the batch, 1; give it first, "
-                              f"e.g. 1,{shape[0]}")
-    raise InputShapeError(f"--input-shape {flag}: the first dimension is the batch and must be 1 (the "
-                          f"files take a dynamic batch or batch 1); to time batch {shape[0]} pass --batch "
-                          f"{shape[0]}, with --input-shape {','.join(['1', *map(str, shape[1:])])}")
+        raise InputShapeError(f"{given}: the first dimension is the batch, 1; give it first, "
+                              f"e.g. {_shape_text((1, shape[0]))}")
+    batch = say(f"--batch {shape[0]}", f"ValidateSettings(batches=(1, {shape[0]}))")
+    raise InputShapeError(f"{given}: the first dimension is the batch and must be 1 (the "
+                          f"files take a dynamic batch or batch 1); to time batch {shape[0]} pass {batch}, "
+                          f"with {opt('--input-shape', 'input_shape', _shape_text((1, *shape[1:])))}")
 
 
 def _describe_ref(ref: Any) -> str:
@@ -891,10 +914,11 @@ def load_model(
     dtype = check_input_dtype(input_dtype) if input_dtype is not None else None
     if isinstance(ref, ModelSpec):
         if shape is not None and tuple(shape) != tuple(ref.input_shape):
-            raise InputShapeError(f"input_shape {shape}: the ModelSpec {ref.name} takes {tuple(ref.input_shape)}")
+            raise InputShapeError(f"{opt('--input-shape', 'input_shape', _shape_text(shape))}: the ModelSpec "
+                                  f"{ref.name} takes {_shape_text(tuple(ref.input_shape))}")
         _check_declared_dtype(ref, dtype)
         if weights is not None:
-            raise ConfigError(f"weights {weights}: load them into the module before wrapping it in a ModelSpec")
+            raise ConfigError(f"{_weights_opt(weights)}: load them into the module before wrapping it in a ModelSpec")
         if not (name or preprocess or given is not None):
             return ref
         # a relabelled copy (name / preprocess were ignored before); its records are its own, so a
@@ -904,7 +928,7 @@ def load_model(
             if isinstance(preprocess, str):
                 from edgecompress.data.presets import PRESETS
 
-                PRESETS.get(preprocess, "--preprocess")
+                PRESETS.get(preprocess, "--preprocess", "preprocess")
             ref.preprocess = preprocess
         if name:
             ref.name = name
@@ -952,8 +976,8 @@ def load_model(
         for kind, (accepts, loader) in LOADERS:
             if accepts(ref):
                 if weights is not None and kind != "factory":  # it was silently ignored
-                    raise ConfigError(f"--weights {weights}: {ref} carries its own weights; --weights loads a "
-                                      "state_dict into a module:factory model")
+                    raise ConfigError(f"{_weights_opt(weights)}: {ref} carries its own weights; "
+                                      f"{opt('--weights', 'weights')} loads a state_dict into a module:factory model")
                 spec = loader(ref, input_shape=shape, weights=weights, input_dtype=dtype)
                 if kind != "factory":  # files, zoo and Hugging Face models fix their own dtype
                     _check_declared_dtype(spec, dtype)
@@ -963,20 +987,20 @@ def load_model(
                 raise InputFileError(f"MODEL {ref}: no such file")
             if Path(ref).suffix in (".pt", ".pth", ".bin", ".ckpt"):
                 raise ModelLoadError(
-                    f"MODEL {ref}: a bare checkpoint has no architecture; pass "
-                    "'package.module:factory --weights FILE' or a .pt2 ExportedProgram"
+                    f"MODEL {ref}: a bare checkpoint has no architecture; pass {_factory_with_weights()} "
+                    "or a .pt2 ExportedProgram"
                 )
             raise ModelLoadError(f"MODEL {ref}: not a zoo:NAME, module:factory, .pt2 or .onnx reference")
     if preprocess:
         if isinstance(preprocess, str):  # checked now, not only when image files are read
             from edgecompress.data.presets import PRESETS
 
-            PRESETS.get(preprocess, "--preprocess")
+            PRESETS.get(preprocess, "--preprocess", "preprocess")
         spec.preprocess = preprocess
     if name:
         spec.name = name
     if given is not None and spec.module is None:
-        raise ConfigError(f"output_names {given}: {spec.source} is an ONNX model, whose outputs keep the names in "
+        raise ConfigError(f"output_names={given}: {spec.source} is an ONNX model, whose outputs keep the names in "
                           f"its file ({spec.output_names}); rename them there")
     check_forward(spec, given, dtype_declared=dtype is not None)
     return spec
@@ -988,21 +1012,22 @@ def _given_output_names(ref: Any, names: Sequence[str] | None) -> list[str] | No
     if names is None:
         return None
     if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"output_names {names!r}: a list of names, one per output, e.g. ['logits', 'embedding']")
+        raise ConfigError(f"output_names={names!r}: a list of names, one per output, e.g. ['logits', 'embedding']")
     if isinstance(ref, ModelSpec) and ref.module is None:
-        raise ConfigError(f"output_names {list(names)}: {ref.source or ref.name} is an ONNX model, whose outputs "
+        raise ConfigError(f"output_names={list(names)}: {ref.source or ref.name} is an ONNX model, whose outputs "
                           f"keep the names in its file ({ref.output_names}); rename them there")
     return list(names)
 
 
 def _check_declared_dtype(spec: ModelSpec, dtype: str | None) -> None:
-    """--input-dtype against a model that fixes its own (a file, a zoo or Hugging Face model, a
-    ModelSpec): it would be ignored, or change what the file takes."""
+    """--input-dtype / input_dtype= against a model that fixes its own (a file, a zoo or Hugging
+    Face model, a ModelSpec): it would be ignored, or change what the file takes."""
     if dtype is None or not spec.inputs or spec.inputs[0].dtype == dtype:
         return
     first = spec.inputs[0]
-    raise InputShapeError(f"--input-dtype {dtype}: {spec.source or spec.name} takes input {first.name!r} as "
-                          f"{first.dtype}; leave the flag out (only a module:factory or nn.Module takes it)")
+    raise InputShapeError(f"{opt('--input-dtype', 'input_dtype', dtype, quoted=True)}: {spec.source or spec.name} "
+                          f"takes input {first.name!r} as {first.dtype}; leave {say('the flag', 'it')} out (only a "
+                          "module:factory or nn.Module takes it)")
 
 
 def count_params_macs(spec: ModelSpec) -> tuple[int, int]:

@@ -23,12 +23,15 @@ if TYPE_CHECKING:
 INPUT_DTYPES = ("float32", "int64", "int32")
 
 
-def check_input_dtype(dtype: str, flag: str = "--input-dtype") -> str:
-    """`dtype` if it is one of INPUT_DTYPES, else a one-line ConfigError listing them."""
-    from edgecompress.errors import ConfigError
+def check_input_dtype(dtype: str, flag: str | None = None) -> str:
+    """`dtype` if it is one of INPUT_DTYPES, else a one-line ConfigError listing them, naming the
+    option as the caller spelled it (`--input-dtype 'x'` / `input_dtype='x'`), or as `flag` when
+    given (a recipe passes its own key's words)."""
+    from edgecompress.errors import ConfigError, opt
 
     if not isinstance(dtype, str) or dtype.strip().lower() not in INPUT_DTYPES:
-        raise ConfigError(f"{flag} {dtype!r}: use one of {', '.join(INPUT_DTYPES)}")
+        given = opt("--input-dtype", "input_dtype", repr(dtype)) if flag is None else f"{flag} {dtype!r}"
+        raise ConfigError(f"{given}: use one of {', '.join(INPUT_DTYPES)}")
     return dtype.strip().lower()
 
 

@@ -11,9 +11,11 @@ what prune / lowrank / qat call between or after their own steps; `distill` is t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -355,6 +357,28 @@ def _restores_teacher_mode(fn: Callable[..., dict[str, Any]]) -> Callable[..., d
     return run
 
 
+# A pass's `teacher` is the caller's own network, or a version of the model: the pass's default
+# (the model before it, or before compression) and every teacher a recipe hands over
+# (options.teacher: the original or the previous model; the user named none). The label check
+# names the first "the teacher"; for the others that read as an unknown network.
+_RECIPE_TEACHER: ContextVar[bool] = ContextVar("edgecompress_recipe_teacher", default=False)
+
+
+@contextlib.contextmanager
+def recipe_teacher() -> Iterator[None]:
+    """Inside the block a pass's `teacher` is the recipe's pick, a version of the model."""
+    token = _RECIPE_TEACHER.set(True)
+    try:
+        yield
+    finally:
+        _RECIPE_TEACHER.reset(token)
+
+
+def named_teacher(teacher: Any) -> bool:
+    """Whether a pass's `teacher` argument is a network the caller named (not the model itself)."""
+    return teacher is not None and not _RECIPE_TEACHER.get()
+
+
 @_restores_teacher_mode
 def finetune(
     student: Any,
@@ -366,8 +390,12 @@ def finetune(
     progress: bool = True,
     on_epoch: Callable[[int, float], None] | None = None,
     teacher_data: Dataset | None = None,
+    teacher_named: bool = False,
 ) -> dict[str, Any]:
     """Train `student` in place toward `teacher` (and labels, if `data` has them).
+
+    `teacher_named`: the teacher is a network the caller named (`named_teacher`), which errors
+    call "the teacher"; else it is a version of the model, "the model".
 
     `teacher_data`: the teacher's view of the same samples, in the same order (the resolution
     pass: the images at the original side, `data` at the new one); augmented with the same random
@@ -383,12 +411,14 @@ def finetune(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return _finetune(student, teacher, data, cfg, checkpoint, desc, progress, on_epoch, teacher_data)
+        return _finetune(student, teacher, data, cfg, checkpoint, desc, progress, on_epoch, teacher_data,
+                         teacher_named)
 
 
 def _finetune(
     student: Any, teacher: Any, data: Dataset, cfg: DistillConfig, checkpoint: Path | None, desc: str,
     progress: bool, on_epoch: Callable[[int, float], None] | None, teacher_data: Dataset | None,
+    teacher_named: bool,
 ) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -421,7 +451,10 @@ def _finetune(
         with torch.no_grad():
             classes = first_output(teacher_cpu((x_all if t_all is None else t_all)[:2])).shape[-1]
         if int(y_all.max()) >= classes:
-            raise DataError(f"{desc}: labels of {data.source} go up to class {int(y_all.max())} but the model "
+            # the outputs counted are the teacher's: "the model" alone misled when a separate
+            # teacher was given, "the teacher" alone when the user never named one (the default)
+            who = "the teacher" if teacher_named else "the model (the teacher by default)"
+            raise DataError(f"{desc}: labels of {data.source} go up to class {int(y_all.max())} but {who} "
                             f"has {classes} outputs")
     hs = _Features(student, feats, "student") if feats else None
     ht = _Features(teacher_cpu, feats, "teacher") if feats else None
@@ -597,7 +630,7 @@ def distill(
                        else original, spec)
     ds = resolve_dataset(spec, data, "train", progress)
     ck = Path(workdir) / "checkpoints" / "distill.pt" if workdir else None
-    log = finetune(spec.module, t, ds, cfg, ck, "distill", progress)
+    log = finetune(spec.module, t, ds, cfg, ck, "distill", progress, teacher_named=named_teacher(teacher))
     log["teacher"] = ("given" if teacher is not None else "the model before compression"
                       if t is original and original is not spec.module else "itself (no pass compressed it)")
     spec.extra.setdefault("passes", []).append({"pass": "distill", "config": config_dict(cfg), "log": log})

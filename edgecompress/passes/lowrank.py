@@ -29,7 +29,7 @@ from edgecompress.passes._common import (
     resolve_dataset,
     shared_weights,
 )
-from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
+from edgecompress.passes.distill import DistillConfig, finetune, named_teacher, teacher_module
 
 if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
@@ -244,7 +244,8 @@ def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any
         ds = resolve_dataset(spec, data, "train", progress)
         kd = make_config(DistillConfig, cfg.distill, "lowrank.distill", epochs=cfg.finetune_epochs)
         ck = Path(workdir) / "checkpoints" / "lowrank.pt" if workdir else None
-        log["finetune"] = finetune(module, teach, ds, kd, ck, "lowrank: KD fine-tune", progress)
+        log["finetune"] = finetune(module, teach, ds, kd, ck, "lowrank: KD fine-tune", progress,
+                                   teacher_named=named_teacher(teacher))
     spec.module = module.eval()
     spec.extra.setdefault("passes", []).append({"pass": "lowrank", "config": config_dict(cfg), "log": log})
     if progress:

@@ -51,7 +51,7 @@ from edgecompress.passes._common import (
     resolve_dataset,
     shared_weights,
 )
-from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
+from edgecompress.passes.distill import DistillConfig, finetune, named_teacher, teacher_module
 
 if TYPE_CHECKING:
     from torch import nn
@@ -614,11 +614,11 @@ def _unstructured(module: Any, ratio: float, model_name: str) -> dict[str, Any]:
 
 
 def _finetune(module: Any, teacher: Any, ds: Any, cfg: PruneConfig, tag: str, workdir: Path | str | None,
-              progress: bool) -> dict[str, Any]:
+              progress: bool, teacher_named: bool) -> dict[str, Any]:
     """The KD fine-tune after a one-shot method (`finetune_epochs`), checkpointed in `workdir`."""
     kd = make_config(DistillConfig, cfg.distill, "prune.distill", epochs=cfg.finetune_epochs)
     ck = Path(workdir) / "checkpoints" / f"prune-{tag}.pt" if workdir else None
-    return finetune(module, teacher, ds, kd, ck, f"prune ({tag}): KD fine-tune", progress)
+    return finetune(module, teacher, ds, kd, ck, f"prune ({tag}): KD fine-tune", progress, teacher_named=teacher_named)
 
 
 def _reconstruct(module: Any, spec: ModelSpec, ds: Any, cfg: PruneConfig, progress: bool) -> dict[str, Any]:
@@ -662,14 +662,15 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
                                  spec.task == "classification", cfg.block_samples))
         log["note"] = f"{len(log['removed'])} block(s) removed: {', '.join(r['block'] for r in log['removed'])}"
         if cfg.finetune_epochs:
-            log["finetune"] = [_finetune(module, teach, ds, cfg, "blocks", workdir, progress)]
+            log["finetune"] = [_finetune(module, teach, ds, cfg, "blocks", workdir, progress, named_teacher(teacher))]
     elif cfg.method == "reconstruct":
         log.update(_reconstruct(module, spec, ds, cfg, progress))
         kept = sum(c["kept"] for c in log["chains"])
         total = sum(c["channels"] for c in log["chains"])
         log["note"] = f"{total - kept} of {total} channels removed in {len(log['chains'])} chains, consumers refitted"
         if cfg.finetune_epochs:
-            log["finetune"] = [_finetune(module, teach, ds, cfg, "reconstruct", workdir, progress)]
+            log["finetune"] = [_finetune(module, teach, ds, cfg, "reconstruct", workdir, progress,
+                                         named_teacher(teacher))]
     else:
         example = spec.example_inputs(1)
         if cfg.target_macs is not None or cfg.target_params is not None:
@@ -693,7 +694,8 @@ def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = N
             if cfg.finetune_epochs:
                 ck = Path(workdir) / "checkpoints" / f"prune-step{step + 1}.pt" if workdir else None
                 desc = f"prune step {step + 1}/{cfg.steps}: KD fine-tune"
-                log["finetune"].append(finetune(module, teach, ds, kd, ck, desc, progress))
+                log["finetune"].append(finetune(module, teach, ds, kd, ck, desc, progress,
+                                                teacher_named=named_teacher(teacher)))
         log["ratio"] = ratio
         # said, not silent: layers the ratio could not cut as asked (capped, left whole, nothing)
         log["warnings"] = [*tied, *_retie(module, ties), *_unused_per_layer(module, cfg, plan),

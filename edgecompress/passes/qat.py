@@ -62,7 +62,7 @@ from edgecompress.passes._common import (
     resolve_dataset,
 )
 from edgecompress.passes._qat_backends import get_backend
-from edgecompress.passes.distill import DistillConfig, finetune, teacher_module
+from edgecompress.passes.distill import DistillConfig, finetune, named_teacher, teacher_module
 
 if TYPE_CHECKING:
     from edgecompress.data import Dataset
@@ -416,7 +416,8 @@ def kd_config(cfg: QATConfig) -> DistillConfig:
 
 
 def train_prepared(
-    prepared: Any, teacher: Any, ds: Dataset, cfg: QATConfig, checkpoint: Path | None = None, progress: bool = True
+    prepared: Any, teacher: Any, ds: Dataset, cfg: QATConfig, checkpoint: Path | None = None, progress: bool = True,
+    teacher_named: bool = False,
 ) -> dict[str, Any]:
     """Calibrate the observers of a prepared QAT graph, freeze them, fine-tune with the KD
     objective (BatchNorm frozen), as `cfg` asks; returns the log recorded with the pass."""
@@ -439,7 +440,7 @@ def train_prepared(
             print("note: qat.distill.feature_layers ignored for a PT2E (QAT) model; response KD only", file=sys.stderr)
             kd = make_config(DistillConfig, kd, "qat.distill", feature_layers=[])
         student = _frozen_bn_class()(prepared) if cfg.freeze_bn else prepared
-        log.update(finetune(student, teacher, ds, kd, checkpoint, "qat (KD)", progress))
+        log.update(finetune(student, teacher, ds, kd, checkpoint, "qat (KD)", progress, teacher_named=teacher_named))
     else:
         log["epochs"] = 0
     return log
@@ -541,7 +542,7 @@ def _qat(
         cfg = dataclasses.replace(cfg, float_first=int(spec.extra.get("onnx_int8_float_first", 0)))
     prepared = backend.prepare_fn()(spec.module, spec.example_inputs(2), cfg)
     ck = Path(workdir) / "checkpoints" / "qat.pt" if workdir else None
-    log = train_prepared(prepared, teach, ds, cfg, ck, progress)
+    log = train_prepared(prepared, teach, ds, cfg, ck, progress, named_teacher(teacher))
     twin = float_twin(prepared)
     # convert with the qparams training used (ds.x: an array, one input was checked above)
     pin_qparams(prepared, ds.x[:2])  # type: ignore[index]

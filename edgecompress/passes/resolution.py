@@ -45,6 +45,7 @@ from edgecompress.passes._common import (
 from edgecompress.passes.distill import (
     DistillConfig,
     finetune,
+    named_teacher,
     recalibrate_bn,
     recalibrate_bn_if_closer,
     teacher_module,
@@ -234,7 +235,7 @@ def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, dat
                          bn_recalib=cfg.bn_recalib)
         ck = Path(workdir) / "checkpoints" / "resolution.pt" if workdir else None
         log["finetune"] = finetune(new.module, teach, small, kd, ck, f"resolution {size}: KD fine-tune", progress,
-                                   teacher_data=ds)
+                                   teacher_data=ds, teacher_named=named_teacher(teacher))
     elif cfg.bn_recalib and ds is None:
         log["bn_recalibrated"] = False
         log["bn_note"] = "no data given: BatchNorm statistics kept"

@@ -44,7 +44,7 @@ def preflight(profile: TargetProfile) -> str:
     name = runner_name_for(profile)
     if name == "local":
         _check_local_isa(profile)
-    check = getattr(RUNNERS.get(name, "--target"), "preflight", None)
+    check = getattr(RUNNERS.get(name, f"target {profile.name}:"), "preflight", None)  # the profile's runner
     if check is not None:
         check(profile)
     profile.preflight_passed = True  # validate() skips its own check of a profile checked here

@@ -88,3 +88,34 @@ class FixedBatch(nn.Module):
 
 def fixed_batch() -> nn.Module:
     return FixedBatch()
+
+
+class IdsBag(nn.Module):
+    """Integer ids in (nn.Embedding first, so it loads as int64 without a flag), 3 classes out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.emb(ids).mean(1))
+
+
+def ids_bag() -> nn.Module:
+    return IdsBag()
+
+
+class OneHotIds(nn.Module):
+    """Takes ids with no nn.Embedding to see (F.one_hot): loaded as float, it fails with a hint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(100, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(nn.functional.one_hot(ids, 100).float().mean(1))
+
+
+def one_hot_ids() -> nn.Module:
+    return OneHotIds()

@@ -227,7 +227,7 @@ API_CASES = [
      "dtype uint8 does not match the model input (float32)"),
     ("calib-nan-python", _nan_calib, DataError, "sample 3 contains NaN or Inf"),
     ("calib-method-unknown", lambda c: __import__("edgecompress.exporters").exporters.ExportOptions(
-        calib_method="MinMax"), ConfigError, "calib_method 'MinMax' (--calib-method): one of minmax"),
+        calib_method="MinMax"), ConfigError, "calib_method='MinMax': one of minmax"),
     ("tflite-int8-data-dependent", _tflite_int8_data_dependent, __import__("edgecompress.errors").errors.ExportError,
      "PT2E quantization (prepare / calibrate / convert) cannot lower the model"),
     ("onnx-module-fixes-batch", _onnx_fixed_batch_module, __import__("edgecompress.errors").errors.ExportError,
@@ -263,7 +263,7 @@ API_CASES = [
      ConfigError, "r.yaml: expected a mapping"),
     ("recipe-file-missing", lambda c: __import__("edgecompress.recipe").recipe.load_recipe(c.tmp / "no.yaml"),
      InputFileError, "no.yaml: no such file"),
-    ("pipeline-unknown-target", _run_export_unknown_target, ConfigError, "--target 'pdp11': unknown target"),
+    ("pipeline-unknown-target", _run_export_unknown_target, ConfigError, "target='pdp11': unknown target"),
     ("out-dir-locked", _locked_out_dir, OutputError, "another edgecompress run is writing there"),
     ("tensor-0d", lambda c: _load(c, "s.npy", lambda p: np.save(p, np.float32(1))), DataError, "holds no samples"),
     ("tensor-object-dtype", lambda c: _load(c, "o.npy", _save_obj), InputFileError, "o.npy: not a readable .npy"),
@@ -275,7 +275,7 @@ API_CASES = [
      DataError, "n.npz: sample 0 contains NaN or Inf"),
     ("labels-csv-negative", _csv_negative, DataError, "labels.csv:2: class_index -3 is negative"),
     ("unknown-format", lambda c: __import__("edgecompress.exporters").exporters.resolve_formats(["coreml"]),
-     ConfigError, "--format unknown format 'coreml'"),
+     ConfigError, "formats='coreml': unknown format"),
 ]
 
 

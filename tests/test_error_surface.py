@@ -1,0 +1,282 @@
+"""Audit finding #12: an error names an option the way the caller spelled it.
+
+The same internals serve the CLI and the Python API. From Python a message names the keyword the
+caller passed (`input_shape='1,x'`), never a flag they did not type; through the CLI the same bad
+input names the flag (`--input-shape '1,x'`). A recipe names its own keys. Each case below runs
+both ways over the shared code that raises.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgecompress as ec
+from edgecompress.errors import DataError, EdgeCompressError, Surface, on_surface, opt, say, surface
+from tests.conftest import ROOT, run_cli
+
+TINY = "tests.bad_inputs.badmodels:tiny"  # a factory: 3-channel input, no default data
+IDS = "tests.bad_inputs.badmodels:ids_bag"  # nn.Embedding first: taken as int64 ids without a flag
+ONE_HOT = "tests.bad_inputs.badmodels:one_hot_ids"  # takes ids, no Embedding to see: needs input_dtype
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+
+
+def _job(tmp: Path, **kw):
+    """An ExportJob of digits-cnn to ONNX fp32 into tmp/out, with `kw` changed."""
+    return ec.ExportJob(**{"model": "zoo:digits-cnn", "formats": ["onnx"], "out_dir": tmp / "out", **kw})
+
+
+def _resolve_formats(formats: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    from edgecompress.exporters import resolve_formats  # what ExportJob and the CLI's -f / -p go through
+
+    return resolve_formats(formats, precisions)
+
+
+def _missing(tmp: Path) -> Path:
+    return tmp / "missing.pt"
+
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "afile").write_text("x")
+    return tmp / "afile"
+
+
+def _wide(tmp: Path) -> Path:
+    """Four (3, 12, 8) samples: the transposed shape of a model taking 1,3,8,12 (a non-square input)."""
+    np.save(tmp / "wide.npy", np.zeros((4, 3, 12, 8), np.float32))
+    return tmp / "wide.npy"
+
+
+def _sizeless(tmp: Path) -> str:
+    """An .onnx of input [N, 3, H, W] (no fixed height or width): its size must be given."""
+    from tests.test_nonsquare import _dynamic_onnx
+
+    return str(_dynamic_onnx(tmp / "dyn.onnx"))
+
+
+def _files(tmp: Path) -> None:
+    """What the CLI cases read from `{tmp}` (the Python cases write theirs as they go)."""
+    _a_file(tmp)
+    _wide(tmp)
+    _sizeless(tmp)
+
+
+# id, Python call (tmp -> raises), fragment it names, CLI arguments, fragment the CLI names.
+# `{tmp}` in the CLI arguments and fragments is the test's folder.
+CASES = [
+    ("input-shape", lambda t: ec.load_model(TINY, input_shape="1,x"), "input_shape='1,x': expected integers",
+     ["export", TINY, "--input-shape", "1,x"], "--input-shape '1,x': expected integers"),
+    ("weights", lambda t: ec.load_model(TINY, input_shape="1,3,8,8", weights=_missing(t)),
+     "weights='{tmp}/missing.pt': no such file",
+     ["export", TINY, "--input-shape", "1,3,8,8", "--weights", "{tmp}/missing.pt"],
+     "--weights {tmp}/missing.pt: no such file"),
+    ("preprocess", lambda t: ec.load_model("zoo:digits-cnn", preprocess="sepia"),
+     "preprocess='sepia': unknown preprocessing preset (known: ",
+     ["export", "zoo:digits-cnn", "--preprocess", "sepia"], "--preprocess 'sepia': unknown preprocessing preset"),
+    ("format", lambda t: ec.run_export(_job(t, formats=["coreml"])), "formats='coreml': unknown format (known: ",
+     ["export", "zoo:digits-cnn", "-f", "coreml"], "--format 'coreml': unknown format (known: "),
+    ("precision", lambda t: _resolve_formats(["onnx:int8"], ["fp16"]),
+     "precisions=['fp16']: every item of formats names its own precision (onnx:int8)",
+     ["export", "zoo:digits-cnn", "-f", "onnx:int8", "-p", "fp16"], "--precision fp16: every --format names its own"),
+    ("calib", lambda t: ec.run_export(_job(t, model=TINY, input_shape="1,3,8,8", formats=["onnx:int8"],
+                                           do_validate=False)),
+     "int8 needs calibration data and none was given or found (pass calib=)",
+     ["export", TINY, "--input-shape", "1,3,8,8", "-f", "onnx:int8", "--no-validate"],
+     "int8 needs calibration data and none was given or found (pass --calib)"),
+    ("eval", lambda t: ec.run_export(_job(t, eval=str(t / "nowhere"), do_validate=False)),
+     "eval='{tmp}/nowhere': no such file or directory (unused by this run: validation is off)",
+     ["export", "zoo:digits-cnn", "--eval", "{tmp}/nowhere", "--no-validate"],
+     "--eval {tmp}/nowhere: no such file or directory (unused by this run"),
+    ("fail-on", lambda t: ec.run_export(_job(t, fail_on=["latency_ms.p5<1"])),
+     "fail_on='latency_ms.p5<1': a report row has no latency_ms.p5",
+     ["export", "zoo:digits-cnn", "--fail-on", "latency_ms.p5<1"], "--fail-on 'latency_ms.p5<1': a report row has no"),
+    ("target", lambda t: ec.run_export(_job(t, target="pdp11")), "target='pdp11': unknown target (known: ",
+     ["export", "zoo:digits-cnn", "--target", "pdp11"], "--target 'pdp11': unknown target (known: "),
+    ("threads", lambda t: ec.run_export(_job(t, settings=ec.ValidateSettings(threads=4096))),
+     "threads=4096: this machine gives edgecompress ",
+     ["export", "zoo:digits-cnn", "--threads", "4096"], "--threads 4096: this machine gives edgecompress "),
+    ("out", lambda t: ec.run_export(_job(t, out_dir=_a_file(t))), "out_dir='{tmp}/afile': is a file, not a directory",
+     ["export", "zoo:digits-cnn", "--out", "{tmp}/afile"], "--out {tmp}/afile: is a file, not a directory"),
+    # messages main gained after the first sweep (integer inputs, non-square inputs)
+    ("input-dtype", lambda t: ec.load_model(TINY, input_shape="1,3,8,8", input_dtype="int16"),
+     "input_dtype='int16': use one of float32, int64, int32",
+     ["export", TINY, "--input-shape", "1,3,8,8", "--input-dtype", "int16"],
+     "--input-dtype 'int16': use one of float32, int64, int32"),
+    ("input-dtype-fixed", lambda t: ec.load_model("zoo:digits-cnn", input_dtype="int64"),
+     "input_dtype='int64': zoo:digits-cnn takes input 'x' as float32; leave it out",
+     ["export", "zoo:digits-cnn", "--input-dtype", "int64"],
+     "--input-dtype int64: zoo:digits-cnn takes input 'x' as float32; leave the flag out"),
+    ("input-dtype-hint", lambda t: ec.load_model(ONE_HOT, input_shape="1,16"),
+     "it runs on integer input: if it takes ids, pass input_dtype='int64'",
+     ["export", ONE_HOT, "--input-shape", "1,16"],
+     "it runs on integer input: if it takes ids, pass --input-dtype int64"),
+    ("allow-mixed", lambda t: ec.export(ec.load_model(IDS, input_shape="1,16"), "tflite", "int8", t / "x"),
+     "accept a mixed file of int8 layers and float ops with ExportOptions(allow_mixed=True)",
+     ["export", IDS, "--input-shape", "1,16", "-f", "tflite:int8", "--no-validate"],
+     "accept a mixed file of int8 layers and float ops with --allow-mixed"),
+    ("non-square-calib", lambda t: ec.run_export(_job(t, model=TINY, input_shape="1,3,8,12", formats=["onnx:int8"],
+                                                      calib=str(_wide(t)), do_validate=False)),
+     "samples have shape (3, 12, 8) but the model takes (3, 8, 12) (check input_shape= / preprocess=; or the "
+     "data's side: Dataset.at_side(N) for images)",
+     ["export", TINY, "--input-shape", "1,3,8,12", "-f", "onnx:int8", "--calib", "{tmp}/wide.npy", "--no-validate"],
+     "samples have shape (3, 12, 8) but the model takes (3, 8, 12) (check --input-shape / --preprocess)"),
+    ("onnx-sizeless", lambda t: ec.load_model(_sizeless(t)),
+     "has no fixed H, W; pass its shape with input_shape= (1,3,H,W with numbers for H, W)",
+     ["export", "{tmp}/dyn.onnx", "--no-validate"],
+     "has no fixed H, W; pass its shape with --input-shape (1,3,H,W with numbers for H, W)"),
+]
+
+
+@pytest.mark.parametrize("case_id,call,py_fragment,_args,_cli_fragment", CASES, ids=[c[0] for c in CASES])
+def test_python_api_names_the_keyword(tmp_path, case_id, call, py_fragment, _args, _cli_fragment):
+    with pytest.raises(EdgeCompressError) as e:
+        call(tmp_path)
+    msg = str(e.value)
+    assert py_fragment.format(tmp=tmp_path) in msg, msg
+    assert not FLAG.search(msg), f"a CLI flag in a Python error: {msg}"
+
+
+@pytest.mark.parametrize("case_id,_call,_py_fragment,args,cli_fragment", CASES, ids=[c[0] for c in CASES])
+def test_cli_names_the_flag(tmp_path, case_id, _call, _py_fragment, args, cli_fragment):
+    _files(tmp_path)
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    r = run_cli(*args, cwd=ROOT)  # from the checkout: TINY's module imports from there
+    last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+    assert r.returncode in (2, 3) and last.startswith("error: "), r.stderr[-800:]
+    assert cli_fragment.format(tmp=tmp_path) in last, last
+    assert not re.search(r"\b[a-z_]+=(?!\d)", last.split(": ", 1)[1].split(" (known: ")[0]), \
+        f"a Python keyword in a CLI error: {last}"
+
+
+def test_surface_defaults_to_python_and_the_cli_block_is_undone():
+    assert surface() == "python"
+    assert opt("--input-shape", "input_shape") == "input_shape="
+    assert opt("--weights", "weights", "w.pt", quoted=True) == "weights='w.pt'"
+    assert say("drop --no-validate", "set do_validate=True") == "set do_validate=True"
+    with on_surface("cli"):
+        assert opt("--input-shape", "input_shape", "'1,x'") == "--input-shape '1,x'"
+        assert opt("--weights", "weights", "w.pt", quoted=True) == "--weights w.pt"
+        with on_surface("python"):  # nested: the recipe asks for one surface inside another
+            assert opt("--calib", "calib") == "calib="
+        assert say("a", "b") == "a"
+    assert surface() == "python"  # reset after the block, also when it raised:
+    with pytest.raises(RuntimeError), on_surface("cli"):
+        raise RuntimeError
+    assert surface() == "python"
+
+
+def test_export_names_its_own_parameter(tmp_path, digits_spec):
+    """export(spec, fmt) names `fmt`, the parameter it has, not ExportJob's `formats`."""
+    with pytest.raises(EdgeCompressError, match=r"^fmt='coreml': unknown format \(known: "):
+        ec.export(digits_spec, "coreml", "fp32", tmp_path)
+    with pytest.raises(EdgeCompressError, match=r"^calib_method='median': one of minmax, percentile, entropy"):
+        ec.ExportOptions(calib_method="median")
+
+
+def test_isolated_export_child_words_errors_as_its_parent(tmp_path):
+    """The export child is spawned with a fresh context: it gets the parent's surface, so a CLI run
+    with --isolate still names flags (and a Python caller keywords)."""
+    bad = ec.load_model("tests.bad_inputs.badmodels:unexportable", input_shape=(1, 3, 8, 8))
+    isolate = ec.ExportOptions(isolate=True)
+    with pytest.raises(EdgeCompressError) as py:
+        ec.export(bad, "onnx", "fp32", tmp_path / "py", options=isolate)
+    with on_surface("cli"), pytest.raises(EdgeCompressError) as cli:
+        ec.export(bad, "onnx", "fp32", tmp_path / "cli", options=isolate)
+    assert "try a fixed input_shape=" in str(py.value) and "--input-shape" not in str(py.value), str(py.value)
+    assert "try a fixed --input-shape" in str(cli.value), str(cli.value)
+
+
+def test_recipe_keeps_its_keys_from_python(tmp_path):
+    """A recipe user reads the recipe's keys, from run_recipe as from `edgecompress run`: neither
+    the CLI's flags nor Python keywords."""
+    from edgecompress.errors import ConfigError, InputFileError
+    from edgecompress.recipe import parse_recipe
+
+    cases = [
+        ({"export": ["coreml"]}, ConfigError, "recipe: export: 'coreml': unknown format"),
+        ({"export": ["onnx"], "options": {"fail_on": ["latency_ms.p5<1"]}}, ConfigError,
+         "recipe: options.fail_on: 'latency_ms.p5<1': a report row has no latency_ms.p5"),
+        ({"export": ["onnx"], "target": "pdp11"}, ConfigError, "recipe: target: 'pdp11': unknown target"),
+        ({"export": ["onnx"], "options": {"threads": 4096}}, ConfigError, "recipe: options.threads: this machine"),
+    ]
+    for over, exc, fragment in cases:
+        with pytest.raises(exc) as e:
+            parse_recipe({"model": "zoo:digits-cnn", **over})
+        assert fragment in str(e.value) and not FLAG.search(str(e.value)) and "=" not in str(e.value), str(e.value)
+    recipe = {"model": TINY, "input_shape": [1, 3, 8, 8], "weights": str(tmp_path / "missing.pt")}
+    with pytest.raises(InputFileError) as e:
+        ec.run_recipe(recipe, tmp_path / "out", progress=False)
+    assert f"recipe: weights: {tmp_path}/missing.pt: no such file" in str(e.value), str(e.value)
+    assert not FLAG.search(str(e.value)) and "weights=" not in str(e.value)
+
+
+# ---- finding #12b: which network the distill label check names -----------------------------------
+def _labels_beyond(n: int = 8, top: int = 9) -> ec.Dataset:
+    return ec.Dataset(np.zeros((n, 1, 8, 8), np.float32), np.array([*range(n - 1), top]), "mine")
+
+
+def test_label_check_names_the_teacher_the_user_gave(digits_spec):
+    from torch import nn
+
+    five = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))  # the student has 10 outputs: "the model" misled
+    with pytest.raises(DataError) as e:
+        ec.distill(digits_spec, epochs=1, data=_labels_beyond(), teacher=five, progress=False)
+    assert "labels of mine go up to class 9 but the teacher has 5 outputs" in str(e.value), str(e.value)
+
+
+def test_label_check_names_the_model_when_it_is_its_own_teacher(digits_spec, tmp_path):
+    """No teacher given (the default: the model itself, or the model before compression), and a
+    recipe's teacher (options.teacher picks a version of the model; the user named none)."""
+    with pytest.raises(EdgeCompressError) as e:
+        ec.distill(digits_spec, epochs=1, data=_labels_beyond(top=99), progress=False)
+    assert "go up to class 99 but the model (the teacher by default) has 10 outputs" in str(e.value), str(e.value)
+    pruned = ec.prune(digits_spec, ratio=0.25, progress=False)
+    with pytest.raises(EdgeCompressError) as e:  # the default teacher here is the model before pruning
+        ec.distill(pruned, epochs=1, data=_labels_beyond(top=99), progress=False)
+    assert "but the model (the teacher by default) has 10 outputs" in str(e.value), str(e.value)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=np.zeros((8, 1, 8, 8), np.float32), y=np.array([*range(7), 99]))
+    recipe = {"model": "zoo:digits-cnn", "data": {"train": str(data)},
+              "passes": [{"distill": {"epochs": 1}}]}
+    with pytest.raises(EdgeCompressError) as e:
+        ec.run_recipe(recipe, tmp_path / "out", progress=False)
+    assert "passes[0].distill: " in str(e.value) and "the teacher has" not in str(e.value), str(e.value)
+    assert "but the model (the teacher by default) has 10 outputs" in str(e.value), str(e.value)
+
+
+def test_python_only_options_name_their_keyword_or_key(digits_spec):
+    """Options with no CLI flag: load_model's `output_names` names the keyword on either surface;
+    the QAT pass's `calib_method` names its config key (`qat.calib_method`, as every pass setting
+    is named), never the exporters' `--calib-method` / `calib_method=` it shares a word with."""
+    surfaces: tuple[Surface, ...] = ("python", "cli")
+    for words in surfaces:
+        with on_surface(words), pytest.raises(EdgeCompressError) as e:
+            ec.load_model(TINY, input_shape="1,3,8,8", output_names="logits")
+        assert str(e.value).startswith("output_names='logits': a list of names, one per output"), str(e.value)
+        with on_surface(words), pytest.raises(EdgeCompressError) as e:
+            ec.qat(digits_spec, calib_method="median", progress=False)
+        assert str(e.value) == "qat.calib_method: 'median' is not one of minmax, percentile, entropy", str(e.value)
+
+
+def test_validate_names_eval_for_artifacts_of_ids(tmp_path):
+    """validate's --eval check of a file of integer ids (merged with main's #27 checks): float
+    samples are refused naming `eval='...'` from Python and `--eval ...` through the CLI."""
+    from edgecompress.targets.device_report import validate_artifacts
+
+    art = ec.export(ec.load_model(IDS, input_shape="1,16"), "onnx", "fp32", tmp_path / "art")
+    floats = tmp_path / "floats.npy"
+    np.save(floats, np.zeros((4, 16), np.float32))
+    with pytest.raises(EdgeCompressError) as e:
+        validate_artifacts([art.path], "x86-local", tmp_path / "v", eval=str(floats), progress=False)
+    assert str(e.value).startswith(f"eval='{floats}': dtype float32 but the artifacts take int64 ids"), str(e.value)
+    r = run_cli("validate", str(art.path), "--eval", str(floats), "--no-progress", "--out", str(tmp_path / "v2"),
+                cwd=ROOT)
+    last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+    said = (f"error: --eval {floats}: dtype float32 but the artifacts take int64 ids (save the token / class ids "
+            "as integers, x.astype(np.int64))")
+    assert r.returncode == 2 and last == said, r.stderr[-800:]
