@@ -6,6 +6,9 @@ and the editable install maps those two through an import hook that mypy does no
 `mypy -p edgecompress` cannot find them and `mypy exporters` would call them `exporters.*`. This
 passes mypy the three trees and renames each source module by the same package-dir table, so imports
 resolve as they do at run time and errors point at the real files. Settings: [tool.mypy].
+
+USAGE files are checked with them, under their own module names: code that calls the public API
+as a user would (tests/typing_usage.py), so an annotation narrower than a documented call fails.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mypy.util import count_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "edgecompress"
+USAGE = {"tests/typing_usage.py": "typing_usage"}  # file -> module name (tests/ is no package mypy sees)
 
 
 def main(argv: list[str]) -> int:
@@ -35,10 +39,15 @@ def main(argv: list[str]) -> int:
     t0 = time.time()
     fscache = FileSystemCache()
     sources, options = process_options(
-        ["--config-file", str(ROOT / "pyproject.toml"), *argv, *(str(ROOT / r) for r in roots)], fscache=fscache
+        ["--config-file", str(ROOT / "pyproject.toml"), *argv, *(str(ROOT / r) for r in roots),
+         *(str(ROOT / f) for f in USAGE)], fscache=fscache
     )
+    usage = {(ROOT / f).resolve(): name for f, name in USAGE.items()}
     for source in sources:
         path = Path(source.path or "").resolve()
+        if path in usage:
+            source.module = usage[path]
+            continue
         for directory, pkg in mapping:
             if path.is_relative_to(directory):
                 rest = path.relative_to(directory).with_suffix("").parts

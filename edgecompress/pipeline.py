@@ -13,14 +13,14 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from edgecompress.data import Dataset, DataSpec
+from edgecompress.data import DataLike, Dataset, DataSpec
 from edgecompress.data.resolve import resolve_data
 from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError, opt, say
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
@@ -33,11 +33,12 @@ from edgecompress.fileio import (
     results_landing,
     write_json_atomic,
 )
-from edgecompress.models import ModelSpec, count_params_macs, load_model
+from edgecompress.models import ModelLike, ModelSpec, ShapeLike, count_params_macs, load_model
 from edgecompress.report import Report, write_report
 from edgecompress.targets import Measurement, TargetProfile, ValidateSettings, reference_outputs, validate
 
 if TYPE_CHECKING:
+    from edgecompress.data.presets import Transform
     from edgecompress.targets.gates import Gate
 
 
@@ -45,19 +46,21 @@ if TYPE_CHECKING:
 class ExportJob:
     """Everything `edgecompress export` does, as data."""
 
-    model: str | ModelSpec
-    formats: list[tuple[str, str]]  # (format, precision)
-    out_dir: Path
-    calib: str | DataSpec | Dataset | None = None
-    eval: str | DataSpec | Dataset | None = None
+    model: ModelLike
+    # "onnx:int8" / "onnx" strings or (format, precision) pairs, or one of them; __post_init__
+    # turns them into pairs (`format_pairs`)
+    formats: str | tuple[str, str] | Sequence[str | tuple[str, str]]
+    out_dir: str | os.PathLike[str]  # a Path after __post_init__
+    calib: DataLike | None = None
+    eval: DataLike | None = None
     target: str = "x86-local"
     options: ExportOptions = field(default_factory=ExportOptions)
     settings: ValidateSettings = field(default_factory=ValidateSettings)
     do_validate: bool = True
-    input_shape: str | None = None
+    input_shape: ShapeLike | None = None
     input_dtype: str | None = None  # float32 / int64 / int32 (a module:factory model's input)
-    weights: str | None = None
-    preprocess: str | None = None
+    weights: str | os.PathLike[str] | None = None
+    preprocess: str | Transform | None = None
     command: str = ""
     progress: bool = True
     # [issue #4] compression steps recorded by the recipe runner (Report.steps), and a ModelSpec
@@ -98,6 +101,11 @@ class ExportJob:
             from edgecompress.models.spec import check_input_dtype
 
             self.input_dtype = check_input_dtype(self.input_dtype)
+
+    @property
+    def format_pairs(self) -> list[tuple[str, str]]:
+        """`formats` as (format, precision) pairs, which __post_init__ made them."""
+        return cast("list[tuple[str, str]]", self.formats)
 
 
 def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str, ...],
@@ -216,7 +224,7 @@ def _preflight(job: ExportJob) -> tuple[list[Gate], TargetProfile | None]:
     # the name and the formats it runs even with --no-validate: a typo was recorded as the
     # report's target, and a format the device does not run was exported for it
     profile = get_target(job.target)
-    profile.check_formats([f for f, _ in job.formats])
+    profile.check_formats([f for f, _ in job.format_pairs])
     if not job.do_validate:
         return gates, None
     # [issue #7] an unreachable device too (runners with a preflight)
@@ -294,9 +302,9 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     # a ModelSpec too: its input_shape / weights / preprocess were dropped without a word (an
     # export of untrained weights passed); load_model refuses or applies them as for a reference
     spec = load_model(job.model, job.input_shape, job.weights, job.preprocess, input_dtype=job.input_dtype)
-    for fmt, _ in job.formats:  # before any calibration or export
+    for fmt, _ in job.format_pairs:  # before any calibration or export
         FORMATS.get(fmt, "--format", "formats").check_source(spec, "formats")
-    formats = adapt_int8(spec, job.formats, job.auto_int8, job.progress, job.options)
+    formats = adapt_int8(spec, job.format_pairs, job.auto_int8, job.progress, job.options)
     for fmt, precision in formats:  # what a format refuses at a precision (tflite int8 of ids), before any work
         FORMATS.get(fmt).check_model(spec, precision, job.options)
     needs_calib = any(p == "int8" for _, p in formats)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import re
 import shlex
 import sys
@@ -626,7 +627,7 @@ def _record(name: str, spec: Any, ev: Any, ref: Any, base: dict | None, prev: di
     return row
 
 
-def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path | None = None,
+def run_recipe(recipe: Recipe | dict[str, Any] | str | Path, out_dir: str | os.PathLike[str] | None = None,
                progress: bool | None = None, command: str = "") -> tuple[Report, dict[str, Path]]:
     """Execute a recipe; returns (Report, paths of report.json/md/html, manifest, resolved recipe).
 

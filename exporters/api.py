@@ -65,7 +65,7 @@ def export(
     spec: ModelSpec,
     fmt: str,
     precision: str = "fp32",
-    out_dir: Path | str = ".",
+    out_dir: str | os.PathLike[str] = ".",
     calib: Dataset | None = None,
     options: ExportOptions | None = None,
     name: str | None = None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,11 +112,16 @@ def _numel(shape) -> int:
     return n
 
 
-def layers_from_onnx(path: Path) -> list[Layer]:
+def layers_from_onnx(path: Path, input_shapes: Sequence[Sequence[int]] = ()) -> list[Layer]:
+    """The file's conv / fc layers. `input_shapes` (the model's known shape of each input, e.g.
+    ModelSpec.input_shape) fill the inputs' symbolic dims before shape inference: an .onnx given
+    as the model is copied with its symbolic H, W, which counted as 1 (an estimate far too low)."""
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    model = onnx.load(str(path))
+    _fix_symbolic_dims(model, input_shapes)
+    model = onnx.shape_inference.infer_shapes(model)
     g = model.graph
     init = {t.name: list(t.dims) for t in g.initializer}
     shapes: dict[str, list] = {}
@@ -160,6 +166,19 @@ def layers_from_onnx(path: Path) -> list[Layer]:
             layers.append(Layer(n.name or n.output[0], "fc", _numel(out) * kdim, _numel(w),
                                 _numel(shapes.get(x_in, [])), _numel(out)))
     return layers
+
+
+def _fix_symbolic_dims(model: Any, input_shapes: Sequence[Sequence[int]]) -> None:
+    """Each graph input's dims without a value set from `input_shapes` (same rank only)."""
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    for vi, shape in zip(inputs, input_shapes, strict=False):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for d, known in zip(dims, shape, strict=True):
+            if not d.HasField("dim_value") and int(known) > 0:
+                d.dim_value = int(known)  # clears dim_param (a oneof)
 
 
 def layers_from_tflite(path: Path) -> list[Layer]:
@@ -218,7 +237,8 @@ def layers_from_openvino(path: Path) -> list[Layer]:
     return layers
 
 
-def layers_from_artifact(path: Path | str, fmt: str) -> list[Layer]:
+def layers_from_artifact(path: Path | str, fmt: str, input_shapes: Sequence[Sequence[int]] = ()) -> list[Layer]:
+    """`path`'s layers; `input_shapes` fill an ONNX file's symbolic input dims (`layers_from_onnx`)."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{path}: no such artifact")
@@ -226,7 +246,7 @@ def layers_from_artifact(path: Path | str, fmt: str) -> list[Layer]:
     if fmt not in readers:
         raise ConfigError(f"estimate: no layer reader for format {fmt!r} (known: {', '.join(readers)})")
     try:
-        return readers[fmt](path)
+        return layers_from_onnx(path, input_shapes) if fmt == "onnx" else readers[fmt](path)
     except (OSError, ValueError, RuntimeError, *_parse_errors(fmt)) as e:  # type: ignore[misc]  # mypy reads no *tuple here
         raise InputFileError(f"{path}: not a readable {fmt} file; cannot read its layers for an estimate "
                              f"({type(e).__name__}: {str(e)[:200]})") from e
@@ -387,9 +407,10 @@ def int8_unchecked(profile: TargetProfile, precision: str) -> str:
 
 
 def estimate_artifact(path: Path | str, fmt: str, precision: str, profile: TargetProfile,
-                      threads: int | None = None) -> dict[str, Any]:
-    """The estimate runner's result for one artifact (same keys as bench.py's JSON)."""
-    res = estimate_latency(layers_from_artifact(path, fmt), profile, precision, threads)
+                      threads: int | None = None, input_shapes: Sequence[Sequence[int]] = ()) -> dict[str, Any]:
+    """The estimate runner's result for one artifact (same keys as bench.py's JSON);
+    `input_shapes`: the model's known input shapes, for an ONNX file's symbolic dims."""
+    res = estimate_latency(layers_from_artifact(path, fmt, input_shapes), profile, precision, threads)
     # 4 significant figures, and the throughput from the same figure: rounded to 1 us, a 0.1 ms
     # model's speed-up moved by 1 % and its throughput disagreed with its p50
     p50 = float(f"{res['p50']:.4g}")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from edgecompress.data import Dataset
     from edgecompress.exporters import Artifact
+    from edgecompress.models import ModelSpec
 
 
 @dataclass
@@ -499,7 +500,8 @@ def combine_rounds(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[st
     return combined
 
 
-def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: bool = True) -> np.ndarray:
+def reference_outputs(module: ModelSpec | torch.nn.Module, data: Dataset, batch: int = 32,
+                      progress: bool = True) -> np.ndarray:
     """fp32 PyTorch outputs on `data`: the reference every artifact is compared with.
 
     `module`: an nn.Module or a ModelSpec. It runs in eval mode (a module left in train mode gave
@@ -515,9 +517,10 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:  # 0: range() raised ValueError
         raise ConfigError(f"reference_outputs: batch {batch!r}: 1 or more")
     spec = module if isinstance(module, ModelSpec) else None
+    net: Any = module  # the module to run: a spec's, or the caller's
     if spec is not None:
-        module = spec.extra.get("fp32_reference") or spec.module
-        if module is None and spec.onnx_path is not None and isinstance(data, Dataset):
+        net = spec.extra.get("fp32_reference") or spec.module
+        if net is None and spec.onnx_path is not None and isinstance(data, Dataset):
             # an .onnx model in: its own outputs in ONNX Runtime, as the pipeline's reference
             # (this said "expected an nn.Module or a ModelSpec, got NoneType" to a ModelSpec)
             from edgecompress.pipeline import onnx_reference
@@ -525,8 +528,8 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
             if len(data) == 0:
                 raise DataError(f"reference_outputs: data {data.source}: holds no samples")
             return np.asarray(onnx_reference(spec.onnx_path, data), dtype=np.float32)
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"reference_outputs: expected an nn.Module or a ModelSpec, got {type(module).__name__}")
+    if not isinstance(net, torch.nn.Module):
+        raise ConfigError(f"reference_outputs: expected an nn.Module or a ModelSpec, got {type(net).__name__}")
     if not isinstance(data, Dataset):
         raise ConfigError(f"reference_outputs: data must be a Dataset (edgecompress.load_data(...) or "
                           f"Dataset(x, y)), got {type(data).__name__}")
@@ -544,14 +547,14 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
     elif not isinstance(data.x, dict) and data.x.dtype == np.float64:
         data.x = data.x.astype(np.float32)  # numpy's default float: torch refused it against fp32 weights
     outs = []
-    with kept_modes(module), torch.no_grad():
-        module.eval()
+    with kept_modes(net), torch.no_grad():
+        net.eval()
         for i, xb in enumerate(data.batches(batch, desc="fp32 reference (PyTorch)" if progress else None)):
             try:
                 if isinstance(xb, dict):
-                    y = module(**{k: torch.from_numpy(np.asarray(v)) for k, v in xb.items()})
+                    y = net(**{k: torch.from_numpy(np.asarray(v)) for k, v in xb.items()})
                 else:
-                    y = module(torch.from_numpy(np.ascontiguousarray(xb)))
+                    y = net(torch.from_numpy(np.ascontiguousarray(xb)))
             except (RuntimeError, ValueError, TypeError) as e:
                 if i:  # the first batch went through: not a data mismatch
                     raise
@@ -562,6 +565,6 @@ def reference_outputs(module: Any, data: Dataset, batch: int = 32, progress: boo
             # several outputs: the first is the one compared, the first tensor in the order every
             # exporter lays them out and names them (a dict's in key order, nested ones too); a
             # result no exporter takes is refused in the line load_model gives
-            y = first_output(y, f"model {spec.name if spec is not None else type(module).__name__}")
+            y = first_output(y, f"model {spec.name if spec is not None else type(net).__name__}")
             outs.append(y.float().reshape(y.shape[0], -1).numpy())
     return np.concatenate(outs)

@@ -225,3 +225,36 @@ def test_first_output_follows_the_flattening_order() -> None:
     assert first_output(c) is c
     with pytest.raises(ModelLoadError, match="returns no tensor"):
         first_output((None,))
+
+
+# --- input_names= -------------------------------------------------------------------------------
+
+def test_input_names_are_the_files_names(tmp_path: Path) -> None:
+    """load_model(input_names=...) renames the input in every format, read back by each runtime;
+    outputs keep theirs, and a ModelSpec is relabelled the same way."""
+    spec = load_model(Pixels(), input_shape=(1, 3, 8, 8), input_names=["image"], output_names=["logits"])
+    assert [i.name for i in spec.inputs] == ["image"]
+    for fmt in FORMATS:
+        art = export(spec, fmt, "fp32", tmp_path, options=QUIET)
+        assert input_names(fmt, art.path) == [i.name for i in art.inputs] == ["image"], fmt
+    again = load_model(spec, input_names=["img"])
+    assert [i.name for i in again.inputs] == ["img"] and [i.name for i in spec.inputs] == ["image"]
+
+
+def test_input_names_are_checked(tmp_path: Path) -> None:
+    from edgecompress.errors import ConfigError
+
+    def refused(match: str, ref: object = None, **kw: object) -> None:
+        with pytest.raises(ConfigError, match=match):
+            load_model(ref if ref is not None else Pixels(), input_shape=(1, 3, 8, 8), **kw)
+
+    refused(r"input_names='image': a list of names", input_names="image")
+    refused(r"2 name\(s\) for the 1 input\(s\)", input_names=["a", "b"])
+    refused(r"not a valid tensor name", input_names=["-x"])
+    refused(r"'logits' is also an input's name", input_names=["logits"], output_names=["logits"])
+    spec = load_model(Pixels(), input_shape=(1, 3, 8, 8))
+    path = export(spec, "onnx", "fp32", tmp_path, options=QUIET).path
+    onnx_spec = load_model(str(path))
+    for ref in (str(path), onnx_spec):
+        with pytest.raises(ConfigError, match=r"ONNX model, whose inputs keep the names in its file \(\['pixels'\]\)"):
+            load_model(ref, input_names=["image"])

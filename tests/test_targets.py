@@ -353,3 +353,33 @@ def test_timed_inputs_are_writable_arrays_in_ram(tmp_path, n):
     assert not isinstance(xb, np.memmap) and not np.shares_memory(xb, mm)
     assert np.array_equal(xb[0], mm[0]) and np.array_equal(xb[-1], mm[(n - 1) % 2])
     assert bench._take({"a": mm}, n)["a"].flags.writeable
+
+
+def test_estimate_fills_symbolic_onnx_dims_from_the_known_shape(tmp_path):
+    """An .onnx whose H, W are symbolic (an .onnx model in is copied as it is) read as 1 x 1
+    images: its estimate was far below the fixed-dims file's. With the model's known shape it is
+    the fixed file's, layers and MACs alike."""
+    import onnx
+    import torch
+
+    from edgecompress.targets import get_target
+    from edgecompress.targets.estimate import estimate_artifact, layers_from_onnx
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(16, 10)).eval()
+    fixed, symbolic = tmp_path / "fixed.onnx", tmp_path / "symbolic.onnx"
+    x = torch.randn(1, 3, 64, 64)
+    torch.onnx.export(net, (x,), str(fixed), input_names=["x"], dynamo=False)
+    torch.onnx.export(net, (x,), str(symbolic), input_names=["x"], dynamo=False,
+                      dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
+    dims = onnx.load(str(symbolic)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims[2:]] == ["height", "width"]
+    profile = get_target("rpi5")
+    want = estimate_artifact(fixed, "onnx", "fp32", profile, 1)
+    unknown = estimate_artifact(symbolic, "onnx", "fp32", profile, 1)
+    known = estimate_artifact(symbolic, "onnx", "fp32", profile, 1, [(1, 3, 64, 64)])
+    macs = [r["runtime"]["settings"]["macs"] for r in (want, unknown, known)]
+    assert macs[1] < macs[0] / 100 and macs[2] == macs[0]
+    assert known["latency_ms"]["1"]["p50"] == want["latency_ms"]["1"]["p50"] > unknown["latency_ms"]["1"]["p50"]
+    assert len(layers_from_onnx(symbolic, [(1, 3, 64, 64)])) == len(layers_from_onnx(fixed)) == 3

@@ -12,11 +12,11 @@ import math
 import re
 import sys
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -25,9 +25,20 @@ from edgecompress.errors import DataError, InputFileError, opt, say
 
 if TYPE_CHECKING:
     import torch
+    import torch.utils.data
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TENSOR_SUFFIXES = {".npy", ".npz"}
+
+
+# What `load_data` (and every `data=` / calib / eval parameter that goes through it) takes: a
+# Dataset as it is, a path or DataSpec to read, or samples in memory for `from_memory` (an array or
+# tensor, an `(x, y)` pair, a torch map-style Dataset, an iterable of batches such as a DataLoader).
+# A string: torch is imported for type checkers only.
+DataLike: TypeAlias = (
+    "Dataset | DataSpec | str | Path | np.ndarray | torch.Tensor | tuple[Any, Any]"
+    " | torch.utils.data.Dataset[Any] | Iterable[Any]"
+)
 
 
 def _as_numpy(a: Any) -> Any:
@@ -443,7 +454,7 @@ def load_images(files: Sequence[Path], transform: Transform, desc: str = "images
     return stacked
 
 
-def from_memory(data: Any, what: str = "data") -> Dataset:
+def from_memory(data: DataLike, what: str = "data") -> Dataset:
     """A Dataset from samples already in memory, as `load_data` takes them: an array or tensor
     (N, ...), an `(x, y)` pair, a torch map-style Dataset or an iterable of `(x, label)` pairs with
     scalar labels (read sample by sample), or an iterable of batches (a torch DataLoader, a list
@@ -454,20 +465,20 @@ def from_memory(data: Any, what: str = "data") -> Dataset:
             return _as_numpy(item[0]), (_as_numpy(item[1]) if len(item) > 1 else None)
         return _as_numpy(item), None
 
-    data = _as_numpy(data)
-    map_style = _is_map_dataset(data)
-    if isinstance(data, np.ndarray):
-        batches: list[tuple[Any, Any]] = [(data, None)]
-    elif isinstance(data, tuple) and len(data) == 2 and all(
-            isinstance(_as_numpy(a), np.ndarray) for a in data):
-        batches = [(_as_numpy(data[0]), _as_numpy(data[1]))]  # (x, y); tensors as the other branches
+    obj: Any = _as_numpy(data)  # a tensor as an array; anything else as it is
+    map_style = _is_map_dataset(obj)
+    if isinstance(obj, np.ndarray):
+        batches: list[tuple[Any, Any]] = [(obj, None)]
+    elif isinstance(obj, tuple) and len(obj) == 2 and all(
+            isinstance(_as_numpy(a), np.ndarray) for a in obj):
+        batches = [(_as_numpy(obj[0]), _as_numpy(obj[1]))]  # (x, y); tensors as the other branches
     elif map_style:  # its items are single samples; iterating one may never end
-        batches = [parts(data[i]) for i in range(len(data))]
-    elif hasattr(data, "__iter__") and not isinstance(data, str | bytes | dict):
-        batches = [parts(item) for item in data]
+        batches = [parts(obj[i]) for i in range(len(obj))]
+    elif hasattr(obj, "__iter__") and not isinstance(obj, str | bytes | dict):
+        batches = [parts(item) for item in obj]
     else:
         raise DataError(f"{what}: expected a path, a DataSpec, an array / tensor, (x, y) or an iterable of "
-                        f"batches, got {type(data).__name__}")
+                        f"batches, got {type(obj).__name__}")
     if not batches:
         raise DataError(f"{what}: the iterable gave no batches")
     xs = [x for x, _ in batches]
@@ -489,9 +500,9 @@ def from_memory(data: Any, what: str = "data") -> Dataset:
         raise DataError(f"{what}: {unit} of different shapes ({e})") from None
     if len(x) == 0:
         raise DataError(f"{what}: holds no samples")
-    kind = type(data).__name__
+    kind = type(obj).__name__
     # how it was read is in the name, so a shape error downstream says it ("list of 20 batches")
-    source = f"in-memory {kind}" if isinstance(data, np.ndarray) or (len(batches) == 1 and not by_sample) \
+    source = f"in-memory {kind}" if isinstance(obj, np.ndarray) or (len(batches) == 1 and not by_sample) \
         else f"in-memory {kind} of {len(batches)} {unit}"
     ds = Dataset(x, y, source)
     check_in_memory(ds, f"{what} ({source})")
@@ -505,7 +516,7 @@ def _is_map_dataset(data: Any) -> bool:
         and not isinstance(data, torch.utils.data.IterableDataset)
 
 
-def load_data(spec: DataSpec | str | Path, preprocess: str | Transform = "efficientnet-lite",
+def load_data(spec: DataLike, preprocess: str | Transform = "efficientnet-lite",
               image_size: Size = 224, purpose: str = "data", progress: bool = True) -> Dataset:
     """Resolve a DataSpec into a Dataset. `purpose` ('calibration', 'evaluation') names errors.
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.data.datasets import Dataset, DataSpec, load_data
+from edgecompress.data.datasets import DataLike, Dataset, DataSpec, load_data
 from edgecompress.data.presets import Transform
 from edgecompress.errors import DataError, say
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from edgecompress.models import ModelSpec
 
 
-def resolve_data(spec: ModelSpec, data: str | Path | DataSpec | Dataset | None, purpose: str,
+def resolve_data(spec: ModelSpec, data: DataLike | None, purpose: str,
                  progress: bool = True) -> Dataset | None:
     """A Dataset from what the user gave, else from the zoo entry's default, else None.
 

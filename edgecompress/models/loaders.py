@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import (
     ConfigError,
@@ -32,14 +32,20 @@ from edgecompress.errors import (
 )
 from edgecompress.models.spec import (
     InputSpec,
+    ModelLike,
     ModelSpec,
+    ShapeLike,
     SpecExtra,
     check_input_dtype,
+    check_input_names,
     check_output_names,
     input_names_from,
     output_names_from,
 )
 from edgecompress.registry import Registry
+
+if TYPE_CHECKING:
+    from edgecompress.data.presets import Transform
 
 Loader = Callable[..., ModelSpec]
 # Each loader declares which references it accepts; they are tried in name order (factory, hf,
@@ -47,7 +53,7 @@ Loader = Callable[..., ModelSpec]
 LOADERS: Registry[tuple[Callable[[str], bool], Loader]] = Registry("model loader")
 
 
-def parse_shape(shape: str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+def parse_shape(shape: ShapeLike | None) -> tuple[int, ...] | None:
     if shape is None or isinstance(shape, tuple | list):
         return tuple(int(s) for s in shape) if shape is not None else None
     try:
@@ -70,7 +76,7 @@ def _factory_with_weights() -> str:
     return say("'package.module:factory --weights FILE'", "'package.module:factory' with weights=FILE")
 
 
-def _weights_opt(path: str | Path) -> str:
+def _weights_opt(path: str | os.PathLike[str]) -> str:
     """`--weights PATH` / `weights=PATH`, as the caller named it."""
     return opt("--weights", "weights", path, quoted=True)
 
@@ -242,7 +248,7 @@ def _weights_error(path: Path, e: Exception) -> EdgeCompressError:
     return InputFileError(f"{_weights_opt(path)}: not a readable PyTorch checkpoint ({reason[:160]})")
 
 
-def _load_weights(module: Any, weights: str | Path) -> None:
+def _load_weights(module: Any, weights: str | os.PathLike[str]) -> None:
     import torch
 
     path = Path(weights)
@@ -887,13 +893,14 @@ def _describe_ref(ref: Any) -> str:
 
 
 def load_model(
-    ref: Any,
-    input_shape: str | tuple[int, ...] | None = None,
-    weights: str | Path | None = None,
-    preprocess: str | None = None,
+    ref: ModelLike,
+    input_shape: ShapeLike | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    preprocess: str | Transform | None = None,
     name: str | None = None,
     output_names: Sequence[str] | None = None,
     input_dtype: str | None = None,
+    input_names: Sequence[str] | None = None,
 ) -> ModelSpec:
     """Load a model from a reference string (see module doc) or wrap an `nn.Module` (copied).
 
@@ -905,12 +912,14 @@ def load_model(
     A `ModelSpec` comes back as it is, or, with `name` / `preprocess` / `output_names`, as a
     relabelled copy with its own `extra` that shares the module object (deep-copy the module for
     a separate one). `output_names` names the first outputs (the others are named from the
-    outputs: `check_forward`); an `.onnx` keeps its file's names.
+    outputs: `check_forward`); `input_names` names every input, one name each (default: forward()'s
+    parameter names); an `.onnx` keeps its file's names, and a text encoder its tokenizer's.
     """
     import torch
 
     shape = parse_shape(input_shape)
     given = _given_output_names(ref, output_names)
+    given_inputs = _given_names("input", ref, input_names)
     dtype = check_input_dtype(input_dtype) if input_dtype is not None else None
     if isinstance(ref, ModelSpec):
         if shape is not None and tuple(shape) != tuple(ref.input_shape):
@@ -919,7 +928,7 @@ def load_model(
         _check_declared_dtype(ref, dtype)
         if weights is not None:
             raise ConfigError(f"{_weights_opt(weights)}: load them into the module before wrapping it in a ModelSpec")
-        if not (name or preprocess or given is not None):
+        if not (name or preprocess or given is not None or given_inputs is not None):
             return ref
         # a relabelled copy (name / preprocess were ignored before); its records are its own, so a
         # pass appending to one spec's `passes` no longer shows in the other; the module is shared
@@ -932,6 +941,9 @@ def load_model(
             ref.preprocess = preprocess
         if name:
             ref.name = name
+        if given_inputs is not None:
+            ref.inputs = _renamed_inputs(ref, given_inputs)
+            check_output_names(ref.output_names, f"model {ref.name}", given_inputs)
         if given is not None:
             from edgecompress.models.modes import kept_modes
 
@@ -1002,6 +1014,8 @@ def load_model(
     if given is not None and spec.module is None:
         raise ConfigError(f"output_names={given}: {spec.source} is an ONNX model, whose outputs keep the names in "
                           f"its file ({spec.output_names}); rename them there")
+    if given_inputs is not None:
+        spec.inputs = _renamed_inputs(spec, given_inputs)
     check_forward(spec, given, dtype_declared=dtype is not None)
     return spec
 
@@ -1009,14 +1023,41 @@ def load_model(
 def _given_output_names(ref: Any, names: Sequence[str] | None) -> list[str] | None:
     """load_model's `output_names` as a list (None: not given); a bare string is refused, as
     it would read as one name per character."""
+    return _given_names("output", ref, names)
+
+
+def _given_names(kind: str, ref: Any, names: Sequence[str] | None) -> list[str] | None:
+    """load_model's `output_names` / `input_names` (`kind`) as a list (None: not given); a bare
+    string is refused, as it would read as one name per character, and so is a ModelSpec of an
+    .onnx file, whose names are in the file."""
     if names is None:
         return None
+    example = "['logits', 'embedding']" if kind == "output" else "['pixels']"
     if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"output_names={names!r}: a list of names, one per output, e.g. ['logits', 'embedding']")
+        raise ConfigError(f"{kind}_names={names!r}: a list of names, one per {kind}, e.g. {example}")
     if isinstance(ref, ModelSpec) and ref.module is None:
-        raise ConfigError(f"output_names={list(names)}: {ref.source or ref.name} is an ONNX model, whose outputs "
-                          f"keep the names in its file ({ref.output_names}); rename them there")
+        held = ref.output_names if kind == "output" else [i.name for i in ref.inputs]
+        raise ConfigError(f"{kind}_names={list(names)}: {ref.source or ref.name} is an ONNX model, whose {kind}s "
+                          f"keep the names in its file ({held}); rename them there")
     return list(names)
+
+
+def _renamed_inputs(spec: ModelSpec, names: list[str]) -> list[InputSpec]:
+    """`spec`'s inputs under `names` (load_model's `input_names`): one valid, distinct name per
+    input. Refused for an .onnx (its file's names) and a text encoder (its tokenizer's names key
+    the data and the exporters' calls)."""
+    where = f"input_names={names}"
+    if spec.module is None:
+        raise ConfigError(f"{where}: {spec.source} is an ONNX model, whose inputs keep the names in its file "
+                          f"({[i.name for i in spec.inputs]}); rename them there")
+    if spec.is_text:
+        raise ConfigError(f"{where}: {spec.name} is a text encoder, whose inputs take its tokenizer's names "
+                          f"({[i.name for i in spec.inputs]})")
+    if len(names) != len(spec.inputs):
+        raise ConfigError(f"{where}: {len(names)} name(s) for the {len(spec.inputs)} input(s) of model {spec.name} "
+                          f"({[i.name for i in spec.inputs]}); give one name per input")
+    check_input_names(names, where)
+    return [dataclasses.replace(i, name=n) for i, n in zip(spec.inputs, names, strict=True)]
 
 
 def _check_declared_dtype(spec: ModelSpec, dtype: str | None) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numbers
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 from edgecompress.errors import ConfigError
 
@@ -21,6 +22,13 @@ if TYPE_CHECKING:
 # (`--input-dtype`, `load_model(input_dtype=...)`): float samples, or integer ids (token ids, class
 # indices) for a model that starts with an nn.Embedding or indexes with its input.
 INPUT_DTYPES = ("float32", "int64", "int32")
+
+# What `load_model`, a pass's `model` / `teacher` and ExportJob.model take: a ModelSpec as it is, an
+# nn.Module (with an input shape), or a reference: a file (.pt2, .onnx), 'zoo:NAME',
+# 'package.module:factory', a Hugging Face directory. (A string: torch is for type checkers only.)
+ModelLike: TypeAlias = "ModelSpec | torch.nn.Module | str | os.PathLike[str]"
+# An input shape: a tuple or list of ints, or the CLI's text "1,3,224,224" (also "1x3x224x224").
+ShapeLike: TypeAlias = "str | tuple[int, ...] | list[int]"
 
 
 def check_input_dtype(dtype: str, flag: str | None = None) -> str:

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from edgecompress.data import Dataset, DataSpec
-    from edgecompress.models import ModelSpec
+    from edgecompress.data import DataLike, Dataset
+    from edgecompress.models import ModelLike, ModelSpec, ShapeLike
 
 C = TypeVar("C")
 
@@ -135,7 +135,7 @@ def check_distill(where: str, params: Any) -> None:
     make_config(DistillConfig, params, where)
 
 
-def as_spec(model: Any, input_shape: Any = None, copy_module: bool = True, *, who: str = "passes",
+def as_spec(model: ModelLike, input_shape: ShapeLike | None = None, copy_module: bool = True, *, who: str = "passes",
             exported_ok: bool = False) -> ModelSpec:
     """A ModelSpec from a spec, an nn.Module (needs input_shape) or a reference string.
 
@@ -220,15 +220,15 @@ def pass_module(spec: ModelSpec) -> torch.nn.Module:
 
 @overload
 def resolve_dataset(
-    spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True,
+    spec: ModelSpec, data: DataLike | None, purpose: str, progress: bool = True,
     required: Literal[True] = True,
 ) -> Dataset: ...
 @overload
 def resolve_dataset(
-    spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True, required: bool = True
+    spec: ModelSpec, data: DataLike | None, purpose: str, progress: bool = True, required: bool = True
 ) -> Dataset | None: ...
 def resolve_dataset(
-    spec: ModelSpec, data: str | DataSpec | Dataset | None, purpose: str, progress: bool = True, required: bool = True
+    spec: ModelSpec, data: DataLike | None, purpose: str, progress: bool = True, required: bool = True
 ) -> Dataset | None:
     from edgecompress.data import DataSpec
     from edgecompress.data.resolve import resolve_data

@@ -41,8 +41,9 @@ from edgecompress.passes._common import (
 if TYPE_CHECKING:
     import torch
 
-    from edgecompress.data import Dataset
+    from edgecompress.data import DataLike, Dataset
     from edgecompress.models import ModelSpec
+    from edgecompress.models.spec import ModelLike, ShapeLike
 
 
 @dataclass
@@ -604,14 +605,14 @@ def teacher_module(teacher: Any, spec: ModelSpec) -> Any:
 
 
 def distill(
-    model: Any,
+    model: ModelLike,
     config: DistillConfig | dict | None = None,
     *,
-    data: Any = None,
-    teacher: Any = None,
+    data: DataLike | None = None,
+    teacher: ModelSpec | torch.nn.Module | None = None,
     workdir: Path | str | None = None,
     progress: bool = True,
-    input_shape: Any = None,
+    input_shape: ShapeLike | None = None,
     **overrides: Any,
 ) -> ModelSpec:
     """Fine-tune `model` toward `teacher` with the KD loss. Default teacher: the model before the

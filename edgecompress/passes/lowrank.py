@@ -32,7 +32,11 @@ from edgecompress.passes._common import (
 from edgecompress.passes.distill import DistillConfig, finetune, named_teacher, teacher_module
 
 if TYPE_CHECKING:
+    import torch
+
+    from edgecompress.data import DataLike
     from edgecompress.models import ModelSpec
+    from edgecompress.models.spec import ModelLike, ShapeLike
 
 
 @dataclass
@@ -186,9 +190,9 @@ def _nothing_note(layers: list[tuple[str, Any, tuple]], cfg: LowRankConfig) -> s
     return f"lowrank: no layer factorized ({'; '.join(why)})"
 
 
-def lowrank(model: Any, config: LowRankConfig | dict | None = None, *, data: Any = None,
-            teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
-            input_shape: Any = None, **overrides: Any) -> ModelSpec:
+def lowrank(model: ModelLike, config: LowRankConfig | dict | None = None, *, data: DataLike | None = None,
+            teacher: ModelSpec | torch.nn.Module | None = None, workdir: Path | str | None = None,
+            progress: bool = True, input_shape: ShapeLike | None = None, **overrides: Any) -> ModelSpec:
     """Factorize Linear / conv layers of `model` by SVD; returns a new spec (same input contract)."""
     from torch import nn
 

@@ -54,9 +54,12 @@ from edgecompress.passes._common import (
 from edgecompress.passes.distill import DistillConfig, finetune, named_teacher, teacher_module
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
+    from edgecompress.data import DataLike
     from edgecompress.models import ModelSpec
+    from edgecompress.models.spec import ModelLike, ShapeLike
 
 
 class _Default(float):
@@ -637,9 +640,9 @@ def _reconstruct(module: Any, spec: ModelSpec, ds: Any, cfg: PruneConfig, progre
                         classification=spec.task == "classification", rounds=cfg.rounds)
 
 
-def prune(model: Any, config: PruneConfig | dict | None = None, *, data: Any = None,
-          teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
-          input_shape: Any = None, **overrides: Any) -> ModelSpec:
+def prune(model: ModelLike, config: PruneConfig | dict | None = None, *, data: DataLike | None = None,
+          teacher: ModelSpec | torch.nn.Module | None = None, workdir: Path | str | None = None,
+          progress: bool = True, input_shape: ShapeLike | None = None, **overrides: Any) -> ModelSpec:
     """Prune channels of `model` (spec, nn.Module + input_shape, or reference); returns a new spec
     with the same input contract."""
     cfg = make_config(PruneConfig, config, "prune", **overrides)

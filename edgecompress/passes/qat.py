@@ -65,8 +65,11 @@ from edgecompress.passes._qat_backends import get_backend
 from edgecompress.passes.distill import DistillConfig, finetune, named_teacher, teacher_module
 
 if TYPE_CHECKING:
-    from edgecompress.data import Dataset
+    import torch
+
+    from edgecompress.data import DataLike, Dataset
     from edgecompress.models import ModelSpec
+    from edgecompress.models.spec import ModelLike, ShapeLike
 
 
 @dataclass
@@ -500,14 +503,14 @@ def float_twin(prepared: Any) -> Any:
 
 
 def qat(
-    model: Any,
+    model: ModelLike,
     config: QATConfig | dict | None = None,
     *,
-    data: Any = None,
-    teacher: Any = None,
+    data: DataLike | None = None,
+    teacher: ModelSpec | torch.nn.Module | None = None,
     workdir: Path | str | None = None,
     progress: bool = True,
-    input_shape: Any = None,
+    input_shape: ShapeLike | None = None,
     **overrides: Any,
 ) -> ModelSpec:
     """QAT of `model` with the KD objective; returns a spec whose module is the converted int8

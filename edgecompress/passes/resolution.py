@@ -54,8 +54,9 @@ from edgecompress.passes.distill import (
 if TYPE_CHECKING:
     import torch
 
-    from edgecompress.data import Dataset
+    from edgecompress.data import DataLike, Dataset
     from edgecompress.models import ModelSpec
+    from edgecompress.models.spec import ModelLike, ShapeLike
 
 
 @dataclass
@@ -196,9 +197,9 @@ def size_for_macs(spec: ModelSpec, target: float, multiple_of: int) -> int:
                       "or give size")
 
 
-def resolution(model: Any, config: ResolutionConfig | dict | None = None, *, data: Any = None,
-               teacher: Any = None, workdir: Path | str | None = None, progress: bool = True,
-               input_shape: Any = None, **overrides: Any) -> ModelSpec:
+def resolution(model: ModelLike, config: ResolutionConfig | dict | None = None, *, data: DataLike | None = None,
+               teacher: ModelSpec | torch.nn.Module | None = None, workdir: Path | str | None = None,
+               progress: bool = True, input_shape: ShapeLike | None = None, **overrides: Any) -> ModelSpec:
     """Run `model` at a smaller square input side. `data` (at the model's current side) is needed
     only for `bn_recalib` and `finetune_epochs`. Returns a new spec with the new input shape; load
     evaluation / calibration data for it at that side (`resolve_dataset(new_spec, ...)`)."""

@@ -13,7 +13,7 @@ from edgecompress.report.plot import tradeoff_png
 from edgecompress.report.render import to_html, to_markdown
 
 
-def write_report(report: Report, out_dir: Path | str, stem: str = "report") -> dict[str, Path]:
+def write_report(report: Report, out_dir: str | os.PathLike[str], stem: str = "report") -> dict[str, Path]:
     """Write `stem`.json / .md / .html (and .png when some artifact has accuracy or drift) into
     `out_dir`, created if needed; returns their paths by kind ("json", "md", "html", "png")."""
     from edgecompress.errors import ConfigError

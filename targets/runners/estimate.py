@@ -111,7 +111,8 @@ class EstimateRunner:
         # The requested threads (it was the profile's 4 big cores whenever --threads was 1, so
         # `--threads 1` read faster than `--threads 2`), capped at the cores there are.
         threads = estimate_threads(req.threads, profile)
-        result = estimate_artifact(req.artifact, fmt, req.precision or "fp32", profile, threads)
+        result = estimate_artifact(req.artifact, fmt, req.precision or "fp32", profile, threads,
+                                   _sample_shapes(req.inputs))
         result["threads"] = threads  # what the figure assumes, as bench.py reports what it used
         result["cpus"] = profile.default_cpus(threads)  # the cores a device run would be pinned to
         if threads != req.threads:
@@ -126,3 +127,16 @@ class EstimateRunner:
 
 
 RUNNERS.register("estimate", EstimateRunner())
+
+
+def _sample_shapes(inputs: Path | None) -> list[tuple[int, ...]]:
+    """The batch-1 shape of each input in the request's inputs file (.npy: one input, .npz: one
+    per array): what an ONNX file's symbolic dims stand for in the estimate."""
+    import numpy as np
+
+    if inputs is None or not Path(inputs).is_file():
+        return []
+    if Path(inputs).suffix == ".npz":
+        with np.load(inputs) as z:
+            return [(1, *z[k].shape[1:]) for k in z.files]
+    return [(1, *np.load(inputs, mmap_mode="r").shape[1:])]
