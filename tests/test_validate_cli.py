@@ -521,7 +521,7 @@ def test_reference_run_takes_the_settings_openvino_hint(tmp_path, monkeypatch):
 
 
 def _other_model(path: Path, hidden: int) -> Path:
-    """Another model with the digits CNN's I/O contract (input [N,1,8,8], output [N,10]): an MLP."""
+    """Another model with the digits CNN's I/O contract (input `x` [N,1,8,8], output [N,10]): an MLP."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -530,10 +530,10 @@ def _other_model(path: Path, hidden: int) -> Path:
     w1 = numpy_helper.from_array(rng.normal(size=(64, hidden)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.normal(size=(hidden, 10)).astype(np.float32), "w2")
     shape = numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "shape")
-    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["flat"]),
              helper.make_node("MatMul", ["flat", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
              helper.make_node("MatMul", ["r", "w2"], ["output"])]
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
                           [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
                           [w1, w2, shape])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
