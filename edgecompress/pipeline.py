@@ -22,7 +22,7 @@ import numpy as np
 
 from edgecompress.data import DataLike, Dataset, DataSpec
 from edgecompress.data.resolve import resolve_data
-from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError, opt, say
+from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError, named, opt, say
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
 from edgecompress.exporters.api import artifact_files
 from edgecompress.fileio import (
@@ -144,7 +144,7 @@ def onnx_reference(path: Path, data: Dataset) -> Any:
         # ORT's "[ONNXRuntimeError] : 1 : FAIL : Load model from PATH failed:" says nothing new
         text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from .*? failed:", "",
                       " ".join(str(e).split())).strip()
-        raise InputFileError(f"MODEL {path}: ONNX Runtime cannot run it on {data.source} "
+        raise InputFileError(f"{named('model', path)}: ONNX Runtime cannot run it on {data.source} "
                              f"({type(e).__name__}: {text[:240] or '?'})") from e
     return np.concatenate([o.reshape(o.shape[0], -1) for o in outs]).astype(np.float32)
 
