@@ -478,6 +478,7 @@ def test_compress_allow_mixed(files, tmp_path):
     out = tmp_path / "mixed"
     proc = run_cli(*common, "--allow-mixed", "--out", str(out), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "has no effect" not in proc.stderr, proc.stderr[-2000:]  # a tflite int8 it applies to
     assert yaml.safe_load((out / "recipe.resolved.yaml").read_text())["options"]["allow_mixed"] is True
     rows = _rows(out)
     mixed = rows["tflite", "int8"]
@@ -496,6 +497,59 @@ def test_int8_for_tflite_of_ids():
     assert adapt_int8(spec, pairs, ("tflite", "onnx"), progress=False) == [("tflite", "dynamic-int8"), ("onnx", "int8")]
     assert adapt_int8(spec, pairs, ("tflite", "onnx"), progress=False,
                       options=ExportOptions(allow_mixed=True)) == pairs
+
+
+ALLOW_MIXED_UNUSED = ("note: --allow-mixed has no effect: it only applies to tflite int8, which this run does not "
+                      "export")
+
+
+@pytest.mark.parametrize("command", ["export", "compress"])
+def test_allow_mixed_without_tflite_int8_says_so(files, tmp_path, command):
+    """--allow-mixed with no tflite int8 to apply to did nothing without a word: a one-line note
+    (not an error), from `export` and from `compress` (whose recipe sets options.allow_mixed)."""
+    args = [command, f"{HERE}:ids_mean", "--input-shape", "1,16", "-f", "onnx", "--allow-mixed", "--no-progress",
+            "--out", str(tmp_path / "out")]
+    args += ["--no-validate"] if command == "export" else ["--runs", "1", "--warmup", "0", "--rounds", "1"]
+    proc = run_cli(*args, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [ln for ln in proc.stderr.splitlines() if "--allow-mixed" in ln]
+    assert notes == [ALLOW_MIXED_UNUSED], proc.stderr[-2000:]  # once, as compress's recipe exports too
+
+
+def test_recipe_allow_mixed_without_tflite_int8_says_so_in_its_key(files, tmp_path, capsys):
+    from edgecompress.recipe import run_recipe
+
+    recipe = {"model": f"{HERE}:ids_mean", "input_shape": [1, SEQ], "export": ["onnx"],
+              "options": {"allow_mixed": True, "validate_artifacts": False}}
+    run_recipe(recipe, tmp_path / "out", progress=False)
+    err = capsys.readouterr().err
+    assert "note: options.allow_mixed: true has no effect: it only applies to tflite int8" in err, err
+    assert err.count("has no effect") == 1, err
+
+
+def test_int8_note_gives_advice_that_works_for_tflite_of_ids(files, tmp_path):
+    """The --int8 note on a model of ids named `tflite:int8` explicitly as the other route, which is
+    refused unless --allow-mixed: it says so; the advice it gives is then taken and works."""
+    common = ["export", f"{HERE}:ids_mean", "--input-shape", "1,16", "--no-validate", "--no-progress"]
+    proc = run_cli(*common, "-f", "tflite", "--int8", "--out", str(tmp_path / "auto"), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    note = "note: --int8 on ids_mean (classification): tflite uses dynamic-int8 (or tflite:int8 with --allow-mixed " \
+           "for a mixed file of int8 layers and float ops)"
+    assert note in proc.stderr.splitlines(), proc.stderr[-2000:]
+    proc = run_cli(*common, "-f", "tflite:int8", "--allow-mixed", "--calib", f"{files['npz']}[:16]",
+                   "--out", str(tmp_path / "mixed"), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "mixed" / "manifest.json").exists()
+
+
+def test_int8_note_from_python_names_the_option(capsys):
+    from edgecompress.pipeline import adapt_int8
+
+    spec = load_model(ids_mean(), input_shape=(1, SEQ))
+    adapt_int8(spec, [("tflite", "int8")], ("tflite",), progress=False)
+    err = capsys.readouterr().err
+    assert "tflite uses dynamic-int8 (or tflite:int8 with ExportOptions(allow_mixed=True) for a mixed file" in err, err
+    assert "--" not in err, err
 
 
 class IdsConvStack(nn.Module):
