@@ -54,6 +54,12 @@ def opt(flag: str, keyword: str, value: object = None, quoted: bool = False) -> 
     return f"{keyword}={str(value)!r}" if quoted else f"{keyword}={value}"
 
 
+def named(noun: str, value: object) -> str:
+    """A positional argument as the caller gave it: its usage word under the CLI (`MODEL x.pt`,
+    `ARTIFACT m.onnx`), the noun and the value in quotes from Python (`model 'x.pt'`)."""
+    return say(f"{noun.upper()} {value}", f"{noun.lower()} {str(value)!r}")
+
+
 class EdgeCompressError(Exception):
     """Base class: a problem with the user's input or environment, not a bug."""
 

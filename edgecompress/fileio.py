@@ -226,7 +226,8 @@ def printable(text: str) -> str:
 
 
 def require_utf8_name(path: str | Path, what: str, name_only: bool = False) -> None:
-    """Refuse a path that is not valid UTF-8 (InputFileError), naming the byte.
+    """Refuse a path that is not valid UTF-8 (InputFileError), naming the byte and `what` it is
+    (a noun: "model", "artifact"; see errors.named).
 
     The ONNX checker, ONNX Runtime, OpenVINO and LiteRT take paths as UTF-8 strings: such a file
     failed as "not a valid ONNX model (TypeError: check_model_path() ...)" or, under validate, as a
@@ -237,9 +238,9 @@ def require_utf8_name(path: str | Path, what: str, name_only: bool = False) -> N
     try:
         (Path(text).name if name_only else text).encode("utf-8")
     except UnicodeEncodeError:
-        from edgecompress.errors import InputFileError
+        from edgecompress.errors import InputFileError, named
 
-        raise InputFileError(f"{what} {printable(text)}: the path is not valid UTF-8, which the ONNX, "
+        raise InputFileError(f"{named(what, printable(text))}: the path is not valid UTF-8, which the ONNX, "
                              "OpenVINO and LiteRT Python bindings cannot take; rename it (or link it under a "
                              "UTF-8 name)") from None
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgecompress.data import DataLike, Dataset, DataSpec
 from edgecompress.data.resolve import resolve_data
-from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError, opt, say
+from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError, named, opt, say
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
 from edgecompress.exporters.api import artifact_files
 from edgecompress.fileio import (
@@ -120,12 +120,25 @@ def adapt_int8(spec: ModelSpec, formats: list[tuple[str, str]], auto: tuple[str,
         if precision == "int8" and fmt in auto:
             chosen = FORMATS.get(fmt).int8_precision(spec, options)
             if chosen != precision:
+                if fmt == "tflite" and spec.takes_integers:  # a plain tflite:int8 of ids is refused
+                    other = (f"or tflite:int8 with {say('--allow-mixed', 'ExportOptions(allow_mixed=True)')} "
+                             "for a mixed file of int8 layers and float ops")
+                else:
+                    other = f"ask for {fmt}:int8 explicitly for the other route"
                 print(f"note: {say('--int8', 'auto_int8')} on {spec.name} ({spec.task}): {fmt} uses {chosen} "
-                      f"(ask for {fmt}:int8 explicitly for the other route)", file=sys.stderr)
+                      f"({other})", file=sys.stderr)
             precision = chosen
         if (fmt, precision) not in out:
             out.append((fmt, precision))
     return out
+
+
+def note_unused_allow_mixed(formats: list[tuple[str, str]], options: ExportOptions | None, label: str) -> None:
+    """A note on stderr when `options` allow a mixed file (`label`: the option as the caller set
+    it) but no tflite int8 is exported, the only export it changes: it did nothing, silently."""
+    if options is not None and options.allow_mixed and ("tflite", "int8") not in formats:
+        print(f"note: {label} has no effect: it only applies to tflite int8, which this run does not export",
+              file=sys.stderr)
 
 
 def onnx_reference(path: Path, data: Dataset) -> Any:
@@ -144,7 +157,7 @@ def onnx_reference(path: Path, data: Dataset) -> Any:
         # ORT's "[ONNXRuntimeError] : 1 : FAIL : Load model from PATH failed:" says nothing new
         text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from .*? failed:", "",
                       " ".join(str(e).split())).strip()
-        raise InputFileError(f"MODEL {path}: ONNX Runtime cannot run it on {data.source} "
+        raise InputFileError(f"{named('model', path)}: ONNX Runtime cannot run it on {data.source} "
                              f"({type(e).__name__}: {text[:240] or '?'})") from e
     return np.concatenate([o.reshape(o.shape[0], -1) for o in outs]).astype(np.float32)
 
@@ -305,6 +318,8 @@ def _run_export(job: ExportJob, out_dir: Path) -> tuple[Report, dict[str, Path]]
     for fmt, _ in job.format_pairs:  # before any calibration or export
         FORMATS.get(fmt, "--format", "formats").check_source(spec, "formats")
     formats = adapt_int8(spec, job.format_pairs, job.auto_int8, job.progress, job.options)
+    if not job.steps:  # a recipe's run (steps recorded) said it in its own words, before its passes
+        note_unused_allow_mixed(formats, job.options, say("--allow-mixed", "ExportOptions(allow_mixed=True)"))
     for fmt, precision in formats:  # what a format refuses at a precision (tflite int8 of ids), before any work
         FORMATS.get(fmt).check_model(spec, precision, job.options)
     needs_calib = any(p == "int8" for _, p in formats)

@@ -328,12 +328,15 @@ def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: 
 def _check_exports(recipe: Recipe, spec: Any) -> None:
     """What the formats refuse of the loaded model at their precisions (`Format.check_model`: a
     tflite int8 of integer ids), before the passes train rather than at the export after them.
-    No pass changes the input's dtype, which is what they look at."""
-    if not recipe.export:
-        return
+    No pass changes the input's dtype, which is what they look at. A note when allow_mixed is set
+    with no tflite int8 to apply to."""
     from edgecompress.exporters import FORMATS, resolve_formats
+    from edgecompress.pipeline import note_unused_allow_mixed
 
-    for fmt, precision in resolve_formats(recipe.export):
+    formats = resolve_formats(recipe.export) if recipe.export else []
+    mixed = "options.allow_mixed: true" if recipe._source.startswith("recipe") else "--allow-mixed"
+    note_unused_allow_mixed(formats, recipe.export_options(), mixed)
+    for fmt, precision in formats:
         try:
             with on_surface("cli"):  # the flag's words, which a recipe's key replaces
                 FORMATS.get(fmt).check_model(spec, precision, recipe.export_options())

@@ -67,7 +67,7 @@ class Registry(Generic[T]):
     def get(self, name: str, flag: str | None = None, keyword: str | None = None) -> T:
         """The entry `name`; an unknown one is a ConfigError naming the option it came from: with a
         `keyword`, `flag` is its CLI flag (`--format 'x': unknown format`, `fmt='x': ...` from
-        Python), else a label said as it is (`MODEL unknown zoo model 'x'`)."""
+        Python), else a label said as it is (`MODEL unknown zoo model 'x'`; "" for none)."""
         self._discover()
         try:
             return self._items[name]

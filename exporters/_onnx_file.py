@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import ExportError, InputFileError, first_line, opt
+from edgecompress.errors import ExportError, InputFileError, first_line, named, opt
 from edgecompress.fileio import path_or_bytes
 
 ONE_FILE_LIMIT = 2**31  # protobuf's limit on one serialized message: one .onnx file
@@ -73,7 +73,7 @@ def copy_onnx(src: Path, dst: Path, model_name: str, min_opset: int | None = Non
     try:
         model = onnx.load(str(src), load_external_data=False)
     except Exception as e:
-        raise InputFileError(f"MODEL {src}: not a readable ONNX model ({type(e).__name__})") from e
+        raise InputFileError(f"{named('model', src)}: not a readable ONNX model ({type(e).__name__})") from e
     external = [t for t in onnx_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
     opset = _opset(model)
     target = min_opset or 0
@@ -87,18 +87,19 @@ def copy_onnx(src: Path, dst: Path, model_name: str, min_opset: int | None = Non
         for f in files:
             data = src.parent / f
             if not f or not data.is_file():
-                raise InputFileError(f"MODEL {src}: its weights are stored in {data}, which does not exist "
+                raise InputFileError(f"{named('model', src)}: its weights are stored in {data}, which does not exist "
                                      "(keep the external data file beside the .onnx)")
             size += data.stat().st_size
         if size >= ONE_FILE_LIMIT:
-            raise ExportError(f"MODEL {src}: {size / 1e9:.1f} GB with its external data ({', '.join(files)}); an "
+            raise ExportError(f"{named('model', src)}: "
+                              f"{size / 1e9:.1f} GB with its external data ({', '.join(files)}); an "
                               "artifact is one .onnx file, which holds at most 2 GB; export from the PyTorch "
                               "model (module:factory or .pt2) with a smaller model, or use "
                               f"{opt('--format', 'fmt', 'openvino', quoted=True)}")
         try:
             onnx.load_external_data_for_model(model, str(src.parent))
         except Exception as e:
-            raise InputFileError(f"MODEL {src}: cannot read its external data ({', '.join(files)}): "
+            raise InputFileError(f"{named('model', src)}: cannot read its external data ({', '.join(files)}): "
                                  f"{first_line(e, 160)}"
                                  ) from e
     if convert:

@@ -134,7 +134,7 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                 name = e.get("path") if isinstance(e, dict) else None
                 if not isinstance(name, str) or not name:
                     raise InputFileError(f"{manifest}: an artifact entry has no path ({e!r:.80})")
-                require_utf8_name(p / name, "ARTIFACT", name_only=True)
+                require_utf8_name(p / name, "artifact", name_only=True)
                 if Path(name).name != name:
                     raise InputFileError(f"{manifest}: artifact path {name!r} leaves the directory")
                 art = _artifact_from_file(p / name, {**rows.get(name, {}), **{
@@ -145,7 +145,7 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                         f"({str(e.get('sha256'))[:12]}...); refusing a modified artifact")
                 arts.append(art)
         elif p.is_file():
-            require_utf8_name(p, "ARTIFACT", name_only=True)  # the runtimes open it by its name
+            require_utf8_name(p, "artifact", name_only=True)  # the runtimes open it by its name
             arts.append(_artifact_from_file(p))
         else:
             raise InputFileError(f"{p}: no such artifact or directory")

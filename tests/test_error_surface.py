@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import edgecompress as ec
-from edgecompress.errors import DataError, EdgeCompressError, Surface, on_surface, opt, say, surface
+from edgecompress.errors import DataError, EdgeCompressError, Surface, named, on_surface, opt, say, surface
 from tests.conftest import ROOT, run_cli
 
 TINY = "tests.bad_inputs.badmodels:tiny"  # a factory: 3-channel input, no default data
@@ -127,7 +127,20 @@ CASES = [
      "has no fixed H, W; pass its shape with input_shape= (1,3,H,W with numbers for H, W)",
      ["export", "{tmp}/dyn.onnx", "--no-validate"],
      "has no fixed H, W; pass its shape with --input-shape (1,3,H,W with numbers for H, W)"),
+    # the positional model: its usage word under the CLI (MODEL x.pt), "model 'x.pt'" from Python
+    ("model-missing", lambda t: ec.load_model(str(_missing(t))), "model '{tmp}/missing.pt': no such file",
+     ["export", "{tmp}/missing.pt"], "MODEL {tmp}/missing.pt: no such file"),
+    ("model-factory", lambda t: ec.load_model("tests.bad_inputs.badmodels:nope", input_shape="1,3,8,8"),
+     "model 'tests.bad_inputs.badmodels:nope': module 'tests.bad_inputs.badmodels' has no attribute 'nope'",
+     ["export", "tests.bad_inputs.badmodels:nope", "--input-shape", "1,3,8,8"],
+     "MODEL tests.bad_inputs.badmodels:nope: module 'tests.bad_inputs.badmodels' has no attribute 'nope'"),
+    ("model-zoo", lambda t: ec.load_model("zoo:nope"), "unknown zoo model 'nope' (known: ",
+     ["export", "zoo:nope"], "MODEL unknown zoo model 'nope' (known: "),
+    ("model-factory-shape", lambda t: ec.load_model(TINY),
+     f"model '{TINY}': a factory model needs input_shape=",
+     ["export", TINY], f"MODEL {TINY}: a factory model needs --input-shape"),
 ]
+LABEL = re.compile(r"\b(MODEL|ARTIFACT)\b")  # the CLI's usage words
 
 
 @pytest.mark.parametrize("case_id,call,py_fragment,_args,_cli_fragment", CASES, ids=[c[0] for c in CASES])
@@ -137,6 +150,7 @@ def test_python_api_names_the_keyword(tmp_path, case_id, call, py_fragment, _arg
     msg = str(e.value)
     assert py_fragment.format(tmp=tmp_path) in msg, msg
     assert not FLAG.search(msg), f"a CLI flag in a Python error: {msg}"
+    assert not LABEL.search(msg), f"a CLI usage word in a Python error: {msg}"
 
 
 @pytest.mark.parametrize("case_id,_call,_py_fragment,args,cli_fragment", CASES, ids=[c[0] for c in CASES])
@@ -158,7 +172,9 @@ def test_surface_defaults_to_python_and_the_cli_block_is_undone():
     assert opt("--input-shape", "input_shape") == "input_shape="
     assert opt("--weights", "weights", "w.pt", quoted=True) == "weights='w.pt'"
     assert say("drop --no-validate", "set do_validate=True") == "set do_validate=True"
+    assert named("model", "x.pt") == "model 'x.pt'"
     with on_surface("cli"):
+        assert named("artifact", "m.onnx") == "ARTIFACT m.onnx"
         assert opt("--input-shape", "input_shape", "'1,x'") == "--input-shape '1,x'"
         assert opt("--weights", "weights", "w.pt", quoted=True) == "--weights w.pt"
         with on_surface("python"):  # nested: the recipe asks for one surface inside another
@@ -189,6 +205,24 @@ def test_isolated_export_child_words_errors_as_its_parent(tmp_path):
         ec.export(bad, "onnx", "fp32", tmp_path / "cli", options=isolate)
     assert "try a fixed input_shape=" in str(py.value) and "--input-shape" not in str(py.value), str(py.value)
     assert "try a fixed --input-shape" in str(cli.value), str(cli.value)
+
+
+def test_artifact_of_a_non_utf8_name_is_named_as_an_artifact_from_python(tmp_path):
+    """validate's ARTIFACT (the CLI's usage word, pinned in test_env_hardening) is "artifact '...'"
+    from Python."""
+    import os
+
+    from edgecompress.targets.device_report import load_artifacts
+
+    try:
+        path = tmp_path / os.fsdecode(b"m\xfe.onnx")
+        path.write_bytes(b"x")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses non-UTF-8 names")
+    with pytest.raises(EdgeCompressError) as e:
+        load_artifacts([path])
+    assert str(e.value).startswith(f"artifact '{tmp_path}/m\\\\xfe.onnx': the path is not valid UTF-8"), str(e.value)
+    assert not LABEL.search(str(e.value)), str(e.value)
 
 
 def test_recipe_keeps_its_keys_from_python(tmp_path):

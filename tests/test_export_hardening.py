@@ -226,14 +226,14 @@ def test_onnx_external_data_errors_name_the_users_file(tmp_path, monkeypatch):
     _mlp_onnx(src, external=True)
     spec = load_model(str(src))
     monkeypatch.setattr(of, "ONE_FILE_LIMIT", 1000)  # a "2 GB" model: refused, not written in pieces
-    with pytest.raises(ExportError, match=r"ext\.onnx: .* GB with its external data \(ext\.onnx\.data\); an "
+    with pytest.raises(ExportError, match=r"^model '.*ext\.onnx': .* GB with its external data \(ext\.onnx\.data\); an "
                                           r"artifact is one \.onnx file, which holds at most 2 GB"):
         export(spec, "onnx", "fp32", tmp_path / "o", options=QUIET)
     assert _nothing_written(tmp_path / "o")
     monkeypatch.undo()
     src.with_name("ext.onnx.data").unlink()  # (the loader may refuse this first; the exporter must too)
-    with pytest.raises(InputFileError, match=r"ext\.onnx: its weights are stored in .*ext\.onnx\.data, which does not "
-                                             r"exist") as e:
+    with pytest.raises(InputFileError, match=r"^model '.*ext\.onnx': its weights are stored in .*ext\.onnx\.data, "
+                                             r"which does not exist") as e:
         copy_onnx(src, tmp_path / "copy.onnx", "ext")
     assert str(tmp_path / "ext.onnx.data") in str(e.value)
 

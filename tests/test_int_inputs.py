@@ -478,6 +478,7 @@ def test_compress_allow_mixed(files, tmp_path):
     out = tmp_path / "mixed"
     proc = run_cli(*common, "--allow-mixed", "--out", str(out), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "has no effect" not in proc.stderr, proc.stderr[-2000:]  # a tflite int8 it applies to
     assert yaml.safe_load((out / "recipe.resolved.yaml").read_text())["options"]["allow_mixed"] is True
     rows = _rows(out)
     mixed = rows["tflite", "int8"]
@@ -498,14 +499,67 @@ def test_int8_for_tflite_of_ids():
                       options=ExportOptions(allow_mixed=True)) == pairs
 
 
-class IdsConvStack(nn.Module):
-    """nn.Embedding -> two Conv1d over the sequence -> mean -> Linear."""
+ALLOW_MIXED_UNUSED = ("note: --allow-mixed has no effect: it only applies to tflite int8, which this run does not "
+                      "export")
 
-    def __init__(self) -> None:
+
+@pytest.mark.parametrize("command", ["export", "compress"])
+def test_allow_mixed_without_tflite_int8_says_so(files, tmp_path, command):
+    """--allow-mixed with no tflite int8 to apply to did nothing without a word: a one-line note
+    (not an error), from `export` and from `compress` (whose recipe sets options.allow_mixed)."""
+    args = [command, f"{HERE}:ids_mean", "--input-shape", "1,16", "-f", "onnx", "--allow-mixed", "--no-progress",
+            "--out", str(tmp_path / "out")]
+    args += ["--no-validate"] if command == "export" else ["--runs", "1", "--warmup", "0", "--rounds", "1"]
+    proc = run_cli(*args, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [ln for ln in proc.stderr.splitlines() if "--allow-mixed" in ln]
+    assert notes == [ALLOW_MIXED_UNUSED], proc.stderr[-2000:]  # once, as compress's recipe exports too
+
+
+def test_recipe_allow_mixed_without_tflite_int8_says_so_in_its_key(files, tmp_path, capsys):
+    from edgecompress.recipe import run_recipe
+
+    recipe = {"model": f"{HERE}:ids_mean", "input_shape": [1, SEQ], "export": ["onnx"],
+              "options": {"allow_mixed": True, "validate_artifacts": False}}
+    run_recipe(recipe, tmp_path / "out", progress=False)
+    err = capsys.readouterr().err
+    assert "note: options.allow_mixed: true has no effect: it only applies to tflite int8" in err, err
+    assert err.count("has no effect") == 1, err
+
+
+def test_int8_note_gives_advice_that_works_for_tflite_of_ids(files, tmp_path):
+    """The --int8 note on a model of ids named `tflite:int8` explicitly as the other route, which is
+    refused unless --allow-mixed: it says so; the advice it gives is then taken and works."""
+    common = ["export", f"{HERE}:ids_mean", "--input-shape", "1,16", "--no-validate", "--no-progress"]
+    proc = run_cli(*common, "-f", "tflite", "--int8", "--out", str(tmp_path / "auto"), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    note = "note: --int8 on ids_mean (classification): tflite uses dynamic-int8 (or tflite:int8 with --allow-mixed " \
+           "for a mixed file of int8 layers and float ops)"
+    assert note in proc.stderr.splitlines(), proc.stderr[-2000:]
+    proc = run_cli(*common, "-f", "tflite:int8", "--allow-mixed", "--calib", f"{files['npz']}[:16]",
+                   "--out", str(tmp_path / "mixed"), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "mixed" / "manifest.json").exists()
+
+
+def test_int8_note_from_python_names_the_option(capsys):
+    from edgecompress.pipeline import adapt_int8
+
+    spec = load_model(ids_mean(), input_shape=(1, SEQ))
+    adapt_int8(spec, [("tflite", "int8")], ("tflite",), progress=False)
+    err = capsys.readouterr().err
+    assert "tflite uses dynamic-int8 (or tflite:int8 with ExportOptions(allow_mixed=True) for a mixed file" in err, err
+    assert "--" not in err, err
+
+
+class IdsConvStack(nn.Module):
+    """nn.Embedding -> two Conv1d over the sequence (the second of kernel `k2`) -> mean -> Linear."""
+
+    def __init__(self, k2: int = 3) -> None:
         super().__init__()
         self.emb = nn.Embedding(VOCAB, DIM)
         self.conv1 = nn.Conv1d(DIM, 64, 3, padding=1)
-        self.conv2 = nn.Conv1d(64, 64, 3, padding=1)
+        self.conv2 = nn.Conv1d(64, 64, k2, padding=k2 // 2)
         self.head = nn.Linear(64, CLASSES)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -538,6 +592,53 @@ def test_prune_embedding_conv1d_stack(files, tmp_path):
     sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(got - y.numpy()).max() < 1e-4
+
+
+def test_prune_ignore_stem_and_head_of_conv1d(files):
+    """ignore_stem / ignore_head keep the first / last Conv1d whole, as they do a Conv2d (they looked
+    for Conv2d layers only, and pruned both convolutions of this model)."""
+    import edgecompress as ec
+
+    torch.manual_seed(0)
+    spec = load_model(IdsConvStack(), input_shape=(1, SEQ))
+    stem = ec.prune(spec, ratio=0.5, ignore_stem=True, progress=False).module
+    assert (stem.conv1.out_channels, stem.conv2.out_channels) == (64, 32)
+    head = ec.prune(spec, ratio=0.5, ignore_head=True, progress=False).module
+    assert (head.conv1.out_channels, head.conv2.out_channels) == (32, 64) and head.head.in_features == 64
+
+
+def test_prune_reconstruct_of_conv1d_chains(files):
+    """method reconstruct finds Conv1d chains (conv1 -> the 1x1 conv2, conv2 -> mean -> head) and
+    refits their consumers: its outputs stay closer to the model's than magnitude pruning's at the
+    same ratio (it rooted chains at Conv2d / Linear only, and pruned nothing here)."""
+    import edgecompress as ec
+    from edgecompress.data import Dataset
+    from edgecompress.passes._reconstruct import find_chains
+    from edgecompress.passes.prune import PruneConfig, _ignored
+
+    torch.manual_seed(0)
+    spec = load_model(IdsConvStack(k2=1), input_shape=(1, SEQ))
+    m, example = spec.module, spec.example_inputs(1)
+    chains, _ = find_chains(m, example, _ignored(m, PruneConfig(), example))
+    assert [(c.root, c.consumer) for c in chains] == [("conv1", "conv2"), ("conv2", "head")]
+    x, y = ids_data(256)
+    rec = ec.prune(spec, ratio=0.5, method="reconstruct", data=Dataset(x, y, "ids"), progress=False).module
+    mag = ec.prune(spec, ratio=0.5, progress=False).module
+    assert (rec.conv1.out_channels, rec.conv2.in_channels, rec.conv2.out_channels, rec.head.in_features) == \
+        (32, 32, 32, 32)
+    held = torch.from_numpy(ids_data(64, seed=1)[0])
+    with torch.no_grad():
+        ref, got, magnitude = m(held), rec(held), mag(held)
+    assert got.shape == (64, CLASSES)
+    err, mag_err = float(((got - ref) ** 2).mean()), float(((magnitude - ref) ** 2).mean())
+    assert err < 0.5 * mag_err, (err, mag_err)
+    # a MACs target: the cost model counts Conv1d MACs (kernel x in channels per output)
+    from edgecompress.passes._common import model_stats
+
+    to = ec.prune(spec, ratio=None, target_macs=0.3, method="reconstruct", round_to=None,
+                  data=Dataset(x, y, "ids"), progress=False)
+    removed = 1 - model_stats(to)["macs"] / model_stats(spec)["macs"]
+    assert 0.25 < removed < 0.35, removed
 
 
 def _ids_onnx(path: Path, rows: int) -> Path:

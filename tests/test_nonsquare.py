@@ -358,7 +358,7 @@ def test_onnx_of_symbolic_height_and_width_is_refused_without_input_shape(tmp_pa
     # it was loaded as (1, 3, 1, 1), and calibrated, converted and timed at 1x1
     with pytest.raises(InputShapeError) as e:
         load_model(str(path))
-    assert str(e.value) == (f"MODEL {path}: input 'x' [N, 3, H, W] has no fixed H, W; pass its shape with "
+    assert str(e.value) == (f"model '{path}': input 'x' [N, 3, H, W] has no fixed H, W; pass its shape with "
                             "input_shape= (1,3,H,W with numbers for H, W)")
     # a dimension of no name (e.g. exported as -1 / None) too
     anon = _dynamic_onnx(tmp_path / "anon.onnx", dims=("N", 3, None, None))

@@ -32,7 +32,7 @@ def test_recipe_model_errors_name_the_recipe_and_key(tmp_path, lines, cls, msg):
 
 
 def test_missing_checkpoint_file_is_no_such_file(tmp_path):
-    with pytest.raises(InputFileError, match=r"nosuch\.pt: no such file"):
+    with pytest.raises(InputFileError, match=r"^model '.*nosuch\.pt': no such file$"):
         edgecompress.load_model(str(tmp_path / "nosuch.pt"))
 
 

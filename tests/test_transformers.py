@@ -109,10 +109,11 @@ def test_hf_prefix_with_a_bare_folder_name(tiny_dir, tmp_path, monkeypatch):
     (tmp_path / "tinybert").symlink_to(tiny_dir, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     assert load_model("hf:tinybert", "1,16").task == "embedding"
-    with pytest.raises(ModelLoadError, match="hf:nothere: no such folder; hf: takes a local Hugging Face model"):
+    with pytest.raises(ModelLoadError, match=r"^model 'hf:nothere': no such folder; hf: takes a local Hugging Face "
+                                                 "model"):
         load_model("hf:nothere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="hf:empty: not a Hugging Face model directory"):
+    with pytest.raises(ModelLoadError, match=r"^model 'hf:empty': not a Hugging Face model directory"):
         load_model("hf:empty")
 
 

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import ModelLoadError, first_line
+from edgecompress.errors import ModelLoadError, first_line, named
 from edgecompress.models.spec import TEXT_TASKS, InputSpec, ModelSpec, SpecExtra
 
 DEFAULT_SEQ_LEN = 128
@@ -124,10 +124,10 @@ def load_hf_dir(ref: str, input_shape: tuple[int, ...] | None = None, task: str 
     name = ref.removeprefix("hf:")
     path = Path(name).expanduser().resolve()
     if not name.strip() or not path.is_dir():  # a hub name (bert-base-uncased) is not downloaded
-        raise ModelLoadError(f"MODEL {ref}: no such folder; hf: takes a local Hugging Face model folder "
+        raise ModelLoadError(f"{named('model', ref)}: no such folder; hf: takes a local Hugging Face model folder "
                              "(nothing is downloaded)")
     if not (path / "config.json").is_file():
-        raise ModelLoadError(f"MODEL {ref}: not a Hugging Face model directory (no config.json)")
+        raise ModelLoadError(f"{named('model', ref)}: not a Hugging Face model directory (no config.json)")
     task = task or _guess_task(path)
     try:
         import transformers
@@ -137,7 +137,7 @@ def load_hf_dir(ref: str, input_shape: tuple[int, ...] | None = None, task: str 
         else:
             model = transformers.AutoModel.from_pretrained(str(path))
     except Exception as e:
-        raise ModelLoadError(f"MODEL {ref}: transformers cannot load it ({type(e).__name__}: "
+        raise ModelLoadError(f"{named('model', ref)}: transformers cannot load it ({type(e).__name__}: "
                              f"{first_line(e, 160, empty='')})") from e
     # Eager attention exports to ONNX / OpenVINO / TFLite alike (SDPA lowers differently per tool).
     if hasattr(model, "set_attn_implementation"):
@@ -146,7 +146,7 @@ def load_hf_dir(ref: str, input_shape: tuple[int, ...] | None = None, task: str 
     max_pos = int(getattr(model.config, "max_position_embeddings", 512) or 512)
     seq_len = int(input_shape[-1]) if input_shape else min(DEFAULT_SEQ_LEN, max_pos)
     if seq_len > max_pos:
-        raise ModelLoadError(f"MODEL {ref}: sequence length {seq_len} > the model's "
+        raise ModelLoadError(f"{named('model', ref)}: sequence length {seq_len} > the model's "
                              f"max_position_embeddings {max_pos}")
     return spec_from_module(wrap_encoder(model, task), name or path.name, task, seq_len,
                             tokenizer=path, source=ref,

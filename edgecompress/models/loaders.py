@@ -27,6 +27,7 @@ from edgecompress.errors import (
     InputShapeError,
     ModelLoadError,
     first_line,
+    named,
     opt,
     say,
 )
@@ -216,7 +217,7 @@ def _load_zoo(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
     from edgecompress.models.zoo import ZOO
 
     name = ref.split(":", 1)[1]
-    entry = ZOO.get(name, "MODEL")
+    entry = ZOO.get(name, say("MODEL", ""))  # "unknown zoo model 'x'" from Python
     if entry.load is not None:  # entries with their own loader (multi-input text models)
         return entry.load(input_shape=input_shape)
     module = entry.build()
@@ -357,29 +358,32 @@ def _load_factory(
     try:
         mod = _exit_said(importlib.import_module, mod_name)
     except SystemExit as e:
-        raise ModelLoadError(f"MODEL {ref}: importing module {mod_name!r} called sys.exit({e.code!r}){_said(e)} "
+        raise ModelLoadError(f"{named('model', ref)}: "
+                             f"importing module {mod_name!r} called sys.exit({e.code!r}){_said(e)} "
                              "(keep argument parsing under `if __name__ == '__main__':`)") from e
     except Exception as e:
-        raise ModelLoadError(f"MODEL {ref}: cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
+        raise ModelLoadError(f"{named('model', ref)}: "
+                             f"cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
     factory = getattr(mod, attr, None)
     if factory is None:
-        raise ModelLoadError(f"MODEL {ref}: module {mod_name!r} has no attribute {attr!r}")
+        raise ModelLoadError(f"{named('model', ref)}: module {mod_name!r} has no attribute {attr!r}")
     if not callable(factory):
-        raise ModelLoadError(f"MODEL {ref}: {attr!r} is a {type(factory).__name__}, not callable")
+        raise ModelLoadError(f"{named('model', ref)}: {attr!r} is a {type(factory).__name__}, not callable")
     try:
         module = _exit_said(factory) if not isinstance(factory, torch.nn.Module) else factory
     except SystemExit as e:
-        raise ModelLoadError(f"MODEL {ref}: calling {attr}() called sys.exit({e.code!r}){_said(e)}; a factory "
+        raise ModelLoadError(f"{named('model', ref)}: "
+                             f"calling {attr}() called sys.exit({e.code!r}){_said(e)}; a factory "
                              "must return the nn.Module (it takes no arguments, and argv is edgecompress's)") from e
     except Exception as e:
-        raise ModelLoadError(f"MODEL {ref}: calling {attr}() failed ({type(e).__name__}: {e})") from e
+        raise ModelLoadError(f"{named('model', ref)}: calling {attr}() failed ({type(e).__name__}: {e})") from e
     if not isinstance(module, torch.nn.Module):
-        raise ModelLoadError(f"MODEL {ref}: {attr}() returned {type(module).__name__}, not a torch.nn.Module")
-    _refuse_torchscript(module, f"MODEL {ref}: {attr}() returned")
+        raise ModelLoadError(f"{named('model', ref)}: {attr}() returned {type(module).__name__}, not a torch.nn.Module")
+    _refuse_torchscript(module, f"{named('model', ref)}: {attr}() returned")
     if weights:
         _load_weights(module, weights)
     if input_shape is None:
-        raise InputShapeError(f"MODEL {ref}: a factory model needs {opt('--input-shape', 'input_shape')}")
+        raise InputShapeError(f"{named('model', ref)}: a factory model needs {opt('--input-shape', 'input_shape')}")
     return ModelSpec(name=attr, module=module.eval(),
                      inputs=[InputSpec(input_shape, input_names_from(module)[0], input_dtype or "float32")],
                      source=ref, output_names=[])  # named from its outputs by check_forward
@@ -559,10 +563,10 @@ def _check_pt2_archive(path: Path) -> None:
                 bad.append(f"{member} (pickle beyond plain tensors)")
     bad = list(dict.fromkeys(bad))
     if corrupt and not bad:  # do not advise trusting a file that is merely broken
-        raise InputFileError(f"MODEL {path}: not a readable ExportedProgram .pt2 ({', '.join(corrupt[:2])})")
+        raise InputFileError(f"{named('model', path)}: not a readable ExportedProgram .pt2 ({', '.join(corrupt[:2])})")
     if bad:
         raise ModelLoadError(
-            f"MODEL {path}: refused, loading it would run pickled code or eval ({', '.join(bad[:3])}"
+            f"{named('model', path)}: refused, loading it would run pickled code or eval ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}); if you trust this file set {TRUST_PT2_ENV}=1"
         )
 
@@ -574,7 +578,7 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
 
     path = Path(ref)
     if not path.is_file():
-        raise InputFileError(f"MODEL {path}: no such file")
+        raise InputFileError(f"{named('model', path)}: no such file")
     if os.environ.get(TRUST_PT2_ENV, "") in ("", "0"):
         _check_pt2_archive(path)
     import logging
@@ -586,7 +590,7 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         ep = torch.export.load(str(path))
     except Exception as e:
         raise InputFileError(
-            f"MODEL {path}: not a readable ExportedProgram .pt2 "
+            f"{named('model', path)}: not a readable ExportedProgram .pt2 "
             f"({type(e).__name__}: {first_line(e, 160, empty='')})"
         ) from e
     finally:
@@ -596,7 +600,7 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         # No other route takes several inputs either (a factory gets one --input-shape), except
         # the text encoders of the Transformers path: say so rather than send users round in circles.
         raise ModelLoadError(
-            f"MODEL {path}: the ExportedProgram takes {len(user)} inputs; edgecompress exports single-input "
+            f"{named('model', path)}: the ExportedProgram takes {len(user)} inputs; edgecompress exports single-input "
             "models (.pt2, module:factory); several inputs only for Hugging Face text encoders (zoo:minilm-l6, "
             "hf:DIR). Wrap the model so forward takes one tensor")
     # A program traced at a fixed batch bakes it into its reshapes: it cannot be re-exported with a
@@ -607,14 +611,15 @@ def _load_pt2(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) ->
         else None
     if fixed is not None and fixed != 1:
         raise ModelLoadError(
-            f"MODEL {path}: exported with a fixed batch of {fixed}; re-export it with a dynamic "
+            f"{named('model', path)}: exported with a fixed batch of {fixed}; re-export it with a dynamic "
             "batch, torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},)), "
             "or at batch 1, or pass the module as module:factory")
     if input_shape is None:
         example = getattr(ep, "example_inputs", None)
         args = example[0] if example else ()
         if not args:
-            raise InputShapeError(f"MODEL {path}: holds no example inputs; pass {opt('--input-shape', 'input_shape')}")
+            raise InputShapeError(f"{named('model', path)}: "
+                                  f"holds no example inputs; pass {opt('--input-shape', 'input_shape')}")
         input_shape = (1, *tuple(args[0].shape[1:]))
     from edgecompress.models.exported import ExportedModule
 
@@ -664,13 +669,14 @@ def _check_external_data(path: Path, model: Any) -> None:
         data = (folder / location).resolve()
         # a model file must not make us read files elsewhere (onnx and ONNX Runtime refuse it too)
         if Path(location).is_absolute() or not data.is_relative_to(folder):
-            raise InputFileError(f"MODEL {path}: its external data location {location!r} is outside the "
+            raise InputFileError(f"{named('model', path)}: its external data location {location!r} is outside the "
                                  "model's folder")
         if not data.is_file():
-            raise InputFileError(f"MODEL {path}: its weights are kept in the external data file "
+            raise InputFileError(f"{named('model', path)}: its weights are kept in the external data file "
                                  f"{path.parent / location}, which is missing (copy it beside the .onnx)")
         if data.stat().st_size < need:
-            raise InputFileError(f"MODEL {path}: its external data file {path.parent / location} is truncated "
+            raise InputFileError(f"{named('model', path)}: "
+                                 f"its external data file {path.parent / location} is truncated "
                                  f"({data.stat().st_size} bytes, the tensors need {need})")
 
 
@@ -695,7 +701,8 @@ def _check_onnx_ops(path: Path, model: Any) -> None:
                      if k.provider == "CPUExecutionProvider"}
         if (node.domain, node.op_type) not in known:
             raise ExportError(
-                f"MODEL {path}: node {node.name or '(unnamed)'!r} is op {node.domain}:{node.op_type}, which ONNX "
+                f"{named('model', path)}: "
+                f"node {node.name or '(unnamed)'!r} is op {node.domain}:{node.op_type}, which ONNX "
                 f"Runtime {_ort_version()} does not implement on CPU (a custom op); neither ONNX Runtime nor "
                 "OpenVINO can run or quantize this file: export the model without it, or from its PyTorch source")
 
@@ -711,7 +718,7 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
 
     path = Path(ref)
     if not path.is_file():
-        raise InputFileError(f"MODEL {path}: no such file")
+        raise InputFileError(f"{named('model', path)}: no such file")
     try:
         model = onnx.load(str(path), load_external_data=False)
         _check_external_data(path, model)
@@ -722,7 +729,7 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         raise
     except Exception as e:
         raise InputFileError(
-            f"MODEL {path}: not a valid ONNX model ({type(e).__name__}: "
+            f"{named('model', path)}: not a valid ONNX model ({type(e).__name__}: "
             f"{first_line(e, 160, empty='')})"
         ) from e
     _check_onnx_ops(path, model)
@@ -735,7 +742,7 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
         dims = gi.type.tensor_type.shape.dim
         if dims and dims[0].dim_value > 1:
             raise ModelLoadError(
-                f"MODEL {path}: input {gi.name!r} has a fixed batch of {dims[0].dim_value}; export it with a "
+                f"{named('model', path)}: input {gi.name!r} has a fixed batch of {dims[0].dim_value}; export it with a "
                 f"dynamic batch (torch.onnx.export(..., dynamic_axes={{{gi.name!r}: {{0: 'batch'}}}})) or at batch 1")
     inputs = []
     sizes: dict[str, int] = {}  # symbolic dim name -> the size --input-shape gives it (in input 0)
@@ -780,12 +787,14 @@ def _onnx_fixed_dims(path: Path, name: str, file_dims: Any, sizes: dict[str, int
     if free:
         what = ", ".join(rest[i - 1].dim_param or f"dimension {i}" for i in free)
         if not first:
-            raise InputShapeError(f"MODEL {path}: input {name!r} {_dims_text(file_dims)} has no fixed {what}, and "
+            raise InputShapeError(f"{named('model', path)}: "
+                                  f"input {name!r} {_dims_text(file_dims)} has no fixed {what}, and "
                                   f"{opt('--input-shape', 'input_shape')} (the first input's shape) names no such "
                                   "dimension; export the file with it fixed")
         slots = ", ".join(dict.fromkeys(rest[i - 1].dim_param or "?" for i in free))
         example = ",".join(["1", *(str(d.dim_value) if d.dim_value > 0 else (d.dim_param or "?") for d in rest)])
-        raise InputShapeError(f"MODEL {path}: input {name!r} {_dims_text(file_dims)} has no fixed {what}; pass "
+        raise InputShapeError(f"{named('model', path)}: "
+                              f"input {name!r} {_dims_text(file_dims)} has no fixed {what}; pass "
                               f"its shape with {opt('--input-shape', 'input_shape')} ({example} with numbers for "
                               f"{slots})")
     return [d.dim_value if d.dim_value > 0 else sizes[d.dim_param] for d in rest]
@@ -984,7 +993,7 @@ def load_model(
         ref = os.fspath(ref)
         from edgecompress.fileio import require_utf8_name
 
-        require_utf8_name(ref, "MODEL")
+        require_utf8_name(ref, "model")
         for kind, (accepts, loader) in LOADERS:
             if accepts(ref):
                 if weights is not None and kind != "factory":  # it was silently ignored
@@ -996,13 +1005,13 @@ def load_model(
                 break
         else:
             if not Path(ref).exists() and Path(ref).suffix:  # before the checkpoint advice below
-                raise InputFileError(f"MODEL {ref}: no such file")
+                raise InputFileError(f"{named('model', ref)}: no such file")
             if Path(ref).suffix in (".pt", ".pth", ".bin", ".ckpt"):
                 raise ModelLoadError(
-                    f"MODEL {ref}: a bare checkpoint has no architecture; pass {_factory_with_weights()} "
+                    f"{named('model', ref)}: a bare checkpoint has no architecture; pass {_factory_with_weights()} "
                     "or a .pt2 ExportedProgram"
                 )
-            raise ModelLoadError(f"MODEL {ref}: not a zoo:NAME, module:factory, .pt2 or .onnx reference")
+            raise ModelLoadError(f"{named('model', ref)}: not a zoo:NAME, module:factory, .pt2 or .onnx reference")
     if preprocess:
         if isinstance(preprocess, str):  # checked now, not only when image files are read
             from edgecompress.data.presets import PRESETS

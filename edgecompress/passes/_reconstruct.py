@@ -3,9 +3,10 @@
 Written here because Torch-Pruning scores channels by their weights and leaves the surviving
 weights as they were: a compact network then needs a long fine-tune on a large dataset to recover
 (EfficientNet-Lite0 at -20 % MACs: 85.6 -> 53 % top-1 with 500 images, RESULTS-compress.md). Here
-the network is pruned *chain* by chain in forward order. A chain is a layer whose output channels
-reach exactly one dense consumer, possibly through element-wise layers and depthwise convolutions
-(an MBConv block's expand -> depthwise -> project, a conv -> pool -> classifier). On calibration
+the network is pruned *chain* by chain in forward order. A chain is a layer (Conv2d, Conv1d or
+Linear) whose output channels reach exactly one dense consumer (a linear layer or a 1x1 conv),
+possibly through element-wise layers and depthwise convolutions (an MBConv block's expand ->
+depthwise -> project, a conv -> pool -> classifier). On calibration
 data the consumer's input in the model pruned so far and the consumer's output in the *original*
 model give a least-squares problem. Channels are removed one at a time by the exact increase of
 its error (Optimal Brain Surgeon on the consumer's input columns, as in OBC, Frantar & Alistarh
@@ -37,19 +38,25 @@ class _Stop(Exception):
     """Raised by a capture hook to end a forward pass early."""
 
 
+def _conv(m: Any) -> bool:
+    """A Conv1d or Conv2d (a Conv1d over a sequence is handled as a Conv2d over an image)."""
+    from torch import nn
+
+    return isinstance(m, nn.Conv1d | nn.Conv2d)
+
+
 def _dense(m: Any) -> bool:
     from torch import nn
 
     if isinstance(m, nn.Linear):
         return True
-    return (isinstance(m, nn.Conv2d) and m.groups == 1 and tuple(m.kernel_size) == (1, 1)
-            and tuple(m.padding) == (0, 0) and tuple(m.dilation) == (1, 1))
+    ones = (1,) * len(m.kernel_size) if _conv(m) else ()
+    return (_conv(m) and m.groups == 1 and tuple(m.kernel_size) == ones
+            and tuple(m.padding) == tuple(0 for _ in ones) and tuple(m.dilation) == ones)
 
 
 def _depthwise(m: Any) -> bool:
-    from torch import nn
-
-    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+    return _conv(m) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
 def _forward_with(module: Any, x: Any, hooks: list[tuple[Any, Any]]) -> None:
@@ -82,7 +89,7 @@ def find_chains(module: Any, example: Any, ignored: list[Any]) -> tuple[list[Cha
     order = _call_order(module, example)
     pos = {n: i for i, n in enumerate(order)}
     chains = []
-    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
+    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv1d, nn.Conv2d, nn.Linear)):
         producers: set[nn.Module] = set()
         consumers: set[nn.Module] = set()
         other = False
@@ -91,7 +98,7 @@ def find_chains(module: Any, example: Any, ignored: list[Any]) -> tuple[list[Cha
             if not isinstance(m, nn.Module):
                 other = True  # a bare nn.Parameter coupled to the channels
                 continue
-            if isinstance(m, nn.Conv2d | nn.Linear) and not _depthwise(m):
+            if (_conv(m) or isinstance(m, nn.Linear)) and not _depthwise(m):
                 (consumers if dg.is_in_channel_pruning_fn(dep.handler) else producers).add(m)
         if other or len(producers) != 1 or len(consumers) != 1:
             continue  # residual streams (several producers), branches (several consumers)
@@ -128,10 +135,8 @@ def kept_channels(channels: int, ratio: float, round_to: int | None, max_ratio: 
 
 def _rows(t: Any, consumer: Any) -> Any:
     """A consumer's input or output as rows of features (positions x channels)."""
-    from torch import nn
-
-    if isinstance(consumer, nn.Conv2d) and t.ndim == 4:
-        t = t.permute(0, 2, 3, 1)  # channels last: one row per position
+    if _conv(consumer) and t.ndim >= 3:
+        t = t.movedim(1, -1)  # channels last: one row per position (per pixel, per sequence step)
     return t.reshape(-1, t.shape[-1])
 
 
@@ -171,8 +176,8 @@ class _Normal:
         import torch
 
         m = self.consumer
-        if isinstance(m, torch.nn.Conv2d) and tuple(m.stride) != (1, 1):
-            inp = inp[:, :, :: m.stride[0], :: m.stride[1]]  # the positions a strided 1x1 conv reads
+        if _conv(m) and any(s != 1 for s in m.stride):  # the positions a strided 1x1 conv reads
+            inp = inp[(slice(None), slice(None), *(slice(None, None, s) for s in m.stride))]
         x, y = _rows(inp, m).double(), _rows(out, m).double()
         if cols is not None:
             y = y[:, cols]
@@ -249,8 +254,8 @@ def _set_weights(consumer: Any, w: np.ndarray, kept: list[int]) -> None:
 
     wt = torch.from_numpy(w[:, kept]).to(consumer.weight.dtype)
     bias = torch.from_numpy(w[:, -1]).to(consumer.weight.dtype)
-    if isinstance(consumer, nn.Conv2d):
-        wt = wt[:, :, None, None]
+    if _conv(consumer):
+        wt = wt.reshape(*wt.shape, *(1 for _ in consumer.kernel_size))
     with torch.no_grad():
         consumer.weight.copy_(wt)
         if consumer.bias is None:
@@ -469,12 +474,12 @@ def cost_model(module: Any, example: Any, chains: list[Chain], dg: Any, kind: st
 
     def hook(m: Any, args: tuple, out: Any) -> None:
         per_out = out[0].numel()  # one sample
-        if isinstance(m, nn.Conv2d):
-            macs[m] = per_out * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        if _conv(m):
+            macs[m] = per_out * (m.in_channels // m.groups) * int(np.prod(m.kernel_size))
         else:
             macs[m] = per_out * m.in_features
 
-    _forward_with(module, example, [(m, hook) for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)])
+    _forward_with(module, example, [(m, hook) for m in module.modules() if _conv(m) or isinstance(m, nn.Linear)])
     # per layer: [cost of the part scaled by both sides, chain of its inputs, chain of its outputs,
     #             cost of the part scaled by its outputs only (bias, BatchNorm, depthwise)]
     layers: dict[int, list[Any]] = {}
@@ -485,9 +490,9 @@ def cost_model(module: Any, example: Any, chains: list[Chain], dg: Any, kind: st
             if not isinstance(m, nn.Module):
                 continue
             entry = layers.setdefault(id(m), [0.0, None, None, 0.0])
-            dense = isinstance(m, nn.Conv2d | nn.Linear) and not _depthwise(m)
+            dense = (_conv(m) or isinstance(m, nn.Linear)) and not _depthwise(m)
             if dense:
-                # dense: m is a Conv2d / Linear (mypy reads m.weight through Module.__getattr__)
+                # dense: m is a Conv1d / Conv2d / Linear (mypy reads m.weight through Module.__getattr__)
                 weight = float(m.weight.numel()) if kind == "params" else macs.get(m, 0.0)  # type: ignore[operator]
                 entry[0] = weight
                 if dg.is_in_channel_pruning_fn(dep.handler):

@@ -11,19 +11,21 @@ groups are pruned together), or unstructured magnitude pruning as an option.
   `max_layer_ratio`, with `global_pruning` too (`_CappedImportance`); what a ratio cannot do as
   asked is a note in the log (`warnings`).
 - `ignore_stem` / `ignore_head` keep the first convolution and the last one before the classifier
-  whole (the classifier itself is always kept); the EfficientNet-Lite0 recipe turns both on.
+  whole (Conv2d or Conv1d; the classifier itself is always kept); the EfficientNet-Lite0 recipe
+  turns both on.
 - `steps` > 1 prunes iteratively, fine-tuning with the KD objective (`finetune_epochs`) after
   every step; the teacher is the model before the pass.
 - `method: block` removes whole shape-preserving blocks (e.g. residual MBConv blocks), the ones
   whose removal moves the outputs least on a few training batches: `blocks: N`, or until
   `target_params` / `target_macs` is reached (`_blocks.py`; Torch-Pruning has no block removal).
 - `method: reconstruct` prunes the channels of every *chain* (a layer whose channels reach one
-  1x1 conv or linear layer: an MBConv block's expanded channels) and refits that consumer by
-  least squares on `samples` training images, so little accuracy is lost before any fine-tuning
-  (`_reconstruct.py`; Torch-Pruning neither picks channels by the consumer's reconstruction error
-  nor refits). With `ratio` every chain loses that fraction; with `target_macs` / `target_params`
-  each chain's sensitivity is measured on `probe_samples` images and the channels are taken where
-  they cost least, in `rounds` steps that each measure the model pruned so far.
+  1x1 conv or linear layer: an MBConv block's expanded channels, a Conv1d before the classifier)
+  and refits that consumer by least squares on `samples` training images, so little accuracy is
+  lost before any fine-tuning (`_reconstruct.py`; Torch-Pruning neither picks channels by the
+  consumer's reconstruction error nor refits). With `ratio` every chain loses that fraction; with
+  `target_macs` / `target_params` each chain's sensitivity is measured on `probe_samples` images
+  and the channels are taken where they cost least, in `rounds` steps that each measure the model
+  pruned so far.
 - `method: unstructured` zeroes the smallest weights globally. It shrinks nothing on disk or in
   MACs unless the format stores sparsity, and the record says so (params/MACs unchanged,
   `nonzero` given separately).
@@ -77,8 +79,8 @@ class PruneConfig:
     global_pruning: bool = False
     round_to: int | None = None
     ignored: list[str] = field(default_factory=list)  # module names kept whole (classifier always)
-    ignore_stem: bool = False  # keep the first Conv2d whole (with everything coupled to it)
-    ignore_head: bool = False  # keep the last Conv2d before the classifier whole (e.g. the 1280 head)
+    ignore_stem: bool = False  # keep the first Conv2d / Conv1d whole (with everything coupled to it)
+    ignore_head: bool = False  # keep the last Conv2d / Conv1d before the classifier whole (e.g. a 1280 head)
     max_layer_ratio: float = 0.9
     steps: int = 1
     method: Literal["channel", "unstructured", "block", "reconstruct"] = "channel"
@@ -245,7 +247,9 @@ def _ignored(module: Any, cfg: PruneConfig, example: Any) -> list[Any]:
     # tied weights: Torch-Pruning prunes each user as its own group and gave them new, different
     # weights (the tie silently gone); kept whole instead (`_retie` and a note say the rest)
     out += [mods[n] for n in shared_weights(module)]
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m is not head]
+    # the stem and the head: the first and the last dense convolution, Conv1d (over a sequence) or Conv2d
+    convs = [m for m in module.modules()
+             if isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups == 1 and m is not head]
     if cfg.ignore_stem and convs:
         out.append(convs[0])
     if cfg.ignore_head and convs:
