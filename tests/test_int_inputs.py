@@ -594,6 +594,22 @@ def test_prune_embedding_conv1d_stack(files, tmp_path):
     assert np.abs(got - y.numpy()).max() < 1e-4
 
 
+def test_unstructured_prune_reaches_conv1d():
+    """method unstructured ranks Conv1d weights with the rest (it took Conv2d / Linear only, so
+    the convolutions of this model kept every weight and the head lost most of its own)."""
+    import edgecompress as ec
+
+    torch.manual_seed(0)
+    pruned = ec.prune(load_model(IdsConvStack(), input_shape=(1, SEQ)), method="unstructured", ratio=0.5,
+                      progress=False).module
+    zeros = {n: float((m.weight == 0).float().mean()) for n, m in pruned.named_modules()
+             if isinstance(m, nn.Conv1d | nn.Linear)}
+    assert zeros["conv1"] > 0.2 and zeros["conv2"] > 0.2, zeros
+    total = sum(m.weight.numel() for n, m in pruned.named_modules() if n in zeros)
+    zeroed = sum(zeros[n] * m.weight.numel() for n, m in pruned.named_modules() if n in zeros)
+    assert abs(zeroed / total - 0.5) < 0.01
+
+
 def test_prune_ignore_stem_and_head_of_conv1d(files):
     """ignore_stem / ignore_head keep the first / last Conv1d whole, as they do a Conv2d (they looked
     for Conv2d layers only, and pruned both convolutions of this model)."""

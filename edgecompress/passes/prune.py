@@ -598,18 +598,18 @@ def _taylor_grads(module: Any, data: Any, teacher: Any, batches: int, batch_size
 
 def _unstructured(module: Any, ratio: float, model_name: str) -> dict[str, Any]:
     import torch
-    from torch import nn
     from torch.nn.utils import prune as tprune
 
     # A weight tied between layers is ranked once: listed twice it took two slots in the global
     # ranking (a lower threshold than asked for) and was counted twice in the sparsity reported.
-    targets, seen = [], set()
+    targets: list[tuple[Any, str]] = []
+    seen: set[int] = set()
     for m in module.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear) and id(m.weight) not in seen:
+        if isinstance(m, _channel_layers()) and id(m.weight) not in seen:
             seen.add(id(m.weight))
             targets.append((m, "weight"))
     if not targets:  # torch's global ranking of an empty list: "torch.cat(): expected a non-empty list"
-        raise ConfigError(f"prune.method unstructured: model {model_name} has no Conv2d / Linear layer "
+        raise ConfigError(f"prune.method unstructured: model {model_name} has no Linear / Conv1d / Conv2d layer "
                           "whose weights could be pruned")
     tprune.global_unstructured(targets, pruning_method=tprune.L1Unstructured, amount=ratio)
     for m, name in targets:
