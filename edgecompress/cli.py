@@ -701,7 +701,7 @@ def main() -> None:
                 # One line like every other error (click's usage block was four).
                 ctx = getattr(usage, "ctx", None)
                 hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-                said = _WRONG_COMMAND.get((getattr(ctx, "info_name", None), getattr(usage, "option_name", None)))
+                said = _WRONG_COMMAND.get((str(getattr(ctx, "info_name", "")), str(getattr(usage, "option_name", ""))))
                 message = f"No such option: {usage.option_name}: {said}" if said else usage.format_message()
                 typer.echo(f"error: {message.rstrip('.')}{hint}", err=True)
             sys.exit(usage.exit_code)
