@@ -125,6 +125,21 @@ def test_documented_commands_exist_with_their_flags():
     assert not problems, "\n".join(problems)
 
 
+def test_format_precision_pairs_in_prose_exist():
+    """`tflite:dynamic-int8`, `onnx:int8-dynamic`: the two spellings a reader copies from prose."""
+    from edgecompress.exporters.base import FORMATS
+
+    names = "|".join(re.escape(n) for n in FORMATS.names())
+    problems, seen = [], 0
+    for path in DOCS:
+        text = _text(path)
+        for m in re.finditer(rf"(?<![\w/.-])({names}):([a-z][\w-]*)", text):
+            seen += 1
+            if m.group(2) not in FORMATS.get(m.group(1)).precisions:
+                problems.append(f"{_where(path, text, m.start())}: {m.group(0)}: no such precision")
+    assert seen >= 5 and not problems, "\n".join(problems)
+
+
 def test_flags_named_in_prose_exist():
     """A flag written in prose (`--prune-blocks N`, "`--float-first N` on `export` and `compress`")
     is an option of some command, or a documented outsider (docker's, a benchmark script's)."""
