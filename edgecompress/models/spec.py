@@ -253,6 +253,34 @@ def _output_leaves(y: Any, where: str) -> list[tuple[Any, Any]]:
     return leaves
 
 
+def tensors_only(module: Any, example: Sequence[Any]) -> Any:
+    """`module` itself, or, when its result on `example` holds None (`return logits, None`), a
+    wrapper whose forward returns only the tensors: a tuple in pytree flattening order (one tensor
+    as it is). Why: None outputs are no outputs here (`_output_leaves` skips them, so no name is
+    given to them), and torch.onnx drops them, but OpenVINO's TorchScript tracing and litert-torch's
+    lowering refused such a model in their own words ("Couldn't get TorchScript module by tracing",
+    "must be a Value (contained a None item)"). Every format's file now holds the same outputs,
+    named alike."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    with torch.no_grad():
+        y = module(*example)
+    if not any(leaf is None for leaf in pytree.tree_leaves(y)):
+        return module
+
+    class TensorsOnly(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            leaves = [t for t in pytree.tree_leaves(self.inner(*args, **kwargs)) if t is not None]
+            return leaves[0] if len(leaves) == 1 else tuple(leaves)
+
+    return TensorsOnly(module).eval()
+
+
 def first_output(y: Any, where: str = "the model") -> Any:
     """The first tensor of a forward's result `y`, in pytree flattening order: the output every
     exporter lays out first and names first (`output_names_from`), and the one accuracy, agreement
