@@ -102,6 +102,10 @@ class SpecExtra(TypedDict, total=False):
     seq_len: int
     text_length: str
     vocab_size: int
+    # an .onnx of several inputs (`_load_onnx`): each integer input's bound where the file shows one
+    # (the rows of the table it is gathered from: input_ids, token_type_ids); an input that indexes
+    # no table (an attention mask) has none to know
+    input_vocab: dict[str, int]
     # a model whose input dtype was detected, not declared (an nn.Embedding first): why, in words,
     # for the report and the resolved recipe
     input_dtype_detected: str
@@ -180,7 +184,9 @@ class ModelSpec:
                 # attention masks: all ones (a random 0..99 mask is not a mask)
                 out.append(torch.ones(shape, dtype=getattr(torch, spec.dtype)))
             elif spec.dtype.startswith("int"):
-                high = min(100, int(self.extra.get("vocab_size", 100)))  # token ids stay in the vocab
+                # token ids stay in the vocab (an input's own table, for a file of several inputs)
+                bound = self.extra.get("input_vocab", {}).get(spec.name, self.extra.get("vocab_size", 100))
+                high = min(100, int(bound))
                 out.append(torch.randint(0, high, shape, generator=g, dtype=getattr(torch, spec.dtype)))
             else:
                 out.append(torch.randn(shape, generator=g))
