@@ -25,7 +25,7 @@ from edgecompress.exporters.base import (
     image_layout,
     register_format,
 )
-from edgecompress.models.spec import complete_output_names
+from edgecompress.models.spec import complete_output_names, tensors_only
 from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
@@ -88,7 +88,9 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     own_layout = text or image_layout(spec.inputs[0].shape) == "NCHW"
     try:
         with _litert_steps_shown(options.progress):
-            info = lc.convert(spec.module, example, precision, out, batches,
+            # a None among its outputs: converted without it (`tensors_only`), as ONNX and OpenVINO do
+            module = spec.module if prequant else tensors_only(spec.module.eval(), spec.example_inputs(1))
+            info = lc.convert(module, example, precision, out, batches,
                               channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
                               file_input_names=[i.name for i in spec.inputs], output_names=spec.output_names,
                               prequantized=bool(prequant))

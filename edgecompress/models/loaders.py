@@ -761,6 +761,14 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
     fixed = SpecExtra(fixed_batch=1) if first and first[0].dim_value == 1 else SpecExtra()
     if len(inputs) == 1 and inputs[0].is_integer and (vocab := _onnx_vocab(model, inputs[0].name)) is not None:
         fixed["vocab_size"] = vocab  # calibration / evaluation ids are checked against it, as a torch model's
+    elif len(inputs) > 1:
+        # Several inputs (input_ids + attention_mask / token_type_ids): each integer input's bound
+        # where the graph shows one, the rows of the table it is gathered from (`_onnx_vocab`).
+        # An input that indexes no table (an attention mask, multiplied in; a position offset
+        # added to an index) has no bound the file states: it is not checked, and not guessed.
+        bounds = {i.name: v for i in inputs if i.is_integer and (v := _onnx_vocab(model, i.name)) is not None}
+        if bounds:
+            fixed["input_vocab"] = bounds
     return ModelSpec(
         name=path.stem,
         module=None,
