@@ -385,9 +385,14 @@ def test_recipe_of_ids_to_tflite_int8_names_the_recipe_keys(tmp_path, capsys):
      "recipe: data.train: pass 'distill' fine-tunes and model"),
     ({"model": "zoo:digits-cnn", "data": {"calib": "{tmp}/nowhere.npy"}, "export": ["onnx:int8"]},
      "recipe: data.calib: train data {tmp}/nowhere.npy: no such file or directory"),
+    # no Python-only advice (Dataset.at_side) in a recipe
+    ({"model": TINY, "input_shape": [1, 3, 8, 12], "export": ["onnx:int8"], "data": {"calib": "{tmp}/wide.npy"},
+      "options": {"validate_artifacts": False}},
+     "samples have shape (3, 12, 8) but the model takes (3, 8, 12) (check input_shape / preprocess)"),
 ])
 def test_recipe_mistakes_name_recipe_keys(tmp_path, over, fragment):
     """A recipe run's mistakes name the recipe's keys, never a CLI flag or a Python keyword."""
+    _wide(tmp_path)
     recipe = {k: ({kk: vv.format(tmp=tmp_path) for kk, vv in v.items()} if k == "data" else v) for k, v in over.items()}
     with pytest.raises(EdgeCompressError) as e:
         ec.run_recipe(recipe, tmp_path / "out", progress=False)
