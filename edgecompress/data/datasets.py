@@ -264,7 +264,7 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
         ds.x = as_ids(ds.x, dtype, where, vocab_size)
     expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
     if got != expected:
-        side = say("", "; or the data's side: Dataset.at_side(N) for images")  # no CLI counterpart
+        side = say("", "; or the data's side: Dataset.at_side(N) for images", "")  # Python only
         raise DataError(f"{where}: samples have shape {got} but the model takes {expected} (check "
                         f"{opt('--input-shape', 'input_shape')} / {opt('--preprocess', 'preprocess')}{side})")
 

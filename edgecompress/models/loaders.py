@@ -68,13 +68,15 @@ def parse_shape(shape: ShapeLike | None) -> tuple[int, ...] | None:
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
-    """A parsed shape as the caller writes it: 1,3,224,224 on the command line, a tuple in Python."""
-    return say(",".join(map(str, shape)), str(tuple(shape)))
+    """A parsed shape as the caller writes it: 1,3,224,224 on the command line, a tuple in Python,
+    a list in a recipe."""
+    return say(",".join(map(str, shape)), str(tuple(shape)), str(list(shape)))
 
 
 def _factory_with_weights() -> str:
-    """How to give a factory its weights (the recipe runner turns the CLI's form into its keys)."""
-    return say("'package.module:factory --weights FILE'", "'package.module:factory' with weights=FILE")
+    """How to give a factory its weights, in the caller's words."""
+    return say("'package.module:factory --weights FILE'", "'package.module:factory' with weights=FILE",
+               "model: package.module:factory with weights: FILE")
 
 
 def _weights_opt(path: str | os.PathLike[str]) -> str:
@@ -887,9 +889,10 @@ def _check_batch_1(shape: tuple[int, ...] | None) -> None:
     if len(shape) == 1:
         raise InputShapeError(f"{given}: the first dimension is the batch, 1; give it first, "
                               f"e.g. {_shape_text((1, shape[0]))}")
-    batch = say(f"--batch {shape[0]}", f"ValidateSettings(batches=(1, {shape[0]}))")
+    batch = say(f"pass --batch {shape[0]}", f"pass ValidateSettings(batches=(1, {shape[0]}))",
+                f"set options.batch: [{shape[0]}]")
     raise InputShapeError(f"{given}: the first dimension is the batch and must be 1 (the "
-                          f"files take a dynamic batch or batch 1); to time batch {shape[0]} pass {batch}, "
+                          f"files take a dynamic batch or batch 1); to time batch {shape[0]} {batch}, "
                           f"with {opt('--input-shape', 'input_shape', _shape_text((1, *shape[1:])))}")
 
 
