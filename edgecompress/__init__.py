@@ -18,9 +18,9 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # `validate` comes from its defining module: imported from edgecompress.targets, mypy took it for the
 # submodule edgecompress.targets.validate and typed edgecompress.validate as a module.
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
-    from edgecompress.data import Dataset, DataSpec, load_data
+    from edgecompress.data import DataLike, Dataset, DataSpec, load_data
     from edgecompress.exporters import Artifact, ExportOptions, export
-    from edgecompress.models import ModelSpec, load_model
+    from edgecompress.models import ModelLike, ModelSpec, ShapeLike, load_model
     from edgecompress.passes.distill import distill
     from edgecompress.passes.lowrank import lowrank
     from edgecompress.passes.prune import prune
@@ -62,13 +62,17 @@ _LAZY: dict[str, tuple[str, str]] = {
     "TargetProfile": ("edgecompress.targets", "TargetProfile"),
     "Report": ("edgecompress.report", "Report"),
     "Recipe": ("edgecompress.recipe", "Recipe"),
+    # what those functions' parameters accept (type aliases; strings at run time, as annotations are)
+    "DataLike": ("edgecompress.data", "DataLike"),
+    "ModelLike": ("edgecompress.models", "ModelLike"),
+    "ShapeLike": ("edgecompress.models", "ShapeLike"),
 }
 
 __all__ = [  # the same names as _LAZY (tests/test_api.py checks it)
-    "Artifact", "DataSpec", "Dataset", "ExportJob", "ExportOptions", "Measurement", "ModelSpec", "Recipe",
-    "Report", "TargetProfile", "ValidateSettings", "distill", "export", "load_data", "load_model",
-    "load_recipe", "lowrank", "prune", "qat", "reference_outputs", "resolution", "run_export", "run_recipe",
-    "save_recipe", "validate", "write_report",
+    "Artifact", "DataLike", "DataSpec", "Dataset", "ExportJob", "ExportOptions", "Measurement", "ModelLike",
+    "ModelSpec", "Recipe", "Report", "ShapeLike", "TargetProfile", "ValidateSettings", "distill", "export",
+    "load_data", "load_model", "load_recipe", "lowrank", "prune", "qat", "reference_outputs", "resolution",
+    "run_export", "run_recipe", "save_recipe", "validate", "write_report",
 ]
 
 

@@ -6,6 +6,9 @@ unless `--debug` is given.
 One set of internals serves the CLI and the Python API, so a message names an option the way the
 caller spelled it: `opt("--input-shape", "input_shape", "'1,x'")` is `--input-shape '1,x'` while
 the CLI runs a command (`on_surface("cli")`, set by cli.py) and `input_shape='1,x'` otherwise.
+A recipe (`edgecompress run r.yaml`, `run_recipe`) has a third spelling, its YAML keys: the recipe
+runner sets `on_surface("recipe")` while it checks, loads and runs the recipe, and the same call
+reads `input_shape: [1, 3, 8, 8]`; `RECIPE_KEYS` gives each flag's key (`--calib` -> `data.calib`).
 """
 
 from __future__ import annotations
@@ -15,20 +18,35 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Literal
 
-Surface = Literal["python", "cli"]
+Surface = Literal["python", "cli", "recipe"]
 # Python unless the CLI says otherwise: a notebook never sees a flag it did not type
 _SURFACE: ContextVar[Surface] = ContextVar("edgecompress_surface", default="python")
 
+# The recipe key that sets what each CLI flag sets (the recipe schema, edgecompress/recipe.py): an
+# option named under the recipe surface is named by it. A value-less flag maps to the key with the
+# value that turns it on. A flag missing here has no recipe key: `opt` falls back to the Python keyword.
+RECIPE_KEYS: dict[str, str] = {
+    "--input-shape": "input_shape", "--input-dtype": "input_dtype", "--weights": "weights",
+    "--preprocess": "preprocess", "--format": "export", "--target": "target",
+    "--train": "data.train", "--calib": "data.calib", "--eval": "data.eval",
+    "--calib-method": "options.calib_method", "--float-first": "options.float_first",
+    "--allow-mixed": "options.allow_mixed: true", "--isolate": "options.isolate: true",
+    "--no-validate": "options.validate_artifacts: false", "--threads": "options.threads",
+    "--runs": "options.runs", "--warmup": "options.warmup", "--rounds": "options.rounds",
+    "--batch": "options.batch", "--fail-on": "options.fail_on",
+}
+
 
 def surface() -> Surface:
-    """The surface messages are worded for: "cli" while a CLI command runs, else "python"."""
+    """The surface messages are worded for: "cli" while a CLI command runs, "recipe" while the
+    recipe runner checks / runs a recipe, else "python"."""
     return _SURFACE.get()
 
 
 @contextlib.contextmanager
 def on_surface(which: Surface) -> Iterator[None]:
     """Word messages for `which` inside the block (the CLI around a command; the recipe runner
-    around the calls whose flag words it turns into its own keys)."""
+    around checking, loading and running a recipe)."""
     token = _SURFACE.set(which)
     try:
         yield
@@ -36,28 +54,48 @@ def on_surface(which: Surface) -> Iterator[None]:
         _SURFACE.reset(token)
 
 
-def say(cli: str, python: str) -> str:
-    """`cli` under the CLI, `python` otherwise: for advice whose wording differs beyond an option
-    name (`drop --no-validate` / `set do_validate=True`)."""
-    return cli if _SURFACE.get() == "cli" else python
+def say(cli: str, python: str, recipe: str | None = None) -> str:
+    """`cli` under the CLI, `python` from Python, `recipe` under a recipe: for advice whose wording
+    differs beyond an option name (`drop --no-validate` / `set do_validate=True` / `set
+    options.validate_artifacts: true`). Without `recipe`, a recipe reads the recipe key of `cli`
+    when `cli` is a bare flag of RECIPE_KEYS, else the Python wording."""
+    which = _SURFACE.get()
+    if which == "cli":
+        return cli
+    if which == "recipe":
+        return recipe if recipe is not None else RECIPE_KEYS.get(cli, python)
+    return python
 
 
-def opt(flag: str, keyword: str, value: object = None, quoted: bool = False) -> str:
+def opt(flag: str, keyword: str, value: object = None, quoted: bool = False, key: str | None = None) -> str:
     """An option as the caller spelled it: `--flag VALUE` under the CLI, `keyword=VALUE` from
-    Python (`--flag` / `keyword=` without a value). `value` is shown as given on both surfaces;
-    `quoted`: a string argument (a path, a name), in quotes from Python (`fmt='onnx'`), bare on the
-    command line (`--format onnx`)."""
-    if _SURFACE.get() == "cli":
+    Python, `key: VALUE` in a recipe (`--flag` / `keyword=` / `key` without a value). `value` is
+    shown as given on every surface; `quoted`: a string argument (a path, a name), in quotes from
+    Python (`fmt='onnx'`), bare on the command line (`--format onnx`) and in YAML (`export: onnx`).
+    `key`: the recipe's key (default: RECIPE_KEYS[flag], else `keyword`)."""
+    which = _SURFACE.get()
+    if which == "cli":
         return flag if value is None else f"{flag} {value}"
+    if which == "recipe":
+        key = key or RECIPE_KEYS.get(flag) or keyword
+        if value is None or ": " in key:  # a value-less flag's key carries its value (allow_mixed: true)
+            return key
+        return f"{key}: {_yaml(value)}"
     if value is None:
         return f"{keyword}="
     return f"{keyword}={str(value)!r}" if quoted else f"{keyword}={value}"
 
 
+def _yaml(value: object) -> str:
+    """`value` as a recipe writes it: true / false for a bool, the rest as given."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def named(noun: str, value: object) -> str:
     """A positional argument as the caller gave it: its usage word under the CLI (`MODEL x.pt`,
-    `ARTIFACT m.onnx`), the noun and the value in quotes from Python (`model 'x.pt'`)."""
-    return say(f"{noun.upper()} {value}", f"{noun.lower()} {str(value)!r}")
+    `ARTIFACT m.onnx`), the recipe key in a recipe (`model: x.pt`), the noun and the value in
+    quotes from Python (`model 'x.pt'`)."""
+    return say(f"{noun.upper()} {value}", f"{noun.lower()} {str(value)!r}", f"{noun.lower()}: {value}")
 
 
 class EdgeCompressError(Exception):

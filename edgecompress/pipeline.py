@@ -232,8 +232,8 @@ def _preflight(job: ExportJob) -> tuple[list[Gate], TargetProfile | None]:
 
     gates = parse_gates(job.fail_on)  # a malformed gate fails before any work
     if gates and not job.do_validate:
-        raise ConfigError(f"{opt('--fail-on', 'fail_on', repr(gates[0].text))}: gates need measurements; "
-                          f"{say('drop --no-validate', 'set do_validate=True')}")
+        turn_on = say("drop --no-validate", "set do_validate=True", "set options.validate_artifacts: true")
+        raise ConfigError(f"{opt('--fail-on', 'fail_on', repr(gates[0].text))}: gates need measurements; {turn_on}")
     # the name and the formats it runs even with --no-validate: a typo was recorded as the
     # report's target, and a format the device does not run was exported for it
     profile = get_target(job.target)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticError
 
-from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError, on_surface
+from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError, on_surface, say
 
 if TYPE_CHECKING:
     from edgecompress.exporters import ExportOptions
@@ -77,10 +77,10 @@ class RecipeOptions(BaseModel):
         from edgecompress.targets.gates import parse_gates
 
         try:
-            with on_surface("cli"):  # its words are turned into the recipe's key: the flag's are known
+            with on_surface("recipe"):
                 parse_gates(v)
-        except ConfigError as e:
-            raise ValueError(str(e).removeprefix("--fail-on ")) from None
+        except ConfigError as e:  # pydantic names the key (options.fail_on) itself
+            raise ValueError(str(e).removeprefix("options.fail_on: ")) from None
         return v
 
 
@@ -168,7 +168,12 @@ class Recipe(BaseModel):
         return out
 
     def check(self) -> Recipe:
-        """Everything that can be checked without loading the model."""
+        """Everything that can be checked without loading the model, worded with the recipe's keys
+        (`compress` turns them into its flags)."""
+        with on_surface("recipe"):
+            return self._check()
+
+    def _check(self) -> Recipe:
         from edgecompress.exporters import resolve_formats
 
         if self.version != 1:  # the only schema there is; a newer file may mean other things
@@ -181,12 +186,7 @@ class Recipe(BaseModel):
             raise ConfigError(f"passes[{names.index('qat')}].qat: qat must be the last pass "
                               "(its int8 graph cannot be pruned or factorized further)")
         if self.export:
-            try:
-                with on_surface("cli"):  # (below too) the flag's words, which the recipe's key replaces
-                    pairs = resolve_formats(self.export)
-            except ConfigError as e:
-                # the recipe key, not the CLI flag the exporters' message names
-                raise ConfigError(f"export: {str(e).removeprefix('--format ')}") from None
+            pairs = resolve_formats(self.export)  # "export: 'coreml': unknown format" (the recipe surface)
             if "qat" in names and any(p != "int8" for _, p in pairs):
                 bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
                 raise ConfigError(f"export: {bad} after qat; a QAT model exports as int8 only")
@@ -195,22 +195,15 @@ class Recipe(BaseModel):
         if self.export and self.options.validate_artifacts:  # [issue #7] a target typo fails now
             from edgecompress.targets import get_target
 
-            try:
-                with on_surface("cli"):
-                    get_target(self.target).check_formats([f for f, _ in resolve_formats(self.export)])
-            except ConfigError as e:
-                # the recipe's own words: its export: list, not the CLI's --format
-                raise ConfigError(f"target: {str(e).removeprefix('--target ')}"
-                                  .replace("drop that --format", "drop it from export")) from None
+            get_target(self.target).check_formats([f for f, _ in resolve_formats(self.export)])
             from edgecompress.targets import ValidateSettings
             from edgecompress.targets.validate import check_threads
 
-            try:  # before the passes train, not after
-                with on_surface("cli"):
-                    check_threads(get_target(self.target), ValidateSettings(threads=self.options.threads))
-            except ConfigError as e:
-                raise ConfigError(f"options.threads: {str(e).removeprefix(f'--threads {self.options.threads}: ')}") \
-                    from None
+            # before the passes train, not after
+            check_threads(get_target(self.target), ValidateSettings(threads=self.options.threads))
+        if self.options.fail_on and not self.options.validate_artifacts:  # it failed after the passes trained
+            raise ConfigError(f"options.fail_on: {self.options.fail_on[0]!r}: gates need measurements; "
+                              "set options.validate_artifacts: true")
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
             raise ConfigError(f"input_shape: dimensions must be positive, got {self.input_shape}")
         needs_train = [n for n, c in configs if _trains(n, c)]
@@ -266,26 +259,16 @@ def _in_pass(e: EdgeCompressError, source: str, i: int, name: str) -> EdgeCompre
     return type(e)(f"{source}: {msg}")
 
 
-# the loaders' CLI words -> the recipe's keys (the CLI says MODEL, --weights, --input-shape)
-_RECIPE_WORDS = (("'package.module:factory --weights FILE'", "model: package.module:factory with weights: FILE"),
-                 ("--weights", "weights"), ("--input-shape", "input_shape"), ("--input-dtype", "input_dtype"),
-                 ("--preprocess", "preprocess"))
+# the recipe keys a loader's message (worded for the recipe) may start with
+_MODEL_KEYS = ("model: ", "weights: ", "input_shape: ", "input_dtype: ", "preprocess: ")
 
 
 def _in_model(e: EdgeCompressError, source: str) -> EdgeCompressError:
-    """`e` (same class) from loading the recipe's model, worded with the recipe's keys and naming
-    it: "MODEL x.pt: no such file" becomes "recipe r.yaml: model: x.pt: no such file"."""
+    """`e` (same class) from loading the recipe's model, naming the recipe and the key: "model:
+    x.pt: no such file" becomes "recipe r.yaml: model: x.pt: no such file", and a message that
+    names no key is the model's ("unknown zoo model 'x'" -> "model: unknown zoo model 'x'")."""
     msg = str(e)
-    for cli, key in _RECIPE_WORDS:
-        msg = msg.replace(cli, key)
-    if msg.startswith("MODEL "):
-        msg = "model: " + msg.removeprefix("MODEL ")
-    elif not msg.startswith(("weights ", "input_shape ", "input_dtype ", "preprocess ")):
-        msg = f"model: {msg}"
-    else:  # "weights w.pt: ..." -> "weights: w.pt: ..."
-        key, _, rest = msg.partition(" ")
-        msg = f"{key}: {rest}"
-    return type(e)(f"{source}: {msg}")
+    return type(e)(f"{source}: {msg if msg.startswith(_MODEL_KEYS) else f'model: {msg}'}")
 
 
 @contextlib.contextmanager
@@ -334,18 +317,13 @@ def _check_exports(recipe: Recipe, spec: Any) -> None:
     from edgecompress.pipeline import note_unused_allow_mixed
 
     formats = resolve_formats(recipe.export) if recipe.export else []
-    mixed = "options.allow_mixed: true" if recipe._source.startswith("recipe") else "--allow-mixed"
-    note_unused_allow_mixed(formats, recipe.export_options(), mixed)
+    # in the run's words (_words): options.allow_mixed: true, or compress's --allow-mixed
+    note_unused_allow_mixed(formats, recipe.export_options(), say("--allow-mixed", "ExportOptions(allow_mixed=True)"))
     for fmt, precision in formats:
         try:
-            with on_surface("cli"):  # the flag's words, which a recipe's key replaces
-                FORMATS.get(fmt).check_model(spec, precision, recipe.export_options())
+            FORMATS.get(fmt).check_model(spec, precision, recipe.export_options())
         except EdgeCompressError as e:
-            msg = str(e)
-            if recipe._source.startswith("recipe"):  # its key, not the flag (`compress` has the flag)
-                msg = msg.replace("--allow-mixed", "options.allow_mixed: true").replace(
-                    "; what --int8 gives this model", "")
-            raise type(e)(f"{recipe._source}: export: {msg}") from None
+            raise type(e)(f"{recipe._source}: export: {e}") from None
 
 
 def _check_block_counts(recipe: Recipe, configs: list[tuple[str, Any]], module: Any, example: Any) -> None:
@@ -656,11 +634,24 @@ def run_recipe(recipe: Recipe | dict[str, Any] | str | Path, out_dir: str | os.P
     # the run seeds torch (options.seed) and may set its threads (options.torch_threads): the
     # caller's random stream and thread count were left changed after run_recipe returned
     try:
+        # --out / out_dir in the caller's words (it is theirs, not a recipe key); the run in _words'
         with output_dir(Path(out_dir or "edgecompress-out")) as out, exclusive_dir(out), \
-                torch.random.fork_rng(devices=[]):
+                torch.random.fork_rng(devices=[]), _words(recipe):
             return _execute(recipe, out, progress, command)
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _words(recipe: Recipe) -> Any:
+    """The surface a run's messages are worded for: a recipe's keys (`input_dtype: int32`,
+    `options.allow_mixed: true`, `data.calib`) for a recipe, from `edgecompress run` as from
+    `run_recipe`; the caller's for `compress`, which has flags of its own (set by the CLI)."""
+    if not recipe._source.startswith("recipe"):
+        yield
+        return
+    with on_surface("recipe"):
+        yield
 
 
 def _target_preflight(recipe: Recipe) -> None:
@@ -675,12 +666,9 @@ def _target_preflight(recipe: Recipe) -> None:
     profile = get_target(recipe.target)
     preflight(profile)
     # evaluation data is resolved later (a zoo model's default): only the estimate's limits here
-    try:
-        with on_surface("cli"):  # the flag's words, which the recipe's key replaces
-            check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True,
-                                   batches=list(recipe.options.batch))
-    except ConfigError as e:  # the recipe's key, not the CLI flag
-        raise ConfigError(f"options.fail_on: {str(e).removeprefix('--fail-on ')}") from None
+    # in the run's words (_words): options.fail_on / options.batch, or compress's --fail-on / --batch
+    check_gates_measurable(parse_gates(recipe.options.fail_on), profile, has_eval=True,
+                           batches=list(recipe.options.batch))
 
 
 def _note_foreign_steps(out: Path, ours: set[str]) -> None:
@@ -713,8 +701,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     _target_preflight(recipe)
     shape = tuple(recipe.input_shape) if recipe.input_shape else None
     try:
-        # the loaders' flag words, which _in_model turns into the recipe's keys (`compress` keeps them)
-        with _importable(recipe.model_dir), on_surface("cli"):
+        with _importable(recipe.model_dir):
             spec = load_model(recipe.model, shape, recipe.weights, recipe.preprocess, input_dtype=recipe.input_dtype)
     except EdgeCompressError as e:
         if not recipe._source.startswith("recipe"):  # `compress` names its own flags, as the loaders do
@@ -738,9 +725,12 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
     if len(spec.inputs) == 1:  # (text encoders' blocks are counted on their token batches, when the pass runs)
         _check_block_counts(recipe, recipe.pass_configs(), original, spec.example_inputs(1)[0].numpy())
     original_spec, original_shape = spec.replace(module=original), spec.input_shape
-    train = resolve_dataset(spec, recipe.data.train or recipe.data.calib, "train", progress,
-                            required=any(_trains(n, c) for n, c in recipe.pass_configs()))
-    ev = resolve_dataset(spec, recipe.data.eval, "evaluation", progress, required=False)
+    train_key = "data.train" if recipe.data.train else "data.calib" if recipe.data.calib else None
+    train = _in_data(recipe, train_key, lambda: resolve_dataset(
+        spec, recipe.data.train or recipe.data.calib, "train", progress,
+        required=any(_trains(n, c) for n, c in recipe.pass_configs())))
+    ev = _in_data(recipe, "data.eval" if recipe.data.eval else None,
+                  lambda: resolve_dataset(spec, recipe.data.eval, "evaluation", progress, required=False))
     ref = predict(original, ev) if ev is not None else None
     first = _record("original", spec, ev, ref, None, None)
     steps = [first]
@@ -844,6 +834,17 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             paths = write_report(report, out)
             paths.update(write_records())
     return report, paths
+
+
+def _in_data(recipe: Recipe, key: str | None, load: Any) -> Any:
+    """`load()`, its error naming the recipe and the key whose file it read ("recipe r.yaml:
+    data.calib: train data x.npy: no such file": data.calib is the training data without data.train)."""
+    try:
+        return load()
+    except EdgeCompressError as e:
+        if key is None:  # the model's default data
+            raise
+        raise type(e)(f"{recipe._source}: {key}: {e}") from None
 
 
 def _head(ds: Any, n: int) -> Any:

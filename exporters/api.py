@@ -97,7 +97,7 @@ def export(
         check_in_memory(calib, f"calibration data {calib.source}")
         calib = dataclasses.replace(calib)  # match_model may cast x to float32: not the caller's object
         match_model(calib, spec.input_shape, spec.inputs[0].dtype, f"calibration data {calib.source}",
-                    spec.extra.get("vocab_size"))
+                    spec.extra.get("vocab_size"), spec.extra.get("input_vocab"))
     options = options or ExportOptions()
     known = {k for _, f in FORMATS for k in f.option_keys}
     if unknown := sorted(set(options.extra) - known):
@@ -163,6 +163,8 @@ def export(
     if spec.takes_integers and spec.extra.get("vocab_size"):
         # [audit #27] the ids the file takes stay below it: validation's random inputs (no --eval) too
         art.details["vocab_size"] = int(spec.extra["vocab_size"])
+    if spec.extra.get("input_vocab"):  # an .onnx of several inputs: the bound of each input that has one
+        art.details["input_vocab"] = {k: int(v) for k, v in spec.extra["input_vocab"].items()}
     art.details["export_seconds"] = round(time.perf_counter() - t0, 2)
     files = artifact_files(art.path, format_.name)
     art.size_bytes = sum(path_size(f) for f in files if f.exists())

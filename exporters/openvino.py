@@ -24,7 +24,7 @@ from edgecompress.exporters.base import (
     register_format,
 )
 from edgecompress.fileio import atomic_path
-from edgecompress.models.spec import complete_output_names, first_output
+from edgecompress.models.spec import complete_output_names, first_output, tensors_only
 from edgecompress.passes._qat_backends import check_export
 from edgecompress.targets.bench import decline_openvino_telemetry
 
@@ -130,8 +130,10 @@ def convert(spec: ModelSpec, dynamic_batch: bool = True) -> Any:
 
             with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", torch.jit.TracerWarning)
-                model = ov.convert_model(
-                    spec.module.eval(), example_input=spec.example_inputs(1), input=[ov.PartialShape(s) for s in shapes]
+                example = spec.example_inputs(1)
+                model = ov.convert_model(  # a None among its outputs: converted without it (`tensors_only`)
+                    tensors_only(spec.module.eval(), example), example_input=example,
+                    input=[ov.PartialShape(s) for s in shapes]
                 )
             _refuse_frozen_branches(spec, model, caught)
         elif spec.onnx_path is not None:

@@ -25,7 +25,7 @@ from edgecompress.exporters.base import (
     image_layout,
     register_format,
 )
-from edgecompress.models.spec import complete_output_names
+from edgecompress.models.spec import complete_output_names, tensors_only
 from edgecompress.passes._qat_backends import check_export
 
 if TYPE_CHECKING:
@@ -88,7 +88,9 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     own_layout = text or image_layout(spec.inputs[0].shape) == "NCHW"
     try:
         with _litert_steps_shown(options.progress):
-            info = lc.convert(spec.module, example, precision, out, batches,
+            # a None among its outputs: converted without it (`tensors_only`), as ONNX and OpenVINO do
+            module = spec.module if prequant else tensors_only(spec.module.eval(), spec.example_inputs(1))
+            info = lc.convert(module, example, precision, out, batches,
                               channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
                               file_input_names=[i.name for i in spec.inputs], output_names=spec.output_names,
                               prequantized=bool(prequant))
@@ -179,8 +181,9 @@ def _refuses(spec: ModelSpec, precision: str, options: ExportOptions) -> None:
     what = ("a text encoder (its LayerNorm, Softmax and attention-mask add stay float in LiteRT)" if spec.is_text
             else f"a model of {spec.inputs[0].dtype} ids (the embedding lookup / the ops reading the ids stay float "
                  "in LiteRT)")
+    auto = say("; what --int8 gives this model", "; what auto_int8=True gives this model", "")  # a recipe has none
     raise ExportError(f"tflite int8 of {spec.name}: full-integer int8 does not apply to {what}; export "
-                      f"tflite:dynamic-int8 (int8 weights; what {say('--int8', 'auto_int8=True')} gives this model), "
+                      f"tflite:dynamic-int8 (int8 weights{auto}), "
                       "or accept a mixed file of "
                       f"int8 layers and float ops with {say('--allow-mixed', 'ExportOptions(allow_mixed=True)')}")
 

@@ -184,7 +184,8 @@ def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = Tru
         # (an estimate has batch 1 only, said below: "add --batch" would not help there)
         if batches is not None and not estimated and g.path[0] == "latency_by_batch" and len(g.path) > 1 and \
                 g.path[1].isdigit() and int(g.path[1]) not in {1, *batches}:
-            add = say(f"--batch {g.path[1]}", f"{g.path[1]} to ValidateSettings.batches")
+            add = say(f"--batch {g.path[1]}", f"{g.path[1]} to ValidateSettings.batches",
+                      f"{g.path[1]} to options.batch")
             raise ConfigError(f"{_gate(g.text)}: batch {g.path[1]} is not timed; add {add}")
     if not estimated:
         return

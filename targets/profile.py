@@ -318,8 +318,9 @@ class TargetProfile:
         read as if it did)."""
         foreign = sorted(set(formats) - set(self.formats))
         if foreign:
+            drop = say("drop that --format", "drop it from formats", "drop it from export")
             raise ConfigError(f"{_target(self.name)} runs {', '.join(self.formats)}; not {', '.join(foreign)} "
-                              f"({say('drop that --format', 'drop it from formats')}, or pick a target that lists it)")
+                              f"({drop}, or pick a target that lists it)")
 
     def hardware_facts(self) -> dict[str, Any]:
         """[hardware] beyond the keys the code reads: what the profile says about the device

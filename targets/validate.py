@@ -122,7 +122,9 @@ def _random_inputs(art: Artifact, folder: Path, i: int) -> Path:
         if t.layout == "NHWC" and len(shape) == 4:
             shape = [shape[0], shape[3], shape[1], shape[2]]
         if takes_ids(t):  # token ids, masks; ids below the model's vocabulary (an Embedding's rows)
-            high = 2 if "mask" in t.name else min(100, int(art.details.get("vocab_size") or 100))
+            # (an .onnx of several inputs: each input's own table, `input_vocab`)
+            bound = (art.details.get("input_vocab") or {}).get(t.name) or art.details.get("vocab_size") or 100
+            high = 2 if "mask" in t.name else min(100, int(bound))
             arrays[t.name] = rng.integers(0, high, shape).astype(t.dtype)
         else:
             arrays[t.name] = rng.standard_normal(shape).astype(np.float32)
@@ -543,7 +545,8 @@ def reference_outputs(module: ModelSpec | torch.nn.Module, data: Dataset, batch:
     check_in_memory(data, where)
     data = replace(data)  # a float64 set becomes float32 here, not in the caller's object
     if spec is not None:  # the sample shape and dtype, as export() checks them
-        match_model(data, spec.input_shape, spec.inputs[0].dtype, where, spec.extra.get("vocab_size"))
+        match_model(data, spec.input_shape, spec.inputs[0].dtype, where, spec.extra.get("vocab_size"),
+                    spec.extra.get("input_vocab"))
     elif not isinstance(data.x, dict) and data.x.dtype == np.float64:
         data.x = data.x.astype(np.float32)  # numpy's default float: torch refused it against fp32 weights
     outs = []

@@ -26,6 +26,14 @@ def test_public_names_are_declared_for_type_checkers():
         assert typed.get(name) and getattr(edgecompress, name) is getattr(__import__(module, fromlist=[attr]), attr)
 
 
+def test_type_aliases_are_public_names():
+    """What the documented functions' parameters accept: a typed script imports them from the package."""
+    from edgecompress import DataLike, ModelLike, ShapeLike, data, models
+
+    assert {"DataLike", "ModelLike", "ShapeLike"} <= set(edgecompress.__all__)
+    assert (DataLike, ModelLike, ShapeLike) == (data.DataLike, models.ModelLike, models.ShapeLike)
+
+
 def test_pass_records_stay_with_their_spec(digits_spec):
     a = edgecompress.prune(digits_spec, ratio=0.3, progress=False)
     b = edgecompress.prune(a, ratio=0.3, progress=False)

@@ -267,7 +267,7 @@ def test_qat_leaves_factorized_linear_pair_float():
 def test_recipe_threads_beyond_the_cpus_refused_before_the_passes():
     """options.threads above this machine's CPUs failed only at validation, after the passes had
     trained and the export had written its files."""
-    with pytest.raises(ConfigError, match=r"options.threads: this machine gives edgecompress \d+ CPU"):
+    with pytest.raises(ConfigError, match=r"options.threads: 999: this machine gives edgecompress \d+ CPU"):
         parse_recipe({"model": "zoo:digits-cnn", "passes": ["lowrank"], "export": ["onnx:fp32"],
                       "options": {"threads": 999}})
 

@@ -236,7 +236,8 @@ def test_recipe_keeps_its_keys_from_python(tmp_path):
         ({"export": ["onnx"], "options": {"fail_on": ["latency_ms.p5<1"]}}, ConfigError,
          "recipe: options.fail_on: 'latency_ms.p5<1': a report row has no latency_ms.p5"),
         ({"export": ["onnx"], "target": "pdp11"}, ConfigError, "recipe: target: 'pdp11': unknown target"),
-        ({"export": ["onnx"], "options": {"threads": 4096}}, ConfigError, "recipe: options.threads: this machine"),
+        ({"export": ["onnx"], "options": {"threads": 4096}}, ConfigError,
+         "recipe: options.threads: 4096: this machine"),
     ]
     for over, exc, fragment in cases:
         with pytest.raises(exc) as e:
@@ -314,3 +315,125 @@ def test_validate_names_eval_for_artifacts_of_ids(tmp_path):
     said = (f"error: --eval {floats}: dtype float32 but the artifacts take int64 ids (save the token / class ids "
             "as integers, x.astype(np.int64))")
     assert r.returncode == 2 and last == said, r.stderr[-800:]
+
+
+# ---- a recipe's own spelling: the "recipe" surface --------------------------------------------------
+def test_recipe_surface_names_the_recipe_key():
+    """Under a recipe an option is its YAML key (`input_dtype: int32`, `options.allow_mixed: true`,
+    `data.calib`), not `--flag` or `keyword=`; a call site can name its own key."""
+    with on_surface("recipe"):
+        assert surface() == "recipe"
+        assert opt("--input-dtype", "input_dtype", "int32", quoted=True) == "input_dtype: int32"
+        assert opt("--allow-mixed", "allow_mixed") == "options.allow_mixed: true"
+        assert opt("--calib", "calib") == "data.calib"
+        assert opt("--threads", "threads", 4096) == "options.threads: 4096"
+        assert opt("--prune", "ratio", 2, key="passes[1].prune.ratio") == "passes[1].prune.ratio: 2"
+        assert opt("--no-such-flag", "keyword", True) == "keyword: true"  # no recipe key: the keyword
+        assert say("--allow-mixed", "ExportOptions(allow_mixed=True)") == "options.allow_mixed: true"
+        assert say("drop --no-validate", "set do_validate=True") == "set do_validate=True"
+        assert say("a", "b", "c") == "c"
+        assert named("model", "x.pt") == "model: x.pt"
+    assert surface() == "python" and say("a", "b", "c") == "b"
+
+
+def _ids_recipe(tmp: Path, **over) -> dict:
+    """A recipe of the nn.Embedding model (int64 ids, taken without an input_dtype) to `over`'s exports."""
+    return {"model": IDS, "input_shape": [1, 16], "options": {"validate_artifacts": False}, **over}
+
+
+def test_recipe_of_ids_to_tflite_int8_names_the_recipe_keys(tmp_path, capsys):
+    """The Embedding note and the tflite int8 refusal name the recipe's keys, from run_recipe as
+    from `edgecompress run`: `input_dtype: int32`, `options.allow_mixed: true`; not the CLI's
+    --input-dtype / --allow-mixed / --int8, nor input_dtype= / ExportOptions(allow_mixed=True)."""
+    calib = tmp_path / "ids.npy"
+    np.save(calib, np.random.default_rng(0).integers(0, 50, (8, 16)).astype(np.int64))
+    recipe = _ids_recipe(tmp_path, export=["tflite:int8"], data={"calib": str(calib)})
+    with pytest.raises(EdgeCompressError) as e:
+        ec.run_recipe(recipe, tmp_path / "out", progress=False)
+    msg, note = str(e.value), capsys.readouterr().err
+    said = ("recipe: export: tflite int8 of ids_bag: full-integer int8 does not apply to a model of int64 ids (the "
+            "embedding lookup / the ops reading the ids stay float in LiteRT); export tflite:dynamic-int8 (int8 "
+            "weights), or accept a mixed file of int8 layers and float ops with options.allow_mixed: true")
+    assert msg == said, msg
+    assert "its input is taken as int64 ids (input_dtype: int32 for int32 ones)" in note, note
+    assert not FLAG.search(note) and "input_dtype=" not in note, note
+
+    import yaml
+
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    r = run_cli("run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "cli"), "--no-progress", cwd=ROOT)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 3 and last == f"error: {said.replace('recipe:', f'recipe {tmp_path}/r.yaml:')}", \
+        r.stderr[-1500:]
+    assert "(input_dtype: int32 for int32 ones)" in r.stderr and "--input-dtype" not in r.stderr, r.stderr[-1500:]
+
+
+@pytest.mark.parametrize("over,fragment", [
+    # gates without measurements: refused before the passes, in the recipe's keys
+    ({"model": "zoo:digits-cnn", "export": ["onnx"],
+      "options": {"fail_on": ["latency_ms.p50<100"], "validate_artifacts": False}},
+     "recipe: options.fail_on: 'latency_ms.p50<100': gates need measurements; set options.validate_artifacts: true"),
+    # a batch in input_shape: the recipe's list, and options.batch to time it
+    ({"model": "zoo:digits-cnn", "input_shape": [2, 1, 8, 8]},
+     "recipe: input_shape: [2, 1, 8, 8]: the first dimension is the batch and must be 1 (the files take a "
+     "dynamic batch or batch 1); to time batch 2 set options.batch: [2], with input_shape: [1, 1, 8, 8]"),
+    ({"model": "zoo:digits-cnn", "export": ["onnx"], "options": {"fail_on": ["latency_by_batch.4.p50<1"]}},
+     "options.fail_on: 'latency_by_batch.4.p50<1': batch 4 is not timed; add 4 to options.batch"),
+    ({"model": "zoo:digits-cnn", "export": ["onnx:int8"], "options": {"float_first": 99, "validate_artifacts": False}},
+     "options.float_first: 99 leaves all "),
+    ({"model": TINY, "input_shape": [1, 3, 8, 8], "passes": [{"distill": {"epochs": 1}}], "data": {"eval": "{tmp}/x"}},
+     "recipe: data.train: pass 'distill' fine-tunes and model"),
+    ({"model": "zoo:digits-cnn", "data": {"calib": "{tmp}/nowhere.npy"}, "export": ["onnx:int8"]},
+     "recipe: data.calib: train data {tmp}/nowhere.npy: no such file or directory"),
+    # no Python-only advice (Dataset.at_side) in a recipe
+    ({"model": TINY, "input_shape": [1, 3, 8, 12], "export": ["onnx:int8"], "data": {"calib": "{tmp}/wide.npy"},
+      "options": {"validate_artifacts": False}},
+     "samples have shape (3, 12, 8) but the model takes (3, 8, 12) (check input_shape / preprocess)"),
+])
+def test_recipe_mistakes_name_recipe_keys(tmp_path, over, fragment):
+    """A recipe run's mistakes name the recipe's keys, never a CLI flag or a Python keyword."""
+    _wide(tmp_path)
+    recipe = {k: ({kk: vv.format(tmp=tmp_path) for kk, vv in v.items()} if k == "data" else v) for k, v in over.items()}
+    with pytest.raises(EdgeCompressError) as e:
+        ec.run_recipe(recipe, tmp_path / "out", progress=False)
+    msg = str(e.value)
+    assert fragment.format(tmp=tmp_path) in msg, msg
+    assert not FLAG.search(msg) and not re.search(r"\b[a-z_]+=", msg), msg
+
+
+def _gated_recipe_report(tmp_path: Path):
+    """A recipe's onnx:int8-only digits-cnn export (no fp32 reference), a gate and float_first."""
+    recipe = {"model": "zoo:digits-cnn", "export": ["onnx:int8"],
+              "options": {"float_first": 1, "fail_on": ["size_bytes>1e9"], "runs": 2, "warmup": 0, "rounds": 1}}
+    report, paths = ec.run_recipe(recipe, tmp_path / "out", progress=False, command="python make.py")
+    return report, paths
+
+
+def test_report_of_a_recipe_names_its_keys(tmp_path):
+    """report.md / .html of a recipe run name the recipe's keys (options.fail_on, options.float_first,
+    the recipe's `export`), not the CLI's --fail-on / --float-first / -f; report.json records the
+    surface (a field added, nothing removed), and an older report.json without it is read by its command."""
+    import json
+
+    from edgecompress.report import Report
+    from edgecompress.report.render import to_html, to_markdown
+
+    report, paths = _gated_recipe_report(tmp_path)
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert json.loads(paths["json"].read_text())["surface"] == "recipe"
+    assert "## Gates (options.fail_on)" in md and "<h2>Gates (options.fail_on)</h2>" in page
+    assert "first layers left float (options.float_first)" in md, md
+    assert "add onnx:fp32 to the recipe's `export`" in md, md
+    for text in (md, page):
+        assert not FLAG.search(text.replace("python make.py", "")), FLAG.search(text)
+
+    old = Report.from_dict({k: v for k, v in report.to_dict().items() if k != "surface"})
+    assert old.surface == "" and old.spoken_as() == "python"  # its command: a Python script
+    old.command = "edgecompress run r.yaml"
+    assert old.spoken_as() == "recipe" and "## Gates (options.fail_on)" in to_markdown(old, None)
+    old.command = "edgecompress export zoo:digits-cnn -f onnx:int8 --fail-on 'size_bytes>1e9'"
+    assert "## Gates (--fail-on)" in to_markdown(old, None) and "`-f onnx:fp32`" in to_markdown(old, None)
+    old.surface, old.command = "python", "python make.py"
+    md = to_markdown(old, None)
+    assert "## Gates (fail_on=)" in md and "first layers left float (float_first=)" in md, md
+    assert "add onnx:fp32 to formats" in md and "--fail-on" not in to_html(old)

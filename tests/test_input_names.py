@@ -241,6 +241,31 @@ def test_input_names_are_the_files_names(tmp_path: Path) -> None:
     assert [i.name for i in again.inputs] == ["img"] and [i.name for i in spec.inputs] == ["image"]
 
 
+@pytest.mark.parametrize("batch", ["dynamic", "fixed"])
+def test_input_names_of_a_pt2_are_the_files_names(batch: str, tmp_path: Path) -> None:
+    """A .pt2 (ExportedProgram) renamed with input_names= / output_names=, at a dynamic batch and at
+    torch.export's fixed batch 1 (`ExportedModule`): each format's file carries the names, read back
+    and fed by them in its own runtime, with PyTorch's values."""
+    from tests.test_output_names import INPUT, READERS
+
+    path = tmp_path / "p.pt2"
+    dyn = ({0: torch.export.Dim("batch")},) if batch == "dynamic" else None
+    example = (torch.randn(2 if dyn else 1, 3, 8, 8),)  # a batch of 1 specializes a dynamic one
+    torch.export.save(torch.export.export(Pixels().eval(), example, dynamic_shapes=dyn), str(path))
+    spec = load_model(str(path), input_names=[INPUT], output_names=["logits"])
+    assert [i.name for i in spec.inputs] == [INPUT] and spec.output_names == ["logits"]
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    assert spec.module is not None
+    with torch.no_grad():
+        want = spec.module(torch.from_numpy(x)).numpy()
+    for fmt in FORMATS:
+        art = export(spec, fmt, "fp32", tmp_path / fmt, options=QUIET)
+        assert input_names(fmt, art.path) == [i.name for i in art.inputs] == [INPUT], fmt
+        names, (got,) = READERS[fmt](art.path, x)
+        assert names == [o.name for o in art.outputs] == ["logits"], fmt
+        assert np.abs(got.reshape(want.shape) - want).max() <= 1e-4, fmt
+
+
 def test_input_names_are_checked(tmp_path: Path) -> None:
     from edgecompress.errors import ConfigError
 

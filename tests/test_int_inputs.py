@@ -701,3 +701,69 @@ def test_onnx_of_ids_checks_its_table(files, tmp_path):
     with pytest.raises(DataError, match="outside the model's embedding table of 50 rows"):  # samples in memory
         export(small, "onnx", "int8", tmp_path / "never", Dataset(ids))
     assert not (tmp_path / "never").exists()
+
+
+def _three_input_onnx(path: Path, words: int = 50, types: int = 2) -> Path:
+    """input_ids -> Gather(words x 4), token_type_ids -> Gather(types x 4), attention_mask multiplied
+    in (it indexes no table), mean over the sequence: a text encoder's inputs in a few nodes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", 8])
+           for n in ("input_ids", "attention_mask", "token_type_ids")]
+    inits = [numpy_helper.from_array(rng.standard_normal((words, 4)).astype(np.float32), "words"),
+             numpy_helper.from_array(rng.standard_normal((types, 4)).astype(np.float32), "types"),
+             numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2")]
+    nodes = [helper.make_node("Gather", ["words", "input_ids"], ["w"]),
+             helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
+             helper.make_node("Add", ["w", "t"], ["e"]),
+             helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["m", "axis2"], ["m3"]),
+             helper.make_node("Mul", ["e", "m3"], ["em"]),
+             helper.make_node("ReduceMean", ["em"], ["output"], axes=[1], keepdims=0)]
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])
+    model = helper.make_model(helper.make_graph(nodes, "three", ids, [out], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_of_several_inputs_checks_each_table(tmp_path):
+    """An .onnx of several integer inputs: each input gathered from a table is bounded by its rows
+    (input_ids by 50, token_type_ids by 2); the attention mask indexes none, so it has no bound to
+    check. Data in memory is checked input by input; random latency inputs stay inside the tables
+    (token_type_ids of 0..99 failed in ONNX Runtime's Gather)."""
+    from edgecompress.data import Dataset
+    from edgecompress.data.resolve import resolve_data
+    from edgecompress.exporters import ExportOptions, export
+    from edgecompress.targets import ValidateSettings, validate
+
+    spec = load_model(str(_three_input_onnx(tmp_path / "three.onnx")))
+    assert spec.extra.get("input_vocab") == {"input_ids": 50, "token_type_ids": 2}
+    assert "vocab_size" not in spec.extra  # (one bound for every input would be wrong for two of them)
+    ex = dict(zip([i.name for i in spec.inputs], spec.example_inputs(4), strict=True))
+    assert int(ex["input_ids"].max()) < 50 and int(ex["token_type_ids"].max()) < 2
+
+    rng = np.random.default_rng(1)
+    good = {"input_ids": rng.integers(0, 50, (16, 8)), "attention_mask": np.ones((16, 8), np.int64),
+            "token_type_ids": rng.integers(0, 2, (16, 8))}
+    for name, bad_id, rows in (("input_ids", 57, 50), ("token_type_ids", 2, 2)):
+        x = {k: v.copy() for k, v in good.items()}
+        x[name][3, 5] = bad_id
+        match = (rf"input '{name}': sample 3 holds id {bad_id}, outside the model's embedding table of {rows} "
+                 rf"rows \(ids 0\.\.{rows - 1}\)")
+        with pytest.raises(DataError, match=match):
+            resolve_data(spec, Dataset(x), "calibration", progress=False)
+        with pytest.raises(DataError, match=match):
+            export(spec, "onnx", "int8", tmp_path / "never", Dataset(x), ExportOptions(progress=False))
+    assert not (tmp_path / "never").exists()
+    x = {k: v.copy() for k, v in good.items()}
+    x["attention_mask"][0, 0] = 7  # no table: not checked (nothing in the file bounds it)
+    resolve_data(spec, Dataset(x), "calibration", progress=False)
+
+    art = export(spec, "onnx", "fp32", tmp_path / "out", None, ExportOptions(progress=False))
+    assert art.details["input_vocab"] == {"input_ids": 50, "token_type_ids": 2}
+    m = validate([art], "x86-local", settings=ValidateSettings(runs=2, warmup=0, rounds=1), progress=False)[0]
+    assert m.status == "ok" and m.latency_ms["1"]["p50"] > 0, m.error

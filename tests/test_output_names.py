@@ -10,6 +10,7 @@ contract says the same. Read back from the files here, each fed by that input na
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -283,3 +284,32 @@ def test_export_refuses_duplicates_of_a_hand_built_spec_before_any_work(tmp_path
     with pytest.raises(ConfigError, match=r"^onnx export of hand: output name 'y' is given to outputs 0 and 1"):
         export(spec, "onnx", "fp32", tmp_path / "o", options=QUIET)
     assert not (tmp_path / "o").exists()
+
+
+class _WithNone(_Heads):
+    """_Heads with a None between its outputs (an aux head that is off at inference)."""
+
+    def forward(self, image: torch.Tensor) -> Any:
+        f = torch.relu(self.c(image)).mean((2, 3))
+        if self.as_dict:
+            return {"logits": self.cls(f), "aux": None, "embedding": self.emb(f)}
+        return self.cls(f), None, self.emb(f)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
+def test_a_none_output_is_left_out_of_every_format(fmt: str, kind: str, x: np.ndarray, tmp_path: Path) -> None:
+    """A None among the outputs is no output: load_model names the tensors only, and every format's
+    file holds them (torch.onnx dropped the None; OpenVINO and litert-torch refused the model in
+    their own words: "Couldn't get TorchScript module by tracing", "contained a None item")."""
+    torch.manual_seed(0)
+    spec = load_model(_WithNone(kind == "dict").eval(), input_shape=(1, 3, 8, 8), name=f"none-{kind}")
+    assert spec.output_names == EXPECTED[kind]
+    art = export(spec, fmt, "fp32", tmp_path, None, QUIET)
+    names, values = READERS[fmt](art.path, x)
+    assert names == [o.name for o in art.outputs] == EXPECTED[kind]
+    assert spec.module is not None
+    with torch.no_grad():
+        y = spec.module(torch.from_numpy(x))
+    want = [t.numpy() for t in (y.values() if isinstance(y, dict) else y) if t is not None]
+    for got, ref in zip(values, want, strict=True):
+        assert np.abs(got.reshape(ref.shape) - ref).max() <= 1e-4

@@ -1,6 +1,7 @@
-"""The prune pass finds the layers a model returns as they are (`_output_layers`, a forward pass)
-once per model: `_ignored` is asked for every dependency graph it builds (plan, pruner, channels
-after) and on every copy a MACs target bisects, and ran the model each time."""
+"""The prune pass finds the layers a model returns as they are, and the order its convolutions run
+in (`_run_once`, a forward pass), once per model: `_ignored` is asked for every dependency graph it
+builds (plan, pruner, channels after) and on every copy a MACs target bisects, and ran the model
+each time."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _TwoHeads(nn.Module):
-    """Two outputs, so `_output_layers` has work: both heads stay whole."""
+    """Two outputs, so `_run_once` has work: both heads stay whole."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,7 +33,7 @@ class _TwoHeads(nn.Module):
 
 def _counted(module: nn.Module) -> list[int]:
     """Forward passes of `module` (and of its deep copies, which keep the hook) run without grad:
-    `_output_layers`' (and the MAC counter's); Torch-Pruning's graph tracing runs with grad."""
+    `_run_once`'s (and the MAC counter's); Torch-Pruning's graph tracing runs with grad."""
     calls = [0]
     module.register_forward_hook(lambda _m, _i, _o: calls.__setitem__(0, calls[0] + (not torch.is_grad_enabled())))
     return calls
@@ -77,3 +78,32 @@ def test_prune_to_a_macs_target_runs_the_model_once_for_its_outputs(monkeypatch)
     assert counts[0] > 5  # the bisection ran
     # one for the outputs, however many copies were bisected (each ran the model twice before)
     assert calls[0] == counts[0] + 1
+
+
+class _HeadFirst(nn.Module):
+    """Registers its head convolution first and its stem last: registration order is not run order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(16, 32, 1)  # runs last
+        self.mid = nn.Conv2d(16, 16, 3, padding=1)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)  # runs first
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.mid(torch.relu(self.stem(x))))
+        return self.fc(torch.relu(self.head(y)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("keep", ["ignore_stem", "ignore_head"])
+def test_stem_and_head_are_the_first_and_last_convolutions_to_run(keep):
+    """ignore_stem / ignore_head keep the convolution that runs first / last whole, not the first /
+    last registered (which kept the head whole for ignore_stem and pruned the stem)."""
+    torch.manual_seed(0)
+    spec = load_model(_HeadFirst(), input_shape=(1, 3, 12, 12))
+    calls = _counted(spec.module)
+    m = edgecompress.prune(spec, ratio=0.5, progress=False, **{keep: True}).module
+    assert calls[0] == 1  # the run order comes from the forward the output layers are found in
+    kept, cut = (m.stem, m.head) if keep == "ignore_stem" else (m.head, m.stem)
+    assert (kept.out_channels, cut.out_channels) == ((16, 16) if keep == "ignore_stem" else (32, 8))
+    assert m.mid.out_channels == 8

@@ -19,7 +19,9 @@ def _art(fmt: str, prec: str, **kw: Any) -> dict[str, Any]:
 
 
 def _report(artifacts: list[dict[str, Any]], **kw: Any) -> Report:
-    # machine / versions given: the defaults read /proc and run git, which these tests do not need
+    # machine / versions given: the defaults read /proc and run git, which these tests do not need;
+    # a report of a CLI run (its hints name flags) unless a test says otherwise
+    kw.setdefault("surface", "cli")
     return Report(model={"name": "m"}, target="x86-local", artifacts=artifacts, machine={}, versions={}, **kw)
 
 

@@ -15,8 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import edgecompress as ec
-from edgecompress.data import DataLike
-from edgecompress.models import ModelLike, ShapeLike
+from edgecompress import DataLike, ModelLike, ShapeLike
 
 SHAPE = (1, 1, 8, 8)
 

@@ -12,7 +12,7 @@ import math
 import re
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,12 +240,18 @@ def check_in_memory(ds: Dataset, where: str) -> None:
 
 
 def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
-                vocab_size: int | None = None) -> None:
+                vocab_size: int | None = None, input_vocab: Mapping[str, int] | None = None) -> None:
     """The samples against a single-input model: a float dtype for a float input (float64 becomes
     float32 in place), integers for an integer input (token / class ids, cast in place to the
     model's integer type; below `vocab_size` when the model's first layer is an nn.Embedding of that
-    many rows), the sample shape. Multi-input (dict) sets are the tokenizer's and pass."""
+    many rows), the sample shape. Multi-input (dict) sets are the tokenizer's or the caller's: only
+    the ids of the inputs `input_vocab` bounds (an .onnx of several inputs: its tables' rows) are
+    checked, below that bound, and nothing is cast."""
     if isinstance(ds.x, dict):
+        for name, bound in (input_vocab or {}).items():
+            if name in ds.x:
+                a = np.asarray(ds.x[name])
+                as_ids(a, str(a.dtype) if a.dtype.kind in "iu" else "int64", f"{where}: input {name!r}", bound)
         return
     # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
     # runtime): a wrong-dtype file is refused here, naming it.
@@ -258,7 +264,7 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
         ds.x = as_ids(ds.x, dtype, where, vocab_size)
     expected, got = tuple(input_shape[1:]), tuple(ds.x.shape[1:])
     if got != expected:
-        side = say("", "; or the data's side: Dataset.at_side(N) for images")  # no CLI counterpart
+        side = say("", "; or the data's side: Dataset.at_side(N) for images", "")  # Python only
         raise DataError(f"{where}: samples have shape {got} but the model takes {expected} (check "
                         f"{opt('--input-shape', 'input_shape')} / {opt('--preprocess', 'preprocess')}{side})")
 

@@ -52,7 +52,7 @@ def resolve_data(spec: ModelSpec, data: DataLike | None, purpose: str,
         ds = load_for_input(data if isinstance(data, DataSpec) else str(data), spec.input_shape, preprocess,
                             purpose, progress)
     match_model(ds, spec.input_shape, spec.inputs[0].dtype, f"{purpose} data {ds.source}",
-                spec.extra.get("vocab_size"))
+                spec.extra.get("vocab_size"), spec.extra.get("input_vocab"))
     _check_inputs_fed(spec, ds, purpose)
     return ds
 
@@ -86,7 +86,8 @@ def _check_inputs_fed(spec: ModelSpec, ds: Dataset, purpose: str) -> None:
     where = f"{purpose} data {ds.source}"
     if len(names) > 1 and not isinstance(ds.x, dict):
         feed = say("--calib/--eval feed single-input models",
-                   "pass a Dataset whose x is a dict of arrays keyed by input name")
+                   "pass a Dataset whose x is a dict of arrays keyed by input name",
+                   "data.train / data.calib / data.eval arrays feed single-input models")
         raise DataError(f"{where}: model {spec.name} takes {len(names)} inputs ({', '.join(names)}) and the data "
                         f"gives one array; {feed}")
     if spec.onnx_path is not None and isinstance(ds.x, dict):  # ONNX Runtime takes these names as they are

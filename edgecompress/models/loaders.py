@@ -68,13 +68,15 @@ def parse_shape(shape: ShapeLike | None) -> tuple[int, ...] | None:
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
-    """A parsed shape as the caller writes it: 1,3,224,224 on the command line, a tuple in Python."""
-    return say(",".join(map(str, shape)), str(tuple(shape)))
+    """A parsed shape as the caller writes it: 1,3,224,224 on the command line, a tuple in Python,
+    a list in a recipe."""
+    return say(",".join(map(str, shape)), str(tuple(shape)), str(list(shape)))
 
 
 def _factory_with_weights() -> str:
-    """How to give a factory its weights (the recipe runner turns the CLI's form into its keys)."""
-    return say("'package.module:factory --weights FILE'", "'package.module:factory' with weights=FILE")
+    """How to give a factory its weights, in the caller's words."""
+    return say("'package.module:factory --weights FILE'", "'package.module:factory' with weights=FILE",
+               "model: package.module:factory with weights: FILE")
 
 
 def _weights_opt(path: str | os.PathLike[str]) -> str:
@@ -761,6 +763,14 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
     fixed = SpecExtra(fixed_batch=1) if first and first[0].dim_value == 1 else SpecExtra()
     if len(inputs) == 1 and inputs[0].is_integer and (vocab := _onnx_vocab(model, inputs[0].name)) is not None:
         fixed["vocab_size"] = vocab  # calibration / evaluation ids are checked against it, as a torch model's
+    elif len(inputs) > 1:
+        # Several inputs (input_ids + attention_mask / token_type_ids): each integer input's bound
+        # where the graph shows one, the rows of the table it is gathered from (`_onnx_vocab`).
+        # An input that indexes no table (an attention mask, multiplied in; a position offset
+        # added to an index) has no bound the file states: it is not checked, and not guessed.
+        bounds = {i.name: v for i in inputs if i.is_integer and (v := _onnx_vocab(model, i.name)) is not None}
+        if bounds:
+            fixed["input_vocab"] = bounds
     return ModelSpec(
         name=path.stem,
         module=None,
@@ -879,9 +889,10 @@ def _check_batch_1(shape: tuple[int, ...] | None) -> None:
     if len(shape) == 1:
         raise InputShapeError(f"{given}: the first dimension is the batch, 1; give it first, "
                               f"e.g. {_shape_text((1, shape[0]))}")
-    batch = say(f"--batch {shape[0]}", f"ValidateSettings(batches=(1, {shape[0]}))")
+    batch = say(f"pass --batch {shape[0]}", f"pass ValidateSettings(batches=(1, {shape[0]}))",
+                f"set options.batch: [{shape[0]}]")
     raise InputShapeError(f"{given}: the first dimension is the batch and must be 1 (the "
-                          f"files take a dynamic batch or batch 1); to time batch {shape[0]} pass {batch}, "
+                          f"files take a dynamic batch or batch 1); to time batch {shape[0]} {batch}, "
                           f"with {opt('--input-shape', 'input_shape', _shape_text((1, *shape[1:])))}")
 
 

@@ -102,6 +102,10 @@ class SpecExtra(TypedDict, total=False):
     seq_len: int
     text_length: str
     vocab_size: int
+    # an .onnx of several inputs (`_load_onnx`): each integer input's bound where the file shows one
+    # (the rows of the table it is gathered from: input_ids, token_type_ids); an input that indexes
+    # no table (an attention mask) has none to know
+    input_vocab: dict[str, int]
     # a model whose input dtype was detected, not declared (an nn.Embedding first): why, in words,
     # for the report and the resolved recipe
     input_dtype_detected: str
@@ -180,7 +184,9 @@ class ModelSpec:
                 # attention masks: all ones (a random 0..99 mask is not a mask)
                 out.append(torch.ones(shape, dtype=getattr(torch, spec.dtype)))
             elif spec.dtype.startswith("int"):
-                high = min(100, int(self.extra.get("vocab_size", 100)))  # token ids stay in the vocab
+                # token ids stay in the vocab (an input's own table, for a file of several inputs)
+                bound = self.extra.get("input_vocab", {}).get(spec.name, self.extra.get("vocab_size", 100))
+                high = min(100, int(bound))
                 out.append(torch.randint(0, high, shape, generator=g, dtype=getattr(torch, spec.dtype)))
             else:
                 out.append(torch.randn(shape, generator=g))
@@ -251,6 +257,34 @@ def _output_leaves(y: Any, where: str) -> list[tuple[Any, Any]]:
         raise ModelLoadError(f"{where} returns {what}; the exporters take a tensor, or a tuple, list or dict "
                              "of tensors (nested ones too): return tensors")
     return leaves
+
+
+def tensors_only(module: Any, example: Sequence[Any]) -> Any:
+    """`module` itself, or, when its result on `example` holds None (`return logits, None`), a
+    wrapper whose forward returns only the tensors: a tuple in pytree flattening order (one tensor
+    as it is). Why: None outputs are no outputs here (`_output_leaves` skips them, so no name is
+    given to them), and torch.onnx drops them, but OpenVINO's TorchScript tracing and litert-torch's
+    lowering refused such a model in their own words ("Couldn't get TorchScript module by tracing",
+    "must be a Value (contained a None item)"). Every format's file now holds the same outputs,
+    named alike."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    with torch.no_grad():
+        y = module(*example)
+    if not any(leaf is None for leaf in pytree.tree_leaves(y)):
+        return module
+
+    class TensorsOnly(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            leaves = [t for t in pytree.tree_leaves(self.inner(*args, **kwargs)) if t is not None]
+            return leaves[0] if len(leaves) == 1 else tuple(leaves)
+
+    return TensorsOnly(module).eval()
 
 
 def first_output(y: Any, where: str = "the model") -> Any:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from edgecompress.errors import ConfigError, DataError
+from edgecompress.errors import ConfigError, DataError, say
 
 if TYPE_CHECKING:
     import numpy as np
@@ -240,7 +240,7 @@ def resolve_dataset(
         if ds is None:
             raise DataError(
                 f"{purpose} data: none given and model {spec.name} has no default "
-                "(pass data= / set data.train in the recipe)"
+                f"({say('pass --train', 'pass data=', 'set data.train')})"
             )
         if len(ds) == 0:
             raise DataError(f"{purpose} data {ds.source}: holds no samples")

@@ -11,8 +11,9 @@ groups are pruned together), or unstructured magnitude pruning as an option.
   `max_layer_ratio`, with `global_pruning` too (`_CappedImportance`); what a ratio cannot do as
   asked is a note in the log (`warnings`).
 - `ignore_stem` / `ignore_head` keep the first convolution and the last one before the classifier
-  whole (Conv2d or Conv1d; the classifier itself is always kept); the EfficientNet-Lite0 recipe
-  turns both on.
+  whole (Conv2d or Conv1d; the classifier itself is always kept), first and last in the order they
+  run on the example input, not the order the model registers them in; the EfficientNet-Lite0
+  recipe turns both on.
 - `steps` > 1 prunes iteratively, fine-tuning with the KD objective (`finetune_epochs`) after
   every step; the teacher is the model before the pass.
 - `method: block` removes whole shape-preserving blocks (e.g. residual MBConv blocks), the ones
@@ -79,8 +80,8 @@ class PruneConfig:
     global_pruning: bool = False
     round_to: int | None = None
     ignored: list[str] = field(default_factory=list)  # module names kept whole (classifier always)
-    ignore_stem: bool = False  # keep the first Conv2d / Conv1d whole (with everything coupled to it)
-    ignore_head: bool = False  # keep the last Conv2d / Conv1d before the classifier whole (e.g. a 1280 head)
+    ignore_stem: bool = False  # keep the first Conv2d / Conv1d to run whole (with everything coupled to it)
+    ignore_head: bool = False  # keep the last Conv2d / Conv1d to run before the classifier whole (e.g. a 1280 head)
     max_layer_ratio: float = 0.9
     steps: int = 1
     method: Literal["channel", "unstructured", "block", "reconstruct"] = "channel"
@@ -174,12 +175,16 @@ def _classifier(module: Any) -> Any:
     return convs[-1] if convs else None
 
 
-def _output_layers(module: Any, example: Any) -> list[Any]:
-    """The Linear / Conv1d / Conv2d layers whose output a multi-output model returns as it is.
+def _run_once(module: Any, example: Any) -> tuple[list[Any], list[Any]]:
+    """One forward pass on `example`: (the layers whose output a multi-output model returns as it
+    is, the Conv1d / Conv2d layers in the order they ran, one entry per call).
 
-    Why: only the last Linear (`_classifier`) was kept whole, so of `return self.fc(y), self.aux(y)`
-    the first head lost half its outputs (10 -> 5 classes), silently. A single-output model keeps
-    the rule above."""
+    Output layers, why: only the last Linear (`_classifier`) was kept whole, so of
+    `return self.fc(y), self.aux(y)` the first head lost half its outputs (10 -> 5 classes),
+    silently. A single-output model keeps the rule above (none here).
+    Run order, why: `ignore_stem` / `ignore_head` took the first / last convolution by registration
+    order, so a model that registers its head before its stem (or builds its layers out of order)
+    kept the wrong layer whole."""
     import torch
 
     from edgecompress.passes._common import output_count
@@ -193,38 +198,46 @@ def _output_layers(module: Any, example: Any) -> list[Any]:
     finally:
         for h in hooks:
             h.remove()
+    ran = [m for _, m in produced if isinstance(m, _channel_layers()[1:])]
     if output_count(y) < 2:
-        return []
+        return [], ran
     outs = list(y.values()) if isinstance(y, dict) else list(y)
-    return [m for t, m in produced if any(t is o for o in outs)]
+    return [m for t, m in produced if any(t is o for o in outs)], ran
 
 
-# module -> (its structure, the names of its output layers). `_output_layers` runs the model, and
-# `_ignored` is asked for every dependency graph built (the plan, the pruner, the channels after,
-# and again on each copy a MACs / params target bisects): one forward per model, not per ask.
-_OUTPUT_LAYERS: weakref.WeakKeyDictionary[Any, tuple[tuple[tuple[str, type], ...], list[str]]] = \
-    weakref.WeakKeyDictionary()
+# module -> (its structure, the names of its output layers, of its convolutions in run order).
+# `_run_once` runs the model, and `_ignored` is asked for every dependency graph built (the plan,
+# the pruner, the channels after, and again on each copy a MACs / params target bisects): one
+# forward per model, not per ask.
+_OUTPUT_LAYERS: weakref.WeakKeyDictionary[
+    Any, tuple[tuple[tuple[str, type], ...], list[str], list[str]]] = weakref.WeakKeyDictionary()
 
 
 def _structure(module: Any) -> tuple[tuple[str, type], ...]:
     return tuple((n, type(m)) for n, m in module.named_modules())
 
 
-def _output_layer_names(module: Any, example: Any) -> list[str]:
-    """`_output_layers` by module name, run once per model: kept while its modules are the same
+def _run_facts(module: Any, example: Any) -> tuple[list[str], list[str]]:
+    """`_run_once` by module name, run once per model: kept while its modules are the same
     (pruning narrows layers in place; a pass that swaps a layer for another runs it again)."""
     structure = _structure(module)
     hit = _OUTPUT_LAYERS.get(module)
     if hit is not None and hit[0] == structure:
-        return hit[1]
+        return hit[1], hit[2]
     names = {m: n for n, m in module.named_modules()}
-    out = [names[m] for m in _output_layers(module, example)]
-    _OUTPUT_LAYERS[module] = (structure, out)
-    return out
+    outs, ran = _run_once(module, example)
+    facts = ([names[m] for m in outs], [names[m] for m in ran])
+    _OUTPUT_LAYERS[module] = (structure, *facts)
+    return facts
+
+
+def _output_layer_names(module: Any, example: Any) -> list[str]:
+    """The names of the layers a multi-output model returns as they are (`_run_once`)."""
+    return _run_facts(module, example)[0]
 
 
 def _copy_model(module: Any) -> Any:
-    """A deep copy that shares `module`'s output layers (`_output_layer_names`): same names."""
+    """A deep copy that shares `module`'s run facts (`_run_facts`): same names."""
     twin = copy.deepcopy(module)
     if (hit := _OUTPUT_LAYERS.get(module)) is not None:
         _OUTPUT_LAYERS[twin] = hit
@@ -247,13 +260,16 @@ def _ignored(module: Any, cfg: PruneConfig, example: Any) -> list[Any]:
     # tied weights: Torch-Pruning prunes each user as its own group and gave them new, different
     # weights (the tie silently gone); kept whole instead (`_retie` and a note say the rest)
     out += [mods[n] for n in shared_weights(module)]
-    # the stem and the head: the first and the last dense convolution, Conv1d (over a sequence) or Conv2d
-    convs = [m for m in module.modules()
-             if isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups == 1 and m is not head]
-    if cfg.ignore_stem and convs:
-        out.append(convs[0])
-    if cfg.ignore_head and convs:
-        out.append(convs[-1])
+    # the stem and the head: the first and the last dense convolution to run, Conv1d (over a sequence)
+    # or Conv2d (by run order on the example: registration order kept the wrong layer of a model
+    # that registers its head before its stem)
+    if cfg.ignore_stem or cfg.ignore_head:
+        convs = [mods[n] for n in _run_facts(module, example)[1]]
+        convs = [m for m in convs if isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups == 1 and m is not head]
+        if cfg.ignore_stem and convs:
+            out.append(convs[0])
+        if cfg.ignore_head and convs:
+            out.append(convs[-1])
     return out
 
 

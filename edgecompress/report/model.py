@@ -12,7 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import ConfigError, InputFileError
+from edgecompress.errors import ConfigError, InputFileError, Surface
+from edgecompress.errors import surface as _surface_now
 
 # 2: artifact paths relative to the report's folder; `gates` (--fail-on outcomes); NaN written as null
 SCHEMA_VERSION = 2
@@ -103,6 +104,10 @@ class Report:
     schema_version: int = SCHEMA_VERSION
     baseline: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)  # --fail-on: gate, artifact, value, passed
+    # who ran it: "cli", "recipe" (`edgecompress run`, run_recipe) or "python", the surface it was
+    # built under; its hints name that surface's option (--eval / data.eval / eval=). "" in a report
+    # written before the field: `spoken_as` guesses from the command.
+    surface: str = field(default_factory=_surface_now)
 
     @classmethod
     def from_measurements(cls, measurements: Any, *, model: dict[str, Any], target: str | None = None,
@@ -160,7 +165,17 @@ class Report:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{"surface": "", **{k: v for k, v in d.items() if k in known}})
+
+    def spoken_as(self) -> Surface:
+        """The surface the report's hints are worded for: `surface`, or for an older report.json
+        (no such field) its command's (`edgecompress run` a recipe, another `edgecompress` command
+        the CLI, anything else Python)."""
+        if self.surface in ("cli", "recipe", "python"):
+            return self.surface  # type: ignore[return-value]
+        if self.command.startswith("edgecompress run "):
+            return "recipe"
+        return "cli" if self.command.startswith("edgecompress ") else "python"
 
     @classmethod
     def load(cls, path: Path | str) -> Report:

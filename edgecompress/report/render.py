@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from edgecompress.errors import on_surface, opt, say
 from edgecompress.report.model import Report
 
 
@@ -298,12 +299,14 @@ def _counts(names: list[str]) -> str:
 _QUANT_NOTE = ("TFLite: op kinds with an int8 / with a float tensor, read from the file (dynamic-range "
                "ops have int8 weights and float activations, so they count in both). ONNX / OpenVINO: the "
                "layers left float, each with the reason.")
-_WHY = {"float_first": "first layers left float (--float-first)",
+_WHY = {"float_first": "first layers left float ({})",
         "sensitivity": "int8 moved the output most (sensitivity probe)"}
 
 
 def _float_node(f: dict) -> str:
+    # the option named as the run set it (--float-first, options.float_first, float_first=): to_markdown / to_html
     why = _WHY["sensitivity"] if "sensitivity" in f else _WHY.get(f.get("why", ""), f.get("why", ""))
+    why = why.format(opt("--float-first", "float_first")) if f.get("why") == "float_first" else why
     return f["node"] + (f" ({f['layer']})" if f.get("layer") else "") + (f": {why}" if why else "")
 
 
@@ -508,7 +511,7 @@ def _emulated_note(report: Report) -> str:
 
 
 _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an accuracy or drift figure "
-            "(pass --eval data, and an fp32 artifact for drift).")
+            "(give evaluation data, {}, and an fp32 artifact for drift).")
 
 
 def _no_plot(report: Report) -> str:
@@ -518,7 +521,7 @@ def _no_plot(report: Report) -> str:
         given = f" ({ignored} was given and not used)" if ignored else ""
         return ("No accuracy-vs-latency plot: an estimated target runs nothing, so it has no accuracy or "
                 f"drift figure{given}.")
-    return _NO_PLOT
+    return _NO_PLOT.format(opt("--eval", "eval"))
 
 
 _GATE_PATH = re.compile(r"^\s*([^<>=!\s]+)\s*(?:<=|>=|==|!=|<|>)")
@@ -576,6 +579,7 @@ def _verdict(report: Report) -> tuple[bool, str] | None:
     if not (report.gates or has_baseline or v["failed_artifacts"]):
         return None
     strict = v["regressions_fail"]
+    regression = say("--fail-on-regression", "fail_on_regression=True")  # validate's (no recipe key)
     judged = []
     if v["failed_artifacts"]:
         judged.append(f"{v['failed_artifacts']} artifact{'s' if v['failed_artifacts'] != 1 else ''} failed")
@@ -588,11 +592,11 @@ def _verdict(report: Report) -> tuple[bool, str] | None:
         n = v["regressions"]
         if n:
             base.append(f"{n} regression{'s' if n != 1 else ''} against the baseline"
-                        + (" (--fail-on-regression: they fail the run)" if strict
-                           else " (they fail the run only with --fail-on-regression)"))
+                        + (f" ({regression}: they fail the run)" if strict
+                           else f" (they fail the run only with {regression})"))
         elif not v.get("baseline_compared", True):
             base.append("nothing compared against the baseline (it shares no artifact and metric with this run)"
-                        + (": --fail-on-regression fails the run" if strict else ""))
+                        + (f": {regression} fails the run" if strict else ""))
         else:
             base.append("no regression against the baseline")
         if v["baseline_missing"]:
@@ -721,8 +725,10 @@ def _no_reference_note(report: Report) -> str:
         return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format and "
                 "model was validated (pass the same model's fp32 file of that format to validate too).")
     add = ", ".join(f"{f}:fp32" for f in lone)
+    flags = " ".join(f"-f {f}:fp32" for f in lone)
+    how = say(f"`{flags}`", f"{add} to formats", f"{add} to the recipe's `export`")
     return (f" No speed-up or size ratio for {', '.join(lone)}: no fp32 artifact of that format was "
-            f"exported (add {add} to the formats, e.g. `-f {lone[0]}:fp32` or the recipe's `export`).")
+            f"exported (add {how}).")
 
 
 def _mean_note(report: Report) -> str:
@@ -757,7 +763,9 @@ class _Section:
 
 
 _IO_NOTE = "int8 tensors: real value = scale × (q − zero point)."
-_GATES = "Gates (--fail-on)"
+def _gates_title() -> str:
+    """The gates' heading, naming the option as the run set it (--fail-on, options.fail_on, fail_on=)."""
+    return f"Gates ({opt('--fail-on', 'fail_on')})"
 
 
 def batch_rows(report: Report) -> list[dict[str, str]]:
@@ -808,6 +816,13 @@ def _sections(report: Report) -> list[_Section]:
 
 
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
+    """report.md; its hints name options as the run that produced it spelled them (`Report.spoken_as`:
+    --eval from the CLI, data.eval from a recipe, eval= from Python)."""
+    with on_surface(report.spoken_as()):
+        return _to_markdown(report, plot_name)
+
+
+def _to_markdown(report: Report, plot_name: str | None) -> str:
     parts = [f"# edgecompress validation report: {report.model.get('name')}\n"]
     if (verdict := _verdict(report)) is not None:  # first: what a CI reader looks for
         head, _, rest = verdict[1].partition(" — ")
@@ -833,7 +848,7 @@ def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
                      + ("No regression over the threshold.\n" if not regs else "Regressions:\n"))
         parts += [f"- {_md_safe(r)}" for r in regs]
     if report.gates:
-        parts.append(f"\n## {_GATES}\n")
+        parts.append(f"\n## {_gates_title()}\n")
         parts.append(_md_table(_gate_rows(report)))
     if plot_name:
         parts.append(f"\n![accuracy vs latency vs size]({plot_name})\n")
@@ -895,6 +910,12 @@ def _html_verdict(report: Report) -> str:
 
 
 def to_html(report: Report, plot_png: bytes | None = None) -> str:
+    """report.html, worded as to_markdown."""
+    with on_surface(report.spoken_as()):
+        return _to_html(report, plot_png)
+
+
+def _to_html(report: Report, plot_png: bytes | None) -> str:
     summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(_uncode(v))}</dd>"
                       for k, v in _summary(report))
     parts = [
@@ -927,7 +948,7 @@ def to_html(report: Report, plot_png: bytes | None = None) -> str:
         parts.append("<p>No regression over the threshold.</p>" if not regs else
                      "<ul>" + "".join(f"<li class=bad>{html.escape(r)}</li>" for r in regs) + "</ul>")
     if report.gates:
-        parts += [f"<h2>{_GATES}</h2>", _html_table(_gate_rows(report))]
+        parts += [f"<h2>{html.escape(_gates_title())}</h2>", _html_table(_gate_rows(report))]
     if plot_png:
         b64 = base64.b64encode(plot_png).decode()
         parts += ["<h2>Accuracy vs latency vs size</h2>",
