@@ -4,7 +4,7 @@ docs/recipes/efficientnet-lite0.yaml (prune -> KD -> QAT -> export) end to end.
 
     nice -n 15 .venv/bin/python benchmarks/compress_effnet.py
         [--stage prune|blocks|reconstruct|reconstruct-rounds|funmatch|resolution|resolution-all|resolution-kd|
-                 int8|chain|all]
+                 int8|chain|all|data]
         [--points 10,30,20] [--cuts block:20,reconstruct:30] [--sides 208,192,176,160]
         [--chain-report DIR] [--threads N]
 
@@ -29,7 +29,9 @@ side):
 - `int8`: PTQ (ORT QDQ) vs QAT (KD objective), both exported to ONNX QDQ and run in ORT on the
   eval half, plus OpenVINO running each QDQ file (default precision hint and f32);
 - `chain`: the recipe, or with `--chain-report DIR` the report.json that `edgecompress run
-  docs/recipes/efficientnet-lite0.yaml -o DIR` wrote.
+  docs/recipes/efficientnet-lite0.yaml -o DIR` wrote;
+- `data`: only write the two halves (below) that docs/recipes/efficientnet-lite0*.yaml read, and
+  print their paths (every other stage writes them too, on first use).
 
 The 1000 images are split by a fixed seed (0) into a distillation half and an evaluation half;
 both are preprocessed once (efficientnet-lite preset) and cached as .npz in benchmarks/.cache/.
@@ -517,6 +519,9 @@ def main() -> None:
     if "--points" in sys.argv:
         points = [int(p) / 100 for p in sys.argv[sys.argv.index("--points") + 1].split(",")]
     train, ev = halves()
+    if stage == "data":  # what the EfficientNet-Lite0 recipes read, without running an experiment
+        print("\n".join(str(p) for p in (train.source, ev.source, *half_csvs())))
+        return
     spec = load_model("zoo:efficientnet-lite0")
     for name in ("prune", "blocks", "reconstruct", "int8", "chain") if stage == "all" else (stage,):
         t0 = time.time()

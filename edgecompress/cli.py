@@ -610,6 +610,21 @@ for _typer in (app, data_app):
         _info.callback = _cli_words(_stdout_for_answers(_info.callback))
 
 
+_PASS_FLAG_NAMES = sorted({f for flags in _PASS_FLAGS.values() for f in flags.values()} | {"--train"})
+# Options of one command a reader of the README types into the other: click's "Possible options"
+# guessed by spelling (`compress --int8` -> "--train", `export --prune` -> "--rounds, --runs").
+_WRONG_COMMAND = {
+    **{("compress", f): "compress names each file as format:precision with -f / --export (-f onnx:int8 -f "
+       "tflite:int8; --qat-epochs N trains for int8 first)" for f in ("--int8", "--precision", "-p")},
+    ("compress", "--format"): "compress spells it --export / -f (format:precision, e.g. -f onnx:int8)",
+    **{("export", f): "export runs no compression pass: use 'edgecompress compress MODEL " + f + " ...' (same "
+       "model, data and measuring flags) or a recipe with 'edgecompress run'" for f in _PASS_FLAG_NAMES},
+    **{("run", f): "run takes everything from the recipe (export:, data:, options:); only --out and "
+       "--no-progress are flags" for f in ("-f", "--format", "--export", "--int8", "--calib", "--eval", "--train",
+                                           "--target", "--threads", "--fail-on")},
+}
+
+
 def _raised_in(e: BaseException, function: str) -> bool:
     tb = e.__traceback__
     while tb is not None and tb.tb_next is not None:
@@ -686,7 +701,9 @@ def main() -> None:
                 # One line like every other error (click's usage block was four).
                 ctx = getattr(usage, "ctx", None)
                 hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-                typer.echo(f"error: {usage.format_message().rstrip('.')}{hint}", err=True)
+                said = _WRONG_COMMAND.get((str(getattr(ctx, "info_name", "")), str(getattr(usage, "option_name", ""))))
+                message = f"No such option: {usage.option_name}: {said}" if said else usage.format_message()
+                typer.echo(f"error: {message.rstrip('.')}{hint}", err=True)
             sys.exit(usage.exit_code)
         if type(e).__name__ == "Abort":  # click / typer turn Ctrl-C into Abort
             _stopped()

@@ -42,6 +42,9 @@ _LOG_RULES: tuple[tuple[str, str], ...] = (
     # torch.export on a branch over tensor values: this warning carries 18-37 lines of graph dumps,
     # printed before our one-line error, which names the user's file and line itself
     ("torch.fx.experimental.symbolic_shapes", r"Unable to find user code corresponding to"),
+    # transformers 5 when torch.export reads a text encoder's attributes: its `loss_function`
+    # property names a causal-LM training loss; an exported encoder computes no loss
+    ("transformers.modeling_utils", r"`loss_type=None` was set in the config but it is unrecognized"),
 )
 _WARNING_RULES: tuple[tuple[str, type[Warning]], ...] = (
     # raised inside torch.export's pickling of tree specs (litert-torch, torchao), not our code

@@ -280,3 +280,18 @@ def test_every_precision_a_format_offers_is_estimated_and_guessed(tmp_path):
     with pytest.raises(ValueError, match=r"unknown precision.*int4.*register_precision"):
         register_format(dataclasses.replace(FORMATS.get("onnx"), name="test-int4", precisions=("fp32", "int4")))
     assert "test-int4" not in FORMATS
+
+
+def test_a_near_miss_name_gets_a_suggestion():
+    """`-f onxx`, `zoo:efficientnet-lite`: the list of known names was there, the likely one was not
+    (from Python the option is said as its keyword; the CLI says `--format` the same way)."""
+    from edgecompress.exporters.base import FORMATS
+    from edgecompress.models.zoo import ZOO
+
+    with pytest.raises(ConfigError, match=r"^fmt='onxx': unknown format \(known: .*\); did you mean 'onnx'\?$"):
+        FORMATS.get("onxx", "--format", "fmt")
+    with pytest.raises(ConfigError, match=r"did you mean 'efficientnet-lite0'\?$"):
+        ZOO.get("efficientnet-lite")
+    with pytest.raises(ConfigError) as e:
+        FORMATS.get("coreml", "--format", "fmt")
+    assert "did you mean" not in str(e.value)  # nothing close: the list alone

