@@ -397,3 +397,17 @@ def test_validate_takes_paths_and_checks_the_samples(tmp_path, digits_spec, digi
         validate([art], "x86-local", Dataset(digits_eval.x[:0]), None, fast, progress=False)
     with pytest.raises(ConfigError, match="eval_data must be a Dataset"):
         validate([art], "x86-local", digits_eval.x, None, fast, progress=False)  # type: ignore[arg-type]
+
+
+def test_a_precision_in_the_other_formats_word_order_is_named():
+    """ONNX spells dynamic int8 `int8-dynamic`, TFLite `dynamic-int8`: the swap gets the right one."""
+    from edgecompress.exporters import resolve_formats
+
+    with pytest.raises(ConfigError, match=r"not 'int8-dynamic'; did you mean 'dynamic-int8'\?"):
+        resolve_formats(["tflite:int8-dynamic"])
+    with pytest.raises(ConfigError, match=r"not 'dynamic-int8'; did you mean 'int8-dynamic'\?"):
+        resolve_formats(["onnx:dynamic-int8"])
+    with pytest.raises(ConfigError, match=r"not 'int9'; did you mean 'int8'\?"):
+        resolve_formats(["onnx:int9"])
+    with pytest.raises(ConfigError, match=r"not 'bf16'$"):  # nothing close: no guess
+        resolve_formats(["openvino:bf16"])
