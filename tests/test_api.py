@@ -409,5 +409,5 @@ def test_a_precision_in_the_other_formats_word_order_is_named():
         resolve_formats(["onnx:dynamic-int8"])
     with pytest.raises(ConfigError, match=r"not 'int9'; did you mean 'int8'\?"):
         resolve_formats(["onnx:int9"])
-    with pytest.raises(ConfigError, match=r"not 'bf16'$"):  # nothing close: no guess
-        resolve_formats(["openvino:bf16"])
+    with pytest.raises(ConfigError, match=r"not 'nf4'$"):  # nothing close: no guess
+        resolve_formats(["openvino:nf4"])
