@@ -184,11 +184,11 @@ class Format:
         """Refuse, before any work, a model this format cannot be converted from. `keyword`: the
         Python parameter the format came in (export's `fmt`, ExportJob's `formats`)."""
         if self.needs_module and spec.module is None:
-            from edgecompress.errors import ConfigError, opt
+            from edgecompress.errors import ConfigError, opt, use_format
 
-            onnx = opt("--format", keyword, "onnx", quoted=True)
+            use = f"{use_format('onnx', keyword)} or {use_format('openvino', keyword)}"
             raise ConfigError(f"{opt('--format', keyword, self.name, quoted=True)}: converts from a PyTorch "
-                              f"model, and {spec.source} is not one; use {onnx} or openvino for ONNX inputs")
+                              f"model, and {spec.source} is not one; use {use} for ONNX inputs")
 
     def check_model(self, spec: ModelSpec, precision: str, options: ExportOptions | None = None) -> None:
         """`check_source`, and what this format refuses of `spec` at `precision` (`refuses`)."""
