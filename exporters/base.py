@@ -161,6 +161,10 @@ class Format:
     # The precision read back from a file (`validate` of a loose file): without it a new format's
     # int8 file named model.x is taken by its name, as fp32, and may become the drift reference
     read_precision: Callable[[Path], str] | None = None
+    # The vocabulary of each integer input read from a file ({input: table rows}), for validate's
+    # random ids of a loose file (an export's report records `input_vocab` / `vocab_size`): without
+    # it token_type_ids of 0..99 fed a table of 2 rows, and the runtime's Gather failed.
+    read_vocab: Callable[[Path], dict[str, int]] | None = None
     needs_module: bool = False  # converts from PyTorch only (an .onnx input cannot go there)
     # The ExportOptions.extra keys its exporter reads: export() refuses any key no format reads
     # (a typo such as "ov_overflow_fx" was silently ignored)
