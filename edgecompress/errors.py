@@ -9,6 +9,8 @@ the CLI runs a command (`on_surface("cli")`, set by cli.py) and `input_shape='1,
 A recipe (`edgecompress run r.yaml`, `run_recipe`) has a third spelling, its YAML keys: the recipe
 runner sets `on_surface("recipe")` while it checks, loads and runs the recipe, and the same call
 reads `input_shape: [1, 3, 8, 8]`; `RECIPE_KEYS` gives each flag's key (`--calib` -> `data.calib`).
+`option()` is a name alone, for a heading (`Gates (fail_on)`, where `opt`'s `fail_on=` dangles);
+`use_format()` is advice to export another format, as the caller asks for formats.
 """
 
 from __future__ import annotations
