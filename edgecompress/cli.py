@@ -118,14 +118,20 @@ AllowMixedOpt = Annotated[bool, typer.Option(help="TFLite int8: accept ops that 
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
+def _check_counts(threads: int | None, batch: list[int], runs: int | None, warmup: int | None,
+                  rounds: int | None) -> None:
+    """The measuring flags by their names (ValidateSettings says "validation settings: runs 0" to
+    Python callers, a recipe `options.runs: Input should be ...`); None: not given."""
+    for flag, value, low in (("--threads", threads, 1), ("--runs", runs, 1), ("--rounds", rounds, 1),
+                             ("--warmup", warmup, 0), *(("--batch", b, 1) for b in batch)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} {value}: {low} or more")
+
+
 def _settings(threads: int, batch: list[int], runs: int, warmup: int, rounds: int):
     from edgecompress.targets import ValidateSettings
 
-    # the flags by their names (ValidateSettings says "validation settings: runs 0" to Python callers)
-    for flag, value, low in (("--threads", threads, 1), ("--runs", runs, 1), ("--rounds", rounds, 1),
-                             ("--warmup", warmup, 0), *(("--batch", b, 1) for b in batch)):
-        if value < low:
-            raise ConfigError(f"{flag} {value}: {low} or more")
+    _check_counts(threads, batch, runs, warmup, rounds)
     batches = tuple(dict.fromkeys([1, *batch]))
     return ValidateSettings(threads=threads, batches=batches, runs=runs, warmup=warmup, rounds=rounds)
 
@@ -435,6 +441,16 @@ _PASS_FLAGS = {
 }
 
 
+def _pass_flag(name: str, params: dict) -> str:
+    """The flag that asked for a pass item of compress (`--prune-macs` for a prune to a MACs target)."""
+    if name == "prune":
+        return "--prune-blocks" if params.get("method") == "block" else \
+            "--prune-macs" if params.get("target_macs") is not None else "--prune"
+    if name == "lowrank":
+        return "--lowrank-energy" if params.get("energy") is not None else "--lowrank-params"
+    return next(iter(_PASS_FLAGS[name].values()))
+
+
 @app.command()
 def compress(
     model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2 or a Hugging Face directory (hf:DIR)", callback=_expand_user)],
@@ -537,6 +553,7 @@ def compress(
     # the same model, data and validation flags as export (a factory's --weights was refused as an
     # unknown option, and its random weights were compressed instead); unset ones keep the recipe's
     # defaults, so the written recipe says only what was asked
+    _check_counts(threads, batch, runs, warmup, rounds)  # as export words them (not the recipe's pydantic text)
     measuring = {"threads": threads, "runs": runs, "warmup": warmup, "rounds": rounds,
                  "batch": batch or None, "fail_on": fail_on or None}
     obj = _paths_from({"model": model, "input_shape": shape, "input_dtype": input_dtype, "weights": weights,
@@ -548,15 +565,21 @@ def compress(
 
     def as_flags(e: EdgeCompressError) -> EdgeCompressError:
         """The recipe's keys, said as this command's flags (same error class)."""
-        # the recipe's words for the target and its formats, as this command's flags
+        # the recipe's words for the target and its formats, as this command's flags: its formats
+        # are --export / -f (the exporters' advice under the CLI names export's --format)
         text = str(e).replace(": target: ", ": --target ").replace("drop it from export", "drop that -f")
-        for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval"),
-                          *((f"options.{k}", f"--{k.replace('_', '-')}") for k in measuring)):
+        text = text.replace(": export: ", ": --export ").replace("--format", "--export")
+        text = text.replace("; what --int8 gives this model", "")  # export's flag; compress has none
+        for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval")):
             text = text.replace(f"set {key}", f"pass {flag}").replace(key, flag)
+        for key, flag in ((f"options.{k}", f"--{k.replace('_', '-')}") for k in measuring):
+            # a value after the key is the flag's (`options.threads: 4096` is `--threads 4096`)
+            text = text.replace(f"{key}: ", f"{flag} ").replace(key, flag)
         for i, item in enumerate(passes):
-            (name, _), = item.items()
+            (name, params), = item.items()
             for key, flag in _PASS_FLAGS.get(name, {}).items():
                 text = text.replace(f"passes[{i}].{name}.{key}", flag)
+            text = text.replace(f"passes[{i}].{name}", _pass_flag(name, params))  # the pass as a whole
         return type(e)(text)
 
     try:

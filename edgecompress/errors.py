@@ -9,6 +9,8 @@ the CLI runs a command (`on_surface("cli")`, set by cli.py) and `input_shape='1,
 A recipe (`edgecompress run r.yaml`, `run_recipe`) has a third spelling, its YAML keys: the recipe
 runner sets `on_surface("recipe")` while it checks, loads and runs the recipe, and the same call
 reads `input_shape: [1, 3, 8, 8]`; `RECIPE_KEYS` gives each flag's key (`--calib` -> `data.calib`).
+`option()` is a name alone, for a heading (`Gates (fail_on)`, where `opt`'s `fail_on=` dangles);
+`use_format()` is advice to export another format, as the caller asks for formats.
 """
 
 from __future__ import annotations
@@ -84,6 +86,50 @@ def opt(flag: str, keyword: str, value: object = None, quoted: bool = False, key
     if value is None:
         return f"{keyword}="
     return f"{keyword}={str(value)!r}" if quoted else f"{keyword}={value}"
+
+
+def option(flag: str, keyword: str, key: str | None = None) -> str:
+    """An option's name alone, for a heading or a parenthesis (`Gates (fail_on)`): `--flag` under
+    the CLI, the bare `keyword` from Python (`opt`'s `keyword=` dangles there), the recipe key."""
+    which = _SURFACE.get()
+    if which == "cli":
+        return flag
+    if which == "recipe":
+        return key or RECIPE_KEYS.get(flag) or keyword
+    return keyword
+
+
+# The Python parameter formats came in: export()'s `fmt`, or an ExportJob's `formats` (run_export
+# sets it around its exports), so advice to use another format names the parameter the caller has.
+_FORMATS_KEYWORD: ContextVar[str] = ContextVar("edgecompress_formats_keyword", default="fmt")
+
+
+@contextlib.contextmanager
+def formats_given_as(keyword: str) -> Iterator[None]:
+    """Inside the block, Python advice names formats by `keyword` ("fmt" or "formats")."""
+    token = _FORMATS_KEYWORD.set(keyword)
+    try:
+        yield
+    finally:
+        _FORMATS_KEYWORD.reset(token)
+
+
+def formats_keyword() -> str:
+    """The Python parameter formats came in ("fmt": export(); "formats": an ExportJob)."""
+    return _FORMATS_KEYWORD.get()
+
+
+def use_format(name: str, keyword: str | None = None) -> str:
+    """Advice to export format `name` instead, as the caller asks for a format: `--format onnx`
+    (CLI), `fmt='onnx'` (export()) or `formats=['onnx']` (an ExportJob; `keyword`: which, default
+    `formats_keyword()`), `` `onnx` in export `` (a recipe's list)."""
+    which = _SURFACE.get()
+    if which == "cli":
+        return f"--format {name}"
+    if which == "recipe":
+        return f"`{name}` in export"
+    keyword = keyword or _FORMATS_KEYWORD.get()
+    return f"{keyword}={[name]!r}" if keyword == "formats" else f"{keyword}={name!r}"
 
 
 def _yaml(value: object) -> str:

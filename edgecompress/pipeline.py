@@ -22,7 +22,16 @@ import numpy as np
 
 from edgecompress.data import DataLike, Dataset, DataSpec
 from edgecompress.data.resolve import resolve_data
-from edgecompress.errors import ConfigError, DataError, EdgeCompressError, InputFileError, named, opt, say
+from edgecompress.errors import (
+    ConfigError,
+    DataError,
+    EdgeCompressError,
+    InputFileError,
+    formats_given_as,
+    named,
+    opt,
+    say,
+)
 from edgecompress.exporters import FORMATS, Artifact, ExportOptions, export
 from edgecompress.exporters.api import artifact_files
 from edgecompress.fileio import (
@@ -219,7 +228,8 @@ def _model_suffixes() -> set[str]:
 
 def run_export(job: ExportJob) -> tuple[Report, dict[str, Path]]:
     # [issue #7] One writer per output directory; temp files of a killed earlier run are removed.
-    with output_dir(Path(job.out_dir)) as out_dir, exclusive_dir(out_dir):
+    # advice to use another format names the job's `formats=['onnx']`, not export()'s `fmt`
+    with output_dir(Path(job.out_dir)) as out_dir, exclusive_dir(out_dir), formats_given_as("formats"):
         remove_stale_temps(out_dir)
         return _run_export(job, out_dir)
 

@@ -623,7 +623,8 @@ def run_recipe(recipe: Recipe | dict[str, Any] | str | Path, out_dir: str | os.P
     elif isinstance(recipe, dict):
         recipe = anchored(parse_recipe(recipe))
     elif isinstance(recipe, Recipe):
-        recipe = anchored(recipe.check())
+        with _from_recipe(recipe):  # (a dict's and a file's checks say it in parse_recipe)
+            recipe = anchored(recipe.check())
     else:  # a list or a number failed with AttributeError
         raise ConfigError(f"recipe: expected a mapping, a Recipe or a path, got {type(recipe).__name__}")
     # one writer through the passes too (their checkpoints and step folders), not only the export:
@@ -634,12 +635,30 @@ def run_recipe(recipe: Recipe | dict[str, Any] | str | Path, out_dir: str | os.P
     # the run seeds torch (options.seed) and may set its threads (options.torch_threads): the
     # caller's random stream and thread count were left changed after run_recipe returned
     try:
-        # --out / out_dir in the caller's words (it is theirs, not a recipe key); the run in _words'
+        # --out / out_dir in the caller's words (it is theirs, not a recipe key); the run in _words',
+        # its errors naming the recipe (_from_recipe)
         with output_dir(Path(out_dir or "edgecompress-out")) as out, exclusive_dir(out), \
-                torch.random.fork_rng(devices=[]), _words(recipe):
+                torch.random.fork_rng(devices=[]), _words(recipe), _from_recipe(recipe):
             return _execute(recipe, out, progress, command)
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _from_recipe(recipe: Recipe) -> Any:
+    """Errors of the block saying which recipe they came from ("recipe r.yaml: ..."), as the
+    recipe's own checks say: the one place a recipe run's errors get it, whichever step raised
+    them (the export's "options.float_first: 99 leaves all ..." had none). An error that says so
+    already (the helpers that add a key: _in_pass, _in_model, _in_data) passes as it is, and so
+    does every error of `compress`, whose errors name its flags (the CLI turns them, `as_flags`).
+    Same class, same traceback."""
+    try:
+        yield
+    except EdgeCompressError as e:
+        source = recipe._source
+        if not source.startswith("recipe") or str(e).startswith(f"{source}:"):
+            raise
+        raise type(e)(f"{source}: {e}").with_traceback(e.__traceback__) from None
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ExportError, Surface, first_line, on_surface, surface
+from edgecompress.errors import ExportError, Surface, first_line, formats_given_as, formats_keyword, on_surface, surface
 from edgecompress.quiet import setup_child_process
 
 if TYPE_CHECKING:
@@ -103,10 +103,12 @@ def _bars_without_semaphores() -> None:
 
 
 def _child(conn: Connection, jobs: Connection, fmt: str, precision: str, out: str,
-           threads: int | None, tmpdir: str, words: Surface) -> None:
+           threads: int | None, tmpdir: str, words: Surface, formats_word: str = "fmt") -> None:
     """Child entry point: receive the pickled job, export as `api.export` does in-process, send the
-    result back. `words`: the parent's surface, so the child's errors name options as it would."""
-    with on_surface(words):  # spawn starts the child with the default context (Python words)
+    result back. `words`: the parent's surface, so the child's errors name options as it would;
+    `formats_word`: the parent's Python parameter for formats (fmt, or an ExportJob's formats)."""
+    # spawn starts the child with the default context (Python words, export()'s fmt)
+    with on_surface(words), formats_given_as(formats_word):
         _child_export(conn, jobs, fmt, precision, out, threads, tmpdir)
 
 
@@ -242,7 +244,8 @@ def export_in_child(fmt: str, spec: ModelSpec, precision: str, out: Path, calib:
     tmpdir = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     before = _temp_names(out.parent)
     proc = ctx.Process(target=_child, name=f"edgecompress-export-{fmt}-{precision}",
-                       args=(send, job_recv, fmt, precision, str(out), threads, tmpdir, surface()))
+                       args=(send, job_recv, fmt, precision, str(out), threads, tmpdir, surface(),
+                             formats_keyword()))
     msg: Any = None
     try:
         proc.start()

@@ -238,11 +238,11 @@ def model_source(path: pathlib.Path | str) -> dict[str, Any]:
 
 
 def _unsupported(stage: str, exc: BaseException) -> UnsupportedModelError:
-    from edgecompress.errors import opt
+    from edgecompress.errors import use_format
 
     return UnsupportedModelError(
         f"{stage} cannot lower the model (at {_culprit(exc)}): {_one_line(exc)} -- "
-        f"try {opt('--format', 'fmt', 'onnx', quoted=True)}, or export with a fixed input shape"
+        f"try {use_format('onnx')}, or export with a fixed input shape"
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgecompress.errors import ExportError, InputFileError, first_line, named, opt
+from edgecompress.errors import ExportError, InputFileError, first_line, named, use_format
 from edgecompress.fileio import path_or_bytes
 
 ONE_FILE_LIMIT = 2**31  # protobuf's limit on one serialized message: one .onnx file
@@ -95,7 +95,7 @@ def copy_onnx(src: Path, dst: Path, model_name: str, min_opset: int | None = Non
                               f"{size / 1e9:.1f} GB with its external data ({', '.join(files)}); an "
                               "artifact is one .onnx file, which holds at most 2 GB; export from the PyTorch "
                               "model (module:factory or .pt2) with a smaller model, or use "
-                              f"{opt('--format', 'fmt', 'openvino', quoted=True)}")
+                              f"{use_format('openvino')}")
         try:
             onnx.load_external_data_for_model(model, str(src.parent))
         except Exception as e:

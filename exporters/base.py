@@ -161,6 +161,10 @@ class Format:
     # The precision read back from a file (`validate` of a loose file): without it a new format's
     # int8 file named model.x is taken by its name, as fp32, and may become the drift reference
     read_precision: Callable[[Path], str] | None = None
+    # The vocabulary of each integer input read from a file ({input: table rows}), for validate's
+    # random ids of a loose file (an export's report records `input_vocab` / `vocab_size`): without
+    # it token_type_ids of 0..99 fed a table of 2 rows, and the runtime's Gather failed.
+    read_vocab: Callable[[Path], dict[str, int]] | None = None
     needs_module: bool = False  # converts from PyTorch only (an .onnx input cannot go there)
     # The ExportOptions.extra keys its exporter reads: export() refuses any key no format reads
     # (a typo such as "ov_overflow_fx" was silently ignored)
@@ -184,11 +188,11 @@ class Format:
         """Refuse, before any work, a model this format cannot be converted from. `keyword`: the
         Python parameter the format came in (export's `fmt`, ExportJob's `formats`)."""
         if self.needs_module and spec.module is None:
-            from edgecompress.errors import ConfigError, opt
+            from edgecompress.errors import ConfigError, opt, use_format
 
-            onnx = opt("--format", keyword, "onnx", quoted=True)
+            use = f"{use_format('onnx', keyword)} or {use_format('openvino', keyword)}"
             raise ConfigError(f"{opt('--format', keyword, self.name, quoted=True)}: converts from a PyTorch "
-                              f"model, and {spec.source} is not one; use {onnx} or openvino for ONNX inputs")
+                              f"model, and {spec.source} is not one; use {use} for ONNX inputs")
 
     def check_model(self, spec: ModelSpec, precision: str, options: ExportOptions | None = None) -> None:
         """`check_source`, and what this format refuses of `spec` at `precision` (`refuses`)."""

@@ -543,6 +543,19 @@ def _io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     return ([info(v) for v in m.graph.input if v.name not in inits], [info(v) for v in m.graph.output])
 
 
+def _vocab(path: Path) -> dict[str, int]:
+    """{integer input: rows of the embedding table it indexes}, read from the graph (no weights)."""
+    import onnx
+
+    from edgecompress.models.loaders import onnx_input_vocab
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    ints = [v.name for v in m.graph.input if v.name not in inits
+            and onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).kind in "iu"]
+    return onnx_input_vocab(m, ints)
+
+
 def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
                 options: ExportOptions) -> Artifact:
     details: dict[str, Any] = {"opset": None, "dynamic_batch": options.dynamic_batch}
@@ -667,6 +680,7 @@ register_format(Format(
     int8_for=_int8_for,
     read_io=_io,
     read_precision=_read_precision,
+    read_vocab=_vocab,
     reference_rank=0,
     option_keys=("onnx_quant", "onnx_dyn_float_budget", "onnx_dyn_per_channel"),
 ))

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError, first_line, opt
+from edgecompress.errors import ConfigError, DataError, ExportError, first_line, opt, use_format
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -42,7 +42,7 @@ def _conversion_cause(e: BaseException) -> tuple[str, str]:
     m = re.search(r"No conversion rule found for operations?: *(.+)", text)
     if m:
         return (f"no conversion rule for {m.group(1).strip()[:160]}",
-                f"an op OpenVINO cannot convert; try {opt('--format', 'fmt', 'onnx', quoted=True)}")
+                f"an op OpenVINO cannot convert; try {use_format('onnx')}")
     lines = [ln.strip() for ln in text.splitlines()]
     for i, ln in enumerate(lines):
         m = re.search(r"Conversion failed for (\S+)|Exception happened during conversion of operation (\S+)", ln)
@@ -56,8 +56,8 @@ def _conversion_cause(e: BaseException) -> tuple[str, str]:
         shape = re.search(r"dimension|shape|rank", why, re.IGNORECASE)
         return (f"conversion failed for {node}{': ' + why[:200] if why else ''}",
                 f"check {opt('--input-shape', 'input_shape')}" if shape
-                else f"an op OpenVINO cannot convert? try {opt('--format', 'fmt', 'onnx', quoted=True)}")
-    return first_line(e), f"an op OpenVINO cannot convert? try {opt('--format', 'fmt', 'onnx', quoted=True)}"
+                else f"an op OpenVINO cannot convert? try {use_format('onnx')}")
+    return first_line(e), f"an op OpenVINO cannot convert? try {use_format('onnx')}"
 
 
 # What torch.jit.trace warns when the model's code turns a tensor into a Python value

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, DataError, ExportError, opt, say
+from edgecompress.errors import ConfigError, DataError, ExportError, opt, say, use_format
 from edgecompress.exporters.base import (
     Artifact,
     ExportOptions,
@@ -49,7 +49,8 @@ def _padded(batches: Any, names: list[str], seq_len: int) -> Any:
         arrays = [np.asarray(b[n]) for n in names]
         if arrays[0].shape[1] > seq_len:
             raise DataError(f"tflite: calibration sequences of {arrays[0].shape[1]} tokens exceed the "
-                            f"model's {seq_len} ({opt('--input-shape', 'input_shape', say('1,L', '(1, L)'))})")
+                            f"model's {seq_len} "
+                            f"({opt('--input-shape', 'input_shape', say('1,L', '(1, L)', '[1, L]'))})")
         yield tuple(np.pad(a, ((0, 0), (0, seq_len - a.shape[1]))) for a in arrays)
 
 
@@ -66,7 +67,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     text = spec.is_text  # (a second input made any model a "text" one, with its rows padded as tokens)
     if len(spec.inputs) != 1 and not text:
         raise ExportError(f"tflite export of {spec.name}: {len(spec.inputs)} inputs; only single-input "
-                          f"models and text encoders are supported (use {opt('--format', 'fmt', 'onnx', quoted=True)})")
+                          f"models and text encoders are supported (use {use_format('onnx')})")
     _refuses(spec, precision, options)
     if precision == "int8" and not prequant and (calib is None or len(calib) == 0):
         raise DataError(f"tflite int8: the calibration set is empty (pass {opt('--calib', 'calib')})")
@@ -96,7 +97,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                               prequantized=bool(prequant))
     except lc.FullIntegerError as e:
         raise ExportError(f"tflite int8 of {spec.name}: {e} ({say('--allow-mixed', 'ExportOptions(allow_mixed=True)')} "
-                          f"accepts a mixed file; or use {opt('--format', 'fmt', 'onnx', quoted=True)})") from e
+                          f"accepts a mixed file; or use {use_format('onnx')})") from e
     except lc.UnsupportedModelError as e:
         raise ExportError(f"tflite export of {spec.name}: {e}") from e
 

@@ -78,6 +78,7 @@ def _artifact_from_file(path: Path, row: dict[str, Any] | None = None,
     from edgecompress.exporters import FORMATS, Artifact, TensorInfo
     from edgecompress.exporters.api import artifact_files, artifact_hash
     from edgecompress.fileio import path_size
+    from edgecompress.targets.validate import takes_ids
 
     fmt = (row or {}).get("format") or _format_for(path)
     files = artifact_files(path, fmt)
@@ -87,18 +88,25 @@ def _artifact_from_file(path: Path, row: dict[str, Any] | None = None,
     io = (row or {}).get("io", {})
     inputs = [TensorInfo(**t) for t in io.get("inputs", [])]
     outputs = [TensorInfo(**t) for t in io.get("outputs", [])]
-    read_io = FORMATS.get(fmt).read_io
+    read_io, read_vocab = FORMATS.get(fmt).read_io, FORMATS.get(fmt).read_vocab
+    details = dict((row or {}).get("details", {}))
     # A file with no export report beside it: the I/O contract from the file itself (without it,
-    # latency-only validation fed an empty input file).
+    # latency-only validation fed an empty input file), and the vocabulary of each input of ids
+    # (random latency ids of 0..99 overran a token_type_ids table of 2 rows)
     if not inputs and read_io is not None:
         with contextlib.suppress(Exception):  # unreadable: its benchmark fails in one line
             inputs, outputs = read_io(path)
+    if read_vocab is not None and not ({"input_vocab", "vocab_size"} & details.keys()) \
+            and any(takes_ids(t) for t in inputs):
+        with contextlib.suppress(Exception):
+            if vocab := read_vocab(path):
+                details["input_vocab"] = vocab
     return Artifact(
         format=fmt, precision=(row or {}).get("precision") or precision or _guess_precision(path),
         path=path, runtime=FORMATS.get(fmt).runtime, model_name=path.stem,
         size_bytes=sum(path_size(f) for f in files),
         sha256=artifact_hash(files),
-        inputs=inputs, outputs=outputs, details=(row or {}).get("details", {}))
+        inputs=inputs, outputs=outputs, details=details)
 
 
 def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | None]:

@@ -189,7 +189,8 @@ def check_gates_measurable(gates: list[Gate], profile: Any, has_eval: bool = Tru
             raise ConfigError(f"{_gate(g.text)}: batch {g.path[1]} is not timed; add {add}")
     if not estimated:
         return
-    target = opt("--target", "target", profile.name, quoted=True)
+    # mid-sentence, so a recipe's is `target rpi5` (`target: rpi5 is estimated here` read as a key)
+    target = say(f"--target {profile.name}", f"target={profile.name!r}", f"target {profile.name}")
     for g in gates:
         if g.path[0] in ("metrics", "drift", "memory_mb"):
             raise ConfigError(f"{_gate(g.text)}: {target} is estimated here (no device "

@@ -399,6 +399,7 @@ def test_recipe_mistakes_name_recipe_keys(tmp_path, over, fragment):
     msg = str(e.value)
     assert fragment.format(tmp=tmp_path) in msg, msg
     assert not FLAG.search(msg) and not re.search(r"\b[a-z_]+=", msg), msg
+    assert msg.startswith("recipe: "), msg  # which recipe: the export step's too (float_first 99)
 
 
 def _gated_recipe_report(tmp_path: Path):
@@ -435,5 +436,121 @@ def test_report_of_a_recipe_names_its_keys(tmp_path):
     assert "## Gates (--fail-on)" in to_markdown(old, None) and "`-f onnx:fp32`" in to_markdown(old, None)
     old.surface, old.command = "python", "python make.py"
     md = to_markdown(old, None)
-    assert "## Gates (fail_on=)" in md and "first layers left float (float_first=)" in md, md
+    assert "## Gates (fail_on)" in md and "first layers left float (float_first)" in md, md
     assert "add onnx:fp32 to formats" in md and "--fail-on" not in to_html(old)
+
+
+# ---- leftovers: Python report hints, format advice, recipe prefixes ----------------------------------
+DANGLING = re.compile(r"\b[a-z_]+=(?=[)\s,.<]|$)")  # `fail_on=` with no value after it
+
+
+def test_python_report_hints_name_keywords_without_a_dangling_equals(tmp_path, digits_calib):
+    """A Python run's report.md / .html name an option as a Python reader does (`Gates (fail_on)`,
+    `float_first`), not as a keyword with nothing after its `=`: from run_export, and from
+    export + validate + write_report."""
+    from edgecompress.report.render import to_html, to_markdown
+
+    settings = ec.ValidateSettings(runs=2, warmup=0, rounds=1)
+    job = ec.ExportJob(model="zoo:digits-cnn", formats=["onnx:int8"], out_dir=tmp_path / "job",
+                       options=ec.ExportOptions(float_first=1), fail_on=["size_bytes>1e9"], settings=settings)
+    report, paths = ec.run_export(job)
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert report.surface == "python"
+    assert "## Gates (fail_on)" in md and "<h2>Gates (fail_on)</h2>" in page, md
+    assert "first layers left float (float_first)" in md, md
+    for text in (md, page):
+        assert not DANGLING.search(text), DANGLING.search(text)
+        assert not FLAG.search(text), FLAG.search(text)
+
+    spec = ec.load_model("zoo:digits-cnn")
+    art = ec.export(spec, "onnx", "int8", tmp_path / "art", digits_calib, options=ec.ExportOptions(float_first=1))
+    ms = ec.validate([art], "x86-local", settings=settings, progress=False)
+    own = ec.Report.from_measurements(ms, model={"name": spec.name})
+    written = ec.write_report(own, tmp_path / "own")
+    for text in (written["md"].read_text(), written["html"].read_text(), to_markdown(own, None), to_html(own)):
+        assert "first layers left float (float_first)" in text and "(give evaluation data (eval) and" in text, text
+        assert not DANGLING.search(text), DANGLING.search(text)
+
+
+def test_advice_to_use_another_format_reads_as_each_caller_asks_for_formats():
+    """"try onnx" names the option as the caller gives formats: `--format onnx` on the CLI,
+    `fmt='onnx'` from export(), `formats=['onnx']` from an ExportJob, `` `onnx` in export `` in a
+    recipe (it read `try export: onnx`)."""
+    from edgecompress.errors import formats_given_as, use_format
+    from edgecompress.exporters.openvino import _conversion_cause
+
+    unconvertible = RuntimeError("Check 'false' failed\nNo conversion rule found for operations: aten::foo")
+    said = {}
+    for words in ("cli", "python", "recipe"):
+        with on_surface(words):  # type: ignore[arg-type]
+            said[words] = _conversion_cause(unconvertible)[1]
+    assert said == {"cli": "an op OpenVINO cannot convert; try --format onnx",
+                    "python": "an op OpenVINO cannot convert; try fmt='onnx'",
+                    "recipe": "an op OpenVINO cannot convert; try `onnx` in export"}, said
+    with formats_given_as("formats"):
+        assert use_format("onnx") == "formats=['onnx']"
+        with on_surface("cli"):
+            assert use_format("onnx") == "--format onnx"
+    assert use_format("openvino") == "fmt='openvino'"
+
+
+def test_a_pytorch_only_format_of_an_onnx_model_names_the_callers_parameter(tmp_path):
+    """tflite converts from PyTorch only: the advice names export()'s fmt, an ExportJob's formats."""
+    onnx_model = ec.export(ec.load_model("zoo:digits-cnn"), "onnx", "fp32", tmp_path / "src").path
+    spec = ec.load_model(str(onnx_model))
+    with pytest.raises(EdgeCompressError) as e:
+        ec.export(spec, "tflite", "fp32", tmp_path / "x")
+    assert "use fmt='onnx' or fmt='openvino' for ONNX inputs" in str(e.value), str(e.value)
+    with pytest.raises(EdgeCompressError) as e:
+        ec.run_export(ec.ExportJob(model=str(onnx_model), formats=["tflite"], out_dir=tmp_path / "job"))
+    assert "use formats=['onnx'] or formats=['openvino'] for ONNX inputs" in str(e.value), str(e.value)
+
+
+def test_every_recipe_error_names_its_recipe_file(tmp_path):
+    """An error from the export step of `edgecompress run r.yaml` names r.yaml as the recipe's own
+    checks do (it began with "onnx int8 of digits-cnn: nothing to quantize: ...")."""
+    import yaml
+
+    recipe = {"model": "zoo:digits-cnn", "export": ["onnx:int8"],
+              "options": {"float_first": 99, "validate_artifacts": False}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(EdgeCompressError) as e:
+        ec.run_recipe(tmp_path / "r.yaml", tmp_path / "out", progress=False)
+    assert str(e.value).startswith(f"recipe {tmp_path}/r.yaml: onnx int8 of digits-cnn: nothing to quantize: "
+                                   "options.float_first: 99 leaves all "), str(e.value)
+    r = run_cli("run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "cli"), "--no-progress", cwd=ROOT)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith(f"error: recipe {tmp_path}/r.yaml: onnx int8 of digits-cnn: "), last
+    with pytest.raises(EdgeCompressError) as e:  # a Recipe built in Python: checked when it runs, named as a dict's
+        ec.run_recipe(ec.Recipe(model="zoo:digits-cnn", export=["coreml"]), tmp_path / "obj", progress=False)
+    assert str(e.value).startswith("recipe: export: 'coreml': unknown format"), str(e.value)
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--prune", "1.5"], "error: compress: --prune: 1.5 is out of range (0, 1)"),
+    ([TINY, "--input-shape", "1,3,8,8", "--prune", "0.3", "--prune-method", "reconstruct"],
+     "error: compress: --prune: train data: none given and model tiny has no default (pass --train)"),
+    (["--prune", "0.3", "-f", "onnx:int8", "--calib", "{tmp}/nowhere.npy"],
+     "error: compress: --calib: train data {tmp}/nowhere.npy: no such file or directory"),
+    (["-f", "coreml"], "error: compress: --export 'coreml': unknown format (known: "),
+    (["-f", "onnx:fp16"], "error: compress: --export onnx:fp16: onnx supports precisions "),
+    (["--qat-epochs", "1", "-f", "onnx:fp32"], "error: compress: --export onnx:fp32 after qat; "),
+    (["-f", "onnx", "--threads", "4096"], "error: compress: --threads 4096: this machine gives edgecompress "),
+    (["-f", "onnx", "--runs", "0"], "error: --runs 0: 1 or more"),
+    (["-f", "onnx", "--batch", "0"], "error: --batch 0: 1 or more"),
+    ([IDS, "--input-shape", "1,16", "-f", "tflite:int8", "--calib", "{tmp}/ids.npy"],
+     "error: compress: --export tflite int8 of ids_bag: full-integer int8 does not apply to a model of int64 ids "
+     "(the embedding lookup / the ops reading the ids stay float in LiteRT); export tflite:dynamic-int8 (int8 "
+     "weights), or accept a mixed file of int8 layers and float ops with --allow-mixed"),
+])
+def test_compress_names_its_own_flags(tmp_path, args, said):
+    """`compress` turns its flags into a recipe: its errors name those flags (--export, --threads N,
+    --prune), not the recipe's keys (export:, options.threads: N, passes[0].prune), export's
+    --format / --int8 it does not have, or a recipe's pydantic wording (options.runs: Input should ...)."""
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 50, (8, 16)).astype(np.int64))
+    args = [a.format(tmp=tmp_path) for a in args]
+    model = [] if args[0] in (TINY, IDS) else ["zoo:digits-cnn"]
+    r = run_cli("compress", *model, *args, "--out", str(tmp_path / "out"), "--no-progress", cwd=ROOT)
+    last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+    assert r.returncode in (2, 3) and last.startswith(said.format(tmp=tmp_path)), r.stderr[-1500:]
+    assert not re.search(r"\b(options|data|passes)[.\[]|: export: |--format|--int8|Input should", last), last

@@ -767,3 +767,22 @@ def test_onnx_of_several_inputs_checks_each_table(tmp_path):
     assert art.details["input_vocab"] == {"input_ids": 50, "token_type_ids": 2}
     m = validate([art], "x86-local", settings=ValidateSettings(runs=2, warmup=0, rounds=1), progress=False)[0]
     assert m.status == "ok" and m.latency_ms["1"]["p50"] > 0, m.error
+
+
+def test_validate_of_a_loose_onnx_of_several_inputs_keeps_ids_in_each_table(tmp_path):
+    """`edgecompress validate three.onnx` with no export report beside it: its random latency ids
+    stay below each input's own table, read from the file (`Format.read_vocab`); token_type_ids of
+    0..99 into a table of 2 rows failed in ONNX Runtime's Gather."""
+    from edgecompress.targets import ValidateSettings
+    from edgecompress.targets.device_report import load_artifacts, validate_artifacts
+
+    loose = _three_input_onnx(tmp_path / "three.onnx")
+    (art,), _ = load_artifacts([loose])
+    assert art.details["input_vocab"] == {"input_ids": 50, "token_type_ids": 2}
+    settings = ValidateSettings(runs=2, warmup=0, rounds=1)
+    report, _, _ = validate_artifacts([loose], "x86-local", tmp_path / "v", settings=settings, progress=False)
+    (row,) = report.artifacts
+    assert row["status"] == "ok" and row["latency_ms"]["p50"] > 0, row.get("error")
+    proc = run_cli("validate", str(loose), "--runs", "2", "--warmup", "0", "--rounds", "1", "--no-progress",
+                   "--out", str(tmp_path / "cli"), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-1500:]

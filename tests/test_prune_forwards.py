@@ -107,3 +107,36 @@ def test_stem_and_head_are_the_first_and_last_convolutions_to_run(keep):
     kept, cut = (m.stem, m.head) if keep == "ignore_stem" else (m.head, m.stem)
     assert (kept.out_channels, cut.out_channels) == ((16, 16) if keep == "ignore_stem" else (32, 8))
     assert m.mid.out_channels == 8
+
+
+class _ClassifierFirst(nn.Module):
+    """Registers its classifier before its feature layers: the last *registered* Linear is a
+    feature layer (`proj`), the last to run is `classifier`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(32, 10)
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.proj = nn.Linear(16, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x)).mean((2, 3))
+        return self.classifier(torch.relu(self.proj(y)))
+
+
+def test_the_classifier_is_the_last_linear_to_run_not_the_last_registered():
+    torch.manual_seed(0)
+    m = _ClassifierFirst().eval()
+    calls = _counted(m)
+    example = (torch.randn(1, 3, 12, 12),)
+    assert P._classifier(m, example) is m.classifier
+    ignored = P._ignored(m, P.PruneConfig(ratio=0.5), example)
+    assert m.classifier in ignored and m.proj not in ignored and calls[0] == 1  # the same cached forward
+
+    spec = load_model(_ClassifierFirst(), input_shape=(1, 3, 12, 12))
+    calls = _counted(spec.module)
+    out = edgecompress.prune(spec, ratio=0.5, progress=False)
+    assert calls[0] == 1
+    assert out.module.classifier.out_features == 10, "the classes were pruned"
+    assert out.module.proj.out_features < 32  # a feature layer, pruned as the others
+    assert out.module(torch.randn(2, 3, 12, 12)).shape == (2, 10)

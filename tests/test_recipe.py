@@ -290,7 +290,7 @@ def test_cli_compress_takes_exports_model_and_measuring_flags(tmp_path, digits_s
     assert gate.returncode == 4 and "gate failed: size_bytes>1" in gate.stderr, gate.stderr[-2000:]
     bad = run_cli(*base, "--fail-on", "drift.bogus<1", "--out", str(tmp_path / "b"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
-        "error: compress: --fail-on: 'drift.bogus<1': a report row has no drift.bogus"), bad.stderr[-2000:]
+        "error: compress: --fail-on 'drift.bogus<1': a report row has no drift.bogus"), bad.stderr[-2000:]
     assert not (tmp_path / "b").exists()
 
 
@@ -356,8 +356,9 @@ def test_recipe_checks_the_target_before_the_passes_train(tmp_path, monkeypatch)
     _no_pass_may_run(monkeypatch)
     with pytest.raises(DeviceError, match=r"[Cc]onnection refused"):
         run_recipe(unreachable, tmp_path / "a", progress=False)
-    with pytest.raises(ConfigError, match=r"^options.fail_on: 'drift.top1_agreement<0.97': .*rpi5 is estimated "
-                                          r"here .* no drift"):
+    # which recipe, as every error of a run says (a dict's: "recipe"); the target mid-sentence without a colon
+    with pytest.raises(ConfigError, match=r"^recipe: options.fail_on: 'drift.top1_agreement<0.97': target rpi5 is "
+                                          r"estimated here .* no drift"):
         run_recipe(estimated, tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

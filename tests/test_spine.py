@@ -140,7 +140,8 @@ def test_float_first_leaves_the_stem_float(tmp_path, digits_spec, digits_calib, 
     from edgecompress.report.render import quant_rows, to_html, to_markdown
 
     report = Report(model={"name": "digits"}, target="x86-local", artifacts=[artifact_row(m.to_dict())])
-    assert quant_rows(report)[0]["float"] == f"{convs[0].name}: first layers left float (--float-first)"
+    # a Python run: the option named by its keyword (the CLI's report says --float-first)
+    assert quant_rows(report)[0]["float"] == f"{convs[0].name}: first layers left float (float_first)"
     assert convs[0].name in to_markdown(report, None) and convs[0].name in to_html(report)
     with pytest.raises(Exception, match="float_first -1"):
         export(digits_spec, "onnx", "int8", tmp_path / "neg", digits_calib, ExportOptions(float_first=-1))
@@ -218,7 +219,7 @@ def test_openvino_float_first_leaves_the_first_conv_float(tmp_path, digits_spec,
                                artifacts=[{"format": "openvino", "precision": "int8", "details": art.details}]))
     # the report's ops table
     assert row["int8"].startswith("FakeQuantize (NNCF); first layer")
-    assert row["float"] == f"{first}: first layers left float (--float-first)"
+    assert row["float"] == f"{first}: first layers left float (float_first)"  # a Python run: the keyword
     own = digits_spec.replace(extra={**digits_spec.extra, "openvino_int8_float_first": 1})  # a zoo entry's default
     by_model = export(own, "openvino", "int8", tmp_path / "m", digits_calib, ExportOptions())
     assert [src == "FakeQuantize" for _, src in layers(by_model.path)] == [False] + [True] * len(rest)

@@ -240,8 +240,8 @@ def test_parse_and_evaluate_gates():
         ("drift.top1_agreement<0.97", False), ("latency_ms.p50>=10", True), ("size_bytes!=1e3", True)]
     from edgecompress.report.render import to_html, to_markdown
 
-    md = to_markdown(rep, None)
-    assert "## Gates (--fail-on)" in md and "| drift.top1_agreement<0.97 | t/onnx/int8 | 96.00 % | FAILED |" in md
+    md = to_markdown(rep, None)  # a Report built in Python: the option by its keyword
+    assert "## Gates (fail_on)" in md and "| drift.top1_agreement<0.97 | t/onnx/int8 | 96.00 % | FAILED |" in md
     assert "FAILED" in to_html(rep)
 
 

@@ -763,14 +763,12 @@ def _load_onnx(ref: str, input_shape: tuple[int, ...] | None = None, **_: Any) -
     fixed = SpecExtra(fixed_batch=1) if first and first[0].dim_value == 1 else SpecExtra()
     if len(inputs) == 1 and inputs[0].is_integer and (vocab := _onnx_vocab(model, inputs[0].name)) is not None:
         fixed["vocab_size"] = vocab  # calibration / evaluation ids are checked against it, as a torch model's
-    elif len(inputs) > 1:
-        # Several inputs (input_ids + attention_mask / token_type_ids): each integer input's bound
-        # where the graph shows one, the rows of the table it is gathered from (`_onnx_vocab`).
-        # An input that indexes no table (an attention mask, multiplied in; a position offset
-        # added to an index) has no bound the file states: it is not checked, and not guessed.
-        bounds = {i.name: v for i in inputs if i.is_integer and (v := _onnx_vocab(model, i.name)) is not None}
-        if bounds:
-            fixed["input_vocab"] = bounds
+    # Several inputs (input_ids + attention_mask / token_type_ids): each integer input's bound
+    # where the graph shows one, the rows of the table it is gathered from (`_onnx_vocab`).
+    # An input that indexes no table (an attention mask, multiplied in; a position offset
+    # added to an index) has no bound the file states: it is not checked, and not guessed.
+    elif len(inputs) > 1 and (bounds := onnx_input_vocab(model, [i.name for i in inputs if i.is_integer])):
+        fixed["input_vocab"] = bounds
     return ModelSpec(
         name=path.stem,
         module=None,
@@ -808,6 +806,13 @@ def _onnx_fixed_dims(path: Path, name: str, file_dims: Any, sizes: dict[str, int
                               f"its shape with {opt('--input-shape', 'input_shape')} ({example} with numbers for "
                               f"{slots})")
     return [d.dim_value if d.dim_value > 0 else sizes[d.dim_param] for d in rest]
+
+
+def onnx_input_vocab(model: Any, names: list[str]) -> dict[str, int]:
+    """{input: rows of the table it indexes} for the inputs `names` (of ids) that index one
+    (`_onnx_vocab`); the rest are left out. A spec's `input_vocab` (`_load_onnx`), and validate's
+    bounds for the random ids of a loose .onnx (the onnx format's `read_vocab`)."""
+    return {n: v for n in names if (v := _onnx_vocab(model, n)) is not None}
 
 
 def _onnx_vocab(model: Any, name: str) -> int | None:

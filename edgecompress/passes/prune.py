@@ -165,26 +165,33 @@ def _channel_layers() -> tuple[type[nn.Module], ...]:
     return (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-def _classifier(module: Any) -> Any:
+def _classifier(module: Any, example: Any) -> Any:
+    """The layer kept whole as the classifier: the last Linear to run on `example`, else the last
+    convolution to run (`_run_facts`: the same cached forward as the output layers and the stem /
+    head). It was the last one registered, so a model that registers its classifier before its
+    feature layers kept a feature layer whole and pruned its classifier's outputs (the classes).
+    By registration order only when none of them ran."""
     from torch import nn
 
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        return linears[-1]
-    convs = [m for m in module.modules() if isinstance(m, _channel_layers()[1:])]
-    return convs[-1] if convs else None
+    mods = dict(module.named_modules())
+    pool = [mods[n] for n in _run_facts(module, example)[1]] or list(module.modules())
+    for kind in (nn.Linear, _channel_layers()[1:]):
+        if found := [m for m in pool if isinstance(m, kind)]:
+            return found[-1]
+    return None
 
 
 def _run_once(module: Any, example: Any) -> tuple[list[Any], list[Any]]:
     """One forward pass on `example`: (the layers whose output a multi-output model returns as it
-    is, the Conv1d / Conv2d layers in the order they ran, one entry per call).
+    is, the Linear / Conv1d / Conv2d layers in the order they ran, one entry per call).
 
     Output layers, why: only the last Linear (`_classifier`) was kept whole, so of
     `return self.fc(y), self.aux(y)` the first head lost half its outputs (10 -> 5 classes),
     silently. A single-output model keeps the rule above (none here).
     Run order, why: `ignore_stem` / `ignore_head` took the first / last convolution by registration
     order, so a model that registers its head before its stem (or builds its layers out of order)
-    kept the wrong layer whole."""
+    kept the wrong layer whole; the classifier (`_classifier`) is the last Linear to run, for the same
+    reason."""
     import torch
 
     from edgecompress.passes._common import output_count
@@ -198,14 +205,14 @@ def _run_once(module: Any, example: Any) -> tuple[list[Any], list[Any]]:
     finally:
         for h in hooks:
             h.remove()
-    ran = [m for _, m in produced if isinstance(m, _channel_layers()[1:])]
+    ran = [m for _, m in produced]
     if output_count(y) < 2:
         return [], ran
     outs = list(y.values()) if isinstance(y, dict) else list(y)
     return [m for t, m in produced if any(t is o for o in outs)], ran
 
 
-# module -> (its structure, the names of its output layers, of its convolutions in run order).
+# module -> (its structure, the names of its output layers, of its Linear / conv layers in run order).
 # `_run_once` runs the model, and `_ignored` is asked for every dependency graph built (the plan,
 # the pruner, the channels after, and again on each copy a MACs / params target bisects): one
 # forward per model, not per ask.
@@ -253,7 +260,7 @@ def _ignored(module: Any, cfg: PruneConfig, example: Any) -> list[Any]:
         if n not in mods:
             raise ConfigError(f"prune.ignored: model has no module {n!r}")
         out.append(mods[n])
-    head = _classifier(module)
+    head = _classifier(module, example)
     if head is not None:
         out.append(head)
     out += [mods[n] for n in _output_layer_names(module, example) if mods[n] is not head]
@@ -393,12 +400,12 @@ def _per_layer(cfg: PruneConfig, name: str) -> float | None:
     return None
 
 
-def _unused_per_layer(module: Any, cfg: PruneConfig, plan: list[dict[str, Any]]) -> list[str]:
+def _unused_per_layer(module: Any, cfg: PruneConfig, plan: list[dict[str, Any]], example: Any) -> list[str]:
     """Notes for `per_layer` entries naming layers no channel group holds (the classifier, an
     ignored layer): their ratio was silently kept."""
     planned = {id(m) for g in plan for m in g["modules"]}
     mods = dict(module.named_modules())
-    head = _classifier(module)
+    head = _classifier(module, example)
     notes = []
     for n in cfg.per_layer:
         inside = list(mods[n].modules()) if n in mods else []
@@ -721,7 +728,7 @@ def prune(model: ModelLike, config: PruneConfig | dict | None = None, *, data: D
                                                 teacher_named=named_teacher(teacher)))
         log["ratio"] = ratio
         # said, not silent: layers the ratio could not cut as asked (capped, left whole, nothing)
-        log["warnings"] = [*tied, *_retie(module, ties), *_unused_per_layer(module, cfg, plan),
+        log["warnings"] = [*tied, *_retie(module, ties), *_unused_per_layer(module, cfg, plan, example),
                            *_prune_notes(before, _channels(module, example, cfg), plan, cfg, ratio)]
         for w in log["warnings"]:
             print(f"note: {w}", file=sys.stderr)

@@ -105,7 +105,7 @@ class Report:
     baseline: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)  # --fail-on: gate, artifact, value, passed
     # who ran it: "cli", "recipe" (`edgecompress run`, run_recipe) or "python", the surface it was
-    # built under; its hints name that surface's option (--eval / data.eval / eval=). "" in a report
+    # built under; its hints name that surface's option (--eval / data.eval / eval). "" in a report
     # written before the field: `spoken_as` guesses from the command.
     surface: str = field(default_factory=_surface_now)
 

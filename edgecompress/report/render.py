@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from edgecompress.errors import on_surface, opt, say
+from edgecompress.errors import on_surface, option, say
 from edgecompress.report.model import Report
 
 
@@ -304,9 +304,9 @@ _WHY = {"float_first": "first layers left float ({})",
 
 
 def _float_node(f: dict) -> str:
-    # the option named as the run set it (--float-first, options.float_first, float_first=): to_markdown / to_html
+    # the option named as the run set it (--float-first, options.float_first, float_first): to_markdown / to_html
     why = _WHY["sensitivity"] if "sensitivity" in f else _WHY.get(f.get("why", ""), f.get("why", ""))
-    why = why.format(opt("--float-first", "float_first")) if f.get("why") == "float_first" else why
+    why = why.format(option("--float-first", "float_first")) if f.get("why") == "float_first" else why
     return f["node"] + (f" ({f['layer']})" if f.get("layer") else "") + (f": {why}" if why else "")
 
 
@@ -511,7 +511,7 @@ def _emulated_note(report: Report) -> str:
 
 
 _NO_PLOT = ("No accuracy-vs-latency plot: no artifact has both a latency and an accuracy or drift figure "
-            "(give evaluation data, {}, and an fp32 artifact for drift).")
+            "(give evaluation data ({}) and an fp32 artifact for drift).")
 
 
 def _no_plot(report: Report) -> str:
@@ -521,7 +521,7 @@ def _no_plot(report: Report) -> str:
         given = f" ({ignored} was given and not used)" if ignored else ""
         return ("No accuracy-vs-latency plot: an estimated target runs nothing, so it has no accuracy or "
                 f"drift figure{given}.")
-    return _NO_PLOT.format(opt("--eval", "eval"))
+    return _NO_PLOT.format(option("--eval", "eval"))
 
 
 _GATE_PATH = re.compile(r"^\s*([^<>=!\s]+)\s*(?:<=|>=|==|!=|<|>)")
@@ -764,8 +764,8 @@ class _Section:
 
 _IO_NOTE = "int8 tensors: real value = scale × (q − zero point)."
 def _gates_title() -> str:
-    """The gates' heading, naming the option as the run set it (--fail-on, options.fail_on, fail_on=)."""
-    return f"Gates ({opt('--fail-on', 'fail_on')})"
+    """The gates' heading, naming the option as the run set it (--fail-on, options.fail_on, fail_on)."""
+    return f"Gates ({option('--fail-on', 'fail_on')})"
 
 
 def batch_rows(report: Report) -> list[dict[str, str]]:
@@ -817,7 +817,7 @@ def _sections(report: Report) -> list[_Section]:
 
 def to_markdown(report: Report, plot_name: str | None = "report.png") -> str:
     """report.md; its hints name options as the run that produced it spelled them (`Report.spoken_as`:
-    --eval from the CLI, data.eval from a recipe, eval= from Python)."""
+    --eval from the CLI, data.eval from a recipe, eval from Python)."""
     with on_surface(report.spoken_as()):
         return _to_markdown(report, plot_name)
 
