@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +193,10 @@ def test_report_says_why_a_quantized_row_has_no_speed_up():
     report = Report(model={"name": "m"}, target="x86-local", artifacts=[int8])
     assert table_rows(report)[0]["speed-up"] == "—"
     assert "No speed-up or size ratio for tflite: no fp32 artifact" in to_markdown(report, None)
-    assert "`-f tflite:fp32`" in to_markdown(report, None)
+    # the format to add, in the words of what built the report (a Report built in Python: formats)
+    assert "(add tflite:fp32 to formats)" in to_markdown(report, None)
+    for surface, advice in (("cli", "`-f tflite:fp32`"), ("recipe", "tflite:fp32 to the recipe's `export`")):
+        assert advice in to_markdown(dataclasses.replace(report, surface=surface), None)
     report.artifacts = [_row("fp32", 8.0, 0.3, {"cosine": 1.0}), int8]
     assert table_rows(report)[1]["speed-up"].startswith("2.00x")
     assert "No speed-up" not in to_markdown(report, None)
