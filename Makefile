@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/edgecompress demo --out edgecompress-demo
 
 # Two pytest workers (pytest-xdist), one test file per worker at a time so module fixtures are
-# built once: 8 min instead of 12-26 min here, well inside CI's 30.
+# built once: 13 min of tests here (1089 tests, 2026-12-02), well inside CI's 30.
 test: setup
 	$(BIN)/ruff check .
 	# mypy ([tool.mypy]); the script maps exporters/ and targets/ into edgecompress as the install does
