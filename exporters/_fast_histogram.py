@@ -12,6 +12,8 @@ of a bin edge.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import numpy as np
@@ -39,7 +41,18 @@ def _histogram(arrays: list[np.ndarray], bins: int, lo: Any, hi: Any) -> tuple[n
 
 class FastHistogramCollector(HistogramCollector):
     """HistogramCollector whose `collect_value` (entropy, distribution, asymmetric percentile)
-    counts with torch; other cases (float16 outputs, NaN, an all-zero first chunk) go to ORT's."""
+    counts with torch; other cases (float16 outputs, NaN, an all-zero first chunk) go to ORT's.
+    ORT's collector prints on every call ("Collecting tensor data and making histogram ...",
+    "Finding optimal threshold ..."): silenced here, for every caller (the ONNX exporter, QAT's
+    calibration), not by each of them."""
+
+    def collect(self, name_to_arr: dict[str, Any]) -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return super().collect(name_to_arr)
+
+    def compute_collection_result(self) -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return super().compute_collection_result()
 
     def collect_value(self, name_to_arr: dict[str, Any]) -> None:
         for tensor, value in name_to_arr.items():

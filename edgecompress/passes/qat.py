@@ -188,9 +188,6 @@ def calibrate(prepared: Any, x: Any, batch_size: int, method: str = "minmax", pe
     Per call, not per batch: one module can observe several tensors (a shared spec: the input and
     output of the average pool), and a per-batch read would keep only the last one's range.
     """
-    import contextlib
-    import io
-
     import numpy as np
     import torch
     from torchao.quantization.pt2e import move_exported_model_to_eval
@@ -222,8 +219,7 @@ def calibrate(prepared: Any, x: Any, batch_size: int, method: str = "minmax", pe
             if c is None:  # ORT's settings for the method (create_calibrator; the exporter's percentile)
                 bins, qbins = (2048, 128) if method == "percentile" else (128, 128)
                 c = collectors[id(f)] = FastHistogramCollector(method, False, bins, qbins, percentile, "same")
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints per call (the exporter hides it too)
-                c.collect({"t": [a.detach().float().numpy()]})
+            c.collect({"t": [a.detach().float().numpy()]})  # silent (FastHistogramCollector)
 
         handles = [f.register_forward_pre_hook(pre_hook) for f in fqs]
     else:
@@ -243,8 +239,7 @@ def calibrate(prepared: Any, x: Any, batch_size: int, method: str = "minmax", pe
                 continue
             lo, hi = seen[id(f)]
             if id(f) in collectors:
-                with contextlib.redirect_stdout(io.StringIO()):  # "Finding optimal threshold ...", bins
-                    r = collectors[id(f)].compute_collection_result()["t"]
+                r = collectors[id(f)].compute_collection_result()["t"]
                 lo, hi = (torch.full_like(lo, float(r[0])), torch.full_like(hi, float(r[1])))
             o = f.activation_post_process
             o.min_val.resize_(lo.shape).copy_(lo)
