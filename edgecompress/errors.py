@@ -16,7 +16,7 @@ reads `input_shape: [1, 3, 8, 8]`; `RECIPE_KEYS` gives each flag's key (`--calib
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Literal
 
@@ -130,6 +130,19 @@ def use_format(name: str, keyword: str | None = None) -> str:
         return f"`{name}` in export"
     keyword = keyword or _FORMATS_KEYWORD.get()
     return f"{keyword}={[name]!r}" if keyword == "formats" else f"{keyword}={name!r}"
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for a near miss of `name` among `known`, else "". Beyond difflib: a
+    name whose dash-separated words are swapped (`int8-dynamic` / `dynamic-int8`, ONNX's and
+    TFLite's spellings of one precision), which difflib scores low."""
+    import difflib
+
+    known = list(known)
+    swapped = "-".join(reversed(str(name).split("-")))
+    close = [swapped] if swapped != name and swapped in known else \
+        difflib.get_close_matches(str(name), known, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _yaml(value: object) -> str:

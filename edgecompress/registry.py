@@ -12,14 +12,13 @@ included) and named again in the unknown-name errors of that registry.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 import sys
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from edgecompress.errors import ConfigError, first_line, opt
+from edgecompress.errors import ConfigError, did_you_mean, first_line, opt
 
 T = TypeVar("T")
 
@@ -74,9 +73,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = f"(known: {', '.join(sorted(self._items)) or 'none'}{self.failed_note()})"
-            close = difflib.get_close_matches(str(name), list(self._items), n=1, cutoff=0.75)
-            if close:  # `-f onxx`, `zoo:efficientnet-lite`
-                known += f"; did you mean {close[0]!r}?"
+            known += did_you_mean(name, self._items)  # `-f onxx`, `zoo:efficientnet-lite`
             if flag and keyword:
                 raise ConfigError(f"{opt(flag, keyword, repr(name))}: unknown {self.kind} {known}") from None
             where = f"{flag} " if flag else ""

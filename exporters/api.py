@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecompress.errors import ConfigError, DataError, opt, say
+from edgecompress.errors import ConfigError, DataError, did_you_mean, opt, say
 from edgecompress.exporters._memory import pin_mmap_threshold, released_export_state
 from edgecompress.exporters.base import FORMATS, Artifact, ExportOptions, Format
 from edgecompress.fileio import output_dir, path_size, safe_child, sha256_file
@@ -45,7 +45,7 @@ def resolve_formats(
             if p not in fmt.precisions:
                 raise ConfigError(
                     f"{opt('--format', 'formats', item, quoted=True)}: {fmt.name} supports precisions "
-                    f"{', '.join(fmt.precisions)}, not {p!r}{_did_you_mean(p, fmt.precisions)}"
+                    f"{', '.join(fmt.precisions)}, not {p!r}{did_you_mean(p, fmt.precisions)}"
                 )
             if (fmt.name, p) not in pairs:
                 pairs.append((fmt.name, p))
@@ -53,17 +53,6 @@ def resolve_formats(
         raise ConfigError(f"{say('--format', 'formats')}: give at least one format "
                           f"(known: {', '.join(FORMATS.names())})")
     return pairs
-
-
-def _did_you_mean(precision: str, known: Sequence[str]) -> str:
-    """A hint for a near-miss precision. Why beyond difflib: ONNX spells dynamic int8 `int8-dynamic`
-    and TFLite `dynamic-int8`, so the other format's word order is the likely slip, and difflib
-    scores two swapped words low."""
-    import difflib
-
-    swapped = "-".join(reversed(precision.split("-")))
-    close = [swapped] if swapped in known else difflib.get_close_matches(precision, list(known), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def artifact_name(spec: ModelSpec, fmt: str, precision: str) -> str:
