@@ -32,6 +32,7 @@ RECIPE_KEYS: dict[str, str] = {
     "--preprocess": "preprocess", "--format": "export", "--target": "target",
     "--train": "data.train", "--calib": "data.calib", "--eval": "data.eval",
     "--calib-method": "options.calib_method", "--float-first": "options.float_first",
+    "--no-bias-correction": "options.bias_correction: false",
     "--allow-mixed": "options.allow_mixed: true", "--isolate": "options.isolate: true",
     "--no-validate": "options.validate_artifacts: false", "--threads": "options.threads",
     "--runs": "options.runs", "--warmup": "options.warmup", "--rounds": "options.rounds",
