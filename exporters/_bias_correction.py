@@ -85,31 +85,51 @@ def _layers(fp32: Any, int8: Any) -> tuple[list[dict[str, Any]], int]:
     return found, no_bias
 
 
-def _input_means(fp32_path: Path, names: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-channel (axis 1) means of the fp32 model's tensors `names` over `feeds`."""
+def _input_means(fp32_path: Path, names: dict[str, bool],
+                 feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-channel (axis 1) means of the fp32 model's tensors `names` over `feeds`, each sample
+    weighing the same; `names[n]`: n has spatial axes (a Conv's input), else (N, C) (a Gemm's).
+    The model pools a spatial tensor itself (a GlobalAveragePool as the graph output, not the
+    tensor), so ORT keeps its fused NCHWc graph and returns a few kB per layer: outputting the
+    tensors themselves took as long again as the calibration and ~900 MB more on EfficientNet-Lite0."""
     import onnx
     import onnxruntime as ort
 
     m = onnx.load(str(fp32_path))
     graph_inputs = {i.name for i in m.graph.input}
-    wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
+    outputs = {}
     have = {o.name for o in m.graph.output}
-    for n in wanted:
-        if n not in have:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+    for n, spatial in names.items():
+        if n in graph_inputs:
+            continue
+        if spatial:
+            m.graph.node.append(onnx.helper.make_node("GlobalAveragePool", [n], [f"{n}__bias_correction_mean"]))
+        outputs[n] = f"{n}__bias_correction_mean" if spatial else n
+        if outputs[n] not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(outputs[n]))
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    del m
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for feed in feeds:
-        got = dict(zip(wanted, sess.run(wanted, feed), strict=True)) if wanted else {}
-        got.update({n: feed[n] for n in names if n in graph_inputs and n in feed})
-        for n, t in got.items():
-            t = np.asarray(t, np.float64)
-            axes = tuple(a for a in range(t.ndim) if a != 1)
-            sums[n] = sums.get(n, 0) + t.sum(axis=axes)
-            counts[n] = counts.get(n, 0) + t.size // t.shape[1]
+
+    def add(name: str, t: np.ndarray) -> None:  # (N, C, ...) -> the per-sample channel means, summed
+        per_sample = t.reshape(t.shape[0], t.shape[1], -1).mean(axis=2, dtype=np.float64)
+        sums[name] = sums.get(name, 0) + per_sample.sum(axis=0)
+        counts[name] = counts.get(name, 0) + t.shape[0]
+
+    for batch in feeds:
+        # 2 samples per run: ORT's arena grows to the largest run and stays there, on top of what
+        # the calibration left (batch 8: +300 MB on EfficientNet-Lite0; issue #2's 2 GB bar counts it)
+        for i in range(0, len(next(iter(batch.values()))), 2):
+            feed = {k: v[i:i + 2] for k, v in batch.items()}
+            got = sess.run(list(outputs.values()), feed) if outputs else []
+            for name, t in zip(outputs, got, strict=True):
+                add(name, t)
+        for name in names:
+            if name in graph_inputs and name in batch and np.ndim(batch[name]) >= 2:
+                add(name, np.asarray(batch[name]))
     return {n: sums[n] / counts[n] for n in sums}
 
 
@@ -124,7 +144,7 @@ def correct_bias(fp32_path: Path, int8_path: Path, feeds: Iterable[dict[str, np.
     layers, no_bias = _layers(onnx.load(str(fp32_path), load_external_data=False), int8)
     if not layers:
         return {"layers": 0, "without_bias": no_bias}
-    means = _input_means(fp32_path, [la["input"] for la in layers], feeds)
+    means = _input_means(fp32_path, {la["input"]: la["node"].op_type == "Conv" for la in layers}, feeds)
     inits = {i.name: i for i in int8.graph.initializer}
     done = 0
     for la in layers:
