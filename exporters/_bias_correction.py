@@ -169,3 +169,62 @@ def correct_bias(fp32_path: Path, int8_path: Path, feeds: Iterable[dict[str, np.
     tmp.replace(int8_path)  # whole or not at all: a failure above leaves ORT's file as it was
     return {"layers": done, "without_bias": no_bias,
             "method": "weight rounding shift folded into int32 biases (fp32 input means on the calibration data)"}
+
+
+def correct_module_bias(module: Any, batches: Iterable[Any], levels: int = 127) -> tuple[Any, dict[str, Any]]:
+    """The same correction before quantization, on a copy of a PyTorch `module`, for quantizers
+    that round each Conv / Linear weight per output channel to `round(W / s)`, s = max|W| / levels
+    (litert-torch's PT2E default: symmetric int8, -127..127). They quantize the weights after
+    folding batch norm into them, which scales each output channel by gamma / sigma: the rounding
+    is the same in both, so a shift folded into the conv's own bias (one added where it has none)
+    comes out of the folding as the folded layer's. `batches`: calibration inputs (arrays or
+    tensors, the module's one input). Returns the corrected copy and what the report records."""
+    import copy
+
+    import torch
+
+    layers = [(n, m) for n, m in module.named_modules()
+              if isinstance(m, torch.nn.Linear | torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d)]
+    if not layers:
+        return module, {"layers": 0}
+    fixed = copy.deepcopy(module).eval()
+    sums: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name: str, is_linear: bool) -> Any:
+        def pre(_m: Any, args: tuple) -> None:
+            x = args[0].detach().double()
+            if is_linear:  # channels last: every row of every sample counts once
+                x = x.reshape(-1, x.shape[-1])
+                sums[name], counts[name] = sums.get(name, 0) + x.sum(0), counts.get(name, 0) + x.shape[0]
+            else:  # (N, C, ...): each sample's channel means
+                per_sample = x.reshape(x.shape[0], x.shape[1], -1).mean(2)
+                sums[name], counts[name] = sums.get(name, 0) + per_sample.sum(0), counts.get(name, 0) + x.shape[0]
+        return pre
+
+    mods = dict(fixed.named_modules())
+    handles = [mods[n].register_forward_pre_hook(hook(n, isinstance(m, torch.nn.Linear))) for n, m in layers]
+    try:
+        with torch.no_grad():
+            for b in batches:
+                fixed(torch.as_tensor(np.asarray(b)))
+    finally:
+        for h in handles:
+            h.remove()
+    done = 0
+    with torch.no_grad():
+        for n, _ in layers:
+            layer = mods[n]
+            if n not in sums:  # not reached by the calibration data
+                continue
+            w = layer.weight.detach().double()
+            s = (w.abs().reshape(w.shape[0], -1).amax(1).clamp(min=1e-12) / levels).reshape(-1, *[1] * (w.ndim - 1))
+            delta = (torch.clamp(torch.round(w / s), -levels, levels) * s - w).numpy()
+            mean = (sums[n] / counts[n]).numpy()
+            shift = delta @ mean if isinstance(layer, torch.nn.Linear) else bias_shift(delta, mean, layer.groups)
+            if layer.bias is None:
+                layer.bias = torch.nn.Parameter(torch.zeros(w.shape[0], dtype=layer.weight.dtype))
+            layer.bias -= torch.from_numpy(shift).to(layer.bias.dtype)
+            done += 1
+    return fixed, {"layers": done, "method": f"weight rounding shift (per-channel max|W|/{levels}) folded into the "
+                                             "float biases before quantization (input means on the calibration data)"}

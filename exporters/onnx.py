@@ -367,11 +367,11 @@ def quantize_onnx_int8(fp32_path: Path, out: Path, calib: Dataset, input_name: s
             except Exception as e:  # an improvement, not the export: the file stays as ORT wrote it
                 corrected = {"layers": 0, "skipped": _first_line(e)[:200]}
     return {"calibration": {"method": options.calib_method, "samples": len(calib),
-                            "percentile": options.percentile if options.calib_method == "percentile" else None},
+                            "percentile": options.percentile if options.calib_method == "percentile" else None,
+                            "bias_correction": corrected},
             "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric",
                              "activations": "uint8 per-tensor asymmetric",
-                             "float_nodes": [{"node": n, "why": "float_first"} for n in excluded],
-                             "bias_correction": corrected}}
+                             "float_nodes": [{"node": n, "why": "float_first"} for n in excluded]}}
 
 
 def _linear_sensitivity(module: Any, feeds: list[dict[str, Any]]) -> dict[str, float]:

@@ -57,6 +57,7 @@ def _padded(batches: Any, names: list[str], seq_len: int) -> Any:
 def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
                   options: ExportOptions) -> Artifact:
     from edgecompress.exporters import _litert_convert as lc
+    from edgecompress.exporters._bias_correction import correct_module_bias
 
     # [issue #4] A QAT spec (spec.extra["quantized"]) exports only if it was trained with the litert
     # backend; its graph carries the Q/DQ ops, lowered as they are (no calibration, int8 only).
@@ -92,7 +93,12 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
             # a None among its outputs: converted without it (`tensors_only`), as ONNX and OpenVINO do;
             # a QAT graph too (litert-torch refused its None: "contained a None item"). Not .eval() on
             # that one: it was put in eval mode by QAT (move_exported_model_to_eval)
-            module = tensors_only(spec.module if prequant else spec.module.eval(), spec.example_inputs(1))
+            source, corrected = spec.module if prequant else spec.module.eval(), None
+            if precision == "int8" and batches is not None and not text and options.bias_correction:
+                # the default quantizer's weight rounding, folded into the biases (exporters/_bias_correction.py)
+                source, corrected = correct_module_bias(source, calib.batches(  # type: ignore[union-attr]
+                    16, desc="bias correction (torch)" if options.progress else None))
+            module = tensors_only(source, spec.example_inputs(1))
             info = lc.convert(module, example, precision, out, batches,
                               channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
                               file_input_names=[i.name for i in spec.inputs], output_names=spec.output_names,
@@ -130,7 +136,7 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
                                             f"({spec.extra.get('qat_quantizer')} backend)", "samples": 0}
     elif precision == "int8":
         details["calibration"] = {"method": "minmax (PT2E, observer after fused ReLU/ReLU6)",
-                                  "samples": len(calib) if calib else 0}
+                                  "samples": len(calib) if calib else 0, "bias_correction": corrected}
     return Artifact("tflite", precision, out, "litert", spec.name, inputs=inputs, outputs=outputs, details=details)
 
 

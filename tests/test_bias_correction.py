@@ -74,8 +74,8 @@ def test_bias_correction_removes_a_biased_rounding_error_and_touches_only_biases
         ref = spec.module(torch.from_numpy(x)).numpy()
     on = export(spec, "onnx", "int8", tmp_path / "on", calib, ExportOptions(progress=False))
     off = export(spec, "onnx", "int8", tmp_path / "off", calib, ExportOptions(progress=False, bias_correction=False))
-    assert on.details["quantization"]["bias_correction"]["layers"] == 3  # dw, pw, fc
-    assert off.details["quantization"]["bias_correction"] is None
+    assert on.details["calibration"]["bias_correction"]["layers"] == 3  # dw, pw, fc
+    assert off.details["calibration"]["bias_correction"] is None
     err_on, err_off = (float(np.abs(_run(a.path, x) - ref).mean()) for a in (on, off))
     assert err_on < 0.5 * err_off, (err_on, err_off)
 
@@ -108,7 +108,7 @@ def test_a_failed_correction_leaves_orts_file_and_says_why(tmp_path, monkeypatch
     monkeypatch.setattr(bc, "_input_means", broken)
     spec, calib, x = _spec_and_data()
     art = export(spec, "onnx", "int8", tmp_path, calib, ExportOptions(progress=False))
-    assert art.details["quantization"]["bias_correction"] == {"layers": 0, "skipped": "no room for the probe outputs"}
+    assert art.details["calibration"]["bias_correction"] == {"layers": 0, "skipped": "no room for the probe outputs"}
     assert _run(art.path, x).shape == (64, 10)
 
 
@@ -121,7 +121,7 @@ def test_a_layer_without_bias_is_left_as_quantized(tmp_path):
     spec = load_model(model, input_shape=(1, 4, 6, 6))
     calib = Dataset(np.random.default_rng(1).uniform(0, 1, (16, 4, 6, 6)).astype(np.float32))
     art = export(spec, "onnx", "int8", tmp_path, calib, ExportOptions(progress=False))
-    assert art.details["quantization"]["bias_correction"] == {"layers": 0, "without_bias": 2}
+    assert art.details["calibration"]["bias_correction"] == {"layers": 0, "without_bias": 2}
 
 
 def test_every_surface_turns_it_off(tmp_path):
@@ -141,7 +141,7 @@ def test_every_surface_turns_it_off(tmp_path):
 
     report = json.loads((tmp_path / "report.json").read_text())
     (int8,) = [a for a in report["artifacts"] if a["precision"] == "int8"]
-    assert int8["details"]["quantization"]["bias_correction"] is None
+    assert int8["details"]["calibration"]["bias_correction"] is None
 
 
 def test_openvino_asks_nncf_to_skip_its_bias_correction_when_off(tmp_path, digits_spec, digits_calib, monkeypatch):
@@ -159,3 +159,22 @@ def test_openvino_asks_nncf_to_skip_its_bias_correction_when_off(tmp_path, digit
                  ExportOptions(progress=False, bias_correction=False))
     assert seen["advanced_parameters"].disable_bias_correction is True
     assert art.details["calibration"]["method"] == "nncf-histogram"
+
+
+def test_tflite_int8_corrects_the_float_biases_before_quantizing_and_leaves_the_model_alone(tmp_path):
+    """litert-torch's PT2E quantizer has no bias correction: the exporter corrects a copy of the
+    float model (the default quantizer's per-channel max|W|/127 rounding), not the caller's."""
+    from edgecompress.exporters._litert_convert import run as run_tflite
+
+    spec, calib, x = _spec_and_data()
+    before = {k: v.clone() for k, v in spec.module.state_dict().items()}
+    with torch.no_grad():
+        ref = spec.module(torch.from_numpy(x)).numpy()
+    on = export(spec, "tflite", "int8", tmp_path / "on", calib, ExportOptions(progress=False))
+    off = export(spec, "tflite", "int8", tmp_path / "off", calib, ExportOptions(progress=False, bias_correction=False))
+    assert on.details["calibration"]["bias_correction"]["layers"] == 3
+    assert off.details["calibration"]["bias_correction"] is None
+    err_on, err_off = (float(np.abs(run_tflite(a.path, x) - ref).mean()) for a in (on, off))
+    assert err_on < 0.5 * err_off, (err_on, err_off)
+    after = spec.module.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

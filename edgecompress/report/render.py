@@ -330,8 +330,6 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
         elif (q := d.get("quantization")) and isinstance(q, dict) and ("float_nodes" in q or q.get("format")):
             # an int8 file with no float layer has a row too (it was left out, reading as unknown)
             int8 = str(q.get("format", "")) + _OVERFLOW_NOTE.get(str(q.get("overflow_fix")), "")
-            if isinstance(bc := q.get("bias_correction"), dict) and bc.get("layers"):
-                int8 += f"; biases corrected in {bc['layers']} layers"  # (exporters/_bias_correction.py)
             flt = ", ".join([_float_node(f) for f in q.get("float_nodes", [])] + [
                 f"{k} x{v} (int8-dynamic quantizes MatMul / Gemm / Gather only)"
                 for k, v in (q.get("float_ops_not_covered") or {}).items()]) or "none"
@@ -345,6 +343,8 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
             int8, flt = "not recorded", "not recorded (validated without its export's report)"
         else:
             continue
+        if isinstance(bc := (d.get("calibration") or {}).get("bias_correction"), dict) and bc.get("layers"):
+            int8 += f"; biases corrected in {bc['layers']} layers"  # (exporters/_bias_correction.py)
         rows.append({"format": str(a.get("format")), "precision": str(a.get("precision")),
                      "int8": int8 or "none", "float": flt or "none"})
     return rows
