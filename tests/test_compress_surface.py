@@ -14,21 +14,7 @@ import re
 
 import pytest
 
-from edgecompress.errors import (
-    COMPRESS_FLAGS,
-    RECIPE_KEYS,
-    ConfigError,
-    DataError,
-    on_recipe_surface,
-    on_surface,
-    opt,
-    option,
-    pass_key,
-    recipe_key,
-    say,
-    surface,
-    use_format,
-)
+from edgecompress.errors import ConfigError, DataError, on_surface, opt, option, say, surface, use_format
 from tests.conftest import ROOT, run_cli
 
 LEAK = re.compile(r"\b(options|data|passes)[.\[]|(^|: )(export|target|model): |--format|--int8|Input should"
@@ -36,6 +22,8 @@ LEAK = re.compile(r"\b(options|data|passes)[.\[]|(^|: )(export|target|model): |-
 
 
 def test_compress_surface_names_compress_flags():
+    from edgecompress.errors import pass_key, recipe_key
+
     with on_surface("compress"):
         assert opt("--format", "formats", "onnx:fp16") == "--export onnx:fp16"
         assert opt("--threads", "threads", 4096) == "--threads 4096"
@@ -70,6 +58,7 @@ def test_one_table_of_compress_flags():
     from typer.main import get_command
 
     from edgecompress.cli import app
+    from edgecompress.errors import COMPRESS_FLAGS, RECIPE_KEYS
 
     keys = {k.partition(": ")[0] for k in RECIPE_KEYS.values()}
     assert set(COMPRESS_FLAGS) <= keys
@@ -84,6 +73,7 @@ def test_one_table_of_compress_flags():
 def test_recipe_runner_keeps_the_compress_surface():
     """parse_recipe / check set the recipe surface: it overwrote compress's (export: 'coreml',
     passes[0].prune.ratio in compress's errors), and only string replacement turned them back."""
+    from edgecompress.errors import on_recipe_surface
     from edgecompress.recipe import _in_pass, parse_recipe
 
     with on_surface("compress"):
