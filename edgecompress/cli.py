@@ -186,6 +186,7 @@ def export(
     rounds: RoundsOpt = 3,
     allow_mixed: AllowMixedOpt = False,
     float_first: FloatFirstOpt = None,
+    no_bias_correction: Annotated[bool, typer.Option("--no-bias-correction", help="int8 ONNX / OpenVINO: keep the biases as calibrated (default: fold each layer's weight-rounding shift into its bias).")] = False,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
     isolate: Annotated[bool, typer.Option("--isolate", help="Export each artifact in a child process, so repeated exports in one long-lived process keep memory flat; costs a few seconds per artifact.")] = False,
     fail_on: FailOnOpt = [],  # noqa: B006
@@ -201,7 +202,7 @@ def export(
     job = ExportJob(
         model=model, formats=pairs, out_dir=out, calib=calib, eval=eval, target=target,
         options=ExportOptions(calib_method=calib_method, allow_mixed=allow_mixed, float_first=float_first,
-                              isolate=isolate),
+                              isolate=isolate, bias_correction=not no_bias_correction),
         settings=_settings(threads, batch, runs, warmup, rounds), do_validate=not no_validate,
         input_shape=input_shape, input_dtype=input_dtype, weights=weights, preprocess=preprocess,
         command=_command_line(),

@@ -38,6 +38,7 @@ RECIPE_KEYS: dict[str, str] = {
     "--preprocess": "preprocess", "--format": "export", "--target": "target",
     "--train": "data.train", "--calib": "data.calib", "--eval": "data.eval",
     "--calib-method": "options.calib_method", "--float-first": "options.float_first",
+    "--no-bias-correction": "options.bias_correction: false",
     "--allow-mixed": "options.allow_mixed: true", "--isolate": "options.isolate: true",
     "--no-validate": "options.validate_artifacts: false", "--threads": "options.threads",
     "--runs": "options.runs", "--warmup": "options.warmup", "--rounds": "options.rounds",
@@ -224,17 +225,26 @@ def pass_key(i: int, name: str, params: Mapping[str, Any] | None = None, key: st
     return f"{whole}: {key}" if key else whole
 
 
-def did_you_mean(name: object, known: Iterable[str]) -> str:
-    """"; did you mean 'x'?" for a near miss of `name` among `known`, else "". Beyond difflib: a
-    name whose dash-separated words are swapped (`int8-dynamic` / `dynamic-int8`, ONNX's and
-    TFLite's spellings of one precision), which difflib scores low."""
+def did_you_mean(name: object, known: Iterable[str], cutoff: float = 0.75) -> str:
+    """"; did you mean 'x'?" for a near miss of `name` among `known`, else "": one wording for every
+    unknown name (registries, precisions, gate paths, target profiles and their keys). Beyond
+    difflib: a name whose dash-separated words are swapped (`int8-dynamic` / `dynamic-int8`, ONNX's
+    and TFLite's spellings of one precision), which difflib scores low; and case aside (`SSH` means
+    ssh, `Big-Cores` big_cores), the hint spelt as known. `cutoff`: difflib's, 0-1; a lower one
+    reaches further (a profile key `hostname` is 0.67 from `host`)."""
     import difflib
 
-    known = list(known)
-    swapped = "-".join(reversed(str(name).split("-")))
-    close = [swapped] if swapped != name and swapped in known else \
-        difflib.get_close_matches(str(name), known, n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    by_lower: dict[str, str] = {}
+    for k in known:
+        by_lower.setdefault(k.lower(), k)
+    text = str(name)
+    swapped = "-".join(reversed(text.split("-")))
+    if swapped != text and swapped in by_lower.values():
+        close = swapped
+    else:
+        near = difflib.get_close_matches(text.lower(), list(by_lower), n=1, cutoff=cutoff)
+        close = by_lower[near[0]] if near else ""
+    return f"; did you mean {close!r}?" if close and close != text else ""
 
 
 def _yaml(value: object) -> str:

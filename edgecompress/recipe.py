@@ -62,6 +62,7 @@ class RecipeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
     float_first: int | None = Field(None, ge=0)  # ONNX / OpenVINO int8: first N conv/linear layers left float
+    bias_correction: bool = True  # ONNX / OpenVINO int8 (ExportOptions.bias_correction, --no-bias-correction)
     isolate: bool = False  # [issue #7] each export in a child process (ExportOptions.isolate)
     allow_mixed: bool = False  # TFLite int8: accept ops left float (ExportOptions.allow_mixed, --allow-mixed)
     teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass but qat
@@ -252,7 +253,7 @@ class Recipe(BaseModel):
 
         o = self.options
         return ExportOptions(calib_method=o.calib_method, float_first=o.float_first, isolate=o.isolate,
-                             allow_mixed=o.allow_mixed)
+                             allow_mixed=o.allow_mixed, bias_correction=o.bias_correction)
 
     def _precisions(self) -> list[str]:
         return [e.partition(":")[2] or "fp32" for e in self.export]

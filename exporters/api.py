@@ -97,7 +97,7 @@ def export(
         check_in_memory(calib, f"calibration data {calib.source}")
         calib = dataclasses.replace(calib)  # match_model may cast x to float32: not the caller's object
         match_model(calib, spec.input_shape, spec.inputs[0].dtype, f"calibration data {calib.source}",
-                    spec.extra.get("vocab_size"), spec.extra.get("input_vocab"))
+                    spec.extra.get("vocab_size"), spec.extra.get("input_vocab"), {i.name: i.dtype for i in spec.inputs})
     options = options or ExportOptions()
     known = {k for _, f in FORMATS for k in f.option_keys}
     if unknown := sorted(set(options.extra) - known):

@@ -182,6 +182,7 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
         "advanced_parameters": AdvancedQuantizationParameters(
             activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator),
             overflow_fix=OverflowFix(overflow),
+            disable_bias_correction=not options.bias_correction,
         ),
     }
     # float_first: the caller's, else the model's own (ModelSpec.extra["openvino_int8_float_first"]),
@@ -222,7 +223,8 @@ def quantize(model: Any, calib: Dataset, spec: ModelSpec, options: ExportOptions
         raise ExportError(f"openvino int8 of {spec.name}: nothing to quantize: NNCF placed no FakeQuantize, "
                           "the IR would be float; export fp32")
     return qmodel, {
-        "calibration": {"method": f"nncf-{estimator.lower()}+bias-correction", "samples": len(batches)},
+        "calibration": {"method": f"nncf-{estimator.lower()}" + ("+bias-correction" if options.bias_correction else ""),
+                        "samples": len(batches)},
         "quantization": {
             "format": "FakeQuantize (NNCF)",
             "tool": "nncf",

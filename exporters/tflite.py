@@ -89,8 +89,10 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
     own_layout = text or image_layout(spec.inputs[0].shape) == "NCHW"
     try:
         with _litert_steps_shown(options.progress):
-            # a None among its outputs: converted without it (`tensors_only`), as ONNX and OpenVINO do
-            module = spec.module if prequant else tensors_only(spec.module.eval(), spec.example_inputs(1))
+            # a None among its outputs: converted without it (`tensors_only`), as ONNX and OpenVINO do;
+            # a QAT graph too (litert-torch refused its None: "contained a None item"). Not .eval() on
+            # that one: it was put in eval mode by QAT (move_exported_model_to_eval)
+            module = tensors_only(spec.module if prequant else spec.module.eval(), spec.example_inputs(1))
             info = lc.convert(module, example, precision, out, batches,
                               channels_last_io=own_layout, allow_mixed=options.allow_mixed, input_names=names,
                               file_input_names=[i.name for i in spec.inputs], output_names=spec.output_names,

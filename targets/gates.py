@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecompress.errors import ConfigError, opt, say
+from edgecompress.errors import ConfigError, did_you_mean, opt, say
 from edgecompress.report.render import metric_value, shown_as_percent
 from edgecompress.targets.baseline import row_key, row_value, shown_path
 
@@ -102,8 +102,6 @@ _BATCH_FIELDS = {"p50", "p90", "p99", "mean", "min", "cpu_p50", "io_ms", "throug
 
 
 def _check_gate_path(g: Gate) -> None:
-    import difflib
-
     known = ["size_bytes", *(f"{k}.{f}" for k, fs in _GATE_FIELDS.items() for f in sorted(fs)), "metrics.top1",
              "latency_by_batch.8.p50"]
     head, rest = g.path[0], g.path[1:]
@@ -111,11 +109,11 @@ def _check_gate_path(g: Gate) -> None:
         or (head in _GATE_FIELDS and len(rest) == 1 and rest[0] in _GATE_FIELDS[head]) \
         or (head == "latency_by_batch" and len(rest) == 2 and rest[0].isdigit() and rest[1] in _BATCH_FIELDS)
     if not ok:
-        near = difflib.get_close_matches(".".join(g.path), known, n=1, cutoff=0.5)
-        raise ConfigError(f"{_gate(g.text)}: a report row has no {'.'.join(g.path)}"
-                          + (f" (did you mean {near[0]}?)" if near else "")
-                          + "; gate on latency_ms.p50, size_bytes, memory_mb.peak_rss, metrics.top1, "
-                          "drift.top1_agreement, ...")
+        path = ".".join(g.path)
+        # cutoff 0.5 as before did_you_mean served gates: `latency.p50` and shorter slips still get one
+        raise ConfigError(f"{_gate(g.text)}: a report row has no {path} (gate on latency_ms.p50, size_bytes, "
+                          "memory_mb.peak_rss, metrics.top1, drift.top1_agreement, ...)"
+                          + did_you_mean(path, known, cutoff=0.5))
 
 
 def evaluate_gates(report: Report, gates: list[Gate], out_dir: Path | None = None) -> list[str]:

@@ -206,7 +206,7 @@ def _checked_eval_data(eval_data: Dataset, artifacts: Sequence[Artifact] = ()) -
     artifacts that take ids), or a DataError: NaN samples came back as "NaN outputs" of every
     artifact, an empty set as ZeroDivisionError."""
     from edgecompress.data import Dataset
-    from edgecompress.data.datasets import as_float32, check_in_memory
+    from edgecompress.data.datasets import as_float32, check_in_memory, match_inputs
 
     if not isinstance(eval_data, Dataset):
         raise ConfigError("validate: eval_data must be a Dataset (edgecompress.load_data(path, array, "
@@ -214,6 +214,16 @@ def _checked_eval_data(eval_data: Dataset, artifacts: Sequence[Artifact] = ()) -
     if len(eval_data) == 0:
         raise DataError(f"evaluation data {eval_data.source}: holds no samples")
     check_in_memory(eval_data, f"evaluation data {eval_data.source}")
+    if isinstance(eval_data.x, dict):
+        # several inputs: each as the files take it (`match_inputs`): a bool mask cast (the runners
+        # cast integers to their file's type, not bools), a float array under an input of ids
+        # refused here, not reported as every artifact's "benchmark failed" (ORT's type error)
+        dtypes: dict[str, str] = {}
+        for a in artifacts:
+            for t in a.inputs:
+                if takes_ids(t) or t.dtype == "float32":
+                    dtypes.setdefault(t.name, t.dtype)
+        return replace(eval_data, x=match_inputs(eval_data.x, dtypes, f"evaluation data {eval_data.source}"))
     ids = [a for a in artifacts if a.inputs and takes_ids(a.inputs[0])]
     if not isinstance(eval_data.x, dict) and ids and len(ids) == len(artifacts):
         # [audit #27] a model of integer ids: the runners feed each file its own integer type
@@ -546,7 +556,7 @@ def reference_outputs(module: ModelSpec | torch.nn.Module, data: Dataset, batch:
     data = replace(data)  # a float64 set becomes float32 here, not in the caller's object
     if spec is not None:  # the sample shape and dtype, as export() checks them
         match_model(data, spec.input_shape, spec.inputs[0].dtype, where, spec.extra.get("vocab_size"),
-                    spec.extra.get("input_vocab"))
+                    spec.extra.get("input_vocab"), {i.name: i.dtype for i in spec.inputs})
     elif not isinstance(data.x, dict) and data.x.dtype == np.float64:
         data.x = data.x.astype(np.float32)  # numpy's default float: torch refused it against fp32 weights
     outs = []

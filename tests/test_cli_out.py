@@ -121,7 +121,7 @@ def test_export_fail_on_gates_without_a_second_measurement(tmp_path):
     from edgecompress.models.digits import digits_npz
 
     np.save(tmp_path / "unlabelled.npy", np.load(digits_npz("test"))["x"][:20])
-    for args, msg in ((["--fail-on", "latency.p50>1"], "did you mean latency_ms.p50?"),
+    for args, msg in ((["--fail-on", "latency.p50>1"], "; did you mean 'latency_ms.p50'?"),
                       (["--fail-on", "size_bytes>1", "--no-validate"], "gates need measurements"),
                       (["--fail-on", "metrics.top1<0.9", "--eval", str(tmp_path / "unlabelled.npy")],
                        "metrics need labelled evaluation data")):

@@ -703,9 +703,10 @@ def test_onnx_of_ids_checks_its_table(files, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def _three_input_onnx(path: Path, words: int = 50, types: int = 2) -> Path:
+def _three_input_onnx(path: Path, words: int = 50, types: int = 2, head: bool = False) -> Path:
     """input_ids -> Gather(words x 4), token_type_ids -> Gather(types x 4), attention_mask multiplied
-    in (it indexes no table), mean over the sequence: a text encoder's inputs in a few nodes."""
+    in (it indexes no table), mean over the sequence: a text encoder's inputs in a few nodes.
+    `head`: a MatMul (4 -> 3) after the mean, so int8 has a layer to quantize."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -721,8 +722,11 @@ def _three_input_onnx(path: Path, words: int = 50, types: int = 2) -> Path:
              helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
              helper.make_node("Unsqueeze", ["m", "axis2"], ["m3"]),
              helper.make_node("Mul", ["e", "m3"], ["em"]),
-             helper.make_node("ReduceMean", ["em"], ["output"], axes=[1], keepdims=0)]
-    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])
+             helper.make_node("ReduceMean", ["em"], ["pooled" if head else "output"], axes=[1], keepdims=0)]
+    if head:
+        inits.append(numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "proj"))
+        nodes.append(helper.make_node("MatMul", ["pooled", "proj"], ["output"]))
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3 if head else 4])
     model = helper.make_model(helper.make_graph(nodes, "three", ids, [out], inits),
                               opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -767,6 +771,55 @@ def test_onnx_of_several_inputs_checks_each_table(tmp_path):
     assert art.details["input_vocab"] == {"input_ids": 50, "token_type_ids": 2}
     m = validate([art], "x86-local", settings=ValidateSettings(runs=2, warmup=0, rounds=1), progress=False)[0]
     assert m.status == "ok" and m.latency_ms["1"]["p50"] > 0, m.error
+
+
+def test_several_inputs_take_int32_ids_and_bool_masks_and_refuse_floats(tmp_path):
+    """Data of several inputs (a dict of arrays) was range-checked but not cast: int32 ids (an .npz
+    written from int32 arrays) for the file's int64 inputs failed ONNX int8 mid-calibration with
+    ORT's "Unexpected input data type. Actual: (tensor(int32))", and a bool mask failed validate
+    as the artifact's "benchmark failed". Integers are now cast to each input's type, as a single
+    input's ids are; floats under an input of ids are refused, integral or not, naming the input
+    and the file (OpenVINO truncated a 0.5 mask to 0 without a word)."""
+    import re
+
+    from edgecompress.data import Dataset
+    from edgecompress.data.resolve import resolve_data
+    from edgecompress.exporters import ExportOptions, export
+    from edgecompress.targets import ValidateSettings, validate
+
+    quiet, settings = ExportOptions(progress=False), ValidateSettings(runs=2, warmup=0, rounds=1)
+    spec = load_model(str(_three_input_onnx(tmp_path / "three.onnx", head=True)))
+    assert [i.dtype for i in spec.inputs] == ["int64"] * 3
+    rng = np.random.default_rng(1)
+    good = {"input_ids": rng.integers(0, 50, (16, 8)), "attention_mask": (rng.random((16, 8)) < 0.8).astype(np.int64),
+            "token_type_ids": rng.integers(0, 2, (16, 8))}
+    npz = tmp_path / "ids32.npz"
+    np.savez(npz, **{k: v.astype(np.int32) for k, v in good.items()})
+    with np.load(npz) as z:
+        x32 = {k: z[k] for k in z.files}
+    x32["attention_mask"] = x32["attention_mask"].astype(bool)
+    given = Dataset(x32, source=str(npz))
+
+    ds = resolve_data(spec, Dataset(dict(x32), source=str(npz)), "calibration", progress=False)
+    assert {k: v.dtype for k, v in ds.x.items()} == dict.fromkeys(good, np.dtype(np.int64))
+    assert all(np.array_equal(ds.x[k], good[k]) for k in good)  # the same ids
+    arts = {fmt: export(spec, fmt, "int8", tmp_path / fmt, given, quiet) for fmt in ("onnx", "openvino")}
+    assert given.x["input_ids"].dtype == np.int32  # (a copy was cast, not the caller's set)
+    fp32 = export(spec, "onnx", "fp32", tmp_path / "fp32", None, quiet)
+    m = validate([fp32, *arts.values()], "x86-local", eval_data=given, settings=settings, progress=False)
+    assert [r.status for r in m] == ["ok"] * 3, [r.error for r in m]
+
+    for bad in (good["attention_mask"].astype(np.float32), good["attention_mask"] * 0.5):
+        x = {**good, "attention_mask": bad}
+        match = (rf"^calibration data {re.escape(str(npz))}: input 'attention_mask': dtype {bad.dtype} but the "
+                 r"model takes int64 ids")
+        with pytest.raises(DataError, match=match):
+            export(spec, "onnx", "int8", tmp_path / "never", Dataset(x, source=str(npz)), quiet)
+        with pytest.raises(DataError, match=match):
+            resolve_data(spec, Dataset(x, source=str(npz)), "calibration", progress=False)
+        with pytest.raises(DataError, match=match.replace("^calibration", "^evaluation")):
+            validate([fp32], "x86-local", eval_data=Dataset(x, source=str(npz)), settings=settings, progress=False)
+    assert not (tmp_path / "never").exists()
 
 
 def test_validate_of_a_loose_onnx_of_several_inputs_keeps_ids_in_each_table(tmp_path):

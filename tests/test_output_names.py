@@ -313,3 +313,73 @@ def test_a_none_output_is_left_out_of_every_format(fmt: str, kind: str, x: np.nd
     want = [t.numpy() for t in (y.values() if isinstance(y, dict) else y) if t is not None]
     for got, ref in zip(values, want, strict=True):
         assert np.abs(got.reshape(ref.shape) - ref).max() <= 1e-4
+
+
+# --- a None among the outputs, quantized ---------------------------------------------------------
+
+class _DigitsWithNone(nn.Module):
+    """The trained digits CNN returning `(logits, None)` (an aux head off at inference), so int8
+    files can be held to the float model's answers (argmax agreement) on real digits."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.net(image), None
+
+
+@pytest.fixture(scope="module")
+def digits_none(digits_spec: ModelSpec) -> ModelSpec:
+    import copy
+
+    assert digits_spec.module is not None
+    net = copy.deepcopy(digits_spec.module).eval()  # (the session's spec stays as it is)
+    return load_model(_DigitsWithNone(net).eval(), input_shape=(1, 1, 8, 8), name="digits-none")
+
+
+@pytest.fixture(scope="module")
+def digits_x(digits_eval: edgecompress.Dataset) -> np.ndarray:
+    return np.asarray(digits_eval.x[:48], dtype=np.float32)
+
+
+def _agreement(fmt: str, path: Path, x: np.ndarray, spec: ModelSpec) -> float:
+    """Top-1 agreement of the file (one sample at a time: a .tflite takes batch 1) with the float
+    model on `x`; the file must hold exactly one output, the logits."""
+    assert spec.module is not None
+    got = []
+    for i in range(len(x)):
+        names, values = READERS[fmt](path, x[i:i + 1])
+        assert names == ["output"] and len(values) == 1  # the None left out
+        got.append(values[0].reshape(1, 10))
+    with torch.no_grad():
+        y = spec.module(torch.from_numpy(x))
+    assert isinstance(y, tuple) and y[1] is None
+    return float((np.concatenate(got).argmax(1) == y[0].numpy().argmax(1)).mean())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
+def test_a_none_output_quantizes_to_int8(fmt: str, digits_none: ModelSpec, digits_calib: edgecompress.Dataset,
+                                         digits_x: np.ndarray, tmp_path: Path) -> None:
+    """fp32 of such a model was tested (above); int8 goes through each format's calibration too."""
+    assert digits_none.output_names == ["output"]
+    art = export(digits_none, fmt, "int8", tmp_path, digits_calib, QUIET)
+    assert [o.name for o in art.outputs] == ["output"]
+    assert _agreement(fmt, art.path, digits_x, digits_none) >= 0.95
+
+
+@pytest.mark.parametrize(("backend", "formats"), [("x86", ("onnx", "openvino")), ("litert", ("tflite",))])
+def test_a_none_output_through_qat(backend: str, formats: tuple[str, ...], digits_none: ModelSpec,
+                                   digits_calib: edgecompress.Dataset, digits_x: np.ndarray, tmp_path: Path) -> None:
+    """QAT of such a model, exported by each format its backend lowers. litert: the QAT graph kept the
+    None, and litert-torch refused it ("contained a None item"); the PTQ route stripped it already."""
+    q = edgecompress.qat(digits_none, {"epochs": 1, "backend": backend, "calib_samples": 64}, data=digits_calib,
+                         progress=False)
+    assert q.output_names == ["output"]
+    for fmt in formats:
+        art = export(q, fmt, "int8", tmp_path / fmt, options=QUIET)
+        if fmt == "tflite":  # the QAT graph lowered as it is, not a PTQ of its float weights
+            assert art.details["calibration"]["method"].startswith("none: ranges learned in qat")
+        else:
+            assert art.details["quantization"]["source"] == "qat"
+        assert _agreement(fmt, art.path, digits_x, digits_none) >= 0.95

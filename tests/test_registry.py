@@ -155,7 +155,8 @@ def test_a_plugin_runner_declares_its_connection_keys(tmp_path):
         body = rest.split("\n[", 1)[1]
         path.write_text(head.replace('runner = "ssh"', 'runner = "test-echo"')
                         + '[connection]\nhostt = "box.local"\n\n[' + body)
-        with pytest.raises(ConfigError, match=r"\[connection\] .*hostt.*did you mean host"):
+        with pytest.raises(ConfigError, match=r"\[connection\] hostt: unknown key \(known: .*\); "
+                                              r"did you mean 'host'\?$"):
             get_target(str(path))
         path.write_text(path.read_text().replace("hostt", "host"))
         assert get_target(str(path)).connection == {"host": "box.local"}
@@ -295,3 +296,26 @@ def test_a_near_miss_name_gets_a_suggestion():
     with pytest.raises(ConfigError) as e:
         FORMATS.get("coreml", "--format", "fmt")
     assert "did you mean" not in str(e.value)  # nothing close: the list alone
+
+
+def test_one_did_you_mean_for_every_unknown_name():
+    """Gates and target profiles had difflib calls and wordings of their own (`(did you mean host? known:
+    ...)`, `(did you mean latency_ms.p50?)`): one helper, one wording, their wider cutoff kept."""
+    from edgecompress.errors import did_you_mean
+    from edgecompress.targets import get_target
+    from edgecompress.targets.gates import parse_gates
+
+    assert did_you_mean("hostname", ["host", "port"]) == ""  # 0.67: beyond the registries' 0.75
+    assert did_you_mean("hostname", ["host", "port"], cutoff=0.5) == "; did you mean 'host'?"
+    assert did_you_mean("SSH", ["ssh", "adb"]) == "; did you mean 'ssh'?"  # case aside, spelt as known
+    assert did_you_mean("Big-Cores", ["cores", "big_cores"]) == "; did you mean 'big_cores'?"
+    assert did_you_mean("int8-dynamic", ["fp32", "dynamic-int8"]) == "; did you mean 'dynamic-int8'?"
+    assert did_you_mean("coreml", ["onnx", "tflite"], cutoff=0.5) == ""
+    with pytest.raises(ConfigError, match=r"^target='rpi55': unknown target \(known: .*\); did you mean 'rpi5'\?$"):
+        get_target("rpi55")
+    with pytest.raises(ConfigError) as e:
+        get_target("pdp11")
+    assert "did you mean" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"a report row has no latency\.p50 \(gate on .*\); did you mean "
+                                          r"'latency_ms\.p50'\?$"):
+        parse_gates(["latency.p50>1"])

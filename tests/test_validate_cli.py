@@ -340,7 +340,8 @@ def test_two_export_directories_keep_their_own_details(export_dir, tmp_path, dig
 
 
 @pytest.mark.parametrize("gate,extra,fragment", [
-    ("latency.p50>1", [], "a report row has no latency.p50 (did you mean latency_ms.p50?)"),
+    ("latency.p50>1", [], "a report row has no latency.p50 (gate on latency_ms.p50, size_bytes, "
+     "memory_mb.peak_rss, metrics.top1, drift.top1_agreement, ...); did you mean 'latency_ms.p50'?"),
     ("drift.top1_agreement<0.9", [], "drift needs evaluation data; pass --eval"),
     ("latency_ms.p90>1", ["--target", "rpi5"], "an estimate has a p50 latency only"),
     ("latency_by_batch.1.p90>1", ["--target", "rpi5"], "an estimate has a p50 latency only"),

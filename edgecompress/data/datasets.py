@@ -240,18 +240,16 @@ def check_in_memory(ds: Dataset, where: str) -> None:
 
 
 def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
-                vocab_size: int | None = None, input_vocab: Mapping[str, int] | None = None) -> None:
+                vocab_size: int | None = None, input_vocab: Mapping[str, int] | None = None,
+                input_dtypes: Mapping[str, str] | None = None) -> None:
     """The samples against a single-input model: a float dtype for a float input (float64 becomes
     float32 in place), integers for an integer input (token / class ids, cast in place to the
     model's integer type; below `vocab_size` when the model's first layer is an nn.Embedding of that
-    many rows), the sample shape. Multi-input (dict) sets are the tokenizer's or the caller's: only
-    the ids of the inputs `input_vocab` bounds (an .onnx of several inputs: its tables' rows) are
-    checked, below that bound, and nothing is cast."""
+    many rows), the sample shape. Multi-input (dict) sets (the tokenizer's or the caller's) are
+    checked input by input (`match_inputs`) against `input_dtypes` (each input's dtype by name) and
+    `input_vocab` (an .onnx of several inputs: the rows of the table each input indexes)."""
     if isinstance(ds.x, dict):
-        for name, bound in (input_vocab or {}).items():
-            if name in ds.x:
-                a = np.asarray(ds.x[name])
-                as_ids(a, str(a.dtype) if a.dtype.kind in "iu" else "int64", f"{where}: input {name!r}", bound)
+        ds.x = match_inputs(ds.x, input_dtypes or {}, where, input_vocab)
         return
     # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
     # runtime): a wrong-dtype file is refused here, naming it.
@@ -267,6 +265,38 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
         side = say("", "; or the data's side: Dataset.at_side(N) for images", "")  # Python only
         raise DataError(f"{where}: samples have shape {got} but the model takes {expected} (check "
                         f"{opt('--input-shape', 'input_shape')} / {opt('--preprocess', 'preprocess')}{side})")
+
+
+def match_inputs(x: Mapping[str, np.ndarray], dtypes: Mapping[str, str], where: str,
+                 input_vocab: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """A dict of arrays by input name (a model of several inputs), each as its input takes it
+    (`dtypes`: each input's dtype by name; an input not in it is left as it is). An integer input
+    (ids, masks) takes integer or bool arrays, cast to its type (int32 ids for an int64 input,
+    a bool mask), ids that type cannot hold refused, and ids below its table's rows where
+    `input_vocab` bounds it; a float32 input takes floats, float64 as float32. One-line DataError
+    naming the input otherwise.
+
+    Why cast rather than refuse: a single input's ids are cast this way (`as_ids`), tokenizers and
+    np.savez give int32 as readily as int64, and the cast of an integer that fits is exact; fed as
+    they were, ONNX Runtime refused int32 ids mid-calibration ("Unexpected input data type. Actual:
+    (tensor(int32)), expected: (tensor(int64))") while OpenVINO took them. Why float arrays are
+    refused for an integer input, integral values or not: as for a single input of ids (`as_ids`),
+    a float array there is more often the wrong array (features, an image) than ids, OpenVINO
+    truncated a 0.5 mask to 0 without a word, and one astype on the caller's side says they are ids."""
+    out = dict(x)
+    for name, a in x.items():
+        want, bound = dtypes.get(name, ""), (input_vocab or {}).get(name)
+        at = f"{where}: input {name!r}"
+        if want.startswith(("int", "uint")):
+            out[name] = as_ids(a.astype(np.dtype(want)) if a.dtype.kind == "b" else a, want, at, bound)
+        elif want == "float32":  # (a float16 input's data is left as it is)
+            if a.dtype.kind != "f":
+                raise DataError(f"{at}: dtype {a.dtype} but the model takes {want} samples for it (save "
+                                "preprocessed float32 arrays)")
+            out[name] = as_float32(a, at)
+        elif bound is not None:  # (no dtype known: the bound checked, nothing cast)
+            as_ids(a, str(a.dtype) if a.dtype.kind in "iu" else "int64", at, bound)
+    return out
 
 
 def as_ids(x: np.ndarray, dtype: str, where: str, vocab_size: int | None = None) -> np.ndarray:

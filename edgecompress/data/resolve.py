@@ -52,7 +52,7 @@ def resolve_data(spec: ModelSpec, data: DataLike | None, purpose: str,
         ds = load_for_input(data if isinstance(data, DataSpec) else str(data), spec.input_shape, preprocess,
                             purpose, progress)
     match_model(ds, spec.input_shape, spec.inputs[0].dtype, f"{purpose} data {ds.source}",
-                spec.extra.get("vocab_size"), spec.extra.get("input_vocab"))
+                spec.extra.get("vocab_size"), spec.extra.get("input_vocab"), {i.name: i.dtype for i in spec.inputs})
     _check_inputs_fed(spec, ds, purpose)
     return ds
 

@@ -330,6 +330,8 @@ def quant_rows(report: Report) -> list[dict[str, str]]:
         elif (q := d.get("quantization")) and isinstance(q, dict) and ("float_nodes" in q or q.get("format")):
             # an int8 file with no float layer has a row too (it was left out, reading as unknown)
             int8 = str(q.get("format", "")) + _OVERFLOW_NOTE.get(str(q.get("overflow_fix")), "")
+            if isinstance(bc := q.get("bias_correction"), dict) and bc.get("layers"):
+                int8 += f"; biases corrected in {bc['layers']} layers"  # (exporters/_bias_correction.py)
             flt = ", ".join([_float_node(f) for f in q.get("float_nodes", [])] + [
                 f"{k} x{v} (int8-dynamic quantizes MatMul / Gemm / Gather only)"
                 for k, v in (q.get("float_ops_not_covered") or {}).items()]) or "none"
