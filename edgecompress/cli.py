@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgecompress.errors import ConfigError, EdgeCompressError, on_surface
+from edgecompress.errors import COMPRESS_PASS_FLAGS, ConfigError, EdgeCompressError, on_surface
 from edgecompress.quiet import setup_cli_process, verbose_requested
 
 app = typer.Typer(
@@ -431,28 +431,34 @@ def run_cmd(
     _finish(report, paths)
 
 
-# compress's flags by the recipe key they set, so a recipe error names the flag the user typed
-_PASS_FLAGS = {
-    "prune": {"ratio": "--prune", "target_macs": "--prune-macs", "blocks": "--prune-blocks",
-              "method": "--prune-method", "importance": "--importance", "round_to": "--round-to"},
-    "lowrank": {"energy": "--lowrank-energy", "param_budget": "--lowrank-params"},
-    "resolution": {"size": "--resolution"},
-    "distill": {"epochs": "--distill-epochs"},
-    "qat": {"epochs": "--qat-epochs"},
-}
+def _compress_words(fn):
+    """Run `compress` with messages naming its own flags (the "compress" surface, errors.py): the
+    recipe it builds from them is checked and run in those words (`--export onnx:fp16`, `--prune`,
+    `--train`), not the recipe's keys (`export: onnx:fp16`, `passes[0].prune.ratio`, `data.train`)
+    nor export's flags (`--format`)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with on_surface("compress"):
+            return fn(*args, **kwargs)
+
+    return run
 
 
-def _pass_flag(name: str, params: dict) -> str:
-    """The flag that asked for a pass item of compress (`--prune-macs` for a prune to a MACs target)."""
-    if name == "prune":
-        return "--prune-blocks" if params.get("method") == "block" else \
-            "--prune-macs" if params.get("target_macs") is not None else "--prune"
-    if name == "lowrank":
-        return "--lowrank-energy" if params.get("energy") is not None else "--lowrank-params"
-    return next(iter(_PASS_FLAGS[name].values()))
+@contextlib.contextmanager
+def _said_by(command: str):
+    """Errors of the block starting `command: ` (same class, same traceback), as a recipe's errors
+    start `recipe r.yaml: `: what compress checks, loads and runs for the recipe it builds."""
+    try:
+        yield
+    except EdgeCompressError as e:
+        if str(e).startswith(f"{command}:"):
+            raise
+        raise type(e)(f"{command}: {e}").with_traceback(e.__traceback__) from None
 
 
 @app.command()
+@_compress_words
 def compress(
     model: Annotated[str, typer.Argument(help="zoo:NAME, package.module:factory, file.pt2 or a Hugging Face directory (hf:DIR)", callback=_expand_user)],
     prune: Annotated[float | None, typer.Option("--prune", help="Channel pruning ratio (0-1).")] = None,
@@ -554,7 +560,8 @@ def compress(
     # the same model, data and validation flags as export (a factory's --weights was refused as an
     # unknown option, and its random weights were compressed instead); unset ones keep the recipe's
     # defaults, so the written recipe says only what was asked
-    _check_counts(threads, batch, runs, warmup, rounds)  # as export words them (not the recipe's pydantic text)
+    with _said_by("compress"):  # as export words them (not the recipe's pydantic text), and compress's
+        _check_counts(threads, batch, runs, warmup, rounds)
     measuring = {"threads": threads, "runs": runs, "warmup": warmup, "rounds": rounds,
                  "batch": batch or None, "fail_on": fail_on or None}
     obj = _paths_from({"model": model, "input_shape": shape, "input_dtype": input_dtype, "weights": weights,
@@ -564,35 +571,11 @@ def compress(
                        "options": {"float_first": float_first, **({"allow_mixed": True} if allow_mixed else {}),
                                    **{k: v for k, v in measuring.items() if v is not None}}}, Path.cwd())
 
-    def as_flags(e: EdgeCompressError) -> EdgeCompressError:
-        """The recipe's keys, said as this command's flags (same error class)."""
-        # the recipe's words for the target and its formats, as this command's flags: its formats
-        # are --export / -f (the exporters' advice under the CLI names export's --format)
-        text = str(e).replace(": target: ", ": --target ").replace("drop it from export", "drop that -f")
-        text = text.replace(": export: ", ": --export ").replace("--format", "--export")
-        text = text.replace("; what --int8 gives this model", "")  # export's flag; compress has none
-        for key, flag in (("data.train", "--train"), ("data.calib", "--calib"), ("data.eval", "--eval")):
-            text = text.replace(f"set {key}", f"pass {flag}").replace(key, flag)
-        for key, flag in ((f"options.{k}", f"--{k.replace('_', '-')}") for k in measuring):
-            # a value after the key is the flag's (`options.threads: 4096` is `--threads 4096`)
-            text = text.replace(f"{key}: ", f"{flag} ").replace(key, flag)
-        for i, item in enumerate(passes):
-            (name, params), = item.items()
-            for key, flag in _PASS_FLAGS.get(name, {}).items():
-                text = text.replace(f"passes[{i}].{name}.{key}", flag)
-            text = text.replace(f"passes[{i}].{name}", _pass_flag(name, params))  # the pass as a whole
-        return type(e)(text)
-
-    try:
+    # checked, loaded and run on the compress surface (_compress_words): its errors name these
+    # flags where a recipe's name its keys, and start `compress:` as a recipe's start with its file
+    with _said_by("compress"):
         recipe = parse_recipe(obj, "compress")
-    except ConfigError as e:
-        raise as_flags(e) from None
-    try:
-        # errors inside a pass too (prune.blocks, resolution.size... name passes[i]; recipe._execute)
-        report, paths = run_recipe(recipe, out, progress=not no_progress,
-                                   command=_command_line())
-    except EdgeCompressError as e:
-        raise as_flags(e) from None
+        report, paths = run_recipe(recipe, out, progress=not no_progress, command=_command_line())
     _finish(report, paths)
 
 
@@ -634,7 +617,7 @@ for _typer in (app, data_app):
         _info.callback = _cli_words(_stdout_for_answers(_info.callback))
 
 
-_PASS_FLAG_NAMES = sorted({f for flags in _PASS_FLAGS.values() for f in flags.values()} | {"--train"})
+_PASS_FLAG_NAMES = sorted({f for flags in COMPRESS_PASS_FLAGS.values() for f in flags.values()} | {"--train"})
 # Options of one command a reader of the README types into the other: click's "Possible options"
 # guessed by spelling (`compress --int8` -> "--train", `export --prune` -> "--rounds, --runs").
 _WRONG_COMMAND = {

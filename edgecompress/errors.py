@@ -9,6 +9,12 @@ the CLI runs a command (`on_surface("cli")`, set by cli.py) and `input_shape='1,
 A recipe (`edgecompress run r.yaml`, `run_recipe`) has a third spelling, its YAML keys: the recipe
 runner sets `on_surface("recipe")` while it checks, loads and runs the recipe, and the same call
 reads `input_shape: [1, 3, 8, 8]`; `RECIPE_KEYS` gives each flag's key (`--calib` -> `data.calib`).
+`edgecompress compress` has a fourth, its own flags: it builds a recipe from them and runs it under
+`on_surface("compress")`, which the recipe runner keeps (`on_recipe_surface`), so the same call
+reads `--export onnx:fp16` where export says `--format onnx:fp16` and a recipe `export: onnx:fp16`.
+`COMPRESS_FLAGS` gives compress's flag for each recipe key, `COMPRESS_PASS_FLAGS` for each pass
+parameter (`passes[0].prune.ratio` -> `--prune`, said by `pass_key`); `recipe_key` names a recipe
+key path (pydantic's) on the surface.
 `option()` is a name alone, for a heading (`Gates (fail_on)`, where `opt`'s `fail_on=` dangles);
 `use_format()` is advice to export another format, as the caller asks for formats.
 """
@@ -16,11 +22,11 @@ reads `input_shape: [1, 3, 8, 8]`; `RECIPE_KEYS` gives each flag's key (`--calib
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Literal
+from typing import Any, Literal
 
-Surface = Literal["python", "cli", "recipe"]
+Surface = Literal["python", "cli", "recipe", "compress"]
 # Python unless the CLI says otherwise: a notebook never sees a flag it did not type
 _SURFACE: ContextVar[Surface] = ContextVar("edgecompress_surface", default="python")
 
@@ -39,10 +45,33 @@ RECIPE_KEYS: dict[str, str] = {
     "--batch": "options.batch", "--fail-on": "options.fail_on",
 }
 
+# `edgecompress compress`'s flag for each recipe key it sets (the recipe it builds from its flags):
+# an option named under the compress surface is named by it. Export's flag where compress has none
+# (--calib-method, --isolate, --no-validate: compress never sets those keys); a value-less flag's
+# key without its value (options.allow_mixed).
+COMPRESS_FLAGS: dict[str, str] = {
+    "input_shape": "--input-shape", "input_dtype": "--input-dtype", "weights": "--weights",
+    "preprocess": "--preprocess", "export": "--export", "target": "--target",
+    "data.train": "--train", "data.calib": "--calib", "data.eval": "--eval",
+    "options.float_first": "--float-first", "options.allow_mixed": "--allow-mixed",
+    "options.threads": "--threads", "options.runs": "--runs", "options.warmup": "--warmup",
+    "options.rounds": "--rounds", "options.batch": "--batch", "options.fail_on": "--fail-on",
+}
+# compress's flag for each parameter of a pass it builds (`passes[i].prune.ratio` is `--prune`)
+COMPRESS_PASS_FLAGS: dict[str, dict[str, str]] = {
+    "prune": {"ratio": "--prune", "target_macs": "--prune-macs", "blocks": "--prune-blocks",
+              "method": "--prune-method", "importance": "--importance", "round_to": "--round-to"},
+    "lowrank": {"energy": "--lowrank-energy", "param_budget": "--lowrank-params"},
+    "resolution": {"size": "--resolution"},
+    "distill": {"epochs": "--distill-epochs"},
+    "qat": {"epochs": "--qat-epochs"},
+}
+
 
 def surface() -> Surface:
     """The surface messages are worded for: "cli" while a CLI command runs, "recipe" while the
-    recipe runner checks / runs a recipe, else "python"."""
+    recipe runner checks / runs a recipe, "compress" while `edgecompress compress` runs (its
+    recipe too), else "python"."""
     return _SURFACE.get()
 
 
@@ -57,16 +86,36 @@ def on_surface(which: Surface) -> Iterator[None]:
         _SURFACE.reset(token)
 
 
-def say(cli: str, python: str, recipe: str | None = None) -> str:
-    """`cli` under the CLI, `python` from Python, `recipe` under a recipe: for advice whose wording
-    differs beyond an option name (`drop --no-validate` / `set do_validate=True` / `set
-    options.validate_artifacts: true`). Without `recipe`, a recipe reads the recipe key of `cli`
-    when `cli` is a bare flag of RECIPE_KEYS, else the Python wording."""
+@contextlib.contextmanager
+def on_recipe_surface() -> Iterator[None]:
+    """The recipe runner's words inside the block: the recipe's keys, except for the recipe
+    `edgecompress compress` built from its flags, which keeps the compress surface (its flags)."""
+    with on_surface("compress" if _SURFACE.get() == "compress" else "recipe"):
+        yield
+
+
+def _compress_flag(flag: str, key: str | None = None) -> str:
+    """compress's flag for export's `flag` (recipe key `key`, default RECIPE_KEYS[flag]): `--export`
+    for `--format`, `--threads` for `--threads`; `flag` itself for one of no recipe key (`--out`)
+    or of a key compress never sets (`--calib-method`)."""
+    key = (key or RECIPE_KEYS.get(flag, "")).partition(": ")[0]
+    return COMPRESS_FLAGS.get(key, flag)
+
+
+def say(cli: str, python: str, recipe: str | None = None, compress: str | None = None) -> str:
+    """`cli` under the CLI, `python` from Python, `recipe` under a recipe, `compress` under
+    `edgecompress compress`: for advice whose wording differs beyond an option name (`drop
+    --no-validate` / `set do_validate=True` / `set options.validate_artifacts: true`). Without
+    `recipe`, a recipe reads the recipe key of `cli` when `cli` is a bare flag of RECIPE_KEYS, else
+    the Python wording; without `compress`, compress reads compress's flag for a bare flag
+    (`--format` -> `--export`), else `cli` (the two commands share their other flags)."""
     which = _SURFACE.get()
     if which == "cli":
         return cli
     if which == "recipe":
         return recipe if recipe is not None else RECIPE_KEYS.get(cli, python)
+    if which == "compress":
+        return compress if compress is not None else _compress_flag(cli)
     return python
 
 
@@ -75,9 +124,12 @@ def opt(flag: str, keyword: str, value: object = None, quoted: bool = False, key
     Python, `key: VALUE` in a recipe (`--flag` / `keyword=` / `key` without a value). `value` is
     shown as given on every surface; `quoted`: a string argument (a path, a name), in quotes from
     Python (`fmt='onnx'`), bare on the command line (`--format onnx`) and in YAML (`export: onnx`).
-    `key`: the recipe's key (default: RECIPE_KEYS[flag], else `keyword`)."""
+    `key`: the recipe's key (default: RECIPE_KEYS[flag], else `keyword`). Under compress, its
+    flag for that key (`--export onnx` for `--format onnx`)."""
     which = _SURFACE.get()
-    if which == "cli":
+    if which == "compress":
+        flag = _compress_flag(flag, key)
+    if which in ("cli", "compress"):
         return flag if value is None else f"{flag} {value}"
     if which == "recipe":
         key = key or RECIPE_KEYS.get(flag) or keyword
@@ -91,10 +143,13 @@ def opt(flag: str, keyword: str, value: object = None, quoted: bool = False, key
 
 def option(flag: str, keyword: str, key: str | None = None) -> str:
     """An option's name alone, for a heading or a parenthesis (`Gates (fail_on)`): `--flag` under
-    the CLI, the bare `keyword` from Python (`opt`'s `keyword=` dangles there), the recipe key."""
+    the CLI, the bare `keyword` from Python (`opt`'s `keyword=` dangles there), the recipe key,
+    compress's flag."""
     which = _SURFACE.get()
     if which == "cli":
         return flag
+    if which == "compress":
+        return _compress_flag(flag, key)
     if which == "recipe":
         return key or RECIPE_KEYS.get(flag) or keyword
     return keyword
@@ -123,14 +178,51 @@ def formats_keyword() -> str:
 def use_format(name: str, keyword: str | None = None) -> str:
     """Advice to export format `name` instead, as the caller asks for a format: `--format onnx`
     (CLI), `fmt='onnx'` (export()) or `formats=['onnx']` (an ExportJob; `keyword`: which, default
-    `formats_keyword()`), `` `onnx` in export `` (a recipe's list)."""
+    `formats_keyword()`), `` `onnx` in export `` (a recipe's list), `--export onnx` (compress)."""
     which = _SURFACE.get()
     if which == "cli":
         return f"--format {name}"
+    if which == "compress":
+        return f"{COMPRESS_FLAGS['export']} {name}"
     if which == "recipe":
         return f"`{name}` in export"
     keyword = keyword or _FORMATS_KEYWORD.get()
     return f"{keyword}={[name]!r}" if keyword == "formats" else f"{keyword}={name!r}"
+
+
+def recipe_key(key: str) -> str:
+    """A recipe key path as pydantic or a check gives it (`options.threads`, `options.batch[0]`,
+    `data.calib`), named on the surface: compress's flag for it under compress (`--threads`,
+    `--batch`, `--calib`), else as it is."""
+    if _SURFACE.get() != "compress":
+        return key
+    return COMPRESS_FLAGS.get(key.partition("[")[0], key)
+
+
+def compress_pass_flag(name: str, params: Mapping[str, Any] | None = None) -> str:
+    """The compress flag that asked for a pass item of `name` with `params` (`--prune-macs` for a
+    prune to a MACs target, `--prune-blocks` for method block)."""
+    params = params or {}
+    if name == "prune":
+        return "--prune-blocks" if params.get("method") == "block" else \
+            "--prune-macs" if params.get("target_macs") is not None else "--prune"
+    if name == "lowrank":
+        return "--lowrank-energy" if params.get("energy") is not None else "--lowrank-params"
+    return next(iter(COMPRESS_PASS_FLAGS.get(name, {}).values()), name)
+
+
+def pass_key(i: int, name: str, params: Mapping[str, Any] | None = None, key: str = "") -> str:
+    """Pass item `i` (`name` with `params`) of a recipe, or its parameter `key`, as the caller set
+    it: `passes[1].prune` / `passes[1].prune.ratio` in a recipe and from Python; under compress the
+    flag that sets the parameter (`--prune`), and for the item as a whole the flag that asked for
+    it (`--prune-macs`), followed by a parameter compress has no flag for (`--prune: ignored`)."""
+    if _SURFACE.get() != "compress":
+        return f"passes[{i}].{name}" + (f".{key}" if key else "")
+    flag = COMPRESS_PASS_FLAGS.get(name, {}).get(key)
+    if flag is not None:
+        return flag
+    whole = compress_pass_flag(name, params)
+    return f"{whole}: {key}" if key else whole
 
 
 def did_you_mean(name: object, known: Iterable[str], cutoff: float = 0.75) -> str:
@@ -162,8 +254,8 @@ def _yaml(value: object) -> str:
 
 def named(noun: str, value: object) -> str:
     """A positional argument as the caller gave it: its usage word under the CLI (`MODEL x.pt`,
-    `ARTIFACT m.onnx`), the recipe key in a recipe (`model: x.pt`), the noun and the value in
-    quotes from Python (`model 'x.pt'`)."""
+    `ARTIFACT m.onnx`; compress's too), the recipe key in a recipe (`model: x.pt`), the noun and
+    the value in quotes from Python (`model 'x.pt'`)."""
     return say(f"{noun.upper()} {value}", f"{noun.lower()} {str(value)!r}", f"{noun.lower()}: {value}")
 
 

@@ -31,7 +31,17 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticError
 
-from edgecompress.errors import ConfigError, EdgeCompressError, InputFileError, on_surface, say
+from edgecompress.errors import (
+    ConfigError,
+    EdgeCompressError,
+    InputFileError,
+    on_recipe_surface,
+    opt,
+    option,
+    pass_key,
+    recipe_key,
+    say,
+)
 
 if TYPE_CHECKING:
     from edgecompress.exporters import ExportOptions
@@ -78,9 +88,10 @@ class RecipeOptions(BaseModel):
         from edgecompress.targets.gates import parse_gates
 
         try:
-            with on_surface("recipe"):
+            with on_recipe_surface():
                 parse_gates(v)
-        except ConfigError as e:  # pydantic names the key (options.fail_on) itself
+        except ConfigError as e:  # pydantic names the key (options.fail_on) itself; _one_line
+            # keeps compress's `--fail-on 'x': ...` as it is
             raise ValueError(str(e).removeprefix("options.fail_on: ")) from None
         return v
 
@@ -151,7 +162,8 @@ class Recipe(BaseModel):
 
     # --- resolution -----------------------------------------------------------------------------
     def pass_configs(self) -> list[tuple[str, Any]]:
-        """(name, validated config dataclass) for every pass; ConfigError names passes[i].name.key."""
+        """(name, validated config dataclass) for every pass; ConfigError names passes[i].name.key
+        (compress's flag under the compress surface: errors.pass_key)."""
         from edgecompress.passes import PASSES
         from edgecompress.passes._common import make_config
 
@@ -162,16 +174,25 @@ class Recipe(BaseModel):
                 raise ConfigError(f"passes[{i}]: unknown pass {name!r} "
                                   f"(known: {', '.join(PASSES.names())}{PASSES.failed_note()})")
             info = PASSES.get(name)
-            cfg = _with_where(lambda info=info, params=params, i=i, name=name:
-                              make_config(info.config, params or {}, f"passes[{i}].{name}"),
-                              f"passes[{i}].{name}")
+            where = pass_key(i, name, params)
+            said = [where]  # the names make_config gave its errors (a compress flag does not start with where)
+
+            def at(key: str, i: int = i, name: str = name, params: Any = params, said: list[str] = said) -> str:
+                said.append(pass_key(i, name, params, key))
+                return said[-1]
+
+            try:
+                cfg: Any = make_config(info.config, params or {}, where, at=at)
+            except ConfigError as e:  # a config's own message naming no key: the pass item's
+                msg = str(e)
+                raise ConfigError(msg if msg.startswith(tuple(said)) else f"{where}: {msg}") from None
             out.append((name, cfg))
         return out
 
     def check(self) -> Recipe:
         """Everything that can be checked without loading the model, worded with the recipe's keys
-        (`compress` turns them into its flags)."""
-        with on_surface("recipe"):
+        (compress's flags under the compress surface)."""
+        with on_recipe_surface():
             return self._check()
 
     def _check(self) -> Recipe:
@@ -184,13 +205,13 @@ class Recipe(BaseModel):
         configs = self.pass_configs()
         names = [n for n, _ in configs]
         if "qat" in names and names.index("qat") != len(names) - 1:
-            raise ConfigError(f"passes[{names.index('qat')}].qat: qat must be the last pass "
+            raise ConfigError(f"{self._pass_key(names.index('qat'))}: qat must be the last pass "
                               "(its int8 graph cannot be pruned or factorized further)")
         if self.export:
             pairs = resolve_formats(self.export)  # "export: 'coreml': unknown format" (the recipe surface)
             if "qat" in names and any(p != "int8" for _, p in pairs):
                 bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
-                raise ConfigError(f"export: {bad} after qat; a QAT model exports as int8 only")
+                raise ConfigError(f"{opt('--format', 'export', bad)} after qat; a QAT model exports as int8 only")
             # [issue #4] formats the QAT backend does not lower get PTQ of the QAT-trained weights
             # (_qat_backends.qat_route), calibrated on data.calib or the training data
         if self.export and self.options.validate_artifacts:  # [issue #7] a target typo fails now
@@ -206,17 +227,25 @@ class Recipe(BaseModel):
             raise ConfigError(f"options.fail_on: {self.options.fail_on[0]!r}: gates need measurements; "
                               "set options.validate_artifacts: true")
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
-            raise ConfigError(f"input_shape: dimensions must be positive, got {self.input_shape}")
+            raise ConfigError(f"{option('--input-shape', 'input_shape')}: dimensions must be positive, "
+                              f"got {self.input_shape}")
         needs_train = [n for n, c in configs if _trains(n, c)]
         if needs_train and not self.model.startswith("zoo:") and not (self.data.train or self.data.calib):
-            raise ConfigError(f"data.train: pass {needs_train[0]!r} fine-tunes and model "
-                              f"{self.model} has no default data; set data.train (or data.calib)")
+            give = say("pass --train (or --calib)", "set data.train (or data.calib)")
+            raise ConfigError(f"{option('--train', 'train')}: pass {needs_train[0]!r} fine-tunes and model "
+                              f"{self.model} has no default data; {give}")
         if any(p == "int8" for p in self._precisions()) and "qat" not in names \
                 and not self.model.startswith("zoo:") and not (self.data.calib or self.data.train):
             # the runner calibrates on data.calib, else the first 300 training samples
-            raise ConfigError("data.calib: int8 export needs calibration data; set data.calib (or data.train, "
+            give = say("pass --calib (or --train", "set data.calib (or data.train")
+            raise ConfigError(f"{option('--calib', 'calib')}: int8 export needs calibration data; {give}, "
                               "whose first 300 samples calibrate)")
         return self
+
+    def _pass_key(self, i: int, key: str = "") -> str:
+        """Pass item `i`, or its parameter `key`, named on the surface (errors.pass_key)."""
+        (name, params), = self.passes[i].items()
+        return pass_key(i, name, params, key)
 
     def export_options(self) -> ExportOptions:
         """The exporters' options this recipe sets (what `export`'s flags of the same names set)."""
@@ -238,21 +267,16 @@ class Recipe(BaseModel):
         return d
 
 
-def _with_where(fn: Any, where: str) -> Any:
-    try:
-        return fn()
-    except ConfigError as e:
-        msg = str(e)
-        raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-
-
-def _in_pass(e: EdgeCompressError, source: str, i: int, name: str) -> EdgeCompressError:
+def _in_pass(e: EdgeCompressError, source: str, i: int, name: str,
+             params: dict[str, Any] | None = None) -> EdgeCompressError:
     """`e` (same class) naming the recipe and the pass item it came from: "prune.ignored: ..."
     becomes "recipe r.yaml: passes[1].prune.ignored: ..." (with two prune passes it was not
-    said which one)."""
-    msg, where = str(e), f"passes[{i}].{name}"
+    said which one); under compress, the flag (`--prune-blocks: ...`; errors.pass_key)."""
+    msg, where = str(e), pass_key(i, name, params)
     if msg.startswith(where):
         pass
+    elif msg.startswith(f"{name}.") and (key := msg[len(name) + 1:].partition(":")[0]) and " " not in key:
+        msg = pass_key(i, name, params, key) + msg[len(name) + 1 + len(key):]  # prune.blocks: -> --prune-blocks:
     elif msg.startswith((f"{name}.", f"{name}:", f"{name} ")):
         msg = where + msg[len(name):]
     else:
@@ -304,7 +328,8 @@ def _check_module_names(recipe: Recipe, configs: list[tuple[str, Any]], module: 
             refs += [(f"{name}.distill.feature_layers", n) for n in nested.get("feature_layers") or []]
         for key, ref in refs:
             if ref not in names:
-                raise ConfigError(f"{recipe._source}: passes[{i}].{key}: model has no module {ref!r}")
+                raise ConfigError(f"{recipe._source}: {recipe._pass_key(i, key.partition('.')[2])}: model has no "
+                                  f"module {ref!r}")
         if name == "lowrank" or (name == "prune" and getattr(cfg, "method", "") == "block") or _may_restructure(name):
             return
 
@@ -324,7 +349,8 @@ def _check_exports(recipe: Recipe, spec: Any) -> None:
         try:
             FORMATS.get(fmt).check_model(spec, precision, recipe.export_options())
         except EdgeCompressError as e:
-            raise type(e)(f"{recipe._source}: export: {e}") from None
+            # `export: tflite int8 of m: ...` in a recipe, `--export tflite int8 of m: ...` from compress
+            raise type(e)(f"{recipe._source}: {opt('--format', 'formats', e)}") from None
 
 
 def _check_block_counts(recipe: Recipe, configs: list[tuple[str, Any]], module: Any, example: Any) -> None:
@@ -337,7 +363,7 @@ def _check_block_counts(recipe: Recipe, configs: list[tuple[str, Any]], module: 
 
             found = find_blocks(module, example)
             if cfg.blocks > len(found):
-                raise ConfigError(f"{recipe._source}: passes[{i}].prune.blocks: only {len(found)} removable "
+                raise ConfigError(f"{recipe._source}: {recipe._pass_key(i, 'blocks')}: only {len(found)} removable "
                                   f"blocks in the model ({', '.join(found)}); {cfg.blocks} asked")
         if name in ("prune", "lowrank", "qat") or _may_restructure(name):
             return
@@ -368,16 +394,16 @@ def _check_sizes(recipe: Recipe, configs: list[tuple[str, Any]], input_shape: tu
     first = next((i for i, (name, _cfg) in enumerate(configs) if name == "resolution"), None)
     if side is not None and first is not None:  # (the passes keep the shape until the first of them)
         if image_layout(input_shape) != "NCHW":
-            raise ConfigError(f"{recipe._source}: passes[{first}].resolution: the model takes channels-last "
+            raise ConfigError(f"{recipe._source}: {recipe._pass_key(first)}: the model takes channels-last "
                               f"images {tuple(input_shape)}; the pass scales (N, C, H, W) inputs")
         if input_shape[2] != input_shape[3]:
-            raise ConfigError(f"{recipe._source}: passes[{first}].resolution: the model takes {input_shape[2]}x"
+            raise ConfigError(f"{recipe._source}: {recipe._pass_key(first)}: the model takes {input_shape[2]}x"
                               f"{input_shape[3]} (h x w) inputs; the pass scales square inputs")
     for i, (name, cfg) in enumerate(configs):
         if name != "resolution" or side is None:
             continue
         if cfg.size is not None and cfg.size > side:
-            raise ConfigError(f"{recipe._source}: passes[{i}].resolution.size {cfg.size}: larger than the "
+            raise ConfigError(f"{recipe._source}: {recipe._pass_key(i, 'size')} {cfg.size}: larger than the "
                               f"model's input side {side} (this pass shrinks)")
         side = cfg.size if cfg.size is not None else None  # a MACs target: known when it runs
 
@@ -389,14 +415,17 @@ def _trains(name: str, cfg: Any) -> bool:
 
 
 def _one_line(e: PydanticError) -> str:
-    """pydantic's first error as "key: message"."""
+    """pydantic's first error as "key: message" (the key on the surface: compress's flag)."""
     err = e.errors()[0]
     # passes[0].prune like the pass checks say it (pydantic's loc reads passes.0.prune)
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "?"
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "?"
+    key = recipe_key(path)
     # a validator's own ValueError reads "Value error, <ours>": ours alone is the message
     msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         msg = "required key is missing"
+    if key != path and msg.startswith((f"{key} ", f"{key}:")):  # ours names the flag already (`--fail-on 'x': ...`)
+        return msg
     return f"{key}: {msg}"
 
 
@@ -651,8 +680,8 @@ def _from_recipe(recipe: Recipe) -> Any:
     recipe's own checks say: the one place a recipe run's errors get it, whichever step raised
     them (the export's "options.float_first: 99 leaves all ..." had none). An error that says so
     already (the helpers that add a key: _in_pass, _in_model, _in_data) passes as it is, and so
-    does every error of `compress`, whose errors name its flags (the CLI turns them, `as_flags`).
-    Same class, same traceback."""
+    does every error of `compress`, which prefixes its errors itself (cli.py). Same class, same
+    traceback."""
     try:
         yield
     except EdgeCompressError as e:
@@ -666,11 +695,9 @@ def _from_recipe(recipe: Recipe) -> Any:
 def _words(recipe: Recipe) -> Any:
     """The surface a run's messages are worded for: a recipe's keys (`input_dtype: int32`,
     `options.allow_mixed: true`, `data.calib`) for a recipe, from `edgecompress run` as from
-    `run_recipe`; the caller's for `compress`, which has flags of its own (set by the CLI)."""
-    if not recipe._source.startswith("recipe"):
-        yield
-        return
-    with on_surface("recipe"):
+    `run_recipe`; compress's flags for the recipe `compress` built (the compress surface, set by
+    the CLI, stays: errors.on_recipe_surface)."""
+    with on_recipe_surface():
         yield
 
 
@@ -731,13 +758,14 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
         # the dtype the run used, not `null`: the resolved recipe reruns the same model the same way
         resolved_text = recipe_yaml(recipe.model_copy(update={"input_dtype": spec.inputs[0].dtype}), why)
     if spec.module is None:  # an ONNX file: this raised AttributeError
-        raise ConfigError(f"model {recipe.model}: a recipe runs PyTorch passes and an fp32 PyTorch reference; "
-                          "an .onnx file has neither (export it with `edgecompress export`)")
+        runs = say("a recipe runs", "a recipe runs", compress="compress runs")
+        raise ConfigError(f"{say('model', 'model', compress='MODEL')} {recipe.model}: {runs} PyTorch passes and an "
+                          "fp32 PyTorch reference; an .onnx file has neither (export it with `edgecompress export`)")
     from edgecompress.passes._common import refuse_exported
 
     for i, (name, _cfg) in enumerate(recipe.pass_configs()):  # before the data load and the first pass
         if name in _BUILTIN_PASSES - {"distill"}:
-            refuse_exported(spec, f"{recipe._source}: passes[{i}].{name}")
+            refuse_exported(spec, f"{recipe._source}: {recipe._pass_key(i)}")
     _check_module_names(recipe, recipe.pass_configs(), pass_module(spec))
     _check_sizes(recipe, recipe.pass_configs(), tuple(spec.input_shape))
     _check_exports(recipe, spec)
@@ -775,7 +803,7 @@ def _execute(recipe: Recipe, out: Path, progress: bool | None, command: str) -> 
             with recipe_teacher():  # options.teacher's pick, a version of the model, not a network the user named
                 spec = info.run(spec, cfg, data=train, teacher=teacher, workdir=workdir, progress=progress)
         except EdgeCompressError as e:
-            raise _in_pass(e, recipe._source, i, name) from None
+            raise _in_pass(e, recipe._source, i, name, recipe.passes[i][name]) from None
         if spec.input_shape != shape_before:
             # [issue #4] the resolution pass changed the input side: every later step (passes, PTQ
             # calibration, evaluation) loads the same files at the new side through the same
@@ -864,7 +892,7 @@ def _in_data(recipe: Recipe, key: str | None, load: Any) -> Any:
     except EdgeCompressError as e:
         if key is None:  # the model's default data
             raise
-        raise type(e)(f"{recipe._source}: {key}: {e}") from None
+        raise type(e)(f"{recipe._source}: {recipe_key(key)}: {e}") from None
 
 
 def _head(ds: Any, n: int) -> Any:

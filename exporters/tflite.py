@@ -190,7 +190,8 @@ def _refuses(spec: ModelSpec, precision: str, options: ExportOptions) -> None:
     what = ("a text encoder (its LayerNorm, Softmax and attention-mask add stay float in LiteRT)" if spec.is_text
             else f"a model of {spec.inputs[0].dtype} ids (the embedding lookup / the ops reading the ids stay float "
                  "in LiteRT)")
-    auto = say("; what --int8 gives this model", "; what auto_int8=True gives this model", "")  # a recipe has none
+    # a recipe has none, nor has compress (its -f names each precision)
+    auto = say("; what --int8 gives this model", "; what auto_int8=True gives this model", "", "")
     raise ExportError(f"tflite int8 of {spec.name}: full-integer int8 does not apply to {what}; export "
                       f"tflite:dynamic-int8 (int8 weights{auto}), "
                       "or accept a mixed file of "

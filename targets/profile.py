@@ -317,7 +317,7 @@ class TargetProfile:
         read as if it did)."""
         foreign = sorted(set(formats) - set(self.formats))
         if foreign:
-            drop = say("drop that --format", "drop it from formats", "drop it from export")
+            drop = say("drop that --format", "drop it from formats", "drop it from export", "drop that -f")
             raise ConfigError(f"{_target(self.name)} runs {', '.join(self.formats)}; not {', '.join(foreign)} "
                               f"({drop}, or pick a target that lists it)")
 

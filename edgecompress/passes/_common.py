@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from edgecompress.errors import ConfigError, DataError, say
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import torch
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 C = TypeVar("C")
 
 
-def _refuse_loose_numbers(cls: type, params: dict[str, Any], where: str) -> None:
+def _refuse_loose_numbers(cls: type, params: dict[str, Any], at: Callable[[str], str]) -> None:
     """pydantic's lax mode reads `epochs: true` as 1, `ratio: "0.5"` as 0.5, `hflip: "yes"` and
     `global_pruning: 1` as True; a number field gets a number here (ints still fill float fields),
     a bool field true or false, and a mapping of numbers (`per_layer`) numbers."""
@@ -33,7 +35,7 @@ def _refuse_loose_numbers(cls: type, params: dict[str, Any], where: str) -> None
 
     def loose_number(key: str, value: Any) -> None:
         if isinstance(value, bool | str | bytes):
-            raise ConfigError(f"{where}.{key}: {value!r} is not a number"
+            raise ConfigError(f"{at(key)}: {value!r} is not a number"
                               + (" (write it without quotes)" if isinstance(value, str) else ""))
 
     hints = typing.get_type_hints(cls)
@@ -50,23 +52,26 @@ def _refuse_loose_numbers(cls: type, params: dict[str, Any], where: str) -> None
             # the other kinds are Literal options (bn_recalib: "auto"), matched exactly by pydantic
             literals = {a for k in kinds if typing.get_origin(k) is typing.Literal for a in typing.get_args(k)}
             if value is not None and not isinstance(value, bool) and not (isinstance(value, str) and value in literals):
-                raise ConfigError(f"{where}.{key}: {value!r} is not true or false")
+                raise ConfigError(f"{at(key)}: {value!r} is not true or false")
             continue
         if not kinds or not kinds <= {int, float}:
             continue
         loose_number(key, value)
 
 
-def make_config(cls: type[C], config: Any = None, where: str | None = None, **overrides: Any) -> C:
+def make_config(cls: type[C], config: Any = None, where: str | None = None, *,
+                at: Callable[[str], str] | None = None, **overrides: Any) -> C:
     """A validated `cls` from an instance, a dict and/or keyword overrides.
 
     Types are checked by pydantic (dataclass mode, unknown keys refused); range checks live in each
-    config's `__post_init__`. Errors are one-line ConfigErrors naming `where.key`.
+    config's `__post_init__`. Errors are one-line ConfigErrors naming `where.key`, or `at(key)`
+    when given (a recipe's pass item names its keys on the caller's surface: errors.pass_key).
     """
     from pydantic import TypeAdapter
     from pydantic import ValidationError as PydanticError
 
     where = where or cls.__name__.removesuffix("Config").lower()
+    at = at or (lambda key: f"{where}.{key}")
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         if not isinstance(config, cls):  # prune(spec, DistillConfig(...)) failed with AttributeError
             raise ConfigError(f"{where}: expected {cls.__name__} or a mapping of parameters, "
@@ -79,20 +84,21 @@ def make_config(cls: type[C], config: Any = None, where: str | None = None, **ov
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = [k for k in params if k not in known]
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
-    _refuse_loose_numbers(cls, params, where)
+        raise ConfigError(f"{at(unknown[0])}: unknown key (known: {', '.join(sorted(known))})")
+    _refuse_loose_numbers(cls, params, at)
     try:
         return TypeAdapter(cls).validate_python(params)
-    except ConfigError as e:  # from __post_init__: "<pass>.<key>: ..." -> "<where>.<key>: ..."
+    except ConfigError as e:  # from __post_init__: "<pass>.<key>: ..." -> "<where>.<key>: ..." (at(key))
         msg, short = str(e), cls.__name__.removesuffix("Config").lower() + "."
         if msg.startswith(short) and not msg.startswith(where):
-            msg = where + "." + msg[len(short) :]
+            key, _, rest = msg[len(short) :].partition(":")  # "ratio: 1.5 is out of range" -> ratio
+            msg = at(key) + _ + rest if " " not in key else where + "." + msg[len(short) :]
         raise ConfigError(msg) from None
     except PydanticError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "?"
         msg = "unknown key" if err["type"] == "unexpected_keyword_argument" else err["msg"]
-        raise ConfigError(f"{where}.{key}: {msg} (got {err.get('input')!r})") from None
+        raise ConfigError(f"{at(key)}: {msg} (got {err.get('input')!r})") from None
 
 
 def check_range(

@@ -104,8 +104,8 @@ class Report:
     schema_version: int = SCHEMA_VERSION
     baseline: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)  # --fail-on: gate, artifact, value, passed
-    # who ran it: "cli", "recipe" (`edgecompress run`, run_recipe) or "python", the surface it was
-    # built under; its hints name that surface's option (--eval / data.eval / eval). "" in a report
+    # who ran it: "cli", "recipe" (`edgecompress run`, run_recipe), "compress" or "python", the surface
+    # it was built under; its hints name that surface's option (--eval / data.eval / eval). "" in a report
     # written before the field: `spoken_as` guesses from the command.
     surface: str = field(default_factory=_surface_now)
 
@@ -169,12 +169,14 @@ class Report:
 
     def spoken_as(self) -> Surface:
         """The surface the report's hints are worded for: `surface`, or for an older report.json
-        (no such field) its command's (`edgecompress run` a recipe, another `edgecompress` command
-        the CLI, anything else Python)."""
-        if self.surface in ("cli", "recipe", "python"):
+        (no such field) its command's (`edgecompress run` a recipe, `edgecompress compress` its
+        flags, another `edgecompress` command the CLI, anything else Python)."""
+        if self.surface in ("cli", "recipe", "python", "compress"):
             return self.surface  # type: ignore[return-value]
         if self.command.startswith("edgecompress run "):
             return "recipe"
+        if self.command.startswith("edgecompress compress "):
+            return "compress"
         return "cli" if self.command.startswith("edgecompress ") else "python"
 
     @classmethod
