@@ -115,6 +115,7 @@ InputDtypeOpt = Annotated[str | None, typer.Option(help=(
     "What a module:factory model takes: float32, or int64 / int32 ids (token or class indices). Default "
     "float32; int64 for a model whose first layer is an nn.Embedding."))]
 AllowMixedOpt = Annotated[bool, typer.Option(help="TFLite int8: accept ops that stay float (a mixed file).")]
+NoBiasCorrectionOpt = Annotated[bool, typer.Option("--no-bias-correction", help="int8: keep the biases as calibrated (default: fold each layer's weight-rounding shift into its bias).")]
 FloatFirstOpt = Annotated[int | None, typer.Option("--float-first", min=0, help="int8 ONNX / OpenVINO: leave the first N Conv/Gemm/MatMul layers float (default: the zoo entry's measured setting, else 0).")]
 
 
@@ -186,7 +187,7 @@ def export(
     rounds: RoundsOpt = 3,
     allow_mixed: AllowMixedOpt = False,
     float_first: FloatFirstOpt = None,
-    no_bias_correction: Annotated[bool, typer.Option("--no-bias-correction", help="int8 ONNX / OpenVINO: keep the biases as calibrated (default: fold each layer's weight-rounding shift into its bias).")] = False,
+    no_bias_correction: NoBiasCorrectionOpt = False,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Export only.")] = False,
     isolate: Annotated[bool, typer.Option("--isolate", help="Export each artifact in a child process, so repeated exports in one long-lived process keep memory flat; costs a few seconds per artifact.")] = False,
     fail_on: FailOnOpt = [],  # noqa: B006
@@ -493,6 +494,7 @@ def compress(
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing preset: efficientnet-lite, imagenet, gray-unit.")] = None,
     target: Annotated[str, typer.Option(help="Target profile.")] = "x86-local",
     float_first: FloatFirstOpt = None,
+    no_bias_correction: NoBiasCorrectionOpt = False,
     allow_mixed: AllowMixedOpt = False,
     threads: Annotated[int | None, typer.Option(help="Inference threads when validating (default 1).")] = None,
     batch: Annotated[list[int], typer.Option(help="Extra batch size to time besides 1. Repeatable.")] = [],  # noqa: B006
@@ -569,6 +571,7 @@ def compress(
                        "passes": passes, "export": export,
                        "target": target, "data": {"train": train, "calib": calib, "eval": eval},
                        "options": {"float_first": float_first, **({"allow_mixed": True} if allow_mixed else {}),
+                                   **({"bias_correction": False} if no_bias_correction else {}),
                                    **{k: v for k, v in measuring.items() if v is not None}}}, Path.cwd())
 
     # checked, loaded and run on the compress surface (_compress_words): its errors name these

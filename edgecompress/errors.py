@@ -54,6 +54,7 @@ COMPRESS_FLAGS: dict[str, str] = {
     "preprocess": "--preprocess", "export": "--export", "target": "--target",
     "data.train": "--train", "data.calib": "--calib", "data.eval": "--eval",
     "options.float_first": "--float-first", "options.allow_mixed": "--allow-mixed",
+    "options.bias_correction": "--no-bias-correction",
     "options.threads": "--threads", "options.runs": "--runs", "options.warmup": "--warmup",
     "options.rounds": "--rounds", "options.batch": "--batch", "options.fail_on": "--fail-on",
 }

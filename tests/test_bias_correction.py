@@ -143,6 +143,17 @@ def test_every_surface_turns_it_off(tmp_path):
     (int8,) = [a for a in report["artifacts"] if a["precision"] == "int8"]
     assert int8["details"]["calibration"]["bias_correction"] is None
 
+    # compress: its flag lands in the resolved recipe it writes (and so in its export)
+    out = tmp_path / "compressed"
+    res = CliRunner().invoke(app, ["compress", "zoo:digits-cnn", "--export", "onnx:int8", "--no-bias-correction",
+                                   "--runs", "2", "--warmup", "1", "--rounds", "1", "--no-progress", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    import yaml
+
+    assert yaml.safe_load((out / "recipe.resolved.yaml").read_text())["options"]["bias_correction"] is False
+    (int8,) = json.loads((out / "report.json").read_text())["artifacts"]
+    assert int8["details"]["calibration"]["bias_correction"] is None
+
 
 def test_openvino_asks_nncf_to_skip_its_bias_correction_when_off(tmp_path, digits_spec, digits_calib, monkeypatch):
     import nncf
