@@ -1,13 +1,15 @@
-"""Bias correction of ONNX Runtime's static int8 (QDQ) files.
+"""Bias correction of int8 weights: ONNX Runtime's QDQ files after `quantize_static`, and the float
+model TFLite's PT2E quantizer is given.
 
-Why our own: ORT's `quantize_static` has none (NNCF applies its fast bias correction to the
-OpenVINO IR by default). Rounding a layer's weights to int8 moves the mean of each output channel
-by sum((Wq - W) * E[x]): small for a 1x1 conv over hundreds of channels, but a depthwise conv has
-9 or 25 weights per channel and its rounding errors do not average out. Folding that shift back
-into the layer's int32 bias (the bias correction of Nagel et al., "Data-Free Quantization Through
-Weight Equalization and Bias Correction", 2019, with E[x] measured on the calibration data) cut
-EfficientNet-Lite0's int8 logit error by a third in ORT (benchmarks/RESULTS-spine.md). It changes
-only bias values: the graph, its kernels and its speed stay as ORT wrote them.
+Why our own: neither ORT's quantizer nor litert-torch's has one (NNCF applies its own to the
+OpenVINO IR). Rounding a layer's weights to int8 moves the mean of each output channel by
+sum((Wq - W) * E[x]): small for a 1x1 conv over hundreds of channels, but a depthwise conv has 9 or
+25 weights per channel and its rounding errors do not average out. Folding that shift back into
+the layer's bias (the bias correction of Nagel et al., "Data-Free Quantization Through Weight
+Equalization and Bias Correction", 2019, with E[x] measured on the calibration data) cut
+EfficientNet-Lite0's int8 logit error by about a third in ORT and LiteRT
+(benchmarks/RESULTS-spine.md). In the ONNX file only bias values change: the graph, its kernels
+and its speed stay as ORT wrote them.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _dequantized(node: Any, inits: dict[str, np.ndarray]) -> np.ndarray | None:
 def _layers(fp32: Any, int8: Any) -> tuple[list[dict[str, Any]], int]:
     """The int8 file's Conv / Gemm nodes with int8 weights and an int32 bias, paired by node name
     with their fp32 originals (quantize_static keeps node names); and how many int8 layers have no
-    bias to fold a shift into (left as quantized: a bias of our own would be a new graph input)."""
+    bias to fold a shift into (left as quantized: adding one would change the graph ORT wrote)."""
     from onnx import numpy_helper
 
     q_inits = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
