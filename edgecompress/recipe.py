@@ -242,9 +242,12 @@ class Recipe(BaseModel):
                               "whose first 300 samples calibrate)")
         return self
 
-    def _pass_key(self, i: int, key: str = "") -> str:
-        """Pass item `i`, or its parameter `key`, named on the surface (errors.pass_key)."""
-        (name, params), = self.passes[i].items()
+    def _pass_key(self, i: int, key: str = "", name: str = "pass") -> str:
+        """Pass item `i`, or its parameter `key`, named on the surface (errors.pass_key). `name`: the
+        pass's, for a check handed pass configs that are not this recipe's items."""
+        params: dict[str, Any] | None = None
+        if i < len(self.passes):
+            (name, params), = self.passes[i].items()
         return pass_key(i, name, params, key)
 
     def export_options(self) -> ExportOptions:
@@ -393,17 +396,18 @@ def _check_sizes(recipe: Recipe, configs: list[tuple[str, Any]], input_shape: tu
     side = input_shape[-1] if len(input_shape) == 4 else None
     first = next((i for i, (name, _cfg) in enumerate(configs) if name == "resolution"), None)
     if side is not None and first is not None:  # (the passes keep the shape until the first of them)
+        where = f"{recipe._source}: {recipe._pass_key(first, name='resolution')}"
         if image_layout(input_shape) != "NCHW":
-            raise ConfigError(f"{recipe._source}: {recipe._pass_key(first)}: the model takes channels-last "
-                              f"images {tuple(input_shape)}; the pass scales (N, C, H, W) inputs")
+            raise ConfigError(f"{where}: the model takes channels-last images {tuple(input_shape)}; the pass "
+                              "scales (N, C, H, W) inputs")
         if input_shape[2] != input_shape[3]:
-            raise ConfigError(f"{recipe._source}: {recipe._pass_key(first)}: the model takes {input_shape[2]}x"
-                              f"{input_shape[3]} (h x w) inputs; the pass scales square inputs")
+            raise ConfigError(f"{where}: the model takes {input_shape[2]}x{input_shape[3]} (h x w) inputs; the "
+                              "pass scales square inputs")
     for i, (name, cfg) in enumerate(configs):
         if name != "resolution" or side is None:
             continue
         if cfg.size is not None and cfg.size > side:
-            raise ConfigError(f"{recipe._source}: {recipe._pass_key(i, 'size')} {cfg.size}: larger than the "
+            raise ConfigError(f"{recipe._source}: {recipe._pass_key(i, 'size', name)} {cfg.size}: larger than the "
                               f"model's input side {side} (this pass shrinks)")
         side = cfg.size if cfg.size is not None else None  # a MACs target: known when it runs
 
