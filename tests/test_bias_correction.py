@@ -155,23 +155,6 @@ def test_every_surface_turns_it_off(tmp_path):
     assert int8["details"]["calibration"]["bias_correction"] is None
 
 
-def test_openvino_asks_nncf_to_skip_its_bias_correction_when_off(tmp_path, digits_spec, digits_calib, monkeypatch):
-    import nncf
-
-    seen = {}
-    real = nncf.quantize
-
-    def spy(model, dataset, **kwargs):  # type: ignore[no-untyped-def]
-        seen.update(kwargs)
-        return real(model, dataset, **kwargs)
-
-    monkeypatch.setattr(nncf, "quantize", spy)
-    art = export(digits_spec, "openvino", "int8", tmp_path, digits_calib,
-                 ExportOptions(progress=False, bias_correction=False))
-    assert seen["advanced_parameters"].disable_bias_correction is True
-    assert art.details["calibration"]["method"] == "nncf-histogram"
-
-
 def test_tflite_int8_corrects_the_float_biases_before_quantizing_and_leaves_the_model_alone(tmp_path):
     """litert-torch's PT2E quantizer has no bias correction: the exporter corrects a copy of the
     float model (the default quantizer's per-channel max|W|/127 rounding), not the caller's."""

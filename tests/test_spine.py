@@ -273,10 +273,13 @@ def test_report_files_parse(tmp_path, digits_spec):
     assert not list(tmp_path.glob(TEMP_PREFIX + "*"))
 
 
-def test_openvino_int8_asks_nncf_for_what_the_report_says(tmp_path, digits_spec, digits_calib, monkeypatch):
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_openvino_int8_asks_nncf_for_what_the_report_says(tmp_path, digits_spec, digits_calib, monkeypatch,
+                                                         bias_correction):
     """The NNCF settings measured best for CNNs (RESULTS-spine.md): performance preset (symmetric
-    activations), the full bias correction, the histogram range search for --calib-method
-    percentile. Captured at the call, the real quantization then runs."""
+    activations), the full bias correction (off with bias_correction=False, as for the other
+    formats), the histogram range search for --calib-method percentile. Captured at the call, the
+    real quantization then runs."""
     import nncf
 
     seen = {}
@@ -287,13 +290,15 @@ def test_openvino_int8_asks_nncf_for_what_the_report_says(tmp_path, digits_spec,
         return real(model, dataset, **kwargs)
 
     monkeypatch.setattr(nncf, "quantize", spy)
-    art = export(digits_spec, "openvino", "int8", tmp_path, digits_calib, ExportOptions(progress=False))
+    art = export(digits_spec, "openvino", "int8", tmp_path, digits_calib,
+                 ExportOptions(progress=False, bias_correction=bias_correction))
     assert seen["preset"] == nncf.QuantizationPreset.PERFORMANCE and seen["fast_bias_correction"] is False
+    assert seen["advanced_parameters"].disable_bias_correction is not bias_correction
     assert seen["subset_size"] == len(digits_calib)
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     assert seen["advanced_parameters"].activations_range_estimator_params == RangeEstimatorParametersSet.HISTOGRAM
-    assert art.details["calibration"]["method"] == "nncf-histogram+bias-correction"
+    assert art.details["calibration"]["method"] == "nncf-histogram" + ("+bias-correction" if bias_correction else "")
 
 
 def test_onnx_int8_dynamic_weights_are_per_channel(tmp_path, digits_spec):
