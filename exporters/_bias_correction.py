@@ -179,33 +179,44 @@ def correct_module_bias(module: Any, batches: Iterable[Any], levels: int = 127) 
     (litert-torch's PT2E default: symmetric int8, -127..127). They quantize the weights after
     folding batch norm into them, which scales each output channel by gamma / sigma: the rounding
     is the same in both, so a shift folded into the conv's own bias (one added where it has none)
-    comes out of the folding as the folded layer's. `batches`: calibration inputs (arrays or
-    tensors, the module's one input). Returns the corrected copy and what the report records."""
+    comes out of the folding as the folded layer's. Layers are `nn.Conv*d` / `nn.Linear` modules and
+    the `aten.conv*d` / `aten.linear` calls of torch.fx graphs inside `module` (a QAT model's float
+    twin, BatchNorm folded, is such a graph) whose weight and bias are attributes. `batches`:
+    calibration inputs (arrays or tensors, the module's one input). Returns the corrected copy and
+    what the report records."""
     import copy
 
     import torch
 
-    layers = [(n, m) for n, m in module.named_modules()
-              if isinstance(m, torch.nn.Linear | torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d)]
-    if not layers:
-        return module, {"layers": 0}
     fixed = copy.deepcopy(module).eval()
     sums: dict[str, Any] = {}
     counts: dict[str, int] = {}
 
-    def hook(name: str, is_linear: bool) -> Any:
-        def pre(_m: Any, args: tuple) -> None:
-            x = args[0].detach().double()
-            if is_linear:  # channels last: every row of every sample counts once
-                x = x.reshape(-1, x.shape[-1])
-                sums[name], counts[name] = sums.get(name, 0) + x.sum(0), counts.get(name, 0) + x.shape[0]
-            else:  # (N, C, ...): each sample's channel means
-                per_sample = x.reshape(x.shape[0], x.shape[1], -1).mean(2)
-                sums[name], counts[name] = sums.get(name, 0) + per_sample.sum(0), counts.get(name, 0) + x.shape[0]
-        return pre
+    def record(key: str, x: Any, is_linear: bool) -> None:
+        x = x.detach().double()
+        if is_linear:  # channels last: every row of every sample counts once
+            x = x.reshape(-1, x.shape[-1])
+            sums[key], counts[key] = sums.get(key, 0) + x.sum(0), counts.get(key, 0) + x.shape[0]
+        else:  # (N, C, ...): each sample's channel means
+            per_sample = x.reshape(x.shape[0], x.shape[1], -1).mean(2)
+            sums[key], counts[key] = sums.get(key, 0) + per_sample.sum(0), counts.get(key, 0) + x.shape[0]
 
-    mods = dict(fixed.named_modules())
-    handles = [mods[n].register_forward_pre_hook(hook(n, isinstance(m, torch.nn.Linear))) for n, m in layers]
+    # key -> (weight, bias or None, is_linear, groups, owner module to give a new bias to, or None)
+    sites: dict[str, tuple[Any, Any, bool, int, Any]] = {}
+    handles, graphs = [], []
+    for name, m in fixed.named_modules():
+        if isinstance(m, torch.nn.Linear | torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
+            linear = isinstance(m, torch.nn.Linear)
+            sites[name] = (m.weight, m.bias, linear, 1 if linear else int(m.groups), m)  # type: ignore[arg-type]
+            handles.append(m.register_forward_pre_hook(
+                lambda _m, args, key=name, lin=linear: record(key, args[0], lin)))
+        elif isinstance(m, torch.fx.GraphModule) and (found := _fx_sites(m, name)):
+            sites.update({k: v[:5] for k, v in found.items()})
+            graphs.append((m, {v[5]: (k, v[2]) for k, v in found.items()}))
+    if not sites:
+        return module, {"layers": 0}
+    for gm, nodes in graphs:  # run each graph node by node, seeing its layers' inputs
+        gm.forward = _recording_forward(gm, nodes, record)
     try:
         with torch.no_grad():
             for b in batches:
@@ -213,20 +224,68 @@ def correct_module_bias(module: Any, batches: Iterable[Any], levels: int = 127) 
     finally:
         for h in handles:
             h.remove()
+        for gm, _ in graphs:
+            del gm.forward  # the class's compiled forward again
     done = 0
     with torch.no_grad():
-        for n, _ in layers:
-            layer = mods[n]
-            if n not in sums:  # not reached by the calibration data
+        for key, (weight, bias, linear, groups, owner) in sites.items():
+            if key not in sums or (bias is None and owner is None):  # not reached; an fx call without bias
                 continue
-            w = layer.weight.detach().double()
+            w = weight.detach().double()
             s = (w.abs().reshape(w.shape[0], -1).amax(1).clamp(min=1e-12) / levels).reshape(-1, *[1] * (w.ndim - 1))
             delta = (torch.clamp(torch.round(w / s), -levels, levels) * s - w).numpy()
-            mean = (sums[n] / counts[n]).numpy()
-            shift = delta @ mean if isinstance(layer, torch.nn.Linear) else bias_shift(delta, mean, layer.groups)
-            if layer.bias is None:
-                layer.bias = torch.nn.Parameter(torch.zeros(w.shape[0], dtype=layer.weight.dtype))
-            layer.bias -= torch.from_numpy(shift).to(layer.bias.dtype)
+            mean = (sums[key] / counts[key]).numpy()
+            shift = delta @ mean if linear else bias_shift(delta, mean, groups)
+            if bias is None:
+                owner.bias = bias = torch.nn.Parameter(torch.zeros(w.shape[0], dtype=weight.dtype))
+            bias -= torch.from_numpy(shift).to(bias.dtype)
             done += 1
     return fixed, {"layers": done, "method": f"weight rounding shift (per-channel max|W|/{levels}) folded into the "
                                              "float biases before quantization (input means on the calibration data)"}
+
+
+def _fx_sites(gm: Any, prefix: str) -> dict[str, tuple[Any, Any, bool, int, None, Any]]:
+    """The conv / linear calls of an fx graph whose weight and bias are graph attributes:
+    key -> (weight, bias, is_linear, groups, None, node)."""
+    import torch
+
+    aten = torch.ops.aten
+    kinds = {aten.conv1d.default: False, aten.conv2d.default: False, aten.conv3d.default: False,
+             aten.linear.default: True}
+
+    def attr(node: Any) -> Any:
+        if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
+            return None
+        obj = gm
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part, None)
+        return obj if isinstance(obj, torch.Tensor) else None
+
+    found = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in kinds or len(node.args) < 3:
+            continue
+        weight, bias = attr(node.args[1]), attr(node.args[2])
+        if weight is None or bias is None:
+            continue
+        linear = kinds[node.target]
+        groups = 1 if linear else (node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1))
+        found[f"{prefix}:{node.name}"] = (weight, bias, linear, int(groups), None, node)
+    return found
+
+
+def _recording_forward(gm: Any, nodes: dict[Any, tuple[str, bool]], record: Any) -> Any:
+    """A forward for `gm` that interprets its graph and hands each node of `nodes` its input first."""
+    import torch
+
+    class Recording(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            if n in nodes:
+                args, _ = self.fetch_args_kwargs_from_env(n)
+                record(nodes[n][0], args[0], nodes[n][1])
+            return super().run_node(n)
+
+    def forward(*args: Any) -> Any:
+        return Recording(gm).run(*args)
+
+    return forward

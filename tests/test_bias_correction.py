@@ -172,3 +172,22 @@ def test_tflite_int8_corrects_the_float_biases_before_quantizing_and_leaves_the_
     assert err_on < 0.5 * err_off, (err_on, err_off)
     after = spec.module.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_fx_graph_is_corrected_as_its_modules_are():
+    """A QAT model's float twin reaches the TFLite exporter as a torch.fx graph (aten.conv2d /
+    aten.linear calls on attributes), not as nn.Conv2d modules: the same layers get the same shift."""
+    from edgecompress.exporters._bias_correction import correct_module_bias
+
+    spec, calib, x = _spec_and_data()
+    graph = torch.export.export(spec.module, (torch.from_numpy(x[:16]),)).module()  # batches of 16 below
+    eager, d_eager = correct_module_bias(spec.module, calib.batches(16))
+    fx, d_fx = correct_module_bias(graph, calib.batches(16))
+    assert d_eager["layers"] == d_fx["layers"] == 3
+    for name in ("dw.bias", "pw.bias", "fc.bias"):
+        moved = eager.state_dict()[name] - spec.module.state_dict()[name]
+        assert moved.abs().max() > 1e-3, name  # the correction did something
+        torch.testing.assert_close(fx.state_dict()[name], eager.state_dict()[name], rtol=1e-5, atol=1e-6)
+    assert torch.equal(graph.state_dict()["dw.bias"], spec.module.state_dict()["dw.bias"])  # a copy was corrected
+    with torch.no_grad():  # and it runs as a graph again (no recording left behind)
+        torch.testing.assert_close(fx(torch.from_numpy(x[:16])), eager(torch.from_numpy(x[:16])), rtol=1e-4, atol=1e-4)
