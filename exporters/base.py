@@ -57,8 +57,9 @@ class ExportOptions:
     # [issue #7] Export in a spawned child process (exporters/_isolate.py): third-party converter
     # state that in-process exports leave behind (~1-2 MB each) dies with it; costs a few seconds.
     isolate: bool = False
-    # int8: fold each layer's weight-rounding shift into its bias. ONNX: exporters/_bias_correction.py
-    # (ORT's quantizer has none); OpenVINO: NNCF's own bias correction (off: disable_bias_correction).
+    # int8: fold each layer's weight-rounding shift into its bias. ONNX and TFLite:
+    # exporters/_bias_correction.py (ORT's and litert-torch's quantizers have none); OpenVINO: NNCF's
+    # own bias correction (off: disable_bias_correction).
     bias_correction: bool = True
     progress: bool = True  # calibration progress bars (the pipeline passes its own setting)
     extra: dict[str, Any] = field(default_factory=dict)

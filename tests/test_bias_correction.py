@@ -191,3 +191,16 @@ def test_an_fx_graph_is_corrected_as_its_modules_are():
     assert torch.equal(graph.state_dict()["dw.bias"], spec.module.state_dict()["dw.bias"])  # a copy was corrected
     with torch.no_grad():  # and it runs as a graph again (no recording left behind)
         torch.testing.assert_close(fx(torch.from_numpy(x[:16])), eager(torch.from_numpy(x[:16])), rtol=1e-4, atol=1e-4)
+
+
+def test_a_failed_tflite_correction_quantizes_the_model_as_it_is(tmp_path, monkeypatch):
+    import edgecompress.exporters._bias_correction as bc
+
+    def broken(*_a, **_k):
+        raise RuntimeError("a graph the recorder cannot run")
+
+    monkeypatch.setattr(bc, "correct_module_bias", broken)
+    spec, calib, _x = _spec_and_data()
+    art = export(spec, "tflite", "int8", tmp_path, calib, ExportOptions(progress=False))
+    assert art.details["calibration"]["bias_correction"] == {"layers": 0, "skipped": "a graph the recorder cannot run"}
+    assert art.path.exists() and art.details["mixed"] is False
