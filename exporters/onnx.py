@@ -8,6 +8,7 @@ int8 follows what measured best here (../shared/FIELD_NOTES.md): `quant_pre_proc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, ExportError, OutputError, opt
-from edgecompress.exporters._bias_correction import correct_bias
+from edgecompress.exporters._bias_correction import QAT_SKIP, correct_bias
 from edgecompress.exporters._onnx_file import (
     QDQ_MIN_OPSET,
     check_loads,
@@ -617,8 +618,13 @@ def export_onnx(spec: ModelSpec, precision: str, out: Path, calib: Dataset | Non
                     # [issue #6] Encoders: quantize MatMul/Gemm/Gather only. Quantizing the
                     # attention-mask Add (range ~ -3e38..0) wrecked MiniLM (cosine 0.35 vs fp32).
                     ops = ["MatMul", "Gemm", "Gather"] if spec.is_text else None
-                    details.update(quantize_onnx_int8(fp32, tmp, calib, spec.inputs[0].name, options,
-                                                      ops, first, spec.name))
+                    qat_weights = bool(spec.extra.get("qat_weights")) and options.bias_correction
+                    details.update(quantize_onnx_int8(
+                        fp32, tmp, calib, spec.inputs[0].name,
+                        dataclasses.replace(options, bias_correction=False) if qat_weights else options,
+                        ops, first, spec.name))
+                    if qat_weights:
+                        details["calibration"]["bias_correction"] = dict(QAT_SKIP)
                 except (DataError, ConfigError, ExportError):  # nothing to quantize: already says why
                     raise
                 except Exception as e:

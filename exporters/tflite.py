@@ -57,7 +57,7 @@ def _padded(batches: Any, names: list[str], seq_len: int) -> Any:
 def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | None,
                   options: ExportOptions) -> Artifact:
     from edgecompress.exporters import _litert_convert as lc
-    from edgecompress.exporters._bias_correction import correct_module_bias
+    from edgecompress.exporters._bias_correction import QAT_SKIP, correct_module_bias
 
     # [issue #4] A QAT spec (spec.extra["quantized"]) exports only if it was trained with the litert
     # backend; its graph carries the Q/DQ ops, lowered as they are (no calibration, int8 only).
@@ -94,7 +94,9 @@ def export_tflite(spec: ModelSpec, precision: str, out: Path, calib: Dataset | N
             # a QAT graph too (litert-torch refused its None: "contained a None item"). Not .eval() on
             # that one: it was put in eval mode by QAT (move_exported_model_to_eval)
             source, corrected = spec.module if prequant else spec.module.eval(), None
-            if precision == "int8" and batches is not None and not text and options.bias_correction:
+            if spec.extra.get("qat_weights") and options.bias_correction:
+                corrected = dict(QAT_SKIP)
+            elif precision == "int8" and batches is not None and not text and options.bias_correction:
                 # the default quantizer's weight rounding, folded into the biases (exporters/_bias_correction.py);
                 # batches of 4: at 16 its activations raised EfficientNet-Lite0's peak RSS by ~225 MB
                 try:

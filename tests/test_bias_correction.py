@@ -204,3 +204,15 @@ def test_a_failed_tflite_correction_quantizes_the_model_as_it_is(tmp_path, monke
     art = export(spec, "tflite", "int8", tmp_path, calib, ExportOptions(progress=False))
     assert art.details["calibration"]["bias_correction"] == {"layers": 0, "skipped": "a graph the recorder cannot run"}
     assert art.path.exists() and art.details["mixed"] is False
+
+
+def test_qat_trained_weights_are_not_corrected_again(tmp_path, digits_spec, digits_calib):
+    """PTQ of a QAT model's trained float weights (a format its backend does not lower): their
+    biases were trained against the rounding already, so the exporter leaves them and says why."""
+    import edgecompress as ec
+    from edgecompress.exporters._bias_correction import QAT_SKIP
+
+    q = ec.qat(digits_spec, data=digits_calib, epochs=1, progress=False)  # x86 backend: TFLite is PTQ of the twin
+    art = export(q, "tflite", "int8", tmp_path, digits_calib, ExportOptions(progress=False))
+    assert art.details["qat"]["route"] == "ptq-of-qat-weights"
+    assert art.details["calibration"]["bias_correction"] == QAT_SKIP

@@ -86,6 +86,8 @@ def qat_route(spec: ModelSpec, fmt: str, precision: str) -> tuple[ModelSpec, dic
     if backend is None or fmt in backend.formats or twin is None:
         return spec, None
     extra = {k: v for k, v in spec.extra.items() if k not in ("quantized", "qat_quantizer", "qat_float")}
+    # weights trained through int8 rounding already: the exporters' bias correction would count it twice
+    extra["qat_weights"] = name
     note = {"route": "ptq-of-qat-weights", "qat_backend": name,
             "why": f"the {name!r} QAT backend lowers to {', '.join(backend.formats)} only; {fmt} {precision} "
                    "is post-training quantized from the QAT-trained float weights"}
