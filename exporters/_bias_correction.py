@@ -185,8 +185,8 @@ def correct_module_bias(module: Any, batches: Iterable[Any], levels: int = 127) 
     folding batch norm into them, which scales each output channel by gamma / sigma: the rounding
     is the same in both, so a shift folded into the conv's own bias (one added where it has none)
     comes out of the folding as the folded layer's. Layers are `nn.Conv*d` / `nn.Linear` modules and
-    the `aten.conv*d` / `aten.linear` calls of torch.fx graphs inside `module` (a QAT model's float
-    twin, BatchNorm folded, is such a graph) whose weight and bias are attributes. `batches`:
+    the `aten.conv*d` / `aten.linear` calls of torch.fx graphs inside `module` (a `.pt2` model's
+    graph) whose weight and bias are attributes. `batches`:
     calibration inputs (arrays or tensors, the module's one input). Returns the corrected copy and
     what the report records."""
     import copy
