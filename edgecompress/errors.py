@@ -46,18 +46,13 @@ RECIPE_KEYS: dict[str, str] = {
 }
 
 # `edgecompress compress`'s flag for each recipe key it sets (the recipe it builds from its flags):
-# an option named under the compress surface is named by it. Export's flag where compress has none
-# (--calib-method, --isolate, --no-validate: compress never sets those keys); a value-less flag's
-# key without its value (options.allow_mixed).
-COMPRESS_FLAGS: dict[str, str] = {
-    "input_shape": "--input-shape", "input_dtype": "--input-dtype", "weights": "--weights",
-    "preprocess": "--preprocess", "export": "--export", "target": "--target",
-    "data.train": "--train", "data.calib": "--calib", "data.eval": "--eval",
-    "options.float_first": "--float-first", "options.allow_mixed": "--allow-mixed",
-    "options.bias_correction": "--no-bias-correction",
-    "options.threads": "--threads", "options.runs": "--runs", "options.warmup": "--warmup",
-    "options.rounds": "--rounds", "options.batch": "--batch", "options.fail_on": "--fail-on",
-}
+# an option named under the compress surface is named by it. The two commands share their flags, so
+# this is RECIPE_KEYS turned around (a value-less flag's key without its value: options.allow_mixed),
+# except that compress asks for formats with --export and has no --calib-method, --isolate or
+# --no-validate (it never sets those keys; `_compress_flag` names them by export's flag).
+_EXPORT_ONLY = ("--format", "--calib-method", "--isolate", "--no-validate")
+COMPRESS_FLAGS: dict[str, str] = {key.partition(": ")[0]: flag for flag, key in RECIPE_KEYS.items()
+                                  if flag not in _EXPORT_ONLY} | {"export": "--export"}
 # compress's flag for each parameter of a pass it builds (`passes[i].prune.ratio` is `--prune`)
 COMPRESS_PASS_FLAGS: dict[str, dict[str, str]] = {
     "prune": {"ratio": "--prune", "target_macs": "--prune-macs", "blocks": "--prune-blocks",

@@ -92,17 +92,16 @@ def _layers(fp32: Any, int8: Any) -> tuple[list[dict[str, Any]], int]:
     return found, no_bias
 
 
-def _input_means(fp32_path: Path, names: dict[str, bool],
+def _input_means(m: Any, names: dict[str, bool],
                  feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-channel (axis 1) means of the fp32 model's tensors `names` over `feeds`, each sample
-    weighing the same; `names[n]`: n has spatial axes (a Conv's input), else (N, C) (a Gemm's).
-    The model pools a spatial tensor itself (a GlobalAveragePool as the graph output, not the
-    tensor), so ORT keeps its fused NCHWc graph and returns a few kB per layer: outputting the
-    tensors themselves took as long again as the calibration and ~900 MB more on EfficientNet-Lite0."""
+    """Per-channel (axis 1) means of the fp32 model `m`'s tensors `names` over `feeds` (outputs are
+    added to `m`), each sample weighing the same; `names[n]`: n has spatial axes (a Conv's input),
+    else (N, C) (a Gemm's). The model pools a spatial tensor itself (a GlobalAveragePool as the
+    graph output, not the tensor), so ORT keeps its fused NCHWc graph and returns a few kB per
+    layer: outputting the tensors themselves took ~10 s and ~900 MB more on EfficientNet-Lite0."""
     import onnx
     import onnxruntime as ort
 
-    m = onnx.load(str(fp32_path))
     graph_inputs = {i.name for i in m.graph.input}
     outputs = {}
     have = {o.name for o in m.graph.output}
@@ -117,7 +116,6 @@ def _input_means(fp32_path: Path, names: dict[str, bool],
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    del m
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
 
@@ -148,10 +146,11 @@ def correct_bias(fp32_path: Path, int8_path: Path, feeds: Iterable[dict[str, np.
     from onnx import numpy_helper
 
     int8 = onnx.load(str(int8_path))
-    layers, no_bias = _layers(onnx.load(str(fp32_path), load_external_data=False), int8)
+    fp32 = onnx.load(str(fp32_path))  # read once: its weights pair the layers, its graph runs the means
+    layers, no_bias = _layers(fp32, int8)
     if not layers:
         return {"layers": 0, "without_bias": no_bias}
-    means = _input_means(fp32_path, {la["input"]: la["node"].op_type == "Conv" for la in layers}, feeds)
+    means = _input_means(fp32, {la["input"]: la["node"].op_type == "Conv" for la in layers}, feeds)
     inits = {i.name: i for i in int8.graph.initializer}
     done = 0
     for la in layers:
