@@ -212,7 +212,28 @@ def test_qat_trained_weights_are_not_corrected_again(tmp_path, digits_spec, digi
     import edgecompress as ec
     from edgecompress.exporters._bias_correction import QAT_SKIP
 
-    q = ec.qat(digits_spec, data=digits_calib, epochs=1, progress=False)  # x86 backend: TFLite is PTQ of the twin
+    # x86 backend, TFLite from the trained weights
+    q = ec.qat(digits_spec, data=digits_calib, epochs=1, cross_format="ptq-of-qat-weights", progress=False)
     art = export(q, "tflite", "int8", tmp_path, digits_calib, ExportOptions(progress=False))
     assert art.details["qat"]["route"] == "ptq-of-qat-weights"
     assert art.details["calibration"]["bias_correction"] == QAT_SKIP
+
+
+@pytest.mark.parametrize("backend", ["x86", "litert"])
+def test_qat_starts_from_corrected_biases(backend):
+    """QAT corrects its biases after calibration, through each backend's own weight quantizers
+    (passes/qat.correct_prepared_bias): the calibrated int8 graph loses most of the biased
+    rounding error, and `bias_correction: false` keeps it."""
+    import edgecompress as ec
+
+    spec, calib, x = _spec_and_data()
+    with torch.no_grad():
+        ref = spec.module(torch.from_numpy(x)).numpy()
+    err, logs = {}, {}
+    for on in (True, False):
+        q = ec.qat(spec, data=calib, epochs=0, calib_samples=64, backend=backend, bias_correction=on, progress=False)
+        with torch.no_grad():
+            err[on] = float(np.abs(q.module(torch.from_numpy(x)).numpy() - ref).mean())
+        logs[on] = q.extra["passes"][-1]["log"]
+    assert logs[True]["bias_corrected_layers"] == 3 and "bias_corrected_layers" not in logs[False]
+    assert err[True] < 0.5 * err[False], err

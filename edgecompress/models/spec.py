@@ -81,13 +81,15 @@ class SpecExtra(TypedDict, total=False):
 
     # passes: one record per pass run ({"pass", "config", "log"}), for the report's steps
     passes: list[dict[str, Any]]
-    # qat: the PT2E graph is int8 already ("qat"); its quantizer backend; the trained float twin
-    # other formats' PTQ starts from; the float model before QAT (the drift reference); the float
-    # model's params and MACs (a QAT graph cannot be counted)
+    # qat: the PT2E graph is int8 already ("qat"); its quantizer backend; the trained float twin;
+    # the float model before QAT (the drift reference); which of those two the formats the backend
+    # does not lower quantize by PTQ (_qat_backends.qat_route); the float model's params and MACs
+    # (a QAT graph cannot be counted)
     quantized: str
     qat_quantizer: str
     qat_float: Any
     fp32_reference: Any
+    qat_cross_format: str
     params: int
     macs: int
     # passes: the model before the first compression pass (a standalone distill's default teacher)
