@@ -449,7 +449,8 @@ def _compress_words(fn):
 @contextlib.contextmanager
 def _said_by(command: str):
     """Errors of the block starting `command: ` (same class, same traceback), as a recipe's errors
-    start `recipe r.yaml: `: what compress checks, loads and runs for the recipe it builds."""
+    start `recipe r.yaml: `: compress's checks of its flags, and what it checks, loads and runs for
+    the recipe it builds from them."""
     try:
         yield
     except EdgeCompressError as e:
@@ -508,75 +509,76 @@ def compress(
     """Common single passes as flags; writes the equivalent recipe next to the results."""
     from edgecompress.recipe import parse_recipe, run_recipe
 
-    passes: list[dict] = []
-    pruning = prune is not None or prune_macs is not None
-    # flags that only shape --prune / --prune-macs were dropped without a word otherwise
-    if round_to is not None and not pruning:
-        raise ConfigError("--round-to: needs --prune or --prune-macs")
-    if importance != "magnitude" and not pruning:
-        raise ConfigError("--importance: needs --prune or --prune-macs")
-    if prune_method != "channel" and not pruning:
-        raise ConfigError("--prune-method: needs --prune or --prune-macs")
-    if importance != "magnitude" and prune_method != "channel":
-        raise ConfigError(f"--importance is for --prune-method channel (reconstruct picks channels by the "
-                          f"refit's error), got --prune-method {prune_method}")
-    if pruning:
-        if prune_method not in ("channel", "reconstruct"):
-            raise ConfigError(f"--prune-method {prune_method!r}: use channel or reconstruct")
-        if prune is not None and prune_macs is not None:  # --prune was silently dropped
-            raise ConfigError(f"--prune {prune} and --prune-macs {prune_macs}: give one (a ratio or a MACs target)")
-        p: dict = {"round_to": round_to, "method": prune_method}
-        if prune_method == "channel":
-            p["importance"] = importance
-        p.update({"ratio": prune} if prune_macs is None else {"target_macs": prune_macs})
-        passes.append({"prune": p})
-    if prune_blocks is not None:
-        passes.append({"prune": {"method": "block", "blocks": prune_blocks}})
-    if lowrank_energy is not None or lowrank_params is not None:
-        passes.append({"lowrank": {"energy": lowrank_energy, "param_budget": lowrank_params}})
-    if resolution is not None:
-        passes.append({"resolution": {"size": resolution}})
-    if distill_epochs:
-        passes.append({"distill": {"epochs": distill_epochs}})
-    if qat_epochs is not None:
-        # [issue #4] the QAT backend follows the export formats (tflite -> litert, onnx/openvino -> x86);
-        # formats of both backends: x86, and TFLite gets LiteRT PTQ of the QAT-trained weights
-        from edgecompress.passes._qat_backends import backend_for_format
-
-        fmts = {e.strip().partition(":")[0] for item in export for e in item.split(",") if e.strip()}
-        backends = {backend_for_format(f) for f in fmts} - {None}
-        passes.append({"qat": {"epochs": qat_epochs, **({"backend": backends.pop()} if len(backends) == 1 else {})}})
-    if input_dtype is not None:  # in the flag's words (the recipe's key would say input_dtype)
-        from edgecompress.models.spec import check_input_dtype
-
-        input_dtype = check_input_dtype(input_dtype)
-    if not passes and not export:
-        raise ConfigError("compress: give at least one pass flag (--prune, --prune-blocks, --lowrank-energy, "
-                          "--resolution, --distill-epochs, --qat-epochs) or --export")
-    from edgecompress.models.loaders import parse_shape
-
-    shape = list(parse_shape(input_shape) or ()) if input_shape else None  # not None for a shape
-    # the resolved recipe written into --out holds absolute paths: it reruns from any folder
-    from edgecompress.recipe import _paths_from
-
-    # the same model, data and validation flags as export (a factory's --weights was refused as an
-    # unknown option, and its random weights were compressed instead); unset ones keep the recipe's
-    # defaults, so the written recipe says only what was asked
-    with _said_by("compress"):  # as export words them (not the recipe's pydantic text), and compress's
-        _check_counts(threads, batch, runs, warmup, rounds)
-    measuring = {"threads": threads, "runs": runs, "warmup": warmup, "rounds": rounds,
-                 "batch": batch or None, "fail_on": fail_on or None}
-    obj = _paths_from({"model": model, "input_shape": shape, "input_dtype": input_dtype, "weights": weights,
-                       "preprocess": preprocess,
-                       "passes": passes, "export": export,
-                       "target": target, "data": {"train": train, "calib": calib, "eval": eval},
-                       "options": {"float_first": float_first, **({"allow_mixed": True} if allow_mixed else {}),
-                                   **({"bias_correction": False} if no_bias_correction else {}),
-                                   **{k: v for k, v in measuring.items() if v is not None}}}, Path.cwd())
-
-    # checked, loaded and run on the compress surface (_compress_words): its errors name these
-    # flags where a recipe's name its keys, and start `compress:` as a recipe's start with its file
+    # every error starts `compress: ` (_said_by), as a recipe's start with its file: the checks of
+    # the flags here (they had none) as much as what is checked, loaded and run for the recipe built
     with _said_by("compress"):
+        passes: list[dict] = []
+        pruning = prune is not None or prune_macs is not None
+        # flags that only shape --prune / --prune-macs were dropped without a word otherwise
+        if round_to is not None and not pruning:
+            raise ConfigError("--round-to: needs --prune or --prune-macs")
+        if importance != "magnitude" and not pruning:
+            raise ConfigError("--importance: needs --prune or --prune-macs")
+        if prune_method != "channel" and not pruning:
+            raise ConfigError("--prune-method: needs --prune or --prune-macs")
+        if importance != "magnitude" and prune_method != "channel":
+            raise ConfigError(f"--importance is for --prune-method channel (reconstruct picks channels by the "
+                              f"refit's error), got --prune-method {prune_method}")
+        if pruning:
+            if prune_method not in ("channel", "reconstruct"):
+                raise ConfigError(f"--prune-method {prune_method!r}: use channel or reconstruct")
+            if prune is not None and prune_macs is not None:  # --prune was silently dropped
+                raise ConfigError(f"--prune {prune} and --prune-macs {prune_macs}: give one (a ratio or a MACs target)")
+            p: dict = {"round_to": round_to, "method": prune_method}
+            if prune_method == "channel":
+                p["importance"] = importance
+            p.update({"ratio": prune} if prune_macs is None else {"target_macs": prune_macs})
+            passes.append({"prune": p})
+        if prune_blocks is not None:
+            passes.append({"prune": {"method": "block", "blocks": prune_blocks}})
+        if lowrank_energy is not None or lowrank_params is not None:
+            passes.append({"lowrank": {"energy": lowrank_energy, "param_budget": lowrank_params}})
+        if resolution is not None:
+            passes.append({"resolution": {"size": resolution}})
+        if distill_epochs:
+            passes.append({"distill": {"epochs": distill_epochs}})
+        if qat_epochs is not None:
+            # [issue #4] the QAT backend follows the export formats (tflite -> litert, onnx/openvino -> x86);
+            # formats of both backends: x86, and TFLite gets LiteRT PTQ of the QAT-trained weights
+            from edgecompress.passes._qat_backends import backend_for_format
+
+            fmts = {e.strip().partition(":")[0] for item in export for e in item.split(",") if e.strip()}
+            backends = {backend_for_format(f) for f in fmts} - {None}
+            passes.append({"qat": {"epochs": qat_epochs, **({"backend": backends.pop()} if len(backends) == 1 else {})}})
+        if input_dtype is not None:  # in the flag's words (the recipe's key would say input_dtype)
+            from edgecompress.models.spec import check_input_dtype
+
+            input_dtype = check_input_dtype(input_dtype)
+        if not passes and not export:
+            raise ConfigError("give at least one pass flag (--prune, --prune-blocks, --lowrank-energy, "
+                              "--resolution, --distill-epochs, --qat-epochs) or --export")
+        from edgecompress.models.loaders import parse_shape
+
+        shape = list(parse_shape(input_shape) or ()) if input_shape else None  # not None for a shape
+        # the resolved recipe written into --out holds absolute paths: it reruns from any folder
+        from edgecompress.recipe import _paths_from
+
+        # the same model, data and validation flags as export (a factory's --weights was refused as an
+        # unknown option, and its random weights were compressed instead); unset ones keep the recipe's
+        # defaults, so the written recipe says only what was asked
+        _check_counts(threads, batch, runs, warmup, rounds)  # as export words them (not pydantic's text)
+        measuring = {"threads": threads, "runs": runs, "warmup": warmup, "rounds": rounds,
+                     "batch": batch or None, "fail_on": fail_on or None}
+        obj = _paths_from({"model": model, "input_shape": shape, "input_dtype": input_dtype, "weights": weights,
+                           "preprocess": preprocess,
+                           "passes": passes, "export": export,
+                           "target": target, "data": {"train": train, "calib": calib, "eval": eval},
+                           "options": {"float_first": float_first, **({"allow_mixed": True} if allow_mixed else {}),
+                                       **({"bias_correction": False} if no_bias_correction else {}),
+                                       **{k: v for k, v in measuring.items() if v is not None}}}, Path.cwd())
+
+        # checked, loaded and run on the compress surface (_compress_words): its errors name these
+        # flags where a recipe's name its keys
         recipe = parse_recipe(obj, "compress")
         report, paths = run_recipe(recipe, out, progress=not no_progress, command=_command_line())
     _finish(report, paths)

@@ -449,8 +449,8 @@ def parse_recipe(obj: Any, source: str = "recipe") -> Recipe:
     r._source = source
     try:
         return r.check()
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+    except EdgeCompressError as e:  # any class: a target .toml's "no such file" (InputFileError) went unprefixed
+        raise type(e)(f"{source}: {e}").with_traceback(e.__traceback__) from None
 
 
 def _unique_keys_loader() -> Any:

@@ -201,12 +201,26 @@ def takes_ids(t: Any) -> bool:
     return str(t.dtype).startswith(("int", "uint")) and t.scale is None
 
 
+def _id_bounds(artifacts: Sequence[Artifact]) -> dict[str, int]:
+    """The rows of the table each input of ids indexes, by input name, as the exports recorded them:
+    the input's own `input_vocab`, else the model's `vocab_size` (the bound `_random_inputs` keeps
+    its ids below); the smallest where files differ. An input with neither is left out."""
+    bounds: dict[str, int] = {}
+    for a in artifacts:
+        for t in a.inputs:
+            rows = (a.details.get("input_vocab") or {}).get(t.name) or a.details.get("vocab_size")
+            if rows and takes_ids(t):
+                bounds[t.name] = min(int(rows), bounds.get(t.name, int(rows)))
+    return bounds
+
+
 def _checked_eval_data(eval_data: Dataset, artifacts: Sequence[Artifact] = ()) -> Dataset:
     """The evaluation set as the runners take it (float32 samples in memory; integer ids for
-    artifacts that take ids), or a DataError: NaN samples came back as "NaN outputs" of every
-    artifact, an empty set as ZeroDivisionError."""
+    artifacts that take ids, inside the tables they index), or a DataError: NaN samples came back
+    as "NaN outputs" of every artifact, an empty set as ZeroDivisionError, an id beyond its table
+    as ONNX Runtime's Gather error in every artifact's row."""
     from edgecompress.data import Dataset
-    from edgecompress.data.datasets import as_float32, check_in_memory, match_inputs
+    from edgecompress.data.datasets import as_float32, as_ids, check_in_memory, match_inputs
 
     if not isinstance(eval_data, Dataset):
         raise ConfigError("validate: eval_data must be a Dataset (edgecompress.load_data(path, array, "
@@ -223,13 +237,18 @@ def _checked_eval_data(eval_data: Dataset, artifacts: Sequence[Artifact] = ()) -
             for t in a.inputs:
                 if takes_ids(t) or t.dtype == "float32":
                     dtypes.setdefault(t.name, t.dtype)
-        return replace(eval_data, x=match_inputs(eval_data.x, dtypes, f"evaluation data {eval_data.source}"))
+        return replace(eval_data, x=match_inputs(eval_data.x, dtypes, f"evaluation data {eval_data.source}",
+                                                 _id_bounds(artifacts)))
     ids = [a for a in artifacts if a.inputs and takes_ids(a.inputs[0])]
     if not isinstance(eval_data.x, dict) and ids and len(ids) == len(artifacts):
         # [audit #27] a model of integer ids: the runners feed each file its own integer type
         if eval_data.x.dtype.kind not in "iu":
             raise DataError(f"evaluation data {eval_data.source}: dtype {eval_data.x.dtype} but {ids[0].path} "
                             f"takes {ids[0].inputs[0].dtype} ids; save them as integers (x.astype(np.int64))")
+        bounds = _id_bounds(ids)
+        if rows := [bounds[a.inputs[0].name] for a in ids if a.inputs[0].name in bounds]:
+            # the range only (calibration's check): the ids stay in their own dtype
+            as_ids(eval_data.x, str(eval_data.x.dtype), f"evaluation data {eval_data.source}", min(rows))
         return eval_data
     if not isinstance(eval_data.x, dict) and eval_data.x.dtype != np.float32:
         if eval_data.x.dtype.kind != "f":  # ORT failed on it, OpenVINO and LiteRT cast it

@@ -226,10 +226,16 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, msg", [
+    # compress's own checks of its flags start `compress:` too, as the rest of its errors (they had none)
     (["--prune", "0.5", "--prune-method", "reconstruct", "--importance", "taylor"],
-     "error: --importance is for --prune-method channel"),
-    (["--lowrank-energy", "0.9", "--round-to", "8"], "error: --round-to: needs --prune or --prune-macs"),
-    (["--lowrank-energy", "0.9", "--importance", "taylor"], "error: --importance: needs --prune"),
+     "error: compress: --importance is for --prune-method channel"),
+    (["--lowrank-energy", "0.9", "--round-to", "8"], "error: compress: --round-to: needs --prune or --prune-macs"),
+    (["--lowrank-energy", "0.9", "--importance", "taylor"], "error: compress: --importance: needs --prune"),
+    (["--lowrank-energy", "0.9", "--prune-method", "reconstruct"], "error: compress: --prune-method: needs --prune"),
+    (["--prune", "0.5", "--prune-method", "magic"], "error: compress: --prune-method 'magic': use channel or"),
+    (["--prune", "0.5", "--prune-macs", "0.3"], "error: compress: --prune 0.5 and --prune-macs 0.3: give one"),
+    (["--prune", "0.5", "--input-dtype", "int16"], "error: compress: --input-dtype 'int16': use one of "),
+    (["--prune", "0.5", "--input-shape", "1,x"], "error: compress: --input-shape"),
     (["--lowrank-energy", "0.5", "--lowrank-params", "0.6"],
      "error: compress: --lowrank-energy: give energy or param_budget, not both"),
     (["--prune-blocks", "9"], "error: compress: --prune-blocks: only"),

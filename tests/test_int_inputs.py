@@ -773,6 +773,37 @@ def test_onnx_of_several_inputs_checks_each_table(tmp_path):
     assert m.status == "ok" and m.latency_ms["1"]["p50"] > 0, m.error
 
 
+def test_validate_refuses_evaluation_ids_beyond_the_table(tmp_path):
+    """validate()'s evaluation ids were checked for their dtype only, not against the table they
+    index: an id beyond it reached ONNX Runtime's Gather, and the file came back as a failed row.
+    Refused up front in one line naming the input and its rows, as calibration data is: a single
+    input's ids against the model's vocab_size, each input of several against its own table."""
+    from edgecompress.data import Dataset
+    from edgecompress.exporters import ExportOptions, export
+    from edgecompress.targets import ValidateSettings, validate
+
+    quiet, settings = ExportOptions(progress=False), ValidateSettings(runs=2, warmup=0, rounds=1)
+    small = export(load_model(IdsMean(vocab=12), input_shape=(1, SEQ)), "onnx", "fp32", tmp_path / "small", None,
+                   quiet)
+    x = np.random.default_rng(0).integers(0, 12, (4, SEQ))
+    (m,) = validate([small], "x86-local", eval_data=Dataset(x), settings=settings, progress=False)
+    assert m.status == "ok", m.error
+    x[2, 7] = 12
+    with pytest.raises(DataError, match=r"^evaluation data .*: sample 2 holds id 12, outside the model's embedding "
+                                        r"table of 12 rows \(ids 0\.\.11\)$"):
+        validate([small], "x86-local", eval_data=Dataset(x), settings=settings, progress=False)
+
+    three = export(load_model(str(_three_input_onnx(tmp_path / "three.onnx"))), "onnx", "fp32", tmp_path / "three",
+                   None, quiet)
+    rng = np.random.default_rng(1)
+    x = {"input_ids": rng.integers(0, 50, (4, 8)), "attention_mask": np.ones((4, 8), np.int64),
+         "token_type_ids": rng.integers(0, 2, (4, 8))}
+    x["token_type_ids"][1, 3] = 2
+    with pytest.raises(DataError, match=r"^evaluation data .*: input 'token_type_ids': sample 1 holds id 2, outside "
+                                        r"the model's embedding table of 2 rows \(ids 0\.\.1\)$"):
+        validate([three], "x86-local", eval_data=Dataset(x), settings=settings, progress=False)
+
+
 def test_several_inputs_take_int32_ids_and_bool_masks_and_refuse_floats(tmp_path):
     """Data of several inputs (a dict of arrays) was range-checked but not cast: int32 ids (an .npz
     written from int32 arrays) for the file's int64 inputs failed ONNX int8 mid-calibration with

@@ -377,6 +377,24 @@ def test_recipe_target_file_is_relative_to_the_recipe(tmp_path, monkeypatch):
     assert parse_recipe({"model": "zoo:digits-cnn", "target": "x86-local"}).target == "x86-local"  # a name
 
 
+def test_recipe_target_file_it_cannot_read_names_the_recipe(tmp_path):
+    """A recipe's target .toml that is missing or unreadable said `error: target: ...` without the
+    `recipe r.yaml: ` every other error of a recipe starts with: parse_recipe prefixed ConfigError
+    only, and these are InputFileError."""
+    from conftest import run_cli
+
+    from edgecompress.errors import InputFileError
+
+    (tmp_path / "d.toml").mkdir()
+    (tmp_path / "d.yaml").write_text("model: zoo:digits-cnn\nexport: [onnx:fp32]\ntarget: d.toml\n")
+    with pytest.raises(InputFileError, match=r"^recipe .*d\.yaml: target: .*d\.toml: cannot read"):
+        load_recipe(tmp_path / "d.yaml")
+    (tmp_path / "r.yaml").write_text("model: zoo:digits-cnn\nexport: [onnx:fp32]\ntarget: nope.toml\n")
+    r = run_cli("run", "r.yaml", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-1500:]
+    assert r.stderr.strip().splitlines() == [f"error: recipe r.yaml: target: {tmp_path}/nope.toml: no such file"]
+
+
 def test_int8_recipe_calibrates_on_its_training_data():
     """An int8 export of a model with no default data was refused ("set data.calib") although
     data.train was given, which the runner calibrates on (its first 300 samples)."""
