@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecompress.data import DataSpec, load_data
+from edgecompress.data import Dataset, DataSpec, load_data
 from edgecompress.data.presets import EfficientNetLite
 from edgecompress.errors import DataError
 
@@ -204,3 +204,21 @@ def test_a_failing_transform_is_not_blamed_on_the_image(tmp_path):
         load_data(str(tmp_path), lambda im: np.asarray(im.convert("L")), progress=False)
     with pytest.raises(DataError, match=r"0.png: the preprocessing gave NaN or Inf"):
         load_data(str(tmp_path), lambda im: np.full((2, 2), np.nan), progress=False)
+
+
+def test_several_inputs_keep_input_ids_below_the_vocabulary():
+    """A text encoder's dict of inputs: `input_ids` is checked against the model's vocabulary
+    (its masks and token types are not: they index no word table); an id beyond it was refused
+    by ONNX Runtime mid-calibration, after the export."""
+    from edgecompress.data.datasets import match_model
+
+    dtypes = {"input_ids": "int64", "attention_mask": "int64", "token_type_ids": "int64"}
+    ids = np.array([[101, 7, 102], [101, 30522, 102]])
+    ds = Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)},
+                 source="tokens")
+    with pytest.raises(DataError, match=r"^calibration data: input 'input_ids': sample 1 holds id 30522, outside "
+                                        r"the model's embedding table of 30522 rows \(ids 0..30521\)$"):
+        match_model(ds, (1, 3), "int64", "calibration data", 30522, None, dtypes)
+    ds.x["input_ids"] = ids.clip(max=30521)
+    match_model(ds, (1, 3), "int64", "calibration data", 30522, None, dtypes)  # in range: taken
+    assert ds.x["input_ids"].dtype == np.int64

@@ -247,9 +247,15 @@ def match_model(ds: Dataset, input_shape: Sequence[int], dtype: str, where: str,
     model's integer type; below `vocab_size` when the model's first layer is an nn.Embedding of that
     many rows), the sample shape. Multi-input (dict) sets (the tokenizer's or the caller's) are
     checked input by input (`match_inputs`) against `input_dtypes` (each input's dtype by name) and
-    `input_vocab` (an .onnx of several inputs: the rows of the table each input indexes)."""
+    `input_vocab` (an .onnx of several inputs: the rows of the table each input indexes), and their
+    `input_ids` against `vocab_size`."""
     if isinstance(ds.x, dict):
-        ds.x = match_inputs(ds.x, input_dtypes or {}, where, input_vocab)
+        bounds = dict(input_vocab or {})
+        if vocab_size is not None and "input_ids" in ds.x:
+            # a text encoder's (models/hf.py) word ids index its vocabulary; its masks and token
+            # types do not, so the bound goes to that input only
+            bounds.setdefault("input_ids", int(vocab_size))
+        ds.x = match_inputs(ds.x, input_dtypes or {}, where, bounds)
         return
     # [issue #7] integer / complex tensors for a float model would be cast silently (or crash a
     # runtime): a wrong-dtype file is refused here, naming it.
