@@ -8,8 +8,8 @@ recorded in DIR/report.json), quantizes it with ONNX Runtime PTQ (the exporter's
 first 300 distillation images), and compares it on the 500 evaluation images with the recipe's QAT
 int8 file (DIR/efficientnet-lite0-int8.onnx): top-1, agreement and mean |Δlogit| against the float
 model before quantization and against the original fp32 model, plus the discordant images. If the
-recipe wrote a .tflite (LiteRT PTQ of the QAT-trained weights), it is compared with LiteRT PTQ of
-the float model before QAT.
+recipe wrote a .tflite (LiteRT PTQ, of the float model before QAT or of the QAT-trained weights as
+the run's `qat.cross_format` chose), it is compared with LiteRT PTQ of the float model before QAT.
 Prints a markdown table; nothing is written.
 """
 
@@ -71,7 +71,7 @@ def main() -> None:
     only_qat = int(((qat.argmax(1) == ev.y) & (ptq.argmax(1) != ev.y)).sum())
     print(f"\nImages right only with PTQ: {only_ptq}; only with QAT: {only_qat}.")
     tflite = run / "efficientnet-lite0-int8.tflite"
-    if tflite.exists():  # [issue #4] the recipe's .tflite: LiteRT PTQ of the QAT-trained weights
+    if tflite.exists():  # [issue #4] the recipe's .tflite: LiteRT PTQ by the run's qat.cross_format
         from edgecompress.exporters import _litert_convert as lc
 
         with tempfile.TemporaryDirectory() as td:
@@ -80,7 +80,9 @@ def main() -> None:
               "before int8 % | mean abs Δlogit |")
         print("|---|---|---|---|")
         print(f"| PTQ of the float model before QAT | {drift(plain, before, ev.y)} |")
-        print(f"| PTQ of the QAT-trained weights (the recipe's) | {drift(lc.run(tflite, ev.x), before, ev.y)} |")
+        arts = Report.load(run / "report.json").artifacts
+        route = next((a["details"].get("qat", {}).get("route") for a in arts if a.get("format") == "tflite"), None)
+        print(f"| the recipe's .tflite (route {route}) | {drift(lc.run(tflite, ev.x), before, ev.y)} |")
 
 
 if __name__ == "__main__":
