@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import re
 import shlex
@@ -62,7 +63,8 @@ class RecipeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     calib_method: Literal["minmax", "percentile", "entropy"] = "percentile"  # the exporters' default
     float_first: int | None = Field(None, ge=0)  # ONNX / OpenVINO int8: first N conv/linear layers left float
-    bias_correction: bool = True  # ONNX / OpenVINO int8 (ExportOptions.bias_correction, --no-bias-correction)
+    # int8 exports (ExportOptions.bias_correction, --no-bias-correction), and qat's unless it sets its own
+    bias_correction: bool = True
     isolate: bool = False  # [issue #7] each export in a child process (ExportOptions.isolate)
     allow_mixed: bool = False  # TFLite int8: accept ops left float (ExportOptions.allow_mixed, --allow-mixed)
     teacher: Literal["original", "previous"] = "original"  # KD teacher of every pass but qat
@@ -186,6 +188,10 @@ class Recipe(BaseModel):
             except ConfigError as e:  # a config's own message naming no key: the pass item's
                 msg = str(e)
                 raise ConfigError(msg if msg.startswith(tuple(said)) else f"{where}: {msg}") from None
+            if name == "qat" and not self.options.bias_correction and "bias_correction" not in (params or {}):
+                # options.bias_correction: false (--no-bias-correction) turns off QAT's correction
+                # too, unless the qat item sets its own: an A/B of the correction covers the chain
+                cfg = dataclasses.replace(cfg, bias_correction=False)
             out.append((name, cfg))
         return out
 

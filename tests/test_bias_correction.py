@@ -133,6 +133,13 @@ def test_every_surface_turns_it_off(tmp_path):
     r = parse_recipe({"model": "zoo:digits-cnn", "export": ["onnx:int8"], "options": {"bias_correction": False}}, "r")
     assert r.export_options().bias_correction is False
     assert parse_recipe({"model": "zoo:digits-cnn", "export": ["onnx:int8"]}, "r").export_options().bias_correction
+    # QAT's own correction follows the option unless the qat item sets it
+    def qat_cfg(qat: dict, **options: bool):
+        recipe = parse_recipe({"model": "zoo:digits-cnn", "passes": [{"qat": qat}], "options": options}, "r")
+        return recipe.pass_configs()[0][1].bias_correction
+
+    assert qat_cfg({}) is True and qat_cfg({}, bias_correction=False) is False
+    assert qat_cfg({"bias_correction": True}, bias_correction=False) is True
 
     res = CliRunner().invoke(app, ["export", "zoo:digits-cnn", "-f", "onnx", "--int8", "--no-bias-correction",
                                    "--no-validate", "--no-progress", "--out", str(tmp_path)])
