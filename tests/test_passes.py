@@ -375,7 +375,8 @@ def test_distill_resumes_mid_run(digits_spec, digits_calib, tmp_path):
 
 @pytest.fixture(scope="module")
 def qat_spec(digits_spec, digits_calib):
-    return edgecompress.qat(digits_spec, epochs=1, data=digits_calib, progress=False)
+    # lr 1e-4: digits-cnn is trained from scratch in seconds; the tests below see the epoch move it
+    return edgecompress.qat(digits_spec, epochs=1, lr=1e-4, data=digits_calib, progress=False)
 
 
 def test_qat_exports_real_int8_onnx(qat_spec, digits_eval, base, tmp_path):
