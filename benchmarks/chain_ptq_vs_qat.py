@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compress_effnet import drift, halves, torch_outputs
 
 from edgecompress.exporters import export
-from edgecompress.models import load_model
+from edgecompress.models import ModelSpec, load_model
 from edgecompress.passes._blocks import _replacement
 from edgecompress.report.model import Report
 
@@ -41,19 +41,25 @@ def ort_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([s.run(None, {name: x[i : i + 50]})[0] for i in range(0, len(x), 50)])
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    run = Path(sys.argv[1])
-    train, ev = halves()
-    ref = torch_outputs(load_model("zoo:efficientnet-lite0").module, ev)
+def chain_float_model(run: Path) -> ModelSpec:
+    """The float model the recipe's distill step saved in run folder `run` (blocks removed as its
+    report recorded), in eval mode."""
     spec = load_model("zoo:efficientnet-lite0")
-    steps = Report.load(run / "report.json").steps
-    removed = next(s for s in steps if s["name"] == "prune")["log"]["removed"]
+    removed = next(s for s in Report.load(run / "report.json").steps if s["name"] == "prune")["log"]["removed"]
     for r in removed:
         owner, _, leaf = r["block"].rpartition(".")
         setattr(spec.module.get_submodule(owner) if owner else spec.module, leaf, _replacement(r["replaced_by"]))
     spec.module.load_state_dict(torch.load(run / "step2-distill" / "model.pt", weights_only=True)["state_dict"])
     spec.module.eval()
+    return spec
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    run = Path(sys.argv[1])
+    train, ev = halves()
+    ref = torch_outputs(load_model("zoo:efficientnet-lite0").module, ev)
+    spec = chain_float_model(run)
     before = torch_outputs(spec.module, ev)
     with tempfile.TemporaryDirectory() as td:
         ptq = ort_outputs(export(spec, "onnx", "int8", Path(td), train.take(slice(0, 300))).path, ev.x)

@@ -20,17 +20,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chain_ptq_vs_qat import ort_outputs
+from chain_ptq_vs_qat import chain_float_model, ort_outputs
 from compress_effnet import drift, halves, torch_outputs
 
 import edgecompress
 from edgecompress.exporters import export
-from edgecompress.models import load_model
-from edgecompress.passes._blocks import _replacement
-from edgecompress.report.model import Report
 
-# the recipe's QAT step (docs/recipes/efficientnet-lite0.yaml), epochs and bias correction varied
+# the recipe's QAT step (docs/recipes/efficientnet-lite0.yaml) as it was before this script chose
+# its lr (5e-6 now); epochs, lr and bias correction are the arguments
 QAT = {"epochs": 1, "lr": 2e-5, "batch_size": 32, "calib_samples": 300, "distill": {"shift": 0, "hflip": False}}
+
 
 def main() -> None:
     torch.set_num_threads(1)
@@ -39,13 +38,7 @@ def main() -> None:
     lrs = [float(a) for a in sys.argv[3].split(",")] if len(sys.argv) > 3 else [QAT["lr"]]
     bcs = [a == "on" for a in sys.argv[4].split(",")] if len(sys.argv) > 4 else [False, True]
     train, ev = halves()
-    spec = load_model("zoo:efficientnet-lite0")
-    removed = next(s for s in Report.load(run / "report.json").steps if s["name"] == "prune")["log"]["removed"]
-    for r in removed:
-        owner, _, leaf = r["block"].rpartition(".")
-        setattr(spec.module.get_submodule(owner) if owner else spec.module, leaf, _replacement(r["replaced_by"]))
-    spec.module.load_state_dict(torch.load(run / "step2-distill" / "model.pt", weights_only=True)["state_dict"])
-    spec.module.eval()
+    spec = chain_float_model(run)
     before = torch_outputs(spec.module, ev)
     print("| QAT epochs | lr | bias correction | top-1 % | agreement with the float model % | mean abs Δlogit "
           "| layers corrected | wall |")

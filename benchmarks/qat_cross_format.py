@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import end_line, header, write_section
+from chain_ptq_vs_qat import ort_outputs
 from compress_effnet import QAT, SPLIT, drift, halves, torch_outputs
 
 import edgecompress
@@ -36,18 +37,8 @@ TITLE = f"EfficientNet-Lite0: QAT's other formats, PTQ of the float model vs of 
 OTHER = {"x86": "tflite", "litert": "onnx"}  # a format each backend does not lower
 
 
-def ort_run(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return np.concatenate([s.run(None, {name: x[i : i + 50]})[0] for i in range(0, len(x), 50)])
-
-
 def run(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
-    return lc.run(path, x) if fmt == "tflite" else ort_run(path, x)
+    return lc.run(path, x) if fmt == "tflite" else ort_outputs(path, x)
 
 
 def main() -> None:
