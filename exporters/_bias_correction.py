@@ -35,6 +35,28 @@ def bias_shift(delta: np.ndarray, mean_in: np.ndarray, group: int = 1) -> np.nda
     return (per_o * mean_in.reshape(group, in_per_group)[groups_of_o]).sum(1)
 
 
+def layer_shift(delta: np.ndarray, mean_in: np.ndarray, is_linear: bool, group: int = 1) -> np.ndarray:
+    """Per-output-channel mean shift of a Conv (`bias_shift`) or Linear ((O, I) weights) layer."""
+    return delta @ mean_in if is_linear else bias_shift(delta, mean_in, group)
+
+
+class InputMeans:
+    """Per-channel means of layers' inputs, accumulated call by call: a conv's (N, C, ...) input
+    counts each sample's channel means once, a linear's (..., C) input each row."""
+
+    def __init__(self) -> None:
+        self.sums: dict[Any, Any] = {}
+        self.counts: dict[Any, int] = {}
+
+    def add(self, key: Any, x: Any, is_linear: bool) -> None:
+        x = x.detach().double()
+        v = x.reshape(-1, x.shape[-1]) if is_linear else x.reshape(x.shape[0], x.shape[1], -1).mean(2)
+        self.sums[key], self.counts[key] = self.sums.get(key, 0) + v.sum(0), self.counts.get(key, 0) + v.shape[0]
+
+    def mean(self, key: Any) -> np.ndarray | None:
+        return (self.sums[key] / self.counts[key]).numpy() if key in self.sums else None
+
+
 def _dequantized(node: Any, inits: dict[str, np.ndarray]) -> np.ndarray | None:
     """The float weights a DequantizeLinear of constant int8 data gives, else None."""
     if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in inits:
@@ -193,17 +215,8 @@ def correct_module_bias(module: Any, batches: Iterable[Any], levels: int = 127) 
     import torch
 
     fixed = copy.deepcopy(module).eval()
-    sums: dict[str, Any] = {}
-    counts: dict[str, int] = {}
-
-    def record(key: str, x: Any, is_linear: bool) -> None:
-        x = x.detach().double()
-        if is_linear:  # channels last: every row of every sample counts once
-            x = x.reshape(-1, x.shape[-1])
-            sums[key], counts[key] = sums.get(key, 0) + x.sum(0), counts.get(key, 0) + x.shape[0]
-        else:  # (N, C, ...): each sample's channel means
-            per_sample = x.reshape(x.shape[0], x.shape[1], -1).mean(2)
-            sums[key], counts[key] = sums.get(key, 0) + per_sample.sum(0), counts.get(key, 0) + x.shape[0]
+    means = InputMeans()
+    record = means.add
 
     # key -> (weight, bias or None, is_linear, groups, owner module to give a new bias to, or None)
     sites: dict[str, tuple[Any, Any, bool, int, Any]] = {}
@@ -220,7 +233,7 @@ def correct_module_bias(module: Any, batches: Iterable[Any], levels: int = 127) 
     if not sites:
         return module, {"layers": 0}
     for gm, nodes in graphs:  # run each graph node by node, seeing its layers' inputs
-        gm.forward = _recording_forward(gm, nodes, record)
+        gm.forward = recording_forward(gm, nodes, record)
     try:
         with torch.no_grad():
             for b in batches:
@@ -233,13 +246,13 @@ def correct_module_bias(module: Any, batches: Iterable[Any], levels: int = 127) 
     done = 0
     with torch.no_grad():
         for key, (weight, bias, linear, groups, owner) in sites.items():
-            if key not in sums or (bias is None and owner is None):  # not reached; an fx call without bias
+            mean = means.mean(key)
+            if mean is None or (bias is None and owner is None):  # not reached; an fx call without bias
                 continue
             w = weight.detach().double()
             s = (w.abs().reshape(w.shape[0], -1).amax(1).clamp(min=1e-12) / levels).reshape(-1, *[1] * (w.ndim - 1))
             delta = (torch.clamp(torch.round(w / s), -levels, levels) * s - w).numpy()
-            mean = (sums[key] / counts[key]).numpy()
-            shift = delta @ mean if linear else bias_shift(delta, mean, groups)
+            shift = layer_shift(delta, mean, linear, groups)
             if bias is None:
                 owner.bias = bias = torch.nn.Parameter(torch.zeros(w.shape[0], dtype=weight.dtype))
             bias -= torch.from_numpy(shift).to(bias.dtype)
@@ -257,19 +270,11 @@ def _fx_sites(gm: Any, prefix: str) -> dict[str, tuple[Any, Any, bool, int, None
     kinds = {aten.conv1d.default: False, aten.conv2d.default: False, aten.conv3d.default: False,
              aten.linear.default: True}
 
-    def attr(node: Any) -> Any:
-        if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
-            return None
-        obj = gm
-        for part in str(node.target).split("."):
-            obj = getattr(obj, part, None)
-        return obj if isinstance(obj, torch.Tensor) else None
-
     found = {}
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target not in kinds or len(node.args) < 3:
             continue
-        weight, bias = attr(node.args[1]), attr(node.args[2])
+        weight, bias = fx_attribute(gm, node.args[1]), fx_attribute(gm, node.args[2])
         if weight is None or bias is None:
             continue
         linear = kinds[node.target]
@@ -278,7 +283,19 @@ def _fx_sites(gm: Any, prefix: str) -> dict[str, tuple[Any, Any, bool, int, None
     return found
 
 
-def _recording_forward(gm: Any, nodes: dict[Any, tuple[str, bool]], record: Any) -> Any:
+def fx_attribute(gm: Any, node: Any) -> Any:
+    """The tensor a get_attr `node` of fx graph module `gm` reads, else None."""
+    import torch
+
+    if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
+        return None
+    obj = gm
+    for part in str(node.target).split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, torch.Tensor) else None
+
+
+def recording_forward(gm: Any, nodes: dict[Any, tuple[Any, bool]], record: Any) -> Any:
     """A forward for `gm` that interprets its graph and hands each node of `nodes` its input first."""
     import torch
 

@@ -271,12 +271,6 @@ def calibrate(prepared: Any, x: Any, batch_size: int, method: str = "minmax", pe
     return len(seen)
 
 
-def _attribute(gm: Any, name: str) -> Any:
-    """The tensor a get_attr node's dotted `name` reads (parameter, buffer or plain attribute)."""
-    owner, _, leaf = name.rpartition(".")
-    return getattr(gm.get_submodule(owner) if owner else gm, leaf)
-
-
 def correct_prepared_bias(prepared: Any, x: Any, batch_size: int) -> int:
     """Bias correction of a calibrated, frozen QAT graph before it trains: each conv / linear's
     float bias loses the mean output shift its fake-quantized weights cause, sum((Wq - W) * E[x]),
@@ -294,67 +288,50 @@ def correct_prepared_bias(prepared: Any, x: Any, batch_size: int) -> int:
     import torch
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
-    from edgecompress.exporters._bias_correction import bias_shift
+    from edgecompress.exporters._bias_correction import InputMeans, fx_attribute, layer_shift, recording_forward
 
     aten = torch.ops.aten
     layers = {aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.linear.default}
-    fqs = fake_quantizers(prepared)
 
-    def attr_of(node: Any) -> Any:  # get_attr, or get_attr behind a quantizer module: (name, quantizer)
-        if getattr(node, "op", None) == "get_attr":
-            return node.target, None
+    def behind_quantizer(node: Any) -> Any:  # a get_attr, or one behind a quantizer module: (node, quantizer)
         if getattr(node, "op", None) == "call_module" and getattr(node.args[0], "op", None) == "get_attr":
-            return node.args[0].target, prepared.get_submodule(node.target)
-        return None, None
+            return node.args[0], prepared.get_submodule(node.target)
+        return node, None
 
-    sites: dict[Any, tuple[str, Any, str, int]] = {}  # node -> weight, its quantizer, bias, groups
+    sites: dict[Any, tuple[Any, Any, Any, int]] = {}  # node -> weight, its quantizer, bias, groups
     for node in prepared.graph.nodes:
         if node.op != "call_function" or node.target not in layers or len(node.args) < 3:
             continue
-        (w, wq), (b, _) = attr_of(node.args[1]), attr_of(node.args[2])
+        (w_node, wq), (b_node, _) = behind_quantizer(node.args[1]), behind_quantizer(node.args[2])
+        w, b = fx_attribute(prepared, w_node), fx_attribute(prepared, b_node)
         if w is None or wq is None or b is None:  # a weight without a quantizer, or no bias
             continue
         groups = node.args[6] if node.target != aten.linear.default and len(node.args) > 6 else 1
         sites[node] = (w, wq, b, int(groups))
     if not sites:
         return 0
-    sums: dict[Any, Any] = {}
-    counts: dict[Any, int] = {}
-
-    class _Recorder(torch.fx.Interpreter):
-        """Runs the graph node by node; a layer's input (channel means per sample) is summed."""
-
-        def run_node(self, n: Any) -> Any:
-            if n in sites:
-                a = self.env[n.args[0]].detach().double()
-                v = a.reshape(-1, a.shape[-1]) if n.target == aten.linear.default else a.flatten(2).mean(2)
-                sums[n], counts[n] = sums.get(n, 0) + v.sum(0), counts.get(n, 0) + v.shape[0]
-            return super().run_node(n)
-
+    fqs = fake_quantizers(prepared)
+    means = InputMeans()
     saved = [(int(f.fake_quant_enabled[0]), int(f.observer_enabled[0])) for f in fqs]
     move_exported_model_to_eval(prepared)
     try:
         for f in fqs:
             f.disable_fake_quant()
             f.disable_observer()
-        rec = _Recorder(prepared)
+        run = recording_forward(prepared, {n: (n, n.target == aten.linear.default) for n in sites}, means.add)
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
-                rec.run(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
+                run(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
         done = 0
         with torch.no_grad():
-            for node, (w_name, wq, b_name, groups) in sites.items():
-                if node not in sums:
+            for node, (w, wq, b, groups) in sites.items():
+                mean = means.mean(node)
+                if mean is None:
                     continue
-                w = _attribute(prepared, w_name)
                 wq.enable_fake_quant()
                 delta = (wq(w.detach().clone()) - w).double().numpy()
                 wq.disable_fake_quant()
-                mean = (sums[node] / counts[node]).numpy()
-                shift = delta.reshape(delta.shape[0], -1) @ mean if node.target == aten.linear.default \
-                    else bias_shift(delta, mean, groups)
-                b = _attribute(prepared, b_name)
-                b -= torch.from_numpy(shift).to(b.dtype)
+                b -= torch.from_numpy(layer_shift(delta, mean, node.target == aten.linear.default, groups)).to(b.dtype)
                 done += 1
     finally:
         for f, (fq_on, obs_on) in zip(fqs, saved, strict=True):
