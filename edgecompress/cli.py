@@ -174,7 +174,10 @@ def export(
     precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32, fp16, int8... for every --format")] = [],  # noqa: B006
     calib: Annotated[str | None, typer.Option(help="Calibration data: image folder, labels CSV or .npy/.npz; PATH\\[start:stop] selects rows.")] = None,
     eval: Annotated[str | None, typer.Option("--eval", help="Evaluation data (same forms as --calib).")] = None,
-    calib_method: Annotated[str, typer.Option(help="ONNX int8 calibration: percentile (default, best agreement), minmax (fastest), entropy.")] = "percentile",
+    calib_method: Annotated[str, typer.Option(help=(
+        "int8 activation ranges: percentile (default, best agreement), minmax (fastest), entropy. ONNX: ORT's "
+        "calibrator of that name; OpenVINO: NNCF's min/max for minmax, its histogram search for the other two; "
+        "TFLite full int8: always min/max."))] = "percentile",
     target: Annotated[str, typer.Option(help="Target profile name or .toml file.")] = "x86-local",
     input_shape: Annotated[str | None, typer.Option(help="e.g. 1,3,224,224 (required for module:factory).")] = None,
     input_dtype: InputDtypeOpt = None,
@@ -544,7 +547,8 @@ def compress(
             passes.append({"distill": {"epochs": distill_epochs}})
         if qat_epochs is not None:
             # [issue #4] the QAT backend follows the export formats (tflite -> litert, onnx/openvino -> x86);
-            # formats of both backends: x86, and TFLite gets LiteRT PTQ of the QAT-trained weights
+            # formats of both backends: x86, and TFLite gets int8 by qat.cross_format's default route, LiteRT
+            # PTQ of the float model before QAT (passes/_qat_backends.py)
             from edgecompress.passes._qat_backends import backend_for_format
 
             fmts = {e.strip().partition(":")[0] for item in export for e in item.split(",") if e.strip()}

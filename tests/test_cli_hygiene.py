@@ -207,3 +207,20 @@ def test_native_lines_dropped_keeps_the_others(monkeypatch, capfd):
     with quiet.native_lines_dropped():
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
     assert "XNNPACK" in capfd.readouterr().err
+
+
+def test_calib_method_help_names_every_format_it_sets():
+    """`--calib-method` also picks NNCF's range estimator for OpenVINO int8 (exporters/openvino.py
+    `_RANGE_ESTIMATORS`: minmax -> MINMAX, percentile / entropy -> HISTOGRAM); the help said "ONNX
+    int8 calibration" only, so an OpenVINO user read it as not theirs. TFLite's full int8 ignores it."""
+    import typer
+
+    from edgecompress.cli import app
+    from edgecompress.exporters.openvino import _RANGE_ESTIMATORS
+
+    command = typer.main.get_command(app).commands["export"]  # type: ignore[attr-defined]
+    (opt,) = [p for p in command.params if "--calib-method" in p.opts]
+    text = " ".join(opt.help.split())
+    assert set(_RANGE_ESTIMATORS) == {"minmax", "percentile", "entropy"}
+    for word in ("ONNX", "OpenVINO", "TFLite", "percentile (default"):
+        assert word in text, text
