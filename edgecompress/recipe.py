@@ -218,8 +218,9 @@ class Recipe(BaseModel):
             if "qat" in names and any(p != "int8" for _, p in pairs):
                 bad = next(f"{f}:{p}" for f, p in pairs if p != "int8")
                 raise ConfigError(f"{opt('--format', 'export', bad)} after qat; a QAT model exports as int8 only")
-            # [issue #4] formats the QAT backend does not lower get PTQ of the QAT-trained weights
-            # (_qat_backends.qat_route), calibrated on data.calib or the training data
+            # [issue #4] formats the QAT backend does not lower get their own PTQ, of the float model
+            # before QAT by default (qat.cross_format; _qat_backends.qat_route), calibrated on
+            # data.calib or the training data
         if self.export and self.options.validate_artifacts:  # [issue #7] a target typo fails now
             from edgecompress.targets import get_target
 

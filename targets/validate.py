@@ -48,7 +48,7 @@ class ValidateSettings:
     # Latency is measured in `rounds` interleaved passes over all artifacts (a fresh process per
     # artifact and round) and each percentile is the median of the rounds'. Measured one after the
     # other, the fp32 and int8 files of a format met different host speeds: single runs of the demo
-    # read ORT int8 1.93-2.12x on this VM (benchmarks/RESULTS-spine.md).
+    # read ORT int8 1.93-2.12x on a 2-vCPU Xeon VM (benchmarks/RESULTS-spine.md).
     rounds: int = 3
     eval_batch: int = 8
     # OpenVINO: "f32" pins fp32 execution for fp32/fp16 IRs (it runs bf16 by default on this CPU).
