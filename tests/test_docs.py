@@ -284,3 +284,17 @@ def test_markdown_tables_keep_their_columns():
             elif cells != width:
                 problems.append(f"{path.relative_to(ROOT)}:{n}: {cells} cells, the table's header has {width}")
     assert not problems, "\n".join(problems)
+
+
+def test_readme_names_every_gate_field_of_latency_and_drift():
+    """The README lists what `--fail-on` can gate; a field added to the gates' table shows there too."""
+    from edgecompress.targets.gates import _BATCH_FIELDS, _GATE_FIELDS
+
+    text = _text(ROOT / "README.md")
+    start = text.index("A gate names a number of an artifact row")
+    listing = text[start:text.index("A gate path that is no report field", start)]
+    missing = [f"{k}.{f}" for k in ("latency_ms", "drift") for f in sorted(_GATE_FIELDS[k])
+               if f"`{f}`" not in listing]
+    missing += [f"latency_by_batch.N.{f}" for f in sorted(_BATCH_FIELDS - _GATE_FIELDS["latency_ms"])
+                if f"`{f}`" not in listing]
+    assert not missing, missing
