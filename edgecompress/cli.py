@@ -243,12 +243,9 @@ def demo(
 ) -> None:
     """The embedded default: EfficientNet-Lite0 -> int8 ONNX + OpenVINO (+ TFLite), validated here."""
     from edgecompress.exporters import FORMATS, ExportOptions, resolve_formats
-    from edgecompress.paths import imagenet_sample
     from edgecompress.pipeline import ExportJob, run_export
 
-    if imagenet_sample() is None:
-        typer.echo("note: ../shared/data not found; calibrating on crops of scikit-learn's sample "
-                   "photos and reporting drift only (no labels)", err=True)
+    # without ../shared/data the zoo entry's default data says which it takes (models/zoo.py)
     formats = [f for f in ("onnx", "openvino", "tflite") if f in FORMATS]
     job = ExportJob(model="zoo:efficientnet-lite0", formats=resolve_formats(formats, int8=True),
                     out_dir=out, options=ExportOptions(),

@@ -132,13 +132,19 @@ def test_cli_export_digits_and_onnx_in(tmp_path):
     assert r2["reference"]["top1"] >= 0.97
 
 
-def test_demo_fallback_data_without_shared(monkeypatch, tmp_path):
-    """Without ../shared, the EfficientNet zoo entry calibrates on crops of sklearn's photos."""
+def test_demo_fallback_data_without_shared(monkeypatch, tmp_path, capsys):
+    """Without ../shared, the EfficientNet zoo entry calibrates on crops of sklearn's photos, and
+    says so once on stderr (export used to switch silently; only demo printed a note)."""
     monkeypatch.setenv("EDGECOMPRESS_SHARED_DATA", str(tmp_path / "absent"))
+    from edgecompress.models import zoo
     from edgecompress.models.zoo import ZOO
 
+    monkeypatch.setattr(zoo, "_noted_no_imagenet", False)
     entry = ZOO.get("efficientnet-lite0")
     spec = entry.default_calib()
+    entry.default_eval()
+    err = capsys.readouterr().err
+    assert err.count("note: shared/data/imagenet-sample-1k not found") == 1 and "drift only, no top-1" in err
     assert spec.path.endswith(".npz")
     x = np.load(spec.path)["x"]
     assert x.shape[1:] == (3, 224, 224) and x.shape[0] >= 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,20 @@ def _efficientnet_lite0():
     return efficientnet_lite0(pretrained=True)
 
 
+_noted_no_imagenet = False
+
+
+def _note_no_imagenet() -> None:
+    """One note per process when the ImageNet sample is missing: `export zoo:efficientnet-lite0`
+    used to switch to the photo crops silently (top-1 vanished from its report without a word)."""
+    global _noted_no_imagenet
+    if not _noted_no_imagenet:
+        _noted_no_imagenet = True
+        print("note: shared/data/imagenet-sample-1k not found (set EDGECOMPRESS_SHARED_DATA); the default data "
+              "of zoo:efficientnet-lite0 is crops of scikit-learn's sample photos: drift only, no top-1",
+              file=sys.stderr)
+
+
 def _imagenet_calib() -> DataSpec | Dataset | None:
     from edgecompress.paths import imagenet_sample
 
@@ -45,6 +60,7 @@ def _imagenet_calib() -> DataSpec | Dataset | None:
     # No shared set: calibrate on crops of the photos scikit-learn ships (built, never fetched).
     from edgecompress.data.builtin import CALIB_CROPS, photo_crops_npz
 
+    _note_no_imagenet()
     return DataSpec(str(photo_crops_npz()), 0, CALIB_CROPS)
 
 
@@ -56,6 +72,7 @@ def _imagenet_eval() -> DataSpec | None:
         return DataSpec(str(labels), 300, None)
     from edgecompress.data.builtin import CALIB_CROPS, photo_crops_npz
 
+    _note_no_imagenet()
     return DataSpec(str(photo_crops_npz()), CALIB_CROPS, None)  # not calibrated on; unlabelled: drift only
 
 
