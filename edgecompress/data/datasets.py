@@ -214,6 +214,11 @@ def as_float32(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+# The largest class index a label may be: labels are int64 from here on (a larger one in a labels CSV
+# was an OverflowError traceback; in a uint64 .npz 'y' it wrapped to a negative index)
+_MAX_LABEL = int(np.iinfo(np.int64).max)
+
+
 def check_labels(y: np.ndarray, n: int, where: str, key: str = "y") -> None:
     """Class indices: one integer >= 0 per sample (the range above is checked against the model)."""
     if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
@@ -222,6 +227,9 @@ def check_labels(y: np.ndarray, n: int, where: str, key: str = "y") -> None:
     if len(y) and y.min() < 0:  # as the labels CSV: a class index is >= 0
         raise DataError(f"{where}: '{key}' holds a negative class index ({int(y.min())}); "
                         "labels are class indices 0..N-1")
+    if len(y) and int(y.max()) > _MAX_LABEL:  # uint64 labels became negative in the int64 cast
+        raise DataError(f"{where}: '{key}' holds class index {int(y.max())}, beyond int64; labels are class "
+                        "indices 0..N-1")
 
 
 def check_in_memory(ds: Dataset, where: str) -> None:
@@ -420,6 +428,9 @@ def _read_labels_csv(csv_path: Path, base: Path | None = None) -> tuple[list[Pat
             raise DataError(f"{csv_path}:{lineno}: class_index {row[1]!r} is not an integer") from None
         if label < 0:
             raise DataError(f"{csv_path}:{lineno}: class_index {label} is negative")
+        if label > _MAX_LABEL:
+            raise DataError(f"{csv_path}:{lineno}: class_index {label} is beyond int64; labels are class "
+                            "indices 0..N-1")
         p = (base / row[0]).resolve()
         if not p.is_file() and base != csv_path.parent:  # names written relative to the CSV itself
             p = (csv_path.parent / row[0]).resolve()

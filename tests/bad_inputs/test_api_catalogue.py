@@ -114,6 +114,19 @@ def _csv_negative(ctx):
     load_data(str(d), "gray-unit", 8, "evaluation", progress=False)
 
 
+def _csv_beyond_int64(ctx):
+    """[audit 28] int() took the label, np.asarray(dtype=int64) raised OverflowError (a traceback)."""
+    from PIL import Image
+
+    from edgecompress.data import load_data
+
+    d = ctx.tmp / "huge"
+    d.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(d / "a.png")
+    (d / "labels.csv").write_text("filename,class_index\na.png,99999999999999999999999\n")
+    load_data(str(d), "gray-unit", 8, "evaluation", progress=False)
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -274,6 +287,13 @@ API_CASES = [
     ("tensor-nan-npz", lambda c: _load(c, "n.npz", lambda p: np.savez(p, x=np.full((2, 1, 8, 8), np.nan, np.float32))),
      DataError, "n.npz: sample 0 contains NaN or Inf"),
     ("labels-csv-negative", _csv_negative, DataError, "labels.csv:2: class_index -3 is negative"),
+    ("labels-csv-beyond-int64", _csv_beyond_int64, DataError,
+     "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),
+    # [audit 28] a uint64 'y' wrapped to -1 in the int64 cast: "holds a negative class index (-1)" of a
+    # file that holds none, said by reference_outputs
+    ("labels-npz-uint64", lambda c: _load(c, "u.npz", lambda p: np.savez(
+        p, x=np.zeros((2, 1, 8, 8), np.float32), y=np.array([0, 2**64 - 1], np.uint64))), DataError,
+     "u.npz: 'y' holds class index 18446744073709551615, beyond int64"),
     ("unknown-format", lambda c: __import__("edgecompress.exporters").exporters.resolve_formats(["coreml"]),
      ConfigError, "formats='coreml': unknown format"),
 ]

@@ -68,6 +68,17 @@ def _fixtures(tmp: Path) -> None:
     (tmp / "corrupt.npz").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
     (tmp / "corrupt.npy").write_bytes(bytes(range(255, -1, -1)) * 4)
     _issue7_fixtures(tmp)
+    _audit28_fixtures(tmp)
+
+
+def _audit28_fixtures(tmp: Path) -> None:
+    """[audit 28] a class index beyond int64 in a labels CSV (an OverflowError traceback)."""
+    from PIL import Image
+
+    huge = tmp / "hugelabel"
+    huge.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(huge / "0.png")
+    (huge / "labels.csv").write_text("filename,class_index\n0.png,99999999999999999999999\n")
 
 
 def _closed_port() -> int:
@@ -275,6 +286,9 @@ CASES = [
      "badjson.pt2: not a readable ExportedProgram .pt2 (model.json: JSONDecodeError)"),
     ("baseline-not-report", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/list.json", "--out", "{out}"], 2,
      "list.json: not a valid edgecompress report.json"),
+    # [audit 28] each of these printed a traceback (exit 1)
+    ("label-beyond-int64", [*DIGITS, "--eval", "{tmp}/hugelabel", "--preprocess", "gray-unit", "--out", "{out}"], 2,
+     "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),  # OverflowError
 ]
 
 COMMANDS = {"run", "compress", "validate"}  # rows starting with one of these are not `export` rows
