@@ -502,6 +502,10 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ConfigError(f"recipe {path}: not UTF-8 text (a YAML recipe expected)") from None
     except OSError as e:
         raise InputFileError(f"recipe {path}: cannot read ({e.strerror})") from None
+    except RecursionError:  # `a: [[[[...]]]]`: yaml's parser recurses per level (a traceback)
+        from edgecompress.fileio import NESTED_TOO_DEEPLY
+
+        raise ConfigError(f"recipe {path}: not valid YAML ({NESTED_TOO_DEEPLY})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

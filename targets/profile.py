@@ -279,6 +279,10 @@ class TargetProfile:
             raise InputFileError(f"{_target(path)}: cannot read ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{_target(path)}: invalid TOML ({e})") from e
+        except RecursionError:  # `x = [[[[...]]]]`: tomllib recurses per level (a traceback)
+            from edgecompress.fileio import NESTED_TOO_DEEPLY
+
+            raise ConfigError(f"{_target(path)}: invalid TOML ({NESTED_TOO_DEEPLY})") from None
         where = _target(path)
         missing = [k for k in ("name", "isa", "runner", "runtimes", "formats") if k not in data]
         if missing:

@@ -182,7 +182,9 @@ class Report:
     @classmethod
     def load(cls, path: Path | str) -> Report:
         try:
-            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+            from edgecompress.fileio import json_loads
+
+            obj = json_loads(Path(path).read_text(encoding="utf-8"))
             if not isinstance(obj, dict) or not isinstance(obj.get("artifacts", []), list):
                 raise TypeError("not a JSON object with an 'artifacts' list")
             # what every report.json holds: without them, say what the file is (an export's

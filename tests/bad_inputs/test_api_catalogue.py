@@ -127,6 +127,50 @@ def _csv_beyond_int64(ctx):
     load_data(str(d), "gray-unit", 8, "evaluation", progress=False)
 
 
+# [audit 28] a config or data file nested deeper than its parser recurses: RecursionError, a traceback
+DEEP = 5000
+
+
+def _deep_recipe(ctx):
+    from edgecompress.recipe import load_recipe
+
+    (ctx.tmp / "deep.yaml").write_text("model: zoo:digits-cnn\nexport: " + "[" * DEEP + "]" * DEEP + "\n")
+    load_recipe(ctx.tmp / "deep.yaml")
+
+
+def _deep_target(ctx):
+    from edgecompress.targets.profile import TargetProfile
+
+    (ctx.tmp / "deep.toml").write_text('name = "d"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                                       "formats = " + "[" * DEEP + "]" * DEEP + "\n")
+    TargetProfile.from_file(ctx.tmp / "deep.toml")
+
+
+def _deep_baseline(ctx):
+    from edgecompress.report import Report
+
+    (ctx.tmp / "deep.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    Report.load(ctx.tmp / "deep.json")
+
+
+def _deep_manifest(ctx):
+    from edgecompress.targets.device_report import load_artifacts
+
+    d = ctx.tmp / "exp"
+    d.mkdir()
+    (d / "manifest.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    load_artifacts([d])
+
+
+def _deep_hf_config(ctx):
+    from edgecompress.models import load_model
+
+    d = ctx.tmp / "hf"
+    d.mkdir()
+    (d / "config.json").write_text('{"architectures": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    load_model(f"hf:{d}")
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -294,6 +338,14 @@ API_CASES = [
     ("labels-npz-uint64", lambda c: _load(c, "u.npz", lambda p: np.savez(
         p, x=np.zeros((2, 1, 8, 8), np.float32), y=np.array([0, 2**64 - 1], np.uint64))), DataError,
      "u.npz: 'y' holds class index 18446744073709551615, beyond int64"),
+    ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),
+    ("deep-target-toml", _deep_target, ConfigError, "deep.toml': invalid TOML (nested too deeply to read)"),
+    ("deep-baseline-json", _deep_baseline, InputFileError,
+     "deep.json: not a valid edgecompress report.json (nested too deeply to read)"),
+    ("deep-manifest-json", _deep_manifest, InputFileError,
+     "manifest.json: not a valid manifest (nested too deeply to read)"),
+    ("deep-hf-config", _deep_hf_config, __import__("edgecompress.errors").errors.ModelLoadError,
+     "transformers cannot load it"),
     ("unknown-format", lambda c: __import__("edgecompress.exporters").exporters.resolve_formats(["coreml"]),
      ConfigError, "formats='coreml': unknown format"),
 ]

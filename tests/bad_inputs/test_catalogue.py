@@ -79,6 +79,9 @@ def _audit28_fixtures(tmp: Path) -> None:
     huge.mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(huge / "0.png")
     (huge / "labels.csv").write_text("filename,class_index\n0.png,99999999999999999999999\n")
+    # files nested deeper than their parser recurses (a RecursionError traceback)
+    (tmp / "deep.yaml").write_text("model: zoo:digits-cnn\nexport: " + "[" * 5000 + "]" * 5000 + "\n")
+    (tmp / "deep.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
 def _closed_port() -> int:
@@ -289,6 +292,10 @@ CASES = [
     # [audit 28] each of these printed a traceback (exit 1)
     ("label-beyond-int64", [*DIGITS, "--eval", "{tmp}/hugelabel", "--preprocess", "gray-unit", "--out", "{out}"], 2,
      "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),  # OverflowError
+    ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
+     "deep.yaml: not valid YAML (nested too deeply to read)"),  # RecursionError
+    ("baseline-nested-too-deeply", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/deep.json", "--out",
+                                    "{out}"], 2, "deep.json: not a valid edgecompress report.json (nested too deeply"),
 ]
 
 COMMANDS = {"run", "compress", "validate"}  # rows starting with one of these are not `export` rows
