@@ -1041,8 +1041,32 @@ def load_model(
                           f"its file ({spec.output_names}); rename them there")
     if given_inputs is not None:
         spec.inputs = _renamed_inputs(spec, given_inputs)
+    _check_finite_weights(spec, _weights_opt(weights) if weights is not None else
+                          named("model", ref) if isinstance(ref, str) else f"model {spec.name}")
     check_forward(spec, given, dtype_declared=dtype is not None)
     return spec
+
+
+def _check_finite_weights(spec: ModelSpec, where: str) -> None:
+    """Refuse a model with NaN in a weight or buffer, or Inf in a weight: a diverged training run or
+    a corrupt checkpoint. It loaded and exported: the fp32 reference's top-1 was read off NaN
+    logits (argmax 0), each artifact then failed validation as 'outputs hold NaN or Inf' (exit 4,
+    read as a regression), and int8 failed as an export error ('supplied range of [nan, nan] is not
+    finite', exit 3), none of them naming the file or the tensor. A buffer may hold Inf (a mask)."""
+    import torch
+
+    module = spec.module
+    if not isinstance(module, torch.nn.Module):
+        return
+    weights = {id(p) for p in module.parameters()}
+    with torch.no_grad():
+        for key, t in module.state_dict(keep_vars=True).items():
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.device.type == "meta":
+                continue
+            nan = bool(torch.isnan(t).any())
+            if nan or (id(t) in weights and not bool(torch.isfinite(t).all())):
+                raise ModelLoadError(f"{where}: {key} holds {'NaN' if nan else 'Inf'} values (a diverged "
+                                     "training run or a corrupt checkpoint?)")
 
 
 def _given_output_names(ref: Any, names: Sequence[str] | None) -> list[str] | None:

@@ -171,6 +171,20 @@ def _deep_hf_config(ctx):
     load_model(f"hf:{d}")
 
 
+def _inf_weights(ctx):
+    """[audit 28] a module with an Inf weight loaded, exported, and failed later without naming it."""
+    import copy
+
+    import torch
+
+    import edgecompress
+
+    module = copy.deepcopy(ctx.spec.module)
+    with torch.no_grad():
+        module.get_parameter("stem.0.weight")[0, 0, 0, 0] = float("inf")
+    edgecompress.prune(module, ratio=0.3, input_shape=(1, 1, 8, 8))
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -338,6 +352,8 @@ API_CASES = [
     ("labels-npz-uint64", lambda c: _load(c, "u.npz", lambda p: np.savez(
         p, x=np.zeros((2, 1, 8, 8), np.float32), y=np.array([0, 2**64 - 1], np.uint64))), DataError,
      "u.npz: 'y' holds class index 18446744073709551615, beyond int64"),
+    ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
+     "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),
     ("deep-target-toml", _deep_target, ConfigError, "deep.toml': invalid TOML (nested too deeply to read)"),
     ("deep-baseline-json", _deep_baseline, InputFileError,

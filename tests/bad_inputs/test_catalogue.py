@@ -82,6 +82,14 @@ def _audit28_fixtures(tmp: Path) -> None:
     # files nested deeper than their parser recurses (a RecursionError traceback)
     (tmp / "deep.yaml").write_text("model: zoo:digits-cnn\nexport: " + "[" * 5000 + "]" * 5000 + "\n")
     (tmp / "deep.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    # a diverged training run's checkpoint: it exported, and failed (exit 3 / 4) naming neither file nor tensor
+    import torch
+
+    from tests.bad_inputs.badmodels import Tiny
+
+    state = Tiny().state_dict()
+    state["fc.weight"][0, 1] = float("nan")
+    torch.save(state, tmp / "nan.pt")
 
 
 def _closed_port() -> int:
@@ -292,6 +300,8 @@ CASES = [
     # [audit 28] each of these printed a traceback (exit 1)
     ("label-beyond-int64", [*DIGITS, "--eval", "{tmp}/hugelabel", "--preprocess", "gray-unit", "--out", "{out}"], 2,
      "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),  # OverflowError
+    ("nan-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights", "{tmp}/nan.pt",
+                     "--out", "{out}"], 2, "/nan.pt: fc.weight holds NaN values"),
     ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
      "deep.yaml: not valid YAML (nested too deeply to read)"),  # RecursionError
     ("baseline-nested-too-deeply", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/deep.json", "--out",
