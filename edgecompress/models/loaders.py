@@ -55,13 +55,28 @@ LOADERS: Registry[tuple[Callable[[str], bool], Loader]] = Registry("model loader
 
 
 def parse_shape(shape: ShapeLike | None) -> tuple[int, ...] | None:
-    if shape is None or isinstance(shape, tuple | list):
-        return tuple(int(s) for s in shape) if shape is not None else None
-    try:
-        dims = tuple(int(s) for s in shape.replace("x", ",").split(","))  # "1,,8" is a typo, not (1, 8)
-    except ValueError:
-        raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected integers like "
-                              "1,3,224,224") from None
+    """`1,3,224,224` (the CLI's text) or a tuple / list of ints (torch.Size, numpy ints) as a tuple,
+    or a one-line InputShapeError. A sequence is checked as the text is: `('a', 3)` raised int()'s
+    ValueError, `8` an AttributeError, and `(1, 3, 8.5, 8)` or `(True, 3, 8, 8)` were taken as
+    (1, 3, 8, 8); a dimension <= 0 failed later in torch's words (negative dimension -3)."""
+    import numbers
+
+    if shape is None:
+        return None
+    if isinstance(shape, tuple | list):
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape):
+            raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected integers like "
+                                  f"{say('1,3,224,224', '(1, 3, 224, 224)', '[1, 3, 224, 224]')}")
+        dims = tuple(int(s) for s in shape)
+    elif isinstance(shape, str):
+        try:
+            dims = tuple(int(s) for s in shape.replace("x", ",").split(","))  # "1,,8" is a typo, not (1, 8)
+        except ValueError:
+            raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected integers like "
+                                  "1,3,224,224") from None
+    else:
+        raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected a tuple of integers "
+                              "like (1, 3, 224, 224) or the text '1,3,224,224'")
     if not dims or any(d <= 0 for d in dims):
         raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: dimensions must be positive")
     return dims

@@ -352,6 +352,15 @@ API_CASES = [
     ("labels-npz-uint64", lambda c: _load(c, "u.npz", lambda p: np.savez(
         p, x=np.zeros((2, 1, 8, 8), np.float32), y=np.array([0, 2**64 - 1], np.uint64))), DataError,
      "u.npz: 'y' holds class index 18446744073709551615, beyond int64"),
+    # [audit 28] a shape from Python is checked as the CLI's text is: int()'s ValueError, an AttributeError,
+    # 8.5 and True taken as 8 and 1, a negative dimension in torch's words
+    *((f"shape-{i}", (lambda c, v=v: _api("load_model")("tests.bad_inputs.badmodels:tiny", v)),
+       __import__("edgecompress.errors").errors.InputShapeError, f"input_shape={v!r}: {why}")
+      for i, (v, why) in enumerate([(("a", 3), "expected integers like (1, 3, 224, 224)"),
+                                    ((1, 3, 8.5, 8), "expected integers like (1, 3, 224, 224)"),
+                                    ((True, 3, 8, 8), "expected integers"),
+                                    (8, "expected a tuple of integers"),
+                                    ((1, -3, 8, 8), "dimensions must be positive")])),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),
