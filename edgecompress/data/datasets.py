@@ -477,7 +477,9 @@ def _decode(path: Path, transform: Transform) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    # DecompressionBombError (not an OSError): an image over PIL's pixel limit, or a file claiming
+    # to be one (a 30000x30000 PNG header), was a traceback
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
     try:  # apart from decoding: a bug in a caller's transform is not a broken image
         out = np.asarray(transform(im), dtype=np.float32)

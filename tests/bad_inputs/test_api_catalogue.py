@@ -185,6 +185,16 @@ def _inf_weights(ctx):
     edgecompress.prune(module, ratio=0.3, input_shape=(1, 1, 8, 8))
 
 
+def _bomb_image(ctx):
+    from edgecompress.data import load_data
+    from tests.bad_inputs.test_catalogue import bomb_png
+
+    d = ctx.tmp / "bomb"
+    d.mkdir()
+    (d / "a.png").write_bytes(bomb_png())
+    load_data(str(d), "gray-unit", 8, "calibration", progress=False)
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -361,6 +371,7 @@ API_CASES = [
                                     ((True, 3, 8, 8), "expected integers"),
                                     (8, "expected a tuple of integers"),
                                     ((1, -3, 8, 8), "dimensions must be positive")])),
+    ("decompression-bomb", _bomb_image, DataError, "a.png: cannot read image (DecompressionBombError"),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),

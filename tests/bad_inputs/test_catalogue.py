@@ -82,6 +82,9 @@ def _audit28_fixtures(tmp: Path) -> None:
     # files nested deeper than their parser recurses (a RecursionError traceback)
     (tmp / "deep.yaml").write_text("model: zoo:digits-cnn\nexport: " + "[" * 5000 + "]" * 5000 + "\n")
     (tmp / "deep.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    # a PNG whose header claims 30000 x 30000 pixels: PIL's DecompressionBombError is no OSError
+    (tmp / "bomb").mkdir()
+    (tmp / "bomb" / "a.png").write_bytes(bomb_png())
     # a diverged training run's checkpoint: it exported, and failed (exit 3 / 4) naming neither file nor tensor
     import torch
 
@@ -90,6 +93,18 @@ def _audit28_fixtures(tmp: Path) -> None:
     state = Tiny().state_dict()
     state["fc.weight"][0, 1] = float("nan")
     torch.save(state, tmp / "nan.pt")
+
+
+def bomb_png(side: int = 30000) -> bytes:
+    """A PNG header of side x side pixels (past PIL's decompression-bomb limit) over a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
 
 
 def _closed_port() -> int:
@@ -300,6 +315,8 @@ CASES = [
     # [audit 28] each of these printed a traceback (exit 1)
     ("label-beyond-int64", [*DIGITS, "--eval", "{tmp}/hugelabel", "--preprocess", "gray-unit", "--out", "{out}"], 2,
      "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),  # OverflowError
+    ("decompression-bomb", [*DIGITS, "--int8", "--calib", "{tmp}/bomb", "--preprocess", "gray-unit", "--out",
+                            "{out}"], 2, "bomb/a.png: cannot read image (DecompressionBombError: Image size"),
     ("nan-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights", "{tmp}/nan.pt",
                      "--out", "{out}"], 2, "/nan.pt: fc.weight holds NaN values"),
     ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
