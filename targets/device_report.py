@@ -69,6 +69,8 @@ def _precision_in_file(path: Path) -> str | None:
 
     for _, fmt in FORMATS:
         if fmt.read_precision is not None and fmt.suffix.lower() == path.suffix.lower():
+            if path.stat().st_size == 0:  # onnx.load reads 0 bytes as an empty model: "fp32"
+                raise ValueError(f"{path}: empty file")
             return fmt.read_precision(path)
     return None
 
