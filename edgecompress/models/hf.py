@@ -90,8 +90,10 @@ def _guess_task(path: Path) -> str:
         cfg = json_loads((path / "config.json").read_text())
     except (OSError, ValueError):
         cfg = {}
-    archs = cfg.get("architectures") or []
-    if any("SequenceClassification" in a for a in archs):
+    # a config.json of another shape ([1], "architectures": 5) raised AttributeError / TypeError
+    # here, a traceback; transformers says what is wrong with it when it loads
+    archs = cfg.get("architectures") if isinstance(cfg, dict) else None
+    if isinstance(archs, list) and any(isinstance(a, str) and "SequenceClassification" in a for a in archs):
         return "sequence-classification"
     return "embedding"
 

@@ -195,6 +195,16 @@ def _bomb_image(ctx):
     load_data(str(d), "gray-unit", 8, "calibration", progress=False)
 
 
+def _hf_config(ctx, text: str):
+    """[audit 28] a config.json of valid JSON but another shape: AttributeError / TypeError (a traceback)."""
+    from edgecompress.models import load_model
+
+    d = ctx.tmp / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(text)
+    load_model(f"hf:{d}")
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -372,6 +382,8 @@ API_CASES = [
                                     (8, "expected a tuple of integers"),
                                     ((1, -3, 8, 8), "dimensions must be positive")])),
     ("decompression-bomb", _bomb_image, DataError, "a.png: cannot read image (DecompressionBombError"),
+    *((f"hf-config-{i}", (lambda c, t=t: _hf_config(c, t)), __import__("edgecompress.errors").errors.ModelLoadError,
+       "/hf': transformers cannot load it") for i, t in enumerate(["[1]", '{"architectures": 5}', '"text"'])),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),
