@@ -127,6 +127,8 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                                      "directory written by `edgecompress export`)")
             try:
                 entries = json_loads(manifest.read_text(encoding="utf-8"))["artifacts"]
+                if not isinstance(entries, list):  # 5 or null: a TypeError traceback in the loop below
+                    raise TypeError(f"'artifacts' is {type(entries).__name__}, not a list")
             except (json.JSONDecodeError, KeyError, TypeError) as err:  # `e` names the entries below
                 raise InputFileError(f"{manifest}: not a valid manifest ({err})") from err
             rows = {}

@@ -205,6 +205,17 @@ def _hf_config(ctx, text: str):
     load_model(f"hf:{d}")
 
 
+def _odd_json(ctx, what: str, text: str):
+    """[audit 28] a baseline report / manifest of valid JSON but another shape: AttributeError / TypeError."""
+    from edgecompress.report import Report
+    from edgecompress.targets.device_report import load_artifacts
+
+    d = ctx.tmp / "exp"
+    d.mkdir()
+    (d / what).write_text(text)
+    Report.load(d / what) if what == "report.json" else load_artifacts([d])
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -384,6 +395,14 @@ API_CASES = [
     ("decompression-bomb", _bomb_image, DataError, "a.png: cannot read image (DecompressionBombError"),
     *((f"hf-config-{i}", (lambda c, t=t: _hf_config(c, t)), __import__("edgecompress.errors").errors.ModelLoadError,
        "/hf': transformers cannot load it") for i, t in enumerate(["[1]", '{"architectures": 5}', '"text"'])),
+    *((f"odd-json-{i}", (lambda c, w=w, t=t: _odd_json(c, w, t)), InputFileError, f"{w}: not a valid {why}")
+      for i, (w, t, why) in enumerate([
+          ("report.json", '{"model": {}, "target": "x", "artifacts": [5]}',
+           "edgecompress report.json ('artifacts' holds int, not an object)"),
+          ("report.json", '{"model": 5, "target": "x", "artifacts": []}',
+           "edgecompress report.json ('model' is int, not an object)"),
+          ("manifest.json", '{"artifacts": 5}', "manifest ('artifacts' is int, not a list)"),
+          ("manifest.json", '{"artifacts": null}', "manifest ('artifacts' is NoneType, not a list)")])),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),

@@ -85,6 +85,9 @@ def _audit28_fixtures(tmp: Path) -> None:
     # a PNG whose header claims 30000 x 30000 pixels: PIL's DecompressionBombError is no OSError
     (tmp / "bomb").mkdir()
     (tmp / "bomb" / "a.png").write_bytes(bomb_png())
+    (tmp / "oddman").mkdir()  # a manifest.json of valid JSON, another shape: a TypeError traceback
+    (tmp / "oddman" / "manifest.json").write_text('{"artifacts": 5}')
+    (tmp / "oddbase.json").write_text('{"model": {}, "target": "x86-local", "artifacts": [5]}')
     # a diverged training run's checkpoint: it exported, and failed (exit 3 / 4) naming neither file nor tensor
     import torch
 
@@ -317,6 +320,11 @@ CASES = [
      "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),  # OverflowError
     ("decompression-bomb", [*DIGITS, "--int8", "--calib", "{tmp}/bomb", "--preprocess", "gray-unit", "--out",
                             "{out}"], 2, "bomb/a.png: cannot read image (DecompressionBombError: Image size"),
+    ("manifest-artifacts-not-a-list", ["validate", "{tmp}/oddman", "--out", "{out}"], 2,
+     "oddman/manifest.json: not a valid manifest ('artifacts' is int, not a list)"),
+    ("baseline-row-not-an-object", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/oddbase.json", "--out",
+                                    "{out}"], 2,
+     "oddbase.json: not a valid edgecompress report.json ('artifacts' holds int, not an object)"),
     ("nan-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights", "{tmp}/nan.pt",
                      "--out", "{out}"], 2, "/nan.pt: fc.weight holds NaN values"),
     ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
