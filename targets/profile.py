@@ -287,7 +287,9 @@ class TargetProfile:
         missing = [k for k in ("name", "isa", "runner", "runtimes", "formats") if k not in data]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
-        known = [f for f in cls.__dataclass_fields__ if f != "path"]
+        # a profile's own keys: not `path` nor the state a run keeps (resolved_runner, preflight_passed,
+        # init=False), which were listed as known and then failed TargetProfile(**data): a TypeError
+        known = [n for n, f in cls.__dataclass_fields__.items() if f.init and n != "path"]
         for key in data:
             if key not in known:
                 raise _unknown(where, "", key, known)

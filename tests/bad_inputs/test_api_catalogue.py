@@ -216,6 +216,15 @@ def _odd_json(ctx, what: str, text: str):
     Report.load(d / what) if what == "report.json" else load_artifacts([d])
 
 
+def _profile_key(ctx, line: str):
+    """[audit 28] a run's state as a profile key: listed as known, then TargetProfile(**data)'s TypeError."""
+    from edgecompress.targets.profile import TargetProfile
+
+    (ctx.tmp / "p.toml").write_text('name = "p"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                                    f'formats = ["onnx"]\n{line}\n')
+    TargetProfile.from_file(ctx.tmp / "p.toml")
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -403,6 +412,9 @@ API_CASES = [
            "edgecompress report.json ('model' is int, not an object)"),
           ("manifest.json", '{"artifacts": 5}', "manifest ('artifacts' is int, not a list)"),
           ("manifest.json", '{"artifacts": null}', "manifest ('artifacts' is NoneType, not a list)")])),
+    *((f"profile-key-{k}", (lambda c, k=k, v=v: _profile_key(c, f"{k} = {v}")), ConfigError,
+       f"p.toml': {k}: unknown key (known: connection, description, formats, hardware, isa, name, runner, runtimes, "
+       "sources)") for k, v in (("preflight_passed", "true"), ("resolved_runner", '"ssh"'))),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),

@@ -88,6 +88,8 @@ def _audit28_fixtures(tmp: Path) -> None:
     (tmp / "oddman").mkdir()  # a manifest.json of valid JSON, another shape: a TypeError traceback
     (tmp / "oddman" / "manifest.json").write_text('{"artifacts": 5}')
     (tmp / "oddbase.json").write_text('{"model": {}, "target": "x86-local", "artifacts": [5]}')
+    (tmp / "state.toml").write_text('name = "s"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                                    'formats = ["onnx"]\npreflight_passed = true\n')  # a TypeError traceback
     # a diverged training run's checkpoint: it exported, and failed (exit 3 / 4) naming neither file nor tensor
     import torch
 
@@ -325,6 +327,8 @@ CASES = [
     ("baseline-row-not-an-object", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/oddbase.json", "--out",
                                     "{out}"], 2,
      "oddbase.json: not a valid edgecompress report.json ('artifacts' holds int, not an object)"),
+    ("target-run-state-key", [*DIGITS, "--target", "{tmp}/state.toml", "--out", "{out}"], 2,
+     "state.toml: preflight_passed: unknown key"),
     ("nan-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights", "{tmp}/nan.pt",
                      "--out", "{out}"], 2, "/nan.pt: fc.weight holds NaN values"),
     ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
