@@ -235,6 +235,11 @@ class Recipe(BaseModel):
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
             raise ConfigError(f"{option('--input-shape', 'input_shape')}: dimensions must be positive, "
                               f"got {self.input_shape}")
+        if self.options.torch_threads is not None:  # as options.threads: 10**9 was a libgomp abort, exit 1
+            avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            if self.options.torch_threads > avail:
+                raise ConfigError(f"options.torch_threads: {self.options.torch_threads}: this machine gives "
+                                  f"edgecompress {avail} CPU(s); use {avail} or fewer")
         needs_train = [n for n, c in configs if _trains(n, c)]
         if needs_train and not self.model.startswith("zoo:") and not (self.data.train or self.data.calib):
             give = say("pass --train (or --calib)", "set data.train (or data.calib)")

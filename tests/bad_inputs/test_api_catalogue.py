@@ -415,6 +415,9 @@ API_CASES = [
     *((f"profile-key-{k}", (lambda c, k=k, v=v: _profile_key(c, f"{k} = {v}")), ConfigError,
        f"p.toml': {k}: unknown key (known: connection, description, formats, hardware, isa, name, runner, runtimes, "
        "sources)") for k, v in (("preflight_passed", "true"), ("resolved_runner", '"ssh"'))),
+    # [audit 28] torch.set_num_threads(10**9): libgomp's out-of-memory abort, exit 1, after --out was made
+    ("recipe-torch-threads", lambda c: _recipe(options={"torch_threads": 10**9}), ConfigError,
+     "options.torch_threads: 1000000000: this machine gives edgecompress"),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),

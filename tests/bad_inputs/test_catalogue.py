@@ -90,6 +90,7 @@ def _audit28_fixtures(tmp: Path) -> None:
     (tmp / "oddbase.json").write_text('{"model": {}, "target": "x86-local", "artifacts": [5]}')
     (tmp / "state.toml").write_text('name = "s"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
                                     'formats = ["onnx"]\npreflight_passed = true\n')  # a TypeError traceback
+    (tmp / "threads.yaml").write_text("model: zoo:digits-cnn\nexport: [onnx]\noptions: {torch_threads: 1000000000}\n")
     # a diverged training run's checkpoint: it exported, and failed (exit 3 / 4) naming neither file nor tensor
     import torch
 
@@ -329,6 +330,8 @@ CASES = [
      "oddbase.json: not a valid edgecompress report.json ('artifacts' holds int, not an object)"),
     ("target-run-state-key", [*DIGITS, "--target", "{tmp}/state.toml", "--out", "{out}"], 2,
      "state.toml: preflight_passed: unknown key"),
+    ("recipe-torch-threads", ["run", "{tmp}/threads.yaml", "--out", "{out}"], 2,
+     "options.torch_threads: 1000000000: this machine gives edgecompress"),  # libgomp abort, exit 1
     ("nan-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights", "{tmp}/nan.pt",
                      "--out", "{out}"], 2, "/nan.pt: fc.weight holds NaN values"),
     ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
