@@ -606,6 +606,8 @@ def save_recipe(recipe: Recipe, path: str | Path) -> Path:
         raise ConfigError(f"save_recipe: recipe must be a Recipe (load_recipe / parse_recipe), got "
                           f"{type(recipe).__name__}" + (" (parse_recipe(d) validates one)" if isinstance(recipe, dict)
                                                         else ""))
+    if not isinstance(path, str | os.PathLike) or not str(path).strip():  # None: pathlib's TypeError
+        raise ConfigError(f"save_recipe: path must be a file path, got {path!r:.60}")
 
     return write_text_atomic(Path(path), recipe_yaml(anchored(recipe)))
 

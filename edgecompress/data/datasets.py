@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 import re
 import sys
 import zipfile
@@ -179,6 +180,22 @@ class DataSpec:
     start: int | None = None
     stop: int | None = None
     labels: str | None = None
+
+    def __post_init__(self) -> None:
+        # DataSpec(5) and DataSpec(p, start="a") reached pathlib's and slice()'s TypeError when read
+        from edgecompress.errors import ConfigError
+
+        if isinstance(self.path, Path):  # a Path is a path: kept as text, as parse() gives it
+            self.path = str(self.path)
+        if not isinstance(self.path, str):
+            raise ConfigError(f"DataSpec: path must be a str or Path, got {type(self.path).__name__}")
+        for key in ("start", "stop"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+                raise ConfigError(f"DataSpec: {key} must be an integer row index or None, got {value!r:.40}")
+            setattr(self, key, None if value is None else int(value))  # a numpy integer as an int
+        if self.labels is not None and not isinstance(self.labels, str | Path):
+            raise ConfigError(f"DataSpec: labels must be a path to a labels CSV, got {type(self.labels).__name__}")
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:

@@ -418,6 +418,13 @@ API_CASES = [
     # [audit 28] torch.set_num_threads(10**9): libgomp's out-of-memory abort, exit 1, after --out was made
     ("recipe-torch-threads", lambda c: _recipe(options={"torch_threads": 10**9}), ConfigError,
      "options.torch_threads: 1000000000: this machine gives edgecompress"),
+    # [audit 28] wrong types: pathlib's / slice()'s TypeError when read
+    ("dataspec-path-int", lambda c: _api("load_data")(_api("DataSpec")(5)), ConfigError,
+     "DataSpec: path must be a str or Path, got int"),
+    ("dataspec-start-text", lambda c: _api("DataSpec")("x.npy", start="a"), ConfigError,
+     "DataSpec: start must be an integer row index or None, got 'a'"),
+    ("save-recipe-path-none", lambda c: _api("save_recipe")(_recipe(), None), ConfigError,
+     "save_recipe: path must be a file path, got None"),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),
