@@ -425,6 +425,10 @@ API_CASES = [
      "DataSpec: start must be an integer row index or None, got 'a'"),
     ("save-recipe-path-none", lambda c: _api("save_recipe")(_recipe(), None), ConfigError,
      "save_recipe: path must be a file path, got None"),
+    # [audit 28] a batch larger than the machine: numpy's ArrayMemoryError in every row (exit 4)
+    ("batch-beyond-memory", lambda c: _api("validate")([_art(c)], settings=_api("ValidateSettings")(
+        batches=(1, 10**12), runs=1, warmup=0, rounds=1), progress=False), ConfigError,
+     "batches=1000000000000: one batch of digits-cnn-fp32.onnx's inputs is 238,418.6 GiB, more than this machine's"),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),

@@ -332,6 +332,9 @@ CASES = [
      "state.toml: preflight_passed: unknown key"),
     ("recipe-torch-threads", ["run", "{tmp}/threads.yaml", "--out", "{out}"], 2,
      "options.torch_threads: 1000000000: this machine gives edgecompress"),  # libgomp abort, exit 1
+    # every row failed with numpy's ArrayMemoryError, exit 4 (the previous results in --out replaced)
+    ("batch-beyond-memory", ["validate", "{tmp}/real/digits-cnn-fp32.onnx", "--batch", "1000000000000", "--out",
+                             "{out}"], 2, "--batch 1000000000000: one batch of digits-cnn-fp32.onnx's inputs is"),
     ("nan-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights", "{tmp}/nan.pt",
                      "--out", "{out}"], 2, "/nan.pt: fc.weight holds NaN values"),
     ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
