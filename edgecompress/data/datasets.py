@@ -639,6 +639,12 @@ def load_data(spec: DataLike, preprocess: str | Transform = "efficientnet-lite",
         raise InputFileError(f"{what} {path}: expected a folder of images, a labels CSV, "
                              "or a .npy/.npz file")
     if not files:
+        # an empty / header-only labels CSV: "no images found (.bmp, .gif, ...)" read as images of
+        # the wrong suffix
+        listing = path if path.is_file() else Path(spec.labels).expanduser() if spec.labels else \
+            path / "labels.csv" if (path / "labels.csv").is_file() else None
+        if listing is not None:
+            raise DataError(f"{what} {path}: the labels CSV {listing.name} lists no images (a header at most)")
         raise DataError(f"{what} {path}: no images found "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     _note_short_range(spec, len(files), what)

@@ -225,6 +225,15 @@ def _profile_key(ctx, line: str):
     TargetProfile.from_file(ctx.tmp / "p.toml")
 
 
+def _csv_rows(ctx, text: str, as_file: bool):
+    from edgecompress.data import load_data
+
+    d = ctx.tmp / "rows"
+    d.mkdir()
+    (d / "labels.csv").write_text(text)
+    load_data(str(d / "labels.csv" if as_file else d), "gray-unit", 8, "evaluation", progress=False)
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -429,6 +438,10 @@ API_CASES = [
     ("batch-beyond-memory", lambda c: _api("validate")([_art(c)], settings=_api("ValidateSettings")(
         batches=(1, 10**12), runs=1, warmup=0, rounds=1), progress=False), ConfigError,
      "batches=1000000000000: one batch of digits-cnn-fp32.onnx's inputs is 238,418.6 GiB, more than this machine's"),
+    # [audit 28] it said "no images found (.bmp, .gif, ...)", as if the images had the wrong suffix
+    *((f"labels-csv-no-rows-{i}", (lambda c, t=t, d=d: _csv_rows(c, t, d)), DataError,
+       "the labels CSV labels.csv lists no images") for i, (t, d) in enumerate(
+          [("filename,class_index\n", False), ("", False), ("filename,class_index\n", True)])),
     ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
      "model DigitsCNN: stem.0.weight holds Inf values"),
     ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),
