@@ -269,6 +269,29 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def json_loads(text: str | bytes) -> Any:
+    """json.loads for a file the user gave (a baseline report, a manifest, a model's config.json): a
+    document nested deeper than Python's parser recurses (`[[[[...]]]]`) raised RecursionError, a
+    traceback past every caller's `except json.JSONDecodeError`; it is that error now, so each
+    caller names the file in its one line, as for any other unreadable JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _TooDeep(NESTED_TOO_DEEPLY, text if isinstance(text, str) else "", 0) from None
+
+
+class _TooDeep(json.JSONDecodeError):
+    """json_loads' error for a document nested too deeply: no "line 1 column 1 (char 0)", which
+    points at nothing."""
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+# What a config or data file nested deeper than its parser recurses is called (JSON, YAML, TOML)
+NESTED_TOO_DEEPLY = "nested too deeply to read"
+
+
 def write_json_atomic(path: Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(_finite(obj), indent=2, sort_keys=False, default=str,
                                               allow_nan=False) + "\n")

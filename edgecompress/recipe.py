@@ -236,6 +236,11 @@ class Recipe(BaseModel):
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
             raise ConfigError(f"{option('--input-shape', 'input_shape')}: dimensions must be positive, "
                               f"got {self.input_shape}")
+        if self.options.torch_threads is not None:  # as options.threads: 10**9 was a libgomp abort, exit 1
+            avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            if self.options.torch_threads > avail:
+                raise ConfigError(f"options.torch_threads: {self.options.torch_threads}: this machine gives "
+                                  f"edgecompress {avail} CPU(s); use {avail} or fewer")
         needs_train = [n for n, c in configs if _trains(n, c)]
         if needs_train and not self.model.startswith("zoo:") and not (self.data.train or self.data.calib):
             give = say("pass --train (or --calib)", "set data.train (or data.calib)")
@@ -503,6 +508,10 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ConfigError(f"recipe {path}: not UTF-8 text (a YAML recipe expected)") from None
     except OSError as e:
         raise InputFileError(f"recipe {path}: cannot read ({e.strerror})") from None
+    except RecursionError:  # `a: [[[[...]]]]`: yaml's parser recurses per level (a traceback)
+        from edgecompress.fileio import NESTED_TOO_DEEPLY
+
+        raise ConfigError(f"recipe {path}: not valid YAML ({NESTED_TOO_DEEPLY})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -598,6 +607,8 @@ def save_recipe(recipe: Recipe, path: str | Path) -> Path:
         raise ConfigError(f"save_recipe: recipe must be a Recipe (load_recipe / parse_recipe), got "
                           f"{type(recipe).__name__}" + (" (parse_recipe(d) validates one)" if isinstance(recipe, dict)
                                                         else ""))
+    if not isinstance(path, str | os.PathLike) or not str(path).strip():  # None: pathlib's TypeError
+        raise ConfigError(f"save_recipe: path must be a file path, got {path!r:.60}")
 
     return write_text_atomic(Path(path), recipe_yaml(anchored(recipe)))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ConfigError, DataError, InputFileError, OutputError, opt, say
-from edgecompress.fileio import require_utf8_name
+from edgecompress.fileio import json_loads, require_utf8_name
 from edgecompress.targets.baseline import ACCURACY_THRESHOLD, compare_baseline
 from edgecompress.targets.gates import check_gates_measurable, evaluate_gates, parse_gates
 
@@ -69,6 +69,8 @@ def _precision_in_file(path: Path) -> str | None:
 
     for _, fmt in FORMATS:
         if fmt.read_precision is not None and fmt.suffix.lower() == path.suffix.lower():
+            if path.stat().st_size == 0:  # onnx.load reads 0 bytes as an empty model: "fp32"
+                raise ValueError(f"{path}: empty file")
             return fmt.read_precision(path)
     return None
 
@@ -124,7 +126,9 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                 raise InputFileError(f"{p}: no manifest.json (pass artifact files, or an export "
                                      "directory written by `edgecompress export`)")
             try:
-                entries = json.loads(manifest.read_text(encoding="utf-8"))["artifacts"]
+                entries = json_loads(manifest.read_text(encoding="utf-8"))["artifacts"]
+                if not isinstance(entries, list):  # 5 or null: a TypeError traceback in the loop below
+                    raise TypeError(f"'artifacts' is {type(entries).__name__}, not a list")
             except (json.JSONDecodeError, KeyError, TypeError) as err:  # `e` names the entries below
                 raise InputFileError(f"{manifest}: not a valid manifest ({err})") from err
             rows = {}
@@ -133,7 +137,7 @@ def load_artifacts(paths: list[Path]) -> tuple[list[Artifact], dict[str, Any] | 
                     # each directory's rows from its own report (the second directory's files got
                     # the first one's calibration details and TFLite I/O scales); the model
                     # summary from the first report
-                    own = json.loads((p / "report.json").read_text())
+                    own = json_loads((p / "report.json").read_text())
                     rows = {Path(r["path"]).name: r for r in own.get("artifacts", [])}
                     source_report = source_report or own
                 except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
@@ -178,7 +182,7 @@ def _refuse_export_dir(out_dir: Path) -> None:
     except (OSError, ValueError):
         return
     try:
-        d = json.loads(report.read_text(encoding="utf-8"))
+        d = json_loads(report.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # ValueError: JSON and UTF-8 decoding
         d = None
     if isinstance(d, dict):

@@ -279,11 +279,17 @@ class TargetProfile:
             raise InputFileError(f"{_target(path)}: cannot read ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{_target(path)}: invalid TOML ({e})") from e
+        except RecursionError:  # `x = [[[[...]]]]`: tomllib recurses per level (a traceback)
+            from edgecompress.fileio import NESTED_TOO_DEEPLY
+
+            raise ConfigError(f"{_target(path)}: invalid TOML ({NESTED_TOO_DEEPLY})") from None
         where = _target(path)
         missing = [k for k in ("name", "isa", "runner", "runtimes", "formats") if k not in data]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
-        known = [f for f in cls.__dataclass_fields__ if f != "path"]
+        # a profile's own keys: not `path` nor the state a run keeps (resolved_runner, preflight_passed,
+        # init=False), which were listed as known and then failed TargetProfile(**data): a TypeError
+        known = [n for n, f in cls.__dataclass_fields__.items() if f.init and n != "path"]
         for key in data:
             if key not in known:
                 raise _unknown(where, "", key, known)

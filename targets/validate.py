@@ -371,6 +371,8 @@ def validate(artifacts: Sequence[Artifact | str | os.PathLike[str]] | Artifact |
     # A device's big cores (CPUs 0..n-1 are a phone's LITTLE ones); this machine's first CPUs, since
     # x86-local's [hardware] describes the VM it was measured on, not the one running now.
     check_threads(profile, settings)
+    if runner_name == "local":
+        check_batch_memory(artifacts, settings)
     cpus = settings.cpus or (list(range(settings.threads)) if runner_name == "local"
                              else profile.default_cpus(settings.threads))
     out: list[Measurement] = []
@@ -430,6 +432,32 @@ def _sample_mismatch(art: Artifact, data: Dataset) -> str | None:
         return None
     return (f"{art.path}: evaluation samples have shape {tuple(data.x.shape[1:])} but the file takes {shown} (NCHW); "
             "check the layout and the preprocessing")
+
+
+def check_batch_memory(artifacts: Sequence[Artifact], settings: ValidateSettings) -> None:
+    """The largest --batch against this machine's memory, for a local run: one batch of an
+    artifact's inputs larger than all of it failed every row with numpy's ArrayMemoryError, exit 4
+    (read as the model's failure) with the previous results in --out replaced, for a flag's typo
+    (--batch 100000000). Symbolic dimensions count as 1: refused only what cannot fit."""
+    import math
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no such figure here: nothing to compare with
+        return
+    batch = max(settings.batches)
+    for a in artifacts:
+        per_sample = 0
+        for t in a.inputs:
+            try:
+                size = np.dtype(t.dtype).itemsize
+            except TypeError:
+                size = 4
+            per_sample += size * math.prod(d for d in t.shape[1:] if isinstance(d, int) and d > 0)
+        if per_sample * batch > total:
+            raise ConfigError(f"{opt('--batch', 'batches', batch)}: one batch of {Path(a.path).name}'s inputs is "
+                              f"{per_sample * batch / 2**30:,.1f} GiB, more than this machine's "
+                              f"{total / 2**30:,.1f} GiB of memory")
 
 
 def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:

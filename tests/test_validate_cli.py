@@ -389,6 +389,18 @@ def test_an_unreadable_file_is_labelled_unknown_not_fp32(export_dir, eval_npz, t
     assert "| onnx | unknown | 222 B | — |" in (out / "report.md").read_text()  # no size ratio: no known model
 
 
+def test_an_empty_file_is_labelled_unknown_not_fp32(tmp_path):
+    """[audit 28] A 0-byte .onnx (a killed copy) read as an empty ModelProto, so as "fp32": its
+    failed row read as "the fp32 artifact failed", as a garbage file's did before (above)."""
+    from edgecompress.targets.device_report import _guess_precision
+
+    for name in ("model.onnx", "model.xml", "model.tflite"):
+        (tmp_path / name).write_bytes(b"")
+        assert _guess_precision(tmp_path / name) == "unknown", name
+    (tmp_path / "model-int8.onnx").write_bytes(b"")
+    assert _guess_precision(tmp_path / "model-int8.onnx") == "int8"  # the name, if it says
+
+
 def test_validate_reads_images_with_the_exports_preprocessing(export_dir, digits_eval, tmp_path):
     """`validate DIR --eval images/` preprocessed digits-cnn's images as EfficientNet-Lite ones
     (RGB, 224 px) and every row failed on the input shape; the export's preset is in its report."""

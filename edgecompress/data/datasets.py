@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 import re
 import sys
 import zipfile
@@ -180,6 +181,22 @@ class DataSpec:
     stop: int | None = None
     labels: str | None = None
 
+    def __post_init__(self) -> None:
+        # DataSpec(5) and DataSpec(p, start="a") reached pathlib's and slice()'s TypeError when read
+        from edgecompress.errors import ConfigError
+
+        if isinstance(self.path, Path):  # a Path is a path: kept as text, as parse() gives it
+            self.path = str(self.path)
+        if not isinstance(self.path, str):
+            raise ConfigError(f"DataSpec: path must be a str or Path, got {type(self.path).__name__}")
+        for key in ("start", "stop"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+                raise ConfigError(f"DataSpec: {key} must be an integer row index or None, got {value!r:.40}")
+            setattr(self, key, None if value is None else int(value))  # a numpy integer as an int
+        if self.labels is not None and not isinstance(self.labels, str | Path):
+            raise ConfigError(f"DataSpec: labels must be a path to a labels CSV, got {type(self.labels).__name__}")
+
     @classmethod
     def parse(cls, text: str) -> DataSpec:
         """`PATH` or `PATH[start:stop]` (the CLI form)."""
@@ -214,6 +231,11 @@ def as_float32(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+# The largest class index a label may be: labels are int64 from here on (a larger one in a labels CSV
+# was an OverflowError traceback; in a uint64 .npz 'y' it wrapped to a negative index)
+_MAX_LABEL = int(np.iinfo(np.int64).max)
+
+
 def check_labels(y: np.ndarray, n: int, where: str, key: str = "y") -> None:
     """Class indices: one integer >= 0 per sample (the range above is checked against the model)."""
     if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
@@ -222,6 +244,9 @@ def check_labels(y: np.ndarray, n: int, where: str, key: str = "y") -> None:
     if len(y) and y.min() < 0:  # as the labels CSV: a class index is >= 0
         raise DataError(f"{where}: '{key}' holds a negative class index ({int(y.min())}); "
                         "labels are class indices 0..N-1")
+    if len(y) and int(y.max()) > _MAX_LABEL:  # uint64 labels became negative in the int64 cast
+        raise DataError(f"{where}: '{key}' holds class index {int(y.max())}, beyond int64; labels are class "
+                        "indices 0..N-1")
 
 
 def check_in_memory(ds: Dataset, where: str) -> None:
@@ -420,6 +445,9 @@ def _read_labels_csv(csv_path: Path, base: Path | None = None) -> tuple[list[Pat
             raise DataError(f"{csv_path}:{lineno}: class_index {row[1]!r} is not an integer") from None
         if label < 0:
             raise DataError(f"{csv_path}:{lineno}: class_index {label} is negative")
+        if label > _MAX_LABEL:
+            raise DataError(f"{csv_path}:{lineno}: class_index {label} is beyond int64; labels are class "
+                            "indices 0..N-1")
         p = (base / row[0]).resolve()
         if not p.is_file() and base != csv_path.parent:  # names written relative to the CSV itself
             p = (csv_path.parent / row[0]).resolve()
@@ -466,7 +494,9 @@ def _decode(path: Path, transform: Transform) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    # DecompressionBombError (not an OSError): an image over PIL's pixel limit, or a file claiming
+    # to be one (a 30000x30000 PNG header), was a traceback
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
     try:  # apart from decoding: a bug in a caller's transform is not a broken image
         out = np.asarray(transform(im), dtype=np.float32)
@@ -609,6 +639,12 @@ def load_data(spec: DataLike, preprocess: str | Transform = "efficientnet-lite",
         raise InputFileError(f"{what} {path}: expected a folder of images, a labels CSV, "
                              "or a .npy/.npz file")
     if not files:
+        # an empty / header-only labels CSV: "no images found (.bmp, .gif, ...)" read as images of
+        # the wrong suffix
+        listing = path if path.is_file() else Path(spec.labels).expanduser() if spec.labels else \
+            path / "labels.csv" if (path / "labels.csv").is_file() else None
+        if listing is not None:
+            raise DataError(f"{what} {path}: the labels CSV {listing.name} lists no images (a header at most)")
         raise DataError(f"{what} {path}: no images found "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     _note_short_range(spec, len(files), what)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import ModelLoadError, first_line, named
+from edgecompress.fileio import json_loads
 from edgecompress.models.spec import TEXT_TASKS, InputSpec, ModelSpec, SpecExtra
 
 DEFAULT_SEQ_LEN = 128
@@ -87,11 +87,13 @@ def _guess_task(path: Path) -> str:
     """sentence-transformers directories (modules.json / 1_Pooling) and bare encoders embed;
     a config with a *ForSequenceClassification architecture classifies."""
     try:
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = json_loads((path / "config.json").read_text())
     except (OSError, ValueError):
         cfg = {}
-    archs = cfg.get("architectures") or []
-    if any("SequenceClassification" in a for a in archs):
+    # a config.json of another shape ([1], "architectures": 5) raised AttributeError / TypeError
+    # here, a traceback; transformers says what is wrong with it when it loads
+    archs = cfg.get("architectures") if isinstance(cfg, dict) else None
+    if isinstance(archs, list) and any(isinstance(a, str) and "SequenceClassification" in a for a in archs):
         return "sequence-classification"
     return "embedding"
 

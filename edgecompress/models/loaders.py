@@ -55,13 +55,28 @@ LOADERS: Registry[tuple[Callable[[str], bool], Loader]] = Registry("model loader
 
 
 def parse_shape(shape: ShapeLike | None) -> tuple[int, ...] | None:
-    if shape is None or isinstance(shape, tuple | list):
-        return tuple(int(s) for s in shape) if shape is not None else None
-    try:
-        dims = tuple(int(s) for s in shape.replace("x", ",").split(","))  # "1,,8" is a typo, not (1, 8)
-    except ValueError:
-        raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected integers like "
-                              "1,3,224,224") from None
+    """`1,3,224,224` (the CLI's text) or a tuple / list of ints (torch.Size, numpy ints) as a tuple,
+    or a one-line InputShapeError. A sequence is checked as the text is: `('a', 3)` raised int()'s
+    ValueError, `8` an AttributeError, and `(1, 3, 8.5, 8)` or `(True, 3, 8, 8)` were taken as
+    (1, 3, 8, 8); a dimension <= 0 failed later in torch's words (negative dimension -3)."""
+    import numbers
+
+    if shape is None:
+        return None
+    if isinstance(shape, tuple | list):
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape):
+            raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected integers like "
+                                  f"{say('1,3,224,224', '(1, 3, 224, 224)', '[1, 3, 224, 224]')}")
+        dims = tuple(int(s) for s in shape)
+    elif isinstance(shape, str):
+        try:
+            dims = tuple(int(s) for s in shape.replace("x", ",").split(","))  # "1,,8" is a typo, not (1, 8)
+        except ValueError:
+            raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected integers like "
+                                  "1,3,224,224") from None
+    else:
+        raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: expected a tuple of integers "
+                              "like (1, 3, 224, 224) or the text '1,3,224,224'")
     if not dims or any(d <= 0 for d in dims):
         raise InputShapeError(f"{opt('--input-shape', 'input_shape', repr(shape))}: dimensions must be positive")
     return dims
@@ -1041,8 +1056,32 @@ def load_model(
                           f"its file ({spec.output_names}); rename them there")
     if given_inputs is not None:
         spec.inputs = _renamed_inputs(spec, given_inputs)
+    _check_finite_weights(spec, _weights_opt(weights) if weights is not None else
+                          named("model", ref) if isinstance(ref, str) else f"model {spec.name}")
     check_forward(spec, given, dtype_declared=dtype is not None)
     return spec
+
+
+def _check_finite_weights(spec: ModelSpec, where: str) -> None:
+    """Refuse a model with NaN in a weight or buffer, or Inf in a weight: a diverged training run or
+    a corrupt checkpoint. It loaded and exported: the fp32 reference's top-1 was read off NaN
+    logits (argmax 0), each artifact then failed validation as 'outputs hold NaN or Inf' (exit 4,
+    read as a regression), and int8 failed as an export error ('supplied range of [nan, nan] is not
+    finite', exit 3), none of them naming the file or the tensor. A buffer may hold Inf (a mask)."""
+    import torch
+
+    module = spec.module
+    if not isinstance(module, torch.nn.Module):
+        return
+    weights = {id(p) for p in module.parameters()}
+    with torch.no_grad():
+        for key, t in module.state_dict(keep_vars=True).items():
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.device.type == "meta":
+                continue
+            nan = bool(torch.isnan(t).any())
+            if nan or (id(t) in weights and not bool(torch.isfinite(t).all())):
+                raise ModelLoadError(f"{where}: {key} holds {'NaN' if nan else 'Inf'} values (a diverged "
+                                     "training run or a corrupt checkpoint?)")
 
 
 def _given_output_names(ref: Any, names: Sequence[str] | None) -> list[str] | None:

@@ -182,9 +182,19 @@ class Report:
     @classmethod
     def load(cls, path: Path | str) -> Report:
         try:
-            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+            from edgecompress.fileio import json_loads
+
+            obj = json_loads(Path(path).read_text(encoding="utf-8"))
             if not isinstance(obj, dict) or not isinstance(obj.get("artifacts", []), list):
                 raise TypeError("not a JSON object with an 'artifacts' list")
+            # what comparing with it reads as objects: `"artifacts": [5]` or `"model": 5` were an
+            # AttributeError traceback (a baseline or report edited by hand, another tool's JSON)
+            odd = next((f"'artifacts' holds {type(a).__name__}" for a in obj.get("artifacts", [])
+                        if not isinstance(a, dict)), None) or next(
+                (f"'{k}' is {type(obj[k]).__name__}" for k in ("model", "reference", "baseline", "data")
+                 if obj.get(k) is not None and not isinstance(obj[k], dict)), None)
+            if odd:
+                raise TypeError(f"{odd}, not an object")
             # what every report.json holds: without them, say what the file is (an export's
             # manifest.json gave "Report.__init__() missing 2 required positional arguments")
             missing = [k for k in ("model", "target", "artifacts") if k not in obj]

@@ -114,6 +114,126 @@ def _csv_negative(ctx):
     load_data(str(d), "gray-unit", 8, "evaluation", progress=False)
 
 
+def _csv_beyond_int64(ctx):
+    """[audit 28] int() took the label, np.asarray(dtype=int64) raised OverflowError (a traceback)."""
+    from PIL import Image
+
+    from edgecompress.data import load_data
+
+    d = ctx.tmp / "huge"
+    d.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(d / "a.png")
+    (d / "labels.csv").write_text("filename,class_index\na.png,99999999999999999999999\n")
+    load_data(str(d), "gray-unit", 8, "evaluation", progress=False)
+
+
+# [audit 28] a config or data file nested deeper than its parser recurses: RecursionError, a traceback
+DEEP = 5000
+
+
+def _deep_recipe(ctx):
+    from edgecompress.recipe import load_recipe
+
+    (ctx.tmp / "deep.yaml").write_text("model: zoo:digits-cnn\nexport: " + "[" * DEEP + "]" * DEEP + "\n")
+    load_recipe(ctx.tmp / "deep.yaml")
+
+
+def _deep_target(ctx):
+    from edgecompress.targets.profile import TargetProfile
+
+    (ctx.tmp / "deep.toml").write_text('name = "d"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                                       "formats = " + "[" * DEEP + "]" * DEEP + "\n")
+    TargetProfile.from_file(ctx.tmp / "deep.toml")
+
+
+def _deep_baseline(ctx):
+    from edgecompress.report import Report
+
+    (ctx.tmp / "deep.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    Report.load(ctx.tmp / "deep.json")
+
+
+def _deep_manifest(ctx):
+    from edgecompress.targets.device_report import load_artifacts
+
+    d = ctx.tmp / "exp"
+    d.mkdir()
+    (d / "manifest.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    load_artifacts([d])
+
+
+def _deep_hf_config(ctx):
+    from edgecompress.models import load_model
+
+    d = ctx.tmp / "hf"
+    d.mkdir()
+    (d / "config.json").write_text('{"architectures": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    load_model(f"hf:{d}")
+
+
+def _inf_weights(ctx):
+    """[audit 28] a module with an Inf weight loaded, exported, and failed later without naming it."""
+    import copy
+
+    import torch
+
+    import edgecompress
+
+    module = copy.deepcopy(ctx.spec.module)
+    with torch.no_grad():
+        module.get_parameter("stem.0.weight")[0, 0, 0, 0] = float("inf")
+    edgecompress.prune(module, ratio=0.3, input_shape=(1, 1, 8, 8))
+
+
+def _bomb_image(ctx):
+    from edgecompress.data import load_data
+    from tests.bad_inputs.test_catalogue import bomb_png
+
+    d = ctx.tmp / "bomb"
+    d.mkdir()
+    (d / "a.png").write_bytes(bomb_png())
+    load_data(str(d), "gray-unit", 8, "calibration", progress=False)
+
+
+def _hf_config(ctx, text: str):
+    """[audit 28] a config.json of valid JSON but another shape: AttributeError / TypeError (a traceback)."""
+    from edgecompress.models import load_model
+
+    d = ctx.tmp / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(text)
+    load_model(f"hf:{d}")
+
+
+def _odd_json(ctx, what: str, text: str):
+    """[audit 28] a baseline report / manifest of valid JSON but another shape: AttributeError / TypeError."""
+    from edgecompress.report import Report
+    from edgecompress.targets.device_report import load_artifacts
+
+    d = ctx.tmp / "exp"
+    d.mkdir()
+    (d / what).write_text(text)
+    Report.load(d / what) if what == "report.json" else load_artifacts([d])
+
+
+def _profile_key(ctx, line: str):
+    """[audit 28] a run's state as a profile key: listed as known, then TargetProfile(**data)'s TypeError."""
+    from edgecompress.targets.profile import TargetProfile
+
+    (ctx.tmp / "p.toml").write_text('name = "p"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                                    f'formats = ["onnx"]\n{line}\n')
+    TargetProfile.from_file(ctx.tmp / "p.toml")
+
+
+def _csv_rows(ctx, text: str, as_file: bool):
+    from edgecompress.data import load_data
+
+    d = ctx.tmp / "rows"
+    d.mkdir()
+    (d / "labels.csv").write_text(text)
+    load_data(str(d / "labels.csv" if as_file else d), "gray-unit", 8, "evaluation", progress=False)
+
+
 def _run_export_unknown_target(ctx):
     from edgecompress.pipeline import ExportJob, run_export
 
@@ -274,6 +394,64 @@ API_CASES = [
     ("tensor-nan-npz", lambda c: _load(c, "n.npz", lambda p: np.savez(p, x=np.full((2, 1, 8, 8), np.nan, np.float32))),
      DataError, "n.npz: sample 0 contains NaN or Inf"),
     ("labels-csv-negative", _csv_negative, DataError, "labels.csv:2: class_index -3 is negative"),
+    ("labels-csv-beyond-int64", _csv_beyond_int64, DataError,
+     "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),
+    # [audit 28] a uint64 'y' wrapped to -1 in the int64 cast: "holds a negative class index (-1)" of a
+    # file that holds none, said by reference_outputs
+    ("labels-npz-uint64", lambda c: _load(c, "u.npz", lambda p: np.savez(
+        p, x=np.zeros((2, 1, 8, 8), np.float32), y=np.array([0, 2**64 - 1], np.uint64))), DataError,
+     "u.npz: 'y' holds class index 18446744073709551615, beyond int64"),
+    # [audit 28] a shape from Python is checked as the CLI's text is: int()'s ValueError, an AttributeError,
+    # 8.5 and True taken as 8 and 1, a negative dimension in torch's words
+    *((f"shape-{i}", (lambda c, v=v: _api("load_model")("tests.bad_inputs.badmodels:tiny", v)),
+       __import__("edgecompress.errors").errors.InputShapeError, f"input_shape={v!r}: {why}")
+      for i, (v, why) in enumerate([(("a", 3), "expected integers like (1, 3, 224, 224)"),
+                                    ((1, 3, 8.5, 8), "expected integers like (1, 3, 224, 224)"),
+                                    ((True, 3, 8, 8), "expected integers"),
+                                    (8, "expected a tuple of integers"),
+                                    ((1, -3, 8, 8), "dimensions must be positive")])),
+    ("decompression-bomb", _bomb_image, DataError, "a.png: cannot read image (DecompressionBombError"),
+    *((f"hf-config-{i}", (lambda c, t=t: _hf_config(c, t)), __import__("edgecompress.errors").errors.ModelLoadError,
+       "/hf': transformers cannot load it") for i, t in enumerate(["[1]", '{"architectures": 5}', '"text"'])),
+    *((f"odd-json-{i}", (lambda c, w=w, t=t: _odd_json(c, w, t)), InputFileError, f"{w}: not a valid {why}")
+      for i, (w, t, why) in enumerate([
+          ("report.json", '{"model": {}, "target": "x", "artifacts": [5]}',
+           "edgecompress report.json ('artifacts' holds int, not an object)"),
+          ("report.json", '{"model": 5, "target": "x", "artifacts": []}',
+           "edgecompress report.json ('model' is int, not an object)"),
+          ("manifest.json", '{"artifacts": 5}', "manifest ('artifacts' is int, not a list)"),
+          ("manifest.json", '{"artifacts": null}', "manifest ('artifacts' is NoneType, not a list)")])),
+    *((f"profile-key-{k}", (lambda c, k=k, v=v: _profile_key(c, f"{k} = {v}")), ConfigError,
+       f"p.toml': {k}: unknown key (known: connection, description, formats, hardware, isa, name, runner, runtimes, "
+       "sources)") for k, v in (("preflight_passed", "true"), ("resolved_runner", '"ssh"'))),
+    # [audit 28] torch.set_num_threads(10**9): libgomp's out-of-memory abort, exit 1, after --out was made
+    ("recipe-torch-threads", lambda c: _recipe(options={"torch_threads": 10**9}), ConfigError,
+     "options.torch_threads: 1000000000: this machine gives edgecompress"),
+    # [audit 28] wrong types: pathlib's / slice()'s TypeError when read
+    ("dataspec-path-int", lambda c: _api("load_data")(_api("DataSpec")(5)), ConfigError,
+     "DataSpec: path must be a str or Path, got int"),
+    ("dataspec-start-text", lambda c: _api("DataSpec")("x.npy", start="a"), ConfigError,
+     "DataSpec: start must be an integer row index or None, got 'a'"),
+    ("save-recipe-path-none", lambda c: _api("save_recipe")(_recipe(), None), ConfigError,
+     "save_recipe: path must be a file path, got None"),
+    # [audit 28] a batch larger than the machine: numpy's ArrayMemoryError in every row (exit 4)
+    ("batch-beyond-memory", lambda c: _api("validate")([_art(c)], settings=_api("ValidateSettings")(
+        batches=(1, 10**12), runs=1, warmup=0, rounds=1), progress=False), ConfigError,
+     "batches=1000000000000: one batch of digits-cnn-fp32.onnx's inputs is 238,418.6 GiB, more than this machine's"),
+    # [audit 28] it said "no images found (.bmp, .gif, ...)", as if the images had the wrong suffix
+    *((f"labels-csv-no-rows-{i}", (lambda c, t=t, d=d: _csv_rows(c, t, d)), DataError,
+       "the labels CSV labels.csv lists no images") for i, (t, d) in enumerate(
+          [("filename,class_index\n", False), ("", False), ("filename,class_index\n", True)])),
+    ("inf-weights", _inf_weights, __import__("edgecompress.errors").errors.ModelLoadError,
+     "model DigitsCNN: stem.0.weight holds Inf values"),
+    ("deep-recipe-yaml", _deep_recipe, ConfigError, "deep.yaml: not valid YAML (nested too deeply to read)"),
+    ("deep-target-toml", _deep_target, ConfigError, "deep.toml': invalid TOML (nested too deeply to read)"),
+    ("deep-baseline-json", _deep_baseline, InputFileError,
+     "deep.json: not a valid edgecompress report.json (nested too deeply to read)"),
+    ("deep-manifest-json", _deep_manifest, InputFileError,
+     "manifest.json: not a valid manifest (nested too deeply to read)"),
+    ("deep-hf-config", _deep_hf_config, __import__("edgecompress.errors").errors.ModelLoadError,
+     "transformers cannot load it"),
     ("unknown-format", lambda c: __import__("edgecompress.exporters").exporters.resolve_formats(["coreml"]),
      ConfigError, "formats='coreml': unknown format"),
 ]

@@ -68,6 +68,49 @@ def _fixtures(tmp: Path) -> None:
     (tmp / "corrupt.npz").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
     (tmp / "corrupt.npy").write_bytes(bytes(range(255, -1, -1)) * 4)
     _issue7_fixtures(tmp)
+    _audit28_fixtures(tmp)
+
+
+def _audit28_fixtures(tmp: Path) -> None:
+    """[audit 28] a class index beyond int64 in a labels CSV (an OverflowError traceback)."""
+    from PIL import Image
+
+    huge = tmp / "hugelabel"
+    huge.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(huge / "0.png")
+    (huge / "labels.csv").write_text("filename,class_index\n0.png,99999999999999999999999\n")
+    # files nested deeper than their parser recurses (a RecursionError traceback)
+    (tmp / "deep.yaml").write_text("model: zoo:digits-cnn\nexport: " + "[" * 5000 + "]" * 5000 + "\n")
+    (tmp / "deep.json").write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    # a PNG whose header claims 30000 x 30000 pixels: PIL's DecompressionBombError is no OSError
+    (tmp / "bomb").mkdir()
+    (tmp / "bomb" / "a.png").write_bytes(bomb_png())
+    (tmp / "oddman").mkdir()  # a manifest.json of valid JSON, another shape: a TypeError traceback
+    (tmp / "oddman" / "manifest.json").write_text('{"artifacts": 5}')
+    (tmp / "oddbase.json").write_text('{"model": {}, "target": "x86-local", "artifacts": [5]}')
+    (tmp / "state.toml").write_text('name = "s"\nisa = "x86_64"\nrunner = "local"\nruntimes = ["onnxruntime"]\n'
+                                    'formats = ["onnx"]\npreflight_passed = true\n')  # a TypeError traceback
+    (tmp / "threads.yaml").write_text("model: zoo:digits-cnn\nexport: [onnx]\noptions: {torch_threads: 1000000000}\n")
+    # a diverged training run's checkpoint: it exported, and failed (exit 3 / 4) naming neither file nor tensor
+    import torch
+
+    from tests.bad_inputs.badmodels import Tiny
+
+    state = Tiny().state_dict()
+    state["fc.weight"][0, 1] = float("nan")
+    torch.save(state, tmp / "nan.pt")
+
+
+def bomb_png(side: int = 30000) -> bytes:
+    """A PNG header of side x side pixels (past PIL's decompression-bomb limit) over a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
 
 
 def _closed_port() -> int:
@@ -275,6 +318,29 @@ CASES = [
      "badjson.pt2: not a readable ExportedProgram .pt2 (model.json: JSONDecodeError)"),
     ("baseline-not-report", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/list.json", "--out", "{out}"], 2,
      "list.json: not a valid edgecompress report.json"),
+    # [audit 28] each of these printed a traceback (exit 1)
+    ("label-beyond-int64", [*DIGITS, "--eval", "{tmp}/hugelabel", "--preprocess", "gray-unit", "--out", "{out}"], 2,
+     "labels.csv:2: class_index 99999999999999999999999 is beyond int64"),  # OverflowError
+    ("decompression-bomb", [*DIGITS, "--int8", "--calib", "{tmp}/bomb", "--preprocess", "gray-unit", "--out",
+                            "{out}"], 2, "bomb/a.png: cannot read image (DecompressionBombError: Image size"),
+    ("manifest-artifacts-not-a-list", ["validate", "{tmp}/oddman", "--out", "{out}"], 2,
+     "oddman/manifest.json: not a valid manifest ('artifacts' is int, not a list)"),
+    ("baseline-row-not-an-object", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/oddbase.json", "--out",
+                                    "{out}"], 2,
+     "oddbase.json: not a valid edgecompress report.json ('artifacts' holds int, not an object)"),
+    ("target-run-state-key", [*DIGITS, "--target", "{tmp}/state.toml", "--out", "{out}"], 2,
+     "state.toml: preflight_passed: unknown key"),
+    ("recipe-torch-threads", ["run", "{tmp}/threads.yaml", "--out", "{out}"], 2,
+     "options.torch_threads: 1000000000: this machine gives edgecompress"),  # libgomp abort, exit 1
+    # every row failed with numpy's ArrayMemoryError, exit 4 (the previous results in --out replaced)
+    ("batch-beyond-memory", ["validate", "{tmp}/real/digits-cnn-fp32.onnx", "--batch", "1000000000000", "--out",
+                             "{out}"], 2, "--batch 1000000000000: one batch of digits-cnn-fp32.onnx's inputs is"),
+    ("nan-weights", ["tests.bad_inputs.badmodels:tiny", "--input-shape", "1,3,8,8", "--weights", "{tmp}/nan.pt",
+                     "--out", "{out}"], 2, "/nan.pt: fc.weight holds NaN values"),
+    ("recipe-nested-too-deeply", ["run", "{tmp}/deep.yaml", "--out", "{out}"], 2,
+     "deep.yaml: not valid YAML (nested too deeply to read)"),  # RecursionError
+    ("baseline-nested-too-deeply", ["validate", "{tmp}/nopath/a.onnx", "--baseline", "{tmp}/deep.json", "--out",
+                                    "{out}"], 2, "deep.json: not a valid edgecompress report.json (nested too deeply"),
 ]
 
 COMMANDS = {"run", "compress", "validate"}  # rows starting with one of these are not `export` rows
