@@ -237,7 +237,9 @@ class Recipe(BaseModel):
             raise ConfigError(f"{option('--input-shape', 'input_shape')}: dimensions must be positive, "
                               f"got {self.input_shape}")
         if self.options.torch_threads is not None:  # as options.threads: 10**9 was a libgomp abort, exit 1
-            avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            from edgecompress.targets.validate import usable_cpu_count
+
+            avail = usable_cpu_count()
             if self.options.torch_threads > avail:
                 raise ConfigError(f"options.torch_threads: {self.options.torch_threads}: this machine gives "
                                   f"edgecompress {avail} CPU(s); use {avail} or fewer")

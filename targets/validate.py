@@ -460,6 +460,11 @@ def check_batch_memory(artifacts: Sequence[Artifact], settings: ValidateSettings
                               f"{total / 2**30:,.1f} GiB of memory")
 
 
+def usable_cpu_count() -> int:
+    """How many CPUs this process may run on (its affinity, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
     """--threads against the CPUs the run may use: this machine's for a local run (it ran
     oversubscribed and was reported as given: 99 threads on 2), the profile's big cores (or cores)
@@ -475,7 +480,7 @@ def check_threads(profile: TargetProfile, settings: ValidateSettings) -> None:
             raise ConfigError(f"validation settings: cpus {settings.cpus}: this process may use CPUs {mine}")
         return
     if local:
-        avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        avail = usable_cpu_count()
         if settings.threads > avail:
             raise ConfigError(f"{opt('--threads', 'threads', settings.threads)}: this machine gives edgecompress "
                               f"{avail} CPU(s); use {avail} or fewer")
